@@ -1,0 +1,111 @@
+//! Typed errors. Binaries turn these into sysexits codes and one-line
+//! messages at their edge; the library never exits or prints.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid {kind} name {name:?}: {reason}")]
+    InvalidName {
+        kind: &'static str,
+        name: String,
+        reason: &'static str,
+    },
+    #[error("no such user {0:?} (no INBOX in the store)")]
+    NoSuchUser(String),
+    #[error("no such mailbox {0:?}")]
+    NoSuchMailbox(String),
+    #[error("mailbox {0:?} already exists")]
+    MailboxExists(String),
+    #[error("mailbox {0:?} has child mailboxes")]
+    HasChildren(String),
+    #[error("timed out after {waited:?} waiting for the {kind} lock on {path}")]
+    LockTimeout {
+        path: PathBuf,
+        kind: &'static str,
+        waited: Duration,
+    },
+    #[error("corrupt {path} at byte offset {offset}: {what}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+    },
+    #[error("refusing to follow a symlink at {0}")]
+    Symlink(PathBuf),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no message with UID {0}")]
+    NoSuchUid(u32),
+    #[error("UID {0} has been expunged")]
+    Expunged(u32),
+    #[error("message of {size} bytes is over the limit of {limit} bytes")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("over quota: {used} + {size} bytes exceeds {limit} bytes")]
+    OverQuota { used: u64, size: u64, limit: u64 },
+    #[error("too many keywords in mailbox (limit {0})")]
+    TooManyKeywords(usize),
+    #[error("invalid keyword {0:?}")]
+    InvalidKeyword(String),
+    #[error("mailbox was deleted")]
+    MailboxDeleted,
+    #[error("mailbox has reached the highest UID")]
+    UidsExhausted,
+    #[error("injected fault at {0}")]
+    InjectedFault(&'static str),
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        if source.raw_os_error() == Some(libc::ELOOP) {
+            return Error::Symlink(path.into());
+        }
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn nix(op: &'static str, path: impl Into<PathBuf>, e: nix::Error) -> Self {
+        Self::io(op, path, io::Error::from(e))
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: u64, what: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            offset,
+            what: what.into(),
+        }
+    }
+
+    /// True when retrying later may succeed: lock timeouts, disk full,
+    /// quota, transient I/O. Delivery agents map this to a temporary failure.
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            Error::LockTimeout { .. } | Error::OverQuota { .. } | Error::InjectedFault(_) => true,
+            Error::Io { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// True when the failure is a lack of space (ENOSPC, EDQUOT, EFBIG).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
+            ),
+            _ => false,
+        }
+    }
+}

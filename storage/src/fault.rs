@@ -1,0 +1,92 @@
+//! Test-only fault points on the write paths.
+//!
+//! A fault point is a named step of a write ordering (see
+//! `docs/PROTOCOL.md`). Nothing happens at one unless the environment
+//! variable `MAILSTORE_TEST_FAULT` names it, as `POINT=ACTION` entries
+//! separated by commas, where ACTION is
+//! - `kill`: the process sends itself SIGKILL there (a crash);
+//! - `error`: the operation fails there with [`Error::InjectedFault`];
+//! - `pause:MS`: the process sleeps MS milliseconds there (race harness).
+//!
+//! The variable is read once per process. Production never sets it.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+pub const ENV: &str = "MAILSTORE_TEST_FAULT";
+
+#[derive(Clone, Debug)]
+enum Action {
+    Kill,
+    Error,
+    Pause(Duration),
+}
+
+fn table() -> &'static Vec<(String, Action)> {
+    static TABLE: OnceLock<Vec<(String, Action)>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let Ok(spec) = std::env::var(ENV) else {
+            return Vec::new();
+        };
+        spec.split(',')
+            .filter_map(|entry| {
+                let (point, action) = entry.trim().split_once('=')?;
+                let action = match action {
+                    "kill" => Action::Kill,
+                    "error" => Action::Error,
+                    a => Action::Pause(Duration::from_millis(
+                        a.strip_prefix("pause:")?.parse().ok()?,
+                    )),
+                };
+                Some((point.to_string(), action))
+            })
+            .collect()
+    })
+}
+
+/// Marks a step of a write ordering. Returns an injected error when the
+/// environment asks for one here.
+pub fn point(name: &'static str) -> Result<()> {
+    let t = table();
+    if t.is_empty() {
+        return Ok(());
+    }
+    for (p, action) in t {
+        if p == name {
+            match action {
+                Action::Kill => {
+                    // SAFETY: raising a signal on ourselves has no memory effects.
+                    unsafe { libc::raise(libc::SIGKILL) };
+                }
+                Action::Error => return Err(Error::InjectedFault(name)),
+                Action::Pause(d) => std::thread::sleep(*d),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every fault point in the library, in write order per operation. Crash
+/// tests iterate over this list so that a new point is tested by default.
+pub const POINTS: &[&str] = &[
+    "append.after_stage_write",
+    "append.after_stage_fsync",
+    "append.after_lock",
+    "append.after_rename",
+    "append.after_dir_fsync",
+    "append.after_records",
+    "append.after_records_fsync",
+    "append.after_header",
+    "append.after_header_fsync",
+    "store.after_records",
+    "store.after_header",
+    "expunge.after_records",
+    "expunge.after_header",
+    "repack.after_new_index",
+    "repack.after_rename",
+    "repack.after_mark_superseded",
+    "repack.after_unlink",
+    "meta.after_write",
+];

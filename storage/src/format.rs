@@ -1,0 +1,495 @@
+//! Byte layout of the index file, version 1. `docs/FORMAT.md` is the
+//! normative description; this module is its only implementation.
+//!
+//! All integers are little-endian. The file starts with two header slots of
+//! [`HEADER_SIZE`] bytes at [`SLOT_OFFSETS`]; a commit writes the slot chosen
+//! by the new generation's parity, so a torn header write always leaves the
+//! previous generation intact in the other slot. Records follow at
+//! [`RECORDS_OFFSET`], [`RECORD_SIZE`] bytes each, each inside one 512-byte
+//! sector.
+
+pub const MAGIC: [u8; 8] = *b"MSTOREIX";
+pub const VERSION: u32 = 1;
+pub const HEADER_SIZE: usize = 128;
+pub const SLOT_OFFSETS: [u64; 2] = [0, 4096];
+pub const RECORDS_OFFSET: u64 = 8192;
+pub const RECORD_SIZE: usize = 128;
+/// Keyword bits per record.
+pub const MAX_KEYWORDS: usize = 256;
+
+/// Header flag: this index file was replaced (repack, reconstruct); reopen
+/// the path to find the current one.
+pub const HF_SUPERSEDED: u32 = 1 << 0;
+/// Header flag: the mailbox was deleted.
+pub const HF_DELETED: u32 = 1 << 1;
+const HF_KNOWN: u32 = HF_SUPERSEDED | HF_DELETED;
+
+/// IMAP system flags and the internal expunged mark, as stored in a record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Flags(pub u32);
+
+impl Flags {
+    pub const SEEN: Flags = Flags(1 << 0);
+    pub const ANSWERED: Flags = Flags(1 << 1);
+    pub const FLAGGED: Flags = Flags(1 << 2);
+    pub const DELETED: Flags = Flags(1 << 3);
+    pub const DRAFT: Flags = Flags(1 << 4);
+    /// Internal: the record is expunged and waits for repack.
+    pub const EXPUNGED: Flags = Flags(1 << 31);
+    /// The bits a client may set with STORE.
+    pub const SYSTEM: Flags = Flags(0x1f);
+    const KNOWN: u32 = Self::SYSTEM.0 | Self::EXPUNGED.0;
+
+    pub const fn empty() -> Flags {
+        Flags(0)
+    }
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+    pub fn union(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
+    }
+    pub fn minus(self, other: Flags) -> Flags {
+        Flags(self.0 & !other.0)
+    }
+    pub fn intersect(self, other: Flags) -> Flags {
+        Flags(self.0 & other.0)
+    }
+    pub fn is_expunged(self) -> bool {
+        self.contains(Flags::EXPUNGED)
+    }
+    /// IMAP names of the system flags set here, in a fixed order.
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (Flags::SEEN, "\\Seen"),
+            (Flags::ANSWERED, "\\Answered"),
+            (Flags::FLAGGED, "\\Flagged"),
+            (Flags::DELETED, "\\Deleted"),
+            (Flags::DRAFT, "\\Draft"),
+        ]
+        .into_iter()
+        .filter(|(f, _)| self.contains(*f))
+        .map(|(_, n)| n)
+        .collect()
+    }
+    /// Parses one IMAP system flag name (case-insensitive).
+    pub fn from_name(name: &str) -> Option<Flags> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "\\seen" => Flags::SEEN,
+            "\\answered" => Flags::ANSWERED,
+            "\\flagged" => Flags::FLAGGED,
+            "\\deleted" => Flags::DELETED,
+            "\\draft" => Flags::DRAFT,
+            _ => return None,
+        })
+    }
+}
+
+/// A set of keyword indexes (into the mailbox's keyword name table).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Keywords(pub [u8; MAX_KEYWORDS / 8]);
+
+impl Keywords {
+    pub fn contains(&self, i: usize) -> bool {
+        i < MAX_KEYWORDS && self.0[i / 8] & (1 << (i % 8)) != 0
+    }
+    pub fn insert(&mut self, i: usize) {
+        if i < MAX_KEYWORDS {
+            self.0[i / 8] |= 1 << (i % 8);
+        }
+    }
+    pub fn remove(&mut self, i: usize) {
+        if i < MAX_KEYWORDS {
+            self.0[i / 8] &= !(1 << (i % 8));
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|b| *b == 0)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..MAX_KEYWORDS).filter(|i| self.contains(*i))
+    }
+    pub fn union(&self, other: &Keywords) -> Keywords {
+        let mut k = *self;
+        for (a, b) in k.0.iter_mut().zip(other.0.iter()) {
+            *a |= b;
+        }
+        k
+    }
+    pub fn minus(&self, other: &Keywords) -> Keywords {
+        let mut k = *self;
+        for (a, b) in k.0.iter_mut().zip(other.0.iter()) {
+            *a &= !b;
+        }
+        k
+    }
+}
+
+/// The index header, one generation of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    pub flags: u32,
+    pub generation: u64,
+    /// Records in the file, live and expunged.
+    pub num_records: u32,
+    /// Live (not expunged) records.
+    pub exists: u32,
+    pub last_uid: u32,
+    pub uidvalidity: u32,
+    pub highestmodseq: u64,
+    /// Sum of `size` over live records (for quota).
+    pub total_bytes: u64,
+    pub seen: u32,
+    pub deleted: u32,
+    pub flagged: u32,
+    /// Bumped whenever the keyword name table (`.meta`) changes.
+    pub meta_generation: u32,
+    /// Unix seconds when the mailbox was created.
+    pub created: i64,
+    /// Unix seconds of the last append.
+    pub last_append: i64,
+}
+
+/// One message's entry in the index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Record {
+    pub uid: u32,
+    pub flags: Flags,
+    /// Unix seconds: when the store received the message (IMAP INTERNALDATE).
+    pub internal_date: i64,
+    /// Unix seconds from the Date: header, 0 if absent or unparsable.
+    pub sent_date: i64,
+    /// Stored bytes, CRLF line endings: IMAP RFC822.SIZE.
+    pub size: u64,
+    /// Bytes of the header block including the blank line.
+    pub header_size: u32,
+    /// CRC32 of the stored message file.
+    pub message_crc: u32,
+    pub modseq: u64,
+    pub keywords: Keywords,
+    /// Unix seconds of the last change to this record.
+    pub last_updated: i64,
+}
+
+fn crc(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+}
+fn i64_at(b: &[u8], off: usize) -> i64 {
+    i64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+}
+fn put(b: &mut [u8], off: usize, v: &[u8]) {
+    b[off..off + v.len()].copy_from_slice(v);
+}
+
+/// Why a header slot was rejected; `offset` is relative to the slot start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotError {
+    pub offset: usize,
+    pub what: String,
+}
+
+impl SlotError {
+    fn new(offset: usize, what: impl Into<String>) -> Self {
+        SlotError {
+            offset,
+            what: what.into(),
+        }
+    }
+}
+
+impl Header {
+    pub fn encode(&self) -> [u8; HEADER_SIZE] {
+        let mut b = [0u8; HEADER_SIZE];
+        put(&mut b, 0, &MAGIC);
+        put(&mut b, 8, &VERSION.to_le_bytes());
+        put(&mut b, 12, &(RECORD_SIZE as u32).to_le_bytes());
+        put(&mut b, 16, &(RECORDS_OFFSET as u32).to_le_bytes());
+        put(&mut b, 20, &self.flags.to_le_bytes());
+        put(&mut b, 24, &self.generation.to_le_bytes());
+        put(&mut b, 32, &self.num_records.to_le_bytes());
+        put(&mut b, 36, &self.exists.to_le_bytes());
+        put(&mut b, 40, &self.last_uid.to_le_bytes());
+        put(&mut b, 44, &self.uidvalidity.to_le_bytes());
+        put(&mut b, 48, &self.highestmodseq.to_le_bytes());
+        put(&mut b, 56, &self.total_bytes.to_le_bytes());
+        put(&mut b, 64, &self.seen.to_le_bytes());
+        put(&mut b, 68, &self.deleted.to_le_bytes());
+        put(&mut b, 72, &self.flagged.to_le_bytes());
+        put(&mut b, 76, &self.meta_generation.to_le_bytes());
+        put(&mut b, 80, &self.created.to_le_bytes());
+        put(&mut b, 88, &self.last_append.to_le_bytes());
+        let c = crc(&b[..HEADER_SIZE - 4]);
+        put(&mut b, HEADER_SIZE - 4, &c.to_le_bytes());
+        b
+    }
+
+    /// Decodes and validates one slot. Every rejection names the offset of
+    /// the offending field within the slot.
+    pub fn decode(b: &[u8]) -> Result<Header, SlotError> {
+        if b.len() < HEADER_SIZE {
+            return Err(SlotError::new(b.len(), "header slot truncated"));
+        }
+        let b = &b[..HEADER_SIZE];
+        if b.iter().all(|x| *x == 0) {
+            return Err(SlotError::new(0, "header slot is empty"));
+        }
+        let stored = u32_at(b, HEADER_SIZE - 4);
+        let computed = crc(&b[..HEADER_SIZE - 4]);
+        if stored != computed {
+            return Err(SlotError::new(
+                HEADER_SIZE - 4,
+                format!("header CRC mismatch (stored {stored:08x}, computed {computed:08x})"),
+            ));
+        }
+        if b[0..8] != MAGIC {
+            return Err(SlotError::new(0, "bad magic"));
+        }
+        let version = u32_at(b, 8);
+        if version != VERSION {
+            return Err(SlotError::new(
+                8,
+                format!("unsupported format version {version}"),
+            ));
+        }
+        if u32_at(b, 12) as usize != RECORD_SIZE {
+            return Err(SlotError::new(12, "unexpected record size"));
+        }
+        if u32_at(b, 16) as u64 != RECORDS_OFFSET {
+            return Err(SlotError::new(16, "unexpected records offset"));
+        }
+        if b[96..HEADER_SIZE - 4].iter().any(|x| *x != 0) {
+            return Err(SlotError::new(96, "reserved bytes are not zero"));
+        }
+        let h = Header {
+            flags: u32_at(b, 20),
+            generation: u64_at(b, 24),
+            num_records: u32_at(b, 32),
+            exists: u32_at(b, 36),
+            last_uid: u32_at(b, 40),
+            uidvalidity: u32_at(b, 44),
+            highestmodseq: u64_at(b, 48),
+            total_bytes: u64_at(b, 56),
+            seen: u32_at(b, 64),
+            deleted: u32_at(b, 68),
+            flagged: u32_at(b, 72),
+            meta_generation: u32_at(b, 76),
+            created: i64_at(b, 80),
+            last_append: i64_at(b, 88),
+        };
+        h.check_values()?;
+        Ok(h)
+    }
+
+    /// Invariants a single header must satisfy on its own.
+    fn check_values(&self) -> Result<(), SlotError> {
+        if self.flags & !HF_KNOWN != 0 {
+            return Err(SlotError::new(20, "unknown header flags"));
+        }
+        if self.generation == 0 {
+            return Err(SlotError::new(24, "generation is zero"));
+        }
+        if self.exists > self.num_records {
+            return Err(SlotError::new(36, "exists is larger than num_records"));
+        }
+        if self.num_records > self.last_uid {
+            return Err(SlotError::new(32, "more records than UIDs ever assigned"));
+        }
+        if self.uidvalidity == 0 {
+            return Err(SlotError::new(44, "uidvalidity is zero"));
+        }
+        for (off, n) in [(64, self.seen), (68, self.deleted), (72, self.flagged)] {
+            if n > self.exists {
+                return Err(SlotError::new(off, "flag count is larger than exists"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_superseded(&self) -> bool {
+        self.flags & HF_SUPERSEDED != 0
+    }
+    pub fn is_deleted(&self) -> bool {
+        self.flags & HF_DELETED != 0
+    }
+    /// The slot this generation is written to.
+    pub fn slot(&self) -> usize {
+        (self.generation % 2) as usize
+    }
+    /// Byte offset of record `recno`.
+    pub fn record_offset(recno: u32) -> u64 {
+        RECORDS_OFFSET + recno as u64 * RECORD_SIZE as u64
+    }
+}
+
+impl Record {
+    pub fn encode(&self) -> [u8; RECORD_SIZE] {
+        let mut b = [0u8; RECORD_SIZE];
+        put(&mut b, 0, &self.uid.to_le_bytes());
+        put(&mut b, 4, &self.flags.0.to_le_bytes());
+        put(&mut b, 8, &self.internal_date.to_le_bytes());
+        put(&mut b, 16, &self.sent_date.to_le_bytes());
+        put(&mut b, 24, &self.size.to_le_bytes());
+        put(&mut b, 32, &self.header_size.to_le_bytes());
+        put(&mut b, 36, &self.message_crc.to_le_bytes());
+        put(&mut b, 40, &self.modseq.to_le_bytes());
+        put(&mut b, 48, &self.keywords.0);
+        put(&mut b, 80, &self.last_updated.to_le_bytes());
+        let c = crc(&b[..RECORD_SIZE - 4]);
+        put(&mut b, RECORD_SIZE - 4, &c.to_le_bytes());
+        b
+    }
+
+    /// Decodes and validates one record; the error offset is relative to
+    /// the record start.
+    pub fn decode(b: &[u8]) -> Result<Record, SlotError> {
+        if b.len() < RECORD_SIZE {
+            return Err(SlotError::new(b.len(), "record truncated"));
+        }
+        let b = &b[..RECORD_SIZE];
+        let stored = u32_at(b, RECORD_SIZE - 4);
+        let computed = crc(&b[..RECORD_SIZE - 4]);
+        if stored != computed {
+            return Err(SlotError::new(
+                RECORD_SIZE - 4,
+                format!("record CRC mismatch (stored {stored:08x}, computed {computed:08x})"),
+            ));
+        }
+        if b[88..RECORD_SIZE - 4].iter().any(|x| *x != 0) {
+            return Err(SlotError::new(88, "reserved bytes are not zero"));
+        }
+        let r = Record {
+            uid: u32_at(b, 0),
+            flags: Flags(u32_at(b, 4)),
+            internal_date: i64_at(b, 8),
+            sent_date: i64_at(b, 16),
+            size: u64_at(b, 24),
+            header_size: u32_at(b, 32),
+            message_crc: u32_at(b, 36),
+            modseq: u64_at(b, 40),
+            keywords: Keywords(b[48..80].try_into().expect("32 bytes")),
+            last_updated: i64_at(b, 80),
+        };
+        if r.uid == 0 {
+            return Err(SlotError::new(0, "UID is zero"));
+        }
+        if r.flags.0 & !Flags::KNOWN != 0 {
+            return Err(SlotError::new(4, "unknown flag bits"));
+        }
+        if r.header_size as u64 > r.size {
+            return Err(SlotError::new(32, "header size larger than message size"));
+        }
+        if r.modseq == 0 {
+            return Err(SlotError::new(40, "modseq is zero"));
+        }
+        Ok(r)
+    }
+
+    pub fn is_expunged(&self) -> bool {
+        self.flags.is_expunged()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_header() -> Header {
+        Header {
+            flags: 0,
+            generation: 7,
+            num_records: 3,
+            exists: 2,
+            last_uid: 9,
+            uidvalidity: 1234,
+            highestmodseq: 11,
+            total_bytes: 4096,
+            seen: 1,
+            deleted: 0,
+            flagged: 2,
+            meta_generation: 1,
+            created: 1_700_000_000,
+            last_append: 1_700_000_100,
+        }
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let h = sample_header();
+        assert_eq!(Header::decode(&h.encode()).unwrap(), h);
+        assert_eq!(h.slot(), 1);
+    }
+
+    #[test]
+    fn every_header_bit_flip_is_detected() {
+        let b = sample_header().encode();
+        for bit in 0..HEADER_SIZE * 8 {
+            let mut c = b;
+            c[bit / 8] ^= 1 << (bit % 8);
+            assert!(Header::decode(&c).is_err(), "bit {bit} flip not detected");
+        }
+    }
+
+    #[test]
+    fn impossible_header_values_are_rejected_with_offsets() {
+        let mut h = sample_header();
+        h.exists = 5;
+        assert_eq!(Header::decode(&h.encode()).unwrap_err().offset, 36);
+        let mut h = sample_header();
+        h.num_records = 10;
+        assert_eq!(Header::decode(&h.encode()).unwrap_err().offset, 32);
+        let mut h = sample_header();
+        h.flagged = 3;
+        assert_eq!(Header::decode(&h.encode()).unwrap_err().offset, 72);
+    }
+
+    #[test]
+    fn record_round_trips_and_detects_flips() {
+        let mut kw = Keywords::default();
+        kw.insert(0);
+        kw.insert(200);
+        let r = Record {
+            uid: 42,
+            flags: Flags::SEEN.union(Flags::FLAGGED),
+            internal_date: 1,
+            sent_date: 2,
+            size: 300,
+            header_size: 100,
+            message_crc: 0xdead_beef,
+            modseq: 5,
+            keywords: kw,
+            last_updated: 3,
+        };
+        let b = r.encode();
+        assert_eq!(Record::decode(&b).unwrap(), r);
+        for bit in 0..RECORD_SIZE * 8 {
+            let mut c = b;
+            c[bit / 8] ^= 1 << (bit % 8);
+            assert!(Record::decode(&c).is_err(), "bit {bit} flip not detected");
+        }
+    }
+
+    #[test]
+    fn zeroed_slot_is_rejected() {
+        assert!(Header::decode(&[0u8; HEADER_SIZE]).is_err());
+    }
+
+    #[test]
+    fn flag_names_round_trip() {
+        for f in [
+            Flags::SEEN,
+            Flags::ANSWERED,
+            Flags::FLAGGED,
+            Flags::DELETED,
+            Flags::DRAFT,
+        ] {
+            assert_eq!(Flags::from_name(f.names()[0]), Some(f));
+        }
+    }
+}

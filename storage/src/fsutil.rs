@@ -1,0 +1,207 @@
+//! File-system helpers that never follow symlinks below the spool root and
+//! always create private files (0600) and directories (0700).
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::Mode;
+
+use crate::error::{Error, Result};
+
+pub const FILE_MODE: u32 = 0o600;
+pub const DIR_MODE: u32 = 0o700;
+
+/// An open directory plus its path (kept for error messages only; every
+/// operation goes through the descriptor).
+#[derive(Debug)]
+pub struct Dir {
+    pub fd: OwnedFd,
+    pub path: PathBuf,
+}
+
+fn mode(m: u32) -> Mode {
+    Mode::from_bits_truncate(m as nix::libc::mode_t)
+}
+
+impl Dir {
+    /// Opens the spool root. The root itself may be a symlink (an
+    /// administrator's choice); nothing below it is followed.
+    pub fn open_root(path: &Path) -> Result<Dir> {
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::nix("open directory", path, e))?;
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn child_path(&self, name: &OsStr) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Opens a child directory without following a symlink.
+    pub fn open_dir(&self, name: &OsStr) -> Result<Dir> {
+        let fd = nix::fcntl::openat(
+            self.fd.as_fd(),
+            name,
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            // O_DIRECTORY|O_NOFOLLOW on a symlink gives ENOTDIR or ELOOP.
+            nix::Error::ELOOP => Error::Symlink(self.child_path(name)),
+            nix::Error::ENOTDIR if self.is_symlink(name) => Error::Symlink(self.child_path(name)),
+            e => Error::nix("open directory", self.child_path(name), e),
+        })?;
+        Ok(Dir {
+            fd,
+            path: self.child_path(name),
+        })
+    }
+
+    fn is_symlink(&self, name: &OsStr) -> bool {
+        nix::sys::stat::fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFLNK)
+            .unwrap_or(false)
+    }
+
+    /// Creates a child directory (0700). Returns false if it existed.
+    pub fn mkdir(&self, name: &OsStr) -> Result<bool> {
+        match nix::sys::stat::mkdirat(self.fd.as_fd(), name, mode(DIR_MODE)) {
+            Ok(()) => Ok(true),
+            Err(nix::Error::EEXIST) => {
+                if self.is_symlink(name) {
+                    return Err(Error::Symlink(self.child_path(name)));
+                }
+                Ok(false)
+            }
+            Err(e) => Err(Error::nix("create directory", self.child_path(name), e)),
+        }
+    }
+
+    pub fn open_file(&self, name: &OsStr, flags: OFlag) -> Result<File> {
+        let fd = nix::fcntl::openat(
+            self.fd.as_fd(),
+            name,
+            flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            mode(FILE_MODE),
+        )
+        .map_err(|e| Error::nix("open", self.child_path(name), e))?;
+        Ok(File::from(fd))
+    }
+
+    /// Whether a child exists (without following a symlink).
+    pub fn exists(&self, name: &OsStr) -> Result<bool> {
+        match nix::sys::stat::fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(_) => Ok(true),
+            Err(nix::Error::ENOENT) => Ok(false),
+            Err(e) => Err(Error::nix("stat", self.child_path(name), e)),
+        }
+    }
+
+    pub fn rename(&self, from: &OsStr, to_dir: &Dir, to: &OsStr) -> Result<()> {
+        nix::fcntl::renameat(self.fd.as_fd(), from, to_dir.fd.as_fd(), to)
+            .map_err(|e| Error::nix("rename", self.child_path(from), e))
+    }
+
+    pub fn unlink(&self, name: &OsStr) -> Result<()> {
+        match nix::unistd::unlinkat(
+            self.fd.as_fd(),
+            name,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
+            Ok(()) | Err(nix::Error::ENOENT) => Ok(()),
+            Err(e) => Err(Error::nix("unlink", self.child_path(name), e)),
+        }
+    }
+
+    pub fn rmdir(&self, name: &OsStr) -> Result<()> {
+        match nix::unistd::unlinkat(self.fd.as_fd(), name, nix::unistd::UnlinkatFlags::RemoveDir) {
+            Ok(()) | Err(nix::Error::ENOENT) => Ok(()),
+            Err(e) => Err(Error::nix("remove directory", self.child_path(name), e)),
+        }
+    }
+
+    /// Makes renames and creations in this directory durable.
+    pub fn fsync(&self) -> Result<()> {
+        nix::unistd::fsync(self.fd.as_fd()).map_err(|e| Error::nix("fsync", &self.path, e))
+    }
+
+    /// Names in this directory, without `.` and `..`, with their file type
+    /// as reported by the directory (may be unknown).
+    pub fn entries(&self) -> Result<Vec<(Vec<u8>, Option<nix::dir::Type>)>> {
+        let dup = self
+            .fd
+            .try_clone()
+            .map_err(|e| Error::io("read directory", &self.path, e))?;
+        let mut d =
+            nix::dir::Dir::from_fd(dup).map_err(|e| Error::nix("read directory", &self.path, e))?;
+        let mut out = Vec::new();
+        for entry in d.iter() {
+            let entry = entry.map_err(|e| Error::nix("read directory", &self.path, e))?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            out.push((name.to_vec(), entry.file_type()));
+        }
+        Ok(out)
+    }
+
+    /// True if the named child is a real directory (not a symlink).
+    pub fn is_dir(&self, name: &OsStr) -> bool {
+        nix::sys::stat::fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFDIR)
+            .unwrap_or(false)
+    }
+}
+
+pub fn os(b: &[u8]) -> &OsStr {
+    OsStr::from_bytes(b)
+}
+
+pub fn read_exact_at(f: &File, buf: &mut [u8], off: u64, path: &Path) -> Result<()> {
+    f.read_exact_at(buf, off)
+        .map_err(|e| Error::io("read", path, e))
+}
+
+/// Reads up to `buf.len()` bytes at `off`; returns how many were read
+/// before end of file.
+pub fn read_at_most(f: &File, buf: &mut [u8], off: u64, path: &Path) -> Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    }
+    Ok(done)
+}
+
+pub fn write_all_at(f: &File, buf: &[u8], off: u64, path: &Path) -> Result<()> {
+    f.write_all_at(buf, off)
+        .map_err(|e| Error::io("write", path, e))
+}
+
+pub fn fdatasync(f: &File, path: &Path) -> Result<()> {
+    nix::unistd::fdatasync(f.as_fd()).map_err(|e| Error::nix("fsync", path, e))
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

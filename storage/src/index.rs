@@ -1,0 +1,217 @@
+//! The index file: header slot selection, record reads and writes.
+//! Callers hold the appropriate lock; this module only moves bytes.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use nix::fcntl::OFlag;
+
+use crate::error::{Error, Result};
+use crate::format::{HEADER_SIZE, Header, RECORD_SIZE, RECORDS_OFFSET, Record, SLOT_OFFSETS};
+use crate::fsutil::{self, Dir};
+
+pub const INDEX_NAME: &str = ".index";
+
+/// How much is made durable at each commit. `Relaxed` skips every fsync
+/// and is meant for tests and benchmarks only: a power loss may lose
+/// messages that were reported delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    #[default]
+    Full,
+    Relaxed,
+}
+
+#[derive(Clone, Debug)]
+pub struct IndexFile {
+    pub file: Arc<File>,
+    pub path: PathBuf,
+}
+
+/// Which slot a header was read from, and what the other slot held.
+#[derive(Clone, Debug)]
+pub struct HeaderRead {
+    pub header: Header,
+    pub slot: usize,
+    /// The other slot's header, or why it was rejected.
+    pub other: std::result::Result<Header, crate::format::SlotError>,
+}
+
+impl IndexFile {
+    pub fn open(dir: &Dir) -> Result<IndexFile> {
+        Self::open_named(dir, INDEX_NAME)
+    }
+
+    pub fn open_named(dir: &Dir, name: &str) -> Result<IndexFile> {
+        let file = dir.open_file(fsutil::os(name.as_bytes()), OFlag::O_RDWR)?;
+        Ok(IndexFile {
+            file: Arc::new(file),
+            path: dir.child_path(fsutil::os(name.as_bytes())),
+        })
+    }
+
+    /// Opens read-only (for tools that must never write).
+    pub fn open_read_only(dir: &Dir) -> Result<IndexFile> {
+        let file = dir.open_file(fsutil::os(INDEX_NAME.as_bytes()), OFlag::O_RDONLY)?;
+        Ok(IndexFile {
+            file: Arc::new(file),
+            path: dir.child_path(fsutil::os(INDEX_NAME.as_bytes())),
+        })
+    }
+
+    /// Writes a new index file holding `header` and `records` under `name`
+    /// (exclusive create), durable when asked. Used for creation, repack
+    /// and reconstruct; the caller renames or links it into place.
+    pub fn write_new(
+        dir: &Dir,
+        name: &str,
+        header: &Header,
+        records: &[Record],
+        durability: Durability,
+    ) -> Result<IndexFile> {
+        let file = dir.open_file(
+            fsutil::os(name.as_bytes()),
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
+        )?;
+        let idx = IndexFile {
+            file: Arc::new(file),
+            path: dir.child_path(fsutil::os(name.as_bytes())),
+        };
+        let mut prefix = vec![0u8; RECORDS_OFFSET as usize];
+        let slot = SLOT_OFFSETS[header.slot()] as usize;
+        prefix[slot..slot + HEADER_SIZE].copy_from_slice(&header.encode());
+        fsutil::write_all_at(&idx.file, &prefix, 0, &idx.path)?;
+        idx.write_records(0, records)?;
+        if durability == Durability::Full {
+            idx.sync()?;
+        }
+        Ok(idx)
+    }
+
+    /// Reads both header slots and returns the valid one with the higher
+    /// generation. A slot whose generation has the wrong parity for its
+    /// position is treated as invalid.
+    pub fn read_header_detail(&self) -> Result<HeaderRead> {
+        let mut buf = vec![0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE];
+        let n = fsutil::read_at_most(&self.file, &mut buf, 0, &self.path)?;
+        let decode = |slot: usize| {
+            let off = SLOT_OFFSETS[slot] as usize;
+            let end = (off + HEADER_SIZE).min(n);
+            let bytes = if end > off { &buf[off..end] } else { &[][..] };
+            Header::decode(bytes).and_then(|h| {
+                if h.slot() == slot {
+                    Ok(h)
+                } else {
+                    Err(crate::format::SlotError {
+                        offset: 24,
+                        what: format!("generation {} stored in the wrong slot", h.generation),
+                    })
+                }
+            })
+        };
+        let (a, b) = (decode(0), decode(1));
+        match (a, b) {
+            (Ok(a), Ok(b)) => {
+                if a.generation > b.generation {
+                    Ok(HeaderRead {
+                        header: a,
+                        slot: 0,
+                        other: Ok(b),
+                    })
+                } else {
+                    Ok(HeaderRead {
+                        header: b,
+                        slot: 1,
+                        other: Ok(a),
+                    })
+                }
+            }
+            (Ok(a), Err(e)) => Ok(HeaderRead {
+                header: a,
+                slot: 0,
+                other: Err(e),
+            }),
+            (Err(e), Ok(b)) => Ok(HeaderRead {
+                header: b,
+                slot: 1,
+                other: Err(e),
+            }),
+            (Err(ea), Err(eb)) => Err(Error::corrupt(
+                &self.path,
+                SLOT_OFFSETS[1] + eb.offset as u64,
+                format!(
+                    "no valid header slot (slot 0 at offset {}: {}; slot 1: {})",
+                    ea.offset, ea.what, eb.what
+                ),
+            )),
+        }
+    }
+
+    pub fn read_header(&self) -> Result<Header> {
+        Ok(self.read_header_detail()?.header)
+    }
+
+    /// Reads records `start..end` and validates each one's CRC and fields.
+    pub fn read_records(&self, start: u32, end: u32) -> Result<Vec<Record>> {
+        if end <= start {
+            return Ok(Vec::new());
+        }
+        let count = (end - start) as usize;
+        let off = Header::record_offset(start);
+        let mut buf = vec![0u8; count * RECORD_SIZE];
+        let n = fsutil::read_at_most(&self.file, &mut buf, off, &self.path)?;
+        if n < buf.len() {
+            return Err(Error::corrupt(
+                &self.path,
+                off + n as u64,
+                format!(
+                    "index truncated: the header counts {end} records, the file ends inside record {}",
+                    start as usize + n / RECORD_SIZE
+                ),
+            ));
+        }
+        let mut out = Vec::with_capacity(count);
+        for (i, chunk) in buf.chunks_exact(RECORD_SIZE).enumerate() {
+            let recno = start + i as u32;
+            let r = Record::decode(chunk).map_err(|e| {
+                Error::corrupt(
+                    &self.path,
+                    Header::record_offset(recno) + e.offset as u64,
+                    format!("record {recno}: {}", e.what),
+                )
+            })?;
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    pub fn write_records(&self, start: u32, records: &[Record]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(records.len() * RECORD_SIZE);
+        for r in records {
+            buf.extend_from_slice(&r.encode());
+        }
+        fsutil::write_all_at(&self.file, &buf, Header::record_offset(start), &self.path)
+    }
+
+    pub fn write_record(&self, recno: u32, record: &Record) -> Result<()> {
+        fsutil::write_all_at(
+            &self.file,
+            &record.encode(),
+            Header::record_offset(recno),
+            &self.path,
+        )
+    }
+
+    /// Writes `h` into the slot its generation selects.
+    pub fn write_header(&self, h: &Header) -> Result<()> {
+        fsutil::write_all_at(&self.file, &h.encode(), SLOT_OFFSETS[h.slot()], &self.path)
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        fsutil::fdatasync(&self.file, &self.path)
+    }
+}

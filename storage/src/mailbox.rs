@@ -1,0 +1,872 @@
+//! An open mailbox: every operation is bound to this handle (no global
+//! "current mailbox"), and every write follows the ordering in
+//! `docs/PROTOCOL.md`: exclusive lock, data, records, header with the
+//! generation bumped last, fsync, unlock.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use nix::fcntl::OFlag;
+
+use crate::error::{Error, Result};
+use crate::fault;
+use crate::format::{Flags, Header, Keywords, MAX_KEYWORDS, Record};
+use crate::fsutil::{self, Dir};
+use crate::index::{Durability, INDEX_NAME, IndexFile};
+use crate::lock::{LockGuard, LockKind};
+use crate::meta::{self, Meta};
+use crate::names::MailboxName;
+
+pub const STAGE_DIR: &str = ".stage";
+
+/// The file name of the message with `uid`.
+pub fn message_file_name(uid: u32) -> String {
+    format!("{uid}.")
+}
+
+/// Parses a message file name back into its UID.
+pub fn parse_message_file_name(name: &[u8]) -> Option<u32> {
+    let digits = name.strip_suffix(b".")?;
+    if digits.is_empty() || digits[0] == b'0' || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AppendOptions {
+    pub flags: Flags,
+    pub keywords: Vec<String>,
+    /// INTERNALDATE; now when `None`.
+    pub internal_date: Option<i64>,
+    /// Sent date from the Date: header, if the caller parsed one.
+    pub sent_date: i64,
+    /// Refuse messages larger than this many bytes.
+    pub max_size: Option<u64>,
+}
+
+/// A message written to the staging area, not yet visible. Dropping it
+/// without committing removes the staged file.
+#[derive(Debug)]
+pub struct StagedMessage {
+    name: String,
+    file: Option<File>,
+    stage: std::sync::Arc<Dir>,
+    pub size: u64,
+    pub header_size: u32,
+    pub message_crc: u32,
+    pub opts: AppendOptions,
+    committed: bool,
+}
+
+impl Drop for StagedMessage {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = self.stage.unlink(fsutil::os(self.name.as_bytes()));
+        }
+        // Closing the file releases the liveness lock on it.
+        self.file.take();
+    }
+}
+
+/// How a flag change applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlagOp {
+    Add,
+    Remove,
+    Replace,
+}
+
+/// Result of a flag change.
+#[derive(Clone, Debug, Default)]
+pub struct StoreOutcome {
+    /// Records whose flags changed, as they are now.
+    pub changed: Vec<Record>,
+    /// UIDs skipped because their MODSEQ was above UNCHANGEDSINCE.
+    pub modified: Vec<u32>,
+    /// UIDs not found or already expunged.
+    pub missing: Vec<u32>,
+    pub generation: u64,
+}
+
+/// What changed since a session's last look (see [`Mailbox::changes_since`]).
+#[derive(Clone, Debug)]
+pub struct Changes {
+    pub header: Header,
+    /// When `full`, every record of the index; otherwise the appended
+    /// records plus earlier records whose MODSEQ is newer than the mark.
+    pub records: Vec<Record>,
+    pub full: bool,
+    /// Present when the keyword table changed.
+    pub meta: Option<Meta>,
+}
+
+/// Where a session last looked; cheap to compare.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ViewMark {
+    pub epoch: u64,
+    pub generation: u64,
+    pub num_records: u32,
+    pub highestmodseq: u64,
+}
+
+/// A consistent read of header and records.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub header: Header,
+    pub records: Vec<Record>,
+    pub meta: Meta,
+    pub mark: ViewMark,
+}
+
+#[derive(Debug)]
+pub struct Mailbox {
+    name: MailboxName,
+    dir: Dir,
+    stage: std::sync::Arc<Dir>,
+    index: IndexFile,
+    /// Bumped whenever the index file is reopened after a repack.
+    epoch: u64,
+    meta: Meta,
+    meta_generation: u32,
+    durability: Durability,
+    lock_timeout: Duration,
+}
+
+static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Mailbox {
+    pub(crate) fn open_dir(
+        name: MailboxName,
+        dir: Dir,
+        durability: Durability,
+        lock_timeout: Duration,
+    ) -> Result<Mailbox> {
+        let index = match IndexFile::open(&dir) {
+            Ok(i) => i,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoSuchMailbox(name.to_string()));
+            }
+            Err(e) => return Err(e),
+        };
+        dir.mkdir(fsutil::os(STAGE_DIR.as_bytes()))?;
+        let stage = std::sync::Arc::new(dir.open_dir(fsutil::os(STAGE_DIR.as_bytes()))?);
+        Ok(Mailbox {
+            name,
+            dir,
+            stage,
+            index,
+            epoch: 0,
+            meta: Meta::default(),
+            meta_generation: 0,
+            durability,
+            lock_timeout,
+        })
+    }
+
+    pub fn name(&self) -> &MailboxName {
+        &self.name
+    }
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+    pub fn index_path(&self) -> &std::path::Path {
+        &self.index.path
+    }
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Takes `kind` on the current index file and reads its header,
+    /// following a repack's replacement if needed.
+    fn lock_current(&mut self, kind: LockKind) -> Result<(LockGuard, Header)> {
+        for _ in 0..100 {
+            let guard = LockGuard::acquire(
+                self.index.file.clone(),
+                kind,
+                self.lock_timeout,
+                &self.index.path,
+            )?;
+            let h = self.index.read_header()?;
+            if h.is_deleted() {
+                return Err(Error::MailboxDeleted);
+            }
+            if !h.is_superseded() {
+                return Ok((guard, h));
+            }
+            drop(guard);
+            self.index = IndexFile::open(&self.dir)?;
+            self.epoch += 1;
+        }
+        Err(Error::corrupt(
+            &self.index.path,
+            0,
+            "index keeps being replaced",
+        ))
+    }
+
+    fn refresh_meta(&mut self, h: &Header) -> Result<bool> {
+        if h.meta_generation != self.meta_generation {
+            self.meta = Meta::load(&self.dir)?;
+            self.meta_generation = h.meta_generation;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    pub fn keyword_names(&self) -> &[String] {
+        &self.meta.keywords
+    }
+
+    /// Header only: one shared lock and one read.
+    pub fn header(&mut self) -> Result<Header> {
+        let (_g, h) = self.lock_current(LockKind::Shared)?;
+        Ok(h)
+    }
+
+    pub fn mark_of(&self, h: &Header) -> ViewMark {
+        ViewMark {
+            epoch: self.epoch,
+            generation: h.generation,
+            num_records: h.num_records,
+            highestmodseq: h.highestmodseq,
+        }
+    }
+
+    /// Header, every record and the keyword table, read under one shared lock.
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        let (g, h) = self.lock_current(LockKind::Shared)?;
+        let records = self.index.read_records(0, h.num_records)?;
+        self.check_uid_order(&h, &records, 0)?;
+        self.refresh_meta(&h)?;
+        drop(g);
+        Ok(Snapshot {
+            mark: self.mark_of(&h),
+            header: h,
+            records,
+            meta: self.meta.clone(),
+        })
+    }
+
+    /// What changed since `mark`. `None` when nothing did: that answer
+    /// costs one shared lock and one header read, whatever the size of the
+    /// mailbox. With changes, the cost is a read of the appended records
+    /// plus a scan of the earlier ones for newer MODSEQs.
+    pub fn changes_since(&mut self, mark: &ViewMark) -> Result<Option<Changes>> {
+        let (g, h) = self.lock_current(LockKind::Shared)?;
+        if self.epoch == mark.epoch && h.generation == mark.generation {
+            return Ok(None);
+        }
+        let full = self.epoch != mark.epoch || h.num_records < mark.num_records;
+        let all = self.index.read_records(0, h.num_records)?;
+        self.check_uid_order(&h, &all, 0)?;
+        let meta_changed = self.refresh_meta(&h)?;
+        drop(g);
+        let records = if full {
+            all
+        } else {
+            all.into_iter()
+                .enumerate()
+                .filter(|(i, r)| *i as u32 >= mark.num_records || r.modseq > mark.highestmodseq)
+                .map(|(_, r)| r)
+                .collect()
+        };
+        Ok(Some(Changes {
+            header: h,
+            records,
+            full,
+            meta: meta_changed.then(|| self.meta.clone()),
+        }))
+    }
+
+    fn check_uid_order(&self, h: &Header, records: &[Record], first_recno: u32) -> Result<()> {
+        let mut prev = 0u32;
+        for (i, r) in records.iter().enumerate() {
+            let recno = first_recno + i as u32;
+            if r.uid <= prev || r.uid > h.last_uid {
+                return Err(Error::corrupt(
+                    &self.index.path,
+                    Header::record_offset(recno),
+                    format!(
+                        "record {recno}: UID {} out of order (previous {prev}, last UID {})",
+                        r.uid, h.last_uid
+                    ),
+                ));
+            }
+            prev = r.uid;
+        }
+        Ok(())
+    }
+
+    /// Streams `src` into the staging area (outside any lock) and makes
+    /// it durable. Nothing is visible until [`Mailbox::commit`].
+    pub fn stage(&self, mut src: impl Read, opts: AppendOptions) -> Result<StagedMessage> {
+        let name = format!(
+            "{}.{}.{}",
+            std::process::id(),
+            fsutil::now(),
+            STAGE_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let os = fsutil::os(name.as_bytes());
+        let mut file = self
+            .stage
+            .open_file(os, OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL)?;
+        let path = self.stage.child_path(os);
+        // The staged file's own lock says "a live writer owns me"; recovery
+        // removes only staged files it can lock.
+        crate::lock::lock(
+            std::os::fd::AsFd::as_fd(&file),
+            LockKind::Exclusive,
+            Duration::ZERO,
+            &path,
+        )?;
+        let mut staged = StagedMessage {
+            name,
+            file: None,
+            stage: self.stage.clone(),
+            size: 0,
+            header_size: 0,
+            message_crc: 0,
+            opts,
+            committed: false,
+        };
+        let mut hasher = crc32fast::Hasher::new();
+        let mut header_end = HeaderEnd::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match src.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("read message", "input", e)),
+            };
+            let chunk = &buf[..n];
+            header_end.feed(chunk, staged.size);
+            hasher.update(chunk);
+            staged.size += n as u64;
+            if let Some(limit) = staged.opts.max_size
+                && staged.size > limit
+            {
+                return Err(Error::TooLarge {
+                    size: staged.size,
+                    limit,
+                });
+            }
+            file.write_all(chunk)
+                .map_err(|e| Error::io("write", &path, e))?;
+        }
+        fault::point("append.after_stage_write")?;
+        if self.durability == Durability::Full {
+            fsutil::fdatasync(&file, &path)?;
+        }
+        fault::point("append.after_stage_fsync")?;
+        staged.header_size = header_end.end.unwrap_or(staged.size).min(u32::MAX as u64) as u32;
+        staged.message_crc = hasher.finalize();
+        staged.file = Some(file);
+        Ok(staged)
+    }
+
+    /// Streams and commits one message. Returns its UID.
+    pub fn append(&mut self, src: impl Read, opts: AppendOptions) -> Result<u32> {
+        let staged = self.stage(src, opts)?;
+        Ok(self.commit(vec![staged])?[0])
+    }
+
+    /// Makes staged messages visible, all in one commit: one lock, one
+    /// directory fsync and two index fsyncs for the whole batch.
+    pub fn commit(&mut self, mut staged: Vec<StagedMessage>) -> Result<Vec<u32>> {
+        if staged.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (guard, old) = self.lock_current(LockKind::Exclusive)?;
+        fault::point("append.after_lock")?;
+        self.refresh_meta(&old)?;
+        let mut new = old.clone();
+        let all_keywords: Vec<String> = staged
+            .iter()
+            .flat_map(|s| s.opts.keywords.clone())
+            .collect();
+        let meta_changed = self.add_keywords(&all_keywords)?;
+        if (new.last_uid as u64) + staged.len() as u64 > u32::MAX as u64 {
+            return Err(Error::UidsExhausted);
+        }
+        let modseq = old.highestmodseq + 1;
+        let now = fsutil::now();
+        let mut records = Vec::with_capacity(staged.len());
+        let mut placed: Vec<String> = Vec::with_capacity(staged.len());
+        let result = (|| -> Result<()> {
+            if meta_changed {
+                self.meta.save(&self.dir, self.durability)?;
+                new.meta_generation = old.meta_generation.wrapping_add(1).max(1);
+            }
+            for s in staged.iter() {
+                let uid = new.last_uid + 1;
+                let target = message_file_name(uid);
+                // A file already at `target` is debris of a crashed commit
+                // (never referenced by a header); rename replaces it.
+                self.stage.rename(
+                    fsutil::os(s.name.as_bytes()),
+                    &self.dir,
+                    fsutil::os(target.as_bytes()),
+                )?;
+                placed.push(target);
+                new.last_uid = uid;
+                let flags = s.opts.flags.intersect(Flags::SYSTEM);
+                let mut kw = Keywords::default();
+                for k in &s.opts.keywords {
+                    if let Some(i) = self.meta.find(k) {
+                        kw.insert(i);
+                    }
+                }
+                records.push(Record {
+                    uid,
+                    flags,
+                    internal_date: s.opts.internal_date.unwrap_or(now),
+                    sent_date: s.opts.sent_date,
+                    size: s.size,
+                    header_size: s.header_size,
+                    message_crc: s.message_crc,
+                    modseq,
+                    keywords: kw,
+                    last_updated: now,
+                });
+                count_flags(&mut new, flags, 1);
+                new.total_bytes += s.size;
+            }
+            fault::point("append.after_rename")?;
+            if self.durability == Durability::Full {
+                self.dir.fsync()?;
+            }
+            fault::point("append.after_dir_fsync")?;
+            self.index.write_records(old.num_records, &records)?;
+            fault::point("append.after_records")?;
+            if self.durability == Durability::Full {
+                self.index.sync()?;
+            }
+            fault::point("append.after_records_fsync")?;
+            new.generation = old.generation + 1;
+            new.num_records = old.num_records + records.len() as u32;
+            new.exists = old.exists + records.len() as u32;
+            new.highestmodseq = modseq;
+            new.last_append = now;
+            self.index.write_header(&new)?;
+            fault::point("append.after_header")?;
+            if self.durability == Durability::Full {
+                self.index.sync()?;
+            }
+            fault::point("append.after_header_fsync")?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                drop(guard);
+                for s in staged.iter_mut() {
+                    s.committed = true;
+                }
+                Ok(records.iter().map(|r| r.uid).collect())
+            }
+            Err(e) => {
+                // Nothing references the placed files unless the header
+                // reached the page cache; only then may they stay.
+                let committed = self
+                    .index
+                    .read_header()
+                    .map(|h| h.generation > old.generation)
+                    .unwrap_or(false);
+                if !committed {
+                    for p in &placed {
+                        let _ = self.dir.unlink(fsutil::os(p.as_bytes()));
+                    }
+                }
+                drop(guard);
+                Err(e)
+            }
+        }
+    }
+
+    /// Adds unknown keyword names to the table; true if it changed.
+    fn add_keywords(&mut self, names: &[String]) -> Result<bool> {
+        let mut changed = false;
+        for k in names {
+            meta::validate_keyword(k)?;
+            if self.meta.find(k).is_none() {
+                if self.meta.keywords.len() >= MAX_KEYWORDS {
+                    return Err(Error::TooManyKeywords(MAX_KEYWORDS));
+                }
+                self.meta.keywords.push(k.clone());
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Opens a message's bytes for reading.
+    pub fn open_message(&self, uid: u32) -> Result<File> {
+        let name = message_file_name(uid);
+        match self
+            .dir
+            .open_file(fsutil::os(name.as_bytes()), OFlag::O_RDONLY)
+        {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::Expunged(uid))
+            }
+            r => r,
+        }
+    }
+
+    /// Reads a whole message into memory (small messages, tests, tools).
+    pub fn read_message(&self, uid: u32) -> Result<Vec<u8>> {
+        let mut f = self.open_message(uid)?;
+        let mut v = Vec::new();
+        f.read_to_end(&mut v).map_err(|e| {
+            Error::io(
+                "read",
+                self.dir
+                    .child_path(fsutil::os(message_file_name(uid).as_bytes())),
+                e,
+            )
+        })?;
+        Ok(v)
+    }
+
+    /// Changes flags and keywords of `uids`; each changed record gets the
+    /// new MODSEQ. With `unchanged_since`, records with a higher MODSEQ are
+    /// left alone and reported (RFC 7162 UNCHANGEDSINCE).
+    pub fn store(
+        &mut self,
+        uids: &[u32],
+        op: FlagOp,
+        flags: Flags,
+        keywords: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Result<StoreOutcome> {
+        let (guard, old) = self.lock_current(LockKind::Exclusive)?;
+        self.refresh_meta(&old)?;
+        let meta_changed = if op == FlagOp::Remove {
+            false
+        } else {
+            self.add_keywords(keywords)?
+        };
+        let mut kw = Keywords::default();
+        for k in keywords {
+            meta::validate_keyword(k)?;
+            if let Some(i) = self.meta.find(k) {
+                kw.insert(i);
+            }
+        }
+        let flags = flags.intersect(Flags::SYSTEM);
+        let records = self.index.read_records(0, old.num_records)?;
+        self.check_uid_order(&old, &records, 0)?;
+        let by_uid: HashMap<u32, usize> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.uid, i))
+            .collect();
+        let mut new = old.clone();
+        let modseq = old.highestmodseq + 1;
+        let now = fsutil::now();
+        let mut out = StoreOutcome::default();
+        let mut writes = Vec::new();
+        for &uid in uids {
+            let Some(&i) = by_uid.get(&uid) else {
+                out.missing.push(uid);
+                continue;
+            };
+            let r = &records[i];
+            if r.is_expunged() {
+                out.missing.push(uid);
+                continue;
+            }
+            if let Some(since) = unchanged_since
+                && r.modseq > since
+            {
+                out.modified.push(uid);
+                continue;
+            }
+            let (nf, nk) = match op {
+                FlagOp::Add => (r.flags.union(flags), r.keywords.union(&kw)),
+                FlagOp::Remove => (r.flags.minus(flags), r.keywords.minus(&kw)),
+                FlagOp::Replace => (r.flags.minus(Flags::SYSTEM).union(flags), kw),
+            };
+            if nf == r.flags && nk == r.keywords {
+                continue;
+            }
+            count_flags(&mut new, r.flags, -1);
+            count_flags(&mut new, nf, 1);
+            let mut nr = r.clone();
+            nr.flags = nf;
+            nr.keywords = nk;
+            nr.modseq = modseq;
+            nr.last_updated = now;
+            writes.push((i as u32, nr));
+        }
+        if writes.is_empty() && !meta_changed {
+            out.generation = old.generation;
+            drop(guard);
+            return Ok(out);
+        }
+        if meta_changed {
+            self.meta.save(&self.dir, self.durability)?;
+            new.meta_generation = old.meta_generation.wrapping_add(1).max(1);
+        }
+        for (recno, r) in &writes {
+            self.index.write_record(*recno, r)?;
+        }
+        fault::point("store.after_records")?;
+        new.generation = old.generation + 1;
+        if !writes.is_empty() {
+            new.highestmodseq = modseq;
+        }
+        self.index.write_header(&new)?;
+        fault::point("store.after_header")?;
+        if self.durability == Durability::Full {
+            self.index.sync()?;
+        }
+        drop(guard);
+        out.generation = new.generation;
+        out.changed = writes.into_iter().map(|(_, r)| r).collect();
+        Ok(out)
+    }
+
+    /// Marks messages expunged. `uids = None` expunges every message with
+    /// \Deleted (IMAP EXPUNGE); `Some` limits that to the given UIDs (UID
+    /// EXPUNGE). With `require_deleted = false` the listed UIDs are
+    /// expunged whatever their flags (MOVE). Files stay until repack.
+    /// Returns the expunged UIDs, ascending.
+    pub fn expunge(&mut self, uids: Option<&[u32]>, require_deleted: bool) -> Result<Vec<u32>> {
+        let (guard, old) = self.lock_current(LockKind::Exclusive)?;
+        let records = self.index.read_records(0, old.num_records)?;
+        self.check_uid_order(&old, &records, 0)?;
+        let wanted: Option<std::collections::HashSet<u32>> =
+            uids.map(|u| u.iter().copied().collect());
+        let modseq = old.highestmodseq + 1;
+        let now = fsutil::now();
+        let mut new = old.clone();
+        let mut expunged = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            if r.is_expunged() {
+                continue;
+            }
+            if let Some(w) = &wanted
+                && !w.contains(&r.uid)
+            {
+                continue;
+            }
+            if require_deleted && !r.flags.contains(Flags::DELETED) {
+                continue;
+            }
+            let mut nr = r.clone();
+            nr.flags = r.flags.union(Flags::EXPUNGED);
+            nr.modseq = modseq;
+            nr.last_updated = now;
+            self.index.write_record(i as u32, &nr)?;
+            count_flags(&mut new, r.flags, -1);
+            new.exists -= 1;
+            new.total_bytes = new.total_bytes.saturating_sub(r.size);
+            expunged.push(r.uid);
+        }
+        if expunged.is_empty() {
+            drop(guard);
+            return Ok(expunged);
+        }
+        fault::point("expunge.after_records")?;
+        new.generation = old.generation + 1;
+        new.highestmodseq = modseq;
+        self.index.write_header(&new)?;
+        fault::point("expunge.after_header")?;
+        if self.durability == Durability::Full {
+            self.index.sync()?;
+        }
+        drop(guard);
+        Ok(expunged)
+    }
+
+    /// Drops expunged records and deletes their files. The new index is
+    /// written beside the old one, made durable, renamed into place while
+    /// both are locked, and the old file is marked superseded so every
+    /// session holding it reopens the path at its next check.
+    pub fn repack(&mut self) -> Result<RepackOutcome> {
+        let (old_guard, old) = self.lock_current(LockKind::Exclusive)?;
+        let records = self.index.read_records(0, old.num_records)?;
+        self.check_uid_order(&old, &records, 0)?;
+        let (live, gone): (Vec<Record>, Vec<Record>) =
+            records.into_iter().partition(|r| !r.is_expunged());
+        if gone.is_empty() {
+            drop(old_guard);
+            return Ok(RepackOutcome::default());
+        }
+        let mut new = old.clone();
+        new.generation = old.generation + 1;
+        new.num_records = live.len() as u32;
+        let tmp = format!("{INDEX_NAME}.new.{}", std::process::id());
+        self.dir.unlink(fsutil::os(tmp.as_bytes()))?;
+        let fresh = IndexFile::write_new(&self.dir, &tmp, &new, &live, self.durability)?;
+        let new_guard = LockGuard::acquire(
+            fresh.file.clone(),
+            LockKind::Exclusive,
+            self.lock_timeout,
+            &fresh.path,
+        )?;
+        fault::point("repack.after_new_index")?;
+        self.dir.rename(
+            fsutil::os(tmp.as_bytes()),
+            &self.dir,
+            fsutil::os(INDEX_NAME.as_bytes()),
+        )?;
+        if self.durability == Durability::Full {
+            self.dir.fsync()?;
+        }
+        fault::point("repack.after_rename")?;
+        // Processes that still hold the old file see this at their next
+        // lock and reopen. It needs no fsync: after a reboot nobody holds
+        // the old file.
+        let mut mark = old.clone();
+        mark.generation = old.generation + 1;
+        mark.flags |= crate::format::HF_SUPERSEDED;
+        self.index.write_header(&mark)?;
+        fault::point("repack.after_mark_superseded")?;
+        for r in &gone {
+            self.dir
+                .unlink(fsutil::os(message_file_name(r.uid).as_bytes()))?;
+        }
+        fault::point("repack.after_unlink")?;
+        if self.durability == Durability::Full {
+            self.dir.fsync()?;
+        }
+        drop(old_guard);
+        drop(new_guard);
+        self.index = IndexFile {
+            file: fresh.file,
+            path: self.dir.child_path(fsutil::os(INDEX_NAME.as_bytes())),
+        };
+        self.epoch += 1;
+        Ok(RepackOutcome {
+            removed: gone.iter().map(|r| r.uid).collect(),
+            kept: live.len() as u32,
+        })
+    }
+
+    /// Removes debris of crashed writers: staged files no live process
+    /// holds, and message files above the last committed UID. Safe at any
+    /// time; takes the exclusive lock.
+    pub fn recover(&mut self) -> Result<RecoverOutcome> {
+        let (guard, h) = self.lock_current(LockKind::Exclusive)?;
+        let mut out = RecoverOutcome::default();
+        for (name, _) in self.stage.entries()? {
+            let os = fsutil::os(&name);
+            let Ok(f) = self.stage.open_file(os, OFlag::O_RDONLY) else {
+                continue;
+            };
+            let path = self.stage.child_path(os);
+            if crate::lock::lock(
+                std::os::fd::AsFd::as_fd(&f),
+                LockKind::Exclusive,
+                Duration::ZERO,
+                &path,
+            )
+            .is_ok()
+            {
+                self.stage.unlink(os)?;
+                out.stage_removed += 1;
+            }
+        }
+        for (name, _) in self.dir.entries()? {
+            if let Some(uid) = parse_message_file_name(&name)
+                && uid > h.last_uid
+            {
+                self.dir.unlink(fsutil::os(&name))?;
+                out.uncommitted_removed += 1;
+            }
+        }
+        drop(guard);
+        Ok(out)
+    }
+
+    /// Marks the index deleted so every holder notices; used by the store
+    /// before it removes the directory.
+    pub(crate) fn mark_deleted(&mut self) -> Result<()> {
+        let (guard, old) = self.lock_current(LockKind::Exclusive)?;
+        let mut h = old.clone();
+        h.generation = old.generation + 1;
+        h.flags |= crate::format::HF_DELETED;
+        self.index.write_header(&h)?;
+        if self.durability == Durability::Full {
+            self.index.sync()?;
+        }
+        drop(guard);
+        Ok(())
+    }
+
+    /// Holds the exclusive lock for `f` (store-level operations such as
+    /// rename, and tests that need a held lock).
+    pub fn with_exclusive<T>(&mut self, f: impl FnOnce(&Header) -> Result<T>) -> Result<T> {
+        let (guard, h) = self.lock_current(LockKind::Exclusive)?;
+        let r = f(&h);
+        drop(guard);
+        r
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepackOutcome {
+    pub removed: Vec<u32>,
+    pub kept: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoverOutcome {
+    pub stage_removed: u32,
+    pub uncommitted_removed: u32,
+}
+
+fn count_flags(h: &mut Header, f: Flags, delta: i32) {
+    let adj = |v: &mut u32| *v = v.wrapping_add_signed(delta);
+    if f.contains(Flags::SEEN) {
+        adj(&mut h.seen);
+    }
+    if f.contains(Flags::DELETED) {
+        adj(&mut h.deleted);
+    }
+    if f.contains(Flags::FLAGGED) {
+        adj(&mut h.flagged);
+    }
+}
+
+/// Finds the end of the header block (the blank line) in a stream.
+#[derive(Default)]
+struct HeaderEnd {
+    end: Option<u64>,
+    /// Last bytes seen, to match a separator split across chunks.
+    tail: Vec<u8>,
+}
+
+impl HeaderEnd {
+    fn feed(&mut self, chunk: &[u8], offset: u64) {
+        if self.end.is_some() {
+            return;
+        }
+        let base = offset - self.tail.len() as u64;
+        let mut joined = std::mem::take(&mut self.tail);
+        joined.extend_from_slice(chunk);
+        let crlf = find(&joined, b"\r\n\r\n").map(|p| p + 4);
+        let lf = find(&joined, b"\n\n").map(|p| p + 2);
+        let end = match (crlf, lf) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match end {
+            Some(e) => self.end = Some(base + e as u64),
+            None => {
+                let keep = joined.len().min(3);
+                self.tail = joined[joined.len() - keep..].to_vec();
+            }
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}

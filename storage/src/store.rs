@@ -1,0 +1,417 @@
+//! The spool: `SPOOL/USER/MAILBOX...`, one directory per mailbox
+//! component, names encoded as in [`crate::names`]. A mailbox exists when
+//! its directory holds `.index`; creating the index (link of a complete
+//! temporary file) is the commit point of mailbox creation.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::fcntl::OFlag;
+use std::os::fd::AsFd;
+
+use crate::error::{Error, Result};
+use crate::format::Header;
+use crate::fsutil::{self, Dir};
+pub use crate::index::Durability;
+use crate::index::{INDEX_NAME, IndexFile};
+use crate::lock::{LockGuard, LockKind};
+use crate::mailbox::{Mailbox, STAGE_DIR, parse_message_file_name};
+use crate::names::{MailboxName, UserName};
+
+const UIDVALIDITY_FILE: &str = ".uidvalidity";
+const DELETED_MARK: &str = ".index.deleted";
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub durability: Durability,
+    /// How long any lock wait may take before [`Error::LockTimeout`].
+    pub lock_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::Full,
+            lock_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Store {
+    root: Dir,
+    opts: Options,
+}
+
+impl Store {
+    /// Opens the spool at `root`, creating it (0700) if missing.
+    pub fn open(root: &Path, opts: Options) -> Result<Store> {
+        if !root.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(fsutil::DIR_MODE)
+                .create(root)
+                .map_err(|e| Error::io("create spool", root, e))?;
+        }
+        Ok(Store {
+            root: Dir::open_root(root)?,
+            opts,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root.path
+    }
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    fn user_dir(&self, user: &UserName, create: bool) -> Result<Dir> {
+        let enc = user.encoded();
+        let os = fsutil::os(enc.as_bytes());
+        if create && self.root.mkdir(os)? && self.opts.durability == Durability::Full {
+            self.root.fsync()?;
+        }
+        match self.root.open_dir(os) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::NoSuchUser(user.to_string()))
+            }
+            r => r,
+        }
+    }
+
+    /// Walks to a mailbox's directory, creating missing components if asked.
+    fn mailbox_dir(&self, user: &UserName, name: &MailboxName, create: bool) -> Result<Dir> {
+        let mut dir = self.user_dir(user, create)?;
+        for c in name.encoded_components() {
+            let os = fsutil::os(c.as_bytes());
+            if create && dir.mkdir(os)? && self.opts.durability == Durability::Full {
+                dir.fsync()?;
+            }
+            dir = match dir.open_dir(os) {
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::NoSuchMailbox(name.to_string()));
+                }
+                r => r?,
+            };
+        }
+        Ok(dir)
+    }
+
+    /// A user is known when the store has their INBOX.
+    pub fn user_exists(&self, user: &UserName) -> Result<bool> {
+        match self.mailbox_dir(user, &MailboxName::inbox(), false) {
+            Ok(d) => d.exists(fsutil::os(INDEX_NAME.as_bytes())),
+            Err(Error::NoSuchUser(_)) | Err(Error::NoSuchMailbox(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn mailbox_exists(&self, user: &UserName, name: &MailboxName) -> Result<bool> {
+        match self.mailbox_dir(user, name, false) {
+            Ok(d) => d.exists(fsutil::os(INDEX_NAME.as_bytes())),
+            Err(Error::NoSuchUser(_)) | Err(Error::NoSuchMailbox(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A new UIDVALIDITY for `user`: the current time, but always above
+    /// any value handed out before, so a mailbox deleted and created again
+    /// in the same second still gets a new one.
+    fn next_uidvalidity(&self, user_dir: &Dir) -> Result<u32> {
+        let os = fsutil::os(UIDVALIDITY_FILE.as_bytes());
+        let file = std::sync::Arc::new(user_dir.open_file(os, OFlag::O_RDWR | OFlag::O_CREAT)?);
+        let path = user_dir.child_path(os);
+        let _g = LockGuard::acquire(
+            file.clone(),
+            LockKind::Exclusive,
+            self.opts.lock_timeout,
+            &path,
+        )?;
+        let mut buf = [0u8; 4];
+        let n = fsutil::read_at_most(&file, &mut buf, 0, &path)?;
+        let last = if n == 4 { u32::from_le_bytes(buf) } else { 0 };
+        let now = fsutil::now().clamp(1, u32::MAX as i64) as u32;
+        let next = now.max(last.saturating_add(1));
+        fsutil::write_all_at(&file, &next.to_le_bytes(), 0, &path)?;
+        if self.opts.durability == Durability::Full {
+            fsutil::fdatasync(&file, &path)?;
+        }
+        Ok(next)
+    }
+
+    /// Creates a mailbox (and its user directory and parents as plain
+    /// directories). Fails with [`Error::MailboxExists`] if it exists.
+    pub fn create_mailbox(&self, user: &UserName, name: &MailboxName) -> Result<()> {
+        let user_dir = self.user_dir(user, true)?;
+        let dir = self.mailbox_dir(user, name, true)?;
+        let index_os = fsutil::os(INDEX_NAME.as_bytes());
+        if dir.exists(index_os)? {
+            return Err(Error::MailboxExists(name.to_string()));
+        }
+        if dir.exists(fsutil::os(DELETED_MARK.as_bytes()))? {
+            finish_delete_in_place(&dir)?;
+        }
+        dir.mkdir(fsutil::os(STAGE_DIR.as_bytes()))?;
+        let now = fsutil::now();
+        let header = Header {
+            generation: 1,
+            uidvalidity: self.next_uidvalidity(&user_dir)?,
+            created: now,
+            ..Header::default()
+        };
+        let tmp = format!("{INDEX_NAME}.create.{}.{}", std::process::id(), now);
+        let tmp_os = fsutil::os(tmp.as_bytes());
+        dir.unlink(tmp_os)?;
+        IndexFile::write_new(&dir, &tmp, &header, &[], self.opts.durability)?;
+        // link() fails with EEXIST when a concurrent creator won: exactly
+        // one index ever appears, and nobody sees a partial one.
+        let linked = nix::unistd::linkat(
+            dir.fd.as_fd(),
+            tmp_os,
+            dir.fd.as_fd(),
+            index_os,
+            nix::fcntl::AtFlags::empty(),
+        );
+        dir.unlink(tmp_os)?;
+        match linked {
+            Ok(()) => {}
+            Err(nix::Error::EEXIST) => return Err(Error::MailboxExists(name.to_string())),
+            Err(e) => return Err(Error::nix("link", dir.child_path(index_os), e)),
+        }
+        if self.opts.durability == Durability::Full {
+            dir.fsync()?;
+        }
+        Ok(())
+    }
+
+    /// Creates the mailbox unless it exists; true if this call created it.
+    /// Concurrent callers all succeed and exactly one creates.
+    pub fn ensure_mailbox(&self, user: &UserName, name: &MailboxName) -> Result<bool> {
+        match self.create_mailbox(user, name) {
+            Ok(()) => Ok(true),
+            Err(Error::MailboxExists(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn open_mailbox(&self, user: &UserName, name: &MailboxName) -> Result<Mailbox> {
+        let dir = match self.mailbox_dir(user, name, false) {
+            Err(Error::NoSuchUser(_)) if !name.is_inbox() => {
+                return Err(Error::NoSuchMailbox(name.to_string()));
+            }
+            r => r?,
+        };
+        match Mailbox::open_dir(
+            name.clone(),
+            dir,
+            self.opts.durability,
+            self.opts.lock_timeout,
+        ) {
+            Err(Error::NoSuchMailbox(_)) if name.is_inbox() && !self.user_exists(user)? => {
+                Err(Error::NoSuchUser(user.to_string()))
+            }
+            r => r,
+        }
+    }
+
+    /// Every mailbox of `user`, sorted by name. Directories that are only
+    /// parents (no index) are not listed.
+    pub fn list_mailboxes(&self, user: &UserName) -> Result<Vec<MailboxName>> {
+        let dir = self.user_dir(user, false)?;
+        let mut out = Vec::new();
+        let mut path = Vec::new();
+        walk(&dir, &mut path, &mut out, 0)?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Deletes a mailbox. Sessions holding it see it as deleted at their
+    /// next check. A mailbox with children keeps its directory (as a
+    /// non-selectable parent); a leaf is moved aside in one rename and then
+    /// removed.
+    pub fn delete_mailbox(&self, user: &UserName, name: &MailboxName) -> Result<()> {
+        if name.is_inbox() {
+            return Err(Error::InvalidName {
+                kind: "mailbox",
+                name: name.to_string(),
+                reason: "INBOX cannot be deleted",
+            });
+        }
+        let mut mbox = self.open_mailbox(user, name)?;
+        let parent_name = name.parent();
+        let parent = match &parent_name {
+            Some(p) => self.mailbox_dir(user, p, false)?,
+            None => self.user_dir(user, false)?,
+        };
+        let leaf = name.encoded_components().pop().expect("non-empty name");
+        let has_children = !child_dirs(mbox.dir())?.is_empty();
+        mbox.mark_deleted()?;
+        if has_children {
+            // Commit point: the index is renamed to the deletion mark.
+            let d = mbox.dir();
+            d.rename(
+                fsutil::os(INDEX_NAME.as_bytes()),
+                d,
+                fsutil::os(DELETED_MARK.as_bytes()),
+            )?;
+            if self.opts.durability == Durability::Full {
+                d.fsync()?;
+            }
+            finish_delete_in_place(d)?;
+        } else {
+            // Commit point: the directory leaves the namespace.
+            let user_dir = self.user_dir(user, false)?;
+            let grave = format!(".deleted.{}.{}", std::process::id(), fsutil::now());
+            parent.rename(
+                fsutil::os(leaf.as_bytes()),
+                &user_dir,
+                fsutil::os(grave.as_bytes()),
+            )?;
+            if self.opts.durability == Durability::Full {
+                parent.fsync()?;
+            }
+            remove_tree(&user_dir, grave.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Renames a mailbox and its children in one directory rename, under
+    /// the source's exclusive lock. A delivery racing the rename lands in
+    /// the mailbox under its old or its new name, never nowhere.
+    pub fn rename_mailbox(
+        &self,
+        user: &UserName,
+        from: &MailboxName,
+        to: &MailboxName,
+    ) -> Result<()> {
+        if from.is_inbox() || to.is_inbox() {
+            return Err(Error::InvalidName {
+                kind: "mailbox",
+                name: from.to_string(),
+                reason: "renaming INBOX is not supported yet",
+            });
+        }
+        if to.as_str().starts_with(&format!("{}/", from.as_str())) {
+            return Err(Error::InvalidName {
+                kind: "mailbox",
+                name: to.to_string(),
+                reason: "cannot rename a mailbox into itself",
+            });
+        }
+        if self.mailbox_exists(user, to)? {
+            return Err(Error::MailboxExists(to.to_string()));
+        }
+        let mut mbox = self.open_mailbox(user, from)?;
+        let from_parent = match from.parent() {
+            Some(p) => self.mailbox_dir(user, &p, false)?,
+            None => self.user_dir(user, false)?,
+        };
+        let to_parent = match to.parent() {
+            Some(p) => self.mailbox_dir(user, &p, true)?,
+            None => self.user_dir(user, false)?,
+        };
+        let from_leaf = from.encoded_components().pop().expect("non-empty");
+        let to_leaf = to.encoded_components().pop().expect("non-empty");
+        let durable = self.opts.durability == Durability::Full;
+        mbox.with_exclusive(|_| {
+            if to_parent.exists(fsutil::os(to_leaf.as_bytes()))? {
+                return Err(Error::MailboxExists(to.to_string()));
+            }
+            from_parent.rename(
+                fsutil::os(from_leaf.as_bytes()),
+                &to_parent,
+                fsutil::os(to_leaf.as_bytes()),
+            )?;
+            if durable {
+                to_parent.fsync()?;
+                from_parent.fsync()?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Bytes stored for `user` over all mailboxes (for quota).
+    pub fn usage(&self, user: &UserName) -> Result<u64> {
+        let mut total = 0;
+        for name in self.list_mailboxes(user)? {
+            match self.open_mailbox(user, &name) {
+                Ok(mut m) => total += m.header()?.total_bytes,
+                Err(Error::NoSuchMailbox(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
+    /// The directory path of a mailbox (for tools and messages).
+    pub fn mailbox_path(&self, user: &UserName, name: &MailboxName) -> PathBuf {
+        let mut p = self.root.path.join(user.encoded());
+        for c in name.encoded_components() {
+            p.push(c);
+        }
+        p
+    }
+}
+
+/// Child directories that are mailbox components (not store entries).
+fn child_dirs(dir: &Dir) -> Result<Vec<Vec<u8>>> {
+    Ok(dir
+        .entries()?
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with(b".") && parse_message_file_name(n).is_none())
+        .filter(|(n, _)| dir.is_dir(fsutil::os(n)))
+        .map(|(n, _)| n)
+        .collect())
+}
+
+fn walk(dir: &Dir, path: &mut Vec<String>, out: &mut Vec<MailboxName>, depth: usize) -> Result<()> {
+    if depth > crate::names::MAX_DEPTH {
+        return Ok(());
+    }
+    for name in child_dirs(dir)? {
+        let Ok(s) = String::from_utf8(name.clone()) else {
+            continue;
+        };
+        path.push(s);
+        let parts: Vec<&str> = path.iter().map(|s| s.as_str()).collect();
+        if let Some(mb) = MailboxName::from_encoded(&parts) {
+            // A symlinked directory is refused by open_dir, so never walked.
+            if let Ok(child) = dir.open_dir(fsutil::os(&name)) {
+                if child.exists(fsutil::os(INDEX_NAME.as_bytes()))? {
+                    out.push(mb);
+                }
+                walk(&child, path, out, depth + 1)?;
+            }
+        }
+        path.pop();
+    }
+    Ok(())
+}
+
+/// Removes what a deleted mailbox left in a directory that still has
+/// children: message files, staging, metadata, then the deletion mark.
+fn finish_delete_in_place(dir: &Dir) -> Result<()> {
+    for (name, _) in dir.entries()? {
+        if parse_message_file_name(&name).is_some() || name == b".meta" {
+            dir.unlink(fsutil::os(&name))?;
+        }
+    }
+    remove_tree(dir, STAGE_DIR.as_bytes())?;
+    dir.unlink(fsutil::os(DELETED_MARK.as_bytes()))
+}
+
+/// Removes `name` under `parent` recursively, never following symlinks.
+fn remove_tree(parent: &Dir, name: &[u8]) -> Result<()> {
+    let os = fsutil::os(name);
+    if !parent.is_dir(os) {
+        return parent.unlink(os);
+    }
+    let dir = parent.open_dir(os)?;
+    for (child, _) in dir.entries()? {
+        remove_tree(&dir, &child)?;
+    }
+    parent.rmdir(os)
+}
+
+use std::os::unix::fs::DirBuilderExt;

@@ -1,0 +1,274 @@
+//! Unit-level tests of the mailbox operations through the public API.
+
+use storage::format::Flags;
+use storage::mailbox::{AppendOptions, FlagOp};
+use storage::{Error, MailboxName, Options, Store, UserName};
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("spool"), Options::default()).unwrap();
+    (dir, s)
+}
+
+fn user() -> UserName {
+    UserName::new("alice").unwrap()
+}
+
+#[test]
+fn append_read_flag_expunge_repack() {
+    let (_t, s) = store();
+    let inbox = MailboxName::inbox();
+    s.create_mailbox(&user(), &inbox).unwrap();
+    let mut m = s.open_mailbox(&user(), &inbox).unwrap();
+    let uid1 = m
+        .append(
+            &b"Subject: a\r\n\r\nbody one\r\n"[..],
+            AppendOptions::default(),
+        )
+        .unwrap();
+    let uid2 = m
+        .append(
+            &b"Subject: b\r\n\r\nbody two\r\n"[..],
+            AppendOptions {
+                flags: Flags::SEEN,
+                keywords: vec!["$Junk".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((uid1, uid2), (1, 2));
+    let h = m.header().unwrap();
+    assert_eq!((h.exists, h.last_uid, h.seen, h.generation), (2, 2, 1, 3));
+    assert_eq!(
+        m.read_message(2).unwrap(),
+        b"Subject: b\r\n\r\nbody two\r\n"
+    );
+    let snap = m.snapshot().unwrap();
+    assert_eq!(snap.records[0].header_size, 14);
+    assert_eq!(snap.meta.keywords, vec!["$Junk".to_string()]);
+    assert!(snap.records[1].keywords.contains(0));
+
+    let out = m
+        .store(&[1, 2, 9], FlagOp::Add, Flags::DELETED, &[], None)
+        .unwrap();
+    assert_eq!(out.changed.len(), 2);
+    assert_eq!(out.missing, vec![9]);
+    let h = m.header().unwrap();
+    assert_eq!(h.deleted, 2);
+    assert_eq!(m.expunge(Some(&[1]), true).unwrap(), vec![1]);
+    let h = m.header().unwrap();
+    assert_eq!((h.exists, h.num_records, h.deleted), (1, 2, 1));
+
+    // A second handle still on the old index follows the repack.
+    let mut other = s.open_mailbox(&user(), &inbox).unwrap();
+    let mark = {
+        let h = other.header().unwrap();
+        other.mark_of(&h)
+    };
+    let rp = m.repack().unwrap();
+    assert_eq!(rp.removed, vec![1]);
+    assert!(matches!(m.read_message(1), Err(Error::Expunged(1))));
+    let ch = other.changes_since(&mark).unwrap().expect("changed");
+    assert!(ch.full);
+    assert_eq!(ch.records.len(), 1);
+    assert_eq!(ch.records[0].uid, 2);
+    assert_eq!(other.header().unwrap().num_records, 1);
+    // UIDs keep rising after a repack.
+    assert_eq!(
+        m.append(&b"x\r\n\r\n"[..], AppendOptions::default())
+            .unwrap(),
+        3
+    );
+}
+
+#[test]
+fn unchanged_check_returns_none_and_changes_are_reported() {
+    let (_t, s) = store();
+    s.create_mailbox(&user(), &MailboxName::inbox()).unwrap();
+    let mut a = s.open_mailbox(&user(), &MailboxName::inbox()).unwrap();
+    let mut b = s.open_mailbox(&user(), &MailboxName::inbox()).unwrap();
+    a.append(&b"m\r\n\r\n"[..], AppendOptions::default())
+        .unwrap();
+    let snap = b.snapshot().unwrap();
+    assert!(b.changes_since(&snap.mark).unwrap().is_none());
+    a.append(&b"n\r\n\r\n"[..], AppendOptions::default())
+        .unwrap();
+    a.store(&[1], FlagOp::Add, Flags::FLAGGED, &[], None)
+        .unwrap();
+    let ch = b.changes_since(&snap.mark).unwrap().unwrap();
+    assert!(!ch.full);
+    let uids: Vec<u32> = ch.records.iter().map(|r| r.uid).collect();
+    assert_eq!(uids, vec![1, 2]);
+}
+
+#[test]
+fn mailbox_lifecycle_and_hierarchy() {
+    let (_t, s) = store();
+    let u = user();
+    for n in [
+        "INBOX",
+        "Work",
+        "Work/Projects",
+        ".hidden",
+        "a.",
+        "Caf\u{e9}",
+    ] {
+        s.create_mailbox(&u, &MailboxName::new(n).unwrap()).unwrap();
+    }
+    assert!(matches!(
+        s.create_mailbox(&u, &MailboxName::new("Work").unwrap()),
+        Err(Error::MailboxExists(_))
+    ));
+    let names: Vec<String> = s
+        .list_mailboxes(&u)
+        .unwrap()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ".hidden",
+            "Caf\u{e9}",
+            "INBOX",
+            "Work",
+            "Work/Projects",
+            "a."
+        ]
+    );
+    s.rename_mailbox(
+        &u,
+        &MailboxName::new("Work").unwrap(),
+        &MailboxName::new("Job").unwrap(),
+    )
+    .unwrap();
+    assert!(
+        s.mailbox_exists(&u, &MailboxName::new("Job/Projects").unwrap())
+            .unwrap()
+    );
+    // Delete a parent: its children stay.
+    s.delete_mailbox(&u, &MailboxName::new("Job").unwrap())
+        .unwrap();
+    let names: Vec<String> = s
+        .list_mailboxes(&u)
+        .unwrap()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        vec![".hidden", "Caf\u{e9}", "INBOX", "Job/Projects", "a."]
+    );
+    s.delete_mailbox(&u, &MailboxName::new("Job/Projects").unwrap())
+        .unwrap();
+    s.create_mailbox(&u, &MailboxName::new("Job").unwrap())
+        .unwrap();
+    let mut m = s
+        .open_mailbox(&u, &MailboxName::new("Job").unwrap())
+        .unwrap();
+    assert_eq!(m.header().unwrap().exists, 0);
+}
+
+#[test]
+fn deleted_mailbox_is_noticed_by_open_handles() {
+    let (_t, s) = store();
+    let u = user();
+    let n = MailboxName::new("Trash").unwrap();
+    s.create_mailbox(&u, &n).unwrap();
+    let mut m = s.open_mailbox(&u, &n).unwrap();
+    s.delete_mailbox(&u, &n).unwrap();
+    assert!(matches!(m.header(), Err(Error::MailboxDeleted)));
+}
+
+#[test]
+fn unknown_user_and_mailbox() {
+    let (_t, s) = store();
+    let u = user();
+    assert!(!s.user_exists(&u).unwrap());
+    assert!(matches!(
+        s.open_mailbox(&u, &MailboxName::inbox()),
+        Err(Error::NoSuchUser(_))
+    ));
+    s.create_mailbox(&u, &MailboxName::inbox()).unwrap();
+    assert!(matches!(
+        s.open_mailbox(&u, &MailboxName::new("Nope").unwrap()),
+        Err(Error::NoSuchMailbox(_))
+    ));
+}
+
+#[test]
+fn symlinked_mailbox_directory_is_refused() {
+    let (t, s) = store();
+    let u = user();
+    s.create_mailbox(&u, &MailboxName::inbox()).unwrap();
+    let outside = t.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, s.root().join("alice").join("Evil")).unwrap();
+    assert!(matches!(
+        s.open_mailbox(&u, &MailboxName::new("Evil").unwrap()),
+        Err(Error::Symlink(_))
+    ));
+    assert!(matches!(
+        s.create_mailbox(&u, &MailboxName::new("Evil/x").unwrap()),
+        Err(Error::Symlink(_))
+    ));
+    assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
+}
+
+#[test]
+fn files_and_directories_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_t, s) = store();
+    let u = user();
+    s.create_mailbox(&u, &MailboxName::inbox()).unwrap();
+    let mut m = s.open_mailbox(&u, &MailboxName::inbox()).unwrap();
+    m.append(&b"a\r\n\r\n"[..], AppendOptions::default())
+        .unwrap();
+    let dir = s.mailbox_path(&u, &MailboxName::inbox());
+    for (p, mode) in [
+        (dir.clone(), 0o700),
+        (dir.join(".index"), 0o600),
+        (dir.join("1."), 0o600),
+    ] {
+        let got = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(got, mode, "{}", p.display());
+    }
+}
+
+#[test]
+fn max_size_is_enforced_and_leaves_nothing() {
+    let (_t, s) = store();
+    let u = user();
+    s.create_mailbox(&u, &MailboxName::inbox()).unwrap();
+    let mut m = s.open_mailbox(&u, &MailboxName::inbox()).unwrap();
+    let big = vec![b'x'; 1000];
+    let r = m.append(
+        &big[..],
+        AppendOptions {
+            max_size: Some(100),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(r, Err(Error::TooLarge { .. })));
+    let stage = s.mailbox_path(&u, &MailboxName::inbox()).join(".stage");
+    assert_eq!(std::fs::read_dir(stage).unwrap().count(), 0);
+    assert_eq!(m.header().unwrap().generation, 1);
+}
+
+#[test]
+fn corrupt_record_is_reported_with_offset() {
+    let (_t, s) = store();
+    let u = user();
+    s.create_mailbox(&u, &MailboxName::inbox()).unwrap();
+    let mut m = s.open_mailbox(&u, &MailboxName::inbox()).unwrap();
+    m.append(&b"a\r\n\r\n"[..], AppendOptions::default())
+        .unwrap();
+    let idx = s.mailbox_path(&u, &MailboxName::inbox()).join(".index");
+    let mut bytes = std::fs::read(&idx).unwrap();
+    bytes[8192 + 10] ^= 0x40;
+    std::fs::write(&idx, &bytes).unwrap();
+    match m.snapshot() {
+        Err(Error::Corrupt { offset, .. }) => assert_eq!(offset, 8192 + 124),
+        other => panic!("expected corrupt, got {other:?}"),
+    }
+}
