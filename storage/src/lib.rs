@@ -6,6 +6,7 @@
 //! `docs/FORMAT.md` for the byte layout and `docs/PROTOCOL.md` for the lock and
 //! write ordering that every public operation here follows.
 
+pub mod config;
 pub mod error;
 pub mod fault;
 pub mod format;
@@ -15,7 +16,9 @@ pub mod lock;
 pub mod mailbox;
 pub mod meta;
 pub mod names;
+pub mod session;
 pub mod store;
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use format::{Flags, Header, Keywords, Record};

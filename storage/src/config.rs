@@ -1,0 +1,1 @@
+//! Store configuration: spool location, quota, defaults shared by the binaries.

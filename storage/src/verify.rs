@@ -1,0 +1,1 @@
+//! Consistency checks of a mailbox (idx-inspect verify) and index reconstruction.
