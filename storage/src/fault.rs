@@ -85,8 +85,8 @@ pub const POINTS: &[&str] = &[
     "expunge.after_records",
     "expunge.after_header",
     "repack.after_new_index",
-    "repack.after_rename",
     "repack.after_mark_superseded",
+    "repack.after_rename",
     "repack.after_unlink",
     "meta.after_write",
 ];

@@ -198,8 +198,15 @@ impl Mailbox {
                 return Ok((guard, h));
             }
             drop(guard);
-            self.index = IndexFile::open(&self.dir)?;
-            self.epoch += 1;
+            let reopened = IndexFile::open(&self.dir)?;
+            if same_file(&reopened.file, &self.index.file, &self.index.path)? {
+                // Marked superseded but still the file at the path: a
+                // replacement died between marking and renaming.
+                self.roll_back_interrupted_replace()?;
+            } else {
+                self.index = reopened;
+                self.epoch += 1;
+            }
         }
         Err(Error::corrupt(
             &self.index.path,
@@ -711,6 +718,16 @@ impl Mailbox {
             &fresh.path,
         )?;
         fault::point("repack.after_new_index")?;
+        // Mark the old file before the rename: a holder that sees the mark
+        // while the old file is still at the path knows the replacement
+        // died and rolls it back (see `roll_back_interrupted_replace`).
+        // No fsync: after a reboot nobody holds the old file, and a mark
+        // that survives without the rename is rolled back the same way.
+        let mut mark = old.clone();
+        mark.generation = old.generation + 1;
+        mark.flags |= crate::format::HF_SUPERSEDED;
+        self.index.write_header(&mark)?;
+        fault::point("repack.after_mark_superseded")?;
         self.dir.rename(
             fsutil::os(tmp.as_bytes()),
             &self.dir,
@@ -720,14 +737,6 @@ impl Mailbox {
             self.dir.fsync()?;
         }
         fault::point("repack.after_rename")?;
-        // Processes that still hold the old file see this at their next
-        // lock and reopen. It needs no fsync: after a reboot nobody holds
-        // the old file.
-        let mut mark = old.clone();
-        mark.generation = old.generation + 1;
-        mark.flags |= crate::format::HF_SUPERSEDED;
-        self.index.write_header(&mark)?;
-        fault::point("repack.after_mark_superseded")?;
         for r in &gone {
             self.dir
                 .unlink(fsutil::os(message_file_name(r.uid).as_bytes()))?;
@@ -779,10 +788,42 @@ impl Mailbox {
             {
                 self.dir.unlink(fsutil::os(&name))?;
                 out.uncommitted_removed += 1;
+            } else if name.starts_with(b".index.new.") || name.starts_with(b".index.create.") {
+                // Temporary index files of dead replacements; a live one
+                // would hold the exclusive lock we hold now.
+                self.dir.unlink(fsutil::os(&name))?;
+                out.stage_removed += 1;
             }
         }
         drop(guard);
         Ok(out)
+    }
+
+    /// Undoes a replacement (repack, reconstruct) that died after marking
+    /// the old file superseded but before renaming the new one into place:
+    /// the old file's records were never touched, so clearing the mark in
+    /// a new generation restores it exactly.
+    fn roll_back_interrupted_replace(&mut self) -> Result<()> {
+        let guard = LockGuard::acquire(
+            self.index.file.clone(),
+            LockKind::Exclusive,
+            self.lock_timeout,
+            &self.index.path,
+        )?;
+        let h = self.index.read_header()?;
+        let current = IndexFile::open(&self.dir)?;
+        if h.is_superseded() && same_file(&current.file, &self.index.file, &self.index.path)? {
+            let mut fixed = h.clone();
+            fixed.flags &= !crate::format::HF_SUPERSEDED;
+            fixed.generation = h.generation + 1;
+            self.index.write_header(&fixed)?;
+            if self.durability == Durability::Full {
+                self.index.sync()?;
+            }
+            tracing::warn!(path = %self.index.path.display(), "rolled back an interrupted index replacement");
+        }
+        drop(guard);
+        Ok(())
     }
 
     /// Marks the index deleted so every holder notices; used by the store
@@ -820,6 +861,14 @@ pub struct RepackOutcome {
 pub struct RecoverOutcome {
     pub stage_removed: u32,
     pub uncommitted_removed: u32,
+}
+
+/// Whether two open files are the same inode.
+fn same_file(a: &File, b: &File, path: &std::path::Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let ma = a.metadata().map_err(|e| Error::io("stat", path, e))?;
+    let mb = b.metadata().map_err(|e| Error::io("stat", path, e))?;
+    Ok(ma.dev() == mb.dev() && ma.ino() == mb.ino())
 }
 
 fn count_flags(h: &mut Header, f: Flags, delta: i32) {
