@@ -131,7 +131,9 @@ pub struct Mailbox {
     /// Bumped whenever the index file is reopened after a repack.
     epoch: u64,
     meta: Meta,
-    meta_generation: u32,
+    /// Generation of the cached keyword table; `None` forces a reload
+    /// (set while the cache holds names not yet committed).
+    meta_generation: Option<u32>,
     durability: Durability,
     lock_timeout: Duration,
 }
@@ -161,7 +163,7 @@ impl Mailbox {
             index,
             epoch: 0,
             meta: Meta::default(),
-            meta_generation: 0,
+            meta_generation: None,
             durability,
             lock_timeout,
         })
@@ -216,9 +218,9 @@ impl Mailbox {
     }
 
     fn refresh_meta(&mut self, h: &Header) -> Result<bool> {
-        if h.meta_generation != self.meta_generation {
+        if self.meta_generation != Some(h.meta_generation) {
             self.meta = Meta::load(&self.dir)?;
-            self.meta_generation = h.meta_generation;
+            self.meta_generation = Some(h.meta_generation);
             return Ok(true);
         }
         Ok(false)
@@ -396,7 +398,12 @@ impl Mailbox {
             .iter()
             .flat_map(|s| s.opts.keywords.clone())
             .collect();
-        let meta_changed = self.add_keywords(&all_keywords)?;
+        let stale = if all_keywords.is_empty() {
+            false
+        } else {
+            self.reload_meta_for_write()?
+        };
+        let meta_changed = self.add_keywords(&all_keywords)? || stale;
         if (new.last_uid as u64) + staged.len() as u64 > u32::MAX as u64 {
             return Err(Error::UidsExhausted);
         }
@@ -470,6 +477,9 @@ impl Mailbox {
         match result {
             Ok(()) => {
                 drop(guard);
+                if meta_changed {
+                    self.meta_generation = Some(new.meta_generation);
+                }
                 for s in staged.iter_mut() {
                     s.committed = true;
                 }
@@ -494,16 +504,37 @@ impl Mailbox {
         }
     }
 
+    /// Under the exclusive lock, before keywords are looked up or added:
+    /// start from the table on disk, not from this handle's copy. A failed
+    /// or killed commit can leave names in `.meta` (or in this handle's
+    /// memory) that no header `meta_generation` covers. Using such a
+    /// name's index without bumping `meta_generation` would leave other
+    /// handles with a table that lacks it, and a later save from one of
+    /// them could give that index to another name. Extending what is on
+    /// disk keeps the file append-only, so an index never changes meaning.
+    /// Returns true if the disk differed (the caller then bumps
+    /// `meta_generation` so every handle reloads).
+    fn reload_meta_for_write(&mut self) -> Result<bool> {
+        let disk = Meta::load(&self.dir)?;
+        let differs = disk != self.meta;
+        self.meta = disk;
+        Ok(differs)
+    }
+
     /// Adds unknown keyword names to the table; true if it changed.
     fn add_keywords(&mut self, names: &[String]) -> Result<bool> {
-        let mut changed = false;
+        // Validate first: a half-extended table must not outlive an error.
         for k in names {
             meta::validate_keyword(k)?;
+        }
+        let mut changed = false;
+        for k in names {
             if self.meta.find(k).is_none() {
                 if self.meta.keywords.len() >= MAX_KEYWORDS {
                     return Err(Error::TooManyKeywords(MAX_KEYWORDS));
                 }
                 self.meta.keywords.push(k.clone());
+                self.meta_generation = None;
                 changed = true;
             }
         }
@@ -552,10 +583,15 @@ impl Mailbox {
     ) -> Result<StoreOutcome> {
         let (guard, old) = self.lock_current(LockKind::Exclusive)?;
         self.refresh_meta(&old)?;
-        let meta_changed = if op == FlagOp::Remove {
+        let stale = if keywords.is_empty() {
             false
         } else {
-            self.add_keywords(keywords)?
+            self.reload_meta_for_write()?
+        };
+        let meta_changed = if op == FlagOp::Remove {
+            stale
+        } else {
+            self.add_keywords(keywords)? || stale
         };
         let mut kw = Keywords::default();
         for k in keywords {
@@ -633,6 +669,9 @@ impl Mailbox {
             self.index.sync()?;
         }
         drop(guard);
+        if meta_changed {
+            self.meta_generation = Some(new.meta_generation);
+        }
         out.generation = new.generation;
         out.changed = writes.into_iter().map(|(_, r)| r).collect();
         Ok(out)
@@ -703,7 +742,10 @@ impl Mailbox {
             records.into_iter().partition(|r| !r.is_expunged());
         if gone.is_empty() {
             drop(old_guard);
-            return Ok(RepackOutcome::default());
+            return Ok(RepackOutcome {
+                removed: Vec::new(),
+                kept: live.len() as u32,
+            });
         }
         let mut new = old.clone();
         new.generation = old.generation + 1;
@@ -766,7 +808,8 @@ impl Mailbox {
         let mut out = RecoverOutcome::default();
         for (name, _) in self.stage.entries()? {
             let os = fsutil::os(&name);
-            let Ok(f) = self.stage.open_file(os, OFlag::O_RDONLY) else {
+            // Read-write: an exclusive OFD lock needs a writable descriptor.
+            let Ok(f) = self.stage.open_file(os, OFlag::O_RDWR) else {
                 continue;
             };
             let path = self.stage.child_path(os);
