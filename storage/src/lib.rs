@@ -16,6 +16,7 @@ pub mod lock;
 pub mod mailbox;
 pub mod meta;
 pub mod names;
+pub mod recovery;
 pub mod session;
 pub mod store;
 pub mod verify;

@@ -1,0 +1,452 @@
+//! Index reconstruction from the message files (`idx-admin reconstruct`),
+//! and opening a mailbox by directory path for maintenance tools.
+//!
+//! Reconstruct keeps whatever of the old index is still trustworthy:
+//! UIDVALIDITY, last_uid, highestmodseq and creation time from a valid
+//! header slot (or, failing that, from a slot whose CRC is intact even if
+//! its values broke an invariant), flags and keywords from every record
+//! whose CRC is intact and whose file still exists. Everything else is
+//! rebuilt from the files: records with a bad CRC are dropped and their
+//! files re-added with default flags, orphan files get records, records
+//! whose file changed get its size and CRC. UIDs are the file names, so
+//! they are always kept; UIDVALIDITY is bumped only when no header
+//! survives, because then the old value is unknown and clients must not
+//! trust their caches.
+//!
+//! The new index is written to a temporary name, made durable, renamed
+//! over `.index` while the old file is held exclusively, and the old file
+//! is then marked superseded, exactly like `Mailbox::repack`: sessions
+//! holding the old file reopen at their next lock. Interrupting it at any
+//! point leaves either the old index or the new one in place.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use nix::fcntl::OFlag;
+
+use crate::error::{Error, Result};
+use crate::format::{
+    Flags, HEADER_SIZE, HF_SUPERSEDED, Header, Keywords, MAGIC, RECORD_SIZE, RECORDS_OFFSET,
+    Record, SLOT_OFFSETS,
+};
+use crate::fsutil::{self, Dir};
+use crate::index::{Durability, INDEX_NAME, IndexFile};
+use crate::lock::{LockGuard, LockKind};
+use crate::mailbox::{Mailbox, STAGE_DIR, message_file_name, parse_message_file_name};
+use crate::meta::Meta;
+use crate::names::MailboxName;
+use crate::verify::read_raw_records;
+
+/// Opens the mailbox whose directory is `path` (for maintenance tools
+/// that are given a directory rather than spool, user and name). The name
+/// is taken from the directory's last component, for messages only.
+pub fn open_mailbox_at(
+    path: &Path,
+    durability: Durability,
+    lock_timeout: Duration,
+) -> Result<Mailbox> {
+    let dir = Dir::open_root(path)?;
+    let leaf = path
+        .file_name()
+        .and_then(|s| s.to_str())
+        .and_then(|s| MailboxName::from_encoded(&[s]))
+        .unwrap_or_else(MailboxName::inbox);
+    Mailbox::open_dir(leaf, dir, durability, lock_timeout)
+}
+
+/// What reconstruct did, for the operator.
+#[derive(Clone, Debug, Default)]
+pub struct ReconstructOutcome {
+    pub old_uidvalidity: Option<u32>,
+    pub uidvalidity: u32,
+    /// True when UIDVALIDITY had to change (no header survived).
+    pub uidvalidity_changed: bool,
+    /// UIDs whose record was kept as it was.
+    pub kept: Vec<u32>,
+    /// UIDs whose record was rebuilt from the file (bad or missing record).
+    pub rebuilt: Vec<u32>,
+    /// UIDs whose record was kept but size/CRC updated from the file.
+    pub updated: Vec<u32>,
+    /// UIDs whose live record was dropped because the file is gone.
+    pub dropped_missing: Vec<u32>,
+    /// Record numbers dropped because their CRC or fields were bad.
+    pub dropped_corrupt: Vec<u32>,
+    /// Keyword bits cleared because `.meta` has no name for them.
+    pub keywords_cleared: u32,
+    /// `.meta` could not be read and was reset to an empty table.
+    pub meta_reset: bool,
+    /// A `.index` existed before (false: created from scratch).
+    pub had_index: bool,
+    pub header: Header,
+    pub notes: Vec<String>,
+}
+
+/// Values salvaged from a header slot whose CRC is intact, even if it
+/// failed an invariant (offsets per docs/FORMAT.md, v1).
+struct Salvage {
+    generation: u64,
+    last_uid: u32,
+    uidvalidity: u32,
+    highestmodseq: u64,
+    created: i64,
+    meta_generation: u32,
+}
+
+fn salvage_slot(buf: &[u8], slot: usize) -> Option<Salvage> {
+    let off = SLOT_OFFSETS[slot] as usize;
+    let b = buf.get(off..off + HEADER_SIZE)?;
+    let stored = u32::from_le_bytes(b[124..128].try_into().ok()?);
+    if b[0..8] != MAGIC || stored != crc32fast::hash(&b[..124]) {
+        return None;
+    }
+    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4"));
+    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8"));
+    let uidvalidity = u32_at(44);
+    (uidvalidity != 0).then(|| Salvage {
+        generation: u64_at(24),
+        last_uid: u32_at(40),
+        uidvalidity,
+        highestmodseq: u64_at(48),
+        created: u64_at(80) as i64,
+        meta_generation: u32_at(76),
+    })
+}
+
+/// Rebuilds the index of the mailbox directory `path`. See module docs.
+pub fn reconstruct(
+    path: &Path,
+    durability: Durability,
+    lock_timeout: Duration,
+) -> Result<ReconstructOutcome> {
+    let dir = Dir::open_root(path)?;
+    let mut out = ReconstructOutcome::default();
+    let old = match IndexFile::open(&dir) {
+        Ok(i) => Some(i),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    out.had_index = old.is_some();
+    let _old_guard = match &old {
+        Some(i) => Some(LockGuard::acquire(
+            i.file.clone(),
+            LockKind::Exclusive,
+            lock_timeout,
+            &i.path,
+        )?),
+        None => None,
+    };
+    dir.mkdir(fsutil::os(STAGE_DIR.as_bytes()))?;
+
+    // What survives of the old index.
+    let mut header_src: Option<Salvage> = None;
+    let mut old_records: Vec<Record> = Vec::new();
+    let mut old_generation = 0u64;
+    let mut old_header: Option<Header> = None;
+    if let Some(idx) = &old {
+        let mut buf = vec![0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE];
+        let n = fsutil::read_at_most(&idx.file, &mut buf, 0, &idx.path)?;
+        buf.truncate(n);
+        if let Ok(hr) = idx.read_header_detail() {
+            old_header = Some(hr.header.clone());
+        }
+        let salvaged: Vec<Salvage> = [0, 1]
+            .iter()
+            .filter_map(|s| salvage_slot(&buf, *s))
+            .collect();
+        old_generation = salvaged.iter().map(|s| s.generation).max().unwrap_or(0);
+        // A fully valid header wins; otherwise the CRC-intact slot with
+        // the highest generation.
+        header_src = match &old_header {
+            Some(h) => Some(Salvage {
+                generation: h.generation,
+                last_uid: h.last_uid,
+                uidvalidity: h.uidvalidity,
+                highestmodseq: h.highestmodseq,
+                created: h.created,
+                meta_generation: h.meta_generation,
+            }),
+            None => salvaged.into_iter().max_by_key(|s| s.generation),
+        };
+        if old_header.is_none() && header_src.is_some() {
+            out.notes.push(
+                "no header slot passed every check; values taken from a slot with an intact CRC"
+                    .into(),
+            );
+        }
+        let len = idx
+            .file
+            .metadata()
+            .map_err(|e| Error::Io {
+                op: "stat",
+                path: idx.path.clone(),
+                source: e,
+            })?
+            .len();
+        // Every complete record in the file: records past num_records
+        // belong to an append that wrote its records but not its header;
+        // they are used only if their file exists.
+        let in_file = (len.saturating_sub(RECORDS_OFFSET) / RECORD_SIZE as u64) as u32;
+        for raw in read_raw_records(idx, 0, in_file)? {
+            match raw.record {
+                Ok(r) => old_records.push(r),
+                Err(_) => {
+                    let committed = old_header
+                        .as_ref()
+                        .is_none_or(|h| raw.recno < h.num_records);
+                    if committed && !is_zero_record(idx, raw.offset)? {
+                        out.dropped_corrupt.push(raw.recno);
+                    }
+                }
+            }
+        }
+    }
+
+    let meta = match Meta::load(&dir) {
+        Ok(m) => m,
+        Err(e) => {
+            out.meta_reset = true;
+            out.notes.push(format!(
+                "keyword table unreadable ({e}); reset to empty, keyword flags lost"
+            ));
+            let m = Meta::default();
+            m.save(&dir, durability)?;
+            m
+        }
+    };
+
+    // The message files are the truth for which UIDs exist.
+    let mut files: BTreeMap<u32, std::fs::File> = BTreeMap::new();
+    for (name, _) in dir.entries()? {
+        if let Some(uid) = parse_message_file_name(&name) {
+            let f = dir.open_file(fsutil::os(&name), OFlag::O_RDONLY)?;
+            let is_file = f
+                .metadata()
+                .map(|m| m.is_file())
+                .map_err(|e| Error::io("stat", dir.child_path(fsutil::os(&name)), e))?;
+            if is_file {
+                files.insert(uid, f);
+            } else {
+                out.notes.push(format!(
+                    "{} is not a regular file; ignored",
+                    String::from_utf8_lossy(&name)
+                ));
+            }
+        }
+    }
+
+    // Old records by UID; the first valid one for a UID wins.
+    let mut by_uid: BTreeMap<u32, Record> = BTreeMap::new();
+    for r in old_records {
+        by_uid.entry(r.uid).or_insert(r);
+    }
+    let now = fsutil::now();
+    let old_hms = header_src.as_ref().map_or(0, |s| s.highestmodseq);
+    let max_rec_modseq = by_uid.values().map(|r| r.modseq).max().unwrap_or(0);
+    let modseq = old_hms.max(max_rec_modseq) + 1;
+    let mut records: Vec<Record> = Vec::new();
+    let mut uids: Vec<u32> = by_uid.keys().chain(files.keys()).copied().collect();
+    uids.sort_unstable();
+    uids.dedup();
+    for uid in uids {
+        let file = files.get(&uid);
+        let path = dir.child_path(fsutil::os(message_file_name(uid).as_bytes()));
+        match (by_uid.remove(&uid), file) {
+            (Some(r), _) if r.is_expunged() => {
+                // Keep the expunge; a later repack deletes the file.
+                if file.is_some() {
+                    records.push(r);
+                }
+            }
+            (Some(mut r), Some(f)) => {
+                let info = scan_file(f, &path)?;
+                if info.size != r.size || info.crc != r.message_crc {
+                    r.size = info.size;
+                    r.message_crc = info.crc;
+                    r.header_size = info.header_size;
+                    r.modseq = modseq;
+                    r.last_updated = now;
+                    out.updated.push(uid);
+                } else {
+                    out.kept.push(uid);
+                }
+                records.push(r);
+            }
+            (Some(_), None) => out.dropped_missing.push(uid),
+            (None, Some(f)) => {
+                let info = scan_file(f, &path)?;
+                let mtime = f.metadata().ok().and_then(|m| m.modified().ok()).map(unix);
+                records.push(Record {
+                    uid,
+                    flags: Flags::empty(),
+                    internal_date: mtime.unwrap_or(now),
+                    sent_date: 0,
+                    size: info.size,
+                    header_size: info.header_size,
+                    message_crc: info.crc,
+                    modseq,
+                    keywords: Keywords::default(),
+                    last_updated: now,
+                });
+                out.rebuilt.push(uid);
+            }
+            (None, None) => {}
+        }
+    }
+    for r in records.iter_mut() {
+        let bad: Vec<usize> = r
+            .keywords
+            .iter()
+            .filter(|k| *k >= meta.keywords.len())
+            .collect();
+        if !bad.is_empty() {
+            for k in bad {
+                r.keywords.remove(k);
+                out.keywords_cleared += 1;
+            }
+            r.modseq = modseq;
+            r.last_updated = now;
+        }
+    }
+
+    let (uidvalidity, changed) = match &header_src {
+        Some(s) => (s.uidvalidity, false),
+        None => {
+            let fresh = (now.clamp(1, u32::MAX as i64) as u32).max(1);
+            (fresh, true)
+        }
+    };
+    out.old_uidvalidity = header_src.as_ref().map(|s| s.uidvalidity);
+    out.uidvalidity = uidvalidity;
+    out.uidvalidity_changed = changed;
+    if changed {
+        out.notes.push(format!(
+            "UIDVALIDITY changed to {uidvalidity}: no header survived, so the old value is unknown and clients must resynchronize"
+        ));
+    }
+
+    let max_uid = records.iter().map(|r| r.uid).max().unwrap_or(0);
+    let mut h = Header {
+        flags: 0,
+        generation: 0,
+        num_records: records.len() as u32,
+        exists: 0,
+        last_uid: header_src.as_ref().map_or(0, |s| s.last_uid).max(max_uid),
+        uidvalidity,
+        highestmodseq: modseq,
+        total_bytes: 0,
+        seen: 0,
+        deleted: 0,
+        flagged: 0,
+        meta_generation: header_src
+            .as_ref()
+            .map_or(0, |s| s.meta_generation)
+            .wrapping_add(1)
+            .max(1),
+        created: header_src.as_ref().map_or(now, |s| s.created),
+        last_append: old_header.as_ref().map_or(0, |h| h.last_append),
+    };
+    // num_records <= last_uid holds: UIDs are unique and non-zero.
+    for r in records.iter().filter(|r| !r.is_expunged()) {
+        h.exists += 1;
+        h.total_bytes += r.size;
+        h.seen += r.flags.contains(Flags::SEEN) as u32;
+        h.deleted += r.flags.contains(Flags::DELETED) as u32;
+        h.flagged += r.flags.contains(Flags::FLAGGED) as u32;
+    }
+    h.generation = old_generation + 1;
+
+    let tmp = format!("{INDEX_NAME}.reconstruct.{}", std::process::id());
+    dir.unlink(fsutil::os(tmp.as_bytes()))?;
+    let fresh = IndexFile::write_new(&dir, &tmp, &h, &records, durability)?;
+    let _new_guard = LockGuard::acquire(
+        fresh.file.clone(),
+        LockKind::Exclusive,
+        lock_timeout,
+        &fresh.path,
+    )?;
+    crate::fault::point("reconstruct.after_new_index")?;
+    // As in repack: when the old header is readable, mark it superseded
+    // before the rename, so a holder that finds the mark on the file still
+    // at the path knows the replacement died and rolls it back. A garbage
+    // old header is marked only after the rename, since rolling back to a
+    // synthesized header would pair it with records it does not describe.
+    let mark = |gen_floor: u64| {
+        let mut m = old_header.clone().unwrap_or_else(|| h.clone());
+        m.generation = m.generation.max(gen_floor) + 1;
+        m.flags |= HF_SUPERSEDED;
+        m
+    };
+    if let (Some(idx), Some(_)) = (&old, &old_header) {
+        idx.write_header(&mark(old_generation))?;
+    }
+    crate::fault::point("reconstruct.after_mark_superseded")?;
+    dir.rename(
+        fsutil::os(tmp.as_bytes()),
+        &dir,
+        fsutil::os(INDEX_NAME.as_bytes()),
+    )?;
+    if durability == Durability::Full {
+        dir.fsync()?;
+    }
+    crate::fault::point("reconstruct.after_rename")?;
+    if let (Some(idx), None) = (&old, &old_header) {
+        idx.write_header(&mark(old_generation))?;
+    }
+    out.header = h;
+    Ok(out)
+}
+
+fn is_zero_record(idx: &IndexFile, off: u64) -> Result<bool> {
+    let mut b = [0u8; RECORD_SIZE];
+    let n = fsutil::read_at_most(&idx.file, &mut b, off, &idx.path)?;
+    Ok(n == RECORD_SIZE && b.iter().all(|x| *x == 0))
+}
+
+fn unix(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+/// Size, CRC32 and header-block length of a stored message file.
+pub struct FileInfo {
+    pub size: u64,
+    pub crc: u32,
+    pub header_size: u32,
+}
+
+/// Reads a message file once: size, CRC32 of the whole file, and where
+/// the header block ends (the first empty line, CRLF or LF, within the
+/// first 256 KiB; the whole file otherwise, as append does).
+pub fn scan_file(f: &std::fs::File, path: &Path) -> Result<FileInfo> {
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut head: Vec<u8> = Vec::new();
+    let mut off = 0u64;
+    loop {
+        let n = fsutil::read_at_most(f, &mut buf, off, path)?;
+        h.update(&buf[..n]);
+        if head.len() < 256 * 1024 {
+            head.extend_from_slice(&buf[..n]);
+        }
+        off += n as u64;
+        if n < buf.len() {
+            break;
+        }
+    }
+    let find = |needle: &[u8]| head.windows(needle.len()).position(|w| w == needle);
+    let end = match (
+        find(b"\r\n\r\n").map(|p| p + 4),
+        find(b"\n\n").map(|p| p + 2),
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(FileInfo {
+        size: off,
+        crc: h.finalize(),
+        header_size: end.map_or(off, |e| e as u64).min(u32::MAX as u64) as u32,
+    })
+}
