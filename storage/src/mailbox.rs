@@ -613,7 +613,12 @@ impl Mailbox {
         let now = fsutil::now();
         let mut out = StoreOutcome::default();
         let mut writes = Vec::new();
+        // A UID listed twice (IMAP sets may overlap) is changed once.
+        let mut seen_uids = std::collections::HashSet::new();
         for &uid in uids {
+            if !seen_uids.insert(uid) {
+                continue;
+            }
             let Some(&i) = by_uid.get(&uid) else {
                 out.missing.push(uid);
                 continue;
