@@ -215,7 +215,8 @@ impl SessionView {
         };
         let mark = mbox.mark_of(&ch.header);
         let old_len = self.msgs.len();
-        let (changed, keywords_grew) = self.merge(ch)?;
+        let changed = self.merge(ch)?;
+        let keywords_grew = self.sync_keywords(mbox);
         self.mark = mark;
         let grew = self.msgs.len() > old_len;
         if allow == Allow::AllUpdates {
@@ -241,21 +242,14 @@ impl SessionView {
     }
 
     /// Merges changes by UID. Returns the UIDs whose reported state is now
-    /// stale (FETCH needed) and whether the keyword table grew.
-    fn merge(&mut self, ch: Changes) -> Result<(Vec<u32>, bool)> {
+    /// stale (FETCH needed).
+    fn merge(&mut self, ch: Changes) -> Result<Vec<u32>> {
         if ch.header.uidvalidity != self.uidvalidity {
             // Not the mailbox this session selected any more.
             return Err(Error::MailboxDeleted);
         }
         self.highestmodseq = ch.header.highestmodseq;
         self.uid_next = ch.header.last_uid.saturating_add(1);
-        let mut keywords_grew = false;
-        if let Some(meta) = ch.meta
-            && meta.keywords != self.keywords
-        {
-            self.keywords = meta.keywords;
-            keywords_grew = true;
-        }
         let old_len = self.msgs.len();
         // In a full refresh, a known UID absent from the index was expunged
         // and then repacked away.
@@ -302,7 +296,20 @@ impl SessionView {
                 }
             }
         }
-        Ok((changed, keywords_grew))
+        Ok(changed)
+    }
+
+    /// Takes the handle's keyword table, which is current as of its last
+    /// locked read. Taken from the handle rather than from `Changes::meta`
+    /// because the handle may have loaded a newer table during one of this
+    /// session's own writes. True if it grew.
+    fn sync_keywords(&mut self, mbox: &Mailbox) -> bool {
+        let names = mbox.keyword_names();
+        if names.len() > self.keywords.len() {
+            self.keywords = names.to_vec();
+            return true;
+        }
+        false
     }
 
     /// Emits every held expunge, highest sequence number first, and drops
@@ -336,8 +343,10 @@ impl SessionView {
     /// `.SILENT` was given. A record can also carry a concurrent change by
     /// another session folded in by the same STORE; with `.SILENT` that
     /// change is then not reported separately.
-    pub fn apply_own_store(&mut self, outcome: &StoreOutcome) -> Vec<Update> {
-        let mut out = Vec::new();
+    ///
+    /// If the STORE grew the keyword table, an [`Update::Flags`] comes first.
+    pub fn apply_own_store(&mut self, mbox: &Mailbox, outcome: &StoreOutcome) -> Vec<Update> {
+        let mut fetches = Vec::new();
         for r in &outcome.changed {
             // UIDs above the floor are new to this view: the next check
             // reports them (with this state) as EXISTS.
@@ -347,12 +356,15 @@ impl SessionView {
                 continue;
             }
             e.record = r.clone();
-            out.push((seq, r.clone()));
+            fetches.push((seq, r.clone()));
         }
-        out.sort_by_key(|(seq, _)| *seq);
-        out.into_iter()
-            .map(|(seq, r)| self.fetch(seq, &r))
-            .collect()
+        fetches.sort_by_key(|(seq, _)| *seq);
+        let mut out = Vec::new();
+        if self.sync_keywords(mbox) {
+            out.push(Update::Flags(self.keywords.clone()));
+        }
+        out.extend(fetches.into_iter().map(|(seq, r)| self.fetch(seq, &r)));
+        out
     }
 
     /// Folds the session's own EXPUNGE (the UIDs [`Mailbox::expunge`]

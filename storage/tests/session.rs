@@ -144,7 +144,7 @@ fn own_store_is_not_echoed() {
     let out = a
         .store(&[1, 3], FlagOp::Add, Flags::FLAGGED, &[], None)
         .unwrap();
-    let u = v.apply_own_store(&out);
+    let u = v.apply_own_store(&a, &out);
     // The STORE response itself.
     assert_eq!(u.len(), 2);
     assert!(matches!(u[0], Update::Fetch { seq: 1, uid: 1, .. }));
@@ -181,7 +181,7 @@ fn own_store_folds_in_anothers_earlier_change_and_reports_later_ones() {
     let out = a
         .store(&[1], FlagOp::Add, Flags::FLAGGED, &[], None)
         .unwrap();
-    let u = v.apply_own_store(&out);
+    let u = v.apply_own_store(&a, &out);
     c.apply(&v, &u);
     assert_eq!(c.state[&1].flags, Flags::SEEN.union(Flags::FLAGGED));
     b.store(&[2], FlagOp::Add, Flags::DRAFT, &[], None).unwrap();
@@ -209,7 +209,7 @@ fn own_expunge_is_reported_once() {
     let out = a
         .store(&[3], FlagOp::Add, Flags::DELETED, &[], None)
         .unwrap();
-    let u = v.apply_own_store(&out);
+    let u = v.apply_own_store(&a, &out);
     c.apply(&v, &u);
     let gone = a.expunge(None, true).unwrap();
     assert_eq!(gone, vec![3]);
@@ -376,4 +376,19 @@ fn sequence_sets_resolve_against_the_clients_numbers() {
         names,
         vec![(1, 1, false), (2, 4, false), (3, 5, true), (4, 6, false)]
     );
+}
+
+#[test]
+fn own_store_with_a_new_keyword_announces_it_first() {
+    let (_t, s) = store();
+    let mut a = open(&s);
+    append(&mut a, 1);
+    let mut v = SessionView::open(&mut a).unwrap();
+    let out = a
+        .store(&[1], FlagOp::Add, Flags::empty(), &["$Todo".into()], None)
+        .unwrap();
+    let u = v.apply_own_store(&a, &out);
+    assert_eq!(u[0], Update::Flags(vec!["$Todo".into()]));
+    assert!(matches!(&u[1], Update::Fetch { keywords, .. } if keywords == &["$Todo".to_string()]));
+    assert_eq!(v.check(&mut a, Allow::AllUpdates).unwrap(), vec![]);
 }

@@ -1,0 +1,187 @@
+//! Property: random interleavings of two or three sessions (each its own
+//! handle and view, with a simulated client) and a writer. After every
+//! check, each client, having applied exactly the updates it was given,
+//! knows the index (held expunges aside); after a final NOOP, exactly.
+
+mod session_support;
+
+use proptest::prelude::*;
+use session_support::{Client, append, open, store};
+use storage::Mailbox;
+use storage::format::Flags;
+use storage::mailbox::FlagOp;
+use storage::session::{Allow, SessionView};
+
+#[derive(Clone, Debug)]
+enum Actor {
+    Writer,
+    Session(usize),
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Append(usize),
+    Store {
+        actor: Actor,
+        uids: Vec<u32>,
+        op: FlagOp,
+        flag: u8,
+        keyword: Option<u8>,
+    },
+    Expunge {
+        actor: Actor,
+        uids: Vec<u32>,
+        allow_all: bool,
+    },
+    Repack(Actor),
+    Check {
+        session: usize,
+        allow_all: bool,
+    },
+}
+
+fn actor() -> impl Strategy<Value = Actor> {
+    prop_oneof![Just(Actor::Writer), (0usize..3).prop_map(Actor::Session)]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let uids = prop::collection::vec(1u32..30, 1..4);
+    prop_oneof![
+        3 => (1usize..4).prop_map(Op::Append),
+        3 => (
+            actor(),
+            uids.clone(),
+            prop_oneof![Just(FlagOp::Add), Just(FlagOp::Remove), Just(FlagOp::Replace)],
+            0u8..5,
+            prop::option::of(0u8..4)
+        )
+            .prop_map(|(actor, uids, op, flag, keyword)| Op::Store {
+                actor,
+                uids,
+                op,
+                flag,
+                keyword
+            }),
+        2 => (actor(), uids, any::<bool>()).prop_map(|(actor, uids, allow_all)| Op::Expunge {
+            actor,
+            uids,
+            allow_all
+        }),
+        1 => actor().prop_map(Op::Repack),
+        5 => (0usize..3, any::<bool>()).prop_map(|(session, allow_all)| Op::Check {
+            session,
+            allow_all
+        }),
+    ]
+}
+
+struct Session {
+    mbox: Mailbox,
+    view: SessionView,
+    client: Client,
+}
+
+fn allow(all: bool) -> Allow {
+    if all {
+        Allow::AllUpdates
+    } else {
+        Allow::NoExpunge
+    }
+}
+
+fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
+    let (_t, s) = store();
+    let mut writer = open(&s);
+    append(&mut writer, initial);
+    let mut sessions: Vec<Session> = (0..n_sessions)
+        .map(|_| {
+            let mut mbox = open(&s);
+            let view = SessionView::open(&mut mbox).unwrap();
+            let client = Client::select(&view);
+            Session { mbox, view, client }
+        })
+        .collect();
+    for op in ops {
+        match op {
+            Op::Append(n) => {
+                append(&mut writer, n);
+            }
+            Op::Store {
+                actor,
+                uids,
+                op,
+                flag,
+                keyword,
+            } => {
+                let flags = Flags(1 << flag);
+                let kw: Vec<String> = keyword.iter().map(|k| format!("$k{k}")).collect();
+                match actor {
+                    Actor::Writer => {
+                        writer.store(&uids, op, flags, &kw, None).unwrap();
+                    }
+                    Actor::Session(i) => {
+                        let ss = &mut sessions[i % n_sessions];
+                        let out = ss.mbox.store(&uids, op, flags, &kw, None).unwrap();
+                        let u = ss.view.apply_own_store(&ss.mbox, &out);
+                        ss.client.apply(&ss.view, &u);
+                    }
+                }
+            }
+            Op::Expunge {
+                actor,
+                uids,
+                allow_all,
+            } => match actor {
+                Actor::Writer => {
+                    writer.expunge(Some(&uids), false).unwrap();
+                }
+                Actor::Session(i) => {
+                    let ss = &mut sessions[i % n_sessions];
+                    let gone = ss.mbox.expunge(Some(&uids), false).unwrap();
+                    let u = ss.view.apply_own_expunge(&gone, allow(allow_all));
+                    ss.client.apply(&ss.view, &u);
+                }
+            },
+            Op::Repack(actor) => match actor {
+                Actor::Writer => {
+                    writer.repack().unwrap();
+                }
+                Actor::Session(i) => {
+                    sessions[i % n_sessions].mbox.repack().unwrap();
+                }
+            },
+            Op::Check { session, allow_all } => {
+                let ss = &mut sessions[session % n_sessions];
+                let u = ss.view.check(&mut ss.mbox, allow(allow_all)).unwrap();
+                ss.client.apply(&ss.view, &u);
+                if allow_all {
+                    assert_eq!(ss.view.held_expunges(), 0);
+                }
+                ss.client.assert_matches_index(&ss.view, &mut ss.mbox);
+            }
+        }
+    }
+    for ss in &mut sessions {
+        let u = ss.view.check(&mut ss.mbox, Allow::AllUpdates).unwrap();
+        ss.client.apply(&ss.view, &u);
+        assert_eq!(ss.view.held_expunges(), 0);
+        ss.client.assert_matches_index(&ss.view, &mut ss.mbox);
+        // A second NOOP right after has nothing to say.
+        assert_eq!(
+            ss.view.check(&mut ss.mbox, Allow::AllUpdates).unwrap(),
+            vec![]
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #[test]
+    fn clients_applying_updates_track_the_index(
+        n_sessions in 2usize..=3,
+        initial in 0usize..6,
+        ops in prop::collection::vec(op(), 1..60),
+    ) {
+        run(n_sessions, initial, ops);
+    }
+}
