@@ -1,0 +1,379 @@
+//! The streaming input adapter: turns what Postfix hands over into what
+//! the store keeps, in constant memory (one 64 KiB read buffer plus at
+//! most twice that of output, plus 4 KiB per remembered header field).
+//!
+//! - A leading `From ` envelope line (mbox style, from `mailbox_command`)
+//!   is dropped, however long it is.
+//! - `Return-Path: <sender>` is put first when a sender is known, unless
+//!   the message already starts with a `Return-Path:` field (Postfix's
+//!   `flags=R` added one).
+//! - Bare LF becomes CRLF, so the stored size is the RFC822.SIZE an IMAP
+//!   server reports. A CR that is not followed by LF is kept as it is
+//!   (it is data, not a line end; rewriting it would change the text).
+//! - A NUL byte makes the message undeliverable ([`BadInput::Nul`]): IMAP
+//!   cannot transmit NUL outside BINARY, and a store that holds messages
+//!   its server cannot send is worse than a bounce the sender sees.
+//! - 8-bit bytes, in headers or body, are stored unchanged (RFC 6532
+//!   UTF-8 headers are legal; other charsets are the reader's problem).
+//! - A message without the blank line between header and body is stored
+//!   unchanged; the whole message then counts as header.
+//! - The header block is scanned for `Message-ID` and `Date`; each field
+//!   is remembered only up to 4 KiB, so a 1 MB header line costs nothing.
+
+use std::io::{self, Read};
+
+/// Input the store refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadInput {
+    Nul,
+}
+
+const CHUNK: usize = 64 * 1024;
+const FIELD_CAP: usize = 4096;
+
+pub struct Normalizer<R> {
+    inner: R,
+    strip_from_line: bool,
+    return_path: Option<Vec<u8>>,
+    started: bool,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    prev_cr: bool,
+    eof: bool,
+    /// Message bytes read after the envelope line (before conversion).
+    pub content_bytes: u64,
+    /// Bytes produced (what the store writes).
+    pub output_bytes: u64,
+    pub bad: Option<BadInput>,
+    pub headers: HeaderScan,
+}
+
+impl<R: Read> Normalizer<R> {
+    /// `sender`: the envelope sender for `Return-Path` (`""` for the null
+    /// sender `<>`), or `None` to add no `Return-Path`.
+    pub fn new(inner: R, strip_from_line: bool, sender: Option<&str>) -> Self {
+        Normalizer {
+            inner,
+            strip_from_line,
+            return_path: sender.map(|s| format!("Return-Path: <{}>\r\n", clean_addr(s)).into()),
+            started: false,
+            inbuf: vec![0; CHUNK],
+            out: Vec::with_capacity(2 * CHUNK),
+            out_pos: 0,
+            prev_cr: false,
+            eof: false,
+            content_bytes: 0,
+            output_bytes: 0,
+            bad: None,
+            headers: HeaderScan::default(),
+        }
+    }
+
+    pub fn inner_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    fn read_some(&mut self) -> io::Result<usize> {
+        loop {
+            match self.inner.read(&mut self.inbuf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn fill_to(&mut self, pre: &mut Vec<u8>, want: usize) -> io::Result<()> {
+        while !self.eof && pre.len() < want {
+            let n = self.read_some()?;
+            if n == 0 {
+                self.eof = true;
+            }
+            pre.extend_from_slice(&self.inbuf[..n]);
+        }
+        Ok(())
+    }
+
+    /// Reads the message start: drops the envelope line and decides on
+    /// Return-Path. Needs at most 12 bytes of look-ahead beyond the
+    /// envelope line, which is skipped without being kept.
+    fn start(&mut self) -> io::Result<()> {
+        self.started = true;
+        let mut pre: Vec<u8> = Vec::new();
+        if self.strip_from_line {
+            self.fill_to(&mut pre, 5)?;
+            if pre.starts_with(b"From ") {
+                loop {
+                    if let Some(p) = pre.iter().position(|&b| b == b'\n') {
+                        pre.drain(..=p);
+                        break;
+                    }
+                    pre.clear();
+                    if self.eof {
+                        break;
+                    }
+                    self.fill_to(&mut pre, 1)?;
+                }
+            }
+        }
+        self.fill_to(&mut pre, 12)?;
+        let has_rp = pre.len() >= 12 && pre[..12].eq_ignore_ascii_case(b"return-path:");
+        if let Some(rp) = self.return_path.take()
+            && !has_rp
+        {
+            self.out.extend_from_slice(&rp);
+            self.output_bytes += rp.len() as u64;
+            self.headers.feed(&rp);
+        }
+        self.convert(&pre);
+        Ok(())
+    }
+
+    /// Appends `input` to `out` with line ends made CRLF.
+    fn convert(&mut self, input: &[u8]) {
+        if input.is_empty() || self.bad.is_some() {
+            return;
+        }
+        self.content_bytes += input.len() as u64;
+        let before = self.out.len();
+        let mut rest = input;
+        while let Some(p) = rest.iter().position(|&b| b == b'\n' || b == 0) {
+            if rest[p] == 0 {
+                self.bad = Some(BadInput::Nul);
+                return;
+            }
+            let line = &rest[..p];
+            self.out.extend_from_slice(line);
+            let cr_before = if p > 0 {
+                line[p - 1] == b'\r'
+            } else {
+                self.prev_cr
+            };
+            if !cr_before {
+                self.out.push(b'\r');
+            }
+            self.out.push(b'\n');
+            self.prev_cr = false;
+            rest = &rest[p + 1..];
+        }
+        self.out.extend_from_slice(rest);
+        if !rest.is_empty() {
+            self.prev_cr = rest[rest.len() - 1] == b'\r';
+        }
+        if !self.headers.done {
+            let (start, end) = (before, self.out.len());
+            let produced = self.out[start..end].to_vec();
+            self.headers.feed(&produced);
+        }
+        self.output_bytes += (self.out.len() - before) as u64;
+    }
+}
+
+impl<R: Read> Read for Normalizer<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.started {
+            self.start()?;
+        }
+        while self.out_pos == self.out.len() {
+            if self.bad.is_some() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "message contains a NUL byte",
+                ));
+            }
+            if self.eof {
+                return Ok(0);
+            }
+            self.out.clear();
+            self.out_pos = 0;
+            let n = self.read_some()?;
+            if n == 0 {
+                self.eof = true;
+                continue;
+            }
+            let chunk = std::mem::take(&mut self.inbuf);
+            self.convert(&chunk[..n]);
+            self.inbuf = chunk;
+        }
+        let n = buf.len().min(self.out.len() - self.out_pos);
+        buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
+        self.out_pos += n;
+        Ok(n)
+    }
+}
+
+/// Strips angle brackets and anything that could break the header line.
+fn clean_addr(s: &str) -> String {
+    let s = s.trim();
+    let s = s.strip_prefix('<').unwrap_or(s);
+    let s = s.strip_suffix('>').unwrap_or(s);
+    s.chars()
+        .filter(|c| !c.is_control() && *c != '<' && *c != '>')
+        .collect()
+}
+
+/// Finds `Message-ID` and `Date` in a header block fed in pieces.
+#[derive(Default)]
+pub struct HeaderScan {
+    pub done: bool,
+    field: Vec<u8>,
+    line_len: usize,
+    at_line_start: bool,
+    started: bool,
+    pub message_id: Option<String>,
+    pub date: Option<String>,
+}
+
+impl HeaderScan {
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.done {
+                return;
+            }
+            if !self.started || self.at_line_start {
+                self.started = true;
+                self.at_line_start = false;
+                if b != b' ' && b != b'\t' && b != b'\r' && b != b'\n' {
+                    self.finish_field();
+                }
+            }
+            match b {
+                b'\n' => {
+                    if self.line_len == 0 {
+                        self.finish_field();
+                        self.done = true;
+                    }
+                    self.line_len = 0;
+                    self.at_line_start = true;
+                }
+                b'\r' => {}
+                _ => {
+                    self.line_len += 1;
+                    if self.field.len() < FIELD_CAP {
+                        self.field.push(b);
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish_field(&mut self) {
+        let f = std::mem::take(&mut self.field);
+        let Some(colon) = f.iter().position(|&b| b == b':') else {
+            return;
+        };
+        let name = &f[..colon];
+        let value = String::from_utf8_lossy(&f[colon + 1..]).trim().to_string();
+        if name.eq_ignore_ascii_case(b"message-id") && self.message_id.is_none() {
+            self.message_id = Some(value);
+        } else if name.eq_ignore_ascii_case(b"date") && self.date.is_none() {
+            self.date = Some(value);
+        }
+    }
+
+    /// Call at end of input: a header block without a body still counts.
+    pub fn finish(&mut self) {
+        if !self.done {
+            self.finish_field();
+            self.done = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run<'a>(
+        input: &'a [u8],
+        strip: bool,
+        sender: Option<&str>,
+    ) -> (Vec<u8>, Normalizer<&'a [u8]>) {
+        // A reader that returns one byte at a time exercises every split.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0.is_empty() || buf.is_empty() {
+                    return Ok(0);
+                }
+                buf[0] = self.0[0];
+                self.0 = &self.0[1..];
+                Ok(1)
+            }
+        }
+        let mut slow = Normalizer::new(Trickle(input), strip, sender);
+        let mut a = Vec::new();
+        let ra = slow.read_to_end(&mut a);
+        let mut fast = Normalizer::new(input, strip, sender);
+        let mut b = Vec::new();
+        let rb = fast.read_to_end(&mut b);
+        assert_eq!(ra.is_ok(), rb.is_ok());
+        assert_eq!(a, b, "chunking must not change the output");
+        fast.headers.finish();
+        (b, fast)
+    }
+
+    #[test]
+    fn from_line_stripped_and_return_path_added() {
+        let (out, n) = run(
+            b"From bob@x  Sun Nov 22 19:05:09 2026\nSubject: hi\n\nbody\n",
+            true,
+            Some("bob@x"),
+        );
+        assert_eq!(
+            out,
+            b"Return-Path: <bob@x>\r\nSubject: hi\r\n\r\nbody\r\n".to_vec()
+        );
+        assert_eq!(n.output_bytes, out.len() as u64);
+    }
+
+    #[test]
+    fn existing_return_path_not_duplicated() {
+        let (out, _) = run(
+            b"From bob@x Sun\nReturn-Path: <bob@x>\nX: y\n\nb\n",
+            true,
+            Some("other@y"),
+        );
+        assert_eq!(out, b"Return-Path: <bob@x>\r\nX: y\r\n\r\nb\r\n".to_vec());
+    }
+
+    #[test]
+    fn from_line_kept_when_not_stripping_and_null_sender() {
+        let (out, _) = run(b"From x\nA: b\n\n", false, Some("<>"));
+        assert_eq!(out, b"Return-Path: <>\r\nFrom x\r\nA: b\r\n\r\n".to_vec());
+    }
+
+    #[test]
+    fn line_ends_and_bare_cr() {
+        let (out, _) = run(b"A: b\r\n\nx\ry\r\n", false, None);
+        assert_eq!(out, b"A: b\r\n\r\nx\ry\r\n".to_vec());
+    }
+
+    #[test]
+    fn nul_is_refused() {
+        let (_, n) = run(b"A: b\n\nx\0y\n", false, None);
+        assert_eq!(n.bad, Some(BadInput::Nul));
+    }
+
+    #[test]
+    fn empty_after_from_line() {
+        let (out, n) = run(b"From bob Sun Nov 22\n", true, None);
+        assert!(out.is_empty());
+        assert_eq!(n.content_bytes, 0);
+        let (_, n) = run(b"", true, Some("a@b"));
+        assert_eq!(n.content_bytes, 0);
+    }
+
+    #[test]
+    fn headers_found_folded_and_long_lines_bounded() {
+        let mut msg = b"Subject: x\nMessage-ID:\n <abc@host>\nX-Long: ".to_vec();
+        msg.extend(std::iter::repeat_n(b'a', 1 << 20));
+        msg.extend_from_slice(b"\nDate: Thu, 01 Jan 1970 00:00:00 +0000\n\nMessage-ID: <body@x>\n");
+        let (_, n) = run(&msg, false, None);
+        assert_eq!(n.headers.message_id.as_deref(), Some("<abc@host>"));
+        assert_eq!(
+            n.headers.date.as_deref(),
+            Some("Thu, 01 Jan 1970 00:00:00 +0000")
+        );
+    }
+}
