@@ -326,6 +326,10 @@ fn settings(cli: &Cli) -> Result<Settings, Failure> {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     init_logging(&cli)?;
+    // Test hook: proves that a panic becomes a temporary failure.
+    if std::env::var_os("DELIVER_TEST_PANIC").is_some() {
+        panic!("DELIVER_TEST_PANIC is set");
+    }
     let settings = settings(&cli)?;
     if cli.lmtp {
         let opts = lmtp::LmtpOptions {
