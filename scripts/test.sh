@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The project's one test command (CI runs it through .ci/run).
+#
+# On a fresh Debian 12 machine, as root, with only the Rust toolchain:
+# installs the system packages the end-to-end tests drive (Postfix, ...),
+# then builds and runs every test of the workspace. Exits non-zero on any
+# failure. Nothing is skipped: a test that needs a missing tool fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the tests use. Add to this list, never filter tests.
+PACKAGES=(postfix python3)
+
+t0=$(date +%s)
+step() { printf '\n=== %s (%ss elapsed)\n' "$*" "$(($(date +%s) - t0))"; }
+
+installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    installed "$p" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    step "installing ${missing[*]}"
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "scripts/test.sh: missing packages ${missing[*]}; run as root (or install them) first" >&2
+        exit 1
+    fi
+    # Postfix asks two questions at install time; answer them up front.
+    debconf-set-selections <<'SEL'
+postfix postfix/main_mailer_type select Local only
+postfix postfix/mailname string localhost.localdomain
+SEL
+    apt_opts=(-q -o DPkg::Lock::Timeout=600)
+    apt-get "${apt_opts[@]}" update
+    DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y "${missing[@]}"
+fi
+
+step "cargo build --workspace"
+cargo build --workspace
+
+step "cargo test --workspace"
+cargo test --workspace
+
+step "all tests passed"
