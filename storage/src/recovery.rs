@@ -327,7 +327,11 @@ pub fn reconstruct(
 
     let max_uid = records.iter().map(|r| r.uid).max().unwrap_or(0);
     let mut h = Header {
-        flags: 0,
+        // Keep flags other writers rely on (a pending MOVE, say); the
+        // replacement marks are about files, not about this mailbox.
+        flags: old_header.as_ref().map_or(0, |h| {
+            h.flags & !(HF_SUPERSEDED | crate::format::HF_DELETED)
+        }),
         generation: 0,
         num_records: records.len() as u32,
         exists: 0,

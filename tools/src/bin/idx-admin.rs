@@ -1,1 +1,256 @@
-fn main() {}
+//! idx-admin: maintenance of one mailbox. Every subcommand works under the
+//! mailbox's exclusive lock and is safe to interrupt (see each library
+//! function's docs). Exit status: 0 done, 1 failed.
+
+use std::io::BufReader;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use storage::index::Durability;
+use storage::mailbox::Mailbox;
+use storage::{Options, Store};
+use tools::mbox::Quoting;
+use tools::{MailboxArgs, Target, transfer};
+
+#[derive(Parser)]
+#[command(
+    name = "idx-admin",
+    version,
+    about = "Mailbox maintenance: reconstruct, repack, recover, import, export"
+)]
+struct Cli {
+    /// JSON output instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct Source {
+    /// An mbox file (mboxrd or mboxo).
+    #[arg(long)]
+    mbox: Option<std::path::PathBuf>,
+    /// A Maildir directory.
+    #[arg(long)]
+    maildir: Option<std::path::PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Rebuild a damaged or missing index from the message files.
+    Reconstruct(MailboxArgs),
+    /// Drop expunged records and delete their files.
+    Repack(MailboxArgs),
+    /// Remove debris of crashed writers (unlocked staged files, uncommitted files).
+    Recover(MailboxArgs),
+    /// Append every message of an mbox or Maildir, keeping flags and dates.
+    Import {
+        #[command(flatten)]
+        mb: MailboxArgs,
+        #[command(flatten)]
+        src: Source,
+        /// How `>From ` lines of the mbox are quoted.
+        #[arg(long, value_enum, default_value = "rd")]
+        quoting: Quoting,
+        /// Create the mailbox first if it does not exist (spool form only).
+        #[arg(long)]
+        create: bool,
+    },
+    /// Write every live message to a new mbox file or a Maildir.
+    Export {
+        #[command(flatten)]
+        mb: MailboxArgs,
+        #[command(flatten)]
+        dst: Source,
+    },
+}
+
+fn main() -> ExitCode {
+    tools::init_tracing();
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("idx-admin: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn open(t: &Target, create: bool) -> Result<Mailbox, String> {
+    match &t.named {
+        Some((spool, user, name)) => {
+            let store = Store::open(
+                spool,
+                Options {
+                    lock_timeout: t.lock_timeout,
+                    ..Options::default()
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            if create {
+                store
+                    .ensure_mailbox(user, name)
+                    .map_err(|e| e.to_string())?;
+            }
+            store.open_mailbox(user, name).map_err(|e| e.to_string())
+        }
+        None if create => Err("--create needs --spool/-d/-m".into()),
+        None => storage::recovery::open_mailbox_at(&t.dir, Durability::Full, t.lock_timeout)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+fn emit(json: bool, v: serde_json::Value, text: String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("serializable")
+        );
+    } else {
+        print!("{text}");
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), String> {
+    match &cli.cmd {
+        Cmd::Reconstruct(mb) => {
+            let t = mb.resolve()?;
+            let o = storage::recovery::reconstruct(&t.dir, Durability::Full, t.lock_timeout)
+                .map_err(|e| e.to_string())?;
+            let h = &o.header;
+            let mut text = format!(
+                "reconstructed {}: {} records ({} kept, {} rebuilt from files, {} updated from files), \
+                 {} dropped (file missing), {} corrupt records dropped\n\
+                 uidvalidity {}{}, last_uid {}, highestmodseq {}, generation {}\n",
+                t.dir.display(),
+                h.num_records,
+                o.kept.len(),
+                o.rebuilt.len(),
+                o.updated.len(),
+                o.dropped_missing.len(),
+                o.dropped_corrupt.len(),
+                h.uidvalidity,
+                if o.uidvalidity_changed {
+                    " (CHANGED)"
+                } else {
+                    " (kept)"
+                },
+                h.last_uid,
+                h.highestmodseq,
+                h.generation,
+            );
+            for n in &o.notes {
+                text.push_str(&format!("note: {n}\n"));
+            }
+            emit(
+                cli.json,
+                json!({
+                    "mailbox": t.dir, "had_index": o.had_index,
+                    "uidvalidity": h.uidvalidity, "old_uidvalidity": o.old_uidvalidity,
+                    "uidvalidity_changed": o.uidvalidity_changed,
+                    "kept": o.kept, "rebuilt": o.rebuilt, "updated": o.updated,
+                    "dropped_missing": o.dropped_missing, "dropped_corrupt_records": o.dropped_corrupt,
+                    "keywords_cleared": o.keywords_cleared, "meta_reset": o.meta_reset,
+                    "generation": h.generation, "num_records": h.num_records, "exists": h.exists,
+                    "last_uid": h.last_uid, "highestmodseq": h.highestmodseq, "notes": o.notes,
+                }),
+                text,
+            );
+        }
+        Cmd::Repack(mb) => {
+            let t = mb.resolve()?;
+            let o = open(&t, false)?.repack().map_err(|e| e.to_string())?;
+            emit(
+                cli.json,
+                json!({"mailbox": t.dir, "removed": o.removed, "kept": o.kept}),
+                format!(
+                    "repacked {}: removed {} expunged messages, {} records kept\n",
+                    t.dir.display(),
+                    o.removed.len(),
+                    o.kept
+                ),
+            );
+        }
+        Cmd::Recover(mb) => {
+            let t = mb.resolve()?;
+            let o = open(&t, false)?.recover().map_err(|e| e.to_string())?;
+            emit(
+                cli.json,
+                json!({"mailbox": t.dir, "stage_removed": o.stage_removed,
+                    "uncommitted_removed": o.uncommitted_removed}),
+                format!(
+                    "recovered {}: {} staged/temporary files and {} uncommitted message files removed\n",
+                    t.dir.display(),
+                    o.stage_removed,
+                    o.uncommitted_removed
+                ),
+            );
+        }
+        Cmd::Import {
+            mb,
+            src,
+            quoting,
+            create,
+        } => {
+            let t = mb.resolve()?;
+            let mut m = open(&t, *create)?;
+            let mut imp = transfer::Importer::new(&mut m);
+            let from = if let Some(p) = &src.mbox {
+                let f = std::fs::File::open(p).map_err(|e| format!("open {}: {e}", p.display()))?;
+                tools::mbox::read(BufReader::new(f), *quoting, |msg| imp.add(msg))?;
+                p
+            } else {
+                let p = src.maildir.as_ref().expect("clap group");
+                tools::maildir::read(p, |msg| imp.add(msg))?;
+                p
+            };
+            let o = imp.finish()?;
+            for w in &o.warnings {
+                eprintln!("idx-admin: warning: {w}");
+            }
+            emit(
+                cli.json,
+                json!({"mailbox": t.dir, "from": from, "messages": o.messages,
+                    "first_uid": o.first_uid, "last_uid": o.last_uid, "warnings": o.warnings}),
+                format!(
+                    "imported {} messages from {} into {} (UIDs {})\n",
+                    o.messages,
+                    from.display(),
+                    t.dir.display(),
+                    match (o.first_uid, o.last_uid) {
+                        (Some(a), Some(b)) => format!("{a}:{b}"),
+                        _ => "none".into(),
+                    }
+                ),
+            );
+        }
+        Cmd::Export { mb, dst } => {
+            let t = mb.resolve()?;
+            let mut m = open(&t, false)?;
+            let mut warnings = Vec::new();
+            let (n, to) = if let Some(p) = &dst.mbox {
+                (transfer::export_mbox(&mut m, p)?, p)
+            } else {
+                let p = dst.maildir.as_ref().expect("clap group");
+                (transfer::export_maildir(&mut m, p, &mut warnings)?, p)
+            };
+            for w in &warnings {
+                eprintln!("idx-admin: warning: {w}");
+            }
+            emit(
+                cli.json,
+                json!({"mailbox": t.dir, "to": to, "messages": n, "warnings": warnings}),
+                format!(
+                    "exported {n} messages from {} to {}\n",
+                    t.dir.display(),
+                    to.display()
+                ),
+            );
+        }
+    }
+    Ok(())
+}

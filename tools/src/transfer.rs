@@ -1,0 +1,189 @@
+//! Import into and export out of a mailbox, through the storage API: each
+//! import batch is staged outside the lock and committed in one locked
+//! step, so an interrupted import leaves whole messages or none of a
+//! batch, never a half message.
+
+use std::io::Write;
+
+use storage::mailbox::{AppendOptions, Mailbox, StagedMessage};
+
+use crate::mbox::{self, Message};
+
+/// Messages per commit: one lock, one directory fsync per batch.
+const BATCH: usize = 100;
+
+#[derive(Debug, Default)]
+pub struct ImportOutcome {
+    pub messages: usize,
+    pub first_uid: Option<u32>,
+    pub last_uid: Option<u32>,
+    pub warnings: Vec<String>,
+}
+
+/// Collects staged messages and commits them in batches.
+pub struct Importer<'a> {
+    mbox: &'a mut Mailbox,
+    staged: Vec<StagedMessage>,
+    pub outcome: ImportOutcome,
+}
+
+impl<'a> Importer<'a> {
+    pub fn new(mbox: &'a mut Mailbox) -> Self {
+        Importer {
+            mbox,
+            staged: Vec::new(),
+            outcome: ImportOutcome::default(),
+        }
+    }
+
+    pub fn add(&mut self, m: Message) -> Result<(), String> {
+        let mut keywords = Vec::new();
+        for k in m.keywords {
+            match storage::meta::validate_keyword(&k) {
+                Ok(()) => keywords.push(k),
+                Err(_) => self.outcome.warnings.push(format!(
+                    "message {}: keyword {k:?} is not a valid IMAP keyword, dropped",
+                    self.outcome.messages + self.staged.len() + 1
+                )),
+            }
+        }
+        let opts = AppendOptions {
+            flags: m.flags,
+            keywords,
+            internal_date: m.internal_date,
+            sent_date: sent_date(&m.bytes).unwrap_or(0),
+            max_size: None,
+        };
+        let s = self
+            .mbox
+            .stage(&m.bytes[..], opts)
+            .map_err(|e| e.to_string())?;
+        self.staged.push(s);
+        if self.staged.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), String> {
+        let batch = std::mem::take(&mut self.staged);
+        let n = batch.len();
+        let uids = self.mbox.commit(batch).map_err(|e| e.to_string())?;
+        if let Some(f) = uids.first() {
+            self.outcome.first_uid.get_or_insert(*f);
+        }
+        if let Some(l) = uids.last() {
+            self.outcome.last_uid = Some(*l);
+        }
+        self.outcome.messages += n;
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<ImportOutcome, String> {
+        self.flush()?;
+        Ok(self.outcome)
+    }
+}
+
+/// The `Date:` header of a stored message, parsed.
+pub fn sent_date(bytes: &[u8]) -> Option<i64> {
+    let mut value: Option<String> = None;
+    for line in mbox::lines(bytes) {
+        if line.is_empty() {
+            break;
+        }
+        if let Some(v) = &mut value {
+            if line[0] == b' ' || line[0] == b'\t' {
+                v.push_str(&String::from_utf8_lossy(line));
+                continue;
+            }
+            break;
+        }
+        if line.len() > 5 && line[..5].eq_ignore_ascii_case(b"date:") {
+            value = Some(String::from_utf8_lossy(&line[5..]).to_string());
+        }
+    }
+    crate::date::parse_rfc5322(value?.trim())
+}
+
+/// Every live message of the mailbox with its flags and keyword names,
+/// in UID order, read from one snapshot.
+pub fn export(
+    mbox: &mut Mailbox,
+    mut each: impl FnMut(u32, Message) -> Result<(), String>,
+) -> Result<usize, String> {
+    let snap = mbox.snapshot().map_err(|e| e.to_string())?;
+    let mut n = 0;
+    for r in snap.records.iter().filter(|r| !r.is_expunged()) {
+        let bytes = match mbox.read_message(r.uid) {
+            Ok(b) => b,
+            // Expunged and repacked since the snapshot.
+            Err(storage::Error::Expunged(_)) => continue,
+            Err(e) => return Err(e.to_string()),
+        };
+        let keywords = r
+            .keywords
+            .iter()
+            .filter_map(|k| snap.meta.keywords.get(k).cloned())
+            .collect();
+        each(
+            r.uid,
+            Message {
+                bytes,
+                flags: r.flags.intersect(storage::Flags::SYSTEM),
+                keywords,
+                internal_date: Some(r.internal_date),
+            },
+        )?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Writes the mailbox as an mboxrd file at `path` (created, not
+/// overwritten: an existing file is an error).
+pub fn export_mbox(mbox: &mut Mailbox, path: &std::path::Path) -> Result<usize, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("create {}: {e}", path.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    let n = export(mbox, |_, m| {
+        mbox::write(&mut w, &m).map_err(|e| format!("write {}: {e}", path.display()))
+    })?;
+    let f = w
+        .into_inner()
+        .map_err(|e| format!("write {}: {e}", path.display()))?;
+    f.sync_all()
+        .map_err(|e| format!("fsync {}: {e}", path.display()))?;
+    let _ = (&f).flush();
+    Ok(n)
+}
+
+/// Writes the mailbox into the Maildir `dir` (created as needed).
+pub fn export_maildir(
+    mbox: &mut Mailbox,
+    dir: &std::path::Path,
+    warnings: &mut Vec<String>,
+) -> Result<usize, String> {
+    let keywords = mbox.snapshot().map_err(|e| e.to_string())?.meta.keywords;
+    if keywords.len() > 26 {
+        warnings.push(format!(
+            "{} keywords; Maildir letters hold only the first 26",
+            keywords.len()
+        ));
+    }
+    let w = crate::maildir::Writer::create(dir, &keywords)?;
+    export(mbox, |uid, m| {
+        let lost = w.write(uid, &m)?;
+        for k in lost {
+            warnings.push(format!(
+                "UID {uid}: keyword {k:?} has no Maildir letter, not exported"
+            ));
+        }
+        Ok(())
+    })
+}
