@@ -1,1 +1,49 @@
-fn main() {}
+//! imapd-check: the reader side. Subcommands dispatch to their modules;
+//! this file only parses arguments and maps errors to an exit code.
+
+mod legacy;
+mod race;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "imapd-check", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Race W delivering writers against R polling readers (seed 002).
+    Race(race::RaceArgs),
+    /// Internal: one writer process of `race`.
+    #[command(hide = true)]
+    RaceWriter(race::WriterArgs),
+    /// Internal: one reader process of `race`.
+    #[command(hide = true)]
+    RaceReader(race::ReaderArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Race(a) => race::run(a),
+        Cmd::RaceWriter(a) => race::writer(a),
+        Cmd::RaceReader(a) => race::reader(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imapd-check: {e}");
+            // EX_SOFTWARE: the harness itself failed (not a race result).
+            ExitCode::from(70)
+        }
+    }
+}
