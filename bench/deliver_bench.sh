@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Delivery benchmark: our deliver (one process per message, and LMTP) against
+# Dovecot's dovecot-lda and LMTP from Debian's packages, in one run, on the
+# same disk, with the same ~4 KiB messages. Not part of the tests.
+#
+# Usage (as root, Debian 12):  bash bench/deliver_bench.sh [N] [REPS]
+#   N     messages per run (default 1000)     REPS  runs per cell (default 3)
+#   BENCH_DIR=/some/dir  parent of the work directory (default /tmp; use a
+#                        directory on the disk you want to measure)
+#
+# It installs dovecot-core, dovecot-lmtpd and strace if missing (Debian's
+# policy-rc.d keeps the system Dovecot from starting; we run a private one),
+# builds deliver in release mode, creates the unprivileged user `delivbench`,
+# and removes its work directory and stops its Dovecot at the end.
+# Dovecot runs at Debian's default durability, mail_fsync = optimized; ours
+# at its default (full: fsync file, directory and index).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-1000}
+REPS=${2:-3}
+BENCH_USER=delivbench
+
+[[ $(id -u) -eq 0 ]] || { echo "run as root (installs packages, starts Dovecot)" >&2; exit 1; }
+
+missing=()
+for p in dovecot-core dovecot-lmtpd strace python3; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    apt-get -q -o DPkg::Lock::Timeout=600 update
+    DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600 install -y "${missing[@]}"
+fi
+id "$BENCH_USER" >/dev/null 2>&1 || useradd -r -s /usr/sbin/nologin -d /nonexistent "$BENCH_USER"
+
+cargo build -q --release -p deliver
+
+work=$(mktemp -d "${BENCH_DIR:-/tmp}/deliver-bench.XXXXXX")
+chmod 0755 "$work"
+dovecot_pid=""
+cleanup() {
+    if [[ -n $dovecot_pid ]]; then kill "$dovecot_pid" 2>/dev/null || true; fi
+    sleep 0.5
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Binaries where the unprivileged user can run them (/work may be closed).
+install -m 0755 target/release/deliver "$work/deliver"
+install -m 0644 bench/deliver_bench.py "$work/deliver_bench.py"
+mkdir -p "$work/data"
+chown "$BENCH_USER:" "$work/data"
+bench_uid=$(id -u "$BENCH_USER")
+bench_gid=$(id -g "$BENCH_USER")
+
+# dovecot-lda without a daemon, as the unprivileged user.
+cat >"$work/lda.conf" <<EOF
+base_dir = $work/data/lda-run
+log_path = $work/data/dovecot-lda.log
+protocols =
+ssl = no
+postmaster_address = postmaster@example.org
+mail_fsync = optimized
+EOF
+
+# A private Dovecot with only LMTP, on a unix socket; every recipient maps
+# to the unprivileged user, one maildir per recipient.
+mkdir -p "$work/dovecot-run"
+cat >"$work/dovecot.conf" <<EOF
+base_dir = $work/dovecot-run
+log_path = $work/dovecot.log
+protocols = lmtp
+listen =
+ssl = no
+postmaster_address = postmaster@example.org
+mail_fsync = optimized
+mail_location = maildir:~/Maildir
+passdb {
+  driver = static
+  args = nopassword=y
+}
+userdb {
+  driver = static
+  args = uid=$bench_uid gid=$bench_gid home=$work/data/dovecot-home/%u allow_all_users=yes
+}
+service lmtp {
+  unix_listener $work/dovecot-lmtp.sock {
+    mode = 0666
+  }
+}
+EOF
+dovecot -c "$work/dovecot.conf"
+for _ in $(seq 100); do
+    [[ -S $work/dovecot-lmtp.sock && -f $work/dovecot-run/master.pid ]] && break
+    sleep 0.1
+done
+dovecot_pid=$(cat "$work/dovecot-run/master.pid")
+
+echo "== machine"
+echo "$(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
+df -hT "$work" | tail -1
+echo "dovecot $(dovecot --version), deliver $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo
+echo "== throughput (N=$N, REPS=$REPS, dir $work)"
+runuser -u "$BENCH_USER" -- python3 "$work/deliver_bench.py" \
+    --dir "$work/data" --deliver "$work/deliver" --lda-conf "$work/lda.conf" \
+    --dovecot-lmtp "$work/dovecot-lmtp.sock" -n "$N" --reps "$REPS"
+
+# Syscalls of one steady-state delivery (the mailbox already exists).
+echo
+echo "== syscalls of one deliver process (steady state, strace -f)"
+msg=$work/one.eml
+python3 -c "
+import sys; sys.path.insert(0, '$work')
+import deliver_bench; sys.stdout.buffer.write(deliver_bench.make_messages(1)[0])" >"$msg"
+chmod 0644 "$msg"
+as_bench() { runuser -u "$BENCH_USER" -- "$@"; }
+as_bench "$work/deliver" --spool "$work/data/strace-spool" -d st --autocreate -f x@example.org <"$msg"
+as_bench "$work/deliver" --spool "$work/data/strace-spool" -d st -f x@example.org <"$msg"
+as_bench strace -f -c -o "$work/data/strace-count.txt" \
+    "$work/deliver" --spool "$work/data/strace-spool" -d st -f x@example.org <"$msg"
+cat "$work/data/strace-count.txt"
+echo
+echo "== durability-relevant sequence of that delivery"
+as_bench strace -f -y -o "$work/data/strace-seq.txt" \
+    -e trace=openat,mkdirat,linkat,renameat,renameat2,unlinkat,fsync,fdatasync,fcntl,flock,pwrite64,write,ftruncate,fallocate \
+    "$work/deliver" --spool "$work/data/strace-spool" -d st -f x@example.org <"$msg"
+grep -v -E 'F_GETFD|F_SETFD|F_GETFL|/(etc|lib|proc|usr|sys|dev)/' "$work/data/strace-seq.txt" |
+    sed "s#$work/data/##g"
