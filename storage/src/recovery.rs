@@ -23,6 +23,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use std::os::unix::fs::OpenOptionsExt;
+
 use nix::fcntl::OFlag;
 
 use crate::error::{Error, Result};
@@ -143,10 +145,16 @@ pub fn reconstruct(
     let mut old_records: Vec<Record> = Vec::new();
     let mut old_generation = 0u64;
     let mut old_header: Option<Header> = None;
+    let mut raw_uidvalidity: Vec<u32> = Vec::new();
     if let Some(idx) = &old {
         let mut buf = vec![0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE];
         let n = fsutil::read_at_most(&idx.file, &mut buf, 0, &idx.path)?;
         buf.truncate(n);
+        for off in SLOT_OFFSETS {
+            if let Some(b) = buf.get(off as usize + 44..off as usize + 48) {
+                raw_uidvalidity.push(u32::from_le_bytes(b.try_into().expect("4 bytes")));
+            }
+        }
         if let Ok(hr) = idx.read_header_detail() {
             old_header = Some(hr.header.clone());
         }
@@ -312,8 +320,12 @@ pub fn reconstruct(
     let (uidvalidity, changed) = match &header_src {
         Some(s) => (s.uidvalidity, false),
         None => {
-            let fresh = (now.clamp(1, u32::MAX as i64) as u32).max(1);
-            (fresh, true)
+            // The new value must differ from whatever clients cached: above
+            // the current time and above any value still legible in the
+            // damaged slots (their CRC is bad, the field may be intact).
+            let legible = raw_uidvalidity.iter().copied().max().unwrap_or(0);
+            let fresh = (now.clamp(1, u32::MAX as i64) as u32).max(legible.saturating_add(1));
+            (claim_user_uidvalidity(path, fresh, lock_timeout)?, true)
         }
     };
     out.old_uidvalidity = header_src.as_ref().map(|s| s.uidvalidity);
@@ -399,6 +411,42 @@ pub fn reconstruct(
     }
     out.header = h;
     Ok(out)
+}
+
+/// The store hands out UIDVALIDITY values from `SPOOL/USER/.uidvalidity`
+/// (always increasing). If the mailbox lives under such a file, claim the
+/// next value from it too, so the new value is above every value ever
+/// handed out for that user; otherwise `candidate` stands.
+fn claim_user_uidvalidity(mailbox: &Path, candidate: u32, timeout: Duration) -> Result<u32> {
+    let Some(user_dir) = mailbox
+        .ancestors()
+        .skip(1)
+        .take(crate::names::MAX_DEPTH + 1)
+        .find(|p| p.join(".uidvalidity").is_file())
+    else {
+        return Ok(candidate);
+    };
+    let path = user_dir.join(".uidvalidity");
+    let file = std::sync::Arc::new(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| Error::Io {
+                op: "open",
+                path: path.clone(),
+                source: e,
+            })?,
+    );
+    let _g = LockGuard::acquire(file.clone(), LockKind::Exclusive, timeout, &path)?;
+    let mut buf = [0u8; 4];
+    let n = fsutil::read_at_most(&file, &mut buf, 0, &path)?;
+    let last = if n == 4 { u32::from_le_bytes(buf) } else { 0 };
+    let next = candidate.max(last.saturating_add(1));
+    fsutil::write_all_at(&file, &next.to_le_bytes(), 0, &path)?;
+    fsutil::fdatasync(&file, &path)?;
+    Ok(next)
 }
 
 fn is_zero_record(idx: &IndexFile, off: u64) -> Result<bool> {
