@@ -1,7 +1,29 @@
-//! LMTP server mode (RFC 2033).
+//! LMTP server mode (RFC 2033): on stdin/stdout (`--lmtp`) or on a unix
+//! or TCP socket (`--lmtp --listen`), one thread per connection.
+//!
+//! - Extensions: PIPELINING, ENHANCEDSTATUSCODES, 8BITMIME, SIZE.
+//! - RCPT: the local part before `+` names the user (`--lmtp-full-address`:
+//!   the whole address), `+detail` names a mailbox used when it exists.
+//!   Unknown user → `550 5.1.1`; over quota → `452 4.2.2` (`552 5.2.2`
+//!   with `--quota-hard`); other temporary problems → `451 4.x.x`.
+//! - DATA: dot-unstuffed, normalized as in one-shot mode (CRLF, NUL
+//!   refused), `Return-Path:` from MAIL FROM put first (Postfix adds none
+//!   over LMTP). The message is kept in memory up to 1 MiB, beyond that in
+//!   an unlinked file in the spool, then staged once per recipient; all
+//!   recipients in one mailbox are committed together (one lock, one
+//!   fsync round), and each recipient gets its own reply, in RCPT order.
 
-use crate::delivery::Settings;
-use crate::status::Failure;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::delivery::{Settings, Target, address_detail, empty_failure, nul_failure};
+use crate::input::Normalizer;
+use crate::status::{Failure, from_storage};
 
 pub struct LmtpOptions {
     pub full_address: bool,
@@ -9,10 +31,696 @@ pub struct LmtpOptions {
     pub socket_mode: u32,
 }
 
-pub fn serve_stdio(_s: Settings, _o: LmtpOptions) -> Result<(), Failure> {
-    Err(Failure::usage("LMTP not implemented yet"))
+struct Ctx {
+    settings: Settings,
+    opts: LmtpOptions,
+    hostname: String,
 }
 
-pub fn serve_listen(_s: Settings, _o: LmtpOptions, _addr: &str) -> Result<(), Failure> {
-    Err(Failure::usage("LMTP not implemented yet"))
+const MAX_LINE: usize = 4096;
+const MAX_RCPTS: usize = 1000;
+const MEM_LIMIT: usize = 1 << 20;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn io_failure(what: &str, e: io::Error) -> Failure {
+    Failure::temp("4.3.0", format!("{what}: {e}"))
+}
+
+pub fn serve_stdio(settings: Settings, opts: LmtpOptions) -> Result<(), Failure> {
+    let ctx = Ctx {
+        settings,
+        opts,
+        hostname: hostname(),
+    };
+    let r = BufReader::with_capacity(64 * 1024, io::stdin());
+    let w = BufWriter::new(io::stdout());
+    match Session::new(&ctx, r, w).run() {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(io_failure("LMTP session", e)),
+    }
+}
+
+pub fn serve_listen(settings: Settings, opts: LmtpOptions, addr: &str) -> Result<(), Failure> {
+    let ctx = Arc::new(Ctx {
+        settings,
+        opts,
+        hostname: hostname(),
+    });
+    let active = Arc::new(AtomicUsize::new(0));
+    if let Some(path) = addr.strip_prefix("unix:") {
+        use std::os::unix::fs::FileTypeExt;
+        // A socket left by an earlier run would make bind fail; anything
+        // else at that path is not ours to remove.
+        if let Ok(md) = std::fs::symlink_metadata(path)
+            && md.file_type().is_socket()
+        {
+            let _ = std::fs::remove_file(path);
+        }
+        let l = std::os::unix::net::UnixListener::bind(path)
+            .map_err(|e| io_failure(&format!("bind {path}"), e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(ctx.opts.socket_mode))
+            .map_err(|e| io_failure(&format!("chmod {path}"), e))?;
+        tracing::info!(listen = addr, "LMTP server ready");
+        for conn in l.incoming() {
+            match conn {
+                Ok(s) => {
+                    let _ = s.set_read_timeout(Some(IDLE_TIMEOUT));
+                    let w = s.try_clone().map_err(|e| io_failure("clone socket", e))?;
+                    spawn_session(&ctx, &active, s, w);
+                }
+                Err(e) => tracing::warn!("accept: {e}"),
+            }
+        }
+    } else {
+        let a = addr.strip_prefix("tcp:").unwrap_or(addr);
+        let l = std::net::TcpListener::bind(a).map_err(|e| io_failure(&format!("bind {a}"), e))?;
+        tracing::info!(listen = %l.local_addr().map(|x| x.to_string()).unwrap_or_default(), "LMTP server ready");
+        for conn in l.incoming() {
+            match conn {
+                Ok(s) => {
+                    let _ = s.set_read_timeout(Some(IDLE_TIMEOUT));
+                    let _ = s.set_nodelay(true);
+                    let w = s.try_clone().map_err(|e| io_failure("clone socket", e))?;
+                    spawn_session(&ctx, &active, s, w);
+                }
+                Err(e) => tracing::warn!("accept: {e}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn spawn_session<R, W>(ctx: &Arc<Ctx>, active: &Arc<AtomicUsize>, r: R, mut w: W)
+where
+    R: Read + Send + 'static,
+    W: Write + Send + 'static,
+{
+    if active.fetch_add(1, Ordering::SeqCst) >= ctx.opts.max_connections {
+        active.fetch_sub(1, Ordering::SeqCst);
+        let _ = w.write_all(b"421 4.3.2 too many connections, try again later\r\n");
+        return;
+    }
+    let ctx = ctx.clone();
+    let active = active.clone();
+    std::thread::spawn(move || {
+        let r = BufReader::with_capacity(64 * 1024, r);
+        if let Err(e) = Session::new(&ctx, r, BufWriter::new(w)).run() {
+            tracing::debug!("LMTP session ended: {e}");
+        }
+        active.fetch_sub(1, Ordering::SeqCst);
+    });
+}
+
+struct Rcpt {
+    target: Target,
+}
+
+#[derive(Default)]
+struct Txn {
+    sender: Option<String>,
+    size_hint: u64,
+    rcpts: Vec<Rcpt>,
+}
+
+struct Session<'c, R, W: Write> {
+    ctx: &'c Ctx,
+    r: BufReader<R>,
+    w: BufWriter<W>,
+    greeted: bool,
+    txn: Txn,
+}
+
+enum Line {
+    Ok(String),
+    TooLong,
+    Eof,
+}
+
+impl<'c, R: Read, W: Write> Session<'c, R, W> {
+    fn new(ctx: &'c Ctx, r: BufReader<R>, w: BufWriter<W>) -> Self {
+        Session {
+            ctx,
+            r,
+            w,
+            greeted: false,
+            txn: Txn::default(),
+        }
+    }
+
+    fn reply(&mut self, s: &str) -> io::Result<()> {
+        self.w.write_all(s.as_bytes())?;
+        self.w.write_all(b"\r\n")
+    }
+
+    /// Reads one command line (bounded); flushes pending replies first
+    /// unless more pipelined input is already buffered.
+    fn read_line(&mut self) -> io::Result<Line> {
+        if self.r.buffer().is_empty() {
+            self.w.flush()?;
+        }
+        let mut line = Vec::new();
+        let mut too_long = false;
+        loop {
+            let buf = self.r.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(Line::Eof);
+            }
+            let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+                Some(p) => (p + 1, true),
+                None => (buf.len(), false),
+            };
+            if line.len() + take <= MAX_LINE {
+                line.extend_from_slice(&buf[..take]);
+            } else {
+                too_long = true;
+            }
+            self.r.consume(take);
+            if done {
+                break;
+            }
+        }
+        if too_long {
+            return Ok(Line::TooLong);
+        }
+        while matches!(line.last(), Some(b'\n' | b'\r')) {
+            line.pop();
+        }
+        Ok(Line::Ok(String::from_utf8_lossy(&line).into_owned()))
+    }
+
+    fn run(mut self) -> io::Result<()> {
+        let greeting = format!("220 {} LMTP deliver ready", self.ctx.hostname);
+        self.reply(&greeting)?;
+        loop {
+            let line = match self.read_line()? {
+                Line::Eof => break,
+                Line::TooLong => {
+                    self.reply("500 5.5.2 line too long")?;
+                    continue;
+                }
+                Line::Ok(l) => l,
+            };
+            let (verb, arg) = match line.split_once(' ') {
+                Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_string()),
+                None => (line.trim().to_ascii_uppercase(), String::new()),
+            };
+            match verb.as_str() {
+                "LHLO" => self.lhlo(&arg)?,
+                "MAIL" => self.mail(&arg)?,
+                "RCPT" => self.rcpt(&arg)?,
+                "DATA" => self.data()?,
+                "RSET" => {
+                    self.txn = Txn::default();
+                    self.reply("250 2.0.0 OK")?
+                }
+                "NOOP" => self.reply("250 2.0.0 OK")?,
+                "QUIT" => {
+                    self.reply(&format!("221 2.0.0 {} closing", self.ctx.hostname))?;
+                    self.w.flush()?;
+                    return Ok(());
+                }
+                "HELO" | "EHLO" => self.reply("500 5.5.1 this is LMTP: use LHLO")?,
+                "VRFY" => self.reply("252 2.5.2 send some mail, I'll try my best")?,
+                _ => self.reply("500 5.5.2 command not recognized")?,
+            }
+        }
+        self.w.flush()
+    }
+
+    fn lhlo(&mut self, arg: &str) -> io::Result<()> {
+        if arg.is_empty() {
+            return self.reply("501 5.5.4 LHLO needs a host name");
+        }
+        self.greeted = true;
+        self.txn = Txn::default();
+        let size = match self.ctx.settings.max_size {
+            Some(n) => format!("SIZE {n}"),
+            None => "SIZE".into(),
+        };
+        let host = self.ctx.hostname.clone();
+        self.reply(&format!("250-{host}"))?;
+        self.reply("250-PIPELINING")?;
+        self.reply("250-ENHANCEDSTATUSCODES")?;
+        self.reply("250-8BITMIME")?;
+        self.reply(&format!("250 {size}"))
+    }
+
+    fn mail(&mut self, arg: &str) -> io::Result<()> {
+        if !self.greeted {
+            return self.reply("503 5.5.1 send LHLO first");
+        }
+        if self.txn.sender.is_some() {
+            return self.reply("503 5.5.1 nested MAIL command");
+        }
+        let Some((addr, params)) = path_arg(arg, "FROM:") else {
+            return self.reply("501 5.5.4 syntax: MAIL FROM:<address>");
+        };
+        let mut size = 0u64;
+        for p in params.split_whitespace() {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            match k.to_ascii_uppercase().as_str() {
+                "SIZE" => match v.parse() {
+                    Ok(n) => size = n,
+                    Err(_) => return self.reply("501 5.5.4 bad SIZE"),
+                },
+                "BODY" if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
+                _ => return self.reply(&format!("555 5.5.4 unsupported parameter {p}")),
+            }
+        }
+        if let Some(max) = self.ctx.settings.max_size
+            && size > max
+        {
+            return self.reply(&format!("552 5.3.4 message size exceeds {max} bytes"));
+        }
+        self.txn.sender = Some(addr);
+        self.txn.size_hint = size;
+        self.reply("250 2.1.0 sender OK")
+    }
+
+    fn rcpt(&mut self, arg: &str) -> io::Result<()> {
+        if self.txn.sender.is_none() {
+            return self.reply("503 5.5.1 send MAIL first");
+        }
+        let Some((addr, _params)) = path_arg(arg, "TO:") else {
+            return self.reply("501 5.5.4 syntax: RCPT TO:<address>");
+        };
+        if self.txn.rcpts.len() >= MAX_RCPTS {
+            return self.reply("452 4.5.3 too many recipients");
+        }
+        let (user, detail) = split_recipient(&addr, self.ctx.opts.full_address);
+        let s = &self.ctx.settings;
+        let resolved = s.resolve(&user, None, detail.as_deref()).or_else(|f| {
+            // Mail systems fold case; a store user is usually lower case.
+            let lower = user.to_lowercase();
+            if f.status == "5.1.1" && lower != user {
+                s.resolve(&lower, None, detail.as_deref())
+            } else {
+                Err(f)
+            }
+        });
+        let target = match resolved {
+            Ok(t) => t,
+            Err(f) => return self.reply(&f.reply()),
+        };
+        if let Err(f) = s.check_quota(&target.user, self.txn.size_hint) {
+            return self.reply(&f.reply());
+        }
+        self.txn.rcpts.push(Rcpt { target });
+        self.reply("250 2.1.5 recipient OK")
+    }
+
+    fn data(&mut self) -> io::Result<()> {
+        if self.txn.sender.is_none() {
+            return self.reply("503 5.5.1 send MAIL first");
+        }
+        if self.txn.rcpts.is_empty() {
+            return self.reply("503 5.5.1 no valid recipients");
+        }
+        self.reply("354 end data with <CR><LF>.<CR><LF>")?;
+        self.w.flush()?;
+        let start = Instant::now();
+        let sender = self.txn.sender.clone();
+        let spool = self.ctx.settings.store.root().to_path_buf();
+        let max = self.ctx.settings.max_size;
+        let mut norm = Normalizer::new(DotReader::new(&mut self.r), false, sender.as_deref());
+        let mut body = Body::Mem(Vec::new());
+        let mut too_large = false;
+        let mut spill_error = None;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match norm.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(_) if norm.bad.is_some() => {
+                    io::copy(norm.inner_mut(), &mut io::sink())?;
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            if too_large || spill_error.is_some() {
+                continue;
+            }
+            if max.is_some_and(|m| norm.output_bytes > m) {
+                too_large = true;
+                continue;
+            }
+            if let Err(e) = body.write(&buf[..n], &spool) {
+                spill_error = Some(e);
+            }
+        }
+        norm.headers.finish();
+        let rcpts = std::mem::take(&mut self.txn);
+        let outcome: Result<(), Failure> = if norm.bad.is_some() {
+            Err(nul_failure())
+        } else if norm.content_bytes == 0 {
+            Err(empty_failure())
+        } else if too_large {
+            Err(Failure::new(
+                crate::status::EX_DATAERR,
+                "5.3.4",
+                format!("message size exceeds {} bytes", max.unwrap_or(0)),
+            ))
+        } else if let Some(e) = spill_error {
+            Err(io_failure("spool message", e))
+        } else {
+            Ok(())
+        };
+        let replies = match outcome {
+            Err(f) => vec![f.reply(); rcpts.rcpts.len()],
+            Ok(()) => {
+                let meta = MessageMeta {
+                    message_id: norm.headers.message_id.clone(),
+                    sent_date: norm
+                        .headers
+                        .date
+                        .as_deref()
+                        .and_then(crate::date::parse)
+                        .unwrap_or(0),
+                    size: norm.output_bytes,
+                };
+                self.store_all(&rcpts.rcpts, &body, &meta, start)
+            }
+        };
+        for r in replies {
+            self.reply(&r)?;
+        }
+        Ok(())
+    }
+
+    /// Stores one copy per recipient; recipients sharing a mailbox are
+    /// committed together. Returns one reply per recipient, in order.
+    fn store_all(
+        &self,
+        rcpts: &[Rcpt],
+        body: &Body,
+        meta: &MessageMeta,
+        start: Instant,
+    ) -> Vec<String> {
+        let s = &self.ctx.settings;
+        let mut groups: BTreeMap<&Target, Vec<usize>> = BTreeMap::new();
+        for (i, r) in rcpts.iter().enumerate() {
+            groups.entry(&r.target).or_default().push(i);
+        }
+        let mut replies = vec![String::new(); rcpts.len()];
+        for (target, idx) in groups {
+            let result = (|| -> Result<Vec<u32>, Failure> {
+                s.check_quota(&target.user, meta.size * idx.len() as u64)?;
+                let mut mbox = s
+                    .store
+                    .open_mailbox(&target.user, &target.mailbox)
+                    .map_err(|e| from_storage(&e))?;
+                let mut staged = Vec::with_capacity(idx.len());
+                for _ in &idx {
+                    let mut opts = s.append_options();
+                    opts.sent_date = meta.sent_date;
+                    staged.push(
+                        mbox.stage(body.reader(), opts)
+                            .map_err(|e| from_storage(&e))?,
+                    );
+                }
+                mbox.commit(staged).map_err(|e| from_storage(&e))
+            })();
+            match result {
+                Ok(uids) => {
+                    for (&i, uid) in idx.iter().zip(uids) {
+                        tracing::info!(
+                            user = %target.user,
+                            mailbox = %target.mailbox,
+                            uid,
+                            size = meta.size,
+                            message_id = meta.message_id.as_deref().unwrap_or(""),
+                            elapsed_ms = format_args!("{:.3}", start.elapsed().as_secs_f64() * 1000.0),
+                            "delivered"
+                        );
+                        replies[i] = format!("250 2.0.0 delivered to {} uid {uid}", target.user);
+                    }
+                }
+                Err(f) => {
+                    tracing::warn!(user = %target.user, mailbox = %target.mailbox, "{}", f.line());
+                    for &i in &idx {
+                        replies[i] = f.reply();
+                    }
+                }
+            }
+        }
+        replies
+    }
+}
+
+struct MessageMeta {
+    message_id: Option<String>,
+    sent_date: i64,
+    size: u64,
+}
+
+/// `FROM:<addr> params` → (addr, params). Accepts a space after the colon
+/// and a bare address without brackets.
+fn path_arg(arg: &str, prefix: &str) -> Option<(String, String)> {
+    let head = arg.get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix) {
+        return None;
+    }
+    let rest = arg[prefix.len()..].trim_start();
+    if let Some(r) = rest.strip_prefix('<') {
+        let end = r.find('>')?;
+        let addr = &r[..end];
+        // Drop a source route (@a,@b:user@host).
+        let addr = match addr.starts_with('@') {
+            true => addr.split_once(':').map_or(addr, |(_, a)| a),
+            false => addr,
+        };
+        Some((addr.to_string(), r[end + 1..].trim().to_string()))
+    } else {
+        let (a, p) = rest.split_once(' ').unwrap_or((rest, ""));
+        (!a.is_empty()).then(|| (a.to_string(), p.trim().to_string()))
+    }
+}
+
+/// (user, detail) of a recipient address.
+fn split_recipient(addr: &str, full_address: bool) -> (String, Option<String>) {
+    let (local, domain) = match addr.rsplit_once('@') {
+        Some((l, d)) => (l, Some(d)),
+        None => (addr, None),
+    };
+    let local = local
+        .strip_prefix('"')
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap_or(local);
+    let detail = address_detail(addr).map(str::to_string);
+    let base = local.split_once('+').map_or(local, |(b, _)| b);
+    if full_address {
+        let user = match domain {
+            Some(d) => format!("{base}@{}", d.to_ascii_lowercase()),
+            None => base.to_string(),
+        };
+        (user, detail)
+    } else {
+        (base.to_string(), detail)
+    }
+}
+
+/// The DATA body: in memory while small, else an unlinked file.
+enum Body {
+    Mem(Vec<u8>),
+    File(File, u64),
+}
+
+impl Body {
+    fn write(&mut self, data: &[u8], spool: &std::path::Path) -> io::Result<()> {
+        if let Body::Mem(v) = self
+            && v.len() + data.len() > MEM_LIMIT
+        {
+            let f = tempfile::tempfile_in(spool)?;
+            f.write_all_at(v, 0)?;
+            *self = Body::File(f, v.len() as u64);
+        }
+        match self {
+            Body::Mem(v) => v.extend_from_slice(data),
+            Body::File(f, len) => {
+                f.write_all_at(data, *len)?;
+                *len += data.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    fn reader(&self) -> Box<dyn Read + '_> {
+        match self {
+            Body::Mem(v) => Box::new(&v[..]),
+            Body::File(f, len) => Box::new(FileReader {
+                f,
+                pos: 0,
+                len: *len,
+            }),
+        }
+    }
+}
+
+struct FileReader<'a> {
+    f: &'a File,
+    pos: u64,
+    len: u64,
+}
+
+impl Read for FileReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min((self.len - self.pos) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.f.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads a DATA body up to the terminating `.` line, removing the
+/// leading dot of stuffed lines. A lone `.` ends the data whether it is
+/// followed by CRLF or a bare LF. End of input before it is an error.
+pub struct DotReader<'a, R> {
+    r: &'a mut BufReader<R>,
+    state: Dot,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dot {
+    LineStart,
+    Mid,
+    /// A line started with `.`, which was dropped.
+    AfterDot,
+    /// `.` then CR at line start.
+    AfterDotCr,
+    Done,
+}
+
+impl<'a, R: Read> DotReader<'a, R> {
+    pub fn new(r: &'a mut BufReader<R>) -> Self {
+        DotReader {
+            r,
+            state: Dot::LineStart,
+        }
+    }
+}
+
+impl<R: Read> Read for DotReader<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut n = 0;
+        while n < out.len() && self.state != Dot::Done {
+            let buf = self.r.fill_buf()?;
+            if buf.is_empty() {
+                if n > 0 {
+                    return Ok(n);
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed in DATA",
+                ));
+            }
+            match self.state {
+                Dot::LineStart => {
+                    if buf[0] == b'.' {
+                        self.r.consume(1);
+                        self.state = Dot::AfterDot;
+                    } else {
+                        self.state = Dot::Mid;
+                    }
+                }
+                Dot::AfterDot => match buf[0] {
+                    b'\r' => {
+                        self.r.consume(1);
+                        self.state = Dot::AfterDotCr;
+                    }
+                    b'\n' => {
+                        self.r.consume(1);
+                        self.state = Dot::Done;
+                    }
+                    _ => self.state = Dot::Mid,
+                },
+                Dot::AfterDotCr => {
+                    if buf[0] == b'\n' {
+                        self.r.consume(1);
+                        self.state = Dot::Done;
+                    } else {
+                        // ".\rX": the CR belongs to the line.
+                        out[n] = b'\r';
+                        n += 1;
+                        self.state = Dot::Mid;
+                    }
+                }
+                Dot::Mid => {
+                    let room = out.len() - n;
+                    let (take, eol) = match buf.iter().take(room).position(|&b| b == b'\n') {
+                        Some(p) => (p + 1, true),
+                        None => (buf.len().min(room), false),
+                    };
+                    out[n..n + take].copy_from_slice(&buf[..take]);
+                    n += take;
+                    self.r.consume(take);
+                    if eol {
+                        self.state = Dot::LineStart;
+                    }
+                }
+                Dot::Done => {}
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn undot(input: &[u8]) -> (io::Result<Vec<u8>>, Vec<u8>) {
+        let mut r = BufReader::with_capacity(3, input);
+        let mut out = Vec::new();
+        let res = DotReader::new(&mut r).read_to_end(&mut out).map(|_| out);
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        (res, rest)
+    }
+
+    #[test]
+    fn dot_unstuffing_and_terminator() {
+        let (got, rest) = undot(b"a\r\n..b\r\n.c\r\n.\r\nQUIT\r\n");
+        assert_eq!(got.unwrap(), b"a\r\n.b\r\nc\r\n");
+        assert_eq!(rest, b"QUIT\r\n");
+        let (got, _) = undot(b".\n");
+        assert_eq!(got.unwrap(), b"");
+        let (got, _) = undot(b".\rx\r\n.\r\n");
+        assert_eq!(got.unwrap(), b"\rx\r\n");
+        assert!(undot(b"a\r\nb").0.is_err());
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            path_arg("FROM:<a@b> SIZE=10", "FROM:"),
+            Some(("a@b".into(), "SIZE=10".into()))
+        );
+        assert_eq!(path_arg("from: <>", "FROM:"), Some(("".into(), "".into())));
+        assert_eq!(
+            path_arg("TO:<@r1,@r2:u@h>", "TO:"),
+            Some(("u@h".into(), "".into()))
+        );
+        assert_eq!(path_arg("TO:", "TO:"), None);
+        assert_eq!(
+            split_recipient("bob+lists@Example.org", false),
+            ("bob".into(), Some("lists".into()))
+        );
+        assert_eq!(
+            split_recipient("bob+x@Example.org", true),
+            ("bob@example.org".into(), Some("x".into()))
+        );
+        assert_eq!(split_recipient("\"bob\"@h", false), ("bob".into(), None));
+    }
 }

@@ -5,7 +5,6 @@
 
 use storage::Error;
 
-pub const EX_OK: u8 = 0;
 pub const EX_USAGE: u8 = 64;
 pub const EX_DATAERR: u8 = 65;
 pub const EX_NOUSER: u8 = 67;
@@ -38,10 +37,6 @@ impl Failure {
 
     pub fn usage(text: impl Into<String>) -> Failure {
         Self::new(EX_USAGE, "5.3.0", text)
-    }
-
-    pub fn is_temporary(&self) -> bool {
-        self.status.starts_with('4')
     }
 
     /// The one stderr line: `X.Y.Z text`, control characters flattened so
@@ -117,7 +112,6 @@ mod tests {
         let f = Failure::temp("4.2.2", "mailbox full\r\nsecond");
         assert_eq!(f.line(), "4.2.2 mailbox full  second");
         assert_eq!(f.reply(), "452 4.2.2 mailbox full  second");
-        assert!(f.is_temporary());
         let f = Failure::new(EX_NOUSER, "5.1.1", "user unknown: x");
         assert_eq!(f.reply(), "550 5.1.1 user unknown: x");
         assert_eq!(
