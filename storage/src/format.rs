@@ -22,7 +22,13 @@ pub const MAX_KEYWORDS: usize = 256;
 pub const HF_SUPERSEDED: u32 = 1 << 0;
 /// Header flag: the mailbox was deleted.
 pub const HF_DELETED: u32 = 1 << 1;
-const HF_KNOWN: u32 = HF_SUPERSEDED | HF_DELETED;
+/// Header flag: this mailbox is the source of a MOVE whose journal
+/// (`.move`) is not settled yet; lockers settle it first (`transfer.rs`).
+pub const HF_MOVE_OUT: u32 = 1 << 2;
+/// Header flag: this mailbox is the destination of a committed MOVE whose
+/// source expunge may still be pending (journal `.move`).
+pub const HF_MOVE_IN: u32 = 1 << 3;
+const HF_KNOWN: u32 = HF_SUPERSEDED | HF_DELETED | HF_MOVE_OUT | HF_MOVE_IN;
 
 /// IMAP system flags and the internal expunged mark, as stored in a record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -317,6 +323,10 @@ impl Header {
     }
     pub fn is_deleted(&self) -> bool {
         self.flags & HF_DELETED != 0
+    }
+    /// A MOVE journal involving this mailbox is not settled yet.
+    pub fn has_pending_move(&self) -> bool {
+        self.flags & (HF_MOVE_OUT | HF_MOVE_IN) != 0
     }
     /// The slot this generation is written to.
     pub fn slot(&self) -> usize {

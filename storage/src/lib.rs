@@ -19,6 +19,7 @@ pub mod names;
 pub mod recovery;
 pub mod session;
 pub mod store;
+pub mod transfer;
 pub mod verify;
 
 pub use error::{Error, Result};

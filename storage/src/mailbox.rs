@@ -126,16 +126,16 @@ pub struct Snapshot {
 pub struct Mailbox {
     name: MailboxName,
     dir: Dir,
-    stage: std::sync::Arc<Dir>,
-    index: IndexFile,
+    pub(crate) stage: std::sync::Arc<Dir>,
+    pub(crate) index: IndexFile,
     /// Bumped whenever the index file is reopened after a repack.
     epoch: u64,
-    meta: Meta,
+    pub(crate) meta: Meta,
     /// Generation of the cached keyword table; `None` forces a reload
     /// (set while the cache holds names not yet committed).
     meta_generation: Option<u32>,
     durability: Durability,
-    lock_timeout: Duration,
+    pub(crate) lock_timeout: Duration,
 }
 
 static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -182,9 +182,28 @@ impl Mailbox {
         self.durability
     }
 
+    /// Like [`Self::lock_index`], but first completes a MOVE that a
+    /// crashed process left half-done (see `transfer.rs`), so no caller
+    /// ever sees a moved message in both mailboxes.
+    pub(crate) fn lock_current(&mut self, kind: LockKind) -> Result<(LockGuard, Header)> {
+        for _ in 0..100 {
+            let (guard, h) = self.lock_index(kind)?;
+            if !h.has_pending_move() {
+                return Ok((guard, h));
+            }
+            drop(guard);
+            crate::transfer::resolve_pending(self)?;
+        }
+        Err(Error::corrupt(
+            &self.index.path,
+            0,
+            "pending move keeps reappearing",
+        ))
+    }
+
     /// Takes `kind` on the current index file and reads its header,
     /// following a repack's replacement if needed.
-    fn lock_current(&mut self, kind: LockKind) -> Result<(LockGuard, Header)> {
+    pub(crate) fn lock_index(&mut self, kind: LockKind) -> Result<(LockGuard, Header)> {
         for _ in 0..100 {
             let guard = LockGuard::acquire(
                 self.index.file.clone(),
@@ -217,7 +236,7 @@ impl Mailbox {
         ))
     }
 
-    fn refresh_meta(&mut self, h: &Header) -> Result<bool> {
+    pub(crate) fn refresh_meta(&mut self, h: &Header) -> Result<bool> {
         if self.meta_generation != Some(h.meta_generation) {
             self.meta = Meta::load(&self.dir)?;
             self.meta_generation = Some(h.meta_generation);
@@ -291,7 +310,12 @@ impl Mailbox {
         }))
     }
 
-    fn check_uid_order(&self, h: &Header, records: &[Record], first_recno: u32) -> Result<()> {
+    pub(crate) fn check_uid_order(
+        &self,
+        h: &Header,
+        records: &[Record],
+        first_recno: u32,
+    ) -> Result<()> {
         let mut prev = 0u32;
         for (i, r) in records.iter().enumerate() {
             let recno = first_recno + i as u32;
@@ -522,7 +546,7 @@ impl Mailbox {
     }
 
     /// Adds unknown keyword names to the table; true if it changed.
-    fn add_keywords(&mut self, names: &[String]) -> Result<bool> {
+    pub(crate) fn add_keywords(&mut self, names: &[String]) -> Result<bool> {
         // Validate first: a half-extended table must not outlive an error.
         for k in names {
             meta::validate_keyword(k)?;

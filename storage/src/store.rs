@@ -365,7 +365,12 @@ fn child_dirs(dir: &Dir) -> Result<Vec<Vec<u8>>> {
         .collect())
 }
 
-fn walk(dir: &Dir, path: &mut Vec<String>, out: &mut Vec<MailboxName>, depth: usize) -> Result<()> {
+pub(crate) fn walk(
+    dir: &Dir,
+    path: &mut Vec<String>,
+    out: &mut Vec<MailboxName>,
+    depth: usize,
+) -> Result<()> {
     if depth > crate::names::MAX_DEPTH {
         return Ok(());
     }
