@@ -666,8 +666,6 @@ impl Mailbox {
             if nf == r.flags && nk == r.keywords {
                 continue;
             }
-            count_flags(&mut new, r.flags, -1);
-            count_flags(&mut new, nf, 1);
             let mut nr = r.clone();
             nr.flags = nf;
             nr.keywords = nk;
@@ -684,19 +682,22 @@ impl Mailbox {
             self.meta.save(&self.dir, self.durability)?;
             new.meta_generation = old.meta_generation.wrapping_add(1).max(1);
         }
+        let mut after = records.clone();
         for (recno, r) in &writes {
-            self.index.write_record(*recno, r)?;
+            after[*recno as usize] = r.clone();
         }
-        fault::point("store.after_records")?;
+        recount(&mut new, &after);
         new.generation = old.generation + 1;
         if !writes.is_empty() {
             new.highestmodseq = modseq;
         }
-        self.index.write_header(&new)?;
-        fault::point("store.after_header")?;
-        if self.durability == Durability::Full {
-            self.index.sync()?;
-        }
+        self.commit_in_place(
+            &old,
+            &new,
+            &records,
+            &writes,
+            ["store.after_records", "store.after_header"],
+        )?;
         drop(guard);
         if meta_changed {
             self.meta_generation = Some(new.meta_generation);
@@ -721,6 +722,8 @@ impl Mailbox {
         let now = fsutil::now();
         let mut new = old.clone();
         let mut expunged = Vec::new();
+        let mut after = records.clone();
+        let mut writes = Vec::new();
         for (i, r) in records.iter().enumerate() {
             if r.is_expunged() {
                 continue;
@@ -737,26 +740,66 @@ impl Mailbox {
             nr.flags = r.flags.union(Flags::EXPUNGED);
             nr.modseq = modseq;
             nr.last_updated = now;
-            self.index.write_record(i as u32, &nr)?;
-            count_flags(&mut new, r.flags, -1);
-            new.exists -= 1;
-            new.total_bytes = new.total_bytes.saturating_sub(r.size);
+            after[i] = nr.clone();
+            writes.push((i as u32, nr));
             expunged.push(r.uid);
         }
         if expunged.is_empty() {
             drop(guard);
             return Ok(expunged);
         }
-        fault::point("expunge.after_records")?;
+        recount(&mut new, &after);
         new.generation = old.generation + 1;
         new.highestmodseq = modseq;
-        self.index.write_header(&new)?;
-        fault::point("expunge.after_header")?;
-        if self.durability == Durability::Full {
-            self.index.sync()?;
-        }
+        self.commit_in_place(
+            &old,
+            &new,
+            &records,
+            &writes,
+            ["expunge.after_records", "expunge.after_header"],
+        )?;
         drop(guard);
         Ok(expunged)
+    }
+
+    /// Rewrites records in place, then the header `new` (store, expunge).
+    /// On an error before the header reached the file the original
+    /// records are put back, so a failed call changes nothing. A kill
+    /// cannot be undone: then the records stay, uncounted and unannounced,
+    /// until the next recounting writer or `recover` commits them.
+    fn commit_in_place(
+        &self,
+        old: &Header,
+        new: &Header,
+        originals: &[Record],
+        writes: &[(u32, Record)],
+        points: [&'static str; 2],
+    ) -> Result<()> {
+        let result = (|| -> Result<()> {
+            for (recno, r) in writes {
+                self.index.write_record(*recno, r)?;
+            }
+            fault::point(points[0])?;
+            self.index.write_header(new)?;
+            fault::point(points[1])?;
+            if self.durability == Durability::Full {
+                self.index.sync()?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let committed = self
+                .index
+                .read_header()
+                .map(|h| h.generation > old.generation)
+                .unwrap_or(false);
+            if !committed {
+                for (recno, _) in writes {
+                    let _ = self.index.write_record(*recno, &originals[*recno as usize]);
+                }
+            }
+        }
+        result
     }
 
     /// Drops expunged records and deletes their files. The new index is
@@ -778,17 +821,25 @@ impl Mailbox {
         }
         let mut new = old.clone();
         new.generation = old.generation + 1;
-        new.num_records = live.len() as u32;
+        recount(&mut new, &live);
         let tmp = format!("{INDEX_NAME}.new.{}", std::process::id());
         self.dir.unlink(fsutil::os(tmp.as_bytes()))?;
-        let fresh = IndexFile::write_new(&self.dir, &tmp, &new, &live, self.durability)?;
+        // Until the old file is marked, a failure leaves only the
+        // temporary file behind: remove it so a failed call changes nothing.
+        let discard = |e: Error| {
+            let _ = self.dir.unlink(fsutil::os(tmp.as_bytes()));
+            e
+        };
+        let fresh =
+            IndexFile::write_new(&self.dir, &tmp, &new, &live, self.durability).map_err(discard)?;
         let new_guard = LockGuard::acquire(
             fresh.file.clone(),
             LockKind::Exclusive,
             self.lock_timeout,
             &fresh.path,
-        )?;
-        fault::point("repack.after_new_index")?;
+        )
+        .map_err(discard)?;
+        fault::point("repack.after_new_index").map_err(discard)?;
         // Mark the old file before the rename: a holder that sees the mark
         // while the old file is still at the path knows the replacement
         // died and rolls it back (see `roll_back_interrupted_replace`).
@@ -854,10 +905,16 @@ impl Mailbox {
                 out.stage_removed += 1;
             }
         }
+        let records = self.index.read_records(0, h.num_records)?;
+        self.check_uid_order(&h, &records, 0)?;
+        let referenced: std::collections::HashSet<u32> = records.iter().map(|r| r.uid).collect();
         for (name, _) in self.dir.entries()? {
             if let Some(uid) = parse_message_file_name(&name)
-                && uid > h.last_uid
+                && (uid > h.last_uid || !referenced.contains(&uid))
             {
+                // Above last_uid: an append that never committed. At or
+                // below it without a record: a repack that died after
+                // renaming the new index but before unlinking.
                 self.dir.unlink(fsutil::os(&name))?;
                 out.uncommitted_removed += 1;
             } else if name.starts_with(b".index.new.") || name.starts_with(b".index.create.") {
@@ -866,6 +923,18 @@ impl Mailbox {
                 self.dir.unlink(fsutil::os(&name))?;
                 out.stage_removed += 1;
             }
+        }
+        // A store or expunge killed between its records and its header
+        // left records the header does not count: commit them now.
+        let mut fixed = h.clone();
+        recount(&mut fixed, &records);
+        if fixed != h {
+            fixed.generation = h.generation + 1;
+            self.index.write_header(&fixed)?;
+            if self.durability == Durability::Full {
+                self.index.sync()?;
+            }
+            tracing::warn!(path = %self.index.path.display(), "recounted the header after an interrupted change");
         }
         drop(guard);
         Ok(out)
@@ -941,6 +1010,25 @@ fn same_file(a: &File, b: &File, path: &std::path::Path) -> Result<bool> {
     let ma = a.metadata().map_err(|e| Error::io("stat", path, e))?;
     let mb = b.metadata().map_err(|e| Error::io("stat", path, e))?;
     Ok(ma.dev() == mb.dev() && ma.ino() == mb.ino())
+}
+
+/// Sets the header's counts from `records` (the whole index as it will
+/// be). Store, expunge and repack recount instead of adjusting by deltas:
+/// records are rewritten in place before the header, so a writer killed
+/// between the two leaves records the header does not count. A delta on
+/// top of that would drift or underflow (and an underflowed count makes
+/// the header slot invalid); a recount commits those records instead.
+fn recount(h: &mut Header, records: &[Record]) {
+    let live = || records.iter().filter(|r| !r.is_expunged());
+    let n = |f: Flags| live().filter(|r| r.flags.contains(f)).count() as u32;
+    h.num_records = records.len() as u32;
+    h.exists = live().count() as u32;
+    h.seen = n(Flags::SEEN);
+    h.deleted = n(Flags::DELETED);
+    h.flagged = n(Flags::FLAGGED);
+    h.total_bytes = live().map(|r| r.size).sum();
+    let top = records.iter().map(|r| r.modseq).max().unwrap_or(0);
+    h.highestmodseq = h.highestmodseq.max(top);
 }
 
 fn count_flags(h: &mut Header, f: Flags, delta: i32) {

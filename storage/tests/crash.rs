@@ -1,0 +1,503 @@
+//! Crash tests: a child process (this test binary, re-executed) runs one
+//! write operation with `MAILSTORE_TEST_FAULT=<point>=kill` and SIGKILLs
+//! itself at that step of the write ordering. The parent then reopens the
+//! mailbox and proves the invariants. A second test injects `=error` at
+//! each point and checks what the failed operation left behind.
+//!
+//! What the code guarantees after a kill (asserted below):
+//! - append: the message is committed exactly when the header reached the
+//!   file (points `append.after_header*`); before that there is no record,
+//!   the header is byte-identical, and any placed `UID.` file is above
+//!   `last_uid` (debris that `recover` removes and nothing ever serves).
+//! - store / expunge: records are rewritten in place before the header. A
+//!   kill between the two leaves each record either old or new (records
+//!   are single 128-byte writes with their own CRC) under the old header:
+//!   the generation did not move, so no session is told about them, and
+//!   the header counts may disagree with the records. The next store,
+//!   expunge, repack or `recover` recounts and commits them with a new
+//!   generation; sessions then see the records whose MODSEQ is above
+//!   their mark. A kill after the header write is a complete commit.
+//! - repack: the mailbox shows either the old index or the new one, and a
+//!   session still holding the old file finds the new one.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use storage::fault::{self, POINTS};
+use storage::format::{Flags, Header};
+use storage::mailbox::{FlagOp, Mailbox};
+use storage::{AppendOptions, Durability, Error, MailboxName, Options, Store, UserName};
+
+const ROLE: &str = "MAILSTORE_CRASH_ROLE";
+const SPOOL: &str = "MAILSTORE_CRASH_SPOOL";
+const CHILD: &str = "crash_child";
+const NEW_MESSAGE: &[u8] =
+    b"From: crash@test\r\nSubject: interrupted\r\n\r\nthe interrupted message\r\n";
+
+fn user() -> UserName {
+    UserName::new("crash").unwrap()
+}
+
+fn store_at(spool: &Path, durability: Durability) -> Store {
+    let opts = Options {
+        durability,
+        lock_timeout: Duration::from_secs(10),
+    };
+    Store::open(spool, opts).unwrap()
+}
+
+fn open(s: &Store) -> Mailbox {
+    s.open_mailbox(&user(), &MailboxName::inbox()).unwrap()
+}
+
+fn prefill_message(i: u32) -> Vec<u8> {
+    format!("From: prefill@test\r\nSubject: {i}\r\n\r\nbody {i}\r\n").into_bytes()
+}
+
+/// Six messages; 2 and 3 \Deleted, 2 already expunged (so repack has work
+/// and expunge has work), 5 \Seen.
+fn prefill(spool: &Path) {
+    let s = store_at(spool, Durability::Relaxed);
+    s.create_mailbox(&user(), &MailboxName::inbox()).unwrap();
+    let mut m = open(&s);
+    for i in 1..=6 {
+        let flags = match i {
+            2 | 3 => Flags::DELETED,
+            5 => Flags::SEEN,
+            _ => Flags::empty(),
+        };
+        let opts = AppendOptions {
+            flags,
+            keywords: vec!["Old".into()],
+            ..Default::default()
+        };
+        assert_eq!(m.append(&prefill_message(i)[..], opts).unwrap(), i);
+    }
+    assert_eq!(m.expunge(Some(&[2]), true).unwrap(), vec![2]);
+}
+
+/// The operation a child runs for `op`.
+fn run_op(m: &mut Mailbox, op: &str) -> storage::Result<()> {
+    match op {
+        "append" => {
+            let opts = AppendOptions {
+                flags: Flags::FLAGGED,
+                keywords: vec!["NewKw".into()],
+                ..Default::default()
+            };
+            m.append(NEW_MESSAGE, opts).map(|_| ())
+        }
+        "store" => m
+            .store(
+                &[1, 3, 4, 5, 6],
+                FlagOp::Add,
+                Flags::SEEN.union(Flags::FLAGGED),
+                &["StoreKw".into()],
+                None,
+            )
+            .map(|_| ()),
+        "expunge" => m.expunge(None, true).map(|_| ()),
+        "repack" => m.repack().map(|_| ()),
+        other => panic!("unknown op {other}"),
+    }
+}
+
+/// The operations that pass through `point`. A new fault point must be
+/// assigned here, so it cannot go untested.
+fn ops_for(point: &str) -> &'static [&'static str] {
+    match point.split('.').next().unwrap() {
+        "append" => &["append"],
+        "store" => &["store"],
+        "expunge" => &["expunge"],
+        "repack" => &["repack"],
+        "meta" => &["append", "store"],
+        // Two-mailbox operations: killed at each of their points by
+        // storage/tests/transfer_crash.rs.
+        "copy" | "move" => &[],
+        _ => panic!("fault point {point} is not covered by the crash test"),
+    }
+}
+
+/// Child side: a no-op unless the parent set the role.
+#[test]
+fn crash_child() {
+    let Ok(op) = std::env::var(ROLE) else { return };
+    let spool = PathBuf::from(std::env::var(SPOOL).unwrap());
+    let s = store_at(&spool, Durability::Full);
+    let mut m = open(&s);
+    match run_op(&mut m, &op) {
+        Ok(()) => println!("CHILD-RESULT ok"),
+        Err(Error::InjectedFault(p)) => println!("CHILD-RESULT injected {p}"),
+        Err(e) => println!("CHILD-RESULT error {e}"),
+    }
+}
+
+fn spawn_child(spool: &Path, op: &str, fault_spec: &str) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", CHILD, "--nocapture", "--test-threads=1"])
+        .env(ROLE, op)
+        .env(SPOOL, spool)
+        .env(fault::ENV, fault_spec)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child {op} with {fault_spec} did not finish in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    (status, out)
+}
+
+fn mailbox_dir(spool: &Path) -> PathBuf {
+    store_at(spool, Durability::Relaxed).mailbox_path(&user(), &MailboxName::inbox())
+}
+
+/// Every regular file under the mailbox directory with its bytes.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, d: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                walk(base, &p, out);
+            } else {
+                let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn message_uids(files: &BTreeMap<String, Vec<u8>>) -> Vec<u32> {
+    files
+        .keys()
+        .filter_map(|n| storage::mailbox::parse_message_file_name(n.as_bytes()))
+        .collect()
+}
+
+/// Checks that hold after any crash, before and after recovery.
+/// `UID.` files at or below last_uid without a record are allowed only
+/// when `orphans_ok` (a repack killed between its rename and its unlinks:
+/// unreferenced, never served, removed by `recover`).
+fn check_consistent(
+    m: &mut Mailbox,
+    dir: &Path,
+    ctx: &str,
+    orphans_ok: bool,
+) -> storage::mailbox::Snapshot {
+    let snap = m
+        .snapshot()
+        .unwrap_or_else(|e| panic!("{ctx}: snapshot failed: {e}"));
+    for r in &snap.records {
+        let bytes = m
+            .read_message(r.uid)
+            .unwrap_or_else(|e| panic!("{ctx}: record {} without a readable file: {e}", r.uid));
+        assert_eq!(bytes.len() as u64, r.size, "{ctx}: UID {} size", r.uid);
+        assert_eq!(
+            crc32fast::hash(&bytes),
+            r.message_crc,
+            "{ctx}: UID {} CRC",
+            r.uid
+        );
+        for k in r.keywords.iter() {
+            assert!(
+                k < snap.meta.keywords.len(),
+                "{ctx}: UID {} keyword bit {k} has no name",
+                r.uid
+            );
+        }
+    }
+    let before_new = files(dir);
+    for uid in message_uids(&before_new) {
+        if uid <= snap.header.last_uid && !orphans_ok {
+            assert!(
+                snap.records.iter().any(|r| r.uid == uid),
+                "{ctx}: {uid}. is at or below last_uid but has no record"
+            );
+        }
+    }
+    snap
+}
+
+fn counts_match(h: &Header, snap: &storage::mailbox::Snapshot) -> bool {
+    let live: Vec<_> = snap.records.iter().filter(|r| !r.is_expunged()).collect();
+    let n = |f: Flags| live.iter().filter(|r| r.flags.contains(f)).count() as u32;
+    h.exists == live.len() as u32
+        && h.num_records == snap.records.len() as u32
+        && h.seen == n(Flags::SEEN)
+        && h.deleted == n(Flags::DELETED)
+        && h.flagged == n(Flags::FLAGGED)
+        && h.total_bytes == live.iter().map(|r| r.size).sum::<u64>()
+        && snap.records.iter().all(|r| r.modseq <= h.highestmodseq)
+}
+
+fn crash_one(point: &str, op: &str) {
+    let ctx = format!("{op} killed at {point}");
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    prefill(&spool);
+    let dir = mailbox_dir(&spool);
+    let s = store_at(&spool, Durability::Full);
+    // A session that stays open across the crash.
+    let mut survivor = open(&s);
+    let before = survivor.snapshot().unwrap();
+    let before_files = files(&dir);
+
+    let (status, out) = spawn_child(&spool, op, &format!("{point}=kill"));
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "{ctx}: child was not killed: {status:?} {out}"
+    );
+
+    let mut m = open(&s);
+    let orphans_ok = matches!(point, "repack.after_rename" | "repack.after_unlink");
+    let snap = check_consistent(&mut m, &dir, &ctx, orphans_ok);
+    let h = snap.header.clone();
+    let old = &before.header;
+    let committed = h.generation > old.generation;
+    match op {
+        "append" => {
+            let uid = old.last_uid + 1;
+            let expect_committed = point.starts_with("append.after_header");
+            assert_eq!(committed, expect_committed, "{ctx}: committed");
+            if committed {
+                assert_eq!(h.last_uid, uid, "{ctx}");
+                assert_eq!(m.read_message(uid).unwrap(), NEW_MESSAGE, "{ctx}");
+                let r = snap.records.last().unwrap();
+                assert_eq!((r.uid, r.flags), (uid, Flags::FLAGGED), "{ctx}");
+                assert!(counts_match(&h, &snap), "{ctx}: counts {h:?}");
+            } else {
+                assert_eq!(&h, old, "{ctx}: header changed without a commit");
+                assert_eq!(
+                    snap.records, before.records,
+                    "{ctx}: records changed without a commit"
+                );
+            }
+        }
+        "store" | "expunge" => {
+            let expect_committed = point.ends_with("after_header");
+            assert_eq!(committed, expect_committed, "{ctx}: committed");
+            if committed {
+                assert!(counts_match(&h, &snap), "{ctx}: counts {h:?}");
+            } else {
+                assert_eq!(&h, old, "{ctx}: header changed without a commit");
+            }
+            // Each record is either untouched or fully changed.
+            for (a, b) in before.records.iter().zip(&snap.records) {
+                assert_eq!(a.uid, b.uid, "{ctx}");
+                if a != b {
+                    assert!(
+                        b.modseq == old.highestmodseq + 1,
+                        "{ctx}: UID {} half-changed",
+                        a.uid
+                    );
+                    if op == "store" {
+                        assert!(b.flags.contains(Flags::SEEN.union(Flags::FLAGGED)), "{ctx}");
+                    } else {
+                        assert!(b.is_expunged(), "{ctx}");
+                    }
+                }
+            }
+        }
+        "repack" => {
+            let live: Vec<_> = before
+                .records
+                .iter()
+                .filter(|r| !r.is_expunged())
+                .cloned()
+                .collect();
+            assert!(
+                snap.records == before.records || snap.records == live,
+                "{ctx}: records are neither the old nor the new index"
+            );
+            assert!(counts_match(&h, &snap), "{ctx}: counts {h:?}");
+        }
+        _ => unreachable!(),
+    }
+
+    // Recovery: debris gone, counts right, nothing above last_uid.
+    m.recover().unwrap();
+    let snap = check_consistent(&mut m, &dir, &format!("{ctx}, recovered"), false);
+    let h = snap.header.clone();
+    assert!(counts_match(&h, &snap), "{ctx}: counts after recover {h:?}");
+    let now = files(&dir);
+    assert!(
+        !now.keys().any(|n| n.starts_with(".stage/")),
+        "{ctx}: stage files left: {:?}",
+        now.keys()
+    );
+    assert!(
+        !now.keys().any(|n| n.starts_with(".index.")),
+        "{ctx}: temporary index left: {:?}",
+        now.keys()
+    );
+    let on_disk = message_uids(&now);
+    let recorded: Vec<u32> = snap.records.iter().map(|r| r.uid).collect();
+    assert_eq!(on_disk, recorded, "{ctx}: message files after recover");
+    let report = storage::verify::verify_path(&dir, Duration::from_secs(5)).unwrap();
+    assert!(
+        report.findings.is_empty(),
+        "{ctx}: verify: {:?}",
+        report.findings
+    );
+
+    // The surviving session converges to the index and keeps working.
+    let mark = survivor.mark_of(&before.header);
+    let mut view: BTreeMap<u32, storage::Record> =
+        before.records.iter().map(|r| (r.uid, r.clone())).collect();
+    if let Some(ch) = survivor.changes_since(&mark).unwrap() {
+        if ch.full {
+            view.clear();
+        }
+        view.extend(ch.records.into_iter().map(|r| (r.uid, r)));
+    }
+    assert_eq!(
+        view.into_values().collect::<Vec<_>>(),
+        snap.records,
+        "{ctx}: survivor view"
+    );
+
+    // The next appends, from a fresh handle and from the survivor, get
+    // the next UIDs and their own bytes.
+    let u1 = m
+        .append(
+            &b"Subject: after 1\r\n\r\nx\r\n"[..],
+            AppendOptions::default(),
+        )
+        .unwrap();
+    let u2 = survivor
+        .append(
+            &b"Subject: after 2\r\n\r\ny\r\n"[..],
+            AppendOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        (u1, u2),
+        (h.last_uid + 1, h.last_uid + 2),
+        "{ctx}: UIDs after the crash"
+    );
+    assert_eq!(
+        m.read_message(u1).unwrap(),
+        b"Subject: after 1\r\n\r\nx\r\n",
+        "{ctx}"
+    );
+    assert_eq!(
+        m.read_message(u2).unwrap(),
+        b"Subject: after 2\r\n\r\ny\r\n",
+        "{ctx}"
+    );
+    let report = storage::verify::verify_path(&dir, Duration::from_secs(5)).unwrap();
+    assert!(
+        report.findings.is_empty(),
+        "{ctx}: verify at the end: {:?}",
+        report.findings
+    );
+    let _ = before_files;
+}
+
+#[test]
+fn kill_at_every_fault_point() {
+    for point in POINTS {
+        for op in ops_for(point) {
+            crash_one(point, op);
+        }
+    }
+}
+
+/// `=error` at each point: the operation returns that error. Before the
+/// header write the mailbox is exactly as before (same header slots and
+/// records, same files); `.meta` may have gained the new keyword name,
+/// unreferenced, which is allowed (the table is append-only), and the
+/// index file may hold unreferenced bytes past its last record. A repack
+/// failing after it marked the old index superseded is rolled back by the
+/// next opener (logically as before, with a new generation). After the header write the
+/// change is committed even though the call failed (the fsync that failed
+/// cannot be taken back); the mailbox is then consistent.
+#[test]
+fn error_at_every_fault_point() {
+    for point in POINTS {
+        for op in ops_for(point) {
+            let ctx = format!("{op} failing at {point}");
+            let tmp = tempfile::tempdir().unwrap();
+            let spool = tmp.path().join("spool");
+            prefill(&spool);
+            let dir = mailbox_dir(&spool);
+            let before = files(&dir);
+            let (status, out) = spawn_child(&spool, op, &format!("{point}=error"));
+            assert!(status.success(), "{ctx}: {status:?}");
+            assert!(
+                out.contains(&format!("CHILD-RESULT injected {point}")),
+                "{ctx}: {out}"
+            );
+            let after = files(&dir);
+            let s = store_at(&spool, Durability::Full);
+            let mut m = open(&s);
+            let header_written = point.ends_with("after_header")
+                || point.ends_with("after_header_fsync")
+                || point.starts_with("repack.after_rename")
+                || point.starts_with("repack.after_mark_superseded")
+                || point.starts_with("repack.after_mark")
+                || point.starts_with("repack.after_unlink");
+            if header_written {
+                let snap = check_consistent(&mut m, &dir, &ctx, true);
+                assert!(counts_match(&snap.header, &snap), "{ctx}");
+                continue;
+            }
+            let strip = |f: &BTreeMap<String, Vec<u8>>| {
+                let mut f = f.clone();
+                f.remove(".meta");
+                f
+            };
+            assert_eq!(
+                strip(&after).keys().collect::<Vec<_>>(),
+                strip(&before).keys().collect::<Vec<_>>(),
+                "{ctx}: file names"
+            );
+            for (name, bytes) in strip(&before) {
+                if name == ".index" {
+                    // Records appended past num_records are not part of
+                    // the mailbox: the next append overwrites them.
+                    let h = storage::format::Header::record_offset(m.header().unwrap().num_records);
+                    assert!(
+                        after[&name][..h as usize] == bytes[..h as usize],
+                        "{ctx}: .index changed"
+                    );
+                    assert_eq!(h as usize, bytes.len(), "{ctx}: prefill index has a tail");
+                } else {
+                    assert!(after[&name] == bytes, "{ctx}: {name} changed");
+                }
+            }
+            let meta = String::from_utf8(after[".meta"].clone()).unwrap();
+            let old_meta = String::from_utf8(before[".meta"].clone()).unwrap();
+            let body = |s: &str| {
+                s.lines()
+                    .filter(|l| l.starts_with("keyword "))
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            };
+            assert!(
+                body(&meta).starts_with(&body(&old_meta)),
+                "{ctx}: .meta lost names"
+            );
+            check_consistent(&mut m, &dir, &ctx, false);
+        }
+    }
+}
