@@ -21,10 +21,7 @@ pub fn target_dir() -> PathBuf {
 
 /// A workspace binary (`deliver`, `idx-inspect`, ...), which must exist.
 pub fn bin(name: &str) -> PathBuf {
-    let p = std::env::var_os("E2E_BIN_DIR_TEMP")
-        .map(PathBuf::from)
-        .unwrap_or_else(target_dir)
-        .join(name);
+    let p = target_dir().join(name);
     assert!(
         p.is_file(),
         "{} not built: run `cargo build --workspace` (or `cargo test --workspace`) first",
