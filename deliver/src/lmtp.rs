@@ -596,9 +596,9 @@ enum Dot {
     LineStart,
     Mid,
     /// A line started with `.`, which was dropped.
-    AfterDot,
+    Period,
     /// `.` then CR at line start.
-    AfterDotCr,
+    PeriodCr,
     Done,
 }
 
@@ -629,15 +629,15 @@ impl<R: Read> Read for DotReader<'_, R> {
                 Dot::LineStart => {
                     if buf[0] == b'.' {
                         self.r.consume(1);
-                        self.state = Dot::AfterDot;
+                        self.state = Dot::Period;
                     } else {
                         self.state = Dot::Mid;
                     }
                 }
-                Dot::AfterDot => match buf[0] {
+                Dot::Period => match buf[0] {
                     b'\r' => {
                         self.r.consume(1);
-                        self.state = Dot::AfterDotCr;
+                        self.state = Dot::PeriodCr;
                     }
                     b'\n' => {
                         self.r.consume(1);
@@ -645,7 +645,7 @@ impl<R: Read> Read for DotReader<'_, R> {
                     }
                     _ => self.state = Dot::Mid,
                 },
-                Dot::AfterDotCr => {
+                Dot::PeriodCr => {
                     if buf[0] == b'\n' {
                         self.r.consume(1);
                         self.state = Dot::Done;

@@ -1,0 +1,324 @@
+//! LMTP mode through the real binary, over stdio and a unix socket, with a
+//! small client written here: pipelining, dot-stuffing, per-recipient
+//! replies, unknown users, bad input.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Spool;
+
+/// Reads one (possibly multi-line) reply; returns its lines.
+fn reply(r: &mut impl BufRead) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let mut l = String::new();
+        assert!(r.read_line(&mut l).unwrap() > 0, "server closed early");
+        assert!(l.ends_with("\r\n"), "reply not CRLF-terminated: {l:?}");
+        let l = l.trim_end().to_string();
+        let more = l.as_bytes().get(3) == Some(&b'-');
+        lines.push(l);
+        if !more {
+            return lines;
+        }
+    }
+}
+
+fn code(lines: &[String]) -> &str {
+    &lines.last().unwrap()[..3]
+}
+
+/// The whole conversation, pipelined: everything up to DATA in one write,
+/// then the body and QUIT in one write. Returns every reply in order.
+fn conversation(
+    r: &mut impl BufRead,
+    w: &mut impl Write,
+    rcpts: &[&str],
+    body: &[u8],
+) -> Vec<Vec<String>> {
+    let mut out = vec![reply(r)];
+    let mut cmds = String::from(
+        "LHLO client.example\r\nMAIL FROM:<sender@example.org> SIZE=100 BODY=8BITMIME\r\n",
+    );
+    for rc in rcpts {
+        cmds.push_str(&format!("RCPT TO:<{rc}>\r\n"));
+    }
+    cmds.push_str("DATA\r\n");
+    w.write_all(cmds.as_bytes()).unwrap();
+    w.flush().unwrap();
+    out.push(reply(r)); // LHLO
+    out.push(reply(r)); // MAIL
+    let mut accepted = 0;
+    for _ in rcpts {
+        let rp = reply(r);
+        if code(&rp) == "250" {
+            accepted += 1;
+        }
+        out.push(rp);
+    }
+    let data = reply(r);
+    let go = code(&data) == "354";
+    out.push(data);
+    if go {
+        let mut msg = body.to_vec();
+        msg.extend_from_slice(b".\r\nQUIT\r\n");
+        w.write_all(&msg).unwrap();
+        w.flush().unwrap();
+        for _ in 0..accepted {
+            out.push(reply(r));
+        }
+    } else {
+        w.write_all(b"QUIT\r\n").unwrap();
+        w.flush().unwrap();
+    }
+    out.push(reply(r)); // QUIT
+    out
+}
+
+const BODY: &[u8] = b"Subject: lmtp\r\nMessage-ID: <l1@example.org>\r\n\r\n\
+..leading dot\r\nplain line\r\n...two dots\r\n";
+const STORED: &[u8] = b"Return-Path: <sender@example.org>\r\nSubject: lmtp\r\n\
+Message-ID: <l1@example.org>\r\n\r\n.leading dot\r\nplain line\r\n..two dots\r\n";
+
+fn lmtp_stdio(s: &Spool, extra: &[&str]) -> Child {
+    s.command()
+        .arg("--lmtp")
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn stdio_three_recipients_one_unknown_pipelined() {
+    let s = Spool::with_users(&["alice", "bob"]);
+    s.create("bob", "lists");
+    let mut child = lmtp_stdio(&s, &[]);
+    let mut w = child.stdin.take().unwrap();
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    let replies = conversation(
+        &mut r,
+        &mut w,
+        &[
+            "alice@example.org",
+            "ghost@example.org",
+            "bob+lists@example.org",
+        ],
+        BODY,
+    );
+    let codes: Vec<&str> = replies.iter().map(|x| code(x)).collect();
+    // greeting, LHLO, MAIL, 3×RCPT, DATA, 2 per-recipient replies, QUIT
+    assert_eq!(
+        codes,
+        [
+            "220", "250", "250", "250", "550", "250", "354", "250", "250", "221"
+        ]
+    );
+    let lhlo = replies[1].join("\n");
+    for ext in ["PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SIZE"] {
+        assert!(lhlo.contains(ext), "{lhlo}");
+    }
+    assert!(replies[4][0].starts_with("550 5.1.1 "), "{:?}", replies[4]);
+    drop(w);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(s.messages("alice", "INBOX"), vec![STORED.to_vec()]);
+    assert_eq!(s.messages("bob", "lists"), vec![STORED.to_vec()]);
+    assert!(s.messages("bob", "INBOX").is_empty());
+    assert!(!s.root.join("ghost").exists());
+}
+
+#[test]
+fn same_mailbox_recipients_share_one_commit() {
+    let s = Spool::with_users(&["alice"]);
+    let before = s.fingerprint("alice", "INBOX").generation;
+    let mut child = lmtp_stdio(&s, &[]);
+    let mut w = child.stdin.take().unwrap();
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    let replies = conversation(
+        &mut r,
+        &mut w,
+        &[
+            "alice@a.example",
+            "alice+nosuch@a.example",
+            "alice@b.example",
+        ],
+        BODY,
+    );
+    assert_eq!(replies.len(), 11);
+    assert!(
+        replies
+            .iter()
+            .all(|x| code(x) != "550" && !code(x).starts_with('4')),
+        "{replies:?}"
+    );
+    drop(w);
+    child.wait().unwrap();
+    let after = s.fingerprint("alice", "INBOX");
+    assert_eq!(after.exists, 3);
+    assert_eq!(after.generation, before + 1, "three copies, one commit");
+}
+
+#[test]
+fn per_recipient_failures_and_bad_data() {
+    let s = Spool::with_users(&["alice", "bob"]);
+    s.set_config("quota.bob = 10\n");
+    let mut child = lmtp_stdio(&s, &[]);
+    let mut w = child.stdin.take().unwrap();
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    // bob is over quota: 452 at RCPT (size hint 100 > 10).
+    let replies = conversation(&mut r, &mut w, &["alice@x", "bob@x"], BODY);
+    let codes: Vec<&str> = replies.iter().map(|x| code(x)).collect();
+    assert_eq!(
+        codes,
+        ["220", "250", "250", "250", "452", "354", "250", "221"]
+    );
+    assert!(replies[4][0].starts_with("452 4.2.2"), "{:?}", replies[4]);
+    drop(w);
+    child.wait().unwrap();
+
+    // A NUL byte: every recipient gets 554 5.6.0 and nothing is stored.
+    let before = s.fingerprint("alice", "INBOX");
+    let mut child = lmtp_stdio(&s, &[]);
+    let mut w = child.stdin.take().unwrap();
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    let replies = conversation(
+        &mut r,
+        &mut w,
+        &["alice@x", "alice@y"],
+        b"Subject: x\r\n\r\na\0b\r\n",
+    );
+    assert_eq!(code(&replies[5]), "354");
+    assert!(replies[6][0].starts_with("554 5.6.0"), "{replies:?}");
+    assert!(replies[7][0].starts_with("554 5.6.0"), "{replies:?}");
+    assert_eq!(code(&replies[8]), "221");
+    drop(w);
+    child.wait().unwrap();
+    assert_eq!(s.fingerprint("alice", "INBOX"), before);
+}
+
+#[test]
+fn protocol_errors_and_rset() {
+    let s = Spool::with_users(&["alice"]);
+    let mut child = lmtp_stdio(&s, &[]);
+    let mut w = child.stdin.take().unwrap();
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    assert_eq!(code(&reply(&mut r)), "220");
+    let mut say = |cmd: &str| {
+        w.write_all(cmd.as_bytes()).unwrap();
+        w.write_all(b"\r\n").unwrap();
+        w.flush().unwrap();
+        reply(&mut r)
+    };
+    assert_eq!(code(&say("MAIL FROM:<a@b>")), "503");
+    assert_eq!(code(&say("EHLO x")), "500");
+    assert_eq!(code(&say("LHLO x")), "250");
+    assert_eq!(code(&say("RCPT TO:<alice@x>")), "503");
+    assert_eq!(code(&say("DATA")), "503");
+    assert_eq!(code(&say("MAIL FROM:<a@b> FOO=1")), "555");
+    assert_eq!(code(&say("MAIL FROM:<a@b>")), "250");
+    assert_eq!(code(&say("MAIL FROM:<a@b>")), "503");
+    assert_eq!(code(&say("RCPT TO:<nobody@x>")), "550");
+    assert_eq!(code(&say("DATA")), "503");
+    assert_eq!(code(&say("RSET")), "250");
+    assert_eq!(code(&say("NOOP")), "250");
+    assert_eq!(code(&say(&"X".repeat(10_000))), "500");
+    assert_eq!(code(&say("QUIT")), "221");
+    let _ = say;
+    assert!(child.wait().unwrap().success());
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn connect(path: &std::path::Path) -> UnixStream {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match UnixStream::connect(path) {
+            Ok(c) => {
+                c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                return c;
+            }
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("connect {}: {e}", path.display()),
+        }
+    }
+}
+
+#[test]
+fn unix_socket_concurrent_sessions() {
+    let s = Spool::with_users(&["alice", "bob", "carol"]);
+    let sock = s.tmp.path().join("lmtp.sock");
+    let listen = format!("unix:{}", sock.display());
+    let _server = Server(
+        s.command()
+            .args(["--lmtp", "--listen", &listen, "--unsafe-no-fsync"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    connect(&sock); // wait until it listens
+    std::thread::scope(|sc| {
+        for i in 0..4 {
+            let sock = &sock;
+            sc.spawn(move || {
+                for j in 0..5 {
+                    let c = connect(sock);
+                    let mut r = BufReader::new(c.try_clone().unwrap());
+                    let mut w = c;
+                    let body = format!("Subject: {i}-{j}\r\n\r\nhello\r\n");
+                    let replies = conversation(
+                        &mut r,
+                        &mut w,
+                        &["alice@x", "bob@x", "nobody@x", "carol@x"],
+                        body.as_bytes(),
+                    );
+                    let codes: Vec<&str> = replies.iter().map(|x| code(x)).collect();
+                    assert_eq!(
+                        codes,
+                        [
+                            "220", "250", "250", "250", "250", "550", "250", "354", "250", "250",
+                            "250", "221"
+                        ]
+                    );
+                    let mut rest = Vec::new();
+                    r.read_to_end(&mut rest).unwrap();
+                    assert!(rest.is_empty());
+                }
+            });
+        }
+    });
+    for u in ["alice", "bob", "carol"] {
+        let mut subjects: Vec<String> = s
+            .messages(u, "INBOX")
+            .iter()
+            .map(|m| {
+                String::from_utf8_lossy(m)
+                    .lines()
+                    .nth(1)
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        subjects.sort();
+        let mut want: Vec<String> = (0..4)
+            .flat_map(|i| (0..5).map(move |j| format!("Subject: {i}-{j}")))
+            .collect();
+        want.sort();
+        assert_eq!(subjects, want, "{u}");
+    }
+}
