@@ -1,0 +1,489 @@
+//! One IMAP connection: reads commands, keeps the session state
+//! (not authenticated / authenticated / selected), writes responses.
+//!
+//! Every selected-state operation goes through the `Selected` handle of
+//! this connection (its own `Mailbox` and `SessionView`), never a global
+//! "current mailbox" (seed 004). After each command, before the tagged
+//! reply, the view is checked against the index with the allowance the
+//! command permits (no EXPUNGE while answering FETCH, STORE or SEARCH by
+//! sequence number).
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use imap_codec::CommandCodec;
+use imap_codec::decode::Decoder;
+use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::extensions::enable::CapabilityEnable;
+use storage::session::{Allow, SessionView, Update};
+use storage::{Error, Mailbox, MailboxName, Store, UserName};
+
+use super::auth::PasswdDb;
+use super::io::{Assembled, Input, Limits, tag_of};
+use super::wire;
+
+pub const CAPS: &str =
+    "IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE UIDPLUS MOVE UNSELECT CONDSTORE CHILDREN";
+
+pub(super) struct Selected {
+    pub name: MailboxName,
+    pub mbox: Mailbox,
+    pub view: SessionView,
+    pub read_only: bool,
+}
+
+pub struct Session {
+    pub(super) store: Store,
+    pub(super) user: Option<UserName>,
+    pub(super) passwd: Option<Arc<PasswdDb>>,
+    pub(super) out: Box<dyn Write + Send>,
+    pub(super) input: Input,
+    pub(super) sel: Option<Selected>,
+    pub(super) condstore: bool,
+    pub(super) limits: Limits,
+    /// Untagged responses of the command in progress.
+    pub(super) buf: Vec<u8>,
+}
+
+/// Ends the connection.
+#[derive(Debug)]
+pub(super) enum Stop {
+    Io(io::Error),
+    Logout,
+    Bye(String),
+}
+
+/// A command's failure: a tagged NO/BAD, or the end of the connection.
+#[derive(Debug)]
+pub(super) enum Fail {
+    No(Option<&'static str>, String),
+    Bad(String),
+    Stop(Stop),
+}
+
+impl From<io::Error> for Fail {
+    fn from(e: io::Error) -> Self {
+        Fail::Stop(Stop::Io(e))
+    }
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::NoSuchMailbox(_) | Error::NoSuchUser(_) => Some("NONEXISTENT"),
+            Error::MailboxExists(_) => Some("ALREADYEXISTS"),
+            Error::TooLarge { .. } => Some("TOOBIG"),
+            Error::OverQuota { .. } => Some("OVERQUOTA"),
+            Error::LockTimeout { .. } => Some("INUSE"),
+            Error::Expunged(_) => Some("EXPUNGEISSUED"),
+            Error::InvalidName { .. } | Error::InvalidKeyword(_) => Some("CANNOT"),
+            Error::TooManyKeywords(_) => Some("LIMIT"),
+            Error::Corrupt { .. } => Some("CORRUPTION"),
+            _ => Some("SERVERBUG"),
+        };
+        if code == Some("SERVERBUG") || code == Some("CORRUPTION") {
+            tracing::error!("{e}");
+        }
+        Fail::No(code, e.to_string())
+    }
+}
+
+/// A successful command's tagged OK.
+pub(super) struct Done {
+    pub code: Option<String>,
+    pub text: String,
+}
+
+pub(super) fn ok(text: &str) -> Result<Done, Fail> {
+    Ok(Done {
+        code: None,
+        text: text.to_string(),
+    })
+}
+
+pub(super) fn ok_code(code: String, text: &str) -> Result<Done, Fail> {
+    Ok(Done {
+        code: Some(code),
+        text: text.to_string(),
+    })
+}
+
+pub(super) fn bad<T>(text: &str) -> Result<T, Fail> {
+    Err(Fail::Bad(text.to_string()))
+}
+
+pub(super) fn no<T>(code: Option<&'static str>, text: &str) -> Result<T, Fail> {
+    Err(Fail::No(code, text.to_string()))
+}
+
+impl Session {
+    pub fn new(
+        store: Store,
+        user: Option<UserName>,
+        passwd: Option<Arc<PasswdDb>>,
+        input: Input,
+        out: Box<dyn Write + Send>,
+    ) -> Session {
+        Session {
+            store,
+            user,
+            passwd,
+            out,
+            input,
+            sel: None,
+            condstore: false,
+            limits: Limits::default(),
+            buf: Vec::new(),
+        }
+    }
+
+    pub(super) fn caps(&self) -> String {
+        if self.user.is_some() {
+            CAPS.to_string()
+        } else {
+            format!("{CAPS} AUTH=PLAIN")
+        }
+    }
+
+    /// Runs the connection to its end.
+    pub fn run(mut self) -> io::Result<()> {
+        let greeting = match &self.user {
+            Some(u) => format!(
+                "* PREAUTH [CAPABILITY {}] imapd-check ready, logged in as {u}\r\n",
+                self.caps()
+            ),
+            None => format!("* OK [CAPABILITY {}] imapd-check ready\r\n", self.caps()),
+        };
+        self.out.write_all(greeting.as_bytes())?;
+        loop {
+            self.out.flush()?;
+            let assembled = match self.input.read_command(&mut self.out, &self.limits) {
+                Ok(a) => a,
+                Err(e) => return if is_disconnect(&e) { Ok(()) } else { Err(e) },
+            };
+            let bytes = match assembled {
+                Assembled::Eof => return Ok(()),
+                Assembled::LineTooLong => {
+                    self.out.write_all(b"* BAD Line too long\r\n")?;
+                    continue;
+                }
+                Assembled::LiteralTooBig { tag } => {
+                    let line = match tag {
+                        Some(t) => format!("{t} NO [TOOBIG] Literal too big\r\n"),
+                        None => "* BAD Literal too big\r\n".to_string(),
+                    };
+                    self.out.write_all(line.as_bytes())?;
+                    continue;
+                }
+                Assembled::Command(b) => b,
+            };
+            let cmd = match CommandCodec::default().decode(&bytes) {
+                Ok((rest, cmd)) if rest.is_empty() => cmd,
+                _ => {
+                    let line = match tag_of(&bytes) {
+                        Some(t) => format!("{t} BAD Syntax error in command\r\n"),
+                        None => "* BAD Syntax error, no valid tag\r\n".to_string(),
+                    };
+                    self.out.write_all(line.as_bytes())?;
+                    continue;
+                }
+            };
+            match self.handle(cmd) {
+                Ok(()) => {}
+                Err(Stop::Logout) => {
+                    self.out.flush()?;
+                    return Ok(());
+                }
+                Err(Stop::Bye(text)) => {
+                    self.out.write_all(format!("* BYE {text}\r\n").as_bytes())?;
+                    self.out.flush()?;
+                    return Ok(());
+                }
+                Err(Stop::Io(e)) => return if is_disconnect(&e) { Ok(()) } else { Err(e) },
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: Command<'_>) -> Result<(), Stop> {
+        let tag = cmd.tag.as_ref().to_string();
+        let name = cmd.body.name();
+        let allow = post_allowance(&cmd.body);
+        let result = self.dispatch(&tag, cmd.body);
+        let result = match result {
+            Err(Fail::Stop(s)) => return Err(s),
+            r => r,
+        };
+        if self.sel.is_some() && !matches!(result, Err(Fail::Bad(_))) {
+            self.check(allow)?;
+        }
+        let line = match result {
+            Ok(d) => match d.code {
+                Some(c) => format!("{tag} OK [{c}] {}\r\n", d.text),
+                None => format!("{tag} OK {}\r\n", d.text),
+            },
+            Err(Fail::No(Some(c), t)) => format!("{tag} NO [{c}] {}\r\n", one_line(&t)),
+            Err(Fail::No(None, t)) => format!("{tag} NO {}\r\n", one_line(&t)),
+            Err(Fail::Bad(t)) => format!("{tag} BAD {name}: {}\r\n", one_line(&t)),
+            Err(Fail::Stop(s)) => return Err(s),
+        };
+        self.buf.extend_from_slice(line.as_bytes());
+        self.flush_buf().map_err(Stop::Io)
+    }
+
+    pub(super) fn flush_buf(&mut self) -> io::Result<()> {
+        self.out.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Looks at the index and queues what the client must be told.
+    pub(super) fn check(&mut self, allow: Allow) -> Result<(), Stop> {
+        let Some(sel) = self.sel.as_mut() else {
+            return Ok(());
+        };
+        match sel.view.check(&mut sel.mbox, allow) {
+            Ok(ups) => {
+                self.write_updates(&ups);
+                Ok(())
+            }
+            Err(Error::MailboxDeleted) => {
+                self.sel = None;
+                self.flush_buf().map_err(Stop::Io)?;
+                Err(Stop::Bye("Selected mailbox was deleted".into()))
+            }
+            Err(e) => {
+                tracing::warn!("session check failed: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn write_updates(&mut self, ups: &[Update]) {
+        for u in ups {
+            match u {
+                Update::Expunge(seq) => self
+                    .buf
+                    .extend_from_slice(format!("* {seq} EXPUNGE\r\n").as_bytes()),
+                Update::Exists(n) => self
+                    .buf
+                    .extend_from_slice(format!("* {n} EXISTS\r\n").as_bytes()),
+                Update::Flags(kw) => self.write_flags(kw),
+                Update::Fetch {
+                    seq,
+                    uid,
+                    flags,
+                    keywords,
+                    modseq,
+                } => {
+                    self.buf
+                        .extend_from_slice(format!("* {seq} FETCH (UID {uid} FLAGS ").as_bytes());
+                    wire::flag_list(&mut self.buf, *flags, keywords);
+                    if self.condstore {
+                        self.buf
+                            .extend_from_slice(format!(" MODSEQ ({modseq})").as_bytes());
+                    }
+                    self.buf.extend_from_slice(b")\r\n");
+                }
+            }
+        }
+    }
+
+    pub(super) fn write_flags(&mut self, keywords: &[String]) {
+        let all = storage::Flags::SYSTEM;
+        self.buf.extend_from_slice(b"* FLAGS ");
+        wire::flag_list(&mut self.buf, all, keywords);
+        self.buf.extend_from_slice(b"\r\n* OK [PERMANENTFLAGS ");
+        let mut perm = Vec::new();
+        wire::flag_list(&mut perm, all, keywords);
+        perm.pop();
+        self.buf.extend_from_slice(&perm);
+        self.buf.extend_from_slice(b" \\*)] Flags permitted\r\n");
+    }
+
+    pub(super) fn user(&self) -> Result<UserName, Fail> {
+        match &self.user {
+            Some(u) => Ok(u.clone()),
+            None => bad("Not authenticated"),
+        }
+    }
+
+    pub(super) fn selected(&mut self) -> Result<&mut Selected, Fail> {
+        match self.sel.as_mut() {
+            Some(s) => Ok(s),
+            None => bad("No mailbox selected"),
+        }
+    }
+
+    fn dispatch(&mut self, tag: &str, body: CommandBody<'_>) -> Result<Done, Fail> {
+        // Commands of any state first.
+        match body {
+            CommandBody::Capability => {
+                self.buf
+                    .extend_from_slice(format!("* CAPABILITY {}\r\n", self.caps()).as_bytes());
+                return ok("CAPABILITY completed");
+            }
+            CommandBody::Noop => return ok("NOOP completed"),
+            CommandBody::Logout => {
+                self.buf.extend_from_slice(b"* BYE Logging out\r\n");
+                self.buf
+                    .extend_from_slice(format!("{tag} OK LOGOUT completed\r\n").as_bytes());
+                self.flush_buf()?;
+                return Err(Fail::Stop(Stop::Logout));
+            }
+            CommandBody::Login { username, password } => {
+                let user = String::from_utf8_lossy(username.as_ref()).into_owned();
+                let pass: &[u8] = password.declassify().as_ref();
+                return self.login(&user, pass);
+            }
+            CommandBody::Authenticate {
+                mechanism,
+                initial_response,
+            } => {
+                let ir = initial_response.map(|s| s.declassify().to_vec());
+                return self.authenticate(&mechanism, ir);
+            }
+            _ => {}
+        }
+        if self.user.is_none() {
+            return bad("Log in first");
+        }
+        match body {
+            CommandBody::Enable { capabilities } => {
+                let mut enabled = Vec::new();
+                for c in capabilities.as_ref() {
+                    if matches!(c, CapabilityEnable::CondStore) {
+                        self.condstore = true;
+                        enabled.push("CONDSTORE");
+                    }
+                }
+                self.buf.extend_from_slice(
+                    format!("* ENABLED {}\r\n", enabled.join(" "))
+                        .trim_end()
+                        .as_bytes(),
+                );
+                self.buf.extend_from_slice(b"\r\n");
+                ok("ENABLE completed")
+            }
+            CommandBody::Select {
+                mailbox,
+                parameters,
+            } => self.select(&mailbox, &parameters, false),
+            CommandBody::Examine {
+                mailbox,
+                parameters,
+            } => self.select(&mailbox, &parameters, true),
+            CommandBody::Create { mailbox } => self.create(&mailbox),
+            CommandBody::Delete { mailbox } => self.delete(&mailbox),
+            CommandBody::Rename { from, to } => self.rename(&from, &to),
+            CommandBody::Subscribe { mailbox } => self.subscribe(&mailbox, true),
+            CommandBody::Unsubscribe { mailbox } => self.subscribe(&mailbox, false),
+            CommandBody::List {
+                reference,
+                mailbox_wildcard,
+            } => self.list(&reference, &list_pattern(&mailbox_wildcard), false),
+            CommandBody::Lsub {
+                reference,
+                mailbox_wildcard,
+            } => self.list(&reference, &list_pattern(&mailbox_wildcard), true),
+            CommandBody::Status {
+                mailbox,
+                item_names,
+            } => self.status(&mailbox, &item_names),
+            CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => self.append(&mailbox, &flags, date.as_ref(), message),
+            CommandBody::Idle => super::idle::idle(self, tag),
+            CommandBody::Check => {
+                self.selected()?;
+                ok("CHECK completed")
+            }
+            CommandBody::Close => {
+                let sel = self.selected()?;
+                if !sel.read_only {
+                    sel.mbox.expunge(None, true)?;
+                }
+                self.sel = None;
+                ok("CLOSE completed")
+            }
+            CommandBody::Unselect => {
+                self.selected()?;
+                self.sel = None;
+                ok("UNSELECT completed")
+            }
+            CommandBody::Expunge => self.expunge(None),
+            CommandBody::ExpungeUid { sequence_set } => self.expunge(Some(&sequence_set)),
+            CommandBody::Search {
+                charset,
+                criteria,
+                uid,
+            } => self.search(charset.as_ref().map(|c| c.as_ref()), criteria.as_ref(), uid),
+            CommandBody::Fetch {
+                sequence_set,
+                macro_or_item_names,
+                uid,
+                modifiers,
+            } => {
+                use imap_codec::imap_types::IntoStatic;
+                self.fetch(
+                    &sequence_set,
+                    macro_or_item_names.into_static(),
+                    uid,
+                    &modifiers,
+                )
+            }
+            CommandBody::Store {
+                sequence_set,
+                kind,
+                response,
+                flags,
+                uid,
+                modifiers,
+            } => self.store(&sequence_set, kind, response, &flags, uid, &modifiers),
+            CommandBody::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            } => self.copy(&sequence_set, &mailbox, uid, false),
+            CommandBody::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } => self.copy(&sequence_set, &mailbox, uid, true),
+            other => bad(&format!("{} is not supported", other.name())),
+        }
+    }
+}
+
+/// What the check after a command may send: no EXPUNGE while answering
+/// FETCH, STORE, SEARCH (or COPY) by sequence number.
+fn post_allowance(body: &CommandBody) -> Allow {
+    match body {
+        CommandBody::Fetch { uid: false, .. }
+        | CommandBody::Store { uid: false, .. }
+        | CommandBody::Search { uid: false, .. }
+        | CommandBody::Copy { uid: false, .. } => Allow::NoExpunge,
+        _ => Allow::AllUpdates,
+    }
+}
+
+fn list_pattern(m: &imap_codec::imap_types::mailbox::ListMailbox) -> Vec<u8> {
+    use imap_codec::imap_types::mailbox::ListMailbox;
+    match m {
+        ListMailbox::Token(t) => t.as_ref().to_vec(),
+        ListMailbox::String(s) => s.as_ref().to_vec(),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.replace(['\r', '\n'], " ")
+}
+
+fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+    )
+}

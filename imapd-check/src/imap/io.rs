@@ -1,0 +1,297 @@
+//! Reading client input: bounded lines, literals announced with `{n}` or
+//! `{n+}`, and waiting on the input together with another fd (IDLE).
+//!
+//! A command is assembled here (lines plus literal bytes, sending `+` for
+//! synchronizing literals) before imap-codec parses it, so every size
+//! limit is enforced before anything big is buffered.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+/// Limits on what one command may carry.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// One line, CRLF included.
+    pub line: usize,
+    /// Total literal bytes in an APPEND.
+    pub append: u64,
+    /// Total literal bytes in any other command.
+    pub other_literal: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            line: 64 * 1024,
+            append: 64 * 1024 * 1024,
+            other_literal: 64 * 1024,
+        }
+    }
+}
+
+pub struct Input {
+    src: std::fs::File,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+/// What reading a command produced.
+pub enum Assembled {
+    /// The raw bytes of one complete command.
+    Command(Vec<u8>),
+    /// A line over the limit; it was discarded up to its end.
+    LineTooLong,
+    /// A synchronizing literal over the limit: the client was not sent
+    /// `+`, so it sends nothing more for this command.
+    LiteralTooBig {
+        tag: Option<String>,
+    },
+    Eof,
+}
+
+impl Input {
+    /// Takes ownership of a readable fd (a dup of stdin, or a socket).
+    pub fn new(fd: OwnedFd) -> Input {
+        Input {
+            src: std::fs::File::from(fd),
+            buf: Vec::new(),
+            start: 0,
+        }
+    }
+
+    /// True when bytes are already buffered (poll would not see them).
+    pub fn has_buffered(&self) -> bool {
+        self.start < self.buf.len()
+    }
+
+    fn fill(&mut self) -> io::Result<usize> {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 64 * 1024 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let old = self.buf.len();
+        self.buf.resize(old + 16 * 1024, 0);
+        loop {
+            match self.src.read(&mut self.buf[old..]) {
+                Ok(n) => {
+                    self.buf.truncate(old + n);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.buf.truncate(old);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// One line including its LF. `Ok(None)` at end of input; `Err` with
+    /// `InvalidData` when it is longer than `max` (the rest of the line is
+    /// then skipped).
+    pub fn read_line(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
+        let mut scanned = 0;
+        let mut too_long = false;
+        loop {
+            let avail = &self.buf[self.start..];
+            if let Some(p) = avail[scanned..].iter().position(|&b| b == b'\n') {
+                let end = scanned + p + 1;
+                let line = avail[..end].to_vec();
+                self.start += end;
+                if too_long || line.len() > max {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long"));
+                }
+                return Ok(Some(line));
+            }
+            scanned = avail.len();
+            if scanned > max {
+                // Keep memory bounded: drop what we have of this line.
+                too_long = true;
+                self.start = self.buf.len();
+                scanned = 0;
+            }
+            if self.fill()? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Exactly `n` bytes, or `None` at end of input.
+    pub fn read_exact(&mut self, n: usize) -> io::Result<Option<Vec<u8>>> {
+        while self.buf.len() - self.start < n {
+            if self.fill()? == 0 {
+                return Ok(None);
+            }
+        }
+        let v = self.buf[self.start..self.start + n].to_vec();
+        self.start += n;
+        Ok(Some(v))
+    }
+
+    /// Reads and drops `n` bytes.
+    fn skip(&mut self, mut n: u64) -> io::Result<bool> {
+        while n > 0 {
+            if !self.has_buffered() && self.fill()? == 0 {
+                return Ok(false);
+            }
+            let take = ((self.buf.len() - self.start) as u64).min(n);
+            self.start += take as usize;
+            n -= take;
+        }
+        Ok(true)
+    }
+
+    /// Reads one command: its lines and literals. Sends `+ ` to `out`
+    /// before each synchronizing literal it accepts.
+    pub fn read_command(&mut self, out: &mut impl Write, limits: &Limits) -> io::Result<Assembled> {
+        let mut cmd = Vec::new();
+        let mut literal_total = 0u64;
+        let mut is_append = None;
+        loop {
+            let line = match self.read_line(limits.line) {
+                Ok(Some(l)) => l,
+                Ok(None) => return Ok(Assembled::Eof),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    return Ok(Assembled::LineTooLong);
+                }
+                Err(e) => return Err(e),
+            };
+            cmd.extend_from_slice(&line);
+            let append =
+                *is_append.get_or_insert_with(|| command_name(&cmd).eq_ignore_ascii_case("APPEND"));
+            let Some((n, sync)) = literal_announcement(&line) else {
+                return Ok(Assembled::Command(cmd));
+            };
+            literal_total += n;
+            let limit = if append {
+                limits.append
+            } else {
+                limits.other_literal
+            };
+            if literal_total > limit {
+                if sync {
+                    return Ok(Assembled::LiteralTooBig { tag: tag_of(&cmd) });
+                }
+                // A non-synchronizing literal is on its way regardless.
+                if !self.skip(n)? {
+                    return Ok(Assembled::Eof);
+                }
+                self.read_line(limits.line).ok();
+                return Ok(Assembled::LiteralTooBig { tag: tag_of(&cmd) });
+            }
+            if sync {
+                out.write_all(b"+ Ready for literal data\r\n")?;
+                out.flush()?;
+            }
+            match self.read_exact(n as usize)? {
+                Some(data) => cmd.extend_from_slice(&data),
+                None => return Ok(Assembled::Eof),
+            }
+        }
+    }
+
+    /// Waits until the input or `other` is readable, or `timeout` passes.
+    /// Returns (input readable, other readable).
+    pub fn wait(&self, other: BorrowedFd<'_>, timeout: Duration) -> io::Result<(bool, bool)> {
+        if self.has_buffered() {
+            return Ok((true, false));
+        }
+        let mut fds = [
+            PollFd::new(self.src.as_fd(), PollFlags::POLLIN),
+            PollFd::new(other, PollFlags::POLLIN),
+        ];
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => return Ok((false, false)),
+            Err(e) => return Err(e.into()),
+        }
+        let ready = |f: &PollFd| {
+            f.revents().is_some_and(|r| {
+                r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+            })
+        };
+        Ok((ready(&fds[0]), ready(&fds[1])))
+    }
+}
+
+/// `{123}` or `{123+}` at the end of a line: (length, synchronizing).
+fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
+    let l = line.strip_suffix(b"\n")?;
+    let l = l.strip_suffix(b"\r").unwrap_or(l);
+    let l = l.strip_suffix(b"}")?;
+    let open = l.iter().rposition(|&b| b == b'{')?;
+    let mut inner = &l[open + 1..];
+    let sync = match inner.strip_suffix(b"+") {
+        Some(i) => {
+            inner = i;
+            false
+        }
+        None => true,
+    };
+    if inner.is_empty() || inner.len() > 19 || !inner.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(inner)
+        .ok()?
+        .parse()
+        .ok()
+        .map(|n| (n, sync))
+}
+
+/// The tag of a command line, if it looks like one.
+pub fn tag_of(cmd: &[u8]) -> Option<String> {
+    let end = cmd
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'\n')?;
+    let t = &cmd[..end];
+    let ok = !t.is_empty()
+        && t.iter().all(|&b| {
+            b.is_ascii_graphic()
+                && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b'+')
+        });
+    ok.then(|| String::from_utf8_lossy(t).into_owned())
+}
+
+fn command_name(cmd: &[u8]) -> String {
+    let mut it = cmd.split(|&b| b == b' ' || b == b'\r' || b == b'\n');
+    it.next();
+    let name = it.next().unwrap_or_default();
+    let name = if name.eq_ignore_ascii_case(b"UID") {
+        it.next().unwrap_or_default()
+    } else {
+        name
+    };
+    String::from_utf8_lossy(name).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_announcements() {
+        assert_eq!(
+            literal_announcement(b"a APPEND x {12}\r\n"),
+            Some((12, true))
+        );
+        assert_eq!(
+            literal_announcement(b"a APPEND x {12+}\r\n"),
+            Some((12, false))
+        );
+        assert_eq!(literal_announcement(b"a NOOP\r\n"), None);
+        assert_eq!(literal_announcement(b"a X {}\r\n"), None);
+        assert_eq!(tag_of(b"a1 NOOP\r\n").as_deref(), Some("a1"));
+        assert_eq!(tag_of(b"* NOOP\r\n"), None);
+        assert_eq!(command_name(b"a UID fetch 1 x"), "fetch");
+    }
+}

@@ -1,0 +1,391 @@
+//! Authentication and the commands on mailboxes as a whole: SELECT,
+//! CREATE, DELETE, RENAME, LIST/LSUB, (UN)SUBSCRIBE, STATUS, APPEND.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use imap_codec::AuthenticateDataCodec;
+use imap_codec::decode::Decoder;
+use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
+use imap_codec::imap_types::command::SelectParameter;
+use imap_codec::imap_types::datetime::DateTime;
+use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
+use imap_codec::imap_types::flag::Flag;
+use imap_codec::imap_types::mailbox::Mailbox as WireMailbox;
+use imap_codec::imap_types::status::StatusDataItemName;
+use storage::session::SessionView;
+use storage::{AppendOptions, Error, Flags, MailboxName, UserName};
+
+use super::auth::parse_plain;
+use super::conn::{Done, Fail, Selected, Session, bad, no, ok, ok_code};
+use super::wire;
+
+/// The store's name for a mailbox the client named.
+pub(super) fn mailbox_name(m: &WireMailbox) -> Result<MailboxName, Fail> {
+    let raw = match m {
+        WireMailbox::Inbox => return Ok(MailboxName::inbox()),
+        WireMailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
+    };
+    let trimmed = raw.strip_suffix('/').unwrap_or(&raw);
+    MailboxName::new(trimmed).map_err(|e| Fail::No(Some("CANNOT"), e.to_string()))
+}
+
+/// Splits flags into system flags and keywords; `\Recent` and unknown
+/// system flags are refused.
+pub(super) fn split_flags(flags: &[Flag]) -> Result<(Flags, Vec<String>), Fail> {
+    let mut f = Flags::empty();
+    let mut kw = Vec::new();
+    for fl in flags {
+        match fl {
+            Flag::Seen => f = f.union(Flags::SEEN),
+            Flag::Answered => f = f.union(Flags::ANSWERED),
+            Flag::Flagged => f = f.union(Flags::FLAGGED),
+            Flag::Deleted => f = f.union(Flags::DELETED),
+            Flag::Draft => f = f.union(Flags::DRAFT),
+            Flag::Keyword(a) => kw.push(a.as_ref().to_string()),
+            Flag::Extension(_) => return bad("Unknown system flag"),
+        }
+    }
+    Ok((f, kw))
+}
+
+/// IMAP LIST wildcard match: `*` anything, `%` anything but `/`.
+fn wildcard(pat: &[u8], name: &[u8]) -> bool {
+    match pat.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => (0..=name.len()).any(|i| wildcard(rest, &name[i..])),
+        Some((b'%', rest)) => {
+            let stop = name.iter().position(|&b| b == b'/').unwrap_or(name.len());
+            (0..=stop).any(|i| wildcard(rest, &name[i..]))
+        }
+        Some((&c, rest)) => name.first() == Some(&c) && wildcard(rest, &name[1..]),
+    }
+}
+
+/// Canonical `INBOX` prefix in a pattern (INBOX is case-insensitive).
+fn canonical_pattern(p: &str) -> String {
+    if p.len() >= 5
+        && p[..5].eq_ignore_ascii_case("INBOX")
+        && matches!(p.as_bytes().get(5), None | Some(b'/'))
+    {
+        format!("INBOX{}", &p[5..])
+    } else {
+        p.to_string()
+    }
+}
+
+impl Session {
+    pub(super) fn login(&mut self, user: &str, pass: &[u8]) -> Result<Done, Fail> {
+        if self.user.is_some() {
+            return bad("Already authenticated");
+        }
+        let Some(db) = self.passwd.clone() else {
+            return no(None, "No password file configured");
+        };
+        if !db.verify(user, pass) {
+            tracing::info!(user, "authentication failed");
+            // Slows guessing; the hash check itself is already slow.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            return no(Some("AUTHENTICATIONFAILED"), "Authentication failed");
+        }
+        let name = UserName::new(user)
+            .map_err(|e| Fail::No(Some("AUTHENTICATIONFAILED"), e.to_string()))?;
+        tracing::info!(user, "logged in");
+        self.user = Some(name);
+        ok_code(format!("CAPABILITY {}", self.caps()), "Logged in")
+    }
+
+    pub(super) fn authenticate(
+        &mut self,
+        mech: &AuthMechanism,
+        ir: Option<Vec<u8>>,
+    ) -> Result<Done, Fail> {
+        if !matches!(mech, AuthMechanism::Plain) {
+            return no(Some("CANNOT"), "Only PLAIN is supported");
+        }
+        let msg = match ir {
+            Some(m) => m,
+            None => {
+                self.buf.extend_from_slice(b"+ \r\n");
+                self.flush_buf()?;
+                self.out.flush()?;
+                let Some(line) = self.input.read_line(self.limits.line).map_err(Fail::from)? else {
+                    return Err(Fail::Stop(super::conn::Stop::Logout));
+                };
+                match AuthenticateDataCodec::default().decode(&line) {
+                    Ok((_, AuthenticateData::Continue(s))) => s.declassify().to_vec(),
+                    Ok((_, AuthenticateData::Cancel)) => return bad("Authentication cancelled"),
+                    Err(_) => return bad("Invalid base64"),
+                }
+            }
+        };
+        let Some((user, pass)) = parse_plain(&msg) else {
+            return no(Some("AUTHENTICATIONFAILED"), "Authentication failed");
+        };
+        self.login(&user, &pass)
+    }
+
+    pub(super) fn select(
+        &mut self,
+        m: &WireMailbox,
+        params: &[SelectParameter],
+        read_only: bool,
+    ) -> Result<Done, Fail> {
+        let user = self.user()?;
+        // A failed SELECT leaves no mailbox selected (RFC 3501 6.3.1).
+        self.sel = None;
+        let name = mailbox_name(m)?;
+        if params
+            .iter()
+            .any(|p| matches!(p, SelectParameter::CondStore))
+        {
+            self.condstore = true;
+        }
+        let mut mbox = self.store.open_mailbox(&user, &name)?;
+        let view = SessionView::open(&mut mbox)?;
+        self.write_flags(view.keywords());
+        let first_unseen = view
+            .iter()
+            .find(|m| !m.record.flags.contains(Flags::SEEN))
+            .map(|m| m.seq);
+        self.buf
+            .extend_from_slice(format!("* {} EXISTS\r\n* 0 RECENT\r\n", view.len()).as_bytes());
+        if let Some(s) = first_unseen {
+            self.buf
+                .extend_from_slice(format!("* OK [UNSEEN {s}] First unseen\r\n").as_bytes());
+        }
+        self.buf.extend_from_slice(
+            format!(
+                "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] Predicted next UID\r\n* OK [HIGHESTMODSEQ {}] Highest\r\n",
+                view.uidvalidity(),
+                view.uid_next(),
+                view.highest_modseq().max(1)
+            )
+            .as_bytes(),
+        );
+        self.sel = Some(Selected {
+            name,
+            mbox,
+            view,
+            read_only,
+        });
+        if read_only {
+            ok_code("READ-ONLY".into(), "EXAMINE completed")
+        } else {
+            ok_code("READ-WRITE".into(), "SELECT completed")
+        }
+    }
+
+    pub(super) fn create(&mut self, m: &WireMailbox) -> Result<Done, Fail> {
+        let user = self.user()?;
+        let name = mailbox_name(m)?;
+        self.store.create_mailbox(&user, &name)?;
+        ok("CREATE completed")
+    }
+
+    pub(super) fn delete(&mut self, m: &WireMailbox) -> Result<Done, Fail> {
+        let user = self.user()?;
+        let name = mailbox_name(m)?;
+        if self.sel.as_ref().is_some_and(|s| s.name == name) {
+            self.sel = None;
+        }
+        self.store.delete_mailbox(&user, &name)?;
+        ok("DELETE completed")
+    }
+
+    pub(super) fn rename(&mut self, from: &WireMailbox, to: &WireMailbox) -> Result<Done, Fail> {
+        let user = self.user()?;
+        let (from, to) = (mailbox_name(from)?, mailbox_name(to)?);
+        self.store.rename_mailbox(&user, &from, &to)?;
+        ok("RENAME completed")
+    }
+
+    fn subscriptions_path(&self, user: &UserName) -> PathBuf {
+        // A dot file: mailbox directories never start with a dot.
+        self.store
+            .root()
+            .join(user.encoded())
+            .join(".subscriptions")
+    }
+
+    fn subscriptions(&self, user: &UserName) -> BTreeSet<String> {
+        std::fs::read_to_string(self.subscriptions_path(user))
+            .map(|s| {
+                s.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(super) fn subscribe(&mut self, m: &WireMailbox, on: bool) -> Result<Done, Fail> {
+        let user = self.user()?;
+        let name = mailbox_name(m)?;
+        let mut subs = self.subscriptions(&user);
+        if on {
+            subs.insert(name.to_string());
+        } else {
+            subs.remove(name.as_str());
+        }
+        let path = self.subscriptions_path(&user);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let text: String = subs.iter().map(|s| format!("{s}\n")).collect();
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| Fail::No(Some("SERVERBUG"), format!("cannot save subscriptions: {e}")))?;
+        ok(if on {
+            "SUBSCRIBE completed"
+        } else {
+            "UNSUBSCRIBE completed"
+        })
+    }
+
+    pub(super) fn list(
+        &mut self,
+        reference: &WireMailbox,
+        pattern: &[u8],
+        lsub: bool,
+    ) -> Result<Done, Fail> {
+        let user = self.user()?;
+        let what = if lsub { "LSUB" } else { "LIST" };
+        let reference = match reference {
+            WireMailbox::Inbox => "INBOX".to_string(),
+            WireMailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
+        };
+        let pattern = String::from_utf8_lossy(pattern).into_owned();
+        if pattern.is_empty() {
+            if !lsub {
+                self.buf
+                    .extend_from_slice(b"* LIST (\\Noselect) \"/\" \"\"\r\n");
+            }
+            return ok("LIST completed");
+        }
+        let full = canonical_pattern(&format!("{reference}{pattern}"));
+        let boxes: BTreeSet<String> = self
+            .store
+            .list_mailboxes(&user)?
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+        let mut all = boxes.clone();
+        for b in &boxes {
+            let mut p = b.as_str();
+            while let Some((parent, _)) = p.rsplit_once('/') {
+                all.insert(parent.to_string());
+                p = parent;
+            }
+        }
+        let subs = if lsub {
+            self.subscriptions(&user)
+        } else {
+            BTreeSet::new()
+        };
+        let names: &BTreeSet<String> = if lsub { &subs } else { &all };
+        for name in names {
+            if !wildcard(full.as_bytes(), name.as_bytes()) {
+                continue;
+            }
+            let children = all.iter().any(|o| {
+                o.len() > name.len() + 1
+                    && o.starts_with(name.as_str())
+                    && o.as_bytes()[name.len()] == b'/'
+            });
+            let mut attrs = Vec::new();
+            if !boxes.contains(name) {
+                attrs.push("\\Noselect");
+            }
+            attrs.push(if children {
+                "\\HasChildren"
+            } else {
+                "\\HasNoChildren"
+            });
+            self.buf
+                .extend_from_slice(format!("* {what} ({}) \"/\" ", attrs.join(" ")).as_bytes());
+            wire::mailbox(&mut self.buf, name);
+            self.buf.extend_from_slice(b"\r\n");
+        }
+        ok(&format!("{what} completed"))
+    }
+
+    pub(super) fn status(
+        &mut self,
+        m: &WireMailbox,
+        items: &[StatusDataItemName],
+    ) -> Result<Done, Fail> {
+        let user = self.user()?;
+        let name = mailbox_name(m)?;
+        let h = self.store.open_mailbox(&user, &name)?.header()?;
+        let mut parts = Vec::new();
+        for it in items {
+            let v = match it {
+                StatusDataItemName::Messages => format!("MESSAGES {}", h.exists),
+                StatusDataItemName::Recent => "RECENT 0".to_string(),
+                StatusDataItemName::UidNext => format!("UIDNEXT {}", h.last_uid + 1),
+                StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", h.uidvalidity),
+                StatusDataItemName::Unseen => format!("UNSEEN {}", h.exists.saturating_sub(h.seen)),
+                StatusDataItemName::Deleted => format!("DELETED {}", h.deleted),
+                StatusDataItemName::HighestModSeq => {
+                    format!("HIGHESTMODSEQ {}", h.highestmodseq.max(1))
+                }
+                _ => continue,
+            };
+            parts.push(v);
+        }
+        self.buf.extend_from_slice(b"* STATUS ");
+        wire::mailbox(&mut self.buf, name.as_str());
+        self.buf
+            .extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
+        ok("STATUS completed")
+    }
+
+    pub(super) fn append(
+        &mut self,
+        m: &WireMailbox,
+        flags: &[Flag],
+        date: Option<&DateTime>,
+        message: LiteralOrLiteral8,
+    ) -> Result<Done, Fail> {
+        let user = self.user()?;
+        let name = mailbox_name(m)?;
+        let (flags, keywords) = split_flags(flags)?;
+        let data: &[u8] = match &message {
+            LiteralOrLiteral8::Literal(l) => l.as_ref(),
+            LiteralOrLiteral8::Literal8(l) => l.data.as_ref(),
+        };
+        let sent_date = mail_parser::MessageParser::default()
+            .parse_headers(data)
+            .and_then(|m| m.date().map(|d| d.to_timestamp()))
+            .unwrap_or(0);
+        let mut target = match self.store.open_mailbox(&user, &name) {
+            Err(Error::NoSuchMailbox(_)) => return no(Some("TRYCREATE"), "No such mailbox"),
+            r => r?,
+        };
+        let opts = AppendOptions {
+            flags,
+            keywords,
+            internal_date: date.map(|d| d.as_ref().timestamp()),
+            sent_date,
+            max_size: Some(self.limits.append),
+        };
+        let uid = target.append(data, opts)?;
+        let validity = target.header()?.uidvalidity;
+        ok_code(format!("APPENDUID {validity} {uid}"), "APPEND completed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_wildcards() {
+        assert!(wildcard(b"*", b"a/b"));
+        assert!(wildcard(b"%", b"a"));
+        assert!(!wildcard(b"%", b"a/b"));
+        assert!(wildcard(b"a/%", b"a/b"));
+        assert!(wildcard(b"INBOX", b"INBOX"));
+        assert_eq!(canonical_pattern("inbox/x"), "INBOX/x");
+        assert_eq!(canonical_pattern("inboxes"), "inboxes");
+    }
+}

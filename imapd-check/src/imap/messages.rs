@@ -1,0 +1,401 @@
+//! Commands on messages of the selected mailbox: FETCH, STORE, SEARCH,
+//! COPY/MOVE, EXPUNGE (and their UID forms).
+
+use std::cell::OnceCell;
+use std::collections::HashSet;
+
+use imap_codec::imap_types::command::{FetchModifier, StoreModifier};
+use imap_codec::imap_types::fetch::MacroOrMessageDataItemNames;
+use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
+use imap_codec::imap_types::mailbox::Mailbox as WireMailbox;
+use imap_codec::imap_types::search::SearchKey;
+use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+use storage::mailbox::FlagOp;
+use storage::session::{Allow, SeqSet, SeqSetError};
+use storage::{AppendOptions, Error, Flags};
+
+use super::conn::{Done, Fail, Session, bad, no, ok, ok_code};
+use super::fetch::{self, Plan};
+use super::mailboxes::{mailbox_name, split_flags};
+use super::search::{self, Candidate};
+
+fn seqset_string(s: &SequenceSet) -> String {
+    let v = |x: &SeqOrUid| match x {
+        SeqOrUid::Value(n) => n.to_string(),
+        SeqOrUid::Asterisk => "*".to_string(),
+    };
+    s.0.as_ref()
+        .iter()
+        .map(|q| match q {
+            Sequence::Single(a) => v(a),
+            Sequence::Range(a, b) => format!("{}:{}", v(a), v(b)),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `1:3,7` from ascending numbers.
+pub(super) fn compact(nums: &[u32]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < nums.len() {
+        let mut j = i;
+        while j + 1 < nums.len() && nums[j + 1] == nums[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            nums[i].to_string()
+        } else {
+            format!("{}:{}", nums[i], nums[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
+}
+
+impl Session {
+    /// The (seq, uid) pairs a set names in this session's view.
+    fn targets(&mut self, set: &SequenceSet, uid: bool) -> Result<Vec<(u32, u32)>, Fail> {
+        let parsed: SeqSet = seqset_string(set)
+            .parse()
+            .map_err(|e: SeqSetError| Fail::Bad(e.to_string()))?;
+        let view = &self.selected()?.view;
+        if uid {
+            return Ok(view.resolve_uids(&parsed));
+        }
+        match view.resolve_seqs(&parsed) {
+            Ok(seqs) => Ok(seqs
+                .into_iter()
+                .filter_map(|s| Some((s, view.uid(s)?)))
+                .collect()),
+            Err(SeqSetError::Empty) => Ok(Vec::new()),
+            Err(e) => bad(&e.to_string()),
+        }
+    }
+
+    pub(super) fn fetch(
+        &mut self,
+        set: &SequenceSet,
+        items: MacroOrMessageDataItemNames<'static>,
+        uid: bool,
+        modifiers: &[FetchModifier],
+    ) -> Result<Done, Fail> {
+        self.selected()?;
+        self.check(Allow::NoExpunge).map_err(Fail::Stop)?;
+        let mut changed_since = None;
+        for m in modifiers {
+            match m {
+                FetchModifier::ChangedSince(n) => changed_since = Some(n.get()),
+                FetchModifier::Vanished => return bad("VANISHED needs QRESYNC"),
+            }
+        }
+        if changed_since.is_some() {
+            self.condstore = true;
+        }
+        let plan =
+            Plan::new(items, uid, changed_since.is_some()).map_err(|u| Fail::Bad(u.0.into()))?;
+        let mut targets = self.targets(set, uid)?;
+        let sel = self.sel.as_mut().expect("selected");
+        if let Some(since) = changed_since {
+            targets.retain(|(seq, _)| sel.view.record(*seq).is_some_and(|r| r.modseq > since));
+        }
+        // A body fetch without PEEK sets \Seen first, so the FLAGS sent
+        // with it are the new ones.
+        let mut seen_now = HashSet::new();
+        if plan.sets_seen && !sel.read_only {
+            let unseen: Vec<u32> = targets
+                .iter()
+                .filter(|(seq, _)| !sel.view.is_expunged(*seq))
+                .filter(|(seq, _)| {
+                    sel.view
+                        .record(*seq)
+                        .is_some_and(|r| !r.flags.contains(Flags::SEEN))
+                })
+                .map(|(_, uid)| *uid)
+                .collect();
+            if !unseen.is_empty() {
+                let outcome = sel
+                    .mbox
+                    .store(&unseen, FlagOp::Add, Flags::SEEN, &[], None)?;
+                let ups = sel.view.apply_own_store(&sel.mbox, &outcome);
+                seen_now.extend(outcome.changed.iter().map(|r| r.uid));
+                let flag_ups: Vec<_> = ups
+                    .into_iter()
+                    .filter(|u| matches!(u, storage::session::Update::Flags(_)))
+                    .collect();
+                self.write_updates(&flag_ups);
+            }
+        }
+        let sel = self.sel.as_mut().expect("selected");
+        let mut gone = false;
+        let mut out = std::mem::take(&mut self.buf);
+        for (seq, uid) in targets {
+            let Some(rec) = sel.view.record(seq).cloned() else {
+                continue;
+            };
+            let body = if plan.needs_body {
+                match sel.mbox.read_message(uid) {
+                    Ok(b) => Some(b),
+                    Err(Error::Expunged(_)) => {
+                        // RFC 2180 4.1.1: removed by another session and
+                        // repacked; answer NO rather than invent data.
+                        gone = true;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.buf = out;
+                        return Err(e.into());
+                    }
+                }
+            } else {
+                None
+            };
+            let kw = sel.view.keyword_names(&rec.keywords);
+            let with_flags;
+            let items = if seen_now.contains(&uid) {
+                with_flags = plan.with_flags();
+                &with_flags[..]
+            } else {
+                &plan.items[..]
+            };
+            fetch::render(&mut out, seq, &rec, &kw, items, body.as_deref());
+            if out.len() > 256 * 1024 {
+                self.out.write_all(&out)?;
+                out.clear();
+            }
+        }
+        self.buf = out;
+        if gone {
+            return no(
+                Some("EXPUNGEISSUED"),
+                "Some messages were expunged by another session",
+            );
+        }
+        ok("FETCH completed")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn store(
+        &mut self,
+        set: &SequenceSet,
+        kind: StoreType,
+        response: StoreResponse,
+        flags: &[Flag],
+        uid: bool,
+        modifiers: &[StoreModifier],
+    ) -> Result<Done, Fail> {
+        if self.selected()?.read_only {
+            return no(Some("READ-ONLY"), "Mailbox is read-only");
+        }
+        self.check(Allow::NoExpunge).map_err(Fail::Stop)?;
+        let unchanged_since = modifiers.iter().find_map(|m| match m {
+            StoreModifier::UnchangedSince(n) => Some(*n),
+        });
+        if unchanged_since.is_some() {
+            self.condstore = true;
+        }
+        let (fl, kw) = split_flags(flags)?;
+        let op = match kind {
+            StoreType::Add => FlagOp::Add,
+            StoreType::Remove => FlagOp::Remove,
+            StoreType::Replace => FlagOp::Replace,
+        };
+        let targets = self.targets(set, uid)?;
+        let sel = self.sel.as_mut().expect("selected");
+        let live: Vec<(u32, u32)> = targets
+            .into_iter()
+            .filter(|(s, _)| !sel.view.is_expunged(*s))
+            .collect();
+        let uids: Vec<u32> = live.iter().map(|(_, u)| *u).collect();
+        let outcome = sel.mbox.store(&uids, op, fl, &kw, unchanged_since)?;
+        let ups = sel.view.apply_own_store(&sel.mbox, &outcome);
+        let modified: HashSet<u32> = outcome.modified.iter().copied().collect();
+        let flag_ups: Vec<_> = ups
+            .into_iter()
+            .filter(|u| matches!(u, storage::session::Update::Flags(_)))
+            .collect();
+        self.write_updates(&flag_ups);
+        let sel = self.sel.as_mut().expect("selected");
+        if response == StoreResponse::Answer {
+            for (seq, u) in &live {
+                if modified.contains(u) {
+                    continue;
+                }
+                let Some(rec) = sel.view.record(*seq) else {
+                    continue;
+                };
+                let mut line = format!("* {seq} FETCH (").into_bytes();
+                if uid {
+                    line.extend_from_slice(format!("UID {u} ").as_bytes());
+                }
+                line.extend_from_slice(b"FLAGS ");
+                super::wire::flag_list(
+                    &mut line,
+                    rec.flags,
+                    &sel.view.keyword_names(&rec.keywords),
+                );
+                if self.condstore {
+                    line.extend_from_slice(format!(" MODSEQ ({})", rec.modseq).as_bytes());
+                }
+                line.extend_from_slice(b")\r\n");
+                self.buf.extend_from_slice(&line);
+            }
+        }
+        if !modified.is_empty() {
+            let mut ids: Vec<u32> = live
+                .iter()
+                .filter(|(_, u)| modified.contains(u))
+                .map(|(s, u)| if uid { *u } else { *s })
+                .collect();
+            ids.sort_unstable();
+            return ok_code(
+                format!("MODIFIED {}", compact(&ids)),
+                "Conditional STORE failed for some messages",
+            );
+        }
+        ok("STORE completed")
+    }
+
+    pub(super) fn search(
+        &mut self,
+        charset: Option<&str>,
+        criteria: &[SearchKey],
+        uid: bool,
+    ) -> Result<Done, Fail> {
+        self.selected()?;
+        if let Some(c) = charset
+            && !c.eq_ignore_ascii_case("US-ASCII")
+            && !c.eq_ignore_ascii_case("UTF-8")
+        {
+            return no(Some("BADCHARSET (US-ASCII UTF-8)"), "Unsupported charset");
+        }
+        self.check(Allow::NoExpunge).map_err(Fail::Stop)?;
+        let sel = self.sel.as_ref().expect("selected");
+        let max_seq = sel.view.len();
+        let max_uid = sel.view.iter().last().map_or(0, |m| m.uid);
+        let mbox = &sel.mbox;
+        let load = |u: u32| mbox.read_message(u).ok();
+        let mut hits = Vec::new();
+        let mut max_modseq = 0;
+        for m in sel.view.iter().filter(|m| !m.expunged) {
+            let c = Candidate {
+                seq: m.seq,
+                rec: m.record,
+                keywords: sel.view.keyword_names(&m.record.keywords),
+                max_seq,
+                max_uid,
+                load: &load,
+                body: OnceCell::new(),
+            };
+            if criteria.iter().all(|k| search::matches(k, &c)) {
+                hits.push(if uid { m.uid } else { m.seq });
+                max_modseq = max_modseq.max(m.record.modseq);
+            }
+        }
+        let mut line = String::from("* SEARCH");
+        for h in &hits {
+            line.push_str(&format!(" {h}"));
+        }
+        if !hits.is_empty() && criteria.iter().any(search::uses_modseq) {
+            line.push_str(&format!(" (MODSEQ {max_modseq})"));
+        }
+        line.push_str("\r\n");
+        self.buf.extend_from_slice(line.as_bytes());
+        ok("SEARCH completed")
+    }
+
+    pub(super) fn expunge(&mut self, set: Option<&SequenceSet>) -> Result<Done, Fail> {
+        if self.selected()?.read_only {
+            return no(Some("READ-ONLY"), "Mailbox is read-only");
+        }
+        let only = match set {
+            Some(s) => Some(
+                self.targets(s, true)?
+                    .into_iter()
+                    .map(|(_, u)| u)
+                    .collect::<Vec<_>>(),
+            ),
+            None => None,
+        };
+        let sel = self.sel.as_mut().expect("selected");
+        let gone = sel.mbox.expunge(only.as_deref(), true)?;
+        let ups = sel.view.apply_own_expunge(&gone, Allow::AllUpdates);
+        self.write_updates(&ups);
+        ok("EXPUNGE completed")
+    }
+
+    /// COPY and MOVE. The copies are staged and committed to the target in
+    /// one commit, so other sessions see all of them or none.
+    pub(super) fn copy(
+        &mut self,
+        set: &SequenceSet,
+        dest: &WireMailbox,
+        uid: bool,
+        mv: bool,
+    ) -> Result<Done, Fail> {
+        let user = self.user()?;
+        if mv && self.selected()?.read_only {
+            return no(Some("READ-ONLY"), "Mailbox is read-only");
+        }
+        self.check(Allow::NoExpunge).map_err(Fail::Stop)?;
+        let dest_name = mailbox_name(dest)?;
+        let targets = self.targets(set, uid)?;
+        let mut target = match self.store.open_mailbox(&user, &dest_name) {
+            Err(Error::NoSuchMailbox(_)) => return no(Some("TRYCREATE"), "No such mailbox"),
+            r => r?,
+        };
+        let sel = self.sel.as_mut().expect("selected");
+        let mut staged = Vec::new();
+        let mut src_uids = Vec::new();
+        for (seq, u) in &targets {
+            let Some(rec) = sel.view.record(*seq).cloned() else {
+                continue;
+            };
+            let data = match sel.mbox.read_message(*u) {
+                Ok(d) => d,
+                Err(Error::Expunged(_)) => {
+                    return no(
+                        Some("EXPUNGEISSUED"),
+                        "Some messages were expunged by another session",
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let opts = AppendOptions {
+                flags: rec.flags.intersect(Flags::SYSTEM),
+                keywords: sel.view.keyword_names(&rec.keywords),
+                internal_date: Some(rec.internal_date),
+                sent_date: rec.sent_date,
+                max_size: None,
+            };
+            staged.push(target.stage(&data[..], opts)?);
+            src_uids.push(*u);
+        }
+        if staged.is_empty() {
+            return ok(if mv {
+                "MOVE completed (nothing to move)"
+            } else {
+                "COPY completed (nothing to copy)"
+            });
+        }
+        let new_uids = target.commit(staged)?;
+        let validity = target.header()?.uidvalidity;
+        let code = format!(
+            "COPYUID {validity} {} {}",
+            compact(&src_uids),
+            compact(&new_uids)
+        );
+        if !mv {
+            return ok_code(code, "COPY completed");
+        }
+        self.buf
+            .extend_from_slice(format!("* OK [{code}] Moved\r\n").as_bytes());
+        let sel = self.sel.as_mut().expect("selected");
+        let gone = sel.mbox.expunge(Some(&src_uids), false)?;
+        let ups = sel.view.apply_own_expunge(&gone, Allow::AllUpdates);
+        self.write_updates(&ups);
+        ok("MOVE completed")
+    }
+}
+
+use std::io::Write as _;

@@ -1,0 +1,148 @@
+//! `imapd-check serve`: a small IMAP4rev1 server over the store, with
+//! IDLE, UIDPLUS, MOVE, UNSELECT, ENABLE and CONDSTORE. Commands are parsed
+//! with imap-codec; sessions are `storage::session::SessionView`s.
+//!
+//! Two ways to run it: preauthenticated on stdin/stdout (`--stdio`, for
+//! tunnels: mutt, mbsync `Tunnel`, imaplib `IMAP4_stream`) and on a
+//! loopback TCP port with LOGIN / AUTHENTICATE PLAIN against a password
+//! file (`--listen`, one thread per connection).
+
+pub mod auth;
+pub mod conn;
+pub mod fetch;
+pub mod idle;
+pub mod io;
+pub mod mailboxes;
+pub mod messages;
+pub mod mime;
+pub mod search;
+pub mod wire;
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use storage::{Options, Store, UserName};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Spool directory (else MAILSTORE_SPOOL, the config file, ./spool).
+    #[arg(long)]
+    spool: Option<PathBuf>,
+    /// Preauthenticated user (with --stdio).
+    #[arg(short = 'd', long = "user")]
+    user: Option<String>,
+    /// Speak IMAP on stdin/stdout, preauthenticated as -d USER.
+    #[arg(long, conflicts_with = "listen")]
+    stdio: bool,
+    /// Listen on this TCP address (loopback unless --allow-non-loopback).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Password file of `user:argon2-hash` lines (see `imapd-check passwd`).
+    #[arg(long)]
+    passwd: Option<PathBuf>,
+    /// Allow --listen on an address other than loopback (no TLS here:
+    /// passwords would cross the network in clear).
+    #[arg(long)]
+    allow_non_loopback: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PasswdArgs {
+    /// User name for the line.
+    user: String,
+}
+
+fn open_store(spool: Option<&std::path::Path>) -> Res<Store> {
+    let root = storage::config::resolve_spool(spool);
+    Ok(Store::open(&root, Options::default())?)
+}
+
+pub fn serve(a: ServeArgs) -> Res<()> {
+    if let Some(addr) = a.listen {
+        return serve_tcp(&a, addr);
+    }
+    if !a.stdio {
+        return Err("give --stdio (with -d USER) or --listen ADDR --passwd FILE".into());
+    }
+    let user = UserName::new(a.user.as_deref().ok_or("--stdio needs -d USER")?)?;
+    let store = open_store(a.spool.as_deref())?;
+    let input: OwnedFd = std::io::stdin().as_fd_owned()?;
+    let output: OwnedFd = std::io::stdout().as_fd_owned()?;
+    let out = Box::new(std::io::BufWriter::with_capacity(
+        64 * 1024,
+        std::fs::File::from(output),
+    ));
+    conn::Session::new(store, Some(user), None, io::Input::new(input), out).run()?;
+    Ok(())
+}
+
+trait DupFd {
+    fn as_fd_owned(&self) -> std::io::Result<OwnedFd>;
+}
+impl<T: std::os::fd::AsFd> DupFd for T {
+    fn as_fd_owned(&self) -> std::io::Result<OwnedFd> {
+        self.as_fd().try_clone_to_owned()
+    }
+}
+
+fn serve_tcp(a: &ServeArgs, addr: SocketAddr) -> Res<()> {
+    if !addr.ip().is_loopback() && !a.allow_non_loopback {
+        return Err(format!(
+            "refusing to listen on non-loopback {addr} without --allow-non-loopback (no TLS: passwords travel in clear)"
+        )
+        .into());
+    }
+    let passwd_path = a.passwd.as_deref().ok_or("--listen needs --passwd FILE")?;
+    let db = Arc::new(auth::PasswdDb::load(passwd_path)?);
+    let root = storage::config::resolve_spool(a.spool.as_deref());
+    let listener = TcpListener::bind(addr)?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    // Tests read the bound port (useful with port 0) from stderr.
+    eprintln!("listening on {}", listener.local_addr()?);
+    for conn in listener.incoming() {
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                continue;
+            }
+        };
+        let db = db.clone();
+        let root = root.clone();
+        std::thread::spawn(move || {
+            let peer = stream.peer_addr().ok();
+            let run = || -> Res<()> {
+                stream.set_nodelay(true)?;
+                let store = Store::open(&root, Options::default())?;
+                let input = io::Input::new(stream.as_fd_owned()?);
+                let out = Box::new(std::io::BufWriter::with_capacity(
+                    64 * 1024,
+                    stream.try_clone()?,
+                ));
+                conn::Session::new(store, None, Some(db), input, out).run()?;
+                Ok(())
+            };
+            if let Err(e) = run() {
+                tracing::warn!(?peer, "connection ended with error: {e}");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Prints `USER:HASH` for a password read from the first line of stdin.
+pub fn passwd(a: PasswdArgs) -> Res<()> {
+    UserName::new(&a.user)?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let pw = line.trim_end_matches(['\r', '\n']);
+    if pw.is_empty() {
+        return Err("empty password on stdin".into());
+    }
+    println!("{}:{}", a.user, auth::hash_password(pw.as_bytes())?);
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! SEARCH: evaluating imap-codec's search keys against one message.
+
+use std::cell::OnceCell;
+
+use imap_codec::imap_types::search::SearchKey;
+use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+use storage::{Flags, Record};
+
+use super::wire::days_from_civil;
+
+/// One message as SEARCH sees it.
+pub struct Candidate<'a> {
+    pub seq: u32,
+    pub rec: &'a Record,
+    pub keywords: Vec<String>,
+    /// Largest sequence number and UID, for `*`.
+    pub max_seq: u32,
+    pub max_uid: u32,
+    /// Loads the message bytes on first use (None if unreadable).
+    pub load: &'a dyn Fn(u32) -> Option<Vec<u8>>,
+    pub body: OnceCell<Option<Vec<u8>>>,
+}
+
+impl Candidate<'_> {
+    fn bytes(&self) -> Option<&[u8]> {
+        self.body
+            .get_or_init(|| (self.load)(self.rec.uid))
+            .as_deref()
+    }
+    fn header(&self) -> &[u8] {
+        let b = self.bytes().unwrap_or_default();
+        &b[..(self.rec.header_size as usize).min(b.len())]
+    }
+    fn text(&self) -> &[u8] {
+        let b = self.bytes().unwrap_or_default();
+        &b[(self.rec.header_size as usize).min(b.len())..]
+    }
+}
+
+/// True when `n` is in `set`, `*` standing for `largest`.
+pub fn set_contains(set: &SequenceSet, n: u32, largest: u32) -> bool {
+    let v = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => largest,
+    };
+    set.0.as_ref().iter().any(|s| match s {
+        Sequence::Single(a) => v(a) == n,
+        Sequence::Range(a, b) => {
+            let (a, b) = (v(a), v(b));
+            a.min(b) <= n && n <= a.max(b)
+        }
+    })
+}
+
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// Unfolded values of the header fields called `name`.
+fn header_values(header: &[u8], name: &[u8]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut current = false;
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        let folded = line.starts_with(b" ") || line.starts_with(b"\t");
+        if folded {
+            if current && let Some(last) = out.last_mut() {
+                last.extend(line.iter().filter(|&&b| b != b'\r' && b != b'\n'));
+            }
+            continue;
+        }
+        current = false;
+        if let Some(colon) = line.iter().position(|&b| b == b':')
+            && line[..colon].trim_ascii().eq_ignore_ascii_case(name)
+        {
+            current = true;
+            out.push(
+                line[colon + 1..]
+                    .iter()
+                    .copied()
+                    .filter(|&b| b != b'\r' && b != b'\n')
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+fn header_has(c: &Candidate, name: &[u8], needle: &[u8]) -> bool {
+    header_values(c.header(), name)
+        .iter()
+        .any(|v| contains_ci(v, needle))
+}
+
+fn day(unix: i64) -> i64 {
+    unix.div_euclid(86_400)
+}
+
+fn date_days(d: &chrono::NaiveDate) -> i64 {
+    use chrono::Datelike;
+    days_from_civil(d.year() as i64, d.month(), d.day())
+}
+
+pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
+    let f = c.rec.flags;
+    let sent = if c.rec.sent_date != 0 {
+        c.rec.sent_date
+    } else {
+        c.rec.internal_date
+    };
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().all(|k| matches(k, c)),
+        SearchKey::Or(a, b) => matches(a, c) || matches(b, c),
+        SearchKey::Not(k) => !matches(k, c),
+        SearchKey::All | SearchKey::Old => true,
+        SearchKey::New | SearchKey::Recent => false,
+        SearchKey::SequenceSet(s) => set_contains(s, c.seq, c.max_seq),
+        SearchKey::Uid(s) => set_contains(s, c.rec.uid, c.max_uid),
+        SearchKey::Answered => f.contains(Flags::ANSWERED),
+        SearchKey::Unanswered => !f.contains(Flags::ANSWERED),
+        SearchKey::Deleted => f.contains(Flags::DELETED),
+        SearchKey::Undeleted => !f.contains(Flags::DELETED),
+        SearchKey::Draft => f.contains(Flags::DRAFT),
+        SearchKey::Undraft => !f.contains(Flags::DRAFT),
+        SearchKey::Flagged => f.contains(Flags::FLAGGED),
+        SearchKey::Unflagged => !f.contains(Flags::FLAGGED),
+        SearchKey::Seen => f.contains(Flags::SEEN),
+        SearchKey::Unseen => !f.contains(Flags::SEEN),
+        SearchKey::Keyword(k) => c
+            .keywords
+            .iter()
+            .any(|x| x.eq_ignore_ascii_case(k.as_ref())),
+        SearchKey::Unkeyword(k) => !c
+            .keywords
+            .iter()
+            .any(|x| x.eq_ignore_ascii_case(k.as_ref())),
+        SearchKey::Larger(n) => c.rec.size > *n as u64,
+        SearchKey::Smaller(n) => c.rec.size < *n as u64,
+        SearchKey::Before(d) => day(c.rec.internal_date) < date_days(d.as_ref()),
+        SearchKey::On(d) => day(c.rec.internal_date) == date_days(d.as_ref()),
+        SearchKey::Since(d) => day(c.rec.internal_date) >= date_days(d.as_ref()),
+        SearchKey::SentBefore(d) => day(sent) < date_days(d.as_ref()),
+        SearchKey::SentOn(d) => day(sent) == date_days(d.as_ref()),
+        SearchKey::SentSince(d) => day(sent) >= date_days(d.as_ref()),
+        SearchKey::From(s) => header_has(c, b"From", s.as_ref()),
+        SearchKey::To(s) => header_has(c, b"To", s.as_ref()),
+        SearchKey::Cc(s) => header_has(c, b"Cc", s.as_ref()),
+        SearchKey::Bcc(s) => header_has(c, b"Bcc", s.as_ref()),
+        SearchKey::Subject(s) => header_has(c, b"Subject", s.as_ref()),
+        SearchKey::Header(name, s) => {
+            let vals = header_values(c.header(), name.as_ref());
+            !vals.is_empty() && vals.iter().any(|v| contains_ci(v, s.as_ref()))
+        }
+        SearchKey::Body(s) => contains_ci(c.text(), s.as_ref()),
+        SearchKey::Text(s) => c.bytes().is_some_and(|b| contains_ci(b, s.as_ref())),
+        SearchKey::ModSequence { modseq, .. } => c.rec.modseq >= *modseq,
+    }
+}
+
+/// True when the criteria use MODSEQ (the response then carries it).
+pub fn uses_modseq(key: &SearchKey) -> bool {
+    match key {
+        SearchKey::ModSequence { .. } => true,
+        SearchKey::And(keys) => keys.as_ref().iter().any(uses_modseq),
+        SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
+        SearchKey::Not(k) => uses_modseq(k),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_unfold() {
+        let h = b"Subject: one\r\n two\r\nFrom: a@b\r\n\r\n";
+        assert_eq!(header_values(h, b"subject"), vec![b" one two".to_vec()]);
+        assert!(contains_ci(b"Hello World", b"WORLD"));
+    }
+}
