@@ -54,10 +54,10 @@ fn parse_info(name: &str, kw: &BTreeMap<usize, String>) -> (Flags, Vec<String>) 
         for c in info.chars() {
             if let Some((_, f)) = FLAG_LETTERS.iter().find(|(l, _)| *l == c) {
                 flags = flags.union(*f);
-            } else if c.is_ascii_lowercase() {
-                if let Some(k) = kw.get(&((c as u8 - b'a') as usize)) {
-                    keywords.push(k.clone());
-                }
+            } else if c.is_ascii_lowercase()
+                && let Some(k) = kw.get(&((c as u8 - b'a') as usize))
+            {
+                keywords.push(k.clone());
             }
         }
     }

@@ -13,13 +13,12 @@ pub const INSPECT: &str = env!("CARGO_BIN_EXE_idx-inspect");
 pub const ADMIN: &str = env!("CARGO_BIN_EXE_idx-admin");
 
 pub fn run(bin: &str, args: &[&str]) -> Output {
-    let out = Command::new(bin)
+    Command::new(bin)
         .args(args)
         .env_remove("MAILSTORE_SPOOL")
         .env("MAILSTORE_CONFIG", "/nonexistent-mailstore-test.conf")
         .output()
-        .expect("spawn");
-    out
+        .expect("spawn")
 }
 
 pub fn stdout(o: &Output) -> String {
