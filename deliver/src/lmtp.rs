@@ -12,6 +12,8 @@
 //!   an unlinked file in the spool, then staged once per recipient; all
 //!   recipients in one mailbox are committed together (one lock, one
 //!   fsync round), and each recipient gets its own reply, in RCPT order.
+//!   Concurrent sessions delivering into one mailbox share commits too
+//!   (see [`crate::group`]).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -22,6 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::delivery::{Settings, Target, address_detail, empty_failure, nul_failure};
+use crate::group::GroupCommit;
 use crate::input::Normalizer;
 use crate::status::{Failure, from_storage};
 
@@ -33,6 +36,7 @@ pub struct LmtpOptions {
 
 struct Ctx {
     settings: Settings,
+    group: GroupCommit,
     opts: LmtpOptions,
     hostname: String,
 }
@@ -57,6 +61,7 @@ fn io_failure(what: &str, e: io::Error) -> Failure {
 pub fn serve_stdio(settings: Settings, opts: LmtpOptions) -> Result<(), Failure> {
     let ctx = Ctx {
         settings,
+        group: GroupCommit::default(),
         opts,
         hostname: hostname(),
     };
@@ -72,6 +77,7 @@ pub fn serve_stdio(settings: Settings, opts: LmtpOptions) -> Result<(), Failure>
 pub fn serve_listen(settings: Settings, opts: LmtpOptions, addr: &str) -> Result<(), Failure> {
     let ctx = Arc::new(Ctx {
         settings,
+        group: GroupCommit::default(),
         opts,
         hostname: hostname(),
     });
@@ -447,7 +453,7 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
                             .map_err(|e| from_storage(&e))?,
                     );
                 }
-                mbox.commit(staged).map_err(|e| from_storage(&e))
+                self.ctx.group.commit(target, &mut mbox, staged)
             })();
             match result {
                 Ok(uids) => {

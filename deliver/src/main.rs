@@ -57,6 +57,7 @@
 
 mod date;
 mod delivery;
+mod group;
 mod input;
 mod lmtp;
 mod status;

@@ -322,3 +322,53 @@ fn unix_socket_concurrent_sessions() {
         assert_eq!(subjects, want, "{u}");
     }
 }
+
+#[test]
+fn concurrent_sessions_into_one_mailbox_share_commits() {
+    let s = Spool::with_users(&["alice"]);
+    let before = s.fingerprint("alice", "INBOX").generation;
+    let sock = s.tmp.path().join("group.sock");
+    let listen = format!("unix:{}", sock.display());
+    // Every commit holds the lock for 400 ms: sessions that finish DATA
+    // meanwhile must be committed together by the next leader.
+    let _server = Server(
+        s.command()
+            .args(["--lmtp", "--listen", &listen])
+            .env("MAILSTORE_TEST_FAULT", "append.after_lock=pause:400")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    connect(&sock);
+    const N: usize = 8;
+    let mut uids: Vec<String> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..N)
+            .map(|i| {
+                let sock = &sock;
+                sc.spawn(move || {
+                    let c = connect(sock);
+                    let mut r = BufReader::new(c.try_clone().unwrap());
+                    let mut w = c;
+                    let body = format!("Subject: g{i}\r\n\r\nx\r\n");
+                    let replies = conversation(&mut r, &mut w, &["alice@x"], body.as_bytes());
+                    let last = &replies[replies.len() - 2][0];
+                    assert!(last.starts_with("250 2.0.0"), "{replies:?}");
+                    last.rsplit(' ').next().unwrap().to_string()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    uids.sort_by_key(|u| u.parse::<u32>().unwrap());
+    let want: Vec<String> = (1..=N).map(|u| u.to_string()).collect();
+    assert_eq!(uids, want, "every session got its own UID");
+    let fp = s.fingerprint("alice", "INBOX");
+    assert_eq!(fp.exists, N as u32);
+    assert!(
+        fp.generation - before < N as u64,
+        "{N} sessions took {} commits: no commit was shared",
+        fp.generation - before
+    );
+}
