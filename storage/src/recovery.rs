@@ -372,7 +372,9 @@ pub fn reconstruct(
     }
     h.generation = old_generation + 1;
 
-    let tmp = format!("{INDEX_NAME}.reconstruct.{}", std::process::id());
+    // Same temporary name pattern as repack, so `Mailbox::recover` removes
+    // it if we die before the rename.
+    let tmp = format!("{INDEX_NAME}.new.{}", std::process::id());
     dir.unlink(fsutil::os(tmp.as_bytes()))?;
     let fresh = IndexFile::write_new(&dir, &tmp, &h, &records, durability)?;
     let _new_guard = LockGuard::acquire(

@@ -22,6 +22,12 @@ fn header_flag_names(f: u32) -> Vec<&'static str> {
     if f & HF_DELETED != 0 {
         v.push("deleted");
     }
+    if f & storage::format::HF_MOVE_OUT != 0 {
+        v.push("move_out");
+    }
+    if f & storage::format::HF_MOVE_IN != 0 {
+        v.push("move_in");
+    }
     v
 }
 
