@@ -1,0 +1,200 @@
+//! Shared by the IMAP tests: spawning `imapd-check serve`, a minimal raw
+//! IMAP client over its pipes, and killing whatever a test started.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const IMAPD: &str = env!("CARGO_BIN_EXE_imapd-check");
+
+/// The workspace's target directory (for `deliver` and node clients).
+pub fn target_dir() -> PathBuf {
+    Path::new(IMAPD)
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Kills the child on drop, so a failing test leaves no process behind.
+pub struct Reaper(pub Child);
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn seed_store(spool: &Path, user: &str) -> storage::Store {
+    let store = storage::Store::open(spool, storage::Options::default()).unwrap();
+    let u = storage::UserName::new(user).unwrap();
+    store
+        .ensure_mailbox(&u, &storage::MailboxName::inbox())
+        .unwrap();
+    store
+}
+
+pub fn message(n: usize) -> Vec<u8> {
+    format!("From: bob@example.org\r\nTo: alice@example.org\r\nSubject: message {n}\r\nMessage-ID: <{n}@test>\r\n\r\nbody {n}\r\n").into_bytes()
+}
+
+/// A raw IMAP client over a `serve --stdio` child.
+pub struct Client {
+    child: Reaper,
+    w: ChildStdin,
+    r: BufReader<ChildStdout>,
+    n: u32,
+}
+
+impl Client {
+    pub fn spawn(spool: &Path, user: &str) -> Client {
+        let mut child = Command::new(IMAPD)
+            .args(["serve", "--spool"])
+            .arg(spool)
+            .args(["-d", user, "--stdio"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn imapd-check serve");
+        let w = child.stdin.take().unwrap();
+        let r = BufReader::new(child.stdout.take().unwrap());
+        let mut c = Client {
+            child: Reaper(child),
+            w,
+            r,
+            n: 0,
+        };
+        let greeting = c.line();
+        assert!(greeting.starts_with("* PREAUTH"), "{greeting}");
+        c
+    }
+
+    pub fn line(&mut self) -> String {
+        let mut s = String::new();
+        self.r.read_line(&mut s).expect("read from server");
+        assert!(!s.is_empty(), "server closed the connection");
+        s.trim_end_matches(['\r', '\n']).to_string()
+    }
+
+    pub fn send(&mut self, raw: &str) {
+        self.w.write_all(raw.as_bytes()).unwrap();
+        self.w.flush().unwrap();
+    }
+
+    /// Sends a command; returns its untagged lines and the tagged line.
+    pub fn cmd(&mut self, command: &str) -> (Vec<String>, String) {
+        self.n += 1;
+        let tag = format!("t{}", self.n);
+        self.send(&format!("{tag} {command}\r\n"));
+        let mut lines = Vec::new();
+        loop {
+            let l = self.line();
+            if l.starts_with(&format!("{tag} ")) {
+                return (lines, l);
+            }
+            lines.push(l);
+        }
+    }
+
+    /// Like `cmd`, asserting a tagged OK.
+    pub fn ok(&mut self, command: &str) -> Vec<String> {
+        let (lines, tagged) = self.cmd(command);
+        assert!(
+            tagged.split(' ').nth(1) == Some("OK"),
+            "{command} -> {tagged}\n{lines:?}"
+        );
+        lines
+    }
+
+    pub fn wait_exit(mut self, within: Duration) {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("server did not exit");
+    }
+}
+
+/// The client's picture of the mailbox: sequence number -> (UID, flags).
+#[derive(Default, Debug, Clone, PartialEq)]
+pub struct Model {
+    pub msgs: Vec<(Option<u32>, Option<Vec<String>>)>,
+}
+
+impl Model {
+    /// Applies untagged responses, checking that every FETCH's UID agrees
+    /// with what this client already knows about that sequence number.
+    pub fn apply(&mut self, lines: &[String]) {
+        for l in lines {
+            let parts: Vec<&str> = l.splitn(4, ' ').collect();
+            if parts.len() < 3 || parts[0] != "*" {
+                continue;
+            }
+            let Ok(n) = parts[1].parse::<usize>() else {
+                continue;
+            };
+            match parts[2] {
+                "EXISTS" => {
+                    assert!(
+                        n >= self.msgs.len(),
+                        "EXISTS {n} shrinks a view of {}: {l}",
+                        self.msgs.len()
+                    );
+                    self.msgs.resize(n, (None, None));
+                }
+                "EXPUNGE" => {
+                    assert!(
+                        n >= 1 && n <= self.msgs.len(),
+                        "EXPUNGE {n} out of range {}",
+                        self.msgs.len()
+                    );
+                    self.msgs.remove(n - 1);
+                }
+                "FETCH" => {
+                    assert!(
+                        n >= 1 && n <= self.msgs.len(),
+                        "FETCH {n} out of range {}: {l}",
+                        self.msgs.len()
+                    );
+                    let e = &mut self.msgs[n - 1];
+                    if let Some(uid) = field(l, "UID ").and_then(|s| s.parse().ok()) {
+                        if let Some(old) = e.0 {
+                            assert_eq!(old, uid, "seq {n} changed UID: {l}");
+                        }
+                        e.0 = Some(uid);
+                    }
+                    if let Some(f) = flags(l) {
+                        e.1 = Some(f);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn field<'a>(l: &'a str, key: &str) -> Option<&'a str> {
+    let i = l.find(key)? + key.len();
+    l[i..].split([' ', ')']).next()
+}
+
+pub fn flags(l: &str) -> Option<Vec<String>> {
+    let i = l.find("FLAGS (")? + 7;
+    let end = l[i..].find(')')? + i;
+    let mut v: Vec<String> = l[i..end].split_whitespace().map(str::to_string).collect();
+    v.sort();
+    Some(v)
+}
+
+/// The names of a record's system flags, sorted like `flags`.
+pub fn record_flags(r: &storage::Record) -> Vec<String> {
+    let mut v: Vec<String> = r.flags.names().into_iter().map(str::to_string).collect();
+    v.sort();
+    v
+}

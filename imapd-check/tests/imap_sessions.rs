@@ -1,0 +1,239 @@
+//! The IMAP server against the store under concurrency: many sessions on
+//! one mailbox while other processes deliver, change flags and expunge.
+
+mod imap_common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use imap_common::*;
+use storage::mailbox::FlagOp;
+use storage::{AppendOptions, Flags, MailboxName, UserName};
+
+/// 20 sessions, each a separate server process, keep running commands
+/// (NOOP, FETCH by sequence number, UID STORE, SEARCH, short IDLEs) while
+/// this process delivers, flips flags and expunges. Every response is
+/// applied to a client-side model that checks sequence numbers never
+/// disagree with UIDs already known; at the end each model must equal the
+/// index exactly.
+#[test]
+fn twenty_sessions_converge_to_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let store = seed_store(&spool, "alice");
+    let user = UserName::new("alice").unwrap();
+    let inbox = MailboxName::inbox();
+    {
+        let mut m = store.open_mailbox(&user, &inbox).unwrap();
+        for i in 0..20 {
+            m.append(&message(i)[..], AppendOptions::default()).unwrap();
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let run_for = Duration::from_secs(4);
+
+    let mut writers = Vec::new();
+    for w in 0..3u64 {
+        let stop = stop.clone();
+        let spool = spool.clone();
+        writers.push(std::thread::spawn(move || {
+            let store = storage::Store::open(&spool, storage::Options::default()).unwrap();
+            let user = UserName::new("alice").unwrap();
+            let mut m = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
+            let mut x = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(w + 1);
+            let mut n = 1000 * (w as usize + 1);
+            while !stop.load(Ordering::Relaxed) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let snap = m.snapshot().unwrap();
+                let live: Vec<u32> = snap
+                    .records
+                    .iter()
+                    .filter(|r| !r.is_expunged())
+                    .map(|r| r.uid)
+                    .collect();
+                match (w, x % 4) {
+                    (0, _) => {
+                        n += 1;
+                        m.append(&message(n)[..], AppendOptions::default()).unwrap();
+                    }
+                    (1, _) if !live.is_empty() => {
+                        let uid = live[(x as usize / 4) % live.len()];
+                        let f =
+                            [Flags::SEEN, Flags::FLAGGED, Flags::ANSWERED][(x as usize / 7) % 3];
+                        let op = if x % 2 == 0 {
+                            FlagOp::Add
+                        } else {
+                            FlagOp::Remove
+                        };
+                        m.store(&[uid], op, f, &[], None).unwrap();
+                    }
+                    (2, 0) if live.len() > 10 => {
+                        let uid = live[(x as usize / 4) % live.len()];
+                        m.expunge(Some(&[uid]), false).unwrap();
+                    }
+                    _ => {}
+                }
+                std::thread::sleep(Duration::from_millis(3 + x % 5));
+            }
+        }));
+    }
+
+    let mut sessions = Vec::new();
+    for s in 0..20u32 {
+        let stop = stop.clone();
+        let spool = spool.clone();
+        sessions.push(std::thread::spawn(move || {
+            let mut c = Client::spawn(&spool, "alice");
+            let mut model = Model::default();
+            let lines = c.ok("SELECT INBOX");
+            model.apply(&lines);
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let lines = match (i + s) % 5 {
+                    0 => c.ok("NOOP"),
+                    1 => c.ok("FETCH 1:* (UID FLAGS)"),
+                    2 => {
+                        let (lines, tagged) = c.cmd("UID STORE 1:* -FLAGS.SILENT (\\Draft)");
+                        assert!(tagged.contains(" OK "), "{tagged}");
+                        lines
+                    }
+                    3 => c.ok("SEARCH UNSEEN"),
+                    _ => {
+                        c.send("i IDLE\r\n");
+                        let mut lines = vec![];
+                        assert!(c.line().starts_with('+'));
+                        std::thread::sleep(Duration::from_millis(20));
+                        c.send("DONE\r\n");
+                        loop {
+                            let l = c.line();
+                            if l.starts_with("i OK") {
+                                break;
+                            }
+                            lines.push(l);
+                        }
+                        lines
+                    }
+                };
+                // Responses to commands by sequence number never carry EXPUNGE.
+                if (i + s) % 5 == 1 || (i + s) % 5 == 3 {
+                    assert!(!lines.iter().any(|l| l.ends_with(" EXPUNGE")), "{lines:?}");
+                }
+                model.apply(&lines);
+            }
+            (c, model)
+        }));
+    }
+
+    std::thread::sleep(run_for);
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let mut m = store.open_mailbox(&user, &inbox).unwrap();
+    let snap = m.snapshot().unwrap();
+    let index: Vec<(u32, Vec<String>)> = snap
+        .records
+        .iter()
+        .filter(|r| !r.is_expunged())
+        .map(|r| (r.uid, record_flags(r)))
+        .collect();
+    assert!(index.len() > 20, "the writers did not run");
+    for h in sessions {
+        let (mut c, mut model) = h.join().unwrap();
+        model.apply(&c.ok("NOOP"));
+        model.apply(&c.ok("FETCH 1:* (UID FLAGS)"));
+        let got: Vec<(u32, Vec<String>)> = model
+            .msgs
+            .iter()
+            .map(|(u, f)| (u.expect("UID known"), f.clone().expect("flags known")))
+            .collect();
+        assert_eq!(got, index, "a session's view differs from the index");
+        c.ok("LOGOUT");
+        c.wait_exit(Duration::from_secs(5));
+    }
+}
+
+/// A change committed before IDLE starts is reported as IDLE begins
+/// (cyrus-imapd#3668), and one committed during IDLE arrives unprompted.
+#[test]
+fn idle_reports_changes_before_and_during() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let store = seed_store(&spool, "alice");
+    let user = UserName::new("alice").unwrap();
+    let mut m = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
+    m.append(&message(1)[..], AppendOptions::default()).unwrap();
+    let mut c = Client::spawn(&spool, "alice");
+    c.ok("SELECT INBOX");
+    m.append(&message(2)[..], AppendOptions::default()).unwrap();
+    c.send("a IDLE\r\n");
+    assert!(c.line().starts_with('+'));
+    assert_eq!(c.line(), "* 2 EXISTS");
+    m.store(&[1], FlagOp::Add, Flags::FLAGGED, &[], None)
+        .unwrap();
+    let t = Instant::now();
+    assert_eq!(c.line(), "* 1 FETCH (UID 1 FLAGS (\\Flagged))");
+    // Not a timing assertion on the server: 2 s is the fallback timer, so
+    // within it only inotify can have woken the session.
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "woken by the fallback timer, not by inotify"
+    );
+    m.expunge(Some(&[2]), false).unwrap();
+    assert_eq!(c.line(), "* 2 EXPUNGE");
+    // A repack replaces the index file; the session must follow it.
+    m.repack().unwrap();
+    m.append(&message(3)[..], AppendOptions::default()).unwrap();
+    assert_eq!(c.line(), "* 2 EXISTS");
+    c.send("DONE\r\n");
+    assert!(c.line().starts_with("a OK"));
+}
+
+/// Malformed commands get BAD and the connection goes on; literals are
+/// bounded.
+#[test]
+fn malformed_input_gets_bad_and_limits_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    seed_store(&spool, "alice");
+    let mut c = Client::spawn(&spool, "alice");
+    for bad in [
+        "FETCH",
+        "SELECT",
+        "UID FROB 1",
+        "LOGIN",
+        "STORE 1 +FLAGS (\\Seen",
+    ] {
+        let (_, tagged) = c.cmd(bad);
+        assert!(tagged.split(' ').nth(1) == Some("BAD"), "{bad} -> {tagged}");
+    }
+    c.send("\r\n");
+    assert!(c.line().starts_with("* BAD"));
+    c.ok("SELECT INBOX");
+    // A huge synchronizing literal is refused without a continuation.
+    c.send("big APPEND INBOX {999999999999}\r\n");
+    assert_eq!(c.line(), "big NO [TOOBIG] Literal too big");
+    // A literal in another command is held to a small limit.
+    c.send("lit SELECT {100000}\r\n");
+    assert_eq!(c.line(), "lit NO [TOOBIG] Literal too big");
+    // A line over the limit is skipped as a whole.
+    c.send(&format!("long NOOP {}\r\n", "x".repeat(200_000)));
+    assert_eq!(c.line(), "* BAD Line too long");
+    // A proper literal works.
+    c.send("ap APPEND INBOX {20}\r\n");
+    assert!(c.line().starts_with('+'));
+    c.send("Subject: x\r\n\r\nbody\r\n\r\n");
+    // The session's own append is reported before the tagged reply.
+    assert_eq!(c.line(), "* 1 EXISTS");
+    let l = c.line();
+    assert!(l.starts_with("ap OK [APPENDUID "), "{l}");
+    assert!(c.ok("NOOP").is_empty());
+    let (_, tagged) = c.cmd("FETCH 5 (FLAGS)");
+    assert!(tagged.contains(" BAD "), "{tagged}");
+    c.ok("FETCH 1 (FLAGS)");
+    c.ok("LOGOUT");
+}
