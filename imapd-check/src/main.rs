@@ -1,6 +1,7 @@
 //! imapd-check: the reader side. Subcommands dispatch to their modules;
 //! this file only parses arguments and maps errors to an exit code.
 
+mod imap;
 mod legacy;
 mod race;
 
@@ -25,6 +26,10 @@ enum Cmd {
     /// Internal: one reader process of `race`.
     #[command(hide = true)]
     RaceReader(race::ReaderArgs),
+    /// IMAP server over the store (stdio preauth or loopback TCP).
+    Serve(imap::ServeArgs),
+    /// Print a `USER:HASH` password-file line for the password on stdin.
+    Passwd(imap::PasswdArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +42,8 @@ fn main() -> ExitCode {
         Cmd::Race(a) => race::run(a),
         Cmd::RaceWriter(a) => race::writer(a),
         Cmd::RaceReader(a) => race::reader(a),
+        Cmd::Serve(a) => imap::serve(a),
+        Cmd::Passwd(a) => imap::passwd(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
