@@ -851,24 +851,21 @@ pub(crate) fn resolve_pending(mb: &mut Mailbox) -> Result<()> {
     } else {
         (&j.src_name, j.src_uidvalidity)
     };
-    match find_mailbox(mb, other_name, other_uv)? {
-        Some(mut other) => {
-            let (s, d) = if is_src {
-                (&mut *mb, &mut other)
-            } else {
-                (&mut other, &mut *mb)
-            };
-            match lock_pair(s, LockKind::Exclusive, d, LockKind::Exclusive) {
-                Ok((gs, _, gd, _)) => {
-                    settle(s, d, &j)?;
-                    drop((gs, gd));
-                    return Ok(());
-                }
-                Err(Error::MailboxDeleted) => {}
-                Err(e) => return Err(e),
+    if let Some(mut other) = find_mailbox(mb, other_name, other_uv)? {
+        let (s, d) = if is_src {
+            (&mut *mb, &mut other)
+        } else {
+            (&mut other, &mut *mb)
+        };
+        match lock_pair(s, LockKind::Exclusive, d, LockKind::Exclusive) {
+            Ok((gs, _, gd, _)) => {
+                settle(s, d, &j)?;
+                drop((gs, gd));
+                return Ok(());
             }
+            Err(Error::MailboxDeleted) => {}
+            Err(e) => return Err(e),
         }
-        None => {}
     }
     // The other mailbox is gone (deleted): the source keeps its messages
     // (a destination that committed was deleted with its copies); a
@@ -901,10 +898,7 @@ fn find_mailbox(mb: &Mailbox, name: &MailboxName, uv: u32) -> Result<Option<Mail
         .map(|p| p.to_path_buf())
         .unwrap_or_default();
     let open = |n: &MailboxName| -> Result<Option<Mailbox>> {
-        let mut d = match user.open_dir(fsutil::os(b".")) {
-            Ok(d) => d,
-            Err(e) => return Err(e),
-        };
+        let mut d = user.open_dir(fsutil::os(b"."))?;
         d.path = user.path.clone();
         for c in n.encoded_components() {
             d = match d.open_dir(fsutil::os(c.as_bytes())) {

@@ -46,8 +46,10 @@ fn add(m: &mut Mailbox, i: u32, flags: Flags, kws: &[&str]) -> u32 {
     .unwrap()
 }
 
-/// (uid, flags without EXPUNGED, keyword names, bytes) of live messages.
-fn live(m: &mut Mailbox) -> Vec<(u32, Flags, Vec<String>, Vec<u8>, i64)> {
+/// (uid, flags, keyword names, bytes, internal date) of a live message.
+type Live = (u32, Flags, Vec<String>, Vec<u8>, i64);
+
+fn live(m: &mut Mailbox) -> Vec<Live> {
     let snap = m.snapshot().unwrap();
     snap.records
         .iter()

@@ -1,0 +1,302 @@
+//! Kills COPY and MOVE at each of their fault points (real child
+//! processes, SIGKILL) and checks, after reopening both mailboxes, that
+//! every message is exactly where the completed-or-not operation puts it:
+//! never lost, never in both mailboxes after a MOVE.
+//!
+//! The child is this test binary re-executed with `TRANSFER_CRASH_ROLE`
+//! set, running only `transfer_crash_child`.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use storage::fault::{self, POINTS};
+use storage::format::Flags;
+use storage::mailbox::{AppendOptions, Mailbox};
+use storage::transfer;
+use storage::{Error, MailboxName, Options, Store, UserName};
+
+const ROLE: &str = "TRANSFER_CRASH_ROLE";
+const SPOOL: &str = "TRANSFER_CRASH_SPOOL";
+const MOVED: &[u32] = &[1, 3, 5];
+
+fn user() -> UserName {
+    UserName::new("crash").unwrap()
+}
+
+fn store_at(spool: &Path) -> Store {
+    Store::open(spool, Options::default()).unwrap()
+}
+
+fn open(s: &Store, name: &str) -> Mailbox {
+    s.open_mailbox(&user(), &MailboxName::new(name).unwrap())
+        .unwrap()
+}
+
+fn msg(i: u32) -> Vec<u8> {
+    format!("Message-ID: <c{i}@test>\r\n\r\nbody {i}\r\n").into_bytes()
+}
+
+/// Source "A" holds messages 1..=5 (UIDs 1..=5); "B" holds 101, 102.
+fn prefill(spool: &Path) {
+    let s = store_at(spool);
+    for n in ["INBOX", "A", "B"] {
+        s.create_mailbox(&user(), &MailboxName::new(n).unwrap())
+            .unwrap();
+    }
+    let mut a = open(&s, "A");
+    for i in 1..=5 {
+        a.append(
+            &msg(i)[..],
+            AppendOptions {
+                flags: if i % 2 == 1 {
+                    Flags::SEEN
+                } else {
+                    Flags::empty()
+                },
+                keywords: vec![format!("kw{i}")],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    let mut b = open(&s, "B");
+    for i in [101, 102] {
+        b.append(&msg(i)[..], AppendOptions::default()).unwrap();
+    }
+}
+
+/// Child side: a no-op unless the parent set the role.
+#[test]
+fn transfer_crash_child() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let s = store_at(&PathBuf::from(std::env::var(SPOOL).unwrap()));
+    let mut a = open(&s, "A");
+    let mut b = open(&s, "B");
+    let r = match role.as_str() {
+        "copy" => transfer::copy(&mut a, MOVED, &mut b, None),
+        "move" => transfer::move_messages(&mut a, MOVED, &mut b, None),
+        // Only look: a reader that may have to settle a pending move.
+        "read-b" => b.snapshot().map(|_| Default::default()),
+        r => panic!("unknown role {r}"),
+    };
+    match r {
+        Ok(_) => println!("CHILD-RESULT ok"),
+        Err(Error::InjectedFault(p)) => println!("CHILD-RESULT injected {p}"),
+        Err(e) => println!("CHILD-RESULT error {e}"),
+    }
+}
+
+fn spawn_child(spool: &Path, role: &str, fault_spec: &str) -> (std::process::ExitStatus, String) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "transfer_crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE, role)
+        .env(SPOOL, spool)
+        .env(fault::ENV, fault_spec)
+        .output()
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Live messages of one mailbox, by body, with flags and keyword names,
+/// as a fresh session sees them (its first lock settles pending moves).
+fn contents(m: &mut Mailbox) -> BTreeMap<Vec<u8>, (Flags, Vec<String>)> {
+    let snap = m.snapshot().unwrap();
+    let mut out = BTreeMap::new();
+    for r in snap.records.iter().filter(|r| !r.is_expunged()) {
+        let kws = r
+            .keywords
+            .iter()
+            .map(|i| snap.meta.keywords[i].clone())
+            .collect();
+        let body = m.read_message(r.uid).unwrap();
+        assert!(
+            out.insert(body, (r.flags, kws)).is_none(),
+            "duplicate inside one mailbox"
+        );
+    }
+    out
+}
+
+fn expected(op: &str, done: bool) -> (Vec<u32>, Vec<u32>) {
+    let all_a: Vec<u32> = (1..=5).collect();
+    let mut b = vec![101, 102];
+    if done {
+        b.extend_from_slice(MOVED);
+    }
+    let a = if op == "move" && done {
+        all_a.into_iter().filter(|i| !MOVED.contains(i)).collect()
+    } else {
+        all_a
+    };
+    (a, b)
+}
+
+/// Checks both mailboxes, reading `first` before the other, each through
+/// its own fresh handle (two independent sessions).
+fn check(spool: &Path, op: &str, done: bool, first: &str, ctx: &str) {
+    let s = store_at(spool);
+    let second = if first == "A" { "B" } else { "A" };
+    let mut got = BTreeMap::new();
+    for name in [first, second] {
+        let mut m = open(&s, name);
+        got.insert(name, contents(&mut m));
+    }
+    let (want_a, want_b) = expected(op, done);
+    for (name, want) in [("A", &want_a), ("B", &want_b)] {
+        let mut bodies: Vec<Vec<u8>> = got[name].keys().cloned().collect();
+        bodies.sort();
+        let mut w: Vec<Vec<u8>> = want.iter().map(|&i| msg(i)).collect();
+        w.sort();
+        assert_eq!(bodies, w, "{ctx}: contents of {name} (done={done})");
+    }
+    // Flags and keywords travel with the copies.
+    for &i in MOVED {
+        if let Some((f, k)) = got["B"].get(&msg(i)) {
+            assert_eq!(
+                (*f, k.clone()),
+                (Flags::SEEN, vec![format!("kw{i}")]),
+                "{ctx}"
+            );
+        }
+    }
+    // Settled: no flag (a journal without its flag is inert and is
+    // replaced by the next move); recovery leaves no debris.
+    for name in ["A", "B"] {
+        let mut m = open(&s, name);
+        assert!(
+            !m.header().unwrap().has_pending_move(),
+            "{ctx}: {name} flag"
+        );
+        let dir = s.mailbox_path(&user(), &MailboxName::new(name).unwrap());
+        m.recover().unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.join(".stage")).unwrap().count(),
+            0,
+            "{ctx}: {name} stage after recover"
+        );
+        let snap = m.snapshot().unwrap();
+        let mut files: Vec<u32> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| {
+                let n = e.unwrap().file_name().into_string().unwrap();
+                n.strip_suffix('.')?.parse().ok()
+            })
+            .collect();
+        files.sort();
+        let uids: Vec<u32> = snap.records.iter().map(|r| r.uid).collect();
+        assert_eq!(files, uids, "{ctx}: {name} files vs records");
+    }
+    // Still usable: move everything left in A to B, then all is in B.
+    let mut a = open(&s, "A");
+    let mut b = open(&s, "B");
+    let uids: Vec<u32> = a
+        .snapshot()
+        .unwrap()
+        .records
+        .iter()
+        .filter(|r| !r.is_expunged())
+        .map(|r| r.uid)
+        .collect();
+    transfer::move_messages(&mut a, &uids, &mut b, None).unwrap();
+    assert_eq!(a.header().unwrap().exists, 0, "{ctx}");
+    let n = b.header().unwrap().exists as usize;
+    let extra = if op == "copy" && done { MOVED.len() } else { 0 };
+    assert_eq!(n, 7 + extra, "{ctx}: total after a final move");
+}
+
+fn points_of(op: &str) -> Vec<&'static str> {
+    POINTS
+        .iter()
+        .copied()
+        .filter(|p| p.starts_with(&format!("{op}.")))
+        .collect()
+}
+
+/// Index in `points_of(op)` of the first point at which the operation is
+/// committed (its destination header is durable).
+fn commit_point(op: &str) -> &'static str {
+    match op {
+        "copy" => "copy.after_header",
+        _ => "move.after_dst_commit",
+    }
+}
+
+fn is_done(op: &str, point: &str) -> bool {
+    let ps = points_of(op);
+    let at = |p: &str| ps.iter().position(|x| *x == p).unwrap();
+    at(point) >= at(commit_point(op))
+}
+
+#[test]
+fn kill_copy_and_move_at_every_fault_point() {
+    for op in ["copy", "move"] {
+        assert!(points_of(op).len() >= 5, "{op} points");
+        for point in points_of(op) {
+            for first in ["A", "B"] {
+                let ctx = format!("{op} killed at {point}, reading {first} first");
+                let tmp = tempfile::tempdir().unwrap();
+                let spool = tmp.path().join("spool");
+                prefill(&spool);
+                let (status, out) = spawn_child(&spool, op, &format!("{point}=kill"));
+                assert_eq!(status.signal(), Some(libc::SIGKILL), "{ctx}: {out}");
+                check(&spool, op, is_done(op, point), first, &ctx);
+            }
+        }
+    }
+}
+
+#[test]
+fn error_at_every_fault_point() {
+    for op in ["copy", "move"] {
+        for point in points_of(op) {
+            let ctx = format!("{op} failing at {point}");
+            let tmp = tempfile::tempdir().unwrap();
+            let spool = tmp.path().join("spool");
+            prefill(&spool);
+            let (status, out) = spawn_child(&spool, op, &format!("{point}=error"));
+            assert!(status.success(), "{ctx}: {out}");
+            assert!(
+                out.contains(&format!("CHILD-RESULT injected {point}")),
+                "{ctx}: {out}"
+            );
+            // The failing process settled the move itself before
+            // returning: no flag is left for others.
+            let s = store_at(&spool);
+            let dir = s.mailbox_path(&user(), &MailboxName::new("A").unwrap());
+            assert!(!dir.join(".move").exists(), "{ctx}: journal left in A");
+            check(&spool, op, is_done(op, point), "A", &ctx);
+        }
+    }
+}
+
+/// A mover dies after its destination commit; the first reader of the
+/// destination settles the move and dies in the middle of that; the next
+/// reader finishes it.
+#[test]
+fn kill_the_settling_reader_too() {
+    for resolver_point in ["move.after_src_expunge", "move.after_dst_clear"] {
+        for first in ["A", "B"] {
+            let ctx = format!("reader killed at {resolver_point}, then reading {first}");
+            let tmp = tempfile::tempdir().unwrap();
+            let spool = tmp.path().join("spool");
+            prefill(&spool);
+            let (status, out) = spawn_child(&spool, "move", "move.after_dst_commit=kill");
+            assert_eq!(status.signal(), Some(libc::SIGKILL), "{ctx}: {out}");
+            let (status, out) = spawn_child(&spool, "read-b", &format!("{resolver_point}=kill"));
+            assert_eq!(status.signal(), Some(libc::SIGKILL), "{ctx}: reader {out}");
+            check(&spool, "move", true, first, &ctx);
+        }
+    }
+}
