@@ -9,14 +9,9 @@ use std::time::{Duration, Instant};
 
 pub const IMAPD: &str = env!("CARGO_BIN_EXE_imapd-check");
 
-/// The workspace's target directory (for `deliver` and node clients).
+/// `target/debug`: where `deliver` is when it has been built.
 pub fn target_dir() -> PathBuf {
-    Path::new(IMAPD)
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(IMAPD).parent().unwrap().to_path_buf()
 }
 
 /// Kills the child on drop, so a failing test leaves no process behind.

@@ -1,0 +1,324 @@
+//! The IMAP server against real clients: Python's imaplib over `--stdio`,
+//! isync's mbsync through `Tunnel`, and the npm package imapflow over TCP
+//! with a password. The clients must be installed (scripts/test.sh does:
+//! `apt-get install isync`, `npm install --prefix target/node-clients
+//! imapflow@2`); a missing client fails the test rather than skipping it.
+
+mod imap_common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use imap_common::*;
+use storage::mailbox::FlagOp;
+use storage::{AppendOptions, Flags, MailboxName, UserName};
+
+fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+/// `target/debug/deliver` when it has been built (the real delivery
+/// agent); otherwise the client scripts deliver through a second session.
+fn deliver_bin() -> Option<PathBuf> {
+    let p = target_dir().join("deliver");
+    p.exists().then_some(p)
+}
+
+fn require(tool: &str, hint: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "{tool} is not installed: {hint}");
+}
+
+#[test]
+fn imaplib_over_stdio() {
+    require("python3", "install python3");
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    seed_store(&spool, "alice");
+    let mut cmd = Command::new("python3");
+    cmd.arg(clients_dir().join("imaplib_sessions.py"))
+        .arg(IMAPD)
+        .arg(&spool);
+    if let Some(d) = deliver_bin() {
+        cmd.arg(d);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "imaplib script failed");
+    assert!(text.contains("imaplib: ok"));
+}
+
+fn maildir_files(dir: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    for sub in ["cur", "new"] {
+        if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
+            for e in rd {
+                v.push(format!(
+                    "{sub}/{}",
+                    e.unwrap().file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn mbsync_syncs_both_ways_through_tunnel() {
+    require("mbsync", "apt-get install isync");
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let store = seed_store(&spool, "alice");
+    let user = UserName::new("alice").unwrap();
+    let mut inbox = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
+    for i in 0..3 {
+        inbox
+            .append(&message(i)[..], AppendOptions::default())
+            .unwrap();
+    }
+    store
+        .create_mailbox(&user, &MailboxName::new("Work").unwrap())
+        .unwrap();
+    let local = dir.path().join("mb");
+    std::fs::create_dir_all(&local).unwrap();
+    let rc = dir.path().join("mbsyncrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "IMAPAccount t\nTunnel \"{IMAPD} serve --spool {} -d alice --stdio\"\n\nIMAPStore t-far\nAccount t\n\n\
+             MaildirStore t-near\nPath {}/\nInbox {}/INBOX\nSubFolders Verbatim\n\n\
+             Channel t\nFar :t-far:\nNear :t-near:\nPatterns *\nCreate Both\nExpunge Both\nSyncState *\n",
+            spool.display(),
+            local.display(),
+            local.display()
+        ),
+    )
+    .unwrap();
+    let sync = || {
+        let out = Command::new("mbsync")
+            .arg("-c")
+            .arg(&rc)
+            .arg("-a")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mbsync failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sync();
+    let files = maildir_files(&local.join("INBOX"));
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(
+        local.join("Work").exists(),
+        "mailbox Work not created locally"
+    );
+
+    // Local changes: mark one message seen, add a new one. Far changes:
+    // flag one, deliver one, expunge one.
+    let seen_file = files
+        .iter()
+        .find(|f| f.starts_with("cur/"))
+        .cloned()
+        .unwrap_or(files[0].clone());
+    let src = local.join("INBOX").join(&seen_file);
+    let base = seen_file
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split(":2,")
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::rename(&src, local.join("INBOX/cur").join(format!("{base}:2,S"))).unwrap();
+    std::fs::write(
+        local.join("INBOX/new/1700000000.local.test"),
+        "Subject: written locally\r\n\r\nhi\r\n",
+    )
+    .unwrap();
+    inbox
+        .store(&[2], FlagOp::Add, Flags::FLAGGED, &[], None)
+        .unwrap();
+    inbox
+        .append(&message(10)[..], AppendOptions::default())
+        .unwrap();
+    inbox.expunge(Some(&[3]), false).unwrap();
+    sync();
+
+    let snap = inbox.snapshot().unwrap();
+    let live: Vec<_> = snap.records.iter().filter(|r| !r.is_expunged()).collect();
+    assert_eq!(
+        live.len(),
+        4,
+        "far side: 3 - 1 expunged + 1 delivered + 1 uploaded"
+    );
+    let seen = live
+        .iter()
+        .filter(|r| r.flags.contains(Flags::SEEN))
+        .count();
+    assert!(seen == 1, "local \\Seen did not reach the store: {live:?}");
+    let uploaded = live.iter().any(|r| {
+        inbox
+            .read_message(r.uid)
+            .unwrap()
+            .windows(16)
+            .any(|w| w == b"written locally\r")
+    });
+    assert!(uploaded, "the locally written message was not uploaded");
+    let files = maildir_files(&local.join("INBOX"));
+    assert_eq!(files.len(), 4, "near side: {files:?}");
+    assert!(
+        files.iter().any(|f| f.contains(":2,F")),
+        "server \\Flagged did not reach the maildir: {files:?}"
+    );
+}
+
+#[test]
+fn imapflow_idles_over_tcp_with_password() {
+    require("node", "install nodejs");
+    let flow_dir = std::env::var_os("IMAPFLOW_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            target_dir()
+                .parent()
+                .unwrap()
+                .join("node-clients/node_modules")
+        });
+    assert!(
+        flow_dir.join("imapflow").exists(),
+        "imapflow not found in {}: npm install --prefix target/node-clients imapflow@2",
+        flow_dir.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let store = seed_store(&spool, "alice");
+    let user = UserName::new("alice").unwrap();
+    let mut inbox = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
+    for i in 0..2 {
+        inbox
+            .append(&message(i)[..], AppendOptions::default())
+            .unwrap();
+    }
+    // A password file made by `imapd-check passwd`.
+    let mut p = Command::new(IMAPD)
+        .args(["passwd", "alice"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse\n")
+        .unwrap();
+    let line = p.wait_with_output().unwrap();
+    assert!(line.status.success());
+    let passwd = dir.path().join("passwd");
+    std::fs::write(&passwd, &line.stdout).unwrap();
+    assert!(!String::from_utf8_lossy(&line.stdout).contains("correct horse"));
+
+    // Refuses a public address without the explicit flag.
+    let refused = Command::new(IMAPD)
+        .args(["serve", "--listen", "0.0.0.0:0", "--passwd"])
+        .arg(&passwd)
+        .arg("--spool")
+        .arg(&spool)
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "listened on 0.0.0.0 without --allow-non-loopback"
+    );
+
+    let mut server = Command::new(IMAPD)
+        .args(["serve", "--listen", "127.0.0.1:0", "--passwd"])
+        .arg(&passwd)
+        .arg("--spool")
+        .arg(&spool)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(server.stderr.take().unwrap());
+    let server = Reaper(server);
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    let port: u16 = first
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {first:?}"));
+    let logs = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+
+    // Wrong password: NO, and the connection stays usable.
+    {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        assert!(
+            l.starts_with("* OK [CAPABILITY") && l.contains("AUTH=PLAIN"),
+            "{l}"
+        );
+        s.write_all(b"a LOGIN alice wrong\r\nb SELECT INBOX\r\nc LOGIN alice \"correct horse\"\r\nd LOGOUT\r\n").unwrap();
+        let mut all = String::new();
+        for _ in 0..4 {
+            l.clear();
+            r.read_line(&mut l).unwrap();
+            all.push_str(&l);
+        }
+        assert!(all.contains("a NO [AUTHENTICATIONFAILED]"), "{all}");
+        assert!(all.contains("b BAD"), "{all}");
+        assert!(all.contains("c OK"), "{all}");
+    }
+
+    let mut cmd = Command::new("node");
+    cmd.env("IMAPFLOW_DIR", &flow_dir)
+        .arg(clients_dir().join("imapflow_idle.mjs"))
+        .arg(port.to_string())
+        .args(["alice", "correct horse"]);
+    if let Some(d) = deliver_bin() {
+        cmd.arg(d).arg("--spool").arg(&spool).args(["-d", "alice"]);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "imapflow script failed");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(v["authenticated"], true);
+    assert_eq!(v["fetched"].as_array().unwrap().len(), 2);
+    assert_eq!(v["fetched"][0]["subject"], "message 0");
+    assert_eq!(
+        v["exists_after_idle"], 3,
+        "IDLE did not report the delivery"
+    );
+    assert_eq!(v["status_messages"], 3);
+    let snap = inbox.snapshot().unwrap();
+    assert!(
+        snap.records[0].flags.contains(Flags::FLAGGED),
+        "imapflow's flag change is not in the index"
+    );
+    drop(server);
+    let logs = logs.join().unwrap();
+    assert!(
+        !logs.contains("correct horse") && !logs.contains("wrong"),
+        "a password reached the log: {logs}"
+    );
+}
