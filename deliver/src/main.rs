@@ -104,7 +104,7 @@ pub struct Cli {
     #[arg(long)]
     autocreate: bool,
     /// Fail (exit 73) instead of falling back to INBOX when -m does not exist.
-    #[arg(long, short = 'n')]
+    #[arg(long)]
     no_fallback: bool,
     /// Over quota is permanent (exit 73, 5.2.2) instead of temporary (75).
     #[arg(long)]
