@@ -285,12 +285,12 @@ impl Store {
         from: &MailboxName,
         to: &MailboxName,
     ) -> Result<()> {
-        if from.is_inbox() || to.is_inbox() {
-            return Err(Error::InvalidName {
-                kind: "mailbox",
-                name: from.to_string(),
-                reason: "renaming INBOX is not supported yet",
-            });
+        if to.is_inbox() {
+            // INBOX always exists (RFC 3501 6.3.5).
+            return Err(Error::MailboxExists(to.to_string()));
+        }
+        if from.is_inbox() {
+            return self.rename_inbox(user, to);
         }
         if to.as_str().starts_with(&format!("{}/", from.as_str())) {
             return Err(Error::InvalidName {
@@ -328,6 +328,39 @@ impl Store {
                 from_parent.fsync()?;
             }
             Ok(())
+        })
+    }
+
+    /// RFC 3501 6.3.5: renaming INBOX moves all its messages into a new
+    /// mailbox `to` and leaves INBOX empty (same UIDVALIDITY); children of
+    /// INBOX stay where they are. The messages move in one
+    /// [`crate::transfer::move_messages`], atomic for every session; a
+    /// message delivered to INBOX after that move's commit stays in INBOX.
+    /// A crash after the creation of `to` leaves it empty and INBOX intact.
+    fn rename_inbox(&self, user: &UserName, to: &MailboxName) -> Result<()> {
+        self.create_mailbox(user, to)?;
+        let mut inbox = self.open_mailbox(user, &MailboxName::inbox())?;
+        let mut dst = self.open_mailbox(user, to)?;
+        for _ in 0..100 {
+            let uids: Vec<u32> = inbox
+                .snapshot()?
+                .records
+                .iter()
+                .filter(|r| !r.is_expunged())
+                .map(|r| r.uid)
+                .collect();
+            match crate::transfer::move_messages(&mut inbox, &uids, &mut dst, None) {
+                Ok(_) => return Ok(()),
+                // Expunged by another session since the snapshot: all or
+                // nothing, so nothing moved; take a fresh list.
+                Err(Error::Expunged(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::LockTimeout {
+            path: self.mailbox_path(user, &MailboxName::inbox()),
+            kind: "stable INBOX for rename",
+            waited: self.opts.lock_timeout,
         })
     }
 
