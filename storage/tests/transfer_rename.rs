@@ -148,7 +148,7 @@ fn transfer_rename_child() {
             let mut n = 0u32;
             while start.elapsed() < RUN_FOR {
                 let id = format!("d{}-{n}@test", std::process::id());
-                let want = if n % 3 == 0 { "INBOX" } else { "Work" };
+                let want = if n.is_multiple_of(3) { "INBOX" } else { "Work" };
                 let mut attempts = 0;
                 loop {
                     attempts += 1;
