@@ -69,7 +69,6 @@ cat >"$work/dovecot.conf" <<EOF
 base_dir = $work/dovecot-run
 log_path = $work/dovecot.log
 protocols = lmtp
-listen =
 ssl = no
 postmaster_address = postmaster@example.org
 mail_fsync = optimized
