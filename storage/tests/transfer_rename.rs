@@ -173,6 +173,33 @@ fn transfer_rename_child() {
                 n += 1;
             }
         }
+        "deliver-doomed" => {
+            let mut n = 0u32;
+            while start.elapsed() < Duration::from_secs(2) {
+                let id = format!("x{}-{n}@test", std::process::id());
+                loop {
+                    let (mut m, place) = match s.open_mailbox(&user(), &name("Doomed")) {
+                        Ok(m) => (m, "Doomed"),
+                        Err(Error::NoSuchMailbox(_)) => (
+                            s.open_mailbox(&user(), &MailboxName::inbox()).unwrap(),
+                            "INBOX",
+                        ),
+                        Err(e) => panic!("open: {e}"),
+                    };
+                    match m.append(&message(&id)[..], AppendOptions::default()) {
+                        Ok(uid) => {
+                            println!("DELIVERED {id} {place} {uid}");
+                            break;
+                        }
+                        // Deleted between our open and our commit: nothing
+                        // was written; retry (deliver exits 75 here).
+                        Err(Error::MailboxDeleted) => continue,
+                        Err(e) => panic!("deliver {id}: {e}"),
+                    }
+                }
+                n += 1;
+            }
+        }
         "rename" => {
             let (mut renames, mut inbox_renames) = (0, 0);
             while start.elapsed() < RUN_FOR {
@@ -257,4 +284,93 @@ fn delivery_racing_renames_lands_exactly_once() {
         assert_eq!(places.len(), 1, "{id} is in {places:?}");
     }
     assert_eq!(c.len(), delivered.len(), "unexpected messages");
+}
+
+/// DELETE racing deliveries: the parent deletes `Doomed` while two
+/// processes deliver to it (falling back to INBOX once it is gone). It
+/// keeps the old index open, so after the delete it can read exactly which
+/// records the mailbox held when DELETED was committed. Every delivery
+/// reported into Doomed must be one of those records, each record must be
+/// a reported delivery, and everything else is in INBOX exactly once.
+#[test]
+fn delivery_racing_delete_is_never_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let s = store_at(&spool);
+    s.create_mailbox(&user(), &MailboxName::inbox()).unwrap();
+    s.create_mailbox(&user(), &name("Doomed")).unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "transfer_rename_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(ROLE, "deliver-doomed")
+                .env(SPOOL, &spool)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let dir = storage::fsutil::Dir::open_root(&s.mailbox_path(&user(), &name("Doomed"))).unwrap();
+    let old_index = storage::index::IndexFile::open(&dir).unwrap();
+    s.delete_mailbox(&user(), &name("Doomed")).unwrap();
+    let h = old_index.read_header().unwrap();
+    assert!(h.is_deleted());
+    let at_delete: std::collections::BTreeSet<u32> = old_index
+        .read_records(0, h.num_records)
+        .unwrap()
+        .iter()
+        .filter(|r| !r.is_expunged())
+        .map(|r| r.uid)
+        .collect();
+    let mut into_doomed = std::collections::BTreeSet::new();
+    let mut into_inbox = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for l in text.lines() {
+            let Some(i) = l.find("DELIVERED ") else {
+                continue;
+            };
+            let f: Vec<&str> = l[i..].split_whitespace().collect();
+            match f[2] {
+                "Doomed" => assert!(into_doomed.insert(f[3].parse::<u32>().unwrap())),
+                _ => into_inbox.push(f[1].to_string()),
+            }
+        }
+    }
+    eprintln!(
+        "{} into Doomed before the delete, {} into INBOX",
+        into_doomed.len(),
+        into_inbox.len()
+    );
+    assert!(
+        !into_doomed.is_empty() && !into_inbox.is_empty(),
+        "no race happened"
+    );
+    assert_eq!(
+        into_doomed, at_delete,
+        "Doomed deliveries vs records at DELETE"
+    );
+    let c = census(&s);
+    for id in &into_inbox {
+        assert_eq!(
+            c.get(id).cloned().unwrap_or_default(),
+            vec!["INBOX".to_string()],
+            "{id}"
+        );
+    }
+    assert_eq!(c.len(), into_inbox.len());
+    assert!(!s.mailbox_exists(&user(), &name("Doomed")).unwrap());
 }
