@@ -9,7 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the tests use. Add to this list, never filter tests.
-PACKAGES=(postfix python3)
+# postfix: tests/tests/postfix.rs; python3 (imaplib), isync (mbsync) and
+# node: imapd-check/tests/imap_clients.rs.
+PACKAGES=(postfix python3 isync)
 
 t0=$(date +%s)
 step() { printf '\n=== %s (%ss elapsed)\n' "$*" "$(($(date +%s) - t0))"; }
@@ -22,6 +24,10 @@ missing=()
 for p in "${PACKAGES[@]}"; do
     installed "$p" || missing+=("$p")
 done
+# Any node (Debian's or another repository's) will do; Debian's ships npm
+# separately, other builds of nodejs bundle it.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
     step "installing ${missing[*]}"
     if [[ $(id -u) -ne 0 ]]; then
@@ -36,6 +42,12 @@ SEL
     apt_opts=(-q -o DPkg::Lock::Timeout=600)
     apt-get "${apt_opts[@]}" update
     DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y "${missing[@]}"
+fi
+
+# The npm IMAP client the imapd-check tests drive (from the npm registry).
+if [[ ! -d target/node-clients/node_modules/imapflow ]]; then
+    step "npm install imapflow"
+    npm install --no-audit --no-fund --prefix target/node-clients imapflow@2
 fi
 
 step "cargo build --workspace"
