@@ -63,7 +63,7 @@ fn twenty_sessions_converge_to_the_index() {
                         let uid = live[(x as usize / 4) % live.len()];
                         let f =
                             [Flags::SEEN, Flags::FLAGGED, Flags::ANSWERED][(x as usize / 7) % 3];
-                        let op = if x % 2 == 0 {
+                        let op = if x.is_multiple_of(2) {
                             FlagOp::Add
                         } else {
                             FlagOp::Remove

@@ -178,7 +178,7 @@ impl Session {
                 Assembled::Command(b) => b,
             };
             let cmd = match CommandCodec::default().decode(&bytes) {
-                Ok((rest, cmd)) if rest.is_empty() => cmd,
+                Ok((b"", cmd)) => cmd,
                 _ => {
                     let line = match tag_of(&bytes) {
                         Some(t) => format!("{t} BAD Syntax error in command\r\n"),

@@ -12,7 +12,7 @@ use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use storage::mailbox::FlagOp;
 use storage::session::{Allow, SeqSet, SeqSetError};
-use storage::{AppendOptions, Error, Flags};
+use storage::{Error, Flags};
 
 use super::conn::{Done, Fail, Session, bad, no, ok, ok_code};
 use super::fetch::{self, Plan};
@@ -188,9 +188,10 @@ impl Session {
             return no(Some("READ-ONLY"), "Mailbox is read-only");
         }
         self.check(Allow::NoExpunge).map_err(Fail::Stop)?;
-        let unchanged_since = modifiers.iter().find_map(|m| match m {
-            StoreModifier::UnchangedSince(n) => Some(*n),
-        });
+        let unchanged_since = modifiers
+            .iter()
+            .map(|StoreModifier::UnchangedSince(n)| *n)
+            .next();
         if unchanged_since.is_some() {
             self.condstore = true;
         }
@@ -324,8 +325,8 @@ impl Session {
         ok("EXPUNGE completed")
     }
 
-    /// COPY and MOVE. The copies are staged and committed to the target in
-    /// one commit, so other sessions see all of them or none.
+    /// COPY and MOVE through `storage::transfer`: a copy is one commit in
+    /// the target; a move is atomic for every session of both mailboxes.
     pub(super) fn copy(
         &mut self,
         set: &SequenceSet,
@@ -345,45 +346,33 @@ impl Session {
             r => r?,
         };
         let sel = self.sel.as_mut().expect("selected");
-        let mut staged = Vec::new();
-        let mut src_uids = Vec::new();
-        for (seq, u) in &targets {
-            let Some(rec) = sel.view.record(*seq).cloned() else {
-                continue;
-            };
-            let data = match sel.mbox.read_message(*u) {
-                Ok(d) => d,
-                Err(Error::Expunged(_)) => {
-                    return no(
-                        Some("EXPUNGEISSUED"),
-                        "Some messages were expunged by another session",
-                    );
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let opts = AppendOptions {
-                flags: rec.flags.intersect(Flags::SYSTEM),
-                keywords: sel.view.keyword_names(&rec.keywords),
-                internal_date: Some(rec.internal_date),
-                sent_date: rec.sent_date,
-                max_size: None,
-            };
-            staged.push(target.stage(&data[..], opts)?);
-            src_uids.push(*u);
-        }
-        if staged.is_empty() {
+        let uids: Vec<u32> = targets.iter().map(|(_, u)| *u).collect();
+        if uids.is_empty() {
             return ok(if mv {
                 "MOVE completed (nothing to move)"
             } else {
                 "COPY completed (nothing to copy)"
             });
         }
-        let new_uids = target.commit(staged)?;
-        let validity = target.header()?.uidvalidity;
+        let result = if mv {
+            storage::transfer::move_messages(&mut sel.mbox, &uids, &mut target, None)
+        } else {
+            storage::transfer::copy(&mut sel.mbox, &uids, &mut target, None)
+        };
+        let outcome = match result {
+            Err(Error::Expunged(_)) => {
+                return no(
+                    Some("EXPUNGEISSUED"),
+                    "Some messages were expunged by another session",
+                );
+            }
+            r => r?,
+        };
         let code = format!(
-            "COPYUID {validity} {} {}",
-            compact(&src_uids),
-            compact(&new_uids)
+            "COPYUID {} {} {}",
+            outcome.uidvalidity,
+            compact(&outcome.source_uids()),
+            compact(&outcome.dest_uids())
         );
         if !mv {
             return ok_code(code, "COPY completed");
@@ -391,8 +380,9 @@ impl Session {
         self.buf
             .extend_from_slice(format!("* OK [{code}] Moved\r\n").as_bytes());
         let sel = self.sel.as_mut().expect("selected");
-        let gone = sel.mbox.expunge(Some(&src_uids), false)?;
-        let ups = sel.view.apply_own_expunge(&gone, Allow::AllUpdates);
+        let ups = sel
+            .view
+            .apply_own_expunge(&outcome.source_uids(), Allow::AllUpdates);
         self.write_updates(&ups);
         ok("MOVE completed")
     }
