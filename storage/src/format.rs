@@ -154,6 +154,10 @@ pub struct Header {
     pub created: i64,
     /// Unix seconds of the last append.
     pub last_append: i64,
+    /// MODSEQ of the last commit that rewrote records in place (flag
+    /// change, expunge). A reader whose last look was at or after it knows
+    /// only appends happened since, and reads just the new records.
+    pub inplace_modseq: u64,
 }
 
 /// One message's entry in the index.
@@ -231,6 +235,7 @@ impl Header {
         put(&mut b, 76, &self.meta_generation.to_le_bytes());
         put(&mut b, 80, &self.created.to_le_bytes());
         put(&mut b, 88, &self.last_append.to_le_bytes());
+        put(&mut b, 96, &self.inplace_modseq.to_le_bytes());
         let c = crc(&b[..HEADER_SIZE - 4]);
         put(&mut b, HEADER_SIZE - 4, &c.to_le_bytes());
         b
@@ -270,8 +275,8 @@ impl Header {
         if u32_at(b, 16) as u64 != RECORDS_OFFSET {
             return Err(SlotError::new(16, "unexpected records offset"));
         }
-        if b[96..HEADER_SIZE - 4].iter().any(|x| *x != 0) {
-            return Err(SlotError::new(96, "reserved bytes are not zero"));
+        if b[104..HEADER_SIZE - 4].iter().any(|x| *x != 0) {
+            return Err(SlotError::new(104, "reserved bytes are not zero"));
         }
         let h = Header {
             flags: u32_at(b, 20),
@@ -288,6 +293,7 @@ impl Header {
             meta_generation: u32_at(b, 76),
             created: i64_at(b, 80),
             last_append: i64_at(b, 88),
+            inplace_modseq: u64_at(b, 96),
         };
         h.check_values()?;
         Ok(h)
@@ -306,6 +312,9 @@ impl Header {
         }
         if self.num_records > self.last_uid {
             return Err(SlotError::new(32, "more records than UIDs ever assigned"));
+        }
+        if self.inplace_modseq > self.highestmodseq {
+            return Err(SlotError::new(96, "inplace_modseq is above highestmodseq"));
         }
         if self.uidvalidity == 0 {
             return Err(SlotError::new(44, "uidvalidity is zero"));
@@ -426,6 +435,7 @@ mod tests {
             meta_generation: 1,
             created: 1_700_000_000,
             last_append: 1_700_000_100,
+            inplace_modseq: 9,
         }
     }
 

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::OFlag;
 
@@ -27,6 +28,9 @@ pub enum Durability {
 pub struct IndexFile {
     pub file: Arc<File>,
     pub path: PathBuf,
+    /// Set by an in-place record write, cleared by the next header write,
+    /// which then stamps `inplace_modseq` (so no writer can forget to).
+    inplace_dirty: Arc<AtomicBool>,
 }
 
 /// Which slot a header was read from, and what the other slot held.
@@ -39,25 +43,42 @@ pub struct HeaderRead {
 }
 
 impl IndexFile {
+    pub fn new(file: File, path: PathBuf) -> IndexFile {
+        IndexFile {
+            file: Arc::new(file),
+            path,
+            inplace_dirty: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Wraps an already shared descriptor (a file renamed into place).
+    pub fn new_shared(file: Arc<File>, path: PathBuf) -> IndexFile {
+        IndexFile {
+            file,
+            path,
+            inplace_dirty: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     pub fn open(dir: &Dir) -> Result<IndexFile> {
         Self::open_named(dir, INDEX_NAME)
     }
 
     pub fn open_named(dir: &Dir, name: &str) -> Result<IndexFile> {
         let file = dir.open_file(fsutil::os(name.as_bytes()), OFlag::O_RDWR)?;
-        Ok(IndexFile {
-            file: Arc::new(file),
-            path: dir.child_path(fsutil::os(name.as_bytes())),
-        })
+        Ok(IndexFile::new(
+            file,
+            dir.child_path(fsutil::os(name.as_bytes())),
+        ))
     }
 
     /// Opens read-only (for tools that must never write).
     pub fn open_read_only(dir: &Dir) -> Result<IndexFile> {
         let file = dir.open_file(fsutil::os(INDEX_NAME.as_bytes()), OFlag::O_RDONLY)?;
-        Ok(IndexFile {
-            file: Arc::new(file),
-            path: dir.child_path(fsutil::os(INDEX_NAME.as_bytes())),
-        })
+        Ok(IndexFile::new(
+            file,
+            dir.child_path(fsutil::os(INDEX_NAME.as_bytes())),
+        ))
     }
 
     /// Writes a new index file holding `header` and `records` under `name`
@@ -74,10 +95,7 @@ impl IndexFile {
             fsutil::os(name.as_bytes()),
             OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
         )?;
-        let idx = IndexFile {
-            file: Arc::new(file),
-            path: dir.child_path(fsutil::os(name.as_bytes())),
-        };
+        let idx = IndexFile::new(file, dir.child_path(fsutil::os(name.as_bytes())));
         let mut prefix = vec![0u8; RECORDS_OFFSET as usize];
         let slot = SLOT_OFFSETS[header.slot()] as usize;
         prefix[slot..slot + HEADER_SIZE].copy_from_slice(&header.encode());
@@ -198,6 +216,7 @@ impl IndexFile {
     }
 
     pub fn write_record(&self, recno: u32, record: &Record) -> Result<()> {
+        self.inplace_dirty.store(true, Ordering::Relaxed);
         fsutil::write_all_at(
             &self.file,
             &record.encode(),
@@ -208,6 +227,16 @@ impl IndexFile {
 
     /// Writes `h` into the slot its generation selects.
     pub fn write_header(&self, h: &Header) -> Result<()> {
+        if self.inplace_dirty.swap(false, Ordering::Relaxed) {
+            let mut stamped = h.clone();
+            stamped.inplace_modseq = h.highestmodseq.max(h.inplace_modseq);
+            return fsutil::write_all_at(
+                &self.file,
+                &stamped.encode(),
+                SLOT_OFFSETS[h.slot()],
+                &self.path,
+            );
+        }
         fsutil::write_all_at(&self.file, &h.encode(), SLOT_OFFSETS[h.slot()], &self.path)
     }
 

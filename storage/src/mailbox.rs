@@ -281,14 +281,34 @@ impl Mailbox {
 
     /// What changed since `mark`. `None` when nothing did: that answer
     /// costs one shared lock and one header read, whatever the size of the
-    /// mailbox. With changes, the cost is a read of the appended records
-    /// plus a scan of the earlier ones for newer MODSEQs.
+    /// mailbox. When only appends happened since the mark (the header's
+    /// `inplace_modseq` is not newer than it), the cost is a read of the
+    /// appended records; after a flag change or expunge, a read of every
+    /// record to find those with a newer MODSEQ.
     pub fn changes_since(&mut self, mark: &ViewMark) -> Result<Option<Changes>> {
         let (g, h) = self.lock_current(LockKind::Shared)?;
         if self.epoch == mark.epoch && h.generation == mark.generation {
             return Ok(None);
         }
         let full = self.epoch != mark.epoch || h.num_records < mark.num_records;
+        if !full && h.inplace_modseq <= mark.highestmodseq {
+            // Only appends since the mark: read just the new records, plus
+            // the one before them to check that UIDs keep ascending.
+            let from = mark.num_records.saturating_sub(1);
+            let mut fresh = self.index.read_records(from, h.num_records)?;
+            self.check_uid_order(&h, &fresh, from)?;
+            if mark.num_records > 0 && !fresh.is_empty() {
+                fresh.remove(0);
+            }
+            let meta_changed = self.refresh_meta(&h)?;
+            drop(g);
+            return Ok(Some(Changes {
+                header: h,
+                records: fresh,
+                full,
+                meta: meta_changed.then(|| self.meta.clone()),
+            }));
+        }
         let all = self.index.read_records(0, h.num_records)?;
         self.check_uid_order(&h, &all, 0)?;
         let meta_changed = self.refresh_meta(&h)?;
@@ -869,10 +889,10 @@ impl Mailbox {
         }
         drop(old_guard);
         drop(new_guard);
-        self.index = IndexFile {
-            file: fresh.file,
-            path: self.dir.child_path(fsutil::os(INDEX_NAME.as_bytes())),
-        };
+        self.index = IndexFile::new_shared(
+            fresh.file,
+            self.dir.child_path(fsutil::os(INDEX_NAME.as_bytes())),
+        );
         self.epoch += 1;
         Ok(RepackOutcome {
             removed: gone.iter().map(|r| r.uid).collect(),
@@ -930,6 +950,8 @@ impl Mailbox {
         recount(&mut fixed, &records);
         if fixed != h {
             fixed.generation = h.generation + 1;
+            // The absorbed records changed in place: readers must rescan.
+            fixed.inplace_modseq = fixed.highestmodseq;
             self.index.write_header(&fixed)?;
             if self.durability == Durability::Full {
                 self.index.sync()?;

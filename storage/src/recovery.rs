@@ -361,6 +361,8 @@ pub fn reconstruct(
             .max(1),
         created: header_src.as_ref().map_or(now, |s| s.created),
         last_append: old_header.as_ref().map_or(0, |h| h.last_append),
+        // A new file: readers see a new epoch and rescan everything.
+        inplace_modseq: modseq,
     };
     // num_records <= last_uid holds: UIDs are unique and non-zero.
     for r in records.iter().filter(|r| !r.is_expunged()) {

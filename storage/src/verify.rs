@@ -13,7 +13,7 @@
 //! 1. At least one slot is valid; the valid slot with the higher generation
 //!    is current. A slot that is not all-zero must be valid: CRC32 at slot
 //!    offset 124 matches bytes 0..124, magic `MSTOREIX`, version 1, record
-//!    size 128, records offset 8192, reserved bytes 96..124 zero, only known
+//!    size 128, records offset 8192, reserved bytes 104..124 zero, only known
 //!    header flags, generation non-zero, UIDVALIDITY non-zero.
 //! 2. A slot holds only generations of its parity (slot = generation % 2).
 //! 3. exists <= num_records <= last_uid; seen, deleted, flagged <= exists.
@@ -314,7 +314,8 @@ pub fn header_field_name(offset: usize) -> &'static str {
         76..80 => "meta_generation",
         80..88 => "created",
         88..96 => "last_append",
-        96..124 => "reserved",
+        96..104 => "inplace_modseq",
+        104..124 => "reserved",
         _ => "crc",
     }
 }
