@@ -100,6 +100,7 @@ pub const POINTS: &[&str] = &[
     "move.after_rename",
     "move.after_records",
     "move.after_dst_commit",
+    "move.after_src_records",
     "move.after_src_expunge",
     "move.after_dst_clear",
 ];

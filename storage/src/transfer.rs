@@ -791,7 +791,7 @@ fn expunge_sources(s: &mut Mailbox, hs: &Header, j: &Journal, durable: bool) -> 
     let modseq = hs.highestmodseq + 1;
     let now = fsutil::now();
     let mut new = hs.clone();
-    let mut any = false;
+    let mut after = records.clone();
     for (i, r) in records.iter().enumerate() {
         if r.is_expunged() || !wanted.contains(&r.uid) {
             continue;
@@ -801,19 +801,33 @@ fn expunge_sources(s: &mut Mailbox, hs: &Header, j: &Journal, durable: bool) -> 
         nr.modseq = modseq;
         nr.last_updated = now;
         s.index.write_record(i as u32, &nr)?;
-        count(&mut new, r, -1);
-        any = true;
+        after[i] = nr;
     }
+    fault::point("move.after_src_records")?;
+    // Count from the records, not by delta from the header: a settler
+    // killed between its record writes and its header leaves records
+    // already marked that this run skips.
+    recount(&mut new, &after);
     new.generation = hs.generation + 1;
     new.flags &= !HF_MOVE_OUT;
-    if any {
-        new.highestmodseq = modseq;
-    }
     s.index.write_header(&new)?;
     if durable {
         s.index.sync()?;
     }
     Ok(())
+}
+
+/// Recomputes a header's counters from all its records.
+fn recount(h: &mut Header, records: &[Record]) {
+    let live = || records.iter().filter(|r| !r.is_expunged());
+    let n = |f: Flags| live().filter(|r| r.flags.contains(f)).count() as u32;
+    h.exists = live().count() as u32;
+    h.seen = n(Flags::SEEN);
+    h.deleted = n(Flags::DELETED);
+    h.flagged = n(Flags::FLAGGED);
+    h.total_bytes = live().map(|r| r.size).sum();
+    let top = records.iter().map(|r| r.modseq).max().unwrap_or(0);
+    h.highestmodseq = h.highestmodseq.max(top);
 }
 
 fn clear_flag(m: &mut Mailbox, h: &Header, flag: u32, durable: bool) -> Result<()> {

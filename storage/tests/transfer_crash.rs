@@ -187,6 +187,23 @@ fn check(spool: &Path, op: &str, done: bool, first: &str, ctx: &str) {
             "{ctx}: {name} stage after recover"
         );
         let snap = m.snapshot().unwrap();
+        let live: Vec<_> = snap.records.iter().filter(|r| !r.is_expunged()).collect();
+        let h = &snap.header;
+        assert_eq!(
+            (h.exists as usize, h.total_bytes, h.seen as usize),
+            (
+                live.len(),
+                live.iter().map(|r| r.size).sum::<u64>(),
+                live.iter()
+                    .filter(|r| r.flags.contains(Flags::SEEN))
+                    .count()
+            ),
+            "{ctx}: {name} header counters"
+        );
+        assert!(
+            snap.records.iter().all(|r| r.modseq <= h.highestmodseq),
+            "{ctx}"
+        );
         let mut files: Vec<u32> = std::fs::read_dir(&dir)
             .unwrap()
             .filter_map(|e| {
@@ -272,10 +289,14 @@ fn error_at_every_fault_point() {
                 "{ctx}: {out}"
             );
             // The failing process settled the move itself before
-            // returning: no flag is left for others.
+            // returning: no flag is left for others. Except when the
+            // fault sits inside settling and so fails that settle too:
+            // then the next locker (the check below) settles.
             let s = store_at(&spool);
             let dir = s.mailbox_path(&user(), &MailboxName::new("A").unwrap());
-            assert!(!dir.join(".move").exists(), "{ctx}: journal left in A");
+            if point != "move.after_src_records" {
+                assert!(!dir.join(".move").exists(), "{ctx}: journal left in A");
+            }
             check(&spool, op, is_done(op, point), "A", &ctx);
         }
     }
@@ -286,7 +307,11 @@ fn error_at_every_fault_point() {
 /// reader finishes it.
 #[test]
 fn kill_the_settling_reader_too() {
-    for resolver_point in ["move.after_src_expunge", "move.after_dst_clear"] {
+    for resolver_point in [
+        "move.after_src_records",
+        "move.after_src_expunge",
+        "move.after_dst_clear",
+    ] {
         for first in ["A", "B"] {
             let ctx = format!("reader killed at {resolver_point}, then reading {first}");
             let tmp = tempfile::tempdir().unwrap();
