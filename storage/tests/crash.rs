@@ -117,9 +117,6 @@ fn ops_for(point: &str) -> &'static [&'static str] {
         // COPY and MOVE span two mailboxes; tests/transfer_crash.rs kills
         // them at each of their points.
         "copy" | "move" => &[],
-        // Two-mailbox operations: killed at each of their points by
-        // storage/tests/transfer_crash.rs.
-        "copy" | "move" => &[],
         _ => panic!("fault point {point} is not covered by the crash test"),
     }
 }
