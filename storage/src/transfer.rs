@@ -808,6 +808,10 @@ fn expunge_sources(s: &mut Mailbox, hs: &Header, j: &Journal, durable: bool) -> 
     // killed between its record writes and its header leaves records
     // already marked that this run skips.
     recount(&mut new, &after);
+    // Stamp the in-place change explicitly: if a dead settler already
+    // marked every record, this run writes none, and sessions must still
+    // rescan old records to see the expunges.
+    new.inplace_modseq = new.highestmodseq;
     new.generation = hs.generation + 1;
     new.flags &= !HF_MOVE_OUT;
     s.index.write_header(&new)?;
