@@ -91,11 +91,13 @@ impl Error {
     /// True when retrying later may succeed: lock timeouts, disk full,
     /// quota, transient I/O. Delivery agents map this to a temporary failure.
     pub fn is_temporary(&self) -> bool {
-        match self {
-            Error::LockTimeout { .. } | Error::OverQuota { .. } | Error::InjectedFault(_) => true,
-            Error::Io { .. } => true,
-            _ => false,
-        }
+        matches!(
+            self,
+            Error::LockTimeout { .. }
+                | Error::OverQuota { .. }
+                | Error::InjectedFault(_)
+                | Error::Io { .. }
+        )
     }
 
     /// True when the failure is a lack of space (ENOSPC, EDQUOT, EFBIG).
