@@ -98,11 +98,14 @@ echo "== machine"
 echo "$(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 df -hT "$work" | tail -1
 echo "dovecot $(dovecot --version), deliver $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every number)"
 echo
 echo "== throughput (N=$N, REPS=$REPS, dir $work)"
 runuser -u "$BENCH_USER" -- python3 "$work/deliver_bench.py" \
     --dir "$work/data" --deliver "$work/deliver" --lda-conf "$work/lda.conf" \
     --dovecot-lmtp "$work/dovecot-lmtp.sock" -n "$N" --reps "$REPS"
+
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # Syscalls of one steady-state delivery (the mailbox already exists).
 echo
