@@ -1,4 +1,4 @@
-//! Whole-file open-file-description (OFD) locks with a timeout.
+//! Open-file-description (OFD) locks with a timeout and writer priority.
 //!
 //! OFD locks (`F_OFD_SETLK`) belong to the open file description, not to
 //! the process: closing some other descriptor of the same file in this
@@ -30,19 +30,33 @@ impl LockKind {
     }
 }
 
-fn flock(kind: libc::c_short) -> libc::flock {
+/// The byte the protected data lock covers. Locks are advisory, so a
+/// one-byte range stands for the whole file.
+const DATA: libc::off_t = 0;
+/// The byte a lock taker holds while it waits for [`DATA`]: a writer
+/// waiting there keeps new readers out, so back-to-back readers cannot
+/// starve it.
+const GATE: libc::off_t = 1;
+
+fn flock(kind: libc::c_short, start: libc::off_t, len: libc::off_t) -> libc::flock {
     // SAFETY: libc::flock is plain old data; all-zero is a valid value.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = kind;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = 0;
-    fl.l_len = 0; // to end of file, however large it grows
+    fl.l_start = start;
+    fl.l_len = len; // 0 = to end of file, however large it grows
     fl.l_pid = 0; // required to be 0 for OFD locks
     fl
 }
 
-fn set_lock(fd: BorrowedFd<'_>, kind: libc::c_short, wait: bool) -> std::io::Result<bool> {
-    let fl = flock(kind);
+fn set_lock(
+    fd: BorrowedFd<'_>,
+    kind: libc::c_short,
+    start: libc::off_t,
+    len: libc::off_t,
+    wait: bool,
+) -> std::io::Result<bool> {
+    let fl = flock(kind, start, len);
     let cmd = if wait {
         libc::F_OFD_SETLKW
     } else {
@@ -63,20 +77,21 @@ fn set_lock(fd: BorrowedFd<'_>, kind: libc::c_short, wait: bool) -> std::io::Res
     }
 }
 
-/// Takes a lock of `kind` on the whole file, waiting at most `timeout`.
-/// The lock is held until [`unlock`] or until the descriptor's last copy
-/// is closed.
-pub fn lock(fd: BorrowedFd<'_>, kind: LockKind, timeout: Duration, path: &Path) -> Result<()> {
-    let t = match kind {
-        LockKind::Shared => libc::F_RDLCK,
-        LockKind::Exclusive => libc::F_WRLCK,
-    } as libc::c_short;
-    let start = Instant::now();
-    // Poll with a growing sleep: F_OFD_SETLKW has no timeout, and a signal
-    // based timer would be a process-wide side effect in a library.
+/// Polls for one byte lock until `deadline`, with a growing sleep:
+/// F_OFD_SETLKW has no timeout, and a signal based timer would be a
+/// process-wide side effect in a library.
+fn poll_byte(
+    fd: BorrowedFd<'_>,
+    t: libc::c_short,
+    byte: libc::off_t,
+    start: Instant,
+    timeout: Duration,
+    kind: LockKind,
+    path: &Path,
+) -> Result<()> {
     let mut sleep = Duration::from_micros(20);
     loop {
-        if set_lock(fd, t, false).map_err(|e| Error::io("lock", path, e))? {
+        if set_lock(fd, t, byte, 1, false).map_err(|e| Error::io("lock", path, e))? {
             return Ok(());
         }
         let waited = start.elapsed();
@@ -92,10 +107,30 @@ pub fn lock(fd: BorrowedFd<'_>, kind: LockKind, timeout: Duration, path: &Path) 
     }
 }
 
+/// Takes a lock of `kind` on the file, waiting at most `timeout`. The
+/// lock is held until [`unlock`] or until the descriptor's last copy is
+/// closed.
+///
+/// Taking it is two steps: the gate byte in the same mode, then the data
+/// byte, then the gate is released. A writer waiting for the data byte
+/// holds the gate exclusively, so readers that arrive after it queue
+/// behind it instead of overtaking it forever.
+pub fn lock(fd: BorrowedFd<'_>, kind: LockKind, timeout: Duration, path: &Path) -> Result<()> {
+    let t = match kind {
+        LockKind::Shared => libc::F_RDLCK,
+        LockKind::Exclusive => libc::F_WRLCK,
+    } as libc::c_short;
+    let start = Instant::now();
+    poll_byte(fd, t, GATE, start, timeout, kind, path)?;
+    let r = poll_byte(fd, t, DATA, start, timeout, kind, path);
+    let _ = set_lock(fd, libc::F_UNLCK as libc::c_short, GATE, 1, true);
+    r
+}
+
 pub fn unlock(fd: BorrowedFd<'_>) {
     // Unlocking a held OFD lock cannot fail on a valid descriptor; if it
     // somehow does, closing the descriptor releases it anyway.
-    let _ = set_lock(fd, libc::F_UNLCK as libc::c_short, true);
+    let _ = set_lock(fd, libc::F_UNLCK as libc::c_short, 0, 0, true);
 }
 
 /// A held lock, released on drop.
@@ -152,6 +187,39 @@ mod tests {
         let t = Duration::from_millis(30);
         let _g1 = LockGuard::acquire(a.clone(), LockKind::Shared, t, &p).unwrap();
         let _g2 = LockGuard::acquire(b.clone(), LockKind::Shared, t, &p).unwrap();
+    }
+
+    #[test]
+    fn waiting_writer_keeps_new_readers_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"").unwrap();
+        let open = || {
+            Arc::new(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&p)
+                    .unwrap(),
+            )
+        };
+        let (r1, w, r2) = (open(), open(), open());
+        let long = Duration::from_secs(5);
+        let g1 = LockGuard::acquire(r1, LockKind::Shared, long, &p).unwrap();
+        let p2 = p.clone();
+        let writer = std::thread::spawn(move || {
+            let _g = LockGuard::acquire(w, LockKind::Exclusive, long, &p2).unwrap();
+            std::time::Instant::now()
+        });
+        // Let the writer reach the gate, then a new reader must wait.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(matches!(
+            LockGuard::acquire(r2.clone(), LockKind::Shared, Duration::from_millis(30), &p),
+            Err(Error::LockTimeout { .. })
+        ));
+        drop(g1);
+        writer.join().unwrap();
+        LockGuard::acquire(r2, LockKind::Shared, long, &p).unwrap();
     }
 
     #[test]

@@ -354,28 +354,65 @@ impl Mailbox {
         Ok(())
     }
 
+    /// Creates and locks a new staged file. Between the create and the
+    /// lock, a concurrent `recover` can lock the file, find it unowned and
+    /// unlink it; a writer that went on would fail at its rename (ENOENT).
+    /// So the file counts as ours only once it is locked and still linked:
+    /// recover unlinks only files it holds the lock of.
+    fn create_staged_file(&self) -> Result<(String, File, std::path::PathBuf)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut attempt = 0;
+        loop {
+            let name = format!(
+                "{}.{}.{}",
+                std::process::id(),
+                fsutil::now(),
+                STAGE_COUNTER.fetch_add(1, Ordering::Relaxed)
+            );
+            let os = fsutil::os(name.as_bytes());
+            let file = match self
+                .stage
+                .open_file(os, OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL)
+            {
+                // The staging directory vanishes only with the mailbox.
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(Error::MailboxDeleted);
+                }
+                r => r?,
+            };
+            let path = self.stage.child_path(os);
+            // The staged file's own lock says "a live writer owns me".
+            let locked = crate::lock::lock(
+                std::os::fd::AsFd::as_fd(&file),
+                LockKind::Exclusive,
+                Duration::ZERO,
+                &path,
+            );
+            let linked = file
+                .metadata()
+                .map_err(|e| Error::io("stat", &path, e))?
+                .nlink()
+                > 0;
+            match locked {
+                Ok(()) if linked => return Ok((name, file, path)),
+                // Taken by a recover (which unlinks it): use another name.
+                Ok(()) | Err(Error::LockTimeout { .. }) if attempt < 100 => attempt += 1,
+                Ok(()) => {
+                    return Err(Error::io(
+                        "create staged file",
+                        &path,
+                        std::io::Error::from(std::io::ErrorKind::NotFound),
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Streams `src` into the staging area (outside any lock) and makes
     /// it durable. Nothing is visible until [`Mailbox::commit`].
     pub fn stage(&self, mut src: impl Read, opts: AppendOptions) -> Result<StagedMessage> {
-        let name = format!(
-            "{}.{}.{}",
-            std::process::id(),
-            fsutil::now(),
-            STAGE_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let os = fsutil::os(name.as_bytes());
-        let mut file = self
-            .stage
-            .open_file(os, OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL)?;
-        let path = self.stage.child_path(os);
-        // The staged file's own lock says "a live writer owns me"; recovery
-        // removes only staged files it can lock.
-        crate::lock::lock(
-            std::os::fd::AsFd::as_fd(&file),
-            LockKind::Exclusive,
-            Duration::ZERO,
-            &path,
-        )?;
+        let (name, mut file, path) = self.create_staged_file()?;
         let mut staged = StagedMessage {
             name,
             file: None,
