@@ -13,6 +13,11 @@ use crate::format::{HEADER_SIZE, Header, RECORD_SIZE, RECORDS_OFFSET, Record, SL
 use crate::fsutil::{self, Dir};
 
 pub const INDEX_NAME: &str = ".index";
+/// A byte in the zero padding between the header slots: non-zero while a
+/// writer holds the exclusive lock. Seen under any lock, it means that
+/// writer died mid-change, and the locker repairs the mailbox first. It
+/// lies inside the header read, so checking it costs nothing.
+pub const WRITER_MARK_OFFSET: u64 = 2048;
 
 /// How much is made durable at each commit. `Relaxed` skips every fsync
 /// and is meant for tests and benchmarks only: a power loss may lose
@@ -40,6 +45,8 @@ pub struct HeaderRead {
     pub slot: usize,
     /// The other slot's header, or why it was rejected.
     pub other: std::result::Result<Header, crate::format::SlotError>,
+    /// The writer mark was set (see [`WRITER_MARK_OFFSET`]).
+    pub writer_mark: bool,
 }
 
 impl IndexFile {
@@ -129,6 +136,8 @@ impl IndexFile {
             })
         };
         let (a, b) = (decode(0), decode(1));
+        let mark = WRITER_MARK_OFFSET as usize;
+        let writer_mark = n > mark && buf[mark] != 0;
         match (a, b) {
             (Ok(a), Ok(b)) => {
                 if a.generation > b.generation {
@@ -136,12 +145,14 @@ impl IndexFile {
                         header: a,
                         slot: 0,
                         other: Ok(b),
+                        writer_mark,
                     })
                 } else {
                     Ok(HeaderRead {
                         header: b,
                         slot: 1,
                         other: Ok(a),
+                        writer_mark,
                     })
                 }
             }
@@ -149,11 +160,13 @@ impl IndexFile {
                 header: a,
                 slot: 0,
                 other: Err(e),
+                writer_mark,
             }),
             (Err(e), Ok(b)) => Ok(HeaderRead {
                 header: b,
                 slot: 1,
                 other: Err(e),
+                writer_mark,
             }),
             (Err(ea), Err(eb)) => Err(Error::corrupt(
                 &self.path,
@@ -238,6 +251,13 @@ impl IndexFile {
             );
         }
         fsutil::write_all_at(&self.file, &h.encode(), SLOT_OFFSETS[h.slot()], &self.path)
+    }
+
+    /// Sets or clears the writer mark. Never fsynced: it only has to
+    /// outlive a dead process, and after a reboot the recount it triggers
+    /// is harmless either way.
+    pub fn set_writer_mark(&self, on: bool) -> Result<()> {
+        fsutil::write_all_at(&self.file, &[on as u8], WRITER_MARK_OFFSET, &self.path)
     }
 
     pub fn sync(&self) -> Result<()> {

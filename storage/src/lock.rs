@@ -137,6 +137,8 @@ pub fn unlock(fd: BorrowedFd<'_>) {
 pub struct LockGuard {
     file: Arc<File>,
     pub kind: LockKind,
+    /// A byte to zero just before unlocking (the index writer mark).
+    clear_on_drop: Option<u64>,
 }
 
 impl LockGuard {
@@ -147,12 +149,28 @@ impl LockGuard {
         path: &Path,
     ) -> Result<Self> {
         lock(file.as_fd(), kind, timeout, path)?;
-        Ok(LockGuard { file, kind })
+        Ok(LockGuard {
+            file,
+            kind,
+            clear_on_drop: None,
+        })
+    }
+
+    /// Zero the byte at `offset` when the lock is released.
+    pub fn clearing_on_release(mut self, offset: u64) -> Self {
+        self.clear_on_drop = Some(offset);
+        self
     }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
+        if let Some(off) = self.clear_on_drop {
+            use std::os::unix::fs::FileExt;
+            // If this fails the next locker sees the mark and recounts:
+            // extra work, never a wrong result.
+            let _ = self.file.write_all_at(&[0], off);
+        }
         unlock(self.file.as_fd());
     }
 }

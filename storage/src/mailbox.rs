@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::fault;
 use crate::format::{Flags, Header, Keywords, MAX_KEYWORDS, Record};
 use crate::fsutil::{self, Dir};
-use crate::index::{Durability, INDEX_NAME, IndexFile};
+use crate::index::{Durability, INDEX_NAME, IndexFile, WRITER_MARK_OFFSET};
 use crate::lock::{LockGuard, LockKind};
 use crate::meta::{self, Meta};
 use crate::names::MailboxName;
@@ -211,11 +211,27 @@ impl Mailbox {
                 self.lock_timeout,
                 &self.index.path,
             )?;
-            let h = self.index.read_header()?;
+            let read = self.index.read_header_detail()?;
+            let h = read.header;
             if h.is_deleted() {
                 return Err(Error::MailboxDeleted);
             }
             if !h.is_superseded() {
+                if read.writer_mark {
+                    // Only a dead writer leaves the mark where a locker can
+                    // see it: repair under the exclusive lock first.
+                    if kind == LockKind::Shared {
+                        drop(guard);
+                        drop(self.lock_index(LockKind::Exclusive)?);
+                        continue;
+                    }
+                    self.repair_locked(&h)?;
+                    let h = self.index.read_header()?;
+                    return self.mark_writer(guard, h);
+                }
+                if kind == LockKind::Exclusive {
+                    return self.mark_writer(guard, h);
+                }
                 return Ok((guard, h));
             }
             drop(guard);
@@ -234,6 +250,13 @@ impl Mailbox {
             0,
             "index keeps being replaced",
         ))
+    }
+
+    /// Sets the writer mark for the exclusive section `guard` holds; the
+    /// guard clears it on release.
+    fn mark_writer(&self, guard: LockGuard, h: Header) -> Result<(LockGuard, Header)> {
+        self.index.set_writer_mark(true)?;
+        Ok((guard.clearing_on_release(WRITER_MARK_OFFSET), h))
     }
 
     pub(crate) fn refresh_meta(&mut self, h: &Header) -> Result<bool> {
@@ -942,6 +965,16 @@ impl Mailbox {
     /// time; takes the exclusive lock.
     pub fn recover(&mut self) -> Result<RecoverOutcome> {
         let (guard, h) = self.lock_current(LockKind::Exclusive)?;
+        let out = self.repair_locked(&h)?;
+        drop(guard);
+        Ok(out)
+    }
+
+    /// The body of [`Mailbox::recover`], for a caller holding the
+    /// exclusive lock. Runs automatically when a locker finds the writer
+    /// mark of a dead writer.
+    fn repair_locked(&mut self, h: &Header) -> Result<RecoverOutcome> {
+        let h = h.clone();
         let mut out = RecoverOutcome::default();
         for (name, _) in self.stage.entries()? {
             let os = fsutil::os(&name);
@@ -995,7 +1028,6 @@ impl Mailbox {
             }
             tracing::warn!(path = %self.index.path.display(), "recounted the header after an interrupted change");
         }
-        drop(guard);
         Ok(out)
     }
 
