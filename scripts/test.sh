@@ -53,7 +53,7 @@ fi
 step "cargo build --workspace"
 cargo build --workspace
 
-step "cargo test --workspace"
-cargo test --workspace
+step "cargo test --workspace --no-fail-fast"
+cargo test --workspace --no-fail-fast
 
 step "all tests passed"
