@@ -3,6 +3,7 @@
 //! system users and file ownership for tests that run as root.
 
 pub mod postfix;
+pub mod reliability;
 
 use std::ffi::OsStr;
 use std::io::Write;
