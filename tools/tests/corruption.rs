@@ -95,7 +95,12 @@ fn wrong_header_values_with_valid_crc_are_named_by_field() {
         ("seen", 64, |h| h.seen += 1),
         ("deleted", 68, |h| h.deleted += 1),
         ("flagged", 72, |h| h.flagged += 1),
-        ("highestmodseq", 48, |h| h.highestmodseq -= 1),
+        // Lowered together with inplace_modseq, which may not exceed it,
+        // so the slot stays valid and the record comparison must catch it.
+        ("highestmodseq", 48, |h| {
+            h.highestmodseq -= 1;
+            h.inplace_modseq = h.inplace_modseq.min(h.highestmodseq);
+        }),
         ("uidvalidity", 44, |h| h.uidvalidity = 0),
         ("num_records", 32, |h| h.num_records += 1),
     ];
