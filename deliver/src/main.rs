@@ -157,6 +157,12 @@ static LOG_FAILURES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBo
 static PANIC_MESSAGE: Mutex<Option<String>> = Mutex::new(None);
 
 fn main() -> ExitCode {
+    // Postfix's local(8) runs mailbox_command under RLIMIT_FSIZE
+    // (mailbox_size_limit). At SIGXFSZ's default action a write past the
+    // limit kills us with no status line and a staged file left behind;
+    // ignored, the write fails with EFBIG and we exit 75 4.3.1 cleanly.
+    // SAFETY: setting a signal disposition to SIG_IGN has no memory effects.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     // A panic must not print its default message (it would come before the
     // status line) nor exit 101 (Postfix bounces that): remember it, and
     // turn it into a temporary failure below.
