@@ -253,6 +253,15 @@ fn focus_of(point: &str) -> &'static str {
     }
 }
 
+/// A child of one round: the process, when to kill it, its fault point,
+/// and the token of its message (deliveries only).
+type Kid = (
+    Running,
+    Option<Duration>,
+    Option<&'static str>,
+    Option<String>,
+);
+
 struct Tally {
     operations: u64,
     deliveries: u64,
@@ -310,12 +319,7 @@ fn crash_campaign() {
         };
         let point_for_deliver = point.starts_with("append.");
         // (child, kill time, fault point, token)
-        let mut kids: Vec<(
-            Running,
-            Option<Duration>,
-            Option<&'static str>,
-            Option<String>,
-        )> = Vec::new();
+        let mut kids: Vec<Kid> = Vec::new();
         for d in 0..parallel_deliveries {
             let token = format!("d-{round}-{d}");
             let lines = match rng.below(10) {
@@ -432,14 +436,14 @@ fn crash_campaign() {
                 }
             }
         }
-        if round % 10 == 0 {
+        if round.is_multiple_of(10) {
             println!(
                 "  round {round}: {} operations, {:.1}s, points not hit yet: {pending:?}",
                 t.deliveries + worker_ops_done(),
                 started.elapsed().as_secs_f64()
             );
         }
-        if round % 25 == 0 {
+        if round.is_multiple_of(25) {
             check(&spool, &inbox_dir, &archive_dir, &deliveries);
             t.checkpoints += 1;
         }
