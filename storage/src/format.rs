@@ -205,7 +205,14 @@ pub struct SlotError {
     pub what: String,
 }
 
+const EMPTY_SLOT: &str = "header slot is empty";
+
 impl SlotError {
+    /// All zero: never written (the other slot of a new index).
+    pub fn is_empty_slot(&self) -> bool {
+        self.what == EMPTY_SLOT
+    }
+
     fn new(offset: usize, what: impl Into<String>) -> Self {
         SlotError {
             offset,
@@ -249,7 +256,7 @@ impl Header {
         }
         let b = &b[..HEADER_SIZE];
         if b.iter().all(|x| *x == 0) {
-            return Err(SlotError::new(0, "header slot is empty"));
+            return Err(SlotError::new(0, EMPTY_SLOT));
         }
         let stored = u32_at(b, HEADER_SIZE - 4);
         let computed = crc(&b[..HEADER_SIZE - 4]);

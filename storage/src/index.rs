@@ -49,6 +49,21 @@ pub struct HeaderRead {
     pub writer_mark: bool,
 }
 
+impl HeaderRead {
+    /// The other slot holds bytes that are not a valid header: damage, not
+    /// a crash state (a 128-byte slot inside one sector is never torn; see
+    /// PROTOCOL.md). Absolute offset and reason.
+    pub fn other_damage(&self) -> Option<(u64, String)> {
+        match &self.other {
+            Err(e) if !e.is_empty_slot() => Some((
+                SLOT_OFFSETS[1 - self.slot] + e.offset as u64,
+                e.what.clone(),
+            )),
+            _ => None,
+        }
+    }
+}
+
 impl IndexFile {
     pub fn new(file: File, path: PathBuf) -> IndexFile {
         IndexFile {

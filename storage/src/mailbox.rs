@@ -212,6 +212,20 @@ impl Mailbox {
                 &self.index.path,
             )?;
             let read = self.index.read_header_detail()?;
+            if kind == LockKind::Exclusive
+                && let Some((offset, what)) = read.other_damage()
+            {
+                // The damaged slot may have held the newest commit; writing
+                // on top of the older one could reuse its UIDs and replace
+                // acknowledged messages. Refuse until reconstruct.
+                return Err(Error::corrupt(
+                    &self.index.path,
+                    offset,
+                    format!(
+                        "damaged header slot ({what}); refusing to write until `idx-admin reconstruct`"
+                    ),
+                ));
+            }
             let h = read.header;
             if h.is_deleted() {
                 return Err(Error::MailboxDeleted);

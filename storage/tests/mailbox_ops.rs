@@ -272,3 +272,27 @@ fn corrupt_record_is_reported_with_offset() {
         other => panic!("expected corrupt, got {other:?}"),
     }
 }
+
+#[test]
+fn writers_refuse_a_damaged_header_slot_readers_still_read() {
+    let (_t, s) = store();
+    let u = user();
+    s.create_mailbox(&u, &MailboxName::inbox()).unwrap();
+    let mut m = s.open_mailbox(&u, &MailboxName::inbox()).unwrap();
+    m.append(&b"a\r\n\r\n"[..], AppendOptions::default())
+        .unwrap();
+    m.append(&b"b\r\n\r\n"[..], AppendOptions::default())
+        .unwrap();
+    // Generation 3 is in slot 1; damage slot 0 (generation 2). It could
+    // as well have been the newest commit, so writing on must stop.
+    let idx = s.mailbox_path(&u, &MailboxName::inbox()).join(".index");
+    let mut bytes = std::fs::read(&idx).unwrap();
+    bytes[40] ^= 0x01;
+    std::fs::write(&idx, &bytes).unwrap();
+    assert_eq!(m.header().unwrap().generation, 3);
+    match m.append(&b"c\r\n\r\n"[..], AppendOptions::default()) {
+        Err(Error::Corrupt { offset, .. }) => assert!(offset < 128, "offset {offset}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&idx).unwrap(), bytes, "nothing written");
+}
