@@ -339,6 +339,25 @@ impl Session {
         ok("STATUS completed")
     }
 
+    /// The user's limit from the store's config (`quota`, `quota.USER`)
+    /// with the current usage; `None` when unlimited.
+    pub(super) fn quota(&self, user: &UserName) -> Result<Option<storage::transfer::Quota>, Fail> {
+        let config = match storage::config::Config::load() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("quota not checked: {e}");
+                return Ok(None);
+            }
+        };
+        match config.quota_for(user.as_str()) {
+            None => Ok(None),
+            Some(limit) => Ok(Some(storage::transfer::Quota {
+                used: self.store.usage(user)?,
+                limit,
+            })),
+        }
+    }
+
     pub(super) fn append(
         &mut self,
         m: &WireMailbox,
@@ -368,6 +387,11 @@ impl Session {
             sent_date,
             max_size: Some(self.limits.append),
         };
+        if let Some(q) = self.quota(&user)?
+            && q.used + data.len() as u64 > q.limit
+        {
+            return no(Some("OVERQUOTA"), "Over quota");
+        }
         let uid = target.append(data, opts)?;
         let validity = target.header()?.uidvalidity;
         ok_code(format!("APPENDUID {validity} {uid}"), "APPEND completed")

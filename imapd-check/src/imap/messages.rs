@@ -345,6 +345,8 @@ impl Session {
             Err(Error::NoSuchMailbox(_)) => return no(Some("TRYCREATE"), "No such mailbox"),
             r => r?,
         };
+        // A MOVE within one user's store frees what it adds.
+        let quota = if mv { None } else { self.quota(&user)? };
         let sel = self.sel.as_mut().expect("selected");
         let uids: Vec<u32> = targets.iter().map(|(_, u)| *u).collect();
         if uids.is_empty() {
@@ -357,9 +359,10 @@ impl Session {
         let result = if mv {
             storage::transfer::move_messages(&mut sel.mbox, &uids, &mut target, None)
         } else {
-            storage::transfer::copy(&mut sel.mbox, &uids, &mut target, None)
+            storage::transfer::copy(&mut sel.mbox, &uids, &mut target, quota)
         };
         let outcome = match result {
+            Err(Error::OverQuota { .. }) => return no(Some("OVERQUOTA"), "Over quota"),
             Err(Error::Expunged(_)) => {
                 return no(
                     Some("EXPUNGEISSUED"),
