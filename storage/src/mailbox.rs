@@ -604,18 +604,7 @@ impl Mailbox {
                 Ok(records.iter().map(|r| r.uid).collect())
             }
             Err(e) => {
-                // Nothing references the placed files unless the header
-                // reached the page cache; only then may they stay.
-                let committed = self
-                    .index
-                    .read_header()
-                    .map(|h| h.generation > old.generation)
-                    .unwrap_or(false);
-                if !committed {
-                    for p in &placed {
-                        let _ = self.dir.unlink(fsutil::os(p.as_bytes()));
-                    }
-                }
+                self.discard_placed_unless_committed(old.generation, &placed);
                 drop(guard);
                 Err(e)
             }
@@ -637,6 +626,22 @@ impl Mailbox {
         let differs = disk != self.meta;
         self.meta = disk;
         Ok(differs)
+    }
+
+    /// After a failed commit that renamed `placed` message files into the
+    /// mailbox: nothing references them unless the new header reached the
+    /// file, and only then may they stay.
+    pub(crate) fn discard_placed_unless_committed(&self, old_generation: u64, placed: &[String]) {
+        let committed = self
+            .index
+            .read_header()
+            .map(|h| h.generation > old_generation)
+            .unwrap_or(false);
+        if !committed {
+            for p in placed {
+                let _ = self.dir.unlink(fsutil::os(p.as_bytes()));
+            }
+        }
     }
 
     /// Adds unknown keyword names to the table; true if it changed.

@@ -600,17 +600,7 @@ fn commit_dst(
         Ok(new.clone())
     })();
     if result.is_err() {
-        // Placed files stay only if the header reached the file.
-        let committed = dst
-            .index
-            .read_header()
-            .map(|h| h.generation > old.generation)
-            .unwrap_or(false);
-        if !committed {
-            for p in &placed {
-                let _ = dst.dir().unlink(fsutil::os(p.as_bytes()));
-            }
-        }
+        dst.discard_placed_unless_committed(old.generation, &placed);
     }
     result
 }
