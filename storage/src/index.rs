@@ -194,6 +194,15 @@ impl IndexFile {
         }
     }
 
+    /// The file's length in bytes.
+    pub fn file_len(&self) -> Result<u64> {
+        Ok(self
+            .file
+            .metadata()
+            .map_err(|e| Error::io("stat", &self.path, e))?
+            .len())
+    }
+
     pub fn read_header(&self) -> Result<Header> {
         Ok(self.read_header_detail()?.header)
     }

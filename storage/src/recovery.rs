@@ -182,15 +182,7 @@ pub fn reconstruct(
                     .into(),
             );
         }
-        let len = idx
-            .file
-            .metadata()
-            .map_err(|e| Error::Io {
-                op: "stat",
-                path: idx.path.clone(),
-                source: e,
-            })?
-            .len();
+        let len = idx.file_len()?;
         // Every complete record in the file: records past num_records
         // belong to an append that wrote its records but not its header;
         // they are used only if their file exists.

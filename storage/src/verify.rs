@@ -231,15 +231,7 @@ fn still_at_path(dir: &Dir, idx: &IndexFile) -> Result<bool> {
 }
 
 fn read_raw(dir: &Dir, idx: &IndexFile) -> Result<RawView> {
-    let file_len = idx
-        .file
-        .metadata()
-        .map_err(|e| Error::Io {
-            op: "stat",
-            path: idx.path.clone(),
-            source: e,
-        })?
-        .len();
+    let file_len = idx.file_len()?;
     let mut buf = vec![0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE];
     let n = fsutil::read_at_most(&idx.file, &mut buf, 0, &idx.path)?;
     buf.truncate(n);
