@@ -348,6 +348,40 @@ impl Header {
     pub fn slot(&self) -> usize {
         (self.generation % 2) as usize
     }
+    /// Counts a newly appended live record: exists, flag counts, bytes.
+    pub fn count_appended(&mut self, r: &Record) {
+        self.exists += 1;
+        for (f, n) in [
+            (Flags::SEEN, &mut self.seen),
+            (Flags::DELETED, &mut self.deleted),
+            (Flags::FLAGGED, &mut self.flagged),
+        ] {
+            if r.flags.contains(f) {
+                *n += 1;
+            }
+        }
+        self.total_bytes += r.size;
+    }
+
+    /// Recomputes every counter from all records of the index. Writers
+    /// that rewrite records in place use this rather than deltas: a writer
+    /// killed between its records and its header leaves records the
+    /// header does not count, and a delta on top would drift or underflow
+    /// (an underflowed count makes the slot invalid). `highestmodseq` is
+    /// raised to the newest record's.
+    pub fn recount(&mut self, records: &[Record]) {
+        let live = || records.iter().filter(|r| !r.is_expunged());
+        let n = |f: Flags| live().filter(|r| r.flags.contains(f)).count() as u32;
+        self.num_records = records.len() as u32;
+        self.exists = live().count() as u32;
+        self.seen = n(Flags::SEEN);
+        self.deleted = n(Flags::DELETED);
+        self.flagged = n(Flags::FLAGGED);
+        self.total_bytes = live().map(|r| r.size).sum();
+        let top = records.iter().map(|r| r.modseq).max().unwrap_or(0);
+        self.highestmodseq = self.highestmodseq.max(top);
+    }
+
     /// Byte offset of record `recno`.
     pub fn record_offset(recno: u32) -> u64 {
         RECORDS_OFFSET + recno as u64 * RECORD_SIZE as u64

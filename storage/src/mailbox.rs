@@ -565,8 +565,7 @@ impl Mailbox {
                     keywords: kw,
                     last_updated: now,
                 });
-                count_flags(&mut new, flags, 1);
-                new.total_bytes += s.size;
+                new.count_appended(records.last().expect("just pushed"));
             }
             fault::point("append.after_rename")?;
             if self.durability == Durability::Full {
@@ -581,7 +580,6 @@ impl Mailbox {
             fault::point("append.after_records_fsync")?;
             new.generation = old.generation + 1;
             new.num_records = old.num_records + records.len() as u32;
-            new.exists = old.exists + records.len() as u32;
             new.highestmodseq = modseq;
             new.last_append = now;
             self.index.write_header(&new)?;
@@ -785,7 +783,7 @@ impl Mailbox {
         for (recno, r) in &writes {
             after[*recno as usize] = r.clone();
         }
-        recount(&mut new, &after);
+        new.recount(&after);
         new.generation = old.generation + 1;
         if !writes.is_empty() {
             new.highestmodseq = modseq;
@@ -847,7 +845,7 @@ impl Mailbox {
             drop(guard);
             return Ok(expunged);
         }
-        recount(&mut new, &after);
+        new.recount(&after);
         new.generation = old.generation + 1;
         new.highestmodseq = modseq;
         self.commit_in_place(
@@ -920,7 +918,7 @@ impl Mailbox {
         }
         let mut new = old.clone();
         new.generation = old.generation + 1;
-        recount(&mut new, &live);
+        new.recount(&live);
         let tmp = format!("{INDEX_NAME}.new.{}", std::process::id());
         self.dir.unlink(fsutil::os(tmp.as_bytes()))?;
         // Until the old file is marked, a failure leaves only the
@@ -1036,7 +1034,7 @@ impl Mailbox {
         // A store or expunge killed between its records and its header
         // left records the header does not count: commit them now.
         let mut fixed = h.clone();
-        recount(&mut fixed, &records);
+        fixed.recount(&records);
         if fixed != h {
             fixed.generation = h.generation + 1;
             // The absorbed records changed in place: readers must rescan.
@@ -1120,38 +1118,6 @@ fn same_file(a: &File, b: &File, path: &std::path::Path) -> Result<bool> {
     let ma = a.metadata().map_err(|e| Error::io("stat", path, e))?;
     let mb = b.metadata().map_err(|e| Error::io("stat", path, e))?;
     Ok(ma.dev() == mb.dev() && ma.ino() == mb.ino())
-}
-
-/// Sets the header's counts from `records` (the whole index as it will
-/// be). Store, expunge and repack recount instead of adjusting by deltas:
-/// records are rewritten in place before the header, so a writer killed
-/// between the two leaves records the header does not count. A delta on
-/// top of that would drift or underflow (and an underflowed count makes
-/// the header slot invalid); a recount commits those records instead.
-fn recount(h: &mut Header, records: &[Record]) {
-    let live = || records.iter().filter(|r| !r.is_expunged());
-    let n = |f: Flags| live().filter(|r| r.flags.contains(f)).count() as u32;
-    h.num_records = records.len() as u32;
-    h.exists = live().count() as u32;
-    h.seen = n(Flags::SEEN);
-    h.deleted = n(Flags::DELETED);
-    h.flagged = n(Flags::FLAGGED);
-    h.total_bytes = live().map(|r| r.size).sum();
-    let top = records.iter().map(|r| r.modseq).max().unwrap_or(0);
-    h.highestmodseq = h.highestmodseq.max(top);
-}
-
-fn count_flags(h: &mut Header, f: Flags, delta: i32) {
-    let adj = |v: &mut u32| *v = v.wrapping_add_signed(delta);
-    if f.contains(Flags::SEEN) {
-        adj(&mut h.seen);
-    }
-    if f.contains(Flags::DELETED) {
-        adj(&mut h.deleted);
-    }
-    if f.contains(Flags::FLAGGED) {
-        adj(&mut h.flagged);
-    }
 }
 
 /// Finds the end of the header block (the blank line) in a stream.

@@ -590,7 +590,7 @@ fn commit_dst(
         new.highestmodseq = modseq;
         new.last_append = now;
         for r in &records {
-            count(&mut new, r, 1);
+            new.count_appended(r);
         }
         dst.index.write_header(&new)?;
         if durable {
@@ -607,24 +607,6 @@ fn commit_dst(
 
 /// Adjusts the header's counters for one live record entering (+1) or
 /// leaving (-1) the mailbox.
-fn count(h: &mut Header, r: &Record, delta: i32) {
-    let adj = |v: &mut u32| *v = v.wrapping_add_signed(delta);
-    adj(&mut h.exists);
-    for (f, v) in [
-        (Flags::SEEN, &mut h.seen),
-        (Flags::DELETED, &mut h.deleted),
-        (Flags::FLAGGED, &mut h.flagged),
-    ] {
-        if r.flags.contains(f) {
-            adj(v);
-        }
-    }
-    if delta > 0 {
-        h.total_bytes += r.size;
-    } else {
-        h.total_bytes = h.total_bytes.saturating_sub(r.size);
-    }
-}
 
 // ---------------------------------------------------------------------
 // The journal and settling.
@@ -797,7 +779,7 @@ fn expunge_sources(s: &mut Mailbox, hs: &Header, j: &Journal, durable: bool) -> 
     // Count from the records, not by delta from the header: a settler
     // killed between its record writes and its header leaves records
     // already marked that this run skips.
-    recount(&mut new, &after);
+    new.recount(&after);
     // Stamp the in-place change explicitly: if a dead settler already
     // marked every record, this run writes none, and sessions must still
     // rescan old records to see the expunges.
@@ -809,19 +791,6 @@ fn expunge_sources(s: &mut Mailbox, hs: &Header, j: &Journal, durable: bool) -> 
         s.index.sync()?;
     }
     Ok(())
-}
-
-/// Recomputes a header's counters from all its records.
-fn recount(h: &mut Header, records: &[Record]) {
-    let live = || records.iter().filter(|r| !r.is_expunged());
-    let n = |f: Flags| live().filter(|r| r.flags.contains(f)).count() as u32;
-    h.exists = live().count() as u32;
-    h.seen = n(Flags::SEEN);
-    h.deleted = n(Flags::DELETED);
-    h.flagged = n(Flags::FLAGGED);
-    h.total_bytes = live().map(|r| r.size).sum();
-    let top = records.iter().map(|r| r.modseq).max().unwrap_or(0);
-    h.highestmodseq = h.highestmodseq.max(top);
 }
 
 fn clear_flag(m: &mut Mailbox, h: &Header, flag: u32, durable: bool) -> Result<()> {
