@@ -22,23 +22,10 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
 fn noop_round_trip_and_idle_latency() {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let store = seed_store(&spool, "alice");
+    let store = seed_messages(&spool, "alice", 100);
     let user = UserName::new("alice").unwrap();
     let mut inbox = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
-    for i in 0..100 {
-        inbox
-            .append(&message(i)[..], AppendOptions::default())
-            .unwrap();
-    }
-    let mut p = Command::new(IMAPD)
-        .args(["passwd", "alice"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    p.stdin.take().unwrap().write_all(b"pw\n").unwrap();
-    let passwd = dir.path().join("passwd");
-    std::fs::write(&passwd, p.wait_with_output().unwrap().stdout).unwrap();
+    let passwd = write_passwd(dir.path(), "alice", "pw");
     let mut server = Command::new(IMAPD)
         .args(["serve", "--listen", "127.0.0.1:0", "--passwd"])
         .arg(&passwd)

@@ -203,31 +203,11 @@ fn imapflow_idles_over_tcp_with_password() {
     );
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let store = seed_store(&spool, "alice");
+    let store = seed_messages(&spool, "alice", 2);
     let user = UserName::new("alice").unwrap();
     let mut inbox = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
-    for i in 0..2 {
-        inbox
-            .append(&message(i)[..], AppendOptions::default())
-            .unwrap();
-    }
     // A password file made by `imapd-check passwd`.
-    let mut p = Command::new(IMAPD)
-        .args(["passwd", "alice"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    p.stdin
-        .take()
-        .unwrap()
-        .write_all(b"correct horse\n")
-        .unwrap();
-    let line = p.wait_with_output().unwrap();
-    assert!(line.status.success());
-    let passwd = dir.path().join("passwd");
-    std::fs::write(&passwd, &line.stdout).unwrap();
-    assert!(!String::from_utf8_lossy(&line.stdout).contains("correct horse"));
+    let passwd = write_passwd(dir.path(), "alice", "correct horse");
 
     // Refuses a public address without the explicit flag.
     let refused = Command::new(IMAPD)

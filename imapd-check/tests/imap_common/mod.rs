@@ -32,6 +32,43 @@ pub fn seed_store(spool: &Path, user: &str) -> storage::Store {
     store
 }
 
+/// A store whose INBOX holds `message(0..n)`.
+pub fn seed_messages(spool: &Path, user: &str, n: usize) -> storage::Store {
+    let store = seed_store(spool, user);
+    let u = storage::UserName::new(user).unwrap();
+    let mut inbox = store
+        .open_mailbox(&u, &storage::MailboxName::inbox())
+        .unwrap();
+    for i in 0..n {
+        inbox
+            .append(&message(i)[..], storage::AppendOptions::default())
+            .unwrap();
+    }
+    store
+}
+
+/// Writes `dir/passwd` with the line `imapd-check passwd USER` prints for
+/// `password`, checking that the password itself never appears in it.
+pub fn write_passwd(dir: &Path, user: &str, password: &str) -> PathBuf {
+    let mut p = Command::new(IMAPD)
+        .args(["passwd", user])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn imapd-check passwd");
+    p.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let line = p.wait_with_output().unwrap();
+    assert!(line.status.success());
+    assert!(!String::from_utf8_lossy(&line.stdout).contains(password));
+    let passwd = dir.join("passwd");
+    std::fs::write(&passwd, &line.stdout).unwrap();
+    passwd
+}
+
 pub fn message(n: usize) -> Vec<u8> {
     format!("From: bob@example.org\r\nTo: alice@example.org\r\nSubject: message {n}\r\nMessage-ID: <{n}@test>\r\n\r\nbody {n}\r\n").into_bytes()
 }
