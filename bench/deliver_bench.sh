@@ -10,7 +10,7 @@
 #
 # It installs dovecot-core, dovecot-lmtpd and strace if missing (Debian's
 # policy-rc.d keeps the system Dovecot from starting; we run a private one),
-# builds deliver in release mode, creates the unprivileged user `delivbench`,
+# builds deliver with scripts/build-release.sh (static), creates the unprivileged user `delivbench`,
 # and removes its work directory and stops its Dovecot at the end.
 # Dovecot runs at Debian's default durability, mail_fsync = optimized; ours
 # at its default (full: fsync file, directory and index).
@@ -32,7 +32,8 @@ if ((${#missing[@]})); then
 fi
 id "$BENCH_USER" >/dev/null 2>&1 || useradd -r -s /usr/sbin/nologin -d /nonexistent "$BENCH_USER"
 
-cargo build -q --release -p deliver
+# The build OPERATIONS.md recommends installing (static, stripped).
+bin_dir=$(bash scripts/build-release.sh)
 
 work=$(mktemp -d "${BENCH_DIR:-/tmp}/deliver-bench.XXXXXX")
 chmod 0755 "$work"
@@ -45,7 +46,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Binaries where the unprivileged user can run them (/work may be closed).
-install -m 0755 target/release/deliver "$work/deliver"
+install -m 0755 "$bin_dir/deliver" "$work/deliver"
 install -m 0644 bench/deliver_bench.py "$work/deliver_bench.py"
 mkdir -p "$work/data"
 chown "$BENCH_USER:" "$work/data"

@@ -1,4 +1,4 @@
-//! Byte layout of the index file, version 1. `docs/FORMAT.md` is the
+//! Byte layout of the index file, version 2 (reads version 1). `docs/FORMAT.md` is the
 //! normative description; this module is its only implementation.
 //!
 //! All integers are little-endian. The file starts with two header slots of
@@ -9,7 +9,10 @@
 //! sector.
 
 pub const MAGIC: [u8; 8] = *b"MSTOREIX";
-pub const VERSION: u32 = 1;
+/// The version every header is written with. Version 1 headers (no
+/// append range, bytes 104..124 zero) are still read.
+pub const VERSION: u32 = 2;
+const VERSION_1: u32 = 1;
 pub const HEADER_SIZE: usize = 128;
 pub const SLOT_OFFSETS: [u64; 2] = [0, 4096];
 pub const RECORDS_OFFSET: u64 = 8192;
@@ -158,6 +161,14 @@ pub struct Header {
     /// change, expunge). A reader whose last look was at or after it knows
     /// only appends happened since, and reads just the new records.
     pub inplace_modseq: u64,
+    /// First record this commit appended: the commit appended records
+    /// `append_from..num_records` (none when equal). With `append_crc`
+    /// it lets a reader tell a commit whose records never reached the disk
+    /// from a complete one (see `IndexFile::read_header_detail`).
+    pub append_from: u32,
+    /// CRC32 of the bytes of records `append_from..num_records` as this
+    /// commit wrote them; 0 when the range is empty.
+    pub append_crc: u32,
 }
 
 /// One message's entry in the index.
@@ -243,6 +254,8 @@ impl Header {
         put(&mut b, 80, &self.created.to_le_bytes());
         put(&mut b, 88, &self.last_append.to_le_bytes());
         put(&mut b, 96, &self.inplace_modseq.to_le_bytes());
+        put(&mut b, 104, &self.append_from.to_le_bytes());
+        put(&mut b, 108, &self.append_crc.to_le_bytes());
         let c = crc(&b[..HEADER_SIZE - 4]);
         put(&mut b, HEADER_SIZE - 4, &c.to_le_bytes());
         b
@@ -270,7 +283,7 @@ impl Header {
             return Err(SlotError::new(0, "bad magic"));
         }
         let version = u32_at(b, 8);
-        if version != VERSION {
+        if version != VERSION && version != VERSION_1 {
             return Err(SlotError::new(
                 8,
                 format!("unsupported format version {version}"),
@@ -282,13 +295,20 @@ impl Header {
         if u32_at(b, 16) as u64 != RECORDS_OFFSET {
             return Err(SlotError::new(16, "unexpected records offset"));
         }
-        if b[104..HEADER_SIZE - 4].iter().any(|x| *x != 0) {
-            return Err(SlotError::new(104, "reserved bytes are not zero"));
+        let reserved_from = if version == VERSION_1 { 104 } else { 112 };
+        if b[reserved_from..HEADER_SIZE - 4].iter().any(|x| *x != 0) {
+            return Err(SlotError::new(reserved_from, "reserved bytes are not zero"));
         }
+        let num_records = u32_at(b, 32);
+        let (append_from, append_crc) = if version == VERSION_1 {
+            (num_records, 0)
+        } else {
+            (u32_at(b, 104), u32_at(b, 108))
+        };
         let h = Header {
             flags: u32_at(b, 20),
             generation: u64_at(b, 24),
-            num_records: u32_at(b, 32),
+            num_records,
             exists: u32_at(b, 36),
             last_uid: u32_at(b, 40),
             uidvalidity: u32_at(b, 44),
@@ -301,6 +321,8 @@ impl Header {
             created: i64_at(b, 80),
             last_append: i64_at(b, 88),
             inplace_modseq: u64_at(b, 96),
+            append_from,
+            append_crc,
         };
         h.check_values()?;
         Ok(h)
@@ -325,6 +347,15 @@ impl Header {
         }
         if self.uidvalidity == 0 {
             return Err(SlotError::new(44, "uidvalidity is zero"));
+        }
+        if self.append_from > self.num_records {
+            return Err(SlotError::new(104, "append_from is above num_records"));
+        }
+        if self.append_from == self.num_records && self.append_crc != 0 {
+            return Err(SlotError::new(
+                108,
+                "append_crc set for an empty append range",
+            ));
         }
         for (off, n) in [(64, self.seen), (68, self.deleted), (72, self.flagged)] {
             if n > self.exists {
@@ -380,6 +411,28 @@ impl Header {
         self.total_bytes = live().map(|r| r.size).sum();
         let top = records.iter().map(|r| r.modseq).max().unwrap_or(0);
         self.highestmodseq = self.highestmodseq.max(top);
+    }
+
+    /// The same header with no append range: what every commit that does
+    /// not append writes (in-place changes, create, repack, recovery).
+    pub fn without_append(&self) -> Header {
+        Header {
+            append_from: self.num_records,
+            append_crc: 0,
+            ..self.clone()
+        }
+    }
+
+    /// The `append_crc` of encoded records: CRC32 over each record's
+    /// bytes without its own CRC (a CRC over data followed by that data's
+    /// CRC is the same constant for every record, so it would tell
+    /// nothing apart).
+    pub fn append_crc_of(encoded: &[u8]) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        for r in encoded.chunks(RECORD_SIZE) {
+            h.update(&r[..r.len().min(RECORD_SIZE - 4)]);
+        }
+        h.finalize()
     }
 
     /// Byte offset of record `recno`.
@@ -477,6 +530,8 @@ mod tests {
             created: 1_700_000_000,
             last_append: 1_700_000_100,
             inplace_modseq: 9,
+            append_from: 2,
+            append_crc: 0x1234_5678,
         }
     }
 

@@ -114,6 +114,39 @@ impl Dir {
             .map_err(|e| Error::nix("rename", self.child_path(from), e))
     }
 
+    /// Gives the file `from` the second name `to` in `to_dir`, replacing
+    /// whatever `to` named before.
+    pub fn link_replacing(&self, from: &OsStr, to_dir: &Dir, to: &OsStr) -> Result<()> {
+        for _ in 0..2 {
+            match nix::unistd::linkat(
+                self.fd.as_fd(),
+                from,
+                to_dir.fd.as_fd(),
+                to,
+                AtFlags::empty(),
+            ) {
+                Ok(()) => return Ok(()),
+                Err(nix::Error::EEXIST) => to_dir.unlink(to)?,
+                Err(e) => return Err(Error::nix("link", self.child_path(from), e)),
+            }
+        }
+        Err(Error::nix(
+            "link",
+            to_dir.child_path(to),
+            nix::Error::EEXIST,
+        ))
+    }
+
+    /// The link count of a child (not following a symlink); `None` if it
+    /// does not exist.
+    pub fn nlink(&self, name: &OsStr) -> Result<Option<u64>> {
+        match nix::sys::stat::fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st.st_nlink)),
+            Err(nix::Error::ENOENT) => Ok(None),
+            Err(e) => Err(Error::nix("stat", self.child_path(name), e)),
+        }
+    }
+
     pub fn unlink(&self, name: &OsStr) -> Result<()> {
         match nix::unistd::unlinkat(
             self.fd.as_fd(),

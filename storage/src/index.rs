@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use nix::fcntl::OFlag;
 
@@ -36,6 +36,9 @@ pub struct IndexFile {
     /// Set by an in-place record write, cleared by the next header write,
     /// which then stamps `inplace_modseq` (so no writer can forget to).
     inplace_dirty: Arc<AtomicBool>,
+    /// Newest generation whose append range this handle has checked (or
+    /// written itself): the check runs once per commit, not per lock.
+    checked_generation: Arc<AtomicU64>,
 }
 
 /// Which slot a header was read from, and what the other slot held.
@@ -47,6 +50,10 @@ pub struct HeaderRead {
     pub other: std::result::Result<Header, crate::format::SlotError>,
     /// The writer mark was set (see [`WRITER_MARK_OFFSET`]).
     pub writer_mark: bool,
+    /// A newer slot was passed over because the records its commit
+    /// appended are not on disk (a crash during that commit's fsync):
+    /// absolute offset of the first bad record byte, and why.
+    pub torn: Option<(u64, String)>,
 }
 
 impl HeaderRead {
@@ -70,6 +77,7 @@ impl IndexFile {
             file: Arc::new(file),
             path,
             inplace_dirty: Arc::new(AtomicBool::new(false)),
+            checked_generation: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -79,6 +87,7 @@ impl IndexFile {
             file,
             path,
             inplace_dirty: Arc::new(AtomicBool::new(false)),
+            checked_generation: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -120,7 +129,7 @@ impl IndexFile {
         let idx = IndexFile::new(file, dir.child_path(fsutil::os(name.as_bytes())));
         let mut prefix = vec![0u8; RECORDS_OFFSET as usize];
         let slot = SLOT_OFFSETS[header.slot()] as usize;
-        prefix[slot..slot + HEADER_SIZE].copy_from_slice(&header.encode());
+        prefix[slot..slot + HEADER_SIZE].copy_from_slice(&header.without_append().encode());
         fsutil::write_all_at(&idx.file, &prefix, 0, &idx.path)?;
         idx.write_records(0, records)?;
         if durability == Durability::Full {
@@ -131,8 +140,96 @@ impl IndexFile {
 
     /// Reads both header slots and returns the valid one with the higher
     /// generation. A slot whose generation has the wrong parity for its
-    /// position is treated as invalid.
+    /// position is treated as invalid. A newest slot whose appended
+    /// records did not reach the disk (see [`Self::append_range_intact`])
+    /// is passed over for the older one: an append makes records and
+    /// header durable with one fsync, so after a crash during it the disk
+    /// may hold the header without the records. That commit was never
+    /// acknowledged; the older generation is the committed state.
     pub fn read_header_detail(&self) -> Result<HeaderRead> {
+        let read = self.read_slots()?;
+        let h = &read.header;
+        if h.append_from >= h.num_records
+            || self.checked_generation.load(Ordering::Relaxed) == h.generation
+        {
+            return Ok(read);
+        }
+        match self.append_range_intact(h)? {
+            None => {
+                self.checked_generation
+                    .store(h.generation, Ordering::Relaxed);
+                Ok(read)
+            }
+            Some((offset, why)) => match read.other {
+                Ok(older) if older.generation < h.generation => {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        generation = h.generation,
+                        offset,
+                        "newest commit is incomplete on disk ({why}); using generation {}",
+                        older.generation
+                    );
+                    Ok(HeaderRead {
+                        header: older,
+                        slot: 1 - read.slot,
+                        other: Ok(read.header),
+                        writer_mark: read.writer_mark,
+                        torn: Some((offset, why)),
+                    })
+                }
+                _ => Err(Error::corrupt(
+                    &self.path,
+                    offset,
+                    format!(
+                        "the records of the newest commit (generation {}) are damaged ({why}) and the other header slot is not usable",
+                        h.generation
+                    ),
+                )),
+            },
+        }
+    }
+
+    /// Whether the records `h` says its commit appended are on disk as
+    /// written. `None` when they are; otherwise the absolute offset of the
+    /// first bad byte and why. Records a later in-place writer changed
+    /// (MODSEQ above `h.highestmodseq`) no longer match the commit's CRC,
+    /// but prove the commit complete: that writer only ran after the
+    /// commit's fsync had returned.
+    pub fn append_range_intact(&self, h: &Header) -> Result<Option<(u64, String)>> {
+        let count = (h.num_records - h.append_from) as usize;
+        let start = Header::record_offset(h.append_from);
+        let mut buf = vec![0u8; count * RECORD_SIZE];
+        let n = fsutil::read_at_most(&self.file, &mut buf, start, &self.path)?;
+        if n < buf.len() {
+            return Ok(Some((
+                start + n as u64,
+                format!(
+                    "file ends inside record {}",
+                    h.append_from as usize + n / RECORD_SIZE
+                ),
+            )));
+        }
+        if Header::append_crc_of(&buf) == h.append_crc {
+            return Ok(None);
+        }
+        let mut first_bad = None;
+        for (i, chunk) in buf.chunks_exact(RECORD_SIZE).enumerate() {
+            match Record::decode(chunk) {
+                Ok(r) if r.modseq > h.highestmodseq => return Ok(None),
+                Ok(_) => {}
+                Err(e) => {
+                    first_bad.get_or_insert((i * RECORD_SIZE + e.offset, e.what));
+                }
+            }
+        }
+        let (rel, why) = first_bad.unwrap_or((
+            0,
+            "appended records differ from what the commit wrote".to_string(),
+        ));
+        Ok(Some((start + rel as u64, why)))
+    }
+
+    fn read_slots(&self) -> Result<HeaderRead> {
         let mut buf = vec![0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE];
         let n = fsutil::read_at_most(&self.file, &mut buf, 0, &self.path)?;
         let decode = |slot: usize| {
@@ -161,6 +258,7 @@ impl IndexFile {
                         slot: 0,
                         other: Ok(b),
                         writer_mark,
+                        torn: None,
                     })
                 } else {
                     Ok(HeaderRead {
@@ -168,6 +266,7 @@ impl IndexFile {
                         slot: 1,
                         other: Ok(a),
                         writer_mark,
+                        torn: None,
                     })
                 }
             }
@@ -176,12 +275,14 @@ impl IndexFile {
                 slot: 0,
                 other: Err(e),
                 writer_mark,
+                torn: None,
             }),
             (Err(e), Ok(b)) => Ok(HeaderRead {
                 header: b,
                 slot: 1,
                 other: Err(e),
                 writer_mark,
+                torn: None,
             }),
             (Err(ea), Err(eb)) => Err(Error::corrupt(
                 &self.path,
@@ -262,8 +363,30 @@ impl IndexFile {
         )
     }
 
-    /// Writes `h` into the slot its generation selects.
+    /// Writes records `start..` appended by a commit; returns the CRC32
+    /// of the bytes written, for the header's `append_crc`.
+    pub fn write_appended(&self, start: u32, records: &[Record]) -> Result<u32> {
+        let mut buf = Vec::with_capacity(records.len() * RECORD_SIZE);
+        for r in records {
+            buf.extend_from_slice(&r.encode());
+        }
+        fsutil::write_all_at(&self.file, &buf, Header::record_offset(start), &self.path)?;
+        Ok(Header::append_crc_of(&buf))
+    }
+
+    /// Writes the header of an append commit, whose `append_from` and
+    /// `append_crc` describe the records [`Self::write_appended`] wrote.
+    pub fn write_append_header(&self, h: &Header) -> Result<()> {
+        fsutil::write_all_at(&self.file, &h.encode(), SLOT_OFFSETS[h.slot()], &self.path)?;
+        self.checked_generation
+            .store(h.generation, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes `h` into the slot its generation selects, with an empty
+    /// append range: every commit but an append's.
     pub fn write_header(&self, h: &Header) -> Result<()> {
+        let h = &h.without_append();
         if self.inplace_dirty.swap(false, Ordering::Relaxed) {
             let mut stamped = h.clone();
             stamped.inplace_modseq = h.highestmodseq.max(h.inplace_modseq);

@@ -18,6 +18,7 @@ pub mod meta;
 pub mod names;
 pub mod recovery;
 pub mod session;
+pub mod stage;
 pub mod store;
 pub mod transfer;
 pub mod verify;

@@ -419,10 +419,14 @@ impl Mailbox {
             };
             let path = self.stage.child_path(os);
             // The staged file's own lock says "a live writer owns me".
+            // Settling and recovery probe unowned files by locking them
+            // for a moment; wait for such a prober rather than give up the
+            // name (a settle would leave the file behind, it only drops
+            // names of linked files).
             let locked = crate::lock::lock(
                 std::os::fd::AsFd::as_fd(&file),
                 LockKind::Exclusive,
-                Duration::ZERO,
+                self.lock_timeout,
                 &path,
             );
             let linked = file
@@ -502,8 +506,8 @@ impl Mailbox {
         Ok(self.commit(vec![staged])?[0])
     }
 
-    /// Makes staged messages visible, all in one commit: one lock, one
-    /// directory fsync and two index fsyncs for the whole batch.
+    /// Makes staged messages visible, all in one commit: one lock and one
+    /// index fsync for the whole batch (PROTOCOL.md §3).
     pub fn commit(&mut self, mut staged: Vec<StagedMessage>) -> Result<Vec<u32>> {
         if staged.is_empty() {
             return Ok(Vec::new());
@@ -538,8 +542,10 @@ impl Mailbox {
                 let uid = new.last_uid + 1;
                 let target = message_file_name(uid);
                 // A file already at `target` is debris of a crashed commit
-                // (never referenced by a header); rename replaces it.
-                self.stage.rename(
+                // (never referenced by a header); the link replaces it.
+                // The staged name stays until a later directory fsync
+                // (stage.rs): it is this message's durable name till then.
+                self.stage.link_replacing(
                     fsutil::os(s.name.as_bytes()),
                     &self.dir,
                     fsutil::os(target.as_bytes()),
@@ -567,23 +573,19 @@ impl Mailbox {
                 });
                 new.count_appended(records.last().expect("just pushed"));
             }
-            fault::point("append.after_rename")?;
-            if self.durability == Durability::Full {
-                self.dir.fsync()?;
-            }
-            fault::point("append.after_dir_fsync")?;
-            self.index.write_records(old.num_records, &records)?;
+            fault::point("append.after_link")?;
+            new.append_crc = self.index.write_appended(old.num_records, &records)?;
             fault::point("append.after_records")?;
-            if self.durability == Durability::Full {
-                self.index.sync()?;
-            }
-            fault::point("append.after_records_fsync")?;
             new.generation = old.generation + 1;
+            new.append_from = old.num_records;
             new.num_records = old.num_records + records.len() as u32;
             new.highestmodseq = modseq;
             new.last_append = now;
-            self.index.write_header(&new)?;
+            self.index.write_append_header(&new)?;
             fault::point("append.after_header")?;
+            // One fsync for records and header: if only the header reaches
+            // the disk, readers see its append range fail and use the
+            // previous generation (index.rs), so no separate records fsync.
             if self.durability == Durability::Full {
                 self.index.sync()?;
             }
@@ -599,10 +601,31 @@ impl Mailbox {
                 for s in staged.iter_mut() {
                     s.committed = true;
                 }
+                // Closing the staged files releases their locks, so the
+                // settle below can judge them.
+                drop(staged);
+                if old.last_uid / crate::stage::SETTLE_EVERY
+                    != new.last_uid / crate::stage::SETTLE_EVERY
+                    && let Err(e) = crate::stage::settle(
+                        &self.dir,
+                        &self.stage,
+                        self.durability == Durability::Full,
+                    )
+                {
+                    // Committed already; the next settle or recovery
+                    // finishes this one.
+                    tracing::warn!(path = %self.index.path.display(), error = %e, "settling .stage failed");
+                }
                 Ok(records.iter().map(|r| r.uid).collect())
             }
             Err(e) => {
-                self.discard_placed_unless_committed(old.generation, &placed);
+                if self.discard_placed_unless_committed(old.generation, &placed) {
+                    // The header is in the file although the fsync failed:
+                    // keep the staged names, they may be the durable ones.
+                    for s in staged.iter_mut() {
+                        s.committed = true;
+                    }
+                }
                 drop(guard);
                 Err(e)
             }
@@ -629,7 +652,12 @@ impl Mailbox {
     /// After a failed commit that renamed `placed` message files into the
     /// mailbox: nothing references them unless the new header reached the
     /// file, and only then may they stay.
-    pub(crate) fn discard_placed_unless_committed(&self, old_generation: u64, placed: &[String]) {
+    /// Returns whether the commit's header reached the file.
+    pub(crate) fn discard_placed_unless_committed(
+        &self,
+        old_generation: u64,
+        placed: &[String],
+    ) -> bool {
         let committed = self
             .index
             .read_header()
@@ -640,6 +668,7 @@ impl Mailbox {
                 let _ = self.dir.unlink(fsutil::os(p.as_bytes()));
             }
         }
+        committed
     }
 
     /// Adds unknown keyword names to the table; true if it changed.
@@ -664,6 +693,13 @@ impl Mailbox {
 
     /// Opens a message's bytes for reading.
     pub fn open_message(&self, uid: u32) -> Result<File> {
+        match self.open_message_file(uid) {
+            Err(Error::Expunged(_)) if self.restore_from_stage(uid)? => self.open_message_file(uid),
+            r => r,
+        }
+    }
+
+    fn open_message_file(&self, uid: u32) -> Result<File> {
         let name = message_file_name(uid);
         match self
             .dir
@@ -674,6 +710,41 @@ impl Mailbox {
             }
             r => r,
         }
+    }
+
+    /// A missing message file after a power loss may be a committed
+    /// message whose `UID.` name did not reach the disk (stage.rs); its
+    /// staged name then has one link and no owner. Only when such a file
+    /// exists is the exclusive lock taken to restore it. Returns whether
+    /// `uid` is back.
+    fn restore_from_stage(&self, uid: u32) -> Result<bool> {
+        let single = self
+            .stage
+            .entries()?
+            .iter()
+            .any(|(n, _)| matches!(self.stage.nlink(fsutil::os(n)), Ok(Some(1))));
+        if !single {
+            return Ok(false);
+        }
+        let guard = LockGuard::acquire(
+            self.index.file.clone(),
+            LockKind::Exclusive,
+            self.lock_timeout,
+            &self.index.path,
+        )?;
+        let h = self.index.read_header()?;
+        if h.is_superseded() || h.is_deleted() {
+            return Ok(false);
+        }
+        let records = self.index.read_records(0, h.num_records)?;
+        let tidy = crate::stage::tidy(
+            &self.dir,
+            &self.stage,
+            &records,
+            self.durability == Durability::Full,
+        )?;
+        drop(guard);
+        Ok(tidy.restored.contains(&uid))
     }
 
     /// Reads a whole message into memory (small messages, tests, tools).
@@ -956,6 +1027,10 @@ impl Mailbox {
             self.dir.fsync()?;
         }
         fault::point("repack.after_rename")?;
+        // Drop staged second names first (stage.rs), so that unlinking an
+        // expunged message's `UID.` leaves no one-link staged file behind
+        // that would look like a dead writer's.
+        crate::stage::settle(&self.dir, &self.stage, self.durability == Durability::Full)?;
         for r in &gone {
             self.dir
                 .unlink(fsutil::os(message_file_name(r.uid).as_bytes()))?;
@@ -993,27 +1068,19 @@ impl Mailbox {
     fn repair_locked(&mut self, h: &Header) -> Result<RecoverOutcome> {
         let h = h.clone();
         let mut out = RecoverOutcome::default();
-        for (name, _) in self.stage.entries()? {
-            let os = fsutil::os(&name);
-            // Read-write: an exclusive OFD lock needs a writable descriptor.
-            let Ok(f) = self.stage.open_file(os, OFlag::O_RDWR) else {
-                continue;
-            };
-            let path = self.stage.child_path(os);
-            if crate::lock::lock(
-                std::os::fd::AsFd::as_fd(&f),
-                LockKind::Exclusive,
-                Duration::ZERO,
-                &path,
-            )
-            .is_ok()
-            {
-                self.stage.unlink(os)?;
-                out.stage_removed += 1;
-            }
-        }
         let records = self.index.read_records(0, h.num_records)?;
         self.check_uid_order(&h, &records, 0)?;
+        // Staged files first: a committed message whose `UID.` name a
+        // crash took away is only there (stage.rs).
+        let tidy = crate::stage::tidy(
+            &self.dir,
+            &self.stage,
+            &records,
+            self.durability == Durability::Full,
+        )?;
+        out.stage_removed += tidy.removed as u32;
+        out.settled = tidy.settled as u32;
+        out.restored = tidy.restored;
         let referenced: std::collections::HashSet<u32> = records.iter().map(|r| r.uid).collect();
         for (name, _) in self.dir.entries()? {
             if let Some(uid) = parse_message_file_name(&name)
@@ -1108,8 +1175,14 @@ pub struct RepackOutcome {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoverOutcome {
+    /// Staged files of dead writers that belonged to no committed message.
     pub stage_removed: u32,
     pub uncommitted_removed: u32,
+    /// Committed messages whose `UID.` name was lost in a crash, linked
+    /// back from `.stage`.
+    pub restored: Vec<u32>,
+    /// Staged names dropped after a directory fsync (normal settling).
+    pub settled: u32,
 }
 
 /// Whether two open files are the same inode.

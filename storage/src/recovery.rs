@@ -355,6 +355,8 @@ pub fn reconstruct(
         last_append: old_header.as_ref().map_or(0, |h| h.last_append),
         // A new file: readers see a new epoch and rescan everything.
         inplace_modseq: modseq,
+        append_from: records.len() as u32,
+        append_crc: 0,
     };
     // num_records <= last_uid holds: UIDs are unique and non-zero.
     for r in records.iter().filter(|r| !r.is_expunged()) {

@@ -372,6 +372,18 @@ fn check_index(view: &RawView, rep: &mut Report) {
         .map(|hr| SLOT_OFFSETS[hr.slot])
         .unwrap_or(0);
     rep.header = header.clone();
+    if let Ok(hr) = &view.current
+        && let Some((offset, why)) = &hr.torn
+    {
+        rep.warning(
+            p,
+            Some(*offset),
+            format!(
+                "the newest header slot (offset {}) is ignored: the records its commit appended are not on disk ({why}); a crash interrupted that commit before it was acknowledged, the next write replaces it",
+                SLOT_OFFSETS[1 - hr.slot]
+            ),
+        );
+    }
     if let Some(h) = &header
         && h.is_superseded()
     {
@@ -575,7 +587,7 @@ fn check_files(dir: &Dir, view: &RawView, rep: &mut Report) -> Result<()> {
                 &path,
                 None,
                 format!(
-                    "message file missing for UID {uid} (record {} at index offset {})",
+                    "message file missing for UID {uid} (record {} at index offset {}; `idx-admin recover` restores it if a crash left it in .stage)",
                     raw.recno, raw.offset
                 ),
             );
@@ -655,8 +667,18 @@ fn check_stage(dir: &Dir, rep: &mut Report) -> Result<()> {
             &path,
         )
         .is_ok();
-        if free {
-            rep.warning(&path, None, "staged file left by a crashed writer");
+        // Two names: a committed message whose staged name waits for the
+        // next settle (PROTOCOL.md §3), normal.
+        let linked = f
+            .metadata()
+            .map(|m| std::os::unix::fs::MetadataExt::nlink(&m) >= 2)
+            .unwrap_or(false);
+        if free && !linked {
+            rep.warning(
+                &path,
+                None,
+                "staged file left by a crashed writer (or the only name of a committed message whose UID file a crash took away; `idx-admin recover` tells them apart)",
+            );
         }
     }
     Ok(())

@@ -251,16 +251,33 @@ fn delivery_racing_renames_lands_exactly_once() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut delivered = Vec::new();
     let mut renames = String::new();
-    for (role, mut c) in children {
-        while c.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!("{role} did not finish in time");
+    // Collect each child's output while it runs: a child that writes more
+    // than a pipe buffer would otherwise block on stdout forever.
+    let pids: Vec<u32> = children.iter().map(|(_, c)| c.id()).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (i, (role, c)) in children.into_iter().enumerate() {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((i, role, c.wait_with_output().unwrap()));
+        });
+    }
+    drop(tx);
+    let mut outputs = Vec::new();
+    while outputs.len() < pids.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(o) => outputs.push(o),
+            Err(_) => {
+                for pid in &pids {
+                    // SAFETY: sending a signal has no memory effects.
+                    unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+                }
+                panic!("children did not finish in time");
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
-        let out = c.wait_with_output().unwrap();
+    }
+    outputs.sort_by_key(|(i, _, _)| *i);
+    for (_, role, out) in outputs {
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),

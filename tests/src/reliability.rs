@@ -283,11 +283,16 @@ pub fn recover_and_verify(dir: &Path) -> String {
     format!("{}{}", rec.stdout.trim(), ver.stdout.trim())
 }
 
-/// Entries of the mailbox's staging directory (must be empty after recovery).
+/// Staged files that are not a committed message's second name (those
+/// have two links and wait for the next settle, PROTOCOL.md §3).
 pub fn stage_leftovers(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
     let stage = dir.join(storage::mailbox::STAGE_DIR);
     match std::fs::read_dir(&stage) {
-        Ok(rd) => rd.map(|e| e.expect("dir entry").path()).collect(),
+        Ok(rd) => rd
+            .map(|e| e.expect("dir entry").path())
+            .filter(|p| std::fs::metadata(p).map(|m| m.nlink() < 2).unwrap_or(false))
+            .collect(),
         Err(_) => Vec::new(),
     }
 }

@@ -71,7 +71,11 @@ fn fuzz_header_and_record_decode() {
         let crc = crc32(&b[..HEADER_SIZE - 4]);
         b[HEADER_SIZE - 4..].copy_from_slice(&crc.to_le_bytes());
         if let Ok(d) = Header::decode(&b) {
-            prop_assert_eq!(d.encode(), b);
+            // Version 1 headers decode too; only the current version
+            // encodes back to the same bytes.
+            if b[8..12] == storage::format::VERSION.to_le_bytes() {
+                prop_assert_eq!(d.encode(), b);
+            }
             prop_assert!(d.exists <= d.num_records && d.num_records <= d.last_uid);
         }
         let mut rb = [0u8; RECORD_SIZE];

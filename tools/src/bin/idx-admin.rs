@@ -181,12 +181,20 @@ fn run(cli: &Cli) -> Result<(), String> {
             emit(
                 cli.json,
                 json!({"mailbox": t.dir, "stage_removed": o.stage_removed,
-                    "uncommitted_removed": o.uncommitted_removed}),
+                    "uncommitted_removed": o.uncommitted_removed,
+                    "restored": o.restored, "settled": o.settled}),
                 format!(
-                    "recovered {}: {} staged/temporary files and {} uncommitted message files removed\n",
+                    "recovered {}: {} staged/temporary files and {} uncommitted message files removed, {} committed messages restored from .stage{}, {} staged names settled\n",
                     t.dir.display(),
                     o.stage_removed,
-                    o.uncommitted_removed
+                    o.uncommitted_removed,
+                    o.restored.len(),
+                    if o.restored.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (UIDs {:?})", o.restored)
+                    },
+                    o.settled
                 ),
             );
         }

@@ -99,6 +99,10 @@ pub fn sample(tmp: &Path) -> (PathBuf, PathBuf) {
         None,
     )
     .unwrap();
+    // Settle the appends' staged names (PROTOCOL.md §3), as a mailbox
+    // looks after its next settle: the damage the tests do to message
+    // files is then real loss, not something `.stage` can undo.
+    m.recover().unwrap();
     let dir = s.mailbox_path(&user(), &inbox);
     (spool, dir)
 }

@@ -1,0 +1,171 @@
+//! The staging directory `.stage/` after a commit: settling names and
+//! restoring messages whose mailbox name a crash took away.
+//!
+//! An append links each staged file to its `UID.` name and commits the
+//! index with a single fsync; it does not fsync the mailbox directory.
+//! Until some later directory fsync, the new `UID.` name may not survive
+//! a power loss, so the staged name stays: every committed message always
+//! has a durable name, `.stage/NAME` (made durable with the file's own
+//! fdatasync) or `UID.`. *Settling* fsyncs the mailbox directory once and
+//! then drops the staged names that are no longer needed; it runs every
+//! [`SETTLE_EVERY`] UIDs and in recovery. *Restoring* is the crash side:
+//! a committed record whose `UID.` file is missing gets its name back from
+//! the staged file with the same size and CRC32. See PROTOCOL.md §3.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use nix::fcntl::OFlag;
+
+use crate::error::Result;
+use crate::fault;
+use crate::format::Record;
+use crate::fsutil::{self, Dir};
+use crate::lock::LockKind;
+use crate::mailbox::message_file_name;
+
+/// An append that crosses a multiple of this many UIDs settles `.stage`:
+/// one directory fsync per this many deliveries instead of one each.
+pub const SETTLE_EVERY: u32 = 64;
+
+/// What [`tidy`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tidy {
+    /// Staged names dropped after the directory fsync made their `UID.`
+    /// names durable.
+    pub settled: usize,
+    /// Committed messages whose `UID.` name was missing and was linked
+    /// back from `.stage`.
+    pub restored: Vec<u32>,
+    /// Staged files of dead writers that belong to no committed record.
+    pub removed: usize,
+}
+
+/// A staged file nobody holds: its writer finished or died.
+struct Unowned {
+    name: Vec<u8>,
+    file: std::fs::File,
+    nlink: u64,
+}
+
+/// Staged files no live process holds. A live writer (append or copy)
+/// holds an exclusive OFD lock on its staged file from before it has a
+/// name until it is dropped, so a file we can lock is ours to judge. The
+/// lock is kept (on the returned descriptor) while we judge it.
+fn unowned(stage: &Dir) -> Result<Vec<Unowned>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for (name, _) in stage.entries()? {
+        let os = fsutil::os(&name);
+        // Read-write: an exclusive OFD lock needs a writable descriptor.
+        let Ok(file) = stage.open_file(os, OFlag::O_RDWR) else {
+            continue;
+        };
+        let path = stage.child_path(os);
+        if crate::lock::lock(file.as_fd(), LockKind::Exclusive, Duration::ZERO, &path).is_err() {
+            continue;
+        }
+        let Ok(meta) = file.metadata() else { continue };
+        if meta.nlink() == 0 {
+            continue; // unlinked by someone else meanwhile
+        }
+        out.push(Unowned {
+            name,
+            file,
+            nlink: meta.nlink(),
+        });
+    }
+    Ok(out)
+}
+
+/// Fsyncs the mailbox directory, then drops the staged names of files
+/// that also have a name elsewhere (a committed `UID.`, or a dead COPY's
+/// link to its source). No lock needed: a name is only dropped after the
+/// fsync that made the other name durable, and the other name existed
+/// before the fsync (we saw the link count first).
+pub fn settle(dir: &Dir, stage: &Dir, durable: bool) -> Result<usize> {
+    let linked: Vec<Unowned> = unowned(stage)?
+        .into_iter()
+        .filter(|u| u.nlink >= 2)
+        .collect();
+    drop_names(dir, stage, &linked, durable)
+}
+
+fn drop_names(dir: &Dir, stage: &Dir, names: &[Unowned], durable: bool) -> Result<usize> {
+    if names.is_empty() {
+        return Ok(0);
+    }
+    if durable {
+        dir.fsync()?;
+    }
+    fault::point("settle.after_dir_fsync")?;
+    for u in names {
+        stage.unlink(fsutil::os(&u.name))?;
+    }
+    Ok(names.len())
+}
+
+/// Recovery, under the mailbox's exclusive lock with `records` the
+/// committed records: restores missing `UID.` names of live records from
+/// unowned staged files with the same size and CRC32, removes unowned
+/// staged files that match nothing (a dead writer's uncommitted message),
+/// then settles.
+pub fn tidy(dir: &Dir, stage: &Dir, records: &[Record], durable: bool) -> Result<Tidy> {
+    let mut out = Tidy::default();
+    let all = unowned(stage)?;
+    let (linked, single): (Vec<Unowned>, Vec<Unowned>) =
+        all.into_iter().partition(|u| u.nlink >= 2);
+    let mut settle_now = linked;
+    if !single.is_empty() {
+        // Records a staged file could belong to: same size, file missing.
+        let sizes: HashMap<u64, ()> = single
+            .iter()
+            .filter_map(|u| u.file.metadata().ok().map(|m| (m.len(), ())))
+            .collect();
+        let mut missing: Vec<&Record> = Vec::new();
+        for r in records
+            .iter()
+            .filter(|r| !r.is_expunged() && sizes.contains_key(&r.size))
+        {
+            let name = message_file_name(r.uid);
+            if dir.nlink(fsutil::os(name.as_bytes()))?.is_none() {
+                missing.push(r);
+            }
+        }
+        for u in single {
+            let path = stage.child_path(fsutil::os(&u.name));
+            let len = u.file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+            let mut matched = None;
+            // An empty file may be a live writer's just-created one that
+            // our probe locked before it could; never take it for a
+            // message (an empty message needs no stage file to restore).
+            if len > 0 && missing.iter().any(|r| r.size == len) {
+                let crc = crate::verify::crc_of_file(&u.file, &path)?;
+                matched = missing
+                    .iter()
+                    .position(|r| r.size == len && r.message_crc == crc);
+            }
+            match matched {
+                Some(i) => {
+                    let r = missing.swap_remove(i);
+                    let name = message_file_name(r.uid);
+                    stage.link_replacing(fsutil::os(&u.name), dir, fsutil::os(name.as_bytes()))?;
+                    tracing::warn!(
+                        path = %dir.child_path(fsutil::os(name.as_bytes())).display(),
+                        uid = r.uid,
+                        "restored a committed message from .stage (its name was lost in a crash)"
+                    );
+                    out.restored.push(r.uid);
+                    settle_now.push(u);
+                }
+                None => {
+                    stage.unlink(fsutil::os(&u.name))?;
+                    out.removed += 1;
+                }
+            }
+        }
+    }
+    out.settled = drop_names(dir, stage, &settle_now, durable)?;
+    Ok(out)
+}
