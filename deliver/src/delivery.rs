@@ -6,8 +6,10 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use storage::config::Config;
+use storage::dedup::Key;
 use storage::{AppendOptions, Error, Flags, MailboxName, StagedMessage, Store, UserName};
 
+use crate::group::{Stored, Submission, commit_batch};
 use crate::input::{BadInput, Normalizer};
 use crate::status::{EX_CANTCREAT, EX_DATAERR, Failure, from_storage};
 
@@ -21,6 +23,8 @@ pub struct Settings {
     pub max_size: Option<u64>,
     pub flags: Flags,
     pub keywords: Vec<String>,
+    /// Duplicate suppression window in seconds; 0 = off.
+    pub dedup_window: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,7 +36,8 @@ pub struct Target {
 /// A stored message, for the log line.
 #[derive(Debug)]
 pub struct Delivered {
-    pub uid: u32,
+    /// `None`: a duplicate within the window, accepted and not stored.
+    pub uid: Option<u32>,
     pub size: u64,
     pub message_id: Option<String>,
     pub elapsed: Duration,
@@ -145,6 +150,15 @@ impl Settings {
         Ok(())
     }
 
+    /// The duplicate key of a message, when suppression is on and it has
+    /// a (non-empty) Message-ID.
+    pub fn dedup_key(&self, message_id: Option<&str>) -> Option<Key> {
+        if self.dedup_window == 0 {
+            return None;
+        }
+        message_id.and_then(Key::from_message_id)
+    }
+
     pub fn append_options(&self) -> AppendOptions {
         AppendOptions {
             flags: self.flags,
@@ -155,8 +169,9 @@ impl Settings {
     }
 
     /// One-shot delivery: streams `input` through the normalizer into the
-    /// target's staging area, checks it, commits. On any error the staged
-    /// file is dropped (removed) and nothing was committed.
+    /// target's staging area, checks it, commits (or, with duplicate
+    /// suppression on, finds it in the duplicate log and drops it). On any
+    /// error the staged file is dropped (removed) and nothing was committed.
     pub fn deliver_stream(
         &self,
         target: &Target,
@@ -186,11 +201,21 @@ impl Settings {
             .unwrap_or(0);
         self.check_quota(&target.user, staged.size)?;
         let size = staged.size;
-        let uids = mbox.commit(vec![staged]).map_err(st)?;
+        let message_id = norm.headers.message_id.take();
+        let sub = Submission {
+            staged: vec![staged],
+            key: self.dedup_key(message_id.as_deref()),
+        };
+        let stored = commit_batch(&mut mbox, self.dedup_window, vec![sub])
+            .pop()
+            .expect("one result per submission")?;
         Ok(Delivered {
-            uid: uids[0],
+            uid: match stored {
+                Stored::Uids(u) => Some(u[0]),
+                Stored::Duplicate => None,
+            },
             size,
-            message_id: norm.headers.message_id.take(),
+            message_id,
             elapsed: start.elapsed(),
         })
     }

@@ -13,18 +13,43 @@
 //!
 //! Correctness never depends on this map: two groups for one mailbox (a
 //! pruning race) only mean two commits, serialized by the index lock.
+//!
+//! With duplicate suppression on (`--dedup-window`), the leader runs
+//! [`commit_batch`], which holds the mailbox's duplicate log lock across
+//! filtering the batch, the commit and recording the new Message-IDs: two
+//! sessions (or processes) delivering one Message-ID store it once, and so
+//! does a batch that holds it twice.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 
+use storage::dedup::{DedupLog, Key};
 use storage::{Mailbox, StagedMessage};
 
 use crate::delivery::Target;
 use crate::status::{Failure, from_storage};
 
+/// Staged copies of one message for one mailbox, with the duplicate key
+/// of its Message-ID (`None`: never suppressed).
+pub struct Submission {
+    pub staged: Vec<StagedMessage>,
+    pub key: Option<Key>,
+}
+
+/// What became of a [`Submission`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// Committed; one UID per staged copy.
+    Uids(Vec<u32>),
+    /// A duplicate within the window: accepted, not stored again.
+    Duplicate,
+}
+
 #[derive(Default)]
 pub struct GroupCommit {
     groups: Mutex<HashMap<Target, Arc<Group>>>,
+    /// Duplicate suppression window in seconds; 0 = off.
+    dedup_window: u64,
 }
 
 #[derive(Default)]
@@ -36,25 +61,33 @@ struct Group {
 #[derive(Default)]
 struct State {
     next_ticket: u64,
-    pending: Vec<(u64, Vec<StagedMessage>)>,
+    pending: Vec<(u64, Submission)>,
     busy: bool,
-    results: HashMap<u64, Result<Vec<u32>, Failure>>,
+    results: HashMap<u64, Result<Stored, Failure>>,
 }
 
 impl GroupCommit {
-    /// Commits `staged` (all for `target`, staged through `mbox`), possibly
-    /// together with other sessions' messages. Returns this call's UIDs.
+    pub fn new(dedup_window: u64) -> GroupCommit {
+        GroupCommit {
+            groups: Mutex::default(),
+            dedup_window,
+        }
+    }
+
+    /// Commits `sub` (all for `target`, staged through `mbox`), possibly
+    /// together with other sessions' messages. Returns this call's UIDs,
+    /// or that it was a suppressed duplicate.
     pub fn commit(
         &self,
         target: &Target,
         mbox: &mut Mailbox,
-        staged: Vec<StagedMessage>,
-    ) -> Result<Vec<u32>, Failure> {
+        sub: Submission,
+    ) -> Result<Stored, Failure> {
         let group = {
             let mut g = self.groups.lock().unwrap_or_else(|e| e.into_inner());
             g.entry(target.clone()).or_default().clone()
         };
-        let result = group.run(mbox, staged);
+        let result = group.run(mbox, sub, self.dedup_window);
         self.prune(target, &group);
         result
     }
@@ -73,11 +106,11 @@ impl GroupCommit {
 }
 
 impl Group {
-    fn run(&self, mbox: &mut Mailbox, staged: Vec<StagedMessage>) -> Result<Vec<u32>, Failure> {
+    fn run(&self, mbox: &mut Mailbox, sub: Submission, window: u64) -> Result<Stored, Failure> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let ticket = st.next_ticket;
         st.next_ticket += 1;
-        st.pending.push((ticket, staged));
+        st.pending.push((ticket, sub));
         loop {
             if let Some(r) = st.results.remove(&ticket) {
                 return r;
@@ -86,38 +119,25 @@ impl Group {
                 st.busy = true;
                 let batch = std::mem::take(&mut st.pending);
                 drop(st);
-                let counts: Vec<(u64, usize)> = batch.iter().map(|(t, v)| (*t, v.len())).collect();
-                let all: Vec<StagedMessage> = batch.into_iter().flat_map(|(_, v)| v).collect();
-                if counts.len() > 1 {
-                    tracing::debug!(
-                        sessions = counts.len(),
-                        messages = all.len(),
-                        "group commit"
-                    );
+                let (tickets, subs): (Vec<u64>, Vec<Submission>) = batch.into_iter().unzip();
+                if tickets.len() > 1 {
+                    tracing::debug!(sessions = tickets.len(), "group commit");
                 }
                 // A panic here must not leave followers waiting forever.
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| mbox.commit(all)))
-                    .unwrap_or_else(|_| {
-                        Err(storage::Error::Io {
-                            op: "commit",
-                            path: mbox.index_path().to_path_buf(),
-                            source: std::io::Error::other("panic during commit"),
-                        })
+                let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    commit_batch(mbox, window, subs)
+                }))
+                .unwrap_or_else(|_| {
+                    let f = from_storage(&storage::Error::Io {
+                        op: "commit",
+                        path: mbox.index_path().to_path_buf(),
+                        source: std::io::Error::other("panic during commit"),
                     });
+                    vec![Err(f); tickets.len()]
+                });
                 st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                match r {
-                    Ok(uids) => {
-                        let mut it = uids.into_iter();
-                        for (t, n) in counts {
-                            st.results.insert(t, Ok(it.by_ref().take(n).collect()));
-                        }
-                    }
-                    Err(e) => {
-                        let f = from_storage(&e);
-                        for (t, _) in counts {
-                            st.results.insert(t, Err(f.clone()));
-                        }
-                    }
+                for (t, r) in tickets.into_iter().zip(results) {
+                    st.results.insert(t, r);
                 }
                 st.busy = false;
                 self.done.notify_all();
@@ -126,4 +146,114 @@ impl Group {
             st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
         }
     }
+}
+
+/// What the duplicate filter decided for one submission.
+enum Fate {
+    /// Goes into the commit, as the next `n` staged messages.
+    Commit(usize),
+    /// Recorded in the log within the window: accepted, not stored.
+    Logged,
+    /// Same key as an earlier submission of this batch: it is stored
+    /// exactly when that one is.
+    SameAs(usize),
+}
+
+/// Commits one batch for `mbox` in one [`Mailbox::commit`]; returns one
+/// result per submission, in order. A failed commit fails every
+/// submission that depended on it, and nothing of it was committed.
+///
+/// `window > 0` turns on duplicate suppression, in this order (see
+/// `docs/PROTOCOL.md`, "Duplicate log"): exclusive lock on the mailbox's
+/// `.dedup` (lock timeout: a temporary failure for the whole batch) →
+/// drop every submission whose key is in the log within the window or
+/// appeared earlier in the batch (its staged files are removed on drop)
+/// → commit the rest → only after the commit returned Ok, record their
+/// keys → unlock. Never recorded before the commit: a key recorded for a
+/// message that was not stored would make its retry be suppressed.
+/// Submissions without a key are never suppressed, and a batch with no
+/// key does not touch the log at all.
+pub fn commit_batch(
+    mbox: &mut Mailbox,
+    window: u64,
+    batch: Vec<Submission>,
+) -> Vec<Result<Stored, Failure>> {
+    let n = batch.len();
+    if window == 0 || batch.iter().all(|s| s.key.is_none()) {
+        let counts: Vec<usize> = batch.iter().map(|s| s.staged.len()).collect();
+        let all: Vec<StagedMessage> = batch.into_iter().flat_map(|s| s.staged).collect();
+        return match mbox.commit(all) {
+            Ok(uids) => {
+                let mut it = uids.into_iter();
+                counts
+                    .into_iter()
+                    .map(|c| Ok(Stored::Uids(it.by_ref().take(c).collect())))
+                    .collect()
+            }
+            Err(e) => vec![Err(from_storage(&e)); n],
+        };
+    }
+    let mut log = match DedupLog::open(mbox) {
+        Ok(l) => l,
+        Err(e) => return vec![Err(from_storage(&e)); n],
+    };
+    let log_path = log.path().to_path_buf();
+    // Lock order: this lock, then the index lock inside the commit.
+    let mut locked = match log.lock() {
+        Ok(l) => l,
+        Err(e) => return vec![Err(from_storage(&e)); n],
+    };
+    let now = storage::fsutil::now();
+    let mut first_with: HashMap<Key, usize> = HashMap::new();
+    let mut fates = Vec::with_capacity(n);
+    let mut all = Vec::new();
+    let mut new_keys = Vec::new();
+    for (i, sub) in batch.into_iter().enumerate() {
+        let fate = match sub.key {
+            Some(k) if locked.contains(&k, now, window) => Fate::Logged,
+            Some(k) if first_with.contains_key(&k) => Fate::SameAs(first_with[&k]),
+            key => {
+                if let Some(k) = key {
+                    first_with.insert(k, i);
+                    new_keys.push(k);
+                }
+                Fate::Commit(sub.staged.len())
+            }
+        };
+        if let Fate::Commit(_) = fate {
+            all.extend(sub.staged);
+        } // else: dropped here, which removes the staged files.
+        fates.push(fate);
+    }
+    let committed = mbox.commit(all);
+    if committed.is_ok() && !new_keys.is_empty() {
+        // No fsync: a lost entry only means that a later duplicate is
+        // stored again, never that a message is lost. A failure here must
+        // not fail the delivery either: the messages are committed, and a
+        // retry would store them twice.
+        if let Err(e) = locked.record(&new_keys, now, window) {
+            tracing::warn!(
+                path = %log_path.display(),
+                "could not record delivered Message-IDs in the duplicate log: {e}"
+            );
+        }
+    }
+    drop(locked);
+    let mut uids = match committed {
+        Ok(u) => Ok(u.into_iter()),
+        Err(e) => Err(from_storage(&e)),
+    };
+    let mut out: Vec<Result<Stored, Failure>> = Vec::with_capacity(n);
+    for fate in fates {
+        let r = match fate {
+            Fate::Logged => Ok(Stored::Duplicate),
+            Fate::SameAs(i) => out[i].clone().map(|_| Stored::Duplicate),
+            Fate::Commit(c) => match &mut uids {
+                Ok(it) => Ok(Stored::Uids(it.by_ref().take(c).collect())),
+                Err(f) => Err(f.clone()),
+            },
+        };
+        out.push(r);
+    }
+    out
 }

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::delivery::{Settings, Target, address_detail, empty_failure, nul_failure};
-use crate::group::GroupCommit;
+use crate::group::{GroupCommit, Stored, Submission};
 use crate::input::Normalizer;
 use crate::status::{Failure, from_storage};
 
@@ -60,8 +60,8 @@ fn io_failure(what: &str, e: io::Error) -> Failure {
 
 pub fn serve_stdio(settings: Settings, opts: LmtpOptions) -> Result<(), Failure> {
     let ctx = Ctx {
+        group: GroupCommit::new(settings.dedup_window),
         settings,
-        group: GroupCommit::default(),
         opts,
         hostname: hostname(),
     };
@@ -76,8 +76,8 @@ pub fn serve_stdio(settings: Settings, opts: LmtpOptions) -> Result<(), Failure>
 
 pub fn serve_listen(settings: Settings, opts: LmtpOptions, addr: &str) -> Result<(), Failure> {
     let ctx = Arc::new(Ctx {
+        group: GroupCommit::new(settings.dedup_window),
         settings,
-        group: GroupCommit::default(),
         opts,
         hostname: hostname(),
     });
@@ -424,6 +424,11 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
 
     /// Stores one copy per recipient; recipients sharing a mailbox are
     /// committed together. Returns one reply per recipient, in order.
+    ///
+    /// With duplicate suppression on and a Message-ID, recipients sharing
+    /// a mailbox get one copy (the first is "delivered", the others
+    /// "duplicate"), and none if the mailbox's duplicate log already has
+    /// it; every one of them gets 250.
     fn store_all(
         &self,
         rcpts: &[Rcpt],
@@ -437,15 +442,19 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
             groups.entry(&r.target).or_default().push(i);
         }
         let mut replies = vec![String::new(); rcpts.len()];
+        let key = s.dedup_key(meta.message_id.as_deref());
         for (target, idx) in groups {
-            let result = (|| -> Result<Vec<u32>, Failure> {
-                s.check_quota(&target.user, meta.size * idx.len() as u64)?;
+            // Copies to store: one per recipient, or one in all when
+            // duplicates are suppressed.
+            let copies = if key.is_some() { 1 } else { idx.len() };
+            let result = (|| -> Result<Stored, Failure> {
+                s.check_quota(&target.user, meta.size * copies as u64)?;
                 let mut mbox = s
                     .store
                     .open_mailbox(&target.user, &target.mailbox)
                     .map_err(|e| from_storage(&e))?;
-                let mut staged = Vec::with_capacity(idx.len());
-                for _ in &idx {
+                let mut staged = Vec::with_capacity(copies);
+                for _ in 0..copies {
                     let mut opts = s.append_options();
                     opts.sent_date = meta.sent_date;
                     staged.push(
@@ -453,10 +462,26 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
                             .map_err(|e| from_storage(&e))?,
                     );
                 }
-                self.ctx.group.commit(target, &mut mbox, staged)
+                let sub = Submission { staged, key };
+                self.ctx.group.commit(target, &mut mbox, sub)
             })();
             match result {
-                Ok(uids) => {
+                Ok(Stored::Duplicate) => {
+                    tracing::info!(
+                        user = %target.user,
+                        mailbox = %target.mailbox,
+                        message_id = meta.message_id.as_deref().unwrap_or(""),
+                        recipients = idx.len(),
+                        elapsed_ms = format_args!("{:.3}", start.elapsed().as_secs_f64() * 1000.0),
+                        "duplicate suppressed"
+                    );
+                    for &i in &idx {
+                        replies[i] = duplicate_reply(&target.user);
+                    }
+                }
+                Ok(Stored::Uids(uids)) => {
+                    // With suppression on, one copy for several recipients.
+                    let copies = uids.len();
                     for (&i, uid) in idx.iter().zip(uids) {
                         tracing::info!(
                             user = %target.user,
@@ -469,6 +494,18 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
                         );
                         replies[i] = format!("250 2.0.0 delivered to {} uid {uid}", target.user);
                     }
+                    if idx.len() > copies {
+                        tracing::info!(
+                            user = %target.user,
+                            mailbox = %target.mailbox,
+                            message_id = meta.message_id.as_deref().unwrap_or(""),
+                            recipients = idx.len() - copies,
+                            "duplicate suppressed"
+                        );
+                    }
+                    for &i in &idx[copies..] {
+                        replies[i] = duplicate_reply(&target.user);
+                    }
                 }
                 Err(f) => {
                     tracing::warn!(user = %target.user, mailbox = %target.mailbox, "{}", f.line());
@@ -480,6 +517,10 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
         }
         replies
     }
+}
+
+fn duplicate_reply(user: &storage::UserName) -> String {
+    format!("250 2.0.0 duplicate for {user} suppressed, not stored again")
 }
 
 struct MessageMeta {

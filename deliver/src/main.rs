@@ -5,13 +5,28 @@
 //! ```text
 //! deliver [--spool DIR] [-d USER] [-m MAILBOX] [-f SENDER] [-a RECIPIENT]
 //!         [--flag FLAG]... [--autocreate] [--no-fallback] [--quota-hard]
-//!         [--max-size N] [--lock-timeout-ms N] < message
+//!         [--max-size N] [--lock-timeout-ms N] [--dedup-window SECONDS] < message
 //! ```
 //!
 //! The spool is `--spool`, else `$MAILSTORE_SPOOL`, else `spool` in the
 //! config file (`$MAILSTORE_CONFIG`, else `/etc/mailstore.conf`), else
 //! `./spool`. The config file also gives `quota`, `quota.USER`,
-//! `lock_timeout_ms` and `max_size` (see `storage::config`).
+//! `lock_timeout_ms`, `max_size` and `dedup_window` (see `storage::config`).
+//!
+//! # Duplicate suppression
+//!
+//! `--dedup-window SECONDS` (config `dedup_window`; 0 or absent = off, the
+//! default): a message whose Message-ID was already delivered to the same
+//! mailbox within the last SECONDS is accepted (exit 0, LMTP 250) and not
+//! stored again; the log line says `duplicate suppressed`. A message
+//! without a Message-ID is never suppressed. Each mailbox keeps its own
+//! log, `.dedup` in its directory (`storage::dedup`), locked and updated
+//! around the commit so that concurrent deliveries of one Message-ID,
+//! one-shot or LMTP, store it exactly once. The key is recorded only after
+//! the commit succeeded and without fsync, so a crash can at worst let a
+//! later duplicate through, never lose a message. Over quota is checked
+//! before the duplicate log, as in Cyrus: a duplicate is deferred like any
+//! message while the user is over quota.
 //!
 //! # Exit codes
 //!
@@ -118,6 +133,11 @@ pub struct Cli {
     /// Longest wait for a mailbox lock (default config `lock_timeout_ms`, else 30000).
     #[arg(long, value_name = "MS")]
     lock_timeout_ms: Option<u64>,
+    /// Accept a message whose Message-ID was delivered to the same mailbox
+    /// within this many seconds without storing it again (default config
+    /// `dedup_window`, else 0 = off).
+    #[arg(long, value_name = "SECONDS")]
+    dedup_window: Option<u64>,
     /// Skip every fsync. Tests and benchmarks only: a crash may lose mail.
     #[arg(long)]
     unsafe_no_fsync: bool,
@@ -318,6 +338,7 @@ fn settings(cli: &Cli) -> Result<Settings, Failure> {
         opts.lock_timeout = t;
     }
     let store = Store::open(&spool, opts).map_err(|e| status::from_storage(&e))?;
+    let dedup_window = cli.dedup_window.or(config.dedup_window).unwrap_or(0);
     Ok(Settings {
         store,
         max_size: cli.max_size.or(config.max_size),
@@ -328,6 +349,7 @@ fn settings(cli: &Cli) -> Result<Settings, Failure> {
         ignore_quota: cli.ignore_quota,
         flags,
         keywords,
+        dedup_window,
     })
 }
 
@@ -361,10 +383,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let target = settings.resolve(&user, cli.mailbox.as_deref(), detail)?;
     let stdin = std::io::stdin().lock();
     let d = settings.deliver_stream(&target, stdin, cli.sender.as_deref())?;
+    let Some(uid) = d.uid else {
+        tracing::info!(
+            user = %target.user,
+            mailbox = %target.mailbox,
+            message_id = d.message_id.as_deref().unwrap_or(""),
+            elapsed_ms = format_args!("{:.3}", d.elapsed.as_secs_f64() * 1000.0),
+            "duplicate suppressed"
+        );
+        return Ok(());
+    };
     tracing::info!(
         user = %target.user,
         mailbox = %target.mailbox,
-        uid = d.uid,
+        uid,
         size = d.size,
         message_id = d.message_id.as_deref().unwrap_or(""),
         elapsed_ms = format_args!("{:.3}", d.elapsed.as_secs_f64() * 1000.0),

@@ -372,3 +372,117 @@ fn concurrent_sessions_into_one_mailbox_share_commits() {
         fp.generation - before
     );
 }
+
+#[test]
+fn dedup_one_transaction_same_user_twice_stores_one_copy() {
+    let s = Spool::with_users(&["alice", "bob"]);
+    // One LMTP server process on stdio per transaction; returns the
+    // replies and the server's stderr.
+    let session = |rcpts: &[&str]| {
+        let mut child = s
+            .command()
+            .args(["--lmtp", "--dedup-window", "3600"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut w = child.stdin.take().unwrap();
+        let mut r = BufReader::new(child.stdout.take().unwrap());
+        let replies = conversation(&mut r, &mut w, rcpts, BODY);
+        drop(w);
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        (replies, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (replies, err) = session(&["alice@a.example", "bob@x", "alice@b.example"]);
+    let codes: Vec<&str> = replies.iter().map(|x| code(x)).collect();
+    assert_eq!(
+        codes,
+        [
+            "220", "250", "250", "250", "250", "250", "354", "250", "250", "250", "221"
+        ]
+    );
+    assert!(
+        replies[7][0].contains("delivered to alice uid 1"),
+        "{replies:?}"
+    );
+    assert!(
+        replies[8][0].contains("delivered to bob uid 1"),
+        "{replies:?}"
+    );
+    assert!(replies[9][0].contains("duplicate"), "{replies:?}");
+    assert_eq!(err.matches("duplicate suppressed").count(), 1, "{err}");
+    assert!(err.contains("message_id=\"<l1@example.org>\""), "{err}");
+    // A later transaction with the same Message-ID: 250, nothing stored.
+    let (replies, err) = session(&["alice@a.example"]);
+    let last = &replies[replies.len() - 2][0];
+    assert!(last.starts_with("250 2.0.0 duplicate"), "{replies:?}");
+    assert!(err.contains("duplicate suppressed"), "{err}");
+    assert_eq!(s.messages("alice", "INBOX"), vec![STORED.to_vec()]);
+    assert_eq!(s.messages("bob", "INBOX"), vec![STORED.to_vec()]);
+    // Without the window the same transaction stores both copies.
+    let s = Spool::with_users(&["alice"]);
+    let mut child = lmtp_stdio(&s, &[]);
+    let mut w = child.stdin.take().unwrap();
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    conversation(
+        &mut r,
+        &mut w,
+        &["alice@a.example", "alice@b.example"],
+        BODY,
+    );
+    drop(w);
+    child.wait().unwrap();
+    assert_eq!(s.messages("alice", "INBOX").len(), 2);
+}
+
+#[test]
+fn dedup_concurrent_sessions_same_message_id_store_one_copy() {
+    let s = Spool::with_users(&["alice"]);
+    let sock = s.tmp.path().join("dedup.sock");
+    let listen = format!("unix:{}", sock.display());
+    // Every commit holds the index lock for 300 ms, so the sessions
+    // pile up: in one group batch, or behind it on the duplicate log.
+    let _server = Server(
+        s.command()
+            .args(["--lmtp", "--listen", &listen, "--dedup-window", "3600"])
+            .env("MAILSTORE_TEST_FAULT", "append.after_lock=pause:300")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    connect(&sock);
+    const N: usize = 6;
+    let replies: Vec<String> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..N)
+            .map(|_| {
+                let sock = &sock;
+                sc.spawn(move || {
+                    let c = connect(sock);
+                    let mut r = BufReader::new(c.try_clone().unwrap());
+                    let mut w = c;
+                    let replies = conversation(&mut r, &mut w, &["alice@x"], BODY);
+                    replies[replies.len() - 2][0].clone()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        replies.iter().all(|r| r.starts_with("250 2.0.0 ")),
+        "{replies:?}"
+    );
+    let stored = replies.iter().filter(|r| r.contains(" uid ")).count();
+    assert_eq!(stored, 1, "{replies:?}");
+    assert_eq!(s.messages("alice", "INBOX"), vec![STORED.to_vec()]);
+    // A one-shot delivery of the same Message-ID (another process, the
+    // same log) is suppressed too.
+    let o = s.deliver(&["-d", "alice", "--dedup-window", "3600"], BODY);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(common::stderr(&o).contains("duplicate suppressed"));
+    assert_eq!(s.messages("alice", "INBOX").len(), 1);
+    common::assert_no_stray_staged(&s, "alice", "INBOX");
+}

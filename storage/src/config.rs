@@ -14,6 +14,7 @@
 //! | `quota.USER`      | limit for USER (overrides `quota`; `0` = none)   |
 //! | `lock_timeout_ms` | longest wait for a mailbox lock                  |
 //! | `max_size`        | largest message accepted, in bytes               |
+//! | `dedup_window`    | duplicate suppression window, seconds (0 = off)  |
 //!
 //! Unknown keys are kept (see [`Config::get`]) so one binary's settings do
 //! not break another's, and so a newer file works with an older binary.
@@ -60,6 +61,8 @@ pub struct Config {
     pub user_quota: BTreeMap<String, u64>,
     pub lock_timeout_ms: Option<u64>,
     pub max_size: Option<u64>,
+    /// Duplicate suppression window of `deliver` in seconds; `0` = off.
+    pub dedup_window: Option<u64>,
     /// Every key as written, including the ones parsed above.
     pub raw: BTreeMap<String, String>,
 }
@@ -129,6 +132,13 @@ impl Config {
                     )
                 }
                 "max_size" => c.max_size = Some(parse_size(value).map_err(err)?),
+                "dedup_window" => {
+                    c.dedup_window = Some(
+                        value
+                            .parse()
+                            .map_err(|_| err(format!("bad dedup_window {value:?} (seconds)")))?,
+                    )
+                }
                 _ => {
                     if let Some(user) = key.strip_prefix("quota.") {
                         if user.is_empty() {
@@ -230,7 +240,8 @@ mod tests {
     fn parses_keys_comments_and_sizes() {
         let c = parse(
             "# comment\n\nspool = /var/spool/mailstore\nquota=10M\nquota.alice = 1g\n\
-             quota.bob = 0\nlock_timeout_ms = 250\nmax_size = 512K\nimapd.port = 143\n",
+             quota.bob = 0\nlock_timeout_ms = 250\nmax_size = 512K\nimapd.port = 143\n\
+             dedup_window = 86400\n",
         )
         .unwrap();
         assert_eq!(c.spool, Some(PathBuf::from("/var/spool/mailstore")));
@@ -241,6 +252,7 @@ mod tests {
         assert_eq!(c.lock_timeout(), Some(Duration::from_millis(250)));
         assert_eq!(c.max_size, Some(512 << 10));
         assert_eq!(c.get("imapd.port"), Some("143"));
+        assert_eq!(c.dedup_window, Some(86400));
     }
 
     #[test]
@@ -252,6 +264,7 @@ mod tests {
         assert!(parse("lock_timeout_ms = -1\n").is_err());
         assert!(parse("quota. = 1\n").is_err());
         assert!(parse("spool =\n").is_err());
+        assert!(parse("dedup_window = 1d\n").is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! write ordering that every public operation here follows.
 
 pub mod config;
+pub mod dedup;
 pub mod error;
 pub mod fault;
 pub mod format;

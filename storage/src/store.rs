@@ -428,10 +428,15 @@ pub(crate) fn walk(
 }
 
 /// Removes what a deleted mailbox left in a directory that still has
-/// children: message files, staging, metadata, then the deletion mark.
+/// children: message files, staging, metadata, the duplicate log, then
+/// the deletion mark.
 fn finish_delete_in_place(dir: &Dir) -> Result<()> {
     for (name, _) in dir.entries()? {
-        if parse_message_file_name(&name).is_some() || name == b".meta" {
+        if parse_message_file_name(&name).is_some()
+            || name == b".meta"
+            || name == crate::dedup::DEDUP_NAME.as_bytes()
+            || name == crate::dedup::DEDUP_TMP_NAME.as_bytes()
+        {
             dir.unlink(fsutil::os(&name))?;
         }
     }

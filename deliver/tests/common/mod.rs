@@ -151,6 +151,18 @@ pub fn list(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Asserts that `.stage` of the mailbox holds no staged message of its
+/// own: every name there (if any) is a second link of a placed message
+/// file, never a dropped copy left behind.
+pub fn assert_no_stray_staged(s: &Spool, user: &str, mailbox: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let stage = s.mailbox_dir(user, mailbox).join(".stage");
+    for name in list(&stage) {
+        let md = std::fs::metadata(stage.join(&name)).unwrap();
+        assert!(md.nlink() > 1, "stray staged file {name}");
+    }
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
