@@ -39,7 +39,15 @@ pub struct IndexFile {
     /// Newest generation whose append range this handle has checked (or
     /// written itself): the check runs once per commit, not per lock.
     checked_generation: Arc<AtomicU64>,
+    /// File length known to be allocated and zero-filled (see
+    /// [`Self::write_appended`]); 0 until first needed.
+    allocated: Arc<AtomicU64>,
 }
+
+/// Appends grow the file in steps of this many bytes, written as zeros:
+/// later appends then overwrite allocated blocks, so their fdatasync
+/// writes the data pages only, not the inode (whose size would change).
+pub const GROW_STEP: u64 = 64 * 1024;
 
 /// Which slot a header was read from, and what the other slot held.
 #[derive(Clone, Debug)]
@@ -78,6 +86,7 @@ impl IndexFile {
             path,
             inplace_dirty: Arc::new(AtomicBool::new(false)),
             checked_generation: Arc::new(AtomicU64::new(0)),
+            allocated: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -88,6 +97,7 @@ impl IndexFile {
             path,
             inplace_dirty: Arc::new(AtomicBool::new(false)),
             checked_generation: Arc::new(AtomicU64::new(0)),
+            allocated: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -370,8 +380,31 @@ impl IndexFile {
         for r in records {
             buf.extend_from_slice(&r.encode());
         }
-        fsutil::write_all_at(&self.file, &buf, Header::record_offset(start), &self.path)?;
+        let off = Header::record_offset(start);
+        self.ensure_allocated(off + buf.len() as u64)?;
+        fsutil::write_all_at(&self.file, &buf, off, &self.path)?;
         Ok(Header::append_crc_of(&buf))
+    }
+
+    /// Makes the file at least `end` bytes long, growing it by whole
+    /// [`GROW_STEP`]s of written zeros. Zero bytes past `num_records` are
+    /// not records (a zero record fails its CRC and nothing counts it);
+    /// readers and `reconstruct` already ignore what lies past the header's
+    /// count.
+    fn ensure_allocated(&self, end: u64) -> Result<()> {
+        if self.allocated.load(Ordering::Relaxed) >= end {
+            return Ok(());
+        }
+        let len = self.file_len()?;
+        if len < end {
+            let new_len = end.div_ceil(GROW_STEP) * GROW_STEP;
+            let zeros = vec![0u8; (new_len - len) as usize];
+            fsutil::write_all_at(&self.file, &zeros, len, &self.path)?;
+            self.allocated.store(new_len, Ordering::Relaxed);
+        } else {
+            self.allocated.store(len, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Writes the header of an append commit, whose `append_from` and

@@ -186,8 +186,18 @@ impl Mailbox {
     /// crashed process left half-done (see `transfer.rs`), so no caller
     /// ever sees a moved message in both mailboxes.
     pub(crate) fn lock_current(&mut self, kind: LockKind) -> Result<(LockGuard, Header)> {
+        self.lock_current_with(kind, true)
+    }
+
+    /// [`Self::lock_current`]; `mark` false takes an exclusive lock
+    /// without the writer mark (§1 of PROTOCOL.md). Only appends do that:
+    /// a killed append leaves nothing a reader counts (records past
+    /// `num_records`, files above `last_uid`), so there is nothing to
+    /// repair, and not touching the mark keeps the commit's page writes
+    /// to the record page and one header page.
+    fn lock_current_with(&mut self, kind: LockKind, mark: bool) -> Result<(LockGuard, Header)> {
         for _ in 0..100 {
-            let (guard, h) = self.lock_index(kind)?;
+            let (guard, h) = self.lock_index_with(kind, mark)?;
             if !h.has_pending_move() {
                 return Ok((guard, h));
             }
@@ -204,6 +214,10 @@ impl Mailbox {
     /// Takes `kind` on the current index file and reads its header,
     /// following a repack's replacement if needed.
     pub(crate) fn lock_index(&mut self, kind: LockKind) -> Result<(LockGuard, Header)> {
+        self.lock_index_with(kind, true)
+    }
+
+    fn lock_index_with(&mut self, kind: LockKind, mark: bool) -> Result<(LockGuard, Header)> {
         for _ in 0..100 {
             let guard = LockGuard::acquire(
                 self.index.file.clone(),
@@ -241,9 +255,13 @@ impl Mailbox {
                     }
                     self.repair_locked(&h)?;
                     let h = self.index.read_header()?;
+                    if !mark {
+                        self.index.set_writer_mark(false)?;
+                        return Ok((guard, h));
+                    }
                     return self.mark_writer(guard, h);
                 }
-                if kind == LockKind::Exclusive {
+                if kind == LockKind::Exclusive && mark {
                     return self.mark_writer(guard, h);
                 }
                 return Ok((guard, h));
@@ -512,7 +530,7 @@ impl Mailbox {
         if staged.is_empty() {
             return Ok(Vec::new());
         }
-        let (guard, old) = self.lock_current(LockKind::Exclusive)?;
+        let (guard, old) = self.lock_current_with(LockKind::Exclusive, false)?;
         fault::point("append.after_lock")?;
         self.refresh_meta(&old)?;
         let mut new = old.clone();

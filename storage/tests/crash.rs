@@ -502,7 +502,9 @@ fn error_at_every_fault_point() {
                         after[&name][..h as usize] == bytes[..h as usize],
                         "{ctx}: .index changed"
                     );
-                    assert_eq!(h as usize, bytes.len(), "{ctx}: prefill index has a tail");
+                    // Past them: zeros the file was grown by, or records
+                    // of the failed append, which nothing counts.
+                    assert!(after[&name].len() >= bytes.len(), "{ctx}: .index shrank");
                 } else {
                     assert!(after[&name] == bytes, "{ctx}: {name} changed");
                 }
