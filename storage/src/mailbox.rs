@@ -733,15 +733,11 @@ impl Mailbox {
     /// A missing message file after a power loss may be a committed
     /// message whose `UID.` name did not reach the disk (stage.rs); its
     /// staged name then has one link and no owner. Only when such a file
-    /// exists is the exclusive lock taken to restore it. Returns whether
-    /// `uid` is back.
+    /// exists is the exclusive lock taken to restore it, so a FETCH of a
+    /// message another session expunged and repacked costs one directory
+    /// read. Returns whether `uid` is back.
     fn restore_from_stage(&self, uid: u32) -> Result<bool> {
-        let single = self
-            .stage
-            .entries()?
-            .iter()
-            .any(|(n, _)| matches!(self.stage.nlink(fsutil::os(n)), Ok(Some(1))));
-        if !single {
+        if !crate::stage::has_orphan(&self.stage)? {
             return Ok(false);
         }
         let guard = LockGuard::acquire(

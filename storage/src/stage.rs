@@ -79,6 +79,31 @@ fn unowned(stage: &Dir) -> Result<Vec<Unowned>> {
     Ok(out)
 }
 
+/// Whether `.stage` holds a non-empty file with one link that no live
+/// process holds: what a power loss leaves of a committed message whose
+/// `UID.` name was lost, or a dead writer's debris. Cheap when there is
+/// none (a directory read and one `fstatat` per name); files of live
+/// writers are probed but never counted.
+pub fn has_orphan(stage: &Dir) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    for (name, _) in stage.entries()? {
+        let os = fsutil::os(&name);
+        if stage.nlink(os)? != Some(1) {
+            continue;
+        }
+        let Ok(file) = stage.open_file(os, OFlag::O_RDWR) else {
+            continue;
+        };
+        let path = stage.child_path(os);
+        let free =
+            crate::lock::lock(file.as_fd(), LockKind::Exclusive, Duration::ZERO, &path).is_ok();
+        if free && file.metadata().is_ok_and(|m| m.nlink() == 1 && m.len() > 0) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Fsyncs the mailbox directory, then drops the staged names of files
 /// that also have a name elsewhere (a committed `UID.`, or a dead COPY's
 /// link to its source). No lock needed: a name is only dropped after the
