@@ -624,15 +624,27 @@ impl Mailbox {
                 drop(staged);
                 if old.last_uid / crate::stage::SETTLE_EVERY
                     != new.last_uid / crate::stage::SETTLE_EVERY
-                    && let Err(e) = crate::stage::settle(
+                {
+                    // Committed already: a failure here is only logged; the
+                    // next settle or recovery finishes the job.
+                    match crate::stage::settle(
                         &self.dir,
                         &self.stage,
                         self.durability == Durability::Full,
-                    )
-                {
-                    // Committed already; the next settle or recovery
-                    // finishes this one.
-                    tracing::warn!(path = %self.index.path.display(), error = %e, "settling .stage failed");
+                    ) {
+                        // Appends set no writer mark, so a killed one's
+                        // staged file is found here and cleared by the
+                        // recovery (which needs the lock and the records).
+                        Ok(s) if s.orphans => {
+                            if let Err(e) = self.recover() {
+                                tracing::warn!(path = %self.index.path.display(), error = %e, "recovery of .stage failed");
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(path = %self.index.path.display(), error = %e, "settling .stage failed");
+                        }
+                    }
                 }
                 Ok(records.iter().map(|r| r.uid).collect())
             }

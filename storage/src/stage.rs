@@ -109,12 +109,32 @@ pub fn has_orphan(stage: &Dir) -> Result<bool> {
 /// link to its source). No lock needed: a name is only dropped after the
 /// fsync that made the other name durable, and the other name existed
 /// before the fsync (we saw the link count first).
-pub fn settle(dir: &Dir, stage: &Dir, durable: bool) -> Result<usize> {
-    let linked: Vec<Unowned> = unowned(stage)?
-        .into_iter()
-        .filter(|u| u.nlink >= 2)
-        .collect();
-    drop_names(dir, stage, &linked, durable)
+pub fn settle(dir: &Dir, stage: &Dir, durable: bool) -> Result<Settled> {
+    use std::os::unix::fs::MetadataExt;
+    let (linked, single): (Vec<Unowned>, Vec<Unowned>) =
+        unowned(stage)?.into_iter().partition(|u| u.nlink >= 2);
+    // Empty ones may be a writer's file between its create and its lock.
+    let orphans = single.iter().any(|u| {
+        u.file
+            .metadata()
+            .is_ok_and(|m| m.nlink() == 1 && m.size() > 0)
+    });
+    drop(single);
+    Ok(Settled {
+        settled: drop_names(dir, stage, &linked, durable)?,
+        orphans,
+    })
+}
+
+/// What [`settle`] did and saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settled {
+    pub settled: usize,
+    /// Unowned one-link staged files with content: a dead writer's
+    /// uncommitted message, or (after a power loss) a committed message
+    /// that lost its `UID.` name. Telling them apart needs the records and
+    /// the mailbox lock: [`tidy`].
+    pub orphans: bool,
 }
 
 fn drop_names(dir: &Dir, stage: &Dir, names: &[Unowned], durable: bool) -> Result<usize> {

@@ -222,3 +222,18 @@ fn staged_names_are_settled_in_batches() {
         assert_eq!(m.read_message(uid).unwrap(), msg(uid));
     }
 }
+
+/// A killed append (no writer mark) leaves its staged file; the next
+/// settle sees it and runs the recovery, which removes it.
+#[test]
+fn dead_appenders_staged_file_is_cleared_at_the_next_settle() {
+    let (_t, s, dir) = setup(3);
+    let debris = dir.join(".stage").join("4242.1.0");
+    std::fs::write(&debris, b"Subject: killed\r\n\r\nnever committed\r\n").unwrap();
+    let mut m = open(&s);
+    for i in 4..=storage::stage::SETTLE_EVERY {
+        m.append(&msg(i)[..], AppendOptions::default()).unwrap();
+    }
+    assert!(!debris.exists(), "debris left after the settle");
+    assert!(verify_warnings(&dir).is_empty());
+}
