@@ -752,13 +752,7 @@ impl Mailbox {
         if !crate::stage::has_orphan(&self.stage)? {
             return Ok(false);
         }
-        let guard = LockGuard::acquire(
-            self.index.file.clone(),
-            LockKind::Exclusive,
-            self.lock_timeout,
-            &self.index.path,
-        )?;
-        let h = self.index.read_header()?;
+        let (guard, h) = self.lock_open_file()?;
         if h.is_superseded() || h.is_deleted() {
             return Ok(false);
         }
@@ -1141,18 +1135,25 @@ impl Mailbox {
         Ok(out)
     }
 
-    /// Undoes a replacement (repack, reconstruct) that died after marking
-    /// the old file superseded but before renaming the new one into place:
-    /// the old file's records were never touched, so clearing the mark in
-    /// a new generation restores it exactly.
-    fn roll_back_interrupted_replace(&mut self) -> Result<()> {
+    /// Exclusive lock on the index file this handle has open, as it is
+    /// (no reopen, no writer mark, no repair), and its header: for the
+    /// two callers that must look at exactly this file.
+    fn lock_open_file(&self) -> Result<(LockGuard, Header)> {
         let guard = LockGuard::acquire(
             self.index.file.clone(),
             LockKind::Exclusive,
             self.lock_timeout,
             &self.index.path,
         )?;
-        let h = self.index.read_header()?;
+        Ok((guard, self.index.read_header()?))
+    }
+
+    /// Undoes a replacement (repack, reconstruct) that died after marking
+    /// the old file superseded but before renaming the new one into place:
+    /// the old file's records were never touched, so clearing the mark in
+    /// a new generation restores it exactly.
+    fn roll_back_interrupted_replace(&mut self) -> Result<()> {
+        let (guard, h) = self.lock_open_file()?;
         let current = IndexFile::open(&self.dir)?;
         if h.is_superseded() && same_file(&current.file, &self.index.file, &self.index.path)? {
             let mut fixed = h.clone();
