@@ -184,10 +184,28 @@ fn file_size_limit() {
     let before = state(&spool);
     let (code, err) = deliver(&spool, &big, with_fsize_limit(64 * 1024));
     assert_refused_cleanly(&spool, &before, code, &err, "message over RLIMIT_FSIZE");
-    // 2. The message fits but the index cannot grow by one record.
-    let idx_len = before.0.len() as u64;
+    // 2. The message fits but the index cannot grow by one record. The
+    // index grows in 64 KiB steps of zeros (FORMAT.md §2), so first cut
+    // the zeros past the last record (a valid file: nothing counts them),
+    // making the next append need to grow the file.
+    let index = inbox_dir(&spool).join(".index");
+    let records = (before.0.len() as u64 - 8192) / 128;
+    let used = (0..records)
+        .rev()
+        .find(|r| {
+            let off = (8192 + r * 128) as usize;
+            before.0[off..off + 128].iter().any(|b| *b != 0)
+        })
+        .map_or(8192, |r| 8192 + (r + 1) * 128);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&index)
+        .unwrap()
+        .set_len(used)
+        .unwrap();
+    let before = state(&spool);
     let small = token_message("index-cannot-grow", 1);
-    let (code, err) = deliver(&spool, &small, with_fsize_limit(idx_len));
+    let (code, err) = deliver(&spool, &small, with_fsize_limit(used));
     assert_refused_cleanly(
         &spool,
         &before,
