@@ -240,6 +240,24 @@ impl Drop for Server {
     }
 }
 
+/// An LMTP server whose every commit holds the index lock for `pause_ms`
+/// (fault point `append.after_lock`), so concurrent sessions pile up.
+fn slow_commit_server(s: &Spool, args: &[&str], pause_ms: u64) -> Server {
+    Server(
+        s.command()
+            .args(args)
+            .env(
+                "MAILSTORE_TEST_FAULT",
+                format!("append.after_lock=pause:{pause_ms}"),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn connect(path: &std::path::Path) -> UnixStream {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -331,16 +349,7 @@ fn concurrent_sessions_into_one_mailbox_share_commits() {
     let listen = format!("unix:{}", sock.display());
     // Every commit holds the lock for 400 ms: sessions that finish DATA
     // meanwhile must be committed together by the next leader.
-    let _server = Server(
-        s.command()
-            .args(["--lmtp", "--listen", &listen])
-            .env("MAILSTORE_TEST_FAULT", "append.after_lock=pause:400")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _server = slow_commit_server(&s, &["--lmtp", "--listen", &listen], 400);
     connect(&sock);
     const N: usize = 8;
     let mut uids: Vec<String> = std::thread::scope(|sc| {
@@ -444,15 +453,10 @@ fn dedup_concurrent_sessions_same_message_id_store_one_copy() {
     let listen = format!("unix:{}", sock.display());
     // Every commit holds the index lock for 300 ms, so the sessions
     // pile up: in one group batch, or behind it on the duplicate log.
-    let _server = Server(
-        s.command()
-            .args(["--lmtp", "--listen", &listen, "--dedup-window", "3600"])
-            .env("MAILSTORE_TEST_FAULT", "append.after_lock=pause:300")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _server = slow_commit_server(
+        &s,
+        &["--lmtp", "--listen", &listen, "--dedup-window", "3600"],
+        300,
     );
     connect(&sock);
     const N: usize = 6;

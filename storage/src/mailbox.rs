@@ -757,12 +757,7 @@ impl Mailbox {
             return Ok(false);
         }
         let records = self.index.read_records(0, h.num_records)?;
-        let tidy = crate::stage::tidy(
-            &self.dir,
-            &self.stage,
-            &records,
-            self.durability == Durability::Full,
-        )?;
+        let tidy = self.tidy_stage(&records)?;
         drop(guard);
         Ok(tidy.restored.contains(&uid))
     }
@@ -1092,12 +1087,7 @@ impl Mailbox {
         self.check_uid_order(&h, &records, 0)?;
         // Staged files first: a committed message whose `UID.` name a
         // crash took away is only there (stage.rs).
-        let tidy = crate::stage::tidy(
-            &self.dir,
-            &self.stage,
-            &records,
-            self.durability == Durability::Full,
-        )?;
+        let tidy = self.tidy_stage(&records)?;
         out.stage_removed += tidy.removed as u32;
         out.settled = tidy.settled as u32;
         out.restored = tidy.restored;
@@ -1133,6 +1123,17 @@ impl Mailbox {
             tracing::warn!(path = %self.index.path.display(), "recounted the header after an interrupted change");
         }
         Ok(out)
+    }
+
+    /// [`crate::stage::tidy`] for this mailbox; the caller holds the
+    /// exclusive lock and passes all committed records.
+    fn tidy_stage(&self, records: &[Record]) -> Result<crate::stage::Tidy> {
+        crate::stage::tidy(
+            &self.dir,
+            &self.stage,
+            records,
+            self.durability == Durability::Full,
+        )
     }
 
     /// Exclusive lock on the index file this handle has open, as it is
