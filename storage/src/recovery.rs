@@ -202,6 +202,28 @@ pub fn reconstruct(
         }
     }
 
+    // A power loss may have taken the `UID.` name of recently delivered
+    // messages while their staged name survived (PROTOCOL.md §3): give
+    // them their names back before files are paired with records, or they
+    // would be dropped as missing.
+    // Only with a readable header: without one, a staged file that
+    // matches no surviving record is not known to be debris.
+    if old_header.is_some() {
+        let stage = dir.open_dir(fsutil::os(STAGE_DIR.as_bytes()))?;
+        let live: Vec<Record> = old_records
+            .iter()
+            .filter(|r| !r.is_expunged())
+            .cloned()
+            .collect();
+        let tidy = crate::stage::tidy(&dir, &stage, &live, durability == Durability::Full)?;
+        if !tidy.restored.is_empty() {
+            out.notes.push(format!(
+                "restored the file names of UIDs {:?} from .stage (lost in a crash)",
+                tidy.restored
+            ));
+        }
+    }
+
     let meta = match Meta::load(&dir) {
         Ok(m) => m,
         Err(e) => {

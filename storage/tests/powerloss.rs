@@ -237,3 +237,18 @@ fn dead_appenders_staged_file_is_cleared_at_the_next_settle() {
     assert!(!debris.exists(), "debris left after the settle");
     assert!(verify_warnings(&dir).is_empty());
 }
+
+/// `idx-admin reconstruct` after a power loss took a `UID.` name: the
+/// message is restored from `.stage`, not dropped as missing.
+#[test]
+fn reconstruct_restores_from_stage_before_pairing_files() {
+    let (_t, s, dir) = setup(3);
+    std::fs::remove_file(dir.join("3.")).unwrap();
+    let out =
+        storage::recovery::reconstruct(&dir, storage::Durability::Full, Duration::from_secs(5))
+            .unwrap();
+    assert!(out.dropped_missing.is_empty(), "{out:?}");
+    let m = open(&s);
+    assert_eq!(m.read_message(3).unwrap(), msg(3));
+    assert!(verify_warnings(&dir).is_empty());
+}
