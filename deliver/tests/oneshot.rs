@@ -21,12 +21,7 @@ fn refused(s: &Spool, args: &[&str], input: &[u8], code: i32, status: &str) -> S
     assert_eq!(s.fingerprint("alice", "INBOX"), before, "mailbox changed");
     // Only committed messages' second names (waiting for the next settle)
     // may be in `.stage`, never a refused message.
-    let stage = s.mailbox_dir("alice", "INBOX").join(".stage");
-    for name in &before.stage {
-        let nlink =
-            std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(stage.join(name)).unwrap());
-        assert!(nlink >= 2, "stray staged file {name}");
-    }
+    common::assert_no_stray_staged(s, "alice", "INBOX");
     stderr(&o)
 }
 

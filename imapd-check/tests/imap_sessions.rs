@@ -48,12 +48,7 @@ fn twenty_sessions_converge_to_the_index() {
                 x ^= x >> 7;
                 x ^= x << 17;
                 let snap = m.snapshot().unwrap();
-                let live: Vec<u32> = snap
-                    .records
-                    .iter()
-                    .filter(|r| !r.is_expunged())
-                    .map(|r| r.uid)
-                    .collect();
+                let live: Vec<u32> = snap.live_uids();
                 match (w, x % 4) {
                     (0, _) => {
                         n += 1;

@@ -356,11 +356,12 @@ impl IndexFile {
         if records.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::with_capacity(records.len() * RECORD_SIZE);
-        for r in records {
-            buf.extend_from_slice(&r.encode());
-        }
-        fsutil::write_all_at(&self.file, &buf, Header::record_offset(start), &self.path)
+        fsutil::write_all_at(
+            &self.file,
+            &encode_records(records),
+            Header::record_offset(start),
+            &self.path,
+        )
     }
 
     pub fn write_record(&self, recno: u32, record: &Record) -> Result<()> {
@@ -376,10 +377,7 @@ impl IndexFile {
     /// Writes records `start..` appended by a commit; returns the CRC32
     /// of the bytes written, for the header's `append_crc`.
     pub fn write_appended(&self, start: u32, records: &[Record]) -> Result<u32> {
-        let mut buf = Vec::with_capacity(records.len() * RECORD_SIZE);
-        for r in records {
-            buf.extend_from_slice(&r.encode());
-        }
+        let buf = encode_records(records);
         let off = Header::record_offset(start);
         self.ensure_allocated(off + buf.len() as u64)?;
         fsutil::write_all_at(&self.file, &buf, off, &self.path)?;
@@ -443,4 +441,13 @@ impl IndexFile {
     pub fn sync(&self) -> Result<()> {
         fsutil::fdatasync(&self.file, &self.path)
     }
+}
+
+/// Records as they lie in the file, back to back.
+fn encode_records(records: &[Record]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(records.len() * RECORD_SIZE);
+    for r in records {
+        buf.extend_from_slice(&r.encode());
+    }
+    buf
 }

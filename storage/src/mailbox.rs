@@ -122,6 +122,17 @@ pub struct Snapshot {
     pub mark: ViewMark,
 }
 
+impl Snapshot {
+    /// UIDs of the records not expunged, ascending.
+    pub fn live_uids(&self) -> Vec<u32> {
+        self.records
+            .iter()
+            .filter(|r| !r.is_expunged())
+            .map(|r| r.uid)
+            .collect()
+    }
+}
+
 #[derive(Debug)]
 pub struct Mailbox {
     name: MailboxName,

@@ -12,7 +12,7 @@
 //! a committed record whose `UID.` file is missing gets its name back from
 //! the staged file with the same size and CRC32. See PROTOCOL.md §3.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
@@ -47,17 +47,33 @@ struct Unowned {
     name: Vec<u8>,
     file: std::fs::File,
     nlink: u64,
+    len: u64,
 }
 
-/// Staged files no live process holds. A live writer (append or copy)
-/// holds an exclusive OFD lock on its staged file from before it has a
-/// name until it is dropped, so a file we can lock is ours to judge. The
-/// lock is kept (on the returned descriptor) while we judge it.
-fn unowned(stage: &Dir) -> Result<Vec<Unowned>> {
+impl Unowned {
+    /// One link and some content: a dead writer's uncommitted message,
+    /// or (after a power loss) a committed message that lost its `UID.`
+    /// name. An empty one may be a writer's file between its create and
+    /// its lock.
+    fn is_orphan(&self) -> bool {
+        self.nlink == 1 && self.len > 0
+    }
+}
+
+/// Staged files no live process holds whose link count `want` accepts.
+/// A live writer (append or copy) holds an OFD lock on its staged file
+/// from before it has a name until it is dropped, so a file we can lock
+/// exclusively is ours to judge. The lock is kept (on the returned
+/// descriptor) while we judge it. Names whose link count `want` rejects
+/// cost one `fstatat` and are never opened.
+fn unowned(stage: &Dir, want: impl Fn(u64) -> bool) -> Result<Vec<Unowned>> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     for (name, _) in stage.entries()? {
         let os = fsutil::os(&name);
+        if !stage.nlink(os)?.is_some_and(&want) {
+            continue;
+        }
         // Read-write: an exclusive OFD lock needs a writable descriptor.
         let Ok(file) = stage.open_file(os, OFlag::O_RDWR) else {
             continue;
@@ -67,41 +83,25 @@ fn unowned(stage: &Dir) -> Result<Vec<Unowned>> {
             continue;
         }
         let Ok(meta) = file.metadata() else { continue };
-        if meta.nlink() == 0 {
-            continue; // unlinked by someone else meanwhile
+        // Zero: unlinked by someone else meanwhile.
+        if meta.nlink() == 0 || !want(meta.nlink()) {
+            continue;
         }
         out.push(Unowned {
             name,
             file,
             nlink: meta.nlink(),
+            len: meta.len(),
         });
     }
     Ok(out)
 }
 
-/// Whether `.stage` holds a non-empty file with one link that no live
-/// process holds: what a power loss leaves of a committed message whose
-/// `UID.` name was lost, or a dead writer's debris. Cheap when there is
-/// none (a directory read and one `fstatat` per name); files of live
-/// writers are probed but never counted.
+/// Whether `.stage` holds an orphan ([`Unowned::is_orphan`]). Cheap when
+/// there is none: a directory read and one `fstatat` per name; files of
+/// live writers are probed but never counted.
 pub fn has_orphan(stage: &Dir) -> Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    for (name, _) in stage.entries()? {
-        let os = fsutil::os(&name);
-        if stage.nlink(os)? != Some(1) {
-            continue;
-        }
-        let Ok(file) = stage.open_file(os, OFlag::O_RDWR) else {
-            continue;
-        };
-        let path = stage.child_path(os);
-        let free =
-            crate::lock::lock(file.as_fd(), LockKind::Exclusive, Duration::ZERO, &path).is_ok();
-        if free && file.metadata().is_ok_and(|m| m.nlink() == 1 && m.len() > 0) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    Ok(unowned(stage, |n| n == 1)?.iter().any(Unowned::is_orphan))
 }
 
 /// Fsyncs the mailbox directory, then drops the staged names of files
@@ -110,15 +110,10 @@ pub fn has_orphan(stage: &Dir) -> Result<bool> {
 /// fsync that made the other name durable, and the other name existed
 /// before the fsync (we saw the link count first).
 pub fn settle(dir: &Dir, stage: &Dir, durable: bool) -> Result<Settled> {
-    use std::os::unix::fs::MetadataExt;
-    let (linked, single): (Vec<Unowned>, Vec<Unowned>) =
-        unowned(stage)?.into_iter().partition(|u| u.nlink >= 2);
-    // Empty ones may be a writer's file between its create and its lock.
-    let orphans = single.iter().any(|u| {
-        u.file
-            .metadata()
-            .is_ok_and(|m| m.nlink() == 1 && m.size() > 0)
-    });
+    let (linked, single): (Vec<Unowned>, Vec<Unowned>) = unowned(stage, |_| true)?
+        .into_iter()
+        .partition(|u| u.nlink >= 2);
+    let orphans = single.iter().any(Unowned::is_orphan);
     drop(single);
     Ok(Settled {
         settled: drop_names(dir, stage, &linked, durable)?,
@@ -130,10 +125,9 @@ pub fn settle(dir: &Dir, stage: &Dir, durable: bool) -> Result<Settled> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Settled {
     pub settled: usize,
-    /// Unowned one-link staged files with content: a dead writer's
-    /// uncommitted message, or (after a power loss) a committed message
-    /// that lost its `UID.` name. Telling them apart needs the records and
-    /// the mailbox lock: [`tidy`].
+    /// Saw an orphan ([`Unowned::is_orphan`]). Telling a dead writer's
+    /// message from a committed one needs the records and the mailbox
+    /// lock: [`tidy`].
     pub orphans: bool,
 }
 
@@ -158,20 +152,17 @@ fn drop_names(dir: &Dir, stage: &Dir, names: &[Unowned], durable: bool) -> Resul
 /// then settles.
 pub fn tidy(dir: &Dir, stage: &Dir, records: &[Record], durable: bool) -> Result<Tidy> {
     let mut out = Tidy::default();
-    let all = unowned(stage)?;
-    let (linked, single): (Vec<Unowned>, Vec<Unowned>) =
-        all.into_iter().partition(|u| u.nlink >= 2);
+    let (linked, single): (Vec<Unowned>, Vec<Unowned>) = unowned(stage, |_| true)?
+        .into_iter()
+        .partition(|u| u.nlink >= 2);
     let mut settle_now = linked;
     if !single.is_empty() {
         // Records a staged file could belong to: same size, file missing.
-        let sizes: HashMap<u64, ()> = single
-            .iter()
-            .filter_map(|u| u.file.metadata().ok().map(|m| (m.len(), ())))
-            .collect();
+        let sizes: HashSet<u64> = single.iter().map(|u| u.len).collect();
         let mut missing: Vec<&Record> = Vec::new();
         for r in records
             .iter()
-            .filter(|r| !r.is_expunged() && sizes.contains_key(&r.size))
+            .filter(|r| !r.is_expunged() && sizes.contains(&r.size))
         {
             let name = message_file_name(r.uid);
             if dir.nlink(fsutil::os(name.as_bytes()))?.is_none() {
@@ -180,16 +171,15 @@ pub fn tidy(dir: &Dir, stage: &Dir, records: &[Record], durable: bool) -> Result
         }
         for u in single {
             let path = stage.child_path(fsutil::os(&u.name));
-            let len = u.file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
             let mut matched = None;
             // An empty file may be a live writer's just-created one that
             // our probe locked before it could; never take it for a
             // message (an empty message needs no stage file to restore).
-            if len > 0 && missing.iter().any(|r| r.size == len) {
+            if u.is_orphan() && missing.iter().any(|r| r.size == u.len) {
                 let crc = crate::verify::crc_of_file(&u.file, &path)?;
                 matched = missing
                     .iter()
-                    .position(|r| r.size == len && r.message_crc == crc);
+                    .position(|r| r.size == u.len && r.message_crc == crc);
             }
             match matched {
                 Some(i) => {

@@ -14,6 +14,15 @@ fn user() -> UserName {
     UserName::new("alice").unwrap()
 }
 
+/// A store with alice's empty INBOX, open.
+fn inbox() -> (tempfile::TempDir, Store, UserName, storage::Mailbox) {
+    let (t, s) = store();
+    let u = user();
+    s.create_mailbox(&u, &MailboxName::inbox()).unwrap();
+    let m = s.open_mailbox(&u, &MailboxName::inbox()).unwrap();
+    (t, s, u, m)
+}
+
 #[test]
 fn append_read_flag_expunge_repack() {
     let (_t, s) = store();
@@ -218,10 +227,7 @@ fn symlinked_mailbox_directory_is_refused() {
 #[test]
 fn files_and_directories_are_private() {
     use std::os::unix::fs::PermissionsExt;
-    let (_t, s) = store();
-    let u = user();
-    s.create_mailbox(&u, &MailboxName::inbox()).unwrap();
-    let mut m = s.open_mailbox(&u, &MailboxName::inbox()).unwrap();
+    let (_t, s, u, mut m) = inbox();
     m.append(&b"a\r\n\r\n"[..], AppendOptions::default())
         .unwrap();
     let dir = s.mailbox_path(&u, &MailboxName::inbox());
@@ -237,10 +243,7 @@ fn files_and_directories_are_private() {
 
 #[test]
 fn max_size_is_enforced_and_leaves_nothing() {
-    let (_t, s) = store();
-    let u = user();
-    s.create_mailbox(&u, &MailboxName::inbox()).unwrap();
-    let mut m = s.open_mailbox(&u, &MailboxName::inbox()).unwrap();
+    let (_t, s, u, mut m) = inbox();
     let big = vec![b'x'; 1000];
     let r = m.append(
         &big[..],
@@ -257,10 +260,7 @@ fn max_size_is_enforced_and_leaves_nothing() {
 
 #[test]
 fn corrupt_record_is_reported_with_offset() {
-    let (_t, s) = store();
-    let u = user();
-    s.create_mailbox(&u, &MailboxName::inbox()).unwrap();
-    let mut m = s.open_mailbox(&u, &MailboxName::inbox()).unwrap();
+    let (_t, s, u, mut m) = inbox();
     m.append(&b"a\r\n\r\n"[..], AppendOptions::default())
         .unwrap();
     let idx = s.mailbox_path(&u, &MailboxName::inbox()).join(".index");
@@ -275,10 +275,7 @@ fn corrupt_record_is_reported_with_offset() {
 
 #[test]
 fn writers_refuse_a_damaged_header_slot_readers_still_read() {
-    let (_t, s) = store();
-    let u = user();
-    s.create_mailbox(&u, &MailboxName::inbox()).unwrap();
-    let mut m = s.open_mailbox(&u, &MailboxName::inbox()).unwrap();
+    let (_t, s, u, mut m) = inbox();
     m.append(&b"a\r\n\r\n"[..], AppendOptions::default())
         .unwrap();
     m.append(&b"b\r\n\r\n"[..], AppendOptions::default())

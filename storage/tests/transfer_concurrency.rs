@@ -100,12 +100,7 @@ fn transfer_conc_child() {
             let (mut moved, mut raced) = (0, 0);
             while start.elapsed() < RUN_FOR {
                 let snap = src.snapshot().unwrap();
-                let live: Vec<u32> = snap
-                    .records
-                    .iter()
-                    .filter(|r| !r.is_expunged())
-                    .map(|r| r.uid)
-                    .collect();
+                let live: Vec<u32> = snap.live_uids();
                 if live.is_empty() {
                     std::thread::sleep(Duration::from_millis(1));
                     continue;

@@ -226,7 +226,7 @@ pub fn read_contents(spool: &Path, user: &str, mailbox: &str) -> Contents {
             .read_message(r.uid)
             .unwrap_or_else(|e| panic!("UID {} has a record but no readable file: {e}", r.uid));
         assert_eq!(bytes.len() as u64, r.size, "UID {} size", r.uid);
-        assert_eq!(crc32(&bytes), r.message_crc, "UID {} CRC", r.uid);
+        assert_eq!(crc32fast::hash(&bytes), r.message_crc, "UID {} CRC", r.uid);
         match token_of(&bytes) {
             Some(t) => out.by_token.entry(t).or_default().push(r.uid),
             None => out.untokened.push(r.uid),
@@ -235,22 +235,6 @@ pub fn read_contents(spool: &Path, user: &str, mailbox: &str) -> Contents {
     }
     assert_eq!(out.live as u32, snap.header.exists, "header exists count");
     out
-}
-
-fn crc32(b: &[u8]) -> u32 {
-    // The same CRC-32 (IEEE) the store uses, without another dependency.
-    let mut c = !0u32;
-    for &x in b {
-        c ^= x as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0xEDB8_8320
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
 }
 
 /// `idx-admin recover` then `idx-inspect verify` on a mailbox directory;
@@ -311,7 +295,7 @@ pub fn tree_snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
             "dir".to_string()
         } else {
             let bytes = std::fs::read(p).unwrap_or_default();
-            format!("file {} {:08x}", bytes.len(), crc32(&bytes))
+            format!("file {} {:08x}", bytes.len(), crc32fast::hash(&bytes))
         };
         out.insert(p.to_path_buf(), desc);
         if meta.is_dir() {

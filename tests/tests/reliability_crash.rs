@@ -149,12 +149,7 @@ fn one_op(
         }
         "store" | "meta" => {
             let snap = inbox.snapshot()?;
-            let live: Vec<u32> = snap
-                .records
-                .iter()
-                .filter(|r| !r.is_expunged())
-                .map(|r| r.uid)
-                .collect();
+            let live: Vec<u32> = snap.live_uids();
             if live.is_empty() {
                 return inbox
                     .append(

@@ -106,12 +106,7 @@ impl Client {
     /// The client's knowledge equals the index (held expunges excepted).
     pub fn assert_matches_index(&self, view: &SessionView, mbox: &mut Mailbox) {
         let snap = mbox.snapshot().unwrap();
-        let live: Vec<u32> = snap
-            .records
-            .iter()
-            .filter(|r| !r.is_expunged())
-            .map(|r| r.uid)
-            .collect();
+        let live: Vec<u32> = snap.live_uids();
         let mine: Vec<u32> = self
             .uids
             .iter()
