@@ -175,6 +175,43 @@ def lmtp_sessions(path, k, rcpt, msgs):
     return len(msgs) / elapsed
 
 
+class DiskStats:
+    """Write and flush requests of the disk under `path`, from /sys/dev/block.
+
+    Printed per cell so that a ratio can be read against how many device
+    writes and cache flushes each system needs per message. Other activity
+    on the same disk is counted too; on a quiet machine it is noise."""
+
+    def __init__(self, path):
+        st = os.stat(path)
+        self.file = f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/stat"
+        if not os.path.exists(self.file):
+            self.file = None
+
+    def read(self):
+        if not self.file:
+            return None
+        f = [int(x) for x in open(self.file).read().split()]
+        # writes completed, flushes completed (fields 5 and 16, kernel >= 5.5)
+        return (f[4], f[15] if len(f) > 15 else 0)
+
+
+def write_messages(path, msgs):
+    with open(path, "wb") as f:
+        for m in msgs:
+            f.write(b"%d\n" % len(m))
+            f.write(m)
+
+
+def load_rate(load, k, msgs_file, args):
+    """Runs the Rust load generator; returns deliveries/s."""
+    r = subprocess.run([load, "-k", str(k), "--messages", msgs_file, *args],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if r.returncode != 0:
+        raise RuntimeError(f"deliver-load failed: {r.stderr.decode(errors='replace').strip()}")
+    return json.loads(r.stdout)["rate"]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True, help="work directory (on the disk under test)")
@@ -183,9 +220,12 @@ def main():
     ap.add_argument("--lda-conf", required=True)
     ap.add_argument("--dovecot-lmtp", required=True, help="Dovecot's LMTP socket")
     ap.add_argument("-n", type=int, default=1000)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--concurrency", default="1,4")
     ap.add_argument("--json", help="write raw results here")
+    ap.add_argument("--load", help="deliver-load binary (the Rust load generator); without it the "
+                    "timed loops run in Python, whose client CPU competes with the servers")
+    ap.add_argument("--only", default="", help="comma list of cells to run: pp,lmtp (default both)")
     a = ap.parse_args()
 
     concs = [int(c) for c in a.concurrency.split(",")]
@@ -194,9 +234,18 @@ def main():
     our_sock = os.path.join(a.dir, "our-lmtp.sock")
     results = {}  # (system, mode, k) -> [rates]
 
-    def record(key, rate):
+    disk = DiskStats(a.dir)
+
+    def record(key, run):
+        before = disk.read()
+        rate = run()
+        after = disk.read()
         results.setdefault(key, []).append(rate)
-        print(f"  {key[0]:<8} {key[1]:<18} x{key[2]}: {rate:8.1f}/s", flush=True)
+        io = ""
+        if before and after:
+            n = len(msgs)
+            io = f"   {(after[0] - before[0]) / n:5.2f} writes/msg {(after[1] - before[1]) / n:5.2f} flushes/msg"
+        print(f"  {key[0]:<8} {key[1]:<18} x{key[2]}: {rate:8.1f}/s{io}", flush=True)
 
     def ours_oneshot(user, extra=()):
         return process_per_message(
@@ -217,34 +266,61 @@ def main():
                 raise SystemExit("our LMTP server did not start; see our-lmtp.log")
             time.sleep(0.05)
 
-        for rep in range(a.reps):
-            print(f"rep {rep + 1}/{a.reps}", flush=True)
-            for k in concs:
+        msgs_file = os.path.join(a.dir, "messages.bin")
+        write_messages(msgs_file, msgs)
+        only = set(filter(None, a.only.split(","))) or {"pp", "lmtp"}
+
+        def oneshot_rate(k, argv):
+            if a.load:
+                return load_rate(a.load, k, msgs_file, ["process", *argv])
+            return run_loops(k, msgs, process_per_message(argv))
+
+        def lmtp_rate(sock, k, rcpt):
+            if a.load:
+                return load_rate(a.load, k, msgs_file, ["lmtp", "--socket", sock, "--rcpt", rcpt])
+            return lmtp_sessions(sock, k, rcpt, msgs)
+
+        # Each cell runs as REPS back-to-back pairs (ours, then Dovecot's,
+        # the order swapped every pair), so that the two runs of a pair see
+        # the same machine: on a shared VM the disk's flush time drifts by
+        # 2x within minutes, which a ratio of two far-apart runs would carry.
+        def pair(rep, k, ours, theirs):
+            runs = [ours, theirs] if rep % 2 == 0 else [theirs, ours]
+            for key, run in runs:
+                record(key, run)
+
+        for k in concs:
+            for rep in range(a.reps):
+                if "pp" not in only:
+                    break
                 # One process per message. A warm-up delivery creates the
                 # mailbox first, as a real one would already exist.
                 user = f"pp{k}r{rep}"
                 ours_oneshot(user, ["--autocreate"])(msgs[0])
-                record(("deliver", "process/message", k), run_loops(k, msgs, ours_oneshot(user)))
-
+                mine = [a.deliver, "--spool", spool, "-d", user, "-f", SENDER]
                 maildir = os.path.join(a.dir, f"lda{k}r{rep}")
-                lda = process_per_message(
-                    [a.dovecot_lda, "-c", a.lda_conf, "-o", f"mail_location=maildir:{maildir}", "-f", SENDER]
-                )
-                lda(msgs[0])
-                record(("dovecot", "process/message", k), run_loops(k, msgs, lda))
-
+                lda = [a.dovecot_lda, "-c", a.lda_conf, "-o", f"mail_location=maildir:{maildir}", "-f", SENDER]
+                process_per_message(lda)(msgs[0])
+                pair(rep, k,
+                     (("deliver", "process/message", k), lambda: oneshot_rate(k, mine)),
+                     (("dovecot", "process/message", k), lambda: oneshot_rate(k, lda)))
+            for rep in range(a.reps):
+                if "lmtp" not in only:
+                    break
                 # LMTP, k sessions into one mailbox.
-                user = f"lm{k}r{rep}"
-                ours_oneshot(user, ["--autocreate"])(msgs[0])
-                record(("deliver", "LMTP", k), lmtp_sessions(our_sock, k, f"{user}@example.org", msgs))
-                lmtp_sessions(a.dovecot_lmtp, 1, f"{user}@example.org", msgs[:1])
-                record(("dovecot", "LMTP", k), lmtp_sessions(a.dovecot_lmtp, k, f"{user}@example.org", msgs))
+                rcpt = f"lm{k}r{rep}@example.org"
+                ours_oneshot(f"lm{k}r{rep}", ["--autocreate"])(msgs[0])
+                lmtp_sessions(a.dovecot_lmtp, 1, rcpt, msgs[:1])
+                pair(rep, k,
+                     (("deliver", "LMTP", k), lambda: lmtp_rate(our_sock, k, rcpt)),
+                     (("dovecot", "LMTP", k), lambda: lmtp_rate(a.dovecot_lmtp, k, rcpt)))
     finally:
         server.terminate()
         server.wait()
 
     print()
-    print(f"N = {a.n} messages of ~{len(msgs[0])} bytes per run, median of {a.reps} runs, deliveries/s [min..max]")
+    print(f"N = {a.n} messages of ~{len(msgs[0])} bytes per run, {a.reps} pairs of runs per cell; "
+          "deliveries/s, median [min..max]; ratio: median of the pairs' ratios [min..max]")
     print()
     print("| path | concurrency | deliver | Dovecot | ratio deliver/Dovecot |")
     print("|---|---|---|---|---|")
@@ -252,14 +328,18 @@ def main():
     for mode, label in [("process/message", "one process per message (deliver vs dovecot-lda)"),
                         ("LMTP", "LMTP, sessions into one mailbox")]:
         for k in concs:
+            if ("deliver", mode, k) not in results:
+                continue
             ours = results[("deliver", mode, k)]
             theirs = results[("dovecot", mode, k)]
             mo, mt = statistics.median(ours), statistics.median(theirs)
+            ratios = [o / t for o, t in zip(ours, theirs)]
             print(
                 f"| {label} | {k} | **{mo:.0f}** [{min(ours):.0f}..{max(ours):.0f}] "
-                f"| {mt:.0f} [{min(theirs):.0f}..{max(theirs):.0f}] | **{mo / mt:.2f}x** |"
+                f"| {mt:.0f} [{min(theirs):.0f}..{max(theirs):.0f}] "
+                f"| **{statistics.median(ratios):.2f}x** [{min(ratios):.2f}..{max(ratios):.2f}] |"
             )
-            summary.append({"mode": mode, "k": k, "deliver": ours, "dovecot": theirs})
+            summary.append({"mode": mode, "k": k, "deliver": ours, "dovecot": theirs, "ratios": ratios})
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"n": a.n, "reps": a.reps, "results": summary}, f, indent=1)
