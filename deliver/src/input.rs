@@ -28,7 +28,11 @@ pub enum BadInput {
     Nul,
 }
 
-const CHUNK: usize = 64 * 1024;
+/// Read size. Small enough that the buffers come from the allocator's
+/// heap rather than fresh mappings: the LMTP server builds a Normalizer
+/// per message, and a per-message mmap/munmap pair costs page faults and
+/// TLB shootdowns (measured: 13% of the server's CPU with musl's malloc).
+const CHUNK: usize = 16 * 1024;
 const FIELD_CAP: usize = 4096;
 
 pub struct Normalizer<R> {

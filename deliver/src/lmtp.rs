@@ -361,7 +361,7 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
         let mut body = Body::Mem(Vec::new());
         let mut too_large = false;
         let mut spill_error = None;
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = [0u8; 16 * 1024];
         loop {
             let n = match norm.read(&mut buf) {
                 Ok(0) => break,

@@ -495,7 +495,8 @@ impl Mailbox {
         };
         let mut hasher = crc32fast::Hasher::new();
         let mut header_end = HeaderEnd::default();
-        let mut buf = vec![0u8; 64 * 1024];
+        // 16 KiB: from the heap arena, not a fresh mapping per message.
+        let mut buf = vec![0u8; 16 * 1024];
         loop {
             let n = match src.read(&mut buf) {
                 Ok(0) => break,
