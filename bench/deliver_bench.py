@@ -1,17 +1,23 @@
 #!/usr/bin/env python3
-"""Delivery throughput: our `deliver` against Dovecot's, same disk, same messages.
+"""Delivery throughput: our `deliver` against Dovecot's and Cyrus's, same disk,
+same messages.
 
-Run by bench/deliver_bench.sh (which installs Dovecot, builds deliver, starts a
-private Dovecot LMTP server and runs this as an unprivileged user). Measures
-deliveries per second for:
+Run by bench/deliver_bench.sh (which installs Dovecot and Cyrus, builds
+deliver, starts a private Dovecot LMTP server and a private Cyrus master with
+lmtpd, and runs this as an unprivileged user). Measures deliveries per second
+for:
 
   deliver        one process per message (as Postfix's pipe/mailbox_command)
   dovecot-lda    one process per message, no daemon
+  cyrdeliver     one process per message (as Postfix's cyrus pipe), which
+                 hands the message to the private lmtpd over its unix socket
   deliver LMTP   sessions against `deliver --lmtp --listen unix:...`
   Dovecot LMTP   sessions against the private Dovecot's lmtp socket
+  Cyrus LMTP     sessions against the private Cyrus lmtpd's unix socket
 
 each with 1 and 4 concurrent loops/sessions, all into ONE mailbox per run,
 N distinct ~4 KiB messages per run, REPS runs each; prints medians and ratios.
+Cyrus is left out when --cyrus-conf is not given.
 """
 
 import argparse
@@ -196,6 +202,24 @@ class DiskStats:
         return (f[4], f[15] if len(f) > 15 else 0)
 
 
+def cyrus_message_count(mbpath, conf, user):
+    """Messages in user's Cyrus INBOX: the `UID.` files in its directory."""
+    r = subprocess.run([mbpath, "-C", conf, "-u", user],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"mbpath -u {user} exited {r.returncode}: {r.stderr.strip()}")
+    path = r.stdout.strip()
+    return sum(1 for f in os.listdir(path) if f.endswith(".") and f[:-1].isdigit())
+
+
+def rotated(rep, runs):
+    """The runs of one repetition, rotated by rep, so that over the reps every
+    system runs first, second, ... equally often (with two systems: swapped
+    every other rep)."""
+    i = rep % len(runs)
+    return runs[i:] + runs[:i]
+
+
 def write_messages(path, msgs):
     with open(path, "wb") as f:
         for m in msgs:
@@ -226,10 +250,22 @@ def main():
     ap.add_argument("--load", help="deliver-load binary (the Rust load generator); without it the "
                     "timed loops run in Python, whose client CPU competes with the servers")
     ap.add_argument("--only", default="", help="comma list of cells to run: pp,lmtp (default both)")
+    ap.add_argument("--cyrus-conf", help="the private Cyrus imapd.conf; without it Cyrus is not measured")
+    ap.add_argument("--cyrus-lmtp", help="the private Cyrus lmtpd's unix socket")
+    ap.add_argument("--cyrdeliver", default="/usr/sbin/cyrdeliver", help="Cyrus deliver (Debian's name)")
+    ap.add_argument("--cyrus-mbpath", default="/usr/lib/cyrus/bin/mbpath")
     a = ap.parse_args()
 
     concs = [int(c) for c in a.concurrency.split(",")]
+    cyrus = bool(a.cyrus_conf)
+    if cyrus and not a.cyrus_lmtp:
+        ap.error("--cyrus-conf needs --cyrus-lmtp")
     msgs = make_messages(a.n)
+    # The warm-up delivery that creates each mailbox uses a message of its
+    # own: Cyrus suppresses a second delivery of a Message-ID to the same
+    # mailbox (duplicatesuppression, on by default), so reusing msgs[0]
+    # would make one timed delivery a cheap no-op.
+    warm = make_messages(1)[0]
     spool = os.path.join(a.dir, "our-spool")
     our_sock = os.path.join(a.dir, "our-lmtp.sock")
     results = {}  # (system, mode, k) -> [rates]
@@ -246,6 +282,14 @@ def main():
             n = len(msgs)
             io = f"   {(after[0] - before[0]) / n:5.2f} writes/msg {(after[1] - before[1]) / n:5.2f} flushes/msg"
         print(f"  {key[0]:<8} {key[1]:<18} x{key[2]}: {rate:8.1f}/s{io}", flush=True)
+
+    def check_cyrus(user):
+        """Every timed delivery must have landed: the warm-up plus N. Cyrus
+        answers success for a suppressed duplicate too, so exit codes and
+        LMTP replies alone would not show a lost delivery."""
+        got = cyrus_message_count(a.cyrus_mbpath, a.cyrus_conf, user)
+        if got != a.n + 1:
+            raise RuntimeError(f"Cyrus mailbox of {user} holds {got} messages, expected {a.n + 1}")
 
     def ours_oneshot(user, extra=()):
         return process_per_message(
@@ -280,13 +324,13 @@ def main():
                 return load_rate(a.load, k, msgs_file, ["lmtp", "--socket", sock, "--rcpt", rcpt])
             return lmtp_sessions(sock, k, rcpt, msgs)
 
-        # Each cell runs as REPS back-to-back pairs (ours, then Dovecot's,
-        # the order swapped every pair), so that the two runs of a pair see
-        # the same machine: on a shared VM the disk's flush time drifts by
-        # 2x within minutes, which a ratio of two far-apart runs would carry.
-        def pair(rep, k, ours, theirs):
-            runs = [ours, theirs] if rep % 2 == 0 else [theirs, ours]
-            for key, run in runs:
+        # Each cell runs as REPS back-to-back groups (ours, Dovecot's and
+        # Cyrus's, the order rotated every group), so that the runs of a
+        # group see the same machine: on a shared VM the disk's flush time
+        # drifts by 2x within minutes, which a ratio of two far-apart runs
+        # would carry.
+        def group(rep, runs):
+            for key, run in rotated(rep, runs):
                 record(key, run)
 
         for k in concs:
@@ -296,50 +340,79 @@ def main():
                 # One process per message. A warm-up delivery creates the
                 # mailbox first, as a real one would already exist.
                 user = f"pp{k}r{rep}"
-                ours_oneshot(user, ["--autocreate"])(msgs[0])
+                ours_oneshot(user, ["--autocreate"])(warm)
                 mine = [a.deliver, "--spool", spool, "-d", user, "-f", SENDER]
                 maildir = os.path.join(a.dir, f"lda{k}r{rep}")
                 lda = [a.dovecot_lda, "-c", a.lda_conf, "-o", f"mail_location=maildir:{maildir}", "-f", SENDER]
-                process_per_message(lda)(msgs[0])
-                pair(rep, k,
-                     (("deliver", "process/message", k), lambda: oneshot_rate(k, mine)),
-                     (("dovecot", "process/message", k), lambda: oneshot_rate(k, lda)))
+                process_per_message(lda)(warm)
+                runs = [(("deliver", "process/message", k), lambda: oneshot_rate(k, mine)),
+                        (("dovecot", "process/message", k), lambda: oneshot_rate(k, lda))]
+                if cyrus:
+                    # As Postfix's cyrus pipe runs it (master.cf:
+                    # argv=deliver -e -r ${sender} -m ${extension} ${user};
+                    # no extension expands to an empty argument).
+                    cyr = [a.cyrdeliver, "-C", a.cyrus_conf, "-e", "-r", SENDER, "-m", "", user]
+                    process_per_message(cyr)(warm)  # lmtpd autocreates the INBOX
+                    runs.append((("cyrus", "process/message", k), lambda: oneshot_rate(k, cyr)))
+                group(rep, runs)
+                if cyrus:
+                    check_cyrus(user)
             for rep in range(a.reps):
                 if "lmtp" not in only:
                     break
                 # LMTP, k sessions into one mailbox.
-                rcpt = f"lm{k}r{rep}@example.org"
-                ours_oneshot(f"lm{k}r{rep}", ["--autocreate"])(msgs[0])
-                lmtp_sessions(a.dovecot_lmtp, 1, rcpt, msgs[:1])
-                pair(rep, k,
-                     (("deliver", "LMTP", k), lambda: lmtp_rate(our_sock, k, rcpt)),
-                     (("dovecot", "LMTP", k), lambda: lmtp_rate(a.dovecot_lmtp, k, rcpt)))
+                user = f"lm{k}r{rep}"
+                rcpt = f"{user}@example.org"
+                ours_oneshot(user, ["--autocreate"])(warm)
+                lmtp_sessions(a.dovecot_lmtp, 1, rcpt, [warm])
+                runs = [(("deliver", "LMTP", k), lambda: lmtp_rate(our_sock, k, rcpt)),
+                        (("dovecot", "LMTP", k), lambda: lmtp_rate(a.dovecot_lmtp, k, rcpt))]
+                if cyrus:
+                    lmtp_sessions(a.cyrus_lmtp, 1, rcpt, [warm])  # autocreates the INBOX
+                    runs.append((("cyrus", "LMTP", k), lambda: lmtp_rate(a.cyrus_lmtp, k, rcpt)))
+                group(rep, runs)
+                if cyrus:
+                    check_cyrus(user)
     finally:
         server.terminate()
         server.wait()
 
+    def rates(xs):
+        return f"{statistics.median(xs):.0f} [{min(xs):.0f}..{max(xs):.0f}]"
+
+    def ratio(rs):
+        return f"**{statistics.median(rs):.2f}x** [{min(rs):.2f}..{max(rs):.2f}]"
+
+    others = [("dovecot", "Dovecot")] + ([("cyrus", "Cyrus")] if cyrus else [])
     print()
-    print(f"N = {a.n} messages of ~{len(msgs[0])} bytes per run, {a.reps} pairs of runs per cell; "
-          "deliveries/s, median [min..max]; ratio: median of the pairs' ratios [min..max]")
+    print(f"N = {a.n} messages of ~{len(msgs[0])} bytes per run, {a.reps} "
+          f"{'triples' if cyrus else 'pairs'} of runs per cell; deliveries/s, median [min..max]; "
+          f"ratio: median of the {'triples' if cyrus else 'pairs'}' ratios [min..max]")
     print()
-    print("| path | concurrency | deliver | Dovecot | ratio deliver/Dovecot |")
-    print("|---|---|---|---|---|")
+    print("| path | concurrency | deliver | " + " | ".join(name for _, name in others) + " | "
+          + " | ".join(f"ratio deliver/{name}" for _, name in others) + " |")
+    print("|---|---|---|" + "---|" * (2 * len(others)))
+    pp_label = "one process per message (deliver vs dovecot-lda" + (", cyrdeliver)" if cyrus else ")")
     summary = []
-    for mode, label in [("process/message", "one process per message (deliver vs dovecot-lda)"),
+    for mode, label in [("process/message", pp_label),
                         ("LMTP", "LMTP, sessions into one mailbox")]:
         for k in concs:
             if ("deliver", mode, k) not in results:
                 continue
             ours = results[("deliver", mode, k)]
-            theirs = results[("dovecot", mode, k)]
-            mo, mt = statistics.median(ours), statistics.median(theirs)
-            ratios = [o / t for o, t in zip(ours, theirs)]
-            print(
-                f"| {label} | {k} | **{mo:.0f}** [{min(ours):.0f}..{max(ours):.0f}] "
-                f"| {mt:.0f} [{min(theirs):.0f}..{max(theirs):.0f}] "
-                f"| **{statistics.median(ratios):.2f}x** [{min(ratios):.2f}..{max(ratios):.2f}] |"
-            )
-            summary.append({"mode": mode, "k": k, "deliver": ours, "dovecot": theirs, "ratios": ratios})
+            row = {"mode": mode, "k": k, "deliver": ours}
+            cols, ratio_cols = [], []
+            for system, _ in others:
+                theirs = results[(system, mode, k)]
+                # Runs of one group are at the same index in both lists.
+                ratios = [o / t for o, t in zip(ours, theirs)]
+                cols.append(rates(theirs))
+                ratio_cols.append(ratio(ratios))
+                row[system] = theirs
+                row["ratios" if system == "dovecot" else f"{system}_ratios"] = ratios
+            print(f"| {label} | {k} | **{statistics.median(ours):.0f}** [{min(ours):.0f}..{max(ours):.0f}] | "
+                  + " | ".join(cols + ratio_cols) + " |")
+            summary.append(row)
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"n": a.n, "reps": a.reps, "results": summary}, f, indent=1)

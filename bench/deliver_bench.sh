@@ -1,37 +1,46 @@
 #!/usr/bin/env bash
 # Delivery benchmark: our deliver (one process per message, and LMTP) against
-# Dovecot's dovecot-lda and LMTP from Debian's packages, in one run, on the
-# same disk, with the same ~4 KiB messages. Not part of the tests.
+# Dovecot's dovecot-lda and LMTP and Cyrus's deliver and lmtpd from Debian's
+# packages, in one run, on the same disk, with the same ~4 KiB messages. Not
+# part of the tests.
 #
 # Usage (as root, Debian 12):  bash bench/deliver_bench.sh [N] [REPS]
-#   N     messages per run (default 500)      REPS  pairs of runs per cell (default 7)
+#   N     messages per run (default 500)      REPS  groups of runs per cell (default 7)
 #   BENCH_DIR=/some/dir  parent of the work directory (default /tmp; use a
 #                        directory on the disk you want to measure)
 #   BENCH_CLIENT=python  time the loops in Python instead of deliver-load
 #                        (the Rust load generator, bench/src/main.rs)
 #   BENCH_ONLY=pp|lmtp   run only the process-per-message or the LMTP cells
+#   BENCH_CYRUS=0        leave Cyrus out (default: measure it)
 #
-# It installs dovecot-core, dovecot-lmtpd and strace if missing (Debian's
-# policy-rc.d keeps the system Dovecot from starting; we run a private one),
-# builds deliver with scripts/build-release.sh (static), creates the unprivileged user `delivbench`,
-# and removes its work directory and stops its Dovecot at the end.
-# Dovecot runs at Debian's default durability, mail_fsync = optimized; ours
-# at its default (full: fsync file, directory and index).
+# It installs dovecot-core, dovecot-lmtpd, cyrus-common and strace if missing
+# (without recommends: cyrus-common recommends cyrus-imapd, which conflicts
+# with dovecot-imapd and is not needed; Debian's policy-rc.d keeps the system
+# Dovecot and Cyrus from starting; we run private ones), builds deliver with
+# scripts/build-release.sh (static), creates the unprivileged user
+# `delivbench`, and removes its work directory and stops its Dovecot and
+# Cyrus at the end. Dovecot runs at Debian's default durability,
+# mail_fsync = optimized; Cyrus at its default (lmtpd fsyncs the message,
+# cyrus.cache, the quota file, cyrus.index and deliver.db, no directory);
+# ours at its default (full: fsync file, directory and index).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-500}
 REPS=${2:-7}
 BENCH_USER=delivbench
+BENCH_CYRUS=${BENCH_CYRUS:-1}
 
 [[ $(id -u) -eq 0 ]] || { echo "run as root (installs packages, starts Dovecot)" >&2; exit 1; }
 
+packages=(dovecot-core dovecot-lmtpd strace python3)
+[[ $BENCH_CYRUS == 0 ]] || packages+=(cyrus-common)
 missing=()
-for p in dovecot-core dovecot-lmtpd strace python3; do
+for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if ((${#missing[@]})); then
     apt-get -q -o DPkg::Lock::Timeout=600 update
-    DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600 install -y "${missing[@]}"
+    DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${missing[@]}"
 fi
 id "$BENCH_USER" >/dev/null 2>&1 || useradd -r -s /usr/sbin/nologin -d /nonexistent "$BENCH_USER"
 
@@ -44,8 +53,17 @@ cargo build -q --release -p deliver-bench
 work=$(mktemp -d "${BENCH_DIR:-/tmp}/deliver-bench.XXXXXX")
 chmod 0755 "$work"
 dovecot_pid=""
+cyrus_pid=""
+cy=$work/cyrus
 cleanup() {
     if [[ -n $dovecot_pid ]]; then kill "$dovecot_pid" 2>/dev/null || true; fi
+    # Cyrus's master stops its lmtpd children on SIGTERM; wait for it so
+    # that nothing writes into the directory being removed.
+    if [[ -z $cyrus_pid && -s $cy/run/master.pid ]]; then cyrus_pid=$(cat "$cy/run/master.pid"); fi
+    if [[ -n $cyrus_pid ]]; then
+        kill "$cyrus_pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$cyrus_pid" 2>/dev/null || break; sleep 0.1; done
+    fi
     sleep 0.5
     rm -rf "$work"
 }
@@ -104,17 +122,75 @@ for _ in $(seq 100); do
 done
 dovecot_pid=$(cat "$work/dovecot-run/master.pid")
 
+# A private Cyrus: master with only lmtpd on a unix socket, run as the
+# unprivileged user (cyrus_user names it, so Cyrus does not switch to the
+# system's `cyrus`), with its own configuration directory, partition,
+# sockets and pid file under $cy; nothing of the system's Cyrus
+# (/etc/imapd.conf, /var/lib/cyrus, /var/spool/cyrus) is read or written.
+# Defaults otherwise (duplicate suppression on, twoskip databases,
+# unixhierarchysep, so user U's INBOX is user/U); lmtpd creates a missing
+# INBOX on the first delivery (autocreate_post, with autocreate_quota: 0).
+# master does not pass its -C to the programs it starts, so every cmd
+# names the configuration. Cyrus logs only to syslog.
+cyrus_args=()
+if [[ $BENCH_CYRUS != 0 ]]; then
+    [[ $cy != *[[:space:]]* ]] || { echo "the work directory $cy must not contain spaces (cyrus.conf)" >&2; exit 1; }
+    mkdir -p "$cy"/conf/{db,lock,log,msg,proc,quota,socket,user} "$cy/spool/stage." \
+        "$cy/sieve" "$cy/tmp" "$cy/run" "$cy/socket"
+    cat >"$cy/imapd.conf" <<EOF
+configdirectory: $cy/conf
+defaultpartition: default
+partition-default: $cy/spool
+lmtpsocket: $cy/socket/lmtp
+idlesocket: $cy/socket/idle
+notifysocket: $cy/socket/notify
+sievedir: $cy/sieve
+temp_path: $cy/tmp
+cyrus_user: $BENCH_USER
+autocreate_post: yes
+autocreate_quota: 0
+EOF
+    # Debian's cyrus.conf, reduced to what delivery needs.
+    cat >"$cy/cyrus.conf" <<EOF
+START {
+  recover cmd="ctl_cyrusdb -C $cy/imapd.conf -r"
+}
+SERVICES {
+  lmtpunix cmd="lmtpd -C $cy/imapd.conf" listen="$cy/socket/lmtp" prefork=0 maxchild=20
+}
+EVENTS {
+  checkpoint cmd="ctl_cyrusdb -C $cy/imapd.conf -c" period=30
+}
+EOF
+    chown -R "$BENCH_USER:" "$cy"
+    runuser -u "$BENCH_USER" -- /usr/sbin/cyrmaster -C "$cy/imapd.conf" -M "$cy/cyrus.conf" \
+        -p "$cy/run/master.pid" -L "$cy/master.log" -d
+    for _ in $(seq 100); do
+        [[ -S $cy/socket/lmtp && -s $cy/run/master.pid ]] && break
+        sleep 0.1
+    done
+    if ! [[ -S $cy/socket/lmtp && -s $cy/run/master.pid ]]; then
+        echo "Cyrus master did not start:" >&2
+        cat "$cy/master.log" >&2 || true
+        exit 1
+    fi
+    cyrus_pid=$(cat "$cy/run/master.pid")
+    cyrus_args=(--cyrus-conf "$cy/imapd.conf" --cyrus-lmtp "$cy/socket/lmtp")
+fi
+
 echo "== machine"
 echo "$(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 df -hT "$work" | tail -1
-echo "dovecot $(dovecot --version), deliver $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+cyrus_version=off
+[[ $BENCH_CYRUS == 0 ]] || cyrus_version=$(dpkg-query -W -f='${Version}' cyrus-common)
+echo "dovecot $(dovecot --version), cyrus $cyrus_version, deliver $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every number)"
 echo
 echo "== throughput (N=$N, REPS=$REPS, dir $work, client ${BENCH_CLIENT:-rust})"
 runuser -u "$BENCH_USER" -- python3 "$work/deliver_bench.py" \
     --dir "$work/data" --deliver "$work/deliver" --lda-conf "$work/lda.conf" \
     --dovecot-lmtp "$work/dovecot-lmtp.sock" -n "$N" --reps "$REPS" \
-    --only "${BENCH_ONLY:-}" ${load_args[@]+"${load_args[@]}"}
+    --only "${BENCH_ONLY:-}" ${load_args[@]+"${load_args[@]}"} ${cyrus_args[@]+"${cyrus_args[@]}"}
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
