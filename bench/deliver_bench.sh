@@ -5,13 +5,19 @@
 # part of the tests.
 #
 # Usage (as root, Debian 12):  bash bench/deliver_bench.sh [N] [REPS]
-#   N     messages per run (default 500)      REPS  groups of runs per cell (default 7)
+#   N     messages per run (default 500)      REPS  groups of runs per cell (default 6)
 #   BENCH_DIR=/some/dir  parent of the work directory (default /tmp; use a
 #                        directory on the disk you want to measure)
 #   BENCH_CLIENT=python  time the loops in Python instead of deliver-load
 #                        (the Rust load generator, bench/src/main.rs)
 #   BENCH_ONLY=pp|lmtp   run only the process-per-message or the LMTP cells
 #   BENCH_CYRUS=0        leave Cyrus out (default: measure it)
+#   BENCH_FS=ext4-journal  run on a fresh ext4 with the default journal: an
+#                        8 GiB image file on BENCH_DIR's disk (default
+#                        /var/tmp), attached with losetup --direct-io=on and
+#                        mounted for the run (docs/BENCHMARKS.md: the test
+#                        VM's root ext4 has no journal, which changes what a
+#                        flush costs)
 #
 # It installs dovecot-core, dovecot-lmtpd, cyrus-common and strace if missing
 # (without recommends: cyrus-common recommends cyrus-imapd, which conflicts
@@ -22,11 +28,12 @@
 # Cyrus at the end. Dovecot runs at Debian's default durability,
 # mail_fsync = optimized; Cyrus at its default (lmtpd fsyncs the message,
 # cyrus.cache, the quota file, cyrus.index and deliver.db, no directory);
-# ours at its default (full: fsync file, directory and index).
+# ours at its default (full: fdatasync of the staged message, then of the
+# index; PROTOCOL.md §3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-500}
-REPS=${2:-7}
+REPS=${2:-6}
 BENCH_USER=delivbench
 BENCH_CYRUS=${BENCH_CYRUS:-1}
 
@@ -50,13 +57,18 @@ bin_dir=$(bash scripts/build-release.sh)
 # servers' on a 2-CPU machine, which a Python client's does not.
 cargo build -q --release -p deliver-bench
 
-work=$(mktemp -d "${BENCH_DIR:-/tmp}/deliver-bench.XXXXXX")
-chmod 0755 "$work"
+work=""
+fs_image=""
+fs_loop=""
+fs_mount=""
 dovecot_pid=""
 cyrus_pid=""
-cy=$work/cyrus
+cy=""
 cleanup() {
-    if [[ -n $dovecot_pid ]]; then kill "$dovecot_pid" 2>/dev/null || true; fi
+    if [[ -n $dovecot_pid ]]; then
+        kill "$dovecot_pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$dovecot_pid" 2>/dev/null || break; sleep 0.1; done
+    fi
     # Cyrus's master stops its lmtpd children on SIGTERM; wait for it so
     # that nothing writes into the directory being removed.
     if [[ -z $cyrus_pid && -s $cy/run/master.pid ]]; then cyrus_pid=$(cat "$cy/run/master.pid"); fi
@@ -65,9 +77,35 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$cyrus_pid" 2>/dev/null || break; sleep 0.1; done
     fi
     sleep 0.5
-    rm -rf "$work"
+    if [[ -n $work ]]; then rm -rf "$work"; fi
+    if [[ -n $fs_mount ]]; then
+        # Servers' children may take a moment to let go of the mount.
+        for _ in $(seq 50); do umount "$fs_mount" 2>/dev/null && break; sleep 0.1; done
+        mountpoint -q "$fs_mount" && umount -l "$fs_mount"
+        rmdir "$fs_mount" || true
+    fi
+    if [[ -n $fs_loop ]]; then losetup -d "$fs_loop" || true; fi
+    if [[ -n $fs_image ]]; then rm -f "$fs_image"; fi
 }
 trap cleanup EXIT
+
+case ${BENCH_FS:-} in
+"") ;;
+ext4-journal)
+    fs_image=$(mktemp "${BENCH_DIR:-/var/tmp}/deliver-bench-fs.XXXXXX")
+    truncate -s 8G "$fs_image"
+    mkfs.ext4 -q -F "$fs_image"
+    fs_loop=$(losetup --find --show --direct-io=on "$fs_image")
+    fs_mount=$(mktemp -d /tmp/deliver-bench-mnt.XXXXXX)
+    mount "$fs_loop" "$fs_mount"
+    BENCH_DIR=$fs_mount
+    ;;
+*) echo "BENCH_FS: unknown value ${BENCH_FS} (ext4-journal)" >&2; exit 64 ;;
+esac
+
+work=$(mktemp -d "${BENCH_DIR:-/tmp}/deliver-bench.XXXXXX")
+chmod 0755 "$work"
+cy=$work/cyrus
 
 # Binaries where the unprivileged user can run them (/work may be closed).
 install -m 0755 "$bin_dir/deliver" "$work/deliver"
@@ -181,6 +219,14 @@ fi
 echo "== machine"
 echo "$(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 df -hT "$work" | tail -1
+fs_dev=$(df --output=source "$work" | tail -1)
+if [[ $(df --output=fstype "$work" | tail -1) == ext[34] ]]; then
+    if tune2fs -l "$fs_dev" 2>/dev/null | grep -q '^Filesystem features:.*has_journal'; then
+        echo "ext4 journal: yes ($(findmnt -n -o OPTIONS --target "$work"))"
+    else
+        echo "ext4 journal: NO (every flush covers only what one fsync wrote)"
+    fi
+fi
 cyrus_version=off
 [[ $BENCH_CYRUS == 0 ]] || cyrus_version=$(dpkg-query -W -f='${Version}' cyrus-common)
 echo "dovecot $(dovecot --version), cyrus $cyrus_version, deliver $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
