@@ -16,18 +16,18 @@ for:
   Cyrus LMTP     sessions against the private Cyrus lmtpd's unix socket
 
 each with 1 and 4 concurrent loops/sessions, all into ONE mailbox per run,
-N distinct ~4 KiB messages per run, REPS runs each; prints medians and ratios.
+N distinct ~4 KiB messages per run, REPS groups of back-to-back runs each;
+prints medians and ratios. Every delivery, timed or warm-up, goes through
+`deliver-load` (bench/src/main.rs); this script prepares and reports.
 Cyrus is left out when --cyrus-conf is not given.
 """
 
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 SENDER = "bench-sender@example.org"
@@ -56,129 +56,6 @@ def make_messages(n, size=4096):
             line_no += 1
         msgs.append((head + "".join(body)).encode())
     return msgs
-
-
-def split(items, k):
-    return [items[i::k] for i in range(k)]
-
-
-def run_loops(k, msgs, one):
-    """Runs `one(msg)` over msgs in k concurrent loops; returns deliveries/s."""
-    errors = []
-
-    def loop(part):
-        for m in part:
-            try:
-                one(m)
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-                return
-
-    threads = [threading.Thread(target=loop, args=(p,)) for p in split(msgs, k)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
-    if errors:
-        raise RuntimeError(f"{len(errors)} deliveries failed, first: {errors[0]}")
-    return len(msgs) / elapsed
-
-
-def process_per_message(argv):
-    def one(msg):
-        r = subprocess.run(argv, input=msg, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if r.returncode != 0:
-            raise RuntimeError(f"{argv[0]} exited {r.returncode}: {r.stderr.decode(errors='replace').strip()}")
-
-    return one
-
-
-class Lmtp:
-    """A minimal pipelining LMTP client: one session, one recipient per message."""
-
-    def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
-        self.f = self.sock.makefile("rb")
-        self.reply()
-        self.sock.sendall(b"LHLO bench.example.org\r\n")
-        self.reply()
-
-    def reply(self):
-        lines = []
-        while True:
-            line = self.f.readline()
-            if not line:
-                raise RuntimeError("LMTP server closed the connection")
-            lines.append(line)
-            if line[3:4] != b"-":
-                return int(line[:3]), b"".join(lines)
-
-    def expect(self, want, what):
-        code, text = self.reply()
-        if code != want:
-            raise RuntimeError(f"{what}: {text!r}")
-
-    def deliver(self, rcpt, data):
-        self.sock.sendall(
-            f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode()
-        )
-        self.expect(250, "MAIL")
-        self.expect(250, "RCPT")
-        self.expect(354, "DATA")
-        self.sock.sendall(data)
-        self.expect(250, "after DATA")
-
-    def close(self):
-        try:
-            self.sock.sendall(b"QUIT\r\n")
-            self.reply()
-        finally:
-            self.sock.close()
-
-
-def lmtp_payload(msg):
-    """CRLF line ends, dot-stuffed, with the terminating dot line."""
-    lines = msg.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    out = [(b"." + l if l.startswith(b".") else l) for l in lines]
-    return b"\r\n".join(out) + b"\r\n.\r\n"
-
-
-def lmtp_sessions(path, k, rcpt, msgs):
-    payloads = [lmtp_payload(m) for m in msgs]
-    errors = []
-    barrier = threading.Barrier(k + 1)
-
-    def session(part):
-        try:
-            c = Lmtp(path)
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
-            barrier.wait()
-            return
-        barrier.wait()
-        try:
-            for p in part:
-                c.deliver(rcpt, p)
-            c.close()
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
-
-    threads = [threading.Thread(target=session, args=(p,)) for p in split(payloads, k)]
-    for t in threads:
-        t.start()
-    barrier.wait()  # connections and LHLO are not timed
-    t0 = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
-    if errors:
-        raise RuntimeError(f"LMTP failed: {errors[0]}")
-    return len(msgs) / elapsed
 
 
 class DiskStats:
@@ -244,11 +121,10 @@ def main():
     ap.add_argument("--lda-conf", required=True)
     ap.add_argument("--dovecot-lmtp", required=True, help="Dovecot's LMTP socket")
     ap.add_argument("-n", type=int, default=1000)
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=6)
     ap.add_argument("--concurrency", default="1,4")
     ap.add_argument("--json", help="write raw results here")
-    ap.add_argument("--load", help="deliver-load binary (the Rust load generator); without it the "
-                    "timed loops run in Python, whose client CPU competes with the servers")
+    ap.add_argument("--load", required=True, help="deliver-load binary (the Rust load generator)")
     ap.add_argument("--only", default="", help="comma list of cells to run: pp,lmtp (default both)")
     ap.add_argument("--cyrus-conf", help="the private Cyrus imapd.conf; without it Cyrus is not measured")
     ap.add_argument("--cyrus-lmtp", help="the private Cyrus lmtpd's unix socket")
@@ -291,10 +167,6 @@ def main():
         if got != a.n + 1:
             raise RuntimeError(f"Cyrus mailbox of {user} holds {got} messages, expected {a.n + 1}")
 
-    def ours_oneshot(user, extra=()):
-        return process_per_message(
-            [a.deliver, "--spool", spool, "-d", user, "-f", SENDER, *extra]
-        )
 
     # Our LMTP server, unprivileged, for the whole run.
     server = subprocess.Popen(
@@ -314,15 +186,18 @@ def main():
         write_messages(msgs_file, msgs)
         only = set(filter(None, a.only.split(","))) or {"pp", "lmtp"}
 
+        warm_file = os.path.join(a.dir, "warm.bin")
+        write_messages(warm_file, [warm])
+
         def oneshot_rate(k, argv):
-            if a.load:
-                return load_rate(a.load, k, msgs_file, ["process", *argv])
-            return run_loops(k, msgs, process_per_message(argv))
+            return load_rate(a.load, k, msgs_file, ["process", *argv])
 
         def lmtp_rate(sock, k, rcpt):
-            if a.load:
-                return load_rate(a.load, k, msgs_file, ["lmtp", "--socket", sock, "--rcpt", rcpt])
-            return lmtp_sessions(sock, k, rcpt, msgs)
+            return load_rate(a.load, k, msgs_file, ["lmtp", "--socket", sock, "--rcpt", rcpt])
+
+        def warm_up(args):
+            """Delivers the warm-up message (through deliver-load, untimed)."""
+            load_rate(a.load, 1, warm_file, args)
 
         # Each cell runs as REPS back-to-back groups (ours, Dovecot's and
         # Cyrus's, the order rotated every group), so that the runs of a
@@ -340,11 +215,11 @@ def main():
                 # One process per message. A warm-up delivery creates the
                 # mailbox first, as a real one would already exist.
                 user = f"pp{k}r{rep}"
-                ours_oneshot(user, ["--autocreate"])(warm)
                 mine = [a.deliver, "--spool", spool, "-d", user, "-f", SENDER]
+                warm_up(["process", *mine, "--autocreate"])
                 maildir = os.path.join(a.dir, f"lda{k}r{rep}")
                 lda = [a.dovecot_lda, "-c", a.lda_conf, "-o", f"mail_location=maildir:{maildir}", "-f", SENDER]
-                process_per_message(lda)(warm)
+                warm_up(["process", *lda])
                 runs = [(("deliver", "process/message", k), lambda: oneshot_rate(k, mine)),
                         (("dovecot", "process/message", k), lambda: oneshot_rate(k, lda))]
                 if cyrus:
@@ -352,7 +227,7 @@ def main():
                     # argv=deliver -e -r ${sender} -m ${extension} ${user};
                     # no extension expands to an empty argument).
                     cyr = [a.cyrdeliver, "-C", a.cyrus_conf, "-e", "-r", SENDER, "-m", "", user]
-                    process_per_message(cyr)(warm)  # lmtpd autocreates the INBOX
+                    warm_up(["process", *cyr])  # lmtpd autocreates the INBOX
                     runs.append((("cyrus", "process/message", k), lambda: oneshot_rate(k, cyr)))
                 group(rep, runs)
                 if cyrus:
@@ -363,12 +238,12 @@ def main():
                 # LMTP, k sessions into one mailbox.
                 user = f"lm{k}r{rep}"
                 rcpt = f"{user}@example.org"
-                ours_oneshot(user, ["--autocreate"])(warm)
-                lmtp_sessions(a.dovecot_lmtp, 1, rcpt, [warm])
+                warm_up(["process", a.deliver, "--spool", spool, "-d", user, "-f", SENDER, "--autocreate"])
+                warm_up(["lmtp", "--socket", a.dovecot_lmtp, "--rcpt", rcpt])
                 runs = [(("deliver", "LMTP", k), lambda: lmtp_rate(our_sock, k, rcpt)),
                         (("dovecot", "LMTP", k), lambda: lmtp_rate(a.dovecot_lmtp, k, rcpt))]
                 if cyrus:
-                    lmtp_sessions(a.cyrus_lmtp, 1, rcpt, [warm])  # autocreates the INBOX
+                    warm_up(["lmtp", "--socket", a.cyrus_lmtp, "--rcpt", rcpt])  # autocreates the INBOX
                     runs.append((("cyrus", "LMTP", k), lambda: lmtp_rate(a.cyrus_lmtp, k, rcpt)))
                 group(rep, runs)
                 if cyrus:
@@ -377,8 +252,9 @@ def main():
         server.terminate()
         server.wait()
 
-    def rates(xs):
-        return f"{statistics.median(xs):.0f} [{min(xs):.0f}..{max(xs):.0f}]"
+    def rates(xs, bold=False):
+        m = f"{statistics.median(xs):.0f}"
+        return f"{'**' + m + '**' if bold else m} [{min(xs):.0f}..{max(xs):.0f}]"
 
     def ratio(rs):
         return f"**{statistics.median(rs):.2f}x** [{min(rs):.2f}..{max(rs):.2f}]"
@@ -410,8 +286,7 @@ def main():
                 ratio_cols.append(ratio(ratios))
                 row[system] = theirs
                 row["ratios" if system == "dovecot" else f"{system}_ratios"] = ratios
-            print(f"| {label} | {k} | **{statistics.median(ours):.0f}** [{min(ours):.0f}..{max(ours):.0f}] | "
-                  + " | ".join(cols + ratio_cols) + " |")
+            print(f"| {label} | {k} | {rates(ours, bold=True)} | " + " | ".join(cols + ratio_cols) + " |")
             summary.append(row)
     if a.json:
         with open(a.json, "w") as f:

@@ -8,8 +8,6 @@
 #   N     messages per run (default 500)      REPS  groups of runs per cell (default 6)
 #   BENCH_DIR=/some/dir  parent of the work directory (default /tmp; use a
 #                        directory on the disk you want to measure)
-#   BENCH_CLIENT=python  time the loops in Python instead of deliver-load
-#                        (the Rust load generator, bench/src/main.rs)
 #   BENCH_ONLY=pp|lmtp   run only the process-per-message or the LMTP cells
 #   BENCH_CYRUS=0        leave Cyrus out (default: measure it)
 #   BENCH_FS=ext4-journal  run on a fresh ext4 with the default journal: an
@@ -111,8 +109,6 @@ cy=$work/cyrus
 install -m 0755 "$bin_dir/deliver" "$work/deliver"
 install -m 0644 bench/deliver_bench.py "$work/deliver_bench.py"
 install -m 0755 target/release/deliver-load "$work/deliver-load"
-load_args=(--load "$work/deliver-load")
-[[ ${BENCH_CLIENT:-rust} == python ]] && load_args=()
 mkdir -p "$work/data"
 chown "$BENCH_USER:" "$work/data"
 bench_uid=$(id -u "$BENCH_USER")
@@ -232,11 +228,11 @@ cyrus_version=off
 echo "dovecot $(dovecot --version), cyrus $cyrus_version, deliver $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every number)"
 echo
-echo "== throughput (N=$N, REPS=$REPS, dir $work, client ${BENCH_CLIENT:-rust})"
+echo "== throughput (N=$N, REPS=$REPS, dir $work)"
 runuser -u "$BENCH_USER" -- python3 "$work/deliver_bench.py" \
     --dir "$work/data" --deliver "$work/deliver" --lda-conf "$work/lda.conf" \
     --dovecot-lmtp "$work/dovecot-lmtp.sock" -n "$N" --reps "$REPS" \
-    --only "${BENCH_ONLY:-}" ${load_args[@]+"${load_args[@]}"} ${cyrus_args[@]+"${cyrus_args[@]}"}
+    --only "${BENCH_ONLY:-}" --load "$work/deliver-load" ${cyrus_args[@]+"${cyrus_args[@]}"}
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
