@@ -77,6 +77,7 @@ pub const POINTS: &[&str] = &[
     "append.after_link",
     "append.after_records",
     "append.after_header",
+    "append.after_header_write_out",
     "append.after_header_fsync",
     "settle.after_dir_fsync",
     "store.after_records",

@@ -1,4 +1,4 @@
-//! Byte layout of the index file, version 2 (reads version 1). `docs/FORMAT.md` is the
+//! Byte layout of the index file, version 3 (reads versions 1 and 2). `docs/FORMAT.md` is the
 //! normative description; this module is its only implementation.
 //!
 //! All integers are little-endian. The file starts with two header slots of
@@ -10,9 +10,11 @@
 
 pub const MAGIC: [u8; 8] = *b"MSTOREIX";
 /// The version every header is written with. Version 1 headers (no
-/// append range, bytes 104..124 zero) are still read.
-pub const VERSION: u32 = 2;
+/// append range, bytes 104..124 zero) and version 2 headers (no
+/// [`HF_UNORDERED`]) are still read.
+pub const VERSION: u32 = 3;
 const VERSION_1: u32 = 1;
+const VERSION_2: u32 = 2;
 pub const HEADER_SIZE: usize = 128;
 pub const SLOT_OFFSETS: [u64; 2] = [0, 4096];
 pub const RECORDS_OFFSET: u64 = 8192;
@@ -31,7 +33,18 @@ pub const HF_MOVE_OUT: u32 = 1 << 2;
 /// Header flag: this mailbox is the destination of a committed MOVE whose
 /// source expunge may still be pending (journal `.move`).
 pub const HF_MOVE_IN: u32 = 1 << 3;
-const HF_KNOWN: u32 = HF_SUPERSEDED | HF_DELETED | HF_MOVE_OUT | HF_MOVE_IN;
+/// Header flag (version 3): this append's commit made its messages and
+/// its index pages durable with one flush, so after a power loss the
+/// records may be on disk without the message bytes. A reader trusts the
+/// slot only once every appended message of at most
+/// [`UNORDERED_MAX_SIZE`] bytes is found with its size and CRC32
+/// (PROTOCOL.md §3); larger ones were flushed before the commit began.
+pub const HF_UNORDERED: u32 = 1 << 4;
+const HF_KNOWN: u32 = HF_SUPERSEDED | HF_DELETED | HF_MOVE_OUT | HF_MOVE_IN | HF_UNORDERED;
+
+/// Messages up to this size may join an unordered append; a larger one is
+/// flushed before its commit, so a reader never reads it to check it.
+pub const UNORDERED_MAX_SIZE: u64 = 256 * 1024;
 
 /// IMAP system flags and the internal expunged mark, as stored in a record.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -283,7 +296,7 @@ impl Header {
             return Err(SlotError::new(0, "bad magic"));
         }
         let version = u32_at(b, 8);
-        if version != VERSION && version != VERSION_1 {
+        if version != VERSION && version != VERSION_2 && version != VERSION_1 {
             return Err(SlotError::new(
                 8,
                 format!("unsupported format version {version}"),
@@ -324,6 +337,9 @@ impl Header {
             append_from,
             append_crc,
         };
+        if version != VERSION && h.flags & HF_UNORDERED != 0 {
+            return Err(SlotError::new(20, "unknown header flags"));
+        }
         h.check_values()?;
         Ok(h)
     }
@@ -350,6 +366,12 @@ impl Header {
         }
         if self.append_from > self.num_records {
             return Err(SlotError::new(104, "append_from is above num_records"));
+        }
+        if self.flags & HF_UNORDERED != 0 && self.append_from == self.num_records {
+            return Err(SlotError::new(
+                20,
+                "unordered flag set for an empty append range",
+            ));
         }
         if self.append_from == self.num_records && self.append_crc != 0 {
             return Err(SlotError::new(
@@ -419,8 +441,15 @@ impl Header {
         Header {
             append_from: self.num_records,
             append_crc: 0,
+            flags: self.flags & !HF_UNORDERED,
             ..self.clone()
         }
+    }
+
+    /// This slot's append was committed with one flush (see
+    /// [`HF_UNORDERED`]).
+    pub fn is_unordered(&self) -> bool {
+        self.flags & HF_UNORDERED != 0
     }
 
     /// The `append_crc` of encoded records: CRC32 over each record's

@@ -69,6 +69,17 @@ impl Dir {
         })
     }
 
+    /// Another descriptor for the same directory.
+    pub fn try_clone(&self) -> Result<Dir> {
+        Ok(Dir {
+            fd: self
+                .fd
+                .try_clone()
+                .map_err(|e| Error::io("dup", &self.path, e))?,
+            path: self.path.clone(),
+        })
+    }
+
     fn is_symlink(&self, name: &OsStr) -> bool {
         nix::sys::stat::fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
             .map(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFLNK)
@@ -226,6 +237,36 @@ pub fn read_at_most(f: &File, buf: &mut [u8], off: u64, path: &Path) -> Result<u
 pub fn write_all_at(f: &File, buf: &[u8], off: u64, path: &Path) -> Result<()> {
     f.write_all_at(buf, off)
         .map_err(|e| Error::io("write", path, e))
+}
+
+/// Writes `f`'s dirty pages and waits until the device has them, with no
+/// cache flush and no metadata (`sync_file_range` WAIT_BEFORE | WRITE |
+/// WAIT_AFTER over the whole file).
+pub fn write_out(f: &File, path: &Path) -> Result<()> {
+    start_write_out(f, path, true)
+}
+
+/// Starts writing `f`'s dirty pages; with `wait`, waits for them.
+pub fn start_write_out(f: &File, path: &Path, wait: bool) -> Result<()> {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    let flags = if wait {
+        libc::SYNC_FILE_RANGE_WAIT_BEFORE
+            | libc::SYNC_FILE_RANGE_WRITE
+            | libc::SYNC_FILE_RANGE_WAIT_AFTER
+    } else {
+        libc::SYNC_FILE_RANGE_WRITE
+    };
+    // SAFETY: a plain syscall on a descriptor `f` keeps open.
+    let r = unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, flags) };
+    if r != 0 {
+        return Err(Error::io(
+            "sync_file_range",
+            path,
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 pub fn fdatasync(f: &File, path: &Path) -> Result<()> {

@@ -42,6 +42,10 @@ pub struct IndexFile {
     /// File length known to be allocated and zero-filled (see
     /// [`Self::write_appended`]); 0 until first needed.
     allocated: Arc<AtomicU64>,
+    /// The mailbox directory, where the messages of an unordered append
+    /// are checked (`unordered.rs`). `None` for a file being built by a
+    /// repack or reconstruct, which never carries such a slot.
+    messages: Option<Arc<Dir>>,
 }
 
 /// Appends grow the file in steps of this many bytes, written as zeros:
@@ -87,6 +91,7 @@ impl IndexFile {
             inplace_dirty: Arc::new(AtomicBool::new(false)),
             checked_generation: Arc::new(AtomicU64::new(0)),
             allocated: Arc::new(AtomicU64::new(0)),
+            messages: None,
         }
     }
 
@@ -98,6 +103,7 @@ impl IndexFile {
             inplace_dirty: Arc::new(AtomicBool::new(false)),
             checked_generation: Arc::new(AtomicU64::new(0)),
             allocated: Arc::new(AtomicU64::new(0)),
+            messages: None,
         }
     }
 
@@ -107,19 +113,19 @@ impl IndexFile {
 
     pub fn open_named(dir: &Dir, name: &str) -> Result<IndexFile> {
         let file = dir.open_file(fsutil::os(name.as_bytes()), OFlag::O_RDWR)?;
-        Ok(IndexFile::new(
-            file,
-            dir.child_path(fsutil::os(name.as_bytes())),
-        ))
+        IndexFile::new(file, dir.child_path(fsutil::os(name.as_bytes()))).with_messages(dir)
     }
 
     /// Opens read-only (for tools that must never write).
     pub fn open_read_only(dir: &Dir) -> Result<IndexFile> {
         let file = dir.open_file(fsutil::os(INDEX_NAME.as_bytes()), OFlag::O_RDONLY)?;
-        Ok(IndexFile::new(
-            file,
-            dir.child_path(fsutil::os(INDEX_NAME.as_bytes())),
-        ))
+        IndexFile::new(file, dir.child_path(fsutil::os(INDEX_NAME.as_bytes()))).with_messages(dir)
+    }
+
+    /// Checks unordered appends against the message files in `dir`.
+    pub fn with_messages(mut self, dir: &Dir) -> Result<IndexFile> {
+        self.messages = Some(Arc::new(dir.try_clone()?));
+        Ok(self)
     }
 
     /// Writes a new index file holding `header` and `records` under `name`
@@ -164,7 +170,7 @@ impl IndexFile {
         {
             return Ok(read);
         }
-        match self.append_range_intact(h)? {
+        match self.append_complete(h)? {
             None => {
                 self.checked_generation
                     .store(h.generation, Ordering::Relaxed);
@@ -197,6 +203,22 @@ impl IndexFile {
                 )),
             },
         }
+    }
+
+    /// [`Self::append_range_intact`], and for an unordered append also
+    /// whether its messages are on disk (`unordered.rs`). `None` when the
+    /// commit is complete; otherwise an absolute index offset (of the
+    /// record whose message is missing) and why.
+    fn append_complete(&self, h: &Header) -> Result<Option<(u64, String)>> {
+        if let Some(bad) = self.append_range_intact(h)? {
+            return Ok(Some(bad));
+        }
+        let Some(dir) = self.messages.as_ref().filter(|_| h.is_unordered()) else {
+            return Ok(None);
+        };
+        let records = self.read_records(h.append_from, h.num_records)?;
+        Ok(crate::unordered::first_missing(dir, &records)?
+            .map(|(i, why)| (Header::record_offset(h.append_from + i as u32), why)))
     }
 
     /// Whether the records `h` says its commit appended are on disk as
@@ -440,6 +462,13 @@ impl IndexFile {
 
     pub fn sync(&self) -> Result<()> {
         fsutil::fdatasync(&self.file, &self.path)
+    }
+
+    /// Writes the file's dirty pages to the device and waits for them,
+    /// without a cache flush (`sync_file_range`): an unordered append's
+    /// message fdatasync then flushes them too.
+    pub fn write_out(&self) -> Result<()> {
+        fsutil::write_out(&self.file, &self.path)
     }
 }
 

@@ -22,6 +22,7 @@ pub mod session;
 pub mod stage;
 pub mod store;
 pub mod transfer;
+pub mod unordered;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -166,6 +166,12 @@ impl LockGuard {
         self.clear_on_drop = Some(offset);
         self
     }
+
+    /// Leave the byte [`Self::clearing_on_release`] named as it is: the
+    /// section did not finish, and the next locker must repair.
+    pub fn keep_mark(&mut self) {
+        self.clear_on_drop = None;
+    }
 }
 
 impl Drop for LockGuard {

@@ -59,6 +59,9 @@ pub struct StagedMessage {
     pub header_size: u32,
     pub message_crc: u32,
     pub opts: AppendOptions,
+    /// The bytes are written but not flushed: the commit's flush makes
+    /// them durable (an unordered append, PROTOCOL.md §3).
+    pending_sync: bool,
     committed: bool,
 }
 
@@ -491,6 +494,7 @@ impl Mailbox {
             header_size: 0,
             message_crc: 0,
             opts,
+            pending_sync: false,
             committed: false,
         };
         let mut hasher = crc32fast::Hasher::new();
@@ -521,7 +525,14 @@ impl Mailbox {
         }
         fault::point("append.after_stage_write")?;
         if self.durability == Durability::Full {
-            fsutil::fdatasync(&file, &path)?;
+            if staged.size <= crate::format::UNORDERED_MAX_SIZE {
+                // Start the bytes on their way; the commit's flush makes
+                // them durable together with the index (§3).
+                fsutil::start_write_out(&file, &path, false)?;
+                staged.pending_sync = true;
+            } else {
+                fsutil::fdatasync(&file, &path)?;
+            }
         }
         fault::point("append.after_stage_fsync")?;
         staged.header_size = header_end.end.unwrap_or(staged.size).min(u32::MAX as u64) as u32;
@@ -542,10 +553,20 @@ impl Mailbox {
         if staged.is_empty() {
             return Ok(Vec::new());
         }
-        let (guard, old) = self.lock_current_with(LockKind::Exclusive, false)?;
+        // Unordered: the messages are flushed inside the lock, with the
+        // index. The writer mark then stays set until that flush returns,
+        // so a locker after a writer that died before it makes the
+        // messages durable first (unordered.rs).
+        let unordered = staged.iter().any(|s| s.pending_sync);
+        let (mut guard, old) = self.lock_current_with(LockKind::Exclusive, unordered)?;
         fault::point("append.after_lock")?;
         self.refresh_meta(&old)?;
         let mut new = old.clone();
+        if unordered {
+            new.flags |= crate::format::HF_UNORDERED;
+        } else {
+            new.flags &= !crate::format::HF_UNORDERED;
+        }
         let all_keywords: Vec<String> = staged
             .iter()
             .flat_map(|s| s.opts.keywords.clone())
@@ -616,7 +637,17 @@ impl Mailbox {
             // One fsync for records and header: if only the header reaches
             // the disk, readers see its append range fail and use the
             // previous generation (index.rs), so no separate records fsync.
-            if self.durability == Durability::Full {
+            if unordered {
+                // The index pages reach the device first; each message's
+                // fdatasync then writes its bytes and inode and flushes
+                // the device cache, index pages included (§3).
+                self.index.write_out()?;
+                fault::point("append.after_header_write_out")?;
+                for s in staged.iter().filter(|s| s.pending_sync) {
+                    let path = self.stage.child_path(fsutil::os(s.name.as_bytes()));
+                    fsutil::fdatasync(s.file.as_ref().expect("staged file is open"), &path)?;
+                }
+            } else if self.durability == Durability::Full {
                 self.index.sync()?;
             }
             fault::point("append.after_header_fsync")?;
@@ -663,9 +694,14 @@ impl Mailbox {
             Err(e) => {
                 if self.discard_placed_unless_committed(old.generation, &placed) {
                     // The header is in the file although the fsync failed:
-                    // keep the staged names, they may be the durable ones.
+                    // keep the staged names, they may be the durable ones,
+                    // and (unordered) the writer mark, so the next locker
+                    // makes the messages durable before building on them.
                     for s in staged.iter_mut() {
                         s.committed = true;
+                    }
+                    if unordered {
+                        guard.keep_mark();
                     }
                 }
                 drop(guard);
@@ -1071,7 +1107,8 @@ impl Mailbox {
         self.index = IndexFile::new_shared(
             fresh.file,
             self.dir.child_path(fsutil::os(INDEX_NAME.as_bytes())),
-        );
+        )
+        .with_messages(&self.dir)?;
         self.epoch += 1;
         Ok(RepackOutcome {
             removed: gone.iter().map(|r| r.uid).collect(),
@@ -1097,6 +1134,11 @@ impl Mailbox {
         let mut out = RecoverOutcome::default();
         let records = self.index.read_records(0, h.num_records)?;
         self.check_uid_order(&h, &records, 0)?;
+        // A writer of an unordered append may have died before its
+        // flush: make its messages durable before anything builds on it.
+        if h.is_unordered() && self.durability == Durability::Full {
+            crate::unordered::make_durable(&self.dir, &records[h.append_from as usize..])?;
+        }
         // Staged files first: a committed message whose `UID.` name a
         // crash took away is only there (stage.rs).
         let tidy = self.tidy_stage(&records)?;

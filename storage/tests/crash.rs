@@ -473,6 +473,7 @@ fn error_at_every_fault_point() {
             let s = store_at(&spool, Durability::Full);
             let mut m = open(&s);
             let header_written = point.ends_with("after_header")
+                || point.ends_with("after_header_write_out")
                 || point.ends_with("after_header_fsync")
                 || point.starts_with("repack.after_rename")
                 || point.starts_with("repack.after_mark_superseded")

@@ -5,7 +5,9 @@
 //! - the header of the last append reached the disk, its records did not
 //!   (zeroed, or older records of an aborted commit with valid CRCs);
 //! - the last append's `UID.` name did not reach the disk, only its
-//!   staged name did.
+//!   staged name did;
+//! - the last append was *unordered* (format version 3): its records
+//!   reached the disk, its message bytes did not.
 //!
 //! Each test checks that no acknowledged state is lost, nothing torn is
 //! served, the damage is reported with its offset, and the mailbox keeps
@@ -15,7 +17,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use storage::format::{Flags, HEADER_SIZE, Header, RECORD_SIZE, SLOT_OFFSETS};
+use storage::format::{Flags, HEADER_SIZE, Header, RECORD_SIZE, SLOT_OFFSETS, UNORDERED_MAX_SIZE};
 use storage::mailbox::{AppendOptions, FlagOp, Mailbox};
 use storage::{MailboxName, Options, Store, UserName};
 
@@ -65,6 +67,16 @@ fn newest(dir: &Path) -> Header {
         .flatten()
         .max_by_key(|h| h.generation)
         .unwrap()
+}
+
+/// The format version of the newest slot.
+fn newest_version(dir: &Path) -> u32 {
+    let g = newest(dir).generation;
+    let mut b = [0u8; HEADER_SIZE];
+    index(dir)
+        .read_exact_at(&mut b, SLOT_OFFSETS[(g % 2) as usize])
+        .unwrap();
+    u32::from_le_bytes(b[8..12].try_into().unwrap())
 }
 
 fn verify_warnings(dir: &Path) -> Vec<String> {
@@ -251,4 +263,119 @@ fn reconstruct_restores_from_stage_before_pairing_files() {
     let m = open(&s);
     assert_eq!(m.read_message(3).unwrap(), msg(3));
     assert!(verify_warnings(&dir).is_empty());
+}
+
+#[test]
+fn small_appends_are_unordered_and_other_commits_clear_the_flag() {
+    let (_t, s, dir) = setup(2);
+    let h = newest(&dir);
+    assert_eq!(newest_version(&dir), 3);
+    assert!(h.is_unordered(), "{h:?}");
+
+    let mut m = open(&s);
+    m.store(&[1], FlagOp::Add, storage::format::Flags::SEEN, &[], None)
+        .unwrap();
+    assert!(!newest(&dir).is_unordered());
+
+    // A message above the limit is flushed before its commit: ordered.
+    let big = vec![b'x'; UNORDERED_MAX_SIZE as usize + 1];
+    m.append(&big[..], AppendOptions::default()).unwrap();
+    assert!(!newest(&dir).is_unordered());
+    m.append(&msg(4)[..], AppendOptions::default()).unwrap();
+    assert!(newest(&dir).is_unordered());
+    assert!(verify_warnings(&dir).is_empty());
+}
+
+/// The bytes of the last message did not reach the disk (its file, under
+/// both names, holds zeros or nothing): readers use the previous
+/// generation, verify names the record's offset, the UID is handed out
+/// again (that delivery was never acknowledged) and recovery cleans up.
+#[test]
+fn records_without_their_message_fall_back_to_the_previous_generation() {
+    for damage in ["zeroed", "empty", "gone"] {
+        let (_t, s, dir) = setup(3);
+        let h3 = newest(&dir);
+        assert!(h3.is_unordered());
+        let path = dir.join("3.");
+        // The staged name is the same inode until the next settle.
+        let staged: Vec<_> = std::fs::read_dir(dir.join(".stage"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let len = std::fs::metadata(&path).unwrap().len();
+        match damage {
+            "zeroed" => std::fs::write(&path, vec![0u8; len as usize]).unwrap(),
+            "empty" => std::fs::write(&path, b"").unwrap(),
+            _ => {
+                for p in staged.iter().chain([&path]) {
+                    if std::fs::read(p).unwrap() == msg(3) {
+                        std::fs::remove_file(p).unwrap();
+                    }
+                }
+            }
+        }
+
+        let mut m = open(&s);
+        let h = m.header().unwrap();
+        assert_eq!(
+            (h.last_uid, h.exists, h.generation),
+            (2, 2, h3.generation - 1),
+            "{damage}"
+        );
+        let off = Header::record_offset(2);
+        let warnings = verify_warnings(&dir);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("newest header slot") && w.contains(&format!("{off}"))),
+            "{damage}: {warnings:?}"
+        );
+        let uid = m
+            .append(
+                &b"Subject: again\r\n\r\nx\r\n"[..],
+                AppendOptions::default(),
+            )
+            .unwrap();
+        assert_eq!(uid, 3, "{damage}");
+        assert_eq!(m.read_message(3).unwrap(), b"Subject: again\r\n\r\nx\r\n");
+        assert_eq!(m.read_message(2).unwrap(), msg(2));
+        open(&s).recover().unwrap();
+        assert!(verify_warnings(&dir).is_empty(), "{damage}");
+    }
+}
+
+/// The power loss kept the message's bytes and its staged name but not
+/// its `UID.` name: the commit is complete and the message is served.
+#[test]
+fn message_found_under_its_staged_name_keeps_the_commit() {
+    let (_t, s, dir) = setup(3);
+    let h3 = newest(&dir);
+    std::fs::remove_file(dir.join("3.")).unwrap();
+    let mut m = open(&s);
+    assert_eq!(m.header().unwrap().generation, h3.generation);
+    assert_eq!(m.read_message(3).unwrap(), msg(3));
+    assert!(verify_warnings(&dir).is_empty());
+}
+
+/// Messages above the limit are not read by the check: a commit of one
+/// is ordered, and damage to it is what verify reports, not a fallback.
+#[test]
+fn large_messages_are_never_read_to_check_a_slot() {
+    let (_t, s, dir) = setup(1);
+    let mut m = open(&s);
+    let big = vec![b'y'; UNORDERED_MAX_SIZE as usize + 10];
+    let small = msg(9);
+    let staged = vec![
+        m.stage(&big[..], AppendOptions::default()).unwrap(),
+        m.stage(&small[..], AppendOptions::default()).unwrap(),
+    ];
+    assert_eq!(m.commit(staged).unwrap(), vec![2, 3]);
+    let h = newest(&dir);
+    assert!(h.is_unordered());
+    // Truncating the large one does not make the slot fall back (it was
+    // flushed before the commit; its damage is not a crash state).
+    std::fs::write(dir.join("2."), b"").unwrap();
+    let mut fresh = open(&s);
+    assert_eq!(fresh.header().unwrap().generation, h.generation);
+    assert_eq!(fresh.read_message(3).unwrap(), small);
 }

@@ -1,0 +1,117 @@
+//! Unordered appends (format version 3, PROTOCOL.md §3): an append whose
+//! small messages and index pages become durable with one flush instead
+//! of two. Until that flush returns, a power loss may keep the records
+//! and lose the bytes they describe, so:
+//! - a reader trusts a slot flagged [`HF_UNORDERED`] only once each
+//!   appended message of at most [`UNORDERED_MAX_SIZE`] bytes is found,
+//!   as `UID.` or under its staged name, with the record's size and
+//!   CRC32 ([`first_missing`]); otherwise that commit never finished and
+//!   the older slot is current, exactly like an append whose records did
+//!   not reach the disk;
+//! - the writer holds the writer mark through the flush, and a locker
+//!   that finds a dead writer's mark on an unordered slot makes its
+//!   messages durable before anything is built on it ([`make_durable`]).
+//!
+//! [`HF_UNORDERED`]: crate::format::HF_UNORDERED
+
+use std::fs::File;
+use std::path::Path;
+
+use nix::fcntl::OFlag;
+
+use crate::error::{Error, Result};
+use crate::format::{Record, UNORDERED_MAX_SIZE};
+use crate::fsutil::{self, Dir};
+use crate::mailbox::{STAGE_DIR, message_file_name};
+
+/// Records whose bytes a reader checks: the others were flushed before
+/// their commit began.
+fn checked(r: &Record) -> bool {
+    r.size <= UNORDERED_MAX_SIZE
+}
+
+fn holds(f: &File, path: &Path, r: &Record) -> Result<bool> {
+    let meta = f.metadata().map_err(|e| Error::io("stat", path, e))?;
+    Ok(meta.is_file()
+        && meta.len() == r.size
+        && crate::verify::crc_of_file(f, path)? == r.message_crc)
+}
+
+/// Opens `name` in `dir`; `None` if it does not exist.
+fn open_if_present(dir: &Dir, name: &[u8]) -> Result<Option<File>> {
+    match dir.open_file(fsutil::os(name), OFlag::O_RDONLY) {
+        Ok(f) => Ok(Some(f)),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The first of `records` (an unordered append's) whose message is not
+/// on disk as the record describes it: its position and why. A message
+/// whose `UID.` name is missing counts as present when `.stage` holds a
+/// file with its size and CRC32 (its staged name; recovery links it
+/// back).
+pub fn first_missing(dir: &Dir, records: &[Record]) -> Result<Option<(usize, String)>> {
+    let mut stage: Option<Option<Dir>> = None;
+    for (i, r) in records.iter().enumerate() {
+        if !checked(r) {
+            continue;
+        }
+        let name = message_file_name(r.uid);
+        let path = dir.child_path(fsutil::os(name.as_bytes()));
+        if let Some(f) = open_if_present(dir, name.as_bytes())?
+            && holds(&f, &path, r)?
+        {
+            continue;
+        }
+        let stage =
+            stage.get_or_insert_with(|| dir.open_dir(fsutil::os(STAGE_DIR.as_bytes())).ok());
+        if let Some(stage) = stage
+            && staged_copy(stage, r)?
+        {
+            continue;
+        }
+        return Ok(Some((
+            i,
+            format!(
+                "message of UID {} ({} bytes, CRC32 {:08x}) is not on disk",
+                r.uid, r.size, r.message_crc
+            ),
+        )));
+    }
+    Ok(None)
+}
+
+fn staged_copy(stage: &Dir, r: &Record) -> Result<bool> {
+    for (name, _) in stage.entries()? {
+        let Some(f) = open_if_present(stage, &name)? else {
+            continue;
+        };
+        if holds(&f, &stage.child_path(fsutil::os(&name)), r)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Makes the messages of `records` durable, with every name they have:
+/// for a locker that found a dead writer's mark on an unordered slot (the
+/// writer may have died before its flush). Each `UID.` file and every
+/// staged file is fdatasynced, then both directories.
+pub fn make_durable(dir: &Dir, records: &[Record]) -> Result<()> {
+    for r in records.iter().filter(|r| checked(r)) {
+        let name = message_file_name(r.uid);
+        if let Some(f) = open_if_present(dir, name.as_bytes())? {
+            fsutil::fdatasync(&f, &dir.child_path(fsutil::os(name.as_bytes())))?;
+        }
+    }
+    if let Ok(stage) = dir.open_dir(fsutil::os(STAGE_DIR.as_bytes())) {
+        for (name, _) in stage.entries()? {
+            if let Some(f) = open_if_present(&stage, &name)? {
+                fsutil::fdatasync(&f, &stage.child_path(fsutil::os(&name)))?;
+            }
+        }
+        stage.fsync()?;
+    }
+    dir.fsync()
+}
