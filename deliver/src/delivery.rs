@@ -183,6 +183,9 @@ impl Settings {
             .store
             .open_mailbox(&target.user, &target.mailbox)
             .map_err(st)?;
+        // Another delivery committing here now: flush this message on its
+        // own, outside the lock, so the two flushes overlap (PROTOCOL.md §3).
+        mbox.set_unordered_appends(!mbox.lock_in_use());
         let mut norm = Normalizer::new(input, true, sender);
         let staged = mbox.stage(&mut norm, self.append_options());
         if norm.bad == Some(BadInput::Nul) {

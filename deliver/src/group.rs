@@ -48,6 +48,8 @@ pub enum Stored {
 #[derive(Default)]
 pub struct GroupCommit {
     groups: Mutex<HashMap<Target, Arc<Group>>>,
+    /// Sessions between staging and the end of their commit, per mailbox.
+    in_flight: Arc<Mutex<HashMap<Target, usize>>>,
     /// Duplicate suppression window in seconds; 0 = off.
     dedup_window: u64,
 }
@@ -70,7 +72,26 @@ impl GroupCommit {
     pub fn new(dedup_window: u64) -> GroupCommit {
         GroupCommit {
             groups: Mutex::default(),
+            in_flight: Arc::default(),
             dedup_window,
+        }
+    }
+
+    /// A session is about to stage messages for `target`; the returned
+    /// guard says whether other sessions are delivering there right now,
+    /// and counts this one until it is dropped (after the commit). With
+    /// company, staging flushes each message outside the mailbox lock
+    /// (ordered appends), so concurrent sessions' flushes overlap; alone,
+    /// one flush inside the lock is cheaper (PROTOCOL.md §3).
+    pub fn enter(&self, target: &Target) -> InFlight {
+        let mut m = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(target.clone()).or_default();
+        let others = *n;
+        *n += 1;
+        InFlight {
+            map: self.in_flight.clone(),
+            target: target.clone(),
+            others,
         }
     }
 
@@ -144,6 +165,26 @@ impl Group {
                 continue;
             }
             st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// One session's stay in [`GroupCommit::enter`].
+pub struct InFlight {
+    map: Arc<Mutex<HashMap<Target, usize>>>,
+    target: Target,
+    /// Sessions for the same mailbox already in flight at entry.
+    pub others: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.target) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.target);
+            }
         }
     }
 }

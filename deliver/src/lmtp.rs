@@ -453,6 +453,8 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
                     .store
                     .open_mailbox(&target.user, &target.mailbox)
                     .map_err(|e| from_storage(&e))?;
+                let in_flight = self.ctx.group.enter(target);
+                mbox.set_unordered_appends(in_flight.others == 0);
                 let mut staged = Vec::with_capacity(copies);
                 for _ in 0..copies {
                     let mut opts = s.append_options();

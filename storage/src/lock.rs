@@ -51,6 +51,16 @@ fn flock(kind: libc::c_short, start: libc::off_t, len: libc::off_t) -> libc::flo
     fl
 }
 
+/// Whether another open file description holds a lock on the index (a
+/// reader, a writer, or a writer waiting at the gate): one `F_OFD_GETLK`,
+/// nothing taken. A hint only; it may change right after.
+pub fn is_in_use(fd: BorrowedFd<'_>) -> bool {
+    let mut fl = flock(libc::F_WRLCK as libc::c_short, DATA, 2);
+    // SAFETY: fd is a valid open descriptor and fl a valid flock struct.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+    r == 0 && fl.l_type != libc::F_UNLCK as libc::c_short
+}
+
 fn set_lock(
     fd: BorrowedFd<'_>,
     kind: libc::c_short,
@@ -207,15 +217,20 @@ mod tests {
     }
 
     #[test]
-    fn shared_locks_coexist() {
+    fn shared_locks_coexist_and_show_as_in_use() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         std::fs::write(&p, b"").unwrap();
         let a = Arc::new(File::open(&p).unwrap());
         let b = Arc::new(File::open(&p).unwrap());
         let t = Duration::from_millis(30);
-        let _g1 = LockGuard::acquire(a.clone(), LockKind::Shared, t, &p).unwrap();
+        assert!(!is_in_use(b.as_fd()));
+        let g1 = LockGuard::acquire(a.clone(), LockKind::Shared, t, &p).unwrap();
+        assert!(is_in_use(b.as_fd()));
+        assert!(!is_in_use(a.as_fd()), "its own lock does not count");
         let _g2 = LockGuard::acquire(b.clone(), LockKind::Shared, t, &p).unwrap();
+        drop(g1);
+        assert!(!is_in_use(b.as_fd()));
     }
 
     #[test]

@@ -150,6 +150,8 @@ pub struct Mailbox {
     meta_generation: Option<u32>,
     durability: Durability,
     pub(crate) lock_timeout: Duration,
+    /// Stage small messages for an unordered append (PROTOCOL.md §3).
+    unordered_appends: bool,
 }
 
 static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -180,6 +182,7 @@ impl Mailbox {
             meta_generation: None,
             durability,
             lock_timeout,
+            unordered_appends: true,
         })
     }
 
@@ -482,8 +485,26 @@ impl Mailbox {
         }
     }
 
+    /// Whether [`Mailbox::stage`] prepares messages of at most 256 KiB for
+    /// an unordered append (the default): their commit then costs one
+    /// flush, taken inside the mailbox lock, instead of two, of which the
+    /// message's runs outside it (PROTOCOL.md §3). Both are equally safe.
+    /// A writer that knows other writers are committing to this mailbox
+    /// at the same moment may turn it off: their staged flushes then
+    /// overlap instead of queueing behind the lock.
+    pub fn set_unordered_appends(&mut self, on: bool) {
+        self.unordered_appends = on;
+    }
+
+    /// Whether another handle (in any process) holds or waits for this
+    /// mailbox's lock right now: a hint for [`Mailbox::set_unordered_appends`].
+    pub fn lock_in_use(&self) -> bool {
+        crate::lock::is_in_use(std::os::fd::AsFd::as_fd(&*self.index.file))
+    }
+
     /// Streams `src` into the staging area (outside any lock) and makes
-    /// it durable. Nothing is visible until [`Mailbox::commit`].
+    /// it durable, or (unordered) starts writing it; nothing is visible
+    /// until [`Mailbox::commit`].
     pub fn stage(&self, mut src: impl Read, opts: AppendOptions) -> Result<StagedMessage> {
         let (name, mut file, path) = self.create_staged_file()?;
         let mut staged = StagedMessage {
@@ -525,7 +546,7 @@ impl Mailbox {
         }
         fault::point("append.after_stage_write")?;
         if self.durability == Durability::Full {
-            if staged.size <= crate::format::UNORDERED_MAX_SIZE {
+            if self.unordered_appends && staged.size <= crate::format::UNORDERED_MAX_SIZE {
                 // Start the bytes on their way; the commit's flush makes
                 // them durable together with the index (§3).
                 fsutil::start_write_out(&file, &path, false)?;
@@ -643,10 +664,7 @@ impl Mailbox {
                 // the device cache, index pages included (§3).
                 self.index.write_out()?;
                 fault::point("append.after_header_write_out")?;
-                for s in staged.iter().filter(|s| s.pending_sync) {
-                    let path = self.stage.child_path(fsutil::os(s.name.as_bytes()));
-                    fsutil::fdatasync(s.file.as_ref().expect("staged file is open"), &path)?;
-                }
+                self.sync_staged(&staged)?;
             } else if self.durability == Durability::Full {
                 self.index.sync()?;
             }
@@ -708,6 +726,17 @@ impl Mailbox {
                 Err(e)
             }
         }
+    }
+
+    /// Step 9 of an unordered append (PROTOCOL.md §3): fdatasync every
+    /// staged file whose bytes are still pending; the first one's cache
+    /// flush also covers the index pages of step 8.
+    fn sync_staged(&self, staged: &[StagedMessage]) -> Result<()> {
+        for s in staged.iter().filter(|s| s.pending_sync) {
+            let path = self.stage.child_path(fsutil::os(s.name.as_bytes()));
+            fsutil::fdatasync(s.file.as_ref().expect("staged file is open"), &path)?;
+        }
+        Ok(())
     }
 
     /// Under the exclusive lock, before keywords are looked up or added:

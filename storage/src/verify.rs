@@ -379,7 +379,7 @@ fn check_index(view: &RawView, rep: &mut Report) {
             p,
             Some(*offset),
             format!(
-                "the newest header slot (offset {}) is ignored: the records its commit appended are not on disk ({why}); a crash interrupted that commit before it was acknowledged, the next write replaces it",
+                "the newest header slot (offset {}) is ignored: what its commit appended is not on disk ({why}); a crash interrupted that commit before it was acknowledged, the next write replaces it",
                 SLOT_OFFSETS[1 - hr.slot]
             ),
         );

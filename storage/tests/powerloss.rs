@@ -283,6 +283,11 @@ fn small_appends_are_unordered_and_other_commits_clear_the_flag() {
     assert!(!newest(&dir).is_unordered());
     m.append(&msg(4)[..], AppendOptions::default()).unwrap();
     assert!(newest(&dir).is_unordered());
+    // A writer that turned unordered appends off flushes each message
+    // before its commit, as format version 2 did.
+    m.set_unordered_appends(false);
+    m.append(&msg(5)[..], AppendOptions::default()).unwrap();
+    assert!(!newest(&dir).is_unordered());
     assert!(verify_warnings(&dir).is_empty());
 }
 
