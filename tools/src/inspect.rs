@@ -28,6 +28,9 @@ fn header_flag_names(f: u32) -> Vec<&'static str> {
     if f & storage::format::HF_MOVE_IN != 0 {
         v.push("move_in");
     }
+    if f & storage::format::HF_UNORDERED != 0 {
+        v.push("unordered");
+    }
     v
 }
 

@@ -55,6 +55,8 @@ fn header_json_has_the_required_keys_with_right_values() {
             &serde_json::json!(h.highestmodseq + 1)
         )
     );
+    // A small append commits with one flush: the header says so.
+    assert_eq!(v["flags"], serde_json::json!(["unordered"]));
 }
 
 /// Every file of the mailbox with its bytes and mtime.
