@@ -239,15 +239,10 @@ pub fn write_all_at(f: &File, buf: &[u8], off: u64, path: &Path) -> Result<()> {
         .map_err(|e| Error::io("write", path, e))
 }
 
-/// Writes `f`'s dirty pages and waits until the device has them, with no
-/// cache flush and no metadata (`sync_file_range` WAIT_BEFORE | WRITE |
-/// WAIT_AFTER over the whole file).
-pub fn write_out(f: &File, path: &Path) -> Result<()> {
-    start_write_out(f, path, true)
-}
-
-/// Starts writing `f`'s dirty pages; with `wait`, waits for them.
-pub fn start_write_out(f: &File, path: &Path, wait: bool) -> Result<()> {
+/// Starts writing `f`'s dirty pages (`sync_file_range` over the whole
+/// file); with `wait`, also waits until the device has them. Never a
+/// cache flush, never metadata.
+pub fn write_out(f: &File, path: &Path, wait: bool) -> Result<()> {
     use nix::libc;
     use std::os::fd::AsRawFd;
     let flags = if wait {

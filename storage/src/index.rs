@@ -113,19 +113,35 @@ impl IndexFile {
 
     pub fn open_named(dir: &Dir, name: &str) -> Result<IndexFile> {
         let file = dir.open_file(fsutil::os(name.as_bytes()), OFlag::O_RDWR)?;
-        IndexFile::new(file, dir.child_path(fsutil::os(name.as_bytes()))).with_messages(dir)
+        Ok(
+            IndexFile::new(file, dir.child_path(fsutil::os(name.as_bytes())))
+                .with_messages(Arc::new(dir.try_clone()?)),
+        )
+    }
+
+    /// [`Self::open`] for a caller that keeps `dir` shared anyway (a
+    /// mailbox handle): no second descriptor for it.
+    pub fn open_shared(dir: &Arc<Dir>) -> Result<IndexFile> {
+        let file = dir.open_file(fsutil::os(INDEX_NAME.as_bytes()), OFlag::O_RDWR)?;
+        Ok(
+            IndexFile::new(file, dir.child_path(fsutil::os(INDEX_NAME.as_bytes())))
+                .with_messages(dir.clone()),
+        )
     }
 
     /// Opens read-only (for tools that must never write).
     pub fn open_read_only(dir: &Dir) -> Result<IndexFile> {
         let file = dir.open_file(fsutil::os(INDEX_NAME.as_bytes()), OFlag::O_RDONLY)?;
-        IndexFile::new(file, dir.child_path(fsutil::os(INDEX_NAME.as_bytes()))).with_messages(dir)
+        Ok(
+            IndexFile::new(file, dir.child_path(fsutil::os(INDEX_NAME.as_bytes())))
+                .with_messages(Arc::new(dir.try_clone()?)),
+        )
     }
 
     /// Checks unordered appends against the message files in `dir`.
-    pub fn with_messages(mut self, dir: &Dir) -> Result<IndexFile> {
-        self.messages = Some(Arc::new(dir.try_clone()?));
-        Ok(self)
+    pub fn with_messages(mut self, dir: Arc<Dir>) -> IndexFile {
+        self.messages = Some(dir);
+        self
     }
 
     /// Writes a new index file holding `header` and `records` under `name`
@@ -210,30 +226,47 @@ impl IndexFile {
     /// commit is complete; otherwise an absolute index offset (of the
     /// record whose message is missing) and why.
     fn append_complete(&self, h: &Header) -> Result<Option<(u64, String)>> {
-        if let Some(bad) = self.append_range_intact(h)? {
-            return Ok(Some(bad));
-        }
+        let buf = match self.append_range_intact(h)? {
+            Ok(buf) => buf,
+            Err(bad) => return Ok(Some(bad)),
+        };
         let Some(dir) = self.messages.as_ref().filter(|_| h.is_unordered()) else {
             return Ok(None);
         };
-        let records = self.read_records(h.append_from, h.num_records)?;
+        let start = Header::record_offset(h.append_from);
+        let records = buf
+            .chunks_exact(RECORD_SIZE)
+            .enumerate()
+            .map(|(i, chunk)| {
+                Record::decode(chunk).map_err(|e| {
+                    Error::corrupt(
+                        &self.path,
+                        start + (i * RECORD_SIZE + e.offset) as u64,
+                        e.what,
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(crate::unordered::first_missing(dir, &records)?
             .map(|(i, why)| (Header::record_offset(h.append_from + i as u32), why)))
     }
 
     /// Whether the records `h` says its commit appended are on disk as
-    /// written. `None` when they are; otherwise the absolute offset of the
-    /// first bad byte and why. Records a later in-place writer changed
+    /// written. Their bytes when they are; otherwise the absolute offset
+    /// of the first bad byte and why. Records a later in-place writer changed
     /// (MODSEQ above `h.highestmodseq`) no longer match the commit's CRC,
     /// but prove the commit complete: that writer only ran after the
     /// commit's fsync had returned.
-    pub fn append_range_intact(&self, h: &Header) -> Result<Option<(u64, String)>> {
+    fn append_range_intact(
+        &self,
+        h: &Header,
+    ) -> Result<std::result::Result<Vec<u8>, (u64, String)>> {
         let count = (h.num_records - h.append_from) as usize;
         let start = Header::record_offset(h.append_from);
         let mut buf = vec![0u8; count * RECORD_SIZE];
         let n = fsutil::read_at_most(&self.file, &mut buf, start, &self.path)?;
         if n < buf.len() {
-            return Ok(Some((
+            return Ok(Err((
                 start + n as u64,
                 format!(
                     "file ends inside record {}",
@@ -242,23 +275,27 @@ impl IndexFile {
             )));
         }
         if Header::append_crc_of(&buf) == h.append_crc {
-            return Ok(None);
+            return Ok(Ok(buf));
         }
         let mut first_bad = None;
+        let mut rewritten = false;
         for (i, chunk) in buf.chunks_exact(RECORD_SIZE).enumerate() {
             match Record::decode(chunk) {
-                Ok(r) if r.modseq > h.highestmodseq => return Ok(None),
+                Ok(r) if r.modseq > h.highestmodseq => rewritten = true,
                 Ok(_) => {}
                 Err(e) => {
                     first_bad.get_or_insert((i * RECORD_SIZE + e.offset, e.what));
                 }
             }
         }
+        if rewritten {
+            return Ok(Ok(buf));
+        }
         let (rel, why) = first_bad.unwrap_or((
             0,
             "appended records differ from what the commit wrote".to_string(),
         ));
-        Ok(Some((start + rel as u64, why)))
+        Ok(Err((start + rel as u64, why)))
     }
 
     fn read_slots(&self) -> Result<HeaderRead> {
@@ -468,7 +505,7 @@ impl IndexFile {
     /// without a cache flush (`sync_file_range`): an unordered append's
     /// message fdatasync then flushes them too.
     pub fn write_out(&self) -> Result<()> {
-        fsutil::write_out(&self.file, &self.path)
+        fsutil::write_out(&self.file, &self.path, true)
     }
 }
 

@@ -139,7 +139,8 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct Mailbox {
     name: MailboxName,
-    dir: Dir,
+    /// Shared with the index handle, which checks unordered appends here.
+    dir: std::sync::Arc<Dir>,
     pub(crate) stage: std::sync::Arc<Dir>,
     pub(crate) index: IndexFile,
     /// Bumped whenever the index file is reopened after a repack.
@@ -163,7 +164,8 @@ impl Mailbox {
         durability: Durability,
         lock_timeout: Duration,
     ) -> Result<Mailbox> {
-        let index = match IndexFile::open(&dir) {
+        let dir = std::sync::Arc::new(dir);
+        let index = match IndexFile::open_shared(&dir) {
             Ok(i) => i,
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NoSuchMailbox(name.to_string()));
@@ -284,7 +286,7 @@ impl Mailbox {
                 return Ok((guard, h));
             }
             drop(guard);
-            let reopened = IndexFile::open(&self.dir)?;
+            let reopened = IndexFile::open_shared(&self.dir)?;
             if same_file(&reopened.file, &self.index.file, &self.index.path)? {
                 // Marked superseded but still the file at the path: a
                 // replacement died between marking and renaming.
@@ -549,7 +551,7 @@ impl Mailbox {
             if self.unordered_appends && staged.size <= crate::format::UNORDERED_MAX_SIZE {
                 // Start the bytes on their way; the commit's flush makes
                 // them durable together with the index (§3).
-                fsutil::start_write_out(&file, &path, false)?;
+                fsutil::write_out(&file, &path, false)?;
                 staged.pending_sync = true;
             } else {
                 fsutil::fdatasync(&file, &path)?;
@@ -1137,7 +1139,7 @@ impl Mailbox {
             fresh.file,
             self.dir.child_path(fsutil::os(INDEX_NAME.as_bytes())),
         )
-        .with_messages(&self.dir)?;
+        .with_messages(self.dir.clone());
         self.epoch += 1;
         Ok(RepackOutcome {
             removed: gone.iter().map(|r| r.uid).collect(),
@@ -1238,7 +1240,7 @@ impl Mailbox {
     /// a new generation restores it exactly.
     fn roll_back_interrupted_replace(&mut self) -> Result<()> {
         let (guard, h) = self.lock_open_file()?;
-        let current = IndexFile::open(&self.dir)?;
+        let current = IndexFile::open_shared(&self.dir)?;
         if h.is_superseded() && same_file(&current.file, &self.index.file, &self.index.path)? {
             let mut fixed = h.clone();
             fixed.flags &= !crate::format::HF_SUPERSEDED;

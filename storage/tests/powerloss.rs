@@ -85,6 +85,43 @@ fn verify_warnings(dir: &Path) -> Vec<String> {
     rep.warnings().map(|f| format!("{f:?}")).collect()
 }
 
+/// After a power loss cut the commit of UID 3 (`h3` its header): readers
+/// are at the previous generation, `verify` names `bad_offset`, the next
+/// append gets UID 3 again (that delivery was never acknowledged), the
+/// older messages are intact, and recovery leaves nothing to warn about.
+fn assert_fell_back_and_reuses_uid_3(
+    s: &Store,
+    dir: &Path,
+    h3: &Header,
+    bad_offset: u64,
+    ctx: &str,
+) {
+    let mut m = open(s);
+    let h = m.header().unwrap();
+    assert_eq!(
+        (h.last_uid, h.exists, h.generation),
+        (2, 2, h3.generation - 1),
+        "{ctx}"
+    );
+    assert_eq!(m.snapshot().unwrap().records.len(), 2, "{ctx}");
+    let warnings = verify_warnings(dir);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("newest header slot") && w.contains(&format!("{bad_offset}"))),
+        "{ctx}: {warnings:?}"
+    );
+    let again = b"Subject: again\r\n\r\nx\r\n";
+    let uid = m.append(&again[..], AppendOptions::default()).unwrap();
+    assert_eq!(uid, 3, "{ctx}");
+    assert_eq!(m.read_message(3).unwrap(), again, "{ctx}");
+    assert_eq!(m.read_message(2).unwrap(), msg(2), "{ctx}");
+    let mut fresh = open(s);
+    assert_eq!(fresh.snapshot().unwrap().records.len(), 3, "{ctx}");
+    fresh.recover().unwrap();
+    assert!(verify_warnings(dir).is_empty(), "{ctx}");
+}
+
 /// The last commit's header is on disk, its record is not: readers use
 /// the previous generation, verify names the offset, the next append
 /// reuses the UID (the message was never acknowledged) and all is clean.
@@ -95,35 +132,7 @@ fn header_without_its_records_falls_back_to_the_previous_generation() {
     assert_eq!((h3.last_uid, h3.append_from, h3.num_records), (3, 2, 3));
     let off = Header::record_offset(2);
     index(&dir).write_all_at(&[0u8; RECORD_SIZE], off).unwrap();
-
-    let mut m = open(&s);
-    let h = m.header().unwrap();
-    assert_eq!(
-        (h.last_uid, h.exists, h.generation),
-        (2, 2, h3.generation - 1)
-    );
-    let snap = m.snapshot().unwrap();
-    assert_eq!(snap.records.len(), 2);
-    let warnings = verify_warnings(&dir);
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("newest header slot") && w.contains(&format!("{}", off + 124))),
-        "{warnings:?}"
-    );
-
-    let uid = m
-        .append(
-            &b"Subject: again\r\n\r\nx\r\n"[..],
-            AppendOptions::default(),
-        )
-        .unwrap();
-    assert_eq!(uid, 3);
-    assert_eq!(m.read_message(3).unwrap(), b"Subject: again\r\n\r\nx\r\n");
-    let mut fresh = open(&s);
-    assert_eq!(fresh.snapshot().unwrap().records.len(), 3);
-    fresh.recover().unwrap();
-    assert!(verify_warnings(&dir).is_empty());
+    assert_fell_back_and_reuses_uid_3(&s, &dir, &h3, off + 124, "records zeroed");
 }
 
 /// The record slot of the last commit holds a valid record of an older,
@@ -320,32 +329,8 @@ fn records_without_their_message_fall_back_to_the_previous_generation() {
             }
         }
 
-        let mut m = open(&s);
-        let h = m.header().unwrap();
-        assert_eq!(
-            (h.last_uid, h.exists, h.generation),
-            (2, 2, h3.generation - 1),
-            "{damage}"
-        );
         let off = Header::record_offset(2);
-        let warnings = verify_warnings(&dir);
-        assert!(
-            warnings
-                .iter()
-                .any(|w| w.contains("newest header slot") && w.contains(&format!("{off}"))),
-            "{damage}: {warnings:?}"
-        );
-        let uid = m
-            .append(
-                &b"Subject: again\r\n\r\nx\r\n"[..],
-                AppendOptions::default(),
-            )
-            .unwrap();
-        assert_eq!(uid, 3, "{damage}");
-        assert_eq!(m.read_message(3).unwrap(), b"Subject: again\r\n\r\nx\r\n");
-        assert_eq!(m.read_message(2).unwrap(), msg(2));
-        open(&s).recover().unwrap();
-        assert!(verify_warnings(&dir).is_empty(), "{damage}");
+        assert_fell_back_and_reuses_uid_3(&s, &dir, &h3, off, damage);
     }
 }
 
