@@ -240,6 +240,19 @@ impl Drop for Server {
     }
 }
 
+/// `deliver ARGS` in the background, quiet.
+fn listening_server(s: &Spool, args: &[&str]) -> Server {
+    Server(
+        s.command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// An LMTP server whose every commit holds the index lock for `pause_ms`
 /// (fault point `append.after_lock`), so concurrent sessions pile up.
 fn slow_commit_server(s: &Spool, args: &[&str], pause_ms: u64) -> Server {
@@ -280,15 +293,7 @@ fn unix_socket_concurrent_sessions() {
     let s = Spool::with_users(&["alice", "bob", "carol"]);
     let sock = s.tmp.path().join("lmtp.sock");
     let listen = format!("unix:{}", sock.display());
-    let _server = Server(
-        s.command()
-            .args(["--lmtp", "--listen", &listen, "--unsafe-no-fsync"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _server = listening_server(&s, &["--lmtp", "--listen", &listen, "--unsafe-no-fsync"]);
     connect(&sock); // wait until it listens
     std::thread::scope(|sc| {
         for i in 0..4 {
@@ -338,6 +343,44 @@ fn unix_socket_concurrent_sessions() {
             .collect();
         want.sort();
         assert_eq!(subjects, want, "{u}");
+    }
+}
+
+/// Sessions are threads of one server: several of them delivering the
+/// first message of a new user at once all create (or find) the same
+/// INBOX; none gets a temporary failure.
+#[test]
+fn concurrent_first_deliveries_autocreate_one_inbox() {
+    let s = Spool::new();
+    let sock = s.tmp.path().join("auto.sock");
+    let listen = format!("unix:{}", sock.display());
+    let _server = listening_server(&s, &["--lmtp", "--listen", &listen, "--autocreate"]);
+    connect(&sock);
+    for round in 0..5 {
+        let user = format!("new{round}");
+        const N: usize = 6;
+        let barrier = std::sync::Barrier::new(N);
+        std::thread::scope(|sc| {
+            for i in 0..N {
+                let (sock, user, barrier) = (&sock, &user, &barrier);
+                sc.spawn(move || {
+                    let c = connect(sock);
+                    let mut r = BufReader::new(c.try_clone().unwrap());
+                    let mut w = c;
+                    let body = format!("Subject: a{i}\r\n\r\nx\r\n");
+                    barrier.wait();
+                    let rcpt = format!("{user}@x");
+                    let replies = conversation(&mut r, &mut w, &[&rcpt], body.as_bytes());
+                    let codes: Vec<&str> = replies.iter().map(|x| code(x)).collect();
+                    assert_eq!(
+                        codes,
+                        ["220", "250", "250", "250", "354", "250", "221"],
+                        "{replies:?}"
+                    );
+                });
+            }
+        });
+        assert_eq!(s.messages(&user, "INBOX").len(), N, "{user}");
     }
 }
 

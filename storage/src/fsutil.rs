@@ -268,6 +268,15 @@ pub fn fdatasync(f: &File, path: &Path) -> Result<()> {
     nix::unistd::fdatasync(f.as_fd()).map_err(|e| Error::nix("fsync", path, e))
 }
 
+/// `PID.N`, N counting up per process: a temporary name that no other
+/// thread or process picks while this one lives. The process id alone is
+/// not enough: an LMTP server's sessions are threads of one process.
+pub fn unique_suffix() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}.{n}", std::process::id())
+}
+
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

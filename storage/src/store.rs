@@ -160,7 +160,9 @@ impl Store {
             created: now,
             ..Header::default()
         };
-        let tmp = format!("{INDEX_NAME}.create.{}.{}", std::process::id(), now);
+        // Unique per thread: two sessions of one LMTP server may create
+        // the same mailbox at once, and one must not unlink the other's.
+        let tmp = format!("{INDEX_NAME}.create.{}", fsutil::unique_suffix());
         let tmp_os = fsutil::os(tmp.as_bytes());
         dir.unlink(tmp_os)?;
         IndexFile::write_new(&dir, &tmp, &header, &[], self.opts.durability)?;
@@ -262,7 +264,7 @@ impl Store {
         } else {
             // Commit point: the directory leaves the namespace.
             let user_dir = self.user_dir(user, false)?;
-            let grave = format!(".deleted.{}.{}", std::process::id(), fsutil::now());
+            let grave = format!(".deleted.{}", fsutil::unique_suffix());
             parent.rename(
                 fsutil::os(leaf.as_bytes()),
                 &user_dir,

@@ -293,3 +293,51 @@ fn writers_refuse_a_damaged_header_slot_readers_still_read() {
     }
     assert_eq!(std::fs::read(&idx).unwrap(), bytes, "nothing written");
 }
+
+/// An LMTP server's sessions are threads of one process: eight of them
+/// creating the same INBOX (and a sibling) at once must all succeed, with
+/// exactly one creating each, and leave no temporary file behind. With a
+/// temporary name built from the process id alone, one thread unlinked
+/// another's file before its link (`link .index: No such file`).
+#[test]
+fn threads_of_one_process_create_one_mailbox_concurrently() {
+    let (t, s) = store();
+    let s = std::sync::Arc::new(s);
+    for round in 0..20 {
+        let u = UserName::new(&format!("u{round}")).unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let created: Vec<bool> = (0..8)
+            .map(|i| {
+                let (s, u, b) = (s.clone(), u.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let name = if i % 2 == 0 {
+                        MailboxName::inbox()
+                    } else {
+                        MailboxName::new("Lists").unwrap()
+                    };
+                    b.wait();
+                    s.ensure_mailbox(&u, &name).unwrap()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        let inbox_creators = created.iter().step_by(2).filter(|&&c| c).count();
+        let lists_creators = created.iter().skip(1).step_by(2).filter(|&&c| c).count();
+        assert_eq!((inbox_creators, lists_creators), (1, 1), "round {round}");
+        for name in [MailboxName::inbox(), MailboxName::new("Lists").unwrap()] {
+            let mut m = s.open_mailbox(&u, &name).unwrap();
+            assert_eq!(m.snapshot().unwrap().records.len(), 0);
+        }
+        for dir in ["INBOX", "Lists"] {
+            let leftovers: Vec<_> =
+                std::fs::read_dir(t.path().join("spool").join(u.as_str()).join(dir))
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .filter(|n| n.starts_with(".index."))
+                    .collect();
+            assert!(leftovers.is_empty(), "round {round}: {leftovers:?}");
+        }
+    }
+}

@@ -229,7 +229,9 @@ impl Session {
             subs.remove(name.as_str());
         }
         let path = self.subscriptions_path(&user);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Sessions are threads: a per-process name would let two of them
+        // write one temporary file.
+        let tmp = path.with_extension(format!("tmp{}", storage::fsutil::unique_suffix()));
         let text: String = subs.iter().map(|s| format!("{s}\n")).collect();
         std::fs::write(&tmp, text)
             .and_then(|_| std::fs::rename(&tmp, &path))
