@@ -75,6 +75,7 @@ pub const POINTS: &[&str] = &[
     "append.after_stage_fsync",
     "append.after_lock",
     "append.after_link",
+    "append.after_grow",
     "append.after_records",
     "append.after_header",
     "append.after_header_write_out",

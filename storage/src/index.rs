@@ -434,13 +434,28 @@ impl IndexFile {
     }
 
     /// Writes records `start..` appended by a commit; returns the CRC32
-    /// of the bytes written, for the header's `append_crc`.
-    pub fn write_appended(&self, start: u32, records: &[Record]) -> Result<u32> {
+    /// of the bytes written, for the header's `append_crc`. Grows the file
+    /// first if they do not fit ([`Self::ensure_allocated`]).
+    pub fn write_appended(&self, start: u32, records: &[Record], durable: bool) -> Result<u32> {
         let buf = encode_records(records);
         let off = Header::record_offset(start);
-        self.ensure_allocated(off + buf.len() as u64)?;
+        self.ensure_allocated(off + buf.len() as u64, durable)?;
         fsutil::write_all_at(&self.file, &buf, off, &self.path)?;
         Ok(Header::append_crc_of(&buf))
+    }
+
+    /// Whether bytes up to `end` lie past the end of the file, so that
+    /// writing them grows it.
+    pub fn grows_to(&self, end: u64) -> Result<bool> {
+        if self.allocated.load(Ordering::Relaxed) >= end {
+            return Ok(false);
+        }
+        let len = self.file_len()?;
+        if len >= end {
+            self.allocated.store(len, Ordering::Relaxed);
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// Makes the file at least `end` bytes long, growing it by whole
@@ -448,19 +463,27 @@ impl IndexFile {
     /// not records (a zero record fails its CRC and nothing counts it);
     /// readers and `reconstruct` already ignore what lies past the header's
     /// count.
-    fn ensure_allocated(&self, end: u64) -> Result<()> {
-        if self.allocated.load(Ordering::Relaxed) >= end {
+    ///
+    /// With `durable`, the new length is fdatasynced before any record is
+    /// written into it (PROTOCOL.md §3, "Index growth"): an unordered
+    /// append only writes the index's pages out, never its inode, so a
+    /// length that lived only in memory could vanish in a power cut and
+    /// take acknowledged records with it. A growth that cannot be made
+    /// durable is undone, so that the next append grows (and syncs) again.
+    fn ensure_allocated(&self, end: u64, durable: bool) -> Result<()> {
+        if !self.grows_to(end)? {
             return Ok(());
         }
         let len = self.file_len()?;
-        if len < end {
-            let new_len = end.div_ceil(GROW_STEP) * GROW_STEP;
-            let zeros = vec![0u8; (new_len - len) as usize];
-            fsutil::write_all_at(&self.file, &zeros, len, &self.path)?;
-            self.allocated.store(new_len, Ordering::Relaxed);
-        } else {
-            self.allocated.store(len, Ordering::Relaxed);
+        let new_len = end.div_ceil(GROW_STEP) * GROW_STEP;
+        let zeros = vec![0u8; (new_len - len) as usize];
+        fsutil::write_all_at(&self.file, &zeros, len, &self.path)?;
+        crate::fault::point("append.after_grow")?;
+        if durable && let Err(e) = self.sync() {
+            let _ = self.file.set_len(len);
+            return Err(e);
         }
+        self.allocated.store(new_len, Ordering::Relaxed);
         Ok(())
     }
 

@@ -583,6 +583,17 @@ impl Mailbox {
         let unordered = staged.iter().any(|s| s.pending_sync);
         let (mut guard, old) = self.lock_current_with(LockKind::Exclusive, unordered)?;
         fault::point("append.after_lock")?;
+        let durable = self.durability == Durability::Full;
+        let records_end = crate::format::Header::record_offset(
+            old.num_records.saturating_add(staged.len() as u32),
+        );
+        if durable && !unordered && self.index.grows_to(records_end)? {
+            // The growth is synced before records land in it; a writer
+            // killed in between leaves this mark, and the next locker
+            // syncs the index (repair_locked). Unordered appends hold
+            // the mark anyway.
+            guard = self.mark_writer(guard, old.clone())?.0;
+        }
         self.refresh_meta(&old)?;
         let mut new = old.clone();
         if unordered {
@@ -648,7 +659,9 @@ impl Mailbox {
                 new.count_appended(records.last().expect("just pushed"));
             }
             fault::point("append.after_link")?;
-            new.append_crc = self.index.write_appended(old.num_records, &records)?;
+            new.append_crc = self
+                .index
+                .write_appended(old.num_records, &records, durable)?;
             fault::point("append.after_records")?;
             new.generation = old.generation + 1;
             new.append_from = old.num_records;
@@ -1165,6 +1178,11 @@ impl Mailbox {
         let mut out = RecoverOutcome::default();
         let records = self.index.read_records(0, h.num_records)?;
         self.check_uid_order(&h, &records, 0)?;
+        if self.durability == Durability::Full {
+            // The dead writer may have grown the file and died before it
+            // made the new length durable (index.rs, ensure_allocated).
+            self.index.sync()?;
+        }
         // A writer of an unordered append may have died before its
         // flush: make its messages durable before anything builds on it.
         if h.is_unordered() && self.durability == Durability::Full {

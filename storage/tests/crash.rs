@@ -58,8 +58,9 @@ fn prefill_message(i: u32) -> Vec<u8> {
 }
 
 /// Six messages; 2 and 3 \Deleted, 2 already expunged (so repack has work
-/// and expunge has work), 5 \Seen.
-fn prefill(spool: &Path) {
+/// and expunge has work), 5 \Seen. For `append_growing`, then as many
+/// more as still fit in the index file, so that the next append grows it.
+fn prefill(spool: &Path, op: &str) {
     let s = store_at(spool, Durability::Relaxed);
     s.create_mailbox(&user(), &MailboxName::inbox()).unwrap();
     let mut m = open(&s);
@@ -77,12 +78,25 @@ fn prefill(spool: &Path) {
         assert_eq!(m.append(&prefill_message(i)[..], opts).unwrap(), i);
     }
     assert_eq!(m.expunge(Some(&[2]), true).unwrap(), vec![2]);
+    if op == "append_growing" {
+        let index = mailbox_dir(spool).join(".index");
+        let len = std::fs::metadata(&index).unwrap().len();
+        for i in 7.. {
+            let h = m.header().unwrap();
+            if Header::record_offset(h.num_records + 1) > len {
+                break;
+            }
+            m.append(&prefill_message(i)[..], AppendOptions::default())
+                .unwrap();
+        }
+        assert_eq!(std::fs::metadata(&index).unwrap().len(), len);
+    }
 }
 
 /// The operation a child runs for `op`.
 fn run_op(m: &mut Mailbox, op: &str) -> storage::Result<()> {
     match op {
-        "append" => {
+        "append" | "append_growing" => {
             let opts = AppendOptions {
                 flags: Flags::FLAGGED,
                 keywords: vec!["NewKw".into()],
@@ -111,6 +125,10 @@ fn run_op(m: &mut Mailbox, op: &str) -> storage::Result<()> {
 /// The operations that pass through `point`. A new fault point must be
 /// assigned here, so it cannot go untested.
 fn ops_for(point: &str) -> &'static [&'static str] {
+    if point == "append.after_grow" {
+        // Only an append that grows the index file passes through it.
+        return &["append_growing"];
+    }
     match point.split('.').next().unwrap() {
         "append" => &["append"],
         "store" => &["store"],
@@ -189,11 +207,14 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// UIDs of the `UID.` files, in numeric order.
 fn message_uids(files: &BTreeMap<String, Vec<u8>>) -> Vec<u32> {
-    files
+    let mut uids: Vec<u32> = files
         .keys()
         .filter_map(|n| storage::mailbox::parse_message_file_name(n.as_bytes()))
-        .collect()
+        .collect();
+    uids.sort_unstable();
+    uids
 }
 
 /// Checks that hold after any crash, before and after recovery.
@@ -256,7 +277,7 @@ fn crash_one(point: &str, op: &str) {
     let ctx = format!("{op} killed at {point}");
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");
-    prefill(&spool);
+    prefill(&spool, op);
     let dir = mailbox_dir(&spool);
     let s = store_at(&spool, Durability::Full);
     // A session that stays open across the crash.
@@ -278,7 +299,7 @@ fn crash_one(point: &str, op: &str) {
     let old = &before.header;
     let committed = h.generation > old.generation;
     match op {
-        "append" => {
+        "append" | "append_growing" => {
             let uid = old.last_uid + 1;
             let expect_committed = point.starts_with("append.after_header");
             assert_eq!(committed, expect_committed, "{ctx}: committed");
@@ -460,7 +481,7 @@ fn error_at_every_fault_point() {
             let ctx = format!("{op} failing at {point}");
             let tmp = tempfile::tempdir().unwrap();
             let spool = tmp.path().join("spool");
-            prefill(&spool);
+            prefill(&spool, op);
             let dir = mailbox_dir(&spool);
             let before = files(&dir);
             let (status, out) = spawn_child(&spool, op, &format!("{point}=error"));
