@@ -58,7 +58,7 @@ fn prefill_message(i: u32) -> Vec<u8> {
 }
 
 /// Six messages; 2 and 3 \Deleted, 2 already expunged (so repack has work
-/// and expunge has work), 5 \Seen. For `append_growing`, then as many
+/// and expunge has work), 5 \Seen. For `append_growing*`, then as many
 /// more as still fit in the index file, so that the next append grows it.
 fn prefill(spool: &Path, op: &str) {
     let s = store_at(spool, Durability::Relaxed);
@@ -78,7 +78,7 @@ fn prefill(spool: &Path, op: &str) {
         assert_eq!(m.append(&prefill_message(i)[..], opts).unwrap(), i);
     }
     assert_eq!(m.expunge(Some(&[2]), true).unwrap(), vec![2]);
-    if op == "append_growing" {
+    if op.starts_with("append_growing") {
         let index = mailbox_dir(spool).join(".index");
         let len = std::fs::metadata(&index).unwrap().len();
         for i in 7.. {
@@ -96,7 +96,9 @@ fn prefill(spool: &Path, op: &str) {
 /// The operation a child runs for `op`.
 fn run_op(m: &mut Mailbox, op: &str) -> storage::Result<()> {
     match op {
-        "append" | "append_growing" => {
+        "append" | "append_growing" | "append_growing_ordered" => {
+            // Ordered: the growth sets the writer mark itself.
+            m.set_unordered_appends(op != "append_growing_ordered");
             let opts = AppendOptions {
                 flags: Flags::FLAGGED,
                 keywords: vec!["NewKw".into()],
@@ -127,7 +129,7 @@ fn run_op(m: &mut Mailbox, op: &str) -> storage::Result<()> {
 fn ops_for(point: &str) -> &'static [&'static str] {
     if point == "append.after_grow" {
         // Only an append that grows the index file passes through it.
-        return &["append_growing"];
+        return &["append_growing", "append_growing_ordered"];
     }
     match point.split('.').next().unwrap() {
         "append" => &["append"],
@@ -291,6 +293,16 @@ fn crash_one(point: &str, op: &str) {
         Some(libc::SIGKILL),
         "{ctx}: child was not killed: {status:?} {out}"
     );
+    if point == "append.after_grow" {
+        // Killed between the zeros and their fdatasync: the writer mark
+        // must be left, so that the next locker syncs the grown length.
+        let index = std::fs::read(dir.join(".index")).unwrap();
+        assert_eq!(
+            index[storage::index::WRITER_MARK_OFFSET as usize],
+            1,
+            "{ctx}: no writer mark"
+        );
+    }
 
     let mut m = open(&s);
     let orphans_ok = matches!(point, "repack.after_rename" | "repack.after_unlink");
@@ -299,7 +311,7 @@ fn crash_one(point: &str, op: &str) {
     let old = &before.header;
     let committed = h.generation > old.generation;
     match op {
-        "append" | "append_growing" => {
+        "append" | "append_growing" | "append_growing_ordered" => {
             let uid = old.last_uid + 1;
             let expect_committed = point.starts_with("append.after_header");
             assert_eq!(committed, expect_committed, "{ctx}: committed");
