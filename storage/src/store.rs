@@ -107,9 +107,12 @@ impl Store {
         }
     }
 
+    /// A mailbox exists when its directory holds `.index` and the index
+    /// is not marked DELETED (a delete that died before its commit point,
+    /// which the next create, delete or rename of the name finishes).
     pub fn mailbox_exists(&self, user: &UserName, name: &MailboxName) -> Result<bool> {
         match self.mailbox_dir(user, name, false) {
-            Ok(d) => d.exists(fsutil::os(INDEX_NAME.as_bytes())),
+            Ok(d) => holds_live_index(&d),
             Err(Error::NoSuchUser(_)) | Err(Error::NoSuchMailbox(_)) => Ok(false),
             Err(e) => Err(e),
         }
@@ -147,7 +150,10 @@ impl Store {
         let dir = self.mailbox_dir(user, name, true)?;
         let index_os = fsutil::os(INDEX_NAME.as_bytes());
         if dir.exists(index_os)? {
-            return Err(Error::MailboxExists(name.to_string()));
+            if holds_live_index(&dir)? {
+                return Err(Error::MailboxExists(name.to_string()));
+            }
+            self.finish_interrupted_delete(&dir)?;
         }
         if dir.exists(fsutil::os(DELETED_MARK.as_bytes()))? {
             finish_delete_in_place(&dir)?;
@@ -248,7 +254,11 @@ impl Store {
         };
         let leaf = name.encoded_components().pop().expect("non-empty name");
         let has_children = !child_dirs(mbox.dir())?.is_empty();
-        mbox.mark_deleted()?;
+        match mbox.mark_deleted() {
+            // Marked by a delete that died before its commit point: finish it.
+            Ok(()) | Err(Error::MailboxDeleted) => {}
+            Err(e) => return Err(e),
+        }
         if has_children {
             // Commit point: the index is renamed to the deletion mark.
             let d = mbox.dir();
@@ -276,6 +286,40 @@ impl Store {
             remove_tree(&user_dir, grave.as_bytes())?;
         }
         Ok(())
+    }
+
+    /// Finishes a delete that died after its DELETED commit and before its
+    /// commit point (PROTOCOL.md §6): under the index's exclusive lock, the
+    /// index is renamed to the deletion mark and the mailbox's files are
+    /// removed; the directory stays (children, or a create about to reuse
+    /// it). Nothing to do if the index is live or gone.
+    fn finish_interrupted_delete(&self, dir: &Dir) -> Result<()> {
+        let idx = match IndexFile::open(dir) {
+            Ok(i) => i,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let file = std::sync::Arc::new(
+            idx.file
+                .try_clone()
+                .map_err(|e| Error::io("dup", &idx.path, e))?,
+        );
+        let _g = LockGuard::acquire(file, LockKind::Exclusive, self.opts.lock_timeout, &idx.path)?;
+        if !idx.read_header()?.is_deleted() {
+            return Ok(());
+        }
+        dir.rename(
+            fsutil::os(INDEX_NAME.as_bytes()),
+            dir,
+            fsutil::os(DELETED_MARK.as_bytes()),
+        )?;
+        if self.opts.durability == Durability::Full {
+            dir.fsync()?;
+        }
+        tracing::warn!(path = %idx.path.display(), "finished a mailbox delete that was interrupted");
+        finish_delete_in_place(dir)
     }
 
     /// Renames a mailbox and its children in one directory rename, under
@@ -316,6 +360,16 @@ impl Store {
         let from_leaf = from.encoded_components().pop().expect("non-empty");
         let to_leaf = to.encoded_components().pop().expect("non-empty");
         let durable = self.opts.durability == Durability::Full;
+        if let Ok(d) = self.mailbox_dir(user, to, false)
+            && d.exists(fsutil::os(INDEX_NAME.as_bytes()))?
+        {
+            // `to` is a delete that died before its commit point: finish
+            // it, and drop its directory unless it has children.
+            self.finish_interrupted_delete(&d)?;
+            if child_dirs(&d)?.is_empty() {
+                to_parent.rmdir(fsutil::os(to_leaf.as_bytes()))?;
+            }
+        }
         mbox.with_exclusive(|_| {
             if to_parent.exists(fsutil::os(to_leaf.as_bytes()))? {
                 return Err(Error::MailboxExists(to.to_string()));
@@ -418,7 +472,7 @@ pub(crate) fn walk(
         if let Some(mb) = MailboxName::from_encoded(&parts) {
             // A symlinked directory is refused by open_dir, so never walked.
             if let Ok(child) = dir.open_dir(fsutil::os(&name)) {
-                if child.exists(fsutil::os(INDEX_NAME.as_bytes()))? {
+                if holds_live_index(&child)? {
                     out.push(mb);
                 }
                 walk(&child, path, out, depth + 1)?;
@@ -427,6 +481,19 @@ pub(crate) fn walk(
         path.pop();
     }
     Ok(())
+}
+
+/// Whether `dir` holds an index whose header is not marked DELETED.
+fn holds_live_index(dir: &Dir) -> Result<bool> {
+    if !dir.exists(fsutil::os(INDEX_NAME.as_bytes()))? {
+        return Ok(false);
+    }
+    match IndexFile::open_read_only(dir) {
+        Ok(idx) => Ok(!idx.read_header()?.is_deleted()),
+        // Removed between the two looks.
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes what a deleted mailbox left in a directory that still has

@@ -341,3 +341,85 @@ fn threads_of_one_process_create_one_mailbox_concurrently() {
         }
     }
 }
+
+/// The state a delete leaves when it dies after its DELETED commit and
+/// before its commit point (the rename): `.index` in place, header marked
+/// DELETED.
+fn interrupt_delete(dir: &std::path::Path) {
+    use std::os::unix::fs::FileExt;
+    use storage::format::{HEADER_SIZE, HF_DELETED, Header, SLOT_OFFSETS};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join(".index"))
+        .unwrap();
+    let mut newest: Option<Header> = None;
+    for off in SLOT_OFFSETS {
+        let mut b = [0u8; HEADER_SIZE];
+        f.read_exact_at(&mut b, off).unwrap();
+        if let Ok(h) = Header::decode(&b)
+            && newest.as_ref().is_none_or(|n| h.generation > n.generation)
+        {
+            newest = Some(h);
+        }
+    }
+    let mut h = newest.unwrap();
+    h.generation += 1;
+    h.flags |= HF_DELETED;
+    f.write_all_at(&h.encode(), SLOT_OFFSETS[h.slot()]).unwrap();
+}
+
+/// A delete that died between its DELETED commit and its rename leaves a
+/// mailbox nobody can use: it does not exist for lookups and listings,
+/// and the next create, delete or rename of the name finishes the delete
+/// instead of failing on it for ever.
+#[test]
+fn interrupted_delete_is_finished_by_the_next_create_delete_or_rename() {
+    let (_t, s) = store();
+    let u = user();
+    s.create_mailbox(&u, &MailboxName::inbox()).unwrap();
+    let work = MailboxName::new("Work").unwrap();
+    let child = MailboxName::new("Work/Sub").unwrap();
+    let other = MailboxName::new("Other").unwrap();
+
+    // Create: a fresh, empty mailbox with a new UIDVALIDITY.
+    s.create_mailbox(&u, &work).unwrap();
+    let mut m = s.open_mailbox(&u, &work).unwrap();
+    m.append(&b"Subject: old\r\n\r\nx\r\n"[..], AppendOptions::default())
+        .unwrap();
+    let old_validity = m.header().unwrap().uidvalidity;
+    drop(m);
+    interrupt_delete(&s.mailbox_path(&u, &work));
+    assert!(!s.mailbox_exists(&u, &work).unwrap());
+    assert_eq!(s.list_mailboxes(&u).unwrap(), vec![MailboxName::inbox()]);
+    assert!(s.ensure_mailbox(&u, &work).unwrap(), "create must succeed");
+    let mut m = s.open_mailbox(&u, &work).unwrap();
+    let h = m.header().unwrap();
+    assert_eq!((h.num_records, h.last_uid), (0, 0));
+    assert_ne!(h.uidvalidity, old_validity);
+    assert!(!s.mailbox_path(&u, &work).join("1.").exists());
+    drop(m);
+
+    // Delete: finishes, also for a mailbox with a child (which stays).
+    s.create_mailbox(&u, &child).unwrap();
+    interrupt_delete(&s.mailbox_path(&u, &work));
+    s.delete_mailbox(&u, &work).unwrap();
+    assert_eq!(
+        s.list_mailboxes(&u).unwrap(),
+        vec![MailboxName::inbox(), child.clone()]
+    );
+    s.delete_mailbox(&u, &child).unwrap();
+
+    // Rename onto the name of an interrupted delete.
+    s.create_mailbox(&u, &work).unwrap();
+    interrupt_delete(&s.mailbox_path(&u, &work));
+    s.create_mailbox(&u, &other).unwrap();
+    s.rename_mailbox(&u, &other, &work).unwrap();
+    assert_eq!(
+        s.list_mailboxes(&u).unwrap(),
+        vec![MailboxName::inbox(), work.clone()]
+    );
+    let mut m = s.open_mailbox(&u, &work).unwrap();
+    m.append(&b"Subject: new\r\n\r\ny\r\n"[..], AppendOptions::default())
+        .unwrap();
+}
