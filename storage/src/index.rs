@@ -42,6 +42,8 @@ pub struct IndexFile {
     /// File length known to be allocated and zero-filled (see
     /// [`Self::write_appended`]); 0 until first needed.
     allocated: Arc<AtomicU64>,
+    /// See [`Self::growth_unsure`].
+    growth_unsure: Arc<AtomicBool>,
     /// The mailbox directory, where the messages of an unordered append
     /// are checked (`unordered.rs`). `None` for a file being built by a
     /// repack or reconstruct, which never carries such a slot.
@@ -91,6 +93,7 @@ impl IndexFile {
             inplace_dirty: Arc::new(AtomicBool::new(false)),
             checked_generation: Arc::new(AtomicU64::new(0)),
             allocated: Arc::new(AtomicU64::new(0)),
+            growth_unsure: Arc::new(AtomicBool::new(false)),
             messages: None,
         }
     }
@@ -103,6 +106,7 @@ impl IndexFile {
             inplace_dirty: Arc::new(AtomicBool::new(false)),
             checked_generation: Arc::new(AtomicU64::new(0)),
             allocated: Arc::new(AtomicU64::new(0)),
+            growth_unsure: Arc::new(AtomicBool::new(false)),
             messages: None,
         }
     }
@@ -444,18 +448,29 @@ impl IndexFile {
         Ok(Header::append_crc_of(&buf))
     }
 
-    /// Whether bytes up to `end` lie past the end of the file, so that
-    /// writing them grows it.
+    /// Whether writing bytes up to `end` needs a growth first: they lie
+    /// past the end of the file, or the file's length is not a whole
+    /// number of [`GROW_STEP`]s. Only a growth that completed and was
+    /// synced leaves such a length, so any other one (a growth cut short
+    /// by a full disk, a file written whole by create or repack) is grown
+    /// again, and synced, before records land in it.
     pub fn grows_to(&self, end: u64) -> Result<bool> {
         if self.allocated.load(Ordering::Relaxed) >= end {
             return Ok(false);
         }
         let len = self.file_len()?;
-        if len >= end {
+        if len >= end && len.is_multiple_of(GROW_STEP) {
             self.allocated.store(len, Ordering::Relaxed);
             return Ok(false);
         }
         Ok(true)
+    }
+
+    /// A growth failed and could not be cut off again: the file may be
+    /// longer than what is durable. The commit then leaves its writer mark,
+    /// so the next locker syncs the index (`repair_locked`).
+    pub fn growth_unsure(&self) -> bool {
+        self.growth_unsure.load(Ordering::Relaxed)
     }
 
     /// Makes the file at least `end` bytes long, growing it by whole
@@ -475,14 +490,20 @@ impl IndexFile {
             return Ok(());
         }
         let len = self.file_len()?;
-        let new_len = end.div_ceil(GROW_STEP) * GROW_STEP;
-        let zeros = vec![0u8; (new_len - len) as usize];
-        fsutil::write_all_at(&self.file, &zeros, len, &self.path)?;
-        crate::fault::point("append.after_grow")?;
-        if durable && let Err(e) = self.sync() {
-            let _ = self.file.set_len(len);
-            return Err(e);
+        let new_len = end.max(len + 1).div_ceil(GROW_STEP) * GROW_STEP;
+        let grown = (|| {
+            let zeros = vec![0u8; (new_len - len) as usize];
+            fsutil::write_all_at(&self.file, &zeros, len, &self.path)?;
+            crate::fault::point("append.after_grow")?;
+            if durable {
+                self.sync()?;
+            }
+            Ok(())
+        })();
+        if grown.is_err() && self.file.set_len(len).is_err() {
+            self.growth_unsure.store(true, Ordering::Relaxed);
         }
+        grown?;
         self.allocated.store(new_len, Ordering::Relaxed);
         Ok(())
     }

@@ -725,6 +725,10 @@ impl Mailbox {
                 Ok(records.iter().map(|r| r.uid).collect())
             }
             Err(e) => {
+                if self.index.growth_unsure() {
+                    // The index may be longer than what is durable.
+                    guard.keep_mark();
+                }
                 if self.discard_placed_unless_committed(old.generation, &placed) {
                     // The header is in the file although the fsync failed:
                     // keep the staged names, they may be the durable ones,

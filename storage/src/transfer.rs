@@ -578,7 +578,10 @@ fn commit_dst(
         if durable {
             dst.dir().fsync()?;
         }
-        dst.index.write_records(old.num_records, &records)?;
+        // Through the append path's growth, which syncs a new length
+        // before records land in it (index.rs).
+        dst.index
+            .write_appended(old.num_records, &records, durable)?;
         fault::point(points.records)?;
         if durable {
             dst.index.sync()?;
