@@ -149,6 +149,10 @@ impl Group {
                     commit_batch(mbox, window, subs)
                 }))
                 .unwrap_or_else(|_| {
+                    tracing::error!(
+                        "group commit ended by an internal error: {}",
+                        crate::take_panic_message()
+                    );
                     let f = from_storage(&storage::Error::Io {
                         op: "commit",
                         path: mbox.index_path().to_path_buf(),

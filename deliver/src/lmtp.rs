@@ -136,14 +136,34 @@ where
         return;
     }
     let ctx = ctx.clone();
-    let active = active.clone();
+    let slot = ConnectionSlot(active.clone());
     std::thread::spawn(move || {
+        let _slot = slot;
         let r = BufReader::with_capacity(64 * 1024, r);
-        if let Err(e) = Session::new(&ctx, r, BufWriter::new(w)).run() {
-            tracing::debug!("LMTP session ended: {e}");
+        // A panic ends this session only (the client sees the connection
+        // close and retries), is logged, and gives its slot back.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Session::new(&ctx, r, BufWriter::new(w)).run()
+        }));
+        match run {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!("LMTP session ended: {e}"),
+            Err(_) => tracing::error!(
+                "LMTP session ended by an internal error: {}",
+                crate::take_panic_message()
+            ),
         }
-        active.fetch_sub(1, Ordering::SeqCst);
     });
+}
+
+/// One of `--max-connections`, given back when the session's thread
+/// ends, however it ends.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct Rcpt {
@@ -248,7 +268,13 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
                     self.txn = Txn::default();
                     self.reply("250 2.0.0 OK")?
                 }
-                "NOOP" => self.reply("250 2.0.0 OK")?,
+                "NOOP" => {
+                    // Test hook: proves that a session's panic is contained.
+                    if std::env::var_os("DELIVER_TEST_PANIC_ON_NOOP").is_some() {
+                        panic!("DELIVER_TEST_PANIC_ON_NOOP is set");
+                    }
+                    self.reply("250 2.0.0 OK")?
+                }
                 "QUIT" => {
                     self.reply(&format!("221 2.0.0 {} closing", self.ctx.hostname))?;
                     self.w.flush()?;

@@ -174,7 +174,18 @@ fn parse_size(s: &str) -> Result<u64, String> {
 /// Whether failures may also be logged (never on stderr before the
 /// status line, and only when someone asked for logs there).
 static LOG_FAILURES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-static PANIC_MESSAGE: Mutex<Option<String>> = Mutex::new(None);
+thread_local! {
+    /// The last panic's message on this thread (set by the panic hook).
+    static PANIC_MESSAGE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Takes the message of the last panic on this thread, for the one line
+/// that reports it (the hook itself prints nothing).
+pub(crate) fn take_panic_message() -> String {
+    PANIC_MESSAGE
+        .with(|m| m.borrow_mut().take())
+        .unwrap_or_else(|| "panic".into())
+}
 
 fn main() -> ExitCode {
     // Postfix's local(8) runs mailbox_command under RLIMIT_FSIZE
@@ -191,9 +202,7 @@ fn main() -> ExitCode {
             Some(l) => format!("panic at {}:{}: {}", l.file(), l.line(), payload(info)),
             None => format!("panic: {}", payload(info)),
         };
-        if let Ok(mut m) = PANIC_MESSAGE.lock() {
-            *m = Some(msg);
-        }
+        PANIC_MESSAGE.with(|m| *m.borrow_mut() = Some(msg));
     }));
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -216,13 +225,31 @@ fn main() -> ExitCode {
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(f)) => fail(&f),
-        Err(_) => {
-            let msg = PANIC_MESSAGE
-                .lock()
-                .ok()
-                .and_then(|mut m| m.take())
-                .unwrap_or_else(|| "panic".into());
-            fail(&Failure::temp("4.3.0", format!("internal error: {msg}")))
+        Err(_) => fail(&Failure::temp(
+            "4.3.0",
+            format!("internal error: {}", take_panic_message()),
+        )),
+    }
+}
+
+/// LMTP keeps every recipient's staged file open until its commit, for
+/// many sessions at once: up to 1000 recipients per transaction is more
+/// than the usual soft limit of 1024 descriptors. Raise the soft limit to
+/// the hard one (what any process may do); a failure only leaves the
+/// limit as it was.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let old = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                tracing::debug!(from = old, to = lim.rlim_max, "raised the open file limit");
+            }
         }
     }
 }
@@ -367,6 +394,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             socket_mode: u32::from_str_radix(cli.socket_mode.trim_start_matches("0o"), 8)
                 .map_err(|_| Failure::usage(format!("bad --socket-mode {:?}", cli.socket_mode)))?,
         };
+        raise_open_file_limit();
         return match &cli.listen {
             None => lmtp::serve_stdio(settings, opts),
             Some(addr) => lmtp::serve_listen(settings, opts, addr),

@@ -384,6 +384,109 @@ fn concurrent_first_deliveries_autocreate_one_inbox() {
     }
 }
 
+/// A session that panics ends alone: its connection closes, the panic is
+/// logged, and its `--max-connections` slot is given back, so the server
+/// keeps accepting and delivering.
+#[test]
+fn a_panicking_session_gives_its_slot_back_and_is_logged() {
+    let s = Spool::with_users(&["alice"]);
+    let sock = s.tmp.path().join("panic.sock");
+    let log = s.tmp.path().join("lmtp.log");
+    let listen = format!("unix:{}", sock.display());
+    let _server = Server(
+        s.command()
+            .args(["--lmtp", "--listen", &listen, "--max-connections", "2"])
+            .arg("--log-file")
+            .arg(&log)
+            .env("DELIVER_TEST_PANIC_ON_NOOP", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    connect(&sock);
+    for _ in 0..5 {
+        let c = connect(&sock);
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        let mut w = c;
+        assert!(code(&reply(&mut r)) == "220");
+        w.write_all(b"NOOP\r\n").unwrap();
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    }
+    // Slots are given back when the session threads end.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let replies = loop {
+        let c = connect(&sock);
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        let mut w = c;
+        let replies = conversation(&mut r, &mut w, &["alice@x"], b"Subject: after\r\n\r\nx\r\n");
+        if code(&replies[0]) != "421" || Instant::now() > deadline {
+            break replies;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let codes: Vec<&str> = replies.iter().map(|x| code(x)).collect();
+    assert_eq!(
+        codes,
+        ["220", "250", "250", "250", "354", "250", "221"],
+        "{replies:?}"
+    );
+    assert_eq!(s.messages("alice", "INBOX").len(), 1);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("LMTP session ended by an internal error")
+            .count(),
+        5,
+        "{text}"
+    );
+    assert!(text.contains("DELIVER_TEST_PANIC_ON_NOOP is set"), "{text}");
+}
+
+/// Every recipient's staged copy stays open until the commit: a
+/// transaction with more recipients than the soft open-file limit still
+/// delivers to all of them (the server raises its soft limit to the hard
+/// one).
+#[test]
+fn many_recipients_beyond_the_soft_open_file_limit() {
+    use std::os::unix::process::CommandExt;
+    let s = Spool::with_users(&["alice"]);
+    let mut cmd = s.command();
+    cmd.arg("--lmtp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: only setrlimit between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = 64;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut w = child.stdin.take().unwrap();
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    let rcpts = vec!["alice@x"; 150];
+    let replies = conversation(&mut r, &mut w, &rcpts, b"Subject: many\r\n\r\nx\r\n");
+    drop(w);
+    child.wait().unwrap();
+    let after_data = &replies[replies.len() - 1 - rcpts.len()..replies.len() - 1];
+    for rp in after_data {
+        assert!(rp[0].starts_with("250 2.0.0 delivered"), "{rp:?}");
+    }
+    assert_eq!(s.messages("alice", "INBOX").len(), rcpts.len());
+}
+
 #[test]
 fn concurrent_sessions_into_one_mailbox_share_commits() {
     let s = Spool::with_users(&["alice"]);
