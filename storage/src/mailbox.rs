@@ -172,8 +172,18 @@ impl Mailbox {
             }
             Err(e) => return Err(e),
         };
-        dir.mkdir(fsutil::os(STAGE_DIR.as_bytes()))?;
-        let stage = std::sync::Arc::new(dir.open_dir(fsutil::os(STAGE_DIR.as_bytes()))?);
+        // Vanishing under us: a delete is removing this directory.
+        let gone = |e: Error| match e {
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                Error::NoSuchMailbox(name.to_string())
+            }
+            e => e,
+        };
+        dir.mkdir(fsutil::os(STAGE_DIR.as_bytes())).map_err(gone)?;
+        let stage = std::sync::Arc::new(
+            dir.open_dir(fsutil::os(STAGE_DIR.as_bytes()))
+                .map_err(gone)?,
+        );
         Ok(Mailbox {
             name,
             dir,

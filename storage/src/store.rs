@@ -283,7 +283,20 @@ impl Store {
             if self.opts.durability == Durability::Full {
                 parent.fsync()?;
             }
-            remove_tree(&user_dir, grave.as_bytes())?;
+            // A handle that resolved the mailbox before the rename may
+            // still recreate `.stage` in it (Mailbox::open_dir): list and
+            // remove again while that happens.
+            let mut tries = 0;
+            loop {
+                match remove_tree(&user_dir, grave.as_bytes()) {
+                    Err(Error::Io { source, .. })
+                        if source.raw_os_error() == Some(libc::ENOTEMPTY) && tries < 20 =>
+                    {
+                        tries += 1;
+                    }
+                    r => return r,
+                }
+            }
         }
         Ok(())
     }
@@ -424,9 +437,10 @@ impl Store {
     pub fn usage(&self, user: &UserName) -> Result<u64> {
         let mut total = 0;
         for name in self.list_mailboxes(user)? {
-            match self.open_mailbox(user, &name) {
-                Ok(mut m) => total += m.header()?.total_bytes,
-                Err(Error::NoSuchMailbox(_)) => {}
+            // A mailbox deleted since the listing holds nothing.
+            match self.open_mailbox(user, &name).and_then(|mut m| m.header()) {
+                Ok(h) => total += h.total_bytes,
+                Err(Error::NoSuchMailbox(_)) | Err(Error::MailboxDeleted) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -150,12 +150,24 @@ impl Drop for Staged {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A 64-bit value no other call returns in practice: the time, the
+/// process and a per-process counter, each mixed in with a bijective
+/// hash step. (XOR alone let two threads collide: time 1000 with count 1
+/// and time 1001 with count 0 give the same value.)
 fn unique() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    t ^ ((std::process::id() as u64) << 40) ^ COUNTER.fetch_add(1, Ordering::Relaxed)
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    mix(mix(mix(t) ^ std::process::id() as u64) ^ n)
+}
+
+/// splitmix64's finalizer: a bijection on u64 that spreads every input bit.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 fn dir_id(d: &Dir) -> Result<(u64, u64)> {

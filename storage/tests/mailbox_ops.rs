@@ -423,3 +423,52 @@ fn interrupted_delete_is_finished_by_the_next_create_delete_or_rename() {
     m.append(&b"Subject: new\r\n\r\ny\r\n"[..], AppendOptions::default())
         .unwrap();
 }
+
+/// Quota accounting and handles that race a mailbox's deletion: `usage`
+/// never fails because a listed mailbox was deleted under it, and a
+/// delete is not failed by a handle that opened the mailbox just before
+/// (which recreates `.stage`), nor leaves its moved-aside directory behind.
+#[test]
+fn usage_and_opens_racing_deletes() {
+    let (t, s) = store();
+    let u = user();
+    s.create_mailbox(&u, &MailboxName::inbox()).unwrap();
+    let s = std::sync::Arc::new(s);
+    let tmp = MailboxName::new("Tmp").unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (s, u, tmp, done) = (s.clone(), u.clone(), tmp.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    s.usage(&u).unwrap_or_else(|e| panic!("usage: {e}"));
+                    if let Ok(mut m) = s.open_mailbox(&u, &tmp) {
+                        let _ = m.header();
+                    }
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for i in 0..150 {
+        s.create_mailbox(&u, &tmp).unwrap();
+        let mut m = s.open_mailbox(&u, &tmp).unwrap();
+        m.append(&b"Subject: t\r\n\r\nx\r\n"[..], AppendOptions::default())
+            .unwrap();
+        drop(m);
+        s.delete_mailbox(&u, &tmp)
+            .unwrap_or_else(|e| panic!("delete {i}: {e}"));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(t.path().join("spool").join(u.as_str()))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".deleted."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
