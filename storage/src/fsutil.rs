@@ -158,6 +158,16 @@ impl Dir {
         }
     }
 
+    /// Seconds since a child was last modified (not following a
+    /// symlink); `None` if it does not exist.
+    pub fn age(&self, name: &OsStr) -> Result<Option<i64>> {
+        match nix::sys::stat::fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(now() - st.st_mtime)),
+            Err(nix::Error::ENOENT) => Ok(None),
+            Err(e) => Err(Error::nix("stat", self.child_path(name), e)),
+        }
+    }
+
     pub fn unlink(&self, name: &OsStr) -> Result<()> {
         match nix::unistd::unlinkat(
             self.fd.as_fd(),

@@ -157,6 +157,10 @@ pub struct Mailbox {
 
 static STAGE_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Seconds after which a mailbox creator's temporary index file is
+/// debris (`Store::create_mailbox` writes, syncs and links it at once).
+const CREATE_DEBRIS_AGE: i64 = 600;
+
 impl Mailbox {
     pub(crate) fn open_dir(
         name: MailboxName,
@@ -1218,9 +1222,20 @@ impl Mailbox {
                 // renaming the new index but before unlinking.
                 self.dir.unlink(fsutil::os(&name))?;
                 out.uncommitted_removed += 1;
-            } else if name.starts_with(b".index.new.") || name.starts_with(b".index.create.") {
-                // Temporary index files of dead replacements; a live one
+            } else if name.starts_with(b".index.new.") {
+                // Temporary index file of a dead replacement; a live one
                 // would hold the exclusive lock we hold now.
+                self.dir.unlink(fsutil::os(&name))?;
+                out.stage_removed += 1;
+            } else if name.starts_with(b".index.create.")
+                && self
+                    .dir
+                    .age(fsutil::os(&name))?
+                    .is_some_and(|a| a > CREATE_DEBRIS_AGE)
+            {
+                // A creator holds no lock, so only an old temporary file
+                // is surely a dead creator's (a live one links and removes
+                // it within moments, and retries if it was removed).
                 self.dir.unlink(fsutil::os(&name))?;
                 out.stage_removed += 1;
             }

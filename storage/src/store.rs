@@ -168,24 +168,30 @@ impl Store {
         };
         // Unique per thread: two sessions of one LMTP server may create
         // the same mailbox at once, and one must not unlink the other's.
-        let tmp = format!("{INDEX_NAME}.create.{}", fsutil::unique_suffix());
-        let tmp_os = fsutil::os(tmp.as_bytes());
-        dir.unlink(tmp_os)?;
-        IndexFile::write_new(&dir, &tmp, &header, &[], self.opts.durability)?;
-        // link() fails with EEXIST when a concurrent creator won: exactly
-        // one index ever appears, and nobody sees a partial one.
-        let linked = nix::unistd::linkat(
-            dir.fd.as_fd(),
-            tmp_os,
-            dir.fd.as_fd(),
-            index_os,
-            nix::fcntl::AtFlags::empty(),
-        );
-        dir.unlink(tmp_os)?;
-        match linked {
-            Ok(()) => {}
-            Err(nix::Error::EEXIST) => return Err(Error::MailboxExists(name.to_string())),
-            Err(e) => return Err(Error::nix("link", dir.child_path(index_os), e)),
+        // A recovery in this directory may still remove the temporary
+        // file of a creator it cannot tell from a dead one's (no lock
+        // covers it): the link then fails with ENOENT, and we try again.
+        let mut attempts = 0;
+        loop {
+            let tmp = format!("{INDEX_NAME}.create.{}", fsutil::unique_suffix());
+            let tmp_os = fsutil::os(tmp.as_bytes());
+            IndexFile::write_new(&dir, &tmp, &header, &[], self.opts.durability)?;
+            // link() fails with EEXIST when a concurrent creator won:
+            // exactly one index ever appears, and nobody sees a partial one.
+            let linked = nix::unistd::linkat(
+                dir.fd.as_fd(),
+                tmp_os,
+                dir.fd.as_fd(),
+                index_os,
+                nix::fcntl::AtFlags::empty(),
+            );
+            dir.unlink(tmp_os)?;
+            match linked {
+                Ok(()) => break,
+                Err(nix::Error::EEXIST) => return Err(Error::MailboxExists(name.to_string())),
+                Err(nix::Error::ENOENT) if attempts < 10 => attempts += 1,
+                Err(e) => return Err(Error::nix("link", dir.child_path(index_os), e)),
+            }
         }
         if self.opts.durability == Durability::Full {
             dir.fsync()?;

@@ -472,3 +472,55 @@ fn usage_and_opens_racing_deletes() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// A recovery running in a mailbox directory removes temporary index
+/// files it cannot tell from dead creators' ones, also those of creators
+/// that are still writing: they must retry, not fail.
+#[test]
+fn creators_racing_a_recovery_all_succeed() {
+    let (_t, s) = store();
+    let u = user();
+    let s = std::sync::Arc::new(s);
+    for round in 0..40 {
+        let name = MailboxName::new(&format!("M{round}")).unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(7));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let recoverer = {
+            let (s, u, name, barrier, stop) = (
+                s.clone(),
+                u.clone(),
+                name.clone(),
+                barrier.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                barrier.wait();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(mut m) = s.open_mailbox(&u, &name) {
+                        m.recover().unwrap();
+                    }
+                }
+            })
+        };
+        let creators: Vec<_> = (0..6)
+            .map(|_| {
+                let (s, u, name, barrier) = (s.clone(), u.clone(), name.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    s.ensure_mailbox(&u, &name)
+                })
+            })
+            .collect();
+        let created: Vec<bool> = creators
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"))
+            })
+            .collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        recoverer.join().unwrap();
+        assert_eq!(created.iter().filter(|&&c| c).count(), 1, "round {round}");
+    }
+}
