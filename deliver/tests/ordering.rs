@@ -21,14 +21,14 @@ struct IndexCall {
     offset: u64,
 }
 
-/// Runs one-shot `deliver` for `user` under strace and returns its calls
-/// on `index` (pwrite64, fdatasync, fsync, sync_file_range), in order.
-fn traced_index_calls(s: &Spool, user: &str, index: &Path) -> Vec<IndexCall> {
+/// Runs one-shot `deliver` for `user` under strace, tracing `calls`, and
+/// returns strace's lines (with descriptors shown as paths).
+fn traced_delivery(s: &Spool, user: &str, calls: &str) -> Vec<String> {
     let trace = s.tmp.path().join("strace.out");
     let out = Command::new("strace")
         .args(["-f", "-y", "-qq", "-o"])
         .arg(&trace)
-        .args(["-e", "trace=pwrite64,fdatasync,fsync,sync_file_range"])
+        .args(["-e", &format!("trace={calls}")])
         .arg(BIN)
         .arg("--spool")
         .arg(&s.root)
@@ -53,12 +53,25 @@ fn traced_index_calls(s: &Spool, user: &str, index: &Path) -> Vec<IndexCall> {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = std::fs::read_to_string(&trace).unwrap();
+    std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// Runs one-shot `deliver` for `user` under strace and returns its calls
+/// on `index` (pwrite64, fdatasync, fsync, sync_file_range), in order.
+fn traced_index_calls(s: &Spool, user: &str, index: &Path) -> Vec<IndexCall> {
+    let lines = traced_delivery(s, user, "pwrite64,fdatasync,fsync,sync_file_range");
     let tag = format!("<{}>", index.display());
-    text.lines()
+    lines
+        .iter()
         .filter_map(|l| {
             // "PID name(FD</path>, ...) = RET"
-            let call = l.split_once(' ').map_or(l, |(_, c)| c.trim_start());
+            let call = l
+                .split_once(' ')
+                .map_or(l.as_str(), |(_, c)| c.trim_start());
             let (name, rest) = call.split_once('(')?;
             let (fd, args) = rest
                 .split_once(',')
@@ -156,4 +169,58 @@ fn index_growth_is_synced_before_records_land_in_it() {
     let mut m = s.store().open_mailbox(&user, &inbox).unwrap();
     assert_eq!(m.header().unwrap().num_records, n + 1);
     assert!(std::fs::metadata(&index).unwrap().len() > len);
+}
+
+/// PROTOCOL.md §3, debris: a file left at the next UID's name by a commit
+/// that failed is removed durably (directory fsync) before the new
+/// message is linked there, because the new name may not be durable
+/// until a later settle, and a power cut must not bring the old file back
+/// under a committed UID.
+#[test]
+fn debris_at_the_next_uid_is_removed_durably_before_the_link() {
+    let s = Spool::with_users(&["deb"]);
+    let user = UserName::new("deb").unwrap();
+    let inbox = MailboxName::inbox();
+    let store = s.store();
+    let mut m = store.open_mailbox(&user, &inbox).unwrap();
+    m.append(&b"Subject: one\r\n\r\nx\r\n"[..], AppendOptions::default())
+        .unwrap();
+    drop(m);
+    let dir = store.mailbox_path(&user, &inbox);
+    std::fs::write(
+        dir.join("2."),
+        b"Subject: debris\r\n\r\nof a failed commit\r\n",
+    )
+    .unwrap();
+
+    let lines = traced_delivery(&s, "deb", "unlinkat,linkat,fsync,fdatasync");
+    let dir_tag = format!("<{}>", dir.display());
+    let pos = |what: &str, f: &dyn Fn(&str) -> bool| {
+        lines
+            .iter()
+            .position(|l| f(l))
+            .unwrap_or_else(|| panic!("no {what} in {lines:#?}"))
+    };
+    let unlink = pos("unlink of the debris", &|l| {
+        l.contains("unlinkat(") && l.contains("\"2.\"")
+    });
+    let link = pos("link of the new message", &|l| {
+        l.contains("linkat(")
+            && !l.contains("unlinkat(")
+            && l.contains("\"2.\"")
+            && l.contains(" = 0")
+    });
+    let fsync = lines[unlink..]
+        .iter()
+        .position(|l| l.contains("fsync(") && l.contains(&dir_tag))
+        .map(|i| unlink + i);
+    assert!(
+        fsync.is_some_and(|f| f < link),
+        "the debris's removal must be durable before the link: {lines:#?}"
+    );
+    let m = store.open_mailbox(&user, &inbox).unwrap();
+    assert_eq!(
+        m.read_message(2).unwrap(),
+        b"Return-Path: <sender@example.org>\r\nSubject: growing\r\n\r\nthe message that grows the index\r\n"
+    );
 }

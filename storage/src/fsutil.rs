@@ -126,8 +126,17 @@ impl Dir {
     }
 
     /// Gives the file `from` the second name `to` in `to_dir`, replacing
-    /// whatever `to` named before.
-    pub fn link_replacing(&self, from: &OsStr, to_dir: &Dir, to: &OsStr) -> Result<()> {
+    /// whatever `to` named before. With `durable`, a replaced file's name
+    /// is durably gone (directory fsync) before the new link is made: the
+    /// new name may not be durable yet, and a power cut must not bring
+    /// back the old file under it (PROTOCOL.md §3, debris).
+    pub fn link_replacing(
+        &self,
+        from: &OsStr,
+        to_dir: &Dir,
+        to: &OsStr,
+        durable: bool,
+    ) -> Result<()> {
         for _ in 0..2 {
             match nix::unistd::linkat(
                 self.fd.as_fd(),
@@ -137,7 +146,12 @@ impl Dir {
                 AtFlags::empty(),
             ) {
                 Ok(()) => return Ok(()),
-                Err(nix::Error::EEXIST) => to_dir.unlink(to)?,
+                Err(nix::Error::EEXIST) => {
+                    to_dir.unlink(to)?;
+                    if durable {
+                        to_dir.fsync()?;
+                    }
+                }
                 Err(e) => return Err(Error::nix("link", self.child_path(from), e)),
             }
         }

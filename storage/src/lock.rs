@@ -186,7 +186,10 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if let Some(off) = self.clear_on_drop {
+        // Unwinding from a panic inside the section (a server catches it
+        // and lives on): the section did not finish, so leave the mark
+        // for the next locker's repair, as a killed process would.
+        if let Some(off) = self.clear_on_drop.filter(|_| !std::thread::panicking()) {
             use std::os::unix::fs::FileExt;
             // If this fails the next locker sees the mark and recounts:
             // extra work, never a wrong result.
@@ -199,6 +202,39 @@ impl Drop for LockGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_inside_the_section_leaves_the_mark() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let f = Arc::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .open(&p)
+                .unwrap(),
+        );
+        f.write_all_at(&[1, 1], 0).unwrap();
+        let t = Duration::from_millis(30);
+        let g = LockGuard::acquire(f.clone(), LockKind::Exclusive, t, &p).unwrap();
+        drop(g.clearing_on_release(0));
+        let g = LockGuard::acquire(f.clone(), LockKind::Exclusive, t, &p)
+            .unwrap()
+            .clearing_on_release(1);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _g = g;
+            panic!("inside the section");
+        }));
+        assert!(r.is_err());
+        let mut b = [9u8; 2];
+        f.read_exact_at(&mut b, 0).unwrap();
+        assert_eq!(b, [0, 1], "cleared on a normal release, kept on a panic");
+        // And the lock itself was released.
+        drop(LockGuard::acquire(f, LockKind::Exclusive, t, &p).unwrap());
+    }
 
     #[test]
     fn exclusive_excludes_across_handles_in_one_process() {

@@ -648,6 +648,7 @@ impl Mailbox {
                     fsutil::os(s.name.as_bytes()),
                     &self.dir,
                     fsutil::os(target.as_bytes()),
+                    durable,
                 )?;
                 placed.push(target);
                 new.last_uid = uid;
@@ -803,9 +804,15 @@ impl Mailbox {
             .read_header()
             .map(|h| h.generation > old_generation)
             .unwrap_or(false);
-        if !committed {
+        if !committed && !placed.is_empty() {
             for p in placed {
                 let _ = self.dir.unlink(fsutil::os(p.as_bytes()));
+            }
+            // A flush of this commit may have made a placed name durable;
+            // its UID is handed out again next, whose new name may not be
+            // durable for a while: the old name must not come back.
+            if self.durability == Durability::Full {
+                let _ = self.dir.fsync();
             }
         }
         committed
@@ -1239,6 +1246,12 @@ impl Mailbox {
                 self.dir.unlink(fsutil::os(&name))?;
                 out.stage_removed += 1;
             }
+        }
+        if out.uncommitted_removed > 0 && self.durability == Durability::Full {
+            // The UIDs above last_uid are handed out again next; the old
+            // files' names must not come back in a power cut (make_durable
+            // above may just have made them durable).
+            self.dir.fsync()?;
         }
         // A store or expunge killed between its records and its header
         // left records the header does not count: commit them now.

@@ -157,15 +157,16 @@ pub fn tidy(dir: &Dir, stage: &Dir, records: &[Record], durable: bool) -> Result
         .partition(|u| u.nlink >= 2);
     let mut settle_now = linked;
     if !single.is_empty() {
-        // Records a staged file could belong to: same size, file missing.
+        // Records a staged file could belong to: same size, and no file
+        // with the record's size and CRC32 under `UID.` (none, or an
+        // older file whose removal a power cut undid).
         let sizes: HashSet<u64> = single.iter().map(|u| u.len).collect();
         let mut missing: Vec<&Record> = Vec::new();
         for r in records
             .iter()
             .filter(|r| !r.is_expunged() && sizes.contains(&r.size))
         {
-            let name = message_file_name(r.uid);
-            if dir.nlink(fsutil::os(name.as_bytes()))?.is_none() {
+            if !crate::unordered::on_disk_as_recorded(dir, r)? {
                 missing.push(r);
             }
         }
@@ -185,7 +186,12 @@ pub fn tidy(dir: &Dir, stage: &Dir, records: &[Record], durable: bool) -> Result
                 Some(i) => {
                     let r = missing.swap_remove(i);
                     let name = message_file_name(r.uid);
-                    stage.link_replacing(fsutil::os(&u.name), dir, fsutil::os(name.as_bytes()))?;
+                    stage.link_replacing(
+                        fsutil::os(&u.name),
+                        dir,
+                        fsutil::os(name.as_bytes()),
+                        durable,
+                    )?;
                     tracing::warn!(
                         path = %dir.child_path(fsutil::os(name.as_bytes())).display(),
                         uid = r.uid,

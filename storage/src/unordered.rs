@@ -46,6 +46,16 @@ fn open_if_present(dir: &Dir, name: &[u8]) -> Result<Option<File>> {
     }
 }
 
+/// Whether `UID.` holds the record's message (its size and CRC32).
+pub(crate) fn on_disk_as_recorded(dir: &Dir, r: &Record) -> Result<bool> {
+    let name = message_file_name(r.uid);
+    let path = dir.child_path(fsutil::os(name.as_bytes()));
+    match open_if_present(dir, name.as_bytes())? {
+        Some(f) => holds(&f, &path, r),
+        None => Ok(false),
+    }
+}
+
 /// The first of `records` (an unordered append's) whose message is not
 /// on disk as the record describes it: its position and why. A message
 /// whose `UID.` name is missing counts as present when `.stage` holds a

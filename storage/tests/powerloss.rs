@@ -227,6 +227,29 @@ fn recover_restores_and_removes_debris() {
     assert!(verify_warnings(&dir).is_empty());
 }
 
+/// A power cut undid the removal of an aborted commit's leftover `3.`
+/// while the committed message that reused UID 3 only kept its staged
+/// name: `3.` holds the old bytes. Recovery takes the staged copy (size
+/// and CRC32 match the record) over the stale file, instead of deleting
+/// the only good copy as a dead writer's.
+#[test]
+fn stale_file_under_a_committed_uid_is_replaced_from_stage() {
+    let (_t, s, dir) = setup(3);
+    std::fs::remove_file(dir.join("3.")).unwrap();
+    std::fs::write(
+        dir.join("3."),
+        b"Subject: aborted\r\n\r\nleftover of a failed commit\r\n",
+    )
+    .unwrap();
+    let mut m = open(&s);
+    let out = m.recover().unwrap();
+    assert_eq!(out.restored, vec![3]);
+    assert_eq!(m.read_message(3).unwrap(), msg(3));
+    assert!(verify_warnings(&dir).is_empty());
+    let m2 = open(&s);
+    assert_eq!(m2.read_message(3).unwrap(), msg(3));
+}
+
 /// Staged names are dropped in batches: never more than one settle
 /// interval of them, and none after recover.
 #[test]
