@@ -20,6 +20,8 @@ use crate::names::{MailboxName, UserName};
 
 const UIDVALIDITY_FILE: &str = ".uidvalidity";
 const DELETED_MARK: &str = ".index.deleted";
+/// In the user's directory: the lock of [`Store::lock_names`].
+const NAMES_LOCK: &str = ".names.lock";
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -147,6 +149,12 @@ impl Store {
     /// directories). Fails with [`Error::MailboxExists`] if it exists.
     pub fn create_mailbox(&self, user: &UserName, name: &MailboxName) -> Result<()> {
         let user_dir = self.user_dir(user, true)?;
+        let _names = self.lock_names(&user_dir)?;
+        self.create_locked(user, &user_dir, name)
+    }
+
+    /// [`Self::create_mailbox`] with the user's name lock held.
+    fn create_locked(&self, user: &UserName, user_dir: &Dir, name: &MailboxName) -> Result<()> {
         let dir = self.mailbox_dir(user, name, true)?;
         let index_os = fsutil::os(INDEX_NAME.as_bytes());
         if dir.exists(index_os)? {
@@ -162,7 +170,7 @@ impl Store {
         let now = fsutil::now();
         let header = Header {
             generation: 1,
-            uidvalidity: self.next_uidvalidity(&user_dir)?,
+            uidvalidity: self.next_uidvalidity(user_dir)?,
             created: now,
             ..Header::default()
         };
@@ -252,6 +260,8 @@ impl Store {
                 reason: "INBOX cannot be deleted",
             });
         }
+        let user_dir = self.user_dir(user, false)?;
+        let _names = self.lock_names(&user_dir)?;
         let mut mbox = self.open_mailbox(user, name)?;
         let parent_name = name.parent();
         let parent = match &parent_name {
@@ -279,7 +289,6 @@ impl Store {
             finish_delete_in_place(d)?;
         } else {
             // Commit point: the directory leaves the namespace.
-            let user_dir = self.user_dir(user, false)?;
             let grave = format!(".deleted.{}", fsutil::unique_suffix());
             parent.rename(
                 fsutil::os(leaf.as_bytes()),
@@ -305,6 +314,22 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Serializes the changes to one user's mailbox names (create, delete,
+    /// rename) across processes and threads: without it a CREATE of
+    /// `a/b` could land in `a` between a DELETE's check for children and
+    /// its rename, and be removed with it. Taken before any index lock;
+    /// deliveries and reads never take it.
+    fn lock_names(&self, user_dir: &Dir) -> Result<LockGuard> {
+        let os = fsutil::os(NAMES_LOCK.as_bytes());
+        let file = std::sync::Arc::new(user_dir.open_file(os, OFlag::O_RDWR | OFlag::O_CREAT)?);
+        LockGuard::acquire(
+            file,
+            LockKind::Exclusive,
+            self.opts.lock_timeout,
+            &user_dir.child_path(os),
+        )
     }
 
     /// Finishes a delete that died after its DELETED commit and before its
@@ -354,8 +379,10 @@ impl Store {
             // INBOX always exists (RFC 3501 6.3.5).
             return Err(Error::MailboxExists(to.to_string()));
         }
+        let user_dir = self.user_dir(user, false)?;
+        let _names = self.lock_names(&user_dir)?;
         if from.is_inbox() {
-            return self.rename_inbox(user, to);
+            return self.rename_inbox(user, &user_dir, to);
         }
         if to.as_str().starts_with(&format!("{}/", from.as_str())) {
             return Err(Error::InvalidName {
@@ -412,8 +439,8 @@ impl Store {
     /// [`crate::transfer::move_messages`], atomic for every session; a
     /// message delivered to INBOX after that move's commit stays in INBOX.
     /// A crash after the creation of `to` leaves it empty and INBOX intact.
-    fn rename_inbox(&self, user: &UserName, to: &MailboxName) -> Result<()> {
-        self.create_mailbox(user, to)?;
+    fn rename_inbox(&self, user: &UserName, user_dir: &Dir, to: &MailboxName) -> Result<()> {
+        self.create_locked(user, user_dir, to)?;
         let mut inbox = self.open_mailbox(user, &MailboxName::inbox())?;
         let mut dst = self.open_mailbox(user, to)?;
         for _ in 0..100 {

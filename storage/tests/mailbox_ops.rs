@@ -14,6 +14,14 @@ fn user() -> UserName {
     UserName::new("alice").unwrap()
 }
 
+/// A store with alice's empty INBOX, to share between threads.
+fn shared_store_with_inbox() -> (tempfile::TempDir, std::sync::Arc<Store>, UserName) {
+    let (t, s) = store();
+    let u = user();
+    s.create_mailbox(&u, &MailboxName::inbox()).unwrap();
+    (t, std::sync::Arc::new(s), u)
+}
+
 /// A store with alice's empty INBOX, open.
 fn inbox() -> (tempfile::TempDir, Store, UserName, storage::Mailbox) {
     let (t, s) = store();
@@ -430,10 +438,7 @@ fn interrupted_delete_is_finished_by_the_next_create_delete_or_rename() {
 /// (which recreates `.stage`), nor leaves its moved-aside directory behind.
 #[test]
 fn usage_and_opens_racing_deletes() {
-    let (t, s) = store();
-    let u = user();
-    s.create_mailbox(&u, &MailboxName::inbox()).unwrap();
-    let s = std::sync::Arc::new(s);
+    let (t, s, u) = shared_store_with_inbox();
     let tmp = MailboxName::new("Tmp").unwrap();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readers: Vec<_> = (0..3)
@@ -522,5 +527,43 @@ fn creators_racing_a_recovery_all_succeed() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         recoverer.join().unwrap();
         assert_eq!(created.iter().filter(|&&c| c).count(), 1, "round {round}");
+    }
+}
+
+/// CREATE of a child racing DELETE of its parent: the child either makes
+/// the delete keep the parent's directory, or is created after the delete
+/// finished; a CREATE that returned Ok is never removed by the delete.
+#[test]
+fn creating_a_child_while_its_parent_is_deleted_never_loses_it() {
+    let (_t, s, u) = shared_store_with_inbox();
+    let parent = MailboxName::new("a").unwrap();
+    let child = MailboxName::new("a/b").unwrap();
+    for round in 0..150 {
+        s.create_mailbox(&u, &parent).unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let deleter = {
+            let (s, u, parent, barrier) = (s.clone(), u.clone(), parent.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                s.delete_mailbox(&u, &parent)
+            })
+        };
+        barrier.wait();
+        let created = s.create_mailbox(&u, &child);
+        let deleted = deleter.join().unwrap();
+        assert!(deleted.is_ok(), "round {round}: delete: {deleted:?}");
+        assert!(created.is_ok(), "round {round}: create: {created:?}");
+        assert!(
+            s.mailbox_exists(&u, &child).unwrap(),
+            "round {round}: the created child is gone"
+        );
+        let mut m = s.open_mailbox(&u, &child).unwrap();
+        m.append(&b"Subject: c\r\n\r\nx\r\n"[..], AppendOptions::default())
+            .unwrap();
+        drop(m);
+        s.delete_mailbox(&u, &child).unwrap();
+        if s.mailbox_exists(&u, &parent).unwrap() {
+            s.delete_mailbox(&u, &parent).unwrap();
+        }
     }
 }
