@@ -3,6 +3,7 @@
 //! its directory holds `.index`; creating the index (link of a complete
 //! temporary file) is the commit point of mailbox creation.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ const UIDVALIDITY_FILE: &str = ".uidvalidity";
 const DELETED_MARK: &str = ".index.deleted";
 /// In the user's directory: the lock of [`Store::lock_names`].
 const NAMES_LOCK: &str = ".names.lock";
+/// In the user's directory: one subscribed name per line.
+const SUBSCRIPTIONS: &str = ".subscriptions";
+const SUBSCRIPTIONS_TMP: &str = ".subscriptions.tmp";
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -316,6 +320,47 @@ impl Store {
         Ok(())
     }
 
+    /// The names `user` subscribed to (IMAP SUBSCRIBE), whether or not
+    /// such mailboxes exist. Empty if the user never subscribed.
+    pub fn subscriptions(&self, user: &UserName) -> Result<BTreeSet<String>> {
+        let dir = self.user_dir(user, false)?;
+        read_subscriptions(&dir)
+    }
+
+    /// Adds `name` to `user`'s subscriptions, or removes it. Under the
+    /// user's name lock, so concurrent sessions never lose each other's
+    /// changes; the file is replaced whole (temp, fdatasync, rename,
+    /// directory fsync).
+    pub fn set_subscribed(&self, user: &UserName, name: &str, on: bool) -> Result<()> {
+        let dir = self.user_dir(user, true)?;
+        let _names = self.lock_names(&dir)?;
+        let mut subs = read_subscriptions(&dir)?;
+        let changed = if on {
+            subs.insert(name.to_string())
+        } else {
+            subs.remove(name)
+        };
+        if !changed {
+            return Ok(());
+        }
+        let text: String = subs.iter().map(|s| format!("{s}\n")).collect();
+        let tmp = fsutil::os(SUBSCRIPTIONS_TMP.as_bytes());
+        dir.unlink(tmp)?;
+        let mut f = dir.open_file(tmp, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)?;
+        let path = dir.child_path(tmp);
+        std::io::Write::write_all(&mut f, text.as_bytes())
+            .map_err(|e| Error::io("write", &path, e))?;
+        let durable = self.opts.durability == Durability::Full;
+        if durable {
+            fsutil::fdatasync(&f, &path)?;
+        }
+        dir.rename(tmp, &dir, fsutil::os(SUBSCRIPTIONS.as_bytes()))?;
+        if durable {
+            dir.fsync()?;
+        }
+        Ok(())
+    }
+
     /// Serializes the changes to one user's mailbox names (create, delete,
     /// rename) across processes and threads: without it a CREATE of
     /// `a/b` could land in `a` between a DELETE's check for children and
@@ -528,6 +573,25 @@ pub(crate) fn walk(
         path.pop();
     }
     Ok(())
+}
+
+fn read_subscriptions(user_dir: &Dir) -> Result<BTreeSet<String>> {
+    let os = fsutil::os(SUBSCRIPTIONS.as_bytes());
+    let mut f = match user_dir.open_file(os, OFlag::O_RDONLY) {
+        Ok(f) => f,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(BTreeSet::new());
+        }
+        Err(e) => return Err(e),
+    };
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut f, &mut text)
+        .map_err(|e| Error::io("read", user_dir.child_path(os), e))?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
 }
 
 /// Whether `dir` holds an index whose header is not marked DELETED.

@@ -2,7 +2,6 @@
 //! CREATE, DELETE, RENAME, LIST/LSUB, (UN)SUBSCRIBE, STATUS, APPEND.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use imap_codec::AuthenticateDataCodec;
 use imap_codec::decode::Decoder;
@@ -200,41 +199,17 @@ impl Session {
         ok("RENAME completed")
     }
 
-    fn subscriptions_path(&self, user: &UserName) -> PathBuf {
-        // A dot file: mailbox directories never start with a dot.
+    fn subscriptions(&self, user: &UserName) -> Result<BTreeSet<String>, Fail> {
         self.store
-            .root()
-            .join(user.encoded())
-            .join(".subscriptions")
-    }
-
-    fn subscriptions(&self, user: &UserName) -> BTreeSet<String> {
-        std::fs::read_to_string(self.subscriptions_path(user))
-            .map(|s| {
-                s.lines()
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default()
+            .subscriptions(user)
+            .map_err(|e| Fail::No(Some("SERVERBUG"), format!("cannot read subscriptions: {e}")))
     }
 
     pub(super) fn subscribe(&mut self, m: &WireMailbox, on: bool) -> Result<Done, Fail> {
         let user = self.user()?;
         let name = mailbox_name(m)?;
-        let mut subs = self.subscriptions(&user);
-        if on {
-            subs.insert(name.to_string());
-        } else {
-            subs.remove(name.as_str());
-        }
-        let path = self.subscriptions_path(&user);
-        // Sessions are threads: a per-process name would let two of them
-        // write one temporary file.
-        let tmp = path.with_extension(format!("tmp{}", storage::fsutil::unique_suffix()));
-        let text: String = subs.iter().map(|s| format!("{s}\n")).collect();
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::rename(&tmp, &path))
+        self.store
+            .set_subscribed(&user, name.as_str(), on)
             .map_err(|e| Fail::No(Some("SERVERBUG"), format!("cannot save subscriptions: {e}")))?;
         ok(if on {
             "SUBSCRIBE completed"
@@ -279,7 +254,7 @@ impl Session {
             }
         }
         let subs = if lsub {
-            self.subscriptions(&user)
+            self.subscriptions(&user)?
         } else {
             BTreeSet::new()
         };
