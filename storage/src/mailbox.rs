@@ -219,18 +219,8 @@ impl Mailbox {
     /// crashed process left half-done (see `transfer.rs`), so no caller
     /// ever sees a moved message in both mailboxes.
     pub(crate) fn lock_current(&mut self, kind: LockKind) -> Result<(LockGuard, Header)> {
-        self.lock_current_with(kind, true)
-    }
-
-    /// [`Self::lock_current`]; `mark` false takes an exclusive lock
-    /// without the writer mark (§1 of PROTOCOL.md). Only appends do that:
-    /// a killed append leaves nothing a reader counts (records past
-    /// `num_records`, files above `last_uid`), so there is nothing to
-    /// repair, and not touching the mark keeps the commit's page writes
-    /// to the record page and one header page.
-    fn lock_current_with(&mut self, kind: LockKind, mark: bool) -> Result<(LockGuard, Header)> {
         for _ in 0..100 {
-            let (guard, h) = self.lock_index_with(kind, mark)?;
+            let (guard, h) = self.lock_index(kind)?;
             if !h.has_pending_move() {
                 return Ok((guard, h));
             }
@@ -247,10 +237,6 @@ impl Mailbox {
     /// Takes `kind` on the current index file and reads its header,
     /// following a repack's replacement if needed.
     pub(crate) fn lock_index(&mut self, kind: LockKind) -> Result<(LockGuard, Header)> {
-        self.lock_index_with(kind, true)
-    }
-
-    fn lock_index_with(&mut self, kind: LockKind, mark: bool) -> Result<(LockGuard, Header)> {
         for _ in 0..100 {
             let guard = LockGuard::acquire(
                 self.index.file.clone(),
@@ -288,13 +274,9 @@ impl Mailbox {
                     }
                     self.repair_locked(&h)?;
                     let h = self.index.read_header()?;
-                    if !mark {
-                        self.index.set_writer_mark(false)?;
-                        return Ok((guard, h));
-                    }
                     return self.mark_writer(guard, h);
                 }
-                if kind == LockKind::Exclusive && mark {
+                if kind == LockKind::Exclusive {
                     return self.mark_writer(guard, h);
                 }
                 return Ok((guard, h));
@@ -595,19 +577,15 @@ impl Mailbox {
         // so a locker after a writer that died before it makes the
         // messages durable first (unordered.rs).
         let unordered = staged.iter().any(|s| s.pending_sync);
-        let (mut guard, old) = self.lock_current_with(LockKind::Exclusive, unordered)?;
+        //
+        // Ordered appends hold the mark too: one killed after its header
+        // write and before its fdatasync left a header readers count but
+        // no disk has, and the next locker must sync it before anyone
+        // builds on it; and one killed inside a growth left a length that
+        // may not be durable (repair_locked syncs the index).
+        let (mut guard, old) = self.lock_current(LockKind::Exclusive)?;
         fault::point("append.after_lock")?;
         let durable = self.durability == Durability::Full;
-        let records_end = crate::format::Header::record_offset(
-            old.num_records.saturating_add(staged.len() as u32),
-        );
-        if durable && !unordered && self.index.grows_to(records_end)? {
-            // The growth is synced before records land in it; a writer
-            // killed in between leaves this mark, and the next locker
-            // syncs the index (repair_locked). Unordered appends hold
-            // the mark anyway.
-            guard = self.mark_writer(guard, old.clone())?.0;
-        }
         self.refresh_meta(&old)?;
         let mut new = old.clone();
         if unordered {
@@ -723,9 +701,10 @@ impl Mailbox {
                         &self.stage,
                         self.durability == Durability::Full,
                     ) {
-                        // Appends set no writer mark, so a killed one's
-                        // staged file is found here and cleared by the
-                        // recovery (which needs the lock and the records).
+                        // A writer killed while staging (before its lock)
+                        // left no mark: its staged file is found here and
+                        // cleared by the recovery (which needs the lock
+                        // and the records).
                         Ok(s) if s.orphans => {
                             if let Err(e) = self.recover() {
                                 tracing::warn!(path = %self.index.path.display(), error = %e, "recovery of .stage failed");

@@ -96,9 +96,8 @@ fn prefill(spool: &Path, op: &str) {
 /// The operation a child runs for `op`.
 fn run_op(m: &mut Mailbox, op: &str) -> storage::Result<()> {
     match op {
-        "append" | "append_growing" | "append_growing_ordered" => {
-            // Ordered: the growth sets the writer mark itself.
-            m.set_unordered_appends(op != "append_growing_ordered");
+        "append" | "append_ordered" | "append_growing" | "append_growing_ordered" => {
+            m.set_unordered_appends(!op.ends_with("_ordered"));
             let opts = AppendOptions {
                 flags: Flags::FLAGGED,
                 keywords: vec!["NewKw".into()],
@@ -132,7 +131,9 @@ fn ops_for(point: &str) -> &'static [&'static str] {
         return &["append_growing", "append_growing_ordered"];
     }
     match point.split('.').next().unwrap() {
-        "append" => &["append"],
+        // Only an unordered append writes the index out without a sync.
+        "append" if point == "append.after_header_write_out" => &["append"],
+        "append" => &["append", "append_ordered"],
         "store" => &["store"],
         "expunge" => &["expunge"],
         "repack" => &["repack"],
@@ -293,9 +294,10 @@ fn crash_one(point: &str, op: &str) {
         Some(libc::SIGKILL),
         "{ctx}: child was not killed: {status:?} {out}"
     );
-    if point == "append.after_grow" {
-        // Killed between the zeros and their fdatasync: the writer mark
-        // must be left, so that the next locker syncs the grown length.
+    if op.starts_with("append") && !point.starts_with("append.after_stage") {
+        // Killed under the lock, ordered or not: the writer mark must be
+        // left, so that the next locker syncs what the writer left (a
+        // header readers count, a grown length) before building on it.
         let index = std::fs::read(dir.join(".index")).unwrap();
         assert_eq!(
             index[storage::index::WRITER_MARK_OFFSET as usize],
@@ -311,7 +313,7 @@ fn crash_one(point: &str, op: &str) {
     let old = &before.header;
     let committed = h.generation > old.generation;
     match op {
-        "append" | "append_growing" | "append_growing_ordered" => {
+        "append" | "append_ordered" | "append_growing" | "append_growing_ordered" => {
             let uid = old.last_uid + 1;
             let expect_committed = point.starts_with("append.after_header");
             assert_eq!(committed, expect_committed, "{ctx}: committed");
