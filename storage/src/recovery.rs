@@ -390,6 +390,18 @@ pub fn reconstruct(
     }
     h.generation = old_generation + 1;
 
+    if durability == Durability::Full {
+        // The files may be a dead writer's that never got their flush (an
+        // unordered append) or debris adopted as messages: each one the
+        // new index names is made durable before that index is.
+        for r in &records {
+            if let Some(f) = files.get(&r.uid) {
+                let path = dir.child_path(fsutil::os(message_file_name(r.uid).as_bytes()));
+                fsutil::fdatasync(f, &path)?;
+            }
+        }
+        dir.fsync()?;
+    }
     // Same temporary name pattern as repack, so `Mailbox::recover` removes
     // it if we die before the rename.
     let tmp = format!("{INDEX_NAME}.new.{}", std::process::id());
