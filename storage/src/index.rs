@@ -439,7 +439,7 @@ impl IndexFile {
 
     /// Writes records `start..` appended by a commit; returns the CRC32
     /// of the bytes written, for the header's `append_crc`. Grows the file
-    /// first if they do not fit ([`Self::ensure_allocated`]).
+    /// first if they do not fit (`ensure_allocated`).
     pub fn write_appended(&self, start: u32, records: &[Record], durable: bool) -> Result<u32> {
         let buf = encode_records(records);
         let off = Header::record_offset(start);

@@ -21,6 +21,7 @@ pub mod recovery;
 pub mod session;
 pub mod stage;
 pub mod store;
+pub mod subscriptions;
 pub mod transfer;
 pub mod unordered;
 pub mod verify;

@@ -572,17 +572,12 @@ impl Mailbox {
         if staged.is_empty() {
             return Ok(Vec::new());
         }
-        // Unordered: the messages are flushed inside the lock, with the
-        // index. The writer mark then stays set until that flush returns,
-        // so a locker after a writer that died before it makes the
-        // messages durable first (unordered.rs).
+        // The writer mark stays set until the commit's last flush returns,
+        // so the next locker after a writer that died before it repairs
+        // first (repair_locked): unordered, it makes the messages durable
+        // (unordered.rs); ordered or not, it syncs the index, whose header
+        // readers may already count, or whose growth may not be durable.
         let unordered = staged.iter().any(|s| s.pending_sync);
-        //
-        // Ordered appends hold the mark too: one killed after its header
-        // write and before its fdatasync left a header readers count but
-        // no disk has, and the next locker must sync it before anyone
-        // builds on it; and one killed inside a growth left a length that
-        // may not be durable (repair_locked syncs the index).
         let (mut guard, old) = self.lock_current(LockKind::Exclusive)?;
         fault::point("append.after_lock")?;
         let durable = self.durability == Durability::Full;

@@ -3,7 +3,6 @@
 //! its directory holds `.index`; creating the index (link of a complete
 //! temporary file) is the commit point of mailbox creation.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,9 +22,6 @@ const UIDVALIDITY_FILE: &str = ".uidvalidity";
 const DELETED_MARK: &str = ".index.deleted";
 /// In the user's directory: the lock of [`Store::lock_names`].
 const NAMES_LOCK: &str = ".names.lock";
-/// In the user's directory: one subscribed name per line.
-const SUBSCRIPTIONS: &str = ".subscriptions";
-const SUBSCRIPTIONS_TMP: &str = ".subscriptions.tmp";
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -72,7 +68,7 @@ impl Store {
         &self.opts
     }
 
-    fn user_dir(&self, user: &UserName, create: bool) -> Result<Dir> {
+    pub(crate) fn user_dir(&self, user: &UserName, create: bool) -> Result<Dir> {
         let enc = user.encoded();
         let os = fsutil::os(enc.as_bytes());
         if create && self.root.mkdir(os)? && self.opts.durability == Durability::Full {
@@ -320,53 +316,12 @@ impl Store {
         Ok(())
     }
 
-    /// The names `user` subscribed to (IMAP SUBSCRIBE), whether or not
-    /// such mailboxes exist. Empty if the user never subscribed.
-    pub fn subscriptions(&self, user: &UserName) -> Result<BTreeSet<String>> {
-        let dir = self.user_dir(user, false)?;
-        read_subscriptions(&dir)
-    }
-
-    /// Adds `name` to `user`'s subscriptions, or removes it. Under the
-    /// user's name lock, so concurrent sessions never lose each other's
-    /// changes; the file is replaced whole (temp, fdatasync, rename,
-    /// directory fsync).
-    pub fn set_subscribed(&self, user: &UserName, name: &str, on: bool) -> Result<()> {
-        let dir = self.user_dir(user, true)?;
-        let _names = self.lock_names(&dir)?;
-        let mut subs = read_subscriptions(&dir)?;
-        let changed = if on {
-            subs.insert(name.to_string())
-        } else {
-            subs.remove(name)
-        };
-        if !changed {
-            return Ok(());
-        }
-        let text: String = subs.iter().map(|s| format!("{s}\n")).collect();
-        let tmp = fsutil::os(SUBSCRIPTIONS_TMP.as_bytes());
-        dir.unlink(tmp)?;
-        let mut f = dir.open_file(tmp, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)?;
-        let path = dir.child_path(tmp);
-        std::io::Write::write_all(&mut f, text.as_bytes())
-            .map_err(|e| Error::io("write", &path, e))?;
-        let durable = self.opts.durability == Durability::Full;
-        if durable {
-            fsutil::fdatasync(&f, &path)?;
-        }
-        dir.rename(tmp, &dir, fsutil::os(SUBSCRIPTIONS.as_bytes()))?;
-        if durable {
-            dir.fsync()?;
-        }
-        Ok(())
-    }
-
     /// Serializes the changes to one user's mailbox names (create, delete,
     /// rename) across processes and threads: without it a CREATE of
     /// `a/b` could land in `a` between a DELETE's check for children and
     /// its rename, and be removed with it. Taken before any index lock;
     /// deliveries and reads never take it.
-    fn lock_names(&self, user_dir: &Dir) -> Result<LockGuard> {
+    pub(crate) fn lock_names(&self, user_dir: &Dir) -> Result<LockGuard> {
         let os = fsutil::os(NAMES_LOCK.as_bytes());
         let file = std::sync::Arc::new(user_dir.open_file(os, OFlag::O_RDWR | OFlag::O_CREAT)?);
         LockGuard::acquire(
@@ -390,12 +345,12 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
-        let file = std::sync::Arc::new(
-            idx.file
-                .try_clone()
-                .map_err(|e| Error::io("dup", &idx.path, e))?,
-        );
-        let _g = LockGuard::acquire(file, LockKind::Exclusive, self.opts.lock_timeout, &idx.path)?;
+        let _g = LockGuard::acquire(
+            idx.file.clone(),
+            LockKind::Exclusive,
+            self.opts.lock_timeout,
+            &idx.path,
+        )?;
         if !idx.read_header()?.is_deleted() {
             return Ok(());
         }
@@ -573,25 +528,6 @@ pub(crate) fn walk(
         path.pop();
     }
     Ok(())
-}
-
-fn read_subscriptions(user_dir: &Dir) -> Result<BTreeSet<String>> {
-    let os = fsutil::os(SUBSCRIPTIONS.as_bytes());
-    let mut f = match user_dir.open_file(os, OFlag::O_RDONLY) {
-        Ok(f) => f,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(BTreeSet::new());
-        }
-        Err(e) => return Err(e),
-    };
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut f, &mut text)
-        .map_err(|e| Error::io("read", user_dir.child_path(os), e))?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect())
 }
 
 /// Whether `dir` holds an index whose header is not marked DELETED.

@@ -1,0 +1,80 @@
+//! IMAP subscriptions (SUBSCRIBE, LSUB): `USER/.subscriptions`, one
+//! name per line, changed only under the user's name lock
+//! ([`Store::lock_names`]) and replaced whole (temp, fdatasync, rename,
+//! directory fsync), so concurrent sessions never lose each other's
+//! changes and a power cut leaves the old list or the new one.
+
+use std::collections::BTreeSet;
+
+use nix::fcntl::OFlag;
+
+use crate::error::{Error, Result};
+use crate::fsutil::{self, Dir};
+use crate::index::Durability;
+use crate::names::UserName;
+use crate::store::Store;
+
+const SUBSCRIPTIONS: &str = ".subscriptions";
+const SUBSCRIPTIONS_TMP: &str = ".subscriptions.tmp";
+
+impl Store {
+    /// The names `user` subscribed to (IMAP SUBSCRIBE), whether or not
+    /// such mailboxes exist. Empty if the user never subscribed.
+    pub fn subscriptions(&self, user: &UserName) -> Result<BTreeSet<String>> {
+        let dir = self.user_dir(user, false)?;
+        read_subscriptions(&dir)
+    }
+
+    /// Adds `name` to `user`'s subscriptions, or removes it. Under the
+    /// user's name lock, so concurrent sessions never lose each other's
+    /// changes; the file is replaced whole (temp, fdatasync, rename,
+    /// directory fsync).
+    pub fn set_subscribed(&self, user: &UserName, name: &str, on: bool) -> Result<()> {
+        let dir = self.user_dir(user, true)?;
+        let _names = self.lock_names(&dir)?;
+        let mut subs = read_subscriptions(&dir)?;
+        let changed = if on {
+            subs.insert(name.to_string())
+        } else {
+            subs.remove(name)
+        };
+        if !changed {
+            return Ok(());
+        }
+        let text: String = subs.iter().map(|s| format!("{s}\n")).collect();
+        let tmp = fsutil::os(SUBSCRIPTIONS_TMP.as_bytes());
+        dir.unlink(tmp)?;
+        let mut f = dir.open_file(tmp, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)?;
+        let path = dir.child_path(tmp);
+        std::io::Write::write_all(&mut f, text.as_bytes())
+            .map_err(|e| Error::io("write", &path, e))?;
+        let durable = self.options().durability == Durability::Full;
+        if durable {
+            fsutil::fdatasync(&f, &path)?;
+        }
+        dir.rename(tmp, &dir, fsutil::os(SUBSCRIPTIONS.as_bytes()))?;
+        if durable {
+            dir.fsync()?;
+        }
+        Ok(())
+    }
+}
+
+fn read_subscriptions(user_dir: &Dir) -> Result<BTreeSet<String>> {
+    let os = fsutil::os(SUBSCRIPTIONS.as_bytes());
+    let mut f = match user_dir.open_file(os, OFlag::O_RDONLY) {
+        Ok(f) => f,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(BTreeSet::new());
+        }
+        Err(e) => return Err(e),
+    };
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut f, &mut text)
+        .map_err(|e| Error::io("read", user_dir.child_path(os), e))?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
