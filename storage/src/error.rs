@@ -76,6 +76,11 @@ impl Error {
         }
     }
 
+    /// An I/O error saying that the file or directory does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+
     pub(crate) fn nix(op: &'static str, path: impl Into<PathBuf>, e: nix::Error) -> Self {
         Self::io(op, path, io::Error::from(e))
     }

@@ -162,24 +162,43 @@ impl Dir {
         ))
     }
 
-    /// The link count of a child (not following a symlink); `None` if it
-    /// does not exist.
-    pub fn nlink(&self, name: &OsStr) -> Result<Option<u64>> {
+    /// A child's status (not following a symlink); `None` if it does not
+    /// exist.
+    fn stat(&self, name: &OsStr) -> Result<Option<nix::sys::stat::FileStat>> {
         match nix::sys::stat::fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => Ok(Some(st.st_nlink)),
+            Ok(st) => Ok(Some(st)),
             Err(nix::Error::ENOENT) => Ok(None),
             Err(e) => Err(Error::nix("stat", self.child_path(name), e)),
         }
     }
 
-    /// Seconds since a child was last modified (not following a
-    /// symlink); `None` if it does not exist.
+    /// The link count of a child; `None` if it does not exist.
+    pub fn nlink(&self, name: &OsStr) -> Result<Option<u64>> {
+        Ok(self.stat(name)?.map(|st| st.st_nlink))
+    }
+
+    /// Seconds since a child was last modified; `None` if it does not
+    /// exist.
     pub fn age(&self, name: &OsStr) -> Result<Option<i64>> {
-        match nix::sys::stat::fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => Ok(Some(now() - st.st_mtime)),
-            Err(nix::Error::ENOENT) => Ok(None),
-            Err(e) => Err(Error::nix("stat", self.child_path(name), e)),
+        Ok(self.stat(name)?.map(|st| now() - st.st_mtime))
+    }
+
+    /// Replaces the child `name` whole with `bytes`: written to `tmp`
+    /// (any stale one removed first), fdatasynced when `durable`, renamed
+    /// over `name`. The caller makes the rename durable (directory fsync)
+    /// when it needs to.
+    pub fn replace_file(&self, tmp: &str, name: &str, bytes: &[u8], durable: bool) -> Result<()> {
+        use std::io::Write;
+        let tmp_os = os(tmp.as_bytes());
+        self.unlink(tmp_os)?;
+        let mut f = self.open_file(tmp_os, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)?;
+        let path = self.child_path(tmp_os);
+        f.write_all(bytes)
+            .map_err(|e| Error::io("write", &path, e))?;
+        if durable {
+            fdatasync(&f, &path)?;
         }
+        self.rename(tmp_os, self, os(name.as_bytes()))
     }
 
     pub fn unlink(&self, name: &OsStr) -> Result<()> {

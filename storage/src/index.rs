@@ -448,22 +448,22 @@ impl IndexFile {
         Ok(Header::append_crc_of(&buf))
     }
 
-    /// Whether writing bytes up to `end` needs a growth first: they lie
-    /// past the end of the file, or the file's length is not a whole
-    /// number of [`GROW_STEP`]s. Only a growth that completed and was
-    /// synced leaves such a length, so any other one (a growth cut short
-    /// by a full disk, a file written whole by create or repack) is grown
-    /// again, and synced, before records land in it.
-    pub fn grows_to(&self, end: u64) -> Result<bool> {
+    /// The file's length when writing bytes up to `end` needs a growth
+    /// first: they lie past the end of the file, or the file's length is
+    /// not a whole number of [`GROW_STEP`]s. Only a growth that completed
+    /// and was synced leaves such a length, so any other one (a growth
+    /// cut short by a full disk, a file written whole by create or
+    /// repack) is grown again, and synced, before records land in it.
+    fn growth_from(&self, end: u64) -> Result<Option<u64>> {
         if self.allocated.load(Ordering::Relaxed) >= end {
-            return Ok(false);
+            return Ok(None);
         }
         let len = self.file_len()?;
         if len >= end && len.is_multiple_of(GROW_STEP) {
             self.allocated.store(len, Ordering::Relaxed);
-            return Ok(false);
+            return Ok(None);
         }
-        Ok(true)
+        Ok(Some(len))
     }
 
     /// A growth failed and could not be cut off again: the file may be
@@ -486,10 +486,9 @@ impl IndexFile {
     /// take acknowledged records with it. A growth that cannot be made
     /// durable is undone, so that the next append grows (and syncs) again.
     fn ensure_allocated(&self, end: u64, durable: bool) -> Result<()> {
-        if !self.grows_to(end)? {
+        let Some(len) = self.growth_from(end)? else {
             return Ok(());
-        }
-        let len = self.file_len()?;
+        };
         let new_len = end.max(len + 1).div_ceil(GROW_STEP) * GROW_STEP;
         let grown = (|| {
             let zeros = vec![0u8; (new_len - len) as usize];

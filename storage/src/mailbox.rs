@@ -171,16 +171,14 @@ impl Mailbox {
         let dir = std::sync::Arc::new(dir);
         let index = match IndexFile::open_shared(&dir) {
             Ok(i) => i,
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.is_not_found() => {
                 return Err(Error::NoSuchMailbox(name.to_string()));
             }
             Err(e) => return Err(e),
         };
         // Vanishing under us: a delete is removing this directory.
         let gone = |e: Error| match e {
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                Error::NoSuchMailbox(name.to_string())
-            }
+            e if e.is_not_found() => Error::NoSuchMailbox(name.to_string()),
             e => e,
         };
         dir.mkdir(fsutil::os(STAGE_DIR.as_bytes())).map_err(gone)?;
@@ -445,7 +443,7 @@ impl Mailbox {
                 .open_file(os, OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL)
             {
                 // The staging directory vanishes only with the mailbox.
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(e) if e.is_not_found() => {
                     return Err(Error::MailboxDeleted);
                 }
                 r => r?,
@@ -826,9 +824,7 @@ impl Mailbox {
             .dir
             .open_file(fsutil::os(name.as_bytes()), OFlag::O_RDONLY)
         {
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                Err(Error::Expunged(uid))
-            }
+            Err(e) if e.is_not_found() => Err(Error::Expunged(uid)),
             r => r,
         }
     }

@@ -7,7 +7,6 @@
 //! mailbox's exclusive lock. Text format, see `docs/FORMAT.md`.
 
 use nix::fcntl::OFlag;
-use std::io::Write;
 
 use crate::error::{Error, Result};
 use crate::format::MAX_KEYWORDS;
@@ -44,7 +43,7 @@ impl Meta {
         let path = dir.child_path(fsutil::os(META_NAME.as_bytes()));
         let file = match dir.open_file(fsutil::os(META_NAME.as_bytes()), OFlag::O_RDONLY) {
             Ok(f) => f,
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.is_not_found() => {
                 return Ok(Meta::default());
             }
             Err(e) => return Err(e),
@@ -124,16 +123,12 @@ impl Meta {
     /// Atomically replaces `.meta` in `dir`. Caller holds the exclusive lock.
     pub fn save(&self, dir: &Dir, durability: Durability) -> Result<()> {
         let tmp = format!(".meta.tmp.{}", std::process::id());
-        let tmp_os = fsutil::os(tmp.as_bytes());
-        dir.unlink(tmp_os)?;
-        let mut f = dir.open_file(tmp_os, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)?;
-        let path = dir.child_path(tmp_os);
-        f.write_all(&self.serialize())
-            .map_err(|e| Error::io("write", &path, e))?;
-        if durability == Durability::Full {
-            fsutil::fdatasync(&f, &path)?;
-        }
-        dir.rename(tmp_os, dir, fsutil::os(META_NAME.as_bytes()))?;
+        dir.replace_file(
+            &tmp,
+            META_NAME,
+            &self.serialize(),
+            durability == Durability::Full,
+        )?;
         crate::fault::point("meta.after_write")?;
         if durability == Durability::Full {
             dir.fsync()?;

@@ -125,7 +125,7 @@ pub fn reconstruct(
     let mut out = ReconstructOutcome::default();
     let old = match IndexFile::open(&dir) {
         Ok(i) => Some(i),
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) if e.is_not_found() => None,
         Err(e) => return Err(e),
     };
     out.had_index = old.is_some();

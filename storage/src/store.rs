@@ -75,9 +75,7 @@ impl Store {
             self.root.fsync()?;
         }
         match self.root.open_dir(os) {
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                Err(Error::NoSuchUser(user.to_string()))
-            }
+            Err(e) if e.is_not_found() => Err(Error::NoSuchUser(user.to_string())),
             r => r,
         }
     }
@@ -91,7 +89,7 @@ impl Store {
                 dir.fsync()?;
             }
             dir = match dir.open_dir(os) {
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(e) if e.is_not_found() => {
                     return Err(Error::NoSuchMailbox(name.to_string()));
                 }
                 r => r?,
@@ -340,7 +338,7 @@ impl Store {
     fn finish_interrupted_delete(&self, dir: &Dir) -> Result<()> {
         let idx = match IndexFile::open(dir) {
             Ok(i) => i,
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.is_not_found() => {
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -532,13 +530,9 @@ pub(crate) fn walk(
 
 /// Whether `dir` holds an index whose header is not marked DELETED.
 fn holds_live_index(dir: &Dir) -> Result<bool> {
-    if !dir.exists(fsutil::os(INDEX_NAME.as_bytes()))? {
-        return Ok(false);
-    }
     match IndexFile::open_read_only(dir) {
         Ok(idx) => Ok(!idx.read_header()?.is_deleted()),
-        // Removed between the two looks.
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.is_not_found() => Ok(false),
         Err(e) => Err(e),
     }
 }

@@ -42,17 +42,8 @@ impl Store {
             return Ok(());
         }
         let text: String = subs.iter().map(|s| format!("{s}\n")).collect();
-        let tmp = fsutil::os(SUBSCRIPTIONS_TMP.as_bytes());
-        dir.unlink(tmp)?;
-        let mut f = dir.open_file(tmp, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)?;
-        let path = dir.child_path(tmp);
-        std::io::Write::write_all(&mut f, text.as_bytes())
-            .map_err(|e| Error::io("write", &path, e))?;
         let durable = self.options().durability == Durability::Full;
-        if durable {
-            fsutil::fdatasync(&f, &path)?;
-        }
-        dir.rename(tmp, &dir, fsutil::os(SUBSCRIPTIONS.as_bytes()))?;
+        dir.replace_file(SUBSCRIPTIONS_TMP, SUBSCRIPTIONS, text.as_bytes(), durable)?;
         if durable {
             dir.fsync()?;
         }
@@ -64,7 +55,7 @@ fn read_subscriptions(user_dir: &Dir) -> Result<BTreeSet<String>> {
     let os = fsutil::os(SUBSCRIPTIONS.as_bytes());
     let mut f = match user_dir.open_file(os, OFlag::O_RDONLY) {
         Ok(f) => f,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.is_not_found() => {
             return Ok(BTreeSet::new());
         }
         Err(e) => return Err(e),

@@ -332,7 +332,7 @@ fn stage_one(src: &Mailbox, uid: u32, dst: &Mailbox) -> Result<Staged> {
     // in the destination never takes our link for debris.
     let file = match src.dir().open_file(src_os, OFlag::O_RDONLY) {
         Ok(f) => f,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.is_not_found() => {
             return Err(Error::Expunged(uid));
         }
         Err(e) => return Err(e),
@@ -688,16 +688,7 @@ impl Journal {
     /// The caller makes the name durable (directory fsync).
     fn write(&self, dir: &Dir, durable: bool) -> Result<()> {
         let tmp = format!("{JOURNAL_NAME}.tmp.{}", std::process::id());
-        let tmp_os = fsutil::os(tmp.as_bytes());
-        dir.unlink(tmp_os)?;
-        let mut f = dir.open_file(tmp_os, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)?;
-        let path = dir.child_path(tmp_os);
-        f.write_all(&self.serialize())
-            .map_err(|e| Error::io("write", &path, e))?;
-        if durable {
-            fsutil::fdatasync(&f, &path)?;
-        }
-        dir.rename(tmp_os, dir, fsutil::os(JOURNAL_NAME.as_bytes()))
+        dir.replace_file(&tmp, JOURNAL_NAME, &self.serialize(), durable)
     }
 
     /// The journal in `dir`; `None` when absent or unreadable (a torn
@@ -895,7 +886,7 @@ fn find_mailbox(mb: &Mailbox, name: &MailboxName, uv: u32) -> Result<Option<Mail
         for c in n.encoded_components() {
             d = match d.open_dir(fsutil::os(c.as_bytes())) {
                 Ok(x) => x,
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(e) if e.is_not_found() => {
                     return Ok(None);
                 }
                 Err(e) => return Err(e),

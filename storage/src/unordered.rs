@@ -41,7 +41,7 @@ fn holds(f: &File, path: &Path, r: &Record) -> Result<bool> {
 fn open_if_present(dir: &Dir, name: &[u8]) -> Result<Option<File>> {
     match dir.open_file(fsutil::os(name), OFlag::O_RDONLY) {
         Ok(f) => Ok(Some(f)),
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -67,11 +67,7 @@ pub fn first_missing(dir: &Dir, records: &[Record]) -> Result<Option<(usize, Str
         if !checked(r) {
             continue;
         }
-        let name = message_file_name(r.uid);
-        let path = dir.child_path(fsutil::os(name.as_bytes()));
-        if let Some(f) = open_if_present(dir, name.as_bytes())?
-            && holds(&f, &path, r)?
-        {
+        if on_disk_as_recorded(dir, r)? {
             continue;
         }
         let stage =

@@ -214,7 +214,7 @@ fn still_at_path(dir: &Dir, idx: &IndexFile) -> Result<bool> {
     use std::os::unix::fs::MetadataExt;
     let now = match IndexFile::open_read_only(dir) {
         Ok(i) => i,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.is_not_found() => {
             return Ok(false);
         }
         Err(e) => return Err(e),
@@ -647,7 +647,7 @@ fn check_files(dir: &Dir, view: &RawView, rep: &mut Report) -> Result<()> {
 fn check_stage(dir: &Dir, rep: &mut Report) -> Result<()> {
     let stage = match dir.open_dir(fsutil::os(STAGE_DIR.as_bytes())) {
         Ok(s) => s,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.is_not_found() => {
             return Ok(());
         }
         Err(e) => return Err(e),
