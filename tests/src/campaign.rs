@@ -1767,6 +1767,18 @@ fn pause_points(op: &str) -> &'static [&'static str] {
     }
 }
 
+/// The admin commands the workers run: `CAMPAIGN_ADMIN=repack,recover`
+/// leaves reconstruct out (to tell which one breaks something); default
+/// all three.
+pub fn admin_ops() -> Vec<String> {
+    match std::env::var("CAMPAIGN_ADMIN") {
+        Ok(v) if !v.trim().is_empty() => v.split(',').map(|o| o.trim().to_string()).collect(),
+        _ => ["repack", "reconstruct", "recover"]
+            .map(String::from)
+            .to_vec(),
+    }
+}
+
 /// `idx-admin repack|reconstruct|recover` on a random mailbox in a loop,
 /// some runs paused at a fault point.
 pub fn admin_loop(env: Env, seed: u64) {
@@ -1777,6 +1789,9 @@ pub fn admin_loop(env: Env, seed: u64) {
             4..=6 => ("reconstruct", Kind::Reconstruct),
             _ => ("recover", Kind::Recover),
         };
+        if !admin_ops().iter().any(|o| o == op) {
+            continue;
+        }
         let mailbox = MAILBOXES[rng.below(MAILBOXES.len() as u64) as usize];
         let mut cmd = Command::new(bin("idx-admin"));
         cmd.arg(op)
