@@ -1587,7 +1587,10 @@ pub fn lmtp_client_main(sock: &Path, stop: &Path, id: &str, seed: u64) {
             Ok(())
         })();
         if let Err(e) = session
-            && e.kind() == io::ErrorKind::WouldBlock
+            && matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            )
         {
             say(format!(
                 "PROBLEM lmtp client {id}: no reply within {REPLY_TIMEOUT:?}"
