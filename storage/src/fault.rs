@@ -68,6 +68,31 @@ pub fn point(name: &'static str) -> Result<()> {
     Ok(())
 }
 
+static REBOOTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// For tests that build the state a power cut leaves by writing files in
+/// the process that made them: from now on this process compares boot
+/// stamps (`boot.rs`) as if the machine had rebooted since every write
+/// so far. Production never calls it.
+pub fn simulate_reboot() {
+    REBOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `MAILSTORE_TEST_REBOOT=1` in a child's environment: the same as one
+/// [`simulate_reboot`] at its start.
+pub const REBOOT_ENV: &str = "MAILSTORE_TEST_REBOOT";
+
+pub(crate) fn reboots() -> u64 {
+    static FROM_ENV: OnceLock<u64> = OnceLock::new();
+    let env = *FROM_ENV.get_or_init(|| {
+        std::env::var(REBOOT_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    });
+    env + REBOOTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Every fault point in the library, in write order per operation. Crash
 /// tests iterate over this list so that a new point is tested by default.
 pub const POINTS: &[&str] = &[

@@ -125,43 +125,6 @@ impl Dir {
             .map_err(|e| Error::nix("rename", self.child_path(from), e))
     }
 
-    /// Gives the file `from` the second name `to` in `to_dir`, replacing
-    /// whatever `to` named before. With `durable`, a replaced file's name
-    /// is durably gone (directory fsync) before the new link is made: the
-    /// new name may not be durable yet, and a power cut must not bring
-    /// back the old file under it (PROTOCOL.md §3, debris).
-    pub fn link_replacing(
-        &self,
-        from: &OsStr,
-        to_dir: &Dir,
-        to: &OsStr,
-        durable: bool,
-    ) -> Result<()> {
-        for _ in 0..2 {
-            match nix::unistd::linkat(
-                self.fd.as_fd(),
-                from,
-                to_dir.fd.as_fd(),
-                to,
-                AtFlags::empty(),
-            ) {
-                Ok(()) => return Ok(()),
-                Err(nix::Error::EEXIST) => {
-                    to_dir.unlink(to)?;
-                    if durable {
-                        to_dir.fsync()?;
-                    }
-                }
-                Err(e) => return Err(Error::nix("link", self.child_path(from), e)),
-            }
-        }
-        Err(Error::nix(
-            "link",
-            to_dir.child_path(to),
-            nix::Error::EEXIST,
-        ))
-    }
-
     /// A child's status (not following a symlink); `None` if it does not
     /// exist.
     fn stat(&self, name: &OsStr) -> Result<Option<nix::sys::stat::FileStat>> {
@@ -169,6 +132,53 @@ impl Dir {
             Ok(st) => Ok(Some(st)),
             Err(nix::Error::ENOENT) => Ok(None),
             Err(e) => Err(Error::nix("stat", self.child_path(name), e)),
+        }
+    }
+
+    /// The size of a child; `None` if it does not exist.
+    pub fn size(&self, name: &OsStr) -> Result<Option<u64>> {
+        Ok(self.stat(name)?.map(|st| st.st_size as u64))
+    }
+
+    /// Gives the file `from` the second name `to` in `to_dir`; `false`
+    /// (nothing done) when `to` exists already.
+    pub fn link_no_replace(&self, from: &OsStr, to_dir: &Dir, to: &OsStr) -> Result<bool> {
+        match nix::unistd::linkat(
+            self.fd.as_fd(),
+            from,
+            to_dir.fd.as_fd(),
+            to,
+            AtFlags::empty(),
+        ) {
+            Ok(()) => Ok(true),
+            Err(nix::Error::EEXIST) => Ok(false),
+            Err(e) => Err(Error::nix("link", self.child_path(from), e)),
+        }
+    }
+
+    /// Renames `from` to `to` in `to_dir` unless `to` exists
+    /// (`RENAME_NOREPLACE`); `false` (nothing done) when it does.
+    pub fn rename_no_replace(&self, from: &OsStr, to_dir: &Dir, to: &OsStr) -> Result<bool> {
+        match nix::fcntl::renameat2(
+            self.fd.as_fd(),
+            from,
+            to_dir.fd.as_fd(),
+            to,
+            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => Ok(true),
+            Err(nix::Error::EEXIST) => Ok(false),
+            // A filesystem without RENAME_NOREPLACE (some FUSE ones): the
+            // callers hold the mailbox lock, so nothing creates `to`
+            // between the check and the rename.
+            Err(nix::Error::EINVAL | nix::Error::ENOSYS) => {
+                if to_dir.exists(to)? {
+                    return Ok(false);
+                }
+                self.rename(from, to_dir, to)?;
+                Ok(true)
+            }
+            Err(e) => Err(Error::nix("rename", self.child_path(from), e)),
         }
     }
 

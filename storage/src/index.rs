@@ -68,9 +68,46 @@ pub struct HeaderRead {
     /// appended are not on disk (a crash during that commit's fsync):
     /// absolute offset of the first bad record byte, and why.
     pub torn: Option<(u64, String)>,
+    /// The header's commit does not match the disk in a way no power cut
+    /// leaves (PROTOCOL.md §3, *torn or damaged*): absolute offset and
+    /// why. The header is still the newest one; nobody may write on it
+    /// or roll it back ([`Self::usable`] fails) until `idx-admin
+    /// reconstruct`.
+    pub damaged: Option<(u64, String)>,
+    /// The newest slot was written during the current boot (`boot.rs`).
+    pub this_boot: bool,
+}
+
+/// Whether the newest commit is on disk as written.
+enum Completeness {
+    Complete,
+    /// Missing in a way a power cut during its flush leaves: that flush
+    /// never returned, so the commit was never acknowledged.
+    Torn(u64, String),
+    /// Anything else: damage after the fact.
+    Damaged(u64, String),
 }
 
 impl HeaderRead {
+    /// The header, unless its commit is damaged: then a corruption error
+    /// with the offset, for every locker (readers must not serve it as
+    /// complete, writers must not build on it or roll it back).
+    pub fn usable(&self, path: &std::path::Path) -> Result<&Header> {
+        match &self.damaged {
+            None => Ok(&self.header),
+            Some((offset, why)) => Err(Error::corrupt(
+                path,
+                *offset,
+                format!(
+                    "the newest commit (generation {}) does not match the disk ({why}), \
+                     which no interrupted commit leaves; refusing to use or undo it until \
+                     `idx-admin reconstruct`",
+                    self.header.generation
+                ),
+            )),
+        }
+    }
+
     /// The other slot holds bytes that are not a valid header: damage, not
     /// a crash state (a 128-byte slot inside one sector is never torn; see
     /// PROTOCOL.md). Absolute offset and reason.
@@ -183,20 +220,33 @@ impl IndexFile {
     /// may hold the header without the records. That commit was never
     /// acknowledged; the older generation is the committed state.
     pub fn read_header_detail(&self) -> Result<HeaderRead> {
-        let read = self.read_slots()?;
+        let mut read = self.read_slots()?;
         let h = &read.header;
         if h.append_from >= h.num_records
             || self.checked_generation.load(Ordering::Relaxed) == h.generation
         {
             return Ok(read);
         }
+        if read.this_boot {
+            // No power cut since this commit was written: every byte it
+            // wrote before its header is in the page cache, so it is
+            // complete, and whatever on disk differs from it is damage of
+            // a message or record, reported where it is read.
+            self.checked_generation
+                .store(h.generation, Ordering::Relaxed);
+            return Ok(read);
+        }
         match self.append_complete(h)? {
-            None => {
+            Completeness::Complete => {
                 self.checked_generation
                     .store(h.generation, Ordering::Relaxed);
                 Ok(read)
             }
-            Some((offset, why)) => match read.other {
+            Completeness::Damaged(offset, why) => {
+                read.damaged = Some((offset, why));
+                Ok(read)
+            }
+            Completeness::Torn(offset, why) => match read.other {
                 Ok(older) if older.generation < h.generation => {
                     tracing::warn!(
                         path = %self.path.display(),
@@ -211,6 +261,8 @@ impl IndexFile {
                         other: Ok(read.header),
                         writer_mark: read.writer_mark,
                         torn: Some((offset, why)),
+                        damaged: None,
+                        this_boot: false,
                     })
                 }
                 _ => Err(Error::corrupt(
@@ -229,13 +281,13 @@ impl IndexFile {
     /// whether its messages are on disk (`unordered.rs`). `None` when the
     /// commit is complete; otherwise an absolute index offset (of the
     /// record whose message is missing) and why.
-    fn append_complete(&self, h: &Header) -> Result<Option<(u64, String)>> {
+    fn append_complete(&self, h: &Header) -> Result<Completeness> {
         let buf = match self.append_range_intact(h)? {
             Ok(buf) => buf,
-            Err(bad) => return Ok(Some(bad)),
+            Err(c) => return Ok(c),
         };
         let Some(dir) = self.messages.as_ref().filter(|_| h.is_unordered()) else {
-            return Ok(None);
+            return Ok(Completeness::Complete);
         };
         let start = Header::record_offset(h.append_from);
         let records = buf
@@ -251,26 +303,38 @@ impl IndexFile {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(crate::unordered::first_missing(dir, &records)?
-            .map(|(i, why)| (Header::record_offset(h.append_from + i as u32), why)))
+        Ok(match crate::unordered::first_missing(dir, &records)? {
+            None => Completeness::Complete,
+            Some(m) => {
+                let offset = Header::record_offset(h.append_from + m.index as u32);
+                if m.torn {
+                    Completeness::Torn(offset, m.why)
+                } else {
+                    Completeness::Damaged(offset, m.why)
+                }
+            }
+        })
     }
 
     /// Whether the records `h` says its commit appended are on disk as
-    /// written. Their bytes when they are; otherwise the absolute offset
-    /// of the first bad byte and why. Records a later in-place writer changed
-    /// (MODSEQ above `h.highestmodseq`) no longer match the commit's CRC,
-    /// but prove the commit complete: that writer only ran after the
-    /// commit's fsync had returned.
+    /// written. Their bytes when they are; otherwise where and how they
+    /// differ. Records a later in-place writer changed (MODSEQ above
+    /// `h.highestmodseq`) no longer match the commit's CRC, but prove the
+    /// commit complete: that writer only ran after the commit's fsync had
+    /// returned. Under the sector-atomicity assumption (PROTOCOL.md §2) a
+    /// record cut by a power loss is all old or all new: zeros (a growth)
+    /// or a CRC-valid record of an older aborted commit. A non-zero record
+    /// with a bad CRC is damage, not a torn commit.
     fn append_range_intact(
         &self,
         h: &Header,
-    ) -> Result<std::result::Result<Vec<u8>, (u64, String)>> {
+    ) -> Result<std::result::Result<Vec<u8>, Completeness>> {
         let count = (h.num_records - h.append_from) as usize;
         let start = Header::record_offset(h.append_from);
         let mut buf = vec![0u8; count * RECORD_SIZE];
         let n = fsutil::read_at_most(&self.file, &mut buf, start, &self.path)?;
         if n < buf.len() {
-            return Ok(Err((
+            return Ok(Err(Completeness::Torn(
                 start + n as u64,
                 format!(
                     "file ends inside record {}",
@@ -281,30 +345,49 @@ impl IndexFile {
         if Header::append_crc_of(&buf) == h.append_crc {
             return Ok(Ok(buf));
         }
-        let mut first_bad = None;
+        let mut first_stale = None;
+        let mut first_damaged = None;
         let mut rewritten = false;
         for (i, chunk) in buf.chunks_exact(RECORD_SIZE).enumerate() {
             match Record::decode(chunk) {
                 Ok(r) if r.modseq > h.highestmodseq => rewritten = true,
                 Ok(_) => {}
+                Err(e) if chunk.iter().all(|b| *b == 0) => {
+                    first_stale.get_or_insert((
+                        i * RECORD_SIZE + e.offset,
+                        format!("{} (the record is all zeros)", e.what),
+                    ));
+                }
                 Err(e) => {
-                    first_bad.get_or_insert((i * RECORD_SIZE + e.offset, e.what));
+                    first_damaged.get_or_insert((i * RECORD_SIZE + e.offset, e.what));
                 }
             }
         }
         if rewritten {
             return Ok(Ok(buf));
         }
-        let (rel, why) = first_bad.unwrap_or((
+        if let Some((rel, why)) = first_damaged {
+            return Ok(Err(Completeness::Damaged(start + rel as u64, why)));
+        }
+        let (rel, why) = first_stale.unwrap_or((
             0,
             "appended records differ from what the commit wrote".to_string(),
         ));
-        Ok(Err((start + rel as u64, why)))
+        Ok(Err(Completeness::Torn(start + rel as u64, why)))
     }
 
     fn read_slots(&self) -> Result<HeaderRead> {
-        let mut buf = vec![0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE];
+        let mut buf = vec![0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE + crate::boot::STAMP_SIZE];
         let n = fsutil::read_at_most(&self.file, &mut buf, 0, &self.path)?;
+        let this_boot = |slot: usize| {
+            let off = SLOT_OFFSETS[slot] as usize;
+            let end = off + HEADER_SIZE + crate::boot::STAMP_SIZE;
+            n >= end
+                && crate::boot::written_this_boot(
+                    &buf[off..off + HEADER_SIZE],
+                    &buf[off + HEADER_SIZE..end],
+                )
+        };
         let decode = |slot: usize| {
             let off = SLOT_OFFSETS[slot] as usize;
             let end = (off + HEADER_SIZE).min(n);
@@ -332,6 +415,8 @@ impl IndexFile {
                         other: Ok(b),
                         writer_mark,
                         torn: None,
+                        damaged: None,
+                        this_boot: this_boot(0),
                     })
                 } else {
                     Ok(HeaderRead {
@@ -340,6 +425,8 @@ impl IndexFile {
                         other: Ok(a),
                         writer_mark,
                         torn: None,
+                        damaged: None,
+                        this_boot: this_boot(1),
                     })
                 }
             }
@@ -349,6 +436,8 @@ impl IndexFile {
                 other: Err(e),
                 writer_mark,
                 torn: None,
+                damaged: None,
+                this_boot: this_boot(0),
             }),
             (Err(e), Ok(b)) => Ok(HeaderRead {
                 header: b,
@@ -356,6 +445,8 @@ impl IndexFile {
                 other: Err(e),
                 writer_mark,
                 torn: None,
+                damaged: None,
+                this_boot: this_boot(1),
             }),
             (Err(ea), Err(eb)) => Err(Error::corrupt(
                 &self.path,
@@ -377,8 +468,10 @@ impl IndexFile {
             .len())
     }
 
+    /// The current header ([`HeaderRead::usable`]).
     pub fn read_header(&self) -> Result<Header> {
-        Ok(self.read_header_detail()?.header)
+        let read = self.read_header_detail()?;
+        Ok(read.usable(&self.path)?.clone())
     }
 
     /// Reads records `start..end` and validates each one's CRC and fields.
@@ -509,8 +602,14 @@ impl IndexFile {
 
     /// Writes the header of an append commit, whose `append_from` and
     /// `append_crc` describe the records [`Self::write_appended`] wrote.
+    /// The slot is written with its boot stamp (`boot.rs`) in one write
+    /// inside one sector.
     pub fn write_append_header(&self, h: &Header) -> Result<()> {
-        fsutil::write_all_at(&self.file, &h.encode(), SLOT_OFFSETS[h.slot()], &self.path)?;
+        let encoded = h.encode();
+        let mut slot = [0u8; HEADER_SIZE + crate::boot::STAMP_SIZE];
+        slot[..HEADER_SIZE].copy_from_slice(&encoded);
+        slot[HEADER_SIZE..].copy_from_slice(&crate::boot::stamp(&encoded));
+        fsutil::write_all_at(&self.file, &slot, SLOT_OFFSETS[h.slot()], &self.path)?;
         self.checked_generation
             .store(h.generation, Ordering::Relaxed);
         Ok(())

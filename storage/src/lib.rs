@@ -6,6 +6,7 @@
 //! `docs/FORMAT.md` for the byte layout and `docs/PROTOCOL.md` for the lock and
 //! write ordering that every public operation here follows.
 
+mod boot;
 pub mod config;
 pub mod dedup;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod lock;
 pub mod mailbox;
 pub mod meta;
 pub mod names;
+pub mod quarantine;
 pub mod recovery;
 pub mod session;
 pub mod stage;

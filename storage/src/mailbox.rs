@@ -257,11 +257,19 @@ impl Mailbox {
                     ),
                 ));
             }
-            let h = read.header;
+            let h = read.usable(&self.index.path)?.clone();
             if h.is_deleted() {
                 return Err(Error::MailboxDeleted);
             }
             if !h.is_superseded() {
+                if let (Some(_), Ok(torn), LockKind::Exclusive) = (&read.torn, &read.other, kind) {
+                    // The newest commit was cut by a power loss: never
+                    // acknowledged, but its generation and UIDs may have
+                    // been seen; retire them before anything is written.
+                    self.retire_torn_commit(&h, torn)?;
+                    drop(guard);
+                    continue;
+                }
                 if read.writer_mark {
                     // Only a dead writer leaves the mark where a locker can
                     // see it: repair under the exclusive lock first.
@@ -612,13 +620,16 @@ impl Mailbox {
                 let uid = new.last_uid + 1;
                 let target = message_file_name(uid);
                 // A file already at `target` is debris of a crashed commit
-                // (never referenced by a header); the link replaces it.
-                // The staged name stays until a later directory fsync
-                // (stage.rs): it is this message's durable name till then.
-                self.stage.link_replacing(
+                // (never referenced by a header): it goes to quarantine,
+                // never unlinked (quarantine.rs). The staged name stays
+                // until a later directory fsync (stage.rs): it is this
+                // message's durable name till then.
+                crate::quarantine::link_taking(
+                    &self.stage,
                     fsutil::os(s.name.as_bytes()),
                     &self.dir,
                     fsutil::os(target.as_bytes()),
+                    crate::quarantine::Reason::Uncommitted,
                     durable,
                 )?;
                 placed.push(target);
@@ -1090,7 +1101,9 @@ impl Mailbox {
             });
         }
         let mut new = old.clone();
-        new.generation = old.generation + 1;
+        // g + 1 is the old file's SUPERSEDED mark below: no generation
+        // number is written twice (PROTOCOL.md §5).
+        new.generation = old.generation + 2;
         new.recount(&live);
         let tmp = format!("{INDEX_NAME}.new.{}", std::process::id());
         self.dir.unlink(fsutil::os(tmp.as_bytes()))?;
@@ -1196,8 +1209,15 @@ impl Mailbox {
             {
                 // Above last_uid: an append that never committed. At or
                 // below it without a record: a repack that died after
-                // renaming the new index but before unlinking.
-                self.dir.unlink(fsutil::os(&name))?;
+                // renaming the new index but before unlinking. Either way
+                // not a message the index serves, but files win over the
+                // index: moved into quarantine, never unlinked.
+                let reason = if uid > h.last_uid {
+                    crate::quarantine::Reason::Uncommitted
+                } else {
+                    crate::quarantine::Reason::Orphan
+                };
+                crate::quarantine::keep(&self.dir, &self.dir, fsutil::os(&name), reason)?;
                 out.uncommitted_removed += 1;
             } else if name.starts_with(b".index.new.") {
                 // Temporary index file of a dead replacement; a live one
@@ -1249,6 +1269,51 @@ impl Mailbox {
             records,
             self.durability == Durability::Full,
         )
+    }
+
+    /// Under the exclusive lock, after a power loss cut the newest commit
+    /// (`torn`, passed over for `current`): writes a header that is
+    /// `current` with the torn commit's generation and UIDs used up
+    /// (generation `torn + 2`, which lands in the torn slot; `last_uid`
+    /// at least the torn one's), makes it durable, and moves any file the
+    /// torn commit left at its UIDs into quarantine. So no generation
+    /// number or UID is ever handed out twice, whatever a client may have
+    /// seen of the torn commit before the power went (PROTOCOL.md §3).
+    fn retire_torn_commit(&mut self, current: &Header, torn: &Header) -> Result<()> {
+        let mut h = current.without_append();
+        h.generation = torn.generation.max(current.generation) + 2;
+        if h.slot() == current.slot() {
+            h.generation += 1;
+        }
+        h.last_uid = current.last_uid.max(torn.last_uid);
+        let durable = self.durability == Durability::Full;
+        let mut moved = false;
+        for (name, _) in self.dir.entries()? {
+            if parse_message_file_name(&name).is_some_and(|uid| uid > current.last_uid) {
+                crate::quarantine::keep(
+                    &self.dir,
+                    &self.dir,
+                    fsutil::os(&name),
+                    crate::quarantine::Reason::Uncommitted,
+                )?;
+                moved = true;
+            }
+        }
+        if moved && durable {
+            self.dir.fsync()?;
+        }
+        self.index.write_header(&h)?;
+        if durable {
+            self.index.sync()?;
+        }
+        tracing::warn!(
+            path = %self.index.path.display(),
+            torn_generation = torn.generation,
+            generation = h.generation,
+            last_uid = h.last_uid,
+            "retired a commit a power loss cut short (never acknowledged)"
+        );
+        Ok(())
     }
 
     /// Exclusive lock on the index file this handle has open, as it is

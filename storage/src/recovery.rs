@@ -74,6 +74,10 @@ pub struct ReconstructOutcome {
     pub dropped_missing: Vec<u32>,
     /// Record numbers dropped because their CRC or fields were bad.
     pub dropped_corrupt: Vec<u32>,
+    /// UIDs whose file the valid old header does not account for (an
+    /// uncommitted append, or a message a repack removed from the index
+    /// before its unlink): moved into `.quarantine/`, not adopted.
+    pub quarantined: Vec<u32>,
     /// Keyword bits cleared because `.meta` has no name for them.
     pub keywords_cleared: u32,
     /// `.meta` could not be read and was reset to an empty table.
@@ -116,14 +120,60 @@ fn salvage_slot(buf: &[u8], slot: usize) -> Option<Salvage> {
 }
 
 /// Rebuilds the index of the mailbox directory `path`. See module docs.
+///
+/// Follows the lock protocol of every writer (PROTOCOL.md §1, §5): it
+/// locks `.index` exclusively and then checks that the file it locked is
+/// still the one at the path and not deleted. A repack or another
+/// reconstruct may have replaced it while this one waited for the lock;
+/// building from the replaced file would drop whatever was committed to
+/// the new one since. Then it starts over on the current file.
 pub fn reconstruct(
     path: &Path,
     durability: Durability,
     lock_timeout: Duration,
 ) -> Result<ReconstructOutcome> {
     let dir = Dir::open_root(path)?;
+    for _ in 0..100 {
+        if let Some(out) = reconstruct_once(&dir, path, durability, lock_timeout)? {
+            return Ok(out);
+        }
+    }
+    Err(Error::corrupt(
+        dir.child_path(fsutil::os(INDEX_NAME.as_bytes())),
+        0,
+        "index keeps being replaced during reconstruct",
+    ))
+}
+
+/// Whether `idx` is the file now at `.index` in `dir`. `None` when no
+/// file is there any more (a delete moved it away).
+fn still_current(dir: &Dir, idx: &IndexFile) -> Result<Option<bool>> {
+    use std::os::unix::fs::MetadataExt;
+    let now = match dir.open_file(fsutil::os(INDEX_NAME.as_bytes()), OFlag::O_RDONLY) {
+        Ok(f) => f,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let a = now
+        .metadata()
+        .map_err(|e| Error::io("stat", &idx.path, e))?;
+    let b = idx
+        .file
+        .metadata()
+        .map_err(|e| Error::io("stat", &idx.path, e))?;
+    Ok(Some(a.dev() == b.dev() && a.ino() == b.ino()))
+}
+
+/// One attempt of [`reconstruct`]; `None` when the index was replaced
+/// (or created) by someone else meanwhile and the caller must start over.
+fn reconstruct_once(
+    dir: &Dir,
+    path: &Path,
+    durability: Durability,
+    lock_timeout: Duration,
+) -> Result<Option<ReconstructOutcome>> {
     let mut out = ReconstructOutcome::default();
-    let old = match IndexFile::open(&dir) {
+    let old = match IndexFile::open(dir) {
         Ok(i) => Some(i),
         Err(e) if e.is_not_found() => None,
         Err(e) => return Err(e),
@@ -138,6 +188,17 @@ pub fn reconstruct(
         )?),
         None => None,
     };
+    if let Some(idx) = &old {
+        match still_current(dir, idx)? {
+            Some(true) => {}
+            // Replaced while we waited: the file we hold is history.
+            Some(false) => return Ok(None),
+            None => return Err(Error::MailboxDeleted),
+        }
+        if idx.read_header().is_ok_and(|h| h.is_deleted()) {
+            return Err(Error::MailboxDeleted);
+        }
+    }
     dir.mkdir(fsutil::os(STAGE_DIR.as_bytes()))?;
 
     // What survives of the old index.
@@ -146,6 +207,11 @@ pub fn reconstruct(
     let mut old_generation = 0u64;
     let mut old_header: Option<Header> = None;
     let mut raw_uidvalidity: Vec<u32> = Vec::new();
+    let mut burned_uid = 0u32;
+    // Whether the committed records are damaged (a bad CRC, a zeroed or
+    // missing record, UIDs out of order): a file without a record may
+    // then be a lost record's message.
+    let mut records_damaged = false;
     if let Some(idx) = &old {
         let mut buf = vec![0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE];
         let n = fsutil::read_at_most(&idx.file, &mut buf, 0, &idx.path)?;
@@ -163,6 +229,9 @@ pub fn reconstruct(
             .filter_map(|s| salvage_slot(&buf, *s))
             .collect();
         old_generation = salvaged.iter().map(|s| s.generation).max().unwrap_or(0);
+        // UIDs a CRC-intact slot gave out stay given out, even those of a
+        // newest commit passed over as torn: never hand a UID out twice.
+        burned_uid = salvaged.iter().map(|s| s.last_uid).max().unwrap_or(0);
         // A fully valid header wins; otherwise the CRC-intact slot with
         // the highest generation.
         header_src = match &old_header {
@@ -183,18 +252,26 @@ pub fn reconstruct(
             );
         }
         let len = idx.file_len()?;
-        // Every complete record in the file: records past num_records
-        // belong to an append that wrote its records but not its header;
-        // they are used only if their file exists.
+        // With a valid header, its records are the committed ones; records
+        // past num_records belong to an append that never committed. With
+        // none, every complete record in the file is a candidate (used
+        // only if its file exists).
         let in_file = (len.saturating_sub(RECORDS_OFFSET) / RECORD_SIZE as u64) as u32;
-        for raw in read_raw_records(idx, 0, in_file)? {
+        let count = old_header
+            .as_ref()
+            .map_or(in_file, |h| h.num_records.min(in_file));
+        records_damaged = count < old_header.as_ref().map_or(0, |h| h.num_records);
+        let mut prev_uid = 0u32;
+        for raw in read_raw_records(idx, 0, count)? {
             match raw.record {
-                Ok(r) => old_records.push(r),
+                Ok(r) => {
+                    records_damaged |= r.uid <= prev_uid;
+                    prev_uid = prev_uid.max(r.uid);
+                    old_records.push(r);
+                }
                 Err(_) => {
-                    let committed = old_header
-                        .as_ref()
-                        .is_none_or(|h| raw.recno < h.num_records);
-                    if committed && !is_zero_record(idx, raw.offset)? {
+                    records_damaged = true;
+                    if !is_zero_record(idx, raw.offset)? {
                         out.dropped_corrupt.push(raw.recno);
                     }
                 }
@@ -215,7 +292,7 @@ pub fn reconstruct(
             .filter(|r| !r.is_expunged())
             .cloned()
             .collect();
-        let tidy = crate::stage::tidy(&dir, &stage, &live, durability == Durability::Full)?;
+        let tidy = crate::stage::tidy(dir, &stage, &live, durability == Durability::Full)?;
         if !tidy.restored.is_empty() {
             out.notes.push(format!(
                 "restored the file names of UIDs {:?} from .stage (lost in a crash)",
@@ -224,7 +301,7 @@ pub fn reconstruct(
         }
     }
 
-    let meta = match Meta::load(&dir) {
+    let meta = match Meta::load(dir) {
         Ok(m) => m,
         Err(e) => {
             out.meta_reset = true;
@@ -232,7 +309,7 @@ pub fn reconstruct(
                 "keyword table unreadable ({e}); reset to empty, keyword flags lost"
             ));
             let m = Meta::default();
-            m.save(&dir, durability)?;
+            m.save(dir, durability)?;
             m
         }
     };
@@ -262,6 +339,11 @@ pub fn reconstruct(
     for r in old_records {
         by_uid.entry(r.uid).or_insert(r);
     }
+    // Without a valid header every file is a message (nothing says
+    // otherwise); with one, only files at or below its last UID, and only
+    // when its records are damaged (the file may be a lost record's).
+    let trusted_header = old_header.is_some();
+    let adoptable = |uid: u32| !trusted_header || (records_damaged && uid <= burned_uid);
     let now = fsutil::now();
     let old_hms = header_src.as_ref().map_or(0, |s| s.highestmodseq);
     let max_rec_modseq = by_uid.values().map(|r| r.modseq).max().unwrap_or(0);
@@ -295,6 +377,28 @@ pub fn reconstruct(
                 records.push(r);
             }
             (Some(_), None) => out.dropped_missing.push(uid),
+            (None, Some(_)) if !adoptable(uid) => {
+                // With a valid header, a file it does not account for is
+                // not a message it committed: above last_uid, an append
+                // that never committed; at or below it, a file whose
+                // record a repack or expunge removed (a repack killed
+                // before its unlinks). Adopting it would resurrect an
+                // expunged or moved message. Files win over the index,
+                // so it is kept in quarantine, not deleted.
+                let reason = if uid > burned_uid {
+                    crate::quarantine::Reason::Uncommitted
+                } else {
+                    crate::quarantine::Reason::Orphan
+                };
+                files.remove(&uid);
+                crate::quarantine::keep(
+                    dir,
+                    dir,
+                    fsutil::os(message_file_name(uid).as_bytes()),
+                    reason,
+                )?;
+                out.quarantined.push(uid);
+            }
             (None, Some(f)) => {
                 let info = scan_file(f, &path)?;
                 let mtime = f.metadata().ok().and_then(|m| m.modified().ok()).map(unix);
@@ -361,7 +465,11 @@ pub fn reconstruct(
         generation: 0,
         num_records: records.len() as u32,
         exists: 0,
-        last_uid: header_src.as_ref().map_or(0, |s| s.last_uid).max(max_uid),
+        last_uid: header_src
+            .as_ref()
+            .map_or(0, |s| s.last_uid)
+            .max(max_uid)
+            .max(burned_uid),
         uidvalidity,
         highestmodseq: modseq,
         total_bytes: 0,
@@ -388,7 +496,9 @@ pub fn reconstruct(
         h.deleted += r.flags.contains(Flags::DELETED) as u32;
         h.flagged += r.flags.contains(Flags::FLAGGED) as u32;
     }
-    h.generation = old_generation + 1;
+    // The old file's SUPERSEDED mark takes old + 1, the new file old + 2:
+    // no generation number is written twice (PROTOCOL.md §5).
+    h.generation = old_generation + 2;
 
     if durability == Durability::Full {
         // The files may be a dead writer's that never got their flush (an
@@ -406,7 +516,7 @@ pub fn reconstruct(
     // it if we die before the rename.
     let tmp = format!("{INDEX_NAME}.new.{}", std::process::id());
     dir.unlink(fsutil::os(tmp.as_bytes()))?;
-    let fresh = IndexFile::write_new(&dir, &tmp, &h, &records, durability)?;
+    let fresh = IndexFile::write_new(dir, &tmp, &h, &records, durability)?;
     let _new_guard = LockGuard::acquire(
         fresh.file.clone(),
         LockKind::Exclusive,
@@ -429,11 +539,24 @@ pub fn reconstruct(
         idx.write_header(&mark(old_generation))?;
     }
     crate::fault::point("reconstruct.after_mark_superseded")?;
-    dir.rename(
+    if old.is_some() {
+        dir.rename(
+            fsutil::os(tmp.as_bytes()),
+            dir,
+            fsutil::os(INDEX_NAME.as_bytes()),
+        )?;
+    } else if !dir.link_no_replace(
         fsutil::os(tmp.as_bytes()),
-        &dir,
+        dir,
         fsutil::os(INDEX_NAME.as_bytes()),
-    )?;
+    )? {
+        // No index when we started, one now (a create, or another
+        // reconstruct): never rename over a file we did not lock.
+        dir.unlink(fsutil::os(tmp.as_bytes()))?;
+        return Ok(None);
+    } else {
+        dir.unlink(fsutil::os(tmp.as_bytes()))?;
+    }
     if durability == Durability::Full {
         dir.fsync()?;
     }
@@ -442,7 +565,7 @@ pub fn reconstruct(
         idx.write_header(&mark(old_generation))?;
     }
     out.header = h;
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// The store hands out UIDVALIDITY values from `SPOOL/USER/.uidvalidity`

@@ -38,7 +38,8 @@ pub struct Tidy {
     /// Committed messages whose `UID.` name was missing and was linked
     /// back from `.stage`.
     pub restored: Vec<u32>,
-    /// Staged files of dead writers that belong to no committed record.
+    /// Staged files of dead writers that belong to no committed record
+    /// (moved into quarantine when they hold bytes, `quarantine.rs`).
     pub removed: usize,
 }
 
@@ -186,10 +187,15 @@ pub fn tidy(dir: &Dir, stage: &Dir, records: &[Record], durable: bool) -> Result
                 Some(i) => {
                     let r = missing.swap_remove(i);
                     let name = message_file_name(r.uid);
-                    stage.link_replacing(
+                    // A file at the name has other bytes than the record
+                    // says (the debris of an older commit that a power cut
+                    // brought back, or damage): kept in quarantine.
+                    crate::quarantine::link_taking(
+                        stage,
                         fsutil::os(&u.name),
                         dir,
                         fsutil::os(name.as_bytes()),
+                        crate::quarantine::Reason::Replaced,
                         durable,
                     )?;
                     tracing::warn!(
@@ -200,7 +206,20 @@ pub fn tidy(dir: &Dir, stage: &Dir, records: &[Record], durable: bool) -> Result
                     out.restored.push(r.uid);
                     settle_now.push(u);
                 }
+                None if u.is_orphan() => {
+                    // A writer killed before its commit, most likely; but
+                    // it holds a whole message's worth of bytes, and files
+                    // win over the index: moved aside, never unlinked.
+                    crate::quarantine::keep(
+                        dir,
+                        stage,
+                        fsutil::os(&u.name),
+                        crate::quarantine::Reason::Stage,
+                    )?;
+                    out.removed += 1;
+                }
                 None => {
+                    // Empty: nothing to keep.
                     stage.unlink(fsutil::os(&u.name))?;
                     out.removed += 1;
                 }

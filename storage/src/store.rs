@@ -18,7 +18,7 @@ use crate::lock::{LockGuard, LockKind};
 use crate::mailbox::{Mailbox, STAGE_DIR, parse_message_file_name};
 use crate::names::{MailboxName, UserName};
 
-const UIDVALIDITY_FILE: &str = ".uidvalidity";
+pub(crate) const UIDVALIDITY_FILE: &str = ".uidvalidity";
 const DELETED_MARK: &str = ".index.deleted";
 /// In the user's directory: the lock of [`Store::lock_names`].
 const NAMES_LOCK: &str = ".names.lock";

@@ -867,19 +867,16 @@ pub(crate) fn resolve_pending(mb: &mut Mailbox) -> Result<()> {
 /// Opens the user's mailbox `name` if its UIDVALIDITY is `uv`; otherwise
 /// (renamed since, e.g. with a parent) searches the user's mailboxes for
 /// that UIDVALIDITY, which is unique per user.
+///
+/// The user's directory is found by walking up from the mailbox's own
+/// directory to the first one holding the user's `.uidvalidity` file,
+/// not by the depth of `mb`'s name: a rename of a parent may have moved
+/// the mailbox to another depth since `mb` was opened, and counting
+/// levels would then search the wrong subtree (or above the user).
 fn find_mailbox(mb: &Mailbox, name: &MailboxName, uv: u32) -> Result<Option<Mailbox>> {
-    let depth = mb.name().components().count();
-    let mut user = mb.dir().open_dir(fsutil::os(b".."))?;
-    for _ in 1..depth {
-        user = user.open_dir(fsutil::os(b".."))?;
-    }
-    user.path = mb
-        .dir()
-        .path
-        .ancestors()
-        .nth(depth)
-        .map(|p| p.to_path_buf())
-        .unwrap_or_default();
+    let Some(user) = user_dir_of(mb.dir())? else {
+        return Ok(None);
+    };
     let open = |n: &MailboxName| -> Result<Option<Mailbox>> {
         let mut d = user.open_dir(fsutil::os(b"."))?;
         d.path = user.path.clone();
@@ -916,6 +913,24 @@ fn find_mailbox(mb: &Mailbox, name: &MailboxName, uv: u32) -> Result<Option<Mail
         {
             return Ok(Some(m));
         }
+    }
+    Ok(None)
+}
+
+/// The user directory above the mailbox directory `dir`: the nearest
+/// ancestor holding `.uidvalidity` (the store creates it with the user's
+/// first mailbox; mailbox names never start with a dot). `None` if no
+/// ancestor within the deepest nesting allowed holds one.
+fn user_dir_of(dir: &fsutil::Dir) -> Result<Option<fsutil::Dir>> {
+    let mut d = dir.open_dir(fsutil::os(b".."))?;
+    let mut path = dir.path.parent().map(|p| p.to_path_buf());
+    for _ in 0..=crate::names::MAX_DEPTH {
+        if d.exists(fsutil::os(crate::store::UIDVALIDITY_FILE.as_bytes()))? {
+            d.path = path.unwrap_or_default();
+            return Ok(Some(d));
+        }
+        d = d.open_dir(fsutil::os(b".."))?;
+        path = path.and_then(|p| p.parent().map(|p| p.to_path_buf()));
     }
     Ok(None)
 }

@@ -56,12 +56,22 @@ pub(crate) fn on_disk_as_recorded(dir: &Dir, r: &Record) -> Result<bool> {
     }
 }
 
+/// A message of an unordered append that is not on disk as its record
+/// describes it.
+pub struct Missing {
+    /// Its position among the records passed in.
+    pub index: usize,
+    pub why: String,
+    /// What is on disk is what a power cut during the commit's flush
+    /// leaves ([`torn_like`]); otherwise it is damage after the fact.
+    pub torn: bool,
+}
+
 /// The first of `records` (an unordered append's) whose message is not
-/// on disk as the record describes it: its position and why. A message
-/// whose `UID.` name is missing counts as present when `.stage` holds a
-/// file with its size and CRC32 (its staged name; recovery links it
-/// back).
-pub fn first_missing(dir: &Dir, records: &[Record]) -> Result<Option<(usize, String)>> {
+/// on disk as the record describes it. A message whose `UID.` name is
+/// missing counts as present when `.stage` holds a file with its size and
+/// CRC32 (its staged name; recovery links it back).
+pub fn first_missing(dir: &Dir, records: &[Record]) -> Result<Option<Missing>> {
     let mut stage: Option<Option<Dir>> = None;
     for (i, r) in records.iter().enumerate() {
         if !checked(r) {
@@ -77,15 +87,55 @@ pub fn first_missing(dir: &Dir, records: &[Record]) -> Result<Option<(usize, Str
         {
             continue;
         }
-        return Ok(Some((
-            i,
-            format!(
-                "message of UID {} ({} bytes, CRC32 {:08x}) is not on disk",
+        let (torn, seen) = torn_like(dir, r)?;
+        return Ok(Some(Missing {
+            index: i,
+            why: format!(
+                "message of UID {} ({} bytes, CRC32 {:08x}) is not on disk: {seen}",
                 r.uid, r.size, r.message_crc
             ),
-        )));
+            torn,
+        }));
     }
     Ok(None)
+}
+
+/// Whether `UID.`, which does not hold the record's message, looks like
+/// what a power cut during the commit's flush leaves of it: no file, an
+/// empty or shorter one, or one with a block of zeros (data blocks that
+/// never reached the disk read as zeros). A file of the right size, or
+/// longer, whose bytes simply differ is damage: a flush that never
+/// returned does not write other bytes. (A filesystem that exposes stale
+/// blocks after a crash, ext4 without a journal, can leave that too; it
+/// is then reported as damage, and writes wait for `idx-admin
+/// reconstruct` rather than guess.) Also says what was seen.
+fn torn_like(dir: &Dir, r: &Record) -> Result<(bool, String)> {
+    let name = message_file_name(r.uid);
+    let path = dir.child_path(fsutil::os(name.as_bytes()));
+    let Some(f) = open_if_present(dir, name.as_bytes())? else {
+        return Ok((true, "no file".into()));
+    };
+    let len = f.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
+    if len > r.size {
+        return Ok((false, format!("the file has {len} bytes")));
+    }
+    if len < r.size {
+        return Ok((true, format!("the file has {len} bytes")));
+    }
+    const BLOCK: usize = 4096;
+    let mut buf = vec![0u8; BLOCK];
+    let mut off = 0u64;
+    while off < len {
+        let n = fsutil::read_at_most(&f, &mut buf, off, &path)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().all(|b| *b == 0) {
+            return Ok((true, format!("zeros at byte {off}")));
+        }
+        off += n as u64;
+    }
+    Ok((false, "the file has other bytes (CRC32 differs)".into()))
 }
 
 fn staged_copy(stage: &Dir, r: &Record) -> Result<bool> {

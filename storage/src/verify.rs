@@ -81,6 +81,10 @@ pub struct Report {
     pub header: Option<Header>,
     pub records_checked: u32,
     pub files_checked: u32,
+    /// Files in `.quarantine/` (`quarantine.rs`): not a fault of the
+    /// mailbox (it is consistent without them), but bytes recovery would
+    /// not delete, for a person to restore or purge.
+    pub quarantine: Vec<crate::quarantine::Entry>,
 }
 
 impl Report {
@@ -379,8 +383,22 @@ fn check_index(view: &RawView, rep: &mut Report) {
             p,
             Some(*offset),
             format!(
-                "the newest header slot (offset {}) is ignored: what its commit appended is not on disk ({why}); a crash interrupted that commit before it was acknowledged, the next write replaces it",
+                "the newest header slot (offset {}) is ignored: what its commit appended is not on disk ({why}); a power loss interrupted that commit before it was acknowledged; the next writer retires its generation and UIDs (never handed out again)",
                 SLOT_OFFSETS[1 - hr.slot]
+            ),
+        );
+    }
+    if let Ok(hr) = &view.current
+        && let Some((offset, why)) = &hr.damaged
+    {
+        rep.problem(
+            p,
+            Some(*offset),
+            format!(
+                "the newest commit (header slot at offset {hbase}, generation {}) does not match the disk: {why}; \
+                 no interrupted commit leaves this, so it is neither used for writing nor rolled back \
+                 (writers refuse until `idx-admin reconstruct`)",
+                hr.header.generation
             ),
         );
     }
@@ -540,6 +558,7 @@ fn check_files(dir: &Dir, view: &RawView, rep: &mut Report) -> Result<()> {
         };
         rep.problem(&path, offset, format!("keyword table unreadable: {e}"));
     }
+    rep.quarantine = crate::quarantine::list(dir)?;
     let mut in_index = std::collections::HashMap::new();
     for raw in &view.records {
         if let Ok(r) = &raw.record {

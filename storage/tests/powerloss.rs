@@ -87,15 +87,19 @@ fn verify_warnings(dir: &Path) -> Vec<String> {
 
 /// After a power loss cut the commit of UID 3 (`h3` its header): readers
 /// are at the previous generation, `verify` names `bad_offset`, the next
-/// append gets UID 3 again (that delivery was never acknowledged), the
-/// older messages are intact, and recovery leaves nothing to warn about.
-fn assert_fell_back_and_reuses_uid_3(
+/// append retires UID 3 and the torn generation (a client may have seen
+/// them before the power went) and gets UID 4, whatever the torn commit
+/// left at `3.` is in quarantine, the older messages are intact, and
+/// recovery leaves nothing else to warn about.
+fn assert_fell_back_and_retires_uid_3(
     s: &Store,
     dir: &Path,
     h3: &Header,
     bad_offset: u64,
     ctx: &str,
 ) {
+    // What the test wrote is what a power cut left: judged after a boot.
+    storage::fault::simulate_reboot();
     let mut m = open(s);
     let h = m.header().unwrap();
     assert_eq!(
@@ -113,18 +117,27 @@ fn assert_fell_back_and_reuses_uid_3(
     );
     let again = b"Subject: again\r\n\r\nx\r\n";
     let uid = m.append(&again[..], AppendOptions::default()).unwrap();
-    assert_eq!(uid, 3, "{ctx}");
-    assert_eq!(m.read_message(3).unwrap(), again, "{ctx}");
+    assert_eq!(uid, 4, "{ctx}: UID 3 is never handed out again");
+    assert!(m.header().unwrap().generation > h3.generation, "{ctx}");
+    assert!(!dir.join("3.").exists(), "{ctx}");
+    assert_eq!(m.read_message(4).unwrap(), again, "{ctx}");
     assert_eq!(m.read_message(2).unwrap(), msg(2), "{ctx}");
     let mut fresh = open(s);
-    assert_eq!(fresh.snapshot().unwrap().records.len(), 3, "{ctx}");
+    let uids: Vec<u32> = fresh
+        .snapshot()
+        .unwrap()
+        .records
+        .iter()
+        .map(|r| r.uid)
+        .collect();
+    assert_eq!(uids, vec![1, 2, 4], "{ctx}");
     fresh.recover().unwrap();
     assert!(verify_warnings(dir).is_empty(), "{ctx}");
 }
 
 /// The last commit's header is on disk, its record is not: readers use
 /// the previous generation, verify names the offset, the next append
-/// reuses the UID (the message was never acknowledged) and all is clean.
+/// retires the UID (the message was never acknowledged) and all is clean.
 #[test]
 fn header_without_its_records_falls_back_to_the_previous_generation() {
     let (_t, s, dir) = setup(3);
@@ -132,7 +145,7 @@ fn header_without_its_records_falls_back_to_the_previous_generation() {
     assert_eq!((h3.last_uid, h3.append_from, h3.num_records), (3, 2, 3));
     let off = Header::record_offset(2);
     index(&dir).write_all_at(&[0u8; RECORD_SIZE], off).unwrap();
-    assert_fell_back_and_reuses_uid_3(&s, &dir, &h3, off + 124, "records zeroed");
+    assert_fell_back_and_retires_uid_3(&s, &dir, &h3, off + 124, "records zeroed");
 }
 
 /// The record slot of the last commit holds a valid record of an older,
@@ -150,6 +163,7 @@ fn stale_valid_record_under_a_new_header_is_not_served() {
     r.message_crc ^= 0xdead_beef;
     f.write_all_at(&r.encode(), off).unwrap();
 
+    storage::fault::simulate_reboot();
     let mut m = open(&s);
     let h = m.header().unwrap();
     assert_eq!(h.last_uid, 2);
@@ -325,8 +339,8 @@ fn small_appends_are_unordered_and_other_commits_clear_the_flag() {
 
 /// The bytes of the last message did not reach the disk (its file, under
 /// both names, holds zeros or nothing): readers use the previous
-/// generation, verify names the record's offset, the UID is handed out
-/// again (that delivery was never acknowledged) and recovery cleans up.
+/// generation, verify names the record's offset, the UID is retired
+/// (that delivery was never acknowledged) and recovery cleans up.
 #[test]
 fn records_without_their_message_fall_back_to_the_previous_generation() {
     for damage in ["zeroed", "empty", "gone"] {
@@ -353,7 +367,7 @@ fn records_without_their_message_fall_back_to_the_previous_generation() {
         }
 
         let off = Header::record_offset(2);
-        assert_fell_back_and_reuses_uid_3(&s, &dir, &h3, off, damage);
+        assert_fell_back_and_retires_uid_3(&s, &dir, &h3, off, damage);
     }
 }
 

@@ -74,6 +74,14 @@ fn transfer_crash_child() {
         return;
     };
     let s = store_at(&PathBuf::from(std::env::var(SPOOL).unwrap()));
+    if let Some(from) = role.strip_prefix("move-from:") {
+        // A source below a parent (`find_mailbox_after_a_parent_rename`).
+        let mut src = open(&s, from);
+        let mut b = open(&s, "B");
+        let r = transfer::move_messages(&mut src, MOVED, &mut b, None);
+        println!("CHILD-RESULT {:?}", r.map(|_| ()));
+        return;
+    }
     let mut a = open(&s, "A");
     let mut b = open(&s, "B");
     let r = match role.as_str() {
@@ -81,6 +89,7 @@ fn transfer_crash_child() {
         "move" => transfer::move_messages(&mut a, MOVED, &mut b, None),
         // Only look: a reader that may have to settle a pending move.
         "read-b" => b.snapshot().map(|_| Default::default()),
+
         r => panic!("unknown role {r}"),
     };
     match r {
@@ -323,5 +332,70 @@ fn kill_the_settling_reader_too() {
             assert_eq!(status.signal(), Some(libc::SIGKILL), "{ctx}: reader {out}");
             check(&spool, "move", true, first, &ctx);
         }
+    }
+}
+
+/// A MOVE killed after the destination committed, whose source is then
+/// moved to another depth by a rename of its parent: a session that
+/// opened the source under its old name settles the move from that stale
+/// handle. It must find the destination (the user directory is not
+/// `depth(old name)` levels up any more) and roll forward: the messages
+/// end up only in the destination, never in both (and the search never
+/// leaves the user's directory).
+#[test]
+fn find_mailbox_after_a_parent_rename() {
+    let cases: [(&[&str], &str, &str, &str); 2] = [
+        (&["P"], "P", "P/A", "Q/R/P"),
+        (&["X", "X/Y"], "X/Y", "X/Y/A", "Z"),
+    ];
+    for (parents, parent, child, renamed) in cases {
+        let t = tempfile::tempdir().unwrap();
+        let spool = t.path().join("spool");
+        let s = store_at(&spool);
+        for n in ["INBOX", "B"].iter().chain(parents).chain([&child]) {
+            s.create_mailbox(&user(), &MailboxName::new(n).unwrap())
+                .unwrap();
+        }
+        {
+            let mut a = open(&s, child);
+            for i in 1..=5 {
+                a.append(&msg(i)[..], AppendOptions::default()).unwrap();
+            }
+        }
+        let mut stale = open(&s, child);
+        stale.header().unwrap();
+        let (status, out) = spawn_child(
+            &spool,
+            &format!("move-from:{child}"),
+            "move.after_dst_commit=kill",
+        );
+        assert_eq!(status.signal(), Some(9), "{out}");
+        s.rename_mailbox(
+            &user(),
+            &MailboxName::new(parent).unwrap(),
+            &MailboxName::new(renamed).unwrap(),
+        )
+        .unwrap();
+        // The stale handle settles first.
+        let live = stale.snapshot().unwrap();
+        let left: Vec<u32> = live
+            .records
+            .iter()
+            .filter(|r| !r.is_expunged())
+            .map(|r| r.uid)
+            .collect();
+        assert_eq!(
+            left,
+            vec![2, 4],
+            "{child} -> {renamed}: source after settling"
+        );
+        let now = format!("{renamed}{}", &child[parent.len()..]);
+        let mut src = open(&s, &now);
+        let mut dst = open(&s, "B");
+        let in_src = contents(&mut src);
+        let in_dst = contents(&mut dst);
+        assert_eq!(in_src.len(), 2, "{child} -> {renamed}");
+        assert_eq!(in_dst.len(), 3, "{child} -> {renamed}");
+        assert!(in_src.keys().all(|k| !in_dst.contains_key(k)));
     }
 }

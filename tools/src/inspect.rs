@@ -377,6 +377,10 @@ pub fn report_json(path: &Path, rep: &Report) -> Value {
         "files_checked": rep.files_checked,
         "problems": f(Severity::Problem),
         "warnings": f(Severity::Warning),
+        "quarantine": rep.quarantine.iter().map(|q| json!({
+            "name": q.name, "size": q.size, "since": q.since,
+            "reason": q.reason, "original": q.original,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -392,6 +396,14 @@ pub fn report_human(path: &Path, rep: &Report) -> String {
             "{sev} {} @{off}: {}\n",
             x.path.display(),
             x.message
+        ));
+    }
+    if !rep.quarantine.is_empty() {
+        let bytes: u64 = rep.quarantine.iter().map(|q| q.size).sum();
+        out.push_str(&format!(
+            "quarantine {}: {} file(s), {bytes} bytes that no commit accounts for, kept rather than deleted (idx-admin quarantine list)\n",
+            path.join(storage::quarantine::QUARANTINE_DIR).display(),
+            rep.quarantine.len(),
         ));
     }
     let problems = rep.problems().count();

@@ -333,13 +333,31 @@ fn orphans_are_problems_and_uncommitted_files_are_warnings() {
     std::fs::remove_file(dir.join("4.")).unwrap();
     let v = assert_clean(&dir);
     assert_eq!(v["warnings"].as_array().unwrap().len(), 2);
-    // Reconstruct gives the orphan a record and keeps the rest.
+    // Reconstruct does not resurrect them (4 was expunged, 9 never
+    // committed, and the index is intact): it keeps their files in
+    // quarantine, where a postmaster can restore them as new messages.
     std::fs::write(dir.join("4."), b"Subject: back\r\n\r\nagain\r\n").unwrap();
     let r = reconstruct(&dir);
-    assert_eq!(r["rebuilt"], serde_json::json!([4, 9]));
-    assert_clean(&dir);
+    assert_eq!(r["rebuilt"], serde_json::json!([]));
+    assert_eq!(r["quarantined"], serde_json::json!([4, 9]));
+    let v = assert_clean(&dir);
+    assert_eq!(v["quarantine"].as_array().unwrap().len(), 3, "{v:#}");
     let uids: Vec<u32> = contents(&spool).iter().map(|m| m.0).collect();
-    assert_eq!(uids, vec![1, 2, 3, 4, 5, 9]);
+    assert_eq!(uids, vec![1, 2, 3, 5]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_idx-admin"))
+        .args(["--json", "quarantine", "restore", "--all"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let uids: Vec<u32> = contents(&spool).iter().map(|m| m.0).collect();
+    assert_eq!(
+        uids,
+        vec![1, 2, 3, 5, 6, 7, 8],
+        "new UIDs, never an old one"
+    );
+    let v = assert_clean(&dir);
+    assert_eq!(v["quarantine"].as_array().unwrap().len(), 0, "{v:#}");
 }
 
 #[test]

@@ -17,7 +17,7 @@ use tools::{MailboxArgs, Target, transfer};
 #[command(
     name = "idx-admin",
     version,
-    about = "Mailbox maintenance: reconstruct, repack, recover, import, export"
+    about = "Mailbox maintenance: reconstruct, repack, recover, quarantine, import, export"
 )]
 struct Cli {
     /// JSON output instead of text.
@@ -44,7 +44,8 @@ enum Cmd {
     Reconstruct(MailboxArgs),
     /// Drop expunged records and delete their files.
     Repack(MailboxArgs),
-    /// Remove debris of crashed writers (unlocked staged files, uncommitted files).
+    /// Clear debris of crashed writers (unlocked staged files, uncommitted
+    /// files: moved into .quarantine when they hold bytes).
     Recover(MailboxArgs),
     /// Append every message of an mbox or Maildir, keeping flags and dates.
     Import {
@@ -65,6 +66,37 @@ enum Cmd {
         mb: MailboxArgs,
         #[command(flatten)]
         dst: Source,
+    },
+    /// Files recovery kept aside (`.quarantine/`): list, restore, purge.
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCmd {
+    /// List the quarantined files of a mailbox, oldest first.
+    List(MailboxArgs),
+    /// Append a quarantined file to the mailbox as a new message (a new
+    /// UID, never its old one), then remove it from quarantine.
+    Restore {
+        #[command(flatten)]
+        mb: MailboxArgs,
+        /// Names as `list` prints them; `--all` for every one.
+        names: Vec<String>,
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+    },
+    /// Delete quarantined files for good.
+    Purge {
+        #[command(flatten)]
+        mb: MailboxArgs,
+        /// Names as `list` prints them.
+        names: Vec<String>,
+        /// Every file quarantined more than this many days ago.
+        #[arg(long, conflicts_with = "names")]
+        older_than_days: Option<u64>,
     },
 }
 
@@ -143,6 +175,12 @@ fn run(cli: &Cli) -> Result<(), String> {
                 h.highestmodseq,
                 h.generation,
             );
+            if !o.quarantined.is_empty() {
+                text.push_str(&format!(
+                    "quarantined: files of UIDs {:?} that the index does not account for (idx-admin quarantine list)\n",
+                    o.quarantined
+                ));
+            }
             for n in &o.notes {
                 text.push_str(&format!("note: {n}\n"));
             }
@@ -154,6 +192,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                     "uidvalidity_changed": o.uidvalidity_changed,
                     "kept": o.kept, "rebuilt": o.rebuilt, "updated": o.updated,
                     "dropped_missing": o.dropped_missing, "dropped_corrupt_records": o.dropped_corrupt,
+                    "quarantined": o.quarantined,
                     "keywords_cleared": o.keywords_cleared, "meta_reset": o.meta_reset,
                     "generation": h.generation, "num_records": h.num_records, "exists": h.exists,
                     "last_uid": h.last_uid, "highestmodseq": h.highestmodseq, "notes": o.notes,
@@ -184,7 +223,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                     "uncommitted_removed": o.uncommitted_removed,
                     "restored": o.restored, "settled": o.settled}),
                 format!(
-                    "recovered {}: {} staged/temporary files and {} uncommitted message files removed, {} committed messages restored from .stage{}, {} staged names settled\n",
+                    "recovered {}: {} staged/temporary files and {} uncommitted message files cleared (any with content kept in .quarantine), {} committed messages restored from .stage{}, {} staged names settled\n",
                     t.dir.display(),
                     o.stage_removed,
                     o.uncommitted_removed,
@@ -236,6 +275,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                 ),
             );
         }
+        Cmd::Quarantine { action } => quarantine(cli.json, action)?,
         Cmd::Export { mb, dst } => {
             let t = mb.resolve()?;
             let mut m = open(&t, false)?;
@@ -257,6 +297,116 @@ fn run(cli: &Cli) -> Result<(), String> {
                     t.dir.display(),
                     to.display()
                 ),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn quarantine(json: bool, action: &QuarantineCmd) -> Result<(), String> {
+    use storage::quarantine;
+    let err = |e: storage::Error| e.to_string();
+    let dir_of = |mb: &MailboxArgs| -> Result<(Target, storage::fsutil::Dir), String> {
+        let t = mb.resolve()?;
+        let d = storage::fsutil::Dir::open_root(&t.dir).map_err(err)?;
+        Ok((t, d))
+    };
+    match action {
+        QuarantineCmd::List(mb) => {
+            let (t, d) = dir_of(mb)?;
+            let list = quarantine::list(&d).map_err(err)?;
+            let mut text = String::new();
+            for q in &list {
+                text.push_str(&format!(
+                    "{}\t{} bytes\t{}\twas {}\n",
+                    q.name, q.size, q.reason, q.original
+                ));
+            }
+            text.push_str(&format!(
+                "{}: {} file(s) in quarantine\n",
+                t.dir.display(),
+                list.len()
+            ));
+            let v: Vec<_> = list
+                .iter()
+                .map(|q| {
+                    json!({"name": q.name, "size": q.size, "since": q.since,
+                        "reason": q.reason, "original": q.original})
+                })
+                .collect();
+            emit(json, json!({"mailbox": t.dir, "files": v}), text);
+        }
+        QuarantineCmd::Restore { mb, names, all } => {
+            let (t, d) = dir_of(mb)?;
+            let names: Vec<String> = if *all {
+                quarantine::list(&d)
+                    .map_err(err)?
+                    .into_iter()
+                    .map(|q| q.name)
+                    .collect()
+            } else {
+                names.clone()
+            };
+            if names.is_empty() {
+                return Err("name the files to restore (see `quarantine list`), or --all".into());
+            }
+            let mut m = open(&t, false)?;
+            let mut restored = Vec::new();
+            for name in &names {
+                let f = quarantine::open(&d, name).map_err(err)?;
+                let since = f
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs() as i64);
+                let uid = m
+                    .append(
+                        f,
+                        storage::AppendOptions {
+                            internal_date: since,
+                            ..Default::default()
+                        },
+                    )
+                    .map_err(err)?;
+                quarantine::remove(&d, name).map_err(err)?;
+                restored.push(json!({"name": name, "uid": uid}));
+            }
+            let text = format!(
+                "restored {} file(s) into {} as new messages\n",
+                restored.len(),
+                t.dir.display()
+            );
+            emit(json, json!({"mailbox": t.dir, "restored": restored}), text);
+        }
+        QuarantineCmd::Purge {
+            mb,
+            names,
+            older_than_days,
+        } => {
+            let (t, d) = dir_of(mb)?;
+            let names: Vec<String> = match older_than_days {
+                Some(days) => {
+                    let cutoff = storage::fsutil::now() - (*days as i64) * 86_400;
+                    quarantine::list(&d)
+                        .map_err(err)?
+                        .into_iter()
+                        .filter(|q| q.since < cutoff)
+                        .map(|q| q.name)
+                        .collect()
+                }
+                None if names.is_empty() => {
+                    return Err("name the files to purge, or --older-than-days N".into());
+                }
+                None => names.clone(),
+            };
+            for name in &names {
+                quarantine::remove(&d, name).map_err(err)?;
+            }
+            emit(
+                json,
+                json!({"mailbox": t.dir, "purged": names}),
+                format!("purged {} file(s) from {}\n", names.len(), t.dir.display()),
             );
         }
     }
