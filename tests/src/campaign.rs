@@ -1875,6 +1875,31 @@ pub struct Final {
     pub unacknowledged_present: u64,
     pub present: u64,
     pub expunged_by_intent: u64,
+    /// Files in the mailboxes' `.quarantine/` (debris recovery kept).
+    pub quarantined: u64,
+}
+
+/// Token -> quarantined files holding it, over every mailbox.
+fn quarantine(store: &Store, user: &UserName, f: &mut Final) -> BTreeMap<String, Vec<PathBuf>> {
+    let mut out: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for m in MAILBOXES {
+        let q = store
+            .mailbox_path(user, &MailboxName::new(m).unwrap())
+            .join(".quarantine");
+        let Ok(rd) = std::fs::read_dir(&q) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            f.quarantined += 1;
+            if let Some(t) = std::fs::read(e.path())
+                .ok()
+                .and_then(|b| crate::reliability::token_of(&b))
+            {
+                out.entry(t).or_default().push(e.path());
+            }
+        }
+    }
+    out
 }
 
 /// After every actor stopped: `idx-admin recover` and `idx-inspect verify`
@@ -1946,6 +1971,7 @@ pub fn final_check(spool: &Path, ledger: &Ledger) -> Final {
     let sent = ledger.sent.lock().unwrap().clone();
     let seen_tokens = ledger.seen.lock().unwrap().tokens.clone();
     let mut f = Final::default();
+    let quarantined = quarantine(&store, &user, &mut f);
     for (t, copies) in &found {
         f.present += 1;
         if copies.len() > 1 {
@@ -1992,9 +2018,10 @@ pub fn final_check(spool: &Path, ledger: &Ledger) -> Final {
             ledger.problem(
                 "lost",
                 format!(
-                    "{t} (to {}) acknowledged, not in any mailbox, never expunged ({})",
+                    "{t} (to {}) acknowledged, not in any mailbox, never expunged ({}; quarantined as {:?})",
                     s.mailbox,
-                    ledger.intents_of(t)
+                    ledger.intents_of(t),
+                    quarantined.get(t)
                 ),
             );
         } else if seen_tokens.contains(t) {

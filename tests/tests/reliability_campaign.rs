@@ -244,7 +244,7 @@ fn campaign_all_processes() {
     let total_kills: u64 = kills.values().sum();
     println!(
         "campaign: seed {seed}, {campaign_secs:.0} s, {} acknowledged ({} deliver, {} LMTP, {} APPEND), \
-         {} unacknowledged but present, {} expunged on purpose, {} present at the end; \
+         {} unacknowledged but present, {} expunged on purpose, {} present at the end, {} quarantined files; \
          {} MOVEs, {} EXPUNGEs ok; kills (killed/runs) {}: {total_kills} in all; \
          lost {}, changed {}, duplicated {}, vanished {}, seen-then-lost {}, wrong bytes {}, \
          UIDs not ascending {}, unknown {}, UIDVALIDITY changed {}, view inconsistent {}, \
@@ -256,6 +256,7 @@ fn campaign_all_processes() {
         fin.unacknowledged_present,
         fin.expunged_by_intent,
         fin.present,
+        fin.quarantined,
         stat("imap.MOVE ok"),
         stat("imap.EXPUNGE ok"),
         kill_list.join(", "),
