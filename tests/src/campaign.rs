@@ -2001,6 +2001,19 @@ pub fn final_check(spool: &Path, ledger: &Ledger) -> Final {
             Some(_) => {}
         }
     }
+    // What the quarantine holds (for the report; not a failure).
+    for t in quarantined.keys() {
+        let what = if found.contains_key(t) {
+            "a copy of a message still present"
+        } else if ledger.has_expunge_intent(t) {
+            "a message expunged on purpose"
+        } else if sent.get(t).is_some_and(|s| s.acked) {
+            "an acknowledged message missing from its mailbox"
+        } else {
+            "a message never acknowledged"
+        };
+        ledger.stat(format!("quarantine: {what}"));
+    }
     for (t, s) in &sent {
         if s.acked {
             f.acknowledged += 1;
