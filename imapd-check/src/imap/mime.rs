@@ -201,9 +201,9 @@ fn extension(out: &mut Vec<u8>, n: &Headers) {
     nstring_unfolded(out, n.raw_header("Content-Location"));
 }
 
-/// BODYSTRUCTURE (`extended`) or BODY of part `idx`. Header blocks are
-/// read one at a time and dropped before recursing; the output is flushed
-/// as it grows.
+/// BODYSTRUCTURE (`extended`) or BODY of part `idx`. Each header block is
+/// read, rendered into what comes before and after the nested parts, and
+/// dropped before recursing; the output is flushed as it grows.
 pub fn body_structure(
     em: &mut Emitter,
     src: &dyn Source,
@@ -212,88 +212,102 @@ pub fn body_structure(
     extended: bool,
 ) -> io::Result<()> {
     let p = &s.parts[idx];
-    em.buf.push(b'(');
-    if let Kind::Multipart(kids) = &p.kind {
+    let block = structure::header_block(src, p)?;
+    let h = Headers::parse(&block);
+    let ct = h.content_type();
+    let mut head = vec![b'('];
+    let mut tail = Vec::new();
+    let declared_multipart = ct.is_some_and(|c| c.c_type.eq_ignore_ascii_case("multipart"));
+    let kids: Option<&[usize]> = match &p.kind {
+        Kind::Multipart(kids) => Some(kids),
+        // Declared multipart but no parts found (no boundary, cut short,
+        // too deep): still a multipart for the syntax.
+        _ if declared_multipart => Some(&[]),
+        _ => None,
+    };
+    let mut inner = None;
+    if kids.is_some() {
+        tail.push(b' ');
+        let sub = ct.and_then(|c| c.c_subtype.as_deref()).unwrap_or("MIXED");
+        string(&mut tail, sub.to_ascii_uppercase().as_bytes());
+        if extended {
+            tail.push(b' ');
+            params(&mut tail, ct.and_then(|c| c.attributes.as_ref()), &[]);
+            extension(&mut tail, &h);
+        }
+    } else {
+        let (ty, sub) = match ct {
+            Some(c) => (
+                c.c_type.to_ascii_uppercase(),
+                c.c_subtype
+                    .as_deref()
+                    .unwrap_or("PLAIN")
+                    .to_ascii_uppercase(),
+            ),
+            None if p.default_message => ("MESSAGE".to_string(), "RFC822".to_string()),
+            None => ("TEXT".to_string(), "PLAIN".to_string()),
+        };
+        let out = &mut head;
+        string(out, ty.as_bytes());
+        out.push(b' ');
+        string(out, sub.as_bytes());
+        out.push(b' ');
+        let default: &[(&str, &str)] = if ty == "TEXT" {
+            &[("CHARSET", "US-ASCII")]
+        } else {
+            &[]
+        };
+        params(out, ct.and_then(|c| c.attributes.as_ref()), default);
+        out.push(b' ');
+        nstring_unfolded(out, h.raw_header("Content-ID"));
+        out.push(b' ');
+        nstring_unfolded(out, h.raw_header("Content-Description"));
+        out.push(b' ');
+        let enc = h
+            .raw_header("Content-Transfer-Encoding")
+            .map(|e| String::from_utf8_lossy(&unfold(e)).to_ascii_uppercase())
+            .unwrap_or_else(|| "7BIT".to_string());
+        string(out, enc.as_bytes());
+        out.extend_from_slice(format!(" {}", p.end - p.body_start).as_bytes());
+        inner = s.inner(idx).filter(|_| ty == "MESSAGE");
+        if inner.is_none() && ty == "MESSAGE" && sub == "RFC822" {
+            // Not parsed as a message (encoded, or too deep): the syntax
+            // still wants an envelope, a body and lines.
+            out.extend_from_slice(
+                b" (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 0 0)",
+            );
+        }
+        if ty == "TEXT" || ty == "MESSAGE" && sub == "RFC822" || inner.is_some() {
+            tail.extend_from_slice(format!(" {}", p.lines).as_bytes());
+        }
+        if extended {
+            tail.push(b' ');
+            nstring_unfolded(&mut tail, h.raw_header("Content-MD5"));
+            extension(&mut tail, &h);
+        }
+    }
+    tail.push(b')');
+    drop(h);
+    drop(block);
+    em.buf.extend_from_slice(&head);
+    if let Some(kids) = kids {
         for &k in kids {
             body_structure(em, src, s, k, extended)?;
             em.maybe_flush()?;
         }
         if kids.is_empty() {
-            // An empty multipart still needs one body for the syntax.
+            // A multipart needs one body for the syntax.
             em.buf
                 .extend_from_slice(b"(\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 0 0)");
         }
-        let block = structure::header_block(src, p)?;
-        let h = Headers::parse(&block);
-        let ct = h.content_type();
-        let out = &mut em.buf;
-        out.push(b' ');
-        let sub = ct.and_then(|c| c.c_subtype.as_deref()).unwrap_or("MIXED");
-        string(out, sub.to_ascii_uppercase().as_bytes());
-        if extended {
-            out.push(b' ');
-            params(out, ct.and_then(|c| c.attributes.as_ref()), &[]);
-            extension(out, &h);
-        }
-        out.push(b')');
-        return Ok(());
     }
-    let block = structure::header_block(src, p)?;
-    let h = Headers::parse(&block);
-    let ct = h.content_type();
-    let (ty, sub) = match ct {
-        Some(c) => (
-            c.c_type.to_ascii_uppercase(),
-            c.c_subtype
-                .as_deref()
-                .unwrap_or("PLAIN")
-                .to_ascii_uppercase(),
-        ),
-        None if p.default_message => ("MESSAGE".to_string(), "RFC822".to_string()),
-        None => ("TEXT".to_string(), "PLAIN".to_string()),
-    };
-    let out = &mut em.buf;
-    string(out, ty.as_bytes());
-    out.push(b' ');
-    string(out, sub.as_bytes());
-    out.push(b' ');
-    let default: &[(&str, &str)] = if ty == "TEXT" {
-        &[("CHARSET", "US-ASCII")]
-    } else {
-        &[]
-    };
-    params(out, ct.and_then(|c| c.attributes.as_ref()), default);
-    out.push(b' ');
-    nstring_unfolded(out, h.raw_header("Content-ID"));
-    out.push(b' ');
-    nstring_unfolded(out, h.raw_header("Content-Description"));
-    out.push(b' ');
-    let enc = h
-        .raw_header("Content-Transfer-Encoding")
-        .map(|e| String::from_utf8_lossy(&unfold(e)).to_ascii_uppercase())
-        .unwrap_or_else(|| "7BIT".to_string());
-    string(out, enc.as_bytes());
-    out.extend_from_slice(format!(" {}", p.end - p.body_start).as_bytes());
-    // What follows the nested message, kept small while it is rendered.
-    let mut tail = Vec::new();
-    if extended {
-        tail.push(b' ');
-        nstring_unfolded(&mut tail, h.raw_header("Content-MD5"));
-        extension(&mut tail, &h);
-    }
-    tail.push(b')');
-    drop(h);
-    drop(block);
-    if let Some(inner) = s.inner(idx).filter(|_| ty == "MESSAGE") {
+    if let Some(inner) = inner {
         em.buf.push(b' ');
         let ib = structure::header_block(src, &s.parts[inner])?;
         envelope(&mut em.buf, &Headers::parse(&ib));
         drop(ib);
         em.buf.push(b' ');
         body_structure(em, src, s, inner, extended)?;
-        em.buf.extend_from_slice(format!(" {}", p.lines).as_bytes());
-    } else if ty == "TEXT" {
-        em.buf.extend_from_slice(format!(" {}", p.lines).as_bytes());
     }
     em.buf.extend_from_slice(&tail);
     Ok(())
@@ -363,6 +377,61 @@ mod tests {
             s.ends_with(" \"MIXED\" (\"BOUNDARY\" \"b1\") NIL NIL NIL)"),
             "{s}"
         );
+    }
+
+    /// Odd structures still render as BODYSTRUCTURE an IMAP parser takes.
+    #[test]
+    fn odd_structures_render_valid_syntax() {
+        use imap_codec::ResponseCodec;
+        use imap_codec::decode::Decoder;
+        let mut deep = Vec::new();
+        for i in 0..40 {
+            deep.extend_from_slice(
+                format!("Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n")
+                    .as_bytes(),
+            );
+        }
+        deep.extend_from_slice(b"\r\nleaf\r\n");
+        let cases: Vec<&[u8]> = vec![
+            MULTI,
+            b"Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\nSubject: one\r\n\r\nhi\r\n--d--\r\n",
+            b"Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\nU3ViamVjdDogeA0KDQp5DQo=\r\n--m--\r\n",
+            b"Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\nContent-Type: message/rfc822\r\n\r\nSubject: cut\r\nContent-Type: multipart/alternative; boundary=z\r\n--m--\r\n",
+            b"Content-Type: multipart/mixed\r\n\r\nno boundary at all\r\n",
+            b"Content-Type: multipart/mixed; boundary=q\r\n\r\nnever delimited\r\n",
+            b"",
+        ];
+        // imap-codec parses at most 8 levels of body nesting; the deep
+        // case is checked for its bound instead.
+        let mut o = Vec::new();
+        let s = structure::scan(&Mem(&deep), true, false).unwrap();
+        let mut em = Emitter::new(&mut o);
+        body_structure(&mut em, &Mem(&deep), &s, 0, true).unwrap();
+        em.finish().unwrap();
+        let mut depth = 0i64;
+        let mut max = 0;
+        for &b in &o {
+            depth += i64::from(b == b'(') - i64::from(b == b')');
+            max = max.max(depth);
+        }
+        assert_eq!(depth, 0);
+        assert!(max <= structure::MAX_DEPTH as i64 + 2, "{max}");
+        for raw in cases {
+            for extended in [false, true] {
+                let s = structure::scan(&Mem(raw), true, false).unwrap();
+                let mut sink = b"* 1 FETCH (BODYSTRUCTURE ".to_vec();
+                let mut em = Emitter::new(&mut sink);
+                body_structure(&mut em, &Mem(raw), &s, 0, extended).unwrap();
+                em.finish().unwrap();
+                sink.extend_from_slice(b")\r\n");
+                let text = String::from_utf8_lossy(&sink).into_owned();
+                let parsed = ResponseCodec::default().decode(&sink);
+                assert!(
+                    matches!(parsed, Ok((rest, _)) if rest.is_empty()),
+                    "{text}: {parsed:?}"
+                );
+            }
+        }
     }
 
     #[test]

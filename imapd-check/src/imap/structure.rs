@@ -124,10 +124,16 @@ struct TypeInfo {
     message: bool,
 }
 
-/// Reads the header block of `p` (its first [`HEADER_CAP`] bytes).
+/// Reads the header block of `p` (its first [`HEADER_CAP`] bytes) for
+/// parsing. A header cut short by a delimiter or the end gets a line end,
+/// so that its last field is parsed too.
 pub fn header_block(src: &dyn Source, p: &Part) -> io::Result<Vec<u8>> {
     let (off, len) = p.header();
-    read_range(src, off, len.min(HEADER_CAP))
+    let mut block = read_range(src, off, len.min(HEADER_CAP))?;
+    if !block.is_empty() && !block.ends_with(b"\n") {
+        block.extend_from_slice(b"\r\n");
+    }
+    Ok(block)
 }
 
 fn type_info(block: &[u8], default_message: bool) -> TypeInfo {
