@@ -282,6 +282,13 @@ fn fetch_of_a_200_mb_message_stays_under_64_mib() {
     assert!(r.before.contains("BODY[1]<1000> {50}"), "{}", r.before);
     assert_eq!(r.crc, file_crc(&path, head + 1000, 50));
     check_peak("partial");
+
+    // SEARCH reads bodies in chunks too.
+    let l = c.ok("SEARCH BODY \"small text part\" SUBJECT \"big one\"");
+    assert_eq!(l, ["* SEARCH 1"]);
+    let l = c.ok("SEARCH TEXT \"not in there\"");
+    assert_eq!(l, ["* SEARCH"]);
+    check_peak("SEARCH BODY/TEXT");
     c.ok("LOGOUT");
     eprintln!("server peak RSS: {}", peaks.join(", "));
 }
@@ -349,6 +356,9 @@ fn crc_mismatch_is_refused_not_served() {
     flip_byte(&message_path(&spool, "alice", 2), large.len() as u64 - 10);
     let mut c = Client::spawn(&spool, "alice");
     c.ok("SELECT INBOX");
+    // Reading the small one whole for SEARCH meets its CRC too.
+    let (_, tagged) = c.cmd("SEARCH BODY \"no such words\"");
+    assert!(tagged.contains(" NO [CORRUPTION]"), "{tagged}");
     for seq in [1, 2] {
         assert_corrupt(&mut c, &format!("FETCH {seq} (BODY.PEEK[])"));
         assert_corrupt(&mut c, &format!("FETCH {seq} (BODY[])"));
@@ -420,6 +430,8 @@ fn size_mismatch_is_refused() {
         }
         assert!(c.ok("NOOP").is_empty());
     }
+    let (_, tagged) = c.cmd("SEARCH TEXT \"abc\"");
+    assert!(tagged.contains(" NO [CORRUPTION]"), "{tagged}");
     // What needs no message bytes is still answered from the record.
     let l = c.ok("FETCH 1:2 (UID RFC822.SIZE FLAGS)");
     assert_eq!(l.len(), 2, "{l:?}");

@@ -138,16 +138,42 @@ impl Input {
         }
     }
 
-    /// Exactly `n` bytes, or `None` at end of input.
-    pub fn read_exact(&mut self, n: usize) -> io::Result<Option<Vec<u8>>> {
-        while self.buf.len() - self.start < n {
-            if self.fill()? == 0 {
-                return Ok(None);
+    /// Appends exactly `n` bytes to `dst`; false at end of input. Bytes
+    /// not yet buffered are read straight into `dst`, so a literal is held
+    /// once, not twice.
+    fn read_into(&mut self, dst: &mut Vec<u8>, n: usize) -> io::Result<bool> {
+        dst.reserve(n);
+        let mut left = n;
+        while left > 0 {
+            if self.has_buffered() {
+                let take = (self.buf.len() - self.start).min(left);
+                dst.extend_from_slice(&self.buf[self.start..self.start + take]);
+                self.start += take;
+                left -= take;
+                continue;
             }
+            let at = dst.len();
+            dst.resize(at + left, 0);
+            let got = loop {
+                match self.src.read(&mut dst[at..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => break r,
+                }
+            };
+            let got = match got {
+                Ok(g) => g,
+                Err(e) => {
+                    dst.truncate(at);
+                    return Err(e);
+                }
+            };
+            dst.truncate(at + got);
+            if got == 0 {
+                return Ok(false);
+            }
+            left -= got;
         }
-        let v = self.buf[self.start..self.start + n].to_vec();
-        self.start += n;
-        Ok(Some(v))
+        Ok(true)
     }
 
     /// Reads and drops `n` bytes.
@@ -215,9 +241,8 @@ impl Input {
                 out.write_all(b"+ Ready for literal data\r\n")?;
                 out.flush()?;
             }
-            match self.read_exact(n as usize)? {
-                Some(data) => cmd.extend_from_slice(&data),
-                None => return Ok(Assembled::Eof),
+            if !self.read_into(&mut cmd, n as usize)? {
+                return Ok(Assembled::Eof);
             }
         }
     }

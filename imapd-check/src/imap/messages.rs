@@ -1,7 +1,6 @@
 //! Commands on messages of the selected mailbox: FETCH, STORE, SEARCH,
 //! COPY/MOVE, EXPUNGE (and their UID forms).
 
-use std::cell::OnceCell;
 use std::collections::HashSet;
 
 use imap_codec::imap_types::command::{FetchModifier, StoreModifier};
@@ -18,6 +17,7 @@ use super::conn::{Done, Fail, Session, Stop, bad, no, ok, ok_code};
 use super::emit::{Broken, Emitter};
 use super::fetch::{self, Plan};
 use super::mailboxes::{mailbox_name, split_flags};
+use super::msgfile::MessageFile;
 use super::search::{self, Candidate};
 
 fn seqset_string(s: &SequenceSet) -> String {
@@ -324,20 +324,34 @@ impl Session {
         let max_seq = sel.view.len();
         let max_uid = sel.view.iter().last().map_or(0, |m| m.uid);
         let mbox = &sel.mbox;
-        let load = |u: u32| mbox.read_message(u).ok();
+        let open = |r: &storage::Record| MessageFile::open(mbox, r);
         let mut hits = Vec::new();
         let mut max_modseq = 0;
         for m in sel.view.iter().filter(|m| !m.expunged) {
-            let c = Candidate {
-                seq: m.seq,
-                rec: m.record,
-                keywords: sel.view.keyword_names(&m.record.keywords),
-                max_seq,
-                max_uid,
-                load: &load,
-                body: OnceCell::new(),
-            };
-            if criteria.iter().all(|k| search::matches(k, &c)) {
+            let c = Candidate::new(
+                m.seq,
+                m.record,
+                sel.view.keyword_names(&m.record.keywords),
+                (max_seq, max_uid),
+                &open,
+            );
+            let hit = criteria.iter().all(|k| search::matches(k, &c));
+            if let Some(e) = c.failed.into_inner() {
+                // A message that could not be read (or does not match its
+                // record) makes the answer unknowable: no results.
+                if matches!(e, Error::Corrupt { .. }) {
+                    tracing::error!(uid = m.uid, "SEARCH refused: {e}");
+                    return no(
+                        Some("CORRUPTION"),
+                        &format!(
+                            "Stored data of UID {} does not match its index record",
+                            m.uid
+                        ),
+                    );
+                }
+                return Err(e.into());
+            }
+            if hit {
                 hits.push(if uid { m.uid } else { m.seq });
                 max_modseq = max_modseq.max(m.record.modseq);
             }
