@@ -365,6 +365,9 @@ fn crc_mismatch_is_refused_not_served() {
         assert_corrupt(&mut c, &format!("FETCH {seq} RFC822"));
         assert!(c.ok("NOOP").is_empty());
     }
+    // The failed BODY[] and RFC822 left no \Seen behind.
+    let flags = c.ok("FETCH 1:2 (FLAGS)").join("\n");
+    assert!(!flags.contains("\\Seen"), "{flags}");
     // The intact message is served.
     let r = fetch_literal(&mut c, "ok3", "FETCH 3 (BODY.PEEK[])");
     assert_eq!(
@@ -438,23 +441,16 @@ fn size_mismatch_is_refused() {
     c.ok("LOGOUT");
 }
 
-/// `APPEND {4294967295+}`: a non-synchronizing literal over the limit
-/// gets a tagged NO [TOOBIG] at once, and since the client sends its
-/// octets anyway, the server says BYE and closes instead of waiting for
-/// 4 GiB.
-#[test]
-fn oversized_non_synchronizing_literal_is_refused_and_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = dir.path().join("spool");
-    seed_store(&spool, "alice");
-    let mut c = Client::spawn(&spool, "alice");
+/// Every line the server sends until it closes the connection; the server
+/// is killed after `limit` so that a server that never answers fails the
+/// test instead of hanging it.
+fn lines_until_close(c: &mut Client, limit: Duration) -> Vec<String> {
     let pid = c.pid();
-    // If the server never answers, kill it so the reads below end.
     let done = Arc::new(AtomicBool::new(false));
     let watchdog = {
         let done = done.clone();
         std::thread::spawn(move || {
-            let end = Instant::now() + Duration::from_secs(20);
+            let end = Instant::now() + limit;
             while Instant::now() < end {
                 if done.load(Ordering::SeqCst) {
                     return;
@@ -465,16 +461,57 @@ fn oversized_non_synchronizing_literal_is_refused_and_closed() {
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         })
     };
-    let start = Instant::now();
-    c.send("a APPEND INBOX {4294967295+}\r\n");
-    c.send("From: x@y.example\r\nSubject: big\r\n\r\nthe start of 4 GiB\r\n");
     let mut got = Vec::new();
     while let Some(l) = c.raw_line() {
         got.push(String::from_utf8_lossy(&l).trim_end().to_string());
     }
-    let elapsed = start.elapsed();
     done.store(true, Ordering::SeqCst);
     watchdog.join().unwrap();
+    got
+}
+
+/// A command whose lines add up past the limit through `{0}` literals
+/// (each line short, no literal big) is refused and the connection ends,
+/// instead of the command growing without bound.
+#[test]
+fn endless_command_of_empty_literals_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    seed_store(&spool, "alice");
+    let mut c = Client::spawn(&spool, "alice");
+    let start = Instant::now();
+    c.send("a SELECT {0+}\r\n");
+    // 270 KB of lines (the limit is 256 KiB), each announcing an empty
+    // literal; what the server does not read fits in the pipe.
+    c.send(&" {0+}\r\n".repeat(45_000));
+    let got = lines_until_close(&mut c, Duration::from_secs(20));
+    assert_eq!(
+        got.first().map(String::as_str),
+        Some("a BAD Command too long"),
+        "{got:?}"
+    );
+    assert!(
+        got.get(1).is_some_and(|l| l.starts_with("* BYE")),
+        "{got:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+/// `APPEND {4294967295+}`: a non-synchronizing literal over the limit
+/// gets a tagged NO [TOOBIG] at once, and since the client sends its
+/// octets anyway, the server says BYE and closes instead of waiting for
+/// 4 GiB.
+#[test]
+fn oversized_non_synchronizing_literal_is_refused_and_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    seed_store(&spool, "alice");
+    let mut c = Client::spawn(&spool, "alice");
+    let start = Instant::now();
+    c.send("a APPEND INBOX {4294967295+}\r\n");
+    c.send("From: x@y.example\r\nSubject: big\r\n\r\nthe start of 4 GiB\r\n");
+    let got = lines_until_close(&mut c, Duration::from_secs(20));
+    let elapsed = start.elapsed();
     assert!(
         got.first()
             .is_some_and(|l| l.starts_with("a NO [TOOBIG]") || l.starts_with("a BAD")),

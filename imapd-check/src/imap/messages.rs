@@ -177,6 +177,20 @@ impl Session {
             }
         }
         self.buf = em.into_buf();
+        // A message that was not sent is not read: take back the \Seen
+        // this FETCH set on it.
+        let unsent: Vec<u32> = corrupt
+            .iter()
+            .copied()
+            .filter(|u| seen_now.contains(u))
+            .collect();
+        if !unsent.is_empty() {
+            let sel = self.sel.as_mut().expect("selected");
+            let outcome = sel
+                .mbox
+                .store(&unsent, FlagOp::Remove, Flags::SEEN, &[], None)?;
+            sel.view.apply_own_store(&sel.mbox, &outcome);
+        }
         if !corrupt.is_empty() {
             return no(
                 Some("CORRUPTION"),
