@@ -47,34 +47,35 @@ impl Plan {
         let mut full_body = false;
         for it in &items {
             match it {
-                MessageDataItemName::BodyExt {
-                    section, partial, ..
-                } => {
-                    needs_structure |= section.as_ref().is_some_and(has_part);
-                    full_body |= section.is_none() && partial.is_none();
-                }
-                MessageDataItemName::Rfc822 => full_body = true,
-                MessageDataItemName::Body | MessageDataItemName::BodyStructure => {
-                    needs_structure = true
-                }
-                _ => {}
-            }
-            match it {
                 MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
                     return Err(Unsupported("BINARY is not supported"));
                 }
-                MessageDataItemName::BodyExt { peek, .. } => {
+                MessageDataItemName::BodyExt {
+                    section,
+                    partial,
+                    peek,
+                } => {
                     needs_body = true;
                     sets_seen |= !peek;
+                    needs_structure |= section.as_ref().is_some_and(has_part);
+                    full_body |= section.is_none() && partial.is_none();
                 }
-                MessageDataItemName::Rfc822 | MessageDataItemName::Rfc822Text => {
+                MessageDataItemName::Rfc822 => {
+                    needs_body = true;
+                    sets_seen = true;
+                    full_body = true;
+                }
+                MessageDataItemName::Rfc822Text => {
                     needs_body = true;
                     sets_seen = true;
                 }
-                MessageDataItemName::Rfc822Header
-                | MessageDataItemName::Envelope
-                | MessageDataItemName::Body
-                | MessageDataItemName::BodyStructure => needs_body = true,
+                MessageDataItemName::Rfc822Header | MessageDataItemName::Envelope => {
+                    needs_body = true
+                }
+                MessageDataItemName::Body | MessageDataItemName::BodyStructure => {
+                    needs_body = true;
+                    needs_structure = true;
+                }
                 _ => {}
             }
         }
