@@ -6,7 +6,6 @@
 mod imap_common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use imap_common::*;
@@ -26,19 +25,8 @@ fn noop_round_trip_and_idle_latency() {
     let user = UserName::new("alice").unwrap();
     let mut inbox = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
     let passwd = write_passwd(dir.path(), "alice", "pw");
-    let mut server = Command::new(IMAPD)
-        .args(["serve", "--listen", "127.0.0.1:0", "--passwd"])
-        .arg(&passwd)
-        .arg("--spool")
-        .arg(&spool)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(server.stderr.take().unwrap());
-    let _server = Reaper(server);
-    let mut first = String::new();
-    err.read_line(&mut first).unwrap();
-    let port: u16 = first.trim().rsplit(':').next().unwrap().parse().unwrap();
+    let server = TcpServer::start(&spool, &passwd);
+    let port = server.port;
 
     let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_nodelay(true).unwrap();

@@ -222,29 +222,8 @@ fn imapflow_idles_over_tcp_with_password() {
         "listened on 0.0.0.0 without --allow-non-loopback"
     );
 
-    let mut server = Command::new(IMAPD)
-        .args(["serve", "--listen", "127.0.0.1:0", "--passwd"])
-        .arg(&passwd)
-        .arg("--spool")
-        .arg(&spool)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(server.stderr.take().unwrap());
-    let server = Reaper(server);
-    let mut first = String::new();
-    err.read_line(&mut first).unwrap();
-    let port: u16 = first
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {first:?}"));
-    let logs = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut err, &mut s);
-        s
-    });
+    let server = TcpServer::start(&spool, &passwd);
+    let port = server.port;
 
     // Wrong password: NO, and the connection stays usable.
     {
@@ -295,8 +274,7 @@ fn imapflow_idles_over_tcp_with_password() {
         snap.records[0].flags.contains(Flags::FLAGGED),
         "imapflow's flag change is not in the index"
     );
-    drop(server);
-    let logs = logs.join().unwrap();
+    let logs = server.stop();
     assert!(
         !logs.contains("correct horse") && !logs.contains("wrong"),
         "a password reached the log: {logs}"

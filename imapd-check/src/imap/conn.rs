@@ -81,10 +81,20 @@ impl From<Error> for Fail {
             Error::Corrupt { .. } => Some("CORRUPTION"),
             _ => Some("SERVERBUG"),
         };
-        if code == Some("SERVERBUG") || code == Some("CORRUPTION") {
-            tracing::error!("{e}");
-        }
-        Fail::No(code, e.to_string())
+        // Paths and internals go to the log, not to the client.
+        let text = match code {
+            Some("CORRUPTION") => {
+                tracing::error!("{e}");
+                "Stored data is corrupt; the administrator can run idx-inspect verify".to_string()
+            }
+            Some("SERVERBUG") => {
+                tracing::error!("{e}");
+                "Internal server error (logged)".to_string()
+            }
+            Some("INUSE") => "Mailbox is busy, try again".to_string(),
+            _ => e.to_string(),
+        };
+        Fail::No(code, text)
     }
 }
 
@@ -167,13 +177,31 @@ impl Session {
                     self.out.write_all(b"* BAD Line too long\r\n")?;
                     continue;
                 }
-                Assembled::LiteralTooBig { tag } => {
+                Assembled::LiteralTooBig { tag, close } => {
                     let line = match tag {
                         Some(t) => format!("{t} NO [TOOBIG] Literal too big\r\n"),
                         None => "* BAD Literal too big\r\n".to_string(),
                     };
                     self.out.write_all(line.as_bytes())?;
+                    if close {
+                        self.out.write_all(
+                            b"* BYE Not reading that many octets of a refused literal\r\n",
+                        )?;
+                        self.out.flush()?;
+                        return Ok(());
+                    }
                     continue;
+                }
+                Assembled::CommandTooLong { tag } => {
+                    let line = match tag {
+                        Some(t) => format!("{t} BAD Command too long\r\n"),
+                        None => "* BAD Command too long\r\n".to_string(),
+                    };
+                    self.out.write_all(line.as_bytes())?;
+                    self.out
+                        .write_all(b"* BYE Command too long to find its end\r\n")?;
+                    self.out.flush()?;
+                    return Ok(());
                 }
                 Assembled::Command(b) => b,
             };
@@ -208,13 +236,28 @@ impl Session {
         let tag = cmd.tag.as_ref().to_string();
         let name = cmd.body.name();
         let allow = post_allowance(&cmd.body);
+        // Commands that only read: if the mailbox turns out corrupt when
+        // looked at after them, their reply says so.
+        let reads = matches!(
+            cmd.body,
+            CommandBody::Noop
+                | CommandBody::Check
+                | CommandBody::Fetch { .. }
+                | CommandBody::Search { .. }
+        );
         let result = self.dispatch(&tag, cmd.body);
-        let result = match result {
+        let mut result = match result {
             Err(Fail::Stop(s)) => return Err(s),
             r => r,
         };
         if self.sel.is_some() && !matches!(result, Err(Fail::Bad(_))) {
-            self.check(allow)?;
+            match self.try_check(allow)? {
+                Err(e @ Error::Corrupt { .. }) if reads && result.is_ok() => {
+                    result = Err(Fail::from(e));
+                }
+                Err(e) => tracing::warn!("session check failed: {e}"),
+                Ok(()) => {}
+            }
         }
         let line = match result {
             Ok(d) => match d.code {
@@ -238,23 +281,28 @@ impl Session {
 
     /// Looks at the index and queues what the client must be told.
     pub(super) fn check(&mut self, allow: Allow) -> Result<(), Stop> {
+        if let Err(e) = self.try_check(allow)? {
+            tracing::warn!("session check failed: {e}");
+        }
+        Ok(())
+    }
+
+    /// Like `check`, giving back a failure that does not end the session.
+    fn try_check(&mut self, allow: Allow) -> Result<Result<(), Error>, Stop> {
         let Some(sel) = self.sel.as_mut() else {
-            return Ok(());
+            return Ok(Ok(()));
         };
         match sel.view.check(&mut sel.mbox, allow) {
             Ok(ups) => {
                 self.write_updates(&ups);
-                Ok(())
+                Ok(Ok(()))
             }
             Err(Error::MailboxDeleted) => {
                 self.sel = None;
                 self.flush_buf().map_err(Stop::Io)?;
                 Err(Stop::Bye("Selected mailbox was deleted".into()))
             }
-            Err(e) => {
-                tracing::warn!("session check failed: {e}");
-                Ok(())
-            }
+            Err(e) => Ok(Err(e)),
         }
     }
 

@@ -4,10 +4,12 @@
 use imap_codec::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItemName, Part, Section,
 };
-use mail_parser::MessageParser;
 use storage::Record;
 
-use super::mime::{self, Node};
+use super::emit::{Broken, Emitter};
+use super::mime::{self, Headers};
+use super::msgfile::MessageFile;
+use super::structure::{self, Mem, Source, Structure};
 use super::wire;
 
 /// What a FETCH command asks for, with the items the server adds.
@@ -17,6 +19,10 @@ pub struct Plan {
     pub needs_body: bool,
     /// Some body item is not .PEEK: fetching sets \Seen.
     pub sets_seen: bool,
+    /// Some item needs the MIME structure below the top header.
+    pub needs_structure: bool,
+    /// Some item is the whole message (its CRC32 is checked first).
+    pub full_body: bool,
 }
 
 /// Why an item cannot be served.
@@ -37,23 +43,39 @@ impl Plan {
         };
         let mut needs_body = false;
         let mut sets_seen = false;
+        let mut needs_structure = false;
+        let mut full_body = false;
         for it in &items {
             match it {
                 MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
                     return Err(Unsupported("BINARY is not supported"));
                 }
-                MessageDataItemName::BodyExt { peek, .. } => {
+                MessageDataItemName::BodyExt {
+                    section,
+                    partial,
+                    peek,
+                } => {
                     needs_body = true;
                     sets_seen |= !peek;
+                    needs_structure |= section.as_ref().is_some_and(has_part);
+                    full_body |= section.is_none() && partial.is_none();
                 }
-                MessageDataItemName::Rfc822 | MessageDataItemName::Rfc822Text => {
+                MessageDataItemName::Rfc822 => {
+                    needs_body = true;
+                    sets_seen = true;
+                    full_body = true;
+                }
+                MessageDataItemName::Rfc822Text => {
                     needs_body = true;
                     sets_seen = true;
                 }
-                MessageDataItemName::Rfc822Header
-                | MessageDataItemName::Envelope
-                | MessageDataItemName::Body
-                | MessageDataItemName::BodyStructure => needs_body = true,
+                MessageDataItemName::Rfc822Header | MessageDataItemName::Envelope => {
+                    needs_body = true
+                }
+                MessageDataItemName::Body | MessageDataItemName::BodyStructure => {
+                    needs_body = true;
+                    needs_structure = true;
+                }
                 _ => {}
             }
         }
@@ -67,6 +89,8 @@ impl Plan {
             items,
             needs_body,
             sets_seen,
+            needs_structure,
+            full_body,
         })
     }
 
@@ -85,41 +109,75 @@ fn to_static(i: MessageDataItemName<'_>) -> MessageDataItemName<'static> {
     i.into_static()
 }
 
-/// Renders `* seq FETCH (...)` for one message.
+/// Does a section name a part below the top level?
+fn has_part(s: &Section) -> bool {
+    match s {
+        Section::Part(_) | Section::Mime(_) => true,
+        Section::Header(p)
+        | Section::Text(p)
+        | Section::HeaderFields(p, _)
+        | Section::HeaderFieldsNot(p, _) => p.is_some(),
+    }
+}
+
+/// A message's checked bytes and structure, ready to render.
+pub struct Body<'a> {
+    pub file: &'a MessageFile,
+    pub structure: &'a Structure,
+}
+
+/// Opens and checks a message for `plan` (see msgfile.rs for what is
+/// checked when). Nothing has been sent for it yet when this fails.
+pub fn prepare(
+    mbox: &storage::Mailbox,
+    rec: &Record,
+    plan: &Plan,
+) -> Result<(MessageFile, Structure), storage::Error> {
+    let mut file = MessageFile::open(mbox, rec)?;
+    let structure = file.structure(plan.needs_structure)?;
+    if plan.full_body {
+        file.verify()?;
+    }
+    Ok((file, structure))
+}
+
+/// What a section names.
+enum Data {
+    /// A byte range of the message.
+    Range(u64, u64),
+    /// Bytes made from it (HEADER.FIELDS).
+    Made(Vec<u8>),
+}
+
+/// Renders `* seq FETCH (...)` for one message. Literals are copied from
+/// the message file in chunks; a full body is checked against the CRC32
+/// as it goes.
 pub fn render(
-    out: &mut Vec<u8>,
+    em: &mut Emitter,
     seq: u32,
     rec: &Record,
     keywords: &[String],
     items: &[MessageDataItemName],
-    body: Option<&[u8]>,
-) {
-    let parsed = body.and_then(|b| {
-        let needs_parse = items.iter().any(|i| {
-            matches!(
-                i,
-                MessageDataItemName::Envelope
-                    | MessageDataItemName::Body
-                    | MessageDataItemName::BodyStructure
-                    | MessageDataItemName::BodyExt {
-                        section: Some(_),
-                        ..
-                    }
-                    | MessageDataItemName::Rfc822Header
-                    | MessageDataItemName::Rfc822Text
-            )
-        });
-        needs_parse
-            .then(|| MessageParser::default().parse(b))
-            .flatten()
-    });
-    let root = parsed.as_ref().map(Node::root);
-    out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
+    body: Option<Body>,
+) -> Result<(), Broken> {
+    em.buf
+        .extend_from_slice(format!("* {seq} FETCH (").as_bytes());
+    let empty = Mem(&[]);
+    let (src, st): (&dyn Source, Option<&Structure>) = match &body {
+        Some(b) => (b.file, Some(b.structure)),
+        None => (&empty, None),
+    };
+    // Only a file on disk can change after the check.
+    let whole_crc = body
+        .as_ref()
+        .filter(|b| b.file.streams())
+        .map(|b| b.file.expected_crc());
+    let root = st.map(|s| &s.parts[0]);
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
-            out.push(b' ');
+            em.buf.push(b' ');
         }
-        let raw = body.unwrap_or_default();
+        let out = &mut em.buf;
         match item {
             MessageDataItemName::Flags => {
                 out.extend_from_slice(b"FLAGS ");
@@ -141,32 +199,34 @@ pub fn render(
             MessageDataItemName::Envelope => {
                 out.extend_from_slice(b"ENVELOPE ");
                 match root {
-                    Some(r) => mime::envelope(out, r),
+                    Some(r) => {
+                        let block = structure::header_block(src, r).map_err(Broken::Source)?;
+                        mime::envelope(out, &Headers::parse(&block));
+                    }
                     None => out.extend_from_slice(b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"),
                 }
             }
             MessageDataItemName::Body | MessageDataItemName::BodyStructure => {
                 let ext = *item == MessageDataItemName::BodyStructure;
                 out.extend_from_slice(if ext { b"BODYSTRUCTURE " } else { b"BODY " });
-                match root {
-                    Some(r) => mime::body_structure(out, r, ext),
-                    None => out.extend_from_slice(
-                        format!("(\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" {} 0)", raw.len())
-                            .as_bytes(),
-                    ),
+                match st {
+                    Some(s) => mime::body_structure(em, src, s, 0, ext).map_err(Broken::Source)?,
+                    None => out.extend_from_slice(b"(\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 0 0)"),
                 }
             }
             MessageDataItemName::Rfc822 => {
                 out.extend_from_slice(b"RFC822 ");
-                wire::literal(out, raw);
+                em.literal(src, 0, src.size(), whole_crc)?;
             }
             MessageDataItemName::Rfc822Header => {
                 out.extend_from_slice(b"RFC822.HEADER ");
-                wire::literal(out, root.map_or(raw, |r| r.header_bytes()));
+                let (o, l) = root.map_or((0, 0), |r| r.header());
+                em.literal(src, o, l, None)?;
             }
             MessageDataItemName::Rfc822Text => {
                 out.extend_from_slice(b"RFC822.TEXT ");
-                wire::literal(out, root.map_or(&[][..], |r| r.body_bytes()));
+                let (o, l) = root.map_or((0, 0), |r| r.body());
+                em.literal(src, o, l, None)?;
             }
             MessageDataItemName::BodyExt {
                 section, partial, ..
@@ -176,21 +236,36 @@ pub fn render(
                     section_spec(out, s);
                 }
                 out.push(b']');
-                let data: Option<Vec<u8>> = match section {
-                    None => Some(raw.to_vec()),
-                    Some(s) => root.and_then(|r| section_data(r, s)),
+                let data = match (section, st) {
+                    (None, _) => Some(Data::Range(0, src.size())),
+                    (Some(s), Some(st)) => section_data(src, st, s).map_err(Broken::Source)?,
+                    (Some(_), None) => None,
                 };
-                match (data, partial) {
-                    (None, _) => out.extend_from_slice(b" NIL"),
-                    (Some(d), None) => {
-                        out.push(b' ');
-                        wire::literal(out, &d);
+                let made: Mem;
+                let made_bytes;
+                let (src, offset, len): (&dyn Source, u64, u64) = match data {
+                    None => {
+                        out.extend_from_slice(b" NIL");
+                        continue;
                     }
-                    (Some(d), Some((origin, len))) => {
-                        let start = (*origin as usize).min(d.len());
-                        let end = start.saturating_add(len.get() as usize).min(d.len());
+                    Some(Data::Range(o, l)) => (src, o, l),
+                    Some(Data::Made(v)) => {
+                        made_bytes = v;
+                        made = Mem(&made_bytes);
+                        (&made, 0, made_bytes.len() as u64)
+                    }
+                };
+                match partial {
+                    None => {
+                        out.push(b' ');
+                        let crc = whole_crc.filter(|_| section.is_none());
+                        em.literal(src, offset, len, crc)?;
+                    }
+                    Some((origin, plen)) => {
+                        let start = (*origin as u64).min(len);
+                        let n = (plen.get() as u64).min(len - start);
                         out.extend_from_slice(format!("<{origin}> ").as_bytes());
-                        wire::literal(out, &d[start..end]);
+                        em.literal(src, offset + start, n, None)?;
                     }
                 }
             }
@@ -199,7 +274,8 @@ pub fn render(
             }
         }
     }
-    out.extend_from_slice(b")\r\n");
+    em.buf.extend_from_slice(b")\r\n");
+    em.maybe_flush().map_err(Broken::Client)
 }
 
 fn part_path(p: &Part) -> Vec<u32> {
@@ -258,23 +334,32 @@ fn section_spec(out: &mut Vec<u8>, s: &Section) {
     }
 }
 
-/// The bytes a section names; `None` when the part does not exist.
-fn section_data(root: Node, s: &Section) -> Option<Vec<u8>> {
-    let locate = |p: &Option<Part>| -> Option<Node> {
+/// What a section names; `None` when the part does not exist.
+fn section_data(src: &dyn Source, st: &Structure, s: &Section) -> std::io::Result<Option<Data>> {
+    let locate = |p: &Option<Part>| -> Option<usize> {
         match p {
-            None => Some(root),
-            Some(p) => root.find(&part_path(p))?.as_message(false),
+            None => Some(0),
+            Some(p) => st.inner(st.find(&part_path(p))?),
         }
     };
-    Some(match s {
-        Section::Part(p) => root.find(&part_path(p))?.body_bytes().to_vec(),
-        Section::Mime(p) => root.find(&part_path(p))?.header_bytes().to_vec(),
-        Section::Header(p) => locate(p)?.header_bytes().to_vec(),
-        Section::Text(p) => locate(p)?.body_bytes().to_vec(),
+    let range = |r: (u64, u64)| Some(Data::Range(r.0, r.1));
+    Ok(match s {
+        Section::Part(p) => st
+            .find(&part_path(p))
+            .and_then(|i| range(st.parts[i].body())),
+        Section::Mime(p) => st
+            .find(&part_path(p))
+            .and_then(|i| range(st.parts[i].header())),
+        Section::Header(p) => locate(p).and_then(|i| range(st.parts[i].header())),
+        Section::Text(p) => locate(p).and_then(|i| range(st.parts[i].body())),
         Section::HeaderFields(p, names) | Section::HeaderFieldsNot(p, names) => {
+            let Some(i) = locate(p) else {
+                return Ok(None);
+            };
             let names: Vec<Vec<u8>> = names.as_ref().iter().map(|n| n.as_ref().to_vec()).collect();
             let not = matches!(s, Section::HeaderFieldsNot(..));
-            mime::header_fields(locate(p)?.header_bytes(), &names, not)
+            let block = structure::header_block(src, &st.parts[i])?;
+            Some(Data::Made(mime::header_fields(&block, &names, not)))
         }
     })
 }

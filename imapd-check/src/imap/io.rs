@@ -20,6 +20,12 @@ pub struct Limits {
     pub append: u64,
     /// Total literal bytes in any other command.
     pub other_literal: u64,
+    /// Total line bytes of one command (its lines between literals).
+    pub command_lines: usize,
+    /// A refused non-synchronizing literal up to this size is read and
+    /// dropped so the session can go on; a bigger one ends the connection
+    /// (RFC 7888 section 4), since the client sends its octets anyway.
+    pub swallow: u64,
 }
 
 impl Default for Limits {
@@ -28,6 +34,8 @@ impl Default for Limits {
             line: 64 * 1024,
             append: 64 * 1024 * 1024,
             other_literal: 64 * 1024,
+            command_lines: 256 * 1024,
+            swallow: 64 * 1024 * 1024,
         }
     }
 }
@@ -44,9 +52,17 @@ pub enum Assembled {
     Command(Vec<u8>),
     /// A line over the limit; it was discarded up to its end.
     LineTooLong,
-    /// A synchronizing literal over the limit: the client was not sent
-    /// `+`, so it sends nothing more for this command.
+    /// A literal over the limit. Synchronizing: the client was not sent
+    /// `+`, so it sends nothing more for this command. Non-synchronizing:
+    /// its octets were read and dropped, or (`close`) they are too many to
+    /// wait for and the connection must end.
     LiteralTooBig {
+        tag: Option<String>,
+        close: bool,
+    },
+    /// The lines of one command add up to more than the limit; where the
+    /// command ends is unknown, so the connection must end.
+    CommandTooLong {
         tag: Option<String>,
     },
     Eof,
@@ -122,16 +138,42 @@ impl Input {
         }
     }
 
-    /// Exactly `n` bytes, or `None` at end of input.
-    pub fn read_exact(&mut self, n: usize) -> io::Result<Option<Vec<u8>>> {
-        while self.buf.len() - self.start < n {
-            if self.fill()? == 0 {
-                return Ok(None);
+    /// Appends exactly `n` bytes to `dst`; false at end of input. Bytes
+    /// not yet buffered are read straight into `dst`, so a literal is held
+    /// once, not twice.
+    fn read_into(&mut self, dst: &mut Vec<u8>, n: usize) -> io::Result<bool> {
+        dst.reserve(n);
+        let mut left = n;
+        while left > 0 {
+            if self.has_buffered() {
+                let take = (self.buf.len() - self.start).min(left);
+                dst.extend_from_slice(&self.buf[self.start..self.start + take]);
+                self.start += take;
+                left -= take;
+                continue;
             }
+            let at = dst.len();
+            dst.resize(at + left, 0);
+            let got = loop {
+                match self.src.read(&mut dst[at..]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => break r,
+                }
+            };
+            let got = match got {
+                Ok(g) => g,
+                Err(e) => {
+                    dst.truncate(at);
+                    return Err(e);
+                }
+            };
+            dst.truncate(at + got);
+            if got == 0 {
+                return Ok(false);
+            }
+            left -= got;
         }
-        let v = self.buf[self.start..self.start + n].to_vec();
-        self.start += n;
-        Ok(Some(v))
+        Ok(true)
     }
 
     /// Reads and drops `n` bytes.
@@ -152,6 +194,7 @@ impl Input {
     pub fn read_command(&mut self, out: &mut impl Write, limits: &Limits) -> io::Result<Assembled> {
         let mut cmd = Vec::new();
         let mut literal_total = 0u64;
+        let mut lines_total = 0usize;
         let mut is_append = None;
         loop {
             let line = match self.read_line(limits.line) {
@@ -162,36 +205,44 @@ impl Input {
                 }
                 Err(e) => return Err(e),
             };
+            lines_total += line.len();
             cmd.extend_from_slice(&line);
+            if lines_total > limits.command_lines {
+                return Ok(Assembled::CommandTooLong { tag: tag_of(&cmd) });
+            }
             let append =
                 *is_append.get_or_insert_with(|| command_name(&cmd).eq_ignore_ascii_case("APPEND"));
             let Some((n, sync)) = literal_announcement(&line) else {
                 return Ok(Assembled::Command(cmd));
             };
-            literal_total += n;
+            literal_total = literal_total.saturating_add(n);
             let limit = if append {
                 limits.append
             } else {
                 limits.other_literal
             };
             if literal_total > limit {
+                let tag = tag_of(&cmd);
                 if sync {
-                    return Ok(Assembled::LiteralTooBig { tag: tag_of(&cmd) });
+                    return Ok(Assembled::LiteralTooBig { tag, close: false });
                 }
-                // A non-synchronizing literal is on its way regardless.
+                // A non-synchronizing literal is on its way regardless:
+                // drop a bounded amount, else give up on the connection.
+                if n > limits.swallow {
+                    return Ok(Assembled::LiteralTooBig { tag, close: true });
+                }
                 if !self.skip(n)? {
                     return Ok(Assembled::Eof);
                 }
                 self.read_line(limits.line).ok();
-                return Ok(Assembled::LiteralTooBig { tag: tag_of(&cmd) });
+                return Ok(Assembled::LiteralTooBig { tag, close: false });
             }
             if sync {
                 out.write_all(b"+ Ready for literal data\r\n")?;
                 out.flush()?;
             }
-            match self.read_exact(n as usize)? {
-                Some(data) => cmd.extend_from_slice(&data),
-                None => return Ok(Assembled::Eof),
+            if !self.read_into(&mut cmd, n as usize)? {
+                return Ok(Assembled::Eof);
             }
         }
     }

@@ -1,7 +1,6 @@
 //! Commands on messages of the selected mailbox: FETCH, STORE, SEARCH,
 //! COPY/MOVE, EXPUNGE (and their UID forms).
 
-use std::cell::OnceCell;
 use std::collections::HashSet;
 
 use imap_codec::imap_types::command::{FetchModifier, StoreModifier};
@@ -14,9 +13,11 @@ use storage::mailbox::FlagOp;
 use storage::session::{Allow, SeqSet, SeqSetError};
 use storage::{Error, Flags};
 
-use super::conn::{Done, Fail, Session, bad, no, ok, ok_code};
+use super::conn::{Done, Fail, Session, Stop, bad, no, ok, ok_code};
+use super::emit::{Broken, Emitter};
 use super::fetch::{self, Plan};
 use super::mailboxes::{mailbox_name, split_flags};
+use super::msgfile::MessageFile;
 use super::search::{self, Candidate};
 
 fn seqset_string(s: &SequenceSet) -> String {
@@ -128,22 +129,30 @@ impl Session {
         }
         let sel = self.sel.as_mut().expect("selected");
         let mut gone = false;
-        let mut out = std::mem::take(&mut self.buf);
+        let mut corrupt = Vec::new();
+        let mut em = Emitter::with_buf(&mut self.out, std::mem::take(&mut self.buf));
         for (seq, uid) in targets {
             let Some(rec) = sel.view.record(seq).cloned() else {
                 continue;
             };
-            let body = if plan.needs_body {
-                match sel.mbox.read_message(uid) {
-                    Ok(b) => Some(b),
+            let prepared = if plan.needs_body {
+                match fetch::prepare(&sel.mbox, &rec, &plan) {
+                    Ok(p) => Some(p),
                     Err(Error::Expunged(_)) => {
                         // RFC 2180 4.1.1: removed by another session and
                         // repacked; answer NO rather than invent data.
                         gone = true;
                         continue;
                     }
+                    Err(e @ Error::Corrupt { .. }) => {
+                        // Checked before a byte of it is sent: refuse this
+                        // one, serve the others, say NO at the end.
+                        tracing::error!(uid, "FETCH refused: {e}");
+                        corrupt.push(uid);
+                        continue;
+                    }
                     Err(e) => {
-                        self.buf = out;
+                        self.buf = em.into_buf();
                         return Err(e.into());
                     }
                 }
@@ -158,13 +167,39 @@ impl Session {
             } else {
                 &plan.items[..]
             };
-            fetch::render(&mut out, seq, &rec, &kw, items, body.as_deref());
-            if out.len() > 256 * 1024 {
-                self.out.write_all(&out)?;
-                out.clear();
+            let body = prepared
+                .as_ref()
+                .map(|(file, structure)| fetch::Body { file, structure });
+            if let Err(broken) = fetch::render(&mut em, seq, &rec, &kw, items, body) {
+                drop(em);
+                let path = prepared.as_ref().map(|(f, _)| f.path.clone());
+                return Err(self.broken_literal(broken, uid, path));
             }
         }
-        self.buf = out;
+        self.buf = em.into_buf();
+        // A message that was not sent is not read: take back the \Seen
+        // this FETCH set on it.
+        let unsent: Vec<u32> = corrupt
+            .iter()
+            .copied()
+            .filter(|u| seen_now.contains(u))
+            .collect();
+        if !unsent.is_empty() {
+            let sel = self.sel.as_mut().expect("selected");
+            let outcome = sel
+                .mbox
+                .store(&unsent, FlagOp::Remove, Flags::SEEN, &[], None)?;
+            sel.view.apply_own_store(&sel.mbox, &outcome);
+        }
+        if !corrupt.is_empty() {
+            return no(
+                Some("CORRUPTION"),
+                &format!(
+                    "Stored data of UID {} does not match its index record; not sent",
+                    compact(&corrupt)
+                ),
+            );
+        }
         if gone {
             return no(
                 Some("EXPUNGEISSUED"),
@@ -172,6 +207,34 @@ impl Session {
             );
         }
         ok("FETCH completed")
+    }
+
+    /// A literal could not be sent whole and right; part of it is out, so
+    /// the connection ends (BYE on a line of its own, never a tagged OK).
+    fn broken_literal(
+        &mut self,
+        broken: Broken,
+        uid: u32,
+        path: Option<std::path::PathBuf>,
+    ) -> Fail {
+        let path = path.unwrap_or_default();
+        match broken {
+            Broken::Client(e) => return Fail::Stop(Stop::Io(e)),
+            Broken::Source(e) => {
+                tracing::error!(uid, path = %path.display(), "reading message for FETCH: {e}")
+            }
+            Broken::Changed { expected, actual } => tracing::error!(
+                uid,
+                path = %path.display(),
+                "message file changed while sent: CRC32 {actual:08x}, record {expected:08x}"
+            ),
+        }
+        if let Err(e) = self.out.write_all(b"\r\n") {
+            return Fail::Stop(Stop::Io(e));
+        }
+        Fail::Stop(Stop::Bye(
+            "[CORRUPTION] Message data changed or failed while being sent".into(),
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -275,20 +338,34 @@ impl Session {
         let max_seq = sel.view.len();
         let max_uid = sel.view.iter().last().map_or(0, |m| m.uid);
         let mbox = &sel.mbox;
-        let load = |u: u32| mbox.read_message(u).ok();
+        let open = |r: &storage::Record| MessageFile::open(mbox, r);
         let mut hits = Vec::new();
         let mut max_modseq = 0;
         for m in sel.view.iter().filter(|m| !m.expunged) {
-            let c = Candidate {
-                seq: m.seq,
-                rec: m.record,
-                keywords: sel.view.keyword_names(&m.record.keywords),
-                max_seq,
-                max_uid,
-                load: &load,
-                body: OnceCell::new(),
-            };
-            if criteria.iter().all(|k| search::matches(k, &c)) {
+            let c = Candidate::new(
+                m.seq,
+                m.record,
+                sel.view.keyword_names(&m.record.keywords),
+                (max_seq, max_uid),
+                &open,
+            );
+            let hit = criteria.iter().all(|k| search::matches(k, &c));
+            if let Some(e) = c.failed.into_inner() {
+                // A message that could not be read (or does not match its
+                // record) makes the answer unknowable: no results.
+                if matches!(e, Error::Corrupt { .. }) {
+                    tracing::error!(uid = m.uid, "SEARCH refused: {e}");
+                    return no(
+                        Some("CORRUPTION"),
+                        &format!(
+                            "Stored data of UID {} does not match its index record",
+                            m.uid
+                        ),
+                    );
+                }
+                return Err(e.into());
+            }
+            if hit {
                 hits.push(if uid { m.uid } else { m.seq });
                 max_modseq = max_modseq.max(m.record.modseq);
             }

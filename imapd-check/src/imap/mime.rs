@@ -1,108 +1,52 @@
-//! ENVELOPE, BODYSTRUCTURE and BODY[section] from a parsed message.
+//! ENVELOPE, BODYSTRUCTURE and HEADER.FIELDS from header blocks.
 //!
-//! mail-parser gives each MIME part its byte offsets (header start, body
-//! start, end) in the raw message; everything here slices those bytes, so
-//! what a client fetches is exactly what is stored.
+//! The structure of a message (part offsets, sizes, lines) comes from
+//! [`structure::scan`], which never holds the message; each part's header
+//! block is read back (bounded) and parsed with mail-parser on its own.
+//! Everything served is sliced from the stored bytes.
 
-use mail_parser::{Address, HeaderValue, Message, MessagePart, MimeHeaders, PartType};
+use std::io;
 
+use mail_parser::{
+    Address, ContentType, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders,
+};
+
+use super::emit::Emitter;
+use super::structure::{self, Kind, Source, Structure};
 use super::wire::{nstring, string};
 
-/// A MIME part: the message that holds it and its index there.
-#[derive(Clone, Copy)]
-pub struct Node<'m, 'x> {
-    pub msg: &'m Message<'x>,
-    pub id: usize,
+/// A parsed header block.
+pub struct Headers<'x> {
+    msg: Option<Message<'x>>,
 }
 
-impl<'m, 'x> Node<'m, 'x> {
-    pub fn root(msg: &'m Message<'x>) -> Self {
-        Node { msg, id: 0 }
-    }
-    fn part(&self) -> &'m MessagePart<'x> {
-        &self.msg.parts[self.id]
-    }
-    fn raw(&self) -> &'m [u8] {
-        self.msg.raw_message.as_ref()
-    }
-    fn slice(&self, a: u32, b: u32) -> &'m [u8] {
-        let raw = self.raw();
-        let b = (b as usize).min(raw.len());
-        raw.get((a as usize).min(b)..b).unwrap_or_default()
-    }
-    pub fn header_bytes(&self) -> &'m [u8] {
-        let p = self.part();
-        self.slice(p.offset_header, p.offset_body)
-    }
-    pub fn body_bytes(&self) -> &'m [u8] {
-        let p = self.part();
-        self.slice(p.offset_body, p.offset_end)
-    }
-    fn children(&self) -> Option<Vec<Node<'m, 'x>>> {
-        match &self.part().body {
-            PartType::Multipart(ids) => Some(
-                ids.iter()
-                    .filter(|&&i| (i as usize) < self.msg.parts.len())
-                    .map(|&i| Node {
-                        msg: self.msg,
-                        id: i as usize,
-                    })
-                    .collect(),
-            ),
-            _ => None,
+impl<'x> Headers<'x> {
+    pub fn parse(block: &'x [u8]) -> Self {
+        Headers {
+            msg: MessageParser::default().parse_headers(block),
         }
     }
-    /// The encapsulated message of a message/rfc822 part.
-    fn inner(&self) -> Option<Node<'m, 'x>> {
-        match &self.part().body {
-            PartType::Message(m) if !m.parts.is_empty() => Some(Node::root(m)),
-            _ => None,
-        }
+    fn part(&self) -> Option<&MessagePart<'x>> {
+        self.msg.as_ref()?.parts.first()
     }
-
-    /// Follows a section part path (`1.2.3`). `None` if it names no part.
-    pub fn find(self, path: &[u32]) -> Option<Node<'m, 'x>> {
-        let mut cur = self;
-        for (depth, &n) in path.iter().enumerate() {
-            let base = if depth == 0 {
-                cur
-            } else {
-                cur.inner().unwrap_or(cur)
-            };
-            cur = match base.children() {
-                Some(kids) => *kids.get((n as usize).checked_sub(1)?)?,
-                None if n == 1 => {
-                    // A non-multipart's only part is itself; a nested
-                    // message's part 1 is its body.
-                    if depth > 0 && cur.inner().is_some() {
-                        base
-                    } else {
-                        cur
-                    }
-                }
-                None => return None,
-            };
-        }
-        Some(cur)
+    fn content_type(&self) -> Option<&ContentType<'_>> {
+        self.part()?.content_type()
     }
-
-    /// The node whose header/text `HEADER`/`TEXT` name: the message
-    /// itself at the top, the encapsulated message of a message/rfc822 part.
-    pub fn as_message(self, top: bool) -> Option<Node<'m, 'x>> {
-        if top { Some(self) } else { self.inner() }
-    }
-
-    fn raw_header(&self, name: &str) -> Option<&'m [u8]> {
-        let p = self.part();
-        let h = p
+    fn raw_header(&self, name: &str) -> Option<&[u8]> {
+        let msg = self.msg.as_ref()?;
+        let h = msg
+            .parts
+            .first()?
             .headers
             .iter()
             .find(|h| h.name.as_str().eq_ignore_ascii_case(name))?;
-        Some(trim(self.slice(h.offset_start, h.offset_end)))
+        let raw: &[u8] = msg.raw_message.as_ref();
+        let end = (h.offset_end as usize).min(raw.len());
+        Some(trim(raw.get((h.offset_start as usize).min(end)..end)?))
     }
-    fn header_value(&self, name: &str) -> Option<&'m HeaderValue<'x>> {
-        let p = self.part();
-        p.headers
+    fn header_value(&self, name: &str) -> Option<&HeaderValue<'x>> {
+        self.part()?
+            .headers
             .iter()
             .find(|h| h.name.as_str().eq_ignore_ascii_case(name))
             .map(|h| &h.value)
@@ -133,7 +77,7 @@ fn nstring_unfolded(out: &mut Vec<u8>, v: Option<&[u8]>) {
     nstring(out, v.map(unfold).as_deref());
 }
 
-pub fn envelope(out: &mut Vec<u8>, n: Node) {
+pub fn envelope(out: &mut Vec<u8>, n: &Headers) {
     out.push(b'(');
     nstring_unfolded(out, n.raw_header("Date"));
     out.push(b' ');
@@ -239,10 +183,9 @@ fn params(
     out.push(b')');
 }
 
-fn extension(out: &mut Vec<u8>, n: Node) {
-    let p = n.part();
+fn extension(out: &mut Vec<u8>, n: &Headers) {
     out.push(b' ');
-    match p.content_disposition() {
+    match n.part().and_then(|p| p.content_disposition()) {
         Some(d) => {
             out.push(b'(');
             string(out, d.c_type.to_ascii_uppercase().as_bytes());
@@ -258,78 +201,116 @@ fn extension(out: &mut Vec<u8>, n: Node) {
     nstring_unfolded(out, n.raw_header("Content-Location"));
 }
 
-/// BODYSTRUCTURE (`extended`) or BODY.
-pub fn body_structure(out: &mut Vec<u8>, n: Node, extended: bool) {
-    let p = n.part();
-    let ct = p.content_type();
-    out.push(b'(');
-    if let Some(kids) = n.children() {
-        for k in &kids {
-            body_structure(out, *k, extended);
+/// BODYSTRUCTURE (`extended`) or BODY of part `idx`. Each header block is
+/// read, rendered into what comes before and after the nested parts, and
+/// dropped before recursing; the output is flushed as it grows.
+pub fn body_structure(
+    em: &mut Emitter,
+    src: &dyn Source,
+    s: &Structure,
+    idx: usize,
+    extended: bool,
+) -> io::Result<()> {
+    let p = &s.parts[idx];
+    let block = structure::header_block(src, p)?;
+    let h = Headers::parse(&block);
+    let ct = h.content_type();
+    let mut head = vec![b'('];
+    let mut tail = Vec::new();
+    let declared_multipart = ct.is_some_and(|c| c.c_type.eq_ignore_ascii_case("multipart"));
+    let kids: Option<&[usize]> = match &p.kind {
+        Kind::Multipart(kids) => Some(kids),
+        // Declared multipart but no parts found (no boundary, cut short,
+        // too deep): still a multipart for the syntax.
+        _ if declared_multipart => Some(&[]),
+        _ => None,
+    };
+    let mut inner = None;
+    if kids.is_some() {
+        tail.push(b' ');
+        let sub = ct.and_then(|c| c.c_subtype.as_deref()).unwrap_or("MIXED");
+        string(&mut tail, sub.to_ascii_uppercase().as_bytes());
+        if extended {
+            tail.push(b' ');
+            params(&mut tail, ct.and_then(|c| c.attributes.as_ref()), &[]);
+            extension(&mut tail, &h);
+        }
+    } else {
+        let (ty, sub) = match ct {
+            Some(c) => (
+                c.c_type.to_ascii_uppercase(),
+                c.c_subtype
+                    .as_deref()
+                    .unwrap_or("PLAIN")
+                    .to_ascii_uppercase(),
+            ),
+            None if p.default_message => ("MESSAGE".to_string(), "RFC822".to_string()),
+            None => ("TEXT".to_string(), "PLAIN".to_string()),
+        };
+        let out = &mut head;
+        string(out, ty.as_bytes());
+        out.push(b' ');
+        string(out, sub.as_bytes());
+        out.push(b' ');
+        let default: &[(&str, &str)] = if ty == "TEXT" {
+            &[("CHARSET", "US-ASCII")]
+        } else {
+            &[]
+        };
+        params(out, ct.and_then(|c| c.attributes.as_ref()), default);
+        out.push(b' ');
+        nstring_unfolded(out, h.raw_header("Content-ID"));
+        out.push(b' ');
+        nstring_unfolded(out, h.raw_header("Content-Description"));
+        out.push(b' ');
+        let enc = h
+            .raw_header("Content-Transfer-Encoding")
+            .map(|e| String::from_utf8_lossy(&unfold(e)).to_ascii_uppercase())
+            .unwrap_or_else(|| "7BIT".to_string());
+        string(out, enc.as_bytes());
+        out.extend_from_slice(format!(" {}", p.end - p.body_start).as_bytes());
+        inner = s.inner(idx).filter(|_| ty == "MESSAGE");
+        if inner.is_none() && ty == "MESSAGE" && sub == "RFC822" {
+            // Not parsed as a message (encoded, or too deep): the syntax
+            // still wants an envelope, a body and lines.
+            out.extend_from_slice(
+                b" (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) (\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 0 0)",
+            );
+        }
+        if ty == "TEXT" || ty == "MESSAGE" && sub == "RFC822" || inner.is_some() {
+            tail.extend_from_slice(format!(" {}", p.lines).as_bytes());
+        }
+        if extended {
+            tail.push(b' ');
+            nstring_unfolded(&mut tail, h.raw_header("Content-MD5"));
+            extension(&mut tail, &h);
+        }
+    }
+    tail.push(b')');
+    drop(h);
+    drop(block);
+    em.buf.extend_from_slice(&head);
+    if let Some(kids) = kids {
+        for &k in kids {
+            body_structure(em, src, s, k, extended)?;
+            em.maybe_flush()?;
         }
         if kids.is_empty() {
-            // An empty multipart still needs one body for the syntax.
-            out.extend_from_slice(b"(\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 0 0)");
+            // A multipart needs one body for the syntax.
+            em.buf
+                .extend_from_slice(b"(\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 0 0)");
         }
-        out.push(b' ');
-        let sub = ct.and_then(|c| c.c_subtype.as_deref()).unwrap_or("MIXED");
-        string(out, sub.to_ascii_uppercase().as_bytes());
-        if extended {
-            out.push(b' ');
-            params(out, ct.and_then(|c| c.attributes.as_ref()), &[]);
-            extension(out, n);
-        }
-        out.push(b')');
-        return;
     }
-    let (ty, sub) = match ct {
-        Some(c) => (
-            c.c_type.to_ascii_uppercase(),
-            c.c_subtype
-                .as_deref()
-                .unwrap_or("PLAIN")
-                .to_ascii_uppercase(),
-        ),
-        None => ("TEXT".to_string(), "PLAIN".to_string()),
-    };
-    string(out, ty.as_bytes());
-    out.push(b' ');
-    string(out, sub.as_bytes());
-    out.push(b' ');
-    let default: &[(&str, &str)] = if ty == "TEXT" {
-        &[("CHARSET", "US-ASCII")]
-    } else {
-        &[]
-    };
-    params(out, ct.and_then(|c| c.attributes.as_ref()), default);
-    out.push(b' ');
-    nstring_unfolded(out, n.raw_header("Content-ID"));
-    out.push(b' ');
-    nstring_unfolded(out, n.raw_header("Content-Description"));
-    out.push(b' ');
-    let enc = n
-        .raw_header("Content-Transfer-Encoding")
-        .map(|e| String::from_utf8_lossy(&unfold(e)).to_ascii_uppercase())
-        .unwrap_or_else(|| "7BIT".to_string());
-    string(out, enc.as_bytes());
-    let body = n.body_bytes();
-    out.extend_from_slice(format!(" {}", body.len()).as_bytes());
-    let lines = body.iter().filter(|&&b| b == b'\n').count();
-    if let Some(inner) = n.inner().filter(|_| ty == "MESSAGE") {
-        out.push(b' ');
-        envelope(out, inner);
-        out.push(b' ');
-        body_structure(out, inner, extended);
-        out.extend_from_slice(format!(" {lines}").as_bytes());
-    } else if ty == "TEXT" {
-        out.extend_from_slice(format!(" {lines}").as_bytes());
+    if let Some(inner) = inner {
+        em.buf.push(b' ');
+        let ib = structure::header_block(src, &s.parts[inner])?;
+        envelope(&mut em.buf, &Headers::parse(&ib));
+        drop(ib);
+        em.buf.push(b' ');
+        body_structure(em, src, s, inner, extended)?;
     }
-    if extended {
-        out.push(b' ');
-        nstring_unfolded(out, n.raw_header("Content-MD5"));
-        extension(out, n);
-    }
-    out.push(b')');
+    em.buf.extend_from_slice(&tail);
+    Ok(())
 }
 
 /// The header lines of `header` whose field name is (`not == false`) or
@@ -358,52 +339,121 @@ pub fn header_fields(header: &[u8], names: &[Vec<u8>], not: bool) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mail_parser::MessageParser;
+    use crate::imap::structure::Mem;
 
     const MULTI: &[u8] = b"From: A <a@x.org>\r\nTo: b@y.org\r\nSubject: hi\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\npre\r\n--b1\r\nContent-Type: text/plain\r\n\r\none\r\n--b1\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ninner body\r\n--b1--\r\n";
 
+    fn render(raw: &[u8], extended: bool) -> String {
+        let s = structure::scan(&Mem(raw), true, false).unwrap();
+        let mut sink = Vec::new();
+        let mut em = Emitter::new(&mut sink);
+        body_structure(&mut em, &Mem(raw), &s, 0, extended).unwrap();
+        em.finish().unwrap();
+        String::from_utf8(sink).unwrap()
+    }
+
     #[test]
-    fn sections_slice_the_raw_message() {
-        let m = MessageParser::default().parse(MULTI).unwrap();
-        let root = Node::root(&m);
-        assert_eq!(root.find(&[1]).unwrap().body_bytes(), b"one");
-        assert_eq!(
-            root.find(&[1]).unwrap().header_bytes(),
-            b"Content-Type: text/plain\r\n\r\n"
-        );
-        let msg = root.find(&[2]).unwrap();
-        assert_eq!(msg.body_bytes(), b"Subject: inner\r\n\r\ninner body");
-        let inner = msg.as_message(false).unwrap();
-        assert_eq!(inner.header_bytes(), b"Subject: inner\r\n\r\n");
-        assert_eq!(inner.body_bytes(), b"inner body");
-        assert_eq!(root.find(&[2, 1]).unwrap().body_bytes(), b"inner body");
-        assert!(root.find(&[3]).is_none());
+    fn envelope_and_structure() {
+        let s = structure::scan(&Mem(MULTI), false, false).unwrap();
+        let block = structure::header_block(&Mem(MULTI), &s.parts[0]).unwrap();
         let mut o = Vec::new();
-        envelope(&mut o, root);
+        envelope(&mut o, &Headers::parse(&block));
         assert_eq!(
             String::from_utf8(o).unwrap(),
             "(NIL \"hi\" ((\"A\" NIL \"a\" \"x.org\")) ((\"A\" NIL \"a\" \"x.org\")) ((\"A\" NIL \"a\" \"x.org\")) ((NIL NIL \"b\" \"y.org\")) NIL NIL NIL NIL)"
         );
-        let mut o = Vec::new();
-        body_structure(&mut o, root, false);
-        let s = String::from_utf8(o).unwrap();
+        let s = render(MULTI, false);
         assert!(
             s.starts_with("((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 3 0)"),
             "{s}"
         );
+        assert!(
+            s.contains("(\"MESSAGE\" \"RFC822\" NIL NIL NIL \"7BIT\" 28 (NIL \"inner\" NIL NIL NIL NIL NIL NIL NIL NIL) (\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 10 0) 2)"),
+            "{s}"
+        );
         assert!(s.ends_with(" \"MIXED\")"), "{s}");
+        let s = render(MULTI, true);
+        assert!(
+            s.ends_with(" \"MIXED\" (\"BOUNDARY\" \"b1\") NIL NIL NIL)"),
+            "{s}"
+        );
+    }
+
+    /// Odd structures still render as BODYSTRUCTURE an IMAP parser takes.
+    #[test]
+    fn odd_structures_render_valid_syntax() {
+        use imap_codec::ResponseCodec;
+        use imap_codec::decode::Decoder;
+        let mut deep = Vec::new();
+        for i in 0..40 {
+            deep.extend_from_slice(
+                format!("Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n")
+                    .as_bytes(),
+            );
+        }
+        deep.extend_from_slice(b"\r\nleaf\r\n");
+        let cases: Vec<&[u8]> = vec![
+            MULTI,
+            b"Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\nSubject: one\r\n\r\nhi\r\n--d--\r\n",
+            b"Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\nU3ViamVjdDogeA0KDQp5DQo=\r\n--m--\r\n",
+            b"Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\nContent-Type: message/rfc822\r\n\r\nSubject: cut\r\nContent-Type: multipart/alternative; boundary=z\r\n--m--\r\n",
+            b"Content-Type: multipart/mixed\r\n\r\nno boundary at all\r\n",
+            b"Content-Type: multipart/mixed; boundary=q\r\n\r\nnever delimited\r\n",
+            b"",
+        ];
+        // imap-codec parses at most 8 levels of body nesting; the deep
+        // case is checked for its bound instead.
+        let mut o = Vec::new();
+        let s = structure::scan(&Mem(&deep), true, false).unwrap();
+        let mut em = Emitter::new(&mut o);
+        body_structure(&mut em, &Mem(&deep), &s, 0, true).unwrap();
+        em.finish().unwrap();
+        let mut depth = 0i64;
+        let mut max = 0;
+        for &b in &o {
+            depth += i64::from(b == b'(') - i64::from(b == b')');
+            max = max.max(depth);
+        }
+        assert_eq!(depth, 0);
+        assert!(max <= structure::MAX_DEPTH as i64 + 2, "{max}");
+        for raw in cases {
+            for extended in [false, true] {
+                let s = structure::scan(&Mem(raw), true, false).unwrap();
+                let mut sink = b"* 1 FETCH (BODYSTRUCTURE ".to_vec();
+                let mut em = Emitter::new(&mut sink);
+                body_structure(&mut em, &Mem(raw), &s, 0, extended).unwrap();
+                em.finish().unwrap();
+                sink.extend_from_slice(b")\r\n");
+                let text = String::from_utf8_lossy(&sink).into_owned();
+                let parsed = ResponseCodec::default().decode(&sink);
+                assert!(
+                    matches!(parsed, Ok((rest, _)) if rest.is_empty()),
+                    "{text}: {parsed:?}"
+                );
+            }
+        }
     }
 
     #[test]
-    fn single_part_numbering() {
-        let raw = b"Subject: x\r\n\r\nbody\r\n";
-        let m = MessageParser::default().parse(&raw[..]).unwrap();
-        let root = Node::root(&m);
-        assert_eq!(root.find(&[1]).unwrap().body_bytes(), b"body\r\n");
-        assert_eq!(root.header_bytes(), b"Subject: x\r\n\r\n");
+    fn digest_children_default_to_message() {
+        let raw = b"Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\nSubject: one\r\n\r\nhi\r\n--d--\r\n";
+        let s = render(raw, false);
+        assert!(
+            s.starts_with("((\"MESSAGE\" \"RFC822\" NIL NIL NIL \"7BIT\" 18 (NIL \"one\""),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn header_field_selection() {
+        let h = b"Subject: x\r\nFrom: a\r\n\r\n";
         assert_eq!(
-            header_fields(root.header_bytes(), &[b"subject".to_vec()], false),
+            header_fields(h, &[b"subject".to_vec()], false),
             b"Subject: x\r\n\r\n"
+        );
+        assert_eq!(
+            header_fields(h, &[b"subject".to_vec()], true),
+            b"From: a\r\n\r\n"
         );
     }
 }

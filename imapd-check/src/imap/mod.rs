@@ -9,13 +9,16 @@
 
 pub mod auth;
 pub mod conn;
+pub mod emit;
 pub mod fetch;
 pub mod idle;
 pub mod io;
 pub mod mailboxes;
 pub mod messages;
 pub mod mime;
+pub mod msgfile;
 pub mod search;
+pub mod structure;
 pub mod wire;
 
 use std::net::{SocketAddr, TcpListener};

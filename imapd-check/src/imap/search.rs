@@ -1,11 +1,13 @@
 //! SEARCH: evaluating imap-codec's search keys against one message.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 
 use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
-use storage::{Flags, Record};
+use storage::{Error, Flags, Record};
 
+use super::msgfile::MessageFile;
+use super::structure::{self, CHUNK, Source};
 use super::wire::days_from_civil;
 
 /// One message as SEARCH sees it.
@@ -16,25 +18,117 @@ pub struct Candidate<'a> {
     /// Largest sequence number and UID, for `*`.
     pub max_seq: u32,
     pub max_uid: u32,
-    /// Loads the message bytes on first use (None if unreadable).
-    pub load: &'a dyn Fn(u32) -> Option<Vec<u8>>,
-    pub body: OnceCell<Option<Vec<u8>>>,
+    /// Opens the message (checked against its record) on first use.
+    pub open: &'a dyn Fn(&Record) -> Result<MessageFile, Error>,
+    pub file: OnceCell<Option<MessageFile>>,
+    header: OnceCell<Vec<u8>>,
+    /// What went wrong reading the message; the SEARCH then fails.
+    pub failed: RefCell<Option<Error>>,
 }
 
-impl Candidate<'_> {
-    fn bytes(&self) -> Option<&[u8]> {
-        self.body
-            .get_or_init(|| (self.load)(self.rec.uid))
-            .as_deref()
+impl<'a> Candidate<'a> {
+    pub fn new(
+        seq: u32,
+        rec: &'a Record,
+        keywords: Vec<String>,
+        (max_seq, max_uid): (u32, u32),
+        open: &'a dyn Fn(&Record) -> Result<MessageFile, Error>,
+    ) -> Self {
+        Candidate {
+            seq,
+            rec,
+            keywords,
+            max_seq,
+            max_uid,
+            open,
+            file: OnceCell::new(),
+            header: OnceCell::new(),
+            failed: RefCell::new(None),
+        }
     }
+
+    fn fail(&self, e: Error) {
+        self.failed.borrow_mut().get_or_insert(e);
+    }
+
+    /// The message file; `None` when expunged meanwhile or unreadable
+    /// (then recorded in `failed`).
+    fn file(&self) -> Option<&MessageFile> {
+        self.file
+            .get_or_init(|| match (self.open)(self.rec) {
+                Ok(f) => Some(f),
+                Err(Error::Expunged(_)) => None,
+                Err(e) => {
+                    self.fail(e);
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// The header block (its first [`structure::HEADER_CAP`] bytes).
     fn header(&self) -> &[u8] {
-        let b = self.bytes().unwrap_or_default();
-        &b[..(self.rec.header_size as usize).min(b.len())]
+        self.header.get_or_init(|| {
+            let Some(f) = self.file() else {
+                return Vec::new();
+            };
+            let len = u64::from(self.rec.header_size)
+                .min(f.size())
+                .min(structure::HEADER_CAP);
+            structure::read_range(f, 0, len).unwrap_or_else(|e| {
+                self.fail(read_error(f, e));
+                Vec::new()
+            })
+        })
     }
-    fn text(&self) -> &[u8] {
-        let b = self.bytes().unwrap_or_default();
-        &b[(self.rec.header_size as usize).min(b.len())..]
+
+    /// Whether the bytes from `from` to the end contain `needle`, read in
+    /// chunks (case-insensitive for ASCII).
+    fn contains_from(&self, from: u64, needle: &[u8]) -> bool {
+        let Some(f) = self.file() else {
+            return false;
+        };
+        source_contains_ci(f, from.min(f.size()), needle).unwrap_or_else(|e| {
+            self.fail(read_error(f, e));
+            false
+        })
     }
+}
+
+fn read_error(f: &MessageFile, e: std::io::Error) -> Error {
+    Error::Io {
+        op: "read",
+        path: f.path.clone(),
+        source: e,
+    }
+}
+
+/// Searches `src` from `offset` to its end in chunks, keeping the last
+/// `needle.len() - 1` bytes of each so no match is cut in two.
+fn source_contains_ci(src: &dyn Source, offset: u64, needle: &[u8]) -> std::io::Result<bool> {
+    if needle.is_empty() {
+        return Ok(true);
+    }
+    let keep = needle.len() - 1;
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + keep);
+    let mut pos = offset;
+    let end = src.size();
+    while pos < end {
+        let at = buf.len();
+        buf.resize(at + CHUNK, 0);
+        let n = src.read_at(pos, &mut buf[at..])?;
+        buf.truncate(at + n);
+        if n == 0 {
+            break;
+        }
+        if contains_ci(&buf, needle) {
+            return Ok(true);
+        }
+        pos += n as u64;
+        let cut = buf.len().saturating_sub(keep);
+        buf.drain(..cut);
+    }
+    Ok(false)
 }
 
 /// True when `n` is in `set`, `*` standing for `largest`.
@@ -154,8 +248,8 @@ pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
             let vals = header_values(c.header(), name.as_ref());
             !vals.is_empty() && vals.iter().any(|v| contains_ci(v, s.as_ref()))
         }
-        SearchKey::Body(s) => contains_ci(c.text(), s.as_ref()),
-        SearchKey::Text(s) => c.bytes().is_some_and(|b| contains_ci(b, s.as_ref())),
+        SearchKey::Body(s) => c.contains_from(u64::from(c.rec.header_size), s.as_ref()),
+        SearchKey::Text(s) => c.contains_from(0, s.as_ref()),
         SearchKey::ModSequence { modseq, .. } => c.rec.modseq >= *modseq,
     }
 }
@@ -180,5 +274,16 @@ mod tests {
         let h = b"Subject: one\r\n two\r\nFrom: a@b\r\n\r\n";
         assert_eq!(header_values(h, b"subject"), vec![b" one two".to_vec()]);
         assert!(contains_ci(b"Hello World", b"WORLD"));
+    }
+
+    #[test]
+    fn chunked_search_finds_matches_across_chunks() {
+        use super::super::structure::Mem;
+        let mut raw = vec![b'x'; 3 * CHUNK];
+        raw[CHUNK - 2..CHUNK + 3].copy_from_slice(b"NeEdL");
+        assert!(source_contains_ci(&Mem(&raw), 0, b"needl").unwrap());
+        assert!(!source_contains_ci(&Mem(&raw), CHUNK as u64, b"needl").unwrap());
+        assert!(!source_contains_ci(&Mem(&raw), 0, b"needle").unwrap());
+        assert!(source_contains_ci(&Mem(&raw), 0, b"").unwrap());
     }
 }

@@ -2,9 +2,10 @@
 //! IMAP client over its pipes, and killing whatever a test started.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const IMAPD: &str = env!("CARGO_BIN_EXE_imapd-check");
@@ -73,15 +74,78 @@ pub fn message(n: usize) -> Vec<u8> {
     format!("From: bob@example.org\r\nTo: alice@example.org\r\nSubject: message {n}\r\nMessage-ID: <{n}@test>\r\n\r\nbody {n}\r\n").into_bytes()
 }
 
-/// A raw IMAP client over a `serve --stdio` child.
+/// `imapd-check serve --listen 127.0.0.1:0` with a password file: the
+/// process, its port, and its log (stderr) collected until it ends.
+pub struct TcpServer {
+    pub process: Reaper,
+    pub port: u16,
+    logs: JoinHandle<String>,
+}
+
+impl TcpServer {
+    pub fn start(spool: &Path, passwd: &Path) -> TcpServer {
+        let mut server = Command::new(IMAPD)
+            .args(["serve", "--listen", "127.0.0.1:0", "--passwd"])
+            .arg(passwd)
+            .arg("--spool")
+            .arg(spool)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn imapd-check serve --listen");
+        let mut err = BufReader::new(server.stderr.take().unwrap());
+        let process = Reaper(server);
+        let mut first = String::new();
+        err.read_line(&mut first).unwrap();
+        let port: u16 = first
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {first:?}"));
+        let logs = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        TcpServer {
+            process,
+            port,
+            logs,
+        }
+    }
+
+    /// Stops the server; returns what it logged.
+    pub fn stop(self) -> String {
+        drop(self.process);
+        self.logs.join().unwrap()
+    }
+}
+
+/// A raw IMAP client over a `serve --stdio` child or a TCP connection.
 pub struct Client {
-    child: Reaper,
-    w: ChildStdin,
-    r: BufReader<ChildStdout>,
+    child: Option<Reaper>,
+    w: Box<dyn Write + Send>,
+    r: BufReader<Box<dyn Read + Send>>,
     n: u32,
 }
 
 impl Client {
+    /// Connects to a `TcpServer` and logs in.
+    pub fn tcp(port: u16, user: &str, password: &str) -> Client {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut c = Client {
+            child: None,
+            r: BufReader::new(Box::new(s.try_clone().unwrap())),
+            w: Box::new(s),
+            n: 0,
+        };
+        let greeting = c.line();
+        assert!(greeting.starts_with("* OK"), "{greeting}");
+        c.ok(&format!("LOGIN {user} \"{password}\""));
+        c
+    }
+
     pub fn spawn(spool: &Path, user: &str) -> Client {
         let mut child = Command::new(IMAPD)
             .args(["serve", "--spool"])
@@ -91,10 +155,10 @@ impl Client {
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn imapd-check serve");
-        let w = child.stdin.take().unwrap();
-        let r = BufReader::new(child.stdout.take().unwrap());
+        let w = Box::new(child.stdin.take().unwrap());
+        let r = BufReader::new(Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>);
         let mut c = Client {
-            child: Reaper(child),
+            child: Some(Reaper(child)),
             w,
             r,
             n: 0,
@@ -109,6 +173,36 @@ impl Client {
         self.r.read_line(&mut s).expect("read from server");
         assert!(!s.is_empty(), "server closed the connection");
         s.trim_end_matches(['\r', '\n']).to_string()
+    }
+
+    /// The server process's id (for /proc/PID/status).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("a server process").0.id()
+    }
+
+    /// Reads `n` raw bytes (a literal) without keeping them: their CRC32
+    /// and the number actually read before end of input.
+    pub fn literal_crc(&mut self, n: u64) -> (u32, u64) {
+        let mut h = crc32fast::Hasher::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut left = n;
+        while left > 0 {
+            let want = (buf.len() as u64).min(left) as usize;
+            let got = self.r.read(&mut buf[..want]).expect("read literal");
+            if got == 0 {
+                break;
+            }
+            h.update(&buf[..got]);
+            left -= got as u64;
+        }
+        (h.finalize(), n - left)
+    }
+
+    /// One line as raw bytes (None at end of input).
+    pub fn raw_line(&mut self) -> Option<Vec<u8>> {
+        let mut v = Vec::new();
+        let n = self.r.read_until(b'\n', &mut v).expect("read from server");
+        (n > 0).then_some(v)
     }
 
     pub fn send(&mut self, raw: &str) {
@@ -141,10 +235,11 @@ impl Client {
         lines
     }
 
-    pub fn wait_exit(mut self, within: Duration) {
+    pub fn wait_exit(self, within: Duration) {
+        let mut child = self.child.expect("a server process");
         let end = Instant::now() + within;
         while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.0.try_wait() {
+            if let Ok(Some(_)) = child.0.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
