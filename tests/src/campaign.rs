@@ -310,6 +310,7 @@ struct SeenTable {
 /// fails the campaign.
 pub const FAILURES: &[&str] = &[
     "lost",
+    "keyword-lost",
     "changed",
     "duplicated",
     "vanished",
@@ -331,6 +332,9 @@ pub struct Ledger {
     sent: Mutex<HashMap<String, Sent>>,
     intents: Mutex<HashMap<String, Vec<Intent>>>,
     seen: Mutex<SeenTable>,
+    /// (token, actor) -> the state of that actor's own keyword after its
+    /// last acknowledged STORE, `None` after one whose outcome is unknown.
+    keywords: Mutex<HashMap<(String, usize), Option<bool>>>,
     /// (mailbox, UIDVALIDITY, UID) reported vanished (each counts once).
     vanished: Mutex<HashSet<(String, u32, u32)>>,
     problems: Mutex<BTreeMap<&'static str, u64>>,
@@ -388,6 +392,31 @@ impl Ledger {
             .entry(token.to_string())
             .or_default()
             .push(i);
+    }
+
+    /// Before a STORE of `actor`'s own keyword on `tokens` (outcome
+    /// unknown until `keyword_done`).
+    pub fn keyword_sent(&self, tokens: &[String], actor: usize) {
+        let mut k = self.keywords.lock().unwrap();
+        for t in tokens {
+            k.insert((t.clone(), actor), None);
+        }
+    }
+
+    /// The STORE was answered OK: the keyword is now `set` on `tokens`.
+    pub fn keyword_done(&self, tokens: &[String], actor: usize, set: bool) {
+        let mut k = self.keywords.lock().unwrap();
+        for t in tokens {
+            k.insert((t.clone(), actor), Some(set));
+        }
+    }
+
+    fn has_move_intent(&self, token: &str) -> bool {
+        self.intents
+            .lock()
+            .unwrap()
+            .get(token)
+            .is_some_and(|v| v.iter().any(|i| matches!(i, Intent::Move { .. })))
     }
 
     /// A user asked for `token` to leave `mailbox` (EXPUNGE or MOVE).
@@ -1599,6 +1628,11 @@ pub fn lmtp_client_main(sock: &Path, stop: &Path, id: &str, seed: u64) {
     }
 }
 
+/// The keyword only IMAP actor `id` sets and clears.
+fn actor_keyword(id: usize) -> String {
+    format!("$Actor{id}")
+}
+
 /// Reads `uid -> token` of the selected mailbox.
 fn uid_tokens(c: &mut Imap) -> io::Result<Vec<(u32, String)>> {
     let (resps, _) = c.cmd("UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")?;
@@ -1665,10 +1699,28 @@ fn imap_session(env: &Env, c: &mut Imap, rng: &mut Rng, id: usize, n: &mut u64) 
                 let k = 1 + rng.below(3) as usize;
                 let set = pick(rng, k);
                 let uids: Vec<u32> = set.iter().map(|x| x.0).collect();
-                let f = ["\\Seen", "\\Flagged", "$Campaign"][rng.below(3) as usize];
                 let op = if rng.chance(60) { "+" } else { "-" };
-                let (_, st) = c.cmd(&format!("UID STORE {} {op}FLAGS ({f})", uid_set(&uids)))?;
-                ("STORE", st)
+                if rng.chance(50) {
+                    // This actor's own keyword: only it changes it, so the
+                    // final state must be what its last acknowledged STORE
+                    // left (the audit saw a \Flagged lost to a rebuild).
+                    let tokens: Vec<String> = set.iter().map(|x| x.1.clone()).collect();
+                    env.ledger.keyword_sent(&tokens, id);
+                    let (_, st) = c.cmd(&format!(
+                        "UID STORE {} {op}FLAGS ({})",
+                        uid_set(&uids),
+                        actor_keyword(id)
+                    ))?;
+                    if st.starts_with("OK") {
+                        env.ledger.keyword_done(&tokens, id, op == "+");
+                    }
+                    ("STORE keyword", st)
+                } else {
+                    let f = ["\\Seen", "\\Flagged", "$Campaign"][rng.below(3) as usize];
+                    let (_, st) =
+                        c.cmd(&format!("UID STORE {} {op}FLAGS ({f})", uid_set(&uids)))?;
+                    ("STORE", st)
+                }
             } else if roll < 75 {
                 // Expunge more when the mailbox grows, so it stays bounded.
                 let k = if msgs.len() > 500 {
@@ -1875,6 +1927,8 @@ pub struct Final {
     pub unacknowledged_present: u64,
     pub present: u64,
     pub expunged_by_intent: u64,
+    /// Actor keywords compared with their last acknowledged STORE.
+    pub keywords_checked: u64,
     /// Files in the mailboxes' `.quarantine/` (debris recovery kept).
     pub quarantined: u64,
 }
@@ -1928,6 +1982,8 @@ pub fn final_check(spool: &Path, ledger: &Ledger) -> Final {
     }
     // token -> (mailbox, uid, bytes)
     let mut found: BTreeMap<String, Vec<(String, u32, Vec<u8>)>> = BTreeMap::new();
+    // (mailbox, uid) -> keyword names, lower case
+    let mut kws: HashMap<(String, u32), HashSet<String>> = HashMap::new();
     let store = Store::open(spool, Options::default()).expect("open store");
     let user = UserName::new(USER).unwrap();
     for m in MAILBOXES {
@@ -1957,6 +2013,14 @@ pub fn final_check(spool: &Path, ledger: &Ledger) -> Final {
             if r.is_expunged() {
                 continue;
             }
+            kws.insert(
+                (m.to_string(), r.uid),
+                r.keywords
+                    .iter()
+                    .filter_map(|k| snap.meta.keywords.get(k))
+                    .map(|k| k.to_ascii_lowercase())
+                    .collect(),
+            );
             match mb.read_message(r.uid) {
                 Ok(b) => match crate::reliability::token_of(&b) {
                     Some(t) => found.entry(t).or_default().push((m.to_string(), r.uid, b)),
@@ -1999,6 +2063,34 @@ pub fn final_check(spool: &Path, ledger: &Ledger) -> Final {
             None => ledger.problem("unknown-message", format!("{t} stored but never sent")),
             Some(s) if !s.acked => f.unacknowledged_present += 1,
             Some(_) => {}
+        }
+    }
+    // Each actor's own keyword is as its last acknowledged STORE left it,
+    // on messages stored once that no MOVE touched (a STORE racing a MOVE
+    // may land on the source copy).
+    for ((t, actor), state) in ledger.keywords.lock().unwrap().iter() {
+        let Some(set) = state else { continue };
+        let Some([(m, uid, _)]) = found.get(t).map(Vec::as_slice) else {
+            continue;
+        };
+        if ledger.has_move_intent(t) {
+            continue;
+        }
+        f.keywords_checked += 1;
+        let name = actor_keyword(*actor).to_ascii_lowercase();
+        let has = kws
+            .get(&(m.clone(), *uid))
+            .is_some_and(|k| k.contains(&name));
+        if has != *set {
+            ledger.problem(
+                "keyword-lost",
+                format!(
+                    "{t} in {m} UID {uid}: {} is {}, its last acknowledged STORE {} it",
+                    actor_keyword(*actor),
+                    if has { "set" } else { "not set" },
+                    if *set { "set" } else { "cleared" }
+                ),
+            );
         }
     }
     // What the quarantine holds (for the report; not a failure).

@@ -245,8 +245,8 @@ fn campaign_all_processes() {
     println!(
         "campaign: seed {seed}, {campaign_secs:.0} s, {} acknowledged ({} deliver, {} LMTP, {} APPEND), \
          {} unacknowledged but present, {} expunged on purpose, {} present at the end, {} quarantined files; \
-         {} MOVEs, {} EXPUNGEs ok; kills (killed/runs) {}: {total_kills} in all; \
-         lost {}, changed {}, duplicated {}, vanished {}, seen-then-lost {}, wrong bytes {}, \
+         {} MOVEs, {} EXPUNGEs ok, {} keywords checked; kills (killed/runs) {}: {total_kills} in all; \
+         lost {}, keywords lost {}, changed {}, duplicated {}, vanished {}, seen-then-lost {}, wrong bytes {}, \
          UIDs not ascending {}, unknown {}, UIDVALIDITY changed {}, view inconsistent {}, \
          verify {}, recover {}, hangs {}, crashes {}",
         fin.acknowledged,
@@ -259,8 +259,10 @@ fn campaign_all_processes() {
         fin.quarantined,
         stat("imap.MOVE ok"),
         stat("imap.EXPUNGE ok"),
+        fin.keywords_checked,
         kill_list.join(", "),
         count("lost"),
+        count("keyword-lost"),
         count("changed"),
         count("duplicated"),
         count("vanished"),
