@@ -475,7 +475,15 @@ fn claim_user_uidvalidity(mailbox: &Path, candidate: u32, timeout: Duration) -> 
     let mut buf = [0u8; 4];
     let n = fsutil::read_at_most(&file, &mut buf, 0, &path)?;
     let last = if n == 4 { u32::from_le_bytes(buf) } else { 0 };
-    let next = candidate.max(last.saturating_add(1));
+    if last == u32::MAX {
+        // Nothing is left above it (see Store::next_uidvalidity).
+        return Err(Error::corrupt(
+            &path,
+            0,
+            "the last UIDVALIDITY handed out is 4294967295: none is left above it",
+        ));
+    }
+    let next = candidate.max(last + 1);
     fsutil::write_all_at(&file, &next.to_le_bytes(), 0, &path)?;
     fsutil::fdatasync(&file, &path)?;
     Ok(next)

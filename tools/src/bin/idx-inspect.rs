@@ -1,7 +1,8 @@
 //! idx-inspect: read-only views of a mailbox's index. Never takes an
 //! exclusive lock and never creates or modifies a file.
 //! Exit status: 0 fine, 1 problems found (verify) or no valid header,
-//! 2 could not read.
+//! 2 could not read, or (verify) a header no program will use (it counts
+//! records the file does not hold, or is beyond a hard limit).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -92,7 +93,7 @@ fn run(cli: &Cli) -> Result<u8, String> {
             let set = uid.as_deref().map(UidSet::parse).transpose()?;
             let dir = verify::open_dir_read_only(&t.dir).map_err(err)?;
             let v = verify::with_raw_view(&dir, t.lock_timeout, |view| {
-                Ok(inspect::records(view, set.as_ref(), *expunged))
+                inspect::records(view, set.as_ref(), *expunged)
             })
             .map_err(err)?;
             print(cli.json, &v, inspect::records_human);
@@ -110,7 +111,13 @@ fn run(cli: &Cli) -> Result<u8, String> {
             } else {
                 print!("{}", inspect::report_human(&t.dir, &rep));
             }
-            Ok(if rep.is_clean() { 0 } else { 1 })
+            Ok(if rep.unusable {
+                2
+            } else if rep.is_clean() {
+                0
+            } else {
+                1
+            })
         }
         Cmd::Stat(mb) => {
             let t = mb.resolve()?;
