@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("idx-admin: {e}");
+            tools::err_line(&format!("idx-admin: {e}"));
             ExitCode::from(1)
         }
     }
@@ -104,15 +104,19 @@ fn open(t: &Target, create: bool) -> Result<Mailbox, String> {
     }
 }
 
-fn emit(json: bool, v: serde_json::Value, text: String) {
-    if json {
-        println!(
-            "{}",
+/// Prints the outcome of a finished operation. A closed pipe is ignored
+/// (`tools::out`); another write error is one (the work is done, but
+/// its report was lost).
+fn emit(json: bool, v: serde_json::Value, text: String) -> Result<(), String> {
+    let text = if json {
+        format!(
+            "{}\n",
             serde_json::to_string_pretty(&v).expect("serializable")
-        );
+        )
     } else {
-        print!("{text}");
-    }
+        text
+    };
+    tools::out(&text).map_err(|e| format!("writing standard output: {e}"))
 }
 
 fn run(cli: &Cli) -> Result<(), String> {
@@ -159,7 +163,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                     "last_uid": h.last_uid, "highestmodseq": h.highestmodseq, "notes": o.notes,
                 }),
                 text,
-            );
+            )?;
         }
         Cmd::Repack(mb) => {
             let t = mb.resolve()?;
@@ -173,7 +177,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                     o.removed.len(),
                     o.kept
                 ),
-            );
+            )?;
         }
         Cmd::Recover(mb) => {
             let t = mb.resolve()?;
@@ -196,7 +200,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                     },
                     o.settled
                 ),
-            );
+            )?;
         }
         Cmd::Import {
             mb,
@@ -218,7 +222,7 @@ fn run(cli: &Cli) -> Result<(), String> {
             };
             let o = imp.finish()?;
             for w in &o.warnings {
-                eprintln!("idx-admin: warning: {w}");
+                tools::err_line(&format!("idx-admin: warning: {w}"));
             }
             emit(
                 cli.json,
@@ -234,7 +238,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                         _ => "none".into(),
                     }
                 ),
-            );
+            )?;
         }
         Cmd::Export { mb, dst } => {
             let t = mb.resolve()?;
@@ -247,7 +251,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                 (transfer::export_maildir(&mut m, p, &mut warnings)?, p)
             };
             for w in &warnings {
-                eprintln!("idx-admin: warning: {w}");
+                tools::err_line(&format!("idx-admin: warning: {w}"));
             }
             emit(
                 cli.json,
@@ -257,7 +261,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                     t.dir.display(),
                     to.display()
                 ),
-            );
+            )?;
         }
     }
     Ok(())
