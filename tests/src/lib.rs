@@ -2,6 +2,7 @@
 //! running commands with a time limit, polling with a bounded wait, and
 //! system users and file ownership for tests that run as root.
 
+pub mod craft;
 pub mod postfix;
 pub mod reliability;
 
