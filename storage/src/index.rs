@@ -388,6 +388,14 @@ impl IndexFile {
             .map_err(|e| Error::io("stat", &self.path, e))?
             .len();
         self.len_seen.fetch_max(len, Ordering::Relaxed);
+        if len.is_multiple_of(GROW_STEP) {
+            // What `growth_from` concludes from such a length, whenever it
+            // is seen under a lock: the append that follows a lock's
+            // header check then needs no second `fstat`. (A growth whose
+            // sync may be missing leaves the writer mark, and every writer
+            // repairs that, syncing the index, before it appends.)
+            self.allocated.fetch_max(len, Ordering::Relaxed);
+        }
         Ok(len)
     }
 
