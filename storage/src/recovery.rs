@@ -105,6 +105,11 @@ fn salvage_slot(buf: &[u8], slot: usize) -> Option<Salvage> {
     let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4"));
     let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8"));
     let uidvalidity = u32_at(44);
+    // Counters no writer can reach (docs/FORMAT.md §7) are not salvaged:
+    // the new header adds to them.
+    if u64_at(24) >= crate::format::MAX_COUNTER || u64_at(48) >= crate::format::MAX_COUNTER {
+        return None;
+    }
     (uidvalidity != 0).then(|| Salvage {
         generation: u64_at(24),
         last_uid: u32_at(40),
