@@ -46,7 +46,7 @@
 //! | 67   | EX_NOUSER      | 5.1.3  | invalid user name (`/`, control characters, ...) |
 //! | 73   | EX_CANTCREAT   | 5.2.0  | `-m` mailbox missing (or invalid) with `--no-fallback` |
 //! | 73   | EX_CANTCREAT   | 5.2.2  | over quota with `--quota-hard` |
-//! | 73   | EX_CANTCREAT   | 5.2.0  | mailbox out of UIDs or keywords |
+//! | 73   | EX_CANTCREAT   | 5.2.0  | mailbox out of UIDs, records or keywords |
 //! | 75   | EX_TEMPFAIL    | 4.2.0  | lock timeout, mailbox deleted during delivery |
 //! | 75   | EX_TEMPFAIL    | 4.2.2  | over quota (default) |
 //! | 75   | EX_TEMPFAIL    | 4.3.1  | disk full (ENOSPC, EDQUOT, EFBIG) |

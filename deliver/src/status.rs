@@ -83,7 +83,7 @@ pub fn from_storage(e: &Error) -> Failure {
             format!("message too large (limit {limit} bytes)"),
         ),
         Error::InvalidKeyword(_) => Failure::usage(e.to_string()),
-        Error::TooManyKeywords(_) | Error::UidsExhausted => {
+        Error::TooManyKeywords(_) | Error::UidsExhausted | Error::MailboxFull { .. } => {
             Failure::new(EX_CANTCREAT, "5.2.0", e.to_string())
         }
         Error::Symlink(_) => Failure::new(EX_NOPERM, "5.7.0", e.to_string()),

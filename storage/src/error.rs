@@ -60,6 +60,10 @@ pub enum Error {
     MailboxDeleted,
     #[error("mailbox has reached the highest UID")]
     UidsExhausted,
+    #[error(
+        "mailbox holds {limit} records, the most an index may hold (expunge and repack to make room)"
+    )]
+    MailboxFull { limit: u32 },
     #[error("injected fault at {0}")]
     InjectedFault(&'static str),
 }

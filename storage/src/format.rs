@@ -42,6 +42,26 @@ pub const HF_MOVE_IN: u32 = 1 << 3;
 pub const HF_UNORDERED: u32 = 1 << 4;
 const HF_KNOWN: u32 = HF_SUPERSEDED | HF_DELETED | HF_MOVE_OUT | HF_MOVE_IN | HF_UNORDERED;
 
+/// Hard limit on `num_records`: the most records one index file may
+/// count (an index of 8 GiB). A header counting more is corrupt; a writer
+/// refuses to append past it ([`crate::Error::MailboxFull`]). Readers also
+/// check that the records a header counts lie inside the file
+/// (`IndexFile::check_in_use`), so no count read from disk ever sizes an
+/// allocation, a loop or a write beyond what the file holds.
+pub const MAX_RECORDS: u32 = 1 << 26;
+
+/// Hard limit on a record's `size`: a larger message is refused when it
+/// is staged ([`crate::Error::TooLarge`]) and a record claiming more is
+/// corrupt. With [`MAX_RECORDS`] it keeps every sum of sizes (the header's
+/// `total_bytes`, quota) below [`MAX_COUNTER`].
+pub const MAX_MESSAGE_SIZE: u64 = 1 << 37;
+
+/// `generation`, `highestmodseq` and `total_bytes` stay below this (RFC
+/// 7162 MODSEQs are 63-bit): a header at or above it cannot come from a
+/// writer (2^63 commits), is corrupt, and is refused before any writer
+/// adds to it.
+pub const MAX_COUNTER: u64 = 1 << 63;
+
 /// Messages up to this size may join an unordered append; a larger one is
 /// flushed before its commit, so a reader never reads it to check it.
 pub const UNORDERED_MAX_SIZE: u64 = 256 * 1024;
@@ -523,6 +543,9 @@ impl Record {
         }
         if r.flags.0 & !Flags::KNOWN != 0 {
             return Err(SlotError::new(4, "unknown flag bits"));
+        }
+        if r.size > MAX_MESSAGE_SIZE {
+            return Err(SlotError::new(24, "message size above the limit"));
         }
         if r.header_size as u64 > r.size {
             return Err(SlotError::new(32, "header size larger than message size"));

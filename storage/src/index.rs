@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use nix::fcntl::OFlag;
 
 use crate::error::{Error, Result};
-use crate::format::{HEADER_SIZE, Header, RECORD_SIZE, RECORDS_OFFSET, Record, SLOT_OFFSETS};
+use crate::format::{
+    HEADER_SIZE, Header, MAX_COUNTER, MAX_RECORDS, RECORD_SIZE, RECORDS_OFFSET, Record,
+    SLOT_OFFSETS,
+};
 use crate::fsutil::{self, Dir};
 
 pub const INDEX_NAME: &str = ".index";
@@ -44,6 +47,9 @@ pub struct IndexFile {
     allocated: Arc<AtomicU64>,
     /// See [`Self::growth_unsure`].
     growth_unsure: Arc<AtomicBool>,
+    /// The longest length this handle has seen the file have (see
+    /// [`Self::len_covers`]); 0 until first needed.
+    len_seen: Arc<AtomicU64>,
     /// The mailbox directory, where the messages of an unordered append
     /// are checked (`unordered.rs`). `None` for a file being built by a
     /// repack or reconstruct, which never carries such a slot.
@@ -54,6 +60,9 @@ pub struct IndexFile {
 /// later appends then overwrite allocated blocks, so their fdatasync
 /// writes the data pages only, not the inode (whose size would change).
 pub const GROW_STEP: u64 = 64 * 1024;
+
+/// Records read per `pread` by [`IndexFile::read_records`] (1 MiB).
+pub const READ_CHUNK: usize = 8192;
 
 /// Which slot a header was read from, and what the other slot held.
 #[derive(Clone, Debug)]
@@ -131,6 +140,7 @@ impl IndexFile {
             checked_generation: Arc::new(AtomicU64::new(0)),
             allocated: Arc::new(AtomicU64::new(0)),
             growth_unsure: Arc::new(AtomicBool::new(false)),
+            len_seen: Arc::new(AtomicU64::new(0)),
             messages: None,
         }
     }
@@ -144,6 +154,7 @@ impl IndexFile {
             checked_generation: Arc::new(AtomicU64::new(0)),
             allocated: Arc::new(AtomicU64::new(0)),
             growth_unsure: Arc::new(AtomicBool::new(false)),
+            len_seen: Arc::new(AtomicU64::new(0)),
             messages: None,
         }
     }
@@ -221,6 +232,7 @@ impl IndexFile {
     /// acknowledged; the older generation is the committed state.
     pub fn read_header_detail(&self) -> Result<HeaderRead> {
         let mut read = self.read_slots()?;
+        self.check_in_use(&read.header, read.slot)?;
         let h = &read.header;
         if h.append_from >= h.num_records
             || self.checked_generation.load(Ordering::Relaxed) == h.generation
@@ -331,9 +343,9 @@ impl IndexFile {
     ) -> Result<std::result::Result<Vec<u8>, Completeness>> {
         let count = (h.num_records - h.append_from) as usize;
         let start = Header::record_offset(h.append_from);
-        let mut buf = vec![0u8; count * RECORD_SIZE];
+        let mut buf = vec![0u8; self.readable(start, count * RECORD_SIZE)?];
         let n = fsutil::read_at_most(&self.file, &mut buf, start, &self.path)?;
-        if n < buf.len() {
+        if n < count * RECORD_SIZE {
             return Ok(Err(Completeness::Torn(
                 start + n as u64,
                 format!(
@@ -461,11 +473,92 @@ impl IndexFile {
 
     /// The file's length in bytes.
     pub fn file_len(&self) -> Result<u64> {
-        Ok(self
+        let len = self
             .file
             .metadata()
             .map_err(|e| Error::io("stat", &self.path, e))?
-            .len())
+            .len();
+        self.len_seen.fetch_max(len, Ordering::Relaxed);
+        if len.is_multiple_of(GROW_STEP) {
+            // What `growth_from` concludes from such a length, whenever it
+            // is seen under a lock: the append that follows a lock's
+            // header check then needs no second `fstat`. (A growth whose
+            // sync may be missing leaves the writer mark, and every writer
+            // repairs that, syncing the index, before it appends.)
+            self.allocated.fetch_max(len, Ordering::Relaxed);
+        }
+        Ok(len)
+    }
+
+    /// Whether the file is at least `end` bytes long: `Ok(None)` when it
+    /// is, else `Ok(Some(length))`. Answered from the longest length this
+    /// handle has seen when that suffices (an index file never shrinks:
+    /// it is only ever grown, and replaced whole by rename), so a caller
+    /// that checks every lock pays one `fstat` only when the file has
+    /// grown past what it saw.
+    fn len_covers(&self, end: u64) -> Result<Option<u64>> {
+        if self.len_seen.load(Ordering::Relaxed) >= end {
+            return Ok(None);
+        }
+        let len = self.file_len()?;
+        Ok((len < end).then_some(len))
+    }
+
+    /// How many of `want` bytes from `start` the file holds: a buffer for
+    /// a read sized by a count from the header never outgrows the file.
+    fn readable(&self, start: u64, want: usize) -> Result<usize> {
+        Ok(match self.len_covers(start + want as u64)? {
+            None => want,
+            Some(len) => len.saturating_sub(start).min(want as u64) as usize,
+        })
+    }
+
+    /// Checks a header slot before it is taken into use (the newest slot
+    /// at every header read, before its append range is read; the slot a
+    /// locker uses; `verify`):
+    /// its counters are within the hard limits of docs/FORMAT.md and the
+    /// records it counts lie inside the file. Nothing read from disk then
+    /// sizes an allocation, a loop or a write beyond what the file holds,
+    /// and a writer refuses before it sets its writer mark or grows the
+    /// file. The error is a corruption error naming the absolute offset of
+    /// the offending header field. Costs no system call while the file is
+    /// as long as this handle last saw it.
+    pub fn check_in_use(&self, h: &Header, slot: usize) -> Result<()> {
+        let base = SLOT_OFFSETS[slot];
+        let corrupt = |off: u64, what: String| Err(Error::corrupt(&self.path, base + off, what));
+        if h.num_records > MAX_RECORDS {
+            return corrupt(
+                32,
+                format!(
+                    "header slot {slot} counts {} records, above the limit of {MAX_RECORDS}",
+                    h.num_records
+                ),
+            );
+        }
+        for (off, name, v) in [
+            (24, "generation", h.generation),
+            (48, "highestmodseq", h.highestmodseq),
+            (56, "total_bytes", h.total_bytes),
+        ] {
+            if v >= MAX_COUNTER {
+                return corrupt(
+                    off,
+                    format!("header slot {slot} has {name} {v}, beyond the 63-bit range"),
+                );
+            }
+        }
+        let end = Header::record_offset(h.num_records);
+        if let Some(len) = self.len_covers(end)? {
+            return corrupt(
+                32,
+                format!(
+                    "header slot {slot} counts {} records, which end at byte {end}, but the file is {len} bytes long (it holds {} records)",
+                    h.num_records,
+                    len.saturating_sub(RECORDS_OFFSET) / RECORD_SIZE as u64
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// The current header ([`HeaderRead::usable`]).
@@ -475,35 +568,44 @@ impl IndexFile {
     }
 
     /// Reads records `start..end` and validates each one's CRC and fields.
+    /// Reads at most [`READ_CHUNK`] records at a time, and the records
+    /// decoded so far are all that is held: a count that runs past the end
+    /// of the file (or into zeros) fails at the first bad record, never
+    /// sizes a buffer by itself.
     pub fn read_records(&self, start: u32, end: u32) -> Result<Vec<Record>> {
         if end <= start {
             return Ok(Vec::new());
         }
         let count = (end - start) as usize;
-        let off = Header::record_offset(start);
-        let mut buf = vec![0u8; count * RECORD_SIZE];
-        let n = fsutil::read_at_most(&self.file, &mut buf, off, &self.path)?;
-        if n < buf.len() {
-            return Err(Error::corrupt(
-                &self.path,
-                off + n as u64,
-                format!(
-                    "index truncated: the header counts {end} records, the file ends inside record {}",
-                    start as usize + n / RECORD_SIZE
-                ),
-            ));
-        }
-        let mut out = Vec::with_capacity(count);
-        for (i, chunk) in buf.chunks_exact(RECORD_SIZE).enumerate() {
-            let recno = start + i as u32;
-            let r = Record::decode(chunk).map_err(|e| {
-                Error::corrupt(
+        let mut buf = vec![0u8; count.min(READ_CHUNK) * RECORD_SIZE];
+        let mut out = Vec::with_capacity(count.min(READ_CHUNK));
+        let mut recno = start;
+        while recno < end {
+            let batch = ((end - recno) as usize).min(READ_CHUNK);
+            let buf = &mut buf[..batch * RECORD_SIZE];
+            let off = Header::record_offset(recno);
+            let n = fsutil::read_at_most(&self.file, buf, off, &self.path)?;
+            if n < buf.len() {
+                return Err(Error::corrupt(
                     &self.path,
-                    Header::record_offset(recno) + e.offset as u64,
-                    format!("record {recno}: {}", e.what),
-                )
-            })?;
-            out.push(r);
+                    off + n as u64,
+                    format!(
+                        "index truncated: the header counts {end} records, the file ends inside record {}",
+                        recno as usize + n / RECORD_SIZE
+                    ),
+                ));
+            }
+            for chunk in buf.chunks_exact(RECORD_SIZE) {
+                let r = Record::decode(chunk).map_err(|e| {
+                    Error::corrupt(
+                        &self.path,
+                        Header::record_offset(recno) + e.offset as u64,
+                        format!("record {recno}: {}", e.what),
+                    )
+                })?;
+                out.push(r);
+                recno += 1;
+            }
         }
         Ok(out)
     }
@@ -534,9 +636,12 @@ impl IndexFile {
     /// of the bytes written, for the header's `append_crc`. Grows the file
     /// first if they do not fit (`ensure_allocated`).
     pub fn write_appended(&self, start: u32, records: &[Record], durable: bool) -> Result<u32> {
+        if start as u64 + records.len() as u64 > MAX_RECORDS as u64 {
+            return Err(Error::MailboxFull { limit: MAX_RECORDS });
+        }
         let buf = encode_records(records);
         let off = Header::record_offset(start);
-        self.ensure_allocated(off + buf.len() as u64, durable)?;
+        self.ensure_allocated(off, off + buf.len() as u64, durable)?;
         fsutil::write_all_at(&self.file, &buf, off, &self.path)?;
         Ok(Header::append_crc_of(&buf))
     }
@@ -578,14 +683,33 @@ impl IndexFile {
     /// length that lived only in memory could vanish in a power cut and
     /// take acknowledged records with it. A growth that cannot be made
     /// durable is undone, so that the next append grows (and syncs) again.
-    fn ensure_allocated(&self, end: u64, durable: bool) -> Result<()> {
+    ///
+    /// An append starts at `start`, right after the records the header
+    /// counts; a file shorter than that means the header counts records
+    /// that are not there, and the growth is refused as corruption (it
+    /// would write the whole gap: gigabytes for a crafted count).
+    fn ensure_allocated(&self, start: u64, end: u64, durable: bool) -> Result<()> {
         let Some(len) = self.growth_from(end)? else {
             return Ok(());
         };
+        if len < start {
+            return Err(Error::corrupt(
+                &self.path,
+                len,
+                format!(
+                    "an append at byte {start} would start past the end of the file ({len} bytes): the header counts records the file does not hold"
+                ),
+            ));
+        }
         let new_len = end.max(len + 1).div_ceil(GROW_STEP) * GROW_STEP;
         let grown = (|| {
-            let zeros = vec![0u8; (new_len - len) as usize];
-            fsutil::write_all_at(&self.file, &zeros, len, &self.path)?;
+            let zeros = vec![0u8; ((new_len - len) as usize).min(1 << 20)];
+            let mut at = len;
+            while at < new_len {
+                let n = ((new_len - at) as usize).min(zeros.len());
+                fsutil::write_all_at(&self.file, &zeros[..n], at, &self.path)?;
+                at += n as u64;
+            }
             crate::fault::point("append.after_grow")?;
             if durable {
                 self.sync()?;

@@ -243,6 +243,9 @@ impl Mailbox {
                 &self.index.path,
             )?;
             let read = self.index.read_header_detail()?;
+            // Before the header sizes anything, and before a writer marks
+            // the file: a crafted or damaged count is refused here.
+            self.index.check_in_use(&read.header, read.slot)?;
             if kind == LockKind::Exclusive
                 && let Some((offset, what)) = read.other_damage()
             {
@@ -537,9 +540,12 @@ impl Mailbox {
             header_end.feed(chunk, staged.size);
             hasher.update(chunk);
             staged.size += n as u64;
-            if let Some(limit) = staged.opts.max_size
-                && staged.size > limit
-            {
+            let limit = staged
+                .opts
+                .max_size
+                .unwrap_or(u64::MAX)
+                .min(crate::format::MAX_MESSAGE_SIZE);
+            if staged.size > limit {
                 return Err(Error::TooLarge {
                     size: staged.size,
                     limit,
@@ -607,6 +613,7 @@ impl Mailbox {
         if (new.last_uid as u64) + staged.len() as u64 > u32::MAX as u64 {
             return Err(Error::UidsExhausted);
         }
+        check_room(&old, staged.len())?;
         let modseq = old.highestmodseq + 1;
         let now = fsutil::now();
         let mut records = Vec::with_capacity(staged.len());
@@ -1391,6 +1398,16 @@ pub struct RecoverOutcome {
     pub restored: Vec<u32>,
     /// Staged names dropped after a directory fsync (normal settling).
     pub settled: u32,
+}
+
+/// Refuses an append of `n` records that would take the index past
+/// [`crate::format::MAX_RECORDS`].
+pub(crate) fn check_room(h: &Header, n: usize) -> Result<()> {
+    let limit = crate::format::MAX_RECORDS;
+    if h.num_records as u64 + n as u64 > limit as u64 {
+        return Err(Error::MailboxFull { limit });
+    }
+    Ok(())
 }
 
 /// Whether two open files are the same inode.

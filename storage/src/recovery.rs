@@ -109,6 +109,11 @@ fn salvage_slot(buf: &[u8], slot: usize) -> Option<Salvage> {
     let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4"));
     let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8"));
     let uidvalidity = u32_at(44);
+    // Counters no writer can reach (docs/FORMAT.md §7) are not salvaged:
+    // the new header adds to them.
+    if u64_at(24) >= crate::format::MAX_COUNTER || u64_at(48) >= crate::format::MAX_COUNTER {
+        return None;
+    }
     (uidvalidity != 0).then(|| Salvage {
         generation: u64_at(24),
         last_uid: u32_at(40),
@@ -598,7 +603,15 @@ fn claim_user_uidvalidity(mailbox: &Path, candidate: u32, timeout: Duration) -> 
     let mut buf = [0u8; 4];
     let n = fsutil::read_at_most(&file, &mut buf, 0, &path)?;
     let last = if n == 4 { u32::from_le_bytes(buf) } else { 0 };
-    let next = candidate.max(last.saturating_add(1));
+    if last == u32::MAX {
+        // Nothing is left above it (see Store::next_uidvalidity).
+        return Err(Error::corrupt(
+            &path,
+            0,
+            "the last UIDVALIDITY handed out is 4294967295: none is left above it",
+        ));
+    }
+    let next = candidate.max(last + 1);
     fsutil::write_all_at(&file, &next.to_le_bytes(), 0, &path)?;
     fsutil::fdatasync(&file, &path)?;
     Ok(next)

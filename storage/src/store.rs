@@ -134,6 +134,15 @@ impl Store {
         let mut buf = [0u8; 4];
         let n = fsutil::read_at_most(&file, &mut buf, 0, &path)?;
         let last = if n == 4 { u32::from_le_bytes(buf) } else { 0 };
+        if last == u32::MAX {
+            // No value above it is left: handing out u32::MAX again would
+            // give a new mailbox the UIDVALIDITY of an old one.
+            return Err(Error::corrupt(
+                &path,
+                0,
+                "the last UIDVALIDITY handed out is 4294967295: none is left above it",
+            ));
+        }
         let now = fsutil::now().clamp(1, u32::MAX as i64) as u32;
         let next = now.max(last.saturating_add(1));
         fsutil::write_all_at(&file, &next.to_le_bytes(), 0, &path)?;
@@ -470,7 +479,7 @@ impl Store {
         for name in self.list_mailboxes(user)? {
             // A mailbox deleted since the listing holds nothing.
             match self.open_mailbox(user, &name).and_then(|mut m| m.header()) {
-                Ok(h) => total += h.total_bytes,
+                Ok(h) => total = h.total_bytes.saturating_add(total),
                 Err(Error::NoSuchMailbox(_)) | Err(Error::MailboxDeleted) => {}
                 Err(e) => return Err(e),
             }

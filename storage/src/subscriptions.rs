@@ -16,6 +16,10 @@ use crate::store::Store;
 
 const SUBSCRIPTIONS: &str = ".subscriptions";
 const SUBSCRIPTIONS_TMP: &str = ".subscriptions.tmp";
+/// The largest subscription list written or read (docs/FORMAT.md §7): a
+/// SUBSCRIBE that would exceed it is refused ([`Error::TooLarge`]), and a
+/// larger file is corrupt, never read into memory.
+pub const MAX_SUBSCRIPTIONS_BYTES: u64 = 4 << 20;
 
 impl Store {
     /// The names `user` subscribed to (IMAP SUBSCRIBE), whether or not
@@ -42,6 +46,12 @@ impl Store {
             return Ok(());
         }
         let text: String = subs.iter().map(|s| format!("{s}\n")).collect();
+        if text.len() as u64 > MAX_SUBSCRIPTIONS_BYTES {
+            return Err(Error::TooLarge {
+                size: text.len() as u64,
+                limit: MAX_SUBSCRIPTIONS_BYTES,
+            });
+        }
         let durable = self.options().durability == Durability::Full;
         dir.replace_file(SUBSCRIPTIONS_TMP, SUBSCRIPTIONS, text.as_bytes(), durable)?;
         if durable {
@@ -61,8 +71,18 @@ fn read_subscriptions(user_dir: &Dir) -> Result<BTreeSet<String>> {
         Err(e) => return Err(e),
     };
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut f, &mut text)
-        .map_err(|e| Error::io("read", user_dir.child_path(os), e))?;
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(&mut f, MAX_SUBSCRIPTIONS_BYTES + 1),
+        &mut text,
+    )
+    .map_err(|e| Error::io("read", user_dir.child_path(os), e))?;
+    if text.len() as u64 > MAX_SUBSCRIPTIONS_BYTES {
+        return Err(Error::corrupt(
+            user_dir.child_path(os),
+            MAX_SUBSCRIPTIONS_BYTES,
+            format!("subscription list larger than {MAX_SUBSCRIPTIONS_BYTES} bytes"),
+        ));
+    }
     Ok(text
         .lines()
         .filter(|l| !l.is_empty())

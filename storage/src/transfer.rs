@@ -38,6 +38,12 @@ use crate::names::MailboxName;
 /// The journal's file name in both mailboxes' directories.
 pub const JOURNAL_NAME: &str = ".move";
 const JOURNAL_FIRST_LINE: &str = "mailstore-move 1";
+/// The largest journal written or read (docs/FORMAT.md §7): about 2.5
+/// million moved messages. A MOVE that needs more is refused before
+/// anything changes ([`Error::TooLarge`]); a larger file is not read (it
+/// cannot be a journal this store wrote), so a damaged or planted one
+/// never sizes an allocation.
+pub const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 
 /// Quota of the destination's quota root, as the caller measured it.
 /// The check runs under the locks, before anything becomes visible, but
@@ -268,6 +274,7 @@ fn transfer(
     if (hd.last_uid as u64) + uids.len() as u64 > u32::MAX as u64 {
         return Err(Error::UidsExhausted);
     }
+    crate::mailbox::check_room(&hd, uids.len())?;
     let map: Vec<(u32, u32)> = uids
         .iter()
         .enumerate()
@@ -290,6 +297,13 @@ fn transfer(
                 dst_uidvalidity: hd.uidvalidity,
                 map: map.clone(),
             };
+            let size = journal.serialize().len() as u64;
+            if size > MAX_JOURNAL_BYTES {
+                return Err(Error::TooLarge {
+                    size,
+                    limit: MAX_JOURNAL_BYTES,
+                });
+            }
             match move_locked(src, &hs, dst, &hd, &plan, &mut staged, &journal) {
                 Ok(h) => h,
                 Err(e) => {
@@ -698,7 +712,15 @@ impl Journal {
             .open_file(fsutil::os(JOURNAL_NAME.as_bytes()), OFlag::O_RDONLY)
             .ok()?;
         let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut &f, &mut buf).ok()?;
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(&f, MAX_JOURNAL_BYTES + 1),
+            &mut buf,
+        )
+        .ok()?;
+        if buf.len() as u64 > MAX_JOURNAL_BYTES {
+            tracing::error!(dir = %dir.path.display(), "{JOURNAL_NAME} is larger than {MAX_JOURNAL_BYTES} bytes: not a journal this store wrote");
+            return None;
+        }
         Journal::parse(&buf)
     }
 

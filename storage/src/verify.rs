@@ -19,7 +19,13 @@
 //! 3. exists <= num_records <= last_uid; seen, deleted, flagged <= exists.
 //!
 //! Records (128 bytes each from offset 8192, `num_records` of them):
-//! 4. The file is long enough to hold `num_records` records.
+//! 4. The file is long enough to hold `num_records` records, at most
+//!    2^26 of them, and `generation`, `highestmodseq`, `total_bytes` are
+//!    below 2^63 (`IndexFile::check_in_use`, docs/FORMAT.md §7). Every
+//!    reader and writer refuses an index failing this, so the report
+//!    marks it [`Report::unusable`] (`idx-inspect verify` exits 2).
+//!    Records are streamed in batches, never held all at once, and at
+//!    most 1000 bad ones are listed.
 //! 5. Every record's CRC32 at record offset 124 matches bytes 0..124;
 //!    reserved bytes 88..124 are zero; UID non-zero; only known flag bits;
 //!    header_size <= size; modseq non-zero.
@@ -42,6 +48,7 @@
 //! with UID > last_uid (an append that never committed), files in `.stage/`
 //! that no live writer holds locked, and leftover temporary index files.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -85,6 +92,11 @@ pub struct Report {
     /// mailbox (it is consistent without them), but bytes recovery would
     /// not delete, for a person to restore or purge.
     pub quarantine: Vec<crate::quarantine::Entry>,
+    /// The current header cannot be taken into use (a count beyond the
+    /// file or a hard limit, `IndexFile::check_in_use`): every reader and
+    /// writer refuses this index with a corruption error, so `idx-inspect
+    /// verify` exits 2. The reason is also listed as a problem.
+    pub unusable: bool,
 }
 
 impl Report {
@@ -131,9 +143,12 @@ pub struct RawRecord {
     /// Byte offset of the record in the index file.
     pub offset: u64,
     pub record: std::result::Result<Record, SlotError>,
+    /// All 128 bytes are zero: never written (growth padding).
+    pub zero: bool,
 }
 
-/// Header slots and records exactly as stored, read under one shared lock.
+/// Header slots exactly as stored, and access to the records, read under
+/// one shared lock.
 #[derive(Debug)]
 pub struct RawView {
     pub index_path: PathBuf,
@@ -142,12 +157,16 @@ pub struct RawView {
     pub slots: [std::result::Result<Header, SlotError>; 2],
     /// Current header, or the error when no slot is valid.
     pub current: std::result::Result<HeaderRead, String>,
-    /// Records `0..num_records` of the current header (or every complete
-    /// record in the file when no header is valid), cut short if the file
-    /// is truncated.
-    pub records: Vec<RawRecord>,
+    /// Why the current header cannot be taken into use
+    /// (`IndexFile::check_in_use`): absolute offset and reason.
+    pub refused: Option<(u64, String)>,
+    /// How many records [`Self::for_each_record`] visits: `num_records`
+    /// of the current header (or every complete record in the file when
+    /// no header is valid), cut short where the file ends.
+    pub record_count: u32,
     /// Keyword table, or the error loading it.
     pub meta: std::result::Result<Meta, Error>,
+    idx: IndexFile,
 }
 
 impl RawView {
@@ -155,6 +174,13 @@ impl RawView {
     pub fn records_in_file(&self) -> u32 {
         (self.file_len.saturating_sub(RECORDS_OFFSET) / RECORD_SIZE as u64).min(u32::MAX as u64)
             as u32
+    }
+
+    /// Calls `f` with records `0..record_count` in order, read in batches:
+    /// memory stays bounded whatever the count (the records of a 1 GB
+    /// index are never all held at once here).
+    pub fn for_each_record(&self, mut f: impl FnMut(RawRecord)) -> Result<()> {
+        each_raw_record(&self.idx, 0, self.record_count, &mut f)
     }
 }
 
@@ -241,44 +267,69 @@ fn read_raw(dir: &Dir, idx: &IndexFile) -> Result<RawView> {
     buf.truncate(n);
     let slots = [decode_slot(&buf, 0), decode_slot(&buf, 1)];
     let current = idx.read_header_detail().map_err(|e| e.to_string());
+    // The newest valid slot, as every reader checks it before use (a
+    // failure there is the error readers and writers get).
+    let newest = (0..2)
+        .filter_map(|s| slots[s].as_ref().ok().map(|h| (h.generation, s, h)))
+        .max_by_key(|(g, _, _)| *g);
+    let refused = match newest.map(|(_, s, h)| idx.check_in_use(h, s)) {
+        Some(Err(Error::Corrupt { offset, what, .. })) => Some((offset, what)),
+        Some(Err(e)) => return Err(e),
+        Some(Ok(())) | None => None,
+    };
     let in_file =
         (file_len.saturating_sub(RECORDS_OFFSET) / RECORD_SIZE as u64).min(u32::MAX as u64) as u32;
-    let want = match &current {
+    let record_count = match &current {
         Ok(hr) => hr.header.num_records.min(in_file),
         Err(_) => in_file,
     };
-    let records = read_raw_records(idx, 0, want)?;
     let meta = Meta::load(dir);
     Ok(RawView {
         index_path: idx.path.clone(),
         file_len,
         slots,
         current,
-        records,
+        refused,
+        record_count,
         meta,
+        idx: idx.clone(),
     })
 }
 
 /// Reads records `start..end` without failing on a bad one.
 pub fn read_raw_records(idx: &IndexFile, start: u32, end: u32) -> Result<Vec<RawRecord>> {
     let mut out = Vec::new();
-    let mut recno = start;
+    each_raw_record(idx, start, end, &mut |r| out.push(r))?;
+    Ok(out)
+}
+
+/// Calls `f` with records `start..end`, 4096 at a time, without failing on
+/// a bad one; stops where the file ends.
+fn each_raw_record(
+    idx: &IndexFile,
+    start: u32,
+    end: u32,
+    f: &mut dyn FnMut(RawRecord),
+) -> Result<()> {
     const BATCH: u32 = 4096;
+    let mut buf = vec![0u8; BATCH.min(end.saturating_sub(start)) as usize * RECORD_SIZE];
+    let mut recno = start;
     while recno < end {
         let count = BATCH.min(end - recno);
         let off = Header::record_offset(recno);
-        let mut buf = vec![0u8; count as usize * RECORD_SIZE];
-        let n = fsutil::read_at_most(&idx.file, &mut buf, off, &idx.path)?;
+        let buf = &mut buf[..count as usize * RECORD_SIZE];
+        let n = fsutil::read_at_most(&idx.file, buf, off, &idx.path)?;
         let whole = n / RECORD_SIZE;
         for (i, chunk) in buf[..whole * RECORD_SIZE]
             .chunks_exact(RECORD_SIZE)
             .enumerate()
         {
             let r = recno + i as u32;
-            out.push(RawRecord {
+            f(RawRecord {
                 recno: r,
                 offset: Header::record_offset(r),
                 record: Record::decode(chunk),
+                zero: chunk.iter().all(|b| *b == 0),
             });
         }
         if whole < count as usize {
@@ -286,7 +337,7 @@ pub fn read_raw_records(idx: &IndexFile, start: u32, end: u32) -> Result<Vec<Raw
         }
         recno += count;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Names of header fields by offset within a slot, for messages.
@@ -311,7 +362,9 @@ pub fn header_field_name(offset: usize) -> &'static str {
         80..88 => "created",
         88..96 => "last_append",
         96..104 => "inplace_modseq",
-        104..124 => "reserved",
+        104..108 => "append_from",
+        108..112 => "append_crc",
+        112..124 => "reserved",
         _ => "crc",
     }
 }
@@ -343,14 +396,46 @@ pub fn verify_path(path: &Path, lock_timeout: Duration) -> Result<Report> {
 pub fn verify_dir(dir: &Dir, lock_timeout: Duration) -> Result<Report> {
     with_raw_view(dir, lock_timeout, |view| {
         let mut rep = Report::default();
-        check_index(view, &mut rep);
-        check_files(dir, view, &mut rep)?;
+        let indexed = check_index(view, &mut rep)?;
+        check_files(dir, view, &indexed, &mut rep)?;
         Ok(rep)
     })
 }
 
-fn check_index(view: &RawView, rep: &mut Report) {
+/// What `check_files` needs of a decodable record.
+struct Indexed {
+    recno: u32,
+    offset: u64,
+    size: u64,
+    message_crc: u32,
+    expunged: bool,
+}
+
+/// Bad records listed one by one; past this many, one line counts the rest
+/// (a crafted count over a huge file of zeros must not make a report of
+/// millions of lines).
+const MAX_LISTED_RECORDS: u32 = 1000;
+
+/// Live-record totals, accumulated while the records stream past.
+#[derive(Default)]
+struct Totals {
+    exists: u64,
+    total_bytes: u64,
+    seen: u64,
+    deleted: u64,
+    flagged: u64,
+}
+
+fn check_index(view: &RawView, rep: &mut Report) -> Result<HashMap<u32, Indexed>> {
     let p = &view.index_path;
+    if let Some((offset, what)) = &view.refused {
+        rep.unusable = true;
+        rep.problem(
+            p,
+            Some(*offset),
+            format!("the header cannot be used, every reader and writer refuses it: {what}"),
+        );
+    }
     for (slot, res) in view.slots.iter().enumerate() {
         let base = SLOT_OFFSETS[slot];
         if let Err(e) = res {
@@ -428,19 +513,34 @@ fn check_index(view: &RawView, rep: &mut Report) {
             );
         }
     }
-    let mut live = Vec::new();
+    let mut indexed = HashMap::new();
+    let mut totals = Totals::default();
     let mut all_ok = true;
+    let mut listed = 0u32;
+    let mut unlisted = 0u64;
     let mut prev: Option<u32> = None;
     let mut max_modseq = (0u64, 0u32, 0u64);
-    for raw in &view.records {
+    let meta = view.meta.as_ref().ok();
+    view.for_each_record(|raw| {
         rep.records_checked += 1;
+        let mut problem = |rep: &mut Report, offset: u64, message: String| {
+            if listed < MAX_LISTED_RECORDS {
+                listed += 1;
+                rep.problem(p, Some(offset), message);
+            } else {
+                unlisted += 1;
+            }
+        };
         let r = match &raw.record {
             Ok(r) => r,
+            // Without a usable header, every complete record in the file
+            // is looked at; zeros there are growth padding, not records.
+            Err(_) if raw.zero && header.is_none() => return,
             Err(e) => {
                 all_ok = false;
-                rep.problem(
-                    p,
-                    Some(raw.offset + e.offset as u64),
+                problem(
+                    rep,
+                    raw.offset + e.offset as u64,
                     format!(
                         "record {}, field {}: {}",
                         raw.recno,
@@ -448,15 +548,15 @@ fn check_index(view: &RawView, rep: &mut Report) {
                         e.what
                     ),
                 );
-                continue;
+                return;
             }
         };
         if let Some(pu) = prev
             && r.uid <= pu
         {
-            rep.problem(
-                p,
-                Some(raw.offset),
+            problem(
+                rep,
+                raw.offset,
                 format!(
                     "record {}: UID {} not above the previous UID {pu}",
                     raw.recno, r.uid
@@ -467,9 +567,9 @@ fn check_index(view: &RawView, rep: &mut Report) {
         if let Some(h) = &header
             && r.uid > h.last_uid
         {
-            rep.problem(
-                p,
-                Some(raw.offset),
+            problem(
+                rep,
+                raw.offset,
                 format!(
                     "record {}: UID {} is above the header's last_uid {} (offset {})",
                     raw.recno,
@@ -483,29 +583,49 @@ fn check_index(view: &RawView, rep: &mut Report) {
             max_modseq = (r.modseq, r.uid, raw.offset);
         }
         if !r.is_expunged() {
-            live.push((raw, r));
-        }
-        if let Ok(meta) = &view.meta
-            && !r.is_expunged()
-        {
-            for k in r.keywords.iter() {
-                if k >= meta.keywords.len() {
-                    rep.problem(
-                        p,
-                        Some(raw.offset + 48 + (k / 8) as u64),
-                        format!(
-                            "record {} (UID {}): keyword bit {k} has no name in {META_NAME} ({} names)",
-                            raw.recno,
-                            r.uid,
-                            meta.keywords.len()
-                        ),
-                    );
+            use crate::format::Flags;
+            totals.exists += 1;
+            totals.total_bytes = totals.total_bytes.saturating_add(r.size);
+            totals.seen += r.flags.contains(Flags::SEEN) as u64;
+            totals.deleted += r.flags.contains(Flags::DELETED) as u64;
+            totals.flagged += r.flags.contains(Flags::FLAGGED) as u64;
+            if let Some(meta) = meta {
+                for k in r.keywords.iter() {
+                    if k >= meta.keywords.len() {
+                        problem(
+                            rep,
+                            raw.offset + 48 + (k / 8) as u64,
+                            format!(
+                                "record {} (UID {}): keyword bit {k} has no name in {META_NAME} ({} names)",
+                                raw.recno,
+                                r.uid,
+                                meta.keywords.len()
+                            ),
+                        );
+                    }
                 }
             }
         }
+        indexed.insert(
+            r.uid,
+            Indexed {
+                recno: raw.recno,
+                offset: raw.offset,
+                size: r.size,
+                message_crc: r.message_crc,
+                expunged: r.is_expunged(),
+            },
+        );
+    })?;
+    if unlisted > 0 {
+        rep.problem(
+            p,
+            None,
+            format!("{unlisted} more problems in records not listed (only the first {MAX_LISTED_RECORDS} are)"),
+        );
     }
     let Some(h) = header else {
-        return;
+        return Ok(indexed);
     };
     if max_modseq.0 > h.highestmodseq {
         rep.problem(
@@ -519,22 +639,14 @@ fn check_index(view: &RawView, rep: &mut Report) {
     }
     // Counts can only be compared when every record could be read.
     if !all_ok || view.file_len < Header::record_offset(h.num_records) {
-        return;
+        return Ok(indexed);
     }
-    let count =
-        |f: crate::format::Flags| live.iter().filter(|(_, r)| r.flags.contains(f)).count() as u64;
-    use crate::format::Flags;
     let checks: [(&str, usize, u64, u64); 5] = [
-        ("exists", 36, h.exists as u64, live.len() as u64),
-        (
-            "total_bytes",
-            56,
-            h.total_bytes,
-            live.iter().map(|(_, r)| r.size).sum(),
-        ),
-        ("seen", 64, h.seen as u64, count(Flags::SEEN)),
-        ("deleted", 68, h.deleted as u64, count(Flags::DELETED)),
-        ("flagged", 72, h.flagged as u64, count(Flags::FLAGGED)),
+        ("exists", 36, h.exists as u64, totals.exists),
+        ("total_bytes", 56, h.total_bytes, totals.total_bytes),
+        ("seen", 64, h.seen as u64, totals.seen),
+        ("deleted", 68, h.deleted as u64, totals.deleted),
+        ("flagged", 72, h.flagged as u64, totals.flagged),
     ];
     for (name, off, stored, actual) in checks {
         if stored != actual {
@@ -545,9 +657,15 @@ fn check_index(view: &RawView, rep: &mut Report) {
             );
         }
     }
+    Ok(indexed)
 }
 
-fn check_files(dir: &Dir, view: &RawView, rep: &mut Report) -> Result<()> {
+fn check_files(
+    dir: &Dir,
+    view: &RawView,
+    in_index: &HashMap<u32, Indexed>,
+    rep: &mut Report,
+) -> Result<()> {
     let header = view.current.as_ref().ok().map(|hr| &hr.header);
     let last_uid = header.map(|h| h.last_uid);
     if let Err(e) = &view.meta {
@@ -559,12 +677,6 @@ fn check_files(dir: &Dir, view: &RawView, rep: &mut Report) -> Result<()> {
         rep.problem(&path, offset, format!("keyword table unreadable: {e}"));
     }
     rep.quarantine = crate::quarantine::list(dir)?;
-    let mut in_index = std::collections::HashMap::new();
-    for raw in &view.records {
-        if let Ok(r) = &raw.record {
-            in_index.insert(r.uid, (raw, r));
-        }
-    }
     let mut files = std::collections::HashSet::new();
     for (name, _) in dir.entries()? {
         let os = fsutil::os(&name);
@@ -594,8 +706,8 @@ fn check_files(dir: &Dir, view: &RawView, rep: &mut Report) -> Result<()> {
             );
         }
     }
-    for (uid, (raw, r)) in &in_index {
-        if r.is_expunged() {
+    for (uid, r) in in_index {
+        if r.expunged {
             continue;
         }
         let name = message_file_name(*uid);
@@ -607,7 +719,7 @@ fn check_files(dir: &Dir, view: &RawView, rep: &mut Report) -> Result<()> {
                 None,
                 format!(
                     "message file missing for UID {uid} (record {} at index offset {}; `idx-admin recover` restores it if a crash left it in .stage)",
-                    raw.recno, raw.offset
+                    r.recno, r.offset
                 ),
             );
             continue;
@@ -636,7 +748,7 @@ fn check_files(dir: &Dir, view: &RawView, rep: &mut Report) -> Result<()> {
                 format!(
                     "UID {uid}: file is {} bytes, the record (index offset {}) says {}",
                     md.len(),
-                    raw.offset + 24,
+                    r.offset + 24,
                     r.size
                 ),
             );
@@ -649,7 +761,7 @@ fn check_files(dir: &Dir, view: &RawView, rep: &mut Report) -> Result<()> {
                 None,
                 format!(
                     "UID {uid}: file CRC32 {crc:08x}, the record (index offset {}) says {:08x}",
-                    raw.offset + 36,
+                    r.offset + 36,
                     r.message_crc
                 ),
             );

@@ -3,6 +3,7 @@
 //! system users and file ownership for tests that run as root.
 
 pub mod campaign;
+pub mod craft;
 pub mod postfix;
 pub mod reliability;
 
@@ -46,9 +47,13 @@ impl Output {
     }
 }
 
-/// Runs `cmd` with `stdin` as input and kills it after `limit`.
-pub fn run_with_input(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Output {
-    let desc = format!("{cmd:?}");
+/// Spawns `cmd` with every standard stream a pipe, and a thread feeding
+/// it `stdin` (so a command that does not read cannot block the caller).
+fn spawn_fed(
+    cmd: &mut Command,
+    stdin: &[u8],
+    desc: &str,
+) -> (std::process::Child, std::thread::JoinHandle<()>) {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -57,10 +62,16 @@ pub fn run_with_input(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Outpu
         .unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
     let mut input = child.stdin.take().expect("stdin");
     let data = stdin.to_vec();
-    // A writer thread, so a command that does not read cannot block us.
     let writer = std::thread::spawn(move || {
         let _ = input.write_all(&data);
     });
+    (child, writer)
+}
+
+/// Runs `cmd` with `stdin` as input and kills it after `limit`.
+pub fn run_with_input(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Output {
+    let desc = format!("{cmd:?}");
+    let (child, writer) = spawn_fed(cmd, stdin, &desc);
     let pid = child.id();
     let deadline = Instant::now() + limit;
     let (tx, rx) = std::sync::mpsc::channel();
@@ -83,6 +94,84 @@ pub fn run_with_input(cmd: &mut Command, stdin: &[u8], limit: Duration) -> Outpu
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// What a finished command did, run by [`run_limited`].
+#[derive(Debug)]
+pub struct Limited {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// Peak resident set size in KiB, from `wait4`'s `ru_maxrss`. An
+    /// upper bound of the command's own peak: Linux folds into it the
+    /// resident size of the test process the child was forked from.
+    pub maxrss_kib: u64,
+}
+
+impl Limited {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// Runs `cmd` with `stdin` as input under an address-space limit
+/// (`RLIMIT_AS` of `as_bytes`, set between fork and exec, so a runaway
+/// allocation fails at once instead of swapping the machine), kills it
+/// after `limit`, and reports its peak RSS.
+pub fn run_limited(cmd: &mut Command, stdin: &[u8], as_bytes: u64, limit: Duration) -> Limited {
+    use std::io::Read;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let desc = format!("{cmd:?}");
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: as_bytes,
+                rlim_max: as_bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // Reaped below by `wait4`, which also reports the peak RSS.
+    let (mut child, writer) = spawn_fed(cmd, stdin, &desc);
+    let reader = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    let out = reader(Box::new(child.stdout.take().expect("stdout")));
+    let err = reader(Box::new(child.stderr.take().expect("stderr")));
+    let pid = child.id() as libc::pid_t;
+    let deadline = Instant::now() + limit;
+    let mut status = 0;
+    // SAFETY: plain-data out parameter.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waits for our own child; `status` and `usage` are valid.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid {
+            break;
+        }
+        assert!(r == 0, "wait4 {desc}: {}", std::io::Error::last_os_error());
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{desc} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = writer.join();
+    Limited {
+        status: ExitStatus::from_raw(status),
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+        maxrss_kib: usage.ru_maxrss as u64,
     }
 }
 

@@ -203,45 +203,43 @@ fn s(v: &Value) -> String {
 }
 
 /// `idx-inspect records`: one row per record; bad rows always included.
-pub fn records(view: &RawView, uids: Option<&UidSet>, expunged: bool) -> Value {
+pub fn records(view: &RawView, uids: Option<&UidSet>, expunged: bool) -> Result<Value, Error> {
     let names: Vec<String> = view
         .meta
         .as_ref()
         .map(|m| m.keywords.clone())
         .unwrap_or_default();
     let mut rows = Vec::new();
-    for raw in &view.records {
-        match &raw.record {
-            Ok(r) => {
-                if uids.is_some_and(|u| !u.contains(r.uid)) || (r.is_expunged() && !expunged) {
-                    continue;
-                }
-                let mut flags: Vec<&str> = r.flags.names();
-                if r.is_expunged() {
-                    flags.push("expunged");
-                }
-                let keywords: Vec<String> = r
-                    .keywords
-                    .iter()
-                    .map(|k| names.get(k).cloned().unwrap_or_else(|| format!("#{k}?")))
-                    .collect();
-                rows.push(json!({
-                    "recno": raw.recno, "offset": raw.offset, "uid": r.uid,
-                    "flags": flags, "keywords": keywords,
-                    "internal_date": r.internal_date, "internal_date_iso": iso8601(r.internal_date),
-                    "sent_date": r.sent_date, "size": r.size, "header_size": r.header_size,
-                    "message_crc": format!("{:08x}", r.message_crc), "modseq": r.modseq,
-                    "last_updated": r.last_updated, "crc_ok": true,
-                }));
+    view.for_each_record(|raw| match &raw.record {
+        Ok(r) => {
+            if uids.is_some_and(|u| !u.contains(r.uid)) || (r.is_expunged() && !expunged) {
+                return;
             }
-            Err(e) => rows.push(json!({
-                "recno": raw.recno, "offset": raw.offset, "crc_ok": false,
-                "error": e.what, "error_offset": raw.offset + e.offset as u64,
-                "field": verify::record_field_name(e.offset),
-            })),
+            let mut flags: Vec<&str> = r.flags.names();
+            if r.is_expunged() {
+                flags.push("expunged");
+            }
+            let keywords: Vec<String> = r
+                .keywords
+                .iter()
+                .map(|k| names.get(k).cloned().unwrap_or_else(|| format!("#{k}?")))
+                .collect();
+            rows.push(json!({
+                "recno": raw.recno, "offset": raw.offset, "uid": r.uid,
+                "flags": flags, "keywords": keywords,
+                "internal_date": r.internal_date, "internal_date_iso": iso8601(r.internal_date),
+                "sent_date": r.sent_date, "size": r.size, "header_size": r.header_size,
+                "message_crc": format!("{:08x}", r.message_crc), "modseq": r.modseq,
+                "last_updated": r.last_updated, "crc_ok": true,
+            }));
         }
-    }
-    json!({"index": view.index_path, "records": rows})
+        Err(e) => rows.push(json!({
+            "recno": raw.recno, "offset": raw.offset, "crc_ok": false,
+            "error": e.what, "error_offset": raw.offset + e.offset as u64,
+            "field": verify::record_field_name(e.offset),
+        })),
+    })?;
+    Ok(json!({"index": view.index_path, "records": rows}))
 }
 
 pub fn records_human(v: &Value) -> String {
@@ -294,7 +292,9 @@ pub fn stat(dir: &storage::fsutil::Dir, view: &RawView, now: i64) -> Result<Valu
     let mut oldest: Option<i64> = None;
     let mut newest: Option<i64> = None;
     let mut flag_counts: BTreeMap<&str, u64> = BTreeMap::new();
-    for raw in &view.records {
+    let mut records = 0u64;
+    view.for_each_record(|raw| {
+        records += 1;
         match &raw.record {
             Ok(r) if r.is_expunged() => {
                 expunged += 1;
@@ -311,7 +311,7 @@ pub fn stat(dir: &storage::fsutil::Dir, view: &RawView, now: i64) -> Result<Valu
             }
             Err(_) => bad += 1,
         }
-    }
+    })?;
     let mut files = 0u64;
     let mut file_bytes = 0u64;
     for (name, _) in dir.entries()? {
@@ -331,7 +331,7 @@ pub fn stat(dir: &storage::fsutil::Dir, view: &RawView, now: i64) -> Result<Valu
     Ok(json!({
         "index": view.index_path,
         "index_bytes": view.file_len,
-        "records": view.records.len(),
+        "records": records,
         "live": live,
         "live_bytes": live_bytes,
         "expunged_not_repacked": expunged,
@@ -373,6 +373,7 @@ pub fn report_json(path: &Path, rep: &Report) -> Value {
     json!({
         "mailbox": path,
         "clean": rep.is_clean(),
+        "unusable": rep.unusable,
         "records_checked": rep.records_checked,
         "files_checked": rep.files_checked,
         "problems": f(Severity::Problem),

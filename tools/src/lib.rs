@@ -87,6 +87,40 @@ pub fn init_tracing() {
         .try_init();
 }
 
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes `text` to standard output and flushes it. A reader that went
+/// away (`idx-inspect records | head`: EPIPE) is not an error: like `ls`,
+/// the tool says nothing, the rest of its output is dropped, and the
+/// command ends with its own exit status ([`stdout_closed`] tells a
+/// command that loops to stop). Any other write error is returned.
+pub fn out(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut o = std::io::stdout().lock();
+    match o.write_all(text.as_bytes()).and_then(|()| o.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+/// Writes one line to standard error, ignoring a failure (a closed
+/// stderr must not turn a message into a panic).
+pub fn err_line(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+/// Standard output's reader has gone away (see [`out`]).
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// `2024-01-02T15:04:05Z` for unix seconds.
 pub fn iso8601(t: i64) -> String {
     let (y, m, d) = date::civil_from_days(t.div_euclid(86_400));

@@ -367,15 +367,24 @@ fn truncated_or_missing_index_is_reconstructed() {
     let (spool, dir) = sample(tmp.path());
     let before = contents(&spool);
     let cut = Header::record_offset(2) + 60;
+    let slot = current_slot_offset(&dir);
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(index_path(&dir))
         .unwrap();
     f.set_len(cut).unwrap();
     drop(f);
+    // A header counting records the file does not hold is refused by
+    // every reader and writer: verify exits 2 and names its num_records.
     let (c, v) = verify(&dir);
-    assert_eq!(c, 1);
-    assert!(has_problem_at(&v, ".index", cut), "{v:#}");
+    assert_eq!(c, 2, "{v:#}");
+    assert_eq!(v["unusable"], true, "{v:#}");
+    assert!(
+        problems(&v).iter().any(|(p, off, m)| p.ends_with(".index")
+            && *off == Some(slot + 32)
+            && m.contains(&format!("the file is {cut} bytes long"))),
+        "{v:#}"
+    );
     let r = reconstruct(&dir);
     assert_eq!(r["uidvalidity_changed"], false);
     assert_eq!(r["kept"], serde_json::json!([1, 2]));

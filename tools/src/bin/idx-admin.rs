@@ -106,7 +106,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("idx-admin: {e}");
+            tools::err_line(&format!("idx-admin: {e}"));
             ExitCode::from(1)
         }
     }
@@ -136,15 +136,19 @@ fn open(t: &Target, create: bool) -> Result<Mailbox, String> {
     }
 }
 
-fn emit(json: bool, v: serde_json::Value, text: String) {
-    if json {
-        println!(
-            "{}",
+/// Prints the outcome of a finished operation. A closed pipe is ignored
+/// (`tools::out`); another write error is one (the work is done, but
+/// its report was lost).
+fn emit(json: bool, v: serde_json::Value, text: String) -> Result<(), String> {
+    let text = if json {
+        format!(
+            "{}\n",
             serde_json::to_string_pretty(&v).expect("serializable")
-        );
+        )
     } else {
-        print!("{text}");
-    }
+        text
+    };
+    tools::out(&text).map_err(|e| format!("writing standard output: {e}"))
 }
 
 fn run(cli: &Cli) -> Result<(), String> {
@@ -198,7 +202,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                     "last_uid": h.last_uid, "highestmodseq": h.highestmodseq, "notes": o.notes,
                 }),
                 text,
-            );
+            )?;
         }
         Cmd::Repack(mb) => {
             let t = mb.resolve()?;
@@ -212,7 +216,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                     o.removed.len(),
                     o.kept
                 ),
-            );
+            )?;
         }
         Cmd::Recover(mb) => {
             let t = mb.resolve()?;
@@ -235,7 +239,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                     },
                     o.settled
                 ),
-            );
+            )?;
         }
         Cmd::Import {
             mb,
@@ -257,7 +261,7 @@ fn run(cli: &Cli) -> Result<(), String> {
             };
             let o = imp.finish()?;
             for w in &o.warnings {
-                eprintln!("idx-admin: warning: {w}");
+                tools::err_line(&format!("idx-admin: warning: {w}"));
             }
             emit(
                 cli.json,
@@ -273,7 +277,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                         _ => "none".into(),
                     }
                 ),
-            );
+            )?;
         }
         Cmd::Quarantine { action } => quarantine(cli.json, action)?,
         Cmd::Export { mb, dst } => {
@@ -287,7 +291,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                 (transfer::export_maildir(&mut m, p, &mut warnings)?, p)
             };
             for w in &warnings {
-                eprintln!("idx-admin: warning: {w}");
+                tools::err_line(&format!("idx-admin: warning: {w}"));
             }
             emit(
                 cli.json,
@@ -297,7 +301,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                     t.dir.display(),
                     to.display()
                 ),
-            );
+            )?;
         }
     }
     Ok(())
@@ -334,7 +338,7 @@ fn quarantine(json: bool, action: &QuarantineCmd) -> Result<(), String> {
                         "reason": q.reason, "original": q.original})
                 })
                 .collect();
-            emit(json, json!({"mailbox": t.dir, "files": v}), text);
+            emit(json, json!({"mailbox": t.dir, "files": v}), text)?;
         }
         QuarantineCmd::Restore { mb, names, all } => {
             let (t, d) = dir_of(mb)?;
@@ -377,7 +381,7 @@ fn quarantine(json: bool, action: &QuarantineCmd) -> Result<(), String> {
                 restored.len(),
                 t.dir.display()
             );
-            emit(json, json!({"mailbox": t.dir, "restored": restored}), text);
+            emit(json, json!({"mailbox": t.dir, "restored": restored}), text)?;
         }
         QuarantineCmd::Purge {
             mb,
@@ -407,7 +411,7 @@ fn quarantine(json: bool, action: &QuarantineCmd) -> Result<(), String> {
                 json,
                 json!({"mailbox": t.dir, "purged": names}),
                 format!("purged {} file(s) from {}\n", names.len(), t.dir.display()),
-            );
+            )?;
         }
     }
     Ok(())

@@ -1,7 +1,9 @@
 //! idx-inspect: read-only views of a mailbox's index. Never takes an
 //! exclusive lock and never creates or modifies a file.
 //! Exit status: 0 fine, 1 problems found (verify) or no valid header,
-//! 2 could not read.
+//! 2 could not read, or (verify) a header no program will use (it counts
+//! records the file does not hold, or is beyond a hard limit).
+//! Output to a reader that went away (`| head`) is dropped quietly.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -62,18 +64,31 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("idx-inspect: {e}");
+            tools::err_line(&format!("idx-inspect: {e}"));
             ExitCode::from(2)
         }
     }
 }
 
-fn print(json: bool, v: &serde_json::Value, human: impl FnOnce(&serde_json::Value) -> String) {
-    if json {
-        println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+fn print(
+    json: bool,
+    v: &serde_json::Value,
+    human: impl FnOnce(&serde_json::Value) -> String,
+) -> Result<(), String> {
+    let text = if json {
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(v).expect("serializable")
+        )
     } else {
-        print!("{}", human(v));
-    }
+        human(v)
+    };
+    out(&text)
+}
+
+/// [`tools::out`], its error as a message.
+fn out(text: &str) -> Result<(), String> {
+    tools::out(text).map_err(|e| format!("writing standard output: {e}"))
 }
 
 fn run(cli: &Cli) -> Result<u8, String> {
@@ -84,7 +99,7 @@ fn run(cli: &Cli) -> Result<u8, String> {
             let dir = verify::open_dir_read_only(&t.dir).map_err(err)?;
             let v = verify::with_raw_view(&dir, t.lock_timeout, |view| Ok(inspect::header(view)))
                 .map_err(err)?;
-            print(cli.json, &v, inspect::header_human);
+            print(cli.json, &v, inspect::header_human)?;
             Ok(if v["current_slot"].is_null() { 1 } else { 0 })
         }
         Cmd::Records { mb, uid, expunged } => {
@@ -92,10 +107,10 @@ fn run(cli: &Cli) -> Result<u8, String> {
             let set = uid.as_deref().map(UidSet::parse).transpose()?;
             let dir = verify::open_dir_read_only(&t.dir).map_err(err)?;
             let v = verify::with_raw_view(&dir, t.lock_timeout, |view| {
-                Ok(inspect::records(view, set.as_ref(), *expunged))
+                inspect::records(view, set.as_ref(), *expunged)
             })
             .map_err(err)?;
-            print(cli.json, &v, inspect::records_human);
+            print(cli.json, &v, inspect::records_human)?;
             Ok(0)
         }
         Cmd::Verify(mb) => {
@@ -103,14 +118,20 @@ fn run(cli: &Cli) -> Result<u8, String> {
             let rep = verify::verify_path(&t.dir, t.lock_timeout).map_err(err)?;
             if cli.json {
                 let v = inspect::report_json(&t.dir, &rep);
-                println!(
-                    "{}",
+                out(&format!(
+                    "{}\n",
                     serde_json::to_string_pretty(&v).expect("serializable")
-                );
+                ))?;
             } else {
-                print!("{}", inspect::report_human(&t.dir, &rep));
+                out(&inspect::report_human(&t.dir, &rep))?;
             }
-            Ok(if rep.is_clean() { 0 } else { 1 })
+            Ok(if rep.unusable {
+                2
+            } else if rep.is_clean() {
+                0
+            } else {
+                1
+            })
         }
         Cmd::Stat(mb) => {
             let t = mb.resolve()?;
@@ -119,7 +140,7 @@ fn run(cli: &Cli) -> Result<u8, String> {
             let v =
                 verify::with_raw_view(&dir, t.lock_timeout, |view| inspect::stat(&dir, view, now))
                     .map_err(err)?;
-            print(cli.json, &v, inspect::stat_human);
+            print(cli.json, &v, inspect::stat_human)?;
             Ok(0)
         }
         Cmd::Watch {
@@ -147,7 +168,6 @@ fn watch(
     count: Option<u64>,
     interval: Duration,
 ) -> Result<u8, String> {
-    use std::io::Write;
     let line = |h: &storage::Header, initial: bool| {
         if json {
             serde_json::json!({
@@ -170,9 +190,9 @@ fn watch(
         }
     };
     let mut last = inspect::read_header(dir, timeout).map_err(|e| e.to_string())?;
-    println!("{}", line(&last, true));
+    out(&format!("{}\n", line(&last, true)))?;
     let mut seen = 0u64;
-    while count.is_none_or(|c| seen < c) {
+    while count.is_none_or(|c| seen < c) && !tools::stdout_closed() {
         std::thread::sleep(interval);
         let h = match inspect::read_header(dir, timeout) {
             Ok(h) => h,
@@ -187,8 +207,7 @@ fn watch(
             continue;
         }
         if h.generation != last.generation || h.uidvalidity != last.uidvalidity {
-            println!("{}", line(&h, false));
-            let _ = std::io::stdout().flush();
+            out(&format!("{}\n", line(&h, false)))?;
             seen += 1;
             last = h;
         }
