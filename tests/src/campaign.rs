@@ -335,6 +335,9 @@ pub struct Ledger {
     /// (token, actor) -> the state of that actor's own keyword after its
     /// last acknowledged STORE, `None` after one whose outcome is unknown.
     keywords: Mutex<HashMap<(String, usize), Option<bool>>>,
+    /// A timeline of admin runs and keyword STOREs, for problem reports
+    /// (written to `events.log` with `CAMPAIGN_KEEP`).
+    events: Mutex<Vec<String>>,
     /// (mailbox, UIDVALIDITY, UID) reported vanished (each counts once).
     vanished: Mutex<HashSet<(String, u32, u32)>>,
     problems: Mutex<BTreeMap<&'static str, u64>>,
@@ -396,6 +399,29 @@ impl Ledger {
 
     /// Before a STORE of `actor`'s own keyword on `tokens` (outcome
     /// unknown until `keyword_done`).
+    /// Adds a line to the timeline, stamped with the time since the start.
+    pub fn event(&self, line: String) {
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let t = T0.get_or_init(Instant::now).elapsed().as_secs_f64();
+        self.events.lock().unwrap().push(format!("{t:10.3} {line}"));
+    }
+
+    /// Writes the timeline to `path`.
+    pub fn write_events(&self, path: &Path) {
+        let _ = std::fs::write(path, self.events.lock().unwrap().join("\n"));
+    }
+
+    /// The timeline lines that mention `needle`.
+    fn events_of(&self, needle: &str) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
     pub fn keyword_sent(&self, tokens: &[String], actor: usize) {
         let mut k = self.keywords.lock().unwrap();
         for t in tokens {
@@ -619,13 +645,23 @@ impl Ledger {
         if let Some(max) = late
             && !token.as_ref().is_some_and(|t| self.covered(t, mailbox))
         {
+            let acked = token.as_ref().and_then(|t| {
+                self.sent.lock().unwrap().get(t).map(|s| {
+                    if s.acked {
+                        "acknowledged"
+                    } else {
+                        "not acknowledged"
+                    }
+                })
+            });
             // (A message expunged right after it arrived may be fetched
             // late by a session that still holds it: only a message
             // nobody asked to remove counts.)
             self.problem(
                 "uid-not-ascending",
                 format!(
-                    "{who}: {mailbox} UID {uid} ({token:?}) first seen after UID {max} (UIDVALIDITY {v})"
+                    "{who}: {mailbox} UID {uid} ({token:?}, {acked:?}) first seen after UID {max} (UIDVALIDITY {v}); {:?}",
+                    token.as_ref().map(|t| self.events_of(&format!("\"{t}\"")))
                 ),
             );
         }
@@ -1403,6 +1439,8 @@ pub fn deliver_loop(env: Env, id: usize, seed: u64) {
             let _ = e.read_to_string(&mut err);
         }
         let (status, by_killer) = env.procs.reap(&mut child);
+        env.ledger
+            .event(format!("deliver \"{token}\" to {mailbox}: {status}"));
         match status.code() {
             Some(0) => {
                 env.ledger.ack(&token);
@@ -1504,8 +1542,12 @@ pub fn lmtp_client_loop(env: Env, mut worker: Command) {
             let Ok(line) = line else { break };
             let mut w = line.split_whitespace();
             match (w.next(), w.next(), w.next()) {
-                (Some("SENT"), Some(t), Some(m)) => env.ledger.sent(t, m),
+                (Some("SENT"), Some(t), Some(m)) => {
+                    env.ledger.event(format!("lmtp \"{t}\" sent to {m}"));
+                    env.ledger.sent(t, m)
+                }
                 (Some("ACK"), Some(t), _) => {
+                    env.ledger.event(format!("lmtp \"{t}\" 250"));
                     env.ledger.ack(t);
                     env.ledger.stat("lmtp.acknowledged");
                 }
@@ -1706,11 +1748,16 @@ fn imap_session(env: &Env, c: &mut Imap, rng: &mut Rng, id: usize, n: &mut u64) 
                     // left (the audit saw a \Flagged lost to a rebuild).
                     let tokens: Vec<String> = set.iter().map(|x| x.1.clone()).collect();
                     env.ledger.keyword_sent(&tokens, id);
-                    let (_, st) = c.cmd(&format!(
+                    let what = format!(
                         "UID STORE {} {op}FLAGS ({})",
                         uid_set(&uids),
                         actor_keyword(id)
-                    ))?;
+                    );
+                    env.ledger
+                        .event(format!("imap {id} {mailbox} sent {what} for {tokens:?}"));
+                    let (_, st) = c.cmd(&what)?;
+                    env.ledger
+                        .event(format!("imap {id} {mailbox} {st} {what} for {tokens:?}"));
                     if st.starts_with("OK") {
                         env.ledger.keyword_done(&tokens, id, op == "+");
                     }
@@ -1869,11 +1916,20 @@ pub fn admin_loop(env: Env, seed: u64) {
             env.ledger.stat(format!("admin.{op} paused"));
         }
         let mut child = env.procs.spawn(&mut cmd, Some(kind));
+        let pid = child.id();
+        env.ledger.event(format!(
+            "admin {pid} {op} {mailbox} start {:?}",
+            cmd.get_envs()
+                .find(|(k, _)| *k == "MAILSTORE_TEST_FAULT")
+                .and_then(|(_, v)| v)
+        ));
         let mut err = String::new();
         if let Some(mut e) = child.stderr.take() {
             let _ = e.read_to_string(&mut err);
         }
         let (status, by_killer) = env.procs.reap(&mut child);
+        env.ledger
+            .event(format!("admin {pid} {op} {mailbox} end {status}"));
         match status.code() {
             Some(0) => env.ledger.stat(format!("admin.{op} ok")),
             Some(c) => env
@@ -2085,10 +2141,11 @@ pub fn final_check(spool: &Path, ledger: &Ledger) -> Final {
             ledger.problem(
                 "keyword-lost",
                 format!(
-                    "{t} in {m} UID {uid}: {} is {}, its last acknowledged STORE {} it",
+                    "{t} in {m} UID {uid}: {} is {}, its last acknowledged STORE {} it; {:?}",
                     actor_keyword(*actor),
                     if has { "set" } else { "not set" },
-                    if *set { "set" } else { "cleared" }
+                    if *set { "set" } else { "cleared" },
+                    ledger.events_of(&format!("\"{t}\""))
                 ),
             );
         }

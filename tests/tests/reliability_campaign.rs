@@ -213,6 +213,9 @@ fn campaign_all_processes() {
         w.finish_watch();
     }
 
+    if std::env::var_os("CAMPAIGN_KEEP").is_some() {
+        env.ledger.write_events(&dir.join("events.log"));
+    }
     let kills = env.procs.kills();
     let runs = env.procs.runs();
     let stats = env.ledger.stats();
