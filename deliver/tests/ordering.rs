@@ -172,10 +172,10 @@ fn index_growth_is_synced_before_records_land_in_it() {
 }
 
 /// PROTOCOL.md §3, debris: a file left at the next UID's name by a commit
-/// that failed is removed durably (directory fsync) before the new
-/// message is linked there, because the new name may not be durable
-/// until a later settle, and a power cut must not bring the old file back
-/// under a committed UID.
+/// that failed is moved into `.quarantine/` (never unlinked) durably
+/// (directory fsync) before the new message is linked there, because the
+/// new name may not be durable until a later settle, and a power cut must
+/// not bring the old file back under a committed UID.
 #[test]
 fn debris_at_the_next_uid_is_removed_durably_before_the_link() {
     let s = Spool::with_users(&["deb"]);
@@ -193,7 +193,11 @@ fn debris_at_the_next_uid_is_removed_durably_before_the_link() {
     )
     .unwrap();
 
-    let lines = traced_delivery(&s, "deb", "unlinkat,linkat,fsync,fdatasync");
+    let lines = traced_delivery(
+        &s,
+        "deb",
+        "unlinkat,renameat,renameat2,linkat,fsync,fdatasync",
+    );
     let dir_tag = format!("<{}>", dir.display());
     let pos = |what: &str, f: &dyn Fn(&str) -> bool| {
         lines
@@ -201,9 +205,15 @@ fn debris_at_the_next_uid_is_removed_durably_before_the_link() {
             .position(|l| f(l))
             .unwrap_or_else(|| panic!("no {what} in {lines:#?}"))
     };
-    let unlink = pos("unlink of the debris", &|l| {
-        l.contains("unlinkat(") && l.contains("\"2.\"")
+    let unlink = pos("move of the debris into quarantine", &|l| {
+        l.contains("renameat") && l.contains("\"2.\"") && l.contains(".quarantine")
     });
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("unlinkat(") && l.contains("\"2.\"")),
+        "the debris must not be unlinked: {lines:#?}"
+    );
     let link = pos("link of the new message", &|l| {
         l.contains("linkat(")
             && !l.contains("unlinkat(")
@@ -218,6 +228,9 @@ fn debris_at_the_next_uid_is_removed_durably_before_the_link() {
         fsync.is_some_and(|f| f < link),
         "the debris's removal must be durable before the link: {lines:#?}"
     );
+    let kept = storage::quarantine::list(&storage::fsutil::Dir::open_root(&dir).unwrap()).unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].original, "2.");
     let m = store.open_mailbox(&user, &inbox).unwrap();
     assert_eq!(
         m.read_message(2).unwrap(),

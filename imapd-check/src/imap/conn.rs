@@ -77,7 +77,9 @@ impl From<Error> for Fail {
             Error::LockTimeout { .. } => Some("INUSE"),
             Error::Expunged(_) => Some("EXPUNGEISSUED"),
             Error::InvalidName { .. } | Error::InvalidKeyword(_) => Some("CANNOT"),
-            Error::TooManyKeywords(_) => Some("LIMIT"),
+            Error::TooManyKeywords(_) | Error::MailboxFull { .. } | Error::UidsExhausted => {
+                Some("LIMIT")
+            }
             Error::Corrupt { .. } => Some("CORRUPTION"),
             _ => Some("SERVERBUG"),
         };
