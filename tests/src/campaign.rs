@@ -324,6 +324,7 @@ pub const FAILURES: &[&str] = &[
     "recover",
     "hang",
     "crash",
+    "harness",
 ];
 
 /// The shared record of the campaign.
@@ -347,13 +348,19 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn sent(&self, token: &str, mailbox: &str) {
-        self.sent.lock().unwrap().insert(
+        let old = self.sent.lock().unwrap().insert(
             token.to_string(),
             Sent {
                 mailbox: mailbox.to_string(),
                 acked: false,
             },
         );
+        if old.is_some() {
+            self.problem(
+                "harness",
+                format!("token {token} sent twice: the campaign's bookkeeping is wrong"),
+            );
+        }
     }
 
     pub fn ack(&self, token: &str) {
@@ -998,6 +1005,9 @@ fn tail(path: &Path) -> String {
 struct Slot {
     uid: Option<u32>,
     above: u32,
+    /// Its body was fetched in this session (an unsolicited FETCH of its
+    /// flags may give the UID first).
+    fetched: bool,
 }
 
 /// An IMAP session that mirrors the server's view of one mailbox and
@@ -1097,8 +1107,14 @@ impl Watcher {
                         );
                     }
                     let above = self.floor;
-                    self.list
-                        .resize(n.max(self.list.len()), Slot { uid: None, above });
+                    self.list.resize(
+                        n.max(self.list.len()),
+                        Slot {
+                            uid: None,
+                            above,
+                            fetched: false,
+                        },
+                    );
                 }
                 Untagged::Fetch {
                     seq,
@@ -1157,6 +1173,9 @@ impl Watcher {
                             self.list[i - 1].uid = Some(uid);
                         }
                         Some(_) => {}
+                    }
+                    if body.is_some() {
+                        self.list[i - 1].fetched = true;
                     }
                     if body.is_some() || header.is_some() {
                         self.ledger.observe(
@@ -1261,10 +1280,11 @@ impl Watcher {
         Ok(())
     }
 
-    /// Fetches every message of the view not fetched yet (full bodies).
+    /// Fetches every message of the view not fetched yet (full bodies),
+    /// in sequence order, so that the first sight of UIDs ascends.
     fn fetch_new(&mut self) -> io::Result<()> {
         for _ in 0..3 {
-            let Some(first) = self.list.iter().position(|s| s.uid.is_none()) else {
+            let Some(first) = self.list.iter().position(|s| !s.fetched) else {
                 return Ok(());
             };
             self.cmd(&format!(
@@ -1574,9 +1594,8 @@ pub fn lmtp_client_loop(env: Env, mut worker: Command) {
 /// `sock` until the file `stop` exists. Prints `SENT TOKEN MAILBOX`
 /// before DATA, `ACK TOKEN` after reading 250, `TEMP TOKEN REPLY` for a
 /// 4xx.
-pub fn lmtp_client_main(sock: &Path, stop: &Path, id: &str, seed: u64) {
+pub fn lmtp_client_main(sock: &Path, stop: &Path, id: &str, run: u64, seed: u64) {
     let mut rng = Rng::new(seed);
-    let pid = std::process::id();
     let mut n = 0u64;
     let out = io::stdout();
     let say = |s: String| {
@@ -1614,7 +1633,9 @@ pub fn lmtp_client_main(sock: &Path, stop: &Path, id: &str, seed: u64) {
                 if stop.exists() {
                     break;
                 }
-                let token = format!("l{id}-{pid}-{n}");
+                // Client id and run number, not the PID: PIDs are reused
+                // in a long campaign, and a token must name one message.
+                let token = format!("l{id}-{run}-{n}");
                 n += 1;
                 let mailbox = if rng.chance(70) { "INBOX" } else { "Archive" };
                 let rcpt = if mailbox == "INBOX" {

@@ -52,7 +52,7 @@ fn campaign_lmtp_client_entry() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(0);
-    lmtp_client_main(&sock, &stop, &id, seed ^ run.wrapping_mul(0x9E37_79B9));
+    lmtp_client_main(&sock, &stop, &id, run, seed ^ run.wrapping_mul(0x9E37_79B9));
     std::process::exit(0);
 }
 
@@ -251,7 +251,7 @@ fn campaign_all_processes() {
          {} MOVEs, {} EXPUNGEs ok, {} keywords checked; kills (killed/runs) {}: {total_kills} in all; \
          lost {}, keywords lost {}, changed {}, duplicated {}, vanished {}, seen-then-lost {}, wrong bytes {}, \
          UIDs not ascending {}, unknown {}, UIDVALIDITY changed {}, view inconsistent {}, \
-         verify {}, recover {}, hangs {}, crashes {}",
+         verify {}, recover {}, hangs {}, crashes {}, harness {}",
         fin.acknowledged,
         stat("deliver.acknowledged"),
         stat("lmtp.acknowledged"),
@@ -279,6 +279,7 @@ fn campaign_all_processes() {
         count("recover"),
         count("hang"),
         count("crash"),
+        count("harness"),
     );
     let failures: Vec<String> = FAILURES
         .iter()
