@@ -214,6 +214,16 @@ impl Procs {
         (status, by_killer)
     }
 
+    /// Reads the child's stderr to its end, then [`Procs::reap`].
+    pub fn reap_with_stderr(&self, child: &mut Child) -> (ExitStatus, bool, String) {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let (status, by_killer) = self.reap(child);
+        (status, by_killer, err)
+    }
+
     /// SIGKILLs one running child of a kind picked by weight; returns it.
     pub fn kill_random(&self, rng: &mut Rng) -> Option<Kind> {
         let live = self.live.lock().unwrap();
@@ -444,21 +454,24 @@ impl Ledger {
         }
     }
 
-    fn has_move_intent(&self, token: &str) -> bool {
+    /// Whether an intent logged for `token` satisfies `pred`.
+    fn any_intent(&self, token: &str, pred: impl Fn(&Intent) -> bool) -> bool {
         self.intents
             .lock()
             .unwrap()
             .get(token)
-            .is_some_and(|v| v.iter().any(|i| matches!(i, Intent::Move { .. })))
+            .is_some_and(|v| v.iter().any(pred))
+    }
+
+    fn has_move_intent(&self, token: &str) -> bool {
+        self.any_intent(token, |i| matches!(i, Intent::Move { .. }))
     }
 
     /// A user asked for `token` to leave `mailbox` (EXPUNGE or MOVE).
     fn covered(&self, token: &str, mailbox: &str) -> bool {
-        self.intents.lock().unwrap().get(token).is_some_and(|v| {
-            v.iter().any(|i| match i {
-                Intent::Expunge { mailbox: m } => m == mailbox,
-                Intent::Move { from, .. } => from == mailbox,
-            })
+        self.any_intent(token, |i| match i {
+            Intent::Expunge { mailbox: m } => m == mailbox,
+            Intent::Move { from, .. } => from == mailbox,
         })
     }
 
@@ -486,11 +499,7 @@ impl Ledger {
     }
 
     fn has_expunge_intent(&self, token: &str) -> bool {
-        self.intents
-            .lock()
-            .unwrap()
-            .get(token)
-            .is_some_and(|v| v.iter().any(|i| matches!(i, Intent::Expunge { .. })))
+        self.any_intent(token, |i| matches!(i, Intent::Expunge { .. }))
     }
 
     pub fn stat(&self, key: impl Into<String>) {
@@ -827,12 +836,9 @@ impl Imap {
             .append(true)
             .open(log)
             .expect("session log");
-        let mut cmd = Command::new(bin("imapd-check"));
+        let mut cmd = store_cmd("imapd-check");
         cmd.args(["serve", "--stdio", "-d", USER, "--spool"])
             .arg(spool)
-            .env_remove("MAILSTORE_TEST_FAULT")
-            .env_remove("MAILSTORE_SPOOL")
-            .env("MAILSTORE_CONFIG", "/dev/null")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log);
@@ -981,6 +987,16 @@ impl Imap {
         }
         procs.reap(&mut self.child)
     }
+}
+
+/// A workspace binary with a clean environment: no fault points, no
+/// spool or configuration from outside.
+fn store_cmd(name: &str) -> Command {
+    let mut c = Command::new(bin(name));
+    c.env_remove("MAILSTORE_TEST_FAULT")
+        .env_remove("MAILSTORE_SPOOL")
+        .env("MAILSTORE_CONFIG", "/dev/null");
+    c
 }
 
 fn uid_set(uids: &[u32]) -> String {
@@ -1454,11 +1470,7 @@ pub fn deliver_loop(env: Env, id: usize, seed: u64) {
         if let Some(mut w) = child.stdin.take() {
             let _ = w.write_all(&input);
         }
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        let (status, by_killer) = env.procs.reap(&mut child);
+        let (status, by_killer, err) = env.procs.reap_with_stderr(&mut child);
         env.ledger
             .event(format!("deliver \"{token}\" to {mailbox}: {status}"));
         match status.code() {
@@ -1490,15 +1502,12 @@ pub fn lmtp_server_loop(env: Env, sock: PathBuf, log: PathBuf) {
             .append(true)
             .open(&log)
             .expect("lmtp log");
-        let mut cmd = Command::new(bin("deliver"));
+        let mut cmd = store_cmd("deliver");
         cmd.arg("--lmtp")
             .arg("--listen")
             .arg(format!("unix:{}", sock.display()))
             .arg("--spool")
             .arg(&env.spool)
-            .env_remove("MAILSTORE_TEST_FAULT")
-            .env_remove("MAILSTORE_SPOOL")
-            .env("MAILSTORE_CONFIG", "/dev/null")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf);
@@ -1916,14 +1925,11 @@ pub fn admin_loop(env: Env, seed: u64) {
             continue;
         }
         let mailbox = MAILBOXES[rng.below(MAILBOXES.len() as u64) as usize];
-        let mut cmd = Command::new(bin("idx-admin"));
+        let mut cmd = store_cmd("idx-admin");
         cmd.arg(op)
             .arg("--spool")
             .arg(&env.spool)
             .args(["-d", USER, "-m", mailbox])
-            .env_remove("MAILSTORE_TEST_FAULT")
-            .env_remove("MAILSTORE_SPOOL")
-            .env("MAILSTORE_CONFIG", "/dev/null")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -1944,11 +1950,7 @@ pub fn admin_loop(env: Env, seed: u64) {
                 .find(|(k, _)| *k == "MAILSTORE_TEST_FAULT")
                 .and_then(|(_, v)| v)
         ));
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        let (status, by_killer) = env.procs.reap(&mut child);
+        let (status, by_killer, err) = env.procs.reap_with_stderr(&mut child);
         env.ledger
             .event(format!("admin {pid} {op} {mailbox} end {status}"));
         match status.code() {
@@ -1986,13 +1988,11 @@ pub fn killer_loop(env: Env, seed: u64) {
 
 fn admin(args: &[&str], spool: &Path, mailbox: &str) -> crate::Output {
     crate::run(
-        Command::new(bin(args[0]))
+        store_cmd(args[0])
             .args(&args[1..])
             .arg("--spool")
             .arg(spool)
-            .args(["-d", USER, "-m", mailbox])
-            .env_remove("MAILSTORE_TEST_FAULT")
-            .env("MAILSTORE_CONFIG", "/dev/null"),
+            .args(["-d", USER, "-m", mailbox]),
         Duration::from_secs(300),
     )
 }
