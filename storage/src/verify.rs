@@ -44,7 +44,8 @@
 //!     (live or expunged; an expunged record's file waits for repack).
 //!
 //! Crash debris, reported as warnings (not problems) because
-//! `Mailbox::recover` removes it and nothing ever serves it: `UID.` files
+//! `Mailbox::recover` clears it (into `.quarantine/` when it holds
+//! bytes) and nothing ever serves it: `UID.` files
 //! with UID > last_uid (an append that never committed), files in `.stage/`
 //! that no live writer holds locked, and leftover temporary index files.
 
@@ -68,7 +69,7 @@ use crate::meta::{META_NAME, Meta};
 pub enum Severity {
     /// The mailbox violates an invariant.
     Problem,
-    /// Crash debris that recovery removes; the mailbox is still consistent.
+    /// Crash debris that recovery clears; the mailbox is still consistent.
     Warning,
 }
 
