@@ -115,7 +115,9 @@ pub fn export(
     let snap = mbox.snapshot().map_err(|e| e.to_string())?;
     let mut n = 0;
     for r in snap.records.iter().filter(|r| !r.is_expunged()) {
-        let bytes = match mbox.read_message(r.uid) {
+        // Checked against the record: a damaged file is an error with
+        // its path, never copied out as the message.
+        let bytes = match mbox.read_message_checked(r) {
             Ok(b) => b,
             // Expunged and repacked since the snapshot.
             Err(storage::Error::Expunged(_)) => continue,
