@@ -20,6 +20,7 @@ pub mod meta;
 pub mod names;
 pub mod quarantine;
 pub mod recovery;
+mod repack_list;
 pub mod session;
 pub mod stage;
 pub mod store;

@@ -1170,6 +1170,12 @@ impl Mailbox {
         // died and rolls it back (see `roll_back_interrupted_replace`).
         // No fsync: after a reboot nobody holds the old file, and a mark
         // that survives without the rename is rolled back the same way.
+        // The files to unlink after the rename, named first, so that
+        // recovery after a kill between the rename and the unlinks deletes
+        // them instead of keeping them in quarantine (repack_list.rs).
+        let gone_uids: Vec<u32> = gone.iter().map(|r| r.uid).collect();
+        crate::repack_list::write(&self.dir, &gone_uids, self.durability == Durability::Full)
+            .map_err(discard)?;
         let mut mark = old.clone();
         mark.generation = old.generation + 1;
         mark.flags |= crate::format::HF_SUPERSEDED;
@@ -1196,6 +1202,7 @@ impl Mailbox {
         if self.durability == Durability::Full {
             self.dir.fsync()?;
         }
+        crate::repack_list::remove(&self.dir)?;
         drop(old_guard);
         drop(new_guard);
         self.index = IndexFile::new_shared(
@@ -1245,6 +1252,8 @@ impl Mailbox {
         out.settled = tidy.settled as u32;
         out.restored = tidy.restored;
         let referenced: std::collections::HashSet<u32> = records.iter().map(|r| r.uid).collect();
+        // Files a killed repack still had to unlink (expunged on purpose).
+        let repacked = crate::repack_list::read(&self.dir)?;
         for (name, _) in self.dir.entries()? {
             if let Some(uid) = parse_message_file_name(&name)
                 && (uid > h.last_uid || !referenced.contains(&uid))
@@ -1259,7 +1268,13 @@ impl Mailbox {
                 } else {
                     crate::quarantine::Reason::Orphan
                 };
-                crate::quarantine::keep(&self.dir, &self.dir, fsutil::os(&name), reason)?;
+                if uid <= h.last_uid && repacked.contains(&uid) {
+                    // Expunged, and its record dropped by a repack that
+                    // died before this unlink: the repack's own step.
+                    self.dir.unlink(fsutil::os(&name))?;
+                } else {
+                    crate::quarantine::keep(&self.dir, &self.dir, fsutil::os(&name), reason)?;
+                }
                 out.uncommitted_removed += 1;
             } else if name.starts_with(b".index.new.") {
                 // Temporary index file of a dead replacement; a live one
@@ -1284,6 +1299,9 @@ impl Mailbox {
             // files' names must not come back in a power cut (make_durable
             // above may just have made them durable).
             self.dir.fsync()?;
+        }
+        if !repacked.is_empty() {
+            crate::repack_list::remove(&self.dir)?;
         }
         // A store or expunge killed between its records and its header
         // left records the header does not count: commit them now.

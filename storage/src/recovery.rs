@@ -348,6 +348,7 @@ fn reconstruct_once(
     // otherwise); with one, only files at or below its last UID, and only
     // when its records are damaged (the file may be a lost record's).
     let trusted_header = old_header.is_some();
+    let repacked = crate::repack_list::read(dir)?;
     let adoptable = |uid: u32| !trusted_header || (records_damaged && uid <= burned_uid);
     let now = fsutil::now();
     let old_hms = header_src.as_ref().map_or(0, |s| s.highestmodseq);
@@ -382,6 +383,12 @@ fn reconstruct_once(
                 records.push(r);
             }
             (Some(_), None) => out.dropped_missing.push(uid),
+            (None, Some(_)) if !adoptable(uid) && uid <= burned_uid && repacked.contains(&uid) => {
+                // Expunged and dropped by a repack killed before its
+                // unlinks (repack_list.rs): finish its step.
+                files.remove(&uid);
+                dir.unlink(fsutil::os(message_file_name(uid).as_bytes()))?;
+            }
             (None, Some(_)) if !adoptable(uid) => {
                 // With a valid header, a file it does not account for is
                 // not a message it committed: above last_uid, an append

@@ -415,6 +415,16 @@ fn crash_one(point: &str, op: &str) {
         "{ctx}: verify: {:?}",
         report.findings
     );
+    if op == "repack" {
+        // A repack killed between its rename and its unlinks named the
+        // files first: recovery finishes the unlinks, nothing is kept.
+        assert!(
+            report.quarantine.is_empty(),
+            "{ctx}: quarantine {:?}",
+            report.quarantine
+        );
+        assert!(!dir.join(".repack.unlink").exists(), "{ctx}");
+    }
 
     // The surviving session converges to the index and keeps working.
     let mark = survivor.mark_of(&before.header);
