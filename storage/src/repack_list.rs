@@ -60,7 +60,7 @@ fn parse(text: &str) -> Option<HashSet<u32>> {
     let at = text.trim_end_matches('\n').rfind('\n')? + 1;
     let crc_line = text[at..].trim_end();
     let crc = u32::from_str_radix(crc_line.strip_prefix("crc ")?, 16).ok()?;
-    if crc32fast::hash(text[..at].as_bytes()) != crc {
+    if crc32fast::hash(&text.as_bytes()[..at]) != crc {
         return None;
     }
     body[..at - MAGIC.len()]
