@@ -198,13 +198,29 @@ fn date_days(d: &chrono::NaiveDate) -> i64 {
     days_from_civil(d.year() as i64, d.month(), d.day())
 }
 
+/// The day of the message's Date: header as written, time and zone
+/// disregarded (RFC 3501 6.4.4, SENTBEFORE/SENTON/SENTSINCE: `Sun, 25 Mar
+/// 2007 01:00 +0200` is SENTON 25-Mar-2007, though it is the 24th in
+/// UTC). Without a parsable Date: header, the day of the stored sent date
+/// or, failing that, of INTERNALDATE.
+fn sent_day(c: &Candidate) -> i64 {
+    let written = mail_parser::MessageParser::default()
+        .parse_headers(c.header())
+        .and_then(|m| {
+            m.date()
+                .map(|d| days_from_civil(d.year as i64, d.month as u32, d.day as u32))
+        });
+    written.unwrap_or_else(|| {
+        day(if c.rec.sent_date != 0 {
+            c.rec.sent_date
+        } else {
+            c.rec.internal_date
+        })
+    })
+}
+
 pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
     let f = c.rec.flags;
-    let sent = if c.rec.sent_date != 0 {
-        c.rec.sent_date
-    } else {
-        c.rec.internal_date
-    };
     match key {
         SearchKey::And(keys) => keys.as_ref().iter().all(|k| matches(k, c)),
         SearchKey::Or(a, b) => matches(a, c) || matches(b, c),
@@ -236,9 +252,9 @@ pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
         SearchKey::Before(d) => day(c.rec.internal_date) < date_days(d.as_ref()),
         SearchKey::On(d) => day(c.rec.internal_date) == date_days(d.as_ref()),
         SearchKey::Since(d) => day(c.rec.internal_date) >= date_days(d.as_ref()),
-        SearchKey::SentBefore(d) => day(sent) < date_days(d.as_ref()),
-        SearchKey::SentOn(d) => day(sent) == date_days(d.as_ref()),
-        SearchKey::SentSince(d) => day(sent) >= date_days(d.as_ref()),
+        SearchKey::SentBefore(d) => sent_day(c) < date_days(d.as_ref()),
+        SearchKey::SentOn(d) => sent_day(c) == date_days(d.as_ref()),
+        SearchKey::SentSince(d) => sent_day(c) >= date_days(d.as_ref()),
         SearchKey::From(s) => header_has(c, b"From", s.as_ref()),
         SearchKey::To(s) => header_has(c, b"To", s.as_ref()),
         SearchKey::Cc(s) => header_has(c, b"Cc", s.as_ref()),
