@@ -1,4 +1,5 @@
-//! SEARCH criteria against RFC 3501's wording, through the real server.
+//! SEARCH criteria, and what SELECT/EXAMINE announce, against RFC 3501's
+//! wording, through the real server.
 
 mod imap_common;
 
@@ -46,4 +47,29 @@ fn sent_dates_compare_the_date_as_written() {
     assert_eq!(search(&mut c, "SENTBEFORE 25-Mar-2007"), "* SEARCH 2");
     assert_eq!(search(&mut c, "SENTSINCE 25-Mar-2007"), "* SEARCH 1");
     assert_eq!(search(&mut c, "SENTSINCE 24-Mar-2007"), "* SEARCH 1 2");
+}
+
+/// RFC 3501 6.3.2: EXAMINE is read-only, so no flag can be changed
+/// permanently: `PERMANENTFLAGS ()`; SELECT lists the flags and `\*`.
+#[test]
+fn examine_has_no_permanent_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    seed_messages(&spool, "ex", 1);
+    let mut c = Client::spawn(&spool, "ex");
+    let perm = |lines: &[String]| {
+        lines
+            .iter()
+            .find(|l| l.contains("[PERMANENTFLAGS"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let examined = c.ok("EXAMINE INBOX");
+    assert!(
+        perm(&examined).contains("[PERMANENTFLAGS ()]"),
+        "{examined:?}"
+    );
+    let selected = c.ok("SELECT INBOX");
+    assert!(perm(&selected).contains("\\*)]"), "{selected:?}");
+    assert!(perm(&selected).contains("\\Seen"), "{selected:?}");
 }

@@ -317,7 +317,10 @@ impl Session {
                 Update::Exists(n) => self
                     .buf
                     .extend_from_slice(format!("* {n} EXISTS\r\n").as_bytes()),
-                Update::Flags(kw) => self.write_flags(kw),
+                Update::Flags(kw) => {
+                    let read_only = self.sel.as_ref().is_some_and(|s| s.read_only);
+                    self.write_flags(kw, read_only)
+                }
                 Update::Fetch {
                     seq,
                     uid,
@@ -338,10 +341,18 @@ impl Session {
         }
     }
 
-    pub(super) fn write_flags(&mut self, keywords: &[String]) {
+    /// FLAGS and PERMANENTFLAGS; a read-only mailbox (EXAMINE) has no
+    /// permanent flags (RFC 3501 6.3.2: `PERMANENTFLAGS ()`).
+    pub(super) fn write_flags(&mut self, keywords: &[String], read_only: bool) {
         let all = storage::Flags::SYSTEM;
         self.buf.extend_from_slice(b"* FLAGS ");
         wire::flag_list(&mut self.buf, all, keywords);
+        if read_only {
+            self.buf.extend_from_slice(
+                b"\r\n* OK [PERMANENTFLAGS ()] No permanent flags (read-only)\r\n",
+            );
+            return;
+        }
         self.buf.extend_from_slice(b"\r\n* OK [PERMANENTFLAGS ");
         let mut perm = Vec::new();
         wire::flag_list(&mut perm, all, keywords);

@@ -142,7 +142,7 @@ impl Session {
         }
         let mut mbox = self.store.open_mailbox(&user, &name)?;
         let view = SessionView::open(&mut mbox)?;
-        self.write_flags(view.keywords());
+        self.write_flags(view.keywords(), read_only);
         let first_unseen = view
             .iter()
             .find(|m| !m.record.flags.contains(Flags::SEEN))
