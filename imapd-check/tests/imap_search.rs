@@ -73,3 +73,23 @@ fn examine_has_no_permanent_flags() {
     assert!(perm(&selected).contains("\\*)]"), "{selected:?}");
     assert!(perm(&selected).contains("\\Seen"), "{selected:?}");
 }
+
+/// A user in the password file who never got mail can log in and SELECT
+/// INBOX (it is created at login, as Dovecot and Cyrus do); so can a
+/// preauthenticated one.
+#[test]
+fn a_new_user_can_select_inbox_before_any_delivery() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let passwd = write_passwd(tmp.path(), "newbie", "s3cret-pass");
+    let server = TcpServer::start(&spool, &passwd);
+    let mut c = Client::tcp(server.port, "newbie", "s3cret-pass");
+    let lines = c.ok("SELECT INBOX");
+    assert!(lines.iter().any(|l| l == "* 0 EXISTS"), "{lines:?}");
+    drop(c);
+    server.stop();
+    let mut p = Client::spawn(&spool, "other");
+    let lines = p.ok("SELECT INBOX");
+    assert!(lines.iter().any(|l| l == "* 0 EXISTS"), "{lines:?}");
+}

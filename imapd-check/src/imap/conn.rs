@@ -159,6 +159,9 @@ impl Session {
 
     /// Runs the connection to its end.
     pub fn run(mut self) -> io::Result<()> {
+        if let Some(u) = self.user.clone() {
+            self.ensure_inbox(&u);
+        }
         let greeting = match &self.user {
             Some(u) => format!(
                 "* PREAUTH [CAPABILITY {}] imapd-check ready, logged in as {u}\r\n",

@@ -74,6 +74,15 @@ fn canonical_pattern(p: &str) -> String {
 }
 
 impl Session {
+    /// A user who can log in has an INBOX, even before any delivery
+    /// (Dovecot and Cyrus create it at first login too). A failure is
+    /// only logged: SELECT then says what is wrong.
+    pub(super) fn ensure_inbox(&self, user: &UserName) {
+        if let Err(e) = self.store.ensure_mailbox(user, &MailboxName::inbox()) {
+            tracing::warn!(user = %user, error = %e, "could not create the INBOX at login");
+        }
+    }
+
     pub(super) fn login(&mut self, user: &str, pass: &[u8]) -> Result<Done, Fail> {
         if self.user.is_some() {
             return bad("Already authenticated");
@@ -90,6 +99,7 @@ impl Session {
         let name = UserName::new(user)
             .map_err(|e| Fail::No(Some("AUTHENTICATIONFAILED"), e.to_string()))?;
         tracing::info!(user, "logged in");
+        self.ensure_inbox(&name);
         self.user = Some(name);
         ok_code(format!("CAPABILITY {}", self.caps()), "Logged in")
     }
