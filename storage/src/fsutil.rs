@@ -156,32 +156,6 @@ impl Dir {
         }
     }
 
-    /// Renames `from` to `to` in `to_dir` unless `to` exists
-    /// (`RENAME_NOREPLACE`); `false` (nothing done) when it does.
-    pub fn rename_no_replace(&self, from: &OsStr, to_dir: &Dir, to: &OsStr) -> Result<bool> {
-        match nix::fcntl::renameat2(
-            self.fd.as_fd(),
-            from,
-            to_dir.fd.as_fd(),
-            to,
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        ) {
-            Ok(()) => Ok(true),
-            Err(nix::Error::EEXIST) => Ok(false),
-            // A filesystem without RENAME_NOREPLACE (some FUSE ones): the
-            // callers hold the mailbox lock, so nothing creates `to`
-            // between the check and the rename.
-            Err(nix::Error::EINVAL | nix::Error::ENOSYS) => {
-                if to_dir.exists(to)? {
-                    return Ok(false);
-                }
-                self.rename(from, to_dir, to)?;
-                Ok(true)
-            }
-            Err(e) => Err(Error::nix("rename", self.child_path(from), e)),
-        }
-    }
-
     /// The link count of a child; `None` if it does not exist.
     pub fn nlink(&self, name: &OsStr) -> Result<Option<u64>> {
         Ok(self.stat(name)?.map(|st| st.st_nlink))

@@ -775,6 +775,28 @@ impl IndexFile {
     }
 }
 
+/// Whether two open files are the same inode.
+pub(crate) fn same_file(a: &File, b: &File, path: &std::path::Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let ma = a.metadata().map_err(|e| Error::io("stat", path, e))?;
+    let mb = b.metadata().map_err(|e| Error::io("stat", path, e))?;
+    Ok(ma.dev() == mb.dev() && ma.ino() == mb.ino())
+}
+
+impl IndexFile {
+    /// Whether this is still the file at `.index` in `dir` (a repack or
+    /// reconstruct renames a new one over it); `None` when nothing is at
+    /// the path any more (a delete moved it away).
+    pub(crate) fn at_path(&self, dir: &Dir) -> Result<Option<bool>> {
+        let now = match dir.open_file(fsutil::os(INDEX_NAME.as_bytes()), OFlag::O_RDONLY) {
+            Ok(f) => f,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        same_file(&now, &self.file, &self.path).map(Some)
+    }
+}
+
 /// Records as they lie in the file, back to back.
 fn encode_records(records: &[Record]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(records.len() * RECORD_SIZE);

@@ -292,7 +292,7 @@ impl Mailbox {
             }
             drop(guard);
             let reopened = IndexFile::open_shared(&self.dir)?;
-            if same_file(&reopened.file, &self.index.file, &self.index.path)? {
+            if crate::index::same_file(&reopened.file, &self.index.file, &self.index.path)? {
                 // Marked superseded but still the file at the path: a
                 // replacement died between marking and renaming.
                 self.roll_back_interrupted_replace()?;
@@ -1396,7 +1396,9 @@ impl Mailbox {
     fn roll_back_interrupted_replace(&mut self) -> Result<()> {
         let (guard, h) = self.lock_open_file()?;
         let current = IndexFile::open_shared(&self.dir)?;
-        if h.is_superseded() && same_file(&current.file, &self.index.file, &self.index.path)? {
+        if h.is_superseded()
+            && crate::index::same_file(&current.file, &self.index.file, &self.index.path)?
+        {
             let mut fixed = h.clone();
             fixed.flags &= !crate::format::HF_SUPERSEDED;
             fixed.generation = h.generation + 1;
@@ -1461,14 +1463,6 @@ pub(crate) fn check_room(h: &Header, n: usize) -> Result<()> {
         return Err(Error::MailboxFull { limit });
     }
     Ok(())
-}
-
-/// Whether two open files are the same inode.
-fn same_file(a: &File, b: &File, path: &std::path::Path) -> Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let ma = a.metadata().map_err(|e| Error::io("stat", path, e))?;
-    let mb = b.metadata().map_err(|e| Error::io("stat", path, e))?;
-    Ok(ma.dev() == mb.dev() && ma.ino() == mb.ino())
 }
 
 /// Finds the end of the header block (the blank line) in a stream.

@@ -150,25 +150,6 @@ pub fn reconstruct(
     ))
 }
 
-/// Whether `idx` is the file now at `.index` in `dir`. `None` when no
-/// file is there any more (a delete moved it away).
-fn still_current(dir: &Dir, idx: &IndexFile) -> Result<Option<bool>> {
-    use std::os::unix::fs::MetadataExt;
-    let now = match dir.open_file(fsutil::os(INDEX_NAME.as_bytes()), OFlag::O_RDONLY) {
-        Ok(f) => f,
-        Err(e) if e.is_not_found() => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let a = now
-        .metadata()
-        .map_err(|e| Error::io("stat", &idx.path, e))?;
-    let b = idx
-        .file
-        .metadata()
-        .map_err(|e| Error::io("stat", &idx.path, e))?;
-    Ok(Some(a.dev() == b.dev() && a.ino() == b.ino()))
-}
-
 /// One attempt of [`reconstruct`]; `None` when the index was replaced
 /// (or created) by someone else meanwhile and the caller must start over.
 fn reconstruct_once(
@@ -194,7 +175,7 @@ fn reconstruct_once(
         None => None,
     };
     if let Some(idx) = &old {
-        match still_current(dir, idx)? {
+        match idx.at_path(dir)? {
             Some(true) => {}
             // Replaced while we waited: the file we hold is history.
             Some(false) => return Ok(None),

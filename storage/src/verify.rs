@@ -222,7 +222,7 @@ pub fn with_raw_view<T>(
         let view = read_raw(dir, &idx)?;
         if let Ok(hr) = &view.current
             && hr.header.is_superseded()
-            && !still_at_path(dir, &idx)?
+            && idx.at_path(dir)? != Some(true)
         {
             drop(guard);
             continue;
@@ -236,29 +236,6 @@ pub fn with_raw_view<T>(
         offset: 0,
         what: "index keeps being replaced".into(),
     })
-}
-
-/// True when `idx` is still the file named `.index` (a superseded mark on
-/// it means a replacement died before its rename; the next writer rolls
-/// the mark back, and a reader may use the file as it is).
-fn still_at_path(dir: &Dir, idx: &IndexFile) -> Result<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let now = match IndexFile::open_read_only(dir) {
-        Ok(i) => i,
-        Err(e) if e.is_not_found() => {
-            return Ok(false);
-        }
-        Err(e) => return Err(e),
-    };
-    let stat = |i: &IndexFile| {
-        i.file.metadata().map_err(|e| Error::Io {
-            op: "stat",
-            path: i.path.clone(),
-            source: e,
-        })
-    };
-    let (a, b) = (stat(&now)?, stat(idx)?);
-    Ok(a.dev() == b.dev() && a.ino() == b.ino())
 }
 
 fn read_raw(dir: &Dir, idx: &IndexFile) -> Result<RawView> {
