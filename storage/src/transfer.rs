@@ -575,7 +575,17 @@ fn commit_dst(
             let uid = plan.map[i].1;
             let target = message_file_name(uid);
             // A file at `target` is debris of a crashed commit (above the
-            // committed last_uid); the rename replaces it.
+            // committed last_uid): kept in quarantine, not replaced by the
+            // rename (files win over the index); the directory fsync below
+            // makes its move durable before the header counts the UID.
+            if dst.dir().exists(fsutil::os(target.as_bytes()))? {
+                crate::quarantine::keep(
+                    dst.dir(),
+                    dst.dir(),
+                    fsutil::os(target.as_bytes()),
+                    crate::quarantine::Reason::Uncommitted,
+                )?;
+            }
             s.stage.rename(
                 fsutil::os(s.name.as_bytes()),
                 dst.dir(),

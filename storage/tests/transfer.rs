@@ -354,3 +354,22 @@ fn opposite_moves_do_not_deadlock() {
     want.sort();
     assert_eq!(all, want, "every message exactly once");
 }
+
+/// A file left at the destination's next UID by a crashed commit is not
+/// replaced by COPY's rename: it goes to `.quarantine/` (files win over
+/// the index), and the copy lands under that UID.
+#[test]
+fn copy_keeps_debris_at_the_next_uid_in_quarantine() {
+    let (_t, s) = store();
+    let mut a = mbox(&s, "A");
+    let mut b = mbox(&s, "B");
+    add(&mut a, 1, Flags::empty(), &[]);
+    let dir = s.mailbox_path(&user(), &MailboxName::new("B").unwrap());
+    std::fs::write(dir.join("1."), b"Subject: debris\r\n\r\nx\r\n").unwrap();
+    let out = transfer::copy(&mut a, &[1], &mut b, None).unwrap();
+    assert_eq!(out.map, vec![(1, 1)]);
+    assert_eq!(b.read_message(1).unwrap(), msg(1));
+    let kept = storage::quarantine::list(&storage::fsutil::Dir::open_root(&dir).unwrap()).unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].original, "1.");
+}
