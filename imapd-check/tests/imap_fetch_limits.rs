@@ -481,9 +481,10 @@ fn endless_command_of_empty_literals_is_cut_off() {
     let mut c = Client::spawn(&spool, "alice");
     let start = Instant::now();
     c.send("a SELECT {0+}\r\n");
-    // 270 KB of lines (the limit is 256 KiB), each announcing an empty
-    // literal; what the server does not read fits in the pipe.
-    c.send(&" {0+}\r\n".repeat(45_000));
+    // 315 KB of lines (the limit is 256 KiB), each announcing an empty
+    // literal. The server stops reading at the limit and closes, so the
+    // tail may meet a closed pipe.
+    c.send_until_closed(&" {0+}\r\n".repeat(45_000));
     let got = lines_until_close(&mut c, Duration::from_secs(20));
     assert_eq!(
         got.first().map(String::as_str),
@@ -509,7 +510,7 @@ fn oversized_non_synchronizing_literal_is_refused_and_closed() {
     let mut c = Client::spawn(&spool, "alice");
     let start = Instant::now();
     c.send("a APPEND INBOX {4294967295+}\r\n");
-    c.send("From: x@y.example\r\nSubject: big\r\n\r\nthe start of 4 GiB\r\n");
+    c.send_until_closed("From: x@y.example\r\nSubject: big\r\n\r\nthe start of 4 GiB\r\n");
     let got = lines_until_close(&mut c, Duration::from_secs(20));
     let elapsed = start.elapsed();
     assert!(

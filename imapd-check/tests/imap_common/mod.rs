@@ -210,6 +210,21 @@ impl Client {
         self.w.flush().unwrap();
     }
 
+    /// Sends input the server may stop reading part-way (it refuses the
+    /// command and closes): a broken pipe ends the sending quietly, and
+    /// whether the whole input went is given back.
+    pub fn send_until_closed(&mut self, raw: &str) -> bool {
+        match self
+            .w
+            .write_all(raw.as_bytes())
+            .and_then(|()| self.w.flush())
+        {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => false,
+            Err(e) => panic!("send: {e}"),
+        }
+    }
+
     /// Sends a command; returns its untagged lines and the tagged line.
     pub fn cmd(&mut self, command: &str) -> (Vec<String>, String) {
         self.n += 1;
