@@ -19,6 +19,7 @@ pub mod mailbox;
 pub mod meta;
 pub mod names;
 pub mod quarantine;
+pub mod recent;
 pub mod recovery;
 mod repack_list;
 pub mod session;

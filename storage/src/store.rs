@@ -553,6 +553,7 @@ fn finish_delete_in_place(dir: &Dir) -> Result<()> {
     for (name, _) in dir.entries()? {
         if parse_message_file_name(&name).is_some()
             || name == b".meta"
+            || name == crate::recent::RECENT_NAME.as_bytes()
             || name == crate::dedup::DEDUP_NAME.as_bytes()
             || name == crate::dedup::DEDUP_TMP_NAME.as_bytes()
         {

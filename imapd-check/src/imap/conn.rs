@@ -30,6 +30,18 @@ pub(super) struct Selected {
     pub mbox: Mailbox,
     pub view: SessionView,
     pub read_only: bool,
+    /// The messages `\Recent` in this session.
+    pub recent: super::recent::Recent,
+}
+
+impl Selected {
+    /// Learns of new messages for `\Recent` (a SELECT claims them); the
+    /// `* N RECENT` line when anything was new.
+    pub(super) fn learn_recent(&mut self) -> Option<String> {
+        self.recent
+            .learn(&self.mbox, &self.view, !self.read_only)
+            .then(|| format!("* {} RECENT\r\n", self.recent.count(&self.view)))
+    }
 }
 
 pub struct Session {
@@ -317,9 +329,14 @@ impl Session {
                 Update::Expunge(seq) => self
                     .buf
                     .extend_from_slice(format!("* {seq} EXPUNGE\r\n").as_bytes()),
-                Update::Exists(n) => self
-                    .buf
-                    .extend_from_slice(format!("* {n} EXISTS\r\n").as_bytes()),
+                Update::Exists(n) => {
+                    self.buf
+                        .extend_from_slice(format!("* {n} EXISTS\r\n").as_bytes());
+                    // RFC 3501 7.3.2: the count of \Recent goes with it.
+                    if let Some(line) = self.sel.as_mut().and_then(Selected::learn_recent) {
+                        self.buf.extend_from_slice(line.as_bytes());
+                    }
+                }
                 Update::Flags(kw) => {
                     let read_only = self.sel.as_ref().is_some_and(|s| s.read_only);
                     self.write_flags(kw, read_only)
@@ -333,7 +350,8 @@ impl Session {
                 } => {
                     self.buf
                         .extend_from_slice(format!("* {seq} FETCH (UID {uid} FLAGS ").as_bytes());
-                    wire::flag_list(&mut self.buf, *flags, keywords);
+                    let recent = self.sel.as_ref().is_some_and(|s| s.recent.contains(*uid));
+                    wire::message_flags(&mut self.buf, *flags, recent, keywords);
                     if self.condstore {
                         self.buf
                             .extend_from_slice(format!(" MODSEQ ({modseq})").as_bytes());
@@ -345,11 +363,12 @@ impl Session {
     }
 
     /// FLAGS and PERMANENTFLAGS; a read-only mailbox (EXAMINE) has no
-    /// permanent flags (RFC 3501 6.3.2: `PERMANENTFLAGS ()`).
+    /// permanent flags (RFC 3501 6.3.2: `PERMANENTFLAGS ()`). `\Recent`
+    /// is in FLAGS, never in PERMANENTFLAGS: no client can set it (6.4.6).
     pub(super) fn write_flags(&mut self, keywords: &[String], read_only: bool) {
         let all = storage::Flags::SYSTEM;
         self.buf.extend_from_slice(b"* FLAGS ");
-        wire::flag_list(&mut self.buf, all, keywords);
+        wire::message_flags(&mut self.buf, all, true, keywords);
         if read_only {
             self.buf.extend_from_slice(
                 b"\r\n* OK [PERMANENTFLAGS ()] No permanent flags (read-only)\r\n",

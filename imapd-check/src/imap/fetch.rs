@@ -156,7 +156,7 @@ pub fn render(
     em: &mut Emitter,
     seq: u32,
     rec: &Record,
-    keywords: &[String],
+    (keywords, recent): (&[String], bool),
     items: &[MessageDataItemName],
     body: Option<Body>,
 ) -> Result<(), Broken> {
@@ -181,7 +181,7 @@ pub fn render(
         match item {
             MessageDataItemName::Flags => {
                 out.extend_from_slice(b"FLAGS ");
-                wire::flag_list(out, rec.flags, keywords);
+                wire::message_flags(out, rec.flags, recent, keywords);
             }
             MessageDataItemName::Uid => {
                 out.extend_from_slice(format!("UID {}", rec.uid).as_bytes())

@@ -42,6 +42,10 @@ pub(super) fn split_flags(flags: &[Flag]) -> Result<(Flags, Vec<String>), Fail> 
             Flag::Deleted => f = f.union(Flags::DELETED),
             Flag::Draft => f = f.union(Flags::DRAFT),
             Flag::Keyword(a) => kw.push(a.as_ref().to_string()),
+            // RFC 3501 2.3.2, 6.4.6: \Recent is the server's to set.
+            Flag::Extension(_) if fl.to_string().eq_ignore_ascii_case("\\Recent") => {
+                return bad("\\Recent cannot be set or cleared by a client");
+            }
             Flag::Extension(_) => return bad("Unknown system flag"),
         }
     }
@@ -157,8 +161,21 @@ impl Session {
             .iter()
             .find(|m| !m.record.flags.contains(Flags::SEEN))
             .map(|m| m.seq);
-        self.buf
-            .extend_from_slice(format!("* {} EXISTS\r\n* 0 RECENT\r\n", view.len()).as_bytes());
+        let mut sel = Selected {
+            name,
+            mbox,
+            view,
+            read_only,
+            recent: Default::default(),
+        };
+        // RFC 3501 6.3.1: SELECT claims the \Recent messages; EXAMINE
+        // (6.3.2) only shows those nobody claimed.
+        sel.learn_recent();
+        let recent = sel.recent.count(&sel.view);
+        let view = &sel.view;
+        self.buf.extend_from_slice(
+            format!("* {} EXISTS\r\n* {recent} RECENT\r\n", view.len()).as_bytes(),
+        );
         if let Some(s) = first_unseen {
             self.buf
                 .extend_from_slice(format!("* OK [UNSEEN {s}] First unseen\r\n").as_bytes());
@@ -172,12 +189,7 @@ impl Session {
             )
             .as_bytes(),
         );
-        self.sel = Some(Selected {
-            name,
-            mbox,
-            view,
-            read_only,
-        });
+        self.sel = Some(sel);
         if read_only {
             ok_code("READ-ONLY".into(), "EXAMINE completed")
         } else {
@@ -302,12 +314,15 @@ impl Session {
     ) -> Result<Done, Fail> {
         let user = self.user()?;
         let name = mailbox_name(m)?;
-        let h = self.store.open_mailbox(&user, &name)?.header()?;
+        let mut mbox = self.store.open_mailbox(&user, &name)?;
+        let h = mbox.header()?;
         let mut parts = Vec::new();
         for it in items {
             let v = match it {
                 StatusDataItemName::Messages => format!("MESSAGES {}", h.exists),
-                StatusDataItemName::Recent => "RECENT 0".to_string(),
+                StatusDataItemName::Recent => {
+                    format!("RECENT {}", self.status_recent(&mut mbox, &name, &h)?)
+                }
                 StatusDataItemName::UidNext => format!("UIDNEXT {}", h.last_uid + 1),
                 StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", h.uidvalidity),
                 StatusDataItemName::Unseen => format!("UNSEEN {}", h.exists.saturating_sub(h.seen)),
@@ -324,6 +339,35 @@ impl Session {
         self.buf
             .extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
         ok("STATUS completed")
+    }
+
+    /// STATUS RECENT (RFC 3501 6.3.10) without claiming anything: the
+    /// live messages nobody has claimed as `\Recent`, plus, for the
+    /// mailbox this session has selected read-write, those it claimed.
+    fn status_recent(
+        &self,
+        mbox: &mut storage::Mailbox,
+        name: &MailboxName,
+        h: &storage::Header,
+    ) -> Result<u32, Fail> {
+        let claimed = mbox.recent_claimed(h.uidvalidity).unwrap_or_else(|e| {
+            tracing::warn!("\\Recent not known: {e}");
+            h.last_uid
+        });
+        let mut n = 0;
+        if claimed < h.last_uid && h.exists > 0 {
+            let snap = mbox.snapshot()?;
+            n = snap.live_uids().iter().filter(|&&u| u > claimed).count() as u32;
+        }
+        if let Some(sel) = self
+            .sel
+            .as_ref()
+            .filter(|s| &s.name == name && !s.read_only)
+            && sel.view.uidvalidity() == h.uidvalidity
+        {
+            n += sel.recent.count(&sel.view);
+        }
+        Ok(n)
     }
 
     /// The user's limit from the store's config (`quota`, `quota.USER`)

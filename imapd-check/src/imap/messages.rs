@@ -170,7 +170,14 @@ impl Session {
             let body = prepared
                 .as_ref()
                 .map(|(file, structure)| fetch::Body { file, structure });
-            if let Err(broken) = fetch::render(&mut em, seq, &rec, &kw, items, body) {
+            if let Err(broken) = fetch::render(
+                &mut em,
+                seq,
+                &rec,
+                (&kw, sel.recent.contains(uid)),
+                items,
+                body,
+            ) {
                 drop(em);
                 let path = prepared.as_ref().map(|(f, _)| f.path.clone());
                 return Err(self.broken_literal(broken, uid, path));
@@ -293,9 +300,10 @@ impl Session {
                     line.extend_from_slice(format!("UID {u} ").as_bytes());
                 }
                 line.extend_from_slice(b"FLAGS ");
-                super::wire::flag_list(
+                super::wire::message_flags(
                     &mut line,
                     rec.flags,
+                    sel.recent.contains(*u),
                     &sel.view.keyword_names(&rec.keywords),
                 );
                 if self.condstore {
@@ -342,13 +350,14 @@ impl Session {
         let mut hits = Vec::new();
         let mut max_modseq = 0;
         for m in sel.view.iter().filter(|m| !m.expunged) {
-            let c = Candidate::new(
+            let mut c = Candidate::new(
                 m.seq,
                 m.record,
                 sel.view.keyword_names(&m.record.keywords),
                 (max_seq, max_uid),
                 &open,
             );
+            c.recent = sel.recent.contains(m.uid);
             let hit = criteria.iter().all(|k| search::matches(k, &c));
             if let Some(e) = c.failed.into_inner() {
                 // A message that could not be read (or does not match its

@@ -24,6 +24,8 @@ pub struct Candidate<'a> {
     header: OnceCell<Vec<u8>>,
     /// What went wrong reading the message; the SEARCH then fails.
     pub failed: RefCell<Option<Error>>,
+    /// `\Recent` in this session (RFC 3501 2.3.2).
+    pub recent: bool,
 }
 
 impl<'a> Candidate<'a> {
@@ -44,6 +46,7 @@ impl<'a> Candidate<'a> {
             file: OnceCell::new(),
             header: OnceCell::new(),
             failed: RefCell::new(None),
+            recent: false,
         }
     }
 
@@ -225,8 +228,11 @@ pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
         SearchKey::And(keys) => keys.as_ref().iter().all(|k| matches(k, c)),
         SearchKey::Or(a, b) => matches(a, c) || matches(b, c),
         SearchKey::Not(k) => !matches(k, c),
-        SearchKey::All | SearchKey::Old => true,
-        SearchKey::New | SearchKey::Recent => false,
+        SearchKey::All => true,
+        // RFC 3501 6.4.4: NEW is RECENT UNSEEN, OLD is NOT RECENT.
+        SearchKey::Recent => c.recent,
+        SearchKey::New => c.recent && !f.contains(Flags::SEEN),
+        SearchKey::Old => !c.recent,
         SearchKey::SequenceSet(s) => set_contains(s, c.seq, c.max_seq),
         SearchKey::Uid(s) => set_contains(s, c.rec.uid, c.max_uid),
         SearchKey::Answered => f.contains(Flags::ANSWERED),

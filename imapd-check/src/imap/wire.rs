@@ -48,9 +48,21 @@ pub fn mailbox(out: &mut Vec<u8>, name: &str) {
 
 /// `(\Seen $Label ...)`.
 pub fn flag_list(out: &mut Vec<u8>, flags: Flags, keywords: &[String]) {
+    message_flags(out, flags, false, keywords)
+}
+
+/// A message's `(\Seen \Recent $Label ...)`: `\Recent` is a session
+/// property (RFC 3501 2.3.2), not stored with the record.
+pub fn message_flags(out: &mut Vec<u8>, flags: Flags, recent: bool, keywords: &[String]) {
     out.push(b'(');
     let mut first = true;
-    for n in flags.intersect(Flags::SYSTEM).names() {
+    let recent = recent.then_some("\\Recent");
+    for n in flags
+        .intersect(Flags::SYSTEM)
+        .names()
+        .into_iter()
+        .chain(recent)
+    {
         if !first {
             out.push(b' ');
         }

@@ -1,0 +1,145 @@
+//! RFC 3501 base behaviour that an imaptest-like compliance suite checks,
+//! through the real server binary (issue 16, "failure causes").
+
+mod imap_common;
+
+use imap_common::*;
+use storage::{AppendOptions, MailboxName, UserName};
+
+fn untagged<'a>(lines: &'a [String], prefix: &str) -> Vec<&'a str> {
+    lines
+        .iter()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| l.as_str())
+        .collect()
+}
+
+fn search(c: &mut Client, q: &str) -> String {
+    let lines = c.ok(q);
+    untagged(&lines, "* SEARCH")
+        .first()
+        .map(|l| l.trim_end().to_string())
+        .unwrap_or_default()
+}
+
+fn append(spool: &std::path::Path, user: &str, mailbox: &str, raw: &[u8]) -> u32 {
+    let store = storage::Store::open(spool, storage::Options::default()).unwrap();
+    let mut m = store
+        .open_mailbox(
+            &UserName::new(user).unwrap(),
+            &MailboxName::new(mailbox).unwrap(),
+        )
+        .unwrap();
+    m.append(raw, AppendOptions::default()).unwrap()
+}
+
+/// RFC 3501 2.3.2, 6.3.1, 6.3.2, 6.3.10, 6.4.4, 7.3.2: `\Recent` is set in
+/// exactly one session, the first to be told of the message. EXAMINE and
+/// STATUS report it without claiming; SELECT claims; a session that learns
+/// of new mail (NOOP) claims what nobody has; SEARCH RECENT/NEW/OLD follow
+/// it; FLAGS lists it, PERMANENTFLAGS does not, STORE cannot set it.
+#[test]
+fn recent_is_claimed_by_exactly_one_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    seed_messages(&spool, "rc", 2);
+
+    let mut watcher = Client::spawn(&spool, "rc");
+    let st = watcher.ok("STATUS INBOX (MESSAGES RECENT)");
+    assert_eq!(
+        untagged(&st, "* STATUS"),
+        ["* STATUS \"INBOX\" (MESSAGES 2 RECENT 2)"]
+    );
+
+    // EXAMINE shows them \Recent and claims nothing.
+    let mut ex = Client::spawn(&spool, "rc");
+    let lines = ex.ok("EXAMINE INBOX");
+    assert!(lines.contains(&"* 2 RECENT".to_string()), "{lines:?}");
+    let f = ex.ok("FETCH 1:* FLAGS");
+    assert_eq!(
+        f,
+        [
+            "* 1 FETCH (FLAGS (\\Recent))",
+            "* 2 FETCH (FLAGS (\\Recent))"
+        ]
+    );
+    ex.ok("LOGOUT");
+
+    // The first SELECT claims both.
+    let mut a = Client::spawn(&spool, "rc");
+    let lines = a.ok("SELECT INBOX");
+    assert!(lines.contains(&"* 2 RECENT".to_string()), "{lines:?}");
+    let flags_line = untagged(&lines, "* FLAGS")[0].to_string();
+    assert!(flags_line.contains("\\Recent"), "{flags_line}");
+    let perm = untagged(&lines, "* OK [PERMANENTFLAGS")[0].to_string();
+    assert!(!perm.contains("\\Recent"), "{perm}");
+    assert_eq!(search(&mut a, "SEARCH RECENT"), "* SEARCH 1 2");
+    assert_eq!(search(&mut a, "SEARCH OLD"), "* SEARCH");
+    a.ok("STORE 1 +FLAGS.SILENT (\\Seen)");
+    assert_eq!(search(&mut a, "SEARCH NEW"), "* SEARCH 2");
+    let f = a.ok("FETCH 1 FLAGS");
+    assert_eq!(f, ["* 1 FETCH (FLAGS (\\Seen \\Recent))"]);
+    // RFC 3501 6.4.6: \Recent is not the client's to change.
+    let (_, tagged) = a.cmd("STORE 1 -FLAGS (\\Recent)");
+    assert!(tagged.contains(" BAD "), "{tagged}");
+    let (_, tagged) = a.cmd("STORE 2 +FLAGS (\\Recent)");
+    assert!(tagged.contains(" BAD "), "{tagged}");
+
+    // A second SELECT gets none of them.
+    let mut b = Client::spawn(&spool, "rc");
+    let lines = b.ok("SELECT INBOX");
+    assert!(lines.contains(&"* 0 RECENT".to_string()), "{lines:?}");
+    assert_eq!(search(&mut b, "SEARCH RECENT"), "* SEARCH");
+    assert_eq!(search(&mut b, "SEARCH OLD"), "* SEARCH 1 2");
+    assert_eq!(b.ok("FETCH 2 FLAGS"), ["* 2 FETCH (FLAGS ())"]);
+
+    // New mail: STATUS counts it without claiming it; the first selected
+    // session told of it (here b, at NOOP) claims it.
+    append(&spool, "rc", "INBOX", &message(7));
+    let st = watcher.ok("STATUS INBOX (RECENT)");
+    assert_eq!(untagged(&st, "* STATUS"), ["* STATUS \"INBOX\" (RECENT 1)"]);
+    let n = b.ok("NOOP");
+    assert_eq!(n, ["* 3 EXISTS", "* 1 RECENT"]);
+    assert_eq!(search(&mut b, "UID SEARCH RECENT"), "* SEARCH 3");
+    let n = a.ok("NOOP");
+    assert_eq!(n, ["* 3 EXISTS", "* 2 RECENT"], "a keeps its own two");
+    assert_eq!(search(&mut a, "SEARCH RECENT"), "* SEARCH 1 2");
+    let st = watcher.ok("STATUS INBOX (RECENT)");
+    assert_eq!(untagged(&st, "* STATUS"), ["* STATUS \"INBOX\" (RECENT 0)"]);
+    // STATUS of the selected mailbox counts this session's own.
+    let st = a.ok("STATUS INBOX (RECENT)");
+    assert_eq!(untagged(&st, "* STATUS"), ["* STATUS \"INBOX\" (RECENT 2)"]);
+}
+
+/// RFC 3501 2.3.2 with the store's `.recent` file (docs/FORMAT.md §8)
+/// damaged: it reads as "nothing claimed" (every message is \Recent to the
+/// next SELECT) and the claim rewrites it; a file of another UIDVALIDITY
+/// likewise claims nothing.
+#[test]
+fn a_damaged_recent_file_means_nothing_claimed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    seed_messages(&spool, "rd", 3);
+    let mut a = Client::spawn(&spool, "rd");
+    assert!(a.ok("SELECT INBOX").contains(&"* 3 RECENT".to_string()));
+    a.ok("LOGOUT");
+    let file = spool.join("rd/INBOX/.recent");
+    let mut bytes = std::fs::read(&file).unwrap();
+    assert_eq!(bytes.len(), 20);
+    bytes[12] ^= 0xff; // the claimed UID, now failing the CRC
+    std::fs::write(&file, &bytes).unwrap();
+    let mut b = Client::spawn(&spool, "rd");
+    assert!(b.ok("SELECT INBOX").contains(&"* 3 RECENT".to_string()));
+    b.ok("LOGOUT");
+    let mut c = Client::spawn(&spool, "rd");
+    assert!(c.ok("SELECT INBOX").contains(&"* 0 RECENT".to_string()));
+    c.ok("LOGOUT");
+    // Another UIDVALIDITY's claim does not count.
+    let mut other = std::fs::read(&file).unwrap();
+    other[8] ^= 1;
+    let crc = crc32fast::hash(&other[..16]);
+    other[16..20].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&file, &other).unwrap();
+    let mut d = Client::spawn(&spool, "rd");
+    assert!(d.ok("SELECT INBOX").contains(&"* 3 RECENT".to_string()));
+}
