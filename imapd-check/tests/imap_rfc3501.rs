@@ -33,6 +33,14 @@ fn append(spool: &std::path::Path, user: &str, mailbox: &str, raw: &[u8]) -> u32
     m.append(raw, AppendOptions::default()).unwrap()
 }
 
+/// A fresh spool whose INBOX of `user` holds `n` messages.
+fn spool_with(user: &str, n: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    seed_messages(&spool, user, n);
+    (tmp, spool)
+}
+
 /// RFC 3501 2.3.2, 6.3.1, 6.3.2, 6.3.10, 6.4.4, 7.3.2: `\Recent` is set in
 /// exactly one session, the first to be told of the message. EXAMINE and
 /// STATUS report it without claiming; SELECT claims; a session that learns
@@ -40,9 +48,7 @@ fn append(spool: &std::path::Path, user: &str, mailbox: &str, raw: &[u8]) -> u32
 /// it; FLAGS lists it, PERMANENTFLAGS does not, STORE cannot set it.
 #[test]
 fn recent_is_claimed_by_exactly_one_session() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spool = tmp.path().join("spool");
-    seed_messages(&spool, "rc", 2);
+    let (_tmp, spool) = spool_with("rc", 2);
 
     let mut watcher = Client::spawn(&spool, "rc");
     let st = watcher.ok("STATUS INBOX (MESSAGES RECENT)");
@@ -117,9 +123,7 @@ fn recent_is_claimed_by_exactly_one_session() {
 /// likewise claims nothing.
 #[test]
 fn a_damaged_recent_file_means_nothing_claimed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spool = tmp.path().join("spool");
-    seed_messages(&spool, "rd", 3);
+    let (_tmp, spool) = spool_with("rd", 3);
     let mut a = Client::spawn(&spool, "rd");
     assert!(a.ok("SELECT INBOX").contains(&"* 3 RECENT".to_string()));
     a.ok("LOGOUT");
@@ -142,4 +146,118 @@ fn a_damaged_recent_file_means_nothing_claimed() {
     std::fs::write(&file, &other).unwrap();
     let mut d = Client::spawn(&spool, "rd");
     assert!(d.ok("SELECT INBOX").contains(&"* 3 RECENT".to_string()));
+}
+
+/// RFC 3501 2.2 asks for CRLF, but servers (Dovecot, Cyrus) accept a
+/// command line ending in a bare LF, literals announced as `{n}\n`
+/// included; a malformed command stays BAD.
+#[test]
+fn bare_lf_command_lines_are_accepted() {
+    let (_tmp, spool) = spool_with("lf", 1);
+    let mut c = Client::spawn(&spool, "lf");
+    c.send("a1 NOOP\n");
+    assert_eq!(c.line(), "a1 OK NOOP completed");
+    c.send("a2 SELECT {5}\n");
+    assert!(c.line().starts_with("+ "));
+    c.send("INBOX\n");
+    let mut lines = Vec::new();
+    loop {
+        let l = c.line();
+        if l.starts_with("a2 ") {
+            assert!(l.starts_with("a2 OK"), "{l}");
+            break;
+        }
+        lines.push(l);
+    }
+    assert!(lines.contains(&"* 1 EXISTS".to_string()), "{lines:?}");
+    c.send("a3 UID FETCH 1 (UID)\n");
+    assert_eq!(c.line(), "* 1 FETCH (UID 1)");
+    assert!(c.line().starts_with("a3 OK"));
+    c.send("a4 FETCH 1 (UID\n");
+    assert!(c.line().starts_with("a4 BAD"));
+    c.send("a5 NOOP \n");
+    assert!(
+        c.line().starts_with("a5 BAD"),
+        "trailing space stays an error"
+    );
+    c.ok("LOGOUT");
+}
+
+/// RFC 3501 6.3.9: `LSUB "" a/%` with `a/b/c` subscribed and `a/b` not
+/// lists `a/b` as \Noselect; `*` lists only what is subscribed. RFC 3501
+/// 6.3.8: `LIST "" ""` gives the delimiter and the reference's root;
+/// `%` stops at the delimiter, `*` does not, the reference is prefixed.
+#[test]
+fn lsub_lists_unsubscribed_parents_as_noselect() {
+    let (_tmp, spool) = spool_with("ls", 1);
+    let mut c = Client::spawn(&spool, "ls");
+    c.ok("CREATE a/b/c");
+    c.ok("CREATE a/x");
+    c.ok("SUBSCRIBE a/b/c");
+    c.ok("SUBSCRIBE a/x");
+    let l = c.ok("LSUB \"\" a/%");
+    assert_eq!(
+        l,
+        [
+            "* LSUB (\\Noselect \\HasChildren) \"/\" \"a/b\"",
+            "* LSUB (\\HasNoChildren) \"/\" \"a/x\""
+        ]
+    );
+    let l = c.ok("LSUB \"\" %");
+    assert_eq!(l, ["* LSUB (\\Noselect \\HasChildren) \"/\" \"a\""]);
+    let l = c.ok("LSUB \"\" *");
+    assert_eq!(
+        l,
+        [
+            "* LSUB (\\HasNoChildren) \"/\" \"a/b/c\"",
+            "* LSUB (\\HasNoChildren) \"/\" \"a/x\""
+        ]
+    );
+    // A subscribed parent is listed as what it is.
+    c.ok("SUBSCRIBE a/b");
+    let l = c.ok("LSUB \"a/\" %");
+    assert_eq!(
+        l,
+        [
+            "* LSUB (\\Noselect \\HasChildren) \"/\" \"a/b\"",
+            "* LSUB (\\HasNoChildren) \"/\" \"a/x\""
+        ],
+        "a/b exists only as a parent directory, so it stays \\Noselect"
+    );
+    c.ok("CREATE a/b");
+    c.ok("UNSUBSCRIBE a/x");
+    let l = c.ok("LSUB \"\" a/%");
+    assert_eq!(l, ["* LSUB (\\HasChildren) \"/\" \"a/b\""]);
+
+    assert_eq!(c.ok("LIST \"\" \"\""), ["* LIST (\\Noselect) \"/\" \"\""]);
+    assert_eq!(
+        c.ok("LIST \"a/b\" \"\""),
+        ["* LIST (\\Noselect) \"/\" \"a/\""]
+    );
+    assert_eq!(
+        c.ok("LIST \"\" %"),
+        [
+            "* LIST (\\HasNoChildren) \"/\" \"INBOX\"",
+            "* LIST (\\Noselect \\HasChildren) \"/\" \"a\""
+        ]
+    );
+    assert_eq!(
+        c.ok("LIST a/ %"),
+        [
+            "* LIST (\\HasChildren) \"/\" \"a/b\"",
+            "* LIST (\\HasNoChildren) \"/\" \"a/x\""
+        ]
+    );
+    assert_eq!(
+        c.ok("LIST \"\" a/*"),
+        [
+            "* LIST (\\HasChildren) \"/\" \"a/b\"",
+            "* LIST (\\HasNoChildren) \"/\" \"a/b/c\"",
+            "* LIST (\\HasNoChildren) \"/\" \"a/x\""
+        ]
+    );
+    assert_eq!(
+        c.ok("LIST \"\" inbox"),
+        ["* LIST (\\HasNoChildren) \"/\" \"INBOX\""]
+    );
 }

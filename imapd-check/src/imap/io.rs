@@ -205,6 +205,7 @@ impl Input {
                 }
                 Err(e) => return Err(e),
             };
+            let line = crlf(line);
             lines_total += line.len();
             cmd.extend_from_slice(&line);
             if lines_total > limits.command_lines {
@@ -275,6 +276,18 @@ impl Input {
     }
 }
 
+/// A line ending in a bare LF made to end in CRLF. RFC 3501 requires
+/// CRLF; Dovecot and Cyrus accept a bare LF (some scripted clients and
+/// test suites send one), and so does this server. Only the line's end is
+/// touched: a CR or LF inside a literal is data and never passes here.
+pub fn crlf(mut line: Vec<u8>) -> Vec<u8> {
+    if line.ends_with(b"\n") && !line.ends_with(b"\r\n") {
+        line.pop();
+        line.extend_from_slice(b"\r\n");
+    }
+    line
+}
+
 /// `{123}` or `{123+}` at the end of a line: (length, synchronizing).
 fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
     let l = line.strip_suffix(b"\n")?;
@@ -342,6 +355,9 @@ mod tests {
         assert_eq!(literal_announcement(b"a NOOP\r\n"), None);
         assert_eq!(literal_announcement(b"a X {}\r\n"), None);
         assert_eq!(tag_of(b"a1 NOOP\r\n").as_deref(), Some("a1"));
+        assert_eq!(crlf(b"a NOOP\n".to_vec()), b"a NOOP\r\n");
+        assert_eq!(crlf(b"a NOOP\r\n".to_vec()), b"a NOOP\r\n");
+        assert_eq!(crlf(b"a {3}\n".to_vec()), b"a {3}\r\n");
         assert_eq!(tag_of(b"* NOOP\r\n"), None);
         assert_eq!(command_name(b"a UID fetch 1 x"), "fetch");
     }

@@ -52,17 +52,40 @@ pub(super) fn split_flags(flags: &[Flag]) -> Result<(Flags, Vec<String>), Fail> 
     Ok((f, kw))
 }
 
-/// IMAP LIST wildcard match: `*` anything, `%` anything but `/`.
+/// IMAP LIST wildcard match (RFC 3501 6.3.8): `*` anything, `%`
+/// anything but the delimiter `/`. One pass over the pattern keeping the
+/// set of name positions reachable, so the cost is bounded by pattern ×
+/// name length whatever the client sends (no backtracking blow-up).
 fn wildcard(pat: &[u8], name: &[u8]) -> bool {
-    match pat.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|i| wildcard(rest, &name[i..])),
-        Some((b'%', rest)) => {
-            let stop = name.iter().position(|&b| b == b'/').unwrap_or(name.len());
-            (0..=stop).any(|i| wildcard(rest, &name[i..]))
+    let n = name.len();
+    let mut at = vec![false; n + 1];
+    at[0] = true;
+    for &p in pat {
+        let mut next = vec![false; n + 1];
+        match p {
+            b'*' | b'%' => {
+                let mut reach = false;
+                for i in 0..=n {
+                    reach |= at[i];
+                    next[i] = reach;
+                    // `%` cannot run over a delimiter.
+                    if p == b'%' && i < n && name[i] == b'/' {
+                        reach = false;
+                    }
+                }
+            }
+            c => {
+                for i in 0..n {
+                    next[i + 1] = at[i] && name[i] == c;
+                }
+            }
         }
-        Some((&c, rest)) => name.first() == Some(&c) && wildcard(rest, &name[1..]),
+        at = next;
+        if !at.contains(&true) {
+            return false;
+        }
     }
+    at[n]
 }
 
 /// Canonical `INBOX` prefix in a pattern (INBOX is case-insensitive).
@@ -125,6 +148,7 @@ impl Session {
                 let Some(line) = self.input.read_line(self.limits.line).map_err(Fail::from)? else {
                     return Err(Fail::Stop(super::conn::Stop::Logout));
                 };
+                let line = super::io::crlf(line);
                 match AuthenticateDataCodec::default().decode(&line) {
                     Ok((_, AuthenticateData::Continue(s))) => s.declassify().to_vec(),
                     Ok((_, AuthenticateData::Cancel)) => return bad("Authentication cancelled"),
@@ -254,11 +278,14 @@ impl Session {
         };
         let pattern = String::from_utf8_lossy(pattern).into_owned();
         if pattern.is_empty() {
-            if !lsub {
-                self.buf
-                    .extend_from_slice(b"* LIST (\\Noselect) \"/\" \"\"\r\n");
-            }
-            return ok("LIST completed");
+            // RFC 3501 6.3.8: the hierarchy delimiter and the root name of
+            // the reference (its first level with the delimiter, or "").
+            let root = reference.find('/').map_or("", |i| &reference[..=i]);
+            self.buf
+                .extend_from_slice(format!("* {what} (\\Noselect) \"/\" ").as_bytes());
+            wire::mailbox(&mut self.buf, root);
+            self.buf.extend_from_slice(b"\r\n");
+            return ok(&format!("{what} completed"));
         }
         let full = canonical_pattern(&format!("{reference}{pattern}"));
         let boxes: BTreeSet<String> = self
@@ -280,7 +307,28 @@ impl Session {
         } else {
             BTreeSet::new()
         };
-        let names: &BTreeSet<String> = if lsub { &subs } else { &all };
+        // RFC 3501 6.3.9: with `%`, an unsubscribed parent of a subscribed
+        // name the pattern stops above is listed, as \Noselect.
+        let mut lsub_parents = BTreeSet::new();
+        if lsub {
+            for sub in &subs {
+                if wildcard(full.as_bytes(), sub.as_bytes()) {
+                    continue;
+                }
+                let mut p = sub.as_str();
+                while let Some((parent, _)) = p.rsplit_once('/') {
+                    if !subs.contains(parent) && wildcard(full.as_bytes(), parent.as_bytes()) {
+                        lsub_parents.insert(parent.to_string());
+                    }
+                    p = parent;
+                }
+            }
+        }
+        let names: BTreeSet<&String> = if lsub {
+            subs.iter().chain(&lsub_parents).collect()
+        } else {
+            all.iter().collect()
+        };
         for name in names {
             if !wildcard(full.as_bytes(), name.as_bytes()) {
                 continue;
@@ -291,7 +339,7 @@ impl Session {
                     && o.as_bytes()[name.len()] == b'/'
             });
             let mut attrs = Vec::new();
-            if !boxes.contains(name) {
+            if !boxes.contains(name) || lsub_parents.contains(name) {
                 attrs.push("\\Noselect");
             }
             attrs.push(if children {
@@ -440,6 +488,18 @@ mod tests {
         assert!(!wildcard(b"%", b"a/b"));
         assert!(wildcard(b"a/%", b"a/b"));
         assert!(wildcard(b"INBOX", b"INBOX"));
+        assert!(wildcard(b"a%c", b"abc"));
+        assert!(!wildcard(b"a%c", b"a/c"));
+        assert!(wildcard(b"a*c", b"a/c"));
+        assert!(wildcard(b"%/%", b"a/b"));
+        assert!(!wildcard(b"%/%", b"a/b/c"));
+        assert!(wildcard(b"*/c", b"a/b/c"));
+        assert!(wildcard(b"%", b""));
+        assert!(!wildcard(b"a", b""));
+        assert!(!wildcard(b"", b"a"));
+        // No backtracking blow-up on a hostile pattern.
+        let pat = "*a".repeat(2000);
+        assert!(!wildcard(pat.as_bytes(), "a".repeat(1999).as_bytes()));
         assert_eq!(canonical_pattern("inbox/x"), "INBOX/x");
         assert_eq!(canonical_pattern("inboxes"), "inboxes");
     }
