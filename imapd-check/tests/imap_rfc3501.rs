@@ -261,3 +261,99 @@ fn lsub_lists_unsubscribed_parents_as_noselect() {
         ["* LIST (\\HasNoChildren) \"/\" \"INBOX\""]
     );
 }
+
+/// Appends each message (LF line ends made CRLF) to a fresh INBOX of
+/// `user` and opens a session with it selected.
+fn session_with(user: &str, msgs: &[&str]) -> (tempfile::TempDir, Client) {
+    let (tmp, spool) = spool_with(user, 0);
+    for m in msgs {
+        append(&spool, user, "INBOX", m.replace('\n', "\r\n").as_bytes());
+    }
+    let mut c = Client::spawn(&spool, user);
+    c.ok("SELECT INBOX");
+    (tmp, c)
+}
+
+/// RFC 3501 7.4.2, ENVELOPE: Sender and Reply-To absent or empty take the
+/// From value; groups give start and end markers (a group of only a
+/// comment invents no address); a source route gives the at-domain-list;
+/// a comment after a bare address is its name; quoted local parts are
+/// unquoted, encoded words kept as written, a missing domain is NIL.
+#[test]
+fn envelope_address_corner_cases() {
+    let d = "Date: Thu, 15 Feb 2007 01:02:03 +0200\n";
+    let msgs = [
+        format!(
+            "Message-ID: <msg@id>\nIn-Reply-To: <reply@to.id>\n{d}Subject: subject header\nFrom: From Real <fromuser@fromdomain.org>\nTo: To Real <touser@todomain.org>\nCc: Cc Real <ccuser@ccdomain.org>\nBcc: Bcc Real <bccuser@bccdomain.org>\nSender: Sender Real <senderuser@senderdomain.org>\nReply-To: ReplyTo Real <replytouser@replytodomain.org>\n\nbody\n"
+        ),
+        format!("{d}From: user@domain\n\nbody\n"),
+        format!(
+            "{d}From: user@domain (Real Name)\nTo: group: g1@d1.org, g2@d2.org;, group2: g3@d3.org;\nCc: group:;, group2: (foo) ;\n\nbody\n"
+        ),
+        format!("{d}From: user@domain (Real Name)\nSender: \nReply-To: \n\nbody\n"),
+        format!("{d}From: <@route:user@domain>\n\nbody\n"),
+        format!(
+            "{d}From: \"Doe, John\" <\"john doe\"@x.org>\nTo: undisclosed-recipients:;\nCc: =?utf-8?q?J=C3=B6rg?= <j@y.org>, nohost\nBcc: <plain@z.org>,\n other@z.org\n\nbody\n"
+        ),
+    ];
+    let refs: Vec<&str> = msgs.iter().map(String::as_str).collect();
+    let (_tmp, mut c) = session_with("env", &refs);
+    let lines = c.ok("FETCH 1:* ENVELOPE");
+    let date = "\"Thu, 15 Feb 2007 01:02:03 +0200\"";
+    let rn = "((\"Real Name\" NIL \"user\" \"domain\"))";
+    let expected = [
+        format!(
+            "* 1 FETCH (ENVELOPE ({date} \"subject header\" ((\"From Real\" NIL \"fromuser\" \"fromdomain.org\")) ((\"Sender Real\" NIL \"senderuser\" \"senderdomain.org\")) ((\"ReplyTo Real\" NIL \"replytouser\" \"replytodomain.org\")) ((\"To Real\" NIL \"touser\" \"todomain.org\")) ((\"Cc Real\" NIL \"ccuser\" \"ccdomain.org\")) ((\"Bcc Real\" NIL \"bccuser\" \"bccdomain.org\")) \"<reply@to.id>\" \"<msg@id>\"))"
+        ),
+        format!(
+            "* 2 FETCH (ENVELOPE ({date} NIL ((NIL NIL \"user\" \"domain\")) ((NIL NIL \"user\" \"domain\")) ((NIL NIL \"user\" \"domain\")) NIL NIL NIL NIL NIL))"
+        ),
+        format!(
+            "* 3 FETCH (ENVELOPE ({date} NIL {rn} {rn} {rn} ((NIL NIL \"group\" NIL)(NIL NIL \"g1\" \"d1.org\")(NIL NIL \"g2\" \"d2.org\")(NIL NIL NIL NIL)(NIL NIL \"group2\" NIL)(NIL NIL \"g3\" \"d3.org\")(NIL NIL NIL NIL)) ((NIL NIL \"group\" NIL)(NIL NIL NIL NIL)(NIL NIL \"group2\" NIL)(NIL NIL NIL NIL)) NIL NIL NIL))"
+        ),
+        format!("* 4 FETCH (ENVELOPE ({date} NIL {rn} {rn} {rn} NIL NIL NIL NIL NIL))"),
+        format!(
+            "* 5 FETCH (ENVELOPE ({date} NIL ((NIL \"@route\" \"user\" \"domain\")) ((NIL \"@route\" \"user\" \"domain\")) ((NIL \"@route\" \"user\" \"domain\")) NIL NIL NIL NIL NIL))"
+        ),
+        format!(
+            "* 6 FETCH (ENVELOPE ({date} NIL ((\"Doe, John\" NIL \"john doe\" \"x.org\")) ((\"Doe, John\" NIL \"john doe\" \"x.org\")) ((\"Doe, John\" NIL \"john doe\" \"x.org\")) ((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)) ((\"=?utf-8?q?J=C3=B6rg?=\" NIL \"j\" \"y.org\")(NIL NIL \"nohost\" NIL)) ((NIL NIL \"plain\" \"z.org\")(NIL NIL \"other\" \"z.org\")) NIL NIL))"
+        ),
+    ];
+    assert_eq!(lines, expected);
+}
+
+/// RFC 3501 6.4.4, SEARCH FROM/TO/CC/BCC: a substring of the address with
+/// comments and folding removed, or of the display name (a comment after
+/// a bare address standing for it), or of a group's name.
+#[test]
+fn search_addresses_ignore_comments_and_folding() {
+    let (_tmp, mut c) = session_with(
+        "sa",
+        &[
+            "From: user-from@domain.org\nTo: user-to@domain.org\nCc: user-cc@domain.org\n\nbody\n",
+            "From: RealFrom <user-from@domain.org>\nTo: RealTo <user-to@domain.org>\n\nbody2\n",
+            "From: <user-from (comment)@ (comment) domain.org>\nTo: <user-to@\n domain.org>\n\nbody3\n",
+            "From: user-from@domain.org (RealFrom)\nTo: user-to@domain.org (RealTo)\n\nbody4\n",
+            "From: user-from1@domain.org, user-from2@domain.org\nCc: user-cc@domain.org\n\nbody5\n",
+            "To: groupname: groupuser1@domain.org, groupuser2@domain.org;,\n  groupname2: groupuser3@domain.org;\n\nbody6\n",
+        ],
+    );
+    for (q, want) in [
+        ("FROM user-from@domain.org", "* SEARCH 1 2 3 4"),
+        ("TO user-to@domain.org", "* SEARCH 1 2 3 4"),
+        ("CC user-cc@domain.org", "* SEARCH 1 5"),
+        ("FROM realfrom", "* SEARCH 2 4"),
+        ("FROM ealfro", "* SEARCH 2 4"),
+        ("FROM ser-fro", "* SEARCH 1 2 3 4 5"),
+        ("FROM comment", "* SEARCH"),
+        ("FROM user-from2", "* SEARCH 5"),
+        ("TO groupname2", "* SEARCH 6"),
+        ("TO groupuser3", "* SEARCH 6"),
+        ("TO groupuser4", "* SEARCH"),
+        ("HEADER TO \"\"", "* SEARCH 1 2 3 4 6"),
+        ("HEADER CC \"\"", "* SEARCH 1 5"),
+        ("HEADER BCC \"\"", "* SEARCH"),
+    ] {
+        assert_eq!(search(&mut c, &format!("SEARCH {q}")), want, "{q}");
+    }
+}

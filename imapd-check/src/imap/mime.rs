@@ -7,10 +7,9 @@
 
 use std::io;
 
-use mail_parser::{
-    Address, ContentType, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders,
-};
+use mail_parser::{ContentType, Message, MessageParser, MessagePart, MimeHeaders};
 
+use super::address;
 use super::emit::Emitter;
 use super::structure::{self, Kind, Source, Structure};
 use super::wire::{nstring, string};
@@ -44,13 +43,6 @@ impl<'x> Headers<'x> {
         let end = (h.offset_end as usize).min(raw.len());
         Some(trim(raw.get((h.offset_start as usize).min(end)..end)?))
     }
-    fn header_value(&self, name: &str) -> Option<&HeaderValue<'x>> {
-        self.part()?
-            .headers
-            .iter()
-            .find(|h| h.name.as_str().eq_ignore_ascii_case(name))
-            .map(|h| &h.value)
-    }
 }
 
 fn trim(b: &[u8]) -> &[u8] {
@@ -77,21 +69,28 @@ fn nstring_unfolded(out: &mut Vec<u8>, v: Option<&[u8]>) {
     nstring(out, v.map(unfold).as_deref());
 }
 
+/// ENVELOPE (RFC 3501 7.4.2). Sender and Reply-To absent or empty take
+/// the From value; address lists come from [`address::parse`].
 pub fn envelope(out: &mut Vec<u8>, n: &Headers) {
     out.push(b'(');
     nstring_unfolded(out, n.raw_header("Date"));
     out.push(b' ');
     nstring_unfolded(out, n.raw_header("Subject"));
-    let from = n.header_value("From");
-    for (i, name) in ["From", "Sender", "Reply-To", "To", "Cc", "Bcc"]
-        .iter()
-        .enumerate()
-    {
+    let list = |name: &str| {
+        n.raw_header(name)
+            .map(|v| address::parse(&unfold(v)))
+            .unwrap_or_default()
+    };
+    let from = list("From");
+    for name in ["From", "Sender", "Reply-To", "To", "Cc", "Bcc"] {
         out.push(b' ');
-        let v = n
-            .header_value(name)
-            .or(if (1..=2).contains(&i) { from } else { None });
-        addresses(out, v);
+        let items = list(name);
+        let items = if items.is_empty() && matches!(name, "Sender" | "Reply-To") {
+            &from
+        } else {
+            &items
+        };
+        addresses(out, items);
     }
     out.push(b' ');
     nstring_unfolded(out, n.raw_header("In-Reply-To"));
@@ -100,56 +99,41 @@ pub fn envelope(out: &mut Vec<u8>, n: &Headers) {
     out.push(b')');
 }
 
-fn address(out: &mut Vec<u8>, name: Option<&str>, addr: Option<&str>) {
-    out.push(b'(');
-    nstring(out, name.map(str::as_bytes));
-    out.extend_from_slice(b" NIL ");
-    let (mbox, host) = match addr {
-        Some(a) => match a.rsplit_once('@') {
-            Some((m, h)) => (Some(m), Some(h)),
-            None => (Some(a), None),
-        },
-        None => (None, None),
-    };
-    nstring(out, mbox.map(str::as_bytes));
-    out.push(b' ');
-    nstring(out, host.map(str::as_bytes));
-    out.push(b')');
-}
-
-fn addresses(out: &mut Vec<u8>, v: Option<&HeaderValue>) {
-    let before = out.len();
-    out.push(b'(');
-    match v {
-        Some(HeaderValue::Address(Address::List(list))) => {
-            for a in list {
-                address(out, a.name.as_deref(), a.address.as_deref());
-            }
-        }
-        Some(HeaderValue::Address(Address::Group(groups))) => {
-            for g in groups {
-                if let Some(gname) = &g.name {
-                    // RFC 3501 group syntax: start marker, members, end marker.
-                    out.extend_from_slice(b"(NIL NIL ");
-                    string(out, gname.as_bytes());
-                    out.extend_from_slice(b" NIL)");
-                }
-                for a in &g.addresses {
-                    address(out, a.name.as_deref(), a.address.as_deref());
-                }
-                if g.name.is_some() {
-                    out.extend_from_slice(b"(NIL NIL NIL NIL)");
-                }
-            }
-        }
-        _ => {}
-    }
-    if out.len() == before + 1 {
-        out.truncate(before);
+/// An address list: `NIL` when empty; a group as its start marker
+/// `(NIL NIL name NIL)`, its members, and the end marker.
+fn addresses(out: &mut Vec<u8>, items: &[address::Item]) {
+    if items.is_empty() {
         out.extend_from_slice(b"NIL");
-    } else {
-        out.push(b')');
+        return;
     }
+    out.push(b'(');
+    for it in items {
+        match it {
+            address::Item::Mailbox {
+                name,
+                route,
+                mailbox,
+                host,
+            } => {
+                out.push(b'(');
+                nstring(out, name.as_deref());
+                out.push(b' ');
+                nstring(out, route.as_deref());
+                out.push(b' ');
+                string(out, mailbox);
+                out.push(b' ');
+                nstring(out, host.as_deref());
+                out.push(b')');
+            }
+            address::Item::GroupStart(name) => {
+                out.extend_from_slice(b"(NIL NIL ");
+                string(out, name);
+                out.extend_from_slice(b" NIL)");
+            }
+            address::Item::GroupEnd => out.extend_from_slice(b"(NIL NIL NIL NIL)"),
+        }
+    }
+    out.push(b')');
 }
 
 fn params(

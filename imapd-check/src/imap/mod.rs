@@ -7,6 +7,7 @@
 //! loopback TCP port with LOGIN / AUTHENTICATE PLAIN against a password
 //! file (`--listen`, one thread per connection).
 
+pub mod address;
 pub mod auth;
 pub mod conn;
 pub mod emit;

@@ -6,6 +6,7 @@ use imap_codec::imap_types::search::SearchKey;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use storage::{Error, Flags, Record};
 
+use super::address;
 use super::msgfile::MessageFile;
 use super::structure::{self, CHUNK, Source};
 use super::wire::days_from_civil;
@@ -192,6 +193,21 @@ fn header_has(c: &Candidate, name: &[u8], needle: &[u8]) -> bool {
         .any(|v| contains_ci(v, needle))
 }
 
+/// SEARCH FROM/TO/CC/BCC (RFC 3501 6.4.4): a substring of the addresses
+/// as `Name <local@host>` with comments and folding removed (as Dovecot
+/// matches), so `user@domain.org` finds `<user (c)@ (c) domain.org>`. A
+/// value that holds no address at all is matched as written.
+fn address_has(c: &Candidate, name: &[u8], needle: &[u8]) -> bool {
+    header_values(c.header(), name).iter().any(|v| {
+        let items = address::parse(v);
+        if items.is_empty() {
+            contains_ci(v, needle)
+        } else {
+            contains_ci(&address::search_text(&items), needle)
+        }
+    })
+}
+
 fn day(unix: i64) -> i64 {
     unix.div_euclid(86_400)
 }
@@ -261,10 +277,10 @@ pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
         SearchKey::SentBefore(d) => sent_day(c) < date_days(d.as_ref()),
         SearchKey::SentOn(d) => sent_day(c) == date_days(d.as_ref()),
         SearchKey::SentSince(d) => sent_day(c) >= date_days(d.as_ref()),
-        SearchKey::From(s) => header_has(c, b"From", s.as_ref()),
-        SearchKey::To(s) => header_has(c, b"To", s.as_ref()),
-        SearchKey::Cc(s) => header_has(c, b"Cc", s.as_ref()),
-        SearchKey::Bcc(s) => header_has(c, b"Bcc", s.as_ref()),
+        SearchKey::From(s) => address_has(c, b"From", s.as_ref()),
+        SearchKey::To(s) => address_has(c, b"To", s.as_ref()),
+        SearchKey::Cc(s) => address_has(c, b"Cc", s.as_ref()),
+        SearchKey::Bcc(s) => address_has(c, b"Bcc", s.as_ref()),
         SearchKey::Subject(s) => header_has(c, b"Subject", s.as_ref()),
         SearchKey::Header(name, s) => {
             let vals = header_values(c.header(), name.as_ref());
