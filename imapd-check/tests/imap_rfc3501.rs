@@ -357,3 +357,81 @@ fn search_addresses_ignore_comments_and_folding() {
         assert_eq!(search(&mut c, &format!("SEARCH {q}")), want, "{q}");
     }
 }
+
+/// RFC 6851 3.3 and RFC 3501 6.4.7: MOVE and COPY into the selected
+/// mailbox. COPY answers COPYUID and the copies arrive as EXISTS; MOVE
+/// sends COPYUID in an untagged OK before the EXPUNGEs of the originals,
+/// then EXISTS for the copies, which keep their flags. A second session
+/// sees the same end state.
+#[test]
+fn copy_and_move_into_the_selected_mailbox() {
+    let (_tmp, spool) = spool_with("mv", 3);
+    let mut c = Client::spawn(&spool, "mv");
+    c.ok("SELECT INBOX");
+    c.ok("STORE 1 +FLAGS.SILENT (\\Flagged)");
+    let lines = c.ok("COPY 3 INBOX");
+    assert_eq!(lines, ["* 4 EXISTS", "* 4 RECENT"]);
+    let (_, tagged) = c.cmd("NOOP");
+    assert!(tagged.contains("OK"));
+    let (lines, tagged) = c.cmd("MOVE 1:2 INBOX");
+    assert!(tagged.ends_with("OK MOVE completed"), "{tagged}");
+    let copyuid = lines.iter().position(|l| l.starts_with("* OK [COPYUID "));
+    let first_expunge = lines.iter().position(|l| l.ends_with(" EXPUNGE"));
+    assert!(
+        copyuid.is_some() && copyuid < first_expunge,
+        "COPYUID before the expunges: {lines:?}"
+    );
+    let uv = lines[copyuid.unwrap()]
+        .split(' ')
+        .nth(3)
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        lines[copyuid.unwrap()],
+        format!("* OK [COPYUID {uv} 1:2 5:6] Moved")
+    );
+    let mut model = Model {
+        msgs: (1..=4).map(|u| (Some(u), None)).collect(),
+    };
+    model.apply(&lines);
+    assert!(lines.contains(&"* 4 EXISTS".to_string()), "{lines:?}");
+    model.apply(&c.ok("FETCH 1:* (UID FLAGS)"));
+    let got: Vec<(u32, Vec<String>)> = model
+        .msgs
+        .iter()
+        .map(|(u, f)| (u.unwrap(), f.clone().unwrap()))
+        .collect();
+    let f = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        got,
+        [
+            (3, f(&["\\Recent"])),
+            (4, f(&["\\Recent"])),
+            (5, f(&["\\Flagged", "\\Recent"])),
+            (6, f(&["\\Recent"])),
+        ]
+    );
+    // UID MOVE of a single message within the mailbox.
+    let lines = c.ok("UID MOVE 5 INBOX");
+    assert_eq!(
+        lines,
+        [
+            format!("* OK [COPYUID {uv} 5 7] Moved"),
+            "* 3 EXPUNGE".to_string(),
+            "* 4 EXISTS".to_string(),
+            "* 4 RECENT".to_string(),
+        ]
+    );
+    let mut other = Client::spawn(&spool, "mv");
+    let lines = other.ok("EXAMINE INBOX");
+    assert!(lines.contains(&"* 4 EXISTS".to_string()), "{lines:?}");
+    assert_eq!(
+        other.ok("UID FETCH 1:* (FLAGS)"),
+        [
+            "* 1 FETCH (UID 3 FLAGS ())",
+            "* 2 FETCH (UID 4 FLAGS ())",
+            "* 3 FETCH (UID 6 FLAGS ())",
+            "* 4 FETCH (UID 7 FLAGS (\\Flagged))",
+        ]
+    );
+}

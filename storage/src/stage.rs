@@ -70,6 +70,14 @@ impl Unowned {
 fn unowned(stage: &Dir, want: impl Fn(u64) -> bool) -> Result<Vec<Unowned>> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
+    // Inodes this call holds locked, with how many of their staged names
+    // it took: a second staged name of the same inode (a message moved
+    // within its own mailbox, staged while its append's staged name was
+    // still there) fails the probe against our own lock, yet is just as
+    // unowned. It is taken only while the inode also has a name outside
+    // `.stage` (its `UID.`), so two staged names of one inode are never
+    // both dropped: the last one is judged as before (quarantine).
+    let mut held = std::collections::HashMap::new();
     for (name, _) in stage.entries()? {
         let os = fsutil::os(&name);
         if !stage.nlink(os)?.is_some_and(&want) {
@@ -81,9 +89,16 @@ fn unowned(stage: &Dir, want: impl Fn(u64) -> bool) -> Result<Vec<Unowned>> {
         };
         let path = stage.child_path(os);
         if crate::lock::lock(file.as_fd(), LockKind::Exclusive, Duration::ZERO, &path).is_err() {
-            continue;
+            let ours = file.metadata().is_ok_and(|m| {
+                held.get(&(m.dev(), m.ino()))
+                    .is_some_and(|&n: &u64| m.nlink() > n + 1)
+            });
+            if !ours {
+                continue;
+            }
         }
         let Ok(meta) = file.metadata() else { continue };
+        *held.entry((meta.dev(), meta.ino())).or_insert(0) += 1;
         // Zero: unlinked by someone else meanwhile.
         if meta.nlink() == 0 || !want(meta.nlink()) {
             continue;

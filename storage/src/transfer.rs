@@ -124,8 +124,9 @@ pub fn copy(
 /// Moves `uids` from `src` to `dst`: a copy plus an expunge of the
 /// sources, atomic as seen by every session of either mailbox, even
 /// across a crash (see the module comment). Same all-or-nothing rule as
-/// [`copy`]. Moving into the same mailbox is refused
-/// ([`Error::InvalidName`]). Quota: pass `None` when source and
+/// [`copy`]. Source and destination may be two handles of one mailbox
+/// (the copies are appended and the originals expunged, one lock held
+/// throughout). Quota: pass `None` when source and
 /// destination share a quota root (the move frees what it adds).
 pub fn move_messages(
     src: &mut Mailbox,
@@ -189,13 +190,6 @@ fn transfer(
     mode: Mode,
 ) -> Result<CopyOutcome> {
     let same = dir_id(src.dir())? == dir_id(dst.dir())?;
-    if same && mode == Mode::Move {
-        return Err(Error::InvalidName {
-            kind: "mailbox",
-            name: dst.name().to_string(),
-            reason: "source and destination of a move are the same mailbox",
-        });
-    }
     let points = match mode {
         Mode::Copy => &COPY_POINTS,
         Mode::Move => &MOVE_POINTS,
@@ -304,13 +298,23 @@ fn transfer(
                     limit: MAX_JOURNAL_BYTES,
                 });
             }
-            match move_locked(src, &hs, dst, &hd, &plan, &mut staged, &journal) {
+            let moved = if same {
+                move_within(dst, &hd, &plan, &mut staged, &journal)
+            } else {
+                move_locked(src, &hs, dst, &hd, &plan, &mut staged, &journal)
+            };
+            match moved {
                 Ok(h) => h,
                 Err(e) => {
                     // Settle from what reached the files: forward if the
                     // destination committed, back otherwise. If this fails
                     // too, the next locker of either mailbox settles.
-                    if let Err(e2) = settle(src, dst, &journal) {
+                    let settled = if same {
+                        settle_within(dst, &journal)
+                    } else {
+                        settle(src, dst, &journal)
+                    };
+                    if let Err(e2) = settled {
                         tracing::warn!(error = %e2, "could not settle a failed move; left for the next locker");
                     }
                     return Err(e);
@@ -539,6 +543,70 @@ fn move_locked(
             format!("move committed but settled as {other:?}"),
         )),
     }
+}
+
+/// A move within one mailbox (RFC 6851 and RFC 3501 allow MOVE and COPY
+/// into the selected mailbox), under its one exclusive lock: the journal,
+/// then the copies committed together with both `HF_MOVE_OUT` and
+/// `HF_MOVE_IN` in one header, then [`settle_within`] expunges the
+/// originals. A crash before that header leaves only the originals; after
+/// it, the next locker rolls forward (PROTOCOL.md §6a).
+fn move_within(
+    m: &mut Mailbox,
+    h: &Header,
+    plan: &Plan,
+    staged: &mut [Staged],
+    journal: &Journal,
+) -> Result<Header> {
+    // The commit's directory fsync makes the journal's name durable
+    // before the header that flags it; its bytes are fdatasynced here.
+    journal.write(m.dir(), m.durability() == Durability::Full)?;
+    fault::point("move.after_journal")?;
+    let committed = commit_dst(m, h, plan, staged, HF_MOVE_OUT | HF_MOVE_IN, &MOVE_POINTS)?;
+    match settle_within(m, journal)? {
+        Settled::Forward => Ok(committed),
+        other => Err(Error::corrupt(
+            m.index_path(),
+            0,
+            format!("move within the mailbox committed but settled as {other:?}"),
+        )),
+    }
+}
+
+/// [`settle`] for a move whose source and destination are one mailbox
+/// (its exclusive lock held): both flags were set by one commit, so
+/// either the copies are committed (expunge the originals, clear the
+/// flags) or nothing is.
+fn settle_within(m: &mut Mailbox, j: &Journal) -> Result<Settled> {
+    let h = m.index.read_header()?;
+    let mine = Journal::load(m.dir()).is_some_and(|x| x.token == j.token);
+    let out = h.flags & HF_MOVE_OUT != 0 && mine;
+    let inn = h.flags & HF_MOVE_IN != 0 && mine;
+    let durable = m.durability() == Durability::Full;
+    let result = match (out, inn) {
+        (true, true) => {
+            expunge_sources(m, &h, j, durable)?;
+            fault::point("move.after_src_expunge")?;
+            let h = m.index.read_header()?;
+            clear_flag(m, &h, HF_MOVE_IN, durable)?;
+            fault::point("move.after_dst_clear")?;
+            Settled::Forward
+        }
+        (true, false) => {
+            clear_flag(m, &h, HF_MOVE_OUT, durable)?;
+            Settled::Back
+        }
+        (false, true) => {
+            clear_flag(m, &h, HF_MOVE_IN, durable)?;
+            Settled::DstOnly
+        }
+        (false, false) => Settled::Nothing,
+    };
+    j.unlink_if_mine(m.dir())?;
+    if result != Settled::Forward && result != Settled::Nothing {
+        tracing::warn!(mailbox = %j.src_name, ?result, "settled an interrupted move within a mailbox");
+    }
+    Ok(result)
 }
 
 /// Appends the planned records to `dst` (lock held), as an append does:
@@ -860,6 +928,15 @@ pub(crate) fn resolve_pending(mb: &mut Mailbox) -> Result<()> {
         clear_flag(mb, &h, HF_MOVE_OUT | HF_MOVE_IN, durable)?;
         return Ok(());
     };
+    if j.src_name == j.dst_name
+        && j.src_uidvalidity == j.dst_uidvalidity
+        && j.src_uidvalidity == h.uidvalidity
+    {
+        // A move within this very mailbox: one lock is both.
+        settle_within(mb, &j)?;
+        drop(g);
+        return Ok(());
+    }
     drop(g);
     let (other_name, other_uv) = if is_src {
         (&j.dst_name, j.dst_uidvalidity)

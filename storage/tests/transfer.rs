@@ -263,8 +263,10 @@ fn quota_refusal_leaves_both_unchanged() {
     transfer::copy(&mut a, &[1, 2], &mut b, Some(q)).unwrap();
 }
 
+/// RFC 3501 6.4.7 and RFC 6851 3.3 allow COPY and MOVE into the selected
+/// mailbox: a copy appends; a move appends and expunges the originals.
 #[test]
-fn same_mailbox_copy_appends_and_move_is_refused() {
+fn same_mailbox_copy_appends_and_move_moves() {
     let (_t, s) = store();
     let mut a = mbox(&s, "INBOX");
     let mut a2 = mbox(&s, "INBOX");
@@ -277,8 +279,25 @@ fn same_mailbox_copy_appends_and_move_is_refused() {
         (l[1].1, l[1].2.clone(), l[1].3.clone()),
         (Flags::SEEN, vec!["X".to_string()], msg(1))
     );
-    let r = transfer::move_messages(&mut a, &[1], &mut a2, None);
-    assert!(matches!(r, Err(Error::InvalidName { .. })), "{r:?}");
+    let out = transfer::move_messages(&mut a, &[1], &mut a2, None).unwrap();
+    assert_eq!(out.map, vec![(1, 3)]);
+    let l = live(&mut a);
+    assert_eq!(l.iter().map(|m| m.0).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(
+        (l[1].1, l[1].2.clone(), l[1].3.clone()),
+        (Flags::SEEN, vec!["X".to_string()], msg(1))
+    );
+    let h = a.header().unwrap();
+    assert!(!h.has_pending_move());
+    assert_eq!((h.exists, h.last_uid, h.seen), (2, 3, 2));
+    assert!(
+        !s.mailbox_path(&user(), &MailboxName::inbox())
+            .join(".move")
+            .exists()
+    );
+    // All or nothing here too.
+    let r = transfer::move_messages(&mut a, &[2, 1], &mut a2, None);
+    assert!(matches!(r, Err(Error::Expunged(1))), "{r:?}");
     assert_eq!(live(&mut a).len(), 2);
     // Empty UID list: nothing to do, still reports UIDVALIDITY.
     let mut b = mbox(&s, "B");

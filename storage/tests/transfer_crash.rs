@@ -87,6 +87,12 @@ fn transfer_crash_child() {
     let r = match role.as_str() {
         "copy" => transfer::copy(&mut a, MOVED, &mut b, None),
         "move" => transfer::move_messages(&mut a, MOVED, &mut b, None),
+        // RFC 6851 3.3: a move within A (two handles of one mailbox).
+        "move-within" => {
+            let mut a2 = open(&s, "A");
+            transfer::move_messages(&mut a, MOVED, &mut a2, None)
+        }
+        "read-a" => a.snapshot().map(|_| Default::default()),
         // Only look: a reader that may have to settle a pending move.
         "read-b" => b.snapshot().map(|_| Default::default()),
 
@@ -213,16 +219,7 @@ fn check(spool: &Path, op: &str, done: bool, first: &str, ctx: &str) {
             snap.records.iter().all(|r| r.modseq <= h.highestmodseq),
             "{ctx}"
         );
-        let mut files: Vec<u32> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| {
-                let n = e.unwrap().file_name().into_string().unwrap();
-                n.strip_suffix('.')?.parse().ok()
-            })
-            .collect();
-        files.sort();
-        let uids: Vec<u32> = snap.records.iter().map(|r| r.uid).collect();
-        assert_eq!(files, uids, "{ctx}: {name} files vs records");
+        files_match_records(&dir, &snap, &format!("{ctx}: {name}"));
     }
     // Still usable: move everything left in A to B, then all is in B.
     let mut a = open(&s, "A");
@@ -397,5 +394,126 @@ fn find_mailbox_after_a_parent_rename() {
         assert_eq!(in_src.len(), 2, "{child} -> {renamed}");
         assert_eq!(in_dst.len(), 3, "{child} -> {renamed}");
         assert!(in_src.keys().all(|k| !in_dst.contains_key(k)));
+    }
+}
+
+/// After a move within A (RFC 6851 3.3): A as a fresh session sees it
+/// (its first lock settles): every message once, under its old UID or its
+/// new one (PROTOCOL.md §6a, "MOVE within one mailbox").
+fn check_within(spool: &Path, done: bool, ctx: &str) {
+    let s = store_at(spool);
+    let mut m = open(&s, "A");
+    let snap = m.snapshot().unwrap();
+    assert!(!snap.header.has_pending_move(), "{ctx}: flag left");
+    let mut live: Vec<(u32, Vec<u8>, Flags)> = snap
+        .records
+        .iter()
+        .filter(|r| !r.is_expunged())
+        .map(|r| (r.uid, m.read_message(r.uid).unwrap(), r.flags))
+        .collect();
+    let uids: Vec<u32> = live.iter().map(|l| l.0).collect();
+    let want: Vec<u32> = if done {
+        vec![2, 4, 6, 7, 8]
+    } else {
+        vec![1, 2, 3, 4, 5]
+    };
+    assert_eq!(uids, want, "{ctx}");
+    live.sort_by(|a, b| a.1.cmp(&b.1));
+    let bodies: Vec<Vec<u8>> = live.iter().map(|l| l.1.clone()).collect();
+    assert_eq!(bodies, (1..=5).map(msg).collect::<Vec<_>>(), "{ctx}");
+    for (i, l) in live.iter().enumerate() {
+        let seen = (i + 1) % 2 == 1;
+        assert_eq!(l.2.contains(Flags::SEEN), seen, "{ctx}: flags travel");
+    }
+    let h = &snap.header;
+    assert_eq!(
+        (h.exists, h.seen),
+        (5, 3),
+        "{ctx}: header counters agree with the records"
+    );
+    // A fresh handle: `m` may still hold the message files it read.
+    drop(m);
+    let mut m = open(&s, "A");
+    m.recover().unwrap();
+    let dir = s.mailbox_path(&user(), &MailboxName::new("A").unwrap());
+    assert_eq!(
+        std::fs::read_dir(dir.join(".stage")).unwrap().count(),
+        0,
+        "{ctx}: stage after recover"
+    );
+    files_match_records(&dir, &m.snapshot().unwrap(), ctx);
+}
+
+/// Every `UID.` file in `dir` has a record and every record its file.
+fn files_match_records(dir: &Path, snap: &storage::mailbox::Snapshot, ctx: &str) {
+    let mut files: Vec<u32> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().into_string().unwrap();
+            n.strip_suffix('.')?.parse().ok()
+        })
+        .collect();
+    files.sort();
+    let uids: Vec<u32> = snap.records.iter().map(|r| r.uid).collect();
+    assert_eq!(files, uids, "{ctx}: files vs records");
+}
+
+/// Committed once the header holding the copies (and both flags) is
+/// written.
+fn is_done_within(point: &str) -> bool {
+    is_done("move", point)
+}
+
+/// RFC 6851 3.3: a MOVE is atomic. Killed at each point, the mailbox holds
+/// every message once.
+#[test]
+fn kill_a_move_within_one_mailbox_at_every_point() {
+    for point in points_of("move") {
+        let ctx = format!("move within killed at {point}");
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = tmp.path().join("spool");
+        prefill(&spool);
+        let (status, out) = spawn_child(&spool, "move-within", &format!("{point}=kill"));
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{ctx}: {out}");
+        check_within(&spool, is_done_within(point), &ctx);
+    }
+}
+
+/// An error at each point: the mover settles before it returns.
+#[test]
+fn error_in_a_move_within_one_mailbox_at_every_point() {
+    for point in points_of("move") {
+        let ctx = format!("move within failing at {point}");
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = tmp.path().join("spool");
+        prefill(&spool);
+        let (status, out) = spawn_child(&spool, "move-within", &format!("{point}=error"));
+        assert!(status.success(), "{ctx}: {out}");
+        assert!(
+            out.contains(&format!("CHILD-RESULT injected {point}")),
+            "{ctx}: {out}"
+        );
+        check_within(&spool, is_done_within(point), &ctx);
+    }
+}
+
+/// The mover dies after its commit, a reader settling it dies too, the
+/// next reader finishes.
+#[test]
+fn kill_the_settling_reader_of_a_move_within() {
+    for resolver in [
+        "move.after_src_records",
+        "move.after_src_expunge",
+        "move.after_dst_clear",
+    ] {
+        let ctx = format!("reader killed at {resolver}");
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = tmp.path().join("spool");
+        prefill(&spool);
+        let (status, out) = spawn_child(&spool, "move-within", "move.after_dst_commit=kill");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{ctx}: {out}");
+        let (status, out) = spawn_child(&spool, "read-a", &format!("{resolver}=kill"));
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{ctx}: reader {out}");
+        check_within(&spool, true, &ctx);
     }
 }
