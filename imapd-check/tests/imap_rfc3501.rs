@@ -435,3 +435,158 @@ fn copy_and_move_into_the_selected_mailbox() {
         ]
     );
 }
+
+/// The items of the one FETCH response a command gives: (name, value),
+/// literals and quoted strings unwrapped, read from the raw response.
+fn fetch_items(c: &mut Client, cmd: &str) -> Vec<(String, Vec<u8>)> {
+    c.send(&format!("x {cmd}\r\n"));
+    let mut raw = Vec::new();
+    // Bytes of a literal still to come: lines inside it are data.
+    let mut in_literal = 0usize;
+    loop {
+        let l = c.raw_line().expect("server closed");
+        raw.extend_from_slice(&l);
+        let rest = if in_literal >= l.len() {
+            in_literal -= l.len();
+            continue;
+        } else {
+            let r = &l[in_literal..];
+            in_literal = 0;
+            r
+        };
+        if let Some(open) = rest.iter().rposition(|&b| b == b'{')
+            && rest.ends_with(b"}\r\n")
+        {
+            in_literal = std::str::from_utf8(&rest[open + 1..rest.len() - 3])
+                .unwrap()
+                .parse()
+                .unwrap();
+            continue;
+        }
+        if rest.starts_with(b"x ") {
+            assert!(
+                rest.starts_with(b"x OK"),
+                "{}",
+                String::from_utf8_lossy(rest)
+            );
+            break;
+        }
+    }
+    // `NAME {n}\r\nBYTES` or `NAME "str"` or `NAME NIL` items after "FETCH (".
+    let mut out = Vec::new();
+    let start = raw.windows(7).position(|w| w == b"FETCH (").unwrap() + 7;
+    let mut i = start;
+    while i < raw.len() && raw[i] != b')' {
+        let sp = i + raw[i..].iter().position(|&b| b == b' ').unwrap();
+        // Section names may hold spaces inside [..].
+        let mut name_end = sp;
+        if let Some(br) = raw[i..sp].iter().position(|&b| b == b'[') {
+            let close = i + br + raw[i + br..].iter().position(|&b| b == b']').unwrap();
+            name_end = close + 1 + raw[close..].iter().position(|&b| b == b' ').unwrap() - 1;
+        }
+        let name = String::from_utf8_lossy(&raw[i..name_end]).into_owned();
+        i = name_end + 1;
+        let value;
+        if raw[i] == b'{' {
+            let close = i + raw[i..].iter().position(|&b| b == b'}').unwrap();
+            let n: usize = std::str::from_utf8(&raw[i + 1..close])
+                .unwrap()
+                .parse()
+                .unwrap();
+            value = raw[close + 3..close + 3 + n].to_vec();
+            i = close + 3 + n;
+        } else if raw[i] == b'"' {
+            let close = i + 1 + raw[i + 1..].iter().position(|&b| b == b'"').unwrap();
+            value = raw[i + 1..close].to_vec();
+            i = close + 1;
+        } else {
+            let end = i + raw[i..]
+                .iter()
+                .position(|&b| b == b' ' || b == b')')
+                .unwrap();
+            value = raw[i..end].to_vec();
+            i = end;
+        }
+        out.push((name, value));
+        if raw[i] == b' ' {
+            i += 1;
+        }
+    }
+    out
+}
+
+fn crlf(s: &str) -> Vec<u8> {
+    s.replace('\n', "\r\n").into_bytes()
+}
+
+/// RFC 3501 6.4.5, body sections of nested messages: `n.TEXT` of a
+/// message/rfc822 part is everything after its header, the epilogue of
+/// its multipart included; `n.MIME` is the part's MIME header, `n.HEADER`
+/// the encapsulated message's; `2.1` counts inside the encapsulated
+/// multipart; partial fetches clip at the end (`<origin>` beyond it is
+/// empty). The message is imaptest's fetch-body-mime case.
+#[test]
+fn nested_message_sections_keep_the_epilogue() {
+    let raw = "From: user@domain.org\nDate: Sat, 24 Mar 2007 23:00:00 +0200\nMime-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"foo\n bar\"\n\nRoot MIME prologue\n\n--foo bar\nContent-Type: text/x-myown; charset=us-ascii\n\nhello\n\n--foo bar\nContent-Type: message/rfc822\n\nFrom: sub@domain.org\nDate: Sun, 12 Aug 2012 12:34:56 +0300\nSubject: submsg\nContent-Type: multipart/alternative; boundary=\"sub1\"\n\nSub MIME prologue\n--sub1\nContent-Type: text/html\n\n<p>Hello world</p>\n\n--sub1\nContent-Type: text/plain\n\nHello another world\n\n--sub1--\nSub MIME epilogue\n\n--foo bar--\nRoot MIME epilogue\n";
+    let (_tmp, mut c) = session_with("sec", &[raw]);
+    let inner_header = "From: sub@domain.org\nDate: Sun, 12 Aug 2012 12:34:56 +0300\nSubject: submsg\nContent-Type: multipart/alternative; boundary=\"sub1\"\n\n";
+    let inner_text = "Sub MIME prologue\n--sub1\nContent-Type: text/html\n\n<p>Hello world</p>\n\n--sub1\nContent-Type: text/plain\n\nHello another world\n\n--sub1--\nSub MIME epilogue\n";
+    let items = fetch_items(
+        &mut c,
+        "FETCH 1 (BODY.PEEK[1] BODY.PEEK[1.MIME] BODY.PEEK[2] BODY.PEEK[2.MIME] BODY.PEEK[2.HEADER] BODY.PEEK[2.HEADER.FIELDS (from subject X-foo)] BODY.PEEK[2.HEADER.FIELDS.NOT (from subject X-foo)] BODY.PEEK[2.TEXT] BODY.PEEK[2.1.MIME] BODY.PEEK[2.1] BODY.PEEK[2.2.MIME] BODY.PEEK[2.2] BODY.PEEK[2.2.TEXT] BODY.PEEK[3])",
+    );
+    let want: Vec<(&str, Vec<u8>)> = vec![
+        ("BODY[1]", crlf("hello\n")),
+        (
+            "BODY[1.MIME]",
+            crlf("Content-Type: text/x-myown; charset=us-ascii\n\n"),
+        ),
+        ("BODY[2]", crlf(&format!("{inner_header}{inner_text}"))),
+        ("BODY[2.MIME]", crlf("Content-Type: message/rfc822\n\n")),
+        ("BODY[2.HEADER]", crlf(inner_header)),
+        (
+            "BODY[2.HEADER.FIELDS (from subject X-foo)]",
+            crlf("From: sub@domain.org\nSubject: submsg\n\n"),
+        ),
+        (
+            "BODY[2.HEADER.FIELDS.NOT (from subject X-foo)]",
+            crlf(
+                "Date: Sun, 12 Aug 2012 12:34:56 +0300\nContent-Type: multipart/alternative; boundary=\"sub1\"\n\n",
+            ),
+        ),
+        ("BODY[2.TEXT]", crlf(inner_text)),
+        ("BODY[2.1.MIME]", crlf("Content-Type: text/html\n\n")),
+        ("BODY[2.1]", crlf("<p>Hello world</p>\n")),
+        ("BODY[2.2.MIME]", crlf("Content-Type: text/plain\n\n")),
+        ("BODY[2.2]", crlf("Hello another world\n")),
+        // A part that is not a message has no TEXT (RFC 3501 6.4.5).
+        ("BODY[2.2.TEXT]", b"NIL".to_vec()),
+        ("BODY[3]", b"NIL".to_vec()),
+    ];
+    let got: Vec<(String, Vec<u8>)> = items;
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for ((gn, gv), (wn, wv)) in got.iter().zip(&want) {
+        assert_eq!(gn, wn);
+        assert_eq!(
+            String::from_utf8_lossy(gv),
+            String::from_utf8_lossy(wv),
+            "{wn}"
+        );
+    }
+    // Partial fetches: inside, across the end, and past it.
+    let items = fetch_items(
+        &mut c,
+        "FETCH 1 (BODY.PEEK[2.TEXT]<0.3> BODY.PEEK[2.TEXT]<150.100> BODY.PEEK[2.TEXT]<500.10> BODY.PEEK[]<0.4> BODY.PEEK[2.1]<18.5>)",
+    );
+    let text = crlf(inner_text);
+    assert_eq!(
+        items,
+        [
+            ("BODY[2.TEXT]<0>".to_string(), b"Sub".to_vec()),
+            ("BODY[2.TEXT]<150>".to_string(), text[150..].to_vec()),
+            ("BODY[2.TEXT]<500>".to_string(), Vec::new()),
+            ("BODY[]<0>".to_string(), b"From".to_vec()),
+            ("BODY[2.1]<18>".to_string(), b"\r\n".to_vec()),
+        ]
+    );
+}
