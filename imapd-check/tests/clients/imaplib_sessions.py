@@ -77,7 +77,8 @@ untagged(b, "EXISTS")
 assert b.store("2", "+FLAGS", "(\\Flagged)")[0] == "OK"
 a.noop()
 fetches = untagged(a, "FETCH")
-assert any(b"2 (UID 2 FLAGS (\\Flagged))" == f for f in fetches), fetches
+# a selected first, so UID 2 is \Recent there (RFC 3501 2.3.2), not in b.
+assert any(b"2 (UID 2 FLAGS (\\Flagged \\Recent))" == f for f in fetches), fetches
 
 # 3. EXPUNGE in b reaches a only outside FETCH/STORE/SEARCH by sequence number.
 assert b.store("1", "+FLAGS.SILENT", "(\\Deleted)")[0] == "OK"
@@ -101,15 +102,18 @@ assert [l for l in lines if l.startswith("* ")] == ["* 1 FETCH (UID 2)", "* 2 FE
 b.noop()
 deliver(5, "before idle")
 a.send(b"I1 IDLE\r\n")
-got = [a.readline().decode().strip() for _ in range(2)]
+got = [a.readline().decode().strip() for _ in range(3)]
 assert got[0].startswith("+"), got
 assert got[1] == "* 4 EXISTS", got  # committed before IDLE: reported immediately
+assert got[2] == "* 4 RECENT", got  # a claims what it is first told of (RFC 3501 7.3.2)
 t0 = time.monotonic()
 deliver(6, "during idle")
 t1 = time.monotonic()
 line = a.readline().decode().strip()
 t2 = time.monotonic()
 assert line == "* 5 EXISTS", line
+line = a.readline().decode().strip()
+assert line == "* 5 RECENT", line
 a.send(b"DONE\r\n")
 assert a.readline().decode().startswith("I1 OK"), "IDLE not terminated"
 print(f"idle: delivery took {1000*(t1-t0):.1f} ms, EXISTS seen {1000*(t2-t1):.1f} ms after it returned")
