@@ -40,6 +40,8 @@ pub struct Session {
     pub(super) input: Input,
     pub(super) sel: Option<Selected>,
     pub(super) condstore: bool,
+    /// ENABLE QRESYNC was answered (RFC 7162 3.2.3).
+    pub(super) qresync: bool,
     pub(super) limits: Limits,
     /// Untagged responses of the command in progress.
     pub(super) buf: Vec<u8>,
@@ -144,6 +146,7 @@ impl Session {
             input,
             sel: None,
             condstore: false,
+            qresync: false,
             limits: Limits::default(),
             buf: Vec::new(),
         }
@@ -317,6 +320,9 @@ impl Session {
                 Update::Expunge(seq) => self
                     .buf
                     .extend_from_slice(format!("* {seq} EXPUNGE\r\n").as_bytes()),
+                Update::Vanished(uids) => self.buf.extend_from_slice(
+                    format!("* VANISHED {}\r\n", super::messages::compact(uids)).as_bytes(),
+                ),
                 Update::Exists(n) => self
                     .buf
                     .extend_from_slice(format!("* {n} EXISTS\r\n").as_bytes()),
@@ -418,6 +424,9 @@ impl Session {
                     if matches!(c, CapabilityEnable::CondStore) {
                         self.condstore = true;
                         enabled.push("CONDSTORE");
+                    } else if c.to_string().eq_ignore_ascii_case("QRESYNC") {
+                        self.enable_qresync();
+                        enabled.push("QRESYNC");
                     }
                 }
                 self.buf.extend_from_slice(

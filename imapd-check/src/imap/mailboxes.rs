@@ -12,7 +12,6 @@ use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::mailbox::Mailbox as WireMailbox;
 use imap_codec::imap_types::status::StatusDataItemName;
-use storage::session::SessionView;
 use storage::{AppendOptions, Error, Flags, MailboxName, UserName};
 
 use super::auth::parse_plain;
@@ -141,8 +140,9 @@ impl Session {
         read_only: bool,
     ) -> Result<Done, Fail> {
         let user = self.user()?;
+        let resync = self.resync_param(params)?;
         // A failed SELECT leaves no mailbox selected (RFC 3501 6.3.1).
-        self.sel = None;
+        self.close_for_select();
         let name = mailbox_name(m)?;
         if params
             .iter()
@@ -151,7 +151,7 @@ impl Session {
             self.condstore = true;
         }
         let mut mbox = self.store.open_mailbox(&user, &name)?;
-        let view = SessionView::open(&mut mbox)?;
+        let (view, resync) = self.open_view(&mut mbox, resync)?;
         self.write_flags(view.keywords(), read_only);
         let first_unseen = view
             .iter()
@@ -172,6 +172,9 @@ impl Session {
             )
             .as_bytes(),
         );
+        if let Some(r) = &resync {
+            self.write_resync(&view, r);
+        }
         self.sel = Some(Selected {
             name,
             mbox,

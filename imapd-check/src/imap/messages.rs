@@ -82,19 +82,32 @@ impl Session {
         modifiers: &[FetchModifier],
     ) -> Result<Done, Fail> {
         self.selected()?;
-        self.check(Allow::NoExpunge).map_err(Fail::Stop)?;
+        // UID FETCH may report expunges (RFC 3501 7.4.1): held ones go out
+        // first, so a VANISHED (EARLIER) below never names a UID the
+        // client still counts.
+        let allow = if uid {
+            Allow::AllUpdates
+        } else {
+            Allow::NoExpunge
+        };
+        self.check(allow).map_err(Fail::Stop)?;
         let mut changed_since = None;
+        let mut vanished = false;
         for m in modifiers {
             match m {
                 FetchModifier::ChangedSince(n) => changed_since = Some(n.get()),
-                FetchModifier::Vanished => return bad("VANISHED needs QRESYNC"),
+                FetchModifier::Vanished => vanished = true,
             }
+        }
+        if vanished {
+            self.fetch_vanished(set, uid, changed_since)?;
         }
         if changed_since.is_some() {
             self.condstore = true;
         }
-        let plan =
-            Plan::new(items, uid, changed_since.is_some()).map_err(|u| Fail::Bad(u.0.into()))?;
+        // With QRESYNC every FETCH response carries the UID (RFC 7162 3.2.4).
+        let plan = Plan::new(items, uid || self.qresync, changed_since.is_some())
+            .map_err(|u| Fail::Bad(u.0.into()))?;
         let mut targets = self.targets(set, uid)?;
         let sel = self.sel.as_mut().expect("selected");
         if let Some(since) = changed_since {
@@ -289,7 +302,7 @@ impl Session {
                     continue;
                 };
                 let mut line = format!("* {seq} FETCH (").into_bytes();
-                if uid {
+                if uid || self.qresync {
                     line.extend_from_slice(format!("UID {u} ").as_bytes());
                 }
                 line.extend_from_slice(b"FLAGS ");

@@ -17,6 +17,7 @@ pub mod mailboxes;
 pub mod messages;
 pub mod mime;
 pub mod msgfile;
+pub mod qresync;
 pub mod search;
 pub mod structure;
 pub mod wire;

@@ -1,0 +1,210 @@
+//! QRESYNC (RFC 7162 section 3.2): `ENABLE QRESYNC`, the QRESYNC
+//! parameter of SELECT/EXAMINE (`* VANISHED (EARLIER)` and the FETCH of
+//! what changed since the client's MODSEQ), the VANISHED modifier of
+//! `UID FETCH`, `* VANISHED` instead of `* n EXPUNGE`, and `[CLOSED]`.
+//!
+//! What vanished since a MODSEQ comes from the store's expunged records
+//! (`storage::session`): exact while they are in the index, the RFC's
+//! fallback (every UID of the client's range that does not exist now)
+//! once a repack dropped records newer than the client's MODSEQ.
+
+use imap_codec::imap_types::command::SelectParameter;
+use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+use storage::session::{Resync, ResyncRequest, SessionView, Update};
+use storage::{Flags, Mailbox};
+
+use super::conn::{Fail, Session, bad};
+
+/// Inclusive ranges of a sequence set; `*` is `star`.
+pub(super) fn ranges(set: &SequenceSet, star: u32) -> Vec<(u32, u32)> {
+    let v = |x: &SeqOrUid| match x {
+        SeqOrUid::Value(n) => n.get(),
+        SeqOrUid::Asterisk => star,
+    };
+    set.0
+        .as_ref()
+        .iter()
+        .map(|q| match q {
+            Sequence::Single(a) => (v(a), v(a)),
+            Sequence::Range(a, b) => (v(a).min(v(b)), v(a).max(v(b))),
+        })
+        .collect()
+}
+
+/// `1:3,7` from inclusive ranges.
+fn ranges_string(r: &[(u32, u32)]) -> String {
+    r.iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}:{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The numbers of a sequence set, in the client's order, at most `cap` of
+/// them (`*` is not allowed in sequence-match data; taken as 0, which
+/// matches nothing).
+fn numbers(set: &SequenceSet, cap: usize) -> Vec<u32> {
+    let mut out = Vec::new();
+    for (a, b) in ranges(set, 0) {
+        for n in a..=b {
+            if out.len() >= cap {
+                return out;
+            }
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// A QRESYNC parameter as the client sent it.
+pub(super) struct Param {
+    uidvalidity: u32,
+    req: ResyncRequest,
+}
+
+impl Session {
+    /// `ENABLE QRESYNC`: implies CONDSTORE (RFC 7162 3.2.3); from now on
+    /// expunges are reported as VANISHED.
+    pub(super) fn enable_qresync(&mut self) {
+        self.qresync = true;
+        self.condstore = true;
+        if let Some(sel) = self.sel.as_mut() {
+            sel.view.report_vanished(true);
+        }
+    }
+
+    /// SELECT/EXAMINE is about to replace the selected mailbox: `* OK
+    /// [CLOSED]` (RFC 7162 3.2.11), before any response about the new one.
+    pub(super) fn close_for_select(&mut self) {
+        if self.sel.take().is_some() {
+            self.buf
+                .extend_from_slice(b"* OK [CLOSED] Previous mailbox closed\r\n");
+        }
+    }
+
+    /// The QRESYNC parameter of SELECT/EXAMINE, if any. BAD without a
+    /// prior `ENABLE QRESYNC` (RFC 7162 3.2.5).
+    pub(super) fn resync_param(&self, params: &[SelectParameter]) -> Result<Option<Param>, Fail> {
+        let Some((uidvalidity, modseq, known, seq_match)) = params.iter().find_map(|p| match p {
+            SelectParameter::QResync {
+                uid_validity,
+                mod_sequence_value,
+                known_uids,
+                seq_match_data,
+            } => Some((uid_validity, mod_sequence_value, known_uids, seq_match_data)),
+            SelectParameter::CondStore => None,
+        }) else {
+            return Ok(None);
+        };
+        if !self.qresync {
+            return bad("QRESYNC parameter without ENABLE QRESYNC");
+        }
+        let seq_match = match seq_match {
+            Some((seqs, uids)) => {
+                // Pairs past the message count cannot match; the cap
+                // bounds the work by this command's length.
+                let cap = 1 << 17;
+                let (s, u) = (numbers(seqs, cap), numbers(uids, cap));
+                if s.len() == u.len() {
+                    s.into_iter().zip(u).collect()
+                } else {
+                    // Mismatched data is not used: ignoring it only makes
+                    // the answer longer, never wrong.
+                    Vec::new()
+                }
+            }
+            None => Vec::new(),
+        };
+        Ok(Some(Param {
+            uidvalidity: uidvalidity.get(),
+            req: ResyncRequest {
+                modseq: modseq.get(),
+                known_uids: known.as_ref().map(|k| ranges(k, u32::MAX)),
+                seq_match,
+            },
+        }))
+    }
+
+    /// Opens the view for SELECT/EXAMINE, with the resynchronization when
+    /// the client sent QRESYNC for this UIDVALIDITY (on another one the
+    /// client must resync from scratch: no VANISHED, no FETCH).
+    pub(super) fn open_view(
+        &self,
+        mbox: &mut Mailbox,
+        param: Option<Param>,
+    ) -> Result<(SessionView, Option<Resync>), Fail> {
+        let (mut view, resync) = match param {
+            Some(p) => {
+                let (view, resync) = SessionView::open_resync(mbox, &p.req)?;
+                let matches = view.uidvalidity() == p.uidvalidity;
+                (view, matches.then_some(resync))
+            }
+            None => (SessionView::open(mbox)?, None),
+        };
+        view.report_vanished(self.qresync);
+        Ok((view, resync))
+    }
+
+    /// `* VANISHED (EARLIER)` and the FETCH (UID FLAGS MODSEQ) of each
+    /// message changed since the client's MODSEQ (RFC 7162 3.2.5.1).
+    pub(super) fn write_resync(&mut self, view: &SessionView, r: &Resync) {
+        if r.fallback {
+            tracing::debug!("QRESYNC: expunged records were repacked away; full VANISHED answer");
+        }
+        if !r.vanished.is_empty() {
+            self.buf.extend_from_slice(
+                format!("* VANISHED (EARLIER) {}\r\n", ranges_string(&r.vanished)).as_bytes(),
+            );
+        }
+        let ups: Vec<Update> = r
+            .changed
+            .iter()
+            .filter_map(|&seq| {
+                let rec = view.record(seq)?;
+                Some(Update::Fetch {
+                    seq,
+                    uid: rec.uid,
+                    flags: rec.flags.intersect(Flags::SYSTEM),
+                    keywords: view.keyword_names(&rec.keywords),
+                    modseq: rec.modseq,
+                })
+            })
+            .collect();
+        self.write_updates(&ups);
+    }
+
+    /// The VANISHED modifier of `UID FETCH ... (CHANGEDSINCE m VANISHED)`
+    /// (RFC 7162 3.2.6): checks its preconditions and sends `* VANISHED
+    /// (EARLIER)` for the UIDs of `set` expunged since `since`.
+    pub(super) fn fetch_vanished(
+        &mut self,
+        set: &SequenceSet,
+        uid: bool,
+        since: Option<u64>,
+    ) -> Result<(), Fail> {
+        if !uid {
+            return bad("VANISHED is only allowed with UID FETCH");
+        }
+        if !self.qresync {
+            return bad("VANISHED needs ENABLE QRESYNC");
+        }
+        let Some(since) = since else {
+            return bad("VANISHED needs CHANGEDSINCE");
+        };
+        let sel = self.selected()?;
+        let (vanished, _) =
+            sel.view
+                .vanished_since(&mut sel.mbox, since, &ranges(set, u32::MAX))?;
+        if !vanished.is_empty() {
+            self.buf.extend_from_slice(
+                format!("* VANISHED (EARLIER) {}\r\n", ranges_string(&vanished)).as_bytes(),
+            );
+        }
+        Ok(())
+    }
+}
