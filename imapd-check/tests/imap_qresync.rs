@@ -352,3 +352,65 @@ fn reselect_announces_closed() {
     assert!(again[0].starts_with("* OK [CLOSED]"), "{again:?}");
     assert_eq!(again.iter().filter(|l| l.contains("[CLOSED]")).count(), 1);
 }
+
+/// RFC 7162 3.2.5 (erratum 1810 on RFC 5162): while an expunge is held
+/// back (FETCH by sequence number), FETCHes may carry higher MODSEQs; the
+/// server then announces a HIGHESTMODSEQ below the expunge, and a client
+/// that disconnects and resynchronizes from it still learns the UID
+/// vanished.
+#[test]
+fn held_expunge_lowers_the_announced_highestmodseq() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let store = seed_messages(&spool, "alice", 4);
+    let user = UserName::new("alice").unwrap();
+    let mut m = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
+    let mut a = Client::spawn(&spool, "alice");
+    a.ok("ENABLE QRESYNC");
+    let sel = a.ok("SELECT INBOX");
+    let uv = num(resp(&sel, "UIDVALIDITY").unwrap(), "UIDVALIDITY ").unwrap();
+    m.expunge(Some(&[2]), false).unwrap();
+    m.store(
+        &[3],
+        storage::mailbox::FlagOp::Add,
+        Flags::FLAGGED,
+        &[],
+        None,
+    )
+    .unwrap();
+    let lines = a.ok("FETCH 1:* (FLAGS)");
+    assert!(!lines.iter().any(|l| l.contains("VANISHED")), "{lines:?}");
+    let seen_top = lines
+        .iter()
+        .filter_map(|l| num(l, "MODSEQ ("))
+        .max()
+        .expect("MODSEQ in FETCH");
+    let announced = lines
+        .iter()
+        .rev()
+        .find_map(|l| num(l, "[HIGHESTMODSEQ "))
+        .unwrap_or_else(|| panic!("no HIGHESTMODSEQ while an expunge is held: {lines:?}"));
+    assert!(announced < seen_top, "{lines:?}");
+    // The client goes away here and comes back from what it was told last.
+    drop(a);
+    let mut b = Client::spawn(&spool, "alice");
+    b.ok("ENABLE QRESYNC");
+    let lines = b.ok(&format!("SELECT INBOX (QRESYNC ({uv} {announced}))"));
+    let v = lines
+        .iter()
+        .find(|l| l.starts_with("* VANISHED (EARLIER) "))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(
+        uid_set(&v["* VANISHED (EARLIER) ".len()..]).contains(&2),
+        "{lines:?}"
+    );
+    // Once the expunge went out, no more such announcement.
+    let mut c = Client::spawn(&spool, "alice");
+    c.ok("ENABLE QRESYNC");
+    c.ok("SELECT INBOX");
+    let lines = c.ok("NOOP");
+    assert!(
+        !lines.iter().any(|l| l.contains("HIGHESTMODSEQ")),
+        "{lines:?}"
+    );
+}

@@ -182,6 +182,8 @@ pub struct SessionView {
     index_path: PathBuf,
     /// Report expunges as `Vanished` (QRESYNC enabled).
     vanished: bool,
+    /// The lowest MODSEQ of a held expunge (a lower bound when unknown).
+    held_floor: Option<u64>,
 }
 
 /// A client's QRESYNC parameters to SELECT/EXAMINE (RFC 7162 3.2.5),
@@ -326,6 +328,7 @@ impl SessionView {
             uid_next: snap.header.last_uid.saturating_add(1),
             index_path: mbox.index_path().to_path_buf(),
             vanished: false,
+            held_floor: None,
         }
     }
 
@@ -416,6 +419,7 @@ impl SessionView {
             if r.is_expunged() {
                 e.expunged = true;
                 self.held += 1;
+                hold_at(&mut self.held_floor, r.modseq);
             } else if r.modseq > e.record.modseq {
                 changed.push(r.uid);
                 e.record = r;
@@ -426,6 +430,8 @@ impl SessionView {
                 if !seen && !e.expunged {
                     e.expunged = true;
                     self.held += 1;
+                    // Repacked away: expunged at or below removed_modseq.
+                    hold_at(&mut self.held_floor, ch.header.removed_modseq);
                 }
             }
         }
@@ -468,6 +474,7 @@ impl SessionView {
         }
         self.msgs.retain(|e| !e.expunged);
         self.held = 0;
+        self.held_floor = None;
     }
 
     fn fetch(&self, seq: u32, r: &Record) -> Update {
@@ -522,6 +529,8 @@ impl SessionView {
                 if !e.expunged {
                     e.expunged = true;
                     self.held += 1;
+                    // Expunged just now, above what the view last saw.
+                    hold_at(&mut self.held_floor, self.highestmodseq);
                 }
             }
         }
@@ -542,6 +551,15 @@ impl SessionView {
     /// Expunges seen but not yet reported.
     pub fn held_expunges(&self) -> usize {
         self.held
+    }
+
+    /// While expunges are held, a MODSEQ below every held one: what the
+    /// server announces as `* OK [HIGHESTMODSEQ n]` after a command that
+    /// may have sent higher MODSEQs, so a client that disconnects before
+    /// the expunges go out resynchronizes from before them (RFC 7162
+    /// 3.2.5 and its erratum 1810 on RFC 5162). `None` when none is held.
+    pub fn held_expunge_modseq(&self) -> Option<u64> {
+        (self.held > 0).then(|| self.held_floor.unwrap_or(1).saturating_sub(1).max(1))
     }
     pub fn uid(&self, seq: u32) -> Option<u32> {
         self.entry(seq).map(|e| e.record.uid)
@@ -641,6 +659,11 @@ impl SessionView {
             .map(|i| (i as u32 + 1, self.msgs[i].record.uid))
             .collect()
     }
+}
+
+/// Lowers the held-expunge floor to `modseq`.
+fn hold_at(floor: &mut Option<u64>, modseq: u64) {
+    *floor = Some(floor.map_or(modseq, |f| f.min(modseq)));
 }
 
 /// Sorted, merged copies of inclusive ranges (either bound first).

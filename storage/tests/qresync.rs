@@ -226,3 +226,22 @@ fn a_version_3_index_opens_and_resyncs_safely() {
     let mut a = open(&s);
     assert_eq!(a.header().unwrap().removed_modseq, h.highestmodseq);
 }
+
+/// RFC 7162 3.2.5 (erratum 1810): while expunges are held, the view
+/// names a MODSEQ below each of them; none once they are reported.
+#[test]
+fn held_expunges_give_a_modseq_below_them() {
+    let (_t, s) = store();
+    let (mut a, mut b) = (open(&s), open(&s));
+    append(&mut b, 3);
+    let mut v = SessionView::open(&mut a).unwrap();
+    assert_eq!(v.held_expunge_modseq(), None);
+    b.expunge(Some(&[2]), false).unwrap();
+    let at = b.header().unwrap().highestmodseq;
+    b.store(&[3], FlagOp::Add, Flags::SEEN, &[], None).unwrap();
+    v.check(&mut a, Allow::NoExpunge).unwrap();
+    let m = v.held_expunge_modseq().expect("an expunge is held");
+    assert!(m < at, "{m} not below the expunge's MODSEQ {at}");
+    v.check(&mut a, Allow::AllUpdates).unwrap();
+    assert_eq!(v.held_expunge_modseq(), None);
+}

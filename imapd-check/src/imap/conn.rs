@@ -267,6 +267,7 @@ impl Session {
                 Ok(()) => {}
             }
         }
+        self.announce_held_expunges();
         let line = match result {
             Ok(d) => match d.code {
                 Some(c) => format!("{tag} OK [{c}] {}\r\n", d.text),

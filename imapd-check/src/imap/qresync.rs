@@ -78,6 +78,22 @@ impl Session {
         }
     }
 
+    /// After a command that left expunges held (FETCH, STORE, SEARCH by
+    /// sequence number), `* OK [HIGHESTMODSEQ n]` with n below them, so a
+    /// QRESYNC client that saw higher MODSEQs in this command's FETCHes
+    /// and disconnects before the VANISHED still learns of those
+    /// expunges when it resynchronizes (RFC 7162 3.2.5; erratum 1810).
+    pub(super) fn announce_held_expunges(&mut self) {
+        if !self.qresync {
+            return;
+        }
+        if let Some(m) = self.sel.as_ref().and_then(|s| s.view.held_expunge_modseq()) {
+            self.buf.extend_from_slice(
+                format!("* OK [HIGHESTMODSEQ {m}] Expunges pending\r\n").as_bytes(),
+            );
+        }
+    }
+
     /// SELECT/EXAMINE is about to replace the selected mailbox: `* OK
     /// [CLOSED]` (RFC 7162 3.2.11), before any response about the new one.
     pub(super) fn close_for_select(&mut self) {
