@@ -321,8 +321,10 @@ impl Session {
                 Update::Expunge(seq) => self
                     .buf
                     .extend_from_slice(format!("* {seq} EXPUNGE\r\n").as_bytes()),
-                Update::Vanished(uids) => self.buf.extend_from_slice(
-                    format!("* VANISHED {}\r\n", super::messages::compact(uids)).as_bytes(),
+                Update::Vanished(uids) => super::qresync::vanished_lines(
+                    &mut self.buf,
+                    false,
+                    &super::qresync::uid_ranges(uids),
                 ),
                 Update::Exists(n) => self
                     .buf

@@ -31,18 +31,42 @@ pub(super) fn ranges(set: &SequenceSet, star: u32) -> Vec<(u32, u32)> {
         .collect()
 }
 
-/// `1:3,7` from inclusive ranges.
-fn ranges_string(r: &[(u32, u32)]) -> String {
-    r.iter()
-        .map(|&(a, b)| {
-            if a == b {
-                a.to_string()
-            } else {
-                format!("{a}:{b}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+/// Ranges per VANISHED line: keeps every line under about 12 KB, so a
+/// long answer (the fallback over a large, gappy mailbox) never makes a
+/// line a client refuses (RFC 7162 section 4 raises the recommended
+/// limit to 8192 octets for commands; responses are split likewise).
+const RANGES_PER_LINE: usize = 500;
+
+/// `* VANISHED [(EARLIER) ]1:3,7\r\n` lines for inclusive ranges,
+/// ascending; several lines when they are many, none when empty.
+pub(super) fn vanished_lines(out: &mut Vec<u8>, earlier: bool, r: &[(u32, u32)]) {
+    for chunk in r.chunks(RANGES_PER_LINE) {
+        let set = chunk
+            .iter()
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}:{b}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let tag = if earlier { "(EARLIER) " } else { "" };
+        out.extend_from_slice(format!("* VANISHED {tag}{set}\r\n").as_bytes());
+    }
+}
+
+/// Inclusive ranges of ascending UIDs.
+pub(super) fn uid_ranges(uids: &[u32]) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for &u in uids {
+        match out.last_mut() {
+            Some(last) if last.1.checked_add(1) == Some(u) => last.1 = u,
+            _ => out.push((u, u)),
+        }
+    }
+    out
 }
 
 /// The numbers of a sequence set, in the client's order, at most `cap` of
@@ -172,11 +196,7 @@ impl Session {
         if r.fallback {
             tracing::debug!("QRESYNC: expunged records were repacked away; full VANISHED answer");
         }
-        if !r.vanished.is_empty() {
-            self.buf.extend_from_slice(
-                format!("* VANISHED (EARLIER) {}\r\n", ranges_string(&r.vanished)).as_bytes(),
-            );
-        }
+        vanished_lines(&mut self.buf, true, &r.vanished);
         let ups: Vec<Update> = r
             .changed
             .iter()
@@ -216,11 +236,35 @@ impl Session {
         let (vanished, _) =
             sel.view
                 .vanished_since(&mut sel.mbox, since, &ranges(set, u32::MAX))?;
-        if !vanished.is_empty() {
-            self.buf.extend_from_slice(
-                format!("* VANISHED (EARLIER) {}\r\n", ranges_string(&vanished)).as_bytes(),
-            );
-        }
+        vanished_lines(&mut self.buf, true, &vanished);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 7162 3.2.10: the UID set is compact; a long one is split over
+    /// several VANISHED lines, each a complete response.
+    #[test]
+    fn vanished_lines_are_compact_and_split() {
+        let mut out = Vec::new();
+        vanished_lines(&mut out, false, &uid_ranges(&[2, 3, 4, 7]));
+        assert_eq!(out, b"* VANISHED 2:4,7\r\n");
+        let many: Vec<u32> = (1..=2 * RANGES_PER_LINE as u32 + 1)
+            .map(|i| i * 2)
+            .collect();
+        let mut out = Vec::new();
+        vanished_lines(&mut out, true, &uid_ranges(&many));
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        assert!(
+            text.lines()
+                .all(|l| l.starts_with("* VANISHED (EARLIER) ") && l.len() < 12_000)
+        );
+        let mut out = Vec::new();
+        vanished_lines(&mut out, true, &[]);
+        assert!(out.is_empty());
     }
 }
