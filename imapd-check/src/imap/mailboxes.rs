@@ -140,9 +140,10 @@ impl Session {
         read_only: bool,
     ) -> Result<Done, Fail> {
         let user = self.user()?;
-        let resync = self.resync_param(params)?;
-        // A failed SELECT leaves no mailbox selected (RFC 3501 6.3.1).
+        // A failed SELECT (even a BAD one) leaves no mailbox selected
+        // (RFC 3501 6.3.1).
         self.close_for_select();
+        let resync = self.resync_param(params)?;
         let name = mailbox_name(m)?;
         if params
             .iter()

@@ -85,6 +85,14 @@ fn numbers(set: &SequenceSet, cap: usize) -> Vec<u32> {
     out
 }
 
+/// How many numbers a set names (without expanding it).
+fn count(set: &SequenceSet) -> u64 {
+    ranges(set, 0)
+        .iter()
+        .map(|&(a, b)| u64::from(b - a) + 1)
+        .sum()
+}
+
 /// A QRESYNC parameter as the client sent it.
 pub(super) struct Param {
     uidvalidity: u32,
@@ -146,17 +154,21 @@ impl Session {
         }
         let seq_match = match seq_match {
             Some((seqs, uids)) => {
-                // Pairs past the message count cannot match; the cap
-                // bounds the work by this command's length.
-                let cap = 1 << 17;
-                let (s, u) = (numbers(seqs, cap), numbers(uids, cap));
-                if s.len() == u.len() {
-                    s.into_iter().zip(u).collect()
-                } else {
-                    // Mismatched data is not used: ignoring it only makes
-                    // the answer longer, never wrong.
-                    Vec::new()
+                // The i-th sequence number goes with the i-th UID: sets
+                // of different sizes cannot be paired (Dovecot answers
+                // BAD too).
+                if count(seqs) != count(uids) {
+                    return bad(
+                        "Invalid QRESYNC sets: known-sequence-set and known-uid-set differ in size",
+                    );
                 }
+                // Only the first pairs are used: fewer pairs only make the
+                // answer longer, never wrong, and the cap bounds the work.
+                let cap = 1 << 17;
+                numbers(seqs, cap)
+                    .into_iter()
+                    .zip(numbers(uids, cap))
+                    .collect()
             }
             None => Vec::new(),
         };
