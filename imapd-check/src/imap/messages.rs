@@ -82,15 +82,6 @@ impl Session {
         modifiers: &[FetchModifier],
     ) -> Result<Done, Fail> {
         self.selected()?;
-        // UID FETCH may report expunges (RFC 3501 7.4.1): held ones go out
-        // first, so a VANISHED (EARLIER) below never names a UID the
-        // client still counts.
-        let allow = if uid {
-            Allow::AllUpdates
-        } else {
-            Allow::NoExpunge
-        };
-        self.check(allow).map_err(Fail::Stop)?;
         let mut changed_since = None;
         let mut vanished = false;
         for m in modifiers {
@@ -99,9 +90,21 @@ impl Session {
                 FetchModifier::Vanished => vanished = true,
             }
         }
-        if vanished {
-            self.fetch_vanished(set, uid, changed_since)?;
-        }
+        // Taken before the check, so that it leaves out what the check
+        // reports as VANISHED just below (RFC 7162 3.2.6).
+        let earlier = if vanished {
+            self.fetch_vanished(set, uid, changed_since)?
+        } else {
+            Vec::new()
+        };
+        // UID FETCH may report expunges (RFC 3501 7.4.1).
+        let allow = if uid {
+            Allow::AllUpdates
+        } else {
+            Allow::NoExpunge
+        };
+        self.check(allow).map_err(Fail::Stop)?;
+        super::qresync::vanished_lines(&mut self.buf, true, &earlier);
         if changed_since.is_some() {
             self.condstore = true;
         }

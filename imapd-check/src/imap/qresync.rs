@@ -227,14 +227,15 @@ impl Session {
     }
 
     /// The VANISHED modifier of `UID FETCH ... (CHANGEDSINCE m VANISHED)`
-    /// (RFC 7162 3.2.6): checks its preconditions and sends `* VANISHED
-    /// (EARLIER)` for the UIDs of `set` expunged since `since`.
+    /// (RFC 7162 3.2.6): checks its preconditions and gives the UIDs of
+    /// `set` expunged since `since` that are not in the session's view,
+    /// for `* VANISHED (EARLIER)`.
     pub(super) fn fetch_vanished(
         &mut self,
         set: &SequenceSet,
         uid: bool,
         since: Option<u64>,
-    ) -> Result<(), Fail> {
+    ) -> Result<Vec<(u32, u32)>, Fail> {
         if !uid {
             return bad("VANISHED is only allowed with UID FETCH");
         }
@@ -248,8 +249,7 @@ impl Session {
         let (vanished, _) =
             sel.view
                 .vanished_since(&mut sel.mbox, since, &ranges(set, u32::MAX))?;
-        vanished_lines(&mut self.buf, true, &vanished);
-        Ok(())
+        Ok(vanished)
     }
 }
 
