@@ -184,6 +184,63 @@ fn new_user_first_login_in_each_client() {
     server.stop();
 }
 
+/// imapflow with `qresync: true` (RFC 7162 3.2): ENABLE QRESYNC, a
+/// reconnect with SELECT (QRESYNC (uidvalidity modseq)) after another
+/// session flagged one message and deleted another reports both (VANISHED
+/// (EARLIER) and FETCH), and a later expunge arrives as VANISHED.
+#[test]
+fn imapflow_resyncs_with_qresync() {
+    require("node", "install nodejs");
+    let flow_dir = imapflow_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    seed_messages(&spool, "alice", 4);
+    let passwd = write_passwd(dir.path(), "alice", "pw");
+    let server = TcpServer::start(&spool, &passwd);
+    let out = Command::new("node")
+        .env("IMAPFLOW_DIR", &flow_dir)
+        .arg(clients_dir().join("imapflow_qresync.mjs"))
+        .arg(server.port.to_string())
+        .args(["alice", "pw"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "imapflow script failed");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert!(
+        v["enabled"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "QRESYNC"),
+        "{v}"
+    );
+    assert_eq!(v["qresync"], true, "{v}");
+    assert_eq!(v["exists"], 3, "{v}");
+    assert_eq!(
+        v["resync_expunged"],
+        serde_json::json!([{"uid": 3, "vanished": true, "earlier": true}]),
+        "{v}"
+    );
+    let flags = v["resync_flags"].as_array().unwrap();
+    assert!(
+        flags.iter().any(|f| f["uid"] == 2
+            && f["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == "\\Flagged")),
+        "{v}"
+    );
+    assert_eq!(
+        v["live_expunged"],
+        serde_json::json!([{"uid": 1, "vanished": true, "earlier": false}]),
+        "{v}"
+    );
+    server.stop();
+}
+
 #[test]
 fn mbsync_syncs_both_ways_through_tunnel() {
     require("mbsync", "apt-get install isync");
