@@ -73,6 +73,174 @@ fn maildir_files(dir: &Path) -> Vec<String> {
     v
 }
 
+/// An mbsync configuration syncing every mailbox of alice to `local`
+/// through the tunnel; returns the sync, which asserts success.
+fn mbsync_setup(dir: &Path, spool: &Path, local: &Path) -> impl Fn() {
+    std::fs::create_dir_all(local).unwrap();
+    let rc = dir.join("mbsyncrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "IMAPAccount t\nTunnel \"{IMAPD} serve --spool {} -d alice --stdio\"\n\nIMAPStore t-far\nAccount t\n\n\
+             MaildirStore t-near\nPath {}/\nInbox {}/INBOX\nSubFolders Verbatim\n\n\
+             Channel t\nFar :t-far:\nNear :t-near:\nPatterns *\nCreate Both\nExpunge Both\nSyncState *\n",
+            spool.display(),
+            local.display(),
+            local.display()
+        ),
+    )
+    .unwrap();
+    move || {
+        let out = Command::new("mbsync")
+            .arg("-c")
+            .arg(&rc)
+            .arg("-a")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mbsync failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn imapflow_dir() -> PathBuf {
+    let flow_dir = std::env::var_os("IMAPFLOW_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            target_dir()
+                .parent()
+                .unwrap()
+                .join("node-clients/node_modules")
+        });
+    assert!(
+        flow_dir.join("imapflow").exists(),
+        "imapflow not found in {}: npm install --prefix target/node-clients imapflow@2",
+        flow_dir.display()
+    );
+    flow_dir
+}
+
+/// A new user's first login, before any delivery (issue 16): INBOX exists
+/// and each client opens it empty: imaplib and mbsync through the tunnel,
+/// imapflow over TCP with a password.
+#[test]
+fn new_user_first_login_in_each_client() {
+    require("python3", "install python3");
+    require("mbsync", "apt-get install isync");
+    require("node", "install nodejs");
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    // imaplib: SELECT INBOX answers OK with 0 messages.
+    let script = "import imaplib,sys\n\
+        M = imaplib.IMAP4_stream(sys.argv[1])\n\
+        typ, data = M.select('INBOX')\n\
+        assert typ == 'OK', (typ, data)\n\
+        print('count', int(data[0]))\n\
+        M.logout()\n";
+    let tunnel = format!("{IMAPD} serve --spool {} -d bob --stdio", spool.display());
+    let out = Command::new("python3")
+        .args(["-c", script, &tunnel])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("count 0"),
+        "imaplib: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // mbsync (user alice, nothing delivered yet): an empty INBOX locally.
+    let local = dir.path().join("mb");
+    mbsync_setup(dir.path(), &spool, &local)();
+    assert!(local.join("INBOX/cur").is_dir(), "no local INBOX");
+    assert!(maildir_files(&local.join("INBOX")).is_empty());
+    // imapflow (user carol) over TCP.
+    let passwd = write_passwd(dir.path(), "carol", "pw for carol");
+    let server = TcpServer::start(&spool, &passwd);
+    let js = "import { createRequire } from 'node:module';\n\
+        const require = createRequire(process.env.IMAPFLOW_DIR + '/');\n\
+        const { ImapFlow } = require('imapflow');\n\
+        setTimeout(() => { console.error('timed out'); process.exit(1); }, 20000).unref();\n\
+        const c = new ImapFlow({ host: '127.0.0.1', port: Number(process.argv[1]), secure: false, \
+        auth: { user: 'carol', pass: 'pw for carol' }, logger: false });\n\
+        await c.connect();\n\
+        const box = await c.mailboxOpen('INBOX');\n\
+        console.log('exists ' + box.exists);\n\
+        await c.logout();\n";
+    let out = Command::new("node")
+        .env("IMAPFLOW_DIR", imapflow_dir())
+        .args(["--input-type=module", "-e", js, &server.port.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("exists 0"),
+        "imapflow: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop();
+}
+
+/// imapflow with `qresync: true` (RFC 7162 3.2): ENABLE QRESYNC, a
+/// reconnect with SELECT (QRESYNC (uidvalidity modseq)) after another
+/// session flagged one message and deleted another reports both (VANISHED
+/// (EARLIER) and FETCH), and a later expunge arrives as VANISHED.
+#[test]
+fn imapflow_resyncs_with_qresync() {
+    require("node", "install nodejs");
+    let flow_dir = imapflow_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    seed_messages(&spool, "alice", 4);
+    let passwd = write_passwd(dir.path(), "alice", "pw");
+    let server = TcpServer::start(&spool, &passwd);
+    let out = Command::new("node")
+        .env("IMAPFLOW_DIR", &flow_dir)
+        .arg(clients_dir().join("imapflow_qresync.mjs"))
+        .arg(server.port.to_string())
+        .args(["alice", "pw"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "imapflow script failed");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert!(
+        v["enabled"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "QRESYNC"),
+        "{v}"
+    );
+    assert_eq!(v["qresync"], true, "{v}");
+    assert_eq!(v["exists"], 3, "{v}");
+    assert_eq!(
+        v["resync_expunged"],
+        serde_json::json!([{"uid": 3, "vanished": true, "earlier": true}]),
+        "{v}"
+    );
+    let flags = v["resync_flags"].as_array().unwrap();
+    assert!(
+        flags.iter().any(|f| f["uid"] == 2
+            && f["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x == "\\Flagged")),
+        "{v}"
+    );
+    assert_eq!(
+        v["live_expunged"],
+        serde_json::json!([{"uid": 1, "vanished": true, "earlier": false}]),
+        "{v}"
+    );
+    server.stop();
+}
+
 #[test]
 fn mbsync_syncs_both_ways_through_tunnel() {
     require("mbsync", "apt-get install isync");
@@ -90,34 +258,7 @@ fn mbsync_syncs_both_ways_through_tunnel() {
         .create_mailbox(&user, &MailboxName::new("Work").unwrap())
         .unwrap();
     let local = dir.path().join("mb");
-    std::fs::create_dir_all(&local).unwrap();
-    let rc = dir.path().join("mbsyncrc");
-    std::fs::write(
-        &rc,
-        format!(
-            "IMAPAccount t\nTunnel \"{IMAPD} serve --spool {} -d alice --stdio\"\n\nIMAPStore t-far\nAccount t\n\n\
-             MaildirStore t-near\nPath {}/\nInbox {}/INBOX\nSubFolders Verbatim\n\n\
-             Channel t\nFar :t-far:\nNear :t-near:\nPatterns *\nCreate Both\nExpunge Both\nSyncState *\n",
-            spool.display(),
-            local.display(),
-            local.display()
-        ),
-    )
-    .unwrap();
-    let sync = || {
-        let out = Command::new("mbsync")
-            .arg("-c")
-            .arg(&rc)
-            .arg("-a")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mbsync failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let sync = mbsync_setup(dir.path(), &spool, &local);
     sync();
     let files = maildir_files(&local.join("INBOX"));
     assert_eq!(files.len(), 3, "{files:?}");
@@ -188,19 +329,7 @@ fn mbsync_syncs_both_ways_through_tunnel() {
 #[test]
 fn imapflow_idles_over_tcp_with_password() {
     require("node", "install nodejs");
-    let flow_dir = std::env::var_os("IMAPFLOW_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            target_dir()
-                .parent()
-                .unwrap()
-                .join("node-clients/node_modules")
-        });
-    assert!(
-        flow_dir.join("imapflow").exists(),
-        "imapflow not found in {}: npm install --prefix target/node-clients imapflow@2",
-        flow_dir.display()
-    );
+    let flow_dir = imapflow_dir();
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
     let store = seed_messages(&spool, "alice", 2);

@@ -1,4 +1,4 @@
-//! Byte layout of the index file, version 3 (reads versions 1 and 2). `docs/FORMAT.md` is the
+//! Byte layout of the index file, version 4 (reads versions 1, 2 and 3). `docs/FORMAT.md` is the
 //! normative description; this module is its only implementation.
 //!
 //! All integers are little-endian. The file starts with two header slots of
@@ -10,11 +10,13 @@
 
 pub const MAGIC: [u8; 8] = *b"MSTOREIX";
 /// The version every header is written with. Version 1 headers (no
-/// append range, bytes 104..124 zero) and version 2 headers (no
-/// [`HF_UNORDERED`]) are still read.
-pub const VERSION: u32 = 3;
+/// append range, bytes 104..124 zero), version 2 headers (no
+/// [`HF_UNORDERED`]) and version 3 headers (no `removed_modseq`, bytes
+/// 112..124 zero) are still read.
+pub const VERSION: u32 = 4;
 const VERSION_1: u32 = 1;
 const VERSION_2: u32 = 2;
+const VERSION_3: u32 = 3;
 pub const HEADER_SIZE: usize = 128;
 pub const SLOT_OFFSETS: [u64; 2] = [0, 4096];
 pub const RECORDS_OFFSET: u64 = 8192;
@@ -202,6 +204,17 @@ pub struct Header {
     /// CRC32 of the bytes of records `append_from..num_records` as this
     /// commit wrote them; 0 when the range is empty.
     pub append_crc: u32,
+    /// Version 4: the highest MODSEQ of any record this mailbox's index
+    /// no longer holds (dropped by a repack, or possibly lost to a
+    /// reconstruct); 0 when none ever was. Expunged records carry the
+    /// MODSEQ of their expunge, so a QRESYNC client whose MODSEQ is at or
+    /// above this one learns exactly which UIDs vanished from the records
+    /// still marked expunged; one below it gets every UID of its range
+    /// that no longer exists (RFC 7162 3.2.5.2). Read from an older
+    /// header as 0 when every UID ever assigned still has a record
+    /// (`num_records == last_uid`: nothing was ever removed), otherwise
+    /// as `highestmodseq` (unknown: assume anything may have been).
+    pub removed_modseq: u64,
 }
 
 /// One message's entry in the index.
@@ -289,6 +302,7 @@ impl Header {
         put(&mut b, 96, &self.inplace_modseq.to_le_bytes());
         put(&mut b, 104, &self.append_from.to_le_bytes());
         put(&mut b, 108, &self.append_crc.to_le_bytes());
+        put(&mut b, 112, &self.removed_modseq.to_le_bytes());
         let c = crc(&b[..HEADER_SIZE - 4]);
         put(&mut b, HEADER_SIZE - 4, &c.to_le_bytes());
         b
@@ -316,7 +330,7 @@ impl Header {
             return Err(SlotError::new(0, "bad magic"));
         }
         let version = u32_at(b, 8);
-        if version != VERSION && version != VERSION_2 && version != VERSION_1 {
+        if ![VERSION, VERSION_3, VERSION_2, VERSION_1].contains(&version) {
             return Err(SlotError::new(
                 8,
                 format!("unsupported format version {version}"),
@@ -328,7 +342,11 @@ impl Header {
         if u32_at(b, 16) as u64 != RECORDS_OFFSET {
             return Err(SlotError::new(16, "unexpected records offset"));
         }
-        let reserved_from = if version == VERSION_1 { 104 } else { 112 };
+        let reserved_from = match version {
+            VERSION_1 => 104,
+            VERSION_2 | VERSION_3 => 112,
+            _ => 120,
+        };
         if b[reserved_from..HEADER_SIZE - 4].iter().any(|x| *x != 0) {
             return Err(SlotError::new(reserved_from, "reserved bytes are not zero"));
         }
@@ -338,6 +356,16 @@ impl Header {
         } else {
             (u32_at(b, 104), u32_at(b, 108))
         };
+        let highestmodseq = u64_at(b, 48);
+        let removed_modseq = if version == VERSION {
+            u64_at(b, 112)
+        } else if num_records == u32_at(b, 40) {
+            // Every UID ever assigned still has its record.
+            0
+        } else {
+            // Not recorded before version 4: assume anything was removed.
+            highestmodseq
+        };
         let h = Header {
             flags: u32_at(b, 20),
             generation: u64_at(b, 24),
@@ -345,7 +373,7 @@ impl Header {
             exists: u32_at(b, 36),
             last_uid: u32_at(b, 40),
             uidvalidity: u32_at(b, 44),
-            highestmodseq: u64_at(b, 48),
+            highestmodseq,
             total_bytes: u64_at(b, 56),
             seen: u32_at(b, 64),
             deleted: u32_at(b, 68),
@@ -356,8 +384,9 @@ impl Header {
             inplace_modseq: u64_at(b, 96),
             append_from,
             append_crc,
+            removed_modseq,
         };
-        if version != VERSION && h.flags & HF_UNORDERED != 0 {
+        if (version == VERSION_1 || version == VERSION_2) && h.flags & HF_UNORDERED != 0 {
             return Err(SlotError::new(20, "unknown header flags"));
         }
         h.check_values()?;
@@ -380,6 +409,9 @@ impl Header {
         }
         if self.inplace_modseq > self.highestmodseq {
             return Err(SlotError::new(96, "inplace_modseq is above highestmodseq"));
+        }
+        if self.removed_modseq > self.highestmodseq {
+            return Err(SlotError::new(112, "removed_modseq is above highestmodseq"));
         }
         if self.uidvalidity == 0 {
             return Err(SlotError::new(44, "uidvalidity is zero"));
@@ -584,7 +616,44 @@ mod tests {
             inplace_modseq: 9,
             append_from: 2,
             append_crc: 0x1234_5678,
+            removed_modseq: 8,
         }
+    }
+
+    /// Re-encodes `h` as a version 3 slot would have been written: no
+    /// `removed_modseq` (bytes 112..120 zero).
+    fn as_version_3(h: &Header) -> [u8; HEADER_SIZE] {
+        let mut b = h.encode();
+        put(&mut b, 8, &VERSION_3.to_le_bytes());
+        put(&mut b, 112, &0u64.to_le_bytes());
+        let c = crc(&b[..HEADER_SIZE - 4]);
+        put(&mut b, HEADER_SIZE - 4, &c.to_le_bytes());
+        b
+    }
+
+    /// A version 3 index still opens. It never recorded what a repack
+    /// removed: with UIDs missing from its records, every MODSEQ up to
+    /// the highest must be assumed removed (RFC 7162 3.2.5.2 fallback);
+    /// with a record for every UID ever assigned, nothing was.
+    #[test]
+    fn version_3_header_reads_with_a_safe_removed_modseq() {
+        let h = sample_header();
+        let read = Header::decode(&as_version_3(&h)).unwrap();
+        assert_eq!(read.removed_modseq, h.highestmodseq);
+        assert_eq!(read.num_records, h.num_records);
+        let mut full = sample_header();
+        full.last_uid = full.num_records;
+        assert_eq!(
+            Header::decode(&as_version_3(&full)).unwrap().removed_modseq,
+            0
+        );
+    }
+
+    #[test]
+    fn removed_modseq_above_highestmodseq_is_rejected() {
+        let mut h = sample_header();
+        h.removed_modseq = h.highestmodseq + 1;
+        assert_eq!(Header::decode(&h.encode()).unwrap_err().offset, 112);
     }
 
     #[test]

@@ -1147,6 +1147,10 @@ impl Mailbox {
         // number is written twice (PROTOCOL.md §5).
         new.generation = old.generation + 2;
         new.recount(&live);
+        // What the dropped records knew about expunges is gone with them:
+        // QRESYNC answers below this MODSEQ fall back (FORMAT.md).
+        let gone_top = gone.iter().map(|r| r.modseq).max().unwrap_or(0);
+        new.removed_modseq = old.removed_modseq.max(gone_top);
         let tmp = format!("{INDEX_NAME}.new.{}", std::process::id());
         self.dir.unlink(fsutil::os(tmp.as_bytes()))?;
         // Until the old file is marked, a failure leaves only the

@@ -480,6 +480,9 @@ fn reconstruct_once(
         inplace_modseq: modseq,
         append_from: records.len() as u32,
         append_crc: 0,
+        // Records of expunged messages may not have survived: QRESYNC
+        // clients with an older MODSEQ get the fallback answer.
+        removed_modseq: modseq,
     };
     // num_records <= last_uid holds: UIDs are unique and non-zero.
     for r in records.iter().filter(|r| !r.is_expunged()) {

@@ -27,6 +27,9 @@
 //!   only when messages were added, with the client's new count.
 //!   A FETCH is emitted for each message whose MODSEQ rose above the one
 //!   last reported; messages held as expunged get none.
+//! - Once the client enabled QRESYNC ([`SessionView::report_vanished`]),
+//!   expunges go out as one [`Update::Vanished`] of UIDs instead of
+//!   `EXPUNGE`s, under the same rule (RFC 7162 3.2.10).
 //! - A session's own STORE and EXPUNGE are folded in with
 //!   [`SessionView::apply_own_store`] / [`SessionView::apply_own_expunge`],
 //!   so a later check does not echo them back as someone else's.
@@ -42,6 +45,18 @@
 //!
 //! Every call must be given the same [`Mailbox`] handle the view was opened
 //! with: the mark's epoch belongs to that handle.
+//!
+//! # What vanished since a MODSEQ (RFC 7162 QRESYNC)
+//! An expunge rewrites the record with the EXPUNGED mark and the MODSEQ of
+//! the expunge; the record stays until a repack drops it. While it stays,
+//! "which UIDs vanished since MODSEQ m" is exact: the expunged records
+//! whose MODSEQ is above m. A repack raises the header's
+//! `removed_modseq` to the highest MODSEQ it dropped; when that is above
+//! m the exact answer is gone, and [`vanished_since`](SessionView::vanished_since)
+//! answers every UID of the client's range that does not exist now
+//! (allowed by RFC 7162 3.2.5.2: UIDs that never existed may be
+//! reported, a vanished one may never be missed), narrowed with the
+//! client's sequence-match data when it sent some.
 
 use std::path::PathBuf;
 
@@ -63,6 +78,9 @@ pub enum Allow {
 pub enum Update {
     /// `* seq EXPUNGE`, valid when the client applies them in order.
     Expunge(u32),
+    /// `* VANISHED uids` (RFC 7162 3.2.10), ascending: what `Expunge`
+    /// becomes once [`SessionView::report_vanished`] is on.
+    Vanished(Vec<u32>),
     /// `* n EXISTS`: the client's new message count.
     Exists(u32),
     /// The keyword table grew: send `* FLAGS (...)` and
@@ -162,6 +180,36 @@ pub struct SessionView {
     highestmodseq: u64,
     uid_next: u32,
     index_path: PathBuf,
+    /// Report expunges as `Vanished` (QRESYNC enabled).
+    vanished: bool,
+    /// The lowest MODSEQ of a held expunge (a lower bound when unknown).
+    held_floor: Option<u64>,
+}
+
+/// A client's QRESYNC parameters to SELECT/EXAMINE (RFC 7162 3.2.5),
+/// UIDVALIDITY already checked.
+#[derive(Clone, Debug, Default)]
+pub struct ResyncRequest {
+    /// The last MODSEQ the client knows.
+    pub modseq: u64,
+    /// The UIDs the client knows, as inclusive ranges; `None`: all.
+    pub known_uids: Option<Vec<(u32, u32)>>,
+    /// Sequence-match data: the client's (sequence number, UID) pairs.
+    pub seq_match: Vec<(u32, u32)>,
+}
+
+/// What a QRESYNC SELECT reports besides the usual responses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resync {
+    /// For `* VANISHED (EARLIER)`: inclusive UID ranges, ascending.
+    pub vanished: Vec<(u32, u32)>,
+    /// Sequence numbers (ascending) whose MODSEQ is above the client's:
+    /// each gets `FETCH (UID FLAGS MODSEQ)`.
+    pub changed: Vec<u32>,
+    /// True when the exact answer was no longer known (a repack dropped
+    /// expunged records newer than the client's MODSEQ) and `vanished` is
+    /// every UID of the range that does not exist now.
+    pub fallback: bool,
 }
 
 impl std::fmt::Debug for SessionView {
@@ -179,6 +227,86 @@ impl SessionView {
     /// is then told `EXISTS len()`.
     pub fn open(mbox: &mut Mailbox) -> Result<SessionView> {
         let snap = mbox.snapshot()?;
+        Ok(Self::from_snapshot(mbox, snap))
+    }
+
+    /// Opens the view for `SELECT ... (QRESYNC ...)`: the view and what
+    /// changed since the client's MODSEQ, from one snapshot, so nothing
+    /// reported as vanished is in the view and nothing in the view is
+    /// missed. The view reports expunges as [`Update::Vanished`].
+    pub fn open_resync(mbox: &mut Mailbox, req: &ResyncRequest) -> Result<(SessionView, Resync)> {
+        let snap = mbox.snapshot()?;
+        let (header, records) = (snap.header.clone(), snap.records.clone());
+        let mut view = Self::from_snapshot(mbox, snap);
+        view.vanished = true;
+        let all = [(1, u32::MAX)];
+        let ranges = match &req.known_uids {
+            Some(r) => normalize(r),
+            None => all.to_vec(),
+        };
+        let floor = view.seq_match_floor(&req.seq_match);
+        let (vanished, fallback) = vanished_in(&header, &records, req.modseq, &ranges, floor, &[]);
+        let changed = view
+            .msgs
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.record.modseq > req.modseq && in_ranges(&ranges, e.record.uid))
+            .map(|(i, _)| i as u32 + 1)
+            .collect();
+        Ok((
+            view,
+            Resync {
+                vanished,
+                changed,
+                fallback,
+            },
+        ))
+    }
+
+    /// UIDs of `ranges` expunged since `modseq`, for `UID FETCH ...
+    /// (CHANGEDSINCE modseq VANISHED)` (RFC 7162 3.2.6): inclusive ranges,
+    /// ascending, never a UID this view still holds (those go out as
+    /// `VANISHED` without EARLIER when they may). The second value is true
+    /// when the exact answer was gone and the fallback was given (see the
+    /// module documentation).
+    pub fn vanished_since(
+        &self,
+        mbox: &mut Mailbox,
+        modseq: u64,
+        ranges: &[(u32, u32)],
+    ) -> Result<(Vec<(u32, u32)>, bool)> {
+        debug_assert_eq!(mbox.index_path(), self.index_path, "wrong mailbox handle");
+        let snap = mbox.snapshot()?;
+        if snap.header.uidvalidity != self.uidvalidity {
+            return Err(Error::MailboxDeleted);
+        }
+        let ranges = normalize(ranges);
+        let held: Vec<u32> = self.msgs.iter().map(|e| e.record.uid).collect();
+        Ok(vanished_in(
+            &snap.header,
+            &snap.records,
+            modseq,
+            &ranges,
+            0,
+            &held,
+        ))
+    }
+
+    /// The highest UID of the client's sequence-match data whose sequence
+    /// number names the same UID here: the client and this view then agree
+    /// on every message below it (UIDs only grow, so none was added below
+    /// it, and as many remain), so nothing at or below it vanished. 0 when
+    /// no pair matches.
+    fn seq_match_floor(&self, pairs: &[(u32, u32)]) -> u32 {
+        pairs
+            .iter()
+            .filter(|(seq, uid)| self.uid(*seq) == Some(*uid))
+            .map(|(_, uid)| *uid)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn from_snapshot(mbox: &Mailbox, snap: crate::mailbox::Snapshot) -> SessionView {
         let floor = snap.records.last().map_or(0, |r| r.uid);
         let msgs = snap
             .records
@@ -189,7 +317,7 @@ impl SessionView {
                 expunged: false,
             })
             .collect();
-        Ok(SessionView {
+        SessionView {
             msgs,
             held: 0,
             mark: snap.mark,
@@ -199,7 +327,15 @@ impl SessionView {
             highestmodseq: snap.header.highestmodseq,
             uid_next: snap.header.last_uid.saturating_add(1),
             index_path: mbox.index_path().to_path_buf(),
-        })
+            vanished: false,
+            held_floor: None,
+        }
+    }
+
+    /// From now on report expunges as [`Update::Vanished`] (the client
+    /// enabled QRESYNC, RFC 7162 3.2.10) or as `EXPUNGE`s.
+    pub fn report_vanished(&mut self, on: bool) {
+        self.vanished = on;
     }
 
     /// Looks at the index and returns what the client must be told now.
@@ -283,6 +419,7 @@ impl SessionView {
             if r.is_expunged() {
                 e.expunged = true;
                 self.held += 1;
+                hold_at(&mut self.held_floor, r.modseq);
             } else if r.modseq > e.record.modseq {
                 changed.push(r.uid);
                 e.record = r;
@@ -293,6 +430,8 @@ impl SessionView {
                 if !seen && !e.expunged {
                     e.expunged = true;
                     self.held += 1;
+                    // Repacked away: expunged at or below removed_modseq.
+                    hold_at(&mut self.held_floor, ch.header.removed_modseq);
                 }
             }
         }
@@ -318,13 +457,24 @@ impl SessionView {
         if self.held == 0 {
             return;
         }
-        for (i, e) in self.msgs.iter().enumerate().rev() {
-            if e.expunged {
-                out.push(Update::Expunge(i as u32 + 1));
+        if self.vanished {
+            let uids = self
+                .msgs
+                .iter()
+                .filter(|e| e.expunged)
+                .map(|e| e.record.uid)
+                .collect();
+            out.push(Update::Vanished(uids));
+        } else {
+            for (i, e) in self.msgs.iter().enumerate().rev() {
+                if e.expunged {
+                    out.push(Update::Expunge(i as u32 + 1));
+                }
             }
         }
         self.msgs.retain(|e| !e.expunged);
         self.held = 0;
+        self.held_floor = None;
     }
 
     fn fetch(&self, seq: u32, r: &Record) -> Update {
@@ -379,6 +529,8 @@ impl SessionView {
                 if !e.expunged {
                     e.expunged = true;
                     self.held += 1;
+                    // Expunged just now, above what the view last saw.
+                    hold_at(&mut self.held_floor, self.highestmodseq);
                 }
             }
         }
@@ -399,6 +551,15 @@ impl SessionView {
     /// Expunges seen but not yet reported.
     pub fn held_expunges(&self) -> usize {
         self.held
+    }
+
+    /// While expunges are held, a MODSEQ below every held one: what the
+    /// server announces as `* OK [HIGHESTMODSEQ n]` after a command that
+    /// may have sent higher MODSEQs, so a client that disconnects before
+    /// the expunges go out resynchronizes from before them (RFC 7162
+    /// 3.2.5 and its erratum 1810 on RFC 5162). `None` when none is held.
+    pub fn held_expunge_modseq(&self) -> Option<u64> {
+        (self.held > 0).then(|| self.held_floor.unwrap_or(1).saturating_sub(1).max(1))
     }
     pub fn uid(&self, seq: u32) -> Option<u32> {
         self.entry(seq).map(|e| e.record.uid)
@@ -497,5 +658,166 @@ impl SessionView {
         idx.into_iter()
             .map(|i| (i as u32 + 1, self.msgs[i].record.uid))
             .collect()
+    }
+}
+
+/// Lowers the held-expunge floor to `modseq`.
+fn hold_at(floor: &mut Option<u64>, modseq: u64) {
+    *floor = Some(floor.map_or(modseq, |f| f.min(modseq)));
+}
+
+/// Sorted, merged copies of inclusive ranges (either bound first).
+fn normalize(ranges: &[(u32, u32)]) -> Vec<(u32, u32)> {
+    let mut v: Vec<(u32, u32)> = ranges.iter().map(|&(a, b)| (a.min(b), a.max(b))).collect();
+    v.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(v.len());
+    for (a, b) in v {
+        match out.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// `uid` lies in one of the sorted, merged `ranges`.
+fn in_ranges(ranges: &[(u32, u32)], uid: u32) -> bool {
+    let i = ranges.partition_point(|r| r.1 < uid);
+    ranges.get(i).is_some_and(|r| r.0 <= uid)
+}
+
+/// Appends `uid` to inclusive ranges built in ascending order.
+fn push_uid(out: &mut Vec<(u32, u32)>, uid: u32) {
+    match out.last_mut() {
+        Some(last) if last.1.checked_add(1) == Some(uid) => last.1 = uid,
+        _ => out.push((uid, uid)),
+    }
+}
+
+/// UIDs of the sorted, merged `ranges` above `floor` that vanished since
+/// `modseq`, as inclusive ranges, and whether that is the fallback answer
+/// (see the module documentation). `held` (ascending) are UIDs the client
+/// still holds as existing: they are never reported. The work is bounded
+/// by the records, `held` and the ranges, never by the width of a range.
+fn vanished_in(
+    header: &crate::format::Header,
+    records: &[Record],
+    modseq: u64,
+    ranges: &[(u32, u32)],
+    floor: u32,
+    held: &[u32],
+) -> (Vec<(u32, u32)>, bool) {
+    let is_held = |uid: u32| held.binary_search(&uid).is_ok();
+    let mut out = Vec::new();
+    if header.removed_modseq <= modseq {
+        for r in records {
+            if r.is_expunged() && r.modseq > modseq && in_ranges(ranges, r.uid) && !is_held(r.uid) {
+                push_uid(&mut out, r.uid);
+            }
+        }
+        return (out, false);
+    }
+    // Fallback: every UID of the ranges (up to the last UID ever
+    // assigned, above the floor) with no live record here.
+    let mut present: Vec<u32> = records
+        .iter()
+        .filter(|r| !r.is_expunged())
+        .map(|r| r.uid)
+        .chain(held.iter().copied())
+        .collect();
+    present.sort_unstable();
+    present.dedup();
+    for &(lo, hi) in ranges {
+        let (lo, hi) = (lo.max(floor.saturating_add(1)), hi.min(header.last_uid));
+        if lo > hi {
+            continue;
+        }
+        let mut next = lo;
+        let start = present.partition_point(|u| *u < lo);
+        for &p in present[start..].iter().take_while(|u| **u <= hi) {
+            if p > next {
+                out.push((next, p - 1));
+            }
+            next = p + 1;
+        }
+        if next <= hi {
+            out.push((next, hi));
+        }
+    }
+    (normalize(&out), true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Header;
+
+    fn rec(uid: u32, modseq: u64, expunged: bool) -> Record {
+        Record {
+            uid,
+            modseq,
+            flags: if expunged {
+                Flags::EXPUNGED
+            } else {
+                Flags::empty()
+            },
+            ..Record::default()
+        }
+    }
+
+    /// RFC 7162 3.2.5.2: with the expunged records still in the index the
+    /// answer is exact; after a repack dropped newer ones, every missing
+    /// UID of the range is reported and no existing one.
+    #[test]
+    fn vanished_is_exact_until_a_repack_then_every_missing_uid() {
+        let recs = vec![
+            rec(1, 1, false),
+            rec(3, 5, true),
+            rec(4, 2, true),
+            rec(6, 1, false),
+        ];
+        let mut h = Header {
+            last_uid: 8,
+            highestmodseq: 6,
+            ..Header::default()
+        };
+        let all = [(1, u32::MAX)];
+        assert_eq!(
+            vanished_in(&h, &recs, 2, &all, 0, &[]),
+            (vec![(3, 3)], false)
+        );
+        assert_eq!(
+            vanished_in(&h, &recs, 0, &all, 0, &[]),
+            (vec![(3, 4)], false)
+        );
+        h.removed_modseq = 4;
+        assert_eq!(
+            vanished_in(&h, &recs, 4, &all, 0, &[]),
+            (vec![(3, 3)], false)
+        );
+        assert_eq!(
+            vanished_in(&h, &recs, 3, &all, 0, &[]),
+            (vec![(2, 5), (7, 8)], true)
+        );
+        // Known UIDs narrow it; a sequence-match floor too; held UIDs stay.
+        assert_eq!(
+            vanished_in(&h, &recs, 3, &[(2, 3), (7, 100)], 0, &[]),
+            (vec![(2, 3), (7, 8)], true)
+        );
+        assert_eq!(
+            vanished_in(&h, &recs, 3, &all, 6, &[]),
+            (vec![(7, 8)], true)
+        );
+        assert_eq!(
+            vanished_in(&h, &recs, 3, &all, 0, &[4]),
+            (vec![(2, 3), (5, 5), (7, 8)], true)
+        );
+    }
+
+    #[test]
+    fn ranges_normalize_and_match() {
+        let r = normalize(&[(5, 3), (1, 1), (2, 2), (9, 10)]);
+        assert_eq!(r, vec![(1, 5), (9, 10)]);
+        assert!(in_ranges(&r, 4) && in_ranges(&r, 10) && !in_ranges(&r, 6) && !in_ranges(&r, 11));
     }
 }

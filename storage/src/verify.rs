@@ -342,7 +342,8 @@ pub fn header_field_name(offset: usize) -> &'static str {
         96..104 => "inplace_modseq",
         104..108 => "append_from",
         108..112 => "append_crc",
-        112..124 => "reserved",
+        112..120 => "removed_modseq",
+        120..124 => "reserved",
         _ => "crc",
     }
 }

@@ -315,7 +315,7 @@ fn reconstruct_restores_from_stage_before_pairing_files() {
 fn small_appends_are_unordered_and_other_commits_clear_the_flag() {
     let (_t, s, dir) = setup(2);
     let h = newest(&dir);
-    assert_eq!(newest_version(&dir), 3);
+    assert_eq!(newest_version(&dir), storage::format::VERSION);
     assert!(h.is_unordered(), "{h:?}");
 
     let mut m = open(&s);

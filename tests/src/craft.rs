@@ -206,6 +206,11 @@ pub fn index_file(c: &mut Choices) -> Crafted {
             },
             append_from: count(c, real, in_file).min(num_records),
             append_crc: 0,
+            removed_modseq: if c.chance(90) {
+                highestmodseq.min(wide(c))
+            } else {
+                wide(c)
+            },
         };
         if c.chance(90) && h.generation % 2 != slot as u64 {
             h.generation = h.generation.checked_add(1).unwrap_or(h.generation - 1);
@@ -233,9 +238,10 @@ pub fn index_file(c: &mut Choices) -> Crafted {
         let Some(h) = h else { continue };
         let off = SLOT_OFFSETS[slot] as usize;
         let mut enc = h.encode();
-        let version = c.pick(&[3u32, 3, 3, 2, 1]);
-        if version != 3 {
+        let version = c.pick(&[4u32, 4, 4, 3, 2, 1]);
+        if version != 4 {
             enc[8..12].copy_from_slice(&version.to_le_bytes());
+            enc[112..120].fill(0);
             if version == 1 {
                 enc[104..112].fill(0);
             }

@@ -23,7 +23,7 @@ use super::io::{Assembled, Input, Limits, tag_of};
 use super::wire;
 
 pub const CAPS: &str =
-    "IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE UIDPLUS MOVE UNSELECT CONDSTORE CHILDREN";
+    "IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE UIDPLUS MOVE UNSELECT CONDSTORE QRESYNC CHILDREN";
 
 pub(super) struct Selected {
     pub name: MailboxName,
@@ -52,6 +52,8 @@ pub struct Session {
     pub(super) input: Input,
     pub(super) sel: Option<Selected>,
     pub(super) condstore: bool,
+    /// ENABLE QRESYNC was answered (RFC 7162 3.2.3).
+    pub(super) qresync: bool,
     pub(super) limits: Limits,
     /// Untagged responses of the command in progress.
     pub(super) buf: Vec<u8>,
@@ -156,6 +158,7 @@ impl Session {
             input,
             sel: None,
             condstore: false,
+            qresync: false,
             limits: Limits::default(),
             buf: Vec::new(),
         }
@@ -276,6 +279,7 @@ impl Session {
                 Ok(()) => {}
             }
         }
+        self.announce_held_expunges();
         let line = match result {
             Ok(d) => match d.code {
                 Some(c) => format!("{tag} OK [{c}] {}\r\n", d.text),
@@ -329,6 +333,11 @@ impl Session {
                 Update::Expunge(seq) => self
                     .buf
                     .extend_from_slice(format!("* {seq} EXPUNGE\r\n").as_bytes()),
+                Update::Vanished(uids) => super::qresync::vanished_lines(
+                    &mut self.buf,
+                    false,
+                    &super::qresync::uid_ranges(uids),
+                ),
                 Update::Exists(n) => {
                     self.buf
                         .extend_from_slice(format!("* {n} EXISTS\r\n").as_bytes());
@@ -437,6 +446,9 @@ impl Session {
                     if matches!(c, CapabilityEnable::CondStore) {
                         self.condstore = true;
                         enabled.push("CONDSTORE");
+                    } else if c.to_string().eq_ignore_ascii_case("QRESYNC") {
+                        self.enable_qresync();
+                        enabled.push("QRESYNC");
                     }
                 }
                 self.buf.extend_from_slice(

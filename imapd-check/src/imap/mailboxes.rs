@@ -12,7 +12,6 @@ use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::mailbox::Mailbox as WireMailbox;
 use imap_codec::imap_types::status::StatusDataItemName;
-use storage::session::SessionView;
 use storage::{AppendOptions, Error, Flags, MailboxName, UserName};
 
 use super::auth::parse_plain;
@@ -169,8 +168,10 @@ impl Session {
         read_only: bool,
     ) -> Result<Done, Fail> {
         let user = self.user()?;
-        // A failed SELECT leaves no mailbox selected (RFC 3501 6.3.1).
-        self.sel = None;
+        // A failed SELECT (even a BAD one) leaves no mailbox selected
+        // (RFC 3501 6.3.1).
+        self.close_for_select();
+        let resync = self.resync_param(params)?;
         let name = mailbox_name(m)?;
         if params
             .iter()
@@ -179,7 +180,7 @@ impl Session {
             self.condstore = true;
         }
         let mut mbox = self.store.open_mailbox(&user, &name)?;
-        let view = SessionView::open(&mut mbox)?;
+        let (view, resync) = self.open_view(&mut mbox, resync)?;
         self.write_flags(view.keywords(), read_only);
         let first_unseen = view
             .iter()
@@ -213,6 +214,9 @@ impl Session {
             )
             .as_bytes(),
         );
+        if let Some(r) = &resync {
+            self.write_resync(&sel.view, r);
+        }
         self.sel = Some(sel);
         if read_only {
             ok_code("READ-ONLY".into(), "EXAMINE completed")

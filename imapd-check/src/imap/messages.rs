@@ -82,19 +82,35 @@ impl Session {
         modifiers: &[FetchModifier],
     ) -> Result<Done, Fail> {
         self.selected()?;
-        self.check(Allow::NoExpunge).map_err(Fail::Stop)?;
         let mut changed_since = None;
+        let mut vanished = false;
         for m in modifiers {
             match m {
                 FetchModifier::ChangedSince(n) => changed_since = Some(n.get()),
-                FetchModifier::Vanished => return bad("VANISHED needs QRESYNC"),
+                FetchModifier::Vanished => vanished = true,
             }
         }
+        // Taken before the check, so that it leaves out what the check
+        // reports as VANISHED just below (RFC 7162 3.2.6).
+        let earlier = if vanished {
+            self.fetch_vanished(set, uid, changed_since)?
+        } else {
+            Vec::new()
+        };
+        // UID FETCH may report expunges (RFC 3501 7.4.1).
+        let allow = if uid {
+            Allow::AllUpdates
+        } else {
+            Allow::NoExpunge
+        };
+        self.check(allow).map_err(Fail::Stop)?;
+        super::qresync::vanished_lines(&mut self.buf, true, &earlier);
         if changed_since.is_some() {
             self.condstore = true;
         }
-        let plan =
-            Plan::new(items, uid, changed_since.is_some()).map_err(|u| Fail::Bad(u.0.into()))?;
+        // With QRESYNC every FETCH response carries the UID (RFC 7162 3.2.4).
+        let plan = Plan::new(items, uid || self.qresync, changed_since.is_some())
+            .map_err(|u| Fail::Bad(u.0.into()))?;
         let mut targets = self.targets(set, uid)?;
         let sel = self.sel.as_mut().expect("selected");
         if let Some(since) = changed_since {
@@ -296,7 +312,7 @@ impl Session {
                     continue;
                 };
                 let mut line = format!("* {seq} FETCH (").into_bytes();
-                if uid {
+                if uid || self.qresync {
                     line.extend_from_slice(format!("UID {u} ").as_bytes());
                 }
                 line.extend_from_slice(b"FLAGS ");
@@ -407,8 +423,19 @@ impl Session {
         let sel = self.sel.as_mut().expect("selected");
         let gone = sel.mbox.expunge(only.as_deref(), true)?;
         let ups = sel.view.apply_own_expunge(&gone, Allow::AllUpdates);
+        // RFC 7162 3.2.10 (and 3.1.11 errata): with CONDSTORE on, the OK
+        // carries HIGHESTMODSEQ, read before the check that follows this
+        // command reports every change up to it.
+        let top = if self.condstore {
+            Some(sel.mbox.header()?.highestmodseq)
+        } else {
+            None
+        };
         self.write_updates(&ups);
-        ok("EXPUNGE completed")
+        match top {
+            Some(m) => ok_code(format!("HIGHESTMODSEQ {m}"), "EXPUNGE completed"),
+            None => ok("EXPUNGE completed"),
+        }
     }
 
     /// COPY and MOVE through `storage::transfer`: a copy is one commit in

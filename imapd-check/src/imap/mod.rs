@@ -18,6 +18,7 @@ pub mod mailboxes;
 pub mod messages;
 pub mod mime;
 pub mod msgfile;
+pub mod qresync;
 pub mod recent;
 pub mod search;
 pub mod structure;

@@ -94,6 +94,18 @@ impl Client {
                     };
                 }
                 Update::Flags(_) => {}
+                Update::Vanished(uids) => {
+                    assert!(
+                        !saw_exists,
+                        "VANISHED after EXISTS in one batch: {updates:?}"
+                    );
+                    for uid in uids {
+                        let i = self.uids.iter().position(|u| u == uid);
+                        assert!(i.is_some(), "VANISHED {uid} not known in {updates:?}");
+                        self.uids.remove(i.unwrap());
+                        self.state.remove(uid);
+                    }
+                }
             }
         }
         let view_uids: Vec<u32> = view.iter().map(|m| m.uid).collect();
