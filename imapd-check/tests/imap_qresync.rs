@@ -47,7 +47,10 @@ fn apply(cache: &mut Cache, lines: &[String]) {
             }
         } else if l.contains(" FETCH (") {
             let uid = num(l, "UID ").unwrap_or_else(|| panic!("FETCH without UID: {l}"));
-            if let Some(f) = flags(l) {
+            if let Some(mut f) = flags(l) {
+                // \Recent belongs to one session (RFC 3501 2.3.2), not
+                // to the message's stored state that sessions share.
+                f.retain(|x| x != "\\Recent");
                 cache.insert(uid as u32, f);
             }
         }
