@@ -7,16 +7,21 @@
 //! loopback TCP port with LOGIN / AUTHENTICATE PLAIN against a password
 //! file (`--listen`, one thread per connection).
 
+pub mod append;
 pub mod auth;
 pub mod conn;
 pub mod emit;
+pub mod extparse;
 pub mod fetch;
+pub mod id;
 pub mod idle;
 pub mod io;
+pub mod list;
 pub mod mailboxes;
 pub mod messages;
 pub mod mime;
 pub mod msgfile;
+pub mod quota;
 pub mod search;
 pub mod structure;
 pub mod wire;
