@@ -129,13 +129,7 @@ fn list(p: &mut P) -> Result<ListCommand, Error> {
             return Err("Expected RETURN");
         }
         p.sp()?;
-        p.expect(b'(')?;
-        let mut first = true;
-        while p.peek() != Some(b')') {
-            if !first {
-                p.sp()?;
-            }
-            first = false;
+        p.in_parens(|p| {
             let opt = p.atom()?.to_ascii_uppercase();
             match opt.as_slice() {
                 b"SUBSCRIBED" => cmd.ret_subscribed = true,
@@ -154,8 +148,8 @@ fn list(p: &mut P) -> Result<ListCommand, Error> {
                 }
                 _ => return Err("Unknown LIST return option"),
             }
-        }
-        p.i += 1;
+            Ok(())
+        })?;
     }
     // Selection options that imply a return option (RFC 5258 §3,
     // RFC 6154 §2).
@@ -185,13 +179,7 @@ fn create(p: &mut P) -> Result<ExtCommand, Error> {
     let mut uses = Vec::new();
     if p.peek() == Some(b' ') {
         p.i += 1;
-        p.expect(b'(')?;
-        let mut first = true;
-        while p.peek() != Some(b')') {
-            if !first {
-                p.sp()?;
-            }
-            first = false;
+        p.in_parens(|p| {
             if !p.atom()?.eq_ignore_ascii_case(b"USE") {
                 return Err("Unknown CREATE parameter");
             }
@@ -199,8 +187,8 @@ fn create(p: &mut P) -> Result<ExtCommand, Error> {
             for a in p.atom_list()? {
                 uses.push(String::from_utf8_lossy(&a).into_owned());
             }
-        }
-        p.i += 1;
+            Ok(())
+        })?;
     }
     Ok(ExtCommand::Create { mailbox, uses })
 }
@@ -344,6 +332,24 @@ impl P<'_> {
             return Err("Expected an atom");
         }
         Ok(self.b[start..self.i].to_vec())
+    }
+
+    /// `(` [item *(SP item)] `)`, each item read by `item`.
+    fn in_parens(
+        &mut self,
+        mut item: impl FnMut(&mut Self) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.expect(b'(')?;
+        let mut first = true;
+        while self.peek() != Some(b')') {
+            if !first {
+                self.sp()?;
+            }
+            first = false;
+            item(self)?;
+        }
+        self.i += 1;
+        Ok(())
     }
 
     /// `(` [atom *(SP atom)] `)`.

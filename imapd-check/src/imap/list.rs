@@ -35,6 +35,25 @@ impl Session {
         ok("NAMESPACE completed")
     }
 
+    /// The user's mailboxes, and those with every directory above them
+    /// (the parents that are not mailboxes are `\Noselect`).
+    pub(super) fn mailbox_tree(
+        &self,
+        user: &storage::UserName,
+    ) -> Result<(BTreeSet<String>, BTreeSet<String>), super::conn::Fail> {
+        let boxes: BTreeSet<String> = self
+            .store
+            .list_mailboxes(user)?
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+        let mut dirs = boxes.clone();
+        for b in &boxes {
+            dirs.extend(ancestors(b));
+        }
+        Ok((boxes, dirs))
+    }
+
     /// LIST in any of its forms (RFC 3501 6.3.8, RFC 5258, 5819, 6154).
     pub(super) fn list_extended(&mut self, cmd: &ListCommand) -> Result<Done, super::conn::Fail> {
         let user = self.user()?;
@@ -58,16 +77,7 @@ impl Session {
                 .any(|p| wildcard(p.as_bytes(), name.as_bytes()))
         };
 
-        let boxes: BTreeSet<String> = self
-            .store
-            .list_mailboxes(&user)?
-            .iter()
-            .map(|m| m.to_string())
-            .collect();
-        let mut dirs = boxes.clone();
-        for b in &boxes {
-            dirs.extend(ancestors(b));
-        }
+        let (boxes, dirs) = self.mailbox_tree(&user)?;
         let subs = if cmd.sel_subscribed || cmd.ret_subscribed {
             self.subscriptions(&user)?
         } else {

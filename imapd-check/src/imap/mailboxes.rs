@@ -291,20 +291,7 @@ impl Session {
             return ok("LIST completed");
         }
         let full = canonical_pattern(&format!("{reference}{pattern}"));
-        let boxes: BTreeSet<String> = self
-            .store
-            .list_mailboxes(&user)?
-            .iter()
-            .map(|m| m.to_string())
-            .collect();
-        let mut all = boxes.clone();
-        for b in &boxes {
-            let mut p = b.as_str();
-            while let Some((parent, _)) = p.rsplit_once('/') {
-                all.insert(parent.to_string());
-                p = parent;
-            }
-        }
+        let (boxes, all) = self.mailbox_tree(&user)?;
         let subs = if lsub {
             self.subscriptions(&user)?
         } else {
