@@ -595,8 +595,8 @@ fn multiappend_appends_all_with_appenduid() {
 }
 
 /// RFC 3502 §6.3.11: all or none. A bad second message (unknown system
-/// flag, malformed date) fails the whole APPEND and the first is not
-/// appended; a missing mailbox gives NO [TRYCREATE].
+/// flag, malformed date, zero length) fails the whole APPEND and the
+/// first is not appended; a missing mailbox gives NO [TRYCREATE].
 #[test]
 fn multiappend_is_all_or_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -610,6 +610,9 @@ fn multiappend_is_all_or_nothing() {
         ));
         assert!(tagged.contains(" BAD "), "{second}: {tagged}");
     }
+    // A zero-length message is refused, and with it the whole batch.
+    let (_, tagged) = c.cmd(&format!("APPEND INBOX {{{n}+}}\r\n{m} {{0+}}\r\n"));
+    assert!(tagged.contains(" NO "), "{tagged}");
     let (_, tagged) = c.cmd(&format!("APPEND Nowhere {{{n}+}}\r\n{m} {{{n}+}}\r\n{m}"));
     assert!(tagged.contains("NO [TRYCREATE]"), "{tagged}");
     assert_eq!(

@@ -125,10 +125,17 @@ impl Store {
     /// mailbox was set up by its user or a migration and is left alone
     /// (docs/OPERATIONS.md). Returns the mailboxes created.
     pub fn provision_special_use(&self, user: &UserName) -> Result<Vec<MailboxName>> {
+        let only_inbox = |s: &Store| -> Result<bool> {
+            Ok(s.list_mailboxes(user)?.iter().all(|m| m.is_inbox()))
+        };
+        // Most logins: decided without the name lock (never waiting
+        // behind another session's RENAME), then checked again under it.
+        if !only_inbox(self)? {
+            return Ok(Vec::new());
+        }
         let user_dir = self.user_dir(user, true)?;
         let _names = self.lock_names(&user_dir)?;
-        let existing = self.list_mailboxes(user)?;
-        if existing.iter().any(|m| !m.is_inbox()) {
+        if !only_inbox(self)? {
             return Ok(Vec::new());
         }
         let mut created = Vec::new();

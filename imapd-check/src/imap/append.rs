@@ -65,6 +65,11 @@ impl Session {
             Err(Error::NoSuchMailbox(_)) => return no(Some("TRYCREATE"), "No such mailbox"),
             r => r?,
         };
+        // Not a message; Dovecot and Cyrus refuse it too (RFC 3502 does not
+        // say, and a MULTIAPPEND client may mean it as a cancel).
+        if msgs.iter().any(|m| m.data.is_empty()) {
+            return no(None, "Refusing a zero-length message: nothing appended");
+        }
         let total: u64 = msgs.iter().map(|m| m.data.len() as u64).sum();
         if let Some(q) = self.quota(&user)?
             && q.used.saturating_add(total) > q.limit
