@@ -188,19 +188,7 @@ fn mbsync_syncs_both_ways_through_tunnel() {
 #[test]
 fn imapflow_idles_over_tcp_with_password() {
     require("node", "install nodejs");
-    let flow_dir = std::env::var_os("IMAPFLOW_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            target_dir()
-                .parent()
-                .unwrap()
-                .join("node-clients/node_modules")
-        });
-    assert!(
-        flow_dir.join("imapflow").exists(),
-        "imapflow not found in {}: npm install --prefix target/node-clients imapflow@2",
-        flow_dir.display()
-    );
+    let flow_dir = imapflow_dir();
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
     let store = seed_messages(&spool, "alice", 2);
