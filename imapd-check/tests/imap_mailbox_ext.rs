@@ -646,3 +646,35 @@ fn multiappend_is_seen_at_once_by_another_session() {
     let lines = watcher.ok("NOOP");
     assert_eq!(lines, vec!["* 20 EXISTS"]);
 }
+
+/// FORMAT.md §1 (`.special-use`): a corrupt attribute file is not used
+/// (the mailbox is listed without it) and does not fail the LIST of the
+/// others.
+#[test]
+fn corrupt_special_use_file_is_not_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let mut c = Client::spawn(&spool, "alice");
+    c.ok("LOGOUT");
+    let store = storage::Store::open(&spool, storage::Options::default()).unwrap();
+    let u = UserName::new("alice").unwrap();
+    let sent = store.mailbox_path(&u, &MailboxName::new("Sent").unwrap());
+    std::fs::write(sent.join(".special-use"), "\\Sent\n\\Everything\n").unwrap();
+    let err = store
+        .special_use(&u, &MailboxName::new("Sent").unwrap())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("at byte offset 6"),
+        "the bad line's offset: {err}"
+    );
+    let mut c = Client::spawn(&spool, "alice");
+    let lines = c.ok("LIST \"\" \"*\"");
+    assert!(
+        lines.contains(&"* LIST (\\HasNoChildren) \"/\" \"Sent\"".to_string()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"* LIST (\\HasNoChildren \\Trash) \"/\" \"Trash\"".to_string()),
+        "{lines:?}"
+    );
+}

@@ -101,7 +101,8 @@ impl Store {
     }
 
     /// Every mailbox of `user` that has a special use. A mailbox whose
-    /// `.special-use` is corrupt is logged (with the offset) and left out.
+    /// `.special-use` is corrupt (logged with the offset) or unreadable is
+    /// left out.
     pub fn special_uses(&self, user: &UserName) -> Result<BTreeMap<MailboxName, Vec<SpecialUse>>> {
         let mut out = BTreeMap::new();
         for name in self.list_mailboxes(user)? {
@@ -110,10 +111,11 @@ impl Store {
                 Ok(u) => {
                     out.insert(name, u);
                 }
-                Err(e @ Error::Corrupt { .. }) => {
+                // One mailbox's unreadable attribute never fails the
+                // listing of the others.
+                Err(e) => {
                     tracing::error!(user = %user, mailbox = %name, "special-use attribute not used: {e}");
                 }
-                Err(e) => return Err(e),
             }
         }
         Ok(out)
