@@ -547,21 +547,47 @@ mod tests {
         assert!(date_time(b"").is_none());
     }
 
-    /// Arbitrary bytes never panic (bounded, no out-of-range slicing).
+    /// Arbitrary bytes, and valid commands with bytes changed, dropped,
+    /// or cut short, never panic (bounded, no out-of-range slicing).
     #[test]
     fn never_panics_on_garbage() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let alphabet = b"aLISTCREATEPPND (){}+\\\"*%\r\n 0123456789-";
-        for _ in 0..20_000 {
+        let mut next = move || {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            let len = (seed % 60) as usize;
-            let mut v = b"t ".to_vec();
-            let mut s = seed;
-            for _ in 0..len {
-                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                v.push(alphabet[(s >> 33) as usize % alphabet.len()]);
+            seed
+        };
+        let alphabet = b"aLISTCREATEPPND (){}+\\\"*%\r\n 0123456789-";
+        let valid: [&[u8]; 4] = [
+            b"t LIST (SUBSCRIBED RECURSIVEMATCH) \"\" (\"a\" b/% {3}\r\nc/*) RETURN (CHILDREN STATUS (MESSAGES SIZE))\r\n",
+            b"t CREATE \"My Sent\" (USE (\\Sent \\Archive))\r\n",
+            b"t APPEND INBOX (\\Seen) \" 5-Mar-2024 10:00:00 +0100\" {2}\r\nab {3+}\r\ncde\r\n",
+            b"t LIST \"\" % RETURN (SPECIAL-USE)\r\n",
+        ];
+        for round in 0..40_000 {
+            let mut v = if round % 2 == 0 {
+                let len = (next() % 60) as usize;
+                let mut v = b"t ".to_vec();
+                for _ in 0..len {
+                    v.push(alphabet[(next() >> 33) as usize % alphabet.len()]);
+                }
+                v
+            } else {
+                valid[(next() % 4) as usize].to_vec()
+            };
+            for _ in 0..(next() % 4) {
+                if v.is_empty() {
+                    break;
+                }
+                let at = (next() as usize) % v.len();
+                match next() % 3 {
+                    0 => v[at] = alphabet[(next() >> 33) as usize % alphabet.len()],
+                    1 => {
+                        v.remove(at);
+                    }
+                    _ => v.truncate(at),
+                }
             }
             let _ = parse(&v);
         }
