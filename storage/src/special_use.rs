@@ -127,15 +127,23 @@ impl Store {
     /// mailbox was set up by its user or a migration and is left alone
     /// (docs/OPERATIONS.md). Returns the mailboxes created.
     pub fn provision_special_use(&self, user: &UserName) -> Result<Vec<MailboxName>> {
+        let user_dir = self.user_dir(user, true)?;
+        // Most logins are decided by one directory listing: any top-level
+        // directory but INBOX's (a mailbox or a parent of some) means the
+        // account has other mailboxes. Never waits behind another
+        // session's RENAME.
+        let inbox = MailboxName::inbox().encoded_components().concat();
+        for (name, _) in user_dir.entries()? {
+            if !name.starts_with(b".")
+                && name != inbox.as_bytes()
+                && user_dir.is_dir(fsutil::os(&name))
+            {
+                return Ok(Vec::new());
+            }
+        }
         let only_inbox = |s: &Store| -> Result<bool> {
             Ok(s.list_mailboxes(user)?.iter().all(|m| m.is_inbox()))
         };
-        // Most logins: decided without the name lock (never waiting
-        // behind another session's RENAME), then checked again under it.
-        if !only_inbox(self)? {
-            return Ok(Vec::new());
-        }
-        let user_dir = self.user_dir(user, true)?;
         let _names = self.lock_names(&user_dir)?;
         if !only_inbox(self)? {
             return Ok(Vec::new());
