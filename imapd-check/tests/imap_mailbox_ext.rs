@@ -427,8 +427,8 @@ fn new_account_gets_special_use_mailboxes() {
 }
 
 /// RFC 6154 §5.1: an account that only received mail so far (deliver
-/// --autocreate made its INBOX) gets them at its first login; an account
-/// with mailboxes of its own is left as it is.
+/// --autocreate made its INBOX, maybe Junk) gets them at its first login;
+/// an account with mailboxes of its own is left as it is.
 #[test]
 fn existing_accounts_and_special_use_provisioning() {
     let tmp = tempfile::tempdir().unwrap();
@@ -440,6 +440,31 @@ fn existing_accounts_and_special_use_provisioning() {
     assert_eq!(
         c.ok("STATUS INBOX (MESSAGES)"),
         vec!["* STATUS \"INBOX\" (MESSAGES 2)"]
+    );
+
+    // A spam filter's `deliver --autocreate -m Junk` before the first
+    // login: that Junk gets its attribute, the others are created.
+    let store = seed_store(&spool, "filtered");
+    let u = UserName::new("filtered").unwrap();
+    let junk = MailboxName::new("Junk").unwrap();
+    store.create_mailbox(&u, &junk).unwrap();
+    let validity = store
+        .open_mailbox(&u, &junk)
+        .unwrap()
+        .header()
+        .unwrap()
+        .uidvalidity;
+    let mut c = Client::spawn(&spool, "filtered");
+    let lines = c.ok("LIST (SPECIAL-USE) \"\" \"*\"");
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(
+        lines.contains(&"* LIST (\\HasNoChildren \\Junk) \"/\" \"Junk\"".to_string()),
+        "{lines:?}"
+    );
+    assert_eq!(
+        c.ok("STATUS Junk (UIDVALIDITY)"),
+        vec![format!("* STATUS \"Junk\" (UIDVALIDITY {validity})")],
+        "the same Junk, not a new one"
     );
 
     let store = seed_store(&spool, "migrated");

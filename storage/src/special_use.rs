@@ -122,45 +122,61 @@ impl Store {
     }
 
     /// Gives an account the special-use mailboxes Drafts, Sent, Trash,
-    /// Junk and Archive when its only mailbox is INBOX (a new account, or
-    /// one that so far only received mail): an account that has any other
-    /// mailbox was set up by its user or a migration and is left alone
-    /// (docs/OPERATIONS.md). Returns the mailboxes created.
+    /// Junk and Archive when it has no mailbox but INBOX and those five and
+    /// none carries a special use yet: a new account, or one that so far
+    /// only received mail (deliver's `--autocreate` may have made INBOX,
+    /// and Junk for a spam filter; such a Junk gets its attribute). An
+    /// account with any other mailbox, or with a special use already, was
+    /// set up by its user or a migration and is left alone
+    /// (docs/OPERATIONS.md). Returns the mailboxes created or marked.
     pub fn provision_special_use(&self, user: &UserName) -> Result<Vec<MailboxName>> {
         let user_dir = self.user_dir(user, true)?;
-        // Most logins are decided by one directory listing: any top-level
-        // directory but INBOX's (a mailbox or a parent of some) means the
+        let defaults: Vec<String> = SpecialUse::ALL
+            .iter()
+            .map(|u| u.default_folder().to_string())
+            .collect();
+        let is_default = |m: &MailboxName| m.is_inbox() || defaults.iter().any(|d| d == m.as_str());
+        // Most logins are decided by one directory listing: any other
+        // top-level directory (a mailbox or a parent of some) means the
         // account has other mailboxes. Never waits behind another
         // session's RENAME.
-        let inbox = MailboxName::inbox().encoded_components().concat();
+        let mut allowed: Vec<String> = vec![MailboxName::inbox().encoded_components().concat()];
+        for d in &defaults {
+            allowed.push(MailboxName::new(d)?.encoded_components().concat());
+        }
         for (name, _) in user_dir.entries()? {
             if !name.starts_with(b".")
-                && name != inbox.as_bytes()
+                && !allowed.iter().any(|a| a.as_bytes() == name.as_slice())
                 && user_dir.is_dir(fsutil::os(&name))
             {
                 return Ok(Vec::new());
             }
         }
-        let only_inbox = |s: &Store| -> Result<bool> {
-            Ok(s.list_mailboxes(user)?.iter().all(|m| m.is_inbox()))
-        };
         let _names = self.lock_names(&user_dir)?;
-        if !only_inbox(self)? {
+        let existing = self.list_mailboxes(user)?;
+        if !existing.iter().all(is_default) {
             return Ok(Vec::new());
         }
-        let mut created = Vec::new();
+        for m in &existing {
+            match self.special_use(user, m) {
+                Ok(u) if u.is_empty() => {}
+                // Marked already, or a corrupt file left for the
+                // administrator to see rather than overwritten.
+                _ => return Ok(Vec::new()),
+            }
+        }
+        let mut done = Vec::new();
         for u in SpecialUse::ALL {
             let name = MailboxName::new(u.default_folder())?;
             match self.create_locked(user, &user_dir, &name) {
-                Ok(()) => {}
-                Err(Error::MailboxExists(_)) => continue,
+                Ok(()) | Err(Error::MailboxExists(_)) => {}
                 Err(e) => return Err(e),
             }
             let dir = self.mailbox_dir(user, &name, false)?;
             self.write_special_use(&dir, &[u])?;
-            created.push(name);
+            done.push(name);
         }
-        Ok(created)
+        Ok(done)
     }
 
     fn write_special_use(&self, dir: &Dir, uses: &[SpecialUse]) -> Result<()> {
@@ -261,7 +277,7 @@ mod tests {
         store.ensure_mailbox(&u, &MailboxName::inbox()).unwrap();
         let created = store.provision_special_use(&u).unwrap();
         assert_eq!(created.len(), 5);
-        // Only once: the account now has other mailboxes.
+        // Only once: the account now has special uses.
         assert!(store.provision_special_use(&u).unwrap().is_empty());
         let sent = MailboxName::new("Sent").unwrap();
         let moved = MailboxName::new("Old/Sent Items").unwrap();
