@@ -4,7 +4,8 @@
 //! - LIST-EXTENDED (RFC 5258 §6): `LIST (select-opts) ref ("p1" "p2")
 //!   RETURN (return-opts)`, with LIST-STATUS's `STATUS (...)` (RFC 5819)
 //!   and SPECIAL-USE's options (RFC 6154); imap-codec only knows the
-//!   RFC 3501 form.
+//!   RFC 3501 form (its `ext_list_extended` feature adds response types
+//!   only, so it is not enabled: responses are written in `list.rs`).
 //! - CREATE-SPECIAL-USE (RFC 6154 §3): `CREATE name (USE (\Sent))`.
 //! - MULTIAPPEND (RFC 3502 §6.3.11): `APPEND box 1*(SP [flags] [SP date]
 //!   SP literal)`; imap-codec takes one message only.
