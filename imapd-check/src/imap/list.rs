@@ -104,7 +104,6 @@ impl Session {
                 universe.extend(ancestors(s));
             }
         }
-        let satisfying: Vec<&String> = universe.iter().filter(|n| meets(n)).collect();
         let mut criteria = Vec::new();
         if cmd.sel_subscribed {
             criteria.push("\"SUBSCRIBED\"");
@@ -120,10 +119,8 @@ impl Session {
             // RFC 5258 §3 (RECURSIVEMATCH): a name whose descendant meets
             // the criteria without being listed itself (it does not match
             // the patterns) is returned with CHILDINFO.
-            let childinfo = cmd.sel_recursive
-                && satisfying
-                    .iter()
-                    .any(|d| is_descendant(d, name) && !matches(d));
+            let childinfo =
+                cmd.sel_recursive && descendants(&universe, name).any(|d| meets(d) && !matches(d));
             if !meets(name) && !childinfo {
                 continue;
             }
@@ -141,7 +138,7 @@ impl Session {
                 Kind::NonExistent => attrs.push("\\NonExistent"),
             }
             if !matches!(kind, Kind::NonExistent) {
-                let children = dirs.iter().any(|d| is_descendant(d, name));
+                let children = descendants(&dirs, name).next().is_some();
                 attrs.push(if children {
                     "\\HasChildren"
                 } else {
@@ -191,8 +188,13 @@ fn ancestors(name: &str) -> Vec<String> {
     out
 }
 
-fn is_descendant(d: &str, name: &str) -> bool {
-    d.len() > name.len() + 1 && d.starts_with(name) && d.as_bytes()[name.len()] == b'/'
+/// The names below `name` in a sorted set (those starting `name/`), found
+/// by a range rather than a scan.
+fn descendants<'a>(set: &'a BTreeSet<String>, name: &str) -> impl Iterator<Item = &'a String> {
+    let prefix = format!("{name}/");
+    set.range(prefix.clone()..)
+        .take_while(move |d| d.starts_with(&prefix))
+        .filter(|d| d.len() > name.len() + 1)
 }
 
 #[cfg(test)]
@@ -203,8 +205,12 @@ mod tests {
     fn hierarchy_helpers() {
         assert_eq!(ancestors("a/b/c"), vec!["a/b".to_string(), "a".to_string()]);
         assert!(ancestors("a").is_empty());
-        assert!(is_descendant("a/b", "a"));
-        assert!(!is_descendant("ab", "a"));
-        assert!(!is_descendant("a", "a"));
+        let set: BTreeSet<String> = ["a", "a/b", "a/b/c", "a0", "ab", "b"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let below: Vec<&String> = descendants(&set, "a").collect();
+        assert_eq!(below, vec!["a/b", "a/b/c"]);
+        assert_eq!(descendants(&set, "b").count(), 0);
     }
 }
