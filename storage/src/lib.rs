@@ -23,6 +23,7 @@ pub mod recent;
 pub mod recovery;
 mod repack_list;
 pub mod session;
+pub mod special_use;
 pub mod stage;
 pub mod store;
 pub mod subscriptions;

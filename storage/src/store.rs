@@ -81,7 +81,12 @@ impl Store {
     }
 
     /// Walks to a mailbox's directory, creating missing components if asked.
-    fn mailbox_dir(&self, user: &UserName, name: &MailboxName, create: bool) -> Result<Dir> {
+    pub(crate) fn mailbox_dir(
+        &self,
+        user: &UserName,
+        name: &MailboxName,
+        create: bool,
+    ) -> Result<Dir> {
         let mut dir = self.user_dir(user, create)?;
         for c in name.encoded_components() {
             let os = fsutil::os(c.as_bytes());
@@ -161,7 +166,12 @@ impl Store {
     }
 
     /// [`Self::create_mailbox`] with the user's name lock held.
-    fn create_locked(&self, user: &UserName, user_dir: &Dir, name: &MailboxName) -> Result<()> {
+    pub(crate) fn create_locked(
+        &self,
+        user: &UserName,
+        user_dir: &Dir,
+        name: &MailboxName,
+    ) -> Result<()> {
         let dir = self.mailbox_dir(user, name, true)?;
         let index_os = fsutil::os(INDEX_NAME.as_bytes());
         if dir.exists(index_os)? {
@@ -554,6 +564,7 @@ fn finish_delete_in_place(dir: &Dir) -> Result<()> {
         if parse_message_file_name(&name).is_some()
             || name == b".meta"
             || name == crate::recent::RECENT_NAME.as_bytes()
+            || name == crate::special_use::SPECIAL_USE_FILE.as_bytes()
             || name == crate::dedup::DEDUP_NAME.as_bytes()
             || name == crate::dedup::DEDUP_TMP_NAME.as_bytes()
         {

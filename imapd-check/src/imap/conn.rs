@@ -22,8 +22,9 @@ use super::auth::PasswdDb;
 use super::io::{Assembled, Input, Limits, tag_of};
 use super::wire;
 
-pub const CAPS: &str =
-    "IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE UIDPLUS MOVE UNSELECT CONDSTORE QRESYNC CHILDREN";
+pub const CAPS: &str = "IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE UIDPLUS MOVE UNSELECT CONDSTORE QRESYNC CHILDREN \
+     ID NAMESPACE LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE STATUS=SIZE \
+     QUOTA QUOTA=RES-STORAGE MULTIAPPEND";
 
 pub(super) struct Selected {
     pub name: MailboxName,
@@ -227,6 +228,13 @@ impl Session {
             };
             let cmd = match CommandCodec::default().decode(&bytes) {
                 Ok((b"", cmd)) => cmd,
+                // What imap-codec cannot parse (extparse.rs says which).
+                _ if let Some((tag, name, ext)) = super::extparse::parse(&bytes) => {
+                    match self.handle_ext(&tag, name, ext, &bytes) {
+                        Ok(()) => continue,
+                        Err(s) => return self.stop(s),
+                    }
+                }
                 _ => {
                     let line = match tag_of(&bytes) {
                         Some(t) => format!("{t} BAD Syntax error in command\r\n"),
@@ -236,20 +244,53 @@ impl Session {
                     continue;
                 }
             };
-            match self.handle(cmd) {
-                Ok(()) => {}
-                Err(Stop::Logout) => {
-                    self.out.flush()?;
-                    return Ok(());
-                }
-                Err(Stop::Bye(text)) => {
-                    self.out.write_all(format!("* BYE {text}\r\n").as_bytes())?;
-                    self.out.flush()?;
-                    return Ok(());
-                }
-                Err(Stop::Io(e)) => return if is_disconnect(&e) { Ok(()) } else { Err(e) },
+            if let Err(s) = self.handle(cmd) {
+                return self.stop(s);
             }
         }
+    }
+
+    fn stop(&mut self, s: Stop) -> io::Result<()> {
+        match s {
+            Stop::Logout => self.out.flush(),
+            Stop::Bye(text) => {
+                self.out.write_all(format!("* BYE {text}\r\n").as_bytes())?;
+                self.out.flush()
+            }
+            Stop::Io(e) => {
+                if is_disconnect(&e) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// A command parsed by `extparse` (LIST-EXTENDED, CREATE with USE,
+    /// MULTIAPPEND); authenticated state only.
+    fn handle_ext(
+        &mut self,
+        tag: &str,
+        name: &str,
+        cmd: Result<super::extparse::ExtCommand, super::extparse::Error>,
+        bytes: &[u8],
+    ) -> Result<(), Stop> {
+        use super::extparse::ExtCommand;
+        let result = match cmd {
+            Err(e) => bad(e),
+            Ok(_) if self.user.is_none() => bad("Log in first"),
+            Ok(ExtCommand::List(l)) => self.list_extended(&l),
+            Ok(ExtCommand::Create { mailbox, uses }) => self.create_with_use(&mailbox, &uses),
+            Ok(ExtCommand::Append { mailbox, messages }) => {
+                self.multiappend(&mailbox, &messages, bytes)
+            }
+        };
+        let result = match result {
+            Err(Fail::Stop(s)) => return Err(s),
+            r => r,
+        };
+        self.finish(tag, name, Allow::AllUpdates, false, result)
     }
 
     fn handle(&mut self, cmd: Command<'_>) -> Result<(), Stop> {
@@ -266,10 +307,22 @@ impl Session {
                 | CommandBody::Search { .. }
         );
         let result = self.dispatch(&tag, cmd.body);
-        let mut result = match result {
+        let result = match result {
             Err(Fail::Stop(s)) => return Err(s),
             r => r,
         };
+        self.finish(&tag, name, allow, reads, result)
+    }
+
+    /// After a command: the session check, then the tagged reply.
+    fn finish(
+        &mut self,
+        tag: &str,
+        name: &str,
+        allow: Allow,
+        reads: bool,
+        mut result: Result<Done, Fail>,
+    ) -> Result<(), Stop> {
         if self.sel.is_some() && !matches!(result, Err(Fail::Bad(_))) {
             match self.try_check(allow)? {
                 Err(e @ Error::Corrupt { .. }) if reads && result.is_ok() => {
@@ -415,6 +468,7 @@ impl Session {
                 return ok("CAPABILITY completed");
             }
             CommandBody::Noop => return ok("NOOP completed"),
+            CommandBody::Id { parameters } => return self.id(parameters.as_deref()),
             CommandBody::Logout => {
                 self.buf.extend_from_slice(b"* BYE Logging out\r\n");
                 self.buf
@@ -475,7 +529,18 @@ impl Session {
             CommandBody::List {
                 reference,
                 mailbox_wildcard,
-            } => self.list(&reference, &list_pattern(&mailbox_wildcard), false),
+            } => self.list_extended(&super::extparse::ListCommand {
+                reference: match reference {
+                    imap_codec::imap_types::mailbox::Mailbox::Inbox => b"INBOX".to_vec(),
+                    imap_codec::imap_types::mailbox::Mailbox::Other(o) => o.as_ref().to_vec(),
+                },
+                patterns: vec![list_pattern(&mailbox_wildcard)],
+                ..Default::default()
+            }),
+            CommandBody::Namespace => self.namespace(),
+            CommandBody::GetQuotaRoot { mailbox } => self.get_quota_root(&mailbox),
+            CommandBody::GetQuota { root } => self.get_quota(&root),
+            CommandBody::SetQuota { .. } => self.set_quota(),
             CommandBody::Lsub {
                 reference,
                 mailbox_wildcard,

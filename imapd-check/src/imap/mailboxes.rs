@@ -12,7 +12,8 @@ use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::mailbox::Mailbox as WireMailbox;
 use imap_codec::imap_types::status::StatusDataItemName;
-use storage::{AppendOptions, Error, Flags, MailboxName, UserName};
+use storage::special_use::SpecialUse;
+use storage::{Flags, MailboxName, UserName};
 
 use super::auth::parse_plain;
 use super::conn::{Done, Fail, Selected, Session, bad, no, ok, ok_code};
@@ -20,10 +21,18 @@ use super::wire;
 
 /// The store's name for a mailbox the client named.
 pub(super) fn mailbox_name(m: &WireMailbox) -> Result<MailboxName, Fail> {
-    let raw = match m {
-        WireMailbox::Inbox => return Ok(MailboxName::inbox()),
-        WireMailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
-    };
+    match m {
+        WireMailbox::Inbox => Ok(MailboxName::inbox()),
+        WireMailbox::Other(o) => mailbox_name_raw(o.as_ref()),
+    }
+}
+
+/// The store's name for a mailbox name as sent (INBOX in any case).
+pub(super) fn mailbox_name_raw(raw: &[u8]) -> Result<MailboxName, Fail> {
+    if raw.eq_ignore_ascii_case(b"INBOX") {
+        return Ok(MailboxName::inbox());
+    }
+    let raw = String::from_utf8_lossy(raw);
     let trimmed = raw.strip_suffix('/').unwrap_or(&raw);
     MailboxName::new(trimmed).map_err(|e| Fail::No(Some("CANNOT"), e.to_string()))
 }
@@ -55,7 +64,7 @@ pub(super) fn split_flags(flags: &[Flag]) -> Result<(Flags, Vec<String>), Fail> 
 /// anything but the delimiter `/`. One pass over the pattern keeping the
 /// set of name positions reachable, so the cost is bounded by pattern ×
 /// name length whatever the client sends (no backtracking blow-up).
-fn wildcard(pat: &[u8], name: &[u8]) -> bool {
+pub(super) fn wildcard(pat: &[u8], name: &[u8]) -> bool {
     let n = name.len();
     let mut at = vec![false; n + 1];
     at[0] = true;
@@ -88,7 +97,7 @@ fn wildcard(pat: &[u8], name: &[u8]) -> bool {
 }
 
 /// Canonical `INBOX` prefix in a pattern (INBOX is case-insensitive).
-fn canonical_pattern(p: &str) -> String {
+pub(super) fn canonical_pattern(p: &str) -> String {
     if p.len() >= 5
         && p[..5].eq_ignore_ascii_case("INBOX")
         && matches!(p.as_bytes().get(5), None | Some(b'/'))
@@ -106,6 +115,18 @@ impl Session {
     pub(super) fn ensure_inbox(&self, user: &UserName) {
         if let Err(e) = self.store.ensure_mailbox(user, &MailboxName::inbox()) {
             tracing::warn!(user = %user, error = %e, "could not create the INBOX at login");
+        }
+        // RFC 6154: an account whose only mailbox is INBOX also gets
+        // Drafts, Sent, Trash, Junk and Archive with their attributes
+        // (storage::special_use; docs/OPERATIONS.md says when).
+        match self.store.provision_special_use(user) {
+            Ok(made) if !made.is_empty() => {
+                tracing::info!(user = %user, ?made, "created the special-use mailboxes");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(user = %user, error = %e, "could not create the special-use mailboxes");
+            }
         }
     }
 
@@ -232,6 +253,27 @@ impl Session {
         ok("CREATE completed")
     }
 
+    /// CREATE with `(USE (...))` (RFC 6154 §3, CREATE-SPECIAL-USE). `\All`
+    /// and `\Flagged` name virtual mailboxes this store does not have.
+    pub(super) fn create_with_use(&mut self, m: &[u8], uses: &[String]) -> Result<Done, Fail> {
+        let user = self.user()?;
+        let name = mailbox_name_raw(m)?;
+        let mut parsed = Vec::with_capacity(uses.len());
+        for u in uses {
+            match SpecialUse::parse(u) {
+                Some(u) => parsed.push(u),
+                None => {
+                    return no(
+                        Some("USEATTR"),
+                        &format!("Special use {u} is not supported here"),
+                    );
+                }
+            }
+        }
+        self.store.create_mailbox_with_use(&user, &name, &parsed)?;
+        ok("CREATE completed")
+    }
+
     pub(super) fn delete(&mut self, m: &WireMailbox) -> Result<Done, Fail> {
         let user = self.user()?;
         let name = mailbox_name(m)?;
@@ -249,7 +291,7 @@ impl Session {
         ok("RENAME completed")
     }
 
-    fn subscriptions(&self, user: &UserName) -> Result<BTreeSet<String>, Fail> {
+    pub(super) fn subscriptions(&self, user: &UserName) -> Result<BTreeSet<String>, Fail> {
         self.store
             .subscriptions(user)
             .map_err(|e| Fail::No(Some("SERVERBUG"), format!("cannot read subscriptions: {e}")))
@@ -292,20 +334,7 @@ impl Session {
             return ok(&format!("{what} completed"));
         }
         let full = canonical_pattern(&format!("{reference}{pattern}"));
-        let boxes: BTreeSet<String> = self
-            .store
-            .list_mailboxes(&user)?
-            .iter()
-            .map(|m| m.to_string())
-            .collect();
-        let mut all = boxes.clone();
-        for b in &boxes {
-            let mut p = b.as_str();
-            while let Some((parent, _)) = p.rsplit_once('/') {
-                all.insert(parent.to_string());
-                p = parent;
-            }
-        }
+        let (boxes, all) = self.mailbox_tree(&user)?;
         let subs = if lsub {
             self.subscriptions(&user)?
         } else {
@@ -366,7 +395,20 @@ impl Session {
     ) -> Result<Done, Fail> {
         let user = self.user()?;
         let name = mailbox_name(m)?;
-        let mut mbox = self.store.open_mailbox(&user, &name)?;
+        let parts = self.status_values(&user, &name, items)?;
+        self.write_status(&name, &parts);
+        ok("STATUS completed")
+    }
+
+    /// The STATUS data items of a mailbox (RFC 3501 6.3.10; SIZE from
+    /// RFC 8438; DELETED and DELETED-STORAGE from RFC 9208 §4.3).
+    pub(super) fn status_values(
+        &mut self,
+        user: &UserName,
+        name: &MailboxName,
+        items: &[StatusDataItemName],
+    ) -> Result<Vec<String>, Fail> {
+        let mut mbox = self.store.open_mailbox(user, name)?;
         let h = mbox.header()?;
         let mut parts = Vec::new();
         for it in items {
@@ -382,15 +424,29 @@ impl Session {
                 StatusDataItemName::HighestModSeq => {
                     format!("HIGHESTMODSEQ {}", h.highestmodseq.max(1))
                 }
-                _ => continue,
+                // The sum of RFC822.SIZE over the messages not expunged.
+                StatusDataItemName::Size => format!("SIZE {}", h.total_bytes),
+                StatusDataItemName::DeletedStorage => {
+                    let deleted: u64 = mbox
+                        .snapshot()?
+                        .records
+                        .iter()
+                        .filter(|r| !r.is_expunged() && r.flags.contains(Flags::DELETED))
+                        .map(|r| r.size)
+                        .sum();
+                    format!("DELETED-STORAGE {deleted}")
+                }
             };
             parts.push(v);
         }
+        Ok(parts)
+    }
+
+    pub(super) fn write_status(&mut self, name: &MailboxName, parts: &[String]) {
         self.buf.extend_from_slice(b"* STATUS ");
         wire::mailbox(&mut self.buf, name.as_str());
         self.buf
             .extend_from_slice(format!(" ({})\r\n", parts.join(" ")).as_bytes());
-        ok("STATUS completed")
     }
 
     /// STATUS RECENT (RFC 3501 6.3.10) without claiming anything: the
@@ -448,36 +504,20 @@ impl Session {
         date: Option<&DateTime>,
         message: LiteralOrLiteral8,
     ) -> Result<Done, Fail> {
-        let user = self.user()?;
+        self.user()?;
         let name = mailbox_name(m)?;
         let (flags, keywords) = split_flags(flags)?;
         let data: &[u8] = match &message {
             LiteralOrLiteral8::Literal(l) => l.as_ref(),
             LiteralOrLiteral8::Literal8(l) => l.data.as_ref(),
         };
-        let sent_date = mail_parser::MessageParser::default()
-            .parse_headers(data)
-            .and_then(|m| m.date().map(|d| d.to_timestamp()))
-            .unwrap_or(0);
-        let mut target = match self.store.open_mailbox(&user, &name) {
-            Err(Error::NoSuchMailbox(_)) => return no(Some("TRYCREATE"), "No such mailbox"),
-            r => r?,
-        };
-        let opts = AppendOptions {
+        let msg = super::append::NewMessage {
+            data,
             flags,
             keywords,
             internal_date: date.map(|d| d.as_ref().timestamp()),
-            sent_date,
-            max_size: Some(self.limits.append),
         };
-        if let Some(q) = self.quota(&user)?
-            && q.used + data.len() as u64 > q.limit
-        {
-            return no(Some("OVERQUOTA"), "Over quota");
-        }
-        let uid = target.append(data, opts)?;
-        let validity = target.header()?.uidvalidity;
-        ok_code(format!("APPENDUID {validity} {uid}"), "APPEND completed")
+        self.append_messages(&name, vec![msg])
     }
 }
 

@@ -8,17 +8,22 @@
 //! file (`--listen`, one thread per connection).
 
 pub mod address;
+pub mod append;
 pub mod auth;
 pub mod conn;
 pub mod emit;
+pub mod extparse;
 pub mod fetch;
+pub mod id;
 pub mod idle;
 pub mod io;
+pub mod list;
 pub mod mailboxes;
 pub mod messages;
 pub mod mime;
 pub mod msgfile;
 pub mod qresync;
+pub mod quota;
 pub mod recent;
 pub mod search;
 pub mod structure;

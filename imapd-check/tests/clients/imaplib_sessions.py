@@ -121,19 +121,19 @@ print(f"idle: delivery took {1000*(t1-t0):.1f} ms, EXISTS seen {1000*(t2-t1):.1f
 # 5. UIDPLUS, MOVE, malformed input.
 typ, data = a.append("INBOX", "(\\Seen $Label1)", None, b"Subject: appended\r\n\r\nx\r\n")
 assert typ == "OK" and b"APPENDUID" in data[0], data
-assert a.create("Archive")[0] == "OK"
-typ, data = a.uid("COPY", "2:3", "Archive")
+assert a.create("Kept")[0] == "OK"
+typ, data = a.uid("COPY", "2:3", "Kept")
 assert typ == "OK", data
 assert untagged(a, "COPYUID")[-1].endswith(b" 2:3 1:2")
-lines = raw(a, "UID MOVE 4 Archive")
+lines = raw(a, "UID MOVE 4 Kept")
 assert any("[COPYUID" in l for l in lines) and any(l.endswith(" EXPUNGE") for l in lines), lines
 lines = raw(a, "FETCH (((")
 assert lines[-1].split()[1] == "BAD", lines
 lines = raw(a, "FROBNICATE")
 assert lines[-1].split()[1] == "BAD", lines
 assert a.noop()[0] == "OK"
-typ, data = a.status("Archive", "(MESSAGES UIDNEXT)")
-assert data == [b'"Archive" (MESSAGES 3 UIDNEXT 4)'], data
+typ, data = a.status("Kept", "(MESSAGES UIDNEXT)")
+assert data == [b'"Kept" (MESSAGES 3 UIDNEXT 4)'], data
 a.logout()
 b.logout()
 print("imaplib: ok")

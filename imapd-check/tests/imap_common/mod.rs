@@ -15,6 +15,25 @@ pub fn target_dir() -> PathBuf {
     Path::new(IMAPD).parent().unwrap().to_path_buf()
 }
 
+/// Where the npm client imapflow is (IMAPFLOW_DIR, else what
+/// scripts/test.sh installs under target/node-clients).
+pub fn imapflow_dir() -> PathBuf {
+    let flow_dir = std::env::var_os("IMAPFLOW_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            target_dir()
+                .parent()
+                .unwrap()
+                .join("node-clients/node_modules")
+        });
+    assert!(
+        flow_dir.join("imapflow").exists(),
+        "imapflow not found in {}: npm install --prefix target/node-clients imapflow@2",
+        flow_dir.display()
+    );
+    flow_dir
+}
+
 /// Kills the child on drop, so a failing test leaves no process behind.
 pub struct Reaper(pub Child);
 impl Drop for Reaper {
