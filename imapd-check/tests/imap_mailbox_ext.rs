@@ -586,16 +586,21 @@ fn multiappend_appends_all_with_appenduid() {
         tagged,
         format!("m1 OK [APPENDUID {validity} 1:3] APPEND completed")
     );
+    // This SELECT is the first to learn of them: all three are \Recent
+    // here (RFC 3501 2.3.2).
     c.ok("SELECT Drafts");
     let lines = c.ok("FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE)");
     assert_eq!(lines.len(), 3, "{lines:?}");
-    assert!(lines[0].contains("FLAGS (\\Seen)"), "{lines:?}");
+    assert!(lines[0].contains("FLAGS (\\Seen \\Recent)"), "{lines:?}");
     assert!(
         lines[0].contains("INTERNALDATE \"05-Mar-2024 09:00:00 +0000\""),
         "{lines:?}"
     );
-    assert!(lines[1].contains("FLAGS (\\Draft $Work)"), "{lines:?}");
-    assert!(lines[2].contains("FLAGS ()"), "{lines:?}");
+    assert!(
+        lines[1].contains("FLAGS (\\Draft \\Recent $Work)"),
+        "{lines:?}"
+    );
+    assert!(lines[2].contains("FLAGS (\\Recent)"), "{lines:?}");
     for (i, m) in [&m1, &m2, &m3].iter().enumerate() {
         assert!(
             lines[i].contains(&format!("RFC822.SIZE {}", m.len())),
@@ -669,7 +674,7 @@ fn multiappend_is_seen_at_once_by_another_session() {
     let parts: String = (0..20).map(|_| format!(" {{{n}+}}\r\n{m}")).collect();
     c.ok(&format!("APPEND INBOX{parts}"));
     let lines = watcher.ok("NOOP");
-    assert_eq!(lines, vec!["* 20 EXISTS"]);
+    assert_eq!(lines, vec!["* 20 EXISTS", "* 20 RECENT"]);
 }
 
 /// FORMAT.md §1 (`.special-use`): a corrupt attribute file is not used

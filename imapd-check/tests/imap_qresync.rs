@@ -281,7 +281,7 @@ fn vanished_replaces_expunge() {
     let mut m = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
     let mut a = Client::spawn(&spool, "alice");
     a.ok("ENABLE QRESYNC");
-    a.ok("CREATE Archive");
+    a.ok("CREATE Kept");
     a.ok("SELECT INBOX");
     m.expunge(Some(&[2, 4]), false).unwrap();
     let lines = a.ok("NOOP");
@@ -291,7 +291,7 @@ fn vanished_replaces_expunge() {
     assert_eq!(lines, vec!["* VANISHED 5".to_string()]);
     // The OK carries the new HIGHESTMODSEQ (RFC 7162 3.2.10 example).
     assert!(tagged.contains("OK [HIGHESTMODSEQ "), "{tagged}");
-    let lines = a.ok("UID MOVE 6:7 Archive");
+    let lines = a.ok("UID MOVE 6:7 Kept");
     assert!(lines.iter().any(|l| l == "* VANISHED 6:7"), "{lines:?}");
     assert!(!lines.iter().any(|l| l.ends_with(" EXPUNGE")), "{lines:?}");
     a.send("i IDLE\r\n");

@@ -234,10 +234,17 @@ fn lsub_lists_unsubscribed_parents_as_noselect() {
         c.ok("LIST \"a/b\" \"\""),
         ["* LIST (\\Noselect) \"/\" \"a/\""]
     );
+    // The five special-use mailboxes a new account gets at login
+    // (OPERATIONS.md) are listed beside the test's own.
     assert_eq!(
         c.ok("LIST \"\" %"),
         [
+            "* LIST (\\HasNoChildren \\Archive) \"/\" \"Archive\"",
+            "* LIST (\\HasNoChildren \\Drafts) \"/\" \"Drafts\"",
             "* LIST (\\HasNoChildren) \"/\" \"INBOX\"",
+            "* LIST (\\HasNoChildren \\Junk) \"/\" \"Junk\"",
+            "* LIST (\\HasNoChildren \\Sent) \"/\" \"Sent\"",
+            "* LIST (\\HasNoChildren \\Trash) \"/\" \"Trash\"",
             "* LIST (\\Noselect \\HasChildren) \"/\" \"a\""
         ]
     );
