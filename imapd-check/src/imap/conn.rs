@@ -40,6 +40,8 @@ pub struct Session {
     pub(super) input: Input,
     pub(super) sel: Option<Selected>,
     pub(super) condstore: bool,
+    /// The `RETURN (...)` options of the SEARCH being run (ESEARCH).
+    pub(super) search_return: Option<super::esearch::ReturnOpts>,
     pub(super) limits: Limits,
     /// Untagged responses of the command in progress.
     pub(super) buf: Vec<u8>,
@@ -144,6 +146,7 @@ impl Session {
             input,
             sel: None,
             condstore: false,
+            search_return: None,
             limits: Limits::default(),
             buf: Vec::new(),
         }
@@ -210,6 +213,21 @@ impl Session {
                 }
                 Assembled::Command(b) => b,
             };
+            // ESEARCH: imap-codec cannot parse `SEARCH RETURN (...)`.
+            self.search_return = None;
+            let bytes = match super::esearch::split_return(&bytes) {
+                Ok(Some((rest, opts))) => {
+                    self.search_return = Some(opts);
+                    rest
+                }
+                Ok(None) => bytes,
+                Err(super::esearch::BadReturn(why)) => {
+                    let t = tag_of(&bytes).unwrap_or_else(|| "*".into());
+                    self.out
+                        .write_all(format!("{t} BAD SEARCH: {why}\r\n").as_bytes())?;
+                    continue;
+                }
+            };
             let cmd = match CommandCodec::default().decode(&bytes) {
                 Ok((b"", cmd)) => cmd,
                 _ => {
@@ -249,6 +267,8 @@ impl Session {
                 | CommandBody::Check
                 | CommandBody::Fetch { .. }
                 | CommandBody::Search { .. }
+                | CommandBody::Sort { .. }
+                | CommandBody::Thread { .. }
         );
         let result = self.dispatch(&tag, cmd.body);
         let mut result = match result {
@@ -483,7 +503,29 @@ impl Session {
                 charset,
                 criteria,
                 uid,
-            } => self.search(charset.as_ref().map(|c| c.as_ref()), criteria.as_ref(), uid),
+            } => self.search(
+                tag,
+                charset.as_ref().map(|c| c.as_ref()),
+                criteria.as_ref(),
+                uid,
+            ),
+            CommandBody::Sort {
+                sort_criteria,
+                charset,
+                search_criteria,
+                uid,
+            } => self.sort(
+                sort_criteria.as_ref(),
+                charset.as_ref(),
+                search_criteria.as_ref(),
+                uid,
+            ),
+            CommandBody::Thread {
+                algorithm,
+                charset,
+                search_criteria,
+                uid,
+            } => self.thread(&algorithm, charset.as_ref(), search_criteria.as_ref(), uid),
             CommandBody::Fetch {
                 sequence_set,
                 macro_or_item_names,
@@ -528,6 +570,8 @@ fn post_allowance(body: &CommandBody) -> Allow {
         CommandBody::Fetch { uid: false, .. }
         | CommandBody::Store { uid: false, .. }
         | CommandBody::Search { uid: false, .. }
+        | CommandBody::Sort { uid: false, .. }
+        | CommandBody::Thread { uid: false, .. }
         | CommandBody::Copy { uid: false, .. } => Allow::NoExpunge,
         _ => Allow::AllUpdates,
     }

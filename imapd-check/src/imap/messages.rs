@@ -15,10 +15,19 @@ use storage::{Error, Flags};
 
 use super::conn::{Done, Fail, Session, Stop, bad, no, ok, ok_code};
 use super::emit::{Broken, Emitter};
+use super::esearch;
 use super::fetch::{self, Plan};
 use super::mailboxes::{mailbox_name, split_flags};
 use super::msgfile::MessageFile;
 use super::search::{self, Candidate};
+
+/// A message that matched a SEARCH, SORT or THREAD, with its key.
+pub(super) struct Hit<K> {
+    pub seq: u32,
+    pub uid: u32,
+    pub modseq: u64,
+    pub key: K,
+}
 
 fn seqset_string(s: &SequenceSet) -> String {
     let v = |x: &SeqOrUid| match x {
@@ -320,12 +329,15 @@ impl Session {
         ok("STORE completed")
     }
 
-    pub(super) fn search(
+    /// The messages of the selected mailbox that match `criteria`, in
+    /// sequence order, each with what `key` makes of it while its file
+    /// is at hand (SORT and THREAD read their keys from the same pass).
+    pub(super) fn matching<K>(
         &mut self,
         charset: Option<&str>,
         criteria: &[SearchKey],
-        uid: bool,
-    ) -> Result<Done, Fail> {
+        mut key: impl FnMut(&Candidate) -> K,
+    ) -> Result<Vec<Hit<K>>, Fail> {
         self.selected()?;
         if let Some(c) = charset
             && !c.eq_ignore_ascii_case("US-ASCII")
@@ -340,7 +352,6 @@ impl Session {
         let mbox = &sel.mbox;
         let open = |r: &storage::Record| MessageFile::open(mbox, r);
         let mut hits = Vec::new();
-        let mut max_modseq = 0;
         for m in sel.view.iter().filter(|m| !m.expunged) {
             let c = Candidate::new(
                 m.seq,
@@ -350,6 +361,7 @@ impl Session {
                 &open,
             );
             let hit = criteria.iter().all(|k| search::matches(k, &c));
+            let k = hit.then(|| key(&c));
             if let Some(e) = c.failed.into_inner() {
                 // A message that could not be read (or does not match its
                 // record) makes the answer unknowable: no results.
@@ -365,16 +377,44 @@ impl Session {
                 }
                 return Err(e.into());
             }
-            if hit {
-                hits.push(if uid { m.uid } else { m.seq });
-                max_modseq = max_modseq.max(m.record.modseq);
+            if let Some(key) = k {
+                hits.push(Hit {
+                    seq: m.seq,
+                    uid: m.uid,
+                    modseq: m.record.modseq,
+                    key,
+                });
             }
         }
+        Ok(hits)
+    }
+
+    pub(super) fn search(
+        &mut self,
+        tag: &str,
+        charset: Option<&str>,
+        criteria: &[SearchKey],
+        uid: bool,
+    ) -> Result<Done, Fail> {
+        let ret = self.search_return.take();
+        let hits = self.matching(charset, criteria, |_| ())?;
+        let ids: Vec<u32> = hits
+            .iter()
+            .map(|h| if uid { h.uid } else { h.seq })
+            .collect();
+        let with_modseq = criteria.iter().any(search::uses_modseq);
+        if let Some(o) = ret {
+            let modseqs: Vec<u64> = hits.iter().map(|h| h.modseq).collect();
+            let line = esearch::response(tag, uid, o, &ids, with_modseq.then_some(&modseqs[..]));
+            self.buf.extend_from_slice(line.as_bytes());
+            return ok("SEARCH completed");
+        }
         let mut line = String::from("* SEARCH");
-        for h in &hits {
+        for h in &ids {
             line.push_str(&format!(" {h}"));
         }
-        if !hits.is_empty() && criteria.iter().any(search::uses_modseq) {
+        if !hits.is_empty() && with_modseq {
+            let max_modseq = hits.iter().map(|h| h.modseq).max().unwrap_or(0);
             line.push_str(&format!(" (MODSEQ {max_modseq})"));
         }
         line.push_str("\r\n");

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod conn;
 pub mod emit;
+pub mod esearch;
 pub mod fetch;
 pub mod idle;
 pub mod io;
@@ -18,7 +19,9 @@ pub mod messages;
 pub mod mime;
 pub mod msgfile;
 pub mod search;
+pub mod sort;
 pub mod structure;
+pub mod thread;
 pub mod wire;
 
 use std::net::{SocketAddr, TcpListener};
