@@ -22,8 +22,8 @@ use super::auth::PasswdDb;
 use super::io::{Assembled, Input, Limits, tag_of};
 use super::wire;
 
-pub const CAPS: &str =
-    "IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE UIDPLUS MOVE UNSELECT CONDSTORE CHILDREN";
+pub const CAPS: &str = "IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE UIDPLUS MOVE UNSELECT CONDSTORE CHILDREN \
+     ESEARCH SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES";
 
 pub(super) struct Selected {
     pub name: MailboxName,
