@@ -4,26 +4,22 @@
 mod imap_common;
 
 use imap_common::*;
-use storage::{AppendOptions, MailboxName, UserName};
+use storage::AppendOptions;
 
 /// A store for `user` whose INBOX holds `msgs` (header lines, internal
 /// date, sent date as stored by delivery: 0 when there is none).
 fn mailbox(user: &str, msgs: &[(String, i64, i64)]) -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");
-    let store = seed_store(&spool, user);
-    let mut m = store
-        .open_mailbox(&UserName::new(user).unwrap(), &MailboxName::inbox())
-        .unwrap();
-    for (header, internal, sent) in msgs {
-        let raw = format!("{header}\r\n\r\nbody\r\n");
+    let raw = msgs.iter().map(|(header, internal, sent)| {
         let opts = AppendOptions {
             internal_date: Some(*internal),
             sent_date: *sent,
             ..Default::default()
         };
-        m.append(raw.as_bytes(), opts).unwrap();
-    }
+        (format!("{header}\r\n\r\nbody\r\n").into_bytes(), opts)
+    });
+    seed_raw(&spool, user, raw);
     (tmp, spool)
 }
 

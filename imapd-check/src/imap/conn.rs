@@ -23,7 +23,7 @@ use super::io::{Assembled, Input, Limits, tag_of};
 use super::wire;
 
 pub const CAPS: &str = "IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE UIDPLUS MOVE UNSELECT CONDSTORE CHILDREN \
-     ESEARCH SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES";
+     ESEARCH SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES BINARY";
 
 pub(super) struct Selected {
     pub name: MailboxName,

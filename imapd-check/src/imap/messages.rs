@@ -13,6 +13,7 @@ use storage::mailbox::FlagOp;
 use storage::session::{Allow, SeqSet, SeqSetError};
 use storage::{Error, Flags};
 
+use super::binary;
 use super::conn::{Done, Fail, Session, Stop, bad, no, ok, ok_code};
 use super::emit::{Broken, Emitter};
 use super::esearch;
@@ -139,6 +140,7 @@ impl Session {
         let sel = self.sel.as_mut().expect("selected");
         let mut gone = false;
         let mut corrupt = Vec::new();
+        let mut unknown_cte = Vec::new();
         let mut em = Emitter::with_buf(&mut self.out, std::mem::take(&mut self.buf));
         for (seq, uid) in targets {
             let Some(rec) = sel.view.record(seq).cloned() else {
@@ -146,6 +148,23 @@ impl Session {
             };
             let prepared = if plan.needs_body {
                 match fetch::prepare(&sel.mbox, &rec, &plan) {
+                    Ok(p) if plan.binary => match binary::check(&p.0, &p.1, &plan.items) {
+                        Ok(Ok(())) => Some(p),
+                        Ok(Err(binary::UnknownCte)) => {
+                            // RFC 3516 4.2: refused before a byte of it.
+                            unknown_cte.push(uid);
+                            continue;
+                        }
+                        Err(e) => {
+                            self.buf = em.into_buf();
+                            return Err(Error::Io {
+                                op: "read",
+                                path: p.0.path.clone(),
+                                source: e,
+                            }
+                            .into());
+                        }
+                    },
                     Ok(p) => Some(p),
                     Err(Error::Expunged(_)) => {
                         // RFC 2180 4.1.1: removed by another session and
@@ -190,6 +209,7 @@ impl Session {
         // this FETCH set on it.
         let unsent: Vec<u32> = corrupt
             .iter()
+            .chain(&unknown_cte)
             .copied()
             .filter(|u| seen_now.contains(u))
             .collect();
@@ -200,14 +220,21 @@ impl Session {
                 .store(&unsent, FlagOp::Remove, Flags::SEEN, &[], None)?;
             sel.view.apply_own_store(&sel.mbox, &outcome);
         }
-        if !corrupt.is_empty() {
-            return no(
-                Some("CORRUPTION"),
-                &format!(
-                    "Stored data of UID {} does not match its index record; not sent",
-                    compact(&corrupt)
-                ),
-            );
+        let refused = [
+            (
+                &corrupt,
+                "CORRUPTION",
+                "Stored data of UID {} does not match its index record; not sent",
+            ),
+            // RFC 3516 4.2.
+            (
+                &unknown_cte,
+                "UNKNOWN-CTE",
+                "Content-Transfer-Encoding of UID {} cannot be decoded; not sent",
+            ),
+        ];
+        if let Some((uids, code, text)) = refused.into_iter().find(|r| !r.0.is_empty()) {
+            return no(Some(code), &text.replace("{}", &compact(uids)));
         }
         if gone {
             return no(

@@ -8,6 +8,7 @@
 //! file (`--listen`, one thread per connection).
 
 pub mod auth;
+pub mod binary;
 pub mod conn;
 pub mod emit;
 pub mod esearch;
