@@ -138,8 +138,65 @@ fn binary_sections() {
     let (_, tagged) = c.cmd("FETCH 1 (BINARY.SIZE[3])");
     assert!(tagged.contains("NO [UNKNOWN-CTE]"), "{tagged}");
 
+    // As Dovecot: a part that does not exist is empty.
     let lines = c.ok("FETCH 1 (BINARY.PEEK[9] BINARY.SIZE[9])");
-    assert_eq!(lines[0], "* 1 FETCH (BINARY[9] NIL BINARY.SIZE[9] NIL)");
+    assert_eq!(lines, ["* 1 FETCH (BINARY[9] {0}", " BINARY.SIZE[9] 0)"]);
+}
+
+/// RFC 3516 4.2 on a composite section (as Dovecot does it): every leaf
+/// below it is decoded and its Content-Transfer-Encoding field says
+/// `binary`; headers, boundaries and 7bit/8bit parts are sent as they
+/// are. BINARY[] is the whole message so; a message/rfc822 part is its
+/// message so. An unknown encoding anywhere below is `NO [UNKNOWN-CTE]`.
+#[test]
+fn binary_of_composite_parts_decodes_their_leaves() {
+    let inner = "Subject: inner\r\nContent-Type: text/plain\r\n\
+                 Content-Transfer-Encoding: base64\r\nX-After: 1\r\n\r\naGVsbG8AIHdvcmxk";
+    let outer = format!(
+        "Subject: outer\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\npre\r\n\
+         --b\r\nContent-Type: message/rfc822\r\n\r\n{inner}\r\n\
+         --b\r\nContent-Transfer-Encoding: Quoted-Printable\r\n\r\nx=3Dy\r\n\
+         --b\r\nContent-Transfer-Encoding: 8bit\r\n\r\n=3D\r\n--b--\r\n"
+    );
+    let bad = "Subject: bad\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+               --b\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nabc\r\n--b--\r\n";
+    let (_tmp, spool) = store_with("comp", &[outer.into_bytes(), bad.as_bytes().to_vec()]);
+    let mut c = Client::spawn(&spool, "comp");
+    c.ok("SELECT INBOX");
+    // The field moves to the end of the header, as Dovecot puts it.
+    let inner_bin: &[u8] = b"Subject: inner\r\nContent-Type: text/plain\r\n\
+        X-After: 1\r\nContent-Transfer-Encoding: binary\r\n\r\nhello\0 world";
+    let LiteralFetch {
+        before, crc, len, ..
+    } = fetch_literal(&mut c, "c1", "FETCH 1 (BINARY.PEEK[1])");
+    assert_eq!(
+        before,
+        format!("* 1 FETCH (BINARY[1] ~{{{}}}", inner_bin.len())
+    );
+    assert_eq!(
+        (crc, len),
+        (crc32fast::hash(inner_bin), inner_bin.len() as u64)
+    );
+    let mut whole = b"Subject: outer\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\npre\r\n\
+        --b\r\nContent-Type: message/rfc822\r\n\r\n"
+        .to_vec();
+    whole.extend_from_slice(inner_bin);
+    whole.extend_from_slice(
+        b"\r\n--b\r\nContent-Transfer-Encoding: binary\r\n\r\nx=y\r\n\
+          --b\r\nContent-Transfer-Encoding: 8bit\r\n\r\n=3D\r\n--b--\r\n",
+    );
+    let lines = c.ok("FETCH 1 (BINARY.SIZE[] BINARY.SIZE[1.1])");
+    assert_eq!(
+        lines[0],
+        format!(
+            "* 1 FETCH (BINARY.SIZE[] {} BINARY.SIZE[1.1] 12)",
+            whole.len()
+        )
+    );
+    let LiteralFetch { crc, len, .. } = fetch_literal(&mut c, "c2", "FETCH 1 (BINARY.PEEK[])");
+    assert_eq!((crc, len), (crc32fast::hash(&whole), whole.len() as u64));
+    let (_, tagged) = c.cmd("FETCH 2 (BINARY.SIZE[])");
+    assert!(tagged.contains("NO [UNKNOWN-CTE]"), "{tagged}");
 }
 
 /// RFC 3516 4.2: a base64 part of a message too big to be held in

@@ -22,7 +22,7 @@ use imap_codec::imap_types::fetch::MessageDataItemName;
 use mail_parser::{MessageParser, MimeHeaders};
 
 use super::emit::{Broken, Emitter};
-use super::structure::{self, CHUNK, Source, Structure};
+use super::structure::{self, CHUNK, Kind, Source, Structure};
 
 /// A Content-Transfer-Encoding this server can undo.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,32 +47,150 @@ fn cte_of(value: Option<&str>) -> Result<Cte, UnknownCte> {
     }
 }
 
-/// An encoded byte range (offset, length) and its encoding.
-type Encoded = (u64, u64, Cte);
+/// One stretch of what a BINARY section sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seg {
+    /// Bytes of the message (offset, length) with this encoding undone.
+    Stored(u64, u64, Cte),
+    /// `Content-Transfer-Encoding: binary`, in place of the field of a
+    /// part sent decoded.
+    BinaryField,
+}
 
-/// What a BINARY section names. `None` when the part does not exist.
+const BINARY_FIELD: &[u8] = b"Content-Transfer-Encoding: binary\r\n";
+
+/// The Content-Transfer-Encoding field of a header block: its encoding
+/// and its extent in the block (folded lines included).
+fn cte_field(block: &[u8]) -> (Option<(usize, usize)>, Result<Cte, UnknownCte>) {
+    let parsed = MessageParser::default().parse_headers(block);
+    let value = parsed
+        .as_ref()
+        .and_then(|m| m.parts.first())
+        .and_then(|p| p.content_transfer_encoding());
+    let cte = cte_of(value);
+    let mut at = 0;
+    let mut found: Option<(usize, usize)> = None;
+    for line in block.split_inclusive(|&b| b == b'\n') {
+        let start = at;
+        at += line.len();
+        let folded = line.starts_with(b" ") || line.starts_with(b"\t");
+        match (&mut found, folded) {
+            (Some((_, end)), true) if *end == start => *end = at,
+            (Some(_), _) => break,
+            (None, false) => {
+                let name = line.split(|&b| b == b':').next().unwrap_or_default();
+                if line.contains(&b':')
+                    && name
+                        .trim_ascii()
+                        .eq_ignore_ascii_case(b"Content-Transfer-Encoding")
+                {
+                    found = Some((start, at));
+                }
+            }
+            (None, true) => {}
+        }
+    }
+    (found, cte)
+}
+
+/// Length of the blank line that ends a header (0 when there is none).
+fn blank_line_len(src: &dyn Source, off: u64, len: u64) -> io::Result<u64> {
+    let n = len.min(3);
+    let tail = structure::read_range(src, off + len - n, n)?;
+    let at_start = len == n;
+    Ok(match tail.as_slice() {
+        [.., b'\n', b'\r', b'\n'] | [b'\r', b'\n'] if at_start || tail.len() == 3 => 2,
+        [.., b'\n', b'\n'] | [b'\n'] if at_start || tail.len() >= 2 => 1,
+        _ => 0,
+    })
+}
+
+/// The stretches of part `i` (its header too when `with_header`), every
+/// leaf below it decoded and its Content-Transfer-Encoding field saying
+/// `binary` (as Dovecot sends a composite part).
+fn segments(
+    src: &dyn Source,
+    st: &Structure,
+    i: usize,
+    with_header: bool,
+    out: &mut Vec<Seg>,
+) -> io::Result<Result<(), UnknownCte>> {
+    let part = &st.parts[i];
+    let (h_off, h_len) = part.header();
+    let (b_off, b_len) = part.body();
+    match &part.kind {
+        Kind::Leaf => {
+            let block = structure::header_block(src, part)?;
+            let (field, cte) = cte_field(&block);
+            let cte = match cte {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(e)),
+            };
+            if with_header {
+                match field.filter(|_| cte != Cte::Identity) {
+                    Some((fs, fe)) => {
+                        // The field goes; `binary` comes last, before the
+                        // blank line (where Dovecot puts it).
+                        let blank = blank_line_len(src, h_off, h_len)?;
+                        let fs = (fs as u64).min(h_len - blank);
+                        let fe = (fe as u64).clamp(fs, h_len - blank);
+                        out.push(Seg::Stored(h_off, fs, Cte::Identity));
+                        out.push(Seg::Stored(h_off + fe, h_len - blank - fe, Cte::Identity));
+                        out.push(Seg::BinaryField);
+                        out.push(Seg::Stored(h_off + h_len - blank, blank, Cte::Identity));
+                    }
+                    None => out.push(Seg::Stored(h_off, h_len, Cte::Identity)),
+                }
+            }
+            out.push(Seg::Stored(b_off, b_len, cte));
+        }
+        Kind::Message(inner) => {
+            if with_header {
+                out.push(Seg::Stored(h_off, h_len, Cte::Identity));
+            }
+            if let Err(e) = segments(src, st, *inner, true, out)? {
+                return Ok(Err(e));
+            }
+            let end = st.parts[*inner].end;
+            out.push(Seg::Stored(end, part.end - end, Cte::Identity));
+        }
+        Kind::Multipart(kids) => {
+            let mut at = if with_header { h_off } else { b_off };
+            for &k in kids {
+                let kid = &st.parts[k];
+                out.push(Seg::Stored(at, kid.header_start - at, Cte::Identity));
+                if let Err(e) = segments(src, st, k, true, out)? {
+                    return Ok(Err(e));
+                }
+                at = kid.end;
+            }
+            out.push(Seg::Stored(at, part.end - at, Cte::Identity));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// What a BINARY section names, as stretches to send. A part that does
+/// not exist is empty (as Dovecot answers).
 fn locate(
     src: &dyn Source,
     st: &Structure,
     section: &[NonZeroU32],
-) -> io::Result<Option<Result<Encoded, UnknownCte>>> {
-    if section.is_empty() {
-        // BINARY[]: the whole message, as stored.
-        return Ok(Some(Ok((0, src.size(), Cte::Identity))));
-    }
-    let path: Vec<u32> = section.iter().map(|n| n.get()).collect();
-    let Some(i) = st.find(&path) else {
-        return Ok(None);
+) -> io::Result<Result<Vec<Seg>, UnknownCte>> {
+    let mut out = Vec::new();
+    let found = if section.is_empty() {
+        Some((0, true))
+    } else {
+        let path: Vec<u32> = section.iter().map(|n| n.get()).collect();
+        st.find(&path).map(|i| (i, false))
     };
-    let part = &st.parts[i];
-    let block = structure::header_block(src, part)?;
-    let parsed = MessageParser::default().parse_headers(&block);
-    let cte = parsed
-        .as_ref()
-        .and_then(|m| m.parts.first())
-        .and_then(|p| p.content_transfer_encoding());
-    let (o, l) = part.body();
-    Ok(Some(cte_of(cte).map(|c| (o, l, c))))
+    if let Some((i, with_header)) = found
+        && let Err(e) = segments(src, st, i, with_header, &mut out)?
+    {
+        return Ok(Err(e));
+    }
+    out.retain(|s| !matches!(s, Seg::Stored(_, 0, _)));
+    Ok(Ok(out))
 }
 
 /// Checks that every BINARY item of a FETCH can be served for this
@@ -88,7 +206,7 @@ pub fn check(
             | MessageDataItemName::BinarySize { section } => section,
             _ => continue,
         };
-        if let Some(Err(e)) = locate(src, st, section)? {
+        if let Err(e) = locate(src, st, section)? {
             return Ok(Err(e));
         }
     }
@@ -265,76 +383,79 @@ fn hex(c: u8) -> u8 {
     }
 }
 
-/// An encoded range of a message read as its decoded bytes. Reads are
+/// Stretches of a message read as the bytes BINARY sends. Reads are
 /// expected in ascending order (as a literal is sent); going back starts
 /// the decoding over.
 struct Decoded<'a> {
     src: &'a dyn Source,
-    offset: u64,
-    len: u64,
-    cte: Cte,
+    segs: &'a [Seg],
     size: u64,
     state: RefCell<DecodeState>,
 }
 
 struct DecodeState {
-    decoder: Decoder,
-    /// Encoded bytes consumed.
+    /// The stretch being read, its decoder and the bytes of it read.
+    seg: usize,
+    decoder: Option<Decoder>,
     read: u64,
     /// Decoded bytes not yet passed on, and the decoded offset of the first.
     out: Vec<u8>,
     out_start: u64,
-    done: bool,
 }
 
 impl DecodeState {
-    fn new(cte: Cte) -> DecodeState {
+    fn new() -> DecodeState {
         DecodeState {
-            decoder: Decoder::new(cte),
+            seg: 0,
+            decoder: None,
             read: 0,
             out: Vec::new(),
             out_start: 0,
-            done: false,
         }
     }
 }
 
 impl<'a> Decoded<'a> {
-    fn new(src: &'a dyn Source, offset: u64, len: u64, cte: Cte, size: u64) -> Self {
+    fn new(src: &'a dyn Source, segs: &'a [Seg], size: u64) -> Self {
         Decoded {
             src,
-            offset,
-            len,
-            cte,
+            segs,
             size,
-            state: RefCell::new(DecodeState::new(cte)),
+            state: RefCell::new(DecodeState::new()),
         }
     }
 
     /// Decodes the next chunk into `st.out`; false at the end.
     fn step(&self, st: &mut DecodeState, buf: &mut [u8]) -> io::Result<bool> {
-        if st.done {
+        let Some(seg) = self.segs.get(st.seg) else {
             return Ok(false);
-        }
-        let want = (self.len - st.read).min(buf.len() as u64) as usize;
-        let n = if want == 0 {
-            0
-        } else {
-            self.src.read_at(self.offset + st.read, &mut buf[..want])?
         };
-        if n == 0 {
-            if st.read < self.len {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "message file ended early",
-                ));
+        let (offset, len, cte) = match seg {
+            Seg::BinaryField => {
+                st.out.extend_from_slice(BINARY_FIELD);
+                st.seg += 1;
+                return Ok(true);
             }
-            st.decoder.finish(&mut st.out);
-            st.done = true;
-        } else {
-            st.read += n as u64;
-            st.decoder.feed(&buf[..n], &mut st.out);
+            Seg::Stored(o, l, c) => (*o, *l, *c),
+        };
+        let decoder = st.decoder.get_or_insert_with(|| Decoder::new(cte));
+        let want = (len - st.read).min(buf.len() as u64) as usize;
+        if want == 0 {
+            decoder.finish(&mut st.out);
+            st.decoder = None;
+            st.read = 0;
+            st.seg += 1;
+            return Ok(true);
         }
+        let n = self.src.read_at(offset + st.read, &mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "message file ended early",
+            ));
+        }
+        st.read += n as u64;
+        decoder.feed(&buf[..n], &mut st.out);
         Ok(true)
     }
 }
@@ -347,7 +468,7 @@ impl Source for Decoded<'_> {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let mut st = self.state.borrow_mut();
         if offset < st.out_start {
-            *st = DecodeState::new(self.cte);
+            *st = DecodeState::new();
         }
         let mut enc = vec![0u8; CHUNK];
         loop {
@@ -367,14 +488,9 @@ impl Source for Decoded<'_> {
     }
 }
 
-/// Decoded size of a range, and whether `window` of the decoded bytes
-/// holds a NUL.
-fn measure(
-    src: &dyn Source,
-    (offset, len, cte): Encoded,
-    window: (u64, u64),
-) -> io::Result<(u64, bool)> {
-    let d = Decoded::new(src, offset, len, cte, u64::MAX);
+/// The size of what `segs` send, and whether `window` of it holds a NUL.
+fn measure(src: &dyn Source, segs: &[Seg], window: (u64, u64)) -> io::Result<(u64, bool)> {
+    let d = Decoded::new(src, segs, u64::MAX);
     let mut st = d.state.borrow_mut();
     let mut enc = vec![0u8; CHUNK];
     let mut size = 0u64;
@@ -400,8 +516,16 @@ fn section_text(out: &mut Vec<u8>, section: &[NonZeroU32]) {
     out.push(b']');
 }
 
-/// `BINARY[section]<origin> ~{n}` and the decoded bytes (NIL for a part
-/// that does not exist).
+/// What `check` let through cannot fail here; if it does, the
+/// response is already begun.
+fn checked(r: io::Result<Result<Vec<Seg>, UnknownCte>>) -> Result<Vec<Seg>, Broken> {
+    match r.map_err(Broken::Source)? {
+        Ok(segs) => Ok(segs),
+        Err(UnknownCte) => Err(Broken::Source(io::Error::other("unknown CTE"))),
+    }
+}
+
+/// `BINARY[section]<origin> ~{n}` and the decoded bytes.
 pub fn render(
     em: &mut Emitter,
     src: &dyn Source,
@@ -414,30 +538,19 @@ pub fn render(
     if let Some((origin, _)) = partial {
         em.buf.extend_from_slice(format!("<{origin}>").as_bytes());
     }
-    let range = match locate(src, st, section).map_err(Broken::Source)? {
-        None => {
-            em.buf.extend_from_slice(b" NIL");
-            return Ok(());
-        }
-        Some(Ok(r)) => r,
-        Some(Err(UnknownCte)) => {
-            // `check` refused this message before its response began.
-            return Err(Broken::Source(io::Error::other("unknown CTE")));
-        }
-    };
+    let segs = checked(locate(src, st, section))?;
     let window = partial.map_or((0, u64::MAX), |(o, l)| (o as u64, l.get() as u64));
-    let (size, nul) = measure(src, range, window).map_err(Broken::Source)?;
+    let (size, nul) = measure(src, &segs, window).map_err(Broken::Source)?;
     let start = window.0.min(size);
     let n = window.1.min(size - start);
     em.buf.push(b' ');
     if nul {
         em.buf.push(b'~');
     }
-    let decoded = Decoded::new(src, range.0, range.1, range.2, size);
-    em.literal(&decoded, start, n, None)
+    em.literal(&Decoded::new(src, &segs, size), start, n, None)
 }
 
-/// `BINARY.SIZE[section] n` (NIL for a part that does not exist).
+/// `BINARY.SIZE[section] n`.
 pub fn render_size(
     out: &mut Vec<u8>,
     src: &dyn Source,
@@ -446,16 +559,9 @@ pub fn render_size(
 ) -> Result<(), Broken> {
     out.extend_from_slice(b"BINARY.SIZE");
     section_text(out, section);
-    match locate(src, st, section).map_err(Broken::Source)? {
-        None => out.extend_from_slice(b" NIL"),
-        Some(Ok(r)) => {
-            let (size, _) = measure(src, r, (0, 0)).map_err(Broken::Source)?;
-            out.extend_from_slice(format!(" {size}").as_bytes());
-        }
-        Some(Err(UnknownCte)) => {
-            return Err(Broken::Source(io::Error::other("unknown CTE")));
-        }
-    }
+    let segs = checked(locate(src, st, section))?;
+    let (size, _) = measure(src, &segs, (0, 0)).map_err(Broken::Source)?;
+    out.extend_from_slice(format!(" {size}").as_bytes());
     Ok(())
 }
 
@@ -517,12 +623,12 @@ mod tests {
             v
         };
         let src = Mem(&enc);
-        let r = (0, enc.len() as u64, Cte::QuotedPrintable);
-        let (size, nul) = measure(&src, r, (1, 10)).unwrap();
+        let r = [Seg::Stored(0, enc.len() as u64, Cte::QuotedPrintable)];
+        let (size, nul) = measure(&src, &r, (1, 10)).unwrap();
         assert_eq!(size, 100_000);
         assert!(!nul);
-        assert!(measure(&src, r, (250, 10)).unwrap().1);
-        let d = Decoded::new(&src, 0, enc.len() as u64, Cte::QuotedPrintable, size);
+        assert!(measure(&src, &r, (250, 10)).unwrap().1);
+        let d = Decoded::new(&src, &r, size);
         let mut buf = [0u8; 3];
         assert_eq!(d.read_at(70_000, &mut buf).unwrap(), 3);
         assert_eq!(buf, [(70_000 % 256) as u8, 113, 114]);
