@@ -370,3 +370,74 @@ fn thread_references() {
         "{tagged}"
     );
 }
+
+/// RFC 5182: `SEARCH RETURN (SAVE)` keeps the result and answers no
+/// ESEARCH (2.4); `$` then stands for it in FETCH, UID FETCH, STORE,
+/// COPY, MOVE and in SEARCH/SORT criteria (2.1), by message, so an
+/// expunged one drops out; with MIN alone only the lowest is kept
+/// (2.4); a failed SEARCH ... SAVE empties it, and so does SELECT (2.1).
+/// `SUBJECT $` is the string `$`, not the saved set.
+#[test]
+fn searchres_saves_and_reuses() {
+    let msgs: Vec<(String, i64, i64)> = (1..=6)
+        .map(|i| {
+            (
+                format!("Subject: m{i}{}", if i == 6 { " $" } else { "" }),
+                1_000_000 + i,
+                0,
+            )
+        })
+        .collect();
+    let (_tmp, spool) = mailbox("sr", &msgs);
+    let mut c = Client::spawn(&spool, "sr");
+    assert!(caps(&mut c).iter().any(|x| x == "SEARCHRES"));
+    c.ok("CREATE Other");
+    c.ok("SELECT INBOX");
+    c.ok("STORE 2,4,5 +FLAGS (\\Seen)");
+    let lines = c.ok("SEARCH RETURN (SAVE) SEEN");
+    assert!(lines.is_empty(), "{lines:?}");
+    let fetch = |c: &mut Client, q: &str| -> Vec<String> {
+        c.ok(q)
+            .into_iter()
+            .filter(|l| l.contains(" FETCH "))
+            .map(|l| l.split(" FETCH").next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(fetch(&mut c, "FETCH $ (FLAGS)"), ["* 2", "* 4", "* 5"]);
+    let lines = c.ok("UID FETCH $ (FLAGS)");
+    assert!(lines.iter().all(|l| l.contains("UID ")), "{lines:?}");
+    c.ok("STORE $ +FLAGS.SILENT (\\Flagged)");
+    let lines = c.ok("SEARCH FLAGGED");
+    assert_eq!(untagged(&lines, "* SEARCH"), "* SEARCH 2 4 5");
+    let lines = c.ok("SEARCH NOT $");
+    assert_eq!(untagged(&lines, "* SEARCH"), "* SEARCH 1 3 6");
+    let lines = c.ok("UID SEARCH UID $ 4:*");
+    assert_eq!(untagged(&lines, "* SEARCH"), "* SEARCH 4 5");
+    let lines = c.ok("SEARCH SUBJECT $");
+    assert_eq!(untagged(&lines, "* SEARCH"), "* SEARCH 6");
+    let lines = c.ok("SORT (REVERSE ARRIVAL) UTF-8 $");
+    assert_eq!(untagged(&lines, "* SORT"), "* SORT 5 4 2");
+    c.ok("COPY $ Other");
+    let lines = c.ok("STATUS Other (MESSAGES)");
+    assert!(lines[0].contains("MESSAGES 3"), "{lines:?}");
+    // 4 goes: `$` is now 2 and 5, which are 2 and 4 by number.
+    c.ok("UID MOVE 4 Other");
+    assert_eq!(fetch(&mut c, "FETCH $ (FLAGS)"), ["* 2", "* 4"]);
+    // SAVE with MIN alone keeps only the lowest.
+    let (lines, _) = c.cmd("SEARCH RETURN (SAVE MIN) UNSEEN");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].ends_with("MIN 1"), "{lines:?}");
+    assert_eq!(fetch(&mut c, "FETCH $ (FLAGS)"), ["* 1"]);
+    // A failed SAVE empties `$`: FETCH $ finds nothing, and says OK.
+    let (_, tagged) = c.cmd("SEARCH RETURN (SAVE) CHARSET KOI8-R ALL");
+    assert!(tagged.contains(" NO "), "{tagged}");
+    assert!(fetch(&mut c, "FETCH $ (FLAGS)").is_empty());
+    c.ok("SEARCH RETURN (SAVE) ALL");
+    assert_eq!(fetch(&mut c, "FETCH $ (UID)").len(), 5);
+    c.ok("SELECT INBOX");
+    assert!(fetch(&mut c, "FETCH $ (UID)").is_empty());
+    c.ok("SEARCH RETURN (SAVE) ALL");
+    c.ok("MOVE $ Other");
+    let lines = c.ok("STATUS Other (MESSAGES)");
+    assert!(lines[0].contains("MESSAGES 9"), "{lines:?}");
+}

@@ -23,7 +23,7 @@ use super::io::{Assembled, Input, Limits, tag_of};
 use super::wire;
 
 pub const CAPS: &str = "IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE UIDPLUS MOVE UNSELECT CONDSTORE CHILDREN \
-     ESEARCH SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES BINARY";
+     ESEARCH SEARCHRES SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES BINARY";
 
 pub(super) struct Selected {
     pub name: MailboxName,
@@ -42,6 +42,10 @@ pub struct Session {
     pub(super) condstore: bool,
     /// The `RETURN (...)` options of the SEARCH being run (ESEARCH).
     pub(super) search_return: Option<super::esearch::ReturnOpts>,
+    /// SEARCHRES (RFC 5182): the UIDs `$` stands for, ascending.
+    pub(super) saved: Vec<u32>,
+    /// The command being run had `$` written as `searchres::MARK`.
+    pub(super) dollar: bool,
     pub(super) limits: Limits,
     /// Untagged responses of the command in progress.
     pub(super) buf: Vec<u8>,
@@ -147,6 +151,8 @@ impl Session {
             sel: None,
             condstore: false,
             search_return: None,
+            saved: Vec::new(),
+            dollar: false,
             limits: Limits::default(),
             buf: Vec::new(),
         }
@@ -222,15 +228,24 @@ impl Session {
                 }
                 Ok(None) => bytes,
                 Err(super::esearch::BadReturn(why)) => {
+                    // A SEARCH that fails empties `$` (RFC 5182 2.1).
+                    self.saved.clear();
                     let t = tag_of(&bytes).unwrap_or_else(|| "*".into());
                     self.out
                         .write_all(format!("{t} BAD SEARCH: {why}\r\n").as_bytes())?;
                     continue;
                 }
             };
+            // SEARCHRES: imap-codec does not know `$`.
+            let marked = super::searchres::substitute(&bytes);
+            self.dollar = marked.is_some();
+            let bytes = marked.unwrap_or(bytes);
             let cmd = match CommandCodec::default().decode(&bytes) {
                 Ok((b"", cmd)) => cmd,
                 _ => {
+                    if self.search_return.is_some_and(|o| o.save) {
+                        self.saved.clear();
+                    }
                     let line = match tag_of(&bytes) {
                         Some(t) => format!("{t} BAD Syntax error in command\r\n"),
                         None => "* BAD Syntax error, no valid tag\r\n".to_string(),
@@ -451,11 +466,17 @@ impl Session {
             CommandBody::Select {
                 mailbox,
                 parameters,
-            } => self.select(&mailbox, &parameters, false),
+            } => {
+                self.saved.clear();
+                self.select(&mailbox, &parameters, false)
+            }
             CommandBody::Examine {
                 mailbox,
                 parameters,
-            } => self.select(&mailbox, &parameters, true),
+            } => {
+                self.saved.clear();
+                self.select(&mailbox, &parameters, true)
+            }
             CommandBody::Create { mailbox } => self.create(&mailbox),
             CommandBody::Delete { mailbox } => self.delete(&mailbox),
             CommandBody::Rename { from, to } => self.rename(&from, &to),
@@ -490,11 +511,13 @@ impl Session {
                     sel.mbox.expunge(None, true)?;
                 }
                 self.sel = None;
+                self.saved.clear();
                 ok("CLOSE completed")
             }
             CommandBody::Unselect => {
                 self.selected()?;
                 self.sel = None;
+                self.saved.clear();
                 ok("UNSELECT completed")
             }
             CommandBody::Expunge => self.expunge(None),

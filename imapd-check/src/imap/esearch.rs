@@ -16,6 +16,15 @@ pub struct ReturnOpts {
     pub max: bool,
     pub count: bool,
     pub all: bool,
+    /// SEARCHRES (RFC 5182): keep the result for `$`.
+    pub save: bool,
+}
+
+impl ReturnOpts {
+    /// Does the client want an ESEARCH response (SAVE alone: none)?
+    pub fn answers(&self) -> bool {
+        self.min || self.max || self.count || self.all
+    }
 }
 
 /// At most this many options in one `RETURN (...)`; the four known ones
@@ -99,7 +108,7 @@ fn parse_opts(list: &[u8]) -> Result<ReturnOpts, BadReturn> {
             b"MAX" => o.max = true,
             b"COUNT" => o.count = true,
             b"ALL" => o.all = true,
-            b"SAVE" => return Err(BadReturn("SAVE (SEARCHRES) is not supported")),
+            b"SAVE" => o.save = true,
             _ => return Err(BadReturn("Unknown RETURN option")),
         }
     }
@@ -204,7 +213,13 @@ mod tests {
         assert!(split("a SEARCH RETURN (FOO) ALL\r\n").is_err());
         assert!(split("a SEARCH RETURN MIN ALL\r\n").is_err());
         assert!(split("a SEARCH RETURN (MIN ALL\r\n").is_err());
-        assert!(split("a SEARCH RETURN (SAVE) ALL\r\n").is_err());
+        assert!(
+            split("a SEARCH RETURN (SAVE COUNT) ALL\r\n")
+                .unwrap()
+                .unwrap()
+                .1
+                .save
+        );
         let many = format!("a SEARCH RETURN ({}) ALL\r\n", ["MIN"; 9].join(" "));
         assert!(split(&many).is_err());
     }
@@ -216,6 +231,7 @@ mod tests {
             max: true,
             count: true,
             all: true,
+            save: false,
         };
         assert_eq!(
             response("t1", true, all, &[2, 3, 4, 9], None),

@@ -21,6 +21,7 @@ use super::fetch::{self, Plan};
 use super::mailboxes::{mailbox_name, split_flags};
 use super::msgfile::MessageFile;
 use super::search::{self, Candidate};
+use super::searchres;
 
 /// A message that matched a SEARCH, SORT or THREAD, with its key.
 pub(super) struct Hit<K> {
@@ -67,6 +68,10 @@ pub(super) fn compact(nums: &[u32]) -> String {
 impl Session {
     /// The (seq, uid) pairs a set names in this session's view.
     fn targets(&mut self, set: &SequenceSet, uid: bool) -> Result<Vec<(u32, u32)>, Fail> {
+        if self.dollar && searchres::is_mark(set) {
+            self.selected()?;
+            return Ok(self.dollar_targets());
+        }
         let parsed: SeqSet = seqset_string(set)
             .parse()
             .map_err(|e: SeqSetError| Fail::Bad(e.to_string()))?;
@@ -373,6 +378,13 @@ impl Session {
             return no(Some("BADCHARSET (US-ASCII UTF-8)"), "Unsupported charset");
         }
         self.check(Allow::NoExpunge).map_err(Fail::Stop)?;
+        let with_saved;
+        let criteria = if self.dollar {
+            with_saved = searchres::with_saved(criteria, &self.saved);
+            &with_saved[..]
+        } else {
+            criteria
+        };
         let sel = self.sel.as_ref().expect("selected");
         let max_seq = sel.view.len();
         let max_uid = sel.view.iter().last().map_or(0, |m| m.uid);
@@ -424,13 +436,29 @@ impl Session {
         uid: bool,
     ) -> Result<Done, Fail> {
         let ret = self.search_return.take();
-        let hits = self.matching(charset, criteria, |_| ())?;
+        let hits = match self.matching(charset, criteria, |_| ()) {
+            Ok(h) => h,
+            Err(e) => {
+                // A SEARCH that fails empties `$` (RFC 5182 2.1).
+                if ret.is_some_and(|o| o.save) {
+                    self.saved.clear();
+                }
+                return Err(e);
+            }
+        };
         let ids: Vec<u32> = hits
             .iter()
             .map(|h| if uid { h.uid } else { h.seq })
             .collect();
         let with_modseq = criteria.iter().any(search::uses_modseq);
+        if let Some(o) = ret.filter(|o| o.save) {
+            self.saved = searchres::to_save(&o, &hits);
+        }
         if let Some(o) = ret {
+            if !o.answers() {
+                // SAVE alone: no ESEARCH (RFC 5182 2.4).
+                return ok("SEARCH completed, result saved");
+            }
             let modseqs: Vec<u64> = hits.iter().map(|h| h.modseq).collect();
             let line = esearch::response(tag, uid, o, &ids, with_modseq.then_some(&modseqs[..]));
             self.buf.extend_from_slice(line.as_bytes());

@@ -20,6 +20,7 @@ pub mod messages;
 pub mod mime;
 pub mod msgfile;
 pub mod search;
+pub mod searchres;
 pub mod sort;
 pub mod structure;
 pub mod thread;
