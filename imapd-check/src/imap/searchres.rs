@@ -125,14 +125,14 @@ pub fn substitute(cmd: &[u8]) -> Option<Vec<u8>> {
             at.push(toks[name_at + 1]);
         }
     } else if is(CRITERIA) {
-        for k in name_at + 1..toks.len() {
+        for (k, &tok) in toks.iter().enumerate().skip(name_at + 1) {
             if word(k) != b"$" {
                 continue;
             }
             let prev = word(k - 1);
             let header_value = k >= 2 && word(k - 2).eq_ignore_ascii_case(b"HEADER");
             if !header_value && !TAKES_STRING.iter().any(|t| prev.eq_ignore_ascii_case(t)) {
-                at.push(toks[k]);
+                at.push(tok);
             }
         }
     }
