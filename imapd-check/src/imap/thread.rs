@@ -314,7 +314,11 @@ impl Tree {
             }
             self.set_children(n, &kept);
         }
-        // 5: gather threads with the same base subject. The root set is
+        // 5: gather threads with the same base subject. A dummy's subject
+        // is its first child's: the earliest, as Dovecot takes it (RFC 5256
+        // does not say in which order), so siblings are sorted first.
+        self.sort_siblings(root);
+        // The root set is
         // worked on as a list (`NONE` where one was taken away).
         let mut top = self.children(root);
         for &c in &top {
@@ -334,7 +338,9 @@ impl Tree {
                 Some(ti) => {
                     let t = top[ti];
                     let t_reply = self.subject_msg(t).is_some_and(|m| m.reply);
-                    if (self.is_dummy(c) && !self.is_dummy(t)) || (t_reply && !m.reply) {
+                    // A dummy in the table stays (so Dovecot does).
+                    let t_dummy = self.is_dummy(t);
+                    if !t_dummy && (self.is_dummy(c) || (t_reply && !m.reply)) {
                         table.insert(s, i);
                     }
                 }
@@ -386,8 +392,14 @@ impl Tree {
         }
         top.retain(|&n| n != NONE);
         self.set_children(root, &top);
-        // 6: siblings by sent date (a dummy: its first child's, once
-        // sorted), ties in sequence order.
+        // 6: siblings by sent date.
+        self.sort_siblings(root);
+        (self, root)
+    }
+
+    /// Orders every set of siblings by sent date (a dummy: its first
+    /// child's, once sorted), ties in sequence order.
+    fn sort_siblings(&mut self, root: u32) {
         for n in self.post_order(root) {
             let mut kids = self.children(n);
             if kids.len() > 1 {
@@ -395,7 +407,6 @@ impl Tree {
                 self.set_children(n, &kids);
             }
         }
-        (self, root)
     }
 
     /// `(a b (c)(d))...` for the threads below `root`.
@@ -584,6 +595,19 @@ mod tests {
         t.add(msg(5, 50, None, false), Some(15), &[]);
         t.add(msg(6, 60, None, false), Some(16), &[]);
         assert_eq!(render(t), "(1 2)((3)(4))(5)(6)");
+    }
+
+    /// Step 5 where RFC 5256 leaves room, as Dovecot does it: a dummy's
+    /// subject is that of its earliest child, and a dummy in the subject
+    /// table is not replaced by a message; the others join it.
+    #[test]
+    fn subject_gathering_around_a_dummy() {
+        let mut t = Tree::default();
+        t.add(msg(1, 8, Some(5), true), Some(11), &[]);
+        t.add(msg(2, 25, Some(6), false), Some(12), &[20]);
+        t.add(msg(3, 14, Some(5), true), Some(13), &[20]);
+        t.add(msg(4, 23, Some(5), false), Some(14), &[]);
+        assert_eq!(render(t), "((1)(3)(4)(2))");
     }
 
     /// Step 1B/1C: a reference loop is not made.
