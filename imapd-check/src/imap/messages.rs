@@ -15,6 +15,7 @@ use storage::{Error, Flags};
 
 use super::binary;
 use super::conn::{Done, Fail, Session, Stop, bad, no, ok, ok_code};
+use super::criteria;
 use super::emit::{Broken, Emitter};
 use super::esearch;
 use super::fetch::{self, Plan};
@@ -378,16 +379,11 @@ impl Session {
             return no(Some("BADCHARSET (US-ASCII UTF-8)"), "Unsupported charset");
         }
         self.check(Allow::NoExpunge).map_err(Fail::Stop)?;
-        let with_saved;
-        let criteria = if self.dollar {
-            with_saved = searchres::with_saved(criteria, &self.saved);
-            &with_saved[..]
-        } else {
-            criteria
-        };
         let sel = self.sel.as_ref().expect("selected");
         let max_seq = sel.view.len();
         let max_uid = sel.view.iter().last().map_or(0, |m| m.uid);
+        let crit = criteria::compile(criteria, (max_seq, max_uid), self.dollar);
+        let saved = &self.saved;
         let mbox = &sel.mbox;
         let open = |r: &storage::Record| MessageFile::open(mbox, r);
         let mut hits = Vec::new();
@@ -399,7 +395,7 @@ impl Session {
                 (max_seq, max_uid),
                 &open,
             );
-            let hit = criteria.iter().all(|k| search::matches(k, &c));
+            let hit = crit.matches(&c, saved);
             let k = hit.then(|| key(&c));
             if let Some(e) = c.failed.into_inner() {
                 // A message that could not be read (or does not match its

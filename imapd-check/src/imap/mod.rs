@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod binary;
 pub mod conn;
+pub mod criteria;
 pub mod emit;
 pub mod esearch;
 pub mod fetch;

@@ -32,6 +32,9 @@ pub const MAX_REFS: usize = 64;
 
 const NONE: u32 = u32::MAX;
 
+/// Steps up a parent chain when checking for a loop.
+const MAX_WALK: usize = 100_000;
+
 /// What a matching message leaves for threading.
 #[derive(Clone, Copy, Debug)]
 struct Msg {
@@ -49,6 +52,7 @@ struct Node {
     parent: u32,
     first: u32,
     last: u32,
+    prev: u32,
     next: u32,
 }
 
@@ -59,6 +63,7 @@ impl Node {
             parent: NONE,
             first: NONE,
             last: NONE,
+            prev: NONE,
             next: NONE,
         }
     }
@@ -133,19 +138,24 @@ impl Tree {
         n
     }
 
-    /// Is `a` `b` or above it?
+    /// Is `a` `b` or above it? A chain longer than [`MAX_WALK`] counts
+    /// as yes: such a link is not made (bounds the time a mailbox built
+    /// to make every link check walk far can take).
     fn is_ancestor(&self, a: u32, mut b: u32) -> bool {
         if self.nodes[a as usize].first == NONE {
             // Nothing hangs below `a`.
             return a == b;
         }
-        while b != NONE {
+        for _ in 0..MAX_WALK {
+            if b == NONE {
+                return false;
+            }
             if b == a {
                 return true;
             }
             b = self.nodes[b as usize].parent;
         }
-        false
+        true
     }
 
     fn children(&self, n: u32) -> Vec<u32> {
@@ -164,19 +174,30 @@ impl Tree {
         for (i, &k) in kids.iter().enumerate() {
             let node = &mut self.nodes[k as usize];
             node.parent = n;
+            node.prev = if i == 0 { NONE } else { kids[i - 1] };
             node.next = kids.get(i + 1).copied().unwrap_or(NONE);
         }
     }
 
+    /// Takes `c` out of its parent's children.
     fn unlink(&mut self, c: u32) {
-        let p = self.nodes[c as usize].parent;
-        if p == NONE {
+        let Node {
+            parent, prev, next, ..
+        } = self.nodes[c as usize];
+        if parent == NONE {
             return;
         }
-        let kids: Vec<u32> = self.children(p).into_iter().filter(|&k| k != c).collect();
-        self.set_children(p, &kids);
+        match prev {
+            NONE => self.nodes[parent as usize].first = next,
+            p => self.nodes[p as usize].next = next,
+        }
+        match next {
+            NONE => self.nodes[parent as usize].last = prev,
+            n => self.nodes[n as usize].prev = prev,
+        }
         let node = &mut self.nodes[c as usize];
         node.parent = NONE;
+        node.prev = NONE;
         node.next = NONE;
     }
 
@@ -192,6 +213,7 @@ impl Tree {
         self.nodes[p as usize].last = c;
         let node = &mut self.nodes[c as usize];
         node.parent = p;
+        node.prev = last;
         node.next = NONE;
     }
 
@@ -322,8 +344,10 @@ impl Tree {
         // worked on as a list (`NONE` where one was taken away).
         let mut top = self.children(root);
         for &c in &top {
-            self.nodes[c as usize].parent = NONE;
-            self.nodes[c as usize].next = NONE;
+            let node = &mut self.nodes[c as usize];
+            node.parent = NONE;
+            node.prev = NONE;
+            node.next = NONE;
         }
         let mut table: HashMap<u64, usize> = HashMap::new();
         for (i, &c) in top.iter().enumerate() {
