@@ -30,6 +30,21 @@ fn untagged(lines: &[String], prefix: &str) -> String {
     found[0].clone()
 }
 
+/// The one `* ESEARCH` line of a command that must succeed (and send no
+/// `* SEARCH` or `* SORT`), its tag written `(TAG)`.
+fn esearch(c: &mut Client, q: &str) -> String {
+    let (lines, tagged) = c.cmd(q);
+    let tag = tagged.split(' ').next().unwrap().to_string();
+    assert!(tagged.starts_with(&format!("{tag} OK")), "{q}: {tagged}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("* SEARCH") || l.starts_with("* SORT")),
+        "{lines:?}"
+    );
+    untagged(&lines, "* ESEARCH ").replace(&format!("(TAG \"{tag}\")"), "(TAG)")
+}
+
 fn caps(c: &mut Client) -> Vec<String> {
     let lines = c.ok("CAPABILITY");
     untagged(&lines, "* CAPABILITY ")
@@ -52,16 +67,6 @@ fn esearch_return_options() {
     assert!(caps(&mut c).iter().any(|x| x == "ESEARCH"));
     c.ok("SELECT INBOX");
     c.ok("STORE 2:4,6 +FLAGS (\\Seen)");
-    let esearch = |c: &mut Client, q: &str| -> String {
-        let (lines, tagged) = c.cmd(q);
-        let tag = tagged.split(' ').next().unwrap().to_string();
-        assert!(tagged.starts_with(&format!("{tag} OK")), "{q}: {tagged}");
-        assert!(
-            !lines.iter().any(|l| l.starts_with("* SEARCH")),
-            "{lines:?}"
-        );
-        untagged(&lines, "* ESEARCH ").replace(&format!("(TAG \"{tag}\")"), "(TAG)")
-    };
     assert_eq!(
         esearch(&mut c, "SEARCH RETURN (MIN MAX COUNT ALL) SEEN"),
         "* ESEARCH (TAG) MIN 2 MAX 6 COUNT 4 ALL 2:4,6"
@@ -440,4 +445,51 @@ fn searchres_saves_and_reuses() {
     c.ok("MOVE $ Other");
     let lines = c.ok("STATUS Other (MESSAGES)");
     assert!(lines[0].contains("MESSAGES 9"), "{lines:?}");
+}
+
+/// RFC 5267 3 (ESORT): `SORT RETURN (...)` answers one `* ESEARCH` whose
+/// MIN and MAX are the first and last in sort order and whose ALL keeps
+/// the sort order; `RETURN ()` is ALL; with SAVE the sorted result is
+/// kept for `$` (RFC 5182). RFC 7162 3.1.5: a SORT whose criteria use
+/// MODSEQ ends with `(MODSEQ n)`.
+#[test]
+fn esort_and_sort_modseq() {
+    let msgs: Vec<(String, i64, i64)> = [5, 3, 4, 1, 2, 6]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (format!("Subject: m{i}"), 1_000_000 + i as i64, 1_000 * d))
+        .collect();
+    let (_tmp, spool) = mailbox("esort", &msgs);
+    let mut c = Client::spawn(&spool, "esort");
+    assert!(caps(&mut c).iter().any(|x| x == "ESORT"));
+    c.ok("SELECT INBOX");
+    // By date: 4 5 2 3 1 6.
+    assert_eq!(
+        esearch(&mut c, "SORT RETURN (MIN MAX COUNT ALL) (DATE) UTF-8 ALL"),
+        "* ESEARCH (TAG) MIN 4 MAX 6 COUNT 6 ALL 4:5,2:3,1,6"
+    );
+    assert_eq!(
+        esearch(&mut c, "UID SORT RETURN () (REVERSE DATE) UTF-8 NOT 6"),
+        "* ESEARCH (TAG) UID ALL 1,3,2,5,4"
+    );
+    assert_eq!(
+        esearch(&mut c, "SORT RETURN (COUNT MIN) (DATE) UTF-8 DELETED"),
+        "* ESEARCH (TAG) COUNT 0"
+    );
+    let lines = c.ok("SORT RETURN (SAVE MAX) (DATE) UTF-8 1:3");
+    assert!(lines[0].ends_with("MAX 1"), "{lines:?}");
+    let lines = c.ok("SEARCH $");
+    assert_eq!(untagged(&lines, "* SEARCH"), "* SEARCH 1");
+    c.ok("STORE 2 +FLAGS (\\Flagged)");
+    let lines = c.ok("FETCH 2 (MODSEQ)");
+    let top = lines[0]
+        .split("MODSEQ (")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("))");
+    let lines = c.ok("SORT (DATE) UTF-8 MODSEQ 1");
+    assert_eq!(
+        untagged(&lines, "* SORT"),
+        format!("* SORT 4 5 2 3 1 6 (MODSEQ {top})")
+    );
 }

@@ -23,7 +23,7 @@ use super::io::{Assembled, Input, Limits, tag_of};
 use super::wire;
 
 pub const CAPS: &str = "IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE UIDPLUS MOVE UNSELECT CONDSTORE CHILDREN \
-     ESEARCH SEARCHRES SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES BINARY";
+     ESEARCH SEARCHRES SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES BINARY";
 
 pub(super) struct Selected {
     pub name: MailboxName,
@@ -232,7 +232,7 @@ impl Session {
                     self.saved.clear();
                     let t = tag_of(&bytes).unwrap_or_else(|| "*".into());
                     self.out
-                        .write_all(format!("{t} BAD SEARCH: {why}\r\n").as_bytes())?;
+                        .write_all(format!("{t} BAD RETURN: {why}\r\n").as_bytes())?;
                     continue;
                 }
             };
@@ -538,6 +538,7 @@ impl Session {
                 search_criteria,
                 uid,
             } => self.sort(
+                tag,
                 sort_criteria.as_ref(),
                 charset.as_ref(),
                 search_criteria.as_ref(),

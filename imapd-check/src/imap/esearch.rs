@@ -7,7 +7,15 @@
 //! recognises exactly that clause right after the command name, takes it
 //! out of the command bytes (so imap-codec parses the rest as a plain
 //! SEARCH) and hands the options to the SEARCH handler. The clause is
-//! bounded: a few known atoms, nothing nested, no literals.
+//! bounded: a few known atoms, nothing nested, no literals. The same
+//! goes for `SORT RETURN (...)` (ESORT, RFC 5267 3).
+
+use imap_codec::imap_types::search::SearchKey;
+
+use super::conn::{Fail, Session};
+use super::messages::Hit;
+use super::search::Candidate;
+use super::searchres;
 
 /// What `RETURN (...)` asked for. `RETURN ()` means ALL (RFC 4731 3.1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -44,7 +52,7 @@ pub struct BadReturn(pub &'static str);
 pub fn split_return(cmd: &[u8]) -> Result<Option<(Vec<u8>, ReturnOpts)>, BadReturn> {
     let mut words = 0;
     let mut at = 0;
-    // tag, optional UID, SEARCH: find where the word after SEARCH starts.
+    // tag, optional UID, SEARCH or SORT: where the word after it starts.
     let mut after_search = None;
     while words < 3 && at < cmd.len() {
         let end = cmd[at..]
@@ -56,7 +64,7 @@ pub fn split_return(cmd: &[u8]) -> Result<Option<(Vec<u8>, ReturnOpts)>, BadRetu
         if words == 2 && word.eq_ignore_ascii_case(b"UID") {
             // The next word is the command name.
         } else if words >= 2 {
-            if !word.eq_ignore_ascii_case(b"SEARCH") {
+            if !word.eq_ignore_ascii_case(b"SEARCH") && !word.eq_ignore_ascii_case(b"SORT") {
                 return Ok(None);
             }
             after_search = Some(end);
@@ -115,8 +123,69 @@ fn parse_opts(list: &[u8]) -> Result<ReturnOpts, BadReturn> {
     Ok(o)
 }
 
+impl Session {
+    /// `matching` for a command that may SAVE: a failure empties `$`
+    /// (RFC 5182 2.1).
+    pub(super) fn matching_for<K>(
+        &mut self,
+        ret: Option<ReturnOpts>,
+        charset: Option<&str>,
+        criteria: &[SearchKey],
+        key: impl FnMut(&Candidate) -> K,
+    ) -> Result<Vec<Hit<K>>, Fail> {
+        let r = self.matching(charset, criteria, key);
+        if r.is_err() && ret.is_some_and(|o| o.save) {
+            self.saved.clear();
+        }
+        r
+    }
+
+    /// The untagged answer of SEARCH or SORT for `hits` (in the order
+    /// they are reported): `* SEARCH ...`/`* SORT ...` (with `(MODSEQ n)`
+    /// when the criteria use MODSEQ, RFC 7162 3.1.5), or with RETURN
+    /// options one `* ESEARCH` (RFC 4731, RFC 5267 3) and the result
+    /// saved for `$` when SAVE is among them (RFC 5182).
+    pub(super) fn answer_search<K>(
+        &mut self,
+        tag: &str,
+        name: &str,
+        uid: bool,
+        ret: Option<ReturnOpts>,
+        hits: &[Hit<K>],
+        with_modseq: bool,
+    ) {
+        let ids: Vec<u32> = hits
+            .iter()
+            .map(|h| if uid { h.uid } else { h.seq })
+            .collect();
+        let modseqs: Vec<u64> = hits.iter().map(|h| h.modseq).collect();
+        if let Some(o) = ret {
+            if o.save {
+                self.saved = searchres::to_save(&o, hits);
+            }
+            // SAVE alone: no ESEARCH (RFC 5182 2.4).
+            if o.answers() {
+                let line = response(tag, uid, o, &ids, with_modseq.then_some(&modseqs[..]));
+                self.buf.extend_from_slice(line.as_bytes());
+            }
+            return;
+        }
+        let mut line = format!("* {name}");
+        for id in &ids {
+            line.push_str(&format!(" {id}"));
+        }
+        if let Some(top) = modseqs.iter().max().filter(|_| with_modseq) {
+            line.push_str(&format!(" (MODSEQ {top})"));
+        }
+        line.push_str("\r\n");
+        self.buf.extend_from_slice(line.as_bytes());
+    }
+}
+
 /// `* ESEARCH (TAG "tag") [UID] [MIN n] [MAX n] [COUNT n] [ALL set]
-/// [MODSEQ n]` for ascending `hits` (RFC 4731 3.1; MODSEQ per RFC 7162
+/// [MODSEQ n]` for `hits` in the order reported: ascending for SEARCH,
+/// sort order for SORT (whose MIN and MAX are its first and last, and ALL
+/// keeps its order, RFC 5267 3) (RFC 4731 3.1; MODSEQ per RFC 7162
 /// 3.1.5: the highest mod-sequence of the messages reported, all matches
 /// when ALL or COUNT is returned, else those of MIN and MAX).
 /// With no hits, MIN, MAX and ALL are left out; COUNT is 0.

@@ -17,7 +17,6 @@ use super::binary;
 use super::conn::{Done, Fail, Session, Stop, bad, no, ok, ok_code};
 use super::criteria;
 use super::emit::{Broken, Emitter};
-use super::esearch;
 use super::fetch::{self, Plan};
 use super::mailboxes::{mailbox_name, split_flags};
 use super::msgfile::MessageFile;
@@ -432,44 +431,9 @@ impl Session {
         uid: bool,
     ) -> Result<Done, Fail> {
         let ret = self.search_return.take();
-        let hits = match self.matching(charset, criteria, |_| ()) {
-            Ok(h) => h,
-            Err(e) => {
-                // A SEARCH that fails empties `$` (RFC 5182 2.1).
-                if ret.is_some_and(|o| o.save) {
-                    self.saved.clear();
-                }
-                return Err(e);
-            }
-        };
-        let ids: Vec<u32> = hits
-            .iter()
-            .map(|h| if uid { h.uid } else { h.seq })
-            .collect();
+        let hits = self.matching_for(ret, charset, criteria, |_| ())?;
         let with_modseq = criteria.iter().any(search::uses_modseq);
-        if let Some(o) = ret.filter(|o| o.save) {
-            self.saved = searchres::to_save(&o, &hits);
-        }
-        if let Some(o) = ret {
-            if !o.answers() {
-                // SAVE alone: no ESEARCH (RFC 5182 2.4).
-                return ok("SEARCH completed, result saved");
-            }
-            let modseqs: Vec<u64> = hits.iter().map(|h| h.modseq).collect();
-            let line = esearch::response(tag, uid, o, &ids, with_modseq.then_some(&modseqs[..]));
-            self.buf.extend_from_slice(line.as_bytes());
-            return ok("SEARCH completed");
-        }
-        let mut line = String::from("* SEARCH");
-        for h in &ids {
-            line.push_str(&format!(" {h}"));
-        }
-        if !hits.is_empty() && with_modseq {
-            let max_modseq = hits.iter().map(|h| h.modseq).max().unwrap_or(0);
-            line.push_str(&format!(" (MODSEQ {max_modseq})"));
-        }
-        line.push_str("\r\n");
-        self.buf.extend_from_slice(line.as_bytes());
+        self.answer_search(tag, "SEARCH", uid, ret, &hits, with_modseq);
         ok("SEARCH completed")
     }
 

@@ -263,6 +263,7 @@ const MAX_CRITERIA: usize = 16;
 impl Session {
     pub(super) fn sort(
         &mut self,
+        tag: &str,
         criteria: &[SortCriterion],
         charset: &str,
         search: &[SearchKey],
@@ -271,14 +272,11 @@ impl Session {
         if criteria.len() > MAX_CRITERIA {
             return Err(Fail::Bad("Too many sort criteria".into()));
         }
-        let mut hits = self.matching(Some(charset), search, |c| make_key(c, criteria))?;
+        let ret = self.search_return.take();
+        let mut hits = self.matching_for(ret, Some(charset), search, |c| make_key(c, criteria))?;
         hits.sort_by(|a, b| compare(&a.key, &b.key, criteria));
-        let mut line = String::from("* SORT");
-        for h in &hits {
-            line.push_str(&format!(" {}", if uid { h.uid } else { h.seq }));
-        }
-        line.push_str("\r\n");
-        self.buf.extend_from_slice(line.as_bytes());
+        let with_modseq = search.iter().any(super::search::uses_modseq);
+        self.answer_search(tag, "SORT", uid, ret, &hits, with_modseq);
         ok("SORT completed")
     }
 }
