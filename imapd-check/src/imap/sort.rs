@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 
 use imap_codec::imap_types::extensions::sort::{SortCriterion, SortKey};
 use imap_codec::imap_types::search::SearchKey;
-use mail_parser::{Address, Message, MessageParser};
+use mail_parser::{Addr, Address, Message, MessageParser};
 use unicode_normalization::UnicodeNormalization;
 
 use super::conn::{Done, Fail, Session, ok};
@@ -24,19 +24,31 @@ use super::search::Candidate;
 pub const KEY_MAX: usize = 256;
 
 /// The i;unicode-casemap form of `s` (RFC 5051 2: each character's
-/// titlecase mapping, then NFKD), cut at [`KEY_MAX`] bytes. Rust has
-/// no titlecase mapping; the uppercase one differs from it only for a
-/// few digraphs (`ǆ` gives `Ǆ`, not `ǅ`), which compare the same way
-/// against any other text.
+/// simple titlecase mapping from UnicodeData, then its decomposition),
+/// cut at [`KEY_MAX`] bytes. Rust has no titlecase mapping; the simple
+/// uppercase one differs from it only for a few digraphs (`ǆ` gives
+/// `Ǆ`, not `ǅ`). A character whose uppercase is several
+/// (`ß`, `ﬁ`: full mappings from SpecialCasing, which RFC 5051
+/// does not use) stays as it is, as in Dovecot; what a decomposition
+/// gives is not mapped again (`ﬁ` becomes `fi`), also as in Dovecot.
 pub fn casemap(s: &str) -> String {
     let mut out = String::new();
-    for c in s.chars().flat_map(char::to_uppercase).nfkd() {
+    for c in s.chars().map(simple_upper).nfkd() {
         if out.len() + c.len_utf8() > KEY_MAX {
             break;
         }
         out.push(c);
     }
     out
+}
+
+/// The simple (one character) uppercase mapping of `c`, else `c`.
+pub fn simple_upper(c: char) -> char {
+    let mut up = c.to_uppercase();
+    match (up.next(), up.next()) {
+        (Some(u), None) => u,
+        _ => c,
+    }
 }
 
 /// A subject reduced to its base subject (RFC 5256 2.1).
@@ -193,25 +205,48 @@ pub fn sent_date(rec: &storage::Record) -> i64 {
     }
 }
 
+/// The first element of an address list as ENVELOPE gives it: a named
+/// group comes as its name (the group start marker, RFC 3501 7.4.2).
+enum First<'a> {
+    Group(&'a str),
+    Addr(&'a Addr<'a>),
+}
+
+fn first<'a>(a: Option<&'a Address<'a>>) -> Option<First<'a>> {
+    match a? {
+        Address::List(list) => list.first().map(First::Addr),
+        Address::Group(groups) => {
+            let g = groups.first()?;
+            match g.name.as_deref() {
+                Some(name) => Some(First::Group(name)),
+                None => g.addresses.first().map(First::Addr),
+            }
+        }
+    }
+}
+
 /// [IMAP] addr-mailbox of the first address (RFC 5256 3: FROM, TO, CC).
 fn first_mailbox(a: Option<&Address>) -> String {
-    let addr = a
-        .and_then(|a| a.first())
-        .and_then(|a| a.address.as_deref())
-        .unwrap_or("");
-    let local = addr.rfind('@').map_or(addr, |at| &addr[..at]);
-    casemap(local)
+    match first(a) {
+        None => String::new(),
+        Some(First::Group(name)) => casemap(name),
+        Some(First::Addr(addr)) => {
+            let spec = addr.address.as_deref().unwrap_or("");
+            casemap(spec.rfind('@').map_or(spec, |at| &spec[..at]))
+        }
+    }
 }
 
 /// RFC 5957 3: the display name of the first address, or its addr-spec
-/// when it has none (DISPLAYFROM, DISPLAYTO).
+/// when it has none (DISPLAYFROM, DISPLAYTO); a group's name.
 fn first_display(a: Option<&Address>) -> String {
-    let Some(first) = a.and_then(|a| a.first()) else {
-        return String::new();
-    };
-    match first.name.as_deref().map(str::trim) {
-        Some(n) if !n.is_empty() => casemap(n),
-        _ => casemap(first.address.as_deref().unwrap_or("")),
+    match first(a) {
+        None => String::new(),
+        Some(First::Group(name)) => casemap(name.trim()),
+        Some(First::Addr(addr)) => match addr.name.as_deref().map(str::trim) {
+            Some(n) if !n.is_empty() => casemap(n),
+            _ => casemap(addr.address.as_deref().unwrap_or("")),
+        },
     }
 }
 
@@ -313,6 +348,34 @@ mod tests {
         assert_eq!(base("re:"), ("".into(), true));
     }
 
+    /// RFC 5256 3 / RFC 5957 3: the first address as ENVELOPE lists it;
+    /// a group comes as its name.
+    #[test]
+    fn address_keys() {
+        let keys = |h: &str| {
+            let m = MessageParser::default()
+                .parse_headers(h.as_bytes())
+                .unwrap();
+            (first_mailbox(m.from()), first_display(m.from()))
+        };
+        assert_eq!(
+            keys("From: Bob <bob@x.org>\r\n\r\n"),
+            ("BOB".into(), "BOB".into())
+        );
+        assert_eq!(
+            keys("From: <a@x.org>\r\n\r\n"),
+            ("A".into(), "A@X.ORG".into())
+        );
+        assert_eq!(
+            keys("From: team: c@x.org, d@x.org;\r\n\r\n"),
+            ("TEAM".into(), "TEAM".into())
+        );
+        assert_eq!(
+            keys("Subject: none\r\n\r\n"),
+            (String::new(), String::new())
+        );
+    }
+
     /// RFC 5051: case and compatibility forms compare equal; accented
     /// letters sort next to their base letter.
     #[test]
@@ -320,7 +383,10 @@ mod tests {
         assert_eq!(casemap("hello"), casemap("HeLLo"));
         assert_eq!(casemap("\u{e9}t\u{e9}"), casemap("E\u{301}TE\u{301}"));
         assert!(casemap("\u{e9}a") < casemap("f"));
-        assert_eq!(casemap("\u{fb01}"), casemap("FI"));
+        // No SpecialCasing: sharp s stays; the fi ligature decomposes to
+        // a lowercase fi.
+        assert_eq!(casemap("\u{df}"), "\u{df}");
+        assert_eq!(casemap("\u{fb01}le"), "fiLE");
         assert_eq!(casemap(&"x".repeat(1000)).len(), KEY_MAX);
     }
 }

@@ -23,7 +23,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::conn::{Done, Fail, Session, bad, ok};
 use super::search::Candidate;
-use super::sort::{base_subject, parse_header, sent_date};
+use super::sort::{base_subject, parse_header, sent_date, simple_upper};
 
 /// At most this many of a message's references are used: the last ones,
 /// its nearest ancestors (a longer References field is cut from the
@@ -83,7 +83,7 @@ impl Hashing {
             return None;
         }
         let mut h = self.0.build_hasher();
-        for c in base.chars().flat_map(char::to_uppercase).nfkd() {
+        for c in base.chars().map(simple_upper).nfkd() {
             h.write_u32(c as u32);
         }
         Some(h.finish())
