@@ -124,47 +124,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// The response to a FETCH of one literal item: the text before the
-/// literal and the literal's CRC and length (what follows it must end in
-/// a tagged OK).
-struct LiteralFetch {
-    before: String,
-    crc: u32,
-    len: u64,
-}
-
-fn fetch_literal(c: &mut Client, tag: &str, command: &str) -> LiteralFetch {
-    c.send(&format!("{tag} {command}\r\n"));
-    let first = String::from_utf8(c.raw_line().expect("a response line")).unwrap();
-    let first = first.trim_end().to_string();
-    assert!(
-        first.starts_with("* ") && first.contains(" FETCH ("),
-        "{command} -> {first}"
-    );
-    let open = first.rfind('{').expect("a literal");
-    let n: u64 = first[open + 1..first.len() - 1].parse().unwrap();
-    let (crc, got) = c.literal_crc(n);
-    assert_eq!(got, n, "{command}: literal cut short");
-    let mut after = Vec::new();
-    loop {
-        let l = c.line();
-        let done = l.starts_with(&format!("{tag} "));
-        after.push(l);
-        if done {
-            break;
-        }
-    }
-    assert!(
-        after.last().unwrap().starts_with(&format!("{tag} OK")),
-        "{command} -> {after:?}"
-    );
-    LiteralFetch {
-        before: first,
-        crc,
-        len: n,
-    }
-}
-
 fn message_path(spool: &Path, user: &str, uid: u32) -> PathBuf {
     spool.join(user).join("INBOX").join(format!("{uid}."))
 }

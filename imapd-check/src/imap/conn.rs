@@ -24,7 +24,8 @@ use super::wire;
 
 pub const CAPS: &str = "IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE UIDPLUS MOVE UNSELECT CONDSTORE QRESYNC CHILDREN \
      ID NAMESPACE LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE STATUS=SIZE \
-     QUOTA QUOTA=RES-STORAGE MULTIAPPEND";
+     QUOTA QUOTA=RES-STORAGE MULTIAPPEND \
+     ESEARCH SEARCHRES SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES BINARY";
 
 pub(super) struct Selected {
     pub name: MailboxName,
@@ -55,6 +56,12 @@ pub struct Session {
     pub(super) condstore: bool,
     /// ENABLE QRESYNC was answered (RFC 7162 3.2.3).
     pub(super) qresync: bool,
+    /// The `RETURN (...)` options of the SEARCH being run (ESEARCH).
+    pub(super) search_return: Option<super::esearch::ReturnOpts>,
+    /// SEARCHRES (RFC 5182): the UIDs `$` stands for, ascending.
+    pub(super) saved: Vec<u32>,
+    /// The command being run had `$` written as `searchres::MARK`.
+    pub(super) dollar: bool,
     pub(super) limits: Limits,
     /// Untagged responses of the command in progress.
     pub(super) buf: Vec<u8>,
@@ -160,6 +167,9 @@ impl Session {
             sel: None,
             condstore: false,
             qresync: false,
+            search_return: None,
+            saved: Vec::new(),
+            dollar: false,
             limits: Limits::default(),
             buf: Vec::new(),
         }
@@ -226,6 +236,27 @@ impl Session {
                 }
                 Assembled::Command(b) => b,
             };
+            // ESEARCH: imap-codec cannot parse `SEARCH RETURN (...)`.
+            self.search_return = None;
+            let bytes = match super::esearch::split_return(&bytes) {
+                Ok(Some((rest, opts))) => {
+                    self.search_return = Some(opts);
+                    rest
+                }
+                Ok(None) => bytes,
+                Err(super::esearch::BadReturn(why)) => {
+                    // A SEARCH that fails empties `$` (RFC 5182 2.1).
+                    self.saved.clear();
+                    let t = tag_of(&bytes).unwrap_or_else(|| "*".into());
+                    self.out
+                        .write_all(format!("{t} BAD RETURN: {why}\r\n").as_bytes())?;
+                    continue;
+                }
+            };
+            // SEARCHRES: imap-codec does not know `$`.
+            let marked = super::searchres::substitute(&bytes);
+            self.dollar = marked.is_some();
+            let bytes = marked.unwrap_or(bytes);
             let cmd = match CommandCodec::default().decode(&bytes) {
                 Ok((b"", cmd)) => cmd,
                 // What imap-codec cannot parse (extparse.rs says which).
@@ -236,6 +267,9 @@ impl Session {
                     }
                 }
                 _ => {
+                    if self.search_return.is_some_and(|o| o.save) {
+                        self.saved.clear();
+                    }
                     let line = match tag_of(&bytes) {
                         Some(t) => format!("{t} BAD Syntax error in command\r\n"),
                         None => "* BAD Syntax error, no valid tag\r\n".to_string(),
@@ -305,6 +339,8 @@ impl Session {
                 | CommandBody::Check
                 | CommandBody::Fetch { .. }
                 | CommandBody::Search { .. }
+                | CommandBody::Sort { .. }
+                | CommandBody::Thread { .. }
         );
         let result = self.dispatch(&tag, cmd.body);
         let result = match result {
@@ -516,11 +552,17 @@ impl Session {
             CommandBody::Select {
                 mailbox,
                 parameters,
-            } => self.select(&mailbox, &parameters, false),
+            } => {
+                self.saved.clear();
+                self.select(&mailbox, &parameters, false)
+            }
             CommandBody::Examine {
                 mailbox,
                 parameters,
-            } => self.select(&mailbox, &parameters, true),
+            } => {
+                self.saved.clear();
+                self.select(&mailbox, &parameters, true)
+            }
             CommandBody::Create { mailbox } => self.create(&mailbox),
             CommandBody::Delete { mailbox } => self.delete(&mailbox),
             CommandBody::Rename { from, to } => self.rename(&from, &to),
@@ -566,11 +608,13 @@ impl Session {
                     sel.mbox.expunge(None, true)?;
                 }
                 self.sel = None;
+                self.saved.clear();
                 ok("CLOSE completed")
             }
             CommandBody::Unselect => {
                 self.selected()?;
                 self.sel = None;
+                self.saved.clear();
                 ok("UNSELECT completed")
             }
             CommandBody::Expunge => self.expunge(None),
@@ -579,7 +623,30 @@ impl Session {
                 charset,
                 criteria,
                 uid,
-            } => self.search(charset.as_ref().map(|c| c.as_ref()), criteria.as_ref(), uid),
+            } => self.search(
+                tag,
+                charset.as_ref().map(|c| c.as_ref()),
+                criteria.as_ref(),
+                uid,
+            ),
+            CommandBody::Sort {
+                sort_criteria,
+                charset,
+                search_criteria,
+                uid,
+            } => self.sort(
+                tag,
+                sort_criteria.as_ref(),
+                charset.as_ref(),
+                search_criteria.as_ref(),
+                uid,
+            ),
+            CommandBody::Thread {
+                algorithm,
+                charset,
+                search_criteria,
+                uid,
+            } => self.thread(&algorithm, charset.as_ref(), search_criteria.as_ref(), uid),
             CommandBody::Fetch {
                 sequence_set,
                 macro_or_item_names,
@@ -624,6 +691,8 @@ fn post_allowance(body: &CommandBody) -> Allow {
         CommandBody::Fetch { uid: false, .. }
         | CommandBody::Store { uid: false, .. }
         | CommandBody::Search { uid: false, .. }
+        | CommandBody::Sort { uid: false, .. }
+        | CommandBody::Thread { uid: false, .. }
         | CommandBody::Copy { uid: false, .. } => Allow::NoExpunge,
         _ => Allow::AllUpdates,
     }

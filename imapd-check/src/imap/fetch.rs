@@ -6,6 +6,7 @@ use imap_codec::imap_types::fetch::{
 };
 use storage::Record;
 
+use super::binary;
 use super::emit::{Broken, Emitter};
 use super::mime::{self, Headers};
 use super::msgfile::MessageFile;
@@ -23,6 +24,8 @@ pub struct Plan {
     pub needs_structure: bool,
     /// Some item is the whole message (its CRC32 is checked first).
     pub full_body: bool,
+    /// Some item is BINARY or BINARY.SIZE (encodings checked first).
+    pub binary: bool,
 }
 
 /// Why an item cannot be served.
@@ -45,10 +48,19 @@ impl Plan {
         let mut sets_seen = false;
         let mut needs_structure = false;
         let mut full_body = false;
+        let mut binary = false;
         for it in &items {
             match it {
-                MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
-                    return Err(Unsupported("BINARY is not supported"));
+                MessageDataItemName::Binary { peek, .. } => {
+                    needs_body = true;
+                    needs_structure = true;
+                    binary = true;
+                    sets_seen |= !peek;
+                }
+                MessageDataItemName::BinarySize { .. } => {
+                    needs_body = true;
+                    needs_structure = true;
+                    binary = true;
                 }
                 MessageDataItemName::BodyExt {
                     section,
@@ -91,6 +103,7 @@ impl Plan {
             sets_seen,
             needs_structure,
             full_body,
+            binary,
         })
     }
 
@@ -269,9 +282,16 @@ pub fn render(
                     }
                 }
             }
-            MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
-                // Refused in Plan::new.
-            }
+            MessageDataItemName::Binary {
+                section, partial, ..
+            } => match st {
+                Some(st) => binary::render(em, src, st, section, *partial)?,
+                None => out.extend_from_slice(b"NIL"),
+            },
+            MessageDataItemName::BinarySize { section } => match st {
+                Some(st) => binary::render_size(out, src, st, section)?,
+                None => out.extend_from_slice(b"NIL"),
+            },
         }
     }
     em.buf.extend_from_slice(b")\r\n");

@@ -13,12 +13,23 @@ use storage::mailbox::FlagOp;
 use storage::session::{Allow, SeqSet, SeqSetError};
 use storage::{Error, Flags};
 
+use super::binary;
 use super::conn::{Done, Fail, Session, Stop, bad, no, ok, ok_code};
+use super::criteria;
 use super::emit::{Broken, Emitter};
 use super::fetch::{self, Plan};
 use super::mailboxes::{mailbox_name, split_flags};
 use super::msgfile::MessageFile;
 use super::search::{self, Candidate};
+use super::searchres;
+
+/// A message that matched a SEARCH, SORT or THREAD, with its key.
+pub(super) struct Hit<K> {
+    pub seq: u32,
+    pub uid: u32,
+    pub modseq: u64,
+    pub key: K,
+}
 
 fn seqset_string(s: &SequenceSet) -> String {
     let v = |x: &SeqOrUid| match x {
@@ -57,6 +68,10 @@ pub(super) fn compact(nums: &[u32]) -> String {
 impl Session {
     /// The (seq, uid) pairs a set names in this session's view.
     fn targets(&mut self, set: &SequenceSet, uid: bool) -> Result<Vec<(u32, u32)>, Fail> {
+        if self.dollar && searchres::is_mark(set) {
+            self.selected()?;
+            return Ok(self.dollar_targets());
+        }
         let parsed: SeqSet = seqset_string(set)
             .parse()
             .map_err(|e: SeqSetError| Fail::Bad(e.to_string()))?;
@@ -146,6 +161,7 @@ impl Session {
         let sel = self.sel.as_mut().expect("selected");
         let mut gone = false;
         let mut corrupt = Vec::new();
+        let mut unknown_cte = Vec::new();
         let mut em = Emitter::with_buf(&mut self.out, std::mem::take(&mut self.buf));
         for (seq, uid) in targets {
             let Some(rec) = sel.view.record(seq).cloned() else {
@@ -153,6 +169,23 @@ impl Session {
             };
             let prepared = if plan.needs_body {
                 match fetch::prepare(&sel.mbox, &rec, &plan) {
+                    Ok(p) if plan.binary => match binary::check(&p.0, &p.1, &plan.items) {
+                        Ok(Ok(())) => Some(p),
+                        Ok(Err(binary::UnknownCte)) => {
+                            // RFC 3516 4.2: refused before a byte of it.
+                            unknown_cte.push(uid);
+                            continue;
+                        }
+                        Err(e) => {
+                            self.buf = em.into_buf();
+                            return Err(Error::Io {
+                                op: "read",
+                                path: p.0.path.clone(),
+                                source: e,
+                            }
+                            .into());
+                        }
+                    },
                     Ok(p) => Some(p),
                     Err(Error::Expunged(_)) => {
                         // RFC 2180 4.1.1: removed by another session and
@@ -204,6 +237,7 @@ impl Session {
         // this FETCH set on it.
         let unsent: Vec<u32> = corrupt
             .iter()
+            .chain(&unknown_cte)
             .copied()
             .filter(|u| seen_now.contains(u))
             .collect();
@@ -214,14 +248,21 @@ impl Session {
                 .store(&unsent, FlagOp::Remove, Flags::SEEN, &[], None)?;
             sel.view.apply_own_store(&sel.mbox, &outcome);
         }
-        if !corrupt.is_empty() {
-            return no(
-                Some("CORRUPTION"),
-                &format!(
-                    "Stored data of UID {} does not match its index record; not sent",
-                    compact(&corrupt)
-                ),
-            );
+        let refused = [
+            (
+                &corrupt,
+                "CORRUPTION",
+                "Stored data of UID {} does not match its index record; not sent",
+            ),
+            // RFC 3516 4.2.
+            (
+                &unknown_cte,
+                "UNKNOWN-CTE",
+                "Content-Transfer-Encoding of UID {} cannot be decoded; not sent",
+            ),
+        ];
+        if let Some((uids, code, text)) = refused.into_iter().find(|r| !r.0.is_empty()) {
+            return no(Some(code), &text.replace("{}", &compact(uids)));
         }
         if gone {
             return no(
@@ -344,12 +385,15 @@ impl Session {
         ok("STORE completed")
     }
 
-    pub(super) fn search(
+    /// The messages of the selected mailbox that match `criteria`, in
+    /// sequence order, each with what `key` makes of it while its file
+    /// is at hand (SORT and THREAD read their keys from the same pass).
+    pub(super) fn matching<K>(
         &mut self,
         charset: Option<&str>,
         criteria: &[SearchKey],
-        uid: bool,
-    ) -> Result<Done, Fail> {
+        mut key: impl FnMut(&Candidate) -> K,
+    ) -> Result<Vec<Hit<K>>, Fail> {
         self.selected()?;
         if let Some(c) = charset
             && !c.eq_ignore_ascii_case("US-ASCII")
@@ -361,10 +405,11 @@ impl Session {
         let sel = self.sel.as_ref().expect("selected");
         let max_seq = sel.view.len();
         let max_uid = sel.view.iter().last().map_or(0, |m| m.uid);
+        let crit = criteria::compile(criteria, (max_seq, max_uid), self.dollar);
+        let saved = &self.saved;
         let mbox = &sel.mbox;
         let open = |r: &storage::Record| MessageFile::open(mbox, r);
         let mut hits = Vec::new();
-        let mut max_modseq = 0;
         for m in sel.view.iter().filter(|m| !m.expunged) {
             let mut c = Candidate::new(
                 m.seq,
@@ -374,7 +419,8 @@ impl Session {
                 &open,
             );
             c.recent = sel.recent.contains(m.uid);
-            let hit = criteria.iter().all(|k| search::matches(k, &c));
+            let hit = crit.matches(&c, saved);
+            let k = hit.then(|| key(&c));
             if let Some(e) = c.failed.into_inner() {
                 // A message that could not be read (or does not match its
                 // record) makes the answer unknowable: no results.
@@ -390,20 +436,29 @@ impl Session {
                 }
                 return Err(e.into());
             }
-            if hit {
-                hits.push(if uid { m.uid } else { m.seq });
-                max_modseq = max_modseq.max(m.record.modseq);
+            if let Some(key) = k {
+                hits.push(Hit {
+                    seq: m.seq,
+                    uid: m.uid,
+                    modseq: m.record.modseq,
+                    key,
+                });
             }
         }
-        let mut line = String::from("* SEARCH");
-        for h in &hits {
-            line.push_str(&format!(" {h}"));
-        }
-        if !hits.is_empty() && criteria.iter().any(search::uses_modseq) {
-            line.push_str(&format!(" (MODSEQ {max_modseq})"));
-        }
-        line.push_str("\r\n");
-        self.buf.extend_from_slice(line.as_bytes());
+        Ok(hits)
+    }
+
+    pub(super) fn search(
+        &mut self,
+        tag: &str,
+        charset: Option<&str>,
+        criteria: &[SearchKey],
+        uid: bool,
+    ) -> Result<Done, Fail> {
+        let ret = self.search_return.take();
+        let hits = self.matching_for(ret, charset, criteria, |_| ())?;
+        let with_modseq = criteria.iter().any(search::uses_modseq);
+        self.answer_search(tag, "SEARCH", uid, ret, &hits, with_modseq);
         ok("SEARCH completed")
     }
 

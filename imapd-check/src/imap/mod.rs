@@ -10,8 +10,11 @@
 pub mod address;
 pub mod append;
 pub mod auth;
+pub mod binary;
 pub mod conn;
+pub mod criteria;
 pub mod emit;
+pub mod esearch;
 pub mod extparse;
 pub mod fetch;
 pub mod id;
@@ -26,7 +29,10 @@ pub mod qresync;
 pub mod quota;
 pub mod recent;
 pub mod search;
+pub mod searchres;
+pub mod sort;
 pub mod structure;
+pub mod thread;
 pub mod wire;
 
 use std::net::{SocketAddr, TcpListener};

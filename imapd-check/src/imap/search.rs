@@ -71,7 +71,7 @@ impl<'a> Candidate<'a> {
     }
 
     /// The header block (its first [`structure::HEADER_CAP`] bytes).
-    fn header(&self) -> &[u8] {
+    pub fn header(&self) -> &[u8] {
         self.header.get_or_init(|| {
             let Some(f) = self.file() else {
                 return Vec::new();

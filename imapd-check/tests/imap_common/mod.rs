@@ -52,6 +52,23 @@ pub fn seed_store(spool: &Path, user: &str) -> storage::Store {
     store
 }
 
+/// A store whose INBOX holds these messages, appended with their options.
+pub fn seed_raw(
+    spool: &Path,
+    user: &str,
+    msgs: impl IntoIterator<Item = (Vec<u8>, storage::AppendOptions)>,
+) -> storage::Store {
+    let store = seed_store(spool, user);
+    let u = storage::UserName::new(user).unwrap();
+    let mut inbox = store
+        .open_mailbox(&u, &storage::MailboxName::inbox())
+        .unwrap();
+    for (raw, opts) in msgs {
+        inbox.append(&raw[..], opts).unwrap();
+    }
+    store
+}
+
 /// A store whose INBOX holds `message(0..n)`.
 pub fn seed_messages(spool: &Path, user: &str, n: usize) -> storage::Store {
     let store = seed_store(spool, user);
@@ -358,4 +375,48 @@ pub fn record_flags(r: &storage::Record) -> Vec<String> {
     let mut v: Vec<String> = r.flags.names().into_iter().map(str::to_string).collect();
     v.sort();
     v
+}
+
+/// The response to a FETCH of one literal item: the text before the
+/// literal and the literal's CRC and length (what follows it must end in
+/// a tagged OK).
+pub struct LiteralFetch {
+    pub before: String,
+    pub crc: u32,
+    pub len: u64,
+    /// The lines after the literal, the tagged OK last.
+    pub after: Vec<String>,
+}
+
+pub fn fetch_literal(c: &mut Client, tag: &str, command: &str) -> LiteralFetch {
+    c.send(&format!("{tag} {command}\r\n"));
+    let first = String::from_utf8(c.raw_line().expect("a response line")).unwrap();
+    let first = first.trim_end().to_string();
+    assert!(
+        first.starts_with("* ") && first.contains(" FETCH ("),
+        "{command} -> {first}"
+    );
+    let open = first.rfind('{').expect("a literal");
+    let n: u64 = first[open + 1..first.len() - 1].parse().unwrap();
+    let (crc, got) = c.literal_crc(n);
+    assert_eq!(got, n, "{command}: literal cut short");
+    let mut after = Vec::new();
+    loop {
+        let l = c.line();
+        let done = l.starts_with(&format!("{tag} "));
+        after.push(l);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        after.last().unwrap().starts_with(&format!("{tag} OK")),
+        "{command} -> {after:?}"
+    );
+    LiteralFetch {
+        before: first,
+        crc,
+        len: n,
+        after,
+    }
 }
