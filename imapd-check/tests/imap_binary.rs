@@ -93,7 +93,7 @@ fn binary_sections() {
     assert_eq!(
         lines[0],
         format!(
-            "* 1 FETCH (FLAGS () BINARY.SIZE[1] {} BINARY.SIZE[2] {} BINARY.SIZE[4] 10)",
+            "* 1 FETCH (FLAGS (\\Recent) BINARY.SIZE[1] {} BINARY.SIZE[2] {} BINARY.SIZE[4] 10)",
             text.len(),
             att.len()
         )
@@ -107,7 +107,7 @@ fn binary_sections() {
     } = fetch_literal(&mut c, "a2", "FETCH 1 (BINARY[2])");
     assert_eq!(first, format!("* 1 FETCH (BINARY[2] ~{{{}}}", att.len()));
     assert_eq!((crc, n), (crc32fast::hash(&att), att.len() as u64));
-    assert!(after[0].contains("FLAGS (\\Seen)"), "{after:?}");
+    assert!(after[0].contains("FLAGS (\\Seen \\Recent)"), "{after:?}");
 
     // A window with a NUL (att[0] is 0) and one without.
     let LiteralFetch {
