@@ -18,8 +18,11 @@ use imap_codec::imap_types::extensions::enable::CapabilityEnable;
 use storage::session::{Allow, SessionView, Update};
 use storage::{Error, Mailbox, MailboxName, Store, UserName};
 
-use super::auth::PasswdDb;
+use super::config::ServerConfig;
 use super::io::{Assembled, Input, Limits, tag_of};
+use super::login::Switch;
+use super::server::Net;
+use super::stream::Shared;
 use super::wire;
 
 pub const CAPS: &str =
@@ -35,7 +38,17 @@ pub(super) struct Selected {
 pub struct Session {
     pub(super) store: Store,
     pub(super) user: Option<UserName>,
-    pub(super) passwd: Option<Arc<PasswdDb>>,
+    /// Where a network client comes from (None on stdio).
+    pub(super) net: Option<Net>,
+    pub(super) cfg: Arc<ServerConfig>,
+    /// The transport under `input` and `out` (TLS, COMPRESS, deadlines).
+    pub(super) stream: Shared,
+    /// STARTTLS or COMPRESS to switch on after the current reply.
+    pub(super) switch: Option<Switch>,
+    /// The tag of the command in progress.
+    pub(super) tag: String,
+    /// Before login, reads fail after this (the pre-login timeout).
+    login_deadline: Option<std::time::Instant>,
     pub(super) out: Box<dyn Write + Send>,
     pub(super) input: Input,
     pub(super) sel: Option<Selected>,
@@ -132,29 +145,57 @@ impl Session {
     pub fn new(
         store: Store,
         user: Option<UserName>,
-        passwd: Option<Arc<PasswdDb>>,
-        input: Input,
-        out: Box<dyn Write + Send>,
+        net: Option<Net>,
+        cfg: Arc<ServerConfig>,
+        stream: Shared,
     ) -> Session {
         Session {
             store,
             user,
-            passwd,
-            out,
-            input,
+            net,
+            limits: cfg.limits,
+            cfg,
+            out: Box::new(stream.writer()),
+            input: Input::new(stream.clone()),
+            stream,
+            switch: None,
+            tag: String::new(),
+            login_deadline: None,
             sel: None,
             condstore: false,
-            limits: Limits::default(),
             buf: Vec::new(),
         }
     }
 
+    /// Reads before login fail after `at` (the pre-login timeout).
+    pub fn with_login_deadline(mut self, at: std::time::Instant) -> Session {
+        self.login_deadline = Some(at);
+        self
+    }
+
     pub(super) fn caps(&self) -> String {
-        if self.user.is_some() {
-            CAPS.to_string()
+        self.capabilities()
+    }
+
+    /// Reads time out at the pre-login deadline before login, and an
+    /// autologout period after the last command once logged in (RFC 3501
+    /// 5.4; an IDLE is a command, so it ends that long after it began).
+    fn arm_timer(&self) {
+        let at = match self.user {
+            Some(_) => Some(std::time::Instant::now() + self.cfg.autologout),
+            None => self.login_deadline,
+        };
+        self.stream.lock().set_deadline(at);
+    }
+
+    fn timed_out(&mut self) -> io::Result<()> {
+        let text: &[u8] = if self.user.is_some() {
+            b"* BYE Autologout; idle for too long\r\n"
         } else {
-            format!("{CAPS} AUTH=PLAIN")
-        }
+            b"* BYE Login timeout\r\n"
+        };
+        self.out.write_all(text)?;
+        self.out.flush()
     }
 
     /// Runs the connection to its end.
@@ -172,8 +213,13 @@ impl Session {
         self.out.write_all(greeting.as_bytes())?;
         loop {
             self.out.flush()?;
+            if let Some(sw) = self.switch.take() {
+                self.apply_switch(sw)?;
+            }
+            self.arm_timer();
             let assembled = match self.input.read_command(&mut self.out, &self.limits) {
                 Ok(a) => a,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return self.timed_out(),
                 Err(e) => return if is_disconnect(&e) { Ok(()) } else { Err(e) },
             };
             let bytes = match assembled {
@@ -232,6 +278,9 @@ impl Session {
                     self.out.flush()?;
                     return Ok(());
                 }
+                Err(Stop::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                    return self.timed_out();
+                }
                 Err(Stop::Io(e)) => return if is_disconnect(&e) { Ok(()) } else { Err(e) },
             }
         }
@@ -239,6 +288,7 @@ impl Session {
 
     fn handle(&mut self, cmd: Command<'_>) -> Result<(), Stop> {
         let tag = cmd.tag.as_ref().to_string();
+        self.tag.clone_from(&tag);
         let name = cmd.body.name();
         let allow = post_allowance(&cmd.body);
         // Commands that only read: if the mailbox turns out corrupt when
@@ -406,6 +456,7 @@ impl Session {
                 let ir = initial_response.map(|s| s.declassify().to_vec());
                 return self.authenticate(&mechanism, ir);
             }
+            CommandBody::StartTLS => return self.starttls(),
             _ => {}
         }
         if self.user.is_none() {
@@ -460,6 +511,7 @@ impl Session {
                 message,
             } => self.append(&mailbox, &flags, date.as_ref(), message),
             CommandBody::Idle => super::idle::idle(self, tag),
+            CommandBody::Compress { algorithm } => self.compress(&algorithm),
             CommandBody::Check => {
                 self.selected()?;
                 ok("CHECK completed")
