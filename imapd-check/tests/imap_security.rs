@@ -165,12 +165,17 @@ fn clients_dir() -> PathBuf {
 
 /// Runs tests/clients/tls_clients.py MODE against `port`.
 fn python(mode: &str, port: u16, f: &Fixture) -> String {
+    python_with(mode, port, f, &[])
+}
+
+fn python_with(mode: &str, port: u16, f: &Fixture, extra: &[&str]) -> String {
     let out = Command::new("python3")
         .arg(clients_dir().join("tls_clients.py"))
         .arg(mode)
         .arg(port.to_string())
         .arg(&f.cert)
         .args([USER, PASS])
+        .args(extra)
         .output()
         .expect("python3 is not installed");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -256,6 +261,17 @@ fn python_imap4_ssl() {
     let f = Fixture::new();
     let server = f.start("");
     python("implicit", server.tls, &f);
+    server.stop();
+}
+
+/// RFC 2177 over TLS: while IDLE waits, half of the record carrying DONE
+/// arriving is not input to block on; a delivery in the meantime is still
+/// reported, and the rest of the record ends the IDLE.
+#[test]
+fn idle_over_tls_reports_while_a_record_is_incomplete() {
+    let f = Fixture::new();
+    let server = f.start("");
+    python_with("idle-partial", server.tls, &f, &[&server.plain.to_string()]);
     server.stop();
 }
 

@@ -187,6 +187,60 @@ impl Stream {
         }
     }
 
+    /// After poll found the fd readable: takes what arrived into the TLS
+    /// and DEFLATE layers without blocking, so that `pending` then tells
+    /// whether plaintext is there (a TLS record or DEFLATE block may
+    /// arrive in pieces, or carry no data at all). True at end of input.
+    fn absorb(&mut self) -> io::Result<bool> {
+        let mut zbuf = [0u8; 8192];
+        match self.tls.as_mut() {
+            Some(conn) => {
+                let n = loop {
+                    match conn.read_tls(&mut self.rd) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        r => break r?,
+                    }
+                };
+                if n == 0 {
+                    return Ok(true);
+                }
+                if let Err(e) = conn.process_new_packets() {
+                    let _ = flush_tls(conn, &mut self.wr);
+                    return Err(tls_error(e));
+                }
+                flush_tls(conn, &mut self.wr)?;
+                if let Some(z) = self.z.as_mut() {
+                    loop {
+                        match conn.reader().read(&mut zbuf) {
+                            Ok(0) => return Ok(true),
+                            Ok(n) => z.feed(&zbuf[..n]),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                                return Ok(true);
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
+            None => {
+                if let Some(z) = self.z.as_mut() {
+                    let n = loop {
+                        match self.rd.read(&mut zbuf) {
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            r => break r?,
+                        }
+                    };
+                    if n == 0 {
+                        return Ok(true);
+                    }
+                    z.feed(&zbuf[..n]);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// Writes through the layers; `flush` ends a burst of responses.
     fn write_layers(&mut self, data: &[u8], flush: bool) -> io::Result<()> {
         let compressed;
@@ -315,7 +369,13 @@ impl Shared {
                 r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
             })
         };
-        Ok((ready(&fds[0]), ready(&fds[1])))
+        let (input, other) = (ready(&fds[0]), ready(&fds[1]));
+        if !input || (s.tls.is_none() && s.z.is_none()) {
+            return Ok((input, other));
+        }
+        // Bytes came, but maybe not a whole record or block yet.
+        let ended = s.absorb()?;
+        Ok((ended || s.pending()?, other))
     }
 }
 

@@ -16,6 +16,11 @@ Modes:
             over the plain port or the TLS port: pipelined commands, a
             large FETCH, IDLE ended by DONE sent in one block with the next
             command; a second COMPRESS gets [COMPRESSIONACTIVE].
+  idle-partial
+            IDLE over TLS while only half of the TLS record carrying DONE
+            has arrived: a delivery meanwhile is still reported (a partial
+            record is not plaintext to wait on), then the rest of the
+            record ends the IDLE.
   cert-der  Prints the SHA-256 of the certificate the TLS port presents.
 Prints "<mode>: ok" at the end; any failure raises.
 """
@@ -181,6 +186,77 @@ def compress(use_tls):
     assert z.until("i")[-1].startswith(b"i OK")
 
 
+class MemoryTls:
+    """TLS over a socket through memory BIOs, to send records in pieces."""
+
+    def __init__(self, sock):
+        self.s = sock
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx().wrap_bio(self.inc, self.out, server_hostname=HOST)
+        self.buf = b""
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.push()
+                data = self.s.recv(65536)
+                assert data, "closed during handshake"
+                self.inc.write(data)
+        self.push()
+
+    def push(self):
+        if self.out.pending:
+            self.s.sendall(self.out.read())
+
+    def record(self, data):
+        """The TLS bytes carrying `data`, not sent."""
+        self.obj.write(data)
+        return self.out.read()
+
+    def send(self, data):
+        self.s.sendall(self.record(data))
+
+    def readline(self):
+        while b"\n" not in self.buf:
+            try:
+                self.buf += self.obj.read(65536)
+            except ssl.SSLWantReadError:
+                data = self.s.recv(65536)
+                assert data, f"closed; have {self.buf!r}"
+                self.inc.write(data)
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line + b"\n"
+
+    def until(self, tag):
+        return read_until(self, tag)
+
+
+def idle_partial(plain_port):
+    s = socket.create_connection((HOST, port), timeout=20)
+    t = MemoryTls(s)
+    assert t.readline().startswith(b"* OK")
+    t.send(f"a LOGIN {user} {password}\r\nb SELECT INBOX\r\n".encode())
+    assert t.until("a")[-1].startswith(b"a OK")
+    exists = [l for l in t.until("b") if l.endswith(b" EXISTS\r\n")]
+    n = int(exists[0].split()[1])
+    t.send(b"c IDLE\r\n")
+    assert t.readline().startswith(b"+")
+    rec = t.record(b"DONE\r\n")
+    s.sendall(rec[: len(rec) // 2])
+    other = imaplib.IMAP4(HOST, plain_port)
+    other.login(user, password)
+    typ, data = other.append("INBOX", None, None, b"Subject: late\r\n\r\nhi\r\n")
+    assert typ == "OK", data
+    other.logout()
+    line = t.readline()
+    assert line == f"* {n + 1} EXISTS\r\n".encode(), line
+    s.sendall(rec[len(rec) // 2 :])
+    assert t.until("c")[-1].startswith(b"c OK")
+    t.send(b"d LOGOUT\r\n")
+    t.until("d")
+
+
 def cert_der():
     c = ssl.create_default_context()
     c.check_hostname = False
@@ -197,5 +273,6 @@ def cert_der():
     "compress-plain": lambda: compress(False),
     "compress-tls": lambda: compress(True),
     "cert-der": cert_der,
+    "idle-partial": lambda: idle_partial(int(sys.argv[6])),
 }[mode]()
 print(f"{mode}: ok")
