@@ -103,6 +103,13 @@ impl Fixture {
         conf
     }
 
+    /// A config file with no keys (so /etc/mailstore.conf is not read).
+    fn empty_conf(&self) -> PathBuf {
+        let p = self.path("empty.conf");
+        std::fs::write(&p, "").unwrap();
+        p
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -769,8 +776,117 @@ fn bad_configuration_is_refused() {
         .arg(&f.passwd)
         .arg("--spool")
         .arg(&f.spool)
-        .env("MAILSTORE_CONFIG", f.path("none.conf"))
+        .env("MAILSTORE_CONFIG", f.empty_conf())
         .output()
         .unwrap();
     assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to listen on non-loopback"), "{err}");
+}
+
+/// imapd.send_timeout: a client that stops reading while the server has
+/// much to send is dropped, and its connection slot is freed (seen here
+/// through imapd.max_connections_per_ip = 1).
+#[test]
+fn client_that_stops_reading_is_dropped() {
+    let f = Fixture::new();
+    {
+        let store = storage::Store::open(&f.spool, storage::Options::default()).unwrap();
+        let u = storage::UserName::new(USER).unwrap();
+        let mut inbox = store
+            .open_mailbox(&u, &storage::MailboxName::inbox())
+            .unwrap();
+        let mut big = b"Subject: big\r\n\r\n".to_vec();
+        big.extend(std::iter::repeat_n(b'x', 8 << 20));
+        inbox
+            .append(&big[..], storage::AppendOptions::default())
+            .unwrap();
+    }
+    let server = f.start("imapd.send_timeout = 1\nimapd.max_connections_per_ip = 1\n");
+    let mut stuck = Client::tcp(server.plain, USER, PASS);
+    stuck.ok("SELECT INBOX");
+    // Ask for 40 MiB and read none of it.
+    stuck.send(&"f FETCH 4 BODY.PEEK[]\r\n".repeat(5));
+    let t0 = Instant::now();
+    loop {
+        let mut c = Client::tcp_raw(server.plain);
+        let l = c.line();
+        if l.starts_with("* OK") {
+            break;
+        }
+        assert_eq!(l, "* BYE Too many connections from your address");
+        assert!(t0.elapsed() < HANG, "the stuck client was never dropped");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(stuck);
+    server.stop();
+}
+
+/// RFC 4978 on the stdio (PREAUTH) mode: COMPRESS DEFLATE, then commands
+/// and responses in raw DEFLATE over the pipes.
+#[test]
+fn compress_over_stdio() {
+    use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+    let f = Fixture::new();
+    let mut child = Command::new(IMAPD)
+        .args(["serve", "--spool"])
+        .arg(&f.spool)
+        .args(["-d", USER, "--stdio"])
+        .env("MAILSTORE_CONFIG", f.empty_conf())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = child.stdin.take().unwrap();
+    let mut r = child.stdout.take().unwrap();
+    let _reaper = Reaper(child);
+    let mut plain = Vec::new();
+    let mut byte = [0u8; 1];
+    // Plaintext up to and including the OK of COMPRESS, byte by byte so
+    // no compressed byte is read as plaintext.
+    w.write_all(b"c COMPRESS DEFLATE\r\n").unwrap();
+    while !plain.ends_with(b"c OK DEFLATE active\r\n") {
+        assert_eq!(
+            r.read(&mut byte).unwrap(),
+            1,
+            "{}",
+            String::from_utf8_lossy(&plain)
+        );
+        plain.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&plain).contains("COMPRESS=DEFLATE"));
+    let mut z = Compress::new(Compression::default(), false);
+    let mut out = Vec::with_capacity(4096);
+    z.compress_vec(
+        b"s SELECT INBOX\r\nn NOOP\r\n",
+        &mut out,
+        FlushCompress::Sync,
+    )
+    .unwrap();
+    w.write_all(&out).unwrap();
+    w.flush().unwrap();
+    let mut d = Decompress::new(false);
+    let mut text = Vec::with_capacity(1 << 16);
+    let mut buf = [0u8; 4096];
+    let t0 = Instant::now();
+    while !String::from_utf8_lossy(&text).contains("n OK") {
+        assert!(t0.elapsed() < HANG);
+        let n = r.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&text));
+        let mut input = &buf[..n];
+        while !input.is_empty() {
+            let before = d.total_in();
+            d.decompress_vec(input, &mut text, FlushDecompress::None)
+                .unwrap();
+            input = &input[(d.total_in() - before) as usize..];
+            if text.capacity() - text.len() < 1024 {
+                text.reserve(1 << 16);
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("* 3 EXISTS") && text.contains("s OK [READ-WRITE]"),
+        "{text}"
+    );
 }
