@@ -890,3 +890,33 @@ fn compress_over_stdio() {
         "{text}"
     );
 }
+
+/// Before login, an APPEND's literal is held to the small literal limit
+/// (the literal is read before the command is parsed, so without this an
+/// unauthenticated client could make the server buffer 64 MiB per
+/// connection): no `+`, `NO [TOOBIG]`; a non-synchronizing one closes.
+#[test]
+fn unauthenticated_client_cannot_send_a_big_literal() {
+    let f = Fixture::new();
+    let server = f.start("");
+    let mut c = Client::tcp_raw(server.plain);
+    c.line();
+    c.send("a APPEND INBOX {100000}\r\n");
+    let l = c.line();
+    assert!(l.starts_with("a NO [TOOBIG]"), "{l}");
+    c.send("b APPEND INBOX {100000000+}\r\n");
+    let rest = lines_until_closed(&mut c);
+    assert!(
+        rest.first().is_some_and(|l| l.starts_with("b NO [TOOBIG]")),
+        "{rest:?}"
+    );
+    assert!(
+        rest.last().is_some_and(|l| l.starts_with("* BYE")),
+        "{rest:?}"
+    );
+    // Logged in, the same APPEND size is accepted.
+    let mut c = Client::tcp(server.plain, USER, PASS);
+    c.send("c APPEND INBOX {100000}\r\n");
+    assert!(c.line().starts_with('+'));
+    server.stop();
+}

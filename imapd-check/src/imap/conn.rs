@@ -217,7 +217,8 @@ impl Session {
                 self.apply_switch(sw)?;
             }
             self.arm_timer();
-            let assembled = match self.input.read_command(&mut self.out, &self.limits) {
+            let limits = self.read_limits();
+            let assembled = match self.input.read_command(&mut self.out, &limits) {
                 Ok(a) => a,
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => return self.timed_out(),
                 Err(e) => return if is_disconnect(&e) { Ok(()) } else { Err(e) },

@@ -54,6 +54,19 @@ impl Session {
         c
     }
 
+    /// The size limits for reading the next command. Before login no
+    /// command may carry more than a small literal (APPEND needs a login,
+    /// but its literal is read before the command is parsed), so an
+    /// unauthenticated client cannot make the server buffer megabytes.
+    pub(super) fn read_limits(&self) -> super::io::Limits {
+        let mut l = self.limits;
+        if self.user.is_none() {
+            l.append = l.other_literal;
+            l.swallow = l.other_literal;
+        }
+        l
+    }
+
     pub(super) fn starttls(&mut self) -> Result<Done, Fail> {
         let Some(net) = &self.net else {
             return bad("STARTTLS is for network connections");

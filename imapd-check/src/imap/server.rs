@@ -57,7 +57,6 @@ impl Server {
             let server = self.clone();
             let spawned = std::thread::Builder::new()
                 .name("imap-conn".into())
-                .stack_size(1 << 20)
                 .spawn(move || server.connection(stream, implicit_tls));
             if let Err(e) = spawned {
                 tracing::error!("cannot start a connection thread: {e}");
