@@ -920,3 +920,45 @@ fn unauthenticated_client_cannot_send_a_big_literal() {
     assert!(c.line().starts_with('+'));
     server.stop();
 }
+
+/// imapflow (npm) over implicit TLS: it logs in, turns on COMPRESS=DEFLATE
+/// by itself (RFC 4978, under TLS), FETCHes, STOREs and sees a delivery
+/// while in IDLE.
+#[test]
+fn imapflow_over_tls_with_compress_and_idle() {
+    let flow_dir = std::env::var_os("IMAPFLOW_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            target_dir()
+                .parent()
+                .unwrap()
+                .join("node-clients/node_modules")
+        });
+    assert!(
+        flow_dir.join("imapflow").exists(),
+        "imapflow not found in {}: npm install --prefix target/node-clients imapflow@2",
+        flow_dir.display()
+    );
+    let f = Fixture::new();
+    let server = f.start("");
+    let out = Command::new("node")
+        .env("IMAPFLOW_DIR", &flow_dir)
+        .env("IMAPFLOW_TLS", "1")
+        .env("NODE_EXTRA_CA_CERTS", &f.cert)
+        .arg(clients_dir().join("imapflow_idle.mjs"))
+        .arg(server.tls.to_string())
+        .args([USER, PASS])
+        .output()
+        .expect("node is not installed");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "imapflow: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(v["secure"], true, "{text}");
+    assert_eq!(v["compressed"], true, "{text}");
+    assert_eq!(v["exists_after_idle"], 4, "{text}");
+    server.stop();
+}
