@@ -962,3 +962,37 @@ fn imapflow_over_tls_with_compress_and_idle() {
     assert_eq!(v["exists_after_idle"], 4, "{text}");
     server.stop();
 }
+
+/// Guesses sent in parallel from one address stop at imapd.auth_fail_limit
+/// too: the lock-out is decided in turn with the password checks (it can
+/// overshoot by at most imapd.max_parallel_hashes - 1), so with one slot,
+/// of eight simultaneous wrong logins exactly the limit are checked and
+/// the rest get [UNAVAILABLE].
+#[test]
+fn parallel_guesses_stop_at_the_failure_limit() {
+    let f = Fixture::new();
+    let server = f.start(
+        "imapd.auth_fail_delay_ms = 0\nimapd.auth_fail_limit = 3\nimapd.max_parallel_hashes = 1\n",
+    );
+    let port = server.plain;
+    let guesses: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = Client::tcp_raw(port);
+                c.line();
+                c.cmd(&format!("LOGIN {USER} guess-{i}")).1
+            })
+        })
+        .collect();
+    let replies: Vec<String> = guesses.into_iter().map(|t| t.join().unwrap()).collect();
+    let checked = replies
+        .iter()
+        .filter(|r| r.contains("[AUTHENTICATIONFAILED]"))
+        .count();
+    let refused = replies
+        .iter()
+        .filter(|r| r.contains("[UNAVAILABLE]"))
+        .count();
+    assert_eq!((checked, refused), (3, 5), "{replies:?}");
+    server.stop();
+}

@@ -315,10 +315,13 @@ impl PasswdFile {
         cur.1.clone()
     }
 
-    /// Checks a password, waiting for a free hashing slot first.
-    pub fn verify(&self, user: &str, password: &[u8]) -> bool {
+    /// Runs `f` on the current database once a hashing slot is free
+    /// (at most `imapd.max_parallel_hashes` at once). Whatever `f` decides
+    /// around its check (lock-outs, failure counts) is decided in turn
+    /// with the other logins, not before the wait.
+    pub fn gated<T>(&self, f: impl FnOnce(&PasswdDb) -> T) -> T {
         let db = self.db();
-        self.gate.run(|| db.verify(user, password))
+        self.gate.run(|| f(&db))
     }
 }
 

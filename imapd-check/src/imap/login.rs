@@ -14,6 +14,15 @@ use storage::UserName;
 use super::auth::parse_plain;
 use super::conn::{CAPS, Done, Fail, Session, Stop, bad, no, ok, ok_code};
 
+/// What a password check decided.
+enum Check {
+    /// The address is locked out: no check was made.
+    LockedOut,
+    Passed,
+    /// Wrong user or password: answer after this delay.
+    Failed(std::time::Duration),
+}
+
 /// A layer to switch on once the tagged OK has been sent.
 pub(super) enum Switch {
     StartTls,
@@ -144,14 +153,24 @@ impl Session {
         };
         let server = net.server.clone();
         let peer = net.peer;
-        if server.failures.locked_out(peer) {
+        // Lock-out, check and failure count in one turn of the hash
+        // gate: parallel guesses from one address stop at the limit too.
+        let outcome = server.passwd.gated(|db| {
+            if server.failures.locked_out(peer) {
+                Check::LockedOut
+            } else if db.verify(user, pass) {
+                Check::Passed
+            } else {
+                Check::Failed(server.failures.failed(peer))
+            }
+        });
+        if let Check::LockedOut = outcome {
             tracing::warn!(%peer, "login refused: too many failures from this address");
             return self.refuse_and_close(
                 "NO [UNAVAILABLE] Too many failed logins from your address; try again later",
             );
         }
-        if !server.passwd.verify(user, pass) {
-            let delay = server.failures.failed(peer);
+        if let Check::Failed(delay) = outcome {
             tracing::info!(user, %peer, "authentication failed");
             std::thread::sleep(delay);
             net.failures += 1;
