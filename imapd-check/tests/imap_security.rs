@@ -996,3 +996,22 @@ fn parallel_guesses_stop_at_the_failure_limit() {
     assert_eq!((checked, refused), (3, 5), "{replies:?}");
     server.stop();
 }
+
+/// SIGHUP (systemd's `reload`) re-reads the password file and the
+/// certificate at their next use, and does not end the server.
+#[test]
+fn sighup_reloads_without_ending_the_server() {
+    let f = Fixture::new();
+    let server = f.start("");
+    Client::tcp(server.plain, USER, PASS).ok("NOOP");
+    python("cert-der", server.tls, &f);
+    let pid = server.process.0.id() as libc::pid_t;
+    // SAFETY: signals a child process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    std::thread::sleep(Duration::from_millis(200));
+    Client::tcp(server.plain, USER, PASS).ok("NOOP");
+    python("implicit", server.tls, &f);
+    let logs = server.stop();
+    assert!(logs.contains("password file reloaded"), "{logs}");
+    assert!(logs.contains("TLS certificate reloaded"), "{logs}");
+}

@@ -11,7 +11,7 @@
 //! Every cost parameter read from the file is bounded before a hash runs
 //! (Argon2 memory, SHA-crypt rounds, bcrypt cost): a line cannot make a
 //! login take gigabytes or minutes. The file is re-read when it changes
-//! (checked by `stat` at each login); a file that no longer parses keeps
+//! (checked by `stat` at each login) or after a SIGHUP; a file that no longer parses keeps
 //! the previous one in use, with an error in the log. Secrets never reach
 //! a log line.
 
@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Argon2, Params};
 
-use super::config::{FileStamp, file_stamp};
+use super::config::{FileStamp, HupSeen, file_stamp};
 use super::limits::HashGate;
 
 #[derive(Debug, thiserror::Error)]
@@ -280,6 +280,7 @@ pub struct PasswdFile {
     bounds: HashBounds,
     gate: Arc<HashGate>,
     current: Mutex<(Option<FileStamp>, Arc<PasswdDb>)>,
+    hup: HupSeen,
 }
 
 impl PasswdFile {
@@ -295,6 +296,7 @@ impl PasswdFile {
             bounds,
             gate,
             current: Mutex::new((st, Arc::new(db))),
+            hup: HupSeen::default(),
         })
     }
 
@@ -302,7 +304,7 @@ impl PasswdFile {
     fn db(&self) -> Arc<PasswdDb> {
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let st = file_stamp(&self.path);
-        if st != cur.0 {
+        if self.hup.take() | (st != cur.0) {
             match PasswdDb::load_with(&self.path, &self.bounds) {
                 Ok(db) => {
                     tracing::info!(path = %self.path.display(), users = db.users.len(), "password file reloaded");

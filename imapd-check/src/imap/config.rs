@@ -27,6 +27,38 @@ pub fn file_stamp(path: &std::path::Path) -> Option<FileStamp> {
     Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
 }
 
+/// SIGHUPs received so far (the handler only counts).
+static HUPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn on_hup(_: nix::libc::c_int) {
+    HUPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Makes SIGHUP ask for a reload of the password file and certificate
+/// (at their next use) instead of ending the process.
+pub fn handle_sighup() -> nix::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let act = SigAction::new(
+        SigHandler::Handler(on_hup),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only does an atomic add (async-signal-safe).
+    unsafe { sigaction(Signal::SIGHUP, &act) }.map(|_| ())
+}
+
+/// Whether a SIGHUP came since this was last asked (one per reloadable
+/// file).
+#[derive(Default)]
+pub struct HupSeen(std::sync::atomic::AtomicU64);
+
+impl HupSeen {
+    pub fn take(&self) -> bool {
+        let now = HUPS.load(std::sync::atomic::Ordering::Relaxed);
+        self.0.swap(now, std::sync::atomic::Ordering::Relaxed) != now
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{origin}: imapd.{key}: {what}")]
 pub struct ConfigError {

@@ -150,6 +150,7 @@ fn serve_tcp(a: &ServeArgs, cfg: config::ServerConfig, root: PathBuf) -> Res<()>
         .passwd
         .clone()
         .ok_or("a TCP listener needs a password file (--passwd or imapd.passwd)")?;
+    config::handle_sighup()?;
     let gate = Arc::new(limits::HashGate::new(cfg.max_parallel_hashes));
     let passwd = auth::PasswdFile::open(&passwd_path, cfg.hash_bounds, gate)?;
     let mut listeners = Vec::new();

@@ -12,7 +12,7 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::config::{FileStamp, file_stamp as stamp};
+use super::config::{FileStamp, HupSeen, file_stamp as stamp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -44,15 +44,12 @@ fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     // X25519 and the NIST curves remain.
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = ServerConfig::builder_with_provider(provider)
+    let cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, key_der)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    // RFC 8314 / ALPN "imap" (RFC 7301 registry); clients that offer no
-    // ALPN are served as well.
-    cfg.alpn_protocols = vec![b"imap".to_vec()];
     Ok(Arc::new(cfg))
 }
 
@@ -60,6 +57,7 @@ pub struct TlsSource {
     cert: PathBuf,
     key: PathBuf,
     current: Mutex<(Stamps, Arc<ServerConfig>)>,
+    hup: HupSeen,
 }
 
 impl TlsSource {
@@ -70,6 +68,7 @@ impl TlsSource {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             current: Mutex::new((stamps, cfg)),
+            hup: HupSeen::default(),
         })
     }
 
@@ -77,7 +76,7 @@ impl TlsSource {
     pub fn config(&self) -> Arc<ServerConfig> {
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let stamps = (stamp(&self.cert), stamp(&self.key));
-        if stamps != cur.0 {
+        if self.hup.take() | (stamps != cur.0) {
             match load(&self.cert, &self.key) {
                 Ok(cfg) => {
                     tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
