@@ -54,39 +54,54 @@ impl Server {
                     continue;
                 }
             };
+            // Counted before a thread is started for it: a connection over
+            // a limit costs no thread.
+            let Some((peer, slot)) = self.admit(&stream, implicit_tls) else {
+                continue;
+            };
             let server = self.clone();
             let spawned = std::thread::Builder::new()
                 .name("imap-conn".into())
-                .spawn(move || server.connection(stream, implicit_tls));
+                .spawn(move || server.connection(stream, peer, slot, implicit_tls));
             if let Err(e) = spawned {
                 tracing::error!("cannot start a connection thread: {e}");
             }
         }
     }
 
-    fn connection(self: Arc<Self>, mut stream: TcpStream, implicit_tls: bool) {
-        let Ok(peer) = stream.peer_addr().map(|a| a.ip()) else {
-            return;
-        };
-        let cfg = self.cfg.clone();
-        let slot = match self
+    /// Takes a connection slot for a new client, or turns it away.
+    fn admit(&self, stream: &TcpStream, implicit_tls: bool) -> Option<(IpAddr, IpSlot)> {
+        let peer = stream.peer_addr().ok()?.ip();
+        let cfg = &self.cfg;
+        match self
             .slots
             .admit(peer, cfg.max_connections, cfg.max_connections_per_ip)
         {
-            Ok(s) => s,
+            Ok(slot) => Some((peer, slot)),
             Err(over) => {
                 tracing::warn!(%peer, ?over, "connection refused: over the limit");
-                // On the TLS port a plaintext line would only confuse.
-                if !implicit_tls {
+                // On the TLS port a plaintext line would only confuse. The
+                // line fits an empty socket buffer; never wait for it.
+                if !implicit_tls && stream.set_nonblocking(true).is_ok() {
                     let text = match over {
                         Over::Ip => "* BYE Too many connections from your address\r\n",
                         _ => "* BYE Server busy, try again later\r\n",
                     };
-                    let _ = stream.write_all(text.as_bytes());
+                    let _ = (&*stream).write_all(text.as_bytes());
                 }
-                return;
+                None
             }
-        };
+        }
+    }
+
+    fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: IpAddr,
+        slot: IpSlot,
+        implicit_tls: bool,
+    ) {
+        let cfg = self.cfg.clone();
         let run = || -> std::io::Result<()> {
             stream.set_nodelay(true)?;
             stream.set_write_timeout(Some(cfg.send_timeout))?;
