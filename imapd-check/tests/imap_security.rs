@@ -735,8 +735,8 @@ fn argon2_memory_is_bounded_under_a_login_storm() {
     server.stop();
 }
 
-/// imapd.max_line, imapd.max_literal and imapd.max_append are enforced as
-/// configured (RFC 7888 section 4 for the refusals of literals).
+/// imapd.max_line, imapd.max_literal, imapd.max_append and
+/// imapd.max_command are enforced as configured (RFC 7888 section 4 for the refusals of literals).
 #[test]
 fn configured_line_and_literal_limits_are_enforced() {
     let f = Fixture::new();
@@ -761,6 +761,27 @@ fn configured_line_and_literal_limits_are_enforced() {
         l = c.line();
     }
     assert!(l.starts_with("l4 OK"), "{l}");
+    server.stop();
+    // imapd.max_command: the lines of one command (between its literals)
+    // together; where an over-long command ends is unknown, so the
+    // connection ends.
+    let server = f.start("imapd.max_command = 4K\n");
+    let mut c = Client::tcp(server.plain, USER, PASS);
+    c.ok("SELECT INBOX");
+    let mut cmd = String::from("m1 SEARCH TEXT {1+}\r\nx");
+    for _ in 0..400 {
+        cmd.push_str(" TEXT {1+}\r\nx");
+    }
+    cmd.push_str("\r\n");
+    c.send_until_closed(&cmd);
+    let rest = lines_until_closed(&mut c);
+    assert_eq!(
+        rest,
+        [
+            "m1 BAD Command too long",
+            "* BYE Command too long to find its end"
+        ]
+    );
     server.stop();
 }
 
