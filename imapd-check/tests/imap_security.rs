@@ -568,10 +568,12 @@ fn autologout_between_commands_and_in_idle() {
 
 /// imapd.max_connections_per_ip and imapd.max_connections: the connection
 /// over the limit gets BYE; a slot freed by a client leaving is reused.
+/// (Loopback is in the default imapd.exempt_networks; the test takes it
+/// out.)
 #[test]
 fn connection_limits_per_ip_and_total() {
     let f = Fixture::new();
-    let server = f.start("imapd.max_connections_per_ip = 2\n");
+    let server = f.start("imapd.max_connections_per_ip = 2\nimapd.exempt_networks = none\n");
     let mut a = Client::tcp_raw(server.plain);
     let mut b = Client::tcp_raw(server.plain);
     assert!(a.line().starts_with("* OK") && b.line().starts_with("* OK"));
@@ -638,7 +640,8 @@ fn login_failures_are_delayed_then_locked_out() {
     let f = Fixture::new();
     let server = f.start(
         "imapd.auth_fail_delay_ms = 200\nimapd.auth_fail_limit = 3\n\
-         imapd.auth_fail_window = 3\nimapd.max_login_failures_per_connection = 10\n",
+         imapd.auth_fail_window = 3\nimapd.max_login_failures_per_connection = 10\n\
+         imapd.exempt_networks = none\n",
     );
     let mut c = Client::tcp_raw(server.plain);
     c.line();
@@ -823,7 +826,9 @@ fn client_that_stops_reading_is_dropped() {
             .append(&big[..], storage::AppendOptions::default())
             .unwrap();
     }
-    let server = f.start("imapd.send_timeout = 1\nimapd.max_connections_per_ip = 1\n");
+    let server = f.start(
+        "imapd.send_timeout = 1\nimapd.max_connections_per_ip = 1\nimapd.exempt_networks = none\n",
+    );
     let mut stuck = Client::tcp(server.plain, USER, PASS);
     stuck.ok("SELECT INBOX");
     // Ask for 40 MiB and read none of it.
@@ -993,7 +998,8 @@ fn imapflow_over_tls_with_compress_and_idle() {
 fn parallel_guesses_stop_at_the_failure_limit() {
     let f = Fixture::new();
     let server = f.start(
-        "imapd.auth_fail_delay_ms = 0\nimapd.auth_fail_limit = 3\nimapd.max_parallel_hashes = 1\n",
+        "imapd.auth_fail_delay_ms = 0\nimapd.auth_fail_limit = 3\nimapd.max_parallel_hashes = 1\n\
+         imapd.exempt_networks = none\n",
     );
     let port = server.plain;
     let guesses: Vec<_> = (0..8)
@@ -1035,4 +1041,27 @@ fn sighup_reloads_without_ending_the_server() {
     let logs = server.stop();
     assert!(logs.contains("password file reloaded"), "{logs}");
     assert!(logs.contains("TLS certificate reloaded"), "{logs}");
+}
+
+/// imapd.exempt_networks (default: loopback, where a webmail connects for
+/// all its users): no per-address connection limit and no failure
+/// lock-out for those clients; the total limit still holds.
+#[test]
+fn exempt_networks_are_not_limited_per_address() {
+    let f = Fixture::new();
+    let server = f.start(
+        "imapd.max_connections_per_ip = 1\nimapd.auth_fail_limit = 1\n\
+         imapd.auth_fail_delay_ms = 0\nimapd.max_login_failures_per_connection = 10\n",
+    );
+    let mut clients: Vec<Client> = (0..3).map(|_| Client::tcp_raw(server.plain)).collect();
+    for c in &mut clients {
+        assert!(c.line().starts_with("* OK"));
+    }
+    let c = &mut clients[0];
+    for i in 0..3 {
+        let (_, t) = c.cmd(&format!("LOGIN {USER} wrong-{i}"));
+        assert!(t.contains("[AUTHENTICATIONFAILED]"), "{t}");
+    }
+    c.ok(&format!("LOGIN {USER} {PASS}"));
+    server.stop();
 }

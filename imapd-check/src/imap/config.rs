@@ -78,6 +78,10 @@ pub struct ServerConfig {
     pub passwd: Option<PathBuf>,
     /// Clients from these networks may log in without TLS.
     pub trusted: Vec<IpNet>,
+    /// Clients from these networks are not limited per address (no
+    /// per-IP connection limit, no failure lock-out): a webmail or proxy
+    /// on this host connects for many users from one address.
+    pub exempt: Vec<IpNet>,
     pub hash_bounds: HashBounds,
     pub login_timeout: Duration,
     pub autologout: Duration,
@@ -101,10 +105,8 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             passwd: None,
-            trusted: vec![
-                "127.0.0.0/8".parse().expect("valid"),
-                "::1/128".parse().expect("valid"),
-            ],
+            trusted: loopback(),
+            exempt: loopback(),
             hash_bounds: HashBounds::default(),
             login_timeout: Duration::from_secs(60),
             autologout: Duration::from_secs(30 * 60),
@@ -126,6 +128,13 @@ impl Default for ServerConfig {
             limits: Limits::default(),
         }
     }
+}
+
+fn loopback() -> Vec<IpNet> {
+    vec![
+        "127.0.0.0/8".parse().expect("valid"),
+        "::1/128".parse().expect("valid"),
+    ]
 }
 
 fn addrs(v: &str) -> Result<Vec<SocketAddr>, String> {
@@ -214,6 +223,7 @@ impl ServerConfig {
             "tls_key" => self.tls_key = Some(PathBuf::from(v)),
             "passwd" => self.passwd = Some(PathBuf::from(v)),
             "trusted_networks" => self.trusted = nets(v)?,
+            "exempt_networks" => self.exempt = nets(v)?,
             "allow_plain_passwords" => self.hash_bounds.allow_plain = yes_no(v)?,
             "max_hash_memory" => self.hash_bounds.argon2_memory = size(v)?,
             "max_parallel_hashes" => self.max_parallel_hashes = positive(v)? as usize,
@@ -242,12 +252,22 @@ impl ServerConfig {
 
     /// True when a client at `ip` may log in without TLS.
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        self.trusted.iter().any(|n| n.contains(&ip))
+        in_nets(&self.trusted, ip)
     }
+
+    /// True when a client at `ip` is not limited per address.
+    pub fn is_exempt(&self, ip: IpAddr) -> bool {
+        in_nets(&self.exempt, ip)
+    }
+}
+
+/// `ip` (an IPv4-mapped IPv6 address as IPv4) in one of `nets`.
+fn in_nets(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    nets.iter().any(|n| n.contains(&ip))
 }
 
 #[cfg(test)]

@@ -153,13 +153,18 @@ impl Session {
         };
         let server = net.server.clone();
         let peer = net.peer;
+        let exempt = net.exempt;
         // Lock-out, check and failure count in one turn of the hash
         // gate: parallel guesses from one address stop at the limit too.
         let outcome = server.passwd.gated(|db| {
-            if server.failures.locked_out(peer) {
+            if !exempt && server.failures.locked_out(peer) {
                 Check::LockedOut
             } else if db.verify(user, pass) {
                 Check::Passed
+            } else if exempt {
+                // One address for many users (a webmail): the base delay,
+                // never a growing one or a lock-out for all of them.
+                Check::Failed(server.cfg.fail.delay)
             } else {
                 Check::Failed(server.failures.failed(peer))
             }

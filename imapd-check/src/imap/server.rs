@@ -34,6 +34,8 @@ pub struct Net {
     pub peer: IpAddr,
     /// From `imapd.trusted_networks`: may log in without TLS.
     pub trusted: bool,
+    /// From `imapd.exempt_networks`: no failure lock-out, no growing delay.
+    pub exempt: bool,
     /// Failed logins on this connection.
     pub failures: u32,
     pub user_slot: Option<UserSlot>,
@@ -73,10 +75,12 @@ impl Server {
     fn admit(&self, stream: &TcpStream, implicit_tls: bool) -> Option<(IpAddr, IpSlot)> {
         let peer = stream.peer_addr().ok()?.ip();
         let cfg = &self.cfg;
-        match self
-            .slots
-            .admit(peer, cfg.max_connections, cfg.max_connections_per_ip)
-        {
+        let max_ip = if cfg.is_exempt(peer) {
+            usize::MAX
+        } else {
+            cfg.max_connections_per_ip
+        };
+        match self.slots.admit(peer, cfg.max_connections, max_ip) {
             Ok(slot) => Some((peer, slot)),
             Err(over) => {
                 tracing::warn!(%peer, ?over, "connection refused: over the limit");
@@ -123,6 +127,7 @@ impl Server {
                 server: self.clone(),
                 peer,
                 trusted: cfg.is_trusted(peer),
+                exempt: cfg.is_exempt(peer),
                 failures: 0,
                 user_slot: None,
                 _ip_slot: slot,
