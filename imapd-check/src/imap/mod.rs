@@ -1,11 +1,14 @@
-//! `imapd-check serve`: a small IMAP4rev1 server over the store, with
-//! IDLE, UIDPLUS, MOVE, UNSELECT, ENABLE and CONDSTORE. Commands are parsed
-//! with imap-codec; sessions are `storage::session::SessionView`s.
+//! `imapd-check serve`: an IMAP4rev1 server over the store, with IDLE,
+//! UIDPLUS, MOVE, UNSELECT, ENABLE, CONDSTORE, STARTTLS and
+//! COMPRESS=DEFLATE. Commands are parsed with imap-codec; sessions are
+//! `storage::session::SessionView`s.
 //!
 //! Two ways to run it: preauthenticated on stdin/stdout (`--stdio`, for
-//! tunnels: mutt, mbsync `Tunnel`, imaplib `IMAP4_stream`) and on a
-//! loopback TCP port with LOGIN / AUTHENTICATE PLAIN against a password
-//! file (`--listen`, one thread per connection).
+//! tunnels: mutt, mbsync `Tunnel`, imaplib `IMAP4_stream`) and on TCP
+//! (plain with STARTTLS, and implicit TLS) with LOGIN / AUTHENTICATE PLAIN
+//! against a password file, one thread per connection (`server.rs`),
+//! settings from the `imapd.*` config keys (`config.rs`). The byte stream
+//! under a session, whatever carries it, is `stream.rs`.
 
 pub mod auth;
 pub mod compress;
