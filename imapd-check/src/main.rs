@@ -26,7 +26,7 @@ enum Cmd {
     /// Internal: one reader process of `race`.
     #[command(hide = true)]
     RaceReader(race::ReaderArgs),
-    /// IMAP server over the store (stdio preauth or loopback TCP).
+    /// IMAP server over the store (stdio preauth, or TCP with STARTTLS and TLS).
     Serve(imap::ServeArgs),
     /// Print a `USER:HASH` password-file line for the password on stdin.
     Passwd(imap::PasswdArgs),

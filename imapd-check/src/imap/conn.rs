@@ -18,8 +18,11 @@ use imap_codec::imap_types::extensions::enable::CapabilityEnable;
 use storage::session::{Allow, SessionView, Update};
 use storage::{Error, Mailbox, MailboxName, Store, UserName};
 
-use super::auth::PasswdDb;
+use super::config::ServerConfig;
 use super::io::{Assembled, Input, Limits, tag_of};
+use super::login::Switch;
+use super::server::Net;
+use super::stream::Shared;
 use super::wire;
 
 pub const CAPS: &str = "IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE UIDPLUS MOVE UNSELECT CONDSTORE QRESYNC CHILDREN \
@@ -49,7 +52,17 @@ impl Selected {
 pub struct Session {
     pub(super) store: Store,
     pub(super) user: Option<UserName>,
-    pub(super) passwd: Option<Arc<PasswdDb>>,
+    /// Where a network client comes from (None on stdio).
+    pub(super) net: Option<Net>,
+    pub(super) cfg: Arc<ServerConfig>,
+    /// The transport under `input` and `out` (TLS, COMPRESS, deadlines).
+    pub(super) stream: Shared,
+    /// STARTTLS or COMPRESS to switch on after the current reply.
+    pub(super) switch: Option<Switch>,
+    /// The tag of the command in progress.
+    pub(super) tag: String,
+    /// Before login, reads fail after this (the pre-login timeout).
+    login_deadline: Option<std::time::Instant>,
     pub(super) out: Box<dyn Write + Send>,
     pub(super) input: Input,
     pub(super) sel: Option<Selected>,
@@ -154,33 +167,61 @@ impl Session {
     pub fn new(
         store: Store,
         user: Option<UserName>,
-        passwd: Option<Arc<PasswdDb>>,
-        input: Input,
-        out: Box<dyn Write + Send>,
+        net: Option<Net>,
+        cfg: Arc<ServerConfig>,
+        stream: Shared,
     ) -> Session {
         Session {
             store,
             user,
-            passwd,
-            out,
-            input,
+            net,
+            limits: cfg.limits,
+            cfg,
+            out: Box::new(stream.writer()),
+            input: Input::new(stream.clone()),
+            stream,
+            switch: None,
+            tag: String::new(),
+            login_deadline: None,
             sel: None,
             condstore: false,
             qresync: false,
             search_return: None,
             saved: Vec::new(),
             dollar: false,
-            limits: Limits::default(),
             buf: Vec::new(),
         }
     }
 
+    /// Reads before login fail after `at` (the pre-login timeout).
+    pub fn with_login_deadline(mut self, at: std::time::Instant) -> Session {
+        self.login_deadline = Some(at);
+        self
+    }
+
     pub(super) fn caps(&self) -> String {
-        if self.user.is_some() {
-            CAPS.to_string()
+        self.capabilities()
+    }
+
+    /// Reads time out at the pre-login deadline before login, and an
+    /// autologout period after the last command once logged in (RFC 3501
+    /// 5.4; an IDLE is a command, so it ends that long after it began).
+    fn arm_timer(&self) {
+        let at = match self.user {
+            Some(_) => Some(std::time::Instant::now() + self.cfg.autologout),
+            None => self.login_deadline,
+        };
+        self.stream.lock().set_deadline(at);
+    }
+
+    fn timed_out(&mut self) -> io::Result<()> {
+        let text: &[u8] = if self.user.is_some() {
+            b"* BYE Autologout; idle for too long\r\n"
         } else {
-            format!("{CAPS} AUTH=PLAIN")
-        }
+            b"* BYE Login timeout\r\n"
+        };
+        self.out.write_all(text)?;
+        self.out.flush()
     }
 
     /// Runs the connection to its end.
@@ -198,8 +239,14 @@ impl Session {
         self.out.write_all(greeting.as_bytes())?;
         loop {
             self.out.flush()?;
-            let assembled = match self.input.read_command(&mut self.out, &self.limits) {
+            if let Some(sw) = self.switch.take() {
+                self.apply_switch(sw)?;
+            }
+            self.arm_timer();
+            let limits = self.read_limits();
+            let assembled = match self.input.read_command(&mut self.out, &limits) {
                 Ok(a) => a,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return self.timed_out(),
                 Err(e) => return if is_disconnect(&e) { Ok(()) } else { Err(e) },
             };
             let bytes = match assembled {
@@ -291,6 +338,7 @@ impl Session {
                 self.out.write_all(format!("* BYE {text}\r\n").as_bytes())?;
                 self.out.flush()
             }
+            Stop::Io(e) if e.kind() == io::ErrorKind::TimedOut => self.timed_out(),
             Stop::Io(e) => {
                 if is_disconnect(&e) {
                     Ok(())
@@ -329,6 +377,7 @@ impl Session {
 
     fn handle(&mut self, cmd: Command<'_>) -> Result<(), Stop> {
         let tag = cmd.tag.as_ref().to_string();
+        self.tag.clone_from(&tag);
         let name = cmd.body.name();
         let allow = post_allowance(&cmd.body);
         // Commands that only read: if the mailbox turns out corrupt when
@@ -524,6 +573,7 @@ impl Session {
                 let ir = initial_response.map(|s| s.declassify().to_vec());
                 return self.authenticate(&mechanism, ir);
             }
+            CommandBody::StartTLS => return self.starttls(),
             _ => {}
         }
         if self.user.is_none() {
@@ -598,6 +648,7 @@ impl Session {
                 message,
             } => self.append(&mailbox, &flags, date.as_ref(), message),
             CommandBody::Idle => super::idle::idle(self, tag),
+            CommandBody::Compress { algorithm } => self.compress(&algorithm),
             CommandBody::Check => {
                 self.selected()?;
                 ok("CHECK completed")

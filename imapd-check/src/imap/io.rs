@@ -6,10 +6,10 @@
 //! limit is enforced before anything big is buffered.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use super::stream::Shared;
 
 /// Limits on what one command may carry.
 #[derive(Clone, Copy, Debug)]
@@ -41,7 +41,7 @@ impl Default for Limits {
 }
 
 pub struct Input {
-    src: std::fs::File,
+    src: Shared,
     buf: Vec<u8>,
     start: usize,
 }
@@ -69,10 +69,11 @@ pub enum Assembled {
 }
 
 impl Input {
-    /// Takes ownership of a readable fd (a dup of stdin, or a socket).
-    pub fn new(fd: OwnedFd) -> Input {
+    /// Reads from the connection's stream (socket or stdin, with
+    /// whatever TLS or compression layer it carries).
+    pub fn new(src: Shared) -> Input {
         Input {
-            src: std::fs::File::from(fd),
+            src,
             buf: Vec::new(),
             start: 0,
         }
@@ -249,30 +250,23 @@ impl Input {
     }
 
     /// Waits until the input or `other` is readable, or `timeout` passes.
-    /// Returns (input readable, other readable).
-    pub fn wait(&self, other: BorrowedFd<'_>, timeout: Duration) -> io::Result<(bool, bool)> {
+    /// Returns (input readable, other readable); `TimedOut` once the
+    /// stream's deadline (pre-login or autologout timer) has passed.
+    /// Plaintext already decrypted or decompressed counts as readable.
+    pub fn wait(&mut self, other: BorrowedFd<'_>, timeout: Duration) -> io::Result<(bool, bool)> {
         if self.has_buffered() {
             return Ok((true, false));
         }
-        let mut fds = [
-            PollFd::new(self.src.as_fd(), PollFlags::POLLIN),
-            PollFd::new(other, PollFlags::POLLIN),
-        ];
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        match poll(
-            &mut fds,
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-        ) {
-            Ok(_) => {}
-            Err(nix::Error::EINTR) => return Ok((false, false)),
-            Err(e) => return Err(e.into()),
-        }
-        let ready = |f: &PollFd| {
-            f.revents().is_some_and(|r| {
-                r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
-            })
-        };
-        Ok((ready(&fds[0]), ready(&fds[1])))
+        self.src.wait(other, timeout)
+    }
+
+    /// Takes the bytes read past the current command (for COMPRESS: they
+    /// are the first compressed bytes).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.start);
+        self.buf.clear();
+        self.start = 0;
+        rest
     }
 }
 

@@ -1,11 +1,8 @@
-//! Authentication and the commands on mailboxes as a whole: SELECT,
+//! The commands on mailboxes as a whole: SELECT,
 //! CREATE, DELETE, RENAME, LIST/LSUB, (UN)SUBSCRIBE, STATUS, APPEND.
 
 use std::collections::BTreeSet;
 
-use imap_codec::AuthenticateDataCodec;
-use imap_codec::decode::Decoder;
-use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_codec::imap_types::command::SelectParameter;
 use imap_codec::imap_types::datetime::DateTime;
 use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
@@ -15,7 +12,6 @@ use imap_codec::imap_types::status::StatusDataItemName;
 use storage::special_use::SpecialUse;
 use storage::{Flags, MailboxName, UserName};
 
-use super::auth::parse_plain;
 use super::conn::{Done, Fail, Selected, Session, bad, no, ok, ok_code};
 use super::wire;
 
@@ -128,58 +124,6 @@ impl Session {
                 tracing::warn!(user = %user, error = %e, "could not create the special-use mailboxes");
             }
         }
-    }
-
-    pub(super) fn login(&mut self, user: &str, pass: &[u8]) -> Result<Done, Fail> {
-        if self.user.is_some() {
-            return bad("Already authenticated");
-        }
-        let Some(db) = self.passwd.clone() else {
-            return no(None, "No password file configured");
-        };
-        if !db.verify(user, pass) {
-            tracing::info!(user, "authentication failed");
-            // Slows guessing; the hash check itself is already slow.
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            return no(Some("AUTHENTICATIONFAILED"), "Authentication failed");
-        }
-        let name = UserName::new(user)
-            .map_err(|e| Fail::No(Some("AUTHENTICATIONFAILED"), e.to_string()))?;
-        tracing::info!(user, "logged in");
-        self.ensure_inbox(&name);
-        self.user = Some(name);
-        ok_code(format!("CAPABILITY {}", self.caps()), "Logged in")
-    }
-
-    pub(super) fn authenticate(
-        &mut self,
-        mech: &AuthMechanism,
-        ir: Option<Vec<u8>>,
-    ) -> Result<Done, Fail> {
-        if !matches!(mech, AuthMechanism::Plain) {
-            return no(Some("CANNOT"), "Only PLAIN is supported");
-        }
-        let msg = match ir {
-            Some(m) => m,
-            None => {
-                self.buf.extend_from_slice(b"+ \r\n");
-                self.flush_buf()?;
-                self.out.flush()?;
-                let Some(line) = self.input.read_line(self.limits.line).map_err(Fail::from)? else {
-                    return Err(Fail::Stop(super::conn::Stop::Logout));
-                };
-                let line = super::io::crlf(line);
-                match AuthenticateDataCodec::default().decode(&line) {
-                    Ok((_, AuthenticateData::Continue(s))) => s.declassify().to_vec(),
-                    Ok((_, AuthenticateData::Cancel)) => return bad("Authentication cancelled"),
-                    Err(_) => return bad("Invalid base64"),
-                }
-            }
-        };
-        let Some((user, pass)) = parse_plain(&msg) else {
-            return no(Some("AUTHENTICATIONFAILED"), "Authentication failed");
-        };
-        self.login(&user, &pass)
     }
 
     pub(super) fn select(

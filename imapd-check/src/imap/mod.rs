@@ -1,16 +1,21 @@
-//! `imapd-check serve`: a small IMAP4rev1 server over the store, with
-//! IDLE, UIDPLUS, MOVE, UNSELECT, ENABLE and CONDSTORE. Commands are parsed
-//! with imap-codec; sessions are `storage::session::SessionView`s.
+//! `imapd-check serve`: an IMAP4rev1 server over the store, with IDLE,
+//! UIDPLUS, MOVE, UNSELECT, ENABLE, CONDSTORE, STARTTLS and
+//! COMPRESS=DEFLATE. Commands are parsed with imap-codec; sessions are
+//! `storage::session::SessionView`s.
 //!
 //! Two ways to run it: preauthenticated on stdin/stdout (`--stdio`, for
-//! tunnels: mutt, mbsync `Tunnel`, imaplib `IMAP4_stream`) and on a
-//! loopback TCP port with LOGIN / AUTHENTICATE PLAIN against a password
-//! file (`--listen`, one thread per connection).
+//! tunnels: mutt, mbsync `Tunnel`, imaplib `IMAP4_stream`) and on TCP
+//! (plain with STARTTLS, and implicit TLS) with LOGIN / AUTHENTICATE PLAIN
+//! against a password file, one thread per connection (`server.rs`),
+//! settings from the `imapd.*` config keys (`config.rs`). The byte stream
+//! under a session, whatever carries it, is `stream.rs`.
 
 pub mod address;
 pub mod append;
 pub mod auth;
 pub mod binary;
+pub mod compress;
+pub mod config;
 pub mod conn;
 pub mod criteria;
 pub mod emit;
@@ -20,7 +25,9 @@ pub mod fetch;
 pub mod id;
 pub mod idle;
 pub mod io;
+pub mod limits;
 pub mod list;
+pub mod login;
 pub mod mailboxes;
 pub mod messages;
 pub mod mime;
@@ -30,13 +37,16 @@ pub mod quota;
 pub mod recent;
 pub mod search;
 pub mod searchres;
+pub mod server;
 pub mod sort;
+pub mod stream;
 pub mod structure;
 pub mod thread;
+pub mod tls;
 pub mod wire;
 
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -49,20 +59,37 @@ pub struct ServeArgs {
     /// Spool directory (else MAILSTORE_SPOOL, the config file, ./spool).
     #[arg(long)]
     spool: Option<PathBuf>,
+    /// Config file (else MAILSTORE_CONFIG, else /etc/mailstore.conf if
+    /// present); the server reads its `imapd.*` keys.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Preauthenticated user (with --stdio).
     #[arg(short = 'd', long = "user")]
     user: Option<String>,
     /// Speak IMAP on stdin/stdout, preauthenticated as -d USER.
-    #[arg(long, conflicts_with = "listen")]
+    #[arg(long, conflicts_with_all = ["listen", "listen_tls"])]
     stdio: bool,
-    /// Listen on this TCP address (loopback unless --allow-non-loopback).
+    /// Listen for plain IMAP (STARTTLS when TLS is configured) on this
+    /// address; repeatable; overrides imapd.listen.
     #[arg(long)]
-    listen: Option<SocketAddr>,
-    /// Password file of `user:argon2-hash` lines (see `imapd-check passwd`).
+    listen: Vec<SocketAddr>,
+    /// Listen for implicit TLS (port 993 style) on this address;
+    /// repeatable; overrides imapd.listen_tls.
+    #[arg(long)]
+    listen_tls: Vec<SocketAddr>,
+    /// PEM certificate chain (imapd.tls_cert).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key (imapd.tls_key).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Password file (imapd.passwd): `user:argon2-hash` lines from
+    /// `imapd-check passwd`, or Dovecot passwd-file lines.
     #[arg(long)]
     passwd: Option<PathBuf>,
-    /// Allow --listen on an address other than loopback (no TLS here:
-    /// passwords would cross the network in clear).
+    /// Allow plain --listen on a non-loopback address with no TLS
+    /// configured (clients outside imapd.trusted_networks then cannot
+    /// log in at all: LOGINDISABLED).
     #[arg(long)]
     allow_non_loopback: bool,
 }
@@ -73,80 +100,106 @@ pub struct PasswdArgs {
     user: String,
 }
 
-fn open_store(spool: Option<&std::path::Path>) -> Res<Store> {
-    let root = storage::config::resolve_spool(spool);
-    Ok(Store::open(&root, Options::default())?)
+fn server_config(a: &ServeArgs) -> Res<(storage::config::Config, config::ServerConfig)> {
+    let store_cfg = match &a.config {
+        Some(p) => storage::config::Config::load_file(p)?,
+        None => storage::config::Config::load()?,
+    };
+    let mut cfg = config::ServerConfig::from_store_config(&store_cfg)?;
+    if !a.listen.is_empty() {
+        cfg.listen.clone_from(&a.listen);
+    }
+    if !a.listen_tls.is_empty() {
+        cfg.listen_tls.clone_from(&a.listen_tls);
+    }
+    if a.tls_cert.is_some() {
+        cfg.tls_cert.clone_from(&a.tls_cert);
+    }
+    if a.tls_key.is_some() {
+        cfg.tls_key.clone_from(&a.tls_key);
+    }
+    if a.passwd.is_some() {
+        cfg.passwd.clone_from(&a.passwd);
+    }
+    Ok((store_cfg, cfg))
 }
 
 pub fn serve(a: ServeArgs) -> Res<()> {
-    if let Some(addr) = a.listen {
-        return serve_tcp(&a, addr);
-    }
+    let (store_cfg, cfg) = server_config(&a)?;
+    let root = a.spool.clone().unwrap_or_else(|| store_cfg.spool(None));
     if !a.stdio {
-        return Err("give --stdio (with -d USER) or --listen ADDR --passwd FILE".into());
+        return serve_tcp(&a, cfg, root);
     }
     let user = UserName::new(a.user.as_deref().ok_or("--stdio needs -d USER")?)?;
-    let store = open_store(a.spool.as_deref())?;
-    let input: OwnedFd = std::io::stdin().as_fd_owned()?;
-    let output: OwnedFd = std::io::stdout().as_fd_owned()?;
-    let out = Box::new(std::io::BufWriter::with_capacity(
-        64 * 1024,
-        std::fs::File::from(output),
-    ));
-    conn::Session::new(store, Some(user), None, io::Input::new(input), out).run()?;
+    let store = Store::open(&root, Options::default())?;
+    let input: OwnedFd = std::io::stdin().as_fd().try_clone_to_owned()?;
+    let output: OwnedFd = std::io::stdout().as_fd().try_clone_to_owned()?;
+    let stream = stream::Shared::new(input, output);
+    conn::Session::new(store, Some(user), None, Arc::new(cfg), stream).run()?;
     Ok(())
 }
 
-trait DupFd {
-    fn as_fd_owned(&self) -> std::io::Result<OwnedFd>;
-}
-impl<T: std::os::fd::AsFd> DupFd for T {
-    fn as_fd_owned(&self) -> std::io::Result<OwnedFd> {
-        self.as_fd().try_clone_to_owned()
+fn serve_tcp(a: &ServeArgs, cfg: config::ServerConfig, root: PathBuf) -> Res<()> {
+    if cfg.listen.is_empty() && cfg.listen_tls.is_empty() {
+        return Err("give --stdio (with -d USER), or --listen / --listen-tls ADDR (or imapd.listen) with a password file".into());
     }
-}
-
-fn serve_tcp(a: &ServeArgs, addr: SocketAddr) -> Res<()> {
-    if !addr.ip().is_loopback() && !a.allow_non_loopback {
-        return Err(format!(
-            "refusing to listen on non-loopback {addr} without --allow-non-loopback (no TLS: passwords travel in clear)"
-        )
-        .into());
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(c), Some(k)) => Some(tls::TlsSource::open(c, k)?),
+        (None, None) => None,
+        _ => {
+            return Err(
+                "TLS needs both a certificate and a key (imapd.tls_cert, imapd.tls_key)".into(),
+            );
+        }
+    };
+    if tls.is_none() && !cfg.listen_tls.is_empty() {
+        return Err("--listen-tls needs --tls-cert and --tls-key".into());
     }
-    let passwd_path = a.passwd.as_deref().ok_or("--listen needs --passwd FILE")?;
-    let db = Arc::new(auth::PasswdDb::load(passwd_path)?);
-    let root = storage::config::resolve_spool(a.spool.as_deref());
-    let listener = TcpListener::bind(addr)?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
-    // Tests read the bound port (useful with port 0) from stderr.
-    eprintln!("listening on {}", listener.local_addr()?);
-    for conn in listener.incoming() {
-        let stream = match conn {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("accept: {e}");
-                continue;
+    for addr in &cfg.listen {
+        if tls.is_none() && !addr.ip().is_loopback() && !a.allow_non_loopback {
+            return Err(format!(
+                "refusing to listen on non-loopback {addr} without TLS (configure imapd.tls_cert/tls_key, or --allow-non-loopback)"
+            )
+            .into());
+        }
+    }
+    let passwd_path = cfg
+        .passwd
+        .clone()
+        .ok_or("a TCP listener needs a password file (--passwd or imapd.passwd)")?;
+    config::handle_sighup()?;
+    let gate = Arc::new(limits::HashGate::new(cfg.max_parallel_hashes));
+    let passwd = auth::PasswdFile::open(&passwd_path, cfg.hash_bounds, gate)?;
+    let mut listeners = Vec::new();
+    for (addrs, implicit) in [(&cfg.listen, false), (&cfg.listen_tls, true)] {
+        for addr in addrs {
+            let l = TcpListener::bind(addr)?;
+            let local = l.local_addr()?;
+            tracing::info!(addr = %local, tls = implicit, "listening");
+            // Tests read the bound port (useful with port 0) from stderr.
+            if implicit {
+                eprintln!("listening (TLS) on {local}");
+            } else {
+                eprintln!("listening on {local}");
             }
-        };
-        let db = db.clone();
-        let root = root.clone();
-        std::thread::spawn(move || {
-            let peer = stream.peer_addr().ok();
-            let run = || -> Res<()> {
-                stream.set_nodelay(true)?;
-                let store = Store::open(&root, Options::default())?;
-                let input = io::Input::new(stream.as_fd_owned()?);
-                let out = Box::new(std::io::BufWriter::with_capacity(
-                    64 * 1024,
-                    stream.try_clone()?,
-                ));
-                conn::Session::new(store, None, Some(db), input, out).run()?;
-                Ok(())
-            };
-            if let Err(e) = run() {
-                tracing::warn!(?peer, "connection ended with error: {e}");
-            }
-        });
+            listeners.push((l, implicit));
+        }
+    }
+    let server = Arc::new(server::Server {
+        failures: limits::Failures::new(cfg.fail),
+        cfg: Arc::new(cfg),
+        root,
+        passwd,
+        tls,
+        slots: Arc::new(limits::ConnSlots::default()),
+    });
+    let mut threads = Vec::new();
+    for (l, implicit) in listeners {
+        let s = server.clone();
+        threads.push(std::thread::spawn(move || s.accept_loop(l, implicit)));
+    }
+    for t in threads {
+        let _ = t.join();
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 // getMailboxLock('INBOX') (seed 004), FETCH with envelopes, a flag change,
 // and IDLE that must see a message delivered while it idles.
 // Usage: node imapflow_idle.mjs PORT USER PASS [DELIVER_CMD...]
+// IMAPFLOW_TLS=1: implicit TLS (trust the certificate with NODE_EXTRA_CA_CERTS).
 // Prints one JSON line with the observations; exits 1 on any failure.
 import { createRequire } from 'node:module';
 import { execFileSync } from 'node:child_process';
@@ -9,14 +10,15 @@ import { execFileSync } from 'node:child_process';
 const require = createRequire(process.env.IMAPFLOW_DIR + '/');
 const { ImapFlow } = require('imapflow');
 const [port, user, pass, ...deliverCmd] = process.argv.slice(2);
+const secure = process.env.IMAPFLOW_TLS === '1';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const fail = (msg) => { console.error('FAIL: ' + msg); process.exit(1); };
 setTimeout(() => fail('timed out'), 20000).unref();
 
-const client = new ImapFlow({ host: '127.0.0.1', port: Number(port), secure: false, auth: { user, pass }, logger: false });
+const client = new ImapFlow({ host: '127.0.0.1', port: Number(port), secure, auth: { user, pass }, logger: false });
 await client.connect();
-const out = { authenticated: client.authenticated };
+const out = { authenticated: client.authenticated, secure: client.secureConnection, compressed: Boolean(client._inflate) };
 const lock = await client.getMailboxLock('INBOX');
 try {
   if (client.mailbox.path !== 'INBOX') fail('lock on wrong mailbox ' + client.mailbox.path);
@@ -31,7 +33,7 @@ try {
   if (deliverCmd.length > 0) {
     execFileSync(deliverCmd[0], deliverCmd.slice(1), { input: 'Subject: during idle\r\n\r\nhello\r\n', stdio: ['pipe', 'ignore', 'ignore'] });
   } else {
-    const other = new ImapFlow({ host: '127.0.0.1', port: Number(port), secure: false, auth: { user, pass }, logger: false });
+    const other = new ImapFlow({ host: '127.0.0.1', port: Number(port), secure, auth: { user, pass }, logger: false });
     await other.connect();
     await other.append('INBOX', 'Subject: during idle\r\n\r\nhello\r\n');
     await other.logout();

@@ -168,18 +168,23 @@ pub struct Client {
 impl Client {
     /// Connects to a `TcpServer` and logs in.
     pub fn tcp(port: u16, user: &str, password: &str) -> Client {
-        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut c = Client {
-            child: None,
-            r: BufReader::new(Box::new(s.try_clone().unwrap())),
-            w: Box::new(s),
-            n: 0,
-        };
+        let mut c = Client::tcp_raw(port);
         let greeting = c.line();
         assert!(greeting.starts_with("* OK"), "{greeting}");
         c.ok(&format!("LOGIN {user} \"{password}\""));
         c
+    }
+
+    /// Connects to a TCP port; the greeting is left to the caller.
+    pub fn tcp_raw(port: u16) -> Client {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Client {
+            child: None,
+            r: BufReader::new(Box::new(s.try_clone().unwrap())),
+            w: Box::new(s),
+            n: 0,
+        }
     }
 
     pub fn spawn(spool: &Path, user: &str) -> Client {
