@@ -519,6 +519,11 @@ fn crlf(s: &str) -> Vec<u8> {
     s.replace('\n', "\r\n").into_bytes()
 }
 
+/// imaptest's fetch-body-mime message: a multipart/mixed (folded
+/// boundary parameter) holding a text part and a message/rfc822 whose body
+/// is a multipart/alternative with prologue and epilogue.
+const NESTED: &str = "From: user@domain.org\nDate: Sat, 24 Mar 2007 23:00:00 +0200\nMime-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"foo\n bar\"\n\nRoot MIME prologue\n\n--foo bar\nContent-Type: text/x-myown; charset=us-ascii\n\nhello\n\n--foo bar\nContent-Type: message/rfc822\n\nFrom: sub@domain.org\nDate: Sun, 12 Aug 2012 12:34:56 +0300\nSubject: submsg\nContent-Type: multipart/alternative; boundary=\"sub1\"\n\nSub MIME prologue\n--sub1\nContent-Type: text/html\n\n<p>Hello world</p>\n\n--sub1\nContent-Type: text/plain\n\nHello another world\n\n--sub1--\nSub MIME epilogue\n\n--foo bar--\nRoot MIME epilogue\n";
+
 /// RFC 3501 6.4.5, body sections of nested messages: `n.TEXT` of a
 /// message/rfc822 part is everything after its header, the epilogue of
 /// its multipart included; `n.MIME` is the part's MIME header, `n.HEADER`
@@ -527,7 +532,7 @@ fn crlf(s: &str) -> Vec<u8> {
 /// empty). The message is imaptest's fetch-body-mime case.
 #[test]
 fn nested_message_sections_keep_the_epilogue() {
-    let raw = "From: user@domain.org\nDate: Sat, 24 Mar 2007 23:00:00 +0200\nMime-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"foo\n bar\"\n\nRoot MIME prologue\n\n--foo bar\nContent-Type: text/x-myown; charset=us-ascii\n\nhello\n\n--foo bar\nContent-Type: message/rfc822\n\nFrom: sub@domain.org\nDate: Sun, 12 Aug 2012 12:34:56 +0300\nSubject: submsg\nContent-Type: multipart/alternative; boundary=\"sub1\"\n\nSub MIME prologue\n--sub1\nContent-Type: text/html\n\n<p>Hello world</p>\n\n--sub1\nContent-Type: text/plain\n\nHello another world\n\n--sub1--\nSub MIME epilogue\n\n--foo bar--\nRoot MIME epilogue\n";
+    let raw = NESTED;
     let (_tmp, mut c) = session_with("sec", &[raw]);
     let inner_header = "From: sub@domain.org\nDate: Sun, 12 Aug 2012 12:34:56 +0300\nSubject: submsg\nContent-Type: multipart/alternative; boundary=\"sub1\"\n\n";
     let inner_text = "Sub MIME prologue\n--sub1\nContent-Type: text/html\n\n<p>Hello world</p>\n\n--sub1\nContent-Type: text/plain\n\nHello another world\n\n--sub1--\nSub MIME epilogue\n";
@@ -588,5 +593,42 @@ fn nested_message_sections_keep_the_epilogue() {
             ("BODY[]<0>".to_string(), b"From".to_vec()),
             ("BODY[2.1]<18>".to_string(), b"\r\n".to_vec()),
         ]
+    );
+}
+
+/// RFC 3501 7.4.2, BODY and BODYSTRUCTURE: a message/rfc822 part carries
+/// the envelope, body and line count of the encapsulated message; a
+/// multipart/alternative its parts and subtype, with the boundary,
+/// disposition, language and location as extension data; a single part
+/// its MD5, disposition with parameters and Content-Language as one
+/// string or a list.
+#[test]
+fn bodystructure_of_nested_and_single_parts() {
+    let single = "From: a@b\nContent-Type: text/plain; charset=\"UTF-8\"; format=flowed\nContent-Transfer-Encoding: quoted-printable\nContent-Disposition: inline; filename=\"x.txt\"\nContent-Language: en, de\nContent-ID: <cid@x>\nContent-Description: desc\n\nhi=\n there\n";
+    let (_tmp, mut c) = session_with("bs", &[NESTED, single]);
+    let env = "(\"Sun, 12 Aug 2012 12:34:56 +0300\" \"submsg\" ((NIL NIL \"sub\" \"domain.org\")) ((NIL NIL \"sub\" \"domain.org\")) ((NIL NIL \"sub\" \"domain.org\")) NIL NIL NIL NIL NIL)";
+    assert_eq!(
+        c.ok("FETCH 1:2 (BODYSTRUCTURE)"),
+        [
+            format!("* 1 FETCH (BODYSTRUCTURE ((\"TEXT\" \"X-MYOWN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 7 1 NIL NIL NIL NIL)(\"MESSAGE\" \"RFC822\" NIL NIL NIL \"7BIT\" 298 {env} ((\"TEXT\" \"HTML\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 20 1 NIL NIL NIL NIL)(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 21 1 NIL NIL NIL NIL) \"ALTERNATIVE\" (\"BOUNDARY\" \"sub1\") NIL NIL NIL) 18 NIL NIL NIL NIL) \"MIXED\" (\"BOUNDARY\" \"foo bar\") NIL NIL NIL))"),
+            "* 2 FETCH (BODYSTRUCTURE (\"TEXT\" \"PLAIN\" (\"CHARSET\" \"UTF-8\" \"FORMAT\" \"flowed\") \"<cid@x>\" \"desc\" \"QUOTED-PRINTABLE\" 13 2 NIL (\"INLINE\" (\"FILENAME\" \"x.txt\")) (\"en\" \"de\") NIL))".to_string(),
+        ]
+    );
+    assert_eq!(
+        c.ok("FETCH 1 (BODY)"),
+        [format!(
+            "* 1 FETCH (BODY ((\"TEXT\" \"X-MYOWN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 7 1)(\"MESSAGE\" \"RFC822\" NIL NIL NIL \"7BIT\" 298 {env} ((\"TEXT\" \"HTML\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 20 1)(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 21 1) \"ALTERNATIVE\") 18) \"MIXED\"))"
+        )]
+    );
+    // RFC 3501 7.4.2: INTERNALDATE is "dd-Mon-yyyy hh:mm:ss +zzzz" and
+    // RFC822.SIZE the stored size.
+    let l = c.ok("FETCH 2 (INTERNALDATE RFC822.SIZE)");
+    let size = single.replace('\n', "\r\n").len();
+    assert!(l[0].ends_with(&format!(" RFC822.SIZE {size})")), "{l:?}");
+    let date = l[0].split('"').nth(1).unwrap();
+    assert_eq!(date.len(), 26, "{date}");
+    assert!(
+        date.as_bytes()[2] == b'-' && date.as_bytes()[6] == b'-' && &date[20..22] == " +",
+        "{date}"
     );
 }
