@@ -632,3 +632,150 @@ fn bodystructure_of_nested_and_single_parts() {
         "{date}"
     );
 }
+
+/// RFC 3501 6.4.4 and 6.4.8: SEARCH by flags (RECENT/NEW/OLD included),
+/// keywords, sequence sets and UID sets after an EXPUNGE broke seq = UID,
+/// `*` ranges either way round, OR/NOT, LARGER/SMALLER on RFC822.SIZE; 6.4.5
+/// FETCH by reversed and `*` ranges, UID FETCH `n:*` beyond the last UID;
+/// 6.4.6 STORE .SILENT sends nothing; 6.4.3 EXPUNGE responses decrement as
+/// they go; 6.4.2 CLOSE sends no EXPUNGE; 6.3.10 STATUS of the selected
+/// mailbox. (The imaptest search-flags/-sets/-size and fetch cases.)
+#[test]
+fn search_fetch_store_expunge_basics() {
+    let msgs: Vec<String> = (1..=6)
+        .map(|i| format!("Subject: s{i}\n\n{}\n", "x".repeat(i * 10)))
+        .collect();
+    let refs: Vec<&str> = msgs.iter().map(String::as_str).collect();
+    let (_tmp, mut c) = session_with("sb", &refs);
+    // A new keyword is announced (FLAGS), but .SILENT sends no FETCH.
+    let l = c.ok("STORE 1 FLAGS.SILENT ($hello)");
+    assert!(!l.iter().any(|l| l.contains(" FETCH ")), "{l:?}");
+    assert!(
+        l[0].starts_with("* FLAGS (") && l[0].contains("$hello"),
+        "{l:?}"
+    );
+    c.ok("STORE 2 FLAGS (\\Seen \\Flagged)");
+    c.ok("STORE 3 FLAGS (\\Answered $hello)");
+    c.ok("STORE 4 FLAGS (\\Flagged \\Draft)");
+    c.ok("STORE 5 FLAGS (\\Deleted \\Answered)");
+    for (q, want) in [
+        ("ANSWERED", "3 5"),
+        ("UNANSWERED", "1 2 4 6"),
+        ("DELETED", "5"),
+        ("UNDELETED", "1 2 3 4 6"),
+        ("DRAFT", "4"),
+        ("UNDRAFT", "1 2 3 5 6"),
+        ("FLAGGED", "2 4"),
+        ("UNFLAGGED", "1 3 5 6"),
+        ("SEEN", "2"),
+        ("UNSEEN", "1 3 4 5 6"),
+        ("KEYWORD $hello", "1 3"),
+        ("UNKEYWORD $hello", "2 4 5 6"),
+        ("NEW", "1 3 4 5 6"),
+        ("OLD", ""),
+        ("RECENT", "1 2 3 4 5 6"),
+    ] {
+        let want = format!("* SEARCH {want}").trim_end().to_string();
+        assert_eq!(search(&mut c, &format!("SEARCH {q}")), want, "{q}");
+    }
+    let uids: Vec<String> = c.ok("UID SEARCH ALL")[0]
+        .split(' ')
+        .skip(2)
+        .map(str::to_string)
+        .collect();
+    assert_eq!(uids, ["1", "2", "3", "4", "5", "6"]);
+    // Break seq = UID: expunge message 2 (UID 2).
+    c.ok("STORE 5 -FLAGS.SILENT (\\Deleted)");
+    c.ok("STORE 2 +FLAGS.SILENT (\\Deleted)");
+    assert_eq!(c.ok("EXPUNGE"), ["* 2 EXPUNGE"]);
+    for (q, want) in [
+        ("SEARCH ALL", "1 2 3 4 5"),
+        ("UID SEARCH ALL", "1 3 4 5 6"),
+        ("SEARCH 1:3,5", "1 2 3 5"),
+        ("SEARCH 4:2", "2 3 4"),
+        ("SEARCH UID 1:3,5", "1 2 4"),
+        ("SEARCH UID 4:2", "2 3"),
+        ("SEARCH 1:3 NOT UID 3", "1 3"),
+        ("SEARCH NOT 2,4", "1 3 5"),
+        ("SEARCH OR 1 UID 3", "1 2"),
+        ("SEARCH *", "5"),
+        ("SEARCH UID *", "5"),
+        ("SEARCH 6:*", "5"),
+        ("SEARCH *:6", "5"),
+        ("SEARCH UID 7:*", "5"),
+        ("SEARCH *:3", "3 4 5"),
+        ("SEARCH 1,4,*", "1 4 5"),
+        ("SEARCH CHARSET UTF-8 SUBJECT s4", "3"),
+        ("SEARCH CHARSET US-ASCII HEADER Subject \"\"", "1 2 3 4 5"),
+        ("SEARCH HEADER X-None \"\"", ""),
+    ] {
+        let want = format!("* SEARCH {want}").trim_end().to_string();
+        assert_eq!(search(&mut c, q), want, "{q}");
+    }
+    // Sizes: message 3 (UID 4) is 40 x's plus header.
+    let size: u64 = c.ok("FETCH 3 RFC822.SIZE")[0]
+        .trim_end_matches(')')
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for (q, want) in [
+        (format!("SMALLER {size}"), "1 2"),
+        (format!("LARGER {size}"), "4 5"),
+        (format!("NOT SMALLER {size}"), "3 4 5"),
+        (format!("NOT SMALLER {size} NOT LARGER {size}"), "3"),
+        (format!("OR SMALLER {size} LARGER {size}"), "1 2 4 5"),
+    ] {
+        assert_eq!(
+            search(&mut c, &format!("SEARCH {q}")),
+            format!("* SEARCH {want}"),
+            "{q}"
+        );
+    }
+    let (_, tagged) = c.cmd("SEARCH CHARSET KOI8-R SUBJECT s");
+    assert!(tagged.contains("NO [BADCHARSET"), "{tagged}");
+    // FETCH ranges.
+    assert_eq!(
+        c.ok("FETCH 3:1 UID"),
+        [
+            "* 1 FETCH (UID 1)",
+            "* 2 FETCH (UID 3)",
+            "* 3 FETCH (UID 4)"
+        ]
+    );
+    assert_eq!(
+        c.ok("FETCH 1,* UID"),
+        ["* 1 FETCH (UID 1)", "* 5 FETCH (UID 6)"]
+    );
+    assert_eq!(c.ok("UID FETCH 7:* UID"), ["* 5 FETCH (UID 6)"]);
+    assert!(c.ok("UID FETCH 2 UID").is_empty());
+    // STATUS of the selected mailbox.
+    let st = c.ok("STATUS INBOX (MESSAGES UIDNEXT UNSEEN RECENT)");
+    assert_eq!(
+        untagged(&st, "* STATUS"),
+        ["* STATUS \"INBOX\" (MESSAGES 5 UIDNEXT 7 UNSEEN 5 RECENT 5)"]
+    );
+    // Several expunges: each EXPUNGE names a current sequence number.
+    c.ok("STORE 1:* +FLAGS.SILENT (\\Deleted)");
+    c.ok("STORE 2 -FLAGS.SILENT (\\Deleted)");
+    let lines = c.ok("EXPUNGE");
+    let mut model = Model {
+        msgs: (1..=5).map(|s| (Some(s), None)).collect(),
+    };
+    model.apply(&lines);
+    assert_eq!(model.msgs.len(), 1, "{lines:?}");
+    assert_eq!(
+        model.msgs[0].0,
+        Some(2),
+        "the survivor was seq 2: {lines:?}"
+    );
+    // CLOSE expunges silently.
+    c.ok("STORE 1 +FLAGS.SILENT (\\Deleted)");
+    assert!(c.ok("CLOSE").is_empty());
+    let st = c.ok("STATUS INBOX (MESSAGES)");
+    assert_eq!(
+        untagged(&st, "* STATUS"),
+        ["* STATUS \"INBOX\" (MESSAGES 0)"]
+    );
+}
