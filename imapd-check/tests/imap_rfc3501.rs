@@ -256,10 +256,14 @@ fn lsub_lists_unsubscribed_parents_as_noselect() {
             "* LIST (\\HasNoChildren) \"/\" \"a/x\""
         ]
     );
-    assert_eq!(
-        c.ok("LIST \"\" inbox"),
-        ["* LIST (\\HasNoChildren) \"/\" \"INBOX\""]
-    );
+    // INBOX is case-insensitive in patterns too (RFC 3501 5.1).
+    for p in ["inbox", "inb*", "Inbo%"] {
+        assert_eq!(
+            c.ok(&format!("LIST \"\" {p}")),
+            ["* LIST (\\HasNoChildren) \"/\" \"INBOX\""],
+            "{p}"
+        );
+    }
 }
 
 /// Appends each message (LF line ends made CRLF) to a fresh INBOX of

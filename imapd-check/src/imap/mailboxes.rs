@@ -57,6 +57,10 @@ pub(super) fn split_flags(flags: &[Flag]) -> Result<(Flags, Vec<String>), Fail> 
 /// set of name positions reachable, so the cost is bounded by pattern ×
 /// name length whatever the client sends (no backtracking blow-up).
 fn wildcard(pat: &[u8], name: &[u8]) -> bool {
+    // INBOX is case-insensitive (RFC 3501 5.1): so is its name in a
+    // pattern (`inbox/%`, `inb*`); other names are compared exactly.
+    let inbox = name.starts_with(b"INBOX") && matches!(name.get(5), None | Some(b'/'));
+    let ci = if inbox { 5 } else { 0 };
     let n = name.len();
     let mut at = vec![false; n + 1];
     at[0] = true;
@@ -76,7 +80,8 @@ fn wildcard(pat: &[u8], name: &[u8]) -> bool {
             }
             c => {
                 for i in 0..n {
-                    next[i + 1] = at[i] && name[i] == c;
+                    let same = name[i] == c || i < ci && name[i].eq_ignore_ascii_case(&c);
+                    next[i + 1] = at[i] && same;
                 }
             }
         }
@@ -488,6 +493,13 @@ mod tests {
         assert!(!wildcard(b"%", b"a/b"));
         assert!(wildcard(b"a/%", b"a/b"));
         assert!(wildcard(b"INBOX", b"INBOX"));
+        assert!(wildcard(b"inb*", b"INBOX"));
+        assert!(wildcard(b"iNbOx/%", b"INBOX/x"));
+        assert!(
+            !wildcard(b"inbox/X", b"INBOX/x"),
+            "only INBOX itself ignores case"
+        );
+        assert!(!wildcard(b"inboxes", b"INBOXES"));
         assert!(wildcard(b"a%c", b"abc"));
         assert!(!wildcard(b"a%c", b"a/c"));
         assert!(wildcard(b"a*c", b"a/c"));
