@@ -783,3 +783,33 @@ fn search_fetch_store_expunge_basics() {
         ["* STATUS \"INBOX\" (MESSAGES 0)"]
     );
 }
+
+/// RFC 3501 6.4.4 with CHARSET UTF-8: SUBJECT, FROM and HEADER match the
+/// header text with its RFC 2047 encoded words decoded, ignoring case
+/// beyond ASCII too (as Dovecot and Cyrus do).
+#[test]
+fn search_decodes_encoded_words() {
+    let (_tmp, mut c) = session_with(
+        "ew",
+        &[
+            "From: =?utf-8?q?J=C3=B6rg?= <j@x.org>\nSubject: =?iso-8859-1?q?Gr=FC=DFe?= aus Bonn\n\nb\n",
+            "From: plain@x.org\nSubject: Grusse\n\nb\n",
+        ],
+    );
+    let utf8 = |c: &mut Client, key: &str, s: &str| {
+        search(
+            c,
+            &format!("SEARCH CHARSET UTF-8 {key} {{{}+}}\r\n{s}", s.len()),
+        )
+    };
+    assert_eq!(utf8(&mut c, "SUBJECT", "grüße"), "* SEARCH 1");
+    assert_eq!(
+        utf8(&mut c, "SUBJECT", "GRÜSSE"),
+        "* SEARCH",
+        "no folding of ß"
+    );
+    assert_eq!(utf8(&mut c, "FROM", "jörg"), "* SEARCH 1");
+    assert_eq!(utf8(&mut c, "HEADER Subject", "Grüße aus"), "* SEARCH 1");
+    assert_eq!(search(&mut c, "SEARCH SUBJECT aus"), "* SEARCH 1");
+    assert_eq!(search(&mut c, "SEARCH SUBJECT grusse"), "* SEARCH 2");
+}

@@ -190,7 +190,39 @@ fn header_values(header: &[u8], name: &[u8]) -> Vec<Vec<u8>> {
 fn header_has(c: &Candidate, name: &[u8], needle: &[u8]) -> bool {
     header_values(c.header(), name)
         .iter()
-        .any(|v| contains_ci(v, needle))
+        .any(|v| header_text_has(v, needle))
+}
+
+/// A header value contains `needle` as written or with its RFC 2047
+/// encoded words decoded (Dovecot and Cyrus search the decoded text, so a
+/// UTF-8 `SEARCH CHARSET UTF-8 SUBJECT` finds `=?utf-8?q?...?=`);
+/// case-insensitive, for non-ASCII text too.
+fn header_text_has(value: &[u8], needle: &[u8]) -> bool {
+    if contains_ci(value, needle) {
+        return true;
+    }
+    if !value.windows(2).any(|w| w == b"=?") {
+        return false;
+    }
+    decoded(value).is_some_and(|d| text_contains(&d, needle))
+}
+
+/// The value with its encoded words decoded, read as an unstructured
+/// field (RFC 2047 section 5 (1)).
+fn decoded(value: &[u8]) -> Option<String> {
+    let mut field = b"Subject: ".to_vec();
+    field.extend_from_slice(value);
+    field.extend_from_slice(b"\r\n\r\n");
+    let msg = mail_parser::MessageParser::default().parse_headers(&field[..])?;
+    msg.subject().map(str::to_string)
+}
+
+/// Case-insensitive substring for UTF-8 text (Unicode lower case).
+fn text_contains(hay: &str, needle: &[u8]) -> bool {
+    match std::str::from_utf8(needle) {
+        Ok(n) if !n.is_ascii() || !hay.is_ascii() => hay.to_lowercase().contains(&n.to_lowercase()),
+        _ => contains_ci(hay.as_bytes(), needle),
+    }
 }
 
 /// SEARCH FROM/TO/CC/BCC (RFC 3501 6.4.4): a substring of the addresses
@@ -201,9 +233,9 @@ fn address_has(c: &Candidate, name: &[u8], needle: &[u8]) -> bool {
     header_values(c.header(), name).iter().any(|v| {
         let items = address::parse(v);
         if items.is_empty() {
-            contains_ci(v, needle)
+            header_text_has(v, needle)
         } else {
-            contains_ci(&address::search_text(&items), needle)
+            header_text_has(&address::search_text(&items), needle)
         }
     })
 }
@@ -284,7 +316,7 @@ pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
         SearchKey::Subject(s) => header_has(c, b"Subject", s.as_ref()),
         SearchKey::Header(name, s) => {
             let vals = header_values(c.header(), name.as_ref());
-            !vals.is_empty() && vals.iter().any(|v| contains_ci(v, s.as_ref()))
+            !vals.is_empty() && vals.iter().any(|v| header_text_has(v, s.as_ref()))
         }
         SearchKey::Body(s) => c.contains_from(u64::from(c.rec.header_size), s.as_ref()),
         SearchKey::Text(s) => c.contains_from(0, s.as_ref()),
@@ -312,6 +344,20 @@ mod tests {
         let h = b"Subject: one\r\n two\r\nFrom: a@b\r\n\r\n";
         assert_eq!(header_values(h, b"subject"), vec![b" one two".to_vec()]);
         assert!(contains_ci(b"Hello World", b"WORLD"));
+    }
+
+    #[test]
+    fn encoded_words_are_searched_decoded() {
+        let v = b" =?utf-8?q?J=C3=B6rg_M=C3=BCller?= <j@x.org>";
+        assert!(header_text_has(v, "jörg".as_bytes()));
+        assert!(header_text_has(v, "MÜLLER".as_bytes()));
+        assert!(header_text_has(v, b"J=C3=B6rg"), "as written too");
+        assert!(!header_text_has(v, b"anna"));
+        assert!(header_text_has(
+            b"=?iso-8859-1?b?aGFsbPY=?=",
+            "hallö".as_bytes()
+        ));
+        assert!(!header_text_has(b"plain", "ö".as_bytes()));
     }
 
     #[test]
