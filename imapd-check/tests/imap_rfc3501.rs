@@ -22,6 +22,15 @@ fn search(c: &mut Client, q: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `SEARCH CHARSET UTF-8 KEY` with `s` sent as a non-synchronizing
+/// literal (RFC 7888), as clients send 8-bit strings.
+fn search_utf8(c: &mut Client, key: &str, s: &str) -> String {
+    search(
+        c,
+        &format!("SEARCH CHARSET UTF-8 {key} {{{}+}}\r\n{s}", s.len()),
+    )
+}
+
 fn append(spool: &std::path::Path, user: &str, mailbox: &str, raw: &[u8]) -> u32 {
     let store = storage::Store::open(spool, storage::Options::default()).unwrap();
     let mut m = store
@@ -796,20 +805,47 @@ fn search_decodes_encoded_words() {
             "From: plain@x.org\nSubject: Grusse\n\nb\n",
         ],
     );
-    let utf8 = |c: &mut Client, key: &str, s: &str| {
-        search(
-            c,
-            &format!("SEARCH CHARSET UTF-8 {key} {{{}+}}\r\n{s}", s.len()),
-        )
-    };
-    assert_eq!(utf8(&mut c, "SUBJECT", "grüße"), "* SEARCH 1");
+    assert_eq!(search_utf8(&mut c, "SUBJECT", "grüße"), "* SEARCH 1");
     assert_eq!(
-        utf8(&mut c, "SUBJECT", "GRÜSSE"),
+        search_utf8(&mut c, "SUBJECT", "GRÜSSE"),
         "* SEARCH",
         "no folding of ß"
     );
-    assert_eq!(utf8(&mut c, "FROM", "jörg"), "* SEARCH 1");
-    assert_eq!(utf8(&mut c, "HEADER Subject", "Grüße aus"), "* SEARCH 1");
+    assert_eq!(search_utf8(&mut c, "FROM", "jörg"), "* SEARCH 1");
+    assert_eq!(
+        search_utf8(&mut c, "HEADER Subject", "Grüße aus"),
+        "* SEARCH 1"
+    );
     assert_eq!(search(&mut c, "SEARCH SUBJECT aus"), "* SEARCH 1");
     assert_eq!(search(&mut c, "SEARCH SUBJECT grusse"), "* SEARCH 2");
+}
+
+/// RFC 3501 6.4.4, BODY and TEXT: the text of a part is searched decoded
+/// from its transfer encoding (base64, quoted-printable) and charset, in
+/// nested messages too, as well as as stored; TEXT also covers header
+/// fields with encoded words decoded.
+#[test]
+fn body_search_decodes_transfer_encodings() {
+    // "the zebra sleeps" in base64; "Grüße" in quoted-printable (a soft
+    // line break inside) and as 8-bit UTF-8 in a nested message.
+    let (_tmp, mut c) = session_with(
+        "bd",
+        &[
+            "Subject: b64\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\ndGhlIHplYnJhIHNsZWVwcw==\n",
+            "Subject: qp\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\nViele Gr=C3=BC=\n=C3=9Fe\n",
+            "Subject: =?utf-8?q?Stra=C3=9Fe?=\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: message/rfc822\n\nSubject: inner\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nGr\u{00fc}\u{00df}e zebra\n--b--\n",
+            "Subject: plain\n\nnothing encoded, dGhlIHplYnJh as text\n",
+        ],
+    );
+    assert_eq!(search(&mut c, "SEARCH BODY zebra"), "* SEARCH 1 3");
+    assert_eq!(search(&mut c, "SEARCH TEXT ZEBRA"), "* SEARCH 1 3");
+    assert_eq!(search_utf8(&mut c, "BODY", "grüße"), "* SEARCH 2 3");
+    assert_eq!(search_utf8(&mut c, "BODY", "GRÜSSE"), "* SEARCH");
+    assert_eq!(search_utf8(&mut c, "TEXT", "straße"), "* SEARCH 3");
+    assert_eq!(
+        search(&mut c, "SEARCH BODY dGhlIHplYnJh"),
+        "* SEARCH 1 4",
+        "as stored too"
+    );
+    assert_eq!(search(&mut c, "SEARCH BODY nowhere"), "* SEARCH");
 }

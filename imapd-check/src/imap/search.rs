@@ -99,6 +99,71 @@ impl<'a> Candidate<'a> {
     }
 }
 
+/// Messages up to this size are also searched decoded (BODY, TEXT);
+/// larger ones only as stored, so one search never holds more.
+const DECODE_MAX: u64 = 8 << 20;
+
+impl Candidate<'_> {
+    /// Whether the text parts, decoded from their transfer encoding and
+    /// charset (mail-parser), contain `needle` (RFC 3501 6.4.4: Dovecot
+    /// and Cyrus search the decoded text, so a word in a base64 or
+    /// quoted-printable body is found). Only messages that declare an
+    /// encoding or charset are parsed; above [`DECODE_MAX`] none is.
+    fn decoded_body_has(&self, needle: &[u8]) -> bool {
+        let Some(f) = self.file() else {
+            return false;
+        };
+        if f.size() > DECODE_MAX {
+            return false;
+        }
+        let raw = match structure::read_range(f, 0, f.size()) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fail(read_error(f, e));
+                return false;
+            }
+        };
+        if !contains_ci(&raw, b"content-transfer-encoding") && !contains_ci(&raw, b"charset") {
+            return false;
+        }
+        mail_parser::MessageParser::default()
+            .parse(&raw[..])
+            .is_some_and(|m| message_text_has(&m, needle, 0))
+    }
+
+    /// Whether some header field, its encoded words decoded, contains
+    /// `needle` (TEXT covers the header too).
+    fn decoded_header_has(&self, needle: &[u8]) -> bool {
+        let h = self.header();
+        if !h.windows(2).any(|w| w == b"=?") {
+            return false;
+        }
+        let mut fields: Vec<Vec<u8>> = Vec::new();
+        for line in h.split_inclusive(|&b| b == b'\n') {
+            let text = line.iter().copied().filter(|&b| b != b'\r' && b != b'\n');
+            match fields.last_mut() {
+                Some(f) if line.starts_with(b" ") || line.starts_with(b"\t") => f.extend(text),
+                _ => fields.push(text.collect()),
+            }
+        }
+        fields.iter().any(|f| {
+            let value = f.splitn(2, |&b| b == b':').nth(1).unwrap_or_default();
+            header_text_has(value, needle)
+        })
+    }
+}
+
+/// Text and HTML parts of `msg` and of the messages it encapsulates.
+fn message_text_has(msg: &mail_parser::Message, needle: &[u8], depth: usize) -> bool {
+    use mail_parser::PartType;
+    depth < structure::MAX_DEPTH
+        && msg.parts.iter().any(|p| match &p.body {
+            PartType::Text(t) | PartType::Html(t) => text_contains(t, needle),
+            PartType::Message(m) => message_text_has(m, needle, depth + 1),
+            _ => false,
+        })
+}
+
 fn read_error(f: &MessageFile, e: std::io::Error) -> Error {
     Error::Io {
         op: "read",
@@ -318,8 +383,15 @@ pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
             let vals = header_values(c.header(), name.as_ref());
             !vals.is_empty() && vals.iter().any(|v| header_text_has(v, s.as_ref()))
         }
-        SearchKey::Body(s) => c.contains_from(u64::from(c.rec.header_size), s.as_ref()),
-        SearchKey::Text(s) => c.contains_from(0, s.as_ref()),
+        SearchKey::Body(s) => {
+            c.contains_from(u64::from(c.rec.header_size), s.as_ref())
+                || c.decoded_body_has(s.as_ref())
+        }
+        SearchKey::Text(s) => {
+            c.contains_from(0, s.as_ref())
+                || c.decoded_header_has(s.as_ref())
+                || c.decoded_body_has(s.as_ref())
+        }
         SearchKey::ModSequence { modseq, .. } => c.rec.modseq >= *modseq,
     }
 }
@@ -358,6 +430,16 @@ mod tests {
             "hallö".as_bytes()
         ));
         assert!(!header_text_has(b"plain", "ö".as_bytes()));
+    }
+
+    #[test]
+    fn decoded_text_parts_convert_the_charset() {
+        let raw = b"Content-Type: text/plain; charset=iso-8859-1\r\n\r\nGr\xfc\xdfe\r\n";
+        let m = mail_parser::MessageParser::default()
+            .parse(&raw[..])
+            .unwrap();
+        assert!(message_text_has(&m, "grüße".as_bytes(), 0));
+        assert!(!message_text_has(&m, b"gruesse", 0));
     }
 
     #[test]
