@@ -22,6 +22,15 @@ fn search(c: &mut Client, q: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `SEARCH CHARSET UTF-8 KEY` with `s` sent as a non-synchronizing
+/// literal (RFC 7888), as clients send 8-bit strings.
+fn search_utf8(c: &mut Client, key: &str, s: &str) -> String {
+    search(
+        c,
+        &format!("SEARCH CHARSET UTF-8 {key} {{{}+}}\r\n{s}", s.len()),
+    )
+}
+
 fn append(spool: &std::path::Path, user: &str, mailbox: &str, raw: &[u8]) -> u32 {
     let store = storage::Store::open(spool, storage::Options::default()).unwrap();
     let mut m = store
@@ -263,10 +272,14 @@ fn lsub_lists_unsubscribed_parents_as_noselect() {
             "* LIST (\\HasNoChildren) \"/\" \"a/x\""
         ]
     );
-    assert_eq!(
-        c.ok("LIST \"\" inbox"),
-        ["* LIST (\\HasNoChildren) \"/\" \"INBOX\""]
-    );
+    // INBOX is case-insensitive in patterns too (RFC 3501 5.1).
+    for p in ["inbox", "inb*", "Inbo%"] {
+        assert_eq!(
+            c.ok(&format!("LIST \"\" {p}")),
+            ["* LIST (\\HasNoChildren) \"/\" \"INBOX\""],
+            "{p}"
+        );
+    }
 }
 
 /// Appends each message (LF line ends made CRLF) to a fresh INBOX of
@@ -526,6 +539,11 @@ fn crlf(s: &str) -> Vec<u8> {
     s.replace('\n', "\r\n").into_bytes()
 }
 
+/// imaptest's fetch-body-mime message: a multipart/mixed (folded
+/// boundary parameter) holding a text part and a message/rfc822 whose body
+/// is a multipart/alternative with prologue and epilogue.
+const NESTED: &str = "From: user@domain.org\nDate: Sat, 24 Mar 2007 23:00:00 +0200\nMime-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"foo\n bar\"\n\nRoot MIME prologue\n\n--foo bar\nContent-Type: text/x-myown; charset=us-ascii\n\nhello\n\n--foo bar\nContent-Type: message/rfc822\n\nFrom: sub@domain.org\nDate: Sun, 12 Aug 2012 12:34:56 +0300\nSubject: submsg\nContent-Type: multipart/alternative; boundary=\"sub1\"\n\nSub MIME prologue\n--sub1\nContent-Type: text/html\n\n<p>Hello world</p>\n\n--sub1\nContent-Type: text/plain\n\nHello another world\n\n--sub1--\nSub MIME epilogue\n\n--foo bar--\nRoot MIME epilogue\n";
+
 /// RFC 3501 6.4.5, body sections of nested messages: `n.TEXT` of a
 /// message/rfc822 part is everything after its header, the epilogue of
 /// its multipart included; `n.MIME` is the part's MIME header, `n.HEADER`
@@ -534,7 +552,7 @@ fn crlf(s: &str) -> Vec<u8> {
 /// empty). The message is imaptest's fetch-body-mime case.
 #[test]
 fn nested_message_sections_keep_the_epilogue() {
-    let raw = "From: user@domain.org\nDate: Sat, 24 Mar 2007 23:00:00 +0200\nMime-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"foo\n bar\"\n\nRoot MIME prologue\n\n--foo bar\nContent-Type: text/x-myown; charset=us-ascii\n\nhello\n\n--foo bar\nContent-Type: message/rfc822\n\nFrom: sub@domain.org\nDate: Sun, 12 Aug 2012 12:34:56 +0300\nSubject: submsg\nContent-Type: multipart/alternative; boundary=\"sub1\"\n\nSub MIME prologue\n--sub1\nContent-Type: text/html\n\n<p>Hello world</p>\n\n--sub1\nContent-Type: text/plain\n\nHello another world\n\n--sub1--\nSub MIME epilogue\n\n--foo bar--\nRoot MIME epilogue\n";
+    let raw = NESTED;
     let (_tmp, mut c) = session_with("sec", &[raw]);
     let inner_header = "From: sub@domain.org\nDate: Sun, 12 Aug 2012 12:34:56 +0300\nSubject: submsg\nContent-Type: multipart/alternative; boundary=\"sub1\"\n\n";
     let inner_text = "Sub MIME prologue\n--sub1\nContent-Type: text/html\n\n<p>Hello world</p>\n\n--sub1\nContent-Type: text/plain\n\nHello another world\n\n--sub1--\nSub MIME epilogue\n";
@@ -596,4 +614,245 @@ fn nested_message_sections_keep_the_epilogue() {
             ("BODY[2.1]<18>".to_string(), b"\r\n".to_vec()),
         ]
     );
+}
+
+/// RFC 3501 7.4.2, BODY and BODYSTRUCTURE: a message/rfc822 part carries
+/// the envelope, body and line count of the encapsulated message; a
+/// multipart/alternative its parts and subtype, with the boundary,
+/// disposition, language and location as extension data; a single part
+/// its MD5, disposition with parameters and Content-Language as one
+/// string or a list.
+#[test]
+fn bodystructure_of_nested_and_single_parts() {
+    let single = "From: a@b\nContent-Type: text/plain; charset=\"UTF-8\"; format=flowed\nContent-Transfer-Encoding: quoted-printable\nContent-Disposition: inline; filename=\"x.txt\"\nContent-Language: en, de\nContent-ID: <cid@x>\nContent-Description: desc\n\nhi=\n there\n";
+    let (_tmp, mut c) = session_with("bs", &[NESTED, single]);
+    let env = "(\"Sun, 12 Aug 2012 12:34:56 +0300\" \"submsg\" ((NIL NIL \"sub\" \"domain.org\")) ((NIL NIL \"sub\" \"domain.org\")) ((NIL NIL \"sub\" \"domain.org\")) NIL NIL NIL NIL NIL)";
+    assert_eq!(
+        c.ok("FETCH 1:2 (BODYSTRUCTURE)"),
+        [
+            format!("* 1 FETCH (BODYSTRUCTURE ((\"TEXT\" \"X-MYOWN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 7 1 NIL NIL NIL NIL)(\"MESSAGE\" \"RFC822\" NIL NIL NIL \"7BIT\" 298 {env} ((\"TEXT\" \"HTML\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 20 1 NIL NIL NIL NIL)(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 21 1 NIL NIL NIL NIL) \"ALTERNATIVE\" (\"BOUNDARY\" \"sub1\") NIL NIL NIL) 18 NIL NIL NIL NIL) \"MIXED\" (\"BOUNDARY\" \"foo bar\") NIL NIL NIL))"),
+            "* 2 FETCH (BODYSTRUCTURE (\"TEXT\" \"PLAIN\" (\"CHARSET\" \"UTF-8\" \"FORMAT\" \"flowed\") \"<cid@x>\" \"desc\" \"QUOTED-PRINTABLE\" 13 2 NIL (\"INLINE\" (\"FILENAME\" \"x.txt\")) (\"en\" \"de\") NIL))".to_string(),
+        ]
+    );
+    assert_eq!(
+        c.ok("FETCH 1 (BODY)"),
+        [format!(
+            "* 1 FETCH (BODY ((\"TEXT\" \"X-MYOWN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 7 1)(\"MESSAGE\" \"RFC822\" NIL NIL NIL \"7BIT\" 298 {env} ((\"TEXT\" \"HTML\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 20 1)(\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 21 1) \"ALTERNATIVE\") 18) \"MIXED\"))"
+        )]
+    );
+    // RFC 3501 7.4.2: INTERNALDATE is "dd-Mon-yyyy hh:mm:ss +zzzz" and
+    // RFC822.SIZE the stored size.
+    let l = c.ok("FETCH 2 (INTERNALDATE RFC822.SIZE)");
+    let size = single.replace('\n', "\r\n").len();
+    assert!(l[0].ends_with(&format!(" RFC822.SIZE {size})")), "{l:?}");
+    let date = l[0].split('"').nth(1).unwrap();
+    assert_eq!(date.len(), 26, "{date}");
+    assert!(
+        date.as_bytes()[2] == b'-' && date.as_bytes()[6] == b'-' && &date[20..22] == " +",
+        "{date}"
+    );
+}
+
+/// RFC 3501 6.4.4 and 6.4.8: SEARCH by flags (RECENT/NEW/OLD included),
+/// keywords, sequence sets and UID sets after an EXPUNGE broke seq = UID,
+/// `*` ranges either way round, OR/NOT, LARGER/SMALLER on RFC822.SIZE; 6.4.5
+/// FETCH by reversed and `*` ranges, UID FETCH `n:*` beyond the last UID;
+/// 6.4.6 STORE .SILENT sends nothing; 6.4.3 EXPUNGE responses decrement as
+/// they go; 6.4.2 CLOSE sends no EXPUNGE; 6.3.10 STATUS of the selected
+/// mailbox. (The imaptest search-flags/-sets/-size and fetch cases.)
+#[test]
+fn search_fetch_store_expunge_basics() {
+    let msgs: Vec<String> = (1..=6)
+        .map(|i| format!("Subject: s{i}\n\n{}\n", "x".repeat(i * 10)))
+        .collect();
+    let refs: Vec<&str> = msgs.iter().map(String::as_str).collect();
+    let (_tmp, mut c) = session_with("sb", &refs);
+    // A new keyword is announced (FLAGS), but .SILENT sends no FETCH.
+    let l = c.ok("STORE 1 FLAGS.SILENT ($hello)");
+    assert!(!l.iter().any(|l| l.contains(" FETCH ")), "{l:?}");
+    assert!(
+        l[0].starts_with("* FLAGS (") && l[0].contains("$hello"),
+        "{l:?}"
+    );
+    c.ok("STORE 2 FLAGS (\\Seen \\Flagged)");
+    c.ok("STORE 3 FLAGS (\\Answered $hello)");
+    c.ok("STORE 4 FLAGS (\\Flagged \\Draft)");
+    c.ok("STORE 5 FLAGS (\\Deleted \\Answered)");
+    for (q, want) in [
+        ("ANSWERED", "3 5"),
+        ("UNANSWERED", "1 2 4 6"),
+        ("DELETED", "5"),
+        ("UNDELETED", "1 2 3 4 6"),
+        ("DRAFT", "4"),
+        ("UNDRAFT", "1 2 3 5 6"),
+        ("FLAGGED", "2 4"),
+        ("UNFLAGGED", "1 3 5 6"),
+        ("SEEN", "2"),
+        ("UNSEEN", "1 3 4 5 6"),
+        ("KEYWORD $hello", "1 3"),
+        ("UNKEYWORD $hello", "2 4 5 6"),
+        ("NEW", "1 3 4 5 6"),
+        ("OLD", ""),
+        ("RECENT", "1 2 3 4 5 6"),
+    ] {
+        let want = format!("* SEARCH {want}").trim_end().to_string();
+        assert_eq!(search(&mut c, &format!("SEARCH {q}")), want, "{q}");
+    }
+    let uids: Vec<String> = c.ok("UID SEARCH ALL")[0]
+        .split(' ')
+        .skip(2)
+        .map(str::to_string)
+        .collect();
+    assert_eq!(uids, ["1", "2", "3", "4", "5", "6"]);
+    // Break seq = UID: expunge message 2 (UID 2).
+    c.ok("STORE 5 -FLAGS.SILENT (\\Deleted)");
+    c.ok("STORE 2 +FLAGS.SILENT (\\Deleted)");
+    assert_eq!(c.ok("EXPUNGE"), ["* 2 EXPUNGE"]);
+    for (q, want) in [
+        ("SEARCH ALL", "1 2 3 4 5"),
+        ("UID SEARCH ALL", "1 3 4 5 6"),
+        ("SEARCH 1:3,5", "1 2 3 5"),
+        ("SEARCH 4:2", "2 3 4"),
+        ("SEARCH UID 1:3,5", "1 2 4"),
+        ("SEARCH UID 4:2", "2 3"),
+        ("SEARCH 1:3 NOT UID 3", "1 3"),
+        ("SEARCH NOT 2,4", "1 3 5"),
+        ("SEARCH OR 1 UID 3", "1 2"),
+        ("SEARCH *", "5"),
+        ("SEARCH UID *", "5"),
+        ("SEARCH 6:*", "5"),
+        ("SEARCH *:6", "5"),
+        ("SEARCH UID 7:*", "5"),
+        ("SEARCH *:3", "3 4 5"),
+        ("SEARCH 1,4,*", "1 4 5"),
+        ("SEARCH CHARSET UTF-8 SUBJECT s4", "3"),
+        ("SEARCH CHARSET US-ASCII HEADER Subject \"\"", "1 2 3 4 5"),
+        ("SEARCH HEADER X-None \"\"", ""),
+    ] {
+        let want = format!("* SEARCH {want}").trim_end().to_string();
+        assert_eq!(search(&mut c, q), want, "{q}");
+    }
+    // Sizes: message 3 (UID 4) is 40 x's plus header.
+    let size: u64 = c.ok("FETCH 3 RFC822.SIZE")[0]
+        .trim_end_matches(')')
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for (q, want) in [
+        (format!("SMALLER {size}"), "1 2"),
+        (format!("LARGER {size}"), "4 5"),
+        (format!("NOT SMALLER {size}"), "3 4 5"),
+        (format!("NOT SMALLER {size} NOT LARGER {size}"), "3"),
+        (format!("OR SMALLER {size} LARGER {size}"), "1 2 4 5"),
+    ] {
+        assert_eq!(
+            search(&mut c, &format!("SEARCH {q}")),
+            format!("* SEARCH {want}"),
+            "{q}"
+        );
+    }
+    let (_, tagged) = c.cmd("SEARCH CHARSET KOI8-R SUBJECT s");
+    assert!(tagged.contains("NO [BADCHARSET"), "{tagged}");
+    // FETCH ranges.
+    assert_eq!(
+        c.ok("FETCH 3:1 UID"),
+        [
+            "* 1 FETCH (UID 1)",
+            "* 2 FETCH (UID 3)",
+            "* 3 FETCH (UID 4)"
+        ]
+    );
+    assert_eq!(
+        c.ok("FETCH 1,* UID"),
+        ["* 1 FETCH (UID 1)", "* 5 FETCH (UID 6)"]
+    );
+    assert_eq!(c.ok("UID FETCH 7:* UID"), ["* 5 FETCH (UID 6)"]);
+    assert!(c.ok("UID FETCH 2 UID").is_empty());
+    // STATUS of the selected mailbox.
+    let st = c.ok("STATUS INBOX (MESSAGES UIDNEXT UNSEEN RECENT)");
+    assert_eq!(
+        untagged(&st, "* STATUS"),
+        ["* STATUS \"INBOX\" (MESSAGES 5 UIDNEXT 7 UNSEEN 5 RECENT 5)"]
+    );
+    // Several expunges: each EXPUNGE names a current sequence number.
+    c.ok("STORE 1:* +FLAGS.SILENT (\\Deleted)");
+    c.ok("STORE 2 -FLAGS.SILENT (\\Deleted)");
+    let lines = c.ok("EXPUNGE");
+    let mut model = Model {
+        msgs: (1..=5).map(|s| (Some(s), None)).collect(),
+    };
+    model.apply(&lines);
+    assert_eq!(model.msgs.len(), 1, "{lines:?}");
+    assert_eq!(
+        model.msgs[0].0,
+        Some(2),
+        "the survivor was seq 2: {lines:?}"
+    );
+    // CLOSE expunges silently.
+    c.ok("STORE 1 +FLAGS.SILENT (\\Deleted)");
+    assert!(c.ok("CLOSE").is_empty());
+    let st = c.ok("STATUS INBOX (MESSAGES)");
+    assert_eq!(
+        untagged(&st, "* STATUS"),
+        ["* STATUS \"INBOX\" (MESSAGES 0)"]
+    );
+}
+
+/// RFC 3501 6.4.4 with CHARSET UTF-8: SUBJECT, FROM and HEADER match the
+/// header text with its RFC 2047 encoded words decoded, ignoring case
+/// beyond ASCII too (as Dovecot and Cyrus do).
+#[test]
+fn search_decodes_encoded_words() {
+    let (_tmp, mut c) = session_with(
+        "ew",
+        &[
+            "From: =?utf-8?q?J=C3=B6rg?= <j@x.org>\nSubject: =?iso-8859-1?q?Gr=FC=DFe?= aus Bonn\n\nb\n",
+            "From: plain@x.org\nSubject: Grusse\n\nb\n",
+        ],
+    );
+    assert_eq!(search_utf8(&mut c, "SUBJECT", "grüße"), "* SEARCH 1");
+    assert_eq!(
+        search_utf8(&mut c, "SUBJECT", "GRÜSSE"),
+        "* SEARCH",
+        "no folding of ß"
+    );
+    assert_eq!(search_utf8(&mut c, "FROM", "jörg"), "* SEARCH 1");
+    assert_eq!(
+        search_utf8(&mut c, "HEADER Subject", "Grüße aus"),
+        "* SEARCH 1"
+    );
+    assert_eq!(search(&mut c, "SEARCH SUBJECT aus"), "* SEARCH 1");
+    assert_eq!(search(&mut c, "SEARCH SUBJECT grusse"), "* SEARCH 2");
+}
+
+/// RFC 3501 6.4.4, BODY and TEXT: the text of a part is searched decoded
+/// from its transfer encoding (base64, quoted-printable) and charset, in
+/// nested messages too, as well as as stored; TEXT also covers header
+/// fields with encoded words decoded.
+#[test]
+fn body_search_decodes_transfer_encodings() {
+    // "the zebra sleeps" in base64; "Grüße" in quoted-printable (a soft
+    // line break inside) and as 8-bit UTF-8 in a nested message.
+    let (_tmp, mut c) = session_with(
+        "bd",
+        &[
+            "Subject: b64\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\ndGhlIHplYnJhIHNsZWVwcw==\n",
+            "Subject: qp\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\nViele Gr=C3=BC=\n=C3=9Fe\n",
+            "Subject: =?utf-8?q?Stra=C3=9Fe?=\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: message/rfc822\n\nSubject: inner\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nGr\u{00fc}\u{00df}e zebra\n--b--\n",
+            "Subject: plain\n\nnothing encoded, dGhlIHplYnJh as text\n",
+        ],
+    );
+    assert_eq!(search(&mut c, "SEARCH BODY zebra"), "* SEARCH 1 3");
+    assert_eq!(search(&mut c, "SEARCH TEXT ZEBRA"), "* SEARCH 1 3");
+    assert_eq!(search_utf8(&mut c, "BODY", "grüße"), "* SEARCH 2 3");
+    assert_eq!(search_utf8(&mut c, "BODY", "GRÜSSE"), "* SEARCH");
+    assert_eq!(search_utf8(&mut c, "TEXT", "straße"), "* SEARCH 3");
+    assert_eq!(
+        search(&mut c, "SEARCH BODY dGhlIHplYnJh"),
+        "* SEARCH 1 4",
+        "as stored too"
+    );
+    assert_eq!(search(&mut c, "SEARCH BODY nowhere"), "* SEARCH");
 }

@@ -61,11 +61,33 @@ pub(super) fn split_flags(flags: &[Flag]) -> Result<(Flags, Vec<String>), Fail> 
 /// set of name positions reachable, so the cost is bounded by pattern ×
 /// name length whatever the client sends (no backtracking blow-up).
 pub(super) fn wildcard(pat: &[u8], name: &[u8]) -> bool {
+    // INBOX is case-insensitive (RFC 3501 5.1): so is its name in a
+    // pattern (`inbox/%`, `inb*`); other names are compared exactly.
+    let inbox = name.starts_with(b"INBOX") && matches!(name.get(5), None | Some(b'/'));
+    let ci = if inbox { 5 } else { 0 };
     let n = name.len();
-    let mut at = vec![false; n + 1];
-    at[0] = true;
+    // A run of wildcards is one (`*` if it holds one, else `%`), and a
+    // pattern with more literal bytes than the name cannot match: the
+    // work is then at most about 2n × n steps.
+    let mut compact: Vec<u8> = Vec::new();
     for &p in pat {
-        let mut next = vec![false; n + 1];
+        match (compact.last_mut(), p) {
+            (Some(last @ (b'*' | b'%')), b'*' | b'%') => {
+                if p == b'*' {
+                    *last = b'*';
+                }
+            }
+            _ => compact.push(p),
+        }
+    }
+    if compact.iter().filter(|&&b| b != b'*' && b != b'%').count() > n {
+        return false;
+    }
+    let mut at = vec![false; n + 1];
+    let mut next = vec![false; n + 1];
+    at[0] = true;
+    for &p in &compact {
+        next.fill(false);
         match p {
             b'*' | b'%' => {
                 let mut reach = false;
@@ -80,11 +102,12 @@ pub(super) fn wildcard(pat: &[u8], name: &[u8]) -> bool {
             }
             c => {
                 for i in 0..n {
-                    next[i + 1] = at[i] && name[i] == c;
+                    let same = name[i] == c || i < ci && name[i].eq_ignore_ascii_case(&c);
+                    next[i + 1] = at[i] && same;
                 }
             }
         }
-        at = next;
+        std::mem::swap(&mut at, &mut next);
         if !at.contains(&true) {
             return false;
         }
@@ -476,6 +499,13 @@ mod tests {
         assert!(!wildcard(b"%", b"a/b"));
         assert!(wildcard(b"a/%", b"a/b"));
         assert!(wildcard(b"INBOX", b"INBOX"));
+        assert!(wildcard(b"inb*", b"INBOX"));
+        assert!(wildcard(b"iNbOx/%", b"INBOX/x"));
+        assert!(
+            !wildcard(b"inbox/X", b"INBOX/x"),
+            "only INBOX itself ignores case"
+        );
+        assert!(!wildcard(b"inboxes", b"INBOXES"));
         assert!(wildcard(b"a%c", b"abc"));
         assert!(!wildcard(b"a%c", b"a/c"));
         assert!(wildcard(b"a*c", b"a/c"));
@@ -488,6 +518,11 @@ mod tests {
         // No backtracking blow-up on a hostile pattern.
         let pat = "*a".repeat(2000);
         assert!(!wildcard(pat.as_bytes(), "a".repeat(1999).as_bytes()));
+        assert!(wildcard(pat.as_bytes(), "a".repeat(2000).as_bytes()));
+        assert!(wildcard(b"a%*%b", b"a/x/b"));
+        assert!(!wildcard(b"a%%b", b"a/b"));
+        let many = "*%".repeat(30_000) + "z";
+        assert!(!wildcard(many.as_bytes(), "y".repeat(1000).as_bytes()));
         assert_eq!(canonical_pattern("inbox/x"), "INBOX/x");
         assert_eq!(canonical_pattern("inboxes"), "inboxes");
     }

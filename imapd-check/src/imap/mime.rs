@@ -180,9 +180,64 @@ fn extension(out: &mut Vec<u8>, n: &Headers) {
         None => out.extend_from_slice(b"NIL"),
     }
     out.push(b' ');
-    nstring_unfolded(out, n.raw_header("Content-Language"));
+    languages(out, n.raw_header("Content-Language"));
     out.push(b' ');
     nstring_unfolded(out, n.raw_header("Content-Location"));
+}
+
+/// body-fld-lang (RFC 3501 7.4.2): NIL, one tag as a string, or several
+/// (`Content-Language: en, de`, RFC 3282) as a list of strings; comments
+/// and white space are not part of a tag.
+fn languages(out: &mut Vec<u8>, v: Option<&[u8]>) {
+    let Some(v) = v else {
+        out.extend_from_slice(b"NIL");
+        return;
+    };
+    let v = strip_comments(&unfold(v));
+    let tags: Vec<&[u8]> = v
+        .split(|&b| b == b',')
+        .map(trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    match tags.as_slice() {
+        [] => out.extend_from_slice(b"NIL"),
+        [one] => string(out, one),
+        many => {
+            out.push(b'(');
+            for (i, t) in many.iter().enumerate() {
+                if i > 0 {
+                    out.push(b' ');
+                }
+                string(out, t);
+            }
+            out.push(b')');
+        }
+    }
+}
+
+/// The value without RFC 5322 comments (nested, with quoted pairs).
+fn strip_comments(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut depth = 0usize;
+    let mut escaped = false;
+    for &b in v {
+        if depth > 0 {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'(' => depth += 1,
+                b')' => depth -= 1,
+                _ => {}
+            }
+            continue;
+        }
+        if b == b'(' {
+            depth = 1;
+        } else {
+            out.push(b);
+        }
+    }
+    out
 }
 
 /// BODYSTRUCTURE (`extended`) or BODY of part `idx`. Each header block is
@@ -426,6 +481,19 @@ mod tests {
             s.starts_with("((\"MESSAGE\" \"RFC822\" NIL NIL NIL \"7BIT\" 18 (NIL \"one\""),
             "{s}"
         );
+    }
+
+    #[test]
+    fn content_language_lists() {
+        let lang = |v: Option<&[u8]>| {
+            let mut o = Vec::new();
+            languages(&mut o, v);
+            String::from_utf8(o).unwrap()
+        };
+        assert_eq!(lang(None), "NIL");
+        assert_eq!(lang(Some(b"en")), "\"en\"");
+        assert_eq!(lang(Some(b"en, de (German)")), "(\"en\" \"de\")");
+        assert_eq!(lang(Some(b" ,, ")), "NIL");
     }
 
     #[test]

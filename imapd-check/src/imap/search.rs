@@ -99,6 +99,71 @@ impl<'a> Candidate<'a> {
     }
 }
 
+/// Messages up to this size are also searched decoded (BODY, TEXT);
+/// larger ones only as stored, so one search never holds more.
+const DECODE_MAX: u64 = 8 << 20;
+
+impl Candidate<'_> {
+    /// Whether the text parts, decoded from their transfer encoding and
+    /// charset (mail-parser), contain `needle` (RFC 3501 6.4.4: Dovecot
+    /// and Cyrus search the decoded text, so a word in a base64 or
+    /// quoted-printable body is found). Only messages that declare an
+    /// encoding or charset are parsed; above [`DECODE_MAX`] none is.
+    fn decoded_body_has(&self, needle: &[u8]) -> bool {
+        let Some(f) = self.file() else {
+            return false;
+        };
+        if f.size() > DECODE_MAX {
+            return false;
+        }
+        let raw = match structure::read_range(f, 0, f.size()) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fail(read_error(f, e));
+                return false;
+            }
+        };
+        if !contains_ci(&raw, b"content-transfer-encoding") && !contains_ci(&raw, b"charset") {
+            return false;
+        }
+        mail_parser::MessageParser::default()
+            .parse(&raw[..])
+            .is_some_and(|m| message_text_has(&m, needle, 0))
+    }
+
+    /// Whether some header field, its encoded words decoded, contains
+    /// `needle` (TEXT covers the header too).
+    fn decoded_header_has(&self, needle: &[u8]) -> bool {
+        let h = self.header();
+        if !h.windows(2).any(|w| w == b"=?") {
+            return false;
+        }
+        let mut fields: Vec<Vec<u8>> = Vec::new();
+        for line in h.split_inclusive(|&b| b == b'\n') {
+            let text = line.iter().copied().filter(|&b| b != b'\r' && b != b'\n');
+            match fields.last_mut() {
+                Some(f) if line.starts_with(b" ") || line.starts_with(b"\t") => f.extend(text),
+                _ => fields.push(text.collect()),
+            }
+        }
+        fields.iter().any(|f| {
+            let value = f.splitn(2, |&b| b == b':').nth(1).unwrap_or_default();
+            header_text_has(value, needle)
+        })
+    }
+}
+
+/// Text and HTML parts of `msg` and of the messages it encapsulates.
+fn message_text_has(msg: &mail_parser::Message, needle: &[u8], depth: usize) -> bool {
+    use mail_parser::PartType;
+    depth < structure::MAX_DEPTH
+        && msg.parts.iter().any(|p| match &p.body {
+            PartType::Text(t) | PartType::Html(t) => text_contains(t, needle),
+            PartType::Message(m) => message_text_has(m, needle, depth + 1),
+            _ => false,
+        })
+}
+
 fn read_error(f: &MessageFile, e: std::io::Error) -> Error {
     Error::Io {
         op: "read",
@@ -190,7 +255,39 @@ fn header_values(header: &[u8], name: &[u8]) -> Vec<Vec<u8>> {
 fn header_has(c: &Candidate, name: &[u8], needle: &[u8]) -> bool {
     header_values(c.header(), name)
         .iter()
-        .any(|v| contains_ci(v, needle))
+        .any(|v| header_text_has(v, needle))
+}
+
+/// A header value contains `needle` as written or with its RFC 2047
+/// encoded words decoded (Dovecot and Cyrus search the decoded text, so a
+/// UTF-8 `SEARCH CHARSET UTF-8 SUBJECT` finds `=?utf-8?q?...?=`);
+/// case-insensitive, for non-ASCII text too.
+fn header_text_has(value: &[u8], needle: &[u8]) -> bool {
+    if contains_ci(value, needle) {
+        return true;
+    }
+    if !value.windows(2).any(|w| w == b"=?") {
+        return false;
+    }
+    decoded(value).is_some_and(|d| text_contains(&d, needle))
+}
+
+/// The value with its encoded words decoded, read as an unstructured
+/// field (RFC 2047 section 5 (1)).
+fn decoded(value: &[u8]) -> Option<String> {
+    let mut field = b"Subject: ".to_vec();
+    field.extend_from_slice(value);
+    field.extend_from_slice(b"\r\n\r\n");
+    let msg = mail_parser::MessageParser::default().parse_headers(&field[..])?;
+    msg.subject().map(str::to_string)
+}
+
+/// Case-insensitive substring for UTF-8 text (Unicode lower case).
+fn text_contains(hay: &str, needle: &[u8]) -> bool {
+    match std::str::from_utf8(needle) {
+        Ok(n) if !n.is_ascii() || !hay.is_ascii() => hay.to_lowercase().contains(&n.to_lowercase()),
+        _ => contains_ci(hay.as_bytes(), needle),
+    }
 }
 
 /// SEARCH FROM/TO/CC/BCC (RFC 3501 6.4.4): a substring of the addresses
@@ -201,9 +298,9 @@ fn address_has(c: &Candidate, name: &[u8], needle: &[u8]) -> bool {
     header_values(c.header(), name).iter().any(|v| {
         let items = address::parse(v);
         if items.is_empty() {
-            contains_ci(v, needle)
+            header_text_has(v, needle)
         } else {
-            contains_ci(&address::search_text(&items), needle)
+            header_text_has(&address::search_text(&items), needle)
         }
     })
 }
@@ -284,10 +381,17 @@ pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
         SearchKey::Subject(s) => header_has(c, b"Subject", s.as_ref()),
         SearchKey::Header(name, s) => {
             let vals = header_values(c.header(), name.as_ref());
-            !vals.is_empty() && vals.iter().any(|v| contains_ci(v, s.as_ref()))
+            !vals.is_empty() && vals.iter().any(|v| header_text_has(v, s.as_ref()))
         }
-        SearchKey::Body(s) => c.contains_from(u64::from(c.rec.header_size), s.as_ref()),
-        SearchKey::Text(s) => c.contains_from(0, s.as_ref()),
+        SearchKey::Body(s) => {
+            c.contains_from(u64::from(c.rec.header_size), s.as_ref())
+                || c.decoded_body_has(s.as_ref())
+        }
+        SearchKey::Text(s) => {
+            c.contains_from(0, s.as_ref())
+                || c.decoded_header_has(s.as_ref())
+                || c.decoded_body_has(s.as_ref())
+        }
         SearchKey::ModSequence { modseq, .. } => c.rec.modseq >= *modseq,
     }
 }
@@ -312,6 +416,30 @@ mod tests {
         let h = b"Subject: one\r\n two\r\nFrom: a@b\r\n\r\n";
         assert_eq!(header_values(h, b"subject"), vec![b" one two".to_vec()]);
         assert!(contains_ci(b"Hello World", b"WORLD"));
+    }
+
+    #[test]
+    fn encoded_words_are_searched_decoded() {
+        let v = b" =?utf-8?q?J=C3=B6rg_M=C3=BCller?= <j@x.org>";
+        assert!(header_text_has(v, "jörg".as_bytes()));
+        assert!(header_text_has(v, "MÜLLER".as_bytes()));
+        assert!(header_text_has(v, b"J=C3=B6rg"), "as written too");
+        assert!(!header_text_has(v, b"anna"));
+        assert!(header_text_has(
+            b"=?iso-8859-1?b?aGFsbPY=?=",
+            "hallö".as_bytes()
+        ));
+        assert!(!header_text_has(b"plain", "ö".as_bytes()));
+    }
+
+    #[test]
+    fn decoded_text_parts_convert_the_charset() {
+        let raw = b"Content-Type: text/plain; charset=iso-8859-1\r\n\r\nGr\xfc\xdfe\r\n";
+        let m = mail_parser::MessageParser::default()
+            .parse(&raw[..])
+            .unwrap();
+        assert!(message_text_has(&m, "grüße".as_bytes(), 0));
+        assert!(!message_text_has(&m, b"gruesse", 0));
     }
 
     #[test]
