@@ -259,6 +259,12 @@ impl Decoder {
             Decoder::Identity => out.extend_from_slice(input),
             Decoder::Base64 { acc, bits } => {
                 for &c in input {
+                    if c == b'=' {
+                        // Padding ends a group: what follows starts afresh
+                        // (bodies made of several encoded pieces).
+                        (*acc, *bits) = (0, 0);
+                        continue;
+                    }
                     let Some(v) = b64_value(c) else { continue };
                     *acc = (*acc << 6) | v;
                     *bits += 6;
@@ -592,6 +598,10 @@ mod tests {
             assert_eq!(decode(Cte::Base64, b"YQ==", chunk), b"a");
             assert_eq!(decode(Cte::Base64, b"YWI=", chunk), b"ab");
             assert_eq!(decode(Cte::Base64, b"Y*W!Jj", chunk), b"abc");
+            assert_eq!(
+                decode(Cte::Base64, b"SGVsbG8=V29ybGQ=", chunk),
+                b"HelloWorld"
+            );
         }
     }
 
