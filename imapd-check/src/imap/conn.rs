@@ -46,6 +46,8 @@ pub struct Session {
     pub(super) saved: Vec<u32>,
     /// The command being run had `$` written as `searchres::MARK`.
     pub(super) dollar: bool,
+    /// The BINARY items of the FETCH being run that imap-codec got as BODY.
+    pub(super) binary_alias: Vec<Option<super::binary::Flavor>>,
     pub(super) limits: Limits,
     /// Untagged responses of the command in progress.
     pub(super) buf: Vec<u8>,
@@ -153,6 +155,7 @@ impl Session {
             search_return: None,
             saved: Vec::new(),
             dollar: false,
+            binary_alias: Vec::new(),
             limits: Limits::default(),
             buf: Vec::new(),
         }
@@ -240,6 +243,10 @@ impl Session {
             let marked = super::searchres::substitute(&bytes);
             self.dollar = marked.is_some();
             let bytes = marked.unwrap_or(bytes);
+            // BINARY items beyond RFC 3516's grammar (as Dovecot takes them).
+            let (bytes, alias) =
+                super::binary::rewrite_fetch(&bytes).unwrap_or((bytes, Vec::new()));
+            self.binary_alias = alias;
             let cmd = match CommandCodec::default().decode(&bytes) {
                 Ok((b"", cmd)) => cmd,
                 _ => {

@@ -108,8 +108,9 @@ impl Session {
         if changed_since.is_some() {
             self.condstore = true;
         }
-        let plan =
-            Plan::new(items, uid, changed_since.is_some()).map_err(|u| Fail::Bad(u.0.into()))?;
+        let alias = std::mem::take(&mut self.binary_alias);
+        let plan = Plan::new(items, uid, changed_since.is_some(), alias)
+            .map_err(|u| Fail::Bad(u.0.into()))?;
         let mut targets = self.targets(set, uid)?;
         let sel = self.sel.as_mut().expect("selected");
         if let Some(since) = changed_since {
@@ -153,23 +154,25 @@ impl Session {
             };
             let prepared = if plan.needs_body {
                 match fetch::prepare(&sel.mbox, &rec, &plan) {
-                    Ok(p) if plan.binary => match binary::check(&p.0, &p.1, &plan.items) {
-                        Ok(Ok(())) => Some(p),
-                        Ok(Err(binary::UnknownCte)) => {
-                            // RFC 3516 4.2: refused before a byte of it.
-                            unknown_cte.push(uid);
-                            continue;
-                        }
-                        Err(e) => {
-                            self.buf = em.into_buf();
-                            return Err(Error::Io {
-                                op: "read",
-                                path: p.0.path.clone(),
-                                source: e,
+                    Ok(p) if plan.binary => {
+                        match binary::check(&p.0, &p.1, &plan.items, &plan.alias) {
+                            Ok(Ok(())) => Some(p),
+                            Ok(Err(binary::UnknownCte)) => {
+                                // RFC 3516 4.2: refused before a byte of it.
+                                unknown_cte.push(uid);
+                                continue;
                             }
-                            .into());
+                            Err(e) => {
+                                self.buf = em.into_buf();
+                                return Err(Error::Io {
+                                    op: "read",
+                                    path: p.0.path.clone(),
+                                    source: e,
+                                }
+                                .into());
+                            }
                         }
-                    },
+                    }
                     Ok(p) => Some(p),
                     Err(Error::Expunged(_)) => {
                         // RFC 2180 4.1.1: removed by another session and
@@ -203,7 +206,7 @@ impl Session {
             let body = prepared
                 .as_ref()
                 .map(|(file, structure)| fetch::Body { file, structure });
-            if let Err(broken) = fetch::render(&mut em, seq, &rec, &kw, items, body) {
+            if let Err(broken) = fetch::render(&mut em, seq, &rec, &kw, items, &plan.alias, body) {
                 drop(em);
                 let path = prepared.as_ref().map(|(f, _)| f.path.clone());
                 return Err(self.broken_literal(broken, uid, path));

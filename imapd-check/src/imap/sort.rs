@@ -241,7 +241,7 @@ fn skip_comment(b: &[u8], mut i: usize) -> usize {
 }
 
 /// The content of a quoted string that starts at `i`, and where it ends.
-fn quoted(b: &[u8], mut i: usize) -> (Vec<u8>, usize) {
+pub(super) fn quoted(b: &[u8], mut i: usize) -> (Vec<u8>, usize) {
     let mut out = Vec::new();
     i += 1;
     while i < b.len() && b[i] != b'"' {
