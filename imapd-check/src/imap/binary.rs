@@ -284,9 +284,12 @@ pub fn rewrite_fetch(cmd: &[u8]) -> Option<(Vec<u8>, Vec<Option<Flavor>>)> {
         .iter()
         .position(|&b| b == b'\n')
         .unwrap_or(upper.len())];
-    if !first_line.windows(6).any(|w| w == b"BINARY")
-        || !first_line.windows(5).any(|w| w == b"FETCH")
-    {
+    let mut words = first_line.split(|&b| b == b' ').skip(1);
+    let name = match words.next() {
+        Some(b"UID") => words.next(),
+        w => w,
+    };
+    if name != Some(b"FETCH".as_slice()) || !first_line.windows(6).any(|w| w == b"BINARY") {
         return None;
     }
     let mut out = Vec::with_capacity(cmd.len() + 16);
@@ -836,6 +839,7 @@ mod tests {
             ))
         );
         assert_eq!(rw("a SEARCH BINARY[TEXT]\r\n"), None);
+        assert_eq!(rw("a STORE 1 FLAGS (FETCH BINARY[TEXT])\r\n"), None);
     }
 
     #[test]
