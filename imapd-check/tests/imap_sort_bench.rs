@@ -30,7 +30,9 @@ fn sort_and_thread_of_a_large_mailbox() {
     // subjects, a few long ones.
     let mut x: u64 = 12345;
     let mut next = move || {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (x >> 33) as usize
     };
     let started = Instant::now();

@@ -222,37 +222,18 @@ impl Session {
                 }
                 Assembled::Command(b) => b,
             };
-            // ESEARCH: imap-codec cannot parse `SEARCH RETURN (...)`.
-            self.search_return = None;
-            let bytes = match super::esearch::split_return(&bytes) {
-                Ok(Some((rest, opts))) => {
-                    self.search_return = Some(opts);
-                    rest
-                }
-                Ok(None) => bytes,
-                Err(super::esearch::BadReturn(why)) => {
-                    // A SEARCH that fails empties `$` (RFC 5182 2.1).
-                    self.saved.clear();
-                    let t = tag_of(&bytes).unwrap_or_else(|| "*".into());
-                    self.out
-                        .write_all(format!("{t} BAD RETURN: {why}\r\n").as_bytes())?;
+            // What imap-codec cannot parse (rewrite.rs).
+            let bytes = match self.rewrite(bytes) {
+                Ok(b) => b,
+                Err(line) => {
+                    self.out.write_all(line.as_bytes())?;
                     continue;
                 }
             };
-            // SEARCHRES: imap-codec does not know `$`.
-            let marked = super::searchres::substitute(&bytes);
-            self.dollar = marked.is_some();
-            let bytes = marked.unwrap_or(bytes);
-            // BINARY items beyond RFC 3516's grammar (as Dovecot takes them).
-            let (bytes, alias) =
-                super::binary::rewrite_fetch(&bytes).unwrap_or((bytes, Vec::new()));
-            self.binary_alias = alias;
             let cmd = match CommandCodec::default().decode(&bytes) {
                 Ok((b"", cmd)) => cmd,
                 _ => {
-                    if self.search_return.is_some_and(|o| o.save) {
-                        self.saved.clear();
-                    }
+                    self.unparsed();
                     let line = match tag_of(&bytes) {
                         Some(t) => format!("{t} BAD Syntax error in command\r\n"),
                         None => "* BAD Syntax error, no valid tag\r\n".to_string(),

@@ -20,6 +20,7 @@ pub mod mailboxes;
 pub mod messages;
 pub mod mime;
 pub mod msgfile;
+pub mod rewrite;
 pub mod search;
 pub mod searchres;
 pub mod sort;
