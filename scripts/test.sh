@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 
 # System packages the tests use. Add to this list, never filter tests.
 # postfix: tests/tests/postfix.rs; python3 (imaplib), isync (mbsync) and
-# node: imapd-check/tests/imap_clients.rs; strace: deliver/tests/ordering.rs.
-PACKAGES=(postfix python3 isync strace)
+# node: imapd-check/tests/imap_clients.rs; strace: deliver/tests/ordering.rs;
+# dovecot-imapd: imapd-check/tests/imap_dovecot_parity.rs (reference SORT/THREAD).
+PACKAGES=(postfix python3 isync strace dovecot-imapd)
 
 t0=$(date +%s)
 step() { printf '\n=== %s (%ss elapsed)\n' "$*" "$(($(date +%s) - t0))"; }
