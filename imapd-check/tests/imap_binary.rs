@@ -258,3 +258,56 @@ fn append_with_literal8() {
     assert_eq!(first, "* 1 FETCH (BINARY[1] ~{5}");
     assert_eq!(crc, crc32fast::hash(b"a\0b\r\n"));
 }
+
+/// BINARY with a section beyond part numbers, as Dovecot takes it (and
+/// test suites written against it send): `BINARY[TEXT]` decodes the
+/// message text (each leaf below it), `BINARY[n.MIME]`, `[n.HEADER]` and
+/// `[n.HEADER.FIELDS (...)]` are the header bytes, BINARY.SIZE of each is
+/// its length, and `<origin>` without a length runs to the end. BINARY
+/// (not PEEK) sets \Seen (RFC 3501 6.4.5).
+#[test]
+fn binary_of_header_and_text_sections() {
+    let msg = "From: a@x.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\npre\r\n\
+               --b\r\nContent-Type: message/rfc822\r\n\r\n\
+               Subject: in\r\nX-Y: z\r\nContent-Transfer-Encoding: base64\r\n\r\naGk=\r\n\
+               --b--\r\n";
+    let (_tmp, spool) = store_with("hdr", &[msg.as_bytes().to_vec()]);
+    let mut c = Client::spawn(&spool, "hdr");
+    c.ok("SELECT INBOX");
+    let text = "pre\r\n--b\r\nContent-Type: message/rfc822\r\n\r\n\
+                Subject: in\r\nX-Y: z\r\nContent-Transfer-Encoding: binary\r\n\r\nhi\r\n--b--\r\n";
+    let r = fetch_literal(&mut c, "h1", "FETCH 1 (BINARY.PEEK[TEXT])");
+    assert_eq!(
+        r.before,
+        format!("* 1 FETCH (BINARY[TEXT] {{{}}}", text.len())
+    );
+    assert_eq!(r.crc, crc32fast::hash(text.as_bytes()));
+    let r = fetch_literal(&mut c, "h2", "FETCH 1 (BINARY.PEEK[1.TEXT])");
+    assert_eq!(
+        (r.before.as_str(), r.crc),
+        ("* 1 FETCH (BINARY[1.TEXT] {2}", crc32fast::hash(b"hi"))
+    );
+    let mime = "Content-Type: message/rfc822\r\n\r\n";
+    let r = fetch_literal(&mut c, "h3", "FETCH 1 (BINARY.PEEK[1.MIME])");
+    assert_eq!(r.crc, crc32fast::hash(mime.as_bytes()));
+    let r = fetch_literal(&mut c, "h4", "FETCH 1 (BINARY.PEEK[1.HEADER.FIELDS (X-Y)])");
+    assert_eq!(r.before, "* 1 FETCH (BINARY[1.HEADER.FIELDS (X-Y)] {10}");
+    assert_eq!(r.crc, crc32fast::hash(b"X-Y: z\r\n\r\n"));
+    let lines = c.ok("FETCH 1 (BINARY.SIZE[TEXT] BINARY.SIZE[1.MIME] BINARY.SIZE[1.TEXT])");
+    assert_eq!(
+        lines[0],
+        format!(
+            "* 1 FETCH (BINARY.SIZE[TEXT] {} BINARY.SIZE[1.MIME] {} BINARY.SIZE[1.TEXT] 2)",
+            text.len(),
+            mime.len()
+        )
+    );
+    let r = fetch_literal(&mut c, "h5", "FETCH 1 (BINARY.PEEK[TEXT]<5>)");
+    assert_eq!(
+        r.before,
+        format!("* 1 FETCH (BINARY[TEXT]<5> {{{}}}", text.len() - 5)
+    );
+    assert_eq!(r.crc, crc32fast::hash(&text.as_bytes()[5..]));
+    let r = fetch_literal(&mut c, "h6", "FETCH 1 (BINARY[1.TEXT])");
+    assert!(r.after[0].contains("\\Seen"), "{:?}", r.after);
+}

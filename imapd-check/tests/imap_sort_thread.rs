@@ -493,3 +493,32 @@ fn esort_and_sort_modseq() {
         format!("* SORT 4 5 2 3 1 6 (MODSEQ {top})")
     );
 }
+
+/// RFC 5256 3 REFERENCES step 1 with RFC 5322 3.6.4 msg-ids: `<bad>`
+/// (no `@`) is no Message-ID and links nothing, so 1 is free to hang
+/// below 2 when 3 says so (as Dovecot threads it).
+#[test]
+fn thread_references_ignores_invalid_ids() {
+    let msgs = vec![
+        (
+            h(&["Message-ID: <a@x>", "References: <bad>", "Subject: one"]),
+            10,
+            0,
+        ),
+        (h(&["Message-ID: <z@x>", "Subject: two"]), 20, 0),
+        (
+            h(&[
+                "Message-ID: <c@x>",
+                "References: <z@x> <a@x>",
+                "Subject: three",
+            ]),
+            30,
+            0,
+        ),
+    ];
+    let (_tmp, spool) = mailbox("badid", &msgs);
+    let mut c = Client::spawn(&spool, "badid");
+    c.ok("SELECT INBOX");
+    let lines = c.ok("THREAD REFERENCES UTF-8 ALL");
+    assert_eq!(untagged(&lines, "* THREAD"), "* THREAD (2 1 3)");
+}

@@ -18,10 +18,11 @@ use std::cell::RefCell;
 use std::io;
 use std::num::NonZeroU32;
 
-use imap_codec::imap_types::fetch::MessageDataItemName;
+use imap_codec::imap_types::fetch::{MessageDataItemName, Part, Section};
 use mail_parser::{MessageParser, MimeHeaders};
 
 use super::emit::{Broken, Emitter};
+use super::sort::quoted;
 use super::structure::{self, CHUNK, Kind, Source, Structure};
 
 /// A Content-Transfer-Encoding this server can undo.
@@ -49,7 +50,9 @@ fn cte_of(value: Option<&str>) -> Result<Cte, UnknownCte> {
 
 /// One stretch of what a BINARY section sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Seg {
+pub(super) enum Seg {
+    /// Bytes made for the response (HEADER.FIELDS).
+    Bytes(Vec<u8>),
     /// Bytes of the message (offset, length) with this encoding undone.
     Stored(u64, u64, Cte),
     /// `Content-Transfer-Encoding: binary`, in place of the field of a
@@ -199,18 +202,181 @@ pub fn check(
     src: &dyn Source,
     st: &Structure,
     items: &[MessageDataItemName],
+    alias: &[Option<Flavor>],
 ) -> io::Result<Result<(), UnknownCte>> {
+    let mut body_ext = 0;
     for it in items {
-        let section = match it {
+        let found = match it {
             MessageDataItemName::Binary { section, .. }
-            | MessageDataItemName::BinarySize { section } => section,
+            | MessageDataItemName::BinarySize { section } => locate(src, st, section)?,
+            MessageDataItemName::BodyExt {
+                section: Some(Section::Text(p)),
+                ..
+            } if alias.get(body_ext).is_some_and(Option::is_some) => {
+                body_ext += 1;
+                text_segments(src, st, p.as_ref())?
+            }
+            MessageDataItemName::BodyExt { .. } => {
+                body_ext += 1;
+                continue;
+            }
             _ => continue,
         };
-        if let Err(e) = locate(src, st, section)? {
+        if let Err(e) = found {
             return Ok(Err(e));
         }
     }
     Ok(Ok(()))
+}
+
+/// The TEXT of the message `p` names (the top one for none), decoded:
+/// the stretches `BINARY[p.TEXT]` sends. Nothing for a part that is no
+/// message.
+pub(super) fn text_segments(
+    src: &dyn Source,
+    st: &Structure,
+    p: Option<&Part>,
+) -> io::Result<Result<Vec<Seg>, UnknownCte>> {
+    let msg = match p {
+        None => Some(0),
+        Some(p) => {
+            let path: Vec<u32> = p.0.as_ref().iter().map(|n| n.get()).collect();
+            st.find(&path).and_then(|i| st.inner(i))
+        }
+    };
+    let mut out = Vec::new();
+    if let Some(i) = msg
+        && let Err(e) = segments(src, st, i, false, &mut out)?
+    {
+        return Ok(Err(e));
+    }
+    out.retain(|s| !matches!(s, Seg::Stored(_, 0, _)));
+    Ok(Ok(out))
+}
+
+/// A FETCH item imap-codec cannot parse as BINARY (a section with
+/// HEADER, TEXT or MIME, as Dovecot takes them) and that came through it
+/// as BODY: what to answer it as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Binary,
+    Size,
+}
+
+/// Rewrites the BINARY items of a FETCH that imap-codec cannot parse:
+/// `BINARY[2.HEADER]`, `BINARY.PEEK[TEXT]`, `BINARY.SIZE[1.MIME]` become
+/// BODY (or BODY.PEEK) items, and a partial without a length,
+/// `BINARY[1]<15>`, gets the largest one. RFC 3516's grammar has only
+/// part numbers and `<origin.length>`; Dovecot takes these too, and
+/// clients and test suites written against it send them. Gives back the
+/// command and, for each BODY item of it in order, whether it stands for
+/// a BINARY one; `None` when nothing needs rewriting.
+pub fn rewrite_fetch(cmd: &[u8]) -> Option<(Vec<u8>, Vec<Option<Flavor>>)> {
+    const NAMES: [(&[u8], Option<Flavor>, &[u8]); 5] = [
+        (b"BINARY.PEEK[", Some(Flavor::Binary), b"BODY.PEEK["),
+        (b"BINARY.SIZE[", Some(Flavor::Size), b"BODY.PEEK["),
+        (b"BINARY[", Some(Flavor::Binary), b"BODY["),
+        (b"BODY.PEEK[", None, b""),
+        (b"BODY[", None, b""),
+    ];
+    let upper = cmd.to_ascii_uppercase();
+    let first_line = &upper[..upper
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(upper.len())];
+    let mut words = first_line.split(|&b| b == b' ').skip(1);
+    let name = match words.next() {
+        Some(b"UID") => words.next(),
+        w => w,
+    };
+    if name != Some(b"FETCH".as_slice()) || !first_line.windows(6).any(|w| w == b"BINARY") {
+        return None;
+    }
+    let mut out = Vec::with_capacity(cmd.len() + 16);
+    let mut alias = Vec::new();
+    let mut changed = false;
+    let mut i = 0;
+    while i < cmd.len() {
+        match cmd[i] {
+            b'"' => {
+                let (_, end) = quoted(cmd, i);
+                let end = end.min(cmd.len());
+                out.extend_from_slice(&cmd[i..end]);
+                i = end;
+                continue;
+            }
+            b'{' => {
+                // A literal: copy it whole.
+                let close = cmd[i..].iter().position(|&c| c == b'}').map(|p| i + p);
+                let n = close.and_then(|c| {
+                    let digits = cmd[i + 1..c].strip_suffix(b"+").unwrap_or(&cmd[i + 1..c]);
+                    std::str::from_utf8(digits).ok()?.parse::<usize>().ok()
+                });
+                if let (Some(c), Some(n)) = (close, n) {
+                    let end = (c + 3 + n).min(cmd.len());
+                    out.extend_from_slice(&cmd[i..end]);
+                    i = end;
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        let at_item = i > 0 && matches!(cmd[i - 1], b' ' | b'(');
+        let named = NAMES
+            .iter()
+            .find(|(n, _, _)| at_item && upper[i..].starts_with(n));
+        let Some(&(name, flavor, body_name)) = named else {
+            out.push(cmd[i]);
+            i += 1;
+            continue;
+        };
+        // The section: to its `]`, past parenthesised field names.
+        let open = i + name.len();
+        let mut j = open;
+        let mut depth = 0usize;
+        while j < cmd.len() && !(cmd[j] == b']' && depth == 0) {
+            match cmd[j] {
+                b'(' => depth += 1,
+                b')' => depth = depth.saturating_sub(1),
+                b'"' => j = quoted(cmd, j).1 - 1,
+                _ => {}
+            }
+            j += 1;
+        }
+        let section = &cmd[open..j.min(cmd.len())];
+        let numeric = section.iter().all(|b| b.is_ascii_digit() || *b == b'.');
+        let binary = flavor.is_some();
+        if binary && !numeric {
+            out.extend_from_slice(body_name);
+            alias.push(flavor);
+            changed = true;
+        } else {
+            out.extend_from_slice(&cmd[i..open]);
+            if !binary {
+                alias.push(None);
+            }
+        }
+        out.extend_from_slice(section);
+        i = j;
+        if i < cmd.len() {
+            out.push(b']');
+            i += 1;
+        }
+        // `<origin>` without a length.
+        if binary && cmd.get(i) == Some(&b'<') {
+            let close = cmd[i..].iter().position(|&c| c == b'>').map(|p| i + p);
+            if let Some(c) = close
+                && cmd[i + 1..c].iter().all(u8::is_ascii_digit)
+                && c > i + 1
+            {
+                out.extend_from_slice(&cmd[i..c]);
+                out.extend_from_slice(b".4294967295>");
+                i = c + 1;
+                changed = true;
+            }
+        }
+    }
+    changed.then_some((out, alias))
 }
 
 /// A streaming decoder.
@@ -259,6 +425,12 @@ impl Decoder {
             Decoder::Identity => out.extend_from_slice(input),
             Decoder::Base64 { acc, bits } => {
                 for &c in input {
+                    if c == b'=' {
+                        // Padding ends a group: what follows starts afresh
+                        // (bodies made of several encoded pieces).
+                        (*acc, *bits) = (0, 0);
+                        continue;
+                    }
                     let Some(v) = b64_value(c) else { continue };
                     *acc = (*acc << 6) | v;
                     *bits += 6;
@@ -436,6 +608,11 @@ impl<'a> Decoded<'a> {
                 st.seg += 1;
                 return Ok(true);
             }
+            Seg::Bytes(b) => {
+                st.out.extend_from_slice(b);
+                st.seg += 1;
+                return Ok(true);
+            }
             Seg::Stored(o, l, c) => (*o, *l, *c),
         };
         let decoder = st.decoder.get_or_insert_with(|| Decoder::new(cte));
@@ -535,19 +712,43 @@ pub fn render(
 ) -> Result<(), Broken> {
     em.buf.extend_from_slice(b"BINARY");
     section_text(&mut em.buf, section);
+    let segs = checked(locate(src, st, section))?;
+    emit(em, src, &segs, partial)
+}
+
+/// `<origin> ~{n}` and the bytes of `segs` (the name is written).
+pub(super) fn emit(
+    em: &mut Emitter,
+    src: &dyn Source,
+    segs: &[Seg],
+    partial: Option<(u32, NonZeroU32)>,
+) -> Result<(), Broken> {
     if let Some((origin, _)) = partial {
         em.buf.extend_from_slice(format!("<{origin}>").as_bytes());
     }
-    let segs = checked(locate(src, st, section))?;
     let window = partial.map_or((0, u64::MAX), |(o, l)| (o as u64, l.get() as u64));
-    let (size, nul) = measure(src, &segs, window).map_err(Broken::Source)?;
+    let (size, nul) = measure(src, segs, window).map_err(Broken::Source)?;
     let start = window.0.min(size);
     let n = window.1.min(size - start);
     em.buf.push(b' ');
     if nul {
         em.buf.push(b'~');
     }
-    em.literal(&Decoded::new(src, &segs, size), start, n, None)
+    em.literal(&Decoded::new(src, segs, size), start, n, None)
+}
+
+/// The size of what `segs` send.
+pub(super) fn size(src: &dyn Source, segs: &[Seg]) -> Result<u64, Broken> {
+    Ok(measure(src, segs, (0, 0)).map_err(Broken::Source)?.0)
+}
+
+/// What `check` let through cannot fail here; see [`checked`].
+pub(super) fn checked_text(
+    src: &dyn Source,
+    st: &Structure,
+    p: Option<&Part>,
+) -> Result<Vec<Seg>, Broken> {
+    checked(text_segments(src, st, p))
 }
 
 /// `BINARY.SIZE[section] n`.
@@ -560,8 +761,7 @@ pub fn render_size(
     out.extend_from_slice(b"BINARY.SIZE");
     section_text(out, section);
     let segs = checked(locate(src, st, section))?;
-    let (size, _) = measure(src, &segs, (0, 0)).map_err(Broken::Source)?;
-    out.extend_from_slice(format!(" {size}").as_bytes());
+    out.extend_from_slice(format!(" {}", size(src, &segs)?).as_bytes());
     Ok(())
 }
 
@@ -592,6 +792,10 @@ mod tests {
             assert_eq!(decode(Cte::Base64, b"YQ==", chunk), b"a");
             assert_eq!(decode(Cte::Base64, b"YWI=", chunk), b"ab");
             assert_eq!(decode(Cte::Base64, b"Y*W!Jj", chunk), b"abc");
+            assert_eq!(
+                decode(Cte::Base64, b"SGVsbG8=V29ybGQ=", chunk),
+                b"HelloWorld"
+            );
         }
     }
 
@@ -608,6 +812,34 @@ mod tests {
             assert_eq!(q(b"x = y"), b"x = y");
             assert_eq!(q(b"end="), b"end=");
         }
+    }
+
+    fn rw(s: &str) -> Option<(String, Vec<Option<Flavor>>)> {
+        rewrite_fetch(s.as_bytes()).map(|(c, a)| (String::from_utf8(c).unwrap(), a))
+    }
+
+    /// Dovecot's BINARY forms that RFC 3516's grammar lacks.
+    #[test]
+    fn binary_items_beyond_part_numbers_are_rewritten() {
+        use Flavor::*;
+        assert_eq!(rw("a FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[2])\r\n"), None);
+        assert_eq!(
+            rw("a FETCH 1 (BODY[1] binary.peek[TEXT] BINARY.SIZE[2.MIME] BINARY[1]<0.5>)\r\n"),
+            Some((
+                "a FETCH 1 (BODY[1] BODY.PEEK[TEXT] BODY.PEEK[2.MIME] BINARY[1]<0.5>)\r\n".into(),
+                vec![None, Some(Binary), Some(Size)]
+            ))
+        );
+        assert_eq!(
+            rw("a UID FETCH 1 (BINARY[2.HEADER.FIELDS (from \"x]\")] BINARY.PEEK[5]<15>)\r\n"),
+            Some((
+                "a UID FETCH 1 (BODY[2.HEADER.FIELDS (from \"x]\")] BINARY.PEEK[5]<15.4294967295>)\r\n"
+                    .into(),
+                vec![Some(Binary)]
+            ))
+        );
+        assert_eq!(rw("a SEARCH BINARY[TEXT]\r\n"), None);
+        assert_eq!(rw("a STORE 1 FLAGS (FETCH BINARY[TEXT])\r\n"), None);
     }
 
     #[test]

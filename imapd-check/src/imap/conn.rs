@@ -75,6 +75,8 @@ pub struct Session {
     pub(super) saved: Vec<u32>,
     /// The command being run had `$` written as `searchres::MARK`.
     pub(super) dollar: bool,
+    /// The BINARY items of the FETCH being run that imap-codec got as BODY.
+    pub(super) binary_alias: Vec<Option<super::binary::Flavor>>,
     pub(super) limits: Limits,
     /// Untagged responses of the command in progress.
     pub(super) buf: Vec<u8>,
@@ -189,6 +191,7 @@ impl Session {
             search_return: None,
             saved: Vec::new(),
             dollar: false,
+            binary_alias: Vec::new(),
             buf: Vec::new(),
         }
     }
@@ -283,27 +286,14 @@ impl Session {
                 }
                 Assembled::Command(b) => b,
             };
-            // ESEARCH: imap-codec cannot parse `SEARCH RETURN (...)`.
-            self.search_return = None;
-            let bytes = match super::esearch::split_return(&bytes) {
-                Ok(Some((rest, opts))) => {
-                    self.search_return = Some(opts);
-                    rest
-                }
-                Ok(None) => bytes,
-                Err(super::esearch::BadReturn(why)) => {
-                    // A SEARCH that fails empties `$` (RFC 5182 2.1).
-                    self.saved.clear();
-                    let t = tag_of(&bytes).unwrap_or_else(|| "*".into());
-                    self.out
-                        .write_all(format!("{t} BAD RETURN: {why}\r\n").as_bytes())?;
+            // What imap-codec cannot parse (rewrite.rs).
+            let bytes = match self.rewrite(bytes) {
+                Ok(b) => b,
+                Err(line) => {
+                    self.out.write_all(line.as_bytes())?;
                     continue;
                 }
             };
-            // SEARCHRES: imap-codec does not know `$`.
-            let marked = super::searchres::substitute(&bytes);
-            self.dollar = marked.is_some();
-            let bytes = marked.unwrap_or(bytes);
             let cmd = match CommandCodec::default().decode(&bytes) {
                 Ok((b"", cmd)) => cmd,
                 // What imap-codec cannot parse (extparse.rs says which).
@@ -314,9 +304,7 @@ impl Session {
                     }
                 }
                 _ => {
-                    if self.search_return.is_some_and(|o| o.save) {
-                        self.saved.clear();
-                    }
+                    self.unparsed();
                     let line = match tag_of(&bytes) {
                         Some(t) => format!("{t} BAD Syntax error in command\r\n"),
                         None => "* BAD Syntax error, no valid tag\r\n".to_string(),

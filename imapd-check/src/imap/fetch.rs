@@ -26,6 +26,9 @@ pub struct Plan {
     pub full_body: bool,
     /// Some item is BINARY or BINARY.SIZE (encodings checked first).
     pub binary: bool,
+    /// For each BODY item in order: the BINARY item it stands for
+    /// (`binary::rewrite_fetch`).
+    pub alias: Vec<Option<binary::Flavor>>,
 }
 
 /// Why an item cannot be served.
@@ -37,6 +40,7 @@ impl Plan {
         m: MacroOrMessageDataItemNames<'static>,
         uid_cmd: bool,
         want_modseq: bool,
+        alias: Vec<Option<binary::Flavor>>,
     ) -> Result<Plan, Unsupported> {
         let mut items = match m {
             MacroOrMessageDataItemNames::Macro(m) => {
@@ -46,9 +50,10 @@ impl Plan {
         };
         let mut needs_body = false;
         let mut sets_seen = false;
-        let mut needs_structure = false;
         let mut full_body = false;
-        let mut binary = false;
+        let mut binary = alias.iter().any(Option::is_some);
+        // Decoding a TEXT needs the parts below it.
+        let mut needs_structure = binary;
         for it in &items {
             match it {
                 MessageDataItemName::Binary { peek, .. } => {
@@ -104,6 +109,7 @@ impl Plan {
             needs_structure,
             full_body,
             binary,
+            alias,
         })
     }
 
@@ -171,8 +177,10 @@ pub fn render(
     rec: &Record,
     (keywords, recent): (&[String], bool),
     items: &[MessageDataItemName],
+    alias: &[Option<binary::Flavor>],
     body: Option<Body>,
 ) -> Result<(), Broken> {
+    let mut body_ext = 0;
     em.buf
         .extend_from_slice(format!("* {seq} FETCH (").as_bytes());
     let empty = Mem(&[]);
@@ -243,7 +251,15 @@ pub fn render(
             }
             MessageDataItemName::BodyExt {
                 section, partial, ..
+            } if alias.get(body_ext).copied().flatten().is_some() => {
+                let flavor = alias[body_ext].expect("checked");
+                body_ext += 1;
+                render_alias(em, src, st, section.as_ref(), *partial, flavor)?;
+            }
+            MessageDataItemName::BodyExt {
+                section, partial, ..
             } => {
+                body_ext += 1;
                 out.extend_from_slice(b"BODY[");
                 if let Some(s) = section {
                     section_spec(out, s);
@@ -296,6 +312,44 @@ pub fn render(
     }
     em.buf.extend_from_slice(b")\r\n");
     em.maybe_flush().map_err(Broken::Client)
+}
+
+/// A BINARY item that came through imap-codec as BODY (a section with
+/// HEADER, TEXT or MIME): TEXT decoded (`binary::text_segments`), the
+/// others as BODY has them; `BINARY[...]` or `BINARY.SIZE[...]`.
+fn render_alias(
+    em: &mut Emitter,
+    src: &dyn Source,
+    st: Option<&Structure>,
+    section: Option<&Section>,
+    partial: Option<(u32, std::num::NonZeroU32)>,
+    flavor: binary::Flavor,
+) -> Result<(), Broken> {
+    em.buf.extend_from_slice(match flavor {
+        binary::Flavor::Binary => b"BINARY[".as_slice(),
+        binary::Flavor::Size => b"BINARY.SIZE[".as_slice(),
+    });
+    if let Some(s) = section {
+        section_spec(&mut em.buf, s);
+    }
+    em.buf.push(b']');
+    let segs = match (section, st) {
+        (Some(Section::Text(p)), Some(st)) => binary::checked_text(src, st, p.as_ref())?,
+        (Some(s), Some(st)) => match section_data(src, st, s).map_err(Broken::Source)? {
+            None => Vec::new(),
+            Some(Data::Range(o, l)) => vec![binary::Seg::Stored(o, l, binary::Cte::Identity)],
+            Some(Data::Made(v)) => vec![binary::Seg::Bytes(v)],
+        },
+        _ => Vec::new(),
+    };
+    match flavor {
+        binary::Flavor::Binary => binary::emit(em, src, &segs, partial),
+        binary::Flavor::Size => {
+            let n = binary::size(src, &segs)?;
+            em.buf.extend_from_slice(format!(" {n}").as_bytes());
+            Ok(())
+        }
+    }
 }
 
 fn part_path(p: &Part) -> Vec<u32> {

@@ -123,8 +123,9 @@ impl Session {
         if changed_since.is_some() {
             self.condstore = true;
         }
+        let alias = std::mem::take(&mut self.binary_alias);
         // With QRESYNC every FETCH response carries the UID (RFC 7162 3.2.4).
-        let plan = Plan::new(items, uid || self.qresync, changed_since.is_some())
+        let plan = Plan::new(items, uid || self.qresync, changed_since.is_some(), alias)
             .map_err(|u| Fail::Bad(u.0.into()))?;
         let mut targets = self.targets(set, uid)?;
         let sel = self.sel.as_mut().expect("selected");
@@ -169,23 +170,25 @@ impl Session {
             };
             let prepared = if plan.needs_body {
                 match fetch::prepare(&sel.mbox, &rec, &plan) {
-                    Ok(p) if plan.binary => match binary::check(&p.0, &p.1, &plan.items) {
-                        Ok(Ok(())) => Some(p),
-                        Ok(Err(binary::UnknownCte)) => {
-                            // RFC 3516 4.2: refused before a byte of it.
-                            unknown_cte.push(uid);
-                            continue;
-                        }
-                        Err(e) => {
-                            self.buf = em.into_buf();
-                            return Err(Error::Io {
-                                op: "read",
-                                path: p.0.path.clone(),
-                                source: e,
+                    Ok(p) if plan.binary => {
+                        match binary::check(&p.0, &p.1, &plan.items, &plan.alias) {
+                            Ok(Ok(())) => Some(p),
+                            Ok(Err(binary::UnknownCte)) => {
+                                // RFC 3516 4.2: refused before a byte of it.
+                                unknown_cte.push(uid);
+                                continue;
                             }
-                            .into());
+                            Err(e) => {
+                                self.buf = em.into_buf();
+                                return Err(Error::Io {
+                                    op: "read",
+                                    path: p.0.path.clone(),
+                                    source: e,
+                                }
+                                .into());
+                            }
                         }
-                    },
+                    }
                     Ok(p) => Some(p),
                     Err(Error::Expunged(_)) => {
                         // RFC 2180 4.1.1: removed by another session and
@@ -225,6 +228,7 @@ impl Session {
                 &rec,
                 (&kw, sel.recent.contains(uid)),
                 items,
+                &plan.alias,
                 body,
             ) {
                 drop(em);

@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 
 use imap_codec::imap_types::extensions::sort::{SortCriterion, SortKey};
 use imap_codec::imap_types::search::SearchKey;
-use mail_parser::{Addr, Address, Message, MessageParser};
+use mail_parser::{Address, HeaderName, Message, MessageParser};
 use unicode_normalization::UnicodeNormalization;
 
 use super::conn::{Done, Fail, Session, ok};
@@ -21,7 +21,7 @@ use super::search::Candidate;
 /// Text sort keys keep this many bytes (of their casemapped form);
 /// messages equal that far are ordered by the next criterion, then by
 /// sequence number.
-pub const KEY_MAX: usize = 256;
+pub const KEY_MAX: usize = 128;
 
 /// The i;unicode-casemap form of `s` (RFC 5051 2: each character's
 /// simple titlecase mapping from UnicodeData, then its decomposition),
@@ -205,55 +205,205 @@ pub fn sent_date(rec: &storage::Record) -> i64 {
     }
 }
 
-/// The first element of an address list as ENVELOPE gives it: a named
-/// group comes as its name (the group start marker, RFC 3501 7.4.2).
-enum First<'a> {
-    Group(&'a str),
-    Addr(&'a Addr<'a>),
+/// The first element of an address-list field as ENVELOPE lists it
+/// (RFC 3501 7.4.2), read from the field's raw text: mail-parser gives
+/// no address for a source route, a quoted local part or a lone word.
+#[derive(Debug, PartialEq, Eq)]
+enum First {
+    /// A group's start marker: its name.
+    Group(String),
+    Addr {
+        local: String,
+        domain: Option<String>,
+    },
+    /// Words and no address (Dovecot's MISSING_MAILBOX).
+    Missing,
 }
 
-fn first<'a>(a: Option<&'a Address<'a>>) -> Option<First<'a>> {
-    match a? {
-        Address::List(list) => list.first().map(First::Addr),
-        Address::Group(groups) => {
-            let g = groups.first()?;
-            match g.name.as_deref() {
-                Some(name) => Some(First::Group(name)),
-                None => g.addresses.first().map(First::Addr),
+/// Skips a comment (nested, with quoted pairs) that starts at `i`.
+fn skip_comment(b: &[u8], mut i: usize) -> usize {
+    let mut depth = 0usize;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 1,
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    i
+}
+
+/// The content of a quoted string that starts at `i`, and where it ends.
+pub(super) fn quoted(b: &[u8], mut i: usize) -> (Vec<u8>, usize) {
+    let mut out = Vec::new();
+    i += 1;
+    while i < b.len() && b[i] != b'"' {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            i += 1;
+        }
+        if b[i] != b'\r' && b[i] != b'\n' {
+            out.push(b[i]);
+        }
+        i += 1;
+    }
+    (out, i + 1)
+}
+
+/// A local part or domain from `i` to the first of `stop` (quoted
+/// strings and comments taken care of); where it ends.
+fn word_until(b: &[u8], mut i: usize, stop: &[u8]) -> (Vec<u8>, usize) {
+    let mut out = Vec::new();
+    while i < b.len() && !stop.contains(&b[i]) {
+        match b[i] {
+            b'"' => {
+                let (q, ni) = quoted(b, i);
+                out.extend_from_slice(&q);
+                i = ni;
+            }
+            b'(' => i = skip_comment(b, i),
+            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
+            c => {
+                out.push(c);
+                i += 1;
             }
         }
     }
+    (out, i)
 }
 
-/// [IMAP] addr-mailbox of the first address (RFC 5256 3: FROM, TO, CC).
-fn first_mailbox(a: Option<&Address>) -> String {
-    match first(a) {
-        None => String::new(),
-        Some(First::Group(name)) => casemap(name),
-        Some(First::Addr(addr)) => {
-            let spec = addr.address.as_deref().unwrap_or("");
-            casemap(spec.rfind('@').map_or(spec, |at| &spec[..at]))
+fn text(v: Vec<u8>) -> String {
+    String::from_utf8_lossy(&v).into_owned()
+}
+
+fn first_raw(v: &str) -> Option<First> {
+    let b = v.as_bytes();
+    let mut words: Vec<Vec<u8>> = Vec::new();
+    let mut cur: Vec<u8> = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b' ' | b'\t' | b'\r' | b'\n' | b'(' => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+                i = if b[i] == b'(' {
+                    skip_comment(b, i)
+                } else {
+                    i + 1
+                };
+            }
+            b'"' => {
+                let (q, ni) = quoted(b, i);
+                cur.extend_from_slice(&q);
+                i = ni;
+            }
+            b':' => {
+                words.extend((!cur.is_empty()).then(|| std::mem::take(&mut cur)));
+                let name: Vec<String> = words.into_iter().map(text).collect();
+                return Some(First::Group(name.join(" ")));
+            }
+            b'<' => {
+                let mut j = i + 1;
+                while b.get(j).is_some_and(|c| c.is_ascii_whitespace()) {
+                    j += 1;
+                }
+                if b.get(j) == Some(&b'@') {
+                    // A source route, `@a,@b:`, is not part of the address.
+                    j = b[j..]
+                        .iter()
+                        .position(|&c| c == b':')
+                        .map_or(b.len(), |p| j + p + 1);
+                }
+                let (local, j) = word_until(b, j, b"@>");
+                let domain = (b.get(j) == Some(&b'@')).then(|| text(word_until(b, j + 1, b">").0));
+                return Some(First::Addr {
+                    local: text(local),
+                    domain,
+                });
+            }
+            b'@' => {
+                let local = if cur.is_empty() {
+                    words.pop().unwrap_or_default()
+                } else {
+                    cur
+                };
+                let (domain, _) = word_until(b, i + 1, b",;<>");
+                return Some(First::Addr {
+                    local: text(local),
+                    domain: Some(text(domain)),
+                });
+            }
+            b',' | b';' if words.is_empty() && cur.is_empty() => i += 1,
+            b',' | b';' => break,
+            c => {
+                cur.push(c);
+                i += 1;
+            }
         }
+    }
+    words.extend((!cur.is_empty()).then_some(cur));
+    match words.len() {
+        0 => None,
+        1 => Some(First::Addr {
+            local: text(words.pop().unwrap_or_default()),
+            domain: None,
+        }),
+        _ => Some(First::Missing),
     }
 }
 
-/// RFC 5957 3: the display name of the first address, or its addr-spec
-/// when it has none (DISPLAYFROM, DISPLAYTO); a group's name.
-fn first_display(a: Option<&Address>) -> String {
-    match first(a) {
+/// The raw text of a header field of the parsed header.
+fn raw<'m>(m: Option<&'m Message>, name: HeaderName<'static>) -> Option<&'m str> {
+    m?.header_raw(name)
+}
+
+/// [IMAP] addr-mailbox of the first address (RFC 5256 3: FROM, TO, CC).
+fn first_mailbox(field: Option<&str>) -> String {
+    match field.and_then(first_raw) {
+        None => String::new(),
+        Some(First::Group(name)) => casemap(&name),
+        Some(First::Addr { local, .. }) => casemap(&local),
+        Some(First::Missing) => casemap("MISSING_MAILBOX"),
+    }
+}
+
+/// RFC 5957 3: the display name of the first address (decoded from RFC
+/// 2047, as mail-parser gives it), or its addr-spec when it has none
+/// (DISPLAYFROM, DISPLAYTO); a group's name.
+fn first_display(field: Option<&str>, parsed: Option<&Address>) -> String {
+    let name = parsed
+        .and_then(|a| match a {
+            Address::List(l) => l.first(),
+            Address::Group(g) => g.first().filter(|g| g.name.is_none())?.addresses.first(),
+        })
+        .and_then(|a| a.name.as_deref())
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
+    match field.and_then(first_raw) {
         None => String::new(),
         Some(First::Group(name)) => casemap(name.trim()),
-        Some(First::Addr(addr)) => match addr.name.as_deref().map(str::trim) {
-            Some(n) if !n.is_empty() => casemap(n),
-            _ => casemap(addr.address.as_deref().unwrap_or("")),
+        Some(First::Addr { local, domain }) => match name {
+            Some(n) => casemap(n),
+            None => casemap(&match domain {
+                Some(d) => format!("{local}@{d}"),
+                None => local,
+            }),
         },
+        Some(First::Missing) => casemap(name.unwrap_or("")),
     }
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum KeyVal {
     Num(i64),
-    Text(String),
+    Text(Box<str>),
 }
 
 fn make_key(c: &Candidate, criteria: &[SortCriterion]) -> Vec<KeyVal> {
@@ -268,12 +418,16 @@ fn make_key(c: &Candidate, criteria: &[SortCriterion]) -> Vec<KeyVal> {
             SortKey::Arrival => KeyVal::Num(c.rec.internal_date),
             SortKey::Date => KeyVal::Num(sent_date(c.rec)),
             SortKey::Size => KeyVal::Num(c.rec.size.min(i64::MAX as u64) as i64),
-            SortKey::Subject => KeyVal::Text(subject_key(m).text),
-            SortKey::From => KeyVal::Text(first_mailbox(m.and_then(|m| m.from()))),
-            SortKey::To => KeyVal::Text(first_mailbox(m.and_then(|m| m.to()))),
-            SortKey::Cc => KeyVal::Text(first_mailbox(m.and_then(|m| m.cc()))),
-            SortKey::DisplayFrom => KeyVal::Text(first_display(m.and_then(|m| m.from()))),
-            SortKey::DisplayTo => KeyVal::Text(first_display(m.and_then(|m| m.to()))),
+            SortKey::Subject => KeyVal::Text(subject_key(m).text.into()),
+            SortKey::From => KeyVal::Text(first_mailbox(raw(m, HeaderName::From)).into()),
+            SortKey::To => KeyVal::Text(first_mailbox(raw(m, HeaderName::To)).into()),
+            SortKey::Cc => KeyVal::Text(first_mailbox(raw(m, HeaderName::Cc)).into()),
+            SortKey::DisplayFrom => KeyVal::Text(
+                first_display(raw(m, HeaderName::From), m.and_then(|m| m.from())).into(),
+            ),
+            SortKey::DisplayTo => {
+                KeyVal::Text(first_display(raw(m, HeaderName::To), m.and_then(|m| m.to())).into())
+            }
         })
         .collect()
 }
@@ -307,6 +461,18 @@ impl Session {
         if criteria.len() > MAX_CRITERIA {
             return Err(Fail::Bad("Too many sort criteria".into()));
         }
+        // A key after the same key never decides anything: one key each.
+        let mut seen = Vec::new();
+        let criteria: Vec<SortCriterion> = criteria
+            .iter()
+            .filter(|c| {
+                let new = !seen.contains(&c.key);
+                seen.push(c.key.clone());
+                new
+            })
+            .cloned()
+            .collect();
+        let criteria = &criteria[..];
         let ret = self.search_return.take();
         let mut hits = self.matching_for(ret, Some(charset), search, |c| make_key(c, criteria))?;
         hits.sort_by(|a, b| compare(&a.key, &b.key, criteria));
@@ -356,7 +522,8 @@ mod tests {
             let m = MessageParser::default()
                 .parse_headers(h.as_bytes())
                 .unwrap();
-            (first_mailbox(m.from()), first_display(m.from()))
+            let r = raw(Some(&m), HeaderName::From);
+            (first_mailbox(r), first_display(r, m.from()))
         };
         assert_eq!(
             keys("From: Bob <bob@x.org>\r\n\r\n"),

@@ -102,7 +102,14 @@ fn facts(c: &Candidate, m: Option<&Message>, hashing: &Hashing) -> Msg {
     }
 }
 
-/// Non-empty msg-ids of a header value (mail-parser takes off the `<>`).
+/// Is this a msg-id (RFC 5322 3.6.4: `id-left "@" id-right`, the `<>`
+/// taken off by mail-parser)? Others, like `<bad>`, are not used.
+fn valid_id(s: &&str) -> bool {
+    s.split_once('@')
+        .is_some_and(|(l, r)| !l.is_empty() && !r.is_empty())
+}
+
+/// The valid msg-ids of a header value.
 fn ids<'a>(v: &'a HeaderValue) -> Vec<&'a str> {
     match v {
         HeaderValue::Text(t) => vec![t.as_ref()],
@@ -111,7 +118,7 @@ fn ids<'a>(v: &'a HeaderValue) -> Vec<&'a str> {
     }
     .into_iter()
     .map(str::trim)
-    .filter(|s| !s.is_empty())
+    .filter(valid_id)
     .collect()
 }
 
@@ -525,7 +532,7 @@ impl Session {
             let id = m
                 .and_then(|m| m.message_id())
                 .map(str::trim)
-                .filter(|s| !s.is_empty())
+                .filter(valid_id)
                 .map(|s| hashing.id(s));
             let mut refs = m.map(|m| ids(m.references())).unwrap_or_default();
             if refs.is_empty() {

@@ -188,14 +188,20 @@ impl Client {
     }
 
     pub fn spawn(spool: &Path, user: &str) -> Client {
-        let mut child = Command::new(IMAPD)
-            .args(["serve", "--spool"])
+        let mut cmd = Command::new(IMAPD);
+        cmd.args(["serve", "--spool"])
             .arg(spool)
-            .args(["-d", user, "--stdio"])
+            .args(["-d", user, "--stdio"]);
+        Client::preauth(cmd)
+    }
+
+    /// Any IMAP server speaking preauthenticated on its stdin/stdout.
+    pub fn preauth(mut cmd: Command) -> Client {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("spawn imapd-check serve");
+            .expect("spawn an IMAP server");
         let w = Box::new(child.stdin.take().unwrap());
         let r = BufReader::new(Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>);
         let mut c = Client {
