@@ -108,7 +108,8 @@ impl Session {
         if changed_since.is_some() {
             self.condstore = true;
         }
-        // With QRESYNC every FETCH response carries the UID (RFC 7162 3.2.4).
+        // With QRESYNC every FETCH response carries the UID (RFC 7162
+        // section 3.2, as Dovecot and James do).
         let plan = Plan::new(items, uid || self.qresync, changed_since.is_some())
             .map_err(|u| Fail::Bad(u.0.into()))?;
         let mut targets = self.targets(set, uid)?;
@@ -414,7 +415,7 @@ impl Session {
         let sel = self.sel.as_mut().expect("selected");
         let gone = sel.mbox.expunge(only.as_deref(), true)?;
         let ups = sel.view.apply_own_expunge(&gone, Allow::AllUpdates);
-        // RFC 7162 3.2.10 (and 3.1.11 errata): with CONDSTORE on, the OK
+        // RFC 7162 (CONDSTORE/QRESYNC EXPUNGE): with CONDSTORE on, the OK
         // carries HIGHESTMODSEQ, read before the check that follows this
         // command reports every change up to it.
         let top = if self.condstore {
