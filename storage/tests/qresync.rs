@@ -245,3 +245,35 @@ fn held_expunges_give_a_modseq_below_them() {
     v.check(&mut a, Allow::AllUpdates).unwrap();
     assert_eq!(v.held_expunge_modseq(), None);
 }
+
+/// A reconstruct rebuilds the index from the message files: expunged
+/// records may not survive it, so it records every MODSEQ as possibly
+/// removed and a QRESYNC client from before it gets the fallback answer
+/// (RFC 7162 3.2.5.2), which still names the expunged UID.
+#[test]
+fn reconstruct_makes_older_resyncs_fall_back() {
+    let (t, s) = store();
+    let mut b = open(&s);
+    append(&mut b, 3);
+    let old = b.header().unwrap().highestmodseq;
+    b.expunge(Some(&[2]), false).unwrap();
+    b.repack().unwrap();
+    drop(b);
+    let idx = find_index(&t.path().join("spool")).expect("an index");
+    storage::recovery::reconstruct(
+        idx.parent().unwrap(),
+        storage::Durability::Relaxed,
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    let mut a = open(&s);
+    let h = a.header().unwrap();
+    assert_eq!(h.removed_modseq, h.highestmodseq);
+    let req = ResyncRequest {
+        modseq: old,
+        ..Default::default()
+    };
+    let (_v, r) = SessionView::open_resync(&mut a, &req).unwrap();
+    assert!(r.fallback);
+    assert_eq!(r.vanished, vec![(2, 2)]);
+}
