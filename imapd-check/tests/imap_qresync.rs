@@ -289,7 +289,7 @@ fn vanished_replaces_expunge() {
     a.ok("UID STORE 5 +FLAGS.SILENT (\\Deleted)");
     let (lines, tagged) = a.cmd("EXPUNGE");
     assert_eq!(lines, vec!["* VANISHED 5".to_string()]);
-    // The OK carries the new HIGHESTMODSEQ (RFC 7162 3.2.10 example).
+    // The OK carries the new HIGHESTMODSEQ (RFC 7162's EXPUNGE examples).
     assert!(tagged.contains("OK [HIGHESTMODSEQ "), "{tagged}");
     let lines = a.ok("UID MOVE 6:7 Kept");
     assert!(lines.iter().any(|l| l == "* VANISHED 6:7"), "{lines:?}");

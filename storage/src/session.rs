@@ -236,16 +236,26 @@ impl SessionView {
     /// missed. The view reports expunges as [`Update::Vanished`].
     pub fn open_resync(mbox: &mut Mailbox, req: &ResyncRequest) -> Result<(SessionView, Resync)> {
         let snap = mbox.snapshot()?;
-        let (header, records) = (snap.header.clone(), snap.records.clone());
+        // The view takes the live records; the expunged ones (few: they
+        // wait for a repack) are kept aside for the VANISHED answer.
+        let header = snap.header.clone();
+        let expunged: Vec<Record> = snap
+            .records
+            .iter()
+            .filter(|r| r.is_expunged())
+            .cloned()
+            .collect();
         let mut view = Self::from_snapshot(mbox, snap);
         view.vanished = true;
+        let live: Vec<u32> = view.msgs.iter().map(|e| e.record.uid).collect();
         let all = [(1, u32::MAX)];
         let ranges = match &req.known_uids {
             Some(r) => normalize(r),
             None => all.to_vec(),
         };
         let floor = view.seq_match_floor(&req.seq_match);
-        let (vanished, fallback) = vanished_in(&header, &records, req.modseq, &ranges, floor, &[]);
+        let (vanished, fallback) =
+            vanished_in(&header, &expunged, req.modseq, &ranges, floor, &live);
         let changed = view
             .msgs
             .iter()

@@ -204,14 +204,32 @@ fn find_index(p: &std::path::Path) -> Option<std::path::PathBuf> {
 #[test]
 fn a_version_3_index_opens_and_resyncs_safely() {
     let (t, s) = store();
-    let mut b = open(&s);
-    append(&mut b, 4);
+    let old = expunge_2_and_repack(&s);
+    downgrade_to_version_3(t.path());
+    let (mut a, h) = assert_resync_falls_back(&s, old);
+    a.store(&[1], FlagOp::Add, Flags::SEEN, &[], None).unwrap();
+    drop(a);
+    let mut a = open(&s);
+    assert_eq!(a.header().unwrap().removed_modseq, h.highestmodseq);
+}
+
+/// Appends 1..=3, expunges 2 and repacks; the MODSEQ before the expunge.
+fn expunge_2_and_repack(s: &storage::Store) -> u64 {
+    let mut b = open(s);
+    append(&mut b, 3);
     let old = b.header().unwrap().highestmodseq;
     b.expunge(Some(&[2]), false).unwrap();
     b.repack().unwrap();
-    drop(b);
-    downgrade_to_version_3(t.path());
-    let mut a = open(&s);
+    old
+}
+
+/// The index counts every MODSEQ as possibly removed, and a resync from
+/// `old` gets the fallback, which names UID 2.
+fn assert_resync_falls_back(
+    s: &storage::Store,
+    old: u64,
+) -> (storage::Mailbox, storage::format::Header) {
+    let mut a = open(s);
     let h = a.header().unwrap();
     assert_eq!(h.removed_modseq, h.highestmodseq);
     let req = ResyncRequest {
@@ -221,10 +239,7 @@ fn a_version_3_index_opens_and_resyncs_safely() {
     let (_v, r) = SessionView::open_resync(&mut a, &req).unwrap();
     assert!(r.fallback);
     assert_eq!(r.vanished, vec![(2, 2)]);
-    a.store(&[1], FlagOp::Add, Flags::SEEN, &[], None).unwrap();
-    drop(a);
-    let mut a = open(&s);
-    assert_eq!(a.header().unwrap().removed_modseq, h.highestmodseq);
+    (a, h)
 }
 
 /// RFC 7162 3.2.5 (erratum 1810): while expunges are held, the view
@@ -244,4 +259,22 @@ fn held_expunges_give_a_modseq_below_them() {
     assert!(m < at, "{m} not below the expunge's MODSEQ {at}");
     v.check(&mut a, Allow::AllUpdates).unwrap();
     assert_eq!(v.held_expunge_modseq(), None);
+}
+
+/// A reconstruct rebuilds the index from the message files: expunged
+/// records may not survive it, so it records every MODSEQ as possibly
+/// removed and a QRESYNC client from before it gets the fallback answer
+/// (RFC 7162 3.2.5.2), which still names the expunged UID.
+#[test]
+fn reconstruct_makes_older_resyncs_fall_back() {
+    let (t, s) = store();
+    let old = expunge_2_and_repack(&s);
+    let idx = find_index(&t.path().join("spool")).expect("an index");
+    storage::recovery::reconstruct(
+        idx.parent().unwrap(),
+        storage::Durability::Relaxed,
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_resync_falls_back(&s, old);
 }

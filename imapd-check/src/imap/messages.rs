@@ -482,7 +482,7 @@ impl Session {
         let sel = self.sel.as_mut().expect("selected");
         let gone = sel.mbox.expunge(only.as_deref(), true)?;
         let ups = sel.view.apply_own_expunge(&gone, Allow::AllUpdates);
-        // RFC 7162 3.2.10 (and 3.1.11 errata): with CONDSTORE on, the OK
+        // RFC 7162 (CONDSTORE/QRESYNC EXPUNGE): with CONDSTORE on, the OK
         // carries HIGHESTMODSEQ, read before the check that follows this
         // command reports every change up to it.
         let top = if self.condstore {
