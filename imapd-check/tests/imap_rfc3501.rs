@@ -856,3 +856,47 @@ fn body_search_decodes_transfer_encodings() {
     );
     assert_eq!(search(&mut c, "SEARCH BODY nowhere"), "* SEARCH");
 }
+
+/// RFC 3501 6.3.11, 7.4.2 and 6.4.4: INTERNALDATE keeps the zone the
+/// APPEND gave it; FETCH shows it as given, and SEARCH BEFORE/ON/SINCE use
+/// its date in that zone, time and zone disregarded (imaptest's
+/// search-intdate). The same instant in UTC falls on another day.
+#[test]
+fn internaldate_keeps_its_zone_for_fetch_and_search() {
+    let (_tmp, spool) = spool_with("iz", 0);
+    let mut c = Client::spawn(&spool, "iz");
+    let msg = "From: a@b.example\r\nSubject: z\r\n\r\nbody\r\n";
+    for date in [
+        "01-Jan-2020 23:30:00 -0500", // 02-Jan 04:30 UTC
+        "02-Jan-2020 00:30:00 +0200", // 01-Jan 22:30 UTC
+        "02-Jan-2020 12:00:00 +0000",
+    ] {
+        c.ok(&format!(
+            "APPEND INBOX \"{date}\" {{{}+}}\r\n{msg}",
+            msg.len()
+        ));
+    }
+    c.ok("SELECT INBOX");
+    let lines = c.ok("FETCH 1:3 INTERNALDATE");
+    assert_eq!(
+        lines,
+        [
+            "* 1 FETCH (INTERNALDATE \"01-Jan-2020 23:30:00 -0500\")",
+            "* 2 FETCH (INTERNALDATE \"02-Jan-2020 00:30:00 +0200\")",
+            "* 3 FETCH (INTERNALDATE \"02-Jan-2020 12:00:00 +0000\")",
+        ]
+    );
+    assert_eq!(search(&mut c, "SEARCH ON 1-Jan-2020"), "* SEARCH 1");
+    assert_eq!(search(&mut c, "SEARCH ON 2-Jan-2020"), "* SEARCH 2 3");
+    assert_eq!(search(&mut c, "SEARCH BEFORE 2-Jan-2020"), "* SEARCH 1");
+    assert_eq!(search(&mut c, "SEARCH SINCE 2-Jan-2020"), "* SEARCH 2 3");
+    // A copy keeps the zone with the date.
+    c.ok("CREATE Kept");
+    c.ok("COPY 1 Kept");
+    c.ok("SELECT Kept");
+    let lines = c.ok("FETCH 1 INTERNALDATE");
+    assert_eq!(
+        lines,
+        ["* 1 FETCH (INTERNALDATE \"01-Jan-2020 23:30:00 -0500\")"]
+    );
+}

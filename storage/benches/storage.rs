@@ -70,6 +70,7 @@ fn synthetic_mailbox(s: &Store, name: &str, n: u32) -> MailboxName {
             modseq: 1 + (uid as u64 % 1000),
             keywords: Keywords::default(),
             last_updated: 1_700_000_000,
+            internal_zone: 0,
         })
         .collect();
     h.generation += 1;

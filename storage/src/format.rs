@@ -236,7 +236,16 @@ pub struct Record {
     pub keywords: Keywords,
     /// Unix seconds of the last change to this record.
     pub last_updated: i64,
+    /// INTERNALDATE's zone, in minutes east of UTC (`+0200` is 120):
+    /// the zone an IMAP APPEND gave, shown again by FETCH and used for
+    /// SEARCH BEFORE/ON/SINCE (RFC 3501 6.4.4). 0 (UTC) for everything
+    /// else; at most `MAX_ZONE_MINUTES` either way.
+    pub internal_zone: i16,
 }
+
+/// A zone offset of at most 23:59 either way (RFC 3501's `zone` has two
+/// digits of hours, and no real zone reaches a day).
+pub const MAX_ZONE_MINUTES: i16 = 24 * 60 - 1;
 
 fn crc(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
@@ -535,6 +544,7 @@ impl Record {
         put(&mut b, 40, &self.modseq.to_le_bytes());
         put(&mut b, 48, &self.keywords.0);
         put(&mut b, 80, &self.last_updated.to_le_bytes());
+        put(&mut b, 88, &self.internal_zone.to_le_bytes());
         let c = crc(&b[..RECORD_SIZE - 4]);
         put(&mut b, RECORD_SIZE - 4, &c.to_le_bytes());
         b
@@ -555,8 +565,8 @@ impl Record {
                 format!("record CRC mismatch (stored {stored:08x}, computed {computed:08x})"),
             ));
         }
-        if b[88..RECORD_SIZE - 4].iter().any(|x| *x != 0) {
-            return Err(SlotError::new(88, "reserved bytes are not zero"));
+        if b[90..RECORD_SIZE - 4].iter().any(|x| *x != 0) {
+            return Err(SlotError::new(90, "reserved bytes are not zero"));
         }
         let r = Record {
             uid: u32_at(b, 0),
@@ -569,7 +579,11 @@ impl Record {
             modseq: u64_at(b, 40),
             keywords: Keywords(b[48..80].try_into().expect("32 bytes")),
             last_updated: i64_at(b, 80),
+            internal_zone: i16::from_le_bytes([b[88], b[89]]),
         };
+        if r.internal_zone.unsigned_abs() > MAX_ZONE_MINUTES as u16 {
+            return Err(SlotError::new(88, "INTERNALDATE zone beyond a day"));
+        }
         if r.uid == 0 {
             return Err(SlotError::new(0, "UID is zero"));
         }
@@ -702,6 +716,7 @@ mod tests {
             modseq: 5,
             keywords: kw,
             last_updated: 3,
+            internal_zone: -330,
         };
         let b = r.encode();
         assert_eq!(Record::decode(&b).unwrap(), r);
@@ -710,6 +725,24 @@ mod tests {
             c[bit / 8] ^= 1 << (bit % 8);
             assert!(Record::decode(&c).is_err(), "bit {bit} flip not detected");
         }
+    }
+
+    /// FORMAT.md §2, Record: a zone beyond a day is damage, reported at
+    /// its offset, not shown as a date.
+    #[test]
+    fn record_zone_is_bounded() {
+        let r = Record {
+            uid: 1,
+            modseq: 1,
+            internal_zone: MAX_ZONE_MINUTES,
+            ..Record::default()
+        };
+        assert_eq!(Record::decode(&r.encode()).unwrap(), r);
+        let bad = Record {
+            internal_zone: MAX_ZONE_MINUTES + 1,
+            ..r
+        };
+        assert_eq!(Record::decode(&bad.encode()).unwrap_err().offset, 88);
     }
 
     #[test]

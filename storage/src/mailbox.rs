@@ -13,7 +13,7 @@ use nix::fcntl::OFlag;
 
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::format::{Flags, Header, Keywords, MAX_KEYWORDS, Record};
+use crate::format::{Flags, Header, Keywords, MAX_KEYWORDS, MAX_ZONE_MINUTES, Record};
 use crate::fsutil::{self, Dir};
 use crate::index::{Durability, INDEX_NAME, IndexFile, WRITER_MARK_OFFSET};
 use crate::lock::{LockGuard, LockKind};
@@ -42,6 +42,9 @@ pub struct AppendOptions {
     pub keywords: Vec<String>,
     /// INTERNALDATE; now when `None`.
     pub internal_date: Option<i64>,
+    /// INTERNALDATE's zone in minutes east of UTC (0: UTC); clamped to
+    /// `format::MAX_ZONE_MINUTES` either way.
+    pub internal_zone: i16,
     /// Sent date from the Date: header, if the caller parsed one.
     pub sent_date: i64,
     /// Refuse messages larger than this many bytes.
@@ -659,6 +662,10 @@ impl Mailbox {
                     modseq,
                     keywords: kw,
                     last_updated: now,
+                    internal_zone: s
+                        .opts
+                        .internal_zone
+                        .clamp(-MAX_ZONE_MINUTES, MAX_ZONE_MINUTES),
                 });
                 new.count_appended(records.last().expect("just pushed"));
             }

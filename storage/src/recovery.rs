@@ -406,6 +406,7 @@ fn reconstruct_once(
                     modseq,
                     keywords: Keywords::default(),
                     last_updated: now,
+                    internal_zone: 0,
                 });
                 out.rebuilt.push(uid);
             }

@@ -361,7 +361,8 @@ pub fn record_field_name(offset: usize) -> &'static str {
         40..48 => "modseq",
         48..80 => "keywords",
         80..88 => "last_updated",
-        88..124 => "reserved",
+        88..90 => "internal_zone",
+        90..124 => "reserved",
         _ => "crc",
     }
 }

@@ -128,6 +128,7 @@ pub fn index_file(c: &mut Choices) -> Crafted {
             modseq: 1 + c.below(4),
             keywords: Keywords::default(),
             last_updated: date(c),
+            internal_zone: c.pick(&[0, 120, -300, 1439, -1439]),
         };
         if c.chance(20) {
             r.keywords.insert(c.below(256) as usize);

@@ -230,6 +230,7 @@ pub fn records(view: &RawView, uids: Option<&UidSet>, expunged: bool) -> Result<
                 "recno": raw.recno, "offset": raw.offset, "uid": r.uid,
                 "flags": flags, "keywords": keywords,
                 "internal_date": r.internal_date, "internal_date_iso": iso8601(r.internal_date),
+                "internal_zone": r.internal_zone,
                 "sent_date": r.sent_date, "size": r.size, "header_size": r.header_size,
                 "message_crc": format!("{:08x}", r.message_crc), "modseq": r.modseq,
                 "last_updated": r.last_updated, "crc_ok": true,

@@ -51,6 +51,8 @@ impl<'a> Importer<'a> {
             flags: m.flags,
             keywords,
             internal_date: m.internal_date,
+            // Maildir and mbox keep no zone: INTERNALDATE in UTC.
+            internal_zone: 0,
             sent_date: sent_date(&m.bytes).unwrap_or(0),
             max_size: None,
         };

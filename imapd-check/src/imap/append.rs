@@ -20,7 +20,8 @@ pub(super) struct NewMessage<'a> {
     pub data: &'a [u8],
     pub flags: Flags,
     pub keywords: Vec<String>,
-    pub internal_date: Option<i64>,
+    /// INTERNALDATE as Unix seconds and its zone in minutes east of UTC.
+    pub internal_date: Option<(i64, i16)>,
 }
 
 impl Session {
@@ -85,7 +86,8 @@ impl Session {
             let opts = AppendOptions {
                 flags: m.flags,
                 keywords: m.keywords,
-                internal_date: m.internal_date,
+                internal_date: m.internal_date.map(|d| d.0),
+                internal_zone: m.internal_date.map_or(0, |d| d.1),
                 sent_date,
                 max_size: Some(self.limits.append),
             };

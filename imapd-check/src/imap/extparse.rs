@@ -57,8 +57,8 @@ pub struct ListCommand {
 pub struct AppendMessage {
     /// Flags as sent (`\Seen`, `$Label`).
     pub flags: Vec<String>,
-    /// INTERNALDATE in Unix seconds.
-    pub date: Option<i64>,
+    /// INTERNALDATE in Unix seconds, with its zone in minutes east of UTC.
+    pub date: Option<(i64, i16)>,
     /// Where the message's octets are in the command.
     pub data: Range<usize>,
 }
@@ -228,8 +228,8 @@ fn append(p: &mut P) -> Result<ExtCommand, Error> {
 }
 
 /// RFC 3501 date-time `"dd-Mon-yyyy hh:mm:ss +zzzz"` (day may be space
-/// padded) to Unix seconds.
-pub fn date_time(s: &[u8]) -> Option<i64> {
+/// padded) to Unix seconds and the zone in minutes east of UTC.
+pub fn date_time(s: &[u8]) -> Option<(i64, i16)> {
     const MONTHS: [&[u8]; 12] = [
         b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov",
         b"dec",
@@ -270,7 +270,10 @@ pub fn date_time(s: &[u8]) -> Option<i64> {
         return None;
     }
     let days = super::wire::days_from_civil(y, m, d as u32);
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss - zone)
+    Some((
+        days * 86_400 + hh * 3600 + mm * 60 + ss - zone,
+        (zone / 60) as i16,
+    ))
 }
 
 struct P<'a> {
@@ -521,7 +524,7 @@ mod tests {
         assert_eq!(messages.len(), 2);
         assert_eq!(&cmd[messages[0].data.clone()], b"ab");
         assert_eq!(messages[0].flags, vec!["\\Seen".to_string()]);
-        assert_eq!(messages[0].date, Some(1_709_629_200));
+        assert_eq!(messages[0].date.map(|d| d.0), Some(1_709_629_200));
         assert_eq!(&cmd[messages[1].data.clone()], b"cde");
         assert!(messages[1].flags.is_empty() && messages[1].date.is_none());
         let many = format!(
@@ -540,9 +543,12 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(date_time(b"17-Jul-1996 02:44:25 -0700"), Some(837_596_665));
-        assert_eq!(date_time(b"01-jan-1970 00:00:00 +0000"), Some(0));
-        assert_eq!(date_time(b"1-Jan-1970 00:00:00 +0000"), Some(0));
+        assert_eq!(
+            date_time(b"17-Jul-1996 02:44:25 -0700"),
+            Some((837_596_665, -420))
+        );
+        assert_eq!(date_time(b"01-jan-1970 00:00:00 +0000"), Some((0, 0)));
+        assert_eq!(date_time(b"1-Jan-1970 00:00:00 +0000"), Some((0, 0)));
         assert!(date_time(b"01-Foo-1970 00:00:00 +0000").is_none());
         assert!(date_time(b"01-Jan-1970 24:00:00 +0000").is_none());
         assert!(date_time(b"").is_none());

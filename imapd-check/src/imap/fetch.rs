@@ -209,7 +209,7 @@ pub fn render(
             }
             MessageDataItemName::InternalDate => {
                 out.extend_from_slice(b"INTERNALDATE ");
-                wire::internal_date(out, rec.internal_date);
+                wire::internal_date(out, rec.internal_date, rec.internal_zone);
             }
             MessageDataItemName::Rfc822Size => {
                 out.extend_from_slice(format!("RFC822.SIZE {}", rec.size).as_bytes())

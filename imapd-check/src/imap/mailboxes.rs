@@ -382,7 +382,7 @@ impl Session {
             let v = match it {
                 StatusDataItemName::Messages => format!("MESSAGES {}", h.exists),
                 StatusDataItemName::Recent => {
-                    format!("RECENT {}", self.status_recent(&mut mbox, &name, &h)?)
+                    format!("RECENT {}", self.status_recent(&mut mbox, name, &h)?)
                 }
                 StatusDataItemName::UidNext => format!("UIDNEXT {}", h.last_uid + 1),
                 StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", h.uidvalidity),
@@ -482,7 +482,10 @@ impl Session {
             data,
             flags,
             keywords,
-            internal_date: date.map(|d| d.as_ref().timestamp()),
+            internal_date: date.map(|d| {
+                let d = d.as_ref();
+                (d.timestamp(), (d.offset().local_minus_utc() / 60) as i16)
+            }),
         };
         self.append_messages(&name, vec![msg])
     }

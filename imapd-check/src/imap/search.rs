@@ -335,6 +335,11 @@ fn sent_day(c: &Candidate) -> i64 {
     })
 }
 
+/// The day of INTERNALDATE as it is shown: in the zone it was given in.
+fn internal_day(c: &Candidate) -> i64 {
+    day(c.rec.internal_date + c.rec.internal_zone as i64 * 60)
+}
+
 pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
     let f = c.rec.flags;
     match key {
@@ -368,9 +373,11 @@ pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
             .any(|x| x.eq_ignore_ascii_case(k.as_ref())),
         SearchKey::Larger(n) => c.rec.size > *n as u64,
         SearchKey::Smaller(n) => c.rec.size < *n as u64,
-        SearchKey::Before(d) => day(c.rec.internal_date) < date_days(d.as_ref()),
-        SearchKey::On(d) => day(c.rec.internal_date) == date_days(d.as_ref()),
-        SearchKey::Since(d) => day(c.rec.internal_date) >= date_days(d.as_ref()),
+        // RFC 3501 6.4.4: the date of INTERNALDATE in its own zone, time
+        // and zone disregarded.
+        SearchKey::Before(d) => internal_day(c) < date_days(d.as_ref()),
+        SearchKey::On(d) => internal_day(c) == date_days(d.as_ref()),
+        SearchKey::Since(d) => internal_day(c) >= date_days(d.as_ref()),
         SearchKey::SentBefore(d) => sent_day(c) < date_days(d.as_ref()),
         SearchKey::SentOn(d) => sent_day(c) == date_days(d.as_ref()),
         SearchKey::SentSince(d) => sent_day(c) >= date_days(d.as_ref()),

@@ -109,19 +109,25 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// `"17-Jul-1996 02:44:25 +0000"` (INTERNALDATE, always in UTC).
-pub fn internal_date(out: &mut Vec<u8>, unix: i64) {
-    let (y, m, d) = civil_from_days(unix.div_euclid(86_400));
-    let secs = unix.rem_euclid(86_400);
+/// `"17-Jul-1996 02:44:25 -0700"`: INTERNALDATE shown in its own zone
+/// (`zone` minutes east of UTC), as the APPEND that set it gave it.
+pub fn internal_date(out: &mut Vec<u8>, unix: i64, zone: i16) {
+    let local = unix + zone as i64 * 60;
+    let (y, m, d) = civil_from_days(local.div_euclid(86_400));
+    let secs = local.rem_euclid(86_400);
+    let z = zone.unsigned_abs();
     out.extend_from_slice(
         format!(
-            "\"{:02}-{}-{:04} {:02}:{:02}:{:02} +0000\"",
+            "\"{:02}-{}-{:04} {:02}:{:02}:{:02} {}{:02}{:02}\"",
             d,
             MONTHS[m as usize - 1],
             y,
             secs / 3600,
             secs % 3600 / 60,
-            secs % 60
+            secs % 60,
+            if zone < 0 { '-' } else { '+' },
+            z / 60,
+            z % 60
         )
         .as_bytes(),
     );
@@ -148,7 +154,14 @@ mod tests {
             assert_eq!(days_from_civil(y, m, d), days);
         }
         let mut o = Vec::new();
-        internal_date(&mut o, 837_571_465);
+        internal_date(&mut o, 837_571_465, 0);
         assert_eq!(o, b"\"17-Jul-1996 02:44:25 +0000\"");
+        // The same instant in the zone an APPEND gave (RFC 3501 6.3.11).
+        o.clear();
+        internal_date(&mut o, 837_571_465, -420);
+        assert_eq!(o, b"\"16-Jul-1996 19:44:25 -0700\"");
+        o.clear();
+        internal_date(&mut o, 837_571_465, 330);
+        assert_eq!(o, b"\"17-Jul-1996 08:14:25 +0530\"");
     }
 }
