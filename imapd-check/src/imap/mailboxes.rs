@@ -156,20 +156,31 @@ impl Session {
             mbox,
             view,
             read_only,
-            recent: Default::default(),
+            recent: if self.rev2 {
+                super::recent::Recent::off()
+            } else {
+                Default::default()
+            },
         };
         // RFC 3501 6.3.1: SELECT claims the \Recent messages; EXAMINE
         // (6.3.2) only shows those nobody claimed.
         sel.learn_recent();
         let recent = sel.recent.count(&sel.view);
         let view = &sel.view;
-        self.buf.extend_from_slice(
-            format!("* {} EXISTS\r\n* {recent} RECENT\r\n", view.len()).as_bytes(),
-        );
-        if let Some(s) = first_unseen {
+        self.buf
+            .extend_from_slice(format!("* {} EXISTS\r\n", view.len()).as_bytes());
+        if self.rev2 {
+            // RFC 9051 6.3.2: no RECENT, no UNSEEN; the mailbox's LIST.
+            self.write_selected_list(&user, &sel.name)?;
+        } else {
             self.buf
-                .extend_from_slice(format!("* OK [UNSEEN {s}] First unseen\r\n").as_bytes());
+                .extend_from_slice(format!("* {recent} RECENT\r\n").as_bytes());
+            if let Some(s) = first_unseen {
+                self.buf
+                    .extend_from_slice(format!("* OK [UNSEEN {s}] First unseen\r\n").as_bytes());
+            }
         }
+        let view = &sel.view;
         self.buf.extend_from_slice(
             format!(
                 "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] Predicted next UID\r\n* OK [HIGHESTMODSEQ {}] Highest\r\n",
@@ -224,7 +235,19 @@ impl Session {
         if self.sel.as_ref().is_some_and(|s| s.name == name) {
             self.sel = None;
         }
-        self.store.delete_mailbox(&user, &name)?;
+        match self.store.delete_mailbox(&user, &name) {
+            // RFC 9051 6.3.5, 7.1: a name that is only the parent of
+            // other mailboxes (\Noselect) cannot be deleted.
+            Err(storage::Error::NoSuchMailbox(_))
+                if self.mailbox_tree(&user)?.1.contains(name.as_str()) =>
+            {
+                return no(
+                    Some("HASCHILDREN"),
+                    &format!("{name} is not a mailbox, only the parent of others"),
+                );
+            }
+            r => r?,
+        }
         ok("DELETE completed")
     }
 
@@ -339,6 +362,15 @@ impl Session {
     ) -> Result<Done, Fail> {
         let user = self.user()?;
         let name = mailbox_name(m)?;
+        if self.rev2 && super::rev2::asks_recent(items) {
+            return bad("RECENT is not a STATUS item in IMAP4rev2");
+        }
+        // STATUS of the selected mailbox (RFC 9051 6.3.11): what changed
+        // is told first, so the counts agree with the session's.
+        if self.sel.as_ref().is_some_and(|s| s.name == name) {
+            self.check(storage::session::Allow::AllUpdates)
+                .map_err(Fail::Stop)?;
+        }
         let parts = self.status_values(&user, &name, items)?;
         self.write_status(&name, &parts);
         ok("STATUS completed")
@@ -359,7 +391,7 @@ impl Session {
             let v = match it {
                 StatusDataItemName::Messages => format!("MESSAGES {}", h.exists),
                 StatusDataItemName::Recent => {
-                    format!("RECENT {}", self.status_recent(&mut mbox, &name, &h)?)
+                    format!("RECENT {}", self.status_recent(&mut mbox, name, &h)?)
                 }
                 StatusDataItemName::UidNext => format!("UIDNEXT {}", h.last_uid + 1),
                 StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", h.uidvalidity),

@@ -35,6 +35,7 @@ pub mod msgfile;
 pub mod qresync;
 pub mod quota;
 pub mod recent;
+pub mod rev2;
 pub mod search;
 pub mod searchres;
 pub mod server;

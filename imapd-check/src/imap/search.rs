@@ -190,7 +190,29 @@ fn header_values(header: &[u8], name: &[u8]) -> Vec<Vec<u8>> {
 fn header_has(c: &Candidate, name: &[u8], needle: &[u8]) -> bool {
     header_values(c.header(), name)
         .iter()
-        .any(|v| contains_ci(v, needle))
+        .any(|v| value_has(v, needle))
+}
+
+/// A header value holds `needle` as written or, when it has RFC 2047
+/// encoded words, once they are decoded to UTF-8 (RFC 9051 6.4.4: a
+/// `CHARSET UTF-8` string is compared with the field's text).
+fn value_has(v: &[u8], needle: &[u8]) -> bool {
+    contains_ci(v, needle) || decoded(v).is_some_and(|d| contains_ci(d.as_bytes(), needle))
+}
+
+/// The text of an unstructured field value with its encoded words
+/// decoded; None when it has none.
+fn decoded(v: &[u8]) -> Option<String> {
+    if !v.windows(2).any(|w| w == b"=?") {
+        return None;
+    }
+    let mut line = Vec::with_capacity(v.len() + 1);
+    line.extend_from_slice(v);
+    line.push(b'\n');
+    match mail_parser::parsers::MessageStream::new(&line).parse_unstructured() {
+        mail_parser::HeaderValue::Text(t) => Some(t.into_owned()),
+        _ => None,
+    }
 }
 
 /// SEARCH FROM/TO/CC/BCC (RFC 3501 6.4.4): a substring of the addresses
@@ -201,9 +223,10 @@ fn address_has(c: &Candidate, name: &[u8], needle: &[u8]) -> bool {
     header_values(c.header(), name).iter().any(|v| {
         let items = address::parse(v);
         if items.is_empty() {
-            contains_ci(v, needle)
+            value_has(v, needle)
         } else {
             contains_ci(&address::search_text(&items), needle)
+                || decoded(v).is_some_and(|d| contains_ci(d.as_bytes(), needle))
         }
     })
 }
@@ -284,7 +307,7 @@ pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
         SearchKey::Subject(s) => header_has(c, b"Subject", s.as_ref()),
         SearchKey::Header(name, s) => {
             let vals = header_values(c.header(), name.as_ref());
-            !vals.is_empty() && vals.iter().any(|v| contains_ci(v, s.as_ref()))
+            !vals.is_empty() && vals.iter().any(|v| value_has(v, s.as_ref()))
         }
         SearchKey::Body(s) => c.contains_from(u64::from(c.rec.header_size), s.as_ref()),
         SearchKey::Text(s) => c.contains_from(0, s.as_ref()),

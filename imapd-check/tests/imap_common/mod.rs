@@ -69,6 +69,20 @@ pub fn seed_raw(
     store
 }
 
+/// A new temporary directory (removed when dropped) with a spool in it
+/// whose INBOX holds `msgs`.
+pub fn store_with(user: &str, msgs: &[Vec<u8>]) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    seed_raw(
+        &spool,
+        user,
+        msgs.iter()
+            .map(|m| (m.clone(), storage::AppendOptions::default())),
+    );
+    (tmp, spool)
+}
+
 /// A store whose INBOX holds `message(0..n)`.
 pub fn seed_messages(spool: &Path, user: &str, n: usize) -> storage::Store {
     let store = seed_store(spool, user);
