@@ -151,6 +151,8 @@ fn recent_keys_and_item_are_gone() {
         "SEARCH NEW",
         "UID SEARCH NOT OLD",
         "SEARCH OR SEEN (RECENT)",
+        "SORT (DATE) UTF-8 NEW",
+        "THREAD REFERENCES UTF-8 RECENT",
         "STATUS INBOX (MESSAGES RECENT)",
         "LIST \"\" \"*\" RETURN (STATUS (RECENT))",
     ] {
@@ -407,4 +409,30 @@ fn list_extended_and_lsub() {
     );
     let l = c.ok("LSUB \"\" \"*\"");
     assert!(l.iter().any(|x| x.ends_with("\"box/sub\"")), "{l:?}");
+}
+
+/// RFC 9051 6.4.5 (BODYSTRUCTURE) and Appendix E: parameter value
+/// continuations (RFC 2231 `name*0`, `name*1`) are joined into one
+/// parameter; keywords RFC 9051 2.3.2 names ($Forwarded, $Junk, ...) can
+/// be stored (PERMANENTFLAGS has `\*`).
+#[test]
+fn rfc2231_continuations_and_keywords() {
+    let msg = "From: a@x.org\r\nSubject: att\r\nMIME-Version: 1.0\r\n\
+               Content-Type: text/plain; charset=us-ascii;\r\n \
+               name*0=\"long file \"; name*1=\"name.txt\"\r\n\
+               Content-Disposition: attachment;\r\n \
+               filename*0=\"long\"; filename*1=\"name.txt\"\r\n\r\nx\r\n";
+    let (_tmp, spool) = store_with("bs", &[msg.as_bytes().to_vec()]);
+    let mut c = rev2(&spool, "bs");
+    c.ok("SELECT INBOX");
+    let f = c.ok("FETCH 1 (BODYSTRUCTURE)");
+    let all = f.join("\n");
+    assert!(all.contains("\"NAME\" \"long file name.txt\""), "{all}");
+    assert!(all.contains("\"FILENAME\" \"longname.txt\""), "{all}");
+    assert!(!all.contains("*0"), "{all}");
+    let f = c.ok("STORE 1 +FLAGS ($Forwarded $Junk $MDNSent)");
+    assert!(
+        f[0].contains("$Forwarded") && f[0].contains("$Junk"),
+        "{f:?}"
+    );
 }
