@@ -246,6 +246,12 @@ fn utf8_strings_and_charset() {
     assert!(t.contains("NO [BADCHARSET"), "{t}");
 
     c.ok("CREATE \"Grüße/Köln\"");
+    // RFC 9051 5.1: a new name must be NFC ("u" + combining diaeresis
+    // is not); CREATE and RENAME refuse it.
+    let (_, t) = c.cmd("CREATE \"Gru\u{308}ße\"");
+    assert_eq!(tagged_code(&t), "CANNOT", "{t}");
+    let (_, t) = c.cmd("RENAME \"Grüße/Köln\" \"Ko\u{308}ln\"");
+    assert_eq!(tagged_code(&t), "CANNOT", "{t}");
     let l = c.ok("LIST \"\" \"Grü*\"");
     let all = l.join("\n");
     assert!(all.contains("Grüße/Köln"), "{all}");

@@ -28,8 +28,11 @@ pub(super) fn mailbox_name_raw(raw: &[u8]) -> Result<MailboxName, Fail> {
     if raw.eq_ignore_ascii_case(b"INBOX") {
         return Ok(MailboxName::inbox());
     }
-    let raw = String::from_utf8_lossy(raw);
-    let trimmed = raw.strip_suffix('/').unwrap_or(&raw);
+    // Names are UTF-8 (RFC 9051 5.1); other bytes are refused, never
+    // replaced.
+    let raw = std::str::from_utf8(raw)
+        .map_err(|_| Fail::No(Some("CANNOT"), "Mailbox name is not UTF-8".into()))?;
+    let trimmed = raw.strip_suffix('/').unwrap_or(raw);
     MailboxName::new(trimmed).map_err(|e| Fail::No(Some("CANNOT"), e.to_string()))
 }
 
@@ -204,6 +207,7 @@ impl Session {
     pub(super) fn create(&mut self, m: &WireMailbox) -> Result<Done, Fail> {
         let user = self.user()?;
         let name = mailbox_name(m)?;
+        super::rev2::check_new_name(&name)?;
         self.store.create_mailbox(&user, &name)?;
         ok("CREATE completed")
     }
@@ -213,6 +217,7 @@ impl Session {
     pub(super) fn create_with_use(&mut self, m: &[u8], uses: &[String]) -> Result<Done, Fail> {
         let user = self.user()?;
         let name = mailbox_name_raw(m)?;
+        super::rev2::check_new_name(&name)?;
         let mut parsed = Vec::with_capacity(uses.len());
         for u in uses {
             match SpecialUse::parse(u) {
@@ -254,6 +259,7 @@ impl Session {
     pub(super) fn rename(&mut self, from: &WireMailbox, to: &WireMailbox) -> Result<Done, Fail> {
         let user = self.user()?;
         let (from, to) = (mailbox_name(from)?, mailbox_name(to)?);
+        super::rev2::check_new_name(&to)?;
         self.store.rename_mailbox(&user, &from, &to)?;
         ok("RENAME completed")
     }

@@ -70,6 +70,20 @@ impl Session {
     }
 }
 
+/// RFC 9051 5.1: a server refuses to create a mailbox whose name is not
+/// Net-Unicode, that is, not in Unicode Normalization Form C (names that
+/// exist already stay reachable as they are; nothing is normalised).
+pub(super) fn check_new_name(name: &MailboxName) -> Result<(), Fail> {
+    if unicode_normalization::is_nfc(name.as_str()) {
+        Ok(())
+    } else {
+        Err(Fail::No(
+            Some("CANNOT"),
+            "Mailbox name is not in Unicode NFC (RFC 9051 5.1)".into(),
+        ))
+    }
+}
+
 /// Is any of `keys` a key RFC 9051 removed (RECENT, NEW, OLD)?
 pub fn uses_recent(keys: &[SearchKey]) -> bool {
     keys.iter().any(|k| match k {
@@ -214,6 +228,18 @@ mod tests {
         // Not UTF-8, or not closed: left to the parser.
         assert_eq!(utf8_quoted_to_literals(b"a SELECT \"\xff\"\r\n"), None);
         assert_eq!(rewrite("a SELECT \"é\r\n"), None);
+    }
+
+    /// RFC 9051 5.1: names are UTF-8 (other bytes are refused, not
+    /// replaced) and new ones must be NFC.
+    #[test]
+    fn names_are_utf8_and_new_ones_nfc() {
+        use super::super::mailboxes::mailbox_name_raw;
+        assert!(mailbox_name_raw(b"caf\xe9").is_err());
+        let nfc = mailbox_name_raw("café".as_bytes()).unwrap();
+        assert!(check_new_name(&nfc).is_ok());
+        let nfd = mailbox_name_raw("cafe\u{301}".as_bytes()).unwrap();
+        assert!(check_new_name(&nfd).is_err());
     }
 
     #[test]
