@@ -442,3 +442,75 @@ fn rfc2231_continuations_and_keywords() {
         "{f:?}"
     );
 }
+
+/// A real IMAP4rev2 client: imapflow sends `ENABLE IMAP4rev2` when the
+/// server advertises it (RFC 9051 6.3.1) and then depends on rev2
+/// behaviour: SEARCH answered by ESEARCH (6.4.4), a UTF-8 mailbox name
+/// created, listed and opened (5.1), STATUS (6.3.11), FLAGS with no
+/// `\Recent` (2.3.2). Over TCP with a password.
+#[test]
+fn imapflow_speaks_rev2() {
+    assert!(
+        std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "node not found: install nodejs (scripts/test.sh does)"
+    );
+    let msgs = vec![
+        message(0),
+        "From: a@x.org\r\nSubject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\n\r\nb\r\n"
+            .as_bytes()
+            .to_vec(),
+        message(2),
+    ];
+    let (tmp, spool) = store_with("flow", &msgs);
+    let passwd = write_passwd(tmp.path(), "flow", "pw");
+    let server = TcpServer::start(&spool, &passwd);
+    let out = std::process::Command::new("node")
+        .env("IMAPFLOW_DIR", imapflow_dir())
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/clients/imapflow_rev2.mjs"),
+        )
+        .arg(server.port.to_string())
+        .args(["flow", "pw"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "imapflow script failed");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert!(
+        v["enabled"].as_array().unwrap().iter().any(|e| e
+            .as_str()
+            .is_some_and(|e| e.eq_ignore_ascii_case("IMAP4rev2"))),
+        "{v}"
+    );
+    assert_eq!(v["unseen"], serde_json::json!([1, 2, 3]), "{v}");
+    assert_eq!(v["subject"], serde_json::json!([2]), "{v}");
+    assert_eq!(v["none"], serde_json::json!([]), "{v}");
+    assert_eq!(v["unseen_after"], serde_json::json!([2, 3]), "{v}");
+    assert!(!v["flags"].to_string().contains("Recent"), "{v}");
+    assert!(
+        v["folders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "Entwürfe"),
+        "{v}"
+    );
+    assert_eq!(v["opened"], "Entwürfe", "{v}");
+    assert_eq!(v["status"]["messages"], 3, "{v}");
+    assert_eq!(v["status"]["unseen"], 2, "{v}");
+    let log = server.stop();
+    // The name is stored as written, in UTF-8.
+    let store = storage::Store::open(&spool, storage::Options::default()).unwrap();
+    let names: Vec<String> = store
+        .list_mailboxes(&UserName::new("flow").unwrap())
+        .unwrap()
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    assert!(names.contains(&"Entwürfe".to_string()), "{names:?}\n{log}");
+}
