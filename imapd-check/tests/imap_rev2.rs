@@ -450,13 +450,6 @@ fn rfc2231_continuations_and_keywords() {
 /// `\Recent` (2.3.2). Over TCP with a password.
 #[test]
 fn imapflow_speaks_rev2() {
-    assert!(
-        std::process::Command::new("node")
-            .arg("--version")
-            .output()
-            .is_ok(),
-        "node not found: install nodejs (scripts/test.sh does)"
-    );
     let msgs = vec![
         message(0),
         "From: a@x.org\r\nSubject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\n\r\nb\r\n"
@@ -467,20 +460,8 @@ fn imapflow_speaks_rev2() {
     let (tmp, spool) = store_with("flow", &msgs);
     let passwd = write_passwd(tmp.path(), "flow", "pw");
     let server = TcpServer::start(&spool, &passwd);
-    let out = std::process::Command::new("node")
-        .env("IMAPFLOW_DIR", imapflow_dir())
-        .arg(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/clients/imapflow_rev2.mjs"),
-        )
-        .arg(server.port.to_string())
-        .args(["flow", "pw"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "imapflow script failed");
-    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let port = server.port.to_string();
+    let v = imapflow_json("imapflow_rev2.mjs", &[&port, "flow", "pw"]);
     assert!(
         v["enabled"].as_array().unwrap().iter().any(|e| e
             .as_str()
