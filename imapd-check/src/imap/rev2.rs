@@ -116,49 +116,46 @@ pub fn utf8_quoted_to_literals(cmd: &[u8]) -> Option<Vec<u8>> {
     if cmd.is_ascii() {
         return None;
     }
-    let mut out: Vec<u8> = Vec::with_capacity(cmd.len() + 16);
-    let mut changed = false;
+    // First the quoted strings to rewrite (start, end, content), so that
+    // a command with none (an APPEND of an 8-bit message) is not copied.
+    let mut spans: Vec<(usize, usize, Vec<u8>)> = Vec::new();
     let mut i = 0;
     while i < cmd.len() {
         match cmd[i] {
-            b'{' => {
-                // `{n}` / `{n+}` then CRLF: copy the literal as it is.
-                if let Some((len, hdr_end)) = literal_header(cmd, i) {
-                    let end = hdr_end.saturating_add(len).min(cmd.len());
-                    out.extend_from_slice(&cmd[i..end]);
-                    i = end;
-                } else {
-                    out.push(b'{');
-                    i += 1;
-                }
-            }
+            // `{n}` / `{n+}` then CRLF (also after `~`): skip the literal.
+            b'{' => match literal_header(cmd, i) {
+                Some((len, data)) => i = data.saturating_add(len).min(cmd.len()),
+                None => i += 1,
+            },
             b'"' => {
                 let (content, end) = quoted(cmd, i);
-                let Some(end) = end else {
-                    // Unterminated: leave the rest for the parser.
-                    out.extend_from_slice(&cmd[i..]);
-                    break;
-                };
+                // Unterminated: the rest is left for the parser.
+                let Some(end) = end else { break };
                 if !content.is_ascii()
                     && std::str::from_utf8(&content).is_ok()
                     && !content.contains(&b'\r')
                     && !content.contains(&b'\n')
                 {
-                    out.extend_from_slice(format!("{{{}}}\r\n", content.len()).as_bytes());
-                    out.extend_from_slice(&content);
-                    changed = true;
-                } else {
-                    out.extend_from_slice(&cmd[i..end]);
+                    spans.push((i, end, content));
                 }
                 i = end;
             }
-            b => {
-                out.push(b);
-                i += 1;
-            }
+            _ => i += 1,
         }
     }
-    changed.then_some(out)
+    if spans.is_empty() {
+        return None;
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(cmd.len() + 16 * spans.len());
+    let mut at = 0;
+    for (start, end, content) in spans {
+        out.extend_from_slice(&cmd[at..start]);
+        out.extend_from_slice(format!("{{{}}}\r\n", content.len()).as_bytes());
+        out.extend_from_slice(&content);
+        at = end;
+    }
+    out.extend_from_slice(&cmd[at..]);
+    Some(out)
 }
 
 /// At `cmd[at] == '{'`: the length of a literal and where its data
@@ -228,6 +225,12 @@ mod tests {
         // Not UTF-8, or not closed: left to the parser.
         assert_eq!(utf8_quoted_to_literals(b"a SELECT \"\xff\"\r\n"), None);
         assert_eq!(rewrite("a SELECT \"é\r\n"), None);
+        // An APPEND of an 8-bit message with an ASCII name: untouched.
+        assert_eq!(rewrite("a APPEND x {4}\r\n\"é\"\r\n"), None);
+        assert_eq!(
+            rewrite("a APPEND \"ä\" ~{4}\r\n\"é\"\r\n").as_deref(),
+            Some("a APPEND {2}\r\nä ~{4}\r\n\"é\"\r\n")
+        );
     }
 
     /// RFC 9051 5.1: names are UTF-8 (other bytes are refused, not
