@@ -245,6 +245,32 @@ mod tests {
         assert!(check_new_name(&nfd).is_err());
     }
 
+    /// Random commands made of the bytes that matter (quotes, escapes,
+    /// literal headers, CR/LF, UTF-8 and invalid bytes): no panic, and
+    /// the result grows by at most a literal header per quoted string.
+    #[test]
+    fn random_inputs_stay_bounded() {
+        const ALPHABET: &[u8] = b"\"\\{}+~0123\r\n a\xc3\xa9\xff";
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let mut cmd = Vec::new();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for _ in 0..(x % 40) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                cmd.push(ALPHABET[(x % ALPHABET.len() as u64) as usize]);
+            }
+            if let Some(out) = utf8_quoted_to_literals(&cmd) {
+                let quotes = cmd.iter().filter(|&&b| b == b'"').count();
+                assert!(out.len() <= cmd.len() + 16 * quotes, "{cmd:?}");
+                assert_ne!(out, cmd);
+            }
+        }
+    }
+
     #[test]
     fn never_panics_on_garbage() {
         for s in [
