@@ -5,7 +5,6 @@
 mod imap_common;
 
 use imap_common::*;
-use storage::AppendOptions;
 
 fn b64(data: &[u8]) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -48,17 +47,6 @@ fn multipart(att: &[u8]) -> String {
          --zz--\r\n",
         b64(att)
     )
-}
-
-fn store_with(user: &str, msgs: &[Vec<u8>]) -> (tempfile::TempDir, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let spool = tmp.path().join("spool");
-    seed_raw(
-        &spool,
-        user,
-        msgs.iter().map(|m| (m.clone(), AppendOptions::default())),
-    );
-    (tmp, spool)
 }
 
 /// RFC 3516 4.2/4.3: BINARY[n] is part n with its Content-Transfer-

@@ -191,23 +191,13 @@ fn new_user_first_login_in_each_client() {
 #[test]
 fn imapflow_resyncs_with_qresync() {
     require("node", "install nodejs");
-    let flow_dir = imapflow_dir();
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
     seed_messages(&spool, "alice", 4);
     let passwd = write_passwd(dir.path(), "alice", "pw");
     let server = TcpServer::start(&spool, &passwd);
-    let out = Command::new("node")
-        .env("IMAPFLOW_DIR", &flow_dir)
-        .arg(clients_dir().join("imapflow_qresync.mjs"))
-        .arg(server.port.to_string())
-        .args(["alice", "pw"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "imapflow script failed");
-    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let port = server.port.to_string();
+    let v = imapflow_json("imapflow_qresync.mjs", &[&port, "alice", "pw"]);
     assert!(
         v["enabled"]
             .as_array()
@@ -329,7 +319,6 @@ fn mbsync_syncs_both_ways_through_tunnel() {
 #[test]
 fn imapflow_idles_over_tcp_with_password() {
     require("node", "install nodejs");
-    let flow_dir = imapflow_dir();
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
     let store = seed_messages(&spool, "alice", 2);
@@ -377,19 +366,14 @@ fn imapflow_idles_over_tcp_with_password() {
         assert!(all.contains("c OK"), "{all}");
     }
 
-    let mut cmd = Command::new("node");
-    cmd.env("IMAPFLOW_DIR", &flow_dir)
-        .arg(clients_dir().join("imapflow_idle.mjs"))
-        .arg(port.to_string())
-        .args(["alice", "correct horse"]);
-    if let Some(d) = deliver_bin() {
-        cmd.arg(d).arg("--spool").arg(&spool).args(["-d", "alice"]);
+    let port = port.to_string();
+    let mut args = vec![port.as_str(), "alice", "correct horse"];
+    let deliver = deliver_bin().map(|d| d.to_str().unwrap().to_string());
+    let spool_arg = spool.to_str().unwrap().to_string();
+    if let Some(d) = &deliver {
+        args.extend([d.as_str(), "--spool", spool_arg.as_str(), "-d", "alice"]);
     }
-    let out = cmd.output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "imapflow script failed");
-    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let v = imapflow_json("imapflow_idle.mjs", &args);
     assert_eq!(v["authenticated"], true);
     assert_eq!(v["fetched"].as_array().unwrap().len(), 2);
     assert_eq!(v["fetched"][0]["subject"], "message 0");

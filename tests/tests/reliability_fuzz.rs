@@ -416,6 +416,7 @@ fn imap_command() -> impl Strategy<Value = String> {
         Just("UNSELECT".to_string()),
         Just("EXPUNGE".to_string()),
         Just("ENABLE CONDSTORE".to_string()),
+        Just("ENABLE IMAP4rev2".to_string()),
         mailbox.clone().prop_map(|m| format!("SELECT {m}")),
         mailbox.clone().prop_map(|m| format!("EXAMINE {m}")),
         mailbox.clone().prop_map(|m| format!("CREATE {m}")),

@@ -25,7 +25,7 @@ use super::server::Net;
 use super::stream::Shared;
 use super::wire;
 
-pub const CAPS: &str = "IMAP4rev1 LITERAL+ SASL-IR ENABLE IDLE UIDPLUS MOVE UNSELECT CONDSTORE QRESYNC CHILDREN \
+pub const CAPS: &str = "IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ENABLE IDLE UIDPLUS MOVE UNSELECT CONDSTORE QRESYNC CHILDREN \
      ID NAMESPACE LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE STATUS=SIZE \
      QUOTA QUOTA=RES-STORAGE MULTIAPPEND \
      ESEARCH SEARCHRES SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES BINARY";
@@ -69,6 +69,8 @@ pub struct Session {
     pub(super) condstore: bool,
     /// ENABLE QRESYNC was answered (RFC 7162 3.2.3).
     pub(super) qresync: bool,
+    /// ENABLE IMAP4rev2 was answered (RFC 9051 6.3.1; `rev2.rs`).
+    pub(super) rev2: bool,
     /// The `RETURN (...)` options of the SEARCH being run (ESEARCH).
     pub(super) search_return: Option<super::esearch::ReturnOpts>,
     /// SEARCHRES (RFC 5182): the UIDs `$` stands for, ascending.
@@ -188,6 +190,7 @@ impl Session {
             sel: None,
             condstore: false,
             qresync: false,
+            rev2: false,
             search_return: None,
             saved: Vec::new(),
             dollar: false,
@@ -285,6 +288,11 @@ impl Session {
                     return Ok(());
                 }
                 Assembled::Command(b) => b,
+            };
+            // IMAP4rev2: UTF-8 in quoted strings (imap-codec: RFC 3501).
+            let bytes = match self.rev2 {
+                true => super::rev2::utf8_quoted_to_literals(&bytes).unwrap_or(bytes),
+                false => bytes,
             };
             // What imap-codec cannot parse (rewrite.rs).
             let bytes = match self.rewrite(bytes) {
@@ -503,7 +511,8 @@ impl Session {
     pub(super) fn write_flags(&mut self, keywords: &[String], read_only: bool) {
         let all = storage::Flags::SYSTEM;
         self.buf.extend_from_slice(b"* FLAGS ");
-        wire::message_flags(&mut self.buf, all, true, keywords);
+        // IMAP4rev2 has no \Recent (RFC 9051 2.3.2).
+        wire::message_flags(&mut self.buf, all, !self.rev2, keywords);
         if read_only {
             self.buf.extend_from_slice(
                 b"\r\n* OK [PERMANENTFLAGS ()] No permanent flags (read-only)\r\n",
@@ -577,6 +586,9 @@ impl Session {
                     } else if c.to_string().eq_ignore_ascii_case("QRESYNC") {
                         self.enable_qresync();
                         enabled.push("QRESYNC");
+                    } else if c.to_string().eq_ignore_ascii_case("IMAP4rev2") {
+                        self.enable_rev2();
+                        enabled.push("IMAP4rev2");
                     }
                 }
                 self.buf.extend_from_slice(

@@ -58,6 +58,14 @@ impl Session {
     pub(super) fn list_extended(&mut self, cmd: &ListCommand) -> Result<Done, super::conn::Fail> {
         let user = self.user()?;
         let reference = String::from_utf8_lossy(&cmd.reference).into_owned();
+        if self.rev2
+            && cmd
+                .ret_status
+                .as_deref()
+                .is_some_and(super::rev2::asks_recent)
+        {
+            return super::conn::bad("RECENT is not a STATUS item in IMAP4rev2");
+        }
         // RFC 3501 6.3.8 / RFC 5258 §3: an empty pattern asks for the
         // hierarchy delimiter and the root of the reference.
         if cmd.patterns.iter().all(|p| p.is_empty()) {

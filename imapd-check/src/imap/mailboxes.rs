@@ -28,8 +28,11 @@ pub(super) fn mailbox_name_raw(raw: &[u8]) -> Result<MailboxName, Fail> {
     if raw.eq_ignore_ascii_case(b"INBOX") {
         return Ok(MailboxName::inbox());
     }
-    let raw = String::from_utf8_lossy(raw);
-    let trimmed = raw.strip_suffix('/').unwrap_or(&raw);
+    // Names are UTF-8 (RFC 9051 5.1); other bytes are refused, never
+    // replaced.
+    let raw = std::str::from_utf8(raw)
+        .map_err(|_| Fail::No(Some("CANNOT"), "Mailbox name is not UTF-8".into()))?;
+    let trimmed = raw.strip_suffix('/').unwrap_or(raw);
     MailboxName::new(trimmed).map_err(|e| Fail::No(Some("CANNOT"), e.to_string()))
 }
 
@@ -179,20 +182,31 @@ impl Session {
             mbox,
             view,
             read_only,
-            recent: Default::default(),
+            recent: if self.rev2 {
+                super::recent::Recent::off()
+            } else {
+                Default::default()
+            },
         };
         // RFC 3501 6.3.1: SELECT claims the \Recent messages; EXAMINE
         // (6.3.2) only shows those nobody claimed.
         sel.learn_recent();
         let recent = sel.recent.count(&sel.view);
         let view = &sel.view;
-        self.buf.extend_from_slice(
-            format!("* {} EXISTS\r\n* {recent} RECENT\r\n", view.len()).as_bytes(),
-        );
-        if let Some(s) = first_unseen {
+        self.buf
+            .extend_from_slice(format!("* {} EXISTS\r\n", view.len()).as_bytes());
+        if self.rev2 {
+            // RFC 9051 6.3.2: no RECENT, no UNSEEN; the mailbox's LIST.
+            self.write_selected_list(&user, &sel.name)?;
+        } else {
             self.buf
-                .extend_from_slice(format!("* OK [UNSEEN {s}] First unseen\r\n").as_bytes());
+                .extend_from_slice(format!("* {recent} RECENT\r\n").as_bytes());
+            if let Some(s) = first_unseen {
+                self.buf
+                    .extend_from_slice(format!("* OK [UNSEEN {s}] First unseen\r\n").as_bytes());
+            }
         }
+        let view = &sel.view;
         self.buf.extend_from_slice(
             format!(
                 "* OK [UIDVALIDITY {}] UIDs valid\r\n* OK [UIDNEXT {}] Predicted next UID\r\n* OK [HIGHESTMODSEQ {}] Highest\r\n",
@@ -216,6 +230,7 @@ impl Session {
     pub(super) fn create(&mut self, m: &WireMailbox) -> Result<Done, Fail> {
         let user = self.user()?;
         let name = mailbox_name(m)?;
+        super::rev2::check_new_name(&name)?;
         self.store.create_mailbox(&user, &name)?;
         ok("CREATE completed")
     }
@@ -225,6 +240,7 @@ impl Session {
     pub(super) fn create_with_use(&mut self, m: &[u8], uses: &[String]) -> Result<Done, Fail> {
         let user = self.user()?;
         let name = mailbox_name_raw(m)?;
+        super::rev2::check_new_name(&name)?;
         let mut parsed = Vec::with_capacity(uses.len());
         for u in uses {
             match SpecialUse::parse(u) {
@@ -247,13 +263,26 @@ impl Session {
         if self.sel.as_ref().is_some_and(|s| s.name == name) {
             self.sel = None;
         }
-        self.store.delete_mailbox(&user, &name)?;
+        match self.store.delete_mailbox(&user, &name) {
+            // RFC 9051 6.3.5, 7.1: a name that is only the parent of
+            // other mailboxes (\Noselect) cannot be deleted.
+            Err(storage::Error::NoSuchMailbox(_))
+                if self.mailbox_tree(&user)?.1.contains(name.as_str()) =>
+            {
+                return no(
+                    Some("HASCHILDREN"),
+                    &format!("{name} is not a mailbox, only the parent of others"),
+                );
+            }
+            r => r?,
+        }
         ok("DELETE completed")
     }
 
     pub(super) fn rename(&mut self, from: &WireMailbox, to: &WireMailbox) -> Result<Done, Fail> {
         let user = self.user()?;
         let (from, to) = (mailbox_name(from)?, mailbox_name(to)?);
+        super::rev2::check_new_name(&to)?;
         self.store.rename_mailbox(&user, &from, &to)?;
         ok("RENAME completed")
     }
@@ -362,6 +391,15 @@ impl Session {
     ) -> Result<Done, Fail> {
         let user = self.user()?;
         let name = mailbox_name(m)?;
+        if self.rev2 && super::rev2::asks_recent(items) {
+            return bad("RECENT is not a STATUS item in IMAP4rev2");
+        }
+        // STATUS of the selected mailbox (RFC 9051 6.3.11): what changed
+        // is told first, so the counts agree with the session's.
+        if self.sel.as_ref().is_some_and(|s| s.name == name) {
+            self.check(storage::session::Allow::AllUpdates)
+                .map_err(Fail::Stop)?;
+        }
         let parts = self.status_values(&user, &name, items)?;
         self.write_status(&name, &parts);
         ok("STATUS completed")

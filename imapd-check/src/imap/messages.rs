@@ -405,6 +405,9 @@ impl Session {
         {
             return no(Some("BADCHARSET (US-ASCII UTF-8)"), "Unsupported charset");
         }
+        if self.rev2 && super::rev2::uses_recent(criteria) {
+            return bad("RECENT, NEW and OLD are not search keys in IMAP4rev2");
+        }
         self.check(Allow::NoExpunge).map_err(Fail::Stop)?;
         let sel = self.sel.as_ref().expect("selected");
         let max_seq = sel.view.len();
@@ -459,7 +462,15 @@ impl Session {
         criteria: &[SearchKey],
         uid: bool,
     ) -> Result<Done, Fail> {
-        let ret = self.search_return.take();
+        // IMAP4rev2 answers every SEARCH with ESEARCH; no RETURN is ALL
+        // (RFC 9051 6.4.4).
+        let ret = self
+            .search_return
+            .take()
+            .or(self.rev2.then(|| super::esearch::ReturnOpts {
+                all: true,
+                ..Default::default()
+            }));
         let hits = self.matching_for(ret, charset, criteria, |_| ())?;
         let with_modseq = criteria.iter().any(search::uses_modseq);
         self.answer_search(tag, "SEARCH", uid, ret, &hits, with_modseq);

@@ -1,4 +1,4 @@
-//! `imapd-check serve`: an IMAP4rev1 server over the store, with IDLE,
+//! `imapd-check serve`: an IMAP4rev1 and IMAP4rev2 server over the store, with IDLE,
 //! UIDPLUS, MOVE, UNSELECT, ENABLE, CONDSTORE, STARTTLS and
 //! COMPRESS=DEFLATE. Commands are parsed with imap-codec; sessions are
 //! `storage::session::SessionView`s.
@@ -35,6 +35,7 @@ pub mod msgfile;
 pub mod qresync;
 pub mod quota;
 pub mod recent;
+pub mod rev2;
 pub mod rewrite;
 pub mod search;
 pub mod searchres;

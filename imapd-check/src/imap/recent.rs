@@ -19,9 +19,20 @@ pub struct Recent {
     ranges: Vec<(u32, u32)>,
     /// The highest UID this session has been told of.
     told: u32,
+    /// IMAP4rev2 has no `\Recent` (RFC 9051 2.3.2): nothing is learnt,
+    /// claimed or shown.
+    off: bool,
 }
 
 impl Recent {
+    /// For an IMAP4rev2 session: never anything `\Recent`, no claim.
+    pub fn off() -> Recent {
+        Recent {
+            off: true,
+            ..Default::default()
+        }
+    }
+
     pub fn contains(&self, uid: u32) -> bool {
         self.ranges.iter().any(|&(lo, hi)| lo <= uid && uid <= hi)
     }
@@ -30,6 +41,9 @@ impl Recent {
     /// them (`claim`) or only looks (read-only). Returns whether anything
     /// was new.
     pub fn learn(&mut self, mbox: &Mailbox, view: &SessionView, claim: bool) -> bool {
+        if self.off {
+            return false;
+        }
         let up_to = view.iter().last().map_or(0, |m| m.uid);
         if up_to <= self.told {
             return false;

@@ -34,6 +34,26 @@ pub fn imapflow_dir() -> PathBuf {
     flow_dir
 }
 
+/// Runs the imapflow script `tests/clients/SCRIPT` with `args` under
+/// node and gives back the one JSON line it prints (its output is shown;
+/// a failing script fails the test).
+pub fn imapflow_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new("node")
+        .env("IMAPFLOW_DIR", imapflow_dir())
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/clients")
+                .join(script),
+        )
+        .args(args)
+        .output()
+        .expect("run node (install nodejs: scripts/test.sh does)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "imapflow script {script} failed");
+    serde_json::from_str(text.trim()).unwrap()
+}
+
 /// Kills the child on drop, so a failing test leaves no process behind.
 pub struct Reaper(pub Child);
 impl Drop for Reaper {
@@ -67,6 +87,20 @@ pub fn seed_raw(
         inbox.append(&raw[..], opts).unwrap();
     }
     store
+}
+
+/// A new temporary directory (removed when dropped) with a spool in it
+/// whose INBOX holds `msgs`.
+pub fn store_with(user: &str, msgs: &[Vec<u8>]) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    seed_raw(
+        &spool,
+        user,
+        msgs.iter()
+            .map(|m| (m.clone(), storage::AppendOptions::default())),
+    );
+    (tmp, spool)
 }
 
 /// A store whose INBOX holds `message(0..n)`.
