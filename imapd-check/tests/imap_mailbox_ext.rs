@@ -593,7 +593,7 @@ fn multiappend_appends_all_with_appenduid() {
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(lines[0].contains("FLAGS (\\Seen \\Recent)"), "{lines:?}");
     assert!(
-        lines[0].contains("INTERNALDATE \"05-Mar-2024 09:00:00 +0000\""),
+        lines[0].contains("INTERNALDATE \"05-Mar-2024 10:00:00 +0100\""),
         "{lines:?}"
     );
     assert!(
