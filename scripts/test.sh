@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 # postfix: tests/tests/postfix.rs; python3 (imaplib), isync (mbsync) and
 # node: imapd-check/tests/imap_clients.rs; strace: deliver/tests/ordering.rs;
 # openssl (s_client, test certificates) and dovecot-core (`doveadm pw`
-# hashes): imapd-check/tests/imap_security.rs.
-PACKAGES=(postfix python3 isync strace openssl dovecot-core neomutt tmux offlineimap3)
+# hashes): imapd-check/tests/imap_security.rs; dovecot-sieve (Pigeonhole's
+# sieve-test, with dovecot-core): sieve/tests/pigeonhole.rs.
+PACKAGES=(postfix python3 isync strace openssl dovecot-core dovecot-sieve neomutt tmux offlineimap3)
 
 t0=$(date +%s)
 step() { printf '\n=== %s (%ss elapsed)\n' "$*" "$(($(date +%s) - t0))"; }

@@ -314,11 +314,12 @@ impl Run<'_> {
                     None => self.flags.clone(),
                 };
                 self.implicit_keep = false;
-                if !self
-                    .actions
-                    .iter()
-                    .any(|a| matches!(a, Action::Keep { .. }))
-                {
+                let stored = self.actions.iter().any(|a| match a {
+                    Action::Keep { .. } => true,
+                    Action::FileInto { mailbox, .. } => mailbox.eq_ignore_ascii_case("INBOX"),
+                    _ => false,
+                });
+                if !stored {
                     self.push(Action::Keep { flags })?;
                 }
             }
@@ -458,12 +459,13 @@ impl Run<'_> {
         let addresses = self.xl(&v.addresses);
         let handle = match &v.handle {
             Some(h) => self.x(h),
+            // As Pigeonhole derives it, so that both agree on "already answered".
             None => format!(
-                "{}<{}><{}><{}>",
+                "{}{}{}{}",
                 reason,
-                subject.as_deref().unwrap_or("default-subject"),
-                from.as_deref().unwrap_or("default-from"),
-                if v.mime { "MIME" } else { "NO-MIME" }
+                subject.as_deref().unwrap_or("<default-subject>"),
+                from.as_deref().unwrap_or("<default-from>"),
+                if v.mime { "<MIME>" } else { "<NO-MIME>" }
             ),
         };
         let env = self.ctx.envelope;
@@ -900,16 +902,20 @@ fn date_part(d: &DateTime, part: &str) -> String {
         "minute" => format!("{:02}", d.minute),
         "second" => format!("{:02}", d.second),
         "time" => format!("{:02}:{:02}:{:02}", d.hour, d.minute, d.second),
+        // RFC 3339 via RFC 5260 4.2: "Z" for UTC, as Pigeonhole writes it.
         "iso8601" => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{}:{}",
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{}",
             d.year,
             d.month,
             d.day,
             d.hour,
             d.minute,
             d.second,
-            &zone[..3],
-            &zone[3..]
+            if zone == "+0000" {
+                "Z".to_string()
+            } else {
+                format!("{}:{}", &zone[..3], &zone[3..])
+            }
         ),
         "std11" => {
             const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
