@@ -13,7 +13,7 @@ mod run;
 
 pub use compile::{Extension, Script};
 pub use message::Envelope;
-pub use run::{Action, Context, Host, Limits, NoHost, Outcome, RuntimeError};
+pub use run::{Action, Context, Host, Limits, NoHost, Outcome, RunOptions, RuntimeError};
 
 use std::fmt;
 

@@ -939,3 +939,54 @@ fn date_part(d: &DateTime, part: &str) -> String {
         _ => String::new(),
     }
 }
+
+/// Everything about a run besides the script, message and envelope.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub environment: HashMap<String, String>,
+    pub delimiter: String,
+    pub now: i64,
+    pub local_offset: i64,
+    pub limits: Limits,
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions {
+            environment: HashMap::new(),
+            delimiter: "+".into(),
+            now: 0,
+            local_offset: 0,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Script {
+    /// Parses `raw` (with mail-parser) and runs the script on it. A message
+    /// mail-parser cannot parse at all is a runtime error (implicit keep).
+    pub fn evaluate(
+        &self,
+        raw: &[u8],
+        envelope: &Envelope,
+        opts: &RunOptions,
+        host: &dyn Host,
+    ) -> Outcome {
+        let Some(message) = mail_parser::MessageParser::default().parse(raw) else {
+            return Outcome {
+                actions: vec![Action::Keep { flags: Vec::new() }],
+                implicit_keep: true,
+                error: Some(RuntimeError("message could not be parsed".into())),
+            };
+        };
+        let ctx = Context {
+            message: &message,
+            envelope,
+            environment: &opts.environment,
+            delimiter: &opts.delimiter,
+            now: opts.now,
+            local_offset: opts.local_offset,
+        };
+        self.run(&ctx, host, &opts.limits)
+    }
+}

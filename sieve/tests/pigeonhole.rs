@@ -10,12 +10,11 @@
 //! `compile-error line N` when the script does not compile. `discard` is
 //! not an outcome of its own: it only cancels the implicit keep.
 
-use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sieve::{Action, Context, Envelope, Limits, NoHost, Script};
+use sieve::{Action, Envelope, NoHost, RunOptions, Script};
 
 const FROM: &str = "sender@example.org";
 const TO: &str = "bob+box@example.com";
@@ -46,21 +45,15 @@ fn ours(script: &str, msg: &[u8]) -> Vec<String> {
         Ok(s) => s,
         Err(e) => return vec![format!("compile-error line {}", e.pos.line)],
     };
-    let m = mail_parser::MessageParser::default().parse(msg).unwrap();
     let env = Envelope {
         from: FROM.into(),
         to: TO.into(),
     };
-    let environment = HashMap::new();
-    let ctx = Context {
-        message: &m,
-        envelope: &env,
-        environment: &environment,
-        delimiter: "+",
+    let opts = RunOptions {
         now: 1_700_000_000,
-        local_offset: 0,
+        ..RunOptions::default()
     };
-    let o = s.run(&ctx, &NoHost, &Limits::default());
+    let o = s.evaluate(msg, &env, &opts, &NoHost);
     let mut out: Vec<String> = o
         .actions
         .iter()
@@ -166,10 +159,10 @@ impl Pigeonhole {
                 } else if t.starts_with("* send vacation message") {
                     out.push("vacation".into());
                 }
-            } else if let Some(h) = t.strip_prefix("=> handle  : ") {
-                if let Some(v) = out.iter_mut().rev().find(|x| *x == "vacation") {
-                    *v = format!("vacation {h}");
-                }
+            } else if let Some(h) = t.strip_prefix("=> handle  : ")
+                && let Some(v) = out.iter_mut().rev().find(|x| *x == "vacation")
+            {
+                *v = format!("vacation {h}");
             }
         }
         flush(&mut store, &mut out);

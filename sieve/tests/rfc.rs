@@ -1,31 +1,22 @@
 //! Scripts from the RFCs (and their rules) run against small messages.
 
-use std::collections::HashMap;
-
-use sieve::{Action, Context, Envelope, Limits, NoHost, Outcome, Script};
+use sieve::{Action, Envelope, Limits, NoHost, Outcome, RunOptions, Script};
 
 fn run_with(script: &str, msg: &str, from: &str, to: &str, limits: &Limits) -> Outcome {
     let s = Script::compile(script).unwrap_or_else(|e| panic!("{e}"));
     let raw = msg.replace('\n', "\r\n");
-    let m = mail_parser::MessageParser::default()
-        .parse(raw.as_bytes())
-        .unwrap();
     let env = Envelope {
         from: from.into(),
         to: to.into(),
     };
-    let mut environment = HashMap::new();
-    environment.insert("location".to_string(), "MDA".to_string());
-    environment.insert("phase".to_string(), "during".to_string());
-    let ctx = Context {
-        message: &m,
-        envelope: &env,
-        environment: &environment,
-        delimiter: "+",
+    let mut opts = RunOptions {
         now: 1_700_000_000,
-        local_offset: 0,
+        limits: limits.clone(),
+        ..RunOptions::default()
     };
-    s.run(&ctx, &NoHost, limits)
+    opts.environment.insert("location".into(), "MDA".into());
+    opts.environment.insert("phase".into(), "during".into());
+    s.evaluate(raw.as_bytes(), &env, &opts, &NoHost)
 }
 
 fn run(script: &str, msg: &str) -> Outcome {
