@@ -28,6 +28,14 @@
 //! before the duplicate log, as in Cyrus: a duplicate is deferred like any
 //! message while the user is over quota.
 //!
+//! # Sieve
+//!
+//! A recipient with an active Sieve script (`SPOOL/USER/.sieve/active`,
+//! docs/FORMAT.md §9) has it run on each message (module `filter`):
+//! keep/fileinto become appends with flags, reject is exit 77 `5.7.1` (LMTP
+//! 550 per recipient), discard stores nothing; any script problem keeps
+//! the message in the default mailbox and logs why (docs/OPERATIONS.md §2e).
+//!
 //! # Exit codes
 //!
 //! Every non-zero exit prints exactly one line on stderr, first, starting
@@ -52,6 +60,7 @@
 //! | 75   | EX_TEMPFAIL    | 4.3.1  | disk full (ENOSPC, EDQUOT, EFBIG) |
 //! | 75   | EX_TEMPFAIL    | 4.3.0  | any other I/O error, permission problem, corrupt index, bad config file, panic |
 //! | 77   | EX_NOPERM      | 5.7.0  | a symlink inside the spool (refused, never followed) |
+//! | 77   | EX_NOPERM      | 5.7.1  | rejected by the recipient's Sieve script (`reject`/`ereject`) |
 //!
 //! # Odd input
 //!
@@ -72,6 +81,7 @@
 
 mod date;
 mod delivery;
+mod filter;
 mod group;
 mod input;
 mod lmtp;
@@ -410,6 +420,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let detail = cli.recipient.as_deref().and_then(delivery::address_detail);
     let target = settings.resolve(&user, cli.mailbox.as_deref(), detail)?;
     let stdin = std::io::stdin().lock();
+    if filter::has_active_script(&settings.store, &target.user) {
+        let cache = filter::ScriptCache::default();
+        return filter::deliver_one_shot(
+            &settings,
+            &cache,
+            &target,
+            stdin,
+            cli.sender.as_deref(),
+            cli.recipient.as_deref(),
+        );
+    }
     let d = settings.deliver_stream(&target, stdin, cli.sender.as_deref())?;
     let Some(uid) = d.uid else {
         tracing::info!(

@@ -6,6 +6,7 @@
 
 mod compile;
 mod encoded;
+pub mod layout;
 mod matcher;
 mod message;
 mod parse;
