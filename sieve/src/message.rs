@@ -103,13 +103,46 @@ pub fn body_texts(msg: &Message<'_>, types: Option<&[String]>) -> Vec<String> {
             PartType::Binary(b) | PartType::InlineBinary(b) => {
                 out.push(String::from_utf8_lossy(b).into_owned())
             }
-            // :content "multipart": the part's raw text between its boundaries.
-            PartType::Multipart(_) | PartType::Message(_) => {
+            // RFC 5173 5.2: a multipart entity's prologue and epilogue only.
+            PartType::Multipart(_) => {
+                let raw = msg.raw_message();
+                let boundary = part
+                    .content_type()
+                    .and_then(|ct| ct.attribute("boundary"))
+                    .unwrap_or("");
+                if let Some(b) = raw.get(part.offset_body as usize..part.offset_end as usize) {
+                    out.push(prologue_epilogue(b, boundary));
+                }
+            }
+            PartType::Message(_) => {
                 let raw = msg.raw_message();
                 if let Some(b) = raw.get(part.offset_body as usize..part.offset_end as usize) {
                     out.push(String::from_utf8_lossy(b).into_owned());
                 }
             }
+        }
+    }
+    out
+}
+
+/// The text of a multipart body before its first boundary line and after
+/// its closing one.
+fn prologue_epilogue(body: &[u8], boundary: &str) -> String {
+    let text = String::from_utf8_lossy(body);
+    if boundary.is_empty() {
+        return text.into_owned();
+    }
+    let open = format!("--{boundary}");
+    let close = format!("--{boundary}--");
+    let mut out = String::new();
+    let mut state = 0; // 0 prologue, 1 parts, 2 epilogue
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end_matches(['\r', '\n']);
+        match state {
+            0 if bare.starts_with(&open) => state = if bare.starts_with(&close) { 2 } else { 1 },
+            1 if bare.starts_with(&close) => state = 2,
+            0 | 2 => out.push_str(line),
+            _ => {}
         }
     }
     out

@@ -32,7 +32,8 @@ impl Host for NoHost {
 /// Bounds on one run.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Work units (commands, tests, bytes compared) one run may use.
+    /// Work units one run may use: one per command and test, one per byte
+    /// compared, one per pattern × text cell of a `:matches`.
     pub budget: u64,
     /// Most actions (Pigeonhole's `sieve_max_actions` is 32).
     pub max_actions: usize,
@@ -46,7 +47,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            budget: 20_000_000,
+            budget: 50_000_000,
             max_actions: 32,
             max_redirects: 4,
             max_variables: 255,

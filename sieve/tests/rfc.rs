@@ -322,6 +322,16 @@ fn body() {
         "body :content \"application\" :contains \"secret\"",
         mime
     ));
+    // RFC 5173 5.2: a multipart entity is tested on its prologue and epilogue only.
+    let prologue = mime.replace("\n\n--XX\n", "\n\nThis is a MIME message.\n--XX\n");
+    assert!(t(
+        "body :content \"multipart\" :contains \"MIME message\"",
+        &prologue
+    ));
+    assert!(!t(
+        "body :content \"multipart\" :contains \"octet-stream\"",
+        &prologue
+    ));
 }
 
 /// RFC 5260: date and currentdate, :zone, :originalzone, :index/:last.
@@ -452,6 +462,31 @@ fn limits() {
         "c@d",
         &tight,
     );
+    assert!(o.error.unwrap().0.contains("CPU"));
+    assert_eq!(o.actions, [keep()]);
+}
+
+/// Hostile scripts: huge lists and nesting are compile errors; a script
+/// that burns CPU on long headers stops at the budget, quickly, and keeps.
+#[test]
+fn hostile_scripts_are_bounded() {
+    let list: Vec<String> = (0..2000).map(|i| format!("\"k{i}\"")).collect();
+    let e = Script::compile(&format!(
+        "if header :is \"subject\" [{}] {{ discard; }}",
+        list.join(",")
+    ))
+    .unwrap_err();
+    assert!(e.message.contains("too long"), "{e}");
+    let deep =
+        "if ".to_string() + &"allof(".repeat(40) + "true" + &")".repeat(40) + " { discard; }";
+    assert!(Script::compile(&deep).is_err());
+    let big = format!("Subject: {}\n\nx\n", "ab".repeat(10_000));
+    let rules: String = (0..500)
+        .map(|i| format!("if header :matches \"subject\" \"*a*b*a*b*{i}*\" {{ discard; }}\n"))
+        .collect();
+    let start = std::time::Instant::now();
+    let o = run(&rules, &big);
+    assert!(start.elapsed().as_secs() < 60, "did not hang");
     assert!(o.error.unwrap().0.contains("CPU"));
     assert_eq!(o.actions, [keep()]);
 }
