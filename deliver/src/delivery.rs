@@ -25,6 +25,8 @@ pub struct Settings {
     pub keywords: Vec<String>,
     /// Duplicate suppression window in seconds; 0 = off.
     pub dedup_window: u64,
+    /// Where Sieve's `include :global` finds scripts (`NAME.sieve`).
+    pub sieve_global_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

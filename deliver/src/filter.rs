@@ -135,6 +135,7 @@ impl ScriptCache {
 struct StoreHost<'a> {
     store: &'a Store,
     user: &'a UserName,
+    global_dir: Option<&'a Path>,
 }
 
 impl Host for StoreHost<'_> {
@@ -142,6 +143,29 @@ impl Host for StoreHost<'_> {
         MailboxName::new(name)
             .ok()
             .is_some_and(|n| self.store.mailbox_exists(self.user, &n).unwrap_or(false))
+    }
+
+    /// `include :personal` reads the user's `.sieve/NAME.sieve`,
+    /// `include :global` the `--sieve-global-dir`'s (none: not found).
+    fn include(&self, global: bool, name: &str) -> Result<Option<String>, String> {
+        if !valid_script_name(name) {
+            return Err("invalid script name".into());
+        }
+        let dir = if global {
+            match self.global_dir {
+                Some(d) => d.to_path_buf(),
+                None => return Ok(None),
+            }
+        } else {
+            self.store.root().join(self.user.encoded()).join(SIEVE_DIR)
+        };
+        match read_bounded(&dir.join(script_file(name)), MAX_SCRIPT_FILE) {
+            Ok(b) => String::from_utf8(b)
+                .map(Some)
+                .map_err(|_| "not UTF-8".to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 
@@ -237,6 +261,7 @@ pub fn plan(
     let host = StoreHost {
         store: &settings.store,
         user,
+        global_dir: settings.sieve_global_dir.as_deref(),
     };
     let outcome = script.evaluate(message, &envelope, &opts, &host);
     if let Some(e) = &outcome.error {

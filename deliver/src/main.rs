@@ -148,6 +148,9 @@ pub struct Cli {
     /// `dedup_window`, else 0 = off).
     #[arg(long, value_name = "SECONDS")]
     dedup_window: Option<u64>,
+    /// Directory of global Sieve scripts for `include :global` (NAME.sieve).
+    #[arg(long, value_name = "DIR")]
+    sieve_global_dir: Option<PathBuf>,
     /// Skip every fsync. Tests and benchmarks only: a crash may lose mail.
     #[arg(long)]
     unsafe_no_fsync: bool,
@@ -387,6 +390,7 @@ fn settings(cli: &Cli) -> Result<Settings, Failure> {
         flags,
         keywords,
         dedup_window,
+        sieve_global_dir: cli.sieve_global_dir.clone(),
     })
 }
 

@@ -237,3 +237,41 @@ fn lmtp_per_recipient_scripts() {
     assert_eq!(count(&s, "carol", "INBOX"), 0);
     assert_eq!(count(&s, "dave", "INBOX"), 1);
 }
+
+/// RFC 6609: `include :personal` reads the user's `.sieve/NAME.sieve`,
+/// `include :global` the `--sieve-global-dir`; a missing one is a runtime
+/// error (implicit keep, logged).
+#[test]
+fn include_personal_and_global() {
+    let s = Spool::with_users(&["bob"]);
+    install(
+        &s,
+        "bob",
+        "require [\"include\"]; include :personal \"lists\"; include :global \"spam\";",
+    );
+    std::fs::write(
+        s.root.join("bob/.sieve/lists.sieve"),
+        "require [\"fileinto\", \"mailbox\"]; if header :contains \"subject\" \"list\" { fileinto :create \"Lists\"; }",
+    )
+    .unwrap();
+    let global = s.tmp.path().join("global");
+    std::fs::create_dir_all(&global).unwrap();
+    std::fs::write(
+        global.join("spam.sieve"),
+        "require [\"fileinto\", \"mailbox\"]; if header :contains \"subject\" \"spam\" { fileinto :create \"Junk\"; }",
+    )
+    .unwrap();
+    let g = global.to_str().unwrap();
+    for subject in ["list news", "spam offer"] {
+        let o = s.deliver(&["-d", "bob", "--sieve-global-dir", g], &msg(subject));
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    assert_eq!(count(&s, "bob", "Lists"), 1);
+    assert_eq!(count(&s, "bob", "Junk"), 1);
+    // Without the global directory the global script is missing: kept, logged.
+    let o = s.deliver(&["-d", "bob", "-v"], &msg("spam again"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+    assert_eq!(count(&s, "bob", "INBOX"), 1);
+    assert_eq!(count(&s, "bob", "Junk"), 1);
+}

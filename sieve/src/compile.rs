@@ -30,6 +30,7 @@ pub enum Extension {
     Date,
     Index,
     Ihave,
+    Include,
 }
 
 impl Extension {
@@ -54,6 +55,7 @@ impl Extension {
         ("date", Extension::Date),
         ("index", Extension::Index),
         ("ihave", Extension::Ihave),
+        ("include", Extension::Include),
     ];
 
     pub fn from_name(name: &str) -> Option<Extension> {
@@ -263,6 +265,17 @@ pub enum Command {
         modifiers: Vec<Modifier>,
     },
     Vacation(Vacation),
+    /// RFC 6609: run another script of the user (or a global one).
+    Include {
+        global: bool,
+        once: bool,
+        optional: bool,
+        name: String,
+    },
+    /// RFC 6609 3.3: end the current (included) script.
+    Return,
+    /// RFC 6609 3.4: variables shared with the including and included scripts.
+    Global(Vec<String>),
     /// A command behind `ihave` that is not supported: a runtime error if reached.
     Error(String),
 }
@@ -1071,7 +1084,7 @@ impl Validator {
                     2 => {
                         self.need(Extension::Variables, c.pos, "a flag variable")?;
                         let v = str_of(&a.positional[0], "variable name")?;
-                        if !valid_var_name(&v) {
+                        if !valid_var_name(&v, self.has(Extension::Include)) {
                             return Err(Error::new(
                                 a.positional[0].pos(),
                                 format!("invalid variable name '{v}'"),
@@ -1105,7 +1118,7 @@ impl Validator {
                 })?;
                 let p = self.positional(&a, 2, name, c.pos)?;
                 let var = str_of(&p[0], "variable name")?;
-                if !valid_var_name(&var) {
+                if !valid_var_name(&var, self.has(Extension::Include)) {
                     return Err(Error::new(
                         p[0].pos(),
                         format!("invalid variable name '{var}'"),
@@ -1177,9 +1190,56 @@ impl Validator {
                 }
                 Ok(Command::Vacation(v))
             }
-            "include" | "return" | "global" | "notify" | "denotify" | "duplicate"
-            | "extracttext" | "foreverypart" | "break" | "replace" | "enclose" | "addheader"
-            | "deleteheader" | "error" => {
+            "include" => {
+                self.need(Extension::Include, c.pos, "include")?;
+                let a = self.split(&c.args, c.pos, name, &|t| {
+                    matches!(t, "personal" | "global" | "once" | "optional").then_some(Param::None)
+                })?;
+                let has = |x: &str| a.tags.iter().any(|(t, _, _)| t == x);
+                if has("personal") && has("global") {
+                    return Err(Error::new(c.pos, ":personal and :global together"));
+                }
+                let p = self.positional(&a, 1, name, c.pos)?;
+                let script = self.s(str_of(&p[0], "script name")?);
+                if !crate::layout::valid_script_name(&script) {
+                    return Err(Error::new(
+                        p[0].pos(),
+                        format!("invalid script name '{script}'"),
+                    ));
+                }
+                Ok(Command::Include {
+                    global: has("global"),
+                    once: has("once"),
+                    optional: has("optional"),
+                    name: script,
+                })
+            }
+            "return" => {
+                self.need(Extension::Include, c.pos, "return")?;
+                let a = self.split(&c.args, c.pos, name, &none)?;
+                self.positional(&a, 0, name, c.pos)?;
+                Ok(Command::Return)
+            }
+            "global" => {
+                self.need(Extension::Include, c.pos, "global")?;
+                self.need(Extension::Variables, c.pos, "global")?;
+                let a = self.split(&c.args, c.pos, name, &none)?;
+                let p = self.positional(&a, 1, name, c.pos)?;
+                let names = list_of(&p[0], "variable names")?;
+                for n in &names {
+                    if !valid_var_name(n, false) {
+                        return Err(Error::new(
+                            p[0].pos(),
+                            format!("invalid variable name '{n}'"),
+                        ));
+                    }
+                }
+                Ok(Command::Global(
+                    names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+                ))
+            }
+            "notify" | "denotify" | "duplicate" | "extracttext" | "foreverypart" | "break"
+            | "replace" | "enclose" | "addheader" | "deleteheader" | "error" => {
                 if self.has(Extension::Ihave) {
                     Ok(Command::Error(format!("command '{name}' is not supported")))
                 } else {
@@ -1194,8 +1254,8 @@ impl Validator {
     }
 }
 
-/// RFC 5229 3: identifier, or a digit string for match variables (not settable).
-fn valid_var_name(s: &str) -> bool {
+/// RFC 5229 3: an identifier; with `global_ns`, also `global.IDENT` (RFC 6609 3.5).
+fn valid_var_name(s: &str, global_ns: bool) -> bool {
     let mut parts = s.split('.');
     let last = parts.next_back().unwrap_or("");
     let ident = |x: &str| {
@@ -1206,8 +1266,12 @@ fn valid_var_name(s: &str) -> bool {
                 .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
             && x.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
     };
-    // Settable names have no namespace here.
-    parts.next().is_none() && ident(last)
+    match parts.next() {
+        None => ident(last),
+        Some(ns) => {
+            global_ns && ns.eq_ignore_ascii_case("global") && parts.next().is_none() && ident(last)
+        }
+    }
 }
 
 /// A plausible RFC 5321 mailbox: local@domain, no spaces or angle brackets.

@@ -2,7 +2,7 @@
 //! envelope, and returns the actions (RFC 5228 section 2.10: implicit
 //! keep, duplicate actions, errors that fall back to keep).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use mail_parser::{DateTime, Message};
 use serde::Serialize;
@@ -18,7 +18,19 @@ use crate::message::{self, Envelope};
 pub trait Host {
     /// `mailboxexists` (RFC 5490 3.1).
     fn mailbox_exists(&self, name: &str) -> bool;
+
+    /// The source of a script for `include` (RFC 6609): the user's own
+    /// (`global` false) or a global one. `Ok(None)`: there is none.
+    fn include(&self, global: bool, name: &str) -> Result<Option<String>, String> {
+        let _ = (global, name);
+        Ok(None)
+    }
 }
+
+/// Deepest chain of includes (Pigeonhole's `sieve_include_max_nesting_depth` is 10).
+pub const MAX_INCLUDE_DEPTH: usize = 10;
+/// Most scripts included in one run (Pigeonhole's `sieve_include_max_includes` is 255).
+pub const MAX_INCLUDES: usize = 64;
 
 /// A host with no mailboxes (dry runs without a store).
 pub struct NoHost;
@@ -130,6 +142,8 @@ pub const DATE_PARTS: &[&str] = &[
 enum Flow {
     Next,
     Stop,
+    /// `return`: end the current script (RFC 6609 3.3).
+    Return,
 }
 
 struct Run<'a> {
@@ -141,7 +155,14 @@ struct Run<'a> {
     actions: Vec<Action>,
     implicit_keep: bool,
     flags: Vec<String>,
+    /// The current script's own variables.
     vars: HashMap<String, String>,
+    /// RFC 6609 global variables, and the names the current script declared.
+    globals: HashMap<String, String>,
+    declared: HashSet<String>,
+    /// Scripts being included (loop check), and every one included (`:once`).
+    include_stack: Vec<(bool, String)>,
+    included: HashSet<(bool, String)>,
     matched: Vec<String>,
     redirects: usize,
     regex_cache: HashMap<(String, bool), regex::Regex>,
@@ -165,6 +186,10 @@ impl Script {
             implicit_keep: true,
             flags: Vec::new(),
             vars: HashMap::new(),
+            globals: HashMap::new(),
+            declared: HashSet::new(),
+            include_stack: Vec::new(),
+            included: HashSet::new(),
             matched: Vec::new(),
             redirects: 0,
             regex_cache: HashMap::new(),
@@ -227,12 +252,8 @@ impl Run<'_> {
                     out.push_str(self.matched.get(idx).map_or("", String::as_str));
                     rest = &after[n.len() + 1..];
                 }
-                Some(n) if is_ident(n) => {
-                    out.push_str(
-                        self.vars
-                            .get(&n.to_ascii_lowercase())
-                            .map_or("", String::as_str),
-                    );
+                Some(n) if is_ident(n) || global_name(n).is_some() => {
+                    out.push_str(self.get_var(n).map_or("", String::as_str));
                     rest = &after[n.len() + 1..];
                 }
                 _ => {
@@ -256,8 +277,9 @@ impl Run<'_> {
     fn block(&mut self, cmds: &[Command]) -> Result<Flow, RuntimeError> {
         for c in cmds {
             self.tick(1)?;
-            if let Flow::Stop = self.command(c)? {
-                return Ok(Flow::Stop);
+            match self.command(c)? {
+                Flow::Next => {}
+                other => return Ok(other),
             }
         }
         Ok(Flow::Next)
@@ -398,7 +420,7 @@ impl Run<'_> {
                 let given = flag_list(&self.xl(flags));
                 let current = match var {
                     None => self.flags.clone(),
-                    Some(v) => flag_list(&[self.vars.get(v).cloned().unwrap_or_default()]),
+                    Some(v) => flag_list(&[self.get_var(v).cloned().unwrap_or_default()]),
                 };
                 let new = match op {
                     FlagOp::Set => given,
@@ -435,21 +457,121 @@ impl Run<'_> {
                 let a = self.vacation(v);
                 self.push(a)?;
             }
+            Command::Include {
+                global,
+                once,
+                optional,
+                name,
+            } => return self.include(*global, *once, *optional, name),
+            Command::Return => return Ok(Flow::Return),
+            Command::Global(names) => {
+                for n in names {
+                    if self.vars.contains_key(n) {
+                        return Err(RuntimeError(format!(
+                            "variable '{n}' declared global after it was set"
+                        )));
+                    }
+                    self.declared.insert(n.clone());
+                }
+            }
             Command::Error(m) => return Err(RuntimeError(m.clone())),
         }
         Ok(Flow::Next)
     }
 
+    /// Where a variable lives: the global table (`global.NAME`, or a name
+    /// the current script declared `global`) or the script's own.
+    fn var_slot(&self, name: &str) -> (bool, String) {
+        let lower = name.to_ascii_lowercase();
+        match global_name(&lower) {
+            Some(g) => (true, g.to_string()),
+            None => (self.declared.contains(&lower), lower),
+        }
+    }
+
+    fn get_var(&self, name: &str) -> Option<&String> {
+        match self.var_slot(name) {
+            (true, k) => self.globals.get(&k),
+            (false, k) => self.vars.get(&k),
+        }
+    }
+
     fn set_var(&mut self, name: &str, mut v: String) -> Result<(), RuntimeError> {
-        if !self.vars.contains_key(name) && self.vars.len() >= self.limits.max_variables {
+        let (global, key) = self.var_slot(name);
+        let table = if global {
+            &mut self.globals
+        } else {
+            &mut self.vars
+        };
+        if !table.contains_key(&key) && table.len() >= self.limits.max_variables {
             return Err(RuntimeError(format!(
                 "too many variables (limit {})",
                 self.limits.max_variables
             )));
         }
         truncate(&mut v, self.limits.max_variable_len);
-        self.vars.insert(name.to_string(), v);
+        table.insert(key, v);
         Ok(())
+    }
+
+    /// RFC 6609 3.2: runs another script in this run (same actions, own
+    /// variables except the global ones), bounded in depth and count.
+    fn include(
+        &mut self,
+        global: bool,
+        once: bool,
+        optional: bool,
+        name: &str,
+    ) -> Result<Flow, RuntimeError> {
+        let key = (global, name.to_string());
+        if once && self.included.contains(&key) {
+            return Ok(Flow::Next);
+        }
+        if self.include_stack.contains(&key) {
+            return Err(RuntimeError(format!(
+                "include loop: script '{name}' includes itself"
+            )));
+        }
+        if self.include_stack.len() >= MAX_INCLUDE_DEPTH {
+            return Err(RuntimeError(format!(
+                "includes nested too deeply (limit {MAX_INCLUDE_DEPTH})"
+            )));
+        }
+        if self.included.len() >= MAX_INCLUDES && !self.included.contains(&key) {
+            return Err(RuntimeError(format!(
+                "too many included scripts (limit {MAX_INCLUDES})"
+            )));
+        }
+        let src = match self.host.include(global, name) {
+            Ok(Some(src)) => src,
+            Ok(None) if optional => return Ok(Flow::Next),
+            Ok(None) => {
+                return Err(RuntimeError(format!("include: script '{name}' not found")));
+            }
+            Err(e) => return Err(RuntimeError(format!("include: script '{name}': {e}"))),
+        };
+        self.tick(src.len() as u64)?;
+        let script = Script::compile(&src).map_err(|e| {
+            RuntimeError(format!(
+                "include: script '{name}': line {}: {}",
+                e.pos, e.message
+            ))
+        })?;
+        self.included.insert(key.clone());
+        self.include_stack.push(key);
+        let saved = (
+            self.vars_on,
+            std::mem::take(&mut self.vars),
+            std::mem::take(&mut self.declared),
+        );
+        self.vars_on = script.uses(Extension::Variables);
+        let flow = self.block(&script.commands);
+        (self.vars_on, self.vars, self.declared) = saved;
+        self.include_stack.pop();
+        Ok(match flow? {
+            Flow::Stop => Flow::Stop,
+            Flow::Next | Flow::Return => Flow::Next,
+        })
     }
 
     /// RFC 5230: the parameters, and whether the rules forbid an answer.
@@ -663,12 +785,7 @@ impl Run<'_> {
                 } else {
                     let strings: Vec<String> = vars
                         .iter()
-                        .map(|v| {
-                            self.vars
-                                .get(&v.to_ascii_lowercase())
-                                .cloned()
-                                .unwrap_or_default()
-                        })
+                        .map(|v| self.get_var(v).cloned().unwrap_or_default())
                         .collect();
                     flag_list(&strings)
                 };
@@ -801,6 +918,12 @@ impl Run<'_> {
         }
         Ok(false)
     }
+}
+
+/// `global.NAME` (RFC 6609 3.5) → `NAME`.
+fn global_name(s: &str) -> Option<&str> {
+    let (ns, name) = s.split_once('.')?;
+    (ns.eq_ignore_ascii_case("global") && is_ident(name)).then_some(name)
 }
 
 fn is_ident(s: &str) -> bool {

@@ -490,3 +490,88 @@ fn hostile_scripts_are_bounded() {
     assert!(o.error.unwrap().0.contains("CPU"));
     assert_eq!(o.actions, [keep()]);
 }
+
+/// Scripts by (global, name), for include.
+struct Scripts(Vec<(bool, &'static str, &'static str)>);
+
+impl sieve::Host for Scripts {
+    fn mailbox_exists(&self, _: &str) -> bool {
+        false
+    }
+    fn include(&self, global: bool, name: &str) -> Result<Option<String>, String> {
+        Ok(self
+            .0
+            .iter()
+            .find(|(g, n, _)| *g == global && *n == name)
+            .map(|(_, _, s)| s.to_string()))
+    }
+}
+
+fn run_host(script: &str, host: &Scripts) -> Outcome {
+    let s = Script::compile(script).unwrap_or_else(|e| panic!("{e}"));
+    let env = Envelope {
+        from: "a@example.org".into(),
+        to: "b@example.com".into(),
+    };
+    s.evaluate(
+        MSG.replace('\n', "\r\n").as_bytes(),
+        &env,
+        &RunOptions::default(),
+        host,
+    )
+}
+
+/// RFC 6609 3.2-3.5: include (personal and global), :once, :optional,
+/// return, stop, global variables, loops and depth as runtime errors.
+#[test]
+fn include() {
+    let host = Scripts(vec![
+        (
+            false,
+            "lists",
+            "require [\"fileinto\", \"include\"]; if header :contains \"subject\" \"present\" { fileinto \"presents\"; return; } fileinto \"never\";",
+        ),
+        (
+            true,
+            "spam",
+            "require [\"fileinto\", \"include\", \"variables\"]; global \"verdict\"; set \"verdict\" \"ham\"; set \"local\" \"x\";",
+        ),
+        (false, "loop", "require \"include\"; include \"loop\";"),
+        (false, "stopper", "stop;"),
+        (false, "bad", "fileinto \"x\";"),
+        (false, "deep", "require \"include\"; include \"deep2\";"),
+        (false, "deep2", "require \"include\"; include \"deep\";"),
+    ]);
+    let o = run_host(
+        r#"require ["include", "variables", "fileinto"];
+        global "verdict";
+        include :personal "lists";
+        include :global "spam";
+        include :once :global "spam";
+        include :optional "missing";
+        fileinto "v-${verdict}-${local}-${global.verdict}";"#,
+        &host,
+    );
+    assert_eq!(o.error, None);
+    assert_eq!(o.actions, [fileinto("presents"), fileinto("v-ham--ham")]);
+    // stop in an included script ends everything (implicit keep stays).
+    let o = run_host(
+        "require [\"include\", \"fileinto\"]; include \"stopper\"; fileinto \"after\";",
+        &host,
+    );
+    assert_eq!(o.actions, [keep()]);
+    for (script, err) in [
+        ("require \"include\"; include \"loop\";", "loop"),
+        ("require \"include\"; include \"deep\";", "loop"),
+        ("require \"include\"; include \"missing\";", "not found"),
+        ("require \"include\"; include \"bad\";", "require"),
+    ] {
+        let o = run_host(script, &host);
+        let e = o.error.unwrap_or_else(|| panic!("{script}"));
+        assert!(e.0.contains(err), "{script}: {e}");
+        assert_eq!(o.actions, [keep()]);
+    }
+    assert!(Script::compile("require \"include\"; include \"a/b\";").is_err());
+    assert!(Script::compile("include \"a\";").is_err());
+    assert!(Script::compile("require \"include\"; global \"x\";").is_err());
+}
