@@ -145,6 +145,20 @@ impl Host for StoreHost<'_> {
             .is_some_and(|n| self.store.mailbox_exists(self.user, &n).unwrap_or(false))
     }
 
+    /// Looks the key up in the user's `.sieve/.dedup` (absent: not seen).
+    fn duplicate_seen(&self, key: &str, seconds: u64) -> bool {
+        let k = duplicate_key(key);
+        match duplicate_log(self.store, self.user)
+            .and_then(|mut log| Ok(log.lock()?.contains(&k, storage::fsutil::now(), seconds)))
+        {
+            Ok(seen) => seen,
+            Err(e) => {
+                tracing::warn!(user = %self.user, "sieve: duplicate log: {e}; not a duplicate");
+                false
+            }
+        }
+    }
+
     /// `include :personal` reads the user's `.sieve/NAME.sieve`,
     /// `include :global` the `--sieve-global-dir`'s (none: not found).
     fn include(&self, global: bool, name: &str) -> Result<Option<String>, String> {
@@ -197,8 +211,58 @@ fn sender_address(sender: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
-/// Runs `user`'s active script on `message` (normalized, complete).
-/// `Ok(None)`: the user has no active script (deliver as without Sieve).
+/// Runs the recipient's script, carries its plan out and, once that
+/// succeeded, records its `duplicate` marks (RFC 7352 3).
+#[allow(clippy::too_many_arguments)]
+pub fn filter_and_store(
+    settings: &Settings,
+    cache: &ScriptCache,
+    target: &Target,
+    message: &[u8],
+    sender: Option<&str>,
+    recipient: Option<&str>,
+    sent_date: i64,
+    message_id: Option<&str>,
+) -> Result<Done, Failure> {
+    let (plan, marks) = plan(settings, cache, target, message, sender, recipient)?;
+    let done = execute(settings, plan, message, sent_date, message_id)?;
+    if !marks.is_empty() {
+        record_duplicates(&settings.store, &target.user, &marks);
+    }
+    Ok(done)
+}
+
+/// The `duplicate` log of a user: `.sieve/.dedup` (FORMAT.md §9).
+fn duplicate_log(store: &Store, user: &UserName) -> storage::Result<storage::dedup::DedupLog> {
+    let root = storage::fsutil::Dir::open_root(store.root())?;
+    let home = root.open_dir(storage::fsutil::os(user.encoded().as_bytes()))?;
+    let dir = home.open_dir(storage::fsutil::os(SIEVE_DIR.as_bytes()))?;
+    storage::dedup::DedupLog::open_in(&dir, store.options().lock_timeout)
+}
+
+fn duplicate_key(key: &str) -> Key {
+    let mut h = Blake2b::<U16>::new();
+    h.update(b"sieve-duplicate\0");
+    h.update(key.as_bytes());
+    Key(h.finalize().into())
+}
+
+/// Records delivered messages' `duplicate` identities. A failure is
+/// logged and otherwise ignored: the mail is already stored.
+fn record_duplicates(store: &Store, user: &UserName, marks: &[sieve::DuplicateMark]) {
+    let keys: Vec<Key> = marks.iter().map(|m| duplicate_key(&m.key)).collect();
+    let result = duplicate_log(store, user).and_then(|mut log| {
+        log.lock()?
+            .record(&keys, storage::fsutil::now(), sieve::DUPLICATE_MAX_SECONDS)
+    });
+    if let Err(e) = result {
+        tracing::warn!(user = %user, "sieve: could not record duplicate tracking: {e}");
+    }
+}
+
+/// Runs `user`'s active script on `message` (normalized, complete): the
+/// plan and the `duplicate` marks to record after it is carried out.
+/// Without an active script, the plan is the default target.
 pub fn plan(
     settings: &Settings,
     cache: &ScriptCache,
@@ -206,7 +270,7 @@ pub fn plan(
     message: &[u8],
     sender: Option<&str>,
     recipient: Option<&str>,
-) -> Result<Option<Plan>, Failure> {
+) -> Result<(Plan, Vec<sieve::DuplicateMark>), Failure> {
     let user = &default.user;
     let keep = || {
         Plan::Store(vec![Append {
@@ -217,22 +281,22 @@ pub fn plan(
     };
     let path = match active_script_path(&settings.store, user) {
         Ok(Some(p)) => p,
-        Ok(None) => return Ok(None),
+        Ok(None) => return Ok((keep(), Vec::new())),
         Err(e) => {
             tracing::warn!(user = %user, "sieve: {e}; implicit keep");
-            return Ok(Some(keep()));
+            return Ok((keep(), Vec::new()));
         }
     };
     let script = match cache.load(&path) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(user = %user, "sieve: script not used: {e}; implicit keep");
-            return Ok(Some(keep()));
+            return Ok((keep(), Vec::new()));
         }
     };
     if message.len() > MAX_FILTERED_MESSAGE {
         tracing::warn!(user = %user, size = message.len(), "sieve: message too large to filter; implicit keep");
-        return Ok(Some(keep()));
+        return Ok((keep(), Vec::new()));
     }
     let recipient = recipient
         .map(|r| {
@@ -267,7 +331,10 @@ pub fn plan(
     if let Some(e) = &outcome.error {
         tracing::warn!(user = %user, script = %path.display(), "sieve: runtime error: {e}; implicit keep");
     }
-    Ok(Some(to_plan(settings, default, &outcome.actions)?))
+    Ok((
+        to_plan(settings, default, &outcome.actions)?,
+        outcome.duplicates,
+    ))
 }
 
 /// System flags and valid keywords of a flag list; others are dropped (logged).
@@ -508,14 +575,16 @@ pub fn deliver_one_shot(
         .and_then(crate::date::parse)
         .unwrap_or(0);
     let message_id = norm.headers.message_id.take();
-    let plan = plan(settings, cache, target, &message, sender, recipient)?.unwrap_or_else(|| {
-        Plan::Store(vec![Append {
-            target: target.clone(),
-            flags: settings.flags,
-            keywords: settings.keywords.clone(),
-        }])
-    });
-    let done = execute(settings, plan, &message, sent_date, message_id.as_deref())?;
+    let done = filter_and_store(
+        settings,
+        cache,
+        target,
+        &message,
+        sender,
+        recipient,
+        sent_date,
+        message_id.as_deref(),
+    )?;
     log_done(
         &target.user,
         &done,

@@ -599,30 +599,16 @@ impl<R: Read, W: Write> Session<'_, R, W> {
         for i in with_script {
             handled[i] = true;
             let r = &rcpts[i];
-            let result = filter::plan(
+            let result = filter::filter_and_store(
                 s,
                 &self.ctx.scripts,
                 &r.target,
                 &message,
                 sender,
                 Some(&r.address),
-            )
-            .and_then(|plan| {
-                let plan = plan.unwrap_or_else(|| {
-                    filter::Plan::Store(vec![filter::Append {
-                        target: r.target.clone(),
-                        flags: s.flags,
-                        keywords: s.keywords.clone(),
-                    }])
-                });
-                filter::execute(
-                    s,
-                    plan,
-                    &message,
-                    meta.sent_date,
-                    meta.message_id.as_deref(),
-                )
-            });
+                meta.sent_date,
+                meta.message_id.as_deref(),
+            );
             replies[i] = match result {
                 Ok(done) => {
                     filter::log_done(

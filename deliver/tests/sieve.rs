@@ -275,3 +275,34 @@ fn include_personal_and_global() {
     assert_eq!(count(&s, "bob", "INBOX"), 1);
     assert_eq!(count(&s, "bob", "Junk"), 1);
 }
+
+/// RFC 7352: `duplicate` remembers delivered Message-IDs per user (in
+/// `.sieve/.dedup`), only once the delivery succeeded.
+#[test]
+fn duplicate_across_deliveries() {
+    let s = Spool::with_users(&["bob"]);
+    install(
+        &s,
+        "bob",
+        "require [\"duplicate\", \"fileinto\", \"mailbox\"]; if duplicate { fileinto :create \"Dups\"; }",
+    );
+    let m = msg("twice");
+    // A delivery that fails (an injected write error: exit 75) records nothing.
+    let o = s.deliver_env(
+        &["-d", "bob"],
+        &m,
+        &[("MAILSTORE_TEST_FAULT", "append.after_stage_write=error")],
+    );
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    for _ in 0..2 {
+        let o = s.deliver(&["-d", "bob"], &m);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    assert_eq!(count(&s, "bob", "INBOX"), 1);
+    assert_eq!(count(&s, "bob", "Dups"), 1);
+    assert!(s.root.join("bob/.sieve/.dedup").exists());
+    // Another message is not a duplicate.
+    let o = s.deliver(&["-d", "bob"], &msg("once"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(count(&s, "bob", "INBOX"), 2);
+}

@@ -31,6 +31,7 @@ pub enum Extension {
     Index,
     Ihave,
     Include,
+    Duplicate,
 }
 
 impl Extension {
@@ -56,6 +57,7 @@ impl Extension {
         ("index", Extension::Index),
         ("ihave", Extension::Ihave),
         ("include", Extension::Include),
+        ("duplicate", Extension::Duplicate),
     ];
 
     pub fn from_name(name: &str) -> Option<Extension> {
@@ -181,6 +183,21 @@ pub enum Test {
         keys: Vec<String>,
     },
     Ihave(Vec<String>),
+    /// RFC 7352.
+    Duplicate {
+        handle: Option<String>,
+        source: DupSource,
+        seconds: Option<u64>,
+        last: bool,
+    },
+}
+
+/// What identifies a message for `duplicate` (RFC 7352 3.1).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DupSource {
+    MessageId,
+    Header(String),
+    UniqueId(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -905,9 +922,48 @@ impl Validator {
                     keys,
                 })
             }
+            "duplicate" => {
+                self.need(Extension::Duplicate, t.pos, "duplicate")?;
+                self.no_tests(&t.tests, name)?;
+                let a = self.split(&t.args, t.pos, name, &|x| match x {
+                    "handle" | "header" | "uniqueid" => Some(Param::Str),
+                    "seconds" => Some(Param::Num),
+                    "last" => Some(Param::None),
+                    _ => None,
+                })?;
+                self.positional(&a, 0, name, t.pos)?;
+                let mut handle = None;
+                let mut source = DupSource::MessageId;
+                let mut seconds = None;
+                let mut last = false;
+                for (tag, p, v) in &a.tags {
+                    match (tag.as_str(), v) {
+                        ("handle", Some(x)) => handle = Some(self.s(str_of(x, ":handle")?)),
+                        ("header" | "uniqueid", Some(x)) => {
+                            if source != DupSource::MessageId {
+                                return Err(Error::new(*p, ":header and :uniqueid together"));
+                            }
+                            let v = self.s(str_of(x, tag)?);
+                            source = if tag == "header" {
+                                DupSource::Header(v)
+                            } else {
+                                DupSource::UniqueId(v)
+                            };
+                        }
+                        ("seconds", Some(RawArg::Num(n, _))) => seconds = Some(*n),
+                        ("last", None) => last = true,
+                        _ => {}
+                    }
+                }
+                Ok(Test::Duplicate {
+                    handle,
+                    source,
+                    seconds,
+                    last,
+                })
+            }
             "valid_notify_method"
             | "notify_method_capability"
-            | "duplicate"
             | "spamtest"
             | "virustest"
             | "metadata"
@@ -1238,8 +1294,8 @@ impl Validator {
                     names.iter().map(|n| n.to_ascii_lowercase()).collect(),
                 ))
             }
-            "notify" | "denotify" | "duplicate" | "extracttext" | "foreverypart" | "break"
-            | "replace" | "enclose" | "addheader" | "deleteheader" | "error" => {
+            "notify" | "denotify" | "extracttext" | "foreverypart" | "break" | "replace"
+            | "enclose" | "addheader" | "deleteheader" | "error" => {
                 if self.has(Extension::Ihave) {
                     Ok(Command::Error(format!("command '{name}' is not supported")))
                 } else {

@@ -14,7 +14,10 @@ mod run;
 
 pub use compile::{Extension, Script};
 pub use message::Envelope;
-pub use run::{Action, Context, Host, Limits, NoHost, Outcome, RunOptions, RuntimeError};
+pub use run::{
+    Action, Context, DUPLICATE_DEFAULT_SECONDS, DUPLICATE_MAX_SECONDS, DuplicateMark, Host, Limits,
+    NoHost, Outcome, RunOptions, RuntimeError,
+};
 
 use std::fmt;
 

@@ -8,8 +8,8 @@ use mail_parser::{DateTime, Message};
 use serde::Serialize;
 
 use crate::compile::{
-    AddressPart, BodyTransform, Command, Comparator, Extension, FlagOp, MatchOpts, MatchType,
-    Modifier, Script, Test, Vacation, Zone, valid_address,
+    AddressPart, BodyTransform, Command, Comparator, DupSource, Extension, FlagOp, MatchOpts,
+    MatchType, Modifier, Script, Test, Vacation, Zone, valid_address,
 };
 use crate::matcher::{self, OverBudget};
 use crate::message::{self, Envelope};
@@ -25,6 +25,26 @@ pub trait Host {
         let _ = (global, name);
         Ok(None)
     }
+
+    /// `duplicate` (RFC 7352): was `key` recorded within the last `seconds`?
+    /// The caller records [`Outcome::duplicates`] after a successful delivery.
+    fn duplicate_seen(&self, key: &str, seconds: u64) -> bool {
+        let _ = (key, seconds);
+        false
+    }
+}
+
+/// RFC 7352's period when the script gives none (Pigeonhole's default).
+pub const DUPLICATE_DEFAULT_SECONDS: u64 = 12 * 3600;
+/// The longest period honoured (longer ones are cut to it).
+pub const DUPLICATE_MAX_SECONDS: u64 = 7 * 86400;
+
+/// A `duplicate` test's identity to record once the delivery succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DuplicateMark {
+    /// Handle and unique id, NUL-separated.
+    pub key: String,
+    pub seconds: u64,
 }
 
 /// Deepest chain of includes (Pigeonhole's `sieve_include_max_nesting_depth` is 10).
@@ -132,6 +152,8 @@ pub struct Outcome {
     pub implicit_keep: bool,
     /// Set when the run failed: `actions` is then the implicit keep alone.
     pub error: Option<RuntimeError>,
+    /// `duplicate` tests to record after a successful delivery (RFC 7352 3).
+    pub duplicates: Vec<DuplicateMark>,
 }
 
 pub const DATE_PARTS: &[&str] = &[
@@ -164,6 +186,7 @@ struct Run<'a> {
     include_stack: Vec<(bool, String)>,
     included: HashSet<(bool, String)>,
     matched: Vec<String>,
+    duplicates: Vec<DuplicateMark>,
     redirects: usize,
     regex_cache: HashMap<(String, bool), regex::Regex>,
 }
@@ -191,6 +214,7 @@ impl Script {
             include_stack: Vec::new(),
             included: HashSet::new(),
             matched: Vec::new(),
+            duplicates: Vec::new(),
             redirects: 0,
             regex_cache: HashMap::new(),
         };
@@ -204,12 +228,14 @@ impl Script {
                     actions: r.actions,
                     implicit_keep: r.implicit_keep,
                     error: None,
+                    duplicates: r.duplicates,
                 }
             }
             Err(e) => Outcome {
                 actions: vec![Action::Keep { flags: Vec::new() }],
                 implicit_keep: true,
                 error: Some(e),
+                duplicates: Vec::new(),
             },
         }
     }
@@ -843,6 +869,40 @@ impl Run<'_> {
                 self.match_values(opts, &values, keys)?
             }
             Test::Ihave(names) => names.iter().all(|n| Extension::from_name(n).is_some()),
+            Test::Duplicate {
+                handle,
+                source,
+                seconds,
+                last,
+            } => {
+                let id = match source {
+                    DupSource::MessageId => message::raw_headers(raw, root, "message-id")
+                        .first()
+                        .map(|v| message::decode_text(v)),
+                    DupSource::Header(h) => message::raw_headers(raw, root, &self.x(h))
+                        .first()
+                        .map(|v| message::decode_text(v)),
+                    DupSource::UniqueId(u) => Some(self.x(u)),
+                };
+                // RFC 7352 3.1: no identity, no duplicate (and nothing tracked).
+                let Some(id) = id.filter(|i| !i.is_empty()) else {
+                    return Ok(false);
+                };
+                let handle = handle.as_ref().map(|h| self.x(h)).unwrap_or_default();
+                let key = format!("{handle}\0{id}");
+                let period = seconds
+                    .unwrap_or(DUPLICATE_DEFAULT_SECONDS)
+                    .min(DUPLICATE_MAX_SECONDS);
+                let seen = self.host.duplicate_seen(&key, period);
+                // :last restarts the period at every occurrence.
+                if (!seen || *last) && !self.duplicates.iter().any(|d| d.key == key) {
+                    self.duplicates.push(DuplicateMark {
+                        key,
+                        seconds: period,
+                    });
+                }
+                seen
+            }
         })
     }
 
@@ -1101,6 +1161,7 @@ impl Script {
                 actions: vec![Action::Keep { flags: Vec::new() }],
                 implicit_keep: true,
                 error: Some(RuntimeError("message could not be parsed".into())),
+                duplicates: Vec::new(),
             };
         };
         let ctx = Context {

@@ -575,3 +575,55 @@ fn include() {
     assert!(Script::compile("include \"a\";").is_err());
     assert!(Script::compile("require \"include\"; global \"x\";").is_err());
 }
+
+/// Remembers keys, as a store would between deliveries.
+struct Seen(std::cell::RefCell<Vec<(String, u64)>>);
+
+impl sieve::Host for Seen {
+    fn mailbox_exists(&self, _: &str) -> bool {
+        false
+    }
+    fn duplicate_seen(&self, key: &str, _seconds: u64) -> bool {
+        self.0.borrow().iter().any(|(k, _)| k == key)
+    }
+}
+
+/// RFC 7352 3: duplicate by Message-ID, :header, :uniqueid, :handle; the
+/// marks to record are handed back, and only when the test was not a
+/// duplicate (or with :last).
+#[test]
+fn duplicate() {
+    let seen = Seen(std::cell::RefCell::new(Vec::new()));
+    let script = Script::compile(
+        r#"require ["duplicate", "fileinto", "variables"];
+        if duplicate { fileinto "dups"; }
+        if duplicate :handle "subj" :header "subject" :seconds 60 { fileinto "same-subject"; }
+        if duplicate :uniqueid "${hex}" { fileinto "never"; }"#,
+    )
+    .unwrap();
+    let env = Envelope {
+        from: "a@b".into(),
+        to: "c@d".into(),
+    };
+    let msg = MSG.replace('\n', "\r\n");
+    let o = script.evaluate(msg.as_bytes(), &env, &RunOptions::default(), &seen);
+    assert_eq!(o.actions, [keep()]);
+    // Message-ID absent in MSG: not tracked; the subject and the (empty) uniqueid.
+    assert_eq!(o.duplicates.len(), 1, "{:?}", o.duplicates);
+    assert_eq!(o.duplicates[0].seconds, 60);
+    for d in &o.duplicates {
+        seen.0.borrow_mut().push((d.key.clone(), d.seconds));
+    }
+    let o = script.evaluate(msg.as_bytes(), &env, &RunOptions::default(), &seen);
+    assert_eq!(o.actions, [fileinto("same-subject")]);
+    assert!(o.duplicates.is_empty());
+    let with_id = format!("Message-ID: <x@y>\r\n{msg}");
+    let o = script.evaluate(with_id.as_bytes(), &env, &RunOptions::default(), &seen);
+    assert_eq!(o.actions, [fileinto("same-subject")]);
+    assert_eq!(o.duplicates.len(), 1);
+    assert_eq!(o.duplicates[0].seconds, sieve::DUPLICATE_DEFAULT_SECONDS);
+    assert!(
+        Script::compile("require \"duplicate\"; if duplicate :header \"a\" :uniqueid \"b\" {}")
+            .is_err()
+    );
+}
