@@ -6,9 +6,9 @@
 //! A script that cannot be read or compiled, a runtime error or a limit
 //! never loses mail: the plan is then the implicit keep (the default
 //! target), with a warning in the log naming the user and the reason.
-//! Redirect and vacation are not carried out yet (no sendmail
-//! configuration): a redirect keeps the message instead (if the script
-//! stores it nowhere else) and both are logged.
+//! Redirect and vacation are sent through `--sendmail` (module
+//! `outbound`); without it a redirect keeps the message instead (if the
+//! script stores it nowhere else) and both are logged.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -147,16 +147,13 @@ impl Host for StoreHost<'_> {
 
     /// Looks the key up in the user's `.sieve/.dedup` (absent: not seen).
     fn duplicate_seen(&self, key: &str, seconds: u64) -> bool {
-        let k = duplicate_key(key);
-        match duplicate_log(self.store, self.user)
-            .and_then(|mut log| Ok(log.lock()?.contains(&k, storage::fsutil::now(), seconds)))
-        {
-            Ok(seen) => seen,
-            Err(e) => {
-                tracing::warn!(user = %self.user, "sieve: duplicate log: {e}; not a duplicate");
-                false
-            }
-        }
+        seen(
+            self.store,
+            self.user,
+            &duplicate_key(key),
+            storage::fsutil::now(),
+            seconds,
+        )
     }
 
     /// `include :personal` reads the user's `.sieve/NAME.sieve`,
@@ -224,12 +221,83 @@ pub fn filter_and_store(
     sent_date: i64,
     message_id: Option<&str>,
 ) -> Result<Done, Failure> {
-    let (plan, marks) = plan(settings, cache, target, message, sender, recipient)?;
-    let done = execute(settings, plan, message, sent_date, message_id)?;
-    if !marks.is_empty() {
-        record_duplicates(&settings.store, &target.user, &marks);
+    let p = plan(settings, cache, target, message, sender, recipient)?;
+    let user = &target.user;
+    // Redirects first: a failure defers the whole delivery before
+    // anything is stored, and the retry does not send one twice.
+    if let Some(cmd) = &settings.sendmail {
+        for a in &p.outbound {
+            if let Action::Redirect { address, .. } = a {
+                crate::outbound::redirect(
+                    settings,
+                    cmd,
+                    user,
+                    &p.recipient,
+                    &p.sender,
+                    message,
+                    address,
+                )?;
+            }
+        }
+    }
+    let done = execute(settings, p.plan, message, sent_date, message_id)?;
+    if let Some(cmd) = &settings.sendmail
+        && !matches!(done, Done::Rejected(_))
+    {
+        for a in p
+            .outbound
+            .iter()
+            .filter(|a| matches!(a, Action::Vacation { .. }))
+        {
+            let parsed = mail_parser::MessageParser::default().parse_headers(message);
+            let subject = parsed.as_ref().and_then(|m| m.subject());
+            let id = parsed
+                .as_ref()
+                .and_then(|m| m.message_id())
+                .map(|i| format!("<{i}>"));
+            let refs = parsed.as_ref().map(|m| {
+                m.references()
+                    .as_text_list()
+                    .map(|l| {
+                        l.iter()
+                            .map(|r| format!("<{r}>"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default()
+            });
+            let original = crate::outbound::Original {
+                subject,
+                message_id: id.as_deref(),
+                references: refs.as_deref().filter(|r| !r.is_empty()),
+            };
+            crate::outbound::vacation(
+                settings,
+                cmd,
+                user,
+                &p.recipient,
+                &original,
+                a,
+                &crate::lmtp::hostname(),
+            );
+        }
+    }
+    if !p.duplicates.is_empty() {
+        record_duplicates(&settings.store, user, &p.duplicates);
     }
     Ok(done)
+}
+
+/// What a script decided, with what the caller needs to carry it out.
+pub struct Planned {
+    pub plan: Plan,
+    /// `duplicate` marks to record after a successful delivery.
+    pub duplicates: Vec<sieve::DuplicateMark>,
+    /// Redirects and vacation replies to send (with `--sendmail`).
+    pub outbound: Vec<Action>,
+    /// The envelope as the script saw it.
+    pub recipient: String,
+    pub sender: String,
 }
 
 /// The `duplicate` log of a user: `.sieve/.dedup` (FORMAT.md §9).
@@ -247,17 +315,37 @@ fn duplicate_key(key: &str) -> Key {
     Key(h.finalize().into())
 }
 
-/// Records delivered messages' `duplicate` identities. A failure is
-/// logged and otherwise ignored: the mail is already stored.
+/// How long entries of a user's `.sieve/.dedup` are kept: the longest
+/// period anything in it needs (vacation, FORMAT.md §9).
+const TRACKING_WINDOW: u64 = crate::outbound::MAX_VACATION_PERIOD;
+
+/// Whether `key` is in the user's `.sieve/.dedup` within `window` seconds
+/// (a log that cannot be read counts as "no", logged).
+pub fn seen(store: &Store, user: &UserName, key: &Key, now: i64, window: u64) -> bool {
+    match duplicate_log(store, user).and_then(|mut log| Ok(log.lock()?.contains(key, now, window)))
+    {
+        Ok(seen) => seen,
+        Err(e) => {
+            tracing::warn!(user = %user, "sieve: tracking log: {e}; taken as not seen");
+            false
+        }
+    }
+}
+
+/// Adds keys to the user's `.sieve/.dedup`; a failure is logged only (the
+/// mail is stored or sent already).
+pub fn remember(store: &Store, user: &UserName, keys: &[Key], now: i64) {
+    let result = duplicate_log(store, user)
+        .and_then(|mut log| log.lock()?.record(keys, now, TRACKING_WINDOW));
+    if let Err(e) = result {
+        tracing::warn!(user = %user, "sieve: could not update the tracking log: {e}");
+    }
+}
+
+/// Records delivered messages' `duplicate` identities.
 fn record_duplicates(store: &Store, user: &UserName, marks: &[sieve::DuplicateMark]) {
     let keys: Vec<Key> = marks.iter().map(|m| duplicate_key(&m.key)).collect();
-    let result = duplicate_log(store, user).and_then(|mut log| {
-        log.lock()?
-            .record(&keys, storage::fsutil::now(), sieve::DUPLICATE_MAX_SECONDS)
-    });
-    if let Err(e) = result {
-        tracing::warn!(user = %user, "sieve: could not record duplicate tracking: {e}");
-    }
+    remember(store, user, &keys, storage::fsutil::now());
 }
 
 /// Runs `user`'s active script on `message` (normalized, complete): the
@@ -270,8 +358,24 @@ pub fn plan(
     message: &[u8],
     sender: Option<&str>,
     recipient: Option<&str>,
-) -> Result<(Plan, Vec<sieve::DuplicateMark>), Failure> {
+) -> Result<Planned, Failure> {
     let user = &default.user;
+    let recipient = recipient
+        .map(|r| {
+            r.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
+        .unwrap_or_else(|| user.to_string());
+    let sender = sender_address(sender);
+    let planned = |plan: Plan| Planned {
+        plan,
+        duplicates: Vec::new(),
+        outbound: Vec::new(),
+        recipient: recipient.clone(),
+        sender: sender.clone(),
+    };
     let keep = || {
         Plan::Store(vec![Append {
             target: default.clone(),
@@ -281,33 +385,25 @@ pub fn plan(
     };
     let path = match active_script_path(&settings.store, user) {
         Ok(Some(p)) => p,
-        Ok(None) => return Ok((keep(), Vec::new())),
+        Ok(None) => return Ok(planned(keep())),
         Err(e) => {
             tracing::warn!(user = %user, "sieve: {e}; implicit keep");
-            return Ok((keep(), Vec::new()));
+            return Ok(planned(keep()));
         }
     };
     let script = match cache.load(&path) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(user = %user, "sieve: script not used: {e}; implicit keep");
-            return Ok((keep(), Vec::new()));
+            return Ok(planned(keep()));
         }
     };
     if message.len() > MAX_FILTERED_MESSAGE {
         tracing::warn!(user = %user, size = message.len(), "sieve: message too large to filter; implicit keep");
-        return Ok((keep(), Vec::new()));
+        return Ok(planned(keep()));
     }
-    let recipient = recipient
-        .map(|r| {
-            r.trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .to_string()
-        })
-        .unwrap_or_else(|| user.to_string());
     let envelope = Envelope {
-        from: sender_address(sender),
+        from: sender.clone(),
         to: recipient.clone(),
     };
     let mut opts = RunOptions {
@@ -331,10 +427,14 @@ pub fn plan(
     if let Some(e) = &outcome.error {
         tracing::warn!(user = %user, script = %path.display(), "sieve: runtime error: {e}; implicit keep");
     }
-    Ok((
-        to_plan(settings, default, &outcome.actions)?,
-        outcome.duplicates,
-    ))
+    let (plan, outbound) = to_plan(settings, default, &outcome.actions, message, &recipient)?;
+    Ok(Planned {
+        plan,
+        duplicates: outcome.duplicates,
+        outbound,
+        recipient,
+        sender,
+    })
 }
 
 /// System flags and valid keywords of a flag list; others are dropped (logged).
@@ -360,7 +460,18 @@ fn convert_flags(user: &UserName, list: &[String]) -> (Flags, Vec<String>) {
     (flags, keywords)
 }
 
-fn to_plan(settings: &Settings, default: &Target, actions: &[Action]) -> Result<Plan, Failure> {
+/// The appends of a run's actions, and the redirects and vacation replies
+/// to send (only with `--sendmail`; without it a redirect keeps the message).
+fn to_plan(
+    settings: &Settings,
+    default: &Target,
+    actions: &[Action],
+    message: &[u8],
+    recipient: &str,
+) -> Result<(Plan, Vec<Action>), Failure> {
+    let mut outbound = Vec::new();
+    let mut reject = None;
+    let can_send = settings.sendmail.is_some();
     let user = &default.user;
     let mut out: Vec<Append> = Vec::new();
     let add = |out: &mut Vec<Append>, target: Target, list: &[String]| {
@@ -390,7 +501,7 @@ fn to_plan(settings: &Settings, default: &Target, actions: &[Action]) -> Result<
     let mut redirected = false;
     for a in actions {
         match a {
-            Action::Reject { reason, .. } => return Ok(Plan::Reject(reason.clone())),
+            Action::Reject { reason, .. } => reject = Some(reason.clone()),
             Action::Keep { flags } => add(&mut out, default.clone(), flags),
             Action::FileInto {
                 mailbox,
@@ -431,22 +542,36 @@ fn to_plan(settings: &Settings, default: &Target, actions: &[Action]) -> Result<
                 add(&mut out, target, flags);
             }
             Action::Redirect { address, .. } => {
-                redirected = true;
-                tracing::warn!(user = %user, to = %address, "sieve: redirect not carried out (no sendmail configured in this version); message kept");
+                if !can_send {
+                    redirected = true;
+                    tracing::warn!(user = %user, to = %address, "sieve: redirect not carried out (no --sendmail configured); message kept");
+                } else if crate::outbound::redirect_loops(message, recipient) {
+                    redirected = true;
+                    tracing::warn!(user = %user, to = %address, "sieve: redirect not carried out: the message was already redirected here (loop); message kept");
+                } else {
+                    outbound.push(a.clone());
+                }
             }
-            Action::Vacation { to, suppressed, .. } => {
-                tracing::info!(user = %user, to = %to, suppressed = suppressed.as_deref().unwrap_or(""), "sieve: vacation reply not sent (not implemented in this version)");
+            Action::Vacation { to, .. } => {
+                if can_send {
+                    outbound.push(a.clone());
+                } else {
+                    tracing::info!(user = %user, to = %to, "sieve: vacation reply not sent (no --sendmail configured)");
+                }
             }
         }
     }
     if out.is_empty() && redirected {
         add(&mut out, default.clone(), &[]);
     }
-    Ok(if out.is_empty() {
+    let plan = if let Some(r) = reject {
+        Plan::Reject(r)
+    } else if out.is_empty() {
         Plan::Discard
     } else {
         Plan::Store(out)
-    })
+    };
+    Ok((plan, outbound))
 }
 
 /// What one recipient's filtered delivery did, for the log and the reply.

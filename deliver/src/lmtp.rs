@@ -48,7 +48,7 @@ const MAX_RCPTS: usize = 1000;
 const MEM_LIMIT: usize = 1 << 20;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()

@@ -85,6 +85,7 @@ mod filter;
 mod group;
 mod input;
 mod lmtp;
+mod outbound;
 mod status;
 
 use std::io::Write;
@@ -148,6 +149,10 @@ pub struct Cli {
     /// `dedup_window`, else 0 = off).
     #[arg(long, value_name = "SECONDS")]
     dedup_window: Option<u64>,
+    /// Command for Sieve redirect and vacation mail, e.g. /usr/sbin/sendmail
+    /// (without it, redirects keep the message and no vacation is sent).
+    #[arg(long, value_name = "CMD")]
+    sendmail: Option<String>,
     /// Directory of global Sieve scripts for `include :global` (NAME.sieve).
     #[arg(long, value_name = "DIR")]
     sieve_global_dir: Option<PathBuf>,
@@ -391,6 +396,11 @@ fn settings(cli: &Cli) -> Result<Settings, Failure> {
         keywords,
         dedup_window,
         sieve_global_dir: cli.sieve_global_dir.clone(),
+        sendmail: cli
+            .sendmail
+            .as_deref()
+            .map(|c| c.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .filter(|v| !v.is_empty()),
     })
 }
 

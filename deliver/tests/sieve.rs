@@ -306,3 +306,145 @@ fn duplicate_across_deliveries() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(count(&s, "bob", "INBOX"), 2);
 }
+
+/// A sendmail stand-in for the outgoing side (the Postfix end-to-end test
+/// uses the real one): each call leaves its arguments and its stdin in
+/// `dir` as N.args and N.msg; exit status from the file `dir/status`.
+fn capture_sendmail(s: &Spool) -> (std::path::PathBuf, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = s.tmp.path().join("sent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = s.tmp.path().join("sendmail.sh");
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\nd={}\nn=$(ls $d | grep -c args)\nprintf '%s\\n' \"$@\" > $d/$n.args\ncat > $d/$n.msg\nexit $(cat $d/status 2>/dev/null || echo 0)\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, bin.to_str().unwrap().to_string())
+}
+
+/// deliver's arguments for a message from `from` to bob@example.com.
+fn to_bob<'a>(from: &'a str, sendmail: &'a str) -> [&'a str; 8] {
+    [
+        "-d",
+        "bob",
+        "-f",
+        from,
+        "-a",
+        "bob@example.com",
+        "--sendmail",
+        sendmail,
+    ]
+}
+
+fn sent(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for n in 0.. {
+        let Ok(args) = std::fs::read_to_string(dir.join(format!("{n}.args"))) else {
+            break;
+        };
+        out.push((
+            args,
+            std::fs::read_to_string(dir.join(format!("{n}.msg"))).unwrap(),
+        ));
+    }
+    out
+}
+
+/// RFC 5228 4.2: redirect through --sendmail keeps the original sender,
+/// adds the loop-detection header, cancels the implicit keep; a retry of
+/// the same message does not send it again; a message that comes back is
+/// kept instead; a sendmail failure defers the delivery with nothing stored.
+#[test]
+fn redirect_through_sendmail() {
+    let s = Spool::with_users(&["bob"]);
+    install(&s, "bob", "redirect \"other@example.net\";");
+    let (dir, bin) = capture_sendmail(&s);
+    let args = to_bob("a@example.org", &bin);
+    let m = msg("redirect me");
+    let o = s.deliver(&args, &m);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = sent(&dir);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, "-i\n-f\na@example.org\n--\nother@example.net\n");
+    assert!(
+        out[0]
+            .1
+            .starts_with("X-Sieve-Redirected-From: <bob@example.com>\r\nFrom: a@example.org\r\n"),
+        "{}",
+        out[0].1
+    );
+    assert_eq!(count(&s, "bob", "INBOX"), 0);
+    // Postfix's retry of the same message: not sent twice.
+    let o = s.deliver(&args, &m);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(sent(&dir).len(), 1);
+    // It came back: kept, not sent again.
+    let back = [
+        b"X-Sieve-Redirected-From: <bob@example.com>\n".as_slice(),
+        &msg("came back"),
+    ]
+    .concat();
+    let o = s.deliver(&args, &back);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(sent(&dir).len(), 1);
+    assert_eq!(count(&s, "bob", "INBOX"), 1);
+    // sendmail fails: 75, nothing stored, nothing remembered.
+    std::fs::write(dir.join("status"), "75").unwrap();
+    let o = s.deliver(&args, &msg("fails"));
+    assert_failed(&o, 75, "4.3.0");
+    std::fs::remove_file(dir.join("status")).unwrap();
+    let o = s.deliver(&args, &msg("fails"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(sent(&dir).len(), 3);
+}
+
+/// RFC 5230: a vacation reply goes to the sender with an empty envelope
+/// sender, Auto-Submitted, In-Reply-To and References; once per period per
+/// sender; never to a list message.
+#[test]
+fn vacation_through_sendmail() {
+    let s = Spool::with_users(&["bob"]);
+    install(
+        &s,
+        "bob",
+        "require \"vacation\"; vacation :days 7 :subject \"Away\" \"I am away.\";",
+    );
+    let (dir, bin) = capture_sendmail(&s);
+    let args = to_bob("a@example.org", &bin);
+    let m = b"From: a@example.org\nTo: bob@example.com\nSubject: hello\nMessage-ID: <m1@example.org>\nReferences: <m0@example.org>\n\nhi\n";
+    let o = s.deliver(&args, m);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(count(&s, "bob", "INBOX"), 1, "the message itself is kept");
+    let out = sent(&dir);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, "-i\n-f\n\n--\na@example.org\n");
+    let reply = &out[0].1;
+    for h in [
+        "From: bob@example.com\r\n",
+        "To: <a@example.org>\r\n",
+        "Subject: Away\r\n",
+        "In-Reply-To: <m1@example.org>\r\n",
+        "References: <m0@example.org> <m1@example.org>\r\n",
+        "Auto-Submitted: auto-replied",
+    ] {
+        assert!(reply.contains(h), "{h:?} in {reply}");
+    }
+    assert!(reply.ends_with("\r\n\r\nI am away.\r\n"), "{reply}");
+    // Within the period: no second reply to that sender.
+    let m2 = String::from_utf8_lossy(m).replace("m1@", "m2@");
+    let o = s.deliver(&args, m2.as_bytes());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(sent(&dir).len(), 1);
+    // A list message is never answered.
+    let list =
+        b"From: c@example.org\nTo: bob@example.com\nList-Id: <l.example.org>\nSubject: x\n\nhi\n";
+    let args_c = to_bob("c@example.org", &bin);
+    let o = s.deliver(&args_c, list);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(sent(&dir).len(), 1);
+}

@@ -1,15 +1,18 @@
 //! Sieve behind a real Postfix (issue 18): a user's active script decides
 //! where `deliver` puts a message over the pipe(8) transport and over
-//! LMTP; a `reject` becomes a 5.7.1 bounce carrying the script's reason.
+//! LMTP; a `reject` becomes a 5.7.1 bounce carrying the script's reason;
+//! `redirect` and `vacation` send through Postfix's sendmail.
 //!
 //! Needs root and Debian's postfix package, like `postfix.rs`.
 
 use e2e_tests::postfix::{PIPE_USER, Postfix, contains};
 use e2e_tests::{TestMessage, chown_tree, ensure_user};
 
-const SCRIPT: &str = r#"require ["fileinto", "reject", "imap4flags"];
+const SCRIPT: &str = r#"require ["fileinto", "reject", "imap4flags", "vacation"];
 if header :contains "subject" "file me" { fileinto :flags "\\Flagged" "work"; }
 elsif header :contains "subject" "refuse me" { reject "bob does not take this: sieve said no"; }
+elsif header :contains "subject" "forward me" { redirect "alice@localhost"; }
+elsif header :contains "subject" "holiday" { vacation :days 1 :subject "Bob is away" "Back on Monday."; }
 "#;
 
 /// Installs SCRIPT as bob's active script in the virtual spool, owned by
@@ -71,5 +74,59 @@ fn sieve_files_and_rejects_through_postfix() {
                     .is_empty()
             );
         }
+    }
+}
+
+/// RFC 5228 4.2 and RFC 5230 through Postfix: a redirect arrives at the
+/// new address (not stored for bob); a vacation reply reaches the sender
+/// with an empty Return-Path, once per period (not again over LMTP),
+/// while bob still gets the message.
+#[test]
+fn sieve_redirects_and_answers_vacation_through_postfix() {
+    let mut pf = Postfix::start();
+    pf.start_lmtp();
+    install(&pf);
+    for rcpt in ["bob@pipe.test", "bob@lmtp.test"] {
+        let fwd = TestMessage::new("alice@localhost", rcpt, "please forward me");
+        pf.sendmail("alice@localhost", &[rcpt], &fwd);
+        let line = pf.wait_status(&fwd, rcpt, &["sent", "deferred", "bounced"]);
+        assert!(line.contains("status=sent"), "{line}\n{}", pf.context());
+        let arrived = pf.wait_stored(&pf.local_spool, "alice", "INBOX", &fwd.token);
+        assert!(
+            contains(&arrived, b"X-Sieve-Redirected-From: <bob@"),
+            "{}",
+            String::from_utf8_lossy(&arrived)
+        );
+        assert!(
+            pf.stored(&pf.virtual_spool, "bob", "INBOX", &fwd.token)
+                .is_empty()
+        );
+
+        let away = TestMessage::new("alice@localhost", rcpt, "holiday question");
+        pf.sendmail("alice@localhost", &[rcpt], &away);
+        let line = pf.wait_status(&away, rcpt, &["sent", "deferred", "bounced"]);
+        assert!(line.contains("status=sent"), "{line}\n{}", pf.context());
+        pf.wait_stored(&pf.virtual_spool, "bob", "INBOX", &away.token);
+        if rcpt.ends_with("lmtp.test") {
+            // Alice was answered through the pipe a moment ago: not again
+            // within the period (:days 1), whichever way the mail came.
+            assert!(
+                pf.lmtp_log().contains("already answered within the period"),
+                "{}",
+                pf.lmtp_log()
+            );
+            assert!(
+                pf.stored(&pf.local_spool, "alice", "INBOX", &away.token)
+                    .is_empty()
+            );
+            continue;
+        }
+        // The reply quotes the Message-ID (In-Reply-To), which holds the token.
+        let reply = pf.wait_stored(&pf.local_spool, "alice", "INBOX", &away.token);
+        let text = String::from_utf8_lossy(&reply);
+        assert!(text.starts_with("Return-Path: <>\r\n"), "{text}");
+        assert!(text.contains("Subject: Bob is away\r\n"), "{text}");
+        assert!(text.contains("Auto-Submitted: auto-replied"), "{text}");
+        assert!(text.contains("Back on Monday."), "{text}");
     }
 }
