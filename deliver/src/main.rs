@@ -241,7 +241,10 @@ fn main() -> ExitCode {
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)));
     match outcome {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(())) => {
+            flush_held_log();
+            ExitCode::SUCCESS
+        }
         Ok(Err(f)) => fail(&f),
         Err(_) => fail(&Failure::temp(
             "4.3.0",
@@ -282,6 +285,34 @@ fn payload(info: &std::panic::PanicHookInfo<'_>) -> String {
     }
 }
 
+/// Log output held back in one-shot mode (bounded: a runaway log is cut).
+static HELD_LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+const HELD_LOG_MAX: usize = 1 << 20;
+
+struct HeldLog;
+
+impl Write for HeldLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut held = HELD_LOG.lock().unwrap_or_else(|e| e.into_inner());
+        let room = HELD_LOG_MAX.saturating_sub(held.len());
+        held.extend_from_slice(&buf[..buf.len().min(room)]);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the held log lines to stderr (after the status line, if any).
+fn flush_held_log() {
+    let held = std::mem::take(&mut *HELD_LOG.lock().unwrap_or_else(|e| e.into_inner()));
+    if !held.is_empty() {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(&held);
+        let _ = err.flush();
+    }
+}
+
 /// Prints the status line first, then (if logging is wanted) logs it.
 fn fail(f: &Failure) -> ExitCode {
     let mut err = std::io::stderr().lock();
@@ -290,6 +321,10 @@ fn fail(f: &Failure) -> ExitCode {
     drop(err);
     if LOG_FAILURES.load(std::sync::atomic::Ordering::Relaxed) {
         tracing::warn!(exit = f.exit, "delivery failed: {}", f.line());
+        flush_held_log();
+    } else {
+        // Exactly one line on stderr for a failure unless logs were asked for.
+        HELD_LOG.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
     ExitCode::from(f.exit)
 }
@@ -327,6 +362,10 @@ fn init_logging(cli: &Cli) -> Result<(), Failure> {
                 .with_writer(Mutex::new(f))
                 .try_init()
         }
+        // One-shot: hold log lines until the exit, so that a failure's
+        // status line is still the first line on stderr (Sieve may log
+        // before a delivery fails, e.g. a redirect before a rejection).
+        None if !cli.lmtp => builder.with_ansi(false).with_writer(|| HeldLog).try_init(),
         None => builder
             .with_ansi(false)
             .with_writer(std::io::stderr)

@@ -448,3 +448,28 @@ fn vacation_through_sendmail() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(sent(&dir).len(), 1);
 }
+
+/// A failure's status line stays the one stderr line (the first, with -v;
+/// OPERATIONS.md §3) when the script logged before the delivery failed:
+/// here a redirect, then a rejection.
+#[test]
+fn status_line_first_after_sieve_logs() {
+    let s = Spool::with_users(&["bob"]);
+    install(
+        &s,
+        "bob",
+        "require \"reject\"; redirect \"x@example.net\"; reject \"not here\";",
+    );
+    let (dir, bin) = capture_sendmail(&s);
+    let o = s.deliver(&to_bob("a@example.org", &bin), &msg("both"));
+    assert_failed(&o, 77, "5.7.1");
+    assert_eq!(stderr(&o), "5.7.1 not here\n");
+    // With -v the log lines follow the status line.
+    let mut args = to_bob("a@example.org", &bin).to_vec();
+    args.push("-v");
+    let o = s.deliver(&args, &msg("both again"));
+    let err = stderr(&o);
+    assert!(err.starts_with("5.7.1 not here\n"), "{err}");
+    assert!(err.contains("sieve: redirected"), "the log follows: {err}");
+    assert_eq!(sent(&dir).len(), 2);
+}
