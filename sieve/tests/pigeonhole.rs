@@ -87,7 +87,8 @@ impl Pigeonhole {
         let (uid, gid) = if uid == 0 { (65534, 65534) } else { (uid, gid) };
         let conf = format!(
             "mail_uid = {uid}\nmail_gid = {gid}\nfirst_valid_uid = 1\nfirst_valid_gid = 1\n\
-             mail_location = maildir:{}/mail\nrecipient_delimiter = +\n",
+             mail_location = maildir:{}/mail\nrecipient_delimiter = +\n\
+             plugin {{\n  sieve_extensions = +vacation-seconds\n}}\n",
             dir.path().display()
         );
         std::fs::write(dir.path().join("dovecot.conf"), conf).unwrap();
