@@ -473,3 +473,20 @@ fn status_line_first_after_sieve_logs() {
     assert!(err.contains("sieve: redirected"), "the log follows: {err}");
     assert_eq!(sent(&dir).len(), 2);
 }
+
+/// The spool never follows a symlink: an `active` file or a script that is
+/// one is not used, the message is kept and the reason logged.
+#[test]
+fn symlinked_script_is_not_followed() {
+    let s = Spool::with_users(&["bob"]);
+    install(&s, "bob", "discard;");
+    let outside = s.tmp.path().join("evil.sieve");
+    std::fs::write(&outside, "discard;").unwrap();
+    let script = s.root.join("bob/.sieve/main.sieve");
+    std::fs::remove_file(&script).unwrap();
+    std::os::unix::fs::symlink(&outside, &script).unwrap();
+    let o = s.deliver(&["-d", "bob", "-v"], &msg("kept"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("script not used"), "{}", stderr(&o));
+    assert_eq!(count(&s, "bob", "INBOX"), 1);
+}

@@ -110,6 +110,30 @@ fn dry_run() {
     assert_eq!(v["actions"][0]["action"], "redirect");
     assert_eq!(v["actions"][1]["action"], "keep");
     assert_eq!(v["implicit_keep"], true);
+    // include from the script's directory; --mailbox for mailboxexists.
+    std::fs::write(
+        t.path().join("inc.sieve"),
+        "require \"fileinto\"; fileinto \"Included\";",
+    )
+    .unwrap();
+    let main = t.path().join("main.sieve");
+    std::fs::write(&main, "require [\"include\", \"mailbox\", \"fileinto\"]; include \"inc\"; if mailboxexists \"Archive\" { fileinto \"Archive\"; }").unwrap();
+    let o = run(
+        &[
+            "test",
+            main.to_str().unwrap(),
+            m.to_str().unwrap(),
+            "--mailbox",
+            "Archive",
+        ],
+        t.path(),
+    );
+    assert_eq!(
+        text(&o.stdout),
+        "fileinto Included\nfileinto Archive\n",
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 /// put checks the script first and writes it and `active` atomically;

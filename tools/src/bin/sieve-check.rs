@@ -16,7 +16,7 @@ use serde_json::json;
 use sieve::layout::{
     ACTIVE_FILE, EXTENSION, MAX_SCRIPT_FILE, SIEVE_DIR, script_file, valid_script_name,
 };
-use sieve::{Action, Envelope, NoHost, RunOptions, Script};
+use sieve::{Action, Envelope, Host, RunOptions, Script};
 use storage::UserName;
 
 #[derive(Parser)]
@@ -57,6 +57,15 @@ enum Cmd {
         /// Envelope recipient.
         #[arg(short = 'a', long = "to", default_value = "")]
         to: String,
+        /// Where `include :personal` finds NAME.sieve (default: the script's directory).
+        #[arg(long, value_name = "DIR")]
+        include_dir: Option<PathBuf>,
+        /// Where `include :global` finds NAME.sieve (default: none).
+        #[arg(long, value_name = "DIR")]
+        global_dir: Option<PathBuf>,
+        /// A mailbox `mailboxexists` reports as existing (repeatable).
+        #[arg(long = "mailbox", value_name = "NAME")]
+        mailboxes: Vec<String>,
     },
     /// List a user's scripts; the active one is marked.
     List {
@@ -88,6 +97,33 @@ enum Cmd {
         #[arg(long)]
         none: bool,
     },
+}
+
+/// What a dry run knows about the world: script directories for include
+/// and the mailboxes given with --mailbox; nothing is ever a duplicate.
+struct DryRunHost {
+    personal: PathBuf,
+    global: Option<PathBuf>,
+    mailboxes: Vec<String>,
+}
+
+impl Host for DryRunHost {
+    fn mailbox_exists(&self, name: &str) -> bool {
+        self.mailboxes.iter().any(|m| m == name)
+    }
+
+    fn include(&self, global: bool, name: &str) -> Result<Option<String>, String> {
+        let dir = match (global, &self.global) {
+            (false, _) => &self.personal,
+            (true, Some(g)) => g,
+            (true, None) => return Ok(None),
+        };
+        let path = dir.join(script_file(name));
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_script(&path).map(Some).map_err(|Fail(_, m)| m)
+    }
 }
 
 /// A failure: the exit code and the message for stderr.
@@ -267,6 +303,9 @@ fn run(cli: Cli) -> Result<(), Fail> {
             message,
             from,
             to,
+            include_dir,
+            global_dir,
+            mailboxes,
         } => {
             let src = read_script(&file)?;
             let script = compile(&file, &src, json)?;
@@ -285,7 +324,14 @@ fn run(cli: Cli) -> Result<(), Fail> {
             };
             opts.environment.insert("location".into(), "MDA".into());
             opts.environment.insert("phase".into(), "during".into());
-            let outcome = script.evaluate(&raw, &env, &opts, &NoHost);
+            let host = DryRunHost {
+                personal: include_dir
+                    .or_else(|| file.parent().map(Path::to_path_buf))
+                    .unwrap_or_default(),
+                global: global_dir,
+                mailboxes,
+            };
+            let outcome = script.evaluate(&raw, &env, &opts, &host);
             if json {
                 println!(
                     "{}",
