@@ -293,7 +293,7 @@ pub enum Command {
     Return,
     /// RFC 6609 3.4: variables shared with the including and included scripts.
     Global(Vec<String>),
-    /// A command behind `ihave` that is not supported: a runtime error if reached.
+    /// RFC 5463 `error`: end the run with a runtime error (this message).
     Error(String),
 }
 
@@ -980,6 +980,28 @@ impl Validator {
         Ok(self.sl(list_of(v.as_ref().expect("checked"), ":flags")?))
     }
 
+    /// The block of an `if`/`elsif`. Behind `ihave` (RFC 5463 4) the
+    /// named extensions are usable inside it as if required; a block behind
+    /// an `ihave` this implementation cannot satisfy never runs, so its
+    /// commands are not validated (it compiles to nothing).
+    fn guarded_block(&self, test: &Test, b: &[RawCommand]) -> Result<Vec<Command>, Error> {
+        let mut body = Vec::new();
+        match test {
+            Test::Ihave(names) if names.iter().all(|n| capability_known(n)) => {
+                let mut inner = Validator {
+                    ext: self.ext.clone(),
+                };
+                inner
+                    .ext
+                    .extend(names.iter().filter_map(|n| Extension::from_name(n)));
+                inner.block(b, &mut body, &mut None)?;
+            }
+            Test::Ihave(_) => {}
+            _ => self.block(b, &mut body, &mut None)?,
+        }
+        Ok(body)
+    }
+
     /// Validates a block; `chain` carries an if/elsif sequence across commands.
     fn block(
         &self,
@@ -997,14 +1019,16 @@ impl Validator {
                 let Some(b) = &c.block else {
                     return Err(Error::new(c.pos, format!("{name} needs a block")));
                 };
-                let mut body = Vec::new();
-                self.block(b, &mut body, &mut None)?;
                 if name == "elsif" {
                     if c.tests.len() != 1 || !c.args.is_empty() {
                         return Err(Error::new(c.pos, "elsif takes exactly one test"));
                     }
-                    branches.push((self.test(&c.tests[0])?, body));
+                    let test = self.test(&c.tests[0])?;
+                    let body = self.guarded_block(&test, b)?;
+                    branches.push((test, body));
                 } else {
+                    let mut body = Vec::new();
+                    self.block(b, &mut body, &mut None)?;
                     if !c.tests.is_empty() || !c.args.is_empty() {
                         return Err(Error::new(c.pos, "else takes no argument"));
                     }
@@ -1024,8 +1048,7 @@ impl Validator {
                     return Err(Error::new(c.pos, "if takes exactly one test"));
                 }
                 let test = self.test(&c.tests[0])?;
-                let mut body = Vec::new();
-                self.block(b, &mut body, &mut None)?;
+                let body = self.guarded_block(&test, b)?;
                 *chain = Some((vec![(test, body)], None));
                 continue;
             }
@@ -1294,17 +1317,18 @@ impl Validator {
                     names.iter().map(|n| n.to_ascii_lowercase()).collect(),
                 ))
             }
-            "notify" | "denotify" | "extracttext" | "foreverypart" | "break" | "replace"
-            | "enclose" | "addheader" | "deleteheader" | "error" => {
-                if self.has(Extension::Ihave) {
-                    Ok(Command::Error(format!("command '{name}' is not supported")))
-                } else {
-                    Err(Error::new(
-                        c.pos,
-                        format!("command '{name}' is not supported"),
-                    ))
-                }
+            // RFC 5463 5: the script ends with a runtime error carrying the message.
+            "error" => {
+                self.need(Extension::Ihave, c.pos, "error")?;
+                let a = self.split(&c.args, c.pos, name, &none)?;
+                let p = self.positional(&a, 1, name, c.pos)?;
+                Ok(Command::Error(self.s(str_of(&p[0], "message")?)))
             }
+            "notify" | "denotify" | "extracttext" | "foreverypart" | "break" | "replace"
+            | "enclose" | "addheader" | "deleteheader" => Err(Error::new(
+                c.pos,
+                format!("command '{name}' is not supported"),
+            )),
             _ => Err(Error::new(c.pos, format!("unknown command '{name}'"))),
         }
     }
@@ -1328,6 +1352,15 @@ fn valid_var_name(s: &str, global_ns: bool) -> bool {
             global_ns && ns.eq_ignore_ascii_case("global") && parts.next().is_none() && ident(last)
         }
     }
+}
+
+/// A `require`/`ihave` capability this implementation has (the two base
+/// comparators need no extension).
+pub(crate) fn capability_known(name: &str) -> bool {
+    let l = name.to_ascii_lowercase();
+    l == "comparator-i;octet"
+        || l == "comparator-i;ascii-casemap"
+        || Extension::from_name(&l).is_some()
 }
 
 /// A plausible RFC 5321 mailbox: local@domain, no spaces or angle brackets.

@@ -500,7 +500,7 @@ impl Run<'_> {
                     self.declared.insert(n.clone());
                 }
             }
-            Command::Error(m) => return Err(RuntimeError(m.clone())),
+            Command::Error(m) => return Err(RuntimeError(format!("error command: {}", self.x(m)))),
         }
         Ok(Flow::Next)
     }
@@ -868,7 +868,7 @@ impl Run<'_> {
                 }
                 self.match_values(opts, &values, keys)?
             }
-            Test::Ihave(names) => names.iter().all(|n| Extension::from_name(n).is_some()),
+            Test::Ihave(names) => names.iter().all(|n| crate::compile::capability_known(n)),
             Test::Duplicate {
                 handle,
                 source,

@@ -381,6 +381,24 @@ fn environment_ihave_mailbox() {
     );
 }
 
+/// RFC 5463 4: behind ihave an extension is usable without require, and a
+/// block behind an unknown capability is not validated (it never runs).
+#[test]
+fn ihave_guards_blocks() {
+    let s = r#"require "ihave";
+        if ihave "fileinto" { fileinto "A"; }
+        if ihave "x-unknown" { xunknowncommand :frob; } elsif ihave ["fileinto", "comparator-i;octet"] { fileinto "B"; }"#;
+    assert_eq!(run(s, MSG).actions, [fileinto("A"), fileinto("B")]);
+    assert!(Script::compile("require \"ihave\"; if true { fileinto \"A\"; }").is_err());
+    // RFC 5463 5: error ends the run (the implicit keep applies).
+    let o = run(
+        "require [\"ihave\", \"fileinto\"]; fileinto \"A\"; error \"no way\";",
+        MSG,
+    );
+    assert!(o.error.unwrap().0.contains("no way"));
+    assert_eq!(o.actions, [keep()]);
+}
+
 /// The regex draft: :regex with captures, linear-time engine.
 #[test]
 fn regex() {
