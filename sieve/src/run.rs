@@ -933,11 +933,13 @@ impl Run<'_> {
         keys: &[String],
     ) -> Result<bool, RuntimeError> {
         let keys = self.xl(keys);
+        // RFC 5231 4.2: the count, as a decimal string, is compared with
+        // the key by the test's comparator (so i;ascii-numeric for numbers).
         if let MatchType::Count(rel) = opts.match_type {
             let n = values.len().to_string();
-            return Ok(keys.iter().any(|k| {
-                matcher::relation_holds(rel, matcher::compare(&n, k, Comparator::AsciiNumeric))
-            }));
+            return Ok(keys
+                .iter()
+                .any(|k| matcher::relation_holds(rel, matcher::compare(&n, k, opts.comparator))));
         }
         let want_caps =
             self.vars_on && matches!(opts.match_type, MatchType::Matches | MatchType::Regex);

@@ -295,6 +295,11 @@ fn relational() {
         "header :value \"gt\" :comparator \"i;ascii-casemap\" \"subject\" \"H\""
     ));
     assert!(t("header :count \"eq\" \"received\" \"2\""));
+    // The count is a string compared by the comparator: "2" > "10" for i;ascii-casemap.
+    assert!(t("header :count \"gt\" \"received\" \"10\""));
+    assert!(!t(
+        "header :count \"gt\" :comparator \"i;ascii-numeric\" \"received\" \"10\""
+    ));
     assert!(Script::compile("require [\"comparator-i;ascii-numeric\"]; if header :contains :comparator \"i;ascii-numeric\" \"a\" \"1\" {}").is_err());
 }
 
