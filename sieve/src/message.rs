@@ -47,20 +47,51 @@ pub fn decode_addresses(raw: &[u8]) -> Option<Vec<String>> {
     match MessageStream::new(raw).parse_address() {
         HeaderValue::Address(Address::List(l)) => out.extend(
             l.into_iter()
-                .filter_map(|a| a.address.map(|s| s.into_owned())),
+                .filter_map(|a| a.address.map(|s| plain_address(s.into_owned()))),
         ),
         HeaderValue::Address(Address::Group(g)) => {
             for grp in g {
                 out.extend(
                     grp.addresses
                         .into_iter()
-                        .filter_map(|a| a.address.map(|s| s.into_owned())),
+                        .filter_map(|a| a.address.map(|s| plain_address(s.into_owned()))),
                 );
             }
         }
         _ => return None,
     }
     Some(out)
+}
+
+/// An address with a quoted local part that needs no quoting written
+/// plainly (`"john.doe"@x` is `john.doe@x`, RFC 5322 3.4.1), as
+/// Pigeonhole compares it; other quoted local parts keep their quotes.
+fn plain_address(a: String) -> String {
+    let Some(rest) = a.strip_prefix('"') else {
+        return a;
+    };
+    let Some((quoted, domain)) = rest.rsplit_once("\"@") else {
+        return a;
+    };
+    let mut local = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        local.push(if c == '\\' {
+            chars.next().unwrap_or(c)
+        } else {
+            c
+        });
+    }
+    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c);
+    let dot_atom = !local.is_empty()
+        && local
+            .split('.')
+            .all(|p| !p.is_empty() && p.chars().all(atext));
+    if dot_atom {
+        format!("{local}@{domain}")
+    } else {
+        a
+    }
 }
 
 /// Splits an address into local part and domain (at the last `@`).
@@ -153,4 +184,18 @@ pub fn raw_body(msg: &Message<'_>) -> String {
     let raw = msg.raw_message();
     let root = msg.root_part();
     String::from_utf8_lossy(raw.get(root.offset_body as usize..).unwrap_or(b"")).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_address;
+
+    /// RFC 5322 3.4.1: a quoted local part that is a dot-atom is the same address.
+    #[test]
+    fn quoted_local_parts() {
+        assert_eq!(plain_address("\"john.doe\"@x".into()), "john.doe@x");
+        assert_eq!(plain_address("\"john doe\"@x".into()), "\"john doe\"@x");
+        assert_eq!(plain_address("\"a\\\"b\"@x".into()), "\"a\\\"b\"@x");
+        assert_eq!(plain_address("plain@x".into()), "plain@x");
+    }
 }
