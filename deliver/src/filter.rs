@@ -213,6 +213,7 @@ fn sender_address(sender: Option<&str>) -> String {
 #[allow(clippy::too_many_arguments)]
 pub fn filter_and_store(
     settings: &Settings,
+    group: Option<&crate::group::GroupCommit>,
     cache: &ScriptCache,
     target: &Target,
     message: &[u8],
@@ -240,7 +241,7 @@ pub fn filter_and_store(
             }
         }
     }
-    let done = execute(settings, p.plan, message, sent_date, message_id)?;
+    let done = execute(settings, group, p.plan, message, sent_date, message_id)?;
     if let Some(cmd) = &settings.sendmail
         && !matches!(done, Done::Rejected(_))
     {
@@ -586,7 +587,8 @@ pub enum Done {
 /// Carries out a plan for a message held in memory.
 ///
 /// One mailbox: staged and committed as any delivery (with the configured
-/// duplicate suppression). Several: committed one after the other, each
+/// duplicate suppression; in LMTP through `group`, the commit shared with
+/// other sessions). Several: committed one after the other, each
 /// with a key of the message and user in its duplicate log ([`retry_key`],
 /// kept [`retry_window`]): if a crash or error stops the delivery after
 /// some mailboxes were committed, Postfix's retry finds them in their logs
@@ -595,6 +597,7 @@ pub enum Done {
 /// log record that follows it (docs/PROTOCOL.md).
 pub fn execute(
     settings: &Settings,
+    group: Option<&crate::group::GroupCommit>,
     plan: Plan,
     message: &[u8],
     sent_date: i64,
@@ -623,14 +626,24 @@ pub fn execute(
         opts.flags = a.flags;
         opts.keywords = a.keywords.clone();
         opts.sent_date = sent_date;
+        // LMTP, one mailbox: share the commit with other sessions (as
+        // without a script); its window is the configured one.
+        let in_flight = group.filter(|_| !several).map(|g| g.enter(&a.target));
+        if let Some(f) = &in_flight {
+            mbox.set_unordered_appends(f.others == 0);
+        }
         let staged = mbox.stage(message, opts).map_err(|e| from_storage(&e))?;
         let sub = crate::group::Submission {
             staged: vec![staged],
             key,
         };
-        let stored = crate::group::commit_batch(&mut mbox, window, vec![sub])
-            .pop()
-            .expect("one result per submission")?;
+        let stored = match group.filter(|_| !several) {
+            Some(g) => g.commit(&a.target, &mut mbox, sub)?,
+            None => crate::group::commit_batch(&mut mbox, window, vec![sub])
+                .pop()
+                .expect("one result per submission")?,
+        };
+        drop(in_flight);
         storage::fault::point("sieve.between_mailboxes").map_err(|e| from_storage(&e))?;
         done.push((
             a.target,
@@ -702,6 +715,7 @@ pub fn deliver_one_shot(
     let message_id = norm.headers.message_id.take();
     let done = filter_and_store(
         settings,
+        None,
         cache,
         target,
         &message,

@@ -601,6 +601,7 @@ impl<R: Read, W: Write> Session<'_, R, W> {
             let r = &rcpts[i];
             let result = filter::filter_and_store(
                 s,
+                Some(&self.ctx.group),
                 &self.ctx.scripts,
                 &r.target,
                 &message,

@@ -196,9 +196,15 @@ fn no_active_script() {
 /// (RFC 2033 4.2): 550 5.7.1 for a rejection, 250 for the others.
 #[test]
 fn lmtp_per_recipient_scripts() {
-    let s = Spool::with_users(&["bob", "carol", "dave"]);
+    let s = Spool::with_users(&["bob", "carol", "dave", "erin"]);
     install(&s, "bob", SCRIPT);
     install(&s, "carol", "require \"reject\"; reject \"carol refuses\";");
+    // One mailbox: through the LMTP group commit.
+    install(
+        &s,
+        "erin",
+        "require [\"fileinto\", \"mailbox\"]; fileinto :create \"Work\";",
+    );
     let mut child = s
         .command()
         .arg("--lmtp")
@@ -212,7 +218,7 @@ fn lmtp_per_recipient_scripts() {
     let body = "Subject: a present\r\nMessage-ID: <lm@example.org>\r\n\r\nhi\r\n";
     write!(
         w,
-        "LHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.com>\r\nRCPT TO:<carol@example.com>\r\nRCPT TO:<dave@example.com>\r\nDATA\r\n{body}.\r\nQUIT\r\n"
+        "LHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.com>\r\nRCPT TO:<carol@example.com>\r\nRCPT TO:<dave@example.com>\r\nRCPT TO:<erin@example.com>\r\nDATA\r\n{body}.\r\nQUIT\r\n"
     )
     .unwrap();
     w.flush().unwrap();
@@ -224,14 +230,19 @@ fn lmtp_per_recipient_scripts() {
         l.clear();
     }
     child.wait().unwrap();
-    // Greeting, LHLO (multi-line), MAIL, 3 RCPT, DATA, 3 replies, QUIT.
-    let tail: Vec<&String> = lines.iter().rev().skip(1).take(3).collect();
+    // Greeting, LHLO (multi-line), MAIL, 4 RCPT, DATA, 4 replies, QUIT.
+    let tail: Vec<&String> = lines.iter().rev().skip(1).take(4).collect();
     assert!(
-        tail[2].starts_with("250 2.0.0 delivered to bob (2 mailboxes)"),
+        tail[3].starts_with("250 2.0.0 delivered to bob (2 mailboxes)"),
         "{lines:?}"
     );
-    assert!(tail[1].starts_with("550 5.7.1 carol refuses"), "{lines:?}");
-    assert!(tail[0].starts_with("250 "), "{lines:?}");
+    assert!(tail[2].starts_with("550 5.7.1 carol refuses"), "{lines:?}");
+    assert!(tail[1].starts_with("250 "), "{lines:?}");
+    assert!(
+        tail[0].starts_with("250 2.0.0 delivered to erin (1 mailbox)"),
+        "{lines:?}"
+    );
+    assert_eq!(count(&s, "erin", "Work"), 1);
     assert_eq!(count(&s, "bob", "Gifts"), 1);
     assert_eq!(count(&s, "bob", "INBOX"), 1);
     assert_eq!(count(&s, "carol", "INBOX"), 0);
