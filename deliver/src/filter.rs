@@ -416,6 +416,7 @@ pub fn plan(
     env.insert("phase".into(), "during".into());
     env.insert("name".into(), "mailstore deliver".into());
     env.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+    env.insert("host".into(), crate::lmtp::hostname());
     if let Some((_, d)) = recipient.rsplit_once('@') {
         env.insert("domain".into(), d.to_string());
     }
