@@ -501,3 +501,22 @@ fn symlinked_script_is_not_followed() {
     assert!(stderr(&o).contains("script not used"), "{}", stderr(&o));
     assert_eq!(count(&s, "bob", "INBOX"), 1);
 }
+
+/// RFC 5183: the environment deliver gives a script (location, phase,
+/// domain of the recipient, host).
+#[test]
+fn environment_items() {
+    let s = Spool::with_users(&["bob"]);
+    install(
+        &s,
+        "bob",
+        "require [\"environment\", \"fileinto\", \"mailbox\", \"variables\"];\n\
+         if allof (environment :is \"location\" \"MDA\", environment :is \"phase\" \"during\",\n\
+                   environment :matches \"host\" \"?*\", environment :matches \"domain\" \"*\") {\n\
+           fileinto :create \"env-${1}\";\n\
+         }",
+    );
+    let o = s.deliver(&["-d", "bob", "-a", "bob@example.com"], &msg("env"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(count(&s, "bob", "env-example.com"), 1);
+}
