@@ -1,6 +1,7 @@
 //! Differential tests against Pigeonhole (Dovecot's Sieve, `sieve-test`
 //! from Debian's dovecot-sieve): every script of `tests/data/sieve/scripts`
-//! runs on every message of `tests/data/sieve/messages` through both, and
+//! runs on every message of `tests/data/sieve/messages`, with each envelope
+//! of [`ENVELOPES`], through both, and
 //! the normalised action lists must be identical, except the pairs listed
 //! with a reason in `tests/data/sieve/DIFFERENCES`.
 //!
@@ -16,8 +17,11 @@ use std::process::Command;
 
 use sieve::{Action, Envelope, NoHost, RunOptions, Script};
 
-const FROM: &str = "sender@example.org";
-const TO: &str = "bob+box@example.com";
+/// The envelopes every pair runs with: (sender, recipient).
+const ENVELOPES: &[(&str, &str)] = &[
+    ("sender@example.org", "bob+box@example.com"),
+    ("owner-list@lists.example.net", "carol@example.net"),
+];
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/sieve")
@@ -40,14 +44,14 @@ fn store_line(mailbox: &str, flags: &[String]) -> String {
     format!("store {mailbox} [{}]", f.join(" "))
 }
 
-fn ours(script: &str, msg: &[u8]) -> Vec<String> {
+fn ours(script: &str, msg: &[u8], from: &str, to: &str) -> Vec<String> {
     let s = match Script::compile(script) {
         Ok(s) => s,
         Err(e) => return vec![format!("compile-error line {}", e.pos.line)],
     };
     let env = Envelope {
-        from: FROM.into(),
-        to: TO.into(),
+        from: from.into(),
+        to: to.into(),
     };
     let opts = RunOptions {
         now: 1_700_000_000,
@@ -102,11 +106,11 @@ impl Pigeonhole {
         p
     }
 
-    fn run(&self, script: &Path, msg: &Path) -> Vec<String> {
+    fn run(&self, script: &Path, msg: &Path, from: &str, to: &str) -> Vec<String> {
         let out = Command::new("sieve-test")
             .arg("-c")
             .arg(self.dir.path().join("dovecot.conf"))
-            .args(["-f", FROM, "-a", TO, "-r", TO])
+            .args(["-f", from, "-a", to, "-r", to])
             .arg(script)
             .arg(msg)
             .env("USER", "nobody")
@@ -203,23 +207,25 @@ fn corpus_matches_pigeonhole() {
             // Both read the same CRLF bytes, as stored by deliver.
             let raw = std::fs::read_to_string(m).unwrap().replace('\n', "\r\n");
             let mpath = ph.file(&mname, raw.as_bytes());
-            let theirs = ph.run(&spath, &mpath);
-            let mine = ours(&src, raw.as_bytes());
             let skip = documented
                 .iter()
                 .any(|(a, b)| *a == sname && (*b == mname || b == "*"));
             if skip {
                 continue;
             }
-            compared += 1;
-            if theirs != mine {
-                failures.push(format!(
-                    "{sname} × {mname}:\n  pigeonhole: {theirs:?}\n  ours:       {mine:?}"
-                ));
+            for &(from, to) in ENVELOPES {
+                let theirs = ph.run(&spath, &mpath, from, to);
+                let mine = ours(&src, raw.as_bytes(), from, to);
+                compared += 1;
+                if theirs != mine {
+                    failures.push(format!(
+                        "{sname} × {mname} × {from} → {to}:\n  pigeonhole: {theirs:?}\n  ours:       {mine:?}"
+                    ));
+                }
             }
         }
     }
-    assert!(compared > 80, "only {compared} pairs compared");
+    assert!(compared > 200, "only {compared} runs compared");
     assert!(
         failures.is_empty(),
         "{} differences:\n{}",
