@@ -409,6 +409,7 @@ pub fn plan(
     };
     let mut opts = RunOptions {
         now: storage::fsutil::now(),
+        local_offset: local_utc_offset(storage::fsutil::now()),
         ..RunOptions::default()
     };
     let env = &mut opts.environment;
@@ -437,6 +438,16 @@ pub fn plan(
         recipient,
         sender,
     })
+}
+
+/// The local zone's offset from UTC at `now`, in seconds (the process's
+/// `TZ`, else /etc/localtime), for Sieve dates without `:zone`.
+fn local_utc_offset(now: i64) -> i64 {
+    let t: libc::time_t = now as libc::time_t;
+    // SAFETY: localtime_r only writes the struct passed; a zeroed tm is valid.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    if ok { tm.tm_gmtoff as i64 } else { 0 }
 }
 
 /// System flags and valid keywords of a flag list; others are dropped (logged).

@@ -520,3 +520,21 @@ fn environment_items() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(count(&s, "bob", "env-example.com"), 1);
 }
+
+/// RFC 5260 4.2: `currentdate` and `date` without `:zone` use the local
+/// zone (here the process's TZ, +05:30).
+#[test]
+fn dates_in_the_local_zone() {
+    let s = Spool::with_users(&["bob"]);
+    install(
+        &s,
+        "bob",
+        "require [\"date\", \"fileinto\", \"mailbox\", \"variables\"];\n\
+         if currentdate :matches \"zone\" \"*\" { set \"now\" \"${1}\"; }\n\
+         if date :matches \"date\" \"zone\" \"*\" { fileinto :create \"z${now}${1}\"; }",
+    );
+    let m = b"Date: Tue, 14 Nov 2023 22:13:20 +0100\nSubject: z\n\nx\n";
+    let o = s.deliver_env(&["-d", "bob"], m, &[("TZ", "XST-05:30")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(count(&s, "bob", "z+0530+0530"), 1);
+}
