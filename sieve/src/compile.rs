@@ -138,8 +138,6 @@ pub enum Test {
         opts: MatchOpts,
         names: Vec<String>,
         keys: Vec<String>,
-        /// `:mime`-less header test; `Some(types)` for `body :content`.
-        mime: bool,
     },
     Address {
         opts: MatchOpts,
@@ -363,15 +361,8 @@ enum Param {
 
 fn str_of(a: &RawArg, what: &str) -> Result<String, Error> {
     match a {
-        RawArg::Strings {
-            list,
-            bracketed: false,
-            ..
-        } => Ok(list[0].clone()),
-        RawArg::Strings { list, pos, .. } if list.len() == 1 => {
-            let _ = pos;
-            Ok(list[0].clone())
-        }
+        // "x" or a one-string list ["x"], as Pigeonhole accepts.
+        RawArg::Strings { list, .. } if list.len() == 1 => Ok(list[0].clone()),
         other => Err(Error::new(other.pos(), format!("{what} must be a string"))),
     }
 }
@@ -445,7 +436,6 @@ impl Validator {
     fn split(
         &self,
         args: &[RawArg],
-        at: Pos,
         what: &str,
         spec: &dyn Fn(&str) -> Option<Param>,
     ) -> Result<Args, Error> {
@@ -500,7 +490,6 @@ impl Validator {
                 other => out.positional.push(other.clone()),
             }
         }
-        let _ = at;
         Ok(out)
     }
 
@@ -698,13 +687,13 @@ impl Validator {
             }
             "exists" => {
                 self.no_tests(&t.tests, name)?;
-                let a = self.split(&t.args, t.pos, name, &|_| None)?;
+                let a = self.split(&t.args, name, &|_| None)?;
                 let p = self.positional(&a, 1, name, t.pos)?;
                 Ok(Test::Exists(self.sl(list_of(&p[0], "header names")?)))
             }
             "size" => {
                 self.no_tests(&t.tests, name)?;
-                let a = self.split(&t.args, t.pos, name, &|t| {
+                let a = self.split(&t.args, name, &|t| {
                     matches!(t, "over" | "under").then_some(Param::None)
                 })?;
                 if a.tags.len() != 1 {
@@ -731,7 +720,7 @@ impl Validator {
                     "environment" => self.need(Extension::Environment, t.pos, "environment")?,
                     _ => {}
                 }
-                let a = self.split(&t.args, t.pos, name, &Self::match_spec)?;
+                let a = self.split(&t.args, name, &Self::match_spec)?;
                 let is_addr = name == "address" || name == "envelope";
                 let (opts, part) = self.match_opts(&a, is_addr)?;
                 if opts.index.is_some() && !matches!(name, "header" | "address") {
@@ -769,12 +758,7 @@ impl Validator {
                 }
                 let names = self.sl(list_of(&p[0], "header list")?);
                 Ok(match name {
-                    "header" => Test::Header {
-                        opts,
-                        names,
-                        keys,
-                        mime: false,
-                    },
+                    "header" => Test::Header { opts, names, keys },
                     "address" => Test::Address {
                         opts,
                         part,
@@ -808,7 +792,7 @@ impl Validator {
             "body" => {
                 self.need(Extension::Body, t.pos, "body")?;
                 self.no_tests(&t.tests, name)?;
-                let a = self.split(&t.args, t.pos, name, &|x| match x {
+                let a = self.split(&t.args, name, &|x| match x {
                     "raw" | "text" => Some(Param::None),
                     "content" => Some(Param::List),
                     _ => Self::match_spec(x),
@@ -855,7 +839,7 @@ impl Validator {
             "mailboxexists" => {
                 self.need(Extension::Mailbox, t.pos, "mailboxexists")?;
                 self.no_tests(&t.tests, name)?;
-                let a = self.split(&t.args, t.pos, name, &|_| None)?;
+                let a = self.split(&t.args, name, &|_| None)?;
                 let p = self.positional(&a, 1, name, t.pos)?;
                 Ok(Test::MailboxExists(
                     self.sl(list_of(&p[0], "mailbox names")?),
@@ -864,14 +848,14 @@ impl Validator {
             "ihave" => {
                 self.need(Extension::Ihave, t.pos, "ihave")?;
                 self.no_tests(&t.tests, name)?;
-                let a = self.split(&t.args, t.pos, name, &|_| None)?;
+                let a = self.split(&t.args, name, &|_| None)?;
                 let p = self.positional(&a, 1, name, t.pos)?;
                 Ok(Test::Ihave(list_of(&p[0], "capabilities")?))
             }
             "date" | "currentdate" => {
                 self.need(Extension::Date, t.pos, name)?;
                 self.no_tests(&t.tests, name)?;
-                let a = self.split(&t.args, t.pos, name, &|x| match x {
+                let a = self.split(&t.args, name, &|x| match x {
                     "zone" => Some(Param::Str),
                     "originalzone" => Some(Param::None),
                     _ => Self::match_spec(x),
@@ -925,7 +909,7 @@ impl Validator {
             "duplicate" => {
                 self.need(Extension::Duplicate, t.pos, "duplicate")?;
                 self.no_tests(&t.tests, name)?;
-                let a = self.split(&t.args, t.pos, name, &|x| match x {
+                let a = self.split(&t.args, name, &|x| match x {
                     "handle" | "header" | "uniqueid" => Some(Param::Str),
                     "seconds" => Some(Param::Num),
                     "last" => Some(Param::None),
@@ -1012,10 +996,9 @@ impl Validator {
         for c in cmds {
             let name = c.name.as_str();
             if name == "elsif" || name == "else" {
-                let Some((branches, els)) = chain.as_mut() else {
+                let Some((branches, _)) = chain.as_mut() else {
                     return Err(Error::new(c.pos, format!("{name} without a preceding if")));
                 };
-                let _ = els;
                 let Some(b) = &c.block else {
                     return Err(Error::new(c.pos, format!("{name} needs a block")));
                 };
@@ -1075,7 +1058,7 @@ impl Validator {
         let none = |_: &str| None;
         match name {
             "stop" | "discard" => {
-                let a = self.split(&c.args, c.pos, name, &none)?;
+                let a = self.split(&c.args, name, &none)?;
                 self.positional(&a, 0, name, c.pos)?;
                 Ok(if name == "stop" {
                     Command::Stop
@@ -1085,7 +1068,7 @@ impl Validator {
             }
             "keep" => {
                 let flags_ok = self.has(Extension::Imap4flags);
-                let a = self.split(&c.args, c.pos, name, &|t| {
+                let a = self.split(&c.args, name, &|t| {
                     (t == "flags" && flags_ok).then_some(Param::List)
                 })?;
                 self.positional(&a, 0, name, c.pos)?;
@@ -1102,7 +1085,7 @@ impl Validator {
                     self.has(Extension::Copy),
                     self.has(Extension::Mailbox),
                 );
-                let a = self.split(&c.args, c.pos, name, &|t| match t {
+                let a = self.split(&c.args, name, &|t| match t {
                     "flags" if fl => Some(Param::List),
                     "copy" if cp => Some(Param::None),
                     "create" if mb => Some(Param::None),
@@ -1125,7 +1108,7 @@ impl Validator {
             }
             "redirect" => {
                 let cp = self.has(Extension::Copy);
-                let a = self.split(&c.args, c.pos, name, &|t| {
+                let a = self.split(&c.args, name, &|t| {
                     (t == "copy" && cp).then_some(Param::None)
                 })?;
                 let p = self.positional(&a, 1, name, c.pos)?;
@@ -1148,7 +1131,7 @@ impl Validator {
                     Extension::Ereject
                 };
                 self.need(ext, c.pos, name)?;
-                let a = self.split(&c.args, c.pos, name, &none)?;
+                let a = self.split(&c.args, name, &none)?;
                 let p = self.positional(&a, 1, name, c.pos)?;
                 Ok(Command::Reject {
                     reason: self.s(str_of(&p[0], "reason")?),
@@ -1157,7 +1140,7 @@ impl Validator {
             }
             "setflag" | "addflag" | "removeflag" => {
                 self.need(Extension::Imap4flags, c.pos, name)?;
-                let a = self.split(&c.args, c.pos, name, &none)?;
+                let a = self.split(&c.args, name, &none)?;
                 let (var, flags) = match a.positional.len() {
                     1 => (None, list_of(&a.positional[0], "flags")?),
                     2 => {
@@ -1189,7 +1172,7 @@ impl Validator {
             "set" => {
                 self.need(Extension::Variables, c.pos, "set")?;
                 let rx = self.has(Extension::Regex);
-                let a = self.split(&c.args, c.pos, name, &|t| match t {
+                let a = self.split(&c.args, name, &|t| match t {
                     "lower" | "upper" | "lowerfirst" | "upperfirst" | "quotewildcard"
                     | "length" => Some(Param::None),
                     "quoteregex" if rx => Some(Param::None),
@@ -1229,7 +1212,7 @@ impl Validator {
             "vacation" => {
                 self.need(Extension::Vacation, c.pos, "vacation")?;
                 let secs = self.has(Extension::VacationSeconds);
-                let a = self.split(&c.args, c.pos, name, &|t| match t {
+                let a = self.split(&c.args, name, &|t| match t {
                     "days" => Some(Param::Num),
                     "seconds" if secs => Some(Param::Num),
                     "subject" | "from" | "handle" => Some(Param::Str),
@@ -1271,7 +1254,7 @@ impl Validator {
             }
             "include" => {
                 self.need(Extension::Include, c.pos, "include")?;
-                let a = self.split(&c.args, c.pos, name, &|t| {
+                let a = self.split(&c.args, name, &|t| {
                     matches!(t, "personal" | "global" | "once" | "optional").then_some(Param::None)
                 })?;
                 let has = |x: &str| a.tags.iter().any(|(t, _, _)| t == x);
@@ -1295,14 +1278,14 @@ impl Validator {
             }
             "return" => {
                 self.need(Extension::Include, c.pos, "return")?;
-                let a = self.split(&c.args, c.pos, name, &none)?;
+                let a = self.split(&c.args, name, &none)?;
                 self.positional(&a, 0, name, c.pos)?;
                 Ok(Command::Return)
             }
             "global" => {
                 self.need(Extension::Include, c.pos, "global")?;
                 self.need(Extension::Variables, c.pos, "global")?;
-                let a = self.split(&c.args, c.pos, name, &none)?;
+                let a = self.split(&c.args, name, &none)?;
                 let p = self.positional(&a, 1, name, c.pos)?;
                 let names = list_of(&p[0], "variable names")?;
                 for n in &names {
@@ -1320,7 +1303,7 @@ impl Validator {
             // RFC 5463 5: the script ends with a runtime error carrying the message.
             "error" => {
                 self.need(Extension::Ihave, c.pos, "error")?;
-                let a = self.split(&c.args, c.pos, name, &none)?;
+                let a = self.split(&c.args, name, &none)?;
                 let p = self.positional(&a, 1, name, c.pos)?;
                 Ok(Command::Error(self.s(str_of(&p[0], "message")?)))
             }

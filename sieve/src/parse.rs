@@ -272,10 +272,9 @@ fn utf8(b: Vec<u8>, pos: Pos) -> Result<String, Error> {
 /// An argument before validation.
 #[derive(Debug, Clone)]
 pub enum RawArg {
-    /// A string list; `bracketed` tells `"a"` from `["a"]`.
+    /// A string or a string list.
     Strings {
         list: Vec<String>,
-        bracketed: bool,
         pos: Pos,
     },
     Num(u64, Pos),
@@ -396,19 +395,11 @@ impl Parser<'_> {
                     let Some((Tok::Str(s), pos)) = self.next()? else {
                         unreachable!()
                     };
-                    args.push(RawArg::Strings {
-                        list: vec![s],
-                        bracketed: false,
-                        pos,
-                    });
+                    args.push(RawArg::Strings { list: vec![s], pos });
                 }
                 Some((Tok::LBracket, _)) => {
                     let (list, pos) = self.string_list()?;
-                    args.push(RawArg::Strings {
-                        list,
-                        bracketed: true,
-                        pos,
-                    });
+                    args.push(RawArg::Strings { list, pos });
                 }
                 Some((Tok::Num(n), p)) => {
                     let a = RawArg::Num(*n, *p);
