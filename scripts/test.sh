@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 # node: imapd-check/tests/imap_clients.rs; strace: deliver/tests/ordering.rs;
 # openssl (s_client, test certificates) and dovecot-core (`doveadm pw`
 # hashes): imapd-check/tests/imap_security.rs; dovecot-imapd:
-# imapd-check/tests/imap_dovecot_parity.rs (reference SORT/THREAD).
-PACKAGES=(postfix python3 isync strace openssl dovecot-core dovecot-imapd neomutt tmux offlineimap3)
+# imapd-check/tests/imap_dovecot_parity.rs (reference SORT/THREAD);
+# dovecot-sieve (Pigeonhole's sieve-test): sieve/tests/pigeonhole.rs.
+PACKAGES=(postfix python3 isync strace openssl dovecot-core dovecot-imapd dovecot-sieve neomutt tmux offlineimap3)
 
 t0=$(date +%s)
 step() { printf '\n=== %s (%ss elapsed)\n' "$*" "$(($(date +%s) - t0))"; }

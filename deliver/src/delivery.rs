@@ -25,6 +25,11 @@ pub struct Settings {
     pub keywords: Vec<String>,
     /// Duplicate suppression window in seconds; 0 = off.
     pub dedup_window: u64,
+    /// Where Sieve's `include :global` finds scripts (`NAME.sieve`).
+    pub sieve_global_dir: Option<std::path::PathBuf>,
+    /// The command Sieve's redirect and vacation send mail with (split on
+    /// white space; `-i -f SENDER -- RCPT` are appended).
+    pub sendmail: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

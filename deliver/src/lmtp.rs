@@ -36,6 +36,8 @@ pub struct LmtpOptions {
 
 struct Ctx {
     settings: Settings,
+    /// Compiled Sieve scripts, shared by all sessions.
+    scripts: crate::filter::ScriptCache,
     group: GroupCommit,
     opts: LmtpOptions,
     hostname: String,
@@ -46,7 +48,7 @@ const MAX_RCPTS: usize = 1000;
 const MEM_LIMIT: usize = 1 << 20;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()
@@ -60,6 +62,7 @@ fn io_failure(what: &str, e: io::Error) -> Failure {
 
 pub fn serve_stdio(settings: Settings, opts: LmtpOptions) -> Result<(), Failure> {
     let ctx = Ctx {
+        scripts: Default::default(),
         group: GroupCommit::new(settings.dedup_window),
         settings,
         opts,
@@ -76,6 +79,7 @@ pub fn serve_stdio(settings: Settings, opts: LmtpOptions) -> Result<(), Failure>
 
 pub fn serve_listen(settings: Settings, opts: LmtpOptions, addr: &str) -> Result<(), Failure> {
     let ctx = Arc::new(Ctx {
+        scripts: Default::default(),
         group: GroupCommit::new(settings.dedup_window),
         settings,
         opts,
@@ -168,6 +172,8 @@ impl Drop for ConnectionSlot {
 
 struct Rcpt {
     target: Target,
+    /// The address as given in RCPT TO (Sieve's envelope "to").
+    address: String,
 }
 
 #[derive(Default)]
@@ -366,7 +372,10 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
         if let Err(f) = s.check_quota(&target.user, self.txn.size_hint) {
             return self.reply(&f.reply());
         }
-        self.txn.rcpts.push(Rcpt { target });
+        self.txn.rcpts.push(Rcpt {
+            target,
+            address: addr,
+        });
         self.reply("250 2.1.5 recipient OK")
     }
 
@@ -430,6 +439,7 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
             Err(f) => vec![f.reply(); rcpts.rcpts.len()],
             Ok(()) => {
                 let meta = MessageMeta {
+                    start,
                     message_id: norm.headers.message_id.clone(),
                     sent_date: norm
                         .headers
@@ -439,7 +449,7 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
                         .unwrap_or(0),
                     size: norm.output_bytes,
                 };
-                self.store_all(&rcpts.rcpts, &body, &meta, start)
+                self.store_all(&rcpts.rcpts, rcpts.sender.as_deref(), &body, &meta, start)
             }
         };
         for r in replies {
@@ -458,16 +468,20 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
     fn store_all(
         &self,
         rcpts: &[Rcpt],
+        sender: Option<&str>,
         body: &Body,
         meta: &MessageMeta,
         start: Instant,
     ) -> Vec<String> {
         let s = &self.ctx.settings;
+        let mut replies = vec![String::new(); rcpts.len()];
+        let filtered = self.store_filtered(rcpts, sender, body, meta, &mut replies);
         let mut groups: BTreeMap<&Target, Vec<usize>> = BTreeMap::new();
         for (i, r) in rcpts.iter().enumerate() {
-            groups.entry(&r.target).or_default().push(i);
+            if !filtered[i] {
+                groups.entry(&r.target).or_default().push(i);
+            }
         }
-        let mut replies = vec![String::new(); rcpts.len()];
         let key = s.dedup_key(meta.message_id.as_deref());
         for (target, idx) in groups {
             // Copies to store: one per recipient, or one in all when
@@ -547,11 +561,98 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
     }
 }
 
+impl<R: Read, W: Write> Session<'_, R, W> {
+    /// Recipients with an active Sieve script: each runs its script and
+    /// gets its own reply (`550 5.7.1` for a rejection). Returns which
+    /// recipients were handled here; the others are stored as usual.
+    fn store_filtered(
+        &self,
+        rcpts: &[Rcpt],
+        sender: Option<&str>,
+        body: &Body,
+        meta: &MessageMeta,
+        replies: &mut [String],
+    ) -> Vec<bool> {
+        let start = meta.start;
+        use crate::filter;
+        let s = &self.ctx.settings;
+        let mut handled = vec![false; rcpts.len()];
+        let with_script: Vec<usize> = (0..rcpts.len())
+            .filter(|&i| filter::has_active_script(&s.store, &rcpts[i].target.user))
+            .collect();
+        if with_script.is_empty() {
+            return handled;
+        }
+        let mut message = Vec::new();
+        let limit = filter::MAX_FILTERED_MESSAGE as u64;
+        if let Err(e) = body.reader().take(limit + 1).read_to_end(&mut message) {
+            for &i in &with_script {
+                handled[i] = true;
+                replies[i] = io_failure("read spooled message", e.kind().into()).reply();
+            }
+            return handled;
+        }
+        if message.len() as u64 > limit {
+            tracing::warn!("sieve: message larger than {limit} bytes, not filtered; implicit keep");
+            return handled;
+        }
+        for i in with_script {
+            handled[i] = true;
+            let r = &rcpts[i];
+            let result = filter::filter_and_store(
+                s,
+                Some(&self.ctx.group),
+                &self.ctx.scripts,
+                &r.target,
+                &message,
+                sender,
+                Some(&r.address),
+                meta.sent_date,
+                meta.message_id.as_deref(),
+            );
+            replies[i] = match result {
+                Ok(done) => {
+                    filter::log_done(
+                        &r.target.user,
+                        &done,
+                        message.len(),
+                        meta.message_id.as_deref(),
+                        start,
+                    );
+                    match done {
+                        filter::Done::Stored(list) => format!(
+                            "250 2.0.0 delivered to {} ({} mailbox{})",
+                            r.target.user,
+                            list.len(),
+                            if list.len() == 1 { "" } else { "es" }
+                        ),
+                        filter::Done::Discarded => {
+                            format!("250 2.0.0 discarded for {} by sieve", r.target.user)
+                        }
+                        filter::Done::Rejected(reason) => {
+                            let text = filter::reject_text(&reason);
+                            tracing::info!(user = %r.target.user, reason = %text, "rejected by sieve");
+                            Failure::new(crate::status::EX_NOPERM, "5.7.1", text).reply()
+                        }
+                    }
+                }
+                Err(f) => {
+                    tracing::warn!(user = %r.target.user, "{}", f.line());
+                    f.reply()
+                }
+            };
+        }
+        handled
+    }
+}
+
 fn duplicate_reply(user: &storage::UserName) -> String {
     format!("250 2.0.0 duplicate for {user} suppressed, not stored again")
 }
 
 struct MessageMeta {
+    /// When DATA began (for the log lines' elapsed times).
+    start: Instant,
     message_id: Option<String>,
     sent_date: i64,
     size: u64,

@@ -28,6 +28,14 @@
 //! before the duplicate log, as in Cyrus: a duplicate is deferred like any
 //! message while the user is over quota.
 //!
+//! # Sieve
+//!
+//! A recipient with an active Sieve script (`SPOOL/USER/.sieve/active`,
+//! docs/FORMAT.md §9) has it run on each message (module `filter`):
+//! keep/fileinto become appends with flags, reject is exit 77 `5.7.1` (LMTP
+//! 550 per recipient), discard stores nothing; any script problem keeps
+//! the message in the default mailbox and logs why (docs/OPERATIONS.md §2e).
+//!
 //! # Exit codes
 //!
 //! Every non-zero exit prints exactly one line on stderr, first, starting
@@ -52,6 +60,7 @@
 //! | 75   | EX_TEMPFAIL    | 4.3.1  | disk full (ENOSPC, EDQUOT, EFBIG) |
 //! | 75   | EX_TEMPFAIL    | 4.3.0  | any other I/O error, permission problem, corrupt index, bad config file, panic |
 //! | 77   | EX_NOPERM      | 5.7.0  | a symlink inside the spool (refused, never followed) |
+//! | 77   | EX_NOPERM      | 5.7.1  | rejected by the recipient's Sieve script (`reject`/`ereject`) |
 //!
 //! # Odd input
 //!
@@ -72,9 +81,11 @@
 
 mod date;
 mod delivery;
+mod filter;
 mod group;
 mod input;
 mod lmtp;
+mod outbound;
 mod status;
 
 use std::io::Write;
@@ -138,6 +149,13 @@ pub struct Cli {
     /// `dedup_window`, else 0 = off).
     #[arg(long, value_name = "SECONDS")]
     dedup_window: Option<u64>,
+    /// Command for Sieve redirect and vacation mail, e.g. /usr/sbin/sendmail
+    /// (without it, redirects keep the message and no vacation is sent).
+    #[arg(long, value_name = "CMD")]
+    sendmail: Option<String>,
+    /// Directory of global Sieve scripts for `include :global` (NAME.sieve).
+    #[arg(long, value_name = "DIR")]
+    sieve_global_dir: Option<PathBuf>,
     /// Skip every fsync. Tests and benchmarks only: a crash may lose mail.
     #[arg(long)]
     unsafe_no_fsync: bool,
@@ -223,7 +241,10 @@ fn main() -> ExitCode {
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)));
     match outcome {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(())) => {
+            flush_held_log();
+            ExitCode::SUCCESS
+        }
         Ok(Err(f)) => fail(&f),
         Err(_) => fail(&Failure::temp(
             "4.3.0",
@@ -264,6 +285,34 @@ fn payload(info: &std::panic::PanicHookInfo<'_>) -> String {
     }
 }
 
+/// Log output held back in one-shot mode (bounded: a runaway log is cut).
+static HELD_LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+const HELD_LOG_MAX: usize = 1 << 20;
+
+struct HeldLog;
+
+impl Write for HeldLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut held = HELD_LOG.lock().unwrap_or_else(|e| e.into_inner());
+        let room = HELD_LOG_MAX.saturating_sub(held.len());
+        held.extend_from_slice(&buf[..buf.len().min(room)]);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the held log lines to stderr (after the status line, if any).
+fn flush_held_log() {
+    let held = std::mem::take(&mut *HELD_LOG.lock().unwrap_or_else(|e| e.into_inner()));
+    if !held.is_empty() {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(&held);
+        let _ = err.flush();
+    }
+}
+
 /// Prints the status line first, then (if logging is wanted) logs it.
 fn fail(f: &Failure) -> ExitCode {
     let mut err = std::io::stderr().lock();
@@ -272,6 +321,10 @@ fn fail(f: &Failure) -> ExitCode {
     drop(err);
     if LOG_FAILURES.load(std::sync::atomic::Ordering::Relaxed) {
         tracing::warn!(exit = f.exit, "delivery failed: {}", f.line());
+        flush_held_log();
+    } else {
+        // Exactly one line on stderr for a failure unless logs were asked for.
+        HELD_LOG.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
     ExitCode::from(f.exit)
 }
@@ -309,6 +362,10 @@ fn init_logging(cli: &Cli) -> Result<(), Failure> {
                 .with_writer(Mutex::new(f))
                 .try_init()
         }
+        // One-shot: hold log lines until the exit, so that a failure's
+        // status line is still the first line on stderr (Sieve may log
+        // before a delivery fails, e.g. a redirect before a rejection).
+        None if !cli.lmtp => builder.with_ansi(false).with_writer(|| HeldLog).try_init(),
         None => builder
             .with_ansi(false)
             .with_writer(std::io::stderr)
@@ -377,6 +434,12 @@ fn settings(cli: &Cli) -> Result<Settings, Failure> {
         flags,
         keywords,
         dedup_window,
+        sieve_global_dir: cli.sieve_global_dir.clone(),
+        sendmail: cli
+            .sendmail
+            .as_deref()
+            .map(|c| c.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .filter(|v| !v.is_empty()),
     })
 }
 
@@ -410,6 +473,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let detail = cli.recipient.as_deref().and_then(delivery::address_detail);
     let target = settings.resolve(&user, cli.mailbox.as_deref(), detail)?;
     let stdin = std::io::stdin().lock();
+    if filter::has_active_script(&settings.store, &target.user) {
+        let cache = filter::ScriptCache::default();
+        return filter::deliver_one_shot(
+            &settings,
+            &cache,
+            &target,
+            stdin,
+            cli.sender.as_deref(),
+            cli.recipient.as_deref(),
+        );
+    }
     let d = settings.deliver_stream(&target, stdin, cli.sender.as_deref())?;
     let Some(uid) = d.uid else {
         tracing::info!(

@@ -187,7 +187,7 @@ impl Postfix {
         let service = format!(
             "{PIPE_SERVICE} unix  -       n       n       -       -       pipe\n  \
              flags=DRhu user={PIPE_USER} argv=/usr/bin/env MAILSTORE_CONFIG={} {bin} \
-             --spool {} -f ${{sender}} -a ${{recipient}} -d ${{user}}\n",
+             --spool {} --sendmail /usr/sbin/sendmail -f ${{sender}} -a ${{recipient}} -d ${{user}}\n",
             conf.display(),
             self.virtual_spool.display()
         );
@@ -217,6 +217,8 @@ impl Postfix {
             .arg(format!("unix:{}", socket.display()))
             .arg("--spool")
             .arg(&self.virtual_spool)
+            // Sieve redirects and vacation replies (tests/postfix_sieve.rs).
+            .args(["--sendmail", "/usr/sbin/sendmail"])
             .env("MAILSTORE_CONFIG", self.work.join("deliver.conf"))
             .uid(uid)
             .gid(gid)

@@ -88,14 +88,17 @@ impl Spool {
         out
     }
 
-    pub fn messages(&self, user: &str, mailbox: &str) -> Vec<Vec<u8>> {
-        let mut m = self
-            .store()
+    pub fn mailbox(&self, user: &str, mailbox: &str) -> storage::Mailbox {
+        self.store()
             .open_mailbox(
                 &UserName::new(user).unwrap(),
                 &MailboxName::new(mailbox).unwrap(),
             )
-            .unwrap();
+            .unwrap()
+    }
+
+    pub fn messages(&self, user: &str, mailbox: &str) -> Vec<Vec<u8>> {
+        let mut m = self.mailbox(user, mailbox);
         let snap = m.snapshot().unwrap();
         snap.records
             .iter()

@@ -1,0 +1,201 @@
+//! What tests read from the message: decoded header values, the addresses
+//! of address headers, body parts (RFC 5173), the envelope.
+
+use mail_parser::parsers::MessageStream;
+use mail_parser::{Address, HeaderValue, Message, MessagePart, MimeHeaders, PartType};
+
+/// The SMTP envelope of the delivery (RFC 5228 5.4).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Envelope {
+    /// The reverse-path; empty for the null sender `<>`.
+    pub from: String,
+    /// The recipient (forward-path) this run is for.
+    pub to: String,
+}
+
+/// Most header fields or body parts looked at in one test.
+const MAX_VALUES: usize = 10_000;
+
+/// The raw bytes of every `name` header field of a part, in order.
+pub fn raw_headers<'a>(raw: &'a [u8], part: &MessagePart<'_>, name: &str) -> Vec<&'a [u8]> {
+    part.headers
+        .iter()
+        .filter(|h| h.name.as_str().eq_ignore_ascii_case(name))
+        .take(MAX_VALUES)
+        .filter_map(|h| raw.get(h.offset_start as usize..h.offset_end as usize))
+        .collect()
+}
+
+/// A header value, unfolded and RFC 2047-decoded, trimmed (RFC 5228 5.7).
+pub fn decode_text(raw: &[u8]) -> String {
+    match MessageStream::new(raw).parse_unstructured() {
+        HeaderValue::Text(t) => t.trim().to_string(),
+        HeaderValue::TextList(l) => l.join(" ").trim().to_string(),
+        _ => unfold(raw),
+    }
+}
+
+fn unfold(raw: &[u8]) -> String {
+    let s = String::from_utf8_lossy(raw);
+    s.replace("\r\n", "").replace('\n', "").trim().to_string()
+}
+
+/// The addresses of one header field (groups flattened): `None` when it
+/// does not parse as an address list.
+pub fn decode_addresses(raw: &[u8]) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    match MessageStream::new(raw).parse_address() {
+        HeaderValue::Address(Address::List(l)) => out.extend(
+            l.into_iter()
+                .filter_map(|a| a.address.map(|s| plain_address(s.into_owned()))),
+        ),
+        HeaderValue::Address(Address::Group(g)) => {
+            for grp in g {
+                out.extend(
+                    grp.addresses
+                        .into_iter()
+                        .filter_map(|a| a.address.map(|s| plain_address(s.into_owned()))),
+                );
+            }
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
+/// An address with a quoted local part that needs no quoting written
+/// plainly (`"john.doe"@x` is `john.doe@x`, RFC 5322 3.4.1), as
+/// Pigeonhole compares it; other quoted local parts keep their quotes.
+fn plain_address(a: String) -> String {
+    let Some(rest) = a.strip_prefix('"') else {
+        return a;
+    };
+    let Some((quoted, domain)) = rest.rsplit_once("\"@") else {
+        return a;
+    };
+    let mut local = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        local.push(if c == '\\' {
+            chars.next().unwrap_or(c)
+        } else {
+            c
+        });
+    }
+    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c);
+    let dot_atom = !local.is_empty()
+        && local
+            .split('.')
+            .all(|p| !p.is_empty() && p.chars().all(atext));
+    if dot_atom {
+        format!("{local}@{domain}")
+    } else {
+        a
+    }
+}
+
+/// Splits an address into local part and domain (at the last `@`).
+pub fn split_address(a: &str) -> (&str, Option<&str>) {
+    match a.rsplit_once('@') {
+        Some((l, d)) => (l, Some(d)),
+        None => (a, None),
+    }
+}
+
+/// The body parts the body test looks at (RFC 5173 5.2): with `types`
+/// (`:content`), every part whose Content-Type matches one of them; else
+/// (`:text`) the text/* leaf parts, decoded.
+pub fn body_texts(msg: &Message<'_>, types: Option<&[String]>) -> Vec<String> {
+    let mut out = Vec::new();
+    for part in msg.parts.iter().take(MAX_VALUES) {
+        let (t, sub) = match part.content_type() {
+            Some(ct) => (
+                ct.ctype().to_ascii_lowercase(),
+                ct.subtype().unwrap_or("").to_ascii_lowercase(),
+            ),
+            None => ("text".to_string(), "plain".to_string()),
+        };
+        let wanted = match types {
+            None => t == "text",
+            Some(list) => list.iter().any(|want| {
+                let w = want.to_ascii_lowercase();
+                match w.split_once('/') {
+                    _ if w.is_empty() => true,
+                    Some((a, b)) => a == t && b == sub,
+                    None => w == t,
+                }
+            }),
+        };
+        if !wanted {
+            continue;
+        }
+        match &part.body {
+            PartType::Text(s) | PartType::Html(s) => out.push(s.to_string()),
+            PartType::Binary(b) | PartType::InlineBinary(b) => {
+                out.push(String::from_utf8_lossy(b).into_owned())
+            }
+            // RFC 5173 5.2: a multipart entity's prologue and epilogue only.
+            PartType::Multipart(_) => {
+                let raw = msg.raw_message();
+                let boundary = part
+                    .content_type()
+                    .and_then(|ct| ct.attribute("boundary"))
+                    .unwrap_or("");
+                if let Some(b) = raw.get(part.offset_body as usize..part.offset_end as usize) {
+                    out.push(prologue_epilogue(b, boundary));
+                }
+            }
+            PartType::Message(_) => {
+                let raw = msg.raw_message();
+                if let Some(b) = raw.get(part.offset_body as usize..part.offset_end as usize) {
+                    out.push(String::from_utf8_lossy(b).into_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The text of a multipart body before its first boundary line and after
+/// its closing one.
+fn prologue_epilogue(body: &[u8], boundary: &str) -> String {
+    let text = String::from_utf8_lossy(body);
+    if boundary.is_empty() {
+        return text.into_owned();
+    }
+    let open = format!("--{boundary}");
+    let close = format!("--{boundary}--");
+    let mut out = String::new();
+    let mut state = 0; // 0 prologue, 1 parts, 2 epilogue
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end_matches(['\r', '\n']);
+        match state {
+            0 if bare.starts_with(&open) => state = if bare.starts_with(&close) { 2 } else { 1 },
+            1 if bare.starts_with(&close) => state = 2,
+            0 | 2 => out.push_str(line),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The undecoded body of the message (`:raw`).
+pub fn raw_body(msg: &Message<'_>) -> String {
+    let raw = msg.raw_message();
+    let root = msg.root_part();
+    String::from_utf8_lossy(raw.get(root.offset_body as usize..).unwrap_or(b"")).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_address;
+
+    /// RFC 5322 3.4.1: a quoted local part that is a dot-atom is the same address.
+    #[test]
+    fn quoted_local_parts() {
+        assert_eq!(plain_address("\"john.doe\"@x".into()), "john.doe@x");
+        assert_eq!(plain_address("\"john doe\"@x".into()), "\"john doe\"@x");
+        assert_eq!(plain_address("\"a\\\"b\"@x".into()), "\"a\\\"b\"@x");
+        assert_eq!(plain_address("plain@x".into()), "plain@x");
+    }
+}

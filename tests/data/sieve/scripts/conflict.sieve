@@ -1,0 +1,3 @@
+require ["reject", "fileinto"];
+fileinto "first";
+if header :contains "subject" "present" { reject "too late"; }

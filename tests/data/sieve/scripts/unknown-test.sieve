@@ -1,0 +1,2 @@
+require "fileinto";
+if header :frobnicate "subject" "x" { fileinto "a"; }
