@@ -172,6 +172,7 @@ impl Session {
         self.out.write_all(greeting.as_bytes())?;
         loop {
             self.out.flush()?;
+            self.input.release();
             let assembled = match self.input.read_command(&mut self.out, &self.limits) {
                 Ok(a) => a,
                 Err(e) => return if is_disconnect(&e) { Ok(()) } else { Err(e) },
@@ -281,6 +282,10 @@ impl Session {
     pub(super) fn flush_buf(&mut self) -> io::Result<()> {
         self.out.write_all(&self.buf)?;
         self.buf.clear();
+        if self.buf.capacity() > 64 * 1024 {
+            // Do not keep a big response's buffer for the connection's life.
+            self.buf = Vec::new();
+        }
         Ok(())
     }
 

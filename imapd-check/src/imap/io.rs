@@ -78,6 +78,15 @@ impl Input {
         }
     }
 
+    /// Frees the read buffer when nothing is left in it, so that a
+    /// connection waiting for its next command holds no buffer.
+    pub fn release(&mut self) {
+        if !self.has_buffered() {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+    }
+
     /// True when bytes are already buffered (poll would not see them).
     pub fn has_buffered(&self) -> bool {
         self.start < self.buf.len()
@@ -249,14 +258,16 @@ impl Input {
 
     /// Waits until the input or `other` is readable, or `timeout` passes.
     /// Returns (input readable, other readable).
-    pub fn wait(&self, other: BorrowedFd<'_>, timeout: Duration) -> io::Result<(bool, bool)> {
+    pub fn wait(
+        &self,
+        other: Option<BorrowedFd<'_>>,
+        timeout: Duration,
+    ) -> io::Result<(bool, bool)> {
         if self.has_buffered() {
             return Ok((true, false));
         }
-        let mut fds = [
-            PollFd::new(self.src.as_fd(), PollFlags::POLLIN),
-            PollFd::new(other, PollFlags::POLLIN),
-        ];
+        let mut fds = vec![PollFd::new(self.src.as_fd(), PollFlags::POLLIN)];
+        fds.extend(other.map(|o| PollFd::new(o, PollFlags::POLLIN)));
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         match poll(
             &mut fds,
@@ -271,7 +282,55 @@ impl Input {
                 r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
             })
         };
-        Ok((ready(&fds[0]), ready(&fds[1])))
+        Ok((ready(&fds[0]), fds.get(1).is_some_and(ready)))
+    }
+}
+
+/// A buffered writer whose buffer exists only between a write and the next
+/// flush: a connection waiting for its client (or idling) holds none.
+/// Writes of at least the buffer's size go straight through.
+pub struct Output<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl<W: Write> Output<W> {
+    pub fn new(inner: W, cap: usize) -> Output<W> {
+        Output {
+            inner,
+            buf: Vec::new(),
+            cap,
+        }
+    }
+
+    fn flush_buf(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf)?;
+        }
+        self.buf = Vec::new();
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for Output<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + data.len() > self.cap {
+            self.flush_buf()?;
+        }
+        if data.len() >= self.cap {
+            return self.inner.write(data);
+        }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(self.cap);
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_buf()?;
+        self.inner.flush()
     }
 }
 
