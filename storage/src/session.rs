@@ -241,6 +241,22 @@ impl SessionView {
         Ok(out)
     }
 
+    /// Like [`SessionView::check`], but only if the index is free now:
+    /// when a writer holds or waits for its lock, returns no updates and
+    /// leaves the view as it was, so the next check reports them. For a
+    /// caller that may send updates but need not (an IMAP server after
+    /// LIST or STATUS, RFC 3501 section 7), rather than waiting behind
+    /// another session's commit.
+    pub fn check_if_free(&mut self, mbox: &mut Mailbox, allow: Allow) -> Result<Vec<Update>> {
+        let saved = std::mem::replace(&mut mbox.lock_timeout, std::time::Duration::ZERO);
+        let r = self.check(mbox, allow);
+        mbox.lock_timeout = saved;
+        match r {
+            Err(Error::LockTimeout { .. }) => Ok(Vec::new()),
+            r => r,
+        }
+    }
+
     /// Merges changes by UID. Returns the UIDs whose reported state is now
     /// stale (FETCH needed).
     fn merge(&mut self, ch: Changes) -> Result<Vec<u32>> {

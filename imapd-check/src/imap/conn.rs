@@ -251,13 +251,14 @@ impl Session {
                 | CommandBody::Fetch { .. }
                 | CommandBody::Search { .. }
         );
+        let wait = !skips_busy_check(&cmd.body);
         let result = self.dispatch(&tag, cmd.body);
         let mut result = match result {
             Err(Fail::Stop(s)) => return Err(s),
             r => r,
         };
         if self.sel.is_some() && !matches!(result, Err(Fail::Bad(_))) {
-            match self.try_check(allow)? {
+            match self.try_check(allow, wait)? {
                 Err(e @ Error::Corrupt { .. }) if reads && result.is_ok() => {
                     result = Err(Fail::from(e));
                 }
@@ -291,18 +292,25 @@ impl Session {
 
     /// Looks at the index and queues what the client must be told.
     pub(super) fn check(&mut self, allow: Allow) -> Result<(), Stop> {
-        if let Err(e) = self.try_check(allow)? {
+        if let Err(e) = self.try_check(allow, true)? {
             tracing::warn!("session check failed: {e}");
         }
         Ok(())
     }
 
     /// Like `check`, giving back a failure that does not end the session.
-    fn try_check(&mut self, allow: Allow) -> Result<Result<(), Error>, Stop> {
+    /// Without `wait`, a busy index (a writer holds or waits for its lock)
+    /// is not waited for: nothing is reported now, the next check will.
+    fn try_check(&mut self, allow: Allow, wait: bool) -> Result<Result<(), Error>, Stop> {
         let Some(sel) = self.sel.as_mut() else {
             return Ok(Ok(()));
         };
-        match sel.view.check(&mut sel.mbox, allow) {
+        let checked = if wait {
+            sel.view.check(&mut sel.mbox, allow)
+        } else {
+            sel.view.check_if_free(&mut sel.mbox, allow)
+        };
+        match checked {
             Ok(ups) => {
                 self.write_updates(&ups);
                 Ok(Ok(()))
@@ -536,6 +544,23 @@ fn post_allowance(body: &CommandBody) -> Allow {
         | CommandBody::Copy { uid: false, .. } => Allow::NoExpunge,
         _ => Allow::AllUpdates,
     }
+}
+
+/// Commands about other mailboxes, after which the selected mailbox's
+/// updates may be sent (RFC 3501 section 7) but need not: their check does
+/// not wait behind another session's commit. NOOP, IDLE, CHECK and the
+/// commands on the selected mailbox still wait, so a client polling with
+/// NOOP always sees a commit that completed before it.
+fn skips_busy_check(body: &CommandBody) -> bool {
+    matches!(
+        body,
+        CommandBody::List { .. }
+            | CommandBody::Lsub { .. }
+            | CommandBody::Status { .. }
+            | CommandBody::Subscribe { .. }
+            | CommandBody::Unsubscribe { .. }
+            | CommandBody::Capability
+    )
 }
 
 fn list_pattern(m: &imap_codec::imap_types::mailbox::ListMailbox) -> Vec<u8> {
