@@ -174,7 +174,8 @@ done
 dovecot_rss() {
     local total=0 p
     for p in "$DPID" $(ps -o pid= --ppid "$DPID"); do
-        total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+        v=$(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
     done
     echo $((total / 1024))
 }
@@ -190,10 +191,15 @@ if [[ $ONLY != idle ]]; then
                 out=$("$LOAD" --port "$port" --user bench --users "$USERS" --password "$PASS" mix -c "$c" --seconds "$SECS" --seed "$r")
                 echo "$out" | sed '$d'
                 if [[ $s == ours ]]; then rss=$(ours_rss); else rss=$(dovecot_rss); fi
-                echo "RESULT $s $c $r rss_mib=$rss $(echo "$out" | tail -1)"
+                echo "RESULT $s $c $r rss_mib=$rss $(echo "$out" | tail -1)" | tee -a "$W/results"
             done
         done
     done
+fi
+
+if [[ -s $W/results ]]; then
+    echo "=== summary (medians over the runs)"
+    python3 bench/imap_bench_summary.py "$W/results"
 fi
 
 if [[ $ONLY != mix ]]; then

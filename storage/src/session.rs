@@ -242,18 +242,23 @@ impl SessionView {
     }
 
     /// Like [`SessionView::check`], but only if the index is free now:
-    /// when a writer holds or waits for its lock, returns no updates and
-    /// leaves the view as it was, so the next check reports them. For a
-    /// caller that may send updates but need not (an IMAP server after
-    /// LIST or STATUS, RFC 3501 section 7), rather than waiting behind
-    /// another session's commit.
-    pub fn check_if_free(&mut self, mbox: &mut Mailbox, allow: Allow) -> Result<Vec<Update>> {
+    /// when a writer holds or waits for its lock, returns `None` and
+    /// leaves the view as it was, so a later check reports what it
+    /// commits. For a caller that may send updates but need not (an IMAP
+    /// server after LIST or STATUS, RFC 3501 section 7), or that can look
+    /// again shortly (IDLE), rather than waiting behind another session's
+    /// commit.
+    pub fn check_if_free(
+        &mut self,
+        mbox: &mut Mailbox,
+        allow: Allow,
+    ) -> Result<Option<Vec<Update>>> {
         let saved = std::mem::replace(&mut mbox.lock_timeout, std::time::Duration::ZERO);
         let r = self.check(mbox, allow);
         mbox.lock_timeout = saved;
         match r {
-            Err(Error::LockTimeout { .. }) => Ok(Vec::new()),
-            r => r,
+            Err(Error::LockTimeout { .. }) => Ok(None),
+            r => r.map(Some),
         }
     }
 

@@ -399,8 +399,7 @@ fn own_store_with_a_new_keyword_announces_it_first() {
 /// command, never lost).
 #[test]
 fn check_if_free_defers_past_a_busy_index_and_loses_nothing() {
-    use std::os::fd::AsFd;
-    use storage::lock::{LockKind, lock, unlock};
+    use storage::lock::{LockKind, hold};
     let (_t, s) = store();
     let (mut a, mut b) = (open(&s), open(&s));
     append(&mut b, 1);
@@ -408,28 +407,22 @@ fn check_if_free_defers_past_a_busy_index_and_loses_nothing() {
     let mark = v.mark();
     append(&mut b, 1);
     // Another open file description of the index: its lock excludes `a`.
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(a.index_path())
-        .unwrap();
-    lock(
-        f.as_fd(),
+    let guard = hold(
+        a.index_path(),
         LockKind::Exclusive,
         std::time::Duration::from_secs(5),
-        a.index_path(),
     )
     .unwrap();
     let t = std::time::Instant::now();
-    assert_eq!(v.check_if_free(&mut a, Allow::AllUpdates).unwrap(), vec![]);
+    assert_eq!(v.check_if_free(&mut a, Allow::AllUpdates).unwrap(), None);
     // Did not hang: a waiting check would give up only after the
     // handle's lock timeout.
     assert!(t.elapsed() < std::time::Duration::from_secs(5));
     assert_eq!(v.mark(), mark);
     assert_eq!(v.len(), 1);
-    unlock(f.as_fd());
+    drop(guard);
     assert_eq!(
         v.check_if_free(&mut a, Allow::AllUpdates).unwrap(),
-        vec![Update::Exists(2)]
+        Some(vec![Update::Exists(2)])
     );
 }

@@ -302,19 +302,30 @@ impl Session {
     /// Without `wait`, a busy index (a writer holds or waits for its lock)
     /// is not waited for: nothing is reported now, the next check will.
     fn try_check(&mut self, allow: Allow, wait: bool) -> Result<Result<(), Error>, Stop> {
+        self.check_now(allow, wait).map(|r| r.map(|_| ()))
+    }
+
+    /// Checks the selected mailbox and queues its updates; `Ok(false)`
+    /// when, without `wait`, the index was busy and nothing was checked.
+    pub(super) fn check_now(
+        &mut self,
+        allow: Allow,
+        wait: bool,
+    ) -> Result<Result<bool, Error>, Stop> {
         let Some(sel) = self.sel.as_mut() else {
-            return Ok(Ok(()));
+            return Ok(Ok(true));
         };
         let checked = if wait {
-            sel.view.check(&mut sel.mbox, allow)
+            sel.view.check(&mut sel.mbox, allow).map(Some)
         } else {
             sel.view.check_if_free(&mut sel.mbox, allow)
         };
         match checked {
-            Ok(ups) => {
+            Ok(Some(ups)) => {
                 self.write_updates(&ups);
-                Ok(Ok(()))
+                Ok(Ok(true))
             }
+            Ok(None) => Ok(Ok(false)),
             Err(Error::MailboxDeleted) => {
                 self.sel = None;
                 self.flush_buf().map_err(Stop::Io)?;
@@ -546,11 +557,13 @@ fn post_allowance(body: &CommandBody) -> Allow {
     }
 }
 
-/// Commands about other mailboxes, after which the selected mailbox's
-/// updates may be sent (RFC 3501 section 7) but need not: their check does
-/// not wait behind another session's commit. NOOP, IDLE, CHECK and the
-/// commands on the selected mailbox still wait, so a client polling with
-/// NOOP always sees a commit that completed before it.
+/// Commands after which the selected mailbox's updates may be sent (RFC
+/// 3501 section 7) but need not: their check does not wait behind another
+/// session's commit, and what it would have found goes out after a later
+/// command. Commands about other mailboxes, and IDLE (which looked while
+/// idling). NOOP, CHECK and the commands on the selected mailbox still
+/// wait, so a client polling with NOOP always sees a commit that completed
+/// before it.
 fn skips_busy_check(body: &CommandBody) -> bool {
     matches!(
         body,
@@ -560,6 +573,7 @@ fn skips_busy_check(body: &CommandBody) -> bool {
             | CommandBody::Subscribe { .. }
             | CommandBody::Unsubscribe { .. }
             | CommandBody::Capability
+            | CommandBody::Idle
     )
 }
 

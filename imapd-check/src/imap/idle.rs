@@ -3,7 +3,10 @@
 //! Woken by the server's shared inotify watcher (`watch.rs`) when the
 //! mailbox's `.index` changes or is replaced, never by polling; each wake
 //! re-checks the generation under the shared lock, so an event only ever
-//! causes a check, never a report by itself. A slow timer covers a lost
+//! causes a check, never a report by itself. A check that finds a writer
+//! holding the lock does not wait: it looks again 2 ms later, so DONE is
+//! answered at once (the command's own check then waits, as after any
+//! command on the selected mailbox). A slow timer covers a lost
 //! event (a fast one when the kernel refused the watch). The check right
 //! after `+ idling` reports what was committed between the client's last
 //! command and IDLE (cyrus-imapd#3668).
@@ -22,6 +25,25 @@ use super::watch;
 const FALLBACK: Duration = Duration::from_secs(30);
 /// How often it re-checks when no watch could be set up.
 const UNWATCHED: Duration = Duration::from_secs(2);
+/// How soon it looks again when a check found a writer holding the index
+/// lock. IDLE does not wait for the lock, so that a DONE sent meanwhile is
+/// answered at once; a commit whose write came before the watch was set
+/// up still gets reported within this delay.
+const BUSY_RETRY: Duration = Duration::from_millis(2);
+
+/// Checks without waiting for the lock; true if it must be tried again.
+fn look(s: &mut Session) -> Result<bool, Fail> {
+    let done = match s.check_now(Allow::AllUpdates, false).map_err(Fail::Stop)? {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::warn!("session check failed: {e}");
+            true
+        }
+    };
+    s.flush_buf()?;
+    s.out.flush()?;
+    Ok(!done)
+}
 
 pub(super) fn idle(s: &mut Session, _tag: &str) -> Result<Done, Fail> {
     s.buf.extend_from_slice(b"+ idling\r\n");
@@ -46,18 +68,15 @@ pub(super) fn idle(s: &mut Session, _tag: &str) -> Result<Done, Fail> {
         }
         _ => UNWATCHED,
     };
-    s.check(Allow::AllUpdates).map_err(Fail::Stop)?;
-    s.flush_buf()?;
-    s.out.flush()?;
+    let mut busy = look(s)?;
     loop {
-        let (input, event) = s.input.wait(sub.as_ref().map(|s| s.fd()), every)?;
+        let timeout = if busy { BUSY_RETRY } else { every };
+        let (input, event) = s.input.wait(sub.as_ref().map(|s| s.fd()), timeout)?;
         if event && let Some(sub) = &sub {
             sub.drain();
         }
         if event || !input {
-            s.check(Allow::AllUpdates).map_err(Fail::Stop)?;
-            s.flush_buf()?;
-            s.out.flush()?;
+            busy = look(s)?;
         }
         if input {
             let line = s.input.read_line(s.limits.line);
