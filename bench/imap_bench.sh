@@ -149,6 +149,10 @@ service imap-login {
 service imap {
   process_limit = 2000
 }
+# Default 10: more connections of one user from one address are refused.
+protocol imap {
+  mail_max_userip_connections = 2000
+}
 default_client_limit = 4000
 EOF
 dovecot -F -c "$W/dovecot.conf" </dev/null >"$W/dovecot.out" 2>&1 &
@@ -198,6 +202,7 @@ if [[ $ONLY != idle ]]; then
 fi
 
 if [[ -s $W/results ]]; then
+    echo "ours: peak RSS (VmHWM) $(awk '/^VmHWM/ {printf "%d MiB", $2/1024}' "/proc/$OPID/status")"
     echo "=== summary (medians over the runs)"
     python3 bench/imap_bench_summary.py "$W/results"
 fi

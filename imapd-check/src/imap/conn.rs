@@ -492,6 +492,7 @@ impl Session {
                 let sel = self.selected()?;
                 if !sel.read_only {
                     sel.mbox.expunge(None, true)?;
+                    super::repack::after_expunge(&mut sel.mbox);
                 }
                 self.sel = None;
                 ok("CLOSE completed")

@@ -398,6 +398,7 @@ impl Session {
         let sel = self.sel.as_mut().expect("selected");
         let gone = sel.mbox.expunge(only.as_deref(), true)?;
         let ups = sel.view.apply_own_expunge(&gone, Allow::AllUpdates);
+        super::repack::after_expunge(&mut sel.mbox);
         self.write_updates(&ups);
         ok("EXPUNGE completed")
     }

@@ -17,6 +17,7 @@ pub mod mailboxes;
 pub mod messages;
 pub mod mime;
 pub mod msgfile;
+pub mod repack;
 pub mod search;
 pub mod structure;
 pub mod watch;
@@ -65,18 +66,24 @@ fn open_store(spool: Option<&std::path::Path>) -> Res<Store> {
     Ok(Store::open(&root, Options::default())?)
 }
 
-/// Pins glibc's mmap threshold at its default (128 KiB). Left dynamic,
-/// glibc raises it past the size of the first big block freed: after one
-/// login, each argon2 verification's memory (19 MiB at the default cost)
-/// comes from a malloc arena and stays there, per arena, after the login;
-/// measured: 300 logged-in idle connections held 5.7 GiB instead of 46 MiB
-/// (docs/BENCHMARKS.md). Pinned, big blocks are mapped and unmapped.
+/// Pins glibc's mmap threshold. Left dynamic, glibc raises it past the
+/// size of the first big block freed: after one login, each argon2
+/// verification's memory (19 MiB at the default cost) comes from a malloc
+/// arena and stays there after the login; measured: 300 logged-in idle
+/// connections held 5.7 GiB instead of 46 MiB (docs/BENCHMARKS.md).
+/// Pinned, blocks from [`MMAP_THRESHOLD`] up are mapped and unmapped.
+/// Above glibc's default (128 KiB) so that reading the records of an
+/// index of up to 4,096 messages reuses arena memory rather than costing
+/// a map, page faults and an unmap on every check; far below argon2's
+/// blocks.
+const MMAP_THRESHOLD: i32 = 512 * 1024;
+
 fn pin_mmap_threshold() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets an allocator tunable; called before any
     // connection thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }
 
