@@ -16,8 +16,9 @@ use storage::lock::{LockKind, hold};
 use storage::{AppendOptions, MailboxName, UserName};
 
 /// IDLE starts, and DONE is answered, while a writer holds the index lock
-/// (RFC 2177 section 3); LIST and STATUS are answered too. NOOP then
-/// waits and reports what the writer committed (RFC 3501 6.1.2).
+/// (RFC 2177 section 3); LIST, STATUS, FETCH and SEARCH are answered too.
+/// NOOP then waits and reports what the writer committed (RFC 3501
+/// 6.1.2).
 #[test]
 fn idle_list_status_answer_while_a_writer_holds_the_lock() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,6 +53,9 @@ fn idle_list_status_answer_while_a_writer_holds_the_lock() {
     c.ok("LIST \"\" \"*\"");
     let st = c.ok("STATUS Other (MESSAGES)");
     assert_eq!(st, vec!["* STATUS \"Other\" (MESSAGES 0)"]);
+    let f = c.ok("FETCH 1:* (UID)");
+    assert_eq!(f, vec!["* 1 FETCH (UID 1)", "* 2 FETCH (UID 2)"]);
+    assert_eq!(c.ok("UID SEARCH ALL"), vec!["* SEARCH 1 2"]);
 
     // The "commit": released, then another append (which needs the lock).
     drop(guard);

@@ -251,14 +251,14 @@ impl Session {
                 | CommandBody::Fetch { .. }
                 | CommandBody::Search { .. }
         );
-        let wait = !skips_busy_check(&cmd.body);
+        let post = post_check(&cmd.body);
         let result = self.dispatch(&tag, cmd.body);
         let mut result = match result {
             Err(Fail::Stop(s)) => return Err(s),
             r => r,
         };
-        if self.sel.is_some() && !matches!(result, Err(Fail::Bad(_))) {
-            match self.try_check(allow, wait)? {
+        if self.sel.is_some() && post != PostCheck::Skip && !matches!(result, Err(Fail::Bad(_))) {
+            match self.try_check(allow, post == PostCheck::Wait)? {
                 Err(e @ Error::Corrupt { .. }) if reads && result.is_ok() => {
                     result = Err(Fail::from(e));
                 }
@@ -296,6 +296,19 @@ impl Session {
             tracing::warn!("session check failed: {e}");
         }
         Ok(())
+    }
+
+    /// Like `check`, but does not wait for a writer holding the index
+    /// lock (then nothing is checked now; a later check reports it).
+    /// False if it was busy.
+    pub(super) fn look(&mut self, allow: Allow) -> Result<bool, Stop> {
+        match self.check_now(allow, false)? {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                tracing::warn!("session check failed: {e}");
+                Ok(true)
+            }
+        }
     }
 
     /// Like `check`, giving back a failure that does not end the session.
@@ -558,24 +571,37 @@ fn post_allowance(body: &CommandBody) -> Allow {
     }
 }
 
-/// Commands after which the selected mailbox's updates may be sent (RFC
-/// 3501 section 7) but need not: their check does not wait behind another
-/// session's commit, and what it would have found goes out after a later
-/// command. Commands about other mailboxes, and IDLE (which looked while
-/// idling). NOOP, CHECK and the commands on the selected mailbox still
-/// wait, so a client polling with NOOP always sees a commit that completed
-/// before it.
-fn skips_busy_check(body: &CommandBody) -> bool {
-    matches!(
-        body,
+/// How the selected mailbox is looked at after a command. RFC 3501
+/// section 7 lets the server send its updates after any command but
+/// requires them after none in particular (NOOP is the command for
+/// polling, RFC 3501 6.1.2); an update not sent now goes out after a later
+/// command, never lost.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PostCheck {
+    /// Commands on the selected mailbox, NOOP and CHECK: wait for a
+    /// commit in progress, so a client polling with NOOP always sees a
+    /// commit that completed before it.
+    Wait,
+    /// Commands that only read it (FETCH, SEARCH) and IDLE (which looked
+    /// while idling): look if no writer holds the lock, else not now.
+    IfFree,
+    /// Commands about other mailboxes or none: not at all.
+    Skip,
+}
+
+fn post_check(body: &CommandBody) -> PostCheck {
+    match body {
         CommandBody::List { .. }
-            | CommandBody::Lsub { .. }
-            | CommandBody::Status { .. }
-            | CommandBody::Subscribe { .. }
-            | CommandBody::Unsubscribe { .. }
-            | CommandBody::Capability
-            | CommandBody::Idle
-    )
+        | CommandBody::Lsub { .. }
+        | CommandBody::Status { .. }
+        | CommandBody::Subscribe { .. }
+        | CommandBody::Unsubscribe { .. }
+        | CommandBody::Capability => PostCheck::Skip,
+        CommandBody::Fetch { .. } | CommandBody::Search { .. } | CommandBody::Idle => {
+            PostCheck::IfFree
+        }
+        _ => PostCheck::Wait,
+    }
 }
 
 fn list_pattern(m: &imap_codec::imap_types::mailbox::ListMailbox) -> Vec<u8> {

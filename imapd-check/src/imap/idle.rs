@@ -33,13 +33,7 @@ const BUSY_RETRY: Duration = Duration::from_millis(2);
 
 /// Checks without waiting for the lock; true if it must be tried again.
 fn look(s: &mut Session) -> Result<bool, Fail> {
-    let done = match s.check_now(Allow::AllUpdates, false).map_err(Fail::Stop)? {
-        Ok(done) => done,
-        Err(e) => {
-            tracing::warn!("session check failed: {e}");
-            true
-        }
-    };
+    let done = s.look(Allow::AllUpdates).map_err(Fail::Stop)?;
     s.flush_buf()?;
     s.out.flush()?;
     Ok(!done)

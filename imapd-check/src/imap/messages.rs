@@ -82,7 +82,9 @@ impl Session {
         modifiers: &[FetchModifier],
     ) -> Result<Done, Fail> {
         self.selected()?;
-        self.check(Allow::NoExpunge).map_err(Fail::Stop)?;
+        // Reading needs no lock: what a writer is committing now is
+        // reported after a later command (RFC 3501 section 7).
+        self.look(Allow::NoExpunge).map_err(Fail::Stop)?;
         let mut changed_since = None;
         for m in modifiers {
             match m {
@@ -333,7 +335,7 @@ impl Session {
         {
             return no(Some("BADCHARSET (US-ASCII UTF-8)"), "Unsupported charset");
         }
-        self.check(Allow::NoExpunge).map_err(Fail::Stop)?;
+        self.look(Allow::NoExpunge).map_err(Fail::Stop)?;
         let sel = self.sel.as_ref().expect("selected");
         let max_seq = sel.view.len();
         let max_uid = sel.view.iter().last().map_or(0, |m| m.uid);

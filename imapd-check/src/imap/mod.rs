@@ -78,6 +78,31 @@ fn open_store(spool: Option<&std::path::Path>) -> Res<Store> {
 /// blocks.
 const MMAP_THRESHOLD: i32 = 512 * 1024;
 
+/// Gives free heap memory back to the kernel after a connection ends, at
+/// most every 10 s: glibc keeps what a busy period freed in its arenas
+/// (measured: 1,000 idlers after the load benchmark held 234 MiB, on a
+/// fresh server 140 MiB).
+fn trim_heap() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now < last + 10
+        || LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory; any thread may call it.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn pin_mmap_threshold() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets an allocator tunable; called before any
@@ -174,6 +199,7 @@ fn serve_tcp(a: &ServeArgs, addr: SocketAddr) -> Res<()> {
                 if let Err(e) = run() {
                     tracing::warn!(?peer, "connection ended with error: {e}");
                 }
+                trim_heap();
             });
         if let Err(e) = spawned {
             // Out of threads or memory: this connection is dropped, the
