@@ -34,9 +34,9 @@ fn idle_list_status_answer_while_a_writer_holds_the_lock() {
         .open_mailbox(&UserName::new("alice").unwrap(), &MailboxName::inbox())
         .unwrap();
     // Over TCP: the client's reads time out after 20 s.
-    let passwd = write_passwd(dir.path(), "alice", "pw");
+    let passwd = write_passwd(dir.path(), "alice", "idle-test-secret");
     let server = TcpServer::start(&spool, &passwd);
-    let mut c = Client::tcp(server.port, "alice", "pw");
+    let mut c = Client::tcp(server.port, "alice", "idle-test-secret");
     c.ok("SELECT INBOX");
 
     let guard = hold(

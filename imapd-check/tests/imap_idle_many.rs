@@ -37,7 +37,7 @@ fn connect(port: u16, n: usize, mailbox: &str) -> Vec<Client> {
             let mailbox = mailbox.to_string();
             std::thread::spawn(move || {
                 for _ in (t..n).step_by(4) {
-                    let mut c = Client::tcp(port, "alice", "pw");
+                    let mut c = Client::tcp(port, "alice", "idle-test-secret");
                     c.ok(&format!("SELECT {mailbox}"));
                     out.lock().unwrap().push(c);
                 }
@@ -97,7 +97,7 @@ fn two_hundred_idlers_are_each_notified() {
     store.ensure_mailbox(&user, &other).unwrap();
     let mut inbox = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
     let mut other_box = store.open_mailbox(&user, &other).unwrap();
-    let passwd = write_passwd(dir.path(), "alice", "pw");
+    let passwd = write_passwd(dir.path(), "alice", "idle-test-secret");
     let server = TcpServer::start(&spool, &passwd);
 
     let mut idlers = connect(server.port, IDLERS, "INBOX");

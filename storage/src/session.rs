@@ -180,7 +180,7 @@ impl SessionView {
     pub fn open(mbox: &mut Mailbox) -> Result<SessionView> {
         let snap = mbox.snapshot()?;
         let floor = snap.records.last().map_or(0, |r| r.uid);
-        let msgs = snap
+        let mut msgs: Vec<Entry> = snap
             .records
             .into_iter()
             .filter(|r| !r.is_expunged())
@@ -189,6 +189,10 @@ impl SessionView {
                 expunged: false,
             })
             .collect();
+        // Collected through a filter, the vector grew by doubling: up to
+        // twice the memory, for as long as the mailbox is selected (a
+        // thousand idle sessions of one mailbox hold a thousand copies).
+        msgs.shrink_to_fit();
         Ok(SessionView {
             msgs,
             held: 0,
@@ -284,6 +288,12 @@ impl SessionView {
             if r.uid > self.floor {
                 self.floor = r.uid;
                 if !r.is_expunged() {
+                    if self.msgs.len() == self.msgs.capacity() {
+                        // Grow by an eighth, not by doubling: a view lives
+                        // as long as the selection, and one delivery must
+                        // not double every idle session's memory.
+                        self.msgs.reserve_exact((self.msgs.len() / 8).max(16));
+                    }
                     self.msgs.push(Entry {
                         record: r,
                         expunged: false,
