@@ -66,12 +66,7 @@ fn open_store(spool: Option<&std::path::Path>) -> Res<Store> {
     Ok(Store::open(&root, Options::default())?)
 }
 
-/// Pins glibc's mmap threshold. Left dynamic, glibc raises it past the
-/// size of the first big block freed: after one login, each argon2
-/// verification's memory (19 MiB at the default cost) comes from a malloc
-/// arena and stays there after the login; measured: 300 logged-in idle
-/// connections held 5.7 GiB instead of 46 MiB (docs/BENCHMARKS.md).
-/// Pinned, blocks from [`MMAP_THRESHOLD`] up are mapped and unmapped.
+/// The pinned mmap threshold (see `pin_mmap_threshold`).
 /// Above glibc's default (128 KiB) so that reading the records of an
 /// index of up to 4,096 messages reuses arena memory rather than costing
 /// a map, page faults and an unmap on every check; far below argon2's
@@ -79,9 +74,8 @@ fn open_store(spool: Option<&std::path::Path>) -> Res<Store> {
 const MMAP_THRESHOLD: i32 = 512 * 1024;
 
 /// Gives free heap memory back to the kernel after a connection ends, at
-/// most every 10 s: glibc keeps what a busy period freed in its arenas
-/// (measured: 1,000 idlers after the load benchmark held 234 MiB, on a
-/// fresh server 140 MiB).
+/// most every 10 s: glibc otherwise keeps in its arenas what a busy period
+/// (big FETCH responses, index reads of many sessions) freed.
 fn trim_heap() {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST: AtomicU64 = AtomicU64::new(0);
@@ -103,6 +97,12 @@ fn trim_heap() {
     }
 }
 
+/// Pins glibc's mmap threshold. Left dynamic, glibc raises it past the
+/// size of the first big block freed: after one login, each argon2
+/// verification's memory (19 MiB at the default cost) comes from a malloc
+/// arena and stays there after the login; measured: 300 logged-in idle
+/// connections held 5.7 GiB instead of 46 MiB (docs/BENCHMARKS.md).
+/// Pinned, blocks from [`MMAP_THRESHOLD`] up are mapped and unmapped.
 fn pin_mmap_threshold() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets an allocator tunable; called before any
