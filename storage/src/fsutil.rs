@@ -208,6 +208,34 @@ impl Dir {
         nix::unistd::fsync(self.fd.as_fd()).map_err(|e| Error::nix("fsync", &self.path, e))
     }
 
+    /// False when this directory certainly has no subdirectory other than
+    /// those of `known` that exist: the filesystem counts subdirectories
+    /// in a directory's link count (ext2/3/4, XFS, tmpfs: 2 + one per
+    /// subdirectory) and the count is exactly that. True otherwise,
+    /// including on any other filesystem (btrfs reports 1; NFS passes on
+    /// the server's) and on any error: the caller then reads the entries.
+    /// Spares a walk over mailboxes reading a directory of thousands of
+    /// message files to find it has no child.
+    pub fn may_have_other_subdirs(&self, known: &[&str]) -> bool {
+        use nix::sys::statfs::{EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC, fstatfs};
+        let counts_subdirs = fstatfs(self.fd.as_fd()).is_ok_and(|fs| {
+            let t = fs.filesystem_type();
+            // EXT2/3 share EXT4's magic.
+            t == EXT4_SUPER_MAGIC || t == XFS_SUPER_MAGIC || t == TMPFS_MAGIC
+        });
+        if !counts_subdirs {
+            return true;
+        }
+        let Ok(st) = nix::sys::stat::fstat(self.fd.as_fd()) else {
+            return true;
+        };
+        let present = known
+            .iter()
+            .filter(|k| self.is_dir(os(k.as_bytes())))
+            .count();
+        st.st_nlink != 2 + present as nix::libc::nlink_t
+    }
+
     /// Names in this directory, without `.` and `..`, with their file type
     /// as reported by the directory (may be unknown).
     pub fn entries(&self) -> Result<Vec<(Vec<u8>, Option<nix::dir::Type>)>> {

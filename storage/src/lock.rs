@@ -148,6 +148,18 @@ pub fn unlock(fd: BorrowedFd<'_>) {
     let _ = set_lock(fd, libc::F_UNLCK as libc::c_short, 0, 0, true);
 }
 
+/// Opens the file at `path` read-write and takes `kind` on it. A new open
+/// file description: the lock excludes every other handle, this
+/// process's included (for tools and tests that keep a mailbox busy).
+pub fn hold(path: &Path, kind: LockKind, timeout: Duration) -> Result<LockGuard> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))?;
+    LockGuard::acquire(Arc::new(file), kind, timeout, path)
+}
+
 /// A held lock, released on drop.
 pub struct LockGuard {
     file: Arc<File>,

@@ -3,7 +3,6 @@
 //! `docs/PROTOCOL.md`: exclusive lock, data, records, header with the
 //! generation bumped last, fsync, unlock.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -957,11 +956,8 @@ impl Mailbox {
         let flags = flags.intersect(Flags::SYSTEM);
         let records = self.index.read_records(0, old.num_records)?;
         self.check_uid_order(&old, &records, 0)?;
-        let by_uid: HashMap<u32, usize> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.uid, i))
-            .collect();
+        // Ascending by UID (just checked): found by binary search, with no
+        // map of the whole mailbox built under the exclusive lock.
         let mut new = old.clone();
         let modseq = old.highestmodseq + 1;
         let now = fsutil::now();
@@ -973,7 +969,7 @@ impl Mailbox {
             if !seen_uids.insert(uid) {
                 continue;
             }
-            let Some(&i) = by_uid.get(&uid) else {
+            let Ok(i) = records.binary_search_by_key(&uid, |r| r.uid) else {
                 out.missing.push(uid);
                 continue;
             };

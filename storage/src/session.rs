@@ -318,7 +318,7 @@ impl SessionView {
 
     fn from_snapshot(mbox: &Mailbox, snap: crate::mailbox::Snapshot) -> SessionView {
         let floor = snap.records.last().map_or(0, |r| r.uid);
-        let msgs = snap
+        let mut msgs: Vec<Entry> = snap
             .records
             .into_iter()
             .filter(|r| !r.is_expunged())
@@ -327,6 +327,10 @@ impl SessionView {
                 expunged: false,
             })
             .collect();
+        // Collected through a filter, the vector grew by doubling: up to
+        // twice the memory, for as long as the mailbox is selected (a
+        // thousand idle sessions of one mailbox hold a thousand copies).
+        msgs.shrink_to_fit();
         SessionView {
             msgs,
             held: 0,
@@ -387,6 +391,27 @@ impl SessionView {
         Ok(out)
     }
 
+    /// Like [`SessionView::check`], but only if the index is free now:
+    /// when a writer holds or waits for its lock, returns `None` and
+    /// leaves the view as it was, so a later check reports what it
+    /// commits. For a caller that may send updates but need not (an IMAP
+    /// server after LIST or STATUS, RFC 3501 section 7), or that can look
+    /// again shortly (IDLE), rather than waiting behind another session's
+    /// commit.
+    pub fn check_if_free(
+        &mut self,
+        mbox: &mut Mailbox,
+        allow: Allow,
+    ) -> Result<Option<Vec<Update>>> {
+        let saved = std::mem::replace(&mut mbox.lock_timeout, std::time::Duration::ZERO);
+        let r = self.check(mbox, allow);
+        mbox.lock_timeout = saved;
+        match r {
+            Err(Error::LockTimeout { .. }) => Ok(None),
+            r => r.map(Some),
+        }
+    }
+
     /// Merges changes by UID. Returns the UIDs whose reported state is now
     /// stale (FETCH needed).
     fn merge(&mut self, ch: Changes) -> Result<Vec<u32>> {
@@ -409,6 +434,12 @@ impl SessionView {
             if r.uid > self.floor {
                 self.floor = r.uid;
                 if !r.is_expunged() {
+                    if self.msgs.len() == self.msgs.capacity() {
+                        // Grow by an eighth, not by doubling: a view lives
+                        // as long as the selection, and one delivery must
+                        // not double every idle session's memory.
+                        self.msgs.reserve_exact((self.msgs.len() / 8).max(16));
+                    }
                     self.msgs.push(Entry {
                         record: r,
                         expunged: false,

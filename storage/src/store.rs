@@ -509,6 +509,12 @@ impl Store {
 
 /// Child directories that are mailbox components (not store entries).
 fn child_dirs(dir: &Dir) -> Result<Vec<Vec<u8>>> {
+    // Every mailbox directory has a staging directory and may have a
+    // quarantine; when the link count says that is all, reading the
+    // (large) directory would find no child.
+    if !dir.may_have_other_subdirs(&[STAGE_DIR, crate::quarantine::QUARANTINE_DIR]) {
+        return Ok(Vec::new());
+    }
     Ok(dir
         .entries()?
         .into_iter()

@@ -392,3 +392,37 @@ fn own_store_with_a_new_keyword_announces_it_first() {
     assert!(matches!(&u[1], Update::Fetch { keywords, .. } if keywords == &["$Todo".to_string()]));
     assert_eq!(v.check(&mut a, Allow::AllUpdates).unwrap(), vec![]);
 }
+
+/// `check_if_free` does not wait behind a writer that holds the index
+/// lock, changes nothing then, and the next check reports what was
+/// committed (RFC 3501 section 7: updates may be deferred to a later
+/// command, never lost).
+#[test]
+fn check_if_free_defers_past_a_busy_index_and_loses_nothing() {
+    use storage::lock::{LockKind, hold};
+    let (_t, s) = store();
+    let (mut a, mut b) = (open(&s), open(&s));
+    append(&mut b, 1);
+    let mut v = SessionView::open(&mut a).unwrap();
+    let mark = v.mark();
+    append(&mut b, 1);
+    // Another open file description of the index: its lock excludes `a`.
+    let guard = hold(
+        a.index_path(),
+        LockKind::Exclusive,
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    assert_eq!(v.check_if_free(&mut a, Allow::AllUpdates).unwrap(), None);
+    // Did not hang: a waiting check would give up only after the
+    // handle's lock timeout.
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(v.mark(), mark);
+    assert_eq!(v.len(), 1);
+    drop(guard);
+    assert_eq!(
+        v.check_if_free(&mut a, Allow::AllUpdates).unwrap(),
+        Some(vec![Update::Exists(2)])
+    );
+}

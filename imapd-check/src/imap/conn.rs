@@ -249,6 +249,7 @@ impl Session {
                 self.apply_switch(sw)?;
             }
             self.arm_timer();
+            self.input.release();
             let limits = self.read_limits();
             let assembled = match self.input.read_command(&mut self.out, &limits) {
                 Ok(a) => a,
@@ -355,6 +356,11 @@ impl Session {
         bytes: &[u8],
     ) -> Result<(), Stop> {
         use super::extparse::ExtCommand;
+        // As for LIST and APPEND parsed by imap-codec (`post_check`).
+        let post = match cmd {
+            Ok(ExtCommand::List(_)) => PostCheck::Skip,
+            _ => PostCheck::Wait,
+        };
         let result = match cmd {
             Err(e) => bad(e),
             Ok(_) if self.user.is_none() => bad("Log in first"),
@@ -368,7 +374,7 @@ impl Session {
             Err(Fail::Stop(s)) => return Err(s),
             r => r,
         };
-        self.finish(tag, name, Allow::AllUpdates, false, result)
+        self.finish(tag, name, (Allow::AllUpdates, post), false, result)
     }
 
     fn handle(&mut self, cmd: Command<'_>) -> Result<(), Stop> {
@@ -387,12 +393,13 @@ impl Session {
                 | CommandBody::Sort { .. }
                 | CommandBody::Thread { .. }
         );
+        let post = post_check(&cmd.body);
         let result = self.dispatch(&tag, cmd.body);
         let result = match result {
             Err(Fail::Stop(s)) => return Err(s),
             r => r,
         };
-        self.finish(&tag, name, allow, reads, result)
+        self.finish(&tag, name, (allow, post), reads, result)
     }
 
     /// After a command: the session check, then the tagged reply.
@@ -400,12 +407,12 @@ impl Session {
         &mut self,
         tag: &str,
         name: &str,
-        allow: Allow,
+        (allow, post): (Allow, PostCheck),
         reads: bool,
         mut result: Result<Done, Fail>,
     ) -> Result<(), Stop> {
-        if self.sel.is_some() && !matches!(result, Err(Fail::Bad(_))) {
-            match self.try_check(allow)? {
+        if self.sel.is_some() && post != PostCheck::Skip && !matches!(result, Err(Fail::Bad(_))) {
+            match self.try_check(allow, post == PostCheck::Wait)? {
                 Err(e @ Error::Corrupt { .. }) if reads && result.is_ok() => {
                     result = Err(Fail::from(e));
                 }
@@ -431,27 +438,62 @@ impl Session {
     pub(super) fn flush_buf(&mut self) -> io::Result<()> {
         self.out.write_all(&self.buf)?;
         self.buf.clear();
+        if self.buf.capacity() > 64 * 1024 {
+            // Do not keep a big response's buffer for the connection's life.
+            self.buf = Vec::new();
+        }
         Ok(())
     }
 
     /// Looks at the index and queues what the client must be told.
     pub(super) fn check(&mut self, allow: Allow) -> Result<(), Stop> {
-        if let Err(e) = self.try_check(allow)? {
+        if let Err(e) = self.try_check(allow, true)? {
             tracing::warn!("session check failed: {e}");
         }
         Ok(())
     }
 
-    /// Like `check`, giving back a failure that does not end the session.
-    fn try_check(&mut self, allow: Allow) -> Result<Result<(), Error>, Stop> {
-        let Some(sel) = self.sel.as_mut() else {
-            return Ok(Ok(()));
-        };
-        match sel.view.check(&mut sel.mbox, allow) {
-            Ok(ups) => {
-                self.write_updates(&ups);
-                Ok(Ok(()))
+    /// Like `check`, but does not wait for a writer holding the index
+    /// lock (then nothing is checked now; a later check reports it).
+    /// False if it was busy.
+    pub(super) fn look(&mut self, allow: Allow) -> Result<bool, Stop> {
+        match self.check_now(allow, false)? {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                tracing::warn!("session check failed: {e}");
+                Ok(true)
             }
+        }
+    }
+
+    /// Like `check`, giving back a failure that does not end the session.
+    /// Without `wait`, a busy index (a writer holds or waits for its lock)
+    /// is not waited for: nothing is reported now, the next check will.
+    fn try_check(&mut self, allow: Allow, wait: bool) -> Result<Result<(), Error>, Stop> {
+        self.check_now(allow, wait).map(|r| r.map(|_| ()))
+    }
+
+    /// Checks the selected mailbox and queues its updates; `Ok(false)`
+    /// when, without `wait`, the index was busy and nothing was checked.
+    pub(super) fn check_now(
+        &mut self,
+        allow: Allow,
+        wait: bool,
+    ) -> Result<Result<bool, Error>, Stop> {
+        let Some(sel) = self.sel.as_mut() else {
+            return Ok(Ok(true));
+        };
+        let checked = if wait {
+            sel.view.check(&mut sel.mbox, allow).map(Some)
+        } else {
+            sel.view.check_if_free(&mut sel.mbox, allow)
+        };
+        match checked {
+            Ok(Some(ups)) => {
+                self.write_updates(&ups);
+                Ok(Ok(true))
+            }
+            Ok(None) => Ok(Ok(false)),
             Err(Error::MailboxDeleted) => {
                 self.sel = None;
                 self.flush_buf().map_err(Stop::Io)?;
@@ -657,6 +699,7 @@ impl Session {
                 let sel = self.selected()?;
                 if !sel.read_only {
                     sel.mbox.expunge(None, true)?;
+                    super::repack::after_expunge(&mut sel.mbox);
                 }
                 self.sel = None;
                 self.saved.clear();
@@ -746,6 +789,39 @@ fn post_allowance(body: &CommandBody) -> Allow {
         | CommandBody::Thread { uid: false, .. }
         | CommandBody::Copy { uid: false, .. } => Allow::NoExpunge,
         _ => Allow::AllUpdates,
+    }
+}
+
+/// How the selected mailbox is looked at after a command. RFC 3501
+/// section 7 lets the server send its updates after any command but
+/// requires them after none in particular (NOOP is the command for
+/// polling, RFC 3501 6.1.2); an update not sent now goes out after a later
+/// command, never lost.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PostCheck {
+    /// Commands on the selected mailbox, NOOP and CHECK: wait for a
+    /// commit in progress, so a client polling with NOOP always sees a
+    /// commit that completed before it.
+    Wait,
+    /// Commands that only read it (FETCH, SEARCH) and IDLE (which looked
+    /// while idling): look if no writer holds the lock, else not now.
+    IfFree,
+    /// Commands about other mailboxes or none: not at all.
+    Skip,
+}
+
+fn post_check(body: &CommandBody) -> PostCheck {
+    match body {
+        CommandBody::List { .. }
+        | CommandBody::Lsub { .. }
+        | CommandBody::Status { .. }
+        | CommandBody::Subscribe { .. }
+        | CommandBody::Unsubscribe { .. }
+        | CommandBody::Capability => PostCheck::Skip,
+        CommandBody::Fetch { .. } | CommandBody::Search { .. } | CommandBody::Idle => {
+            PostCheck::IfFree
+        }
+        _ => PostCheck::Wait,
     }
 }
 

@@ -1,105 +1,76 @@
 //! IDLE (RFC 2177): push changes as other processes commit them.
 //!
-//! Woken by inotify on the mailbox's `.index` (writes, attribute changes,
-//! the file being moved or deleted) and on its directory (a repack renames
-//! a new `.index` into place), never by polling; each wake re-checks the
-//! generation under the shared lock, so an event only ever causes a
-//! check, never a report by itself. A slow timer covers a lost event.
-//! The check right after `+ idling` reports what was committed between
-//! the client's last command and IDLE (cyrus-imapd#3668).
+//! Woken by the server's shared inotify watcher (`watch.rs`) when the
+//! mailbox's `.index` changes or is replaced, never by polling; each wake
+//! re-checks the generation under the shared lock, so an event only ever
+//! causes a check, never a report by itself. A check that finds a writer
+//! holding the lock does not wait: it looks again 2 ms later, so DONE is
+//! answered at once (the command's own check then waits, as after any
+//! command on the selected mailbox). A slow timer covers a lost
+//! event (a fast one when the kernel refused the watch). The check right
+//! after `+ idling` reports what was committed between the client's last
+//! command and IDLE (cyrus-imapd#3668).
 
-use std::os::fd::AsFd;
 use std::time::Duration;
 
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use storage::session::Allow;
 
 use super::conn::{Done, Fail, Session, Stop, bad, ok};
+use super::watch;
 
-/// How often IDLE re-checks without any event.
-const FALLBACK: Duration = Duration::from_secs(2);
+/// How often IDLE re-checks without any event while the mailbox is
+/// watched: only a lost event needs it (an overflowed inotify queue
+/// already wakes everyone), so it is slow, and spread over the sessions
+/// so that a thousand idlers do not check at the same instant.
+const FALLBACK: Duration = Duration::from_secs(30);
+/// How often it re-checks when no watch could be set up.
+const UNWATCHED: Duration = Duration::from_secs(2);
+/// How soon it looks again when a check found a writer holding the index
+/// lock. IDLE does not wait for the lock, so that a DONE sent meanwhile is
+/// answered at once; a commit whose write came before the watch was set
+/// up still gets reported within this delay.
+const BUSY_RETRY: Duration = Duration::from_millis(2);
 
-fn index_flags() -> AddWatchFlags {
-    AddWatchFlags::IN_MODIFY
-        | AddWatchFlags::IN_ATTRIB
-        | AddWatchFlags::IN_CLOSE_WRITE
-        | AddWatchFlags::IN_MOVE_SELF
-        | AddWatchFlags::IN_DELETE_SELF
-}
-
-struct Watches {
-    ino: Inotify,
-    index: Option<WatchDescriptor>,
-    dir: Option<WatchDescriptor>,
-}
-
-impl Watches {
-    fn new(index_path: Option<&std::path::Path>) -> std::io::Result<Watches> {
-        let ino = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
-        let mut w = Watches {
-            ino,
-            index: None,
-            dir: None,
-        };
-        if let Some(p) = index_path {
-            w.index = w.ino.add_watch(p, index_flags()).ok();
-            if let Some(d) = p.parent() {
-                w.dir = w
-                    .ino
-                    .add_watch(d, AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CREATE)
-                    .ok();
-            }
-        }
-        Ok(w)
-    }
-
-    /// Drains events; true if any may mean a change to the index.
-    fn drain(&mut self, index_path: Option<&std::path::Path>) -> bool {
-        let mut relevant = false;
-        let mut rewatch = false;
-        while let Ok(events) = self.ino.read_events() {
-            if events.is_empty() {
-                break;
-            }
-            for e in events {
-                if Some(e.wd) == self.dir {
-                    if e.name.as_deref() == Some(std::ffi::OsStr::new(storage::index::INDEX_NAME)) {
-                        relevant = true;
-                        rewatch = true;
-                    }
-                } else {
-                    relevant = true;
-                }
-            }
-        }
-        if rewatch && let Some(p) = index_path {
-            // A new inode at the path: watch it (the old watch dies with
-            // the old file).
-            self.index = self.ino.add_watch(p, index_flags()).ok();
-        }
-        relevant
-    }
+/// Checks without waiting for the lock; true if it must be tried again.
+fn look(s: &mut Session) -> Result<bool, Fail> {
+    let done = s.look(Allow::AllUpdates).map_err(Fail::Stop)?;
+    s.flush_buf()?;
+    s.out.flush()?;
+    Ok(!done)
 }
 
 pub(super) fn idle(s: &mut Session, _tag: &str) -> Result<Done, Fail> {
     s.buf.extend_from_slice(b"+ idling\r\n");
     s.flush_buf()?;
     s.out.flush()?;
+    // Nothing buffered while waiting: an idler costs its thread and little
+    // else.
+    s.input.release();
     let index_path = s
         .sel
         .as_ref()
         .map(|sel| sel.mbox.index_path().to_path_buf());
     // Watch first, then check: a commit after the check raises an event.
-    let mut w = Watches::new(index_path.as_deref())?;
-    s.check(Allow::AllUpdates).map_err(Fail::Stop)?;
-    s.flush_buf()?;
-    s.out.flush()?;
+    let sub = match &index_path {
+        Some(p) => Some(watch::subscribe(p)?),
+        None => None,
+    };
+    let every = match &sub {
+        Some(sub) if sub.watched => {
+            // 0..10 s of jitter, different for each session.
+            FALLBACK + Duration::from_millis(sub.id_hint() % 10_000)
+        }
+        _ => UNWATCHED,
+    };
+    let mut busy = look(s)?;
     loop {
-        let (input, event) = s.input.wait(w.ino.as_fd(), FALLBACK)?;
-        if event && w.drain(index_path.as_deref()) || !input && !event {
-            s.check(Allow::AllUpdates).map_err(Fail::Stop)?;
-            s.flush_buf()?;
-            s.out.flush()?;
+        let timeout = if busy { BUSY_RETRY } else { every };
+        let (input, event) = s.input.wait(sub.as_ref().map(|s| s.fd()), timeout)?;
+        if event && let Some(sub) = &sub {
+            sub.drain();
+        }
+        if event || !input {
+            busy = look(s)?;
         }
         if input {
             let line = s.input.read_line(s.limits.line);

@@ -79,6 +79,15 @@ impl Input {
         }
     }
 
+    /// Frees the read buffer when nothing is left in it, so that a
+    /// connection waiting for its next command holds no buffer.
+    pub fn release(&mut self) {
+        if !self.has_buffered() {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+    }
+
     /// True when bytes are already buffered (poll would not see them).
     pub fn has_buffered(&self) -> bool {
         self.start < self.buf.len()
@@ -253,7 +262,11 @@ impl Input {
     /// Returns (input readable, other readable); `TimedOut` once the
     /// stream's deadline (pre-login or autologout timer) has passed.
     /// Plaintext already decrypted or decompressed counts as readable.
-    pub fn wait(&mut self, other: BorrowedFd<'_>, timeout: Duration) -> io::Result<(bool, bool)> {
+    pub fn wait(
+        &mut self,
+        other: Option<BorrowedFd<'_>>,
+        timeout: Duration,
+    ) -> io::Result<(bool, bool)> {
         if self.has_buffered() {
             return Ok((true, false));
         }
@@ -267,6 +280,54 @@ impl Input {
         self.buf.clear();
         self.start = 0;
         rest
+    }
+}
+
+/// A buffered writer whose buffer exists only between a write and the next
+/// flush: a connection waiting for its client (or idling) holds none.
+/// Writes of at least the buffer's size go straight through.
+pub struct Output<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl<W: Write> Output<W> {
+    pub fn new(inner: W, cap: usize) -> Output<W> {
+        Output {
+            inner,
+            buf: Vec::new(),
+            cap,
+        }
+    }
+
+    fn flush_buf(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf)?;
+        }
+        self.buf = Vec::new();
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for Output<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.len() + data.len() > self.cap {
+            self.flush_buf()?;
+        }
+        if data.len() >= self.cap {
+            return self.inner.write(data);
+        }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(self.cap);
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_buf()?;
+        self.inner.flush()
     }
 }
 

@@ -118,7 +118,9 @@ impl Session {
         } else {
             Allow::NoExpunge
         };
-        self.check(allow).map_err(Fail::Stop)?;
+        // Reading needs no lock: what a writer is committing now is
+        // reported after a later command (RFC 3501 section 7).
+        self.look(allow).map_err(Fail::Stop)?;
         super::qresync::vanished_lines(&mut self.buf, true, &earlier);
         if changed_since.is_some() {
             self.condstore = true;
@@ -408,7 +410,7 @@ impl Session {
         if self.rev2 && super::rev2::uses_recent(criteria) {
             return bad("RECENT, NEW and OLD are not search keys in IMAP4rev2");
         }
-        self.check(Allow::NoExpunge).map_err(Fail::Stop)?;
+        self.look(Allow::NoExpunge).map_err(Fail::Stop)?;
         let sel = self.sel.as_ref().expect("selected");
         let max_seq = sel.view.len();
         let max_uid = sel.view.iter().last().map_or(0, |m| m.uid);
@@ -501,6 +503,7 @@ impl Session {
         } else {
             None
         };
+        super::repack::after_expunge(&mut sel.mbox);
         self.write_updates(&ups);
         match top {
             Some(m) => ok_code(format!("HIGHESTMODSEQ {m}"), "EXPUNGE completed"),

@@ -35,6 +35,7 @@ pub mod msgfile;
 pub mod qresync;
 pub mod quota;
 pub mod recent;
+pub mod repack;
 pub mod rev2;
 pub mod rewrite;
 pub mod search;
@@ -45,6 +46,7 @@ pub mod stream;
 pub mod structure;
 pub mod thread;
 pub mod tls;
+pub mod watch;
 pub mod wire;
 
 use std::net::{SocketAddr, TcpListener};
@@ -126,7 +128,54 @@ fn server_config(a: &ServeArgs) -> Res<(storage::config::Config, config::ServerC
     Ok((store_cfg, cfg))
 }
 
+/// The pinned mmap threshold (see `pin_mmap_threshold`).
+/// Above glibc's default (128 KiB) so that reading the records of an
+/// index of up to 4,096 messages reuses arena memory rather than costing
+/// a map, page faults and an unmap on every check; far below argon2's
+/// blocks.
+const MMAP_THRESHOLD: i32 = 512 * 1024;
+
+/// Gives free heap memory back to the kernel after a connection ends, at
+/// most every 10 s: glibc otherwise keeps in its arenas what a busy period
+/// (big FETCH responses, index reads of many sessions) freed.
+pub(super) fn trim_heap() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now < last + 10
+        || LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory; any thread may call it.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Pins glibc's mmap threshold. Left dynamic, glibc raises it past the
+/// size of the first big block freed: after one login, each argon2
+/// verification's memory (19 MiB at the default cost) comes from a malloc
+/// arena and stays there after the login; measured: 300 logged-in idle
+/// connections held 5.7 GiB instead of 46 MiB (docs/BENCHMARKS.md).
+/// Pinned, blocks from [`MMAP_THRESHOLD`] up are mapped and unmapped.
+fn pin_mmap_threshold() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator tunable; called before any
+    // connection thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
+
 pub fn serve(a: ServeArgs) -> Res<()> {
+    pin_mmap_threshold();
     let (store_cfg, cfg) = server_config(&a)?;
     let root = a.spool.clone().unwrap_or_else(|| store_cfg.spool(None));
     if !a.stdio {
@@ -172,6 +221,7 @@ fn serve_tcp(a: &ServeArgs, cfg: config::ServerConfig, root: PathBuf) -> Res<()>
     config::handle_sighup()?;
     let gate = Arc::new(limits::HashGate::new(cfg.max_parallel_hashes));
     let passwd = auth::PasswdFile::open(&passwd_path, cfg.hash_bounds, gate)?;
+    raise_nofile();
     let mut listeners = Vec::new();
     for (addrs, implicit) in [(&cfg.listen, false), (&cfg.listen_tls, true)] {
         for addr in addrs {
@@ -204,6 +254,27 @@ fn serve_tcp(a: &ServeArgs, cfg: config::ServerConfig, root: PathBuf) -> Res<()>
         let _ = t.join();
     }
     Ok(())
+}
+
+/// Output buffer of a connection (allocated only while a response is
+/// being written, see `io::Output`).
+pub(super) const OUT_BUF: usize = 16 * 1024;
+
+/// Stack of a connection thread. Parsing and MIME walking are bounded in
+/// depth (imap-codec's recursion limits, `structure::MAX_DEPTH` with an
+/// explicit stack), so this is ample; only the touched part is resident.
+pub(super) const CONN_STACK: usize = 1024 * 1024;
+
+/// Each connection holds a socket and, while idling, an eventfd: raise the
+/// soft descriptor limit to the hard one so a thousand idlers fit.
+fn raise_nofile() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!("cannot raise RLIMIT_NOFILE to {hard}: {e}");
+    }
 }
 
 /// Prints `USER:HASH` for a password read from the first line of stdin.

@@ -64,8 +64,14 @@ impl Server {
             let server = self.clone();
             let spawned = std::thread::Builder::new()
                 .name("imap-conn".into())
-                .spawn(move || server.connection(stream, peer, slot, implicit_tls));
+                .stack_size(super::CONN_STACK)
+                .spawn(move || {
+                    server.connection(stream, peer, slot, implicit_tls);
+                    super::trim_heap();
+                });
             if let Err(e) = spawned {
+                // Out of threads or memory: this connection is dropped, the
+                // server goes on.
                 tracing::error!("cannot start a connection thread: {e}");
             }
         }

@@ -332,13 +332,19 @@ impl Shared {
     }
 
     /// A buffered writer over this stream.
-    pub fn writer(&self) -> io::BufWriter<Writer> {
-        io::BufWriter::with_capacity(64 * 1024, Writer(self.clone()))
+    /// The connection's output: buffered only while a response is being
+    /// written (`io::Output`), so an idle connection holds no buffer.
+    pub fn writer(&self) -> super::io::Output<Writer> {
+        super::io::Output::new(Writer(self.clone()), super::OUT_BUF)
     }
 
     /// Waits until the plaintext is readable or `other` is, or `timeout`
     /// passes; `TimedOut` when the deadline comes first.
-    pub fn wait(&self, other: BorrowedFd<'_>, timeout: Duration) -> io::Result<(bool, bool)> {
+    pub fn wait(
+        &self,
+        other: Option<BorrowedFd<'_>>,
+        timeout: Duration,
+    ) -> io::Result<(bool, bool)> {
         let mut s = self.lock();
         if s.pending()? {
             return Ok((true, false));
@@ -351,10 +357,8 @@ impl Shared {
             }
             timeout = timeout.min(left);
         }
-        let mut fds = [
-            PollFd::new(s.rd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(other, PollFlags::POLLIN),
-        ];
+        let mut fds = vec![PollFd::new(s.rd.as_fd(), PollFlags::POLLIN)];
+        fds.extend(other.map(|o| PollFd::new(o, PollFlags::POLLIN)));
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         match poll(
             &mut fds,
@@ -369,7 +373,7 @@ impl Shared {
                 r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
             })
         };
-        let (input, other) = (ready(&fds[0]), ready(&fds[1]));
+        let (input, other) = (ready(&fds[0]), fds.get(1).is_some_and(ready));
         if !input || (s.tls.is_none() && s.z.is_none()) {
             return Ok((input, other));
         }

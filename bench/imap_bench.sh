@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# IMAP load benchmark: our `imapd-check serve` against Debian's Dovecot imap,
+# side by side, with the same messages and the same argon2id password hash,
+# driven by the same load generator (bench/src/imap_load.rs, `imap-load`).
+# Not part of the tests.
+#
+# Usage (as root, Debian 12):  bash bench/imap_bench.sh [SECONDS] [REPS]
+#   SECONDS  length of each timed run (default 20)   REPS  runs per cell (default 3)
+#   BENCH_CLIENTS="10 30"   client counts of the mix
+#   BENCH_USERS=1           users the clients spread over (1: all on one INBOX)
+#   BENCH_MSGS=1000         messages loaded into each INBOX
+#   BENCH_ONLY=mix|idle     only the mix, or only the many-idlers run
+#   BENCH_IDLERS=1000       connections of the idle run (ours only)
+#   BENCH_OURS=DIR          take imapd-check and idx-admin from DIR instead of
+#                           building target/release (to measure an old build)
+#   BENCH_DIR=/some/dir     parent of the work directory (default /tmp)
+#
+# What it does: installs dovecot-core and dovecot-imapd if missing (Debian's
+# policy keeps the system Dovecot from starting; a private one is run),
+# creates the unprivileged user `imapbench`, writes BENCH_MSGS messages into
+# a Maildir, gives Dovecot a copy of it (mail_location = maildir) and
+# imports it into our spool with `idx-admin import`. One password hash,
+# made by `imapd-check passwd`, is in both password files (Dovecot reads it
+# as `{ARGON2ID}`). Both listen on loopback TCP; every client LOGINs. Both
+# run at their default durability: Dovecot mail_fsync = optimized, ours
+# full. For each client count and each rep the mix runs against both
+# servers (alternating which goes first), and the server's RSS is read
+# after each run. At the end the work directory is removed and the servers
+# are stopped (by their own pids).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-20}
+REPS=${2:-3}
+CLIENTS=${BENCH_CLIENTS:-"10 30"}
+USERS=${BENCH_USERS:-1}
+NMSG=${BENCH_MSGS:-1000}
+IDLERS=${BENCH_IDLERS:-1000}
+ONLY=${BENCH_ONLY:-}
+BUSER=imapbench
+PASS=bench-password
+
+[[ $(id -u) -eq 0 ]] || { echo "run as root (installs packages, starts Dovecot)" >&2; exit 1; }
+missing=()
+for p in dovecot-core dovecot-imapd python3; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+id "$BUSER" >/dev/null 2>&1 || useradd -r -M -s /usr/sbin/nologin "$BUSER"
+
+cargo build --release -p deliver-bench --bin imap-load
+LOAD=$PWD/target/release/imap-load
+if [[ -n ${BENCH_OURS:-} ]]; then
+    BIN=$BENCH_OURS
+else
+    cargo build --release -p imapd-check -p tools
+    BIN=$PWD/target/release
+fi
+
+W=$(mktemp -d "${BENCH_DIR:-/tmp}/imapbench.XXXXXX")
+DPID=
+OPID=
+cleanup() {
+    if [[ -n $OPID ]]; then kill "$OPID" 2>/dev/null || true; fi
+    if [[ -n $DPID ]]; then kill "$DPID" 2>/dev/null || true; fi
+    sleep 1
+    rm -rf "$W"
+}
+trap cleanup EXIT
+echo "work directory $W"
+
+user_name() { if ((USERS > 1)); then echo "bench$1"; else echo bench; fi; }
+
+# Messages: plain text and multipart, 1-12 KiB, 20 senders.
+python3 - "$W/maildir" "$NMSG" <<'EOF'
+import os, random, sys, time
+root, n = sys.argv[1], int(sys.argv[2])
+for d in ("cur", "new", "tmp"):
+    os.makedirs(os.path.join(root, d), exist_ok=True)
+rnd = random.Random(17)
+words = "mail index store lock fsync generation expunge flag folder quota header body".split()
+base = int(time.time()) - n * 3600
+for i in range(n):
+    sender = f"sender{rnd.randrange(20)}@example.org"
+    subj = " ".join(rnd.choice(words) for _ in range(5))
+    body = "\r\n".join(" ".join(rnd.choice(words) for _ in range(12)) for _ in range(rnd.randrange(10, 150)))
+    hdr = (f"From: Sender <{sender}>\r\nTo: bench@example.org\r\nSubject: {subj} {i}\r\n"
+           f"Message-ID: <{i}.bench@example.org>\r\n"
+           f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime(base + i * 3600))}\r\n"
+           "MIME-Version: 1.0\r\n")
+    if i % 4 == 0:
+        msg = (hdr + 'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\n'
+               "Content-Type: text/plain\r\n\r\n" + body + "\r\n--b1\r\nContent-Type: application/octet-stream\r\n"
+               "Content-Transfer-Encoding: base64\r\n\r\n" + "QUJD" * 200 + "\r\n--b1--\r\n")
+    else:
+        msg = hdr + "Content-Type: text/plain\r\n\r\n" + body + "\r\n"
+    flags = "S" if i % 3 else ""
+    name = f"{base + i * 3600}.M{i}P1.bench:2,{flags}"
+    p = os.path.join(root, "cur", name)
+    with open(p, "w", newline="") as f:
+        f.write(msg)
+    os.utime(p, (base + i * 3600, base + i * 3600))
+EOF
+
+HASH=$(echo "$PASS" | "$BIN/imapd-check" passwd x | cut -d: -f2-)
+mkdir -p "$W/home" "$W/spool" "$W/dovecot-run"
+: > "$W/ours.passwd"
+: > "$W/dovecot.passwd"
+for ((u = 0; u < USERS; u++)); do
+    name=$(user_name "$u")
+    echo "$name:$HASH" >> "$W/ours.passwd"
+    echo "$name:{ARGON2ID}$HASH" >> "$W/dovecot.passwd"
+    mkdir -p "$W/home/$name"
+    cp -r "$W/maildir" "$W/home/$name/Maildir"
+    "$BIN/idx-admin" import --spool "$W/spool" -d "$name" --create --maildir "$W/maildir" >/dev/null
+done
+chown -R "$BUSER:$BUSER" "$W/home"
+chmod 755 "$W"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+DPORT=$(free_port)
+cat > "$W/dovecot.conf" <<EOF
+base_dir = $W/dovecot-run
+state_dir = $W/dovecot-run/state
+log_path = $W/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+default_internal_user = dovecot
+default_login_user = dovenull
+passdb {
+  driver = passwd-file
+  args = $W/dovecot.passwd
+}
+userdb {
+  driver = static
+  args = uid=$BUSER gid=$BUSER home=$W/home/%u
+}
+mail_location = maildir:~/Maildir
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $DPORT
+  }
+}
+service imap {
+  process_limit = 2000
+}
+# Default 10: more connections of one user from one address are refused.
+protocol imap {
+  mail_max_userip_connections = 2000
+}
+default_client_limit = 4000
+EOF
+dovecot -F -c "$W/dovecot.conf" </dev/null >"$W/dovecot.out" 2>&1 &
+DPID=$!
+for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$DPORT") 2>/dev/null && break
+    sleep 0.2
+done
+
+OPORT=$(free_port)
+"$BIN/imapd-check" serve --spool "$W/spool" --listen "127.0.0.1:$OPORT" --passwd "$W/ours.passwd" </dev/null >/dev/null 2>"$W/ours.log" &
+OPID=$!
+for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$OPORT") 2>/dev/null && break
+    sleep 0.2
+done
+
+"$LOAD" --port "$DPORT" --user bench --users "$USERS" --password "$PASS" prepare
+"$LOAD" --port "$OPORT" --user bench --users "$USERS" --password "$PASS" prepare
+
+# Dovecot's RSS is the sum over its processes (master, auth, login, one imap
+# per connection); ours is one process.
+dovecot_rss() {
+    local total=0 p
+    for p in "$DPID" $(ps -o pid= --ppid "$DPID"); do
+        v=$(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
+    done
+    echo $((total / 1024))
+}
+ours_rss() { awk '/^VmRSS/ {printf "%d", $2/1024}' "/proc/$OPID/status"; }
+
+if [[ $ONLY != idle ]]; then
+    for c in $CLIENTS; do
+        for ((r = 1; r <= REPS; r++)); do
+            if ((r % 2)); then order="dovecot ours"; else order="ours dovecot"; fi
+            for s in $order; do
+                port=$DPORT; [[ $s == ours ]] && port=$OPORT
+                echo "=== $s clients=$c rep=$r"
+                out=$("$LOAD" --port "$port" --user bench --users "$USERS" --password "$PASS" mix -c "$c" --seconds "$SECS" --seed "$r")
+                echo "$out" | sed '$d'
+                if [[ $s == ours ]]; then rss=$(ours_rss); else rss=$(dovecot_rss); fi
+                echo "RESULT $s $c $r rss_mib=$rss $(echo "$out" | tail -1)" | tee -a "$W/results"
+            done
+        done
+    done
+fi
+
+if [[ -s $W/results ]]; then
+    echo "ours: peak RSS (VmHWM) $(awk '/^VmHWM/ {printf "%d MiB", $2/1024}' "/proc/$OPID/status")"
+    echo "=== summary (medians over the runs)"
+    python3 bench/imap_bench_summary.py "$W/results"
+fi
+
+if [[ $ONLY != mix ]]; then
+    echo "=== ours: $IDLERS idlers"
+    "$LOAD" --port "$OPORT" --user "$(user_name 0)" --users 1 --password "$PASS" idle -c "$IDLERS" --rounds 20 --server-pid "$OPID"
+fi
