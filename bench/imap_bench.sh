@@ -163,7 +163,10 @@ for _ in $(seq 50); do
 done
 
 OPORT=$(free_port)
-"$BIN/imapd-check" serve --spool "$W/spool" --listen "127.0.0.1:$OPORT" --passwd "$W/ours.passwd" </dev/null >/dev/null 2>"$W/ours.log" &
+# The same room as Dovecot's limits above (ours default to 20 sessions per
+# user: OPERATIONS.md section 6a).
+printf 'imapd.max_connections_per_user = 2000\nimapd.max_connections = 4000\n' >"$W/ours.conf"
+"$BIN/imapd-check" serve --config "$W/ours.conf" --spool "$W/spool" --listen "127.0.0.1:$OPORT" --passwd "$W/ours.passwd" </dev/null >/dev/null 2>"$W/ours.log" &
 OPID=$!
 for _ in $(seq 50); do
     (exec 3<>"/dev/tcp/127.0.0.1/$OPORT") 2>/dev/null && break

@@ -63,7 +63,9 @@ fn idle_list_status_answer_while_a_writer_holds_the_lock() {
         .append(&message(3)[..], AppendOptions::default())
         .unwrap();
     let lines = c.ok("NOOP");
-    assert_eq!(lines, vec!["* 3 EXISTS"]);
+    // This session is the first told of the new message: it is \Recent
+    // here (RFC 3501 7.3.2).
+    assert_eq!(lines, vec!["* 3 EXISTS", "* 3 RECENT"]);
     drop(c);
     server.stop();
 }

@@ -98,7 +98,13 @@ fn two_hundred_idlers_are_each_notified() {
     let mut inbox = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
     let mut other_box = store.open_mailbox(&user, &other).unwrap();
     let passwd = write_passwd(dir.path(), "alice", "idle-test-secret");
-    let server = TcpServer::start(&spool, &passwd);
+    // Every idler is the same user: the per-user limit (20 by default,
+    // OPERATIONS.md §6a) is raised for them.
+    let server = TcpServer::start_configured(
+        &spool,
+        &passwd,
+        &format!("imapd.max_connections_per_user = {}\n", IDLERS + 10),
+    );
 
     let mut idlers = connect(server.port, IDLERS, "INBOX");
     let mut others = connect(server.port, 5, "Other");

@@ -154,11 +154,21 @@ pub struct TcpServer {
 
 impl TcpServer {
     pub fn start(spool: &Path, passwd: &Path) -> TcpServer {
+        Self::start_configured(spool, passwd, "")
+    }
+
+    /// Like `start`, with `config` (lines of `imapd.*` keys, OPERATIONS.md
+    /// §6a) in a config file beside the spool.
+    pub fn start_configured(spool: &Path, passwd: &Path, config: &str) -> TcpServer {
+        let conf = spool.with_extension("imapd.conf");
+        std::fs::write(&conf, config).unwrap();
         let mut server = Command::new(IMAPD)
             .args(["serve", "--listen", "127.0.0.1:0", "--passwd"])
             .arg(passwd)
             .arg("--spool")
             .arg(spool)
+            .arg("--config")
+            .arg(&conf)
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn imapd-check serve --listen");
