@@ -194,6 +194,7 @@ fn rfc5804_1_7_capabilities() {
     assert!(find("NOTIFY").is_none());
     assert!(find("STARTTLS").is_none(), "no TLS configured");
     assert!(find("OWNER").is_none());
+    assert!(find("UNAUTHENTICATE").is_some());
     let mut c = s.login();
     let (caps, _) = c.cmd("CAPABILITY");
     assert!(
@@ -286,6 +287,12 @@ fn rfc5804_2_6_putscript_validates_and_getscript() {
     assert!(!s.sieve_dir().join("bad.sieve").exists());
     assert!(c.cmd("GETSCRIPT \"bad\"").1.starts_with("NO (NONEXISTENT)"));
     assert!(c.cmd("PUTSCRIPT \".hidden\" \"keep;\"").1.starts_with("NO"));
+    assert!(
+        c.cmd("PUTSCRIPT \"a\u{2028}b\" \"keep;\"")
+            .1
+            .starts_with("NO")
+    );
+    assert!(c.cmd("PUTSCRIPT \"a/b\" \"keep;\"").1.starts_with("NO"));
     // Replacing keeps one file, with the new content.
     assert!(c.cmd("PUTSCRIPT \"q\" \"discard;\"").1.starts_with("OK"));
     assert_eq!(c.cmd("GETSCRIPT \"q\"").0, vec!["{8}\r\ndiscard;"]);
@@ -553,4 +560,76 @@ fn sieve_connect_uploads_and_activates_then_deliver_applies_it() {
         .open_mailbox(&user, &storage::MailboxName::inbox())
         .unwrap();
     assert!(inbox.snapshot().unwrap().live_uids().is_empty());
+}
+
+/// RFC 5804 2.1 with the IMAP server's login rules: after
+/// `imapd.max_login_failures_per_connection` failures the connection is
+/// closed; once an address is locked out (failures counted across
+/// connections) even the right password gets `BYE (TRYLATER)`.
+#[test]
+fn rfc5804_2_1_failure_limits_are_the_imap_servers() {
+    let s = Server::start(
+        "imapd.exempt_networks = none\nimapd.auth_fail_delay_ms = 0\n\
+         imapd.auth_fail_delay_max_ms = 0\nimapd.auth_fail_limit = 4\n\
+         imapd.max_login_failures_per_connection = 2\n",
+        false,
+    );
+    let bad = format!("AUTHENTICATE \"PLAIN\" \"{}\"", plain("alice", "wrong"));
+    let mut c = s.connect();
+    assert!(c.cmd(&bad).1.starts_with("NO"));
+    c.send(format!("{bad}\r\n").as_bytes());
+    assert!(c.response().1.starts_with("NO"));
+    assert!(c.line().starts_with("BYE"));
+    assert!(c.closed());
+    let mut d = s.connect();
+    assert!(d.cmd(&bad).1.starts_with("NO"));
+    assert!(d.cmd(&bad).1.starts_with("NO"));
+    let mut e = s.connect();
+    let good = format!("AUTHENTICATE \"PLAIN\" \"{}\"", plain("alice", PASSWORD));
+    let r = e.cmd(&good).1;
+    assert!(r.starts_with("BYE (TRYLATER)"), "{r}");
+}
+
+/// RFC 5804 1.3 (BYE) with the IMAP server's limits: a client that does
+/// not log in within `imapd.login_timeout` gets BYE; a connection over
+/// `imapd.max_connections_per_ip` gets `BYE (TRYLATER)` as its greeting.
+#[test]
+fn rfc5804_1_3_timeouts_and_connection_limits() {
+    let s = Server::start(
+        "imapd.exempt_networks = none\nimapd.login_timeout = 1\nimapd.max_connections_per_ip = 1\n",
+        false,
+    );
+    let mut c = s.connect();
+    let t = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut line = String::new();
+    BufReader::new(t).read_line(&mut line).unwrap();
+    assert!(line.starts_with("BYE (TRYLATER)"), "{line}");
+    let (_, bye) = c.response();
+    assert!(bye.starts_with("BYE"), "{bye}");
+    assert!(c.closed());
+}
+
+/// RFC 5804 2.5 and 2.6 (QUOTA): all of a user's scripts together are
+/// held to `imapd.managesieve_max_storage`; replacing a script counts
+/// its new size only.
+#[test]
+fn rfc5804_2_6_total_storage_quota() {
+    let s = Server::start("imapd.managesieve_max_storage = 150\n", false);
+    let mut c = s.login();
+    let script = |n: usize| format!("#{}\r\nkeep;\r\n", "x".repeat(n - 10));
+    assert!(
+        c.with_literal("PUTSCRIPT \"a\"", &script(100), "+")
+            .starts_with("OK")
+    );
+    let r = c.with_literal("PUTSCRIPT \"b\"", &script(100), "+");
+    assert!(r.starts_with("NO (QUOTA)"), "{r}");
+    let r = c.cmd("HAVESPACE \"b\" 51").1;
+    assert!(r.starts_with("NO (QUOTA)"), "{r}");
+    assert!(c.cmd("HAVESPACE \"b\" 50").1.starts_with("OK"));
+    assert!(
+        c.with_literal("PUTSCRIPT \"a\"", &script(140), "+")
+            .starts_with("OK")
+    );
+    assert_eq!(c.cmd("LISTSCRIPTS").0, vec!["\"a\""]);
 }

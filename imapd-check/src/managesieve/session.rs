@@ -145,6 +145,7 @@ impl Session {
         if let Some(u) = &self.user {
             cap("OWNER", Some(u.as_str()));
         }
+        cap("UNAUTHENTICATE", None);
         cap("VERSION", Some("1.0"));
         out
     }
@@ -454,7 +455,9 @@ impl Session {
 
     /// A script name argument, checked (`None`: the reply was sent).
     fn name_arg<'a>(&mut self, raw: &'a [u8]) -> std::io::Result<Option<&'a str>> {
-        match utf8(raw).filter(|n| valid_script_name(n)) {
+        // RFC 5804 1.6 also rules out the line and paragraph separators.
+        let allowed = |n: &&str| valid_script_name(n) && !n.contains(['\u{2028}', '\u{2029}']);
+        match utf8(raw).filter(allowed) {
             Some(n) => Ok(Some(n)),
             None => {
                 self.no(None, "Invalid script name")?;
