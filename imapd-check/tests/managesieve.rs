@@ -633,3 +633,49 @@ fn rfc5804_2_6_total_storage_quota() {
     );
     assert_eq!(c.cmd("LISTSCRIPTS").0, vec!["\"a\""]);
 }
+
+/// RFC 5804 2.2: after STARTTLS the server sends its capabilities again
+/// (now without STARTTLS, and with SASL PLAIN for a client outside the
+/// trusted networks, which could not authenticate before), then a login
+/// inside TLS works. The TLS client is `openssl s_client -starttls sieve`.
+#[test]
+fn rfc5804_2_2_starttls_reissues_capabilities() {
+    let s = Server::start("imapd.trusted_networks = none\n", true);
+    let auth = format!("AUTHENTICATE \"PLAIN\" \"{}\"", plain("alice", PASSWORD));
+    let mut p = Command::new("openssl")
+        .args(["s_client", "-quiet", "-starttls", "sieve", "-connect"])
+        .arg(format!("127.0.0.1:{}", s.port))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl is not installed");
+    let mut out = BufReader::new(p.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    // The capabilities sent inside TLS end with this OK.
+    loop {
+        let mut l = String::new();
+        assert!(out.read_line(&mut l).unwrap() > 0, "closed: {lines:?}");
+        let l = l.trim_end().to_string();
+        let done = l.starts_with("OK");
+        lines.push(l);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        lines.contains(&"\"SASL\" \"PLAIN\"".to_string()),
+        "{lines:?}"
+    );
+    assert!(!lines.contains(&"\"STARTTLS\"".to_string()), "{lines:?}");
+    let mut stdin = p.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{auth}\r\nLISTSCRIPTS\r\nLOGOUT\r\n").as_bytes())
+        .unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    drop(stdin);
+    let _ = p.wait();
+    assert!(rest.starts_with("OK \"Logged in\""), "{rest}");
+    assert!(rest.contains("OK \"Logout completed\""), "{rest}");
+}

@@ -5,13 +5,13 @@
 //! login failure delays and lock-outs, the per-user session limit, and
 //! COMPRESS=DEFLATE (RFC 4978).
 
+use std::net::IpAddr;
+
 use imap_codec::AuthenticateDataCodec;
 use imap_codec::decode::Decoder;
 use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_codec::imap_types::extensions::compress::CompressionAlgorithm;
 use storage::UserName;
-
-use std::net::IpAddr;
 
 use super::auth::parse_plain;
 use super::conn::{CAPS, Done, Fail, Session, Stop, bad, no, ok, ok_code};
