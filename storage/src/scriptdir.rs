@@ -20,11 +20,12 @@ pub struct ScriptDir {
 }
 
 impl ScriptDir {
-    /// Opens `home/sub` (`home` a user's directory in the spool), creating
-    /// `sub` (0700) when `create`; `None` when it does not exist and
-    /// `create` is false.
-    pub fn open(home: &Path, sub: &str, create: bool) -> Result<Option<ScriptDir>> {
-        let home = Dir::open_root(home)?;
+    /// Opens `spool/user/sub` (`user` a user's directory name in the
+    /// spool, which must exist), creating `sub` (0700) when `create`;
+    /// `None` when it does not exist and `create` is false. Neither `user`
+    /// nor `sub` is followed if it is a symlink.
+    pub fn open(spool: &Path, user: &str, sub: &str, create: bool) -> Result<Option<ScriptDir>> {
+        let home = Dir::open_root(spool)?.open_dir(os(user.as_bytes()))?;
         let name = os(sub.as_bytes());
         if create {
             if home.mkdir(name)? {
@@ -117,15 +118,12 @@ mod tests {
 
     #[test]
     fn replace_read_link_remove() {
-        let home = tempfile::tempdir().unwrap();
-        assert!(
-            ScriptDir::open(home.path(), ".sieve", false)
-                .unwrap()
-                .is_none()
-        );
-        let d = ScriptDir::open(home.path(), ".sieve", true)
-            .unwrap()
-            .unwrap();
+        let spool = tempfile::tempdir().unwrap();
+        let home = spool.path().join("alice");
+        std::fs::create_dir(&home).unwrap();
+        let open = |user: &str, create: bool| ScriptDir::open(spool.path(), user, ".sieve", create);
+        assert!(open("alice", false).unwrap().is_none());
+        let d = open("alice", true).unwrap().unwrap();
         d.replace("a.sieve", b"keep;").unwrap();
         d.replace("a.sieve", b"discard;").unwrap();
         assert_eq!(d.read("a.sieve", 100).unwrap().unwrap(), b"discard;");
@@ -137,7 +135,9 @@ mod tests {
         assert_eq!(d.files().unwrap(), vec!["b.sieve".to_string()]);
         assert_eq!(d.size("b.sieve").unwrap(), Some(8));
         // A symlink is never followed.
-        std::os::unix::fs::symlink(home.path().join(".sieve/b.sieve"), d.path().join("l")).unwrap();
+        std::os::unix::fs::symlink(home.join(".sieve/b.sieve"), d.path().join("l")).unwrap();
         assert!(d.read("l", 100).is_err());
+        std::os::unix::fs::symlink(&home, spool.path().join("bob")).unwrap();
+        assert!(open("bob", true).is_err());
     }
 }

@@ -42,17 +42,19 @@ fn write_lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 pub struct Scripts {
-    /// The user's directory in the spool.
-    home: PathBuf,
+    spool: PathBuf,
+    /// The user's directory name in the spool.
+    user: String,
     max_scripts: usize,
     max_script_size: u64,
     max_storage: u64,
 }
 
 impl Scripts {
-    pub fn new(home: PathBuf, cfg: &ManageSieveConfig) -> Scripts {
+    pub fn new(spool: PathBuf, user: String, cfg: &ManageSieveConfig) -> Scripts {
         Scripts {
-            home,
+            spool,
+            user,
             max_scripts: cfg.max_scripts,
             max_script_size: cfg.max_script_size.min(MAX_SCRIPT_FILE),
             max_storage: cfg.max_storage,
@@ -64,7 +66,7 @@ impl Scripts {
     }
 
     fn dir(&self, create: bool) -> Result<Option<ScriptDir>, ScriptError> {
-        Ok(ScriptDir::open(&self.home, SIEVE_DIR, create)?)
+        Ok(ScriptDir::open(&self.spool, &self.user, SIEVE_DIR, create)?)
     }
 
     fn active_in(dir: &ScriptDir) -> Result<Option<String>, ScriptError> {

@@ -406,7 +406,8 @@ impl Session {
         }
         tracing::info!(user, peer = %self.peer, "managesieve: logged in");
         self.scripts = Some(Scripts::new(
-            server.root.join(name.encoded()),
+            server.root.clone(),
+            name.encoded(),
             &server.cfg.managesieve,
         ));
         self.user = Some(name);

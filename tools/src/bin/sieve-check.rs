@@ -207,12 +207,11 @@ fn check_name(name: &str) -> Result<(), Fail> {
 /// file, fsync, rename, directory fsync; symlinks never followed).
 fn replace_file(dir: &Path, name: &str, data: &[u8]) -> Result<(), Fail> {
     let fail = |e: storage::Error| Fail(2, format!("{}: {e}", dir.join(name).display()));
+    // `dir` is SPOOL/USER/.sieve (sieve_dir).
     let home = dir.parent().unwrap_or(Path::new("."));
-    let sub = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or(SIEVE_DIR);
-    let scripts = storage::scriptdir::ScriptDir::open(home, sub, true)
+    let spool = home.parent().unwrap_or(Path::new("."));
+    let user = home.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let scripts = storage::scriptdir::ScriptDir::open(spool, user, SIEVE_DIR, true)
         .map_err(fail)?
         .ok_or_else(|| Fail(2, format!("{}: cannot create", dir.display())))?;
     scripts.replace(name, data).map_err(fail)
