@@ -679,3 +679,55 @@ fn rfc5804_2_2_starttls_reissues_capabilities() {
     assert!(rest.starts_with("OK \"Logged in\""), "{rest}");
     assert!(rest.contains("OK \"Logout completed\""), "{rest}");
 }
+
+/// RFC 5804 2.2 (and CVE-2011-0411): a command pipelined in plaintext
+/// after STARTTLS is dropped, never run inside TLS. Python's ssl module
+/// is the TLS client.
+#[test]
+fn rfc5804_2_2_plaintext_pipelined_after_starttls_is_dropped() {
+    let s = Server::start("", true);
+    let script = r#"
+import socket, ssl, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
+f = s.makefile("rb")
+def response():
+    lines = []
+    while True:
+        l = f.readline().decode().rstrip("\r\n")
+        lines.append(l)
+        if l.startswith(("OK", "NO", "BYE")):
+            return lines
+response()
+s.sendall(b"STARTTLS\r\nNOOP \"injected\"\r\n")
+print(response()[-1])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(s, server_hostname="localhost")
+f = t.makefile("rb")
+print(response()[-1])
+t.sendall(b"NOOP \"inside\"\r\n")
+print(response()[-1])
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(s.port.to_string())
+        .output()
+        .expect("python3 is not installed");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "OK \"Begin TLS negotiation now\"",
+            "OK \"TLS negotiation successful\"",
+            "OK (TAG \"inside\") \"Done\"",
+        ]
+    );
+}
