@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 # hashes): imapd-check/tests/imap_security.rs; dovecot-imapd:
 # imapd-check/tests/imap_dovecot_parity.rs (reference SORT/THREAD);
 # dovecot-sieve (Pigeonhole's sieve-test): sieve/tests/pigeonhole.rs.
-PACKAGES=(postfix python3 isync strace openssl dovecot-core dovecot-imapd dovecot-sieve neomutt tmux offlineimap3)
+PACKAGES=(postfix python3 isync strace openssl dovecot-core dovecot-imapd dovecot-sieve neomutt tmux offlineimap3 sieve-connect)
 
 t0=$(date +%s)
 step() { printf '\n=== %s (%ss elapsed)\n' "$*" "$(($(date +%s) - t0))"; }

@@ -3,6 +3,7 @@
 
 mod imap;
 mod legacy;
+mod managesieve;
 mod race;
 
 use std::process::ExitCode;

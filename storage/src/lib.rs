@@ -22,6 +22,7 @@ pub mod quarantine;
 pub mod recent;
 pub mod recovery;
 mod repack_list;
+pub mod scriptdir;
 pub mod session;
 pub mod special_use;
 pub mod stage;

@@ -95,6 +95,8 @@ pub struct ServerConfig {
     pub max_login_failures_per_connection: u32,
     pub compress: bool,
     pub limits: Limits,
+    /// The ManageSieve listener and its quotas (`imapd.managesieve_*`).
+    pub managesieve: crate::managesieve::config::ManageSieveConfig,
 }
 
 impl Default for ServerConfig {
@@ -126,6 +128,7 @@ impl Default for ServerConfig {
             max_login_failures_per_connection: 3,
             compress: true,
             limits: Limits::default(),
+            managesieve: Default::default(),
         }
     }
 }
@@ -137,7 +140,7 @@ fn loopback() -> Vec<IpNet> {
     ]
 }
 
-fn addrs(v: &str) -> Result<Vec<SocketAddr>, String> {
+pub(crate) fn addrs(v: &str) -> Result<Vec<SocketAddr>, String> {
     v.split([',', ' '])
         .filter(|s| !s.is_empty())
         .map(|s| {
@@ -165,7 +168,7 @@ fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
     v.parse().map_err(|_| format!("bad number {v:?}"))
 }
 
-fn positive(v: &str) -> Result<u64, String> {
+pub(crate) fn positive(v: &str) -> Result<u64, String> {
     match num::<u64>(v)? {
         0 => Err("must be at least 1".into()),
         n => Ok(n),
@@ -180,7 +183,7 @@ fn yes_no(v: &str) -> Result<bool, String> {
     }
 }
 
-fn size(v: &str) -> Result<u64, String> {
+pub(crate) fn size(v: &str) -> Result<u64, String> {
     match parse_size(v)? {
         0 => Err("must be at least 1".into()),
         n => Ok(n),
@@ -245,6 +248,7 @@ impl ServerConfig {
             "max_command" => self.limits.command_lines = size(v)?.max(1024) as usize,
             "max_literal" => self.limits.other_literal = size(v)?,
             "max_append" => self.limits.append = size(v)?,
+            k if k.starts_with("managesieve_") => self.managesieve.set(k, v)?,
             _ => return Err("unknown key (see docs/OPERATIONS.md)".into()),
         }
         Ok(())

@@ -151,7 +151,7 @@ impl Input {
     /// Appends exactly `n` bytes to `dst`; false at end of input. Bytes
     /// not yet buffered are read straight into `dst`, so a literal is held
     /// once, not twice.
-    fn read_into(&mut self, dst: &mut Vec<u8>, n: usize) -> io::Result<bool> {
+    pub fn read_into(&mut self, dst: &mut Vec<u8>, n: usize) -> io::Result<bool> {
         dst.reserve(n);
         let mut left = n;
         while left > 0 {
@@ -187,7 +187,7 @@ impl Input {
     }
 
     /// Reads and drops `n` bytes.
-    fn skip(&mut self, mut n: u64) -> io::Result<bool> {
+    pub fn skip(&mut self, mut n: u64) -> io::Result<bool> {
         while n > 0 {
             if !self.has_buffered() && self.fill()? == 0 {
                 return Ok(false);
@@ -344,7 +344,7 @@ pub fn crlf(mut line: Vec<u8>) -> Vec<u8> {
 }
 
 /// `{123}` or `{123+}` at the end of a line: (length, synchronizing).
-fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
+pub fn literal_announcement(line: &[u8]) -> Option<(u64, bool)> {
     let l = line.strip_suffix(b"\n")?;
     let l = l.strip_suffix(b"\r").unwrap_or(l);
     let l = l.strip_suffix(b"}")?;

@@ -5,6 +5,8 @@
 //! login failure delays and lock-outs, the per-user session limit, and
 //! COMPRESS=DEFLATE (RFC 4978).
 
+use std::net::IpAddr;
+
 use imap_codec::AuthenticateDataCodec;
 use imap_codec::decode::Decoder;
 use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
@@ -13,9 +15,10 @@ use storage::UserName;
 
 use super::auth::parse_plain;
 use super::conn::{CAPS, Done, Fail, Session, Stop, bad, no, ok, ok_code};
+use super::server::Server;
 
 /// What a password check decided.
-enum Check {
+pub(crate) enum Check {
     /// The address is locked out: no check was made.
     LockedOut,
     Passed,
@@ -27,6 +30,38 @@ enum Check {
 pub(super) enum Switch {
     StartTls,
     Deflate,
+}
+
+impl Server {
+    /// The password check every protocol of this server makes (IMAP and
+    /// ManageSieve): lock-out, check and failure count in one turn of the
+    /// hash gate, so parallel guesses from one address stop at the limit
+    /// too. A pass clears the address's failures.
+    pub(crate) fn check_password(
+        &self,
+        peer: IpAddr,
+        exempt: bool,
+        user: &str,
+        pass: &[u8],
+    ) -> Check {
+        let outcome = self.passwd.gated(|db| {
+            if !exempt && self.failures.locked_out(peer) {
+                Check::LockedOut
+            } else if db.verify(user, pass) {
+                Check::Passed
+            } else if exempt {
+                // One address for many users (a webmail): the base delay,
+                // never a growing one or a lock-out for all of them.
+                Check::Failed(self.cfg.fail.delay)
+            } else {
+                Check::Failed(self.failures.failed(peer))
+            }
+        });
+        if let Check::Passed = outcome {
+            self.failures.succeeded(peer);
+        }
+        outcome
+    }
 }
 
 impl Session {
@@ -153,22 +188,7 @@ impl Session {
         };
         let server = net.server.clone();
         let peer = net.peer;
-        let exempt = net.exempt;
-        // Lock-out, check and failure count in one turn of the hash
-        // gate: parallel guesses from one address stop at the limit too.
-        let outcome = server.passwd.gated(|db| {
-            if !exempt && server.failures.locked_out(peer) {
-                Check::LockedOut
-            } else if db.verify(user, pass) {
-                Check::Passed
-            } else if exempt {
-                // One address for many users (a webmail): the base delay,
-                // never a growing one or a lock-out for all of them.
-                Check::Failed(server.cfg.fail.delay)
-            } else {
-                Check::Failed(server.failures.failed(peer))
-            }
-        });
+        let outcome = server.check_password(peer, net.exempt, user, pass);
         if let Check::LockedOut = outcome {
             tracing::warn!(%peer, "login refused: too many failures from this address");
             return self.refuse_and_close(
@@ -186,7 +206,6 @@ impl Session {
         }
         let name = UserName::new(user)
             .map_err(|e| Fail::No(Some("AUTHENTICATIONFAILED"), e.to_string()))?;
-        server.failures.succeeded(peer);
         match server
             .slots
             .login(name.as_str(), self.cfg.max_connections_per_user)

@@ -71,7 +71,7 @@ pub struct ServeArgs {
     #[arg(short = 'd', long = "user")]
     user: Option<String>,
     /// Speak IMAP on stdin/stdout, preauthenticated as -d USER.
-    #[arg(long, conflicts_with_all = ["listen", "listen_tls"])]
+    #[arg(long, conflicts_with_all = ["listen", "listen_tls", "managesieve_listen"])]
     stdio: bool,
     /// Listen for plain IMAP (STARTTLS when TLS is configured) on this
     /// address; repeatable; overrides imapd.listen.
@@ -81,6 +81,11 @@ pub struct ServeArgs {
     /// repeatable; overrides imapd.listen_tls.
     #[arg(long)]
     listen_tls: Vec<SocketAddr>,
+    /// Listen for ManageSieve (RFC 5804; STARTTLS when TLS is
+    /// configured) on this address; repeatable; overrides
+    /// imapd.managesieve_listen.
+    #[arg(long)]
+    managesieve_listen: Vec<SocketAddr>,
     /// PEM certificate chain (imapd.tls_cert).
     #[arg(long)]
     tls_cert: Option<PathBuf>,
@@ -115,6 +120,9 @@ fn server_config(a: &ServeArgs) -> Res<(storage::config::Config, config::ServerC
     }
     if !a.listen_tls.is_empty() {
         cfg.listen_tls.clone_from(&a.listen_tls);
+    }
+    if !a.managesieve_listen.is_empty() {
+        cfg.managesieve.listen.clone_from(&a.managesieve_listen);
     }
     if a.tls_cert.is_some() {
         cfg.tls_cert.clone_from(&a.tls_cert);
@@ -191,7 +199,7 @@ pub fn serve(a: ServeArgs) -> Res<()> {
 }
 
 fn serve_tcp(a: &ServeArgs, cfg: config::ServerConfig, root: PathBuf) -> Res<()> {
-    if cfg.listen.is_empty() && cfg.listen_tls.is_empty() {
+    if cfg.listen.is_empty() && cfg.listen_tls.is_empty() && cfg.managesieve.listen.is_empty() {
         return Err("give --stdio (with -d USER), or --listen / --listen-tls ADDR (or imapd.listen) with a password file".into());
     }
     let tls = match (&cfg.tls_cert, &cfg.tls_key) {
@@ -206,7 +214,7 @@ fn serve_tcp(a: &ServeArgs, cfg: config::ServerConfig, root: PathBuf) -> Res<()>
     if tls.is_none() && !cfg.listen_tls.is_empty() {
         return Err("--listen-tls needs --tls-cert and --tls-key".into());
     }
-    for addr in &cfg.listen {
+    for addr in cfg.listen.iter().chain(&cfg.managesieve.listen) {
         if tls.is_none() && !addr.ip().is_loopback() && !a.allow_non_loopback {
             return Err(format!(
                 "refusing to listen on non-loopback {addr} without TLS (configure imapd.tls_cert/tls_key, or --allow-non-loopback)"
@@ -237,6 +245,14 @@ fn serve_tcp(a: &ServeArgs, cfg: config::ServerConfig, root: PathBuf) -> Res<()>
             listeners.push((l, implicit));
         }
     }
+    let mut sieve_listeners = Vec::new();
+    for addr in &cfg.managesieve.listen {
+        let l = TcpListener::bind(addr)?;
+        let local = l.local_addr()?;
+        tracing::info!(addr = %local, "listening (ManageSieve)");
+        eprintln!("listening (ManageSieve) on {local}");
+        sieve_listeners.push(l);
+    }
     let server = Arc::new(server::Server {
         failures: limits::Failures::new(cfg.fail),
         cfg: Arc::new(cfg),
@@ -249,6 +265,12 @@ fn serve_tcp(a: &ServeArgs, cfg: config::ServerConfig, root: PathBuf) -> Res<()>
     for (l, implicit) in listeners {
         let s = server.clone();
         threads.push(std::thread::spawn(move || s.accept_loop(l, implicit)));
+    }
+    for l in sieve_listeners {
+        let s = server.clone();
+        threads.push(std::thread::spawn(move || {
+            crate::managesieve::accept_loop(s, l)
+        }));
     }
     for t in threads {
         let _ = t.join();

@@ -14,17 +14,23 @@ pub fn string(out: &mut Vec<u8>, s: &[u8]) {
         && s.iter()
             .all(|&b| b != 0 && b != b'\r' && b != b'\n' && b < 0x80);
     if quotable {
-        out.push(b'"');
-        for &b in s {
-            if b == b'"' || b == b'\\' {
-                out.push(b'\\');
-            }
-            out.push(b);
-        }
-        out.push(b'"');
+        quoted(out, s);
     } else {
         literal(out, s);
     }
+}
+
+/// Appends `s` between double quotes, `"` and `\` escaped (the caller
+/// knows it may be quoted).
+pub fn quoted(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(b'"');
+    for &b in s {
+        if b == b'"' || b == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
 }
 
 pub fn literal(out: &mut Vec<u8>, s: &[u8]) {

@@ -140,6 +140,28 @@ pub fn write_passwd(dir: &Path, user: &str, password: &str) -> PathBuf {
     passwd
 }
 
+/// A self-signed certificate for `cn` (and localhost, 127.0.0.1) made
+/// with the openssl CLI.
+pub fn make_cert(cert: &Path, key: &Path, cn: &str) {
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .arg("ec_paramgen_curve:prime256v1")
+        .args(["-nodes", "-days", "2", "-subj"])
+        .arg(format!("/CN={cn}"))
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .output()
+        .expect("openssl is not installed (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn message(n: usize) -> Vec<u8> {
     format!("From: bob@example.org\r\nTo: alice@example.org\r\nSubject: message {n}\r\nMessage-ID: <{n}@test>\r\n\r\nbody {n}\r\n").into_bytes()
 }

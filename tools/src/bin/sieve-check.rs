@@ -7,7 +7,7 @@
 //! Exit status: 0 ok, 1 the script does not compile (or a name is
 //! invalid), 2 a file or the store could not be read or written.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -203,32 +203,18 @@ fn check_name(name: &str) -> Result<(), Fail> {
     }
 }
 
-/// Writes `data` as `dir/name` in one step: temporary file, fsync, rename, directory fsync.
+/// Writes `data` as `dir/name` in one step (storage::scriptdir: temporary
+/// file, fsync, rename, directory fsync; symlinks never followed).
 fn replace_file(dir: &Path, name: &str, data: &[u8]) -> Result<(), Fail> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .recursive(true)
-        .create(dir)
-        .map_err(|e| io(dir, e))?;
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(name))?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| io(&dir.join(name), e))
+    let fail = |e: storage::Error| Fail(2, format!("{}: {e}", dir.join(name).display()));
+    // `dir` is SPOOL/USER/.sieve (sieve_dir).
+    let home = dir.parent().unwrap_or(Path::new("."));
+    let spool = home.parent().unwrap_or(Path::new("."));
+    let user = home.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let scripts = storage::scriptdir::ScriptDir::open(spool, user, SIEVE_DIR, true)
+        .map_err(fail)?
+        .ok_or_else(|| Fail(2, format!("{}: cannot create", dir.display())))?;
+    scripts.replace(name, data).map_err(fail)
 }
 
 fn print_actions(outcome: &sieve::Outcome) {
