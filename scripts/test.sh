@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 # node: imapd-check/tests/imap_clients.rs; strace: deliver/tests/ordering.rs;
 # openssl (s_client, test certificates) and dovecot-core (`doveadm pw`
 # hashes): imapd-check/tests/imap_security.rs; dovecot-imapd:
-# imapd-check/tests/imap_dovecot_parity.rs (reference SORT/THREAD).
+# imapd-check/tests/imap_dovecot_parity.rs (reference SORT/THREAD) and
+# tests/tests/dovecot_import.rs (the account a Dovecot import starts from).
 PACKAGES=(postfix python3 isync strace openssl dovecot-core dovecot-imapd neomutt tmux offlineimap3)
 
 t0=$(date +%s)
