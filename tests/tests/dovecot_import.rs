@@ -457,16 +457,20 @@ fn import(spool: &Path, maildir: &Path) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// A temporary directory with Dovecot's home (writable by nobody, who
+/// runs Dovecot) and the path of our spool.
+fn dovecot_home() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    e2e_tests::set_mode(tmp.path(), 0o711);
+    let home = tmp.path().join("home");
+    e2e_tests::mkdir_mode(&home, 0o777);
+    let spool = tmp.path().join("spool");
+    (tmp, home, spool)
+}
+
 #[test]
 fn dovecot_account_imported_looks_the_same_through_imap() {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    // Dovecot runs as nobody: it must reach its home inside.
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let home = tmp.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let spool = tmp.path().join("spool");
+    let (_tmp, home, spool) = dovecot_home();
 
     let mut d = Session::dovecot(&home);
     fill(&mut d);
@@ -534,4 +538,99 @@ fn dovecot_account_imported_looks_the_same_through_imap() {
         assert_eq!(f["imported"].as_u64(), Some(0), "{f}");
         assert_eq!(f["renumbered"].as_u64(), Some(0), "{f}");
     }
+}
+
+/// An mbsync configuration: every far mailbox of `tunnel` to `local`, with
+/// its sync state; returns mbsync's output, which must succeed.
+fn mbsync(dir: &Path, tunnel: &str, local: &Path) -> String {
+    let rc = dir.join("mbsyncrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "IMAPAccount t\nTunnel \"{tunnel}\"\n\nIMAPStore t-far\nAccount t\n\n\
+             MaildirStore t-near\nPath {}/\nInbox {}/INBOX\nSubFolders Verbatim\n\n\
+             Channel t\nFar :t-far:\nNear :t-near:\nPatterns *\nCreate Both\nExpunge Both\nSyncState *\n",
+            local.display(),
+            local.display()
+        ),
+    )
+    .unwrap();
+    let out = e2e_tests::run(
+        Command::new("mbsync").arg("-c").arg(&rc).args(["-a", "-V"]),
+        std::time::Duration::from_secs(120),
+    );
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(out.status.success(), "mbsync failed: {text}");
+    text
+}
+
+/// The local Maildir as mbsync left it, without its own state files.
+fn tree(dir: &Path) -> BTreeMap<std::path::PathBuf, String> {
+    let mut t = e2e_tests::reliability::tree_snapshot(dir);
+    t.retain(|p, _| !p.ends_with(".mbsyncstate"));
+    t
+}
+
+/// Generation and last UID of every mailbox of the user here.
+fn generations(spool: &Path) -> Vec<(String, u64, u32)> {
+    let s = storage::Store::open(spool, storage::Options::default()).unwrap();
+    let u = storage::UserName::new(USER).unwrap();
+    s.list_mailboxes(&u)
+        .unwrap()
+        .into_iter()
+        .map(|n| {
+            let h = s.open_mailbox(&u, &n).unwrap().header().unwrap();
+            (n.to_string(), h.generation, h.last_uid)
+        })
+        .collect()
+}
+
+/// A real client does not notice (issue 20): mbsync syncs the account
+/// from Dovecot into a local Maildir with its sync state (UIDVALIDITY and
+/// UID pairs per folder), the account is imported, and mbsync then syncs
+/// the same channel against this server: it accepts every UIDVALIDITY
+/// (a changed one is an error for mbsync), and neither side changes: no
+/// local file added, renamed or removed, no mailbox here written.
+#[test]
+fn mbsync_synced_from_dovecot_finds_nothing_to_do_here() {
+    let (tmp, home, spool) = dovecot_home();
+    let local = tmp.path().join("local");
+    std::fs::create_dir(&local).unwrap();
+
+    let mut d = Session::dovecot(&home);
+    fill(&mut d);
+    d.logout();
+    drop_into_new(&home);
+    let dovecot_tunnel = format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups env -i HOME={h} USER=nobody \
+         PATH=/usr/bin:/bin {DOVECOT_IMAP} -o mail_location=maildir:{h}/Maildir",
+        h = home.display()
+    );
+    mbsync(tmp.path(), &dovecot_tunnel, &local);
+    // A second sync against Dovecot settles anything the first left.
+    mbsync(tmp.path(), &dovecot_tunnel, &local);
+    let synced = tree(&local);
+    assert!(
+        synced
+            .keys()
+            .filter(
+                |k| k.to_string_lossy().contains("/cur/") || k.to_string_lossy().contains("/new/")
+            )
+            .count()
+            >= 25,
+        "{:?}",
+        synced.keys()
+    );
+
+    import(&spool, &home.join("Maildir"));
+    let before = generations(&spool);
+    let ours_tunnel = format!(
+        "{} serve --stdio -d {USER} --spool {}",
+        bin("imapd-check").display(),
+        spool.display()
+    );
+    let out = mbsync(tmp.path(), &ours_tunnel, &local);
+    let after_files = tree(&local);
+    assert_eq!(after_files, synced, "local files changed\n{out}");
+    assert_eq!(generations(&spool), before, "mailboxes here written\n{out}");
 }
