@@ -29,6 +29,8 @@ struct Session {
     to: ChildStdin,
     from: BufReader<ChildStdout>,
     tag: u32,
+    /// Dovecot's hierarchy separator (`.` Maildir++, `/` LAYOUT=fs).
+    sep: char,
 }
 
 /// A parsed response item: an atom, a string (quoted or literal), a list.
@@ -139,11 +141,12 @@ impl Session {
             to,
             from,
             tag: 0,
+            sep: '/',
         }
     }
 
-    /// Dovecot's imap on `home/Maildir`, as nobody.
-    fn dovecot(home: &Path) -> Session {
+    /// Dovecot's imap on `home/Maildir`, as nobody; `LAYOUT=fs` if `fs`.
+    fn dovecot(home: &Path, fs: bool) -> Session {
         let mut cmd = Command::new("setpriv");
         cmd.args([
             "--reuid=65534",
@@ -160,8 +163,15 @@ impl Session {
             DOVECOT_IMAP,
             "-o",
         ])
-        .arg(format!("mail_location=maildir:{}/Maildir", home.display()));
-        Session::start(cmd)
+        .arg(format!("mail_location={}", location(home, fs)));
+        let mut s = Session::start(cmd);
+        s.sep = if fs { '/' } else { '.' };
+        s
+    }
+
+    /// A folder name written with `.` between levels, in this server's.
+    fn name(&self, dotted: &str) -> String {
+        dotted.replace('.', &self.sep.to_string())
     }
 
     /// Ours on `spool`.
@@ -233,6 +243,12 @@ impl Session {
     }
 }
 
+/// Dovecot's `mail_location` for the Maildir in `home`.
+fn location(home: &Path, fs: bool) -> String {
+    let layout = if fs { ":LAYOUT=fs" } else { "" };
+    format!("maildir:{}/Maildir{layout}", home.display())
+}
+
 /// A message with LF line ends (as a client writes it; sent with CRLF).
 fn message(i: u32, extra: &str) -> Vec<u8> {
     format!(
@@ -255,15 +271,17 @@ fn fill(d: &mut Session) {
         "Work",
         "Doomed",
     ] {
+        let f = d.name(f);
         d.run(&format!("CREATE \"{f}\""));
     }
     // (folder, flags, internal date) per message.
     let mut n = 0;
     let mut append = |d: &mut Session, folder: &str, flags: &str, date: &str| {
         n += 1;
+        let folder = d.name(folder);
         d.run_with(
             &format!("APPEND \"{folder}\" ({flags}) \"{date}\""),
-            Some(&message(n, folder)),
+            Some(&message(n, &folder)),
         );
     };
     for i in 0..14 {
@@ -312,7 +330,7 @@ fn fill(d: &mut Session) {
     d.run("EXPUNGE");
     // A message deleted but not expunged keeps \Deleted.
     d.run("UID STORE 2 +FLAGS (\\Deleted)");
-    d.run("SELECT Archive.2024");
+    d.run(&format!("SELECT {}", d.name("Archive.2024")));
     d.run("UID STORE 1 +FLAGS (\\Deleted)");
     d.run("EXPUNGE");
     d.run("UNSELECT");
@@ -323,6 +341,7 @@ fn fill(d: &mut Session) {
         "Entw&APw-rfe",
         "Doomed",
     ] {
+        let s = d.name(s);
         d.run(&format!("SUBSCRIBE \"{s}\""));
     }
     d.run("DELETE Doomed");
@@ -438,9 +457,11 @@ fn names(s: &mut Session, cmd: &str) -> Vec<String> {
     out
 }
 
-fn import(spool: &Path, maildir: &Path) -> serde_json::Value {
+fn import(spool: &Path, maildir: &Path, fs: bool) -> serde_json::Value {
     let o = Command::new(bin("idx-admin"))
-        .args(["import", "--json", "--dovecot-maildir"])
+        .args(["import", "--json", "--layout"])
+        .arg(if fs { "fs" } else { "maildir++" })
+        .arg("--dovecot-maildir")
         .arg(maildir)
         .arg("--spool")
         .arg(spool)
@@ -468,16 +489,27 @@ fn dovecot_home() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf)
     (tmp, home, spool)
 }
 
+/// Maildir++ (Dovecot's default layout).
 #[test]
 fn dovecot_account_imported_looks_the_same_through_imap() {
+    imported_looks_the_same(false);
+}
+
+/// `LAYOUT=fs`: folders as nested directories, `/` as separator.
+#[test]
+fn dovecot_fs_layout_account_imported_looks_the_same_through_imap() {
+    imported_looks_the_same(true);
+}
+
+fn imported_looks_the_same(fs: bool) {
     let (_tmp, home, spool) = dovecot_home();
 
-    let mut d = Session::dovecot(&home);
+    let mut d = Session::dovecot(&home, fs);
     fill(&mut d);
     d.logout();
     drop_into_new(&home);
 
-    let first = import(&spool, &home.join("Maildir"));
+    let first = import(&spool, &home.join("Maildir"), fs);
     let inbox = first["folders"]
         .as_array()
         .unwrap()
@@ -492,7 +524,7 @@ fn dovecot_account_imported_looks_the_same_through_imap() {
 
     // Ours first: Dovecot gives the dropped-in file its UID when it looks.
     let mut o = Session::ours(&spool);
-    let mut d = Session::dovecot(&home);
+    let mut d = Session::dovecot(&home, fs);
     let dl = names(&mut d, "LIST");
     assert_eq!(dl, names(&mut o, "LIST"), "mailboxes");
     assert!(dl.contains(&"Parent/Child".to_string()) && dl.contains(&"Entw&APw-rfe".to_string()));
@@ -501,7 +533,8 @@ fn dovecot_account_imported_looks_the_same_through_imap() {
         ours_views.insert(name.clone(), view(&mut o, name));
     }
     for name in &dl {
-        let dv = view(&mut d, &name.replace('/', "."));
+        let dovecot_name = d.name(&name.replace('/', "."));
+        let dv = view(&mut d, &dovecot_name);
         let ov = &ours_views[name];
         assert_eq!(
             (ov.uidvalidity, ov.uidnext, ov.messages),
@@ -533,7 +566,7 @@ fn dovecot_account_imported_looks_the_same_through_imap() {
 
     // A second run imports nothing more (Dovecot has meanwhile listed the
     // dropped-in file under the UID we gave it).
-    let second = import(&spool, &home.join("Maildir"));
+    let second = import(&spool, &home.join("Maildir"), fs);
     for f in second["folders"].as_array().unwrap() {
         assert_eq!(f["imported"].as_u64(), Some(0), "{f}");
         assert_eq!(f["renumbered"].as_u64(), Some(0), "{f}");
@@ -597,13 +630,14 @@ fn mbsync_synced_from_dovecot_finds_nothing_to_do_here() {
     let local = tmp.path().join("local");
     std::fs::create_dir(&local).unwrap();
 
-    let mut d = Session::dovecot(&home);
+    let mut d = Session::dovecot(&home, false);
     fill(&mut d);
     d.logout();
     drop_into_new(&home);
     let dovecot_tunnel = format!(
         "setpriv --reuid=65534 --regid=65534 --clear-groups env -i HOME={h} USER=nobody \
-         PATH=/usr/bin:/bin {DOVECOT_IMAP} -o mail_location=maildir:{h}/Maildir",
+         PATH=/usr/bin:/bin {DOVECOT_IMAP} -o mail_location={}",
+        location(&home, false),
         h = home.display()
     );
     mbsync(tmp.path(), &dovecot_tunnel, &local);
@@ -622,7 +656,7 @@ fn mbsync_synced_from_dovecot_finds_nothing_to_do_here() {
         synced.keys()
     );
 
-    import(&spool, &home.join("Maildir"));
+    import(&spool, &home.join("Maildir"), false);
     let before = generations(&spool);
     let ours_tunnel = format!(
         "{} serve --stdio -d {USER} --spool {}",

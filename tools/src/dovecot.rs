@@ -4,8 +4,9 @@
 //!
 //! What is read, as Dovecot writes it:
 //! - the layout: INBOX is the root directory; every other folder is a
-//!   directory `.A.B` directly under it, its name's levels separated by
-//!   `.` and written in modified UTF-7 (RFC 3501 5.1.3);
+//!   directory `.A.B` directly under it (Maildir++), its name's levels
+//!   separated by `.`, or with `LAYOUT=fs` the nested directories `A/B`;
+//!   each level written in modified UTF-7 (RFC 3501 5.1.3);
 //! - `dovecot-uidlist` per folder: a header `3 V<uidvalidity> N<nextuid>
 //!   G<guid> ...` (version 1: `1 <uidvalidity> <nextuid>`), then one line
 //!   per message `<uid> [<ext fields>] :<file base name>` (version 1:
@@ -87,7 +88,77 @@ pub struct Account {
 }
 
 /// Reads the account whose INBOX is the Maildir `root`.
-pub fn read_account(root: &Path) -> Result<Account, String> {
+/// How folders are laid out under the account's root (Dovecot's
+/// `mail_location = maildir:~/Maildir[:LAYOUT=fs]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layout {
+    /// Maildir++ (Dovecot's default): `.A.B` directories at the root.
+    #[default]
+    #[value(name = "maildir++")]
+    MaildirPlusPlus,
+    /// `LAYOUT=fs`: `A/B` directories nested under the root.
+    Fs,
+}
+
+/// Directories that are a Maildir's own, never folders (`LAYOUT=fs`).
+const MAILDIR_SUBDIRS: [&str; 3] = ["cur", "new", "tmp"];
+
+/// The sub-directories of `dir` (names that are not UTF-8 reported).
+fn subdirs(dir: &Path, warnings: &mut Vec<String>) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| format!("read {}: {e}", dir.display()))? {
+        let entry = entry.map_err(|e| format!("read {}: {e}", dir.display()))?;
+        if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        match entry.file_name().to_str() {
+            Some(n) => out.push(n.to_string()),
+            None => warnings.push(format!(
+                "{}: folder directory name is not UTF-8, skipped",
+                entry.path().display()
+            )),
+        }
+        if out.len() > MAX_FOLDERS {
+            return Err(format!(
+                "more than {MAX_FOLDERS} folders in {}",
+                dir.display()
+            ));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `LAYOUT=fs`: every directory below `dir` but a Maildir's own, with
+/// its levels; at most 32 levels deep (the store's limit).
+fn fs_folders(
+    root: &Path,
+    levels: &mut Vec<String>,
+    out: &mut Vec<Vec<String>>,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
+    let dir = levels.iter().fold(root.to_path_buf(), |d, l| d.join(l));
+    for name in subdirs(&dir, warnings)? {
+        if MAILDIR_SUBDIRS.contains(&name.as_str()) {
+            // The Maildir's own (INBOX's or the folder's).
+            continue;
+        }
+        levels.push(name);
+        if levels.len() > 32 || out.len() > MAX_FOLDERS {
+            return Err(format!(
+                "{}: folders nested too deep or too many",
+                dir.display()
+            ));
+        }
+        out.push(levels.clone());
+        fs_folders(root, levels, out, warnings)?;
+        levels.pop();
+    }
+    Ok(())
+}
+
+/// Reads the account whose INBOX is the Maildir `root`.
+pub fn read_account(root: &Path, layout: Layout) -> Result<Account, String> {
     if !root.join("cur").is_dir() && !root.join("new").is_dir() {
         return Err(format!(
             "{} is not a Dovecot Maildir (no cur/ or new/ for INBOX)",
@@ -96,49 +167,47 @@ pub fn read_account(root: &Path) -> Result<Account, String> {
     }
     let mut acct = Account::default();
     acct.folders.push(read_folder(root, "INBOX", "INBOX")?);
-    let mut subdirs: Vec<String> = Vec::new();
-    for entry in fs::read_dir(root).map_err(|e| format!("read {}: {e}", root.display()))? {
-        let entry = entry.map_err(|e| format!("read {}: {e}", root.display()))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            acct.warnings.push(format!(
-                "{}: folder directory name is not UTF-8, skipped",
-                entry.path().display()
-            ));
-            continue;
-        };
-        if !name.starts_with('.') || name == "." || name == ".." {
-            continue;
+    // (levels, directory, name as Dovecot shows it)
+    let mut candidates: Vec<(Vec<String>, std::path::PathBuf, String)> = Vec::new();
+    match layout {
+        Layout::MaildirPlusPlus => {
+            for d in subdirs(root, &mut acct.warnings)? {
+                if !d.starts_with('.') || d == "." || d == ".." {
+                    continue;
+                }
+                let levels = d[1..].split('.').map(String::from).collect();
+                candidates.push((levels, root.join(&d), d[1..].to_string()));
+            }
         }
-        if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            continue;
-        }
-        subdirs.push(name.to_string());
-        if subdirs.len() > MAX_FOLDERS {
-            return Err(format!(
-                "more than {MAX_FOLDERS} folders in {}",
-                root.display()
-            ));
+        Layout::Fs => {
+            let mut all = Vec::new();
+            fs_folders(root, &mut Vec::new(), &mut all, &mut acct.warnings)?;
+            for levels in all {
+                let dir = levels.iter().fold(root.to_path_buf(), |d, l| d.join(l));
+                let shown = levels.join("/");
+                if !dir.join("cur").is_dir() && !dir.join("new").is_dir() {
+                    // A parent only (\Noselect in Dovecot).
+                    continue;
+                }
+                candidates.push((levels, dir, shown));
+            }
         }
     }
-    subdirs.sort();
-    for d in subdirs {
-        let dovecot_name = &d[1..];
-        let levels: Vec<&str> = dovecot_name.split('.').collect();
+    for (levels, dir, dovecot_name) in candidates {
         if levels.iter().any(|l| l.is_empty()) {
             acct.warnings
-                .push(format!("folder directory {d:?}: an empty level, skipped"));
+                .push(format!("folder {dovecot_name:?}: an empty level, skipped"));
             continue;
         }
         if let Some(bad) = levels.iter().find(|l| decode_mutf7(l).is_none()) {
             acct.warnings.push(format!(
-                "folder directory {d:?}: level {bad:?} is not modified UTF-7, imported under that name"
+                "folder {dovecot_name:?}: level {bad:?} is not modified UTF-7, imported under that name"
             ));
         }
-        let dir = root.join(&d);
         if !dir.join("cur").is_dir() && !dir.join("new").is_dir() {
             acct.warnings.push(format!(
-                "folder directory {d:?} has no cur/ or new/: not a Maildir folder, skipped"
+                "folder directory {} has no cur/ or new/: not a Maildir folder, skipped",
+                dir.display()
             ));
             continue;
         }
@@ -146,7 +215,7 @@ pub fn read_account(root: &Path) -> Result<Account, String> {
         if levels[0].eq_ignore_ascii_case("INBOX") {
             name = format!("INBOX{}", &name[5..]);
         }
-        acct.folders.push(read_folder(&dir, &name, dovecot_name)?);
+        acct.folders.push(read_folder(&dir, &name, &dovecot_name)?);
     }
     acct.subscriptions = read_subscriptions(root, &mut acct.warnings)?;
     Ok(acct)

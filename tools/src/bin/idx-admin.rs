@@ -70,6 +70,10 @@ enum Cmd {
         /// the source's, instead of refusing the folder.
         #[arg(long)]
         renumber: bool,
+        /// With --dovecot-maildir: the folder layout (`maildir++`, Dovecot's
+        /// default, or `fs` for `LAYOUT=fs`).
+        #[arg(long, value_enum, default_value = "maildir++")]
+        layout: tools::dovecot::Layout,
     },
     /// Write every live message to a new mbox file or a Maildir.
     Export {
@@ -254,10 +258,14 @@ fn run(cli: &Cli) -> Result<(), String> {
             )?;
         }
         Cmd::Import {
-            mb, src, renumber, ..
+            mb,
+            src,
+            renumber,
+            layout,
+            ..
         } if src.dovecot_maildir.is_some() => {
             let root = src.dovecot_maildir.as_ref().expect("guarded");
-            import_dovecot(cli.json, mb, root, *renumber)?;
+            import_dovecot(cli.json, mb, root, *renumber, *layout)?;
         }
         Cmd::Import {
             mb,
@@ -332,6 +340,7 @@ fn import_dovecot(
     mb: &MailboxArgs,
     root: &std::path::Path,
     renumber: bool,
+    layout: tools::dovecot::Layout,
 ) -> Result<(), String> {
     let t = mb.resolve()?;
     let Some((spool, user, name)) = &t.named else {
@@ -341,7 +350,7 @@ fn import_dovecot(
         return Err("--dovecot-maildir imports every folder: -m does not apply".into());
     }
     let store = open_store(spool, &t)?;
-    let acct = tools::dovecot::read_account(root)?;
+    let acct = tools::dovecot::read_account(root, layout)?;
     let report = tools::account::import_account(
         &store,
         user,
