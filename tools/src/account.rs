@@ -85,6 +85,45 @@ impl AccountReport {
     }
 }
 
+/// One status line on standard error while folders are imported, when
+/// it is a terminal (never in logs or pipes).
+struct Progress {
+    tty: bool,
+    total: usize,
+    done: std::cell::Cell<usize>,
+}
+
+impl Progress {
+    fn new(acct: &Account) -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            total: acct.folders.iter().map(|f| f.messages.len()).sum(),
+            done: std::cell::Cell::new(0),
+        }
+    }
+
+    fn folder(&self, name: &str, n: usize) {
+        if self.tty {
+            eprint!(
+                "\r\x1b[K{}/{} messages; {name} ({n})",
+                self.done.get(),
+                self.total
+            );
+        }
+    }
+
+    fn done(&self, n: usize) {
+        self.done.set(self.done.get() + n);
+    }
+
+    fn finish(&self) {
+        if self.tty {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
 /// How one folder's UIDs are handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -107,7 +146,9 @@ pub fn import_account(
     // Increasing UIDVALIDITY, so each can be given; folders without one
     // (never opened by Dovecot) last.
     order.sort_by_key(|f| (f.uidvalidity.is_none(), f.uidvalidity, f.name.clone()));
+    let progress = Progress::new(acct);
     for f in order {
+        progress.folder(&f.name, f.messages.len());
         let mut r = FolderReport {
             name: f.name.clone(),
             source_uidvalidity: f.uidvalidity,
@@ -118,8 +159,10 @@ pub fn import_account(
         if let Err(e) = import_folder(store, user, f, opts, &mut r) {
             r.refused = Some(e);
         }
+        progress.done(f.messages.len());
         report.folders.push(r);
     }
+    progress.finish();
     let have = store.subscriptions(user).map_err(|e| e.to_string())?;
     for s in &acct.subscriptions {
         if !have.contains(s) {
