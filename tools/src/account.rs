@@ -12,11 +12,12 @@
 //! - the mailbox exists with the source's UIDVALIDITY (a re-run): only
 //!   what is not here yet is imported: a source UID above our `last_uid`
 //!   keeps its UID; one at or below it is here already when our message
-//!   under that UID has the same size and CRC32, and otherwise (a
-//!   delivery here took the UID) is imported under a new UID unless the
-//!   same content is already here under another one; a UID at or below
-//!   `last_uid` that is gone here was expunged here and is not brought
-//!   back (reported);
+//!   under that UID has the same size and CRC32. If another message holds
+//!   such a UID here (a delivery here since the last run, or a
+//!   UIDVALIDITY equal by chance) the folder is refused: the source's
+//!   UIDVALIDITY must never name other messages under its UIDs. A UID at
+//!   or below `last_uid` that is gone here was expunged here and is not
+//!   brought back (reported);
 //! - the mailbox exists with another UIDVALIDITY: refused (clients cache
 //!   UIDs per UIDVALIDITY: the source's UIDs must never appear under ours),
 //!   or with `--renumber` every message whose content is not here yet is
@@ -25,8 +26,8 @@
 //!   UID, as Dovecot would give them.
 //!
 //! UIDNEXT continues after the source's next UID. Deliveries may run
-//! meanwhile: the UIDs are checked under the mailbox lock, and a UID taken
-//! in between makes that message one of the renumbered ones.
+//! meanwhile: the UIDs are checked under the mailbox lock, and a message
+//! whose UID a delivery took in between is not imported (reported, exit 1).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -263,6 +264,7 @@ fn import_folder(
     let mut keep: Vec<&SourceMessage> = Vec::new();
     let mut others: Vec<&SourceMessage> = Vec::new();
     let mut claimed: HashSet<u32> = HashSet::new();
+    let mut clashes: Vec<u32> = Vec::new();
     for sm in &f.messages {
         match (mode, sm.uid) {
             (Mode::KeepUids, Some(u)) if u > last_uid => keep.push(sm),
@@ -274,7 +276,7 @@ fn import_folder(
                             claimed.insert(u);
                             r.already_here += 1;
                         }
-                        Ok(false) => others.push(sm),
+                        Ok(false) => clashes.push(u),
                         Err(e) => r.skipped.push(e),
                     }
                 }
@@ -284,6 +286,19 @@ fn import_folder(
             },
             _ => others.push(sm),
         }
+    }
+    if !clashes.is_empty() {
+        // The source's UIDVALIDITY with another message under one of its
+        // UIDs: a client of the source would take one for the other.
+        let shown: Vec<String> = clashes.iter().take(10).map(u32::to_string).collect();
+        return Err(format!(
+            "refused: this mailbox has the source's UIDVALIDITY {}, but UID {} holds another \
+             message here (delivered here since an earlier import, or a UIDVALIDITY equal by \
+             chance): clients that synced with the source would mistake one for the other. \
+             Nothing imported into this folder (OPERATIONS.md §4a)",
+            snap.header.uidvalidity,
+            shown.join(",")
+        ));
     }
     // Content of our messages not claimed by a source UID: what an
     // earlier run imported under new UIDs.
@@ -299,7 +314,6 @@ fn import_folder(
     };
     // Under their UIDs, ascending, in batches; UIDNEXT with the last.
     let mut pending: Vec<&SourceMessage> = keep;
-    let mut moved_to_others: Vec<&SourceMessage> = Vec::new();
     while !pending.is_empty() {
         let n = pending.len().min(BATCH);
         let last_batch = n == pending.len();
@@ -333,19 +347,20 @@ fn import_folder(
                 pending.drain(..n);
             }
             Err(Error::UidTaken { .. }) => {
-                // A delivery took UIDs meanwhile: those at or below the
-                // new last UID go with the renumbered ones; retry.
+                // A delivery took UIDs meanwhile. Those messages cannot
+                // keep their UIDs, and under the source's UIDVALIDITY
+                // they must not get others: not imported; retry the rest.
                 let now = m.header().map_err(|e| e.to_string())?.last_uid;
                 let (taken, rest): (Vec<_>, Vec<_>) = pending
                     .into_iter()
                     .partition(|sm| sm.uid.is_some_and(|u| u <= now));
                 for sm in &taken {
-                    r.warnings.push(format!(
-                        "{}: UID taken here meanwhile (a delivery), imported under a new UID",
+                    r.skipped.push(format!(
+                        "{}: the UID was taken here meanwhile by a delivery; not imported \
+                         (it would name two messages under the source's UIDVALIDITY)",
                         names(sm.uid, sm)
                     ));
                 }
-                moved_to_others.extend(taken);
                 pending = rest;
             }
             Err(e) => return Err(format!("commit: {e}")),
@@ -356,7 +371,6 @@ fn import_folder(
         m.reserve_uids(f.next_uid).map_err(|e| e.to_string())?;
     }
     // New UIDs: what is not here by content.
-    others.extend(moved_to_others);
     let mut staged: Vec<StagedMessage> = Vec::new();
     let mut staged_bytes = 0u64;
     let mut gone_skipped = 0usize;

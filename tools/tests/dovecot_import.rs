@@ -169,14 +169,14 @@ fn dovecot_account_keeps_uids_and_reruns_import_nothing() {
     assert_eq!(mailbox(&spool, "INBOX").1, 9);
 }
 
-/// A re-run after mail arrived on both sides: Dovecot gave UID 9 to a new
-/// message, and a delivery here also took 9 (and 10). The new source
-/// message cannot keep UID 9: it gets a new UID, the delivered message
-/// stays untouched, nothing is duplicated (RFC 3501 2.3.1.1: a UID names
-/// one message under one UIDVALIDITY). A message expunged here after the
-/// first import is not brought back.
+/// A re-run after new mail in Dovecot only: Dovecot listed the dropped-in
+/// file under the UID the first run gave it (8) and a new message under
+/// 9; a message expunged here since is not brought back. Then a delivery
+/// here takes UID 10 while Dovecot gives 10 to another message: under the
+/// source's UIDVALIDITY that UID would name two messages, so the folder is
+/// refused (exit 1) and nothing more is written to it (RFC 3501 2.3.1.1).
 #[test]
-fn rerun_beside_deliveries_never_reuses_a_uid() {
+fn rerun_imports_what_is_new_and_refuses_a_uid_clash() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("Maildir");
     let spool = tmp.path().join("spool");
@@ -185,14 +185,6 @@ fn rerun_beside_deliveries_never_reuses_a_uid() {
     let s = store(&spool);
     let alice = UserName::new("alice").unwrap();
     let mut m = s.open_mailbox(&alice, &MailboxName::inbox()).unwrap();
-    assert_eq!(
-        m.append(
-            &b"Subject: delivered\r\n\r\nhere\r\n"[..],
-            AppendOptions::default()
-        )
-        .unwrap(),
-        9
-    );
     m.store(
         &[3],
         storage::mailbox::FlagOp::Add,
@@ -202,12 +194,17 @@ fn rerun_beside_deliveries_never_reuses_a_uid() {
     )
     .unwrap();
     m.expunge(Some(&[3]), true).unwrap();
-    // Dovecot meanwhile: UID 9 for the file that had none, 10 for a new one.
-    std::fs::write(
-        root.join("dovecot-uidlist"),
-        "3 V1000 N11\n1 :1.M1P1.h,S=20,W=22\n3 :3.M3P1.h,S=21,W=23\n7 :7.M7P1.h\n9 :9.M9P1.h\n10 :10.M10P1.h\n",
-    )
-    .unwrap();
+    m.repack().unwrap();
+    let uidlist = |extra: &str| {
+        std::fs::write(
+            root.join("dovecot-uidlist"),
+            format!(
+                "3 V1000 N9\n1 :1.M1P1.h,S=20,W=22\n3 :3.M3P1.h,S=21,W=23\n7 :7.M7P1.h\n8 :9.M9P1.h\n{extra}"
+            ),
+        )
+        .unwrap()
+    };
+    uidlist("9 :10.M10P1.h\n");
     write(
         &root.join("new/10.M10P1.h"),
         b"Subject: ten\n\nbody10\n",
@@ -215,33 +212,93 @@ fn rerun_beside_deliveries_never_reuses_a_uid() {
     );
     let (c, v, err) = import(&spool, &root, &[]);
     assert_eq!(c, 0, "{err} {v}");
-    let (_, next, msgs) = mailbox(&spool, "INBOX");
-    let by_uid: Vec<(u32, String)> = msgs
-        .iter()
-        .map(|m| {
-            (
-                m.0,
-                String::from_utf8_lossy(&m.1)
-                    .lines()
-                    .next()
-                    .unwrap()
-                    .to_string(),
-            )
-        })
-        .collect();
-    // 9 stays the delivered one; "nine" was imported as 8 by the first
-    // run (here by content); "ten" keeps UID 10; 3 stays expunged.
     assert_eq!(
-        by_uid,
-        vec![
-            (1, "Subject: one".into()),
-            (7, "Subject: seven".into()),
-            (8, "Subject: nine".into()),
-            (9, "Subject: delivered".into()),
-            (10, "Subject: ten".into()),
-        ]
+        folder_report(&v, "INBOX")["imported"].as_u64(),
+        Some(1),
+        "{v}"
     );
-    assert_eq!(next, 11);
+    let subjects = |spool: &Path| -> Vec<(u32, String)> {
+        mailbox(spool, "INBOX")
+            .2
+            .iter()
+            .map(|m| {
+                (
+                    m.0,
+                    String::from_utf8_lossy(&m.1)
+                        .lines()
+                        .next()
+                        .unwrap()
+                        .to_string(),
+                )
+            })
+            .collect()
+    };
+    let want: Vec<(u32, String)> = vec![
+        (1, "Subject: one".into()),
+        (7, "Subject: seven".into()),
+        (8, "Subject: nine".into()),
+        (9, "Subject: ten".into()),
+    ];
+    assert_eq!(subjects(&spool), want);
+    assert_eq!(mailbox(&spool, "INBOX").1, 10);
+
+    // Both sides give UID 10 to a different message.
+    let mut m = s.open_mailbox(&alice, &MailboxName::inbox()).unwrap();
+    assert_eq!(
+        m.append(
+            &b"Subject: delivered\r\n\r\nhere\r\n"[..],
+            AppendOptions::default()
+        )
+        .unwrap(),
+        10
+    );
+    uidlist("9 :10.M10P1.h\n10 :11.M11P1.h\n11 :12.M12P1.h\n");
+    write(
+        &root.join("new/11.M11P1.h"),
+        b"Subject: eleven\n\nbody11\n",
+        1_600_000_011,
+    );
+    write(
+        &root.join("new/12.M12P1.h"),
+        b"Subject: twelve\n\nbody12\n",
+        1_600_000_012,
+    );
+    let (c, v, _) = import(&spool, &root, &[]);
+    assert_eq!(c, 1, "{v}");
+    let inbox = folder_report(&v, "INBOX");
+    assert!(
+        inbox["refused"].as_str().unwrap().contains("UID 10"),
+        "{inbox}"
+    );
+    let mut want = want;
+    want.push((10, "Subject: delivered".into()));
+    assert_eq!(
+        subjects(&spool),
+        want,
+        "nothing written to the refused folder"
+    );
+}
+
+/// A mailbox here whose UIDVALIDITY equals the source's by chance (both
+/// stores take it from the clock) holds other messages under the same
+/// UIDs: refused, never merged (the mbsync case of issue 20).
+#[test]
+fn uidvalidity_equal_by_chance_is_refused() {
+    let (_tmp, root, spool) = prepared(|s, alice| {
+        s.create_mailbox_with_uidvalidity(alice, &MailboxName::inbox(), 1000)?;
+        let mut m = s.open_mailbox(alice, &MailboxName::inbox())?;
+        m.append(&b"Subject: mine\r\n\r\nx\r\n"[..], AppendOptions::default())?;
+        Ok(())
+    });
+    let (c, v, _) = import(&spool, &root, &[]);
+    assert_eq!(c, 1, "{v}");
+    assert!(
+        folder_report(&v, "INBOX")["refused"]
+            .as_str()
+            .unwrap()
+            .contains("UID 1")
+    );
+    assert_eq!(mailbox(&spool, "INBOX").2.len(), 1);
 }
 
 /// An existing mailbox with another UIDVALIDITY never receives the
