@@ -31,6 +31,17 @@ struct Session {
     tag: u32,
     /// Dovecot's hierarchy separator (`.` Maildir++, `/` LAYOUT=fs).
     sep: char,
+    /// Dovecot's INBOX namespace has the prefix `INBOX.`.
+    prefix: bool,
+}
+
+/// How the Dovecot account is laid out.
+#[derive(Clone, Copy)]
+struct Layout {
+    /// `LAYOUT=fs` instead of Maildir++.
+    fs: bool,
+    /// The INBOX namespace prefix `INBOX.` (Courier-style names).
+    prefix: bool,
 }
 
 /// A parsed response item: an atom, a string (quoted or literal), a list.
@@ -142,11 +153,12 @@ impl Session {
             from,
             tag: 0,
             sep: '/',
+            prefix: false,
         }
     }
 
-    /// Dovecot's imap on `home/Maildir`, as nobody; `LAYOUT=fs` if `fs`.
-    fn dovecot(home: &Path, fs: bool) -> Session {
+    /// Dovecot's imap on `home/Maildir`, as nobody, laid out as `how`.
+    fn dovecot(home: &Path, how: Layout) -> Session {
         let mut cmd = Command::new("setpriv");
         cmd.args([
             "--reuid=65534",
@@ -163,15 +175,25 @@ impl Session {
             DOVECOT_IMAP,
             "-o",
         ])
-        .arg(format!("mail_location={}", location(home, fs)));
+        .arg(format!("mail_location={}", location(home, how.fs)));
+        if how.prefix {
+            cmd.args(["-o", "namespace/inbox/prefix=INBOX."]);
+        }
         let mut s = Session::start(cmd);
-        s.sep = if fs { '/' } else { '.' };
+        s.sep = if how.fs { '/' } else { '.' };
+        s.prefix = how.prefix;
         s
     }
 
-    /// A folder name written with `.` between levels, in this server's.
+    /// A folder name written with `.` between levels, in this server's
+    /// form (its separator, its namespace prefix).
     fn name(&self, dotted: &str) -> String {
-        dotted.replace('.', &self.sep.to_string())
+        let n = dotted.replace('.', &self.sep.to_string());
+        if self.prefix && dotted != "INBOX" {
+            format!("INBOX{}{n}", self.sep)
+        } else {
+            n
+        }
     }
 
     /// Ours on `spool`.
@@ -324,8 +346,9 @@ fn fill(d: &mut Session) {
     d.run("UID STORE 3,7,14 +FLAGS (\\Deleted)");
     d.run("EXPUNGE");
     // COPY into Work (new UIDs there), then expunge Work's last message.
-    d.run("UID COPY 1,2,5 Work");
-    d.run("SELECT Work");
+    let work = d.name("Work");
+    d.run(&format!("UID COPY 1,2,5 {work}"));
+    d.run(&format!("SELECT {work}"));
     d.run("UID STORE 6 +FLAGS (\\Deleted)");
     d.run("EXPUNGE");
     // A message deleted but not expunged keeps \Deleted.
@@ -344,7 +367,8 @@ fn fill(d: &mut Session) {
         let s = d.name(s);
         d.run(&format!("SUBSCRIBE \"{s}\""));
     }
-    d.run("DELETE Doomed");
+    let doomed = d.name("Doomed");
+    d.run(&format!("DELETE {doomed}"));
 }
 
 /// Drops a message into `new/` the way an LDA does, with no UID yet.
@@ -457,10 +481,12 @@ fn names(s: &mut Session, cmd: &str) -> Vec<String> {
     out
 }
 
-fn import(spool: &Path, maildir: &Path, fs: bool) -> serde_json::Value {
+fn import(spool: &Path, maildir: &Path, how: Layout) -> serde_json::Value {
     let o = Command::new(bin("idx-admin"))
         .args(["import", "--json", "--layout"])
-        .arg(if fs { "fs" } else { "maildir++" })
+        .arg(if how.fs { "fs" } else { "maildir++" })
+        .arg("--dovecot-prefix")
+        .arg(if how.prefix { "INBOX." } else { "" })
         .arg("--dovecot-maildir")
         .arg(maildir)
         .arg("--spool")
@@ -492,24 +518,40 @@ fn dovecot_home() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf)
 /// Maildir++ (Dovecot's default layout).
 #[test]
 fn dovecot_account_imported_looks_the_same_through_imap() {
-    imported_looks_the_same(false);
+    imported_looks_the_same(Layout {
+        fs: false,
+        prefix: false,
+    });
 }
 
 /// `LAYOUT=fs`: folders as nested directories, `/` as separator.
 #[test]
 fn dovecot_fs_layout_account_imported_looks_the_same_through_imap() {
-    imported_looks_the_same(true);
+    imported_looks_the_same(Layout {
+        fs: true,
+        prefix: false,
+    });
 }
 
-fn imported_looks_the_same(fs: bool) {
+/// Dovecot's INBOX namespace with the prefix `INBOX.`: every folder is
+/// `INBOX.x` to clients, `INBOX/x` here.
+#[test]
+fn dovecot_prefixed_namespace_imported_looks_the_same_through_imap() {
+    imported_looks_the_same(Layout {
+        fs: false,
+        prefix: true,
+    });
+}
+
+fn imported_looks_the_same(how: Layout) {
     let (_tmp, home, spool) = dovecot_home();
 
-    let mut d = Session::dovecot(&home, fs);
+    let mut d = Session::dovecot(&home, how);
     fill(&mut d);
     d.logout();
     drop_into_new(&home);
 
-    let first = import(&spool, &home.join("Maildir"), fs);
+    let first = import(&spool, &home.join("Maildir"), how);
     let inbox = first["folders"]
         .as_array()
         .unwrap()
@@ -524,16 +566,19 @@ fn imported_looks_the_same(fs: bool) {
 
     // Ours first: Dovecot gives the dropped-in file its UID when it looks.
     let mut o = Session::ours(&spool);
-    let mut d = Session::dovecot(&home, fs);
+    let mut d = Session::dovecot(&home, how);
     let dl = names(&mut d, "LIST");
     assert_eq!(dl, names(&mut o, "LIST"), "mailboxes");
-    assert!(dl.contains(&"Parent/Child".to_string()) && dl.contains(&"Entw&APw-rfe".to_string()));
+    for n in ["Parent.Child", "Entw&APw-rfe"] {
+        let ours = d.name(n).replace(d.sep, "/");
+        assert!(dl.contains(&ours), "{ours} in {dl:?}");
+    }
     let mut ours_views = BTreeMap::new();
     for name in &dl {
         ours_views.insert(name.clone(), view(&mut o, name));
     }
     for name in &dl {
-        let dovecot_name = d.name(&name.replace('/', "."));
+        let dovecot_name = name.replace('/', &d.sep.to_string());
         let dv = view(&mut d, &dovecot_name);
         let ov = &ours_views[name];
         assert_eq!(
@@ -559,14 +604,15 @@ fn imported_looks_the_same(fs: bool) {
     assert!(!inbox.uids.contains_key(&3) && !inbox.uids.contains_key(&14));
     assert!(inbox.uidnext > *inbox.uids.keys().max().unwrap() + 1 || inbox.uids.contains_key(&15));
     let subs = names(&mut d, "LSUB");
-    assert!(subs.contains(&"Doomed".to_string()), "{subs:?}");
+    let doomed = d.name("Doomed").replace(d.sep, "/");
+    assert!(subs.contains(&doomed), "{subs:?}");
     assert_eq!(subs, names(&mut o, "LSUB"), "subscriptions (Doomed's kept)");
     d.logout();
     o.logout();
 
     // A second run imports nothing more (Dovecot has meanwhile listed the
     // dropped-in file under the UID we gave it).
-    let second = import(&spool, &home.join("Maildir"), fs);
+    let second = import(&spool, &home.join("Maildir"), how);
     for f in second["folders"].as_array().unwrap() {
         assert_eq!(f["imported"].as_u64(), Some(0), "{f}");
         assert_eq!(f["renumbered"].as_u64(), Some(0), "{f}");
@@ -630,7 +676,13 @@ fn mbsync_synced_from_dovecot_finds_nothing_to_do_here() {
     let local = tmp.path().join("local");
     std::fs::create_dir(&local).unwrap();
 
-    let mut d = Session::dovecot(&home, false);
+    let mut d = Session::dovecot(
+        &home,
+        Layout {
+            fs: false,
+            prefix: false,
+        },
+    );
     fill(&mut d);
     d.logout();
     drop_into_new(&home);
@@ -656,7 +708,14 @@ fn mbsync_synced_from_dovecot_finds_nothing_to_do_here() {
         synced.keys()
     );
 
-    import(&spool, &home.join("Maildir"), false);
+    import(
+        &spool,
+        &home.join("Maildir"),
+        Layout {
+            fs: false,
+            prefix: false,
+        },
+    );
     let before = generations(&spool);
     let ours_tunnel = format!(
         "{} serve --stdio -d {USER} --spool {}",

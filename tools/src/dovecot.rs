@@ -158,7 +158,12 @@ fn fs_folders(
 }
 
 /// Reads the account whose INBOX is the Maildir `root`.
-pub fn read_account(root: &Path, layout: Layout) -> Result<Account, String> {
+///
+/// `prefix` is the levels of Dovecot's INBOX namespace prefix (`INBOX.`
+/// gives `["INBOX"]`): every folder but INBOX, and every subscription but
+/// INBOX, gets them in front, as Dovecot's IMAP shows them (its files
+/// hold the names without the prefix).
+pub fn read_account(root: &Path, layout: Layout, prefix: &[String]) -> Result<Account, String> {
     if !root.join("cur").is_dir() && !root.join("new").is_dir() {
         return Err(format!(
             "{} is not a Dovecot Maildir (no cur/ or new/ for INBOX)",
@@ -211,14 +216,34 @@ pub fn read_account(root: &Path, layout: Layout) -> Result<Account, String> {
             ));
             continue;
         }
-        let mut name = levels.join("/");
-        if levels[0].eq_ignore_ascii_case("INBOX") {
-            name = format!("INBOX{}", &name[5..]);
-        }
+        let name = with_prefix(prefix, &levels);
         acct.folders.push(read_folder(&dir, &name, &dovecot_name)?);
     }
-    acct.subscriptions = read_subscriptions(root, &mut acct.warnings)?;
+    acct.subscriptions = read_subscriptions(root, &mut acct.warnings)?
+        .into_iter()
+        .map(|s| {
+            let levels: Vec<String> = s.split('/').map(String::from).collect();
+            with_prefix(prefix, &levels)
+        })
+        .collect();
     Ok(acct)
+}
+
+/// Our name for a folder's levels under Dovecot's namespace `prefix`
+/// (INBOX itself never gets it); a first level `INBOX` in any case is
+/// `INBOX`.
+fn with_prefix(prefix: &[String], levels: &[String]) -> String {
+    let all: Vec<&str> = if levels.len() == 1 && levels[0].eq_ignore_ascii_case("INBOX") {
+        vec!["INBOX"]
+    } else {
+        prefix.iter().chain(levels).map(String::as_str).collect()
+    };
+    let name = all.join("/");
+    if all[0].eq_ignore_ascii_case("INBOX") {
+        format!("INBOX{}", &name[5..])
+    } else {
+        name
+    }
 }
 
 /// Reads `path` whole if it exists and is at most `limit` bytes.

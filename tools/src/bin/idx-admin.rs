@@ -74,6 +74,11 @@ enum Cmd {
         /// default, or `fs` for `LAYOUT=fs`).
         #[arg(long, value_enum, default_value = "maildir++")]
         layout: tools::dovecot::Layout,
+        /// With --dovecot-maildir: Dovecot's INBOX namespace prefix
+        /// (`namespace inbox { prefix = INBOX. }`), put in front of every
+        /// folder name but INBOX, as Dovecot's IMAP showed them.
+        #[arg(long, default_value = "")]
+        dovecot_prefix: String,
     },
     /// Write every live message to a new mbox file or a Maildir.
     Export {
@@ -262,10 +267,22 @@ fn run(cli: &Cli) -> Result<(), String> {
             src,
             renumber,
             layout,
+            dovecot_prefix,
             ..
         } if src.dovecot_maildir.is_some() => {
             let root = src.dovecot_maildir.as_ref().expect("guarded");
-            import_dovecot(cli.json, mb, root, *renumber, *layout)?;
+            let prefix: Vec<String> = dovecot_prefix
+                .split(['.', '/'])
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
+            let how = DovecotImport {
+                root,
+                renumber: *renumber,
+                layout: *layout,
+                prefix,
+            };
+            import_dovecot(cli.json, mb, &how)?;
         }
         Cmd::Import {
             mb,
@@ -334,14 +351,16 @@ fn run(cli: &Cli) -> Result<(), String> {
     Ok(())
 }
 
-/// `idx-admin import --dovecot-maildir DIR -d USER`: the whole account.
-fn import_dovecot(
-    json: bool,
-    mb: &MailboxArgs,
-    root: &std::path::Path,
+/// What `idx-admin import --dovecot-maildir` was asked to do.
+struct DovecotImport<'a> {
+    root: &'a std::path::Path,
     renumber: bool,
     layout: tools::dovecot::Layout,
-) -> Result<(), String> {
+    prefix: Vec<String>,
+}
+
+/// `idx-admin import --dovecot-maildir DIR -d USER`: the whole account.
+fn import_dovecot(json: bool, mb: &MailboxArgs, how: &DovecotImport) -> Result<(), String> {
     let t = mb.resolve()?;
     let Some((spool, user, name)) = &t.named else {
         return Err("--dovecot-maildir imports a whole account: give -d USER (and --spool)".into());
@@ -350,14 +369,16 @@ fn import_dovecot(
         return Err("--dovecot-maildir imports every folder: -m does not apply".into());
     }
     let store = open_store(spool, &t)?;
-    let acct = tools::dovecot::read_account(root, layout)?;
+    let acct = tools::dovecot::read_account(how.root, how.layout, &how.prefix)?;
     let report = tools::account::import_account(
         &store,
         user,
         &acct,
-        tools::account::ImportOptions { renumber },
+        tools::account::ImportOptions {
+            renumber: how.renumber,
+        },
     )?;
-    let text = tools::account::render_text(&report, root);
+    let text = tools::account::render_text(&report, how.root);
     emit(
         json,
         serde_json::to_value(&report).expect("serializable"),
