@@ -13,8 +13,10 @@ cd "$(dirname "$0")/.."
 # node: imapd-check/tests/imap_clients.rs; strace: deliver/tests/ordering.rs;
 # openssl (s_client, test certificates) and dovecot-core (`doveadm pw`
 # hashes): imapd-check/tests/imap_security.rs; dovecot-imapd:
-# imapd-check/tests/imap_dovecot_parity.rs (reference SORT/THREAD);
-# dovecot-sieve (Pigeonhole's sieve-test): sieve/tests/pigeonhole.rs.
+# imapd-check/tests/imap_dovecot_parity.rs (reference SORT/THREAD) and
+# tests/tests/dovecot_import.rs (the account a Dovecot import starts from);
+# dovecot-sieve (Pigeonhole's sieve-test): sieve/tests/pigeonhole.rs;
+# sieve-connect: imapd-check/tests/managesieve.rs.
 PACKAGES=(postfix python3 isync strace openssl dovecot-core dovecot-imapd dovecot-sieve neomutt tmux offlineimap3 sieve-connect)
 
 t0=$(date +%s)

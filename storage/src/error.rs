@@ -64,6 +64,16 @@ pub enum Error {
         "mailbox holds {limit} records, the most an index may hold (expunge and repack to make room)"
     )]
     MailboxFull { limit: u32 },
+    /// An import asked for a UID at or below the mailbox's `last_uid`
+    /// (taken meanwhile, e.g. by a delivery), or for UIDs out of order.
+    #[error("UID {uid} is not above the mailbox's last UID {last_uid}")]
+    UidTaken { uid: u32, last_uid: u32 },
+    #[error("import UID plan: {0}")]
+    UidPlan(String),
+    /// A mailbox may be created with a given UIDVALIDITY only when the
+    /// value is above every one handed out for the user before.
+    #[error("UIDVALIDITY {wanted} is not above {last}, the last handed out for this user")]
+    UidValidityUsed { wanted: u32, last: u32 },
     #[error("injected fault at {0}")]
     InjectedFault(&'static str),
 }

@@ -115,6 +115,8 @@ pub const POINTS: &[&str] = &[
     "repack.after_rename",
     "repack.after_unlink",
     "meta.after_write",
+    "import.after_reserve_header",
+    "import.after_reserve_fsync",
     "copy.after_stage",
     "copy.after_lock",
     "copy.after_rename",

@@ -13,6 +13,7 @@ pub mod error;
 pub mod fault;
 pub mod format;
 pub mod fsutil;
+pub mod import;
 pub mod index;
 pub mod lock;
 pub mod mailbox;

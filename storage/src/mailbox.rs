@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::fault;
 use crate::format::{Flags, Header, Keywords, MAX_KEYWORDS, MAX_ZONE_MINUTES, Record};
 use crate::fsutil::{self, Dir};
+use crate::import::UidPlan;
 use crate::index::{Durability, INDEX_NAME, IndexFile, WRITER_MARK_OFFSET};
 use crate::lock::{LockGuard, LockKind};
 use crate::meta::{self, Meta};
@@ -582,9 +583,29 @@ impl Mailbox {
 
     /// Makes staged messages visible, all in one commit: one lock and one
     /// index fsync for the whole batch (PROTOCOL.md §3).
-    pub fn commit(&mut self, mut staged: Vec<StagedMessage>) -> Result<Vec<u32>> {
+    pub fn commit(&mut self, staged: Vec<StagedMessage>) -> Result<Vec<u32>> {
+        self.commit_planned(staged, &UidPlan::default())
+    }
+
+    /// [`Mailbox::commit`] with the UIDs chosen by the caller (an import,
+    /// `import.rs`): checked under the lock against `last_uid`, so a UID
+    /// is never handed out twice whatever wrote meanwhile.
+    pub(crate) fn commit_planned(
+        &mut self,
+        mut staged: Vec<StagedMessage>,
+        plan: &UidPlan,
+    ) -> Result<Vec<u32>> {
         if staged.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(uids) = &plan.uids
+            && uids.len() != staged.len()
+        {
+            return Err(Error::UidPlan(format!(
+                "{} UIDs for {} messages",
+                uids.len(),
+                staged.len()
+            )));
         }
         // The writer mark stays set until the commit's last flush returns,
         // so the next locker after a writer that died before it repairs
@@ -615,6 +636,7 @@ impl Mailbox {
         if (new.last_uid as u64) + staged.len() as u64 > u32::MAX as u64 {
             return Err(Error::UidsExhausted);
         }
+        plan.check(old.last_uid)?;
         check_room(&old, staged.len())?;
         let modseq = old.highestmodseq + 1;
         let now = fsutil::now();
@@ -625,8 +647,11 @@ impl Mailbox {
                 self.meta.save(&self.dir, self.durability)?;
                 new.meta_generation = old.meta_generation.wrapping_add(1).max(1);
             }
-            for s in staged.iter() {
-                let uid = new.last_uid + 1;
+            for (i, s) in staged.iter().enumerate() {
+                let uid = match &plan.uids {
+                    Some(uids) => uids[i],
+                    None => new.last_uid + 1,
+                };
                 let target = message_file_name(uid);
                 // A file already at `target` is debris of a crashed commit
                 // (never referenced by a header): it goes to quarantine,
@@ -667,6 +692,9 @@ impl Mailbox {
                         .clamp(-MAX_ZONE_MINUTES, MAX_ZONE_MINUTES),
                 });
                 new.count_appended(records.last().expect("just pushed"));
+            }
+            if let Some(next) = plan.next_uid {
+                new.last_uid = new.last_uid.max(next - 1);
             }
             fault::point("append.after_link")?;
             new.append_crc = self

@@ -12,6 +12,7 @@ use std::os::fd::AsFd;
 use crate::error::{Error, Result};
 use crate::format::Header;
 use crate::fsutil::{self, Dir};
+use crate::import::UidValidityChoice;
 pub use crate::index::Durability;
 use crate::index::{INDEX_NAME, IndexFile};
 use crate::lock::{LockGuard, LockKind};
@@ -126,7 +127,7 @@ impl Store {
     /// A new UIDVALIDITY for `user`: the current time, but always above
     /// any value handed out before, so a mailbox deleted and created again
     /// in the same second still gets a new one.
-    fn next_uidvalidity(&self, user_dir: &Dir) -> Result<u32> {
+    fn next_uidvalidity(&self, user_dir: &Dir, choice: UidValidityChoice) -> Result<u32> {
         let os = fsutil::os(UIDVALIDITY_FILE.as_bytes());
         let file = std::sync::Arc::new(user_dir.open_file(os, OFlag::O_RDWR | OFlag::O_CREAT)?);
         let path = user_dir.child_path(os);
@@ -149,7 +150,7 @@ impl Store {
             ));
         }
         let now = fsutil::now().clamp(1, u32::MAX as i64) as u32;
-        let next = now.max(last.saturating_add(1));
+        let next = choice.pick(last, now)?;
         fsutil::write_all_at(&file, &next.to_le_bytes(), 0, &path)?;
         if self.opts.durability == Durability::Full {
             fsutil::fdatasync(&file, &path)?;
@@ -165,12 +166,34 @@ impl Store {
         self.create_locked(user, &user_dir, name)
     }
 
+    /// [`Self::create_mailbox`] with the UIDVALIDITY picked by `choice`.
+    pub(crate) fn create_mailbox_choosing(
+        &self,
+        user: &UserName,
+        name: &MailboxName,
+        choice: UidValidityChoice,
+    ) -> Result<()> {
+        let user_dir = self.user_dir(user, true)?;
+        let _names = self.lock_names(&user_dir)?;
+        self.create_locked_choosing(user, &user_dir, name, choice)
+    }
+
     /// [`Self::create_mailbox`] with the user's name lock held.
     pub(crate) fn create_locked(
         &self,
         user: &UserName,
         user_dir: &Dir,
         name: &MailboxName,
+    ) -> Result<()> {
+        self.create_locked_choosing(user, user_dir, name, UidValidityChoice::New)
+    }
+
+    fn create_locked_choosing(
+        &self,
+        user: &UserName,
+        user_dir: &Dir,
+        name: &MailboxName,
+        choice: UidValidityChoice,
     ) -> Result<()> {
         let dir = self.mailbox_dir(user, name, true)?;
         let index_os = fsutil::os(INDEX_NAME.as_bytes());
@@ -187,7 +210,7 @@ impl Store {
         let now = fsutil::now();
         let header = Header {
             generation: 1,
-            uidvalidity: self.next_uidvalidity(user_dir)?,
+            uidvalidity: self.next_uidvalidity(user_dir, choice)?,
             created: now,
             ..Header::default()
         };

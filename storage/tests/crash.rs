@@ -34,6 +34,10 @@ use storage::{AppendOptions, Durability, Error, MailboxName, Options, Store, Use
 const ROLE: &str = "MAILSTORE_CRASH_ROLE";
 const SPOOL: &str = "MAILSTORE_CRASH_SPOOL";
 const CHILD: &str = "crash_child";
+/// `import_append` commits its message at `last_uid + IMPORT_GAP` and
+/// leaves UIDNEXT at `last_uid + IMPORT_NEXT`.
+const IMPORT_GAP: u32 = 5;
+const IMPORT_NEXT: u32 = 10;
 const NEW_MESSAGE: &[u8] =
     b"From: crash@test\r\nSubject: interrupted\r\n\r\nthe interrupted message\r\n";
 
@@ -105,6 +109,23 @@ fn run_op(m: &mut Mailbox, op: &str) -> storage::Result<()> {
             };
             m.append(NEW_MESSAGE, opts).map(|_| ())
         }
+        // An import keeping a source's UIDs (PROTOCOL.md §3a): UID
+        // last_uid + 5 (a gap), UIDNEXT raised to last_uid + 10.
+        "import_append" => {
+            let last = m.header()?.last_uid;
+            let opts = AppendOptions {
+                flags: Flags::FLAGGED,
+                keywords: vec!["NewKw".into()],
+                ..Default::default()
+            };
+            let staged = m.stage(NEW_MESSAGE, opts)?;
+            m.commit_with_uids(vec![staged], &[last + IMPORT_GAP], Some(last + IMPORT_NEXT))
+                .map(|_| ())
+        }
+        "import_reserve" => {
+            let last = m.header()?.last_uid;
+            m.reserve_uids(last + IMPORT_NEXT).map(|_| ())
+        }
         "store" => m
             .store(
                 &[1, 3, 4, 5, 6],
@@ -133,7 +154,8 @@ fn ops_for(point: &str) -> &'static [&'static str] {
     match point.split('.').next().unwrap() {
         // Only an unordered append writes the index out without a sync.
         "append" if point == "append.after_header_write_out" => &["append"],
-        "append" => &["append", "append_ordered"],
+        "append" => &["append", "append_ordered", "import_append"],
+        "import" => &["import_reserve"],
         "store" => &["store"],
         "expunge" => &["expunge"],
         "repack" => &["repack"],
@@ -294,7 +316,9 @@ fn crash_one(point: &str, op: &str) {
         Some(libc::SIGKILL),
         "{ctx}: child was not killed: {status:?} {out}"
     );
-    if op.starts_with("append") && !point.starts_with("append.after_stage") {
+    if (op.starts_with("append") || op.starts_with("import"))
+        && !point.starts_with("append.after_stage")
+    {
         // Killed under the lock, ordered or not: the writer mark must be
         // left, so that the next locker syncs what the writer left (a
         // header readers count, a grown length) before building on it.
@@ -323,6 +347,32 @@ fn crash_one(point: &str, op: &str) {
                 let r = snap.records.last().unwrap();
                 assert_eq!((r.uid, r.flags), (uid, Flags::FLAGGED), "{ctx}");
                 assert!(counts_match(&h, &snap), "{ctx}: counts {h:?}");
+            } else {
+                assert_eq!(&h, old, "{ctx}: header changed without a commit");
+                assert_eq!(
+                    snap.records, before.records,
+                    "{ctx}: records changed without a commit"
+                );
+            }
+        }
+        "import_append" | "import_reserve" => {
+            let expect_committed = if op == "import_append" {
+                point.starts_with("append.after_header")
+            } else {
+                point.starts_with("import.after_reserve")
+            };
+            assert_eq!(committed, expect_committed, "{ctx}: committed");
+            if committed {
+                assert_eq!(h.last_uid, old.last_uid + IMPORT_NEXT - 1, "{ctx}");
+                assert!(counts_match(&h, &snap), "{ctx}: counts {h:?}");
+                if op == "import_append" {
+                    let uid = old.last_uid + IMPORT_GAP;
+                    assert_eq!(m.read_message(uid).unwrap(), NEW_MESSAGE, "{ctx}");
+                    let r = snap.records.last().unwrap();
+                    assert_eq!((r.uid, r.flags), (uid, Flags::FLAGGED), "{ctx}");
+                } else {
+                    assert_eq!(snap.records, before.records, "{ctx}");
+                }
             } else {
                 assert_eq!(&h, old, "{ctx}: header changed without a commit");
                 assert_eq!(
@@ -518,6 +568,7 @@ fn error_at_every_fault_point() {
             let s = store_at(&spool, Durability::Full);
             let mut m = open(&s);
             let header_written = point.ends_with("after_header")
+                || point.starts_with("import.after_reserve")
                 || point.ends_with("after_header_write_out")
                 || point.ends_with("after_header_fsync")
                 || point.starts_with("repack.after_rename")

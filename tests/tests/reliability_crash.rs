@@ -80,7 +80,12 @@ fn is_filler(mb: &Mailbox, uid: u32) -> bool {
 fn tolerated(e: &Error) -> bool {
     matches!(
         e,
-        Error::LockTimeout { .. } | Error::Expunged(_) | Error::TooManyKeywords(_)
+        Error::LockTimeout { .. }
+            | Error::Expunged(_)
+            | Error::TooManyKeywords(_)
+            // An import's UID taken by a delivery between its look and
+            // its lock: refused, nothing written (storage/src/import.rs).
+            | Error::UidTaken { .. }
     )
 }
 
@@ -106,8 +111,8 @@ fn worker(spool: &Path, seed: u64, ops: u64, focus: &str, ops_file: &str) -> Res
             focus.to_string()
         } else {
             [
-                "append", "store", "meta", "expunge", "repack", "copy", "move", "recover",
-            ][rng.below(8) as usize]
+                "append", "store", "meta", "expunge", "repack", "copy", "move", "recover", "import",
+            ][rng.below(9) as usize]
                 .to_string()
         };
         match one_op(&op, &mut rng, &mut inbox, &mut archive, i) {
@@ -216,6 +221,16 @@ fn one_op(
         "recover" => {
             inbox.recover()?;
         }
+        "import" => {
+            // Given UIDs with a gap, UIDNEXT raised, then a header-only
+            // raise (PROTOCOL.md §3a).
+            let token = format!("filler-{}-{i}", std::process::id());
+            let msg = crlf(&token_message(&token, rng.below(20) as usize));
+            let staged = inbox.stage(&msg[..], AppendOptions::default())?;
+            let last = inbox.header()?.last_uid;
+            inbox.commit_with_uids(vec![staged], &[last + 2], Some(last + 4))?;
+            inbox.reserve_uids(last + 5 + rng.below(3) as u32)?;
+        }
         other => panic!("unknown op {other}"),
     }
     Ok(())
@@ -244,6 +259,7 @@ fn focus_of(point: &str) -> &'static str {
         "meta" => "meta",
         "copy" => "copy",
         "move" => "move",
+        "import" => "import",
         _ => "append",
     }
 }

@@ -3,7 +3,9 @@
 //! conversions. The checks and the index rebuild themselves live in the
 //! storage library (`storage::verify`, `storage::recovery`).
 
+pub mod account;
 pub mod date;
+pub mod dovecot;
 pub mod inspect;
 pub mod maildir;
 pub mod mbox;

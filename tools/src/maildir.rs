@@ -27,17 +27,19 @@ const FLAG_LETTERS: [(char, Flags); 5] = [
     ('T', Flags::DELETED),
 ];
 
-fn read_keywords(dir: &Path) -> Result<BTreeMap<usize, String>, String> {
+/// Keyword index -> name, from `dovecot-keywords` (bounded; letters
+/// `a`..`z` only, so indexes 0..25).
+pub(crate) fn read_keywords(dir: &Path) -> Result<BTreeMap<usize, String>, String> {
     let p = dir.join(KEYWORDS_FILE);
-    let text = match fs::read_to_string(&p) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(format!("read {}: {e}", p.display())),
+    let Some(bytes) = crate::dovecot::read_bounded(&p, crate::dovecot::MAX_SMALL_FILE_BYTES)?
+    else {
+        return Ok(BTreeMap::new());
     };
     let mut m = BTreeMap::new();
-    for line in text.lines() {
+    for line in String::from_utf8_lossy(&bytes).lines() {
         if let Some((n, name)) = line.split_once(' ')
             && let Ok(i) = n.parse::<usize>()
+            && i < 26
             && !name.trim().is_empty()
         {
             m.insert(i, name.trim().to_string());
@@ -46,32 +48,46 @@ fn read_keywords(dir: &Path) -> Result<BTreeMap<usize, String>, String> {
     Ok(m)
 }
 
-/// One Maildir file name's flags and keywords.
-fn parse_info(name: &str, kw: &BTreeMap<usize, String>) -> (Flags, Vec<String>) {
+/// One Maildir file name's flags and keywords, and the keyword letters
+/// `kw` has no name for.
+pub(crate) fn parse_info(
+    name: &str,
+    kw: &BTreeMap<usize, String>,
+) -> (Flags, Vec<String>, Vec<char>) {
     let mut flags = Flags::empty();
     let mut keywords = Vec::new();
+    let mut unknown = Vec::new();
     if let Some((_, info)) = name.rsplit_once(":2,") {
         for c in info.chars() {
             if let Some((_, f)) = FLAG_LETTERS.iter().find(|(l, _)| *l == c) {
                 flags = flags.union(*f);
-            } else if c.is_ascii_lowercase()
-                && let Some(k) = kw.get(&((c as u8 - b'a') as usize))
-            {
-                keywords.push(k.clone());
+            } else if c.is_ascii_lowercase() {
+                match kw.get(&((c as u8 - b'a') as usize)) {
+                    Some(k) => keywords.push(k.clone()),
+                    None => unknown.push(c),
+                }
             }
         }
     }
-    (flags, keywords)
+    (flags, keywords, unknown)
 }
 
-/// Reads every message of the Maildir `dir`, oldest first (mtime, then
-/// name), and calls `each` per message.
-pub fn read(
-    dir: &Path,
-    mut each: impl FnMut(Message) -> Result<(), String>,
-) -> Result<usize, String> {
-    let kw = read_keywords(dir)?;
-    let mut found: Vec<(i64, String, PathBuf)> = Vec::new();
+/// A message file of a Maildir's `new/` or `cur/`.
+pub(crate) struct Entry {
+    pub in_new: bool,
+    pub name: String,
+    pub path: PathBuf,
+    /// Unix seconds.
+    pub mtime: i64,
+    pub size: u64,
+}
+
+/// The message files of `new/` and `cur/` (dot files, directories and
+/// `tmp/` skipped), at most `limit`; files that cannot be stat'ed are
+/// reported in the second list.
+pub(crate) fn list(dir: &Path, limit: usize) -> Result<(Vec<Entry>, Vec<String>), String> {
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
     for sub in ["new", "cur"] {
         let d = dir.join(sub);
         let rd = match fs::read_dir(&d) {
@@ -81,39 +97,68 @@ pub fn read(
         };
         for entry in rd {
             let entry = entry.map_err(|e| format!("read {}: {e}", d.display()))?;
+            // A name that is not UTF-8 matches no uidlist entry (lossy).
             let name = entry.file_name().to_string_lossy().to_string();
             if name.starts_with('.') {
                 continue;
             }
-            let md = entry
-                .metadata()
-                .map_err(|e| format!("stat {}: {e}", entry.path().display()))?;
-            if !md.is_file() {
-                continue;
+            let md = match entry.metadata() {
+                Ok(m) if m.is_file() => m,
+                Ok(_) => continue,
+                Err(e) => {
+                    problems.push(format!("stat {}: {e}, skipped", entry.path().display()));
+                    continue;
+                }
+            };
+            if found.len() >= limit {
+                return Err(format!(
+                    "{}: more than {limit} message files",
+                    dir.display()
+                ));
             }
             let mtime = md
                 .modified()
                 .ok()
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_secs() as i64);
-            found.push((mtime, name, entry.path()));
+            found.push(Entry {
+                in_new: sub == "new",
+                name,
+                path: entry.path(),
+                mtime,
+                size: md.len(),
+            });
         }
     }
+    Ok((found, problems))
+}
+
+/// Reads every message of the Maildir `dir`, oldest first (mtime, then
+/// name), and calls `each` per message.
+pub fn read(
+    dir: &Path,
+    mut each: impl FnMut(Message) -> Result<(), String>,
+) -> Result<usize, String> {
+    let kw = read_keywords(dir)?;
     if !dir.join("cur").is_dir() && !dir.join("new").is_dir() {
         return Err(format!(
             "{} is not a Maildir (no cur/ or new/)",
             dir.display()
         ));
     }
-    found.sort();
-    for (mtime, name, path) in &found {
-        let bytes = fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
-        let (flags, keywords) = parse_info(name, &kw);
+    let (mut found, problems) = list(dir, usize::MAX)?;
+    if let Some(p) = problems.first() {
+        return Err(p.clone());
+    }
+    found.sort_by(|a, b| (a.mtime, &a.name).cmp(&(b.mtime, &b.name)));
+    for e in &found {
+        let bytes = fs::read(&e.path).map_err(|err| format!("read {}: {err}", e.path.display()))?;
+        let (flags, keywords, _) = parse_info(&e.name, &kw);
         each(Message {
             bytes: to_crlf(&bytes),
             flags,
             keywords,
-            internal_date: Some(*mtime),
+            internal_date: Some(e.mtime),
         })?;
     }
     Ok(found.len())

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use storage::format::Flags;
-use storage::{MailboxName, UserName};
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,23 +17,10 @@ fn data(name: &str) -> PathBuf {
 type Msg = (Vec<u8>, Flags, Vec<String>, i64);
 
 fn messages(spool: &Path, user: &str) -> Vec<Msg> {
-    let s = store(spool);
-    let mut m = s
-        .open_mailbox(&UserName::new(user).unwrap(), &MailboxName::inbox())
-        .unwrap();
-    let snap = m.snapshot().unwrap();
-    snap.records
-        .iter()
-        .filter(|r| !r.is_expunged())
-        .map(|r| {
-            let mut kw: Vec<String> = r
-                .keywords
-                .iter()
-                .map(|k| snap.meta.keywords[k].clone())
-                .collect();
-            kw.sort();
-            (m.read_message(r.uid).unwrap(), r.flags, kw, r.internal_date)
-        })
+    mailbox_messages(spool, user, "INBOX")
+        .2
+        .into_iter()
+        .map(|(_, b, f, k, d)| (b, f, k, d))
         .collect()
 }
 

@@ -43,7 +43,7 @@ pub struct Session {
     failures: u32,
     stream: Shared,
     input: Input,
-    out: std::io::BufWriter<Writer>,
+    out: crate::imap::io::Output<Writer>,
     user: Option<UserName>,
     scripts: Option<Scripts>,
     user_slot: Option<UserSlot>,

@@ -36,6 +36,11 @@ struct Source {
     /// A Maildir directory.
     #[arg(long)]
     maildir: Option<std::path::PathBuf>,
+    /// A whole Dovecot Maildir account (its INBOX directory; `-d USER`,
+    /// no `-m`): every folder keeps its UIDVALIDITY, UIDs and UIDNEXT,
+    /// flags, keywords, dates and subscriptions. Re-runnable.
+    #[arg(long)]
+    dovecot_maildir: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -59,6 +64,21 @@ enum Cmd {
         /// Create the mailbox first if it does not exist (spool form only).
         #[arg(long)]
         create: bool,
+        /// With --dovecot-maildir: where a folder's UIDs cannot be kept
+        /// (its UIDVALIDITY is taken, or the mailbox exists here with
+        /// another), import under new UIDs and a UIDVALIDITY that is never
+        /// the source's, instead of refusing the folder.
+        #[arg(long)]
+        renumber: bool,
+        /// With --dovecot-maildir: the folder layout (`maildir++`, Dovecot's
+        /// default, or `fs` for `LAYOUT=fs`).
+        #[arg(long, value_enum, default_value = "maildir++")]
+        layout: tools::dovecot::Layout,
+        /// With --dovecot-maildir: Dovecot's INBOX namespace prefix
+        /// (`namespace inbox { prefix = INBOX. }`), put in front of every
+        /// folder name but INBOX, as Dovecot's IMAP showed them.
+        #[arg(long, default_value = "")]
+        dovecot_prefix: String,
     },
     /// Write every live message to a new mbox file or a Maildir.
     Export {
@@ -112,17 +132,18 @@ fn main() -> ExitCode {
     }
 }
 
+fn open_store(spool: &std::path::Path, t: &Target) -> Result<Store, String> {
+    let opts = Options {
+        lock_timeout: t.lock_timeout,
+        ..Options::default()
+    };
+    Store::open(spool, opts).map_err(|e| e.to_string())
+}
+
 fn open(t: &Target, create: bool) -> Result<Mailbox, String> {
     match &t.named {
         Some((spool, user, name)) => {
-            let store = Store::open(
-                spool,
-                Options {
-                    lock_timeout: t.lock_timeout,
-                    ..Options::default()
-                },
-            )
-            .map_err(|e| e.to_string())?;
+            let store = open_store(spool, t)?;
             if create {
                 store
                     .ensure_mailbox(user, name)
@@ -244,8 +265,31 @@ fn run(cli: &Cli) -> Result<(), String> {
         Cmd::Import {
             mb,
             src,
+            renumber,
+            layout,
+            dovecot_prefix,
+            ..
+        } if src.dovecot_maildir.is_some() => {
+            let root = src.dovecot_maildir.as_ref().expect("guarded");
+            let prefix: Vec<String> = dovecot_prefix
+                .split(['.', '/'])
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
+            let how = DovecotImport {
+                root,
+                renumber: *renumber,
+                layout: *layout,
+                prefix,
+            };
+            import_dovecot(cli.json, mb, &how)?;
+        }
+        Cmd::Import {
+            mb,
+            src,
             quoting,
             create,
+            ..
         } => {
             let t = mb.resolve()?;
             let mut m = open(&t, *create)?;
@@ -303,6 +347,45 @@ fn run(cli: &Cli) -> Result<(), String> {
                 ),
             )?;
         }
+    }
+    Ok(())
+}
+
+/// What `idx-admin import --dovecot-maildir` was asked to do.
+struct DovecotImport<'a> {
+    root: &'a std::path::Path,
+    renumber: bool,
+    layout: tools::dovecot::Layout,
+    prefix: Vec<String>,
+}
+
+/// `idx-admin import --dovecot-maildir DIR -d USER`: the whole account.
+fn import_dovecot(json: bool, mb: &MailboxArgs, how: &DovecotImport) -> Result<(), String> {
+    let t = mb.resolve()?;
+    let Some((spool, user, name)) = &t.named else {
+        return Err("--dovecot-maildir imports a whole account: give -d USER (and --spool)".into());
+    };
+    if !name.is_inbox() {
+        return Err("--dovecot-maildir imports every folder: -m does not apply".into());
+    }
+    let store = open_store(spool, &t)?;
+    let acct = tools::dovecot::read_account(how.root, how.layout, &how.prefix)?;
+    let report = tools::account::import_account(
+        &store,
+        user,
+        &acct,
+        tools::account::ImportOptions {
+            renumber: how.renumber,
+        },
+    )?;
+    let text = tools::account::render_text(&report, how.root);
+    emit(
+        json,
+        serde_json::to_value(&report).expect("serializable"),
+        text,
+    )?;
+    if report.incomplete() {
+        return Err("not everything was imported (see above); fix and run again".into());
     }
     Ok(())
 }

@@ -176,3 +176,34 @@ pub fn assert_clean(dir: &Path) -> serde_json::Value {
     assert_eq!(c, 0, "verify not clean: {v:#}");
     v
 }
+
+/// (uid, bytes, flags, sorted keyword names, internal date) per message.
+pub type Msg = (u32, Vec<u8>, Flags, Vec<String>, i64);
+
+/// UIDVALIDITY, UIDNEXT and every live message of `user`'s `name`.
+pub fn mailbox_messages(spool: &Path, user: &str, name: &str) -> (u32, u32, Vec<Msg>) {
+    let s = store(spool);
+    let mut m = s
+        .open_mailbox(
+            &UserName::new(user).unwrap(),
+            &MailboxName::new(name).unwrap(),
+        )
+        .unwrap();
+    let snap = m.snapshot().unwrap();
+    let msgs = snap
+        .records
+        .iter()
+        .filter(|r| !r.is_expunged())
+        .map(|r| {
+            let mut kw: Vec<String> = r
+                .keywords
+                .iter()
+                .map(|k| snap.meta.keywords[k].clone())
+                .collect();
+            kw.sort();
+            let bytes = m.read_message(r.uid).unwrap();
+            (r.uid, bytes, r.flags, kw, r.internal_date)
+        })
+        .collect();
+    (snap.header.uidvalidity, snap.header.last_uid + 1, msgs)
+}

@@ -1,0 +1,221 @@
+//! Write paths for imports that keep a source store's UIDs (PROTOCOL.md
+//! §3a): a mailbox created with a given UIDVALIDITY, messages committed
+//! under given UIDs, and `last_uid` raised so that UIDNEXT continues after
+//! the source's next UID.
+//!
+//! Every path takes the mailbox lock like any other writer and checks the
+//! wanted UIDs against `last_uid` under that lock, so a UID is never
+//! handed out twice under one UIDVALIDITY whatever committed meanwhile
+//! (a delivery, another import).
+
+use crate::error::{Error, Result};
+use crate::fault;
+use crate::index::Durability;
+use crate::lock::LockKind;
+use crate::mailbox::{Mailbox, StagedMessage};
+use crate::names::{MailboxName, UserName};
+use crate::store::Store;
+
+/// The UIDs a commit hands out, when the caller chooses them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct UidPlan {
+    /// One UID per staged message, strictly increasing, the first above
+    /// the mailbox's `last_uid` (gaps allowed). `None`: `last_uid + 1`, ...
+    pub uids: Option<Vec<u32>>,
+    /// After the commit `last_uid` is at least `next_uid - 1`.
+    pub next_uid: Option<u32>,
+}
+
+impl UidPlan {
+    /// Under the exclusive lock, against the header's `last_uid`.
+    pub(crate) fn check(&self, last_uid: u32) -> Result<()> {
+        if self.next_uid == Some(0) {
+            return Err(Error::UidPlan("the next UID is 0".into()));
+        }
+        let Some(uids) = &self.uids else {
+            return Ok(());
+        };
+        let mut prev = last_uid;
+        for &uid in uids {
+            if uid <= prev {
+                return Err(if prev == last_uid {
+                    Error::UidTaken { uid, last_uid }
+                } else {
+                    Error::UidPlan(format!("UID {uid} follows {prev}: not increasing"))
+                });
+            }
+            prev = uid;
+        }
+        Ok(())
+    }
+}
+
+impl Mailbox {
+    /// Commits `staged` under `uids` (strictly increasing, the first above
+    /// the mailbox's `last_uid`, gaps allowed) in one transaction, the
+    /// append of PROTOCOL.md §3 with the UIDs of step 5 given. With
+    /// `next_uid`, `last_uid` becomes at least `next_uid - 1` in the same
+    /// header, so UIDNEXT continues after the source's. Fails with
+    /// [`Error::UidTaken`] (nothing written) if a UID is no longer above
+    /// `last_uid` when the lock is taken.
+    pub fn commit_with_uids(
+        &mut self,
+        staged: Vec<StagedMessage>,
+        uids: &[u32],
+        next_uid: Option<u32>,
+    ) -> Result<Vec<u32>> {
+        let plan = UidPlan {
+            uids: Some(uids.to_vec()),
+            next_uid,
+        };
+        self.commit_planned(staged, &plan)
+    }
+
+    /// Commits `staged` with the next UIDs (as [`Mailbox::commit`]) and
+    /// raises `last_uid` to at least `next_uid - 1` in the same header.
+    pub fn commit_then_reserve(
+        &mut self,
+        staged: Vec<StagedMessage>,
+        next_uid: u32,
+    ) -> Result<Vec<u32>> {
+        let plan = UidPlan {
+            uids: None,
+            next_uid: Some(next_uid),
+        };
+        self.commit_planned(staged, &plan)
+    }
+
+    /// Raises `last_uid` to `next_uid - 1` without a message (UIDNEXT
+    /// becomes `next_uid`): a header-only commit, generation + 1, fsynced.
+    /// Returns false (nothing written) when `last_uid` is already at or
+    /// above it. The UIDs skipped are never handed out.
+    pub fn reserve_uids(&mut self, next_uid: u32) -> Result<bool> {
+        if next_uid == 0 {
+            return Err(Error::UidPlan("the next UID is 0".into()));
+        }
+        let (guard, old) = self.lock_current(LockKind::Exclusive)?;
+        if old.last_uid >= next_uid - 1 {
+            drop(guard);
+            return Ok(false);
+        }
+        let mut new = old.clone();
+        new.last_uid = next_uid - 1;
+        new.generation = old.generation + 1;
+        self.index.write_header(&new)?;
+        fault::point("import.after_reserve_header")?;
+        if self.durability() == Durability::Full {
+            self.index.sync()?;
+        }
+        fault::point("import.after_reserve_fsync")?;
+        drop(guard);
+        Ok(true)
+    }
+}
+
+impl Store {
+    /// Creates a mailbox whose UIDVALIDITY is `uidvalidity` (a source
+    /// store's). UIDVALIDITYs are unique per user (FORMAT.md §1,
+    /// `.uidvalidity`): the value must be above every one handed out for
+    /// `user` before, which then becomes the last handed out; otherwise
+    /// [`Error::UidValidityUsed`] and nothing is created. An importer
+    /// creates a user's mailboxes in increasing UIDVALIDITY order.
+    pub fn create_mailbox_with_uidvalidity(
+        &self,
+        user: &UserName,
+        name: &MailboxName,
+        uidvalidity: u32,
+    ) -> Result<()> {
+        if uidvalidity == 0 {
+            return Err(Error::UidPlan("UIDVALIDITY 0".into()));
+        }
+        self.create_mailbox_choosing(user, name, UidValidityChoice::Exactly(uidvalidity))
+    }
+
+    /// Creates a mailbox with a new UIDVALIDITY (as
+    /// [`Store::create_mailbox`]) that is not `avoid`: for a source's
+    /// messages imported under new UIDs, whose mailbox must never carry
+    /// the source's UIDVALIDITY. Returns the UIDVALIDITY.
+    pub fn create_mailbox_avoiding(
+        &self,
+        user: &UserName,
+        name: &MailboxName,
+        avoid: u32,
+    ) -> Result<u32> {
+        self.create_mailbox_choosing(user, name, UidValidityChoice::Avoiding(avoid))?;
+        let mut m = self.open_mailbox(user, name)?;
+        Ok(m.header()?.uidvalidity)
+    }
+}
+
+/// How [`Store`] picks the UIDVALIDITY of a mailbox it creates.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum UidValidityChoice {
+    /// The clock, above every value handed out before.
+    New,
+    /// As `New`, but never this value.
+    Avoiding(u32),
+    /// This value, which must be above every value handed out before.
+    Exactly(u32),
+}
+
+impl UidValidityChoice {
+    /// The value to hand out after `last` (the last one handed out) at
+    /// clock time `now`.
+    pub(crate) fn pick(self, last: u32, now: u32) -> Result<u32> {
+        let fresh = now.max(last.saturating_add(1));
+        match self {
+            UidValidityChoice::New => Ok(fresh),
+            UidValidityChoice::Avoiding(v) if fresh == v => {
+                fresh.checked_add(1).ok_or(Error::UidValidityUsed {
+                    wanted: u32::MAX,
+                    last,
+                })
+            }
+            UidValidityChoice::Avoiding(_) => Ok(fresh),
+            UidValidityChoice::Exactly(v) if v > last => Ok(v),
+            UidValidityChoice::Exactly(v) => Err(Error::UidValidityUsed { wanted: v, last }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_checks_order_against_last_uid() {
+        let p = |uids: &[u32]| UidPlan {
+            uids: Some(uids.to_vec()),
+            next_uid: None,
+        };
+        assert!(p(&[5, 7, 9]).check(4).is_ok());
+        assert!(matches!(
+            p(&[4, 7]).check(4),
+            Err(Error::UidTaken {
+                uid: 4,
+                last_uid: 4
+            })
+        ));
+        assert!(matches!(p(&[5, 5]).check(4), Err(Error::UidPlan(_))));
+        let zero = UidPlan {
+            uids: None,
+            next_uid: Some(0),
+        };
+        assert!(zero.check(0).is_err());
+    }
+
+    #[test]
+    fn uidvalidity_choice() {
+        assert_eq!(UidValidityChoice::New.pick(10, 5).unwrap(), 11);
+        assert_eq!(UidValidityChoice::New.pick(10, 50).unwrap(), 50);
+        assert_eq!(UidValidityChoice::Avoiding(50).pick(10, 50).unwrap(), 51);
+        assert_eq!(UidValidityChoice::Avoiding(11).pick(10, 5).unwrap(), 12);
+        assert_eq!(UidValidityChoice::Exactly(11).pick(10, 50).unwrap(), 11);
+        assert!(UidValidityChoice::Exactly(10).pick(10, 50).is_err());
+        assert!(
+            UidValidityChoice::Avoiding(u32::MAX)
+                .pick(u32::MAX - 1, 5)
+                .is_err()
+        );
+    }
+}
