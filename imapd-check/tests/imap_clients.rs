@@ -106,23 +106,6 @@ fn mbsync_setup(dir: &Path, spool: &Path, local: &Path) -> impl Fn() {
     }
 }
 
-fn imapflow_dir() -> PathBuf {
-    let flow_dir = std::env::var_os("IMAPFLOW_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            target_dir()
-                .parent()
-                .unwrap()
-                .join("node-clients/node_modules")
-        });
-    assert!(
-        flow_dir.join("imapflow").exists(),
-        "imapflow not found in {}: npm install --prefix target/node-clients imapflow@2",
-        flow_dir.display()
-    );
-    flow_dir
-}
-
 /// A new user's first login, before any delivery (issue 16): INBOX exists
 /// and each client opens it empty: imaplib and mbsync through the tunnel,
 /// imapflow over TCP with a password.

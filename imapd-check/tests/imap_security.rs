@@ -932,19 +932,7 @@ fn unauthenticated_client_cannot_send_a_big_literal() {
 /// while in IDLE.
 #[test]
 fn imapflow_over_tls_with_compress_and_idle() {
-    let flow_dir = std::env::var_os("IMAPFLOW_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            target_dir()
-                .parent()
-                .unwrap()
-                .join("node-clients/node_modules")
-        });
-    assert!(
-        flow_dir.join("imapflow").exists(),
-        "imapflow not found in {}: npm install --prefix target/node-clients imapflow@2",
-        flow_dir.display()
-    );
+    let flow_dir = imapflow_dir();
     let f = Fixture::new();
     let server = f.start("");
     let out = Command::new("node")
