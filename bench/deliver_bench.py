@@ -160,6 +160,9 @@ def main():
     ap.add_argument("--sieve-check", help="our sieve-check binary: with --sieve-script, adds the "
                     "LMTP cell of ours with that script active for the recipient")
     ap.add_argument("--sieve-script", help="the Sieve script of that cell (bench/deliver_bench.sieve)")
+    ap.add_argument("--sieve-control", action="store_true",
+                    help="one more cell: the same script with every fileinto into INBOX (the "
+                    "script's cost without the spreading over mailboxes)")
     a = ap.parse_args()
 
     concs = [int(c) for c in a.concurrency.split(",")]
@@ -235,6 +238,13 @@ def main():
         # mailbox the script files into exists before the timed runs (as
         # it would for a user who has had the script a while).
         sieve = bool(a.sieve_check and a.sieve_script)
+        control = sieve and a.sieve_control
+        if control:
+            import re
+            text = open(a.sieve_script).read()
+            control_script = os.path.join(a.dir, "control.sieve")
+            with open(control_script, "w") as f:
+                f.write(re.sub(r'fileinto :create "[^"]*"', 'fileinto :create "INBOX"', text))
         warm_sieve_file = os.path.join(a.dir, "warm-sieve.bin")
         write_messages(warm_sieve_file, make_messages(len(KINDS)))
 
@@ -305,6 +315,14 @@ def main():
                                     a.sieve_script, "--activate"], check=True, stdout=subprocess.DEVNULL)
                     load_rate(a.load, 1, warm_sieve_file, ["lmtp", "--socket", our_sock, "--rcpt", s_rcpt])
                     runs.insert(1, (("deliver", "LMTP+sieve", k), lambda: lmtp_rate(our_sock, k, s_rcpt)))
+                if control:
+                    c_user = f"lc{k}r{rep}"
+                    c_rcpt = f"{c_user}@example.org"
+                    warm_up(["process", a.deliver, "--spool", spool, "-d", c_user, "-f", SENDER, "--autocreate"])
+                    subprocess.run([a.sieve_check, "put", "--spool", spool, "-d", c_user, "bench",
+                                    control_script, "--activate"], check=True, stdout=subprocess.DEVNULL)
+                    load_rate(a.load, 1, warm_sieve_file, ["lmtp", "--socket", our_sock, "--rcpt", c_rcpt])
+                    runs.insert(2, (("deliver", "LMTP+sieve→INBOX", k), lambda: lmtp_rate(our_sock, k, c_rcpt)))
                 group(rep, runs)
                 check_ours(user, {"INBOX": a.n + 1})
                 if sieve:
@@ -313,6 +331,8 @@ def main():
                         want[box] = want.get(box, 0) + c
                     want["INBOX"] += 1  # the one-shot warm-up, before the script
                     check_ours(s_user, want)
+                if control:
+                    check_ours(c_user, {"INBOX": a.n + 1 + len(KINDS)})
                 if cyrus:
                     check_cyrus(user)
     finally:
@@ -371,6 +391,13 @@ def main():
             print(f"| LMTP | {k} | {rates(plain)} | {rates(filtered)} | {ratio(ratios)} |")
             summary.append({"mode": "LMTP+sieve", "k": k, "deliver": filtered, "no_script": plain,
                             "ratios": ratios})
+            if ("deliver", "LMTP+sieve→INBOX", k) in results:
+                c = results[("deliver", "LMTP+sieve→INBOX", k)]
+                cr = [x / p for x, p in zip(c, plain)]
+                print(f"| LMTP, control: the script filing into INBOX | {k} | {rates(plain)} | "
+                      f"{rates(c)} | {ratio(cr)} |")
+                summary.append({"mode": "LMTP+sieve-control", "k": k, "deliver": c,
+                                "no_script": plain, "ratios": cr})
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"n": a.n, "reps": a.reps, "results": summary}, f, indent=1)
