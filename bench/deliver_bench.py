@@ -33,14 +33,41 @@ import time
 SENDER = "bench-sender@example.org"
 
 
-def make_messages(n, size=4096):
-    """N distinct messages of about `size` bytes, LF line ends."""
+# What makes message i (by i % 10) match a rule of bench/deliver_bench.sieve,
+# and where that script files it: (From, extra header lines, mailbox,
+# flagged). Only the Sieve cell runs the script; the others store every
+# message in INBOX, whatever its headers.
+KINDS = [
+    (None, "X-Spam-Flag: YES\nX-Spam-Status: Yes, score=9.1\n", "Junk", False),
+    (None, "List-Id: Rust users <rust-users.lists.example.org>\n"
+           "List-Unsubscribe: <mailto:rust-users-leave@lists.example.org>\nPrecedence: list\n",
+     "Lists/rust-users", False),
+    (None, "List-Id: <debian-devel.lists.debian.org>\nPrecedence: list\n", "Lists/debian-devel", False),
+    ("GitHub <notifications@github.example.com>", "", "Notifications", False),
+    ("The Boss <boss@example.org>", "", "INBOX", True),
+] + [(None, "", "INBOX", False)] * 5
+
+
+def sieve_counts(first, n):
+    """Messages per mailbox that the script files messages first..first+n into."""
+    counts = {}
+    for i in range(first, first + n):
+        box = KINDS[i % len(KINDS)][2]
+        counts[box] = counts.get(box, 0) + 1
+    return counts
+
+
+def make_messages(n, size=4096, first=0):
+    """N distinct messages of about `size` bytes, LF line ends; message i
+    has the headers of KINDS[i % 10] (numbered from `first`)."""
     msgs = []
     filler = "The quick brown fox jumps over the lazy dog, again and again. 0123456789\n"
-    for i in range(n):
+    for i in range(first, first + n):
+        sender, extra, _, _ = KINDS[i % len(KINDS)]
         head = (
-            f"From: Bench Sender <{SENDER}>\n"
+            f"From: {sender or f'Bench Sender <{SENDER}>'}\n"
             f"To: bench@example.org\n"
+            f"{extra}"
             f"Subject: benchmark message {i}\n"
             f"Date: Sun, 22 Nov 2026 12:00:00 +0000\n"
             f"Message-ID: <bench.{i}.{os.getpid()}.{time.time_ns()}@example.org>\n"
@@ -130,6 +157,12 @@ def main():
     ap.add_argument("--cyrus-lmtp", help="the private Cyrus lmtpd's unix socket")
     ap.add_argument("--cyrdeliver", default="/usr/sbin/cyrdeliver", help="Cyrus deliver (Debian's name)")
     ap.add_argument("--cyrus-mbpath", default="/usr/lib/cyrus/bin/mbpath")
+    ap.add_argument("--sieve-check", help="our sieve-check binary: with --sieve-script, adds the "
+                    "LMTP cell of ours with that script active for the recipient")
+    ap.add_argument("--sieve-script", help="the Sieve script of that cell (bench/deliver_bench.sieve)")
+    ap.add_argument("--sieve-control", action="store_true",
+                    help="one more cell: the same script with every fileinto into INBOX (the "
+                    "script's cost without the spreading over mailboxes)")
     a = ap.parse_args()
 
     concs = [int(c) for c in a.concurrency.split(",")]
@@ -158,6 +191,19 @@ def main():
             n = len(msgs)
             io = f"   {(after[0] - before[0]) / n:5.2f} writes/msg {(after[1] - before[1]) / n:5.2f} flushes/msg"
         print(f"  {key[0]:<8} {key[1]:<18} x{key[2]}: {rate:8.1f}/s{io}", flush=True)
+
+    def count_files(user, mailbox):
+        """Message files (`UID.`) in one of our mailboxes (FORMAT.md 1)."""
+        d = os.path.join(spool, user, *mailbox.split("/"))
+        return sum(1 for f in os.listdir(d) if f.endswith(".") and f[:-1].isdigit())
+
+    def check_ours(user, expected):
+        """Every delivery landed where it should: `expected` maps each
+        mailbox to its message count (so the script did run, and file)."""
+        for box, want in expected.items():
+            got = count_files(user, box)
+            if got != want:
+                raise RuntimeError(f"our mailbox {user}/{box} holds {got} messages, expected {want}")
 
     def check_cyrus(user):
         """Every timed delivery must have landed: the warm-up plus N. Cyrus
@@ -188,6 +234,19 @@ def main():
 
         warm_file = os.path.join(a.dir, "warm.bin")
         write_messages(warm_file, [warm])
+        # The Sieve cell's warm-up: one message of each kind, so that every
+        # mailbox the script files into exists before the timed runs (as
+        # it would for a user who has had the script a while).
+        sieve = bool(a.sieve_check and a.sieve_script)
+        control = sieve and a.sieve_control
+        if control:
+            import re
+            text = open(a.sieve_script).read()
+            control_script = os.path.join(a.dir, "control.sieve")
+            with open(control_script, "w") as f:
+                f.write(re.sub(r'fileinto :create "[^"]*"', 'fileinto :create "INBOX"', text))
+        warm_sieve_file = os.path.join(a.dir, "warm-sieve.bin")
+        write_messages(warm_sieve_file, make_messages(len(KINDS)))
 
         def oneshot_rate(k, argv):
             return load_rate(a.load, k, msgs_file, ["process", *argv])
@@ -245,7 +304,35 @@ def main():
                 if cyrus:
                     warm_up(["lmtp", "--socket", a.cyrus_lmtp, "--rcpt", rcpt])  # autocreates the INBOX
                     runs.append((("cyrus", "LMTP", k), lambda: lmtp_rate(a.cyrus_lmtp, k, rcpt)))
+                if sieve:
+                    # Ours again, the same server and messages, with the
+                    # script active for this recipient (installed as a
+                    # postmaster would, with sieve-check).
+                    s_user = f"ls{k}r{rep}"
+                    s_rcpt = f"{s_user}@example.org"
+                    warm_up(["process", a.deliver, "--spool", spool, "-d", s_user, "-f", SENDER, "--autocreate"])
+                    subprocess.run([a.sieve_check, "put", "--spool", spool, "-d", s_user, "bench",
+                                    a.sieve_script, "--activate"], check=True, stdout=subprocess.DEVNULL)
+                    load_rate(a.load, 1, warm_sieve_file, ["lmtp", "--socket", our_sock, "--rcpt", s_rcpt])
+                    runs.insert(1, (("deliver", "LMTP+sieve", k), lambda: lmtp_rate(our_sock, k, s_rcpt)))
+                if control:
+                    c_user = f"lc{k}r{rep}"
+                    c_rcpt = f"{c_user}@example.org"
+                    warm_up(["process", a.deliver, "--spool", spool, "-d", c_user, "-f", SENDER, "--autocreate"])
+                    subprocess.run([a.sieve_check, "put", "--spool", spool, "-d", c_user, "bench",
+                                    control_script, "--activate"], check=True, stdout=subprocess.DEVNULL)
+                    load_rate(a.load, 1, warm_sieve_file, ["lmtp", "--socket", our_sock, "--rcpt", c_rcpt])
+                    runs.insert(2, (("deliver", "LMTP+sieve→INBOX", k), lambda: lmtp_rate(our_sock, k, c_rcpt)))
                 group(rep, runs)
+                check_ours(user, {"INBOX": a.n + 1})
+                if sieve:
+                    want = sieve_counts(0, len(KINDS))
+                    for box, c in sieve_counts(0, a.n).items():
+                        want[box] = want.get(box, 0) + c
+                    want["INBOX"] += 1  # the one-shot warm-up, before the script
+                    check_ours(s_user, want)
+                if control:
+                    check_ours(c_user, {"INBOX": a.n + 1 + len(KINDS)})
                 if cyrus:
                     check_cyrus(user)
     finally:
@@ -288,6 +375,29 @@ def main():
                 row["ratios" if system == "dovecot" else f"{system}_ratios"] = ratios
             print(f"| {label} | {k} | {rates(ours, bold=True)} | " + " | ".join(cols + ratio_cols) + " |")
             summary.append(row)
+    if any(key[1] == "LMTP+sieve" for key in results):
+        print()
+        print("Sieve at delivery: ours with bench/deliver_bench.sieve active for the recipient "
+              "against ours without a script, in the same groups; ratio: median of the groups' "
+              "ratios (with script / without) [min..max]")
+        print()
+        print("| path | concurrency | deliver, no script | deliver, 10-rule script | ratio |")
+        print("|---|---|---|---|---|")
+        for k in concs:
+            if ("deliver", "LMTP+sieve", k) not in results:
+                continue
+            plain, filtered = results[("deliver", "LMTP", k)], results[("deliver", "LMTP+sieve", k)]
+            ratios = [f / p for f, p in zip(filtered, plain)]
+            print(f"| LMTP | {k} | {rates(plain)} | {rates(filtered)} | {ratio(ratios)} |")
+            summary.append({"mode": "LMTP+sieve", "k": k, "deliver": filtered, "no_script": plain,
+                            "ratios": ratios})
+            if ("deliver", "LMTP+sieve→INBOX", k) in results:
+                c = results[("deliver", "LMTP+sieve→INBOX", k)]
+                cr = [x / p for x, p in zip(c, plain)]
+                print(f"| LMTP, control: the script filing into INBOX | {k} | {rates(plain)} | "
+                      f"{rates(c)} | {ratio(cr)} |")
+                summary.append({"mode": "LMTP+sieve-control", "k": k, "deliver": c,
+                                "no_script": plain, "ratios": cr})
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"n": a.n, "reps": a.reps, "results": summary}, f, indent=1)

@@ -10,6 +10,12 @@
 #                        directory on the disk you want to measure)
 #   BENCH_ONLY=pp|lmtp   run only the process-per-message or the LMTP cells
 #   BENCH_CYRUS=0        leave Cyrus out (default: measure it)
+#
+# The LMTP part also measures ours with a typical 10-rule Sieve script
+# (bench/deliver_bench.sieve) active for the recipient, in the same groups
+# as ours without one (issue 18: at least 95% of that throughput).
+#   BENCH_SIEVE_CONTROL=1  adds a cell with that script's fileintos all
+#                        into INBOX (its cost without spreading the mail)
 #   BENCH_FS=ext4-journal  run on a fresh ext4 with the default journal: an
 #                        8 GiB image file on BENCH_DIR's disk (default
 #                        /var/tmp), attached with losetup --direct-io=on and
@@ -107,6 +113,8 @@ cy=$work/cyrus
 
 # Binaries where the unprivileged user can run them (/work may be closed).
 install -m 0755 "$bin_dir/deliver" "$work/deliver"
+install -m 0755 "$bin_dir/sieve-check" "$work/sieve-check"
+install -m 0644 bench/deliver_bench.sieve "$work/deliver_bench.sieve"
 install -m 0644 bench/deliver_bench.py "$work/deliver_bench.py"
 install -m 0755 target/release/deliver-load "$work/deliver-load"
 mkdir -p "$work/data"
@@ -232,7 +240,9 @@ echo "== throughput (N=$N, REPS=$REPS, dir $work)"
 runuser -u "$BENCH_USER" -- python3 "$work/deliver_bench.py" \
     --dir "$work/data" --deliver "$work/deliver" --lda-conf "$work/lda.conf" \
     --dovecot-lmtp "$work/dovecot-lmtp.sock" -n "$N" --reps "$REPS" \
-    --only "${BENCH_ONLY:-}" --load "$work/deliver-load" ${cyrus_args[@]+"${cyrus_args[@]}"}
+    --only "${BENCH_ONLY:-}" --load "$work/deliver-load" ${cyrus_args[@]+"${cyrus_args[@]}"} \
+    --sieve-check "$work/sieve-check" --sieve-script "$work/deliver_bench.sieve" \
+    ${BENCH_SIEVE_CONTROL:+--sieve-control}
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 

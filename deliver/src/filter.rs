@@ -41,6 +41,9 @@ pub struct Append {
     pub target: Target,
     pub flags: Flags,
     pub keywords: Vec<String>,
+    /// The mailbox is created when the append finds it missing
+    /// (`fileinto :create`, or `--autocreate`); planning does not look.
+    pub create: bool,
 }
 
 /// What a script decided for one recipient.
@@ -54,11 +57,52 @@ pub enum Plan {
     Discard,
 }
 
-/// A compiled script with the mtime, size and content hash it was compiled from.
-type Cached = (i64, u64, u64, Arc<Script>);
+/// A compiled script with what it was compiled from.
+struct Cached {
+    /// Device, inode, size, mtime and ctime (ns) of the file when read.
+    stamp: Stamp,
+    /// Hash of the source.
+    hash: u64,
+    /// When the file was read (ns since the epoch, taken before the read).
+    read_at: i128,
+    script: Arc<Script>,
+}
 
-/// Compiled scripts by path, reused while mtime, size and content hash
-/// stay the same (an LMTP server compiles a script once).
+/// What identifies one version of a script file without reading it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i128,
+    ctime: i128,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        let ns = |s: i64, n: i64| s as i128 * 1_000_000_000 + n as i128;
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime: ns(meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// How much older than the read a file's ctime must be for its stamp
+/// alone to prove it unchanged: well above any filesystem's timestamp
+/// granularity (ext4 takes the coarse clock, ticks of a few ms).
+const STAMP_MARGIN_NS: i128 = 2_000_000_000;
+
+/// Compiled scripts by path (an LMTP server compiles a script once).
+/// A cached script is reused without reading the file again while its
+/// device, inode, size, mtime and ctime stay the same and its ctime was
+/// already [`STAMP_MARGIN_NS`] old when it was read: any later write or
+/// replacement (a rename gives a new inode) changes ctime to a later
+/// tick. A file changed too recently for that is read again and its
+/// content hash compared, as Git does with "racily clean" files.
 #[derive(Default)]
 pub struct ScriptCache {
     map: Mutex<HashMap<PathBuf, Cached>>,
@@ -107,17 +151,33 @@ impl ScriptCache {
     pub fn load(&self, path: &Path) -> Result<Arc<Script>, String> {
         let meta =
             std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let stamp = Stamp::of(&meta);
+        if meta.is_file() {
+            let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = map.get(path)
+                && c.stamp == stamp
+                && stamp.ctime < c.read_at - STAMP_MARGIN_NS
+            {
+                return Ok(c.script.clone());
+            }
+        }
+        let read_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
         let src =
             read_bounded(path, MAX_SCRIPT_FILE).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         src.hash(&mut h);
         let hash = h.finish();
-        let (mtime, size) = (meta.mtime(), meta.size());
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((m, s, hh, script)) = map.get(path)
-            && (*m, *s, *hh) == (mtime, size, hash)
+        if let Some(c) = map.get_mut(path)
+            && (c.stamp.size, c.hash) == (stamp.size, hash)
         {
-            return Ok(script.clone());
+            // Same content: remember the new stamp, so the next hit
+            // need not read the file.
+            c.stamp = stamp;
+            c.read_at = read_at;
+            return Ok(c.script.clone());
         }
         let text = String::from_utf8(src).map_err(|_| format!("{}: not UTF-8", path.display()))?;
         let script = Arc::new(
@@ -127,7 +187,15 @@ impl ScriptCache {
         if map.len() > 10_000 {
             map.clear();
         }
-        map.insert(path.to_path_buf(), (mtime, size, hash, script.clone()));
+        map.insert(
+            path.to_path_buf(),
+            Cached {
+                stamp,
+                hash,
+                read_at,
+                script: script.clone(),
+            },
+        );
         Ok(script)
     }
 }
@@ -215,6 +283,7 @@ pub fn filter_and_store(
     settings: &Settings,
     group: Option<&crate::group::GroupCommit>,
     cache: &ScriptCache,
+    script: &ActiveScript,
     target: &Target,
     message: &[u8],
     sender: Option<&str>,
@@ -222,7 +291,7 @@ pub fn filter_and_store(
     sent_date: i64,
     message_id: Option<&str>,
 ) -> Result<Done, Failure> {
-    let p = plan(settings, cache, target, message, sender, recipient)?;
+    let p = plan(settings, cache, script, target, message, sender, recipient)?;
     let user = &target.user;
     // Redirects first: a failure defers the whole delivery before
     // anything is stored, and the retry does not send one twice.
@@ -355,6 +424,7 @@ fn record_duplicates(store: &Store, user: &UserName, marks: &[sieve::DuplicateMa
 pub fn plan(
     settings: &Settings,
     cache: &ScriptCache,
+    script: &ActiveScript,
     default: &Target,
     message: &[u8],
     sender: Option<&str>,
@@ -382,17 +452,17 @@ pub fn plan(
             target: default.clone(),
             flags: settings.flags,
             keywords: settings.keywords.clone(),
+            create: false,
         }])
     };
-    let path = match active_script_path(&settings.store, user) {
-        Ok(Some(p)) => p,
-        Ok(None) => return Ok(planned(keep())),
+    let path = match script {
+        Ok(p) => p,
         Err(e) => {
             tracing::warn!(user = %user, "sieve: {e}; implicit keep");
             return Ok(planned(keep()));
         }
     };
-    let script = match cache.load(&path) {
+    let script = match cache.load(path) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(user = %user, "sieve: script not used: {e}; implicit keep");
@@ -487,7 +557,7 @@ fn to_plan(
     let can_send = settings.sendmail.is_some();
     let user = &default.user;
     let mut out: Vec<Append> = Vec::new();
-    let add = |out: &mut Vec<Append>, target: Target, list: &[String]| {
+    let add = |out: &mut Vec<Append>, target: Target, list: &[String], create: bool| {
         let (mut flags, mut keywords) = convert_flags(user, list);
         flags = flags.union(settings.flags);
         for k in &settings.keywords {
@@ -497,6 +567,7 @@ fn to_plan(
         }
         match out.iter_mut().find(|a| a.target == target) {
             Some(a) => {
+                a.create |= create;
                 a.flags = a.flags.union(flags);
                 for k in keywords {
                     if !a.keywords.contains(&k) {
@@ -508,6 +579,7 @@ fn to_plan(
                 target,
                 flags,
                 keywords,
+                create,
             }),
         }
     };
@@ -515,25 +587,23 @@ fn to_plan(
     for a in actions {
         match a {
             Action::Reject { reason, .. } => reject = Some(reason.clone()),
-            Action::Keep { flags } => add(&mut out, default.clone(), flags),
+            Action::Keep { flags } => add(&mut out, default.clone(), flags, false),
             Action::FileInto {
                 mailbox,
                 flags,
                 create,
             } => {
+                let create = *create || settings.autocreate;
                 let target = match MailboxName::new(mailbox) {
+                    // Created, if missing, when the append opens it
+                    // (`execute`): no lookup here for the usual case.
+                    Ok(name) if create => Some(name),
                     Ok(name) => {
                         let exists = settings
                             .store
                             .mailbox_exists(user, &name)
                             .map_err(|e| from_storage(&e))?;
                         if exists {
-                            Some(name)
-                        } else if *create || settings.autocreate {
-                            settings
-                                .store
-                                .ensure_mailbox(user, &name)
-                                .map_err(|e| from_storage(&e))?;
                             Some(name)
                         } else {
                             tracing::warn!(user = %user, mailbox = %mailbox, "sieve: fileinto: mailbox does not exist; kept in the default mailbox");
@@ -552,7 +622,7 @@ fn to_plan(
                         mailbox,
                     },
                 );
-                add(&mut out, target, flags);
+                add(&mut out, target, flags, create);
             }
             Action::Redirect { address, .. } => {
                 if !can_send {
@@ -575,7 +645,7 @@ fn to_plan(
         }
     }
     if out.is_empty() && redirected {
-        add(&mut out, default.clone(), &[]);
+        add(&mut out, default.clone(), &[], false);
     }
     let plan = if let Some(r) = reject {
         Plan::Reject(r)
@@ -630,10 +700,15 @@ pub fn execute(
     };
     let mut done = Vec::with_capacity(appends.len());
     for a in appends {
-        let mut mbox = settings
-            .store
-            .open_mailbox(&a.target.user, &a.target.mailbox)
-            .map_err(|e| from_storage(&e))?;
+        let store = &settings.store;
+        let (user, name) = (&a.target.user, &a.target.mailbox);
+        let mut mbox = match store.open_mailbox(user, name) {
+            Err(storage::Error::NoSuchMailbox(_)) if a.create => store
+                .ensure_mailbox(user, name)
+                .and_then(|_| store.open_mailbox(user, name)),
+            r => r,
+        }
+        .map_err(|e| from_storage(&e))?;
         let mut opts = settings.append_options();
         opts.flags = a.flags;
         opts.keywords = a.keywords.clone();
@@ -668,10 +743,14 @@ pub fn execute(
     Ok(Done::Stored(done))
 }
 
-/// Whether `user` has an active script (an unreadable `active` file counts:
-/// [`plan`] then logs why and keeps the message).
-pub fn has_active_script(store: &Store, user: &UserName) -> bool {
-    !matches!(active_script_path(store, user), Ok(None))
+/// A user's active script as `.sieve/active` names it, read once per
+/// delivery: its path, or why `active` cannot be used ([`plan`] then logs
+/// that and keeps the message).
+pub type ActiveScript = Result<PathBuf, String>;
+
+/// `user`'s active script; `None` when they have none.
+pub fn active_script(store: &Store, user: &UserName) -> Option<ActiveScript> {
+    active_script_path(store, user).transpose()
 }
 
 /// One-shot delivery through the user's active script: the normalized
@@ -682,6 +761,7 @@ pub fn has_active_script(store: &Store, user: &UserName) -> bool {
 pub fn deliver_one_shot(
     settings: &Settings,
     cache: &ScriptCache,
+    script: &ActiveScript,
     target: &Target,
     input: impl Read,
     sender: Option<&str>,
@@ -729,6 +809,7 @@ pub fn deliver_one_shot(
         settings,
         None,
         cache,
+        script,
         target,
         &message,
         sender,

@@ -48,12 +48,18 @@ const MAX_RCPTS: usize = 1000;
 const MEM_LIMIT: usize = 1 << 20;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The host's name, read once per process (Sieve's `environment` and
+/// vacation ask for it on every delivery).
 pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "localhost".into())
+    })
+    .clone()
 }
 
 fn io_failure(what: &str, e: io::Error) -> Failure {
@@ -577,8 +583,8 @@ impl<R: Read, W: Write> Session<'_, R, W> {
         use crate::filter;
         let s = &self.ctx.settings;
         let mut handled = vec![false; rcpts.len()];
-        let with_script: Vec<usize> = (0..rcpts.len())
-            .filter(|&i| filter::has_active_script(&s.store, &rcpts[i].target.user))
+        let with_script: Vec<(usize, filter::ActiveScript)> = (0..rcpts.len())
+            .filter_map(|i| Some((i, filter::active_script(&s.store, &rcpts[i].target.user)?)))
             .collect();
         if with_script.is_empty() {
             return handled;
@@ -586,9 +592,9 @@ impl<R: Read, W: Write> Session<'_, R, W> {
         let mut message = Vec::new();
         let limit = filter::MAX_FILTERED_MESSAGE as u64;
         if let Err(e) = body.reader().take(limit + 1).read_to_end(&mut message) {
-            for &i in &with_script {
-                handled[i] = true;
-                replies[i] = io_failure("read spooled message", e.kind().into()).reply();
+            for (i, _) in &with_script {
+                handled[*i] = true;
+                replies[*i] = io_failure("read spooled message", e.kind().into()).reply();
             }
             return handled;
         }
@@ -596,13 +602,14 @@ impl<R: Read, W: Write> Session<'_, R, W> {
             tracing::warn!("sieve: message larger than {limit} bytes, not filtered; implicit keep");
             return handled;
         }
-        for i in with_script {
+        for (i, script) in with_script {
             handled[i] = true;
             let r = &rcpts[i];
             let result = filter::filter_and_store(
                 s,
                 Some(&self.ctx.group),
                 &self.ctx.scripts,
+                &script,
                 &r.target,
                 &message,
                 sender,

@@ -473,11 +473,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let detail = cli.recipient.as_deref().and_then(delivery::address_detail);
     let target = settings.resolve(&user, cli.mailbox.as_deref(), detail)?;
     let stdin = std::io::stdin().lock();
-    if filter::has_active_script(&settings.store, &target.user) {
+    if let Some(script) = filter::active_script(&settings.store, &target.user) {
         let cache = filter::ScriptCache::default();
         return filter::deliver_one_shot(
             &settings,
             &cache,
+            &script,
             &target,
             stdin,
             cli.sender.as_deref(),

@@ -306,6 +306,13 @@ pub struct Script {
 }
 
 impl Script {
+    /// Whether running the script may look at the message body: it
+    /// requires `body` (RFC 5173), or `include` (RFC 6609), whose scripts
+    /// may.
+    pub fn needs_body(&self) -> bool {
+        self.extensions.contains(&Extension::Body) || self.extensions.contains(&Extension::Include)
+    }
+
     /// Parses and validates a script.
     pub fn compile(src: &str) -> Result<Script, Error> {
         let raw = parse::parse(src)?;

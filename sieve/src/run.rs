@@ -1158,7 +1158,17 @@ impl Script {
         opts: &RunOptions,
         host: &dyn Host,
     ) -> Outcome {
-        let Some(message) = mail_parser::MessageParser::default().parse(raw) else {
+        // Only the body test (and an included script, which may use it)
+        // looks past the header: others get the header alone parsed, the
+        // same header fields at the same offsets, without decoding every
+        // body part.
+        let parser = mail_parser::MessageParser::default();
+        let parsed = if self.needs_body() {
+            parser.parse(raw)
+        } else {
+            parser.parse_headers(raw)
+        };
+        let Some(message) = parsed else {
             return Outcome {
                 actions: vec![Action::Keep { flags: Vec::new() }],
                 implicit_keep: true,
