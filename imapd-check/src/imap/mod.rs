@@ -1,7 +1,9 @@
-//! `imapd-check serve`: an IMAP4rev1 and IMAP4rev2 server over the store, with IDLE,
-//! UIDPLUS, MOVE, UNSELECT, ENABLE, CONDSTORE, STARTTLS and
-//! COMPRESS=DEFLATE. Commands are parsed with imap-codec; sessions are
-//! `storage::session::SessionView`s.
+//! `imapd-check serve`: an IMAP4rev1 and IMAP4rev2 server over the store,
+//! with the capabilities docs/OPERATIONS.md §6 lists (IDLE, UIDPLUS, MOVE,
+//! CONDSTORE/QRESYNC, the mailbox, search and BINARY extensions, STARTTLS,
+//! COMPRESS=DEFLATE ...). Commands are parsed with imap-codec (and, for
+//! what it does not take, `extparse`, `rewrite` and `esearch`); sessions
+//! are `storage::session::SessionView`s.
 //!
 //! Two ways to run it: preauthenticated on stdin/stdout (`--stdio`, for
 //! tunnels: mutt, mbsync `Tunnel`, imaplib `IMAP4_stream`) and on TCP
