@@ -19,7 +19,10 @@ use std::sync::{Arc, Mutex};
 
 use blake2::digest::consts::U16;
 use blake2::{Blake2b, Digest};
-use sieve::layout::{ACTIVE_FILE, MAX_SCRIPT_FILE, SIEVE_DIR, script_file, valid_script_name};
+use sieve::layout::{
+    ACTIVE_FILE, MAX_ACTIVE_FILE, MAX_SCRIPT_FILE, SIEVE_DIR, active_name, script_file,
+    valid_script_name,
+};
 use sieve::{Action, Envelope, Host, RunOptions, Script};
 use storage::dedup::Key;
 use storage::{Flags, MailboxName, Store, UserName};
@@ -111,14 +114,16 @@ pub struct ScriptCache {
 /// The path of `user`'s active script, when they have one.
 pub fn active_script_path(store: &Store, user: &UserName) -> Result<Option<PathBuf>, String> {
     let dir = store.root().join(user.encoded()).join(SIEVE_DIR);
-    let name = match read_bounded(&dir.join(ACTIVE_FILE), 256) {
-        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+    // One open (ENOENT without a script) on every delivery's path, so
+    // not `storage::scriptdir::ScriptDir`, which opens each level.
+    let name = match read_bounded(&dir.join(ACTIVE_FILE), MAX_ACTIVE_FILE) {
+        Ok(b) => match active_name(&b) {
+            Some(n) => n,
+            None => return Ok(None),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: {e}", dir.join(ACTIVE_FILE).display())),
     };
-    if name.is_empty() {
-        return Ok(None);
-    }
     if !valid_script_name(&name) {
         return Err(format!("invalid active script name {name:?}"));
     }

@@ -18,6 +18,17 @@ pub fn valid_script_name(n: &str) -> bool {
         && !n.chars().any(|c| c == '/' || c.is_control())
 }
 
+/// Largest `active` file read: a script name (at most 128 bytes) and a
+/// line end, with room to spare.
+pub const MAX_ACTIVE_FILE: u64 = 256;
+
+/// The active script's name from the `active` file's content: the line
+/// trimmed; `None` when empty (no script is active). Every reader of the
+/// file (`deliver`, `sieve-check`, ManageSieve) goes through this.
+pub fn active_name(content: &[u8]) -> Option<String> {
+    Some(String::from_utf8_lossy(content).trim().to_string()).filter(|s| !s.is_empty())
+}
+
 /// The file name of script `name`.
 pub fn script_file(name: &str) -> String {
     format!("{name}.{EXTENSION}")
@@ -26,6 +37,13 @@ pub fn script_file(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn active_file_content() {
+        assert_eq!(active_name(b"main\n").as_deref(), Some("main"));
+        assert_eq!(active_name(b" \n"), None);
+        assert_eq!(active_name(b""), None);
+    }
 
     #[test]
     fn names() {

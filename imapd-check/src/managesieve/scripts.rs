@@ -11,7 +11,9 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use sieve::layout::{ACTIVE_FILE, EXTENSION, MAX_SCRIPT_FILE, SIEVE_DIR, script_file};
+use sieve::layout::{
+    ACTIVE_FILE, EXTENSION, MAX_ACTIVE_FILE, MAX_SCRIPT_FILE, SIEVE_DIR, active_name, script_file,
+};
 use storage::scriptdir::ScriptDir;
 
 use super::config::ManageSieveConfig;
@@ -71,9 +73,8 @@ impl Scripts {
 
     fn active_in(dir: &ScriptDir) -> Result<Option<String>, ScriptError> {
         Ok(dir
-            .read(ACTIVE_FILE, 256)?
-            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-            .filter(|s| !s.is_empty()))
+            .read(ACTIVE_FILE, MAX_ACTIVE_FILE)?
+            .and_then(|b| active_name(&b)))
     }
 
     /// Script names (sorted) and their sizes.

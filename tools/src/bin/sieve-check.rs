@@ -14,7 +14,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use sieve::layout::{
-    ACTIVE_FILE, EXTENSION, MAX_SCRIPT_FILE, SIEVE_DIR, script_file, valid_script_name,
+    self, ACTIVE_FILE, EXTENSION, MAX_ACTIVE_FILE, MAX_SCRIPT_FILE, SIEVE_DIR, script_file,
+    valid_script_name,
 };
 use sieve::{Action, Envelope, Host, RunOptions, Script};
 use storage::UserName;
@@ -187,12 +188,26 @@ fn sieve_dir(u: &UserArgs) -> Result<PathBuf, Fail> {
     Ok(home.join(SIEVE_DIR))
 }
 
+/// The active script's name: `active` read bounded and without following
+/// a symlink, as every other reader does (`sieve::layout::active_name`).
 fn active_name(dir: &Path) -> Result<Option<String>, Fail> {
-    match std::fs::read_to_string(dir.join(ACTIVE_FILE)) {
-        Ok(s) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io(&dir.join(ACTIVE_FILE), e)),
-    }
+    let fail = |e: storage::Error| Fail(2, format!("{}: {e}", dir.join(ACTIVE_FILE).display()));
+    let Some(scripts) = script_dir(dir, false).map_err(fail)? else {
+        return Ok(None);
+    };
+    Ok(scripts
+        .read(ACTIVE_FILE, MAX_ACTIVE_FILE)
+        .map_err(fail)?
+        .and_then(|b| layout::active_name(&b)))
+}
+
+/// `dir` (SPOOL/USER/.sieve, from `sieve_dir`) as the store's script
+/// directory: nothing below the spool followed if it is a symlink.
+fn script_dir(dir: &Path, create: bool) -> storage::Result<Option<storage::scriptdir::ScriptDir>> {
+    let home = dir.parent().unwrap_or(Path::new("."));
+    let spool = home.parent().unwrap_or(Path::new("."));
+    let user = home.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    storage::scriptdir::ScriptDir::open(spool, user, SIEVE_DIR, create)
 }
 
 fn check_name(name: &str) -> Result<(), Fail> {
@@ -207,11 +222,7 @@ fn check_name(name: &str) -> Result<(), Fail> {
 /// file, fsync, rename, directory fsync; symlinks never followed).
 fn replace_file(dir: &Path, name: &str, data: &[u8]) -> Result<(), Fail> {
     let fail = |e: storage::Error| Fail(2, format!("{}: {e}", dir.join(name).display()));
-    // `dir` is SPOOL/USER/.sieve (sieve_dir).
-    let home = dir.parent().unwrap_or(Path::new("."));
-    let spool = home.parent().unwrap_or(Path::new("."));
-    let user = home.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let scripts = storage::scriptdir::ScriptDir::open(spool, user, SIEVE_DIR, true)
+    let scripts = script_dir(dir, true)
         .map_err(fail)?
         .ok_or_else(|| Fail(2, format!("{}: cannot create", dir.display())))?;
     scripts.replace(name, data).map_err(fail)
