@@ -97,6 +97,10 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// The ManageSieve listener and its quotas (`imapd.managesieve_*`).
     pub managesieve: crate::managesieve::config::ManageSieveConfig,
+    /// The store's own keys from the same file (`quota`, `quota.USER`),
+    /// read once at start like the rest (the file given with `--config`,
+    /// not only the default one).
+    pub store: Config,
 }
 
 impl Default for ServerConfig {
@@ -129,6 +133,7 @@ impl Default for ServerConfig {
             compress: true,
             limits: Limits::default(),
             managesieve: Default::default(),
+            store: Config::default(),
         }
     }
 }
@@ -193,7 +198,10 @@ pub(crate) fn size(v: &str) -> Result<u64, String> {
 impl ServerConfig {
     /// The `imapd.*` keys of `c` over the defaults.
     pub fn from_store_config(c: &Config) -> Result<ServerConfig, ConfigError> {
-        let mut s = ServerConfig::default();
+        let mut s = ServerConfig {
+            store: c.clone(),
+            ..ServerConfig::default()
+        };
         let origin = c
             .path
             .as_ref()

@@ -483,17 +483,11 @@ impl Session {
         Ok(n)
     }
 
-    /// The user's limit from the store's config (`quota`, `quota.USER`)
-    /// with the current usage; `None` when unlimited.
+    /// The user's limit from the store's config (`quota`, `quota.USER`,
+    /// read at start with the server's config) with the current usage;
+    /// `None` when unlimited.
     pub(super) fn quota(&self, user: &UserName) -> Result<Option<storage::transfer::Quota>, Fail> {
-        let config = match storage::config::Config::load() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("quota not checked: {e}");
-                return Ok(None);
-            }
-        };
-        match config.quota_for(user.as_str()) {
+        match self.cfg.store.quota_for(user.as_str()) {
             None => Ok(None),
             Some(limit) => Ok(Some(storage::transfer::Quota {
                 used: self.store.usage(user)?,
