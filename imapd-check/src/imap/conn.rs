@@ -678,7 +678,7 @@ impl Session {
             CommandBody::Lsub {
                 reference,
                 mailbox_wildcard,
-            } => self.list(&reference, &list_pattern(&mailbox_wildcard), true),
+            } => self.lsub(&reference, &list_pattern(&mailbox_wildcard)),
             CommandBody::Status {
                 mailbox,
                 item_names,

@@ -69,12 +69,7 @@ impl Session {
         // RFC 3501 6.3.8 / RFC 5258 §3: an empty pattern asks for the
         // hierarchy delimiter and the root of the reference.
         if cmd.patterns.iter().all(|p| p.is_empty()) {
-            // The root is the reference's first level with the delimiter
-            // (`a/b` gives `a/`), or "".
-            let root = reference.find('/').map_or("", |i| &reference[..=i]);
-            self.buf.extend_from_slice(b"* LIST (\\Noselect) \"/\" ");
-            wire::mailbox(&mut self.buf, root);
-            self.buf.extend_from_slice(b"\r\n");
+            self.write_root("LIST", &reference);
             return ok("LIST completed");
         }
         let patterns: Vec<String> = cmd

@@ -306,58 +306,49 @@ impl Session {
         })
     }
 
-    pub(super) fn list(
-        &mut self,
-        reference: &WireMailbox,
-        pattern: &[u8],
-        lsub: bool,
-    ) -> Result<Done, Fail> {
+    /// `* WHAT (\Noselect) "/" root` for an empty pattern (RFC 3501
+    /// 6.3.8): the hierarchy delimiter and the root name of the reference
+    /// (its first level with the delimiter, or "").
+    pub(super) fn write_root(&mut self, what: &str, reference: &str) {
+        let root = reference.find('/').map_or("", |i| &reference[..=i]);
+        self.buf
+            .extend_from_slice(format!("* {what} (\\Noselect) \"/\" ").as_bytes());
+        wire::mailbox(&mut self.buf, root);
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
+    /// LSUB (RFC 3501 6.3.9); LIST in all its forms is `list_extended`.
+    pub(super) fn lsub(&mut self, reference: &WireMailbox, pattern: &[u8]) -> Result<Done, Fail> {
         let user = self.user()?;
-        let what = if lsub { "LSUB" } else { "LIST" };
         let reference = match reference {
             WireMailbox::Inbox => "INBOX".to_string(),
             WireMailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
         };
         let pattern = String::from_utf8_lossy(pattern).into_owned();
         if pattern.is_empty() {
-            // RFC 3501 6.3.8: the hierarchy delimiter and the root name of
-            // the reference (its first level with the delimiter, or "").
-            let root = reference.find('/').map_or("", |i| &reference[..=i]);
-            self.buf
-                .extend_from_slice(format!("* {what} (\\Noselect) \"/\" ").as_bytes());
-            wire::mailbox(&mut self.buf, root);
-            self.buf.extend_from_slice(b"\r\n");
-            return ok(&format!("{what} completed"));
+            self.write_root("LSUB", &reference);
+            return ok("LSUB completed");
         }
         let full = canonical_pattern(&format!("{reference}{pattern}"));
         let (boxes, all) = self.mailbox_tree(&user)?;
-        let subs = if lsub {
-            self.subscriptions(&user)?
-        } else {
-            BTreeSet::new()
-        };
+        let subs = self.subscriptions(&user)?;
         // RFC 3501 6.3.9: with `%`, an unsubscribed parent of a subscribed
         // name the pattern stops above is listed, as \Noselect.
-        let mut lsub_parents = BTreeSet::new();
-        if lsub {
-            for sub in &subs {
-                if wildcard(full.as_bytes(), sub.as_bytes()) {
-                    continue;
+        let mut parents = BTreeSet::new();
+        for sub in &subs {
+            if wildcard(full.as_bytes(), sub.as_bytes()) {
+                continue;
+            }
+            let mut p = sub.as_str();
+            while let Some((parent, _)) = p.rsplit_once('/') {
+                if !subs.contains(parent) && wildcard(full.as_bytes(), parent.as_bytes()) {
+                    parents.insert(parent.to_string());
                 }
-                let mut p = sub.as_str();
-                while let Some((parent, _)) = p.rsplit_once('/') {
-                    if !subs.contains(parent) && wildcard(full.as_bytes(), parent.as_bytes()) {
-                        lsub_parents.insert(parent.to_string());
-                    }
-                    p = parent;
-                }
+                p = parent;
             }
         }
-        let names: BTreeSet<&String> = if lsub {
-            subs.iter().chain(&lsub_parents).collect()
-        } else {
-            all.iter().collect()
-        };
+        // One sorted list of both.
+        let names: BTreeSet<&String> = subs.iter().chain(&parents).collect();
         for name in names {
             if !wildcard(full.as_bytes(), name.as_bytes()) {
                 continue;
@@ -368,7 +359,7 @@ impl Session {
                     && o.as_bytes()[name.len()] == b'/'
             });
             let mut attrs = Vec::new();
-            if !boxes.contains(name) || lsub_parents.contains(name) {
+            if !boxes.contains(name) || parents.contains(name) {
                 attrs.push("\\Noselect");
             }
             attrs.push(if children {
@@ -377,11 +368,11 @@ impl Session {
                 "\\HasNoChildren"
             });
             self.buf
-                .extend_from_slice(format!("* {what} ({}) \"/\" ", attrs.join(" ")).as_bytes());
+                .extend_from_slice(format!("* LSUB ({}) \"/\" ", attrs.join(" ")).as_bytes());
             wire::mailbox(&mut self.buf, name);
             self.buf.extend_from_slice(b"\r\n");
         }
-        ok(&format!("{what} completed"))
+        ok("LSUB completed")
     }
 
     pub(super) fn status(
