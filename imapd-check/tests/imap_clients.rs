@@ -219,14 +219,9 @@ fn mbsync_syncs_both_ways_through_tunnel() {
     require("mbsync", "apt-get install isync");
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let store = seed_store(&spool, "alice");
+    let store = seed_messages(&spool, "alice", 3);
     let user = UserName::new("alice").unwrap();
     let mut inbox = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
-    for i in 0..3 {
-        inbox
-            .append(&message(i)[..], AppendOptions::default())
-            .unwrap();
-    }
     store
         .create_mailbox(&user, &MailboxName::new("Work").unwrap())
         .unwrap();

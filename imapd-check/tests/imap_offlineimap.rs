@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use imap_common::{Client, IMAPD, flags, message, seed_store};
+use imap_common::{Client, IMAPD, flags, message, seed_messages};
 use storage::{AppendOptions, MailboxName, UserName};
 
 /// Message-ID -> sorted IMAP flags.
@@ -141,14 +141,9 @@ fn maildir_file(folder: &Path, id: &str) -> PathBuf {
 fn offlineimap_syncs_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let store = seed_store(&spool, "alice");
+    let store = seed_messages(&spool, "alice", 4);
     let user = UserName::new("alice").unwrap();
     let mut inbox = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
-    for i in 0..4 {
-        inbox
-            .append(&message(i)[..], AppendOptions::default())
-            .unwrap();
-    }
     store
         .create_mailbox(&user, &MailboxName::new("Work").unwrap())
         .unwrap();
