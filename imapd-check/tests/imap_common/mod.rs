@@ -175,22 +175,29 @@ pub struct TcpServer {
 }
 
 impl TcpServer {
+    /// The server with the config the environment names (MAILSTORE_CONFIG).
     pub fn start(spool: &Path, passwd: &Path) -> TcpServer {
-        Self::start_configured(spool, passwd, "")
+        Self::spawn(spool, passwd, None)
     }
 
     /// Like `start`, with `config` (lines of `imapd.*` keys, OPERATIONS.md
-    /// §6a) in a config file beside the spool.
+    /// §6a) in a config file beside the spool, given with `--config`.
     pub fn start_configured(spool: &Path, passwd: &Path, config: &str) -> TcpServer {
         let conf = spool.with_extension("imapd.conf");
         std::fs::write(&conf, config).unwrap();
-        let mut server = Command::new(IMAPD)
-            .args(["serve", "--listen", "127.0.0.1:0", "--passwd"])
+        Self::spawn(spool, passwd, Some(&conf))
+    }
+
+    fn spawn(spool: &Path, passwd: &Path, conf: Option<&Path>) -> TcpServer {
+        let mut cmd = Command::new(IMAPD);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--passwd"])
             .arg(passwd)
             .arg("--spool")
-            .arg(spool)
-            .arg("--config")
-            .arg(&conf)
+            .arg(spool);
+        if let Some(c) = conf {
+            cmd.arg("--config").arg(c);
+        }
+        let mut server = cmd
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn imapd-check serve --listen");
