@@ -63,6 +63,9 @@ pub struct FolderReport {
     pub renumbered: usize,
     /// Here already (an earlier run).
     pub already_here: usize,
+    /// Of those here already under the source's UID: how many took the
+    /// source's flags and keywords, changed there since the earlier run.
+    pub flags_updated: usize,
     pub bytes: u64,
     /// Not imported (refused folder, unreadable file, ...), with why.
     pub refused: Option<String>,
@@ -155,9 +158,13 @@ pub fn import_account(
             source_uidvalidity: f.uidvalidity,
             source_uidnext: f.next_uid,
             warnings: f.problems.clone(),
+            skipped: f.skipped.clone(),
+            refused: f.refused.clone(),
             ..Default::default()
         };
-        if let Err(e) = import_folder(store, user, f, opts, &mut r) {
+        if r.refused.is_none()
+            && let Err(e) = import_folder(store, user, f, opts, &mut r)
+        {
             r.refused = Some(e);
         }
         progress.done(f.messages.len());
@@ -185,9 +192,19 @@ fn prepare(
     opts: ImportOptions,
 ) -> Result<(Mailbox, Mode), String> {
     let e2s = |e: Error| e.to_string();
+    if let Some(why) = &f.uids_unusable
+        && !opts.renumber
+    {
+        return Err(format!(
+            "refused: {why}; --renumber imports under new UIDs and a new UIDVALIDITY"
+        ));
+    }
     if !store.mailbox_exists(user, name).map_err(e2s)? {
         let created = match f.uidvalidity {
             None => store.create_mailbox(user, name).map(|()| Mode::Renumber),
+            Some(v) if f.uids_unusable.is_some() => store
+                .create_mailbox_avoiding(user, name, v)
+                .map(|_| Mode::Renumber),
             Some(v) => match store.create_mailbox_with_uidvalidity(user, name, v) {
                 Ok(()) => Ok(Mode::KeepUids),
                 Err(Error::UidValidityUsed { .. }) if opts.renumber => store
@@ -213,6 +230,7 @@ fn prepare(
     let mut m = store.open_mailbox(user, name).map_err(e2s)?;
     let ours = m.header().map_err(e2s)?.uidvalidity;
     match f.uidvalidity {
+        _ if f.uids_unusable.is_some() => Ok((m, Mode::Renumber)),
         Some(v) if v == ours => Ok((m, Mode::KeepUids)),
         _ if opts.renumber => Ok((m, Mode::Renumber)),
         None => Ok((m, Mode::Renumber)),
@@ -237,7 +255,10 @@ fn load(m: &SourceMessage) -> Result<Loaded, String> {
             m.size
         ));
     }
-    let raw = std::fs::read(&m.path).map_err(|e| format!("read {}: {e}", m.path.display()))?;
+    let raw = match &m.part {
+        Some(p) => p.read(&m.path)?,
+        None => std::fs::read(&m.path).map_err(|e| format!("read {}: {e}", m.path.display()))?,
+    };
     let bytes = crate::mbox::to_crlf(&raw);
     let crc = crc32fast::hash(&bytes);
     Ok(Loaded { bytes, crc })
@@ -265,6 +286,7 @@ fn import_folder(
     let mut others: Vec<&SourceMessage> = Vec::new();
     let mut claimed: HashSet<u32> = HashSet::new();
     let mut clashes: Vec<u32> = Vec::new();
+    let mut here_by_uid: Vec<&SourceMessage> = Vec::new();
     for sm in &f.messages {
         match (mode, sm.uid) {
             (Mode::KeepUids, Some(u)) if u > last_uid => keep.push(sm),
@@ -275,6 +297,7 @@ fn import_folder(
                         Ok(true) => {
                             claimed.insert(u);
                             r.already_here += 1;
+                            here_by_uid.push(sm);
                         }
                         Ok(false) => clashes.push(u),
                         Err(e) => r.skipped.push(e),
@@ -411,6 +434,7 @@ fn import_folder(
     }
     r.renumbered += commit_new(&mut m, staged)?;
     r.bytes += staged_bytes;
+    r.flags_updated = sync_flags(&mut m, &here_by_uid)?;
     if gone_skipped > 0 {
         r.warnings.push(format!(
             "{gone_skipped} source messages have UIDs this mailbox handed out and no longer holds \
@@ -421,6 +445,43 @@ fn import_folder(
     r.uidvalidity = Some(h.uidvalidity);
     r.uidnext = Some(h.last_uid.saturating_add(1));
     Ok(())
+}
+
+/// A re-run: messages here already under the source's UID take the
+/// source's flags and keywords (the source is the one in use until the
+/// move; OPERATIONS.md §4a). One STORE (replace) per distinct set, under
+/// the mailbox lock like any STORE; records already equal are not
+/// written. Returns how many changed.
+pub fn sync_flags(m: &mut Mailbox, same: &[&SourceMessage]) -> Result<usize, String> {
+    let mut groups: BTreeMap<(u32, Vec<String>), Vec<u32>> = BTreeMap::new();
+    for sm in same {
+        let Some(uid) = sm.uid else { continue };
+        let mut kws: Vec<String> = sm
+            .keywords
+            .iter()
+            .filter(|k| storage::meta::validate_keyword(k).is_ok())
+            .cloned()
+            .collect();
+        kws.sort();
+        kws.dedup();
+        let flags = sm.flags.intersect(storage::Flags::SYSTEM);
+        groups.entry((flags.0, kws)).or_default().push(uid);
+    }
+    let mut changed = 0;
+    for ((bits, kws), mut uids) in groups {
+        uids.sort_unstable();
+        let out = m
+            .store(
+                &uids,
+                storage::mailbox::FlagOp::Replace,
+                storage::Flags(bits),
+                &kws,
+                None,
+            )
+            .map_err(|e| format!("flags of UIDs here already: {e}"))?;
+        changed += out.changed.len();
+    }
+    Ok(changed)
 }
 
 fn commit_new(m: &mut Mailbox, staged: Vec<StagedMessage>) -> Result<usize, String> {
@@ -463,8 +524,9 @@ fn stage_loaded(
 }
 
 /// The summary as text: one line per folder, then what was skipped.
-pub fn render_text(r: &AccountReport, from: &std::path::Path) -> String {
-    let mut out = format!("import of {} (Dovecot Maildir)\n", from.display());
+/// `kind` names the source's format (`Dovecot Maildir`).
+pub fn render_text(r: &AccountReport, from: &std::path::Path, kind: &str) -> String {
+    let mut out = format!("import of {} ({kind})\n", from.display());
     let (mut msgs, mut bytes) = (0usize, 0u64);
     for f in &r.folders {
         msgs += f.imported + f.renumbered;
@@ -472,12 +534,13 @@ pub fn render_text(r: &AccountReport, from: &std::path::Path) -> String {
         match &f.refused {
             Some(why) => out.push_str(&format!("  {}: {why}\n", f.name)),
             None => out.push_str(&format!(
-                "  {}: {} imported under their UIDs, {} under new UIDs, {} here already; \
-                 UIDVALIDITY {} (source {}), UIDNEXT {} (source {})\n",
+                "  {}: {} imported under their UIDs, {} under new UIDs, {} here already \
+                 ({} with flags updated); UIDVALIDITY {} (source {}), UIDNEXT {} (source {})\n",
                 f.name,
                 f.imported,
                 f.renumbered,
                 f.already_here,
+                f.flags_updated,
                 f.uidvalidity.map_or("-".into(), |v| v.to_string()),
                 f.source_uidvalidity
                     .map_or("none".into(), |v| v.to_string()),

@@ -55,6 +55,9 @@ pub struct SourceMessage {
     /// Unix seconds of the file's mtime.
     pub mtime: i64,
     pub size: u64,
+    /// For a message inside an mbox file (`path`): where, and how its
+    /// stored bytes are made; `None`: the whole file is the message.
+    pub part: Option<crate::uwmbox::Part>,
 }
 
 /// One folder of the account.
@@ -76,6 +79,14 @@ pub struct Folder {
     pub messages: Vec<SourceMessage>,
     /// Things not imported from this folder, with the reason.
     pub problems: Vec<String>,
+    /// Messages found and not imported, with the reason.
+    pub skipped: Vec<String>,
+    /// Why nothing of the folder can be imported (unreadable, not a
+    /// mailbox).
+    pub refused: Option<String>,
+    /// Why the source's UIDs cannot be kept: the folder is refused, or
+    /// with `--renumber` imported under new UIDs and a new UIDVALIDITY.
+    pub uids_unusable: Option<String>,
 }
 
 /// A whole account.
@@ -425,6 +436,7 @@ fn read_folder(dir: &Path, name: &str, dovecot_name: &str) -> Result<Folder, Str
             keywords,
             mtime: e.mtime,
             size: e.size,
+            part: None,
         };
         if uid.is_some() {
             listed.push(m);
@@ -467,6 +479,9 @@ fn read_folder(dir: &Path, name: &str, dovecot_name: &str) -> Result<Folder, Str
         next_uid,
         messages: listed,
         problems,
+        skipped: Vec::new(),
+        refused: None,
+        uids_unusable: None,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod maildir;
 pub mod mbox;
 pub mod transfer;
+pub mod uwmbox;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -99,7 +99,7 @@ pub fn read(
     Ok(count)
 }
 
-fn unquote(line: &[u8], quoting: Quoting) -> &[u8] {
+pub(crate) fn unquote(line: &[u8], quoting: Quoting) -> &[u8] {
     let gts = line.iter().take_while(|b| **b == b'>').count();
     let quoted = gts > 0 && line[gts..].starts_with(b"From ");
     match quoting {

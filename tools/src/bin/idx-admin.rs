@@ -41,6 +41,12 @@ struct Source {
     /// flags, keywords, dates and subscriptions. Re-runnable.
     #[arg(long)]
     dovecot_maildir: Option<std::path::PathBuf>,
+    /// A whole UW-IMAP account (`-d USER`, no `-m`): the INBOX mbox file
+    /// and/or the mail directory tree (`--uw-mbox /var/mail/USER
+    /// --uw-mbox ~/mail`); every folder keeps its UIDVALIDITY, UIDs,
+    /// UIDNEXT, flags, keywords and dates. Re-runnable.
+    #[arg(long, num_args = 1)]
+    uw_mbox: Vec<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -58,9 +64,10 @@ enum Cmd {
         mb: MailboxArgs,
         #[command(flatten)]
         src: Source,
-        /// How `>From ` lines of the mbox are quoted.
-        #[arg(long, value_enum, default_value = "rd")]
-        quoting: Quoting,
+        /// How `>From ` lines of the mbox are quoted (--mbox: default `rd`;
+        /// --uw-mbox: by default kept as they are, as UW-IMAP served them).
+        #[arg(long, value_enum)]
+        quoting: Option<Quoting>,
         /// Create the mailbox first if it does not exist (spool form only).
         #[arg(long)]
         create: bool,
@@ -79,6 +86,14 @@ enum Cmd {
         /// folder name but INBOX, as Dovecot's IMAP showed them.
         #[arg(long, default_value = "")]
         dovecot_prefix: String,
+        /// With --uw-mbox: UW-IMAP's subscriptions (`~/.mailboxlist`).
+        #[arg(long)]
+        mailboxlist: Option<std::path::PathBuf>,
+        /// With --uw-mbox: put in front of every folder name of the tree,
+        /// as UW-IMAP showed them (`mail/` when they were named
+        /// `mail/...`, the tree being under the home directory).
+        #[arg(long, default_value = "")]
+        uw_prefix: String,
     },
     /// Write every live message to a new mbox file or a Maildir.
     Export {
@@ -287,16 +302,46 @@ fn run(cli: &Cli) -> Result<(), String> {
         Cmd::Import {
             mb,
             src,
+            renumber,
+            quoting,
+            mailboxlist,
+            uw_prefix,
+            ..
+        } if !src.uw_mbox.is_empty() => {
+            let mut how = tools::uwmbox::Sources {
+                prefix: uw_prefix.clone(),
+                mailboxlist: mailboxlist.clone(),
+                quoting: *quoting,
+                ..Default::default()
+            };
+            for p in &src.uw_mbox {
+                let slot = if p.is_dir() {
+                    &mut how.tree
+                } else {
+                    &mut how.inbox
+                };
+                if slot.replace(p.clone()).is_some() {
+                    return Err(
+                        "--uw-mbox: give at most one INBOX file and one mail directory".into(),
+                    );
+                }
+            }
+            import_uw(cli.json, mb, &how, *renumber)?;
+        }
+        Cmd::Import {
+            mb,
+            src,
             quoting,
             create,
             ..
         } => {
+            let quoting = quoting.unwrap_or(Quoting::Rd);
             let t = mb.resolve()?;
             let mut m = open(&t, *create)?;
             let mut imp = transfer::Importer::new(&mut m);
             let from = if let Some(p) = &src.mbox {
                 let f = std::fs::File::open(p).map_err(|e| format!("open {}: {e}", p.display()))?;
-                tools::mbox::read(BufReader::new(f), *quoting, |msg| imp.add(msg))?;
+                tools::mbox::read(BufReader::new(f), quoting, |msg| imp.add(msg))?;
                 p
             } else {
                 let p = src.maildir.as_ref().expect("clap group");
@@ -328,6 +373,11 @@ fn run(cli: &Cli) -> Result<(), String> {
             let t = mb.resolve()?;
             let mut m = open(&t, false)?;
             let mut warnings = Vec::new();
+            if !dst.uw_mbox.is_empty() {
+                return Err(
+                    "export writes an mbox (--mbox) or a Maildir, not UW-IMAP's form".into(),
+                );
+            }
             let (n, to) = if let Some(p) = &dst.mbox {
                 (transfer::export_mbox(&mut m, p)?, p)
             } else {
@@ -378,7 +428,42 @@ fn import_dovecot(json: bool, mb: &MailboxArgs, how: &DovecotImport) -> Result<(
             renumber: how.renumber,
         },
     )?;
-    let text = tools::account::render_text(&report, how.root);
+    let text = tools::account::render_text(&report, how.root, "Dovecot Maildir");
+    emit(
+        json,
+        serde_json::to_value(&report).expect("serializable"),
+        text,
+    )?;
+    if report.incomplete() {
+        return Err("not everything was imported (see above); fix and run again".into());
+    }
+    Ok(())
+}
+
+/// `idx-admin import --uw-mbox PATH... -d USER`: the whole account.
+fn import_uw(
+    json: bool,
+    mb: &MailboxArgs,
+    how: &tools::uwmbox::Sources,
+    renumber: bool,
+) -> Result<(), String> {
+    let t = mb.resolve()?;
+    let Some((spool, user, name)) = &t.named else {
+        return Err("--uw-mbox imports a whole account: give -d USER (and --spool)".into());
+    };
+    if !name.is_inbox() {
+        return Err("--uw-mbox imports every folder: -m does not apply".into());
+    }
+    let store = open_store(spool, &t)?;
+    let acct = tools::uwmbox::read_account(how)?;
+    let report = tools::account::import_account(
+        &store,
+        user,
+        &acct,
+        tools::account::ImportOptions { renumber },
+    )?;
+    let from = how.tree.as_ref().or(how.inbox.as_ref()).expect("a path");
+    let text = tools::account::render_text(&report, from, "UW-IMAP mbox");
     emit(
         json,
         serde_json::to_value(&report).expect("serializable"),
