@@ -79,6 +79,9 @@ pub struct Part {
     pub offset: u64,
     /// Up to the next `From ` line (or the end of the file).
     pub len: u64,
+    /// CRC32 of those bytes when the folder was read: a file rewritten
+    /// since (UW-IMAP still running) is noticed, never imported wrong.
+    pub crc: u32,
     pub quoting: Option<Quoting>,
 }
 
@@ -91,10 +94,10 @@ impl Part {
         f.seek(SeekFrom::Start(self.offset)).map_err(err)?;
         let mut raw = Vec::new();
         f.take(self.len).read_to_end(&mut raw).map_err(err)?;
-        if raw.len() as u64 != self.len {
+        if raw.len() as u64 != self.len || crc32fast::hash(&raw) != self.crc {
             return Err(format!(
-                "{}: the message at offset {} is shorter than when the file was read \
-                 (the file changed meanwhile; run again)",
+                "{}: the message at offset {} is not what it was when the file was read \
+                 (the file was rewritten meanwhile: stop UW-IMAP for the user and run again)",
                 path.display(),
                 self.offset
             ));
@@ -392,6 +395,7 @@ struct Current {
     state: MsgState,
     header_lines: usize,
     prev_blank: bool,
+    crc: crc32fast::Hasher,
 }
 
 impl Current {
@@ -404,6 +408,7 @@ impl Current {
             state: MsgState::default(),
             header_lines: 0,
             prev_blank: false,
+            crc: crc32fast::Hasher::new(),
         }
     }
 }
@@ -436,6 +441,7 @@ fn finish(
         part: Some(Part {
             offset: c.start,
             len: end - c.start,
+            crc: c.crc.finalize(),
             quoting,
         }),
     });
@@ -480,6 +486,11 @@ fn scan(path: &Path, quoting: Option<Quoting>, folder: &mut Folder) -> Result<()
             cur = Some(Current::new(lineno, date, lines.offset));
             continue;
         };
+        let starts_message =
+            whole && !c.in_header && line.starts_with(b"From ") && separator_date(line).is_some();
+        if !starts_message {
+            c.crc.update(line);
+        }
         if c.in_header {
             if !cont && strip_eol(line).is_empty() {
                 c.in_header = false;
@@ -638,8 +649,17 @@ fn walk(
         if n.starts_with('.') {
             continue;
         }
-        // Symbolic links are followed; a directory is a level.
-        let is_dir = fs::metadata(&path).map(|m| m.is_dir()).unwrap_or(false);
+        // A directory is a level. A link to a directory is not followed
+        // (a loop would repeat the tree); a link to a file is a folder.
+        let link = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        let is_dir = fs::metadata(&path).is_ok_and(|m| m.is_dir());
+        if link && is_dir {
+            acct.warnings.push(format!(
+                "{}: a symbolic link to a directory, not followed; give its target separately",
+                path.display()
+            ));
+            continue;
+        }
         entries.push((n, path, is_dir));
         if entries.len() + acct.folders.len() > MAX_FOLDERS {
             return Err(format!(
@@ -669,10 +689,13 @@ fn walk(
             };
             match looks_like_mbox(&path) {
                 Ok(true) if acct.folders.iter().any(|f| f.name == name) => {
-                    acct.warnings.push(format!(
-                        "{}: a second folder named {name} (the INBOX given), skipped",
+                    let mut f = empty_folder(&path, &name);
+                    f.refused = Some(format!(
+                        "refused: {} is a second folder named {name} (besides the INBOX file \
+                         given); rename one of them and run again",
                         path.display()
                     ));
+                    acct.folders.push(f);
                 }
                 Ok(true) => acct.folders.push(read_folder(&path, &name, src.quoting)),
                 Ok(false) => acct.warnings.push(format!(
@@ -711,6 +734,57 @@ mod tests {
             stored(b"S: a\n\nx\n>From y\n\n", Some(Quoting::O)),
             b"S: a\r\n\r\nx\r\nFrom y\r\n".to_vec()
         );
+    }
+
+    fn folder_of(text: &str) -> (tempfile::TempDir, Folder) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, text).unwrap();
+        let f = read_folder(&p, "f", None);
+        (dir, f)
+    }
+
+    const FROM: &str = "From a@b Mon Jan  1 00:00:00 2024\n";
+
+    /// c-client `unix_parse`: a message without X-UID takes the next UID
+    /// after the last, so a later X-UID is out of order and the folder's
+    /// UIDs cannot be kept; a second X-UID in one message likewise.
+    #[test]
+    fn uid_rules_follow_c_client() {
+        let base = format!("{FROM}X-IMAPbase: 100 9\nX-UID: 2\n\na\n\n");
+        let (_d, f) = folder_of(&format!("{base}{FROM}S: new\n\nb\n\n"));
+        assert_eq!(f.uidvalidity, Some(100));
+        assert_eq!(f.next_uid, 10);
+        assert!(f.uids_unusable.is_none());
+        assert_eq!(f.messages[0].uid, Some(2));
+        assert_eq!(f.messages[1].uid, None);
+        let (_d, f) = folder_of(&format!("{base}{FROM}S: new\n\nb\n\n{FROM}X-UID: 5\n\nc\n"));
+        assert!(
+            f.uids_unusable
+                .as_deref()
+                .unwrap()
+                .contains("X-UID 5 is not above 10")
+        );
+        assert!(f.messages.iter().all(|m| m.uid.is_none()));
+        let (_d, f) = folder_of(&format!("{base}{FROM}X-UID: 4\nX-UID: 5\n\nb\n"));
+        assert!(f.uids_unusable.as_deref().unwrap().contains("second X-UID"));
+        // X-IMAP only counts in the first message.
+        let (_d, f) = folder_of(&format!("{FROM}S: a\n\na\n\n{FROM}X-IMAP: 100 9\n\nb\n"));
+        assert_eq!(f.uidvalidity, None);
+        assert_eq!(f.messages.len(), 2);
+    }
+
+    #[test]
+    fn a_file_rewritten_after_reading_is_noticed() {
+        let (d, f) = folder_of(&format!("{FROM}Subject: x\n\nbody\n"));
+        let part = f.messages[0].part.unwrap();
+        let p = d.path().join("f");
+        assert_eq!(
+            part.read(&p).unwrap(),
+            b"Subject: x\r\n\r\nbody\r\n".to_vec()
+        );
+        std::fs::write(&p, format!("{FROM}Subject: y\n\nbody\n")).unwrap();
+        assert!(part.read(&p).unwrap_err().contains("rewritten"));
     }
 
     #[test]

@@ -1,0 +1,564 @@
+//! Moving in from UW-IMAP without clients noticing (issue 20, the mbox
+//! part). No UW-IMAP server is packaged in Debian 12, so the account is a
+//! fixture written byte for byte in the format c-client's `unix` driver
+//! reads and writes (imap-2004/2007 `src/osdep/unix/unix.c`: `unix_parse`,
+//! `unix_header`, `unix_append_msg`, `unix_pseudo`; docs/FAQ.txt on the
+//! pseudo-message): an INBOX (`/var/mail/USER`) that starts with the
+//! pseudo-message `DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA` and
+//! its `X-IMAP: <uidvalidity> <last uid> <keywords>` header, a `~/mail`
+//! tree whose folder starts with an `X-IMAPbase:` header on a real message,
+//! a folder UW-IMAP never opened (no UIDs yet), `X-UID:` per message with
+//! gaps, `Status:`/`X-Status:` flags, `X-Keywords:`, `>From ` lines (c-client
+//! quotes `From ` when it writes and never unquotes: they are served with
+//! their `>`), a body line `From here on` after an empty line (no date: not
+//! a separator), a wrong `Content-Length:` (c-client ignores it and serves
+//! it), a `From ` line with a zone, messages appended by the MTA without
+//! X-UID, and `~/.mailboxlist`.
+//!
+//! `idx-admin import --uw-mbox` brings it over; then Python's imaplib asks
+//! our server through IMAP and every mailbox must show the source's
+//! UIDVALIDITY and UIDNEXT (RFC 3501 2.3.1.1), and every message the UID,
+//! FLAGS with keywords (2.3.2), INTERNALDATE (2.3.3), RFC822.SIZE (2.3.4)
+//! and the bytes c-client served (its state headers hidden, the mbox's
+//! last empty line not part of the message), and LSUB (6.3.9) the
+//! subscriptions.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use e2e_tests::bin;
+
+const USER: &str = "uwuser";
+/// The INBOX's UIDVALIDITY (X-IMAP) and last UID.
+const INBOX_UV: u32 = 1_709_719_200;
+/// `Archive/2023`'s UIDVALIDITY (X-IMAPbase), below INBOX's.
+const ARCHIVE_UV: u32 = 1_609_459_200;
+
+/// Our server's view of one mailbox, asked by Python's imaplib through
+/// `imapd-check serve --stdio`.
+const VIEW_PY: &str = r#"
+import datetime, imaplib, json, re, sys
+cmd, names = sys.argv[1], sys.argv[2:]
+M = imaplib.IMAP4_stream(cmd)
+out = {"lsub": [], "mailboxes": {}}
+typ, data = M.lsub('""', '*')
+for d in data:
+    if d:
+        out["lsub"].append(d.decode().rsplit(' ', 1)[1].strip('"'))
+for name in names:
+    typ, data = M.status('"%s"' % name, '(UIDVALIDITY UIDNEXT MESSAGES)')
+    if typ != 'OK':
+        out["mailboxes"][name] = None
+        continue
+    st = dict(re.findall(r'(UIDVALIDITY|UIDNEXT|MESSAGES) (\d+)', data[0].decode()))
+    box = {k: int(v) for k, v in st.items()}
+    box["messages"] = []
+    M.select('"%s"' % name, readonly=True)
+    if box["MESSAGES"]:
+        typ, data = M.uid('FETCH', '1:*', '(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])')
+        i = 0
+        while i < len(data):
+            d = data[i]
+            if isinstance(d, tuple):
+                meta = d[0].decode()
+                body = d[1]
+                if i + 1 < len(data) and isinstance(data[i + 1], bytes):
+                    meta += data[i + 1].decode()
+                    i += 1
+                date = re.search(r'INTERNALDATE "([^"]+)"', meta).group(1)
+                box["messages"].append({
+                    "uid": int(re.search(r'UID (\d+)', meta).group(1)),
+                    "flags": sorted(re.search(r'FLAGS \(([^)]*)\)', meta).group(1).split()),
+                    "date": int(datetime.datetime.strptime(date.strip(), "%d-%b-%Y %H:%M:%S %z").timestamp()),
+                    "size": int(re.search(r'RFC822.SIZE (\d+)', meta).group(1)),
+                    "body": list(body),
+                })
+            i += 1
+    out["mailboxes"][name] = box
+M.logout()
+print(json.dumps(out))
+"#;
+
+/// What one message must look like through IMAP.
+#[derive(Debug, PartialEq, Eq)]
+struct Want {
+    uid: u32,
+    flags: Vec<String>,
+    date: i64,
+    /// The bytes as c-client served them (CRLF).
+    body: Vec<u8>,
+}
+
+fn want(uid: u32, flags: &[&str], date: i64, body: &str) -> Want {
+    let mut flags: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+    flags.sort();
+    Want {
+        uid,
+        flags,
+        date,
+        body: body.replace('\n', "\r\n").into_bytes(),
+    }
+}
+
+/// The mailboxes as our server shows them: name -> (UIDVALIDITY,
+/// UIDNEXT, messages), and the LSUB names.
+type Seen = (BTreeMap<String, Option<(u32, u32, Vec<Want>)>>, Vec<String>);
+
+fn view(spool: &Path, names: &[&str]) -> Seen {
+    let cmd = format!(
+        "{} serve --stdio -d {USER} --spool {}",
+        bin("imapd-check").display(),
+        spool.display()
+    );
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(VIEW_PY)
+        .arg(cmd)
+        .args(names)
+        .output()
+        .expect("python3");
+    assert!(
+        o.status.success(),
+        "imaplib: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut boxes = BTreeMap::new();
+    for (name, b) in v["mailboxes"].as_object().unwrap() {
+        if b.is_null() {
+            boxes.insert(name.clone(), None);
+            continue;
+        }
+        let mut msgs = Vec::new();
+        for m in b["messages"].as_array().unwrap() {
+            let body: Vec<u8> = serde_json::from_value(m["body"].clone()).unwrap();
+            assert_eq!(
+                m["size"].as_u64().unwrap(),
+                body.len() as u64,
+                "RFC822.SIZE is the size of the bytes served"
+            );
+            msgs.push(Want {
+                uid: m["uid"].as_u64().unwrap() as u32,
+                flags: m["flags"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f.as_str().unwrap().to_string())
+                    .filter(|f| f != "\\Recent")
+                    .collect(),
+                date: m["date"].as_i64().unwrap(),
+                body,
+            });
+        }
+        assert_eq!(msgs.len() as u64, b["MESSAGES"].as_u64().unwrap());
+        boxes.insert(
+            name.clone(),
+            Some((
+                b["UIDVALIDITY"].as_u64().unwrap() as u32,
+                b["UIDNEXT"].as_u64().unwrap() as u32,
+                msgs,
+            )),
+        );
+    }
+    let lsub = v["lsub"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    (boxes, lsub)
+}
+
+fn import(spool: &Path, args: &[&Path], extra: &[&str]) -> (Output, serde_json::Value) {
+    let mut cmd = Command::new(bin("idx-admin"));
+    cmd.args(["import", "--json"]);
+    for a in args {
+        cmd.arg("--uw-mbox").arg(a);
+    }
+    cmd.args(["-d", USER]).arg("--spool").arg(spool).args(extra);
+    let o = cmd
+        .env("MAILSTORE_CONFIG", "/nonexistent-mailstore-test.conf")
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no JSON summary: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (o, v)
+}
+
+fn import_ok(spool: &Path, args: &[&Path], extra: &[&str]) -> serde_json::Value {
+    let (o, v) = import(spool, args, extra);
+    assert!(
+        o.status.success(),
+        "import failed: {v:#}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    v
+}
+
+fn folder<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    v["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("no folder {name} in {v:#}"))
+}
+
+/// 2024-01-02 15:04:05 UTC.
+const T1: i64 = 1_704_207_845;
+
+/// c-client's pseudo-message (`unix_pseudo`), keywords `$Forwarded Work`.
+fn pseudo() -> String {
+    format!(
+        "From MAILER-DAEMON Wed Mar  6 10:00:00 2024\n\
+         Date: 06 Mar 2024 10:00:00 +0000\n\
+         From: Mail System Internal Data <MAILER-DAEMON@uw.example>\n\
+         Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\n\
+         Message-ID: <1709719200@uw.example>\n\
+         X-IMAP: {INBOX_UV} 0000000012 $Forwarded Work\n\
+         Status: RO\n\
+         \n\
+         This text is part of the internal format of your mail folder, and is not\n\
+         a real message.  It is created automatically by the mail system software.\n\
+         If deleted, important folder data will be lost, and it will be re-created\n\
+         with the data reset to initial values.\n\
+         \n"
+    )
+}
+
+/// The INBOX's messages after the pseudo-message, as written by c-client
+/// (`unix_append_msg`: Status, X-Status, X-Keywords after the From line,
+/// X-UID written by `unix_rewrite`) and by the MTA (no state headers).
+const INBOX_MSGS: &str = "From alice@example.org Tue Jan  2 15:04:05 2024\n\
+Return-Path: <alice@example.org>\n\
+Subject: one\n\
+Content-Length: 5\n\
+Status: RO\n\
+X-Status: AF\n\
+X-Keywords: Work\n\
+X-UID: 3\n\
+\n\
+first body, longer than Content-Length says\n\
+>From the quoted line\n\
+>>From twice quoted\n\
+\n\
+From here on, no date: not a separator\n\
+\n\
+From bob@example.org Tue Jan  2 15:04:05 2024 +0100\n\
+Subject: two\n\
+X-Original-Status: kept, it is not c-client's\n\
+Status: O\n\
+X-Status: \n\
+X-Keywords: $Forwarded Work\n\
+X-UID: 7\n\
+\n\
+second\n\
+\n\
+From carol@example.org Tue Jan  2 15:04:05 2024\n\
+Subject: three, no body\n\
+Status: RO\n\
+X-Status: DT\n\
+X-UID: 10\n\
+\n\
+From MAILER-DAEMON Tue Jan  2 15:04:05 2024\n\
+Subject: delivered after UW-IMAP's last look\n\
+\n\
+new\n\
+\n";
+
+fn inbox_wanted() -> Vec<Want> {
+    vec![
+        want(
+            3,
+            &["\\Seen", "\\Answered", "\\Flagged", "Work"],
+            T1,
+            "Return-Path: <alice@example.org>\nSubject: one\nContent-Length: 5\n\n\
+             first body, longer than Content-Length says\n>From the quoted line\n\
+             >>From twice quoted\n\nFrom here on, no date: not a separator\n",
+        ),
+        want(
+            7,
+            &["$Forwarded", "Work"],
+            T1 - 3600,
+            "Subject: two\nX-Original-Status: kept, it is not c-client's\n\nsecond\n",
+        ),
+        want(
+            10,
+            &["\\Seen", "\\Deleted", "\\Draft"],
+            T1,
+            "Subject: three, no body\n\n",
+        ),
+        // No X-UID: the next after the last (12), as c-client gives it.
+        want(
+            13,
+            &[],
+            T1,
+            "Subject: delivered after UW-IMAP's last look\n\nnew\n",
+        ),
+    ]
+}
+
+/// `~/mail/Archive/2023`: X-IMAPbase on the first (real) message, a
+/// keyword list, UID gaps and a last UID above the last message.
+fn archive() -> String {
+    format!(
+        "From dave@example.org Mon Jan  1 00:00:00 2024\n\
+         X-IMAPbase: {ARCHIVE_UV} 0000000020 Project\n\
+         Subject: a1\n\
+         Status: RO\n\
+         X-Status: \n\
+         X-Keywords: Project\n\
+         X-UID: 5\n\
+         \n\
+         archived\n\
+         \n\
+         From erin@example.org Mon Jan  1 00:00:01 2024\n\
+         Subject: a2\n\
+         Status: O\n\
+         X-Status: F\n\
+         X-Keywords:\n\
+         X-UID: 17\n\
+         \n\
+         archived too\n\
+         \n"
+    )
+}
+
+fn archive_wanted() -> Vec<Want> {
+    vec![
+        want(
+            5,
+            &["\\Seen", "Project"],
+            1_704_067_200,
+            "Subject: a1\n\narchived\n",
+        ),
+        want(
+            17,
+            &["\\Flagged"],
+            1_704_067_201,
+            "Subject: a2\n\narchived too\n",
+        ),
+    ]
+}
+
+/// `~/mail/Sent`: never opened by UW-IMAP (no X-IMAPbase, no X-UID).
+const SENT: &str = "From me@example.org Wed Jan  3 00:00:00 2024\n\
+Subject: s1\n\
+\n\
+sent\n\
+\n";
+
+/// Writes the account; returns (INBOX file, mail tree, .mailboxlist).
+fn account(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let inbox = dir.join("var-mail-uwuser");
+    std::fs::write(&inbox, pseudo() + INBOX_MSGS).unwrap();
+    let mail = dir.join("mail");
+    std::fs::create_dir_all(mail.join("Archive")).unwrap();
+    std::fs::write(mail.join("Archive/2023"), archive()).unwrap();
+    std::fs::write(mail.join("Sent"), SENT).unwrap();
+    // Not folders: a dot file (c-client hides them) and a file that is no
+    // mbox (reported, skipped).
+    std::fs::write(
+        mail.join(".hidden"),
+        "From x Mon Jan  1 00:00:00 2024\n\nx\n",
+    )
+    .unwrap();
+    std::fs::write(mail.join("notes.txt"), "just notes\n").unwrap();
+    let list = dir.join(".mailboxlist");
+    std::fs::write(&list, "INBOX\nArchive/2023\nGone\n").unwrap();
+    (inbox, mail, list)
+}
+
+/// RFC 3501 2.3.1.1 (UIDVALIDITY, UIDs and UIDNEXT kept), 2.3.2, 2.3.3,
+/// 2.3.4, 6.3.9: the whole UW-IMAP account, then a second run that
+/// changes nothing.
+#[test]
+fn uw_account_imported_looks_as_uw_imap_served_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (inbox, mail, list) = account(tmp.path());
+    let spool = tmp.path().join("spool");
+    let list_arg = list.to_str().unwrap();
+    let v = import_ok(&spool, &[&inbox, &mail], &["--mailboxlist", list_arg]);
+    assert_eq!(folder(&v, "INBOX")["imported"], 3, "{v:#}");
+    assert_eq!(folder(&v, "INBOX")["renumbered"], 1, "{v:#}");
+    assert_eq!(v["subscriptions_added"], 3, "{v:#}");
+    let warnings = v["warnings"].to_string();
+    assert!(warnings.contains("notes.txt"), "{v:#}");
+    assert!(!warnings.contains(".hidden"), "{v:#}");
+    assert!(
+        !v["folders"].to_string().contains("hidden"),
+        "dot files are no folders: {v:#}"
+    );
+
+    let (boxes, mut lsub) = view(&spool, &["INBOX", "Archive/2023", "Sent"]);
+    let (uv, next, msgs) = boxes["INBOX"].as_ref().unwrap();
+    assert_eq!((*uv, *next), (INBOX_UV, 14));
+    assert_eq!(msgs, &inbox_wanted());
+    let (uv, next, msgs) = boxes["Archive/2023"].as_ref().unwrap();
+    assert_eq!((*uv, *next), (ARCHIVE_UV, 21));
+    assert_eq!(msgs, &archive_wanted());
+    let (uv, next, msgs) = boxes["Sent"].as_ref().unwrap();
+    assert!(*uv != INBOX_UV && *uv != ARCHIVE_UV);
+    assert_eq!(*next, 2);
+    assert_eq!(
+        msgs,
+        &vec![want(1, &[], 1_704_240_000, "Subject: s1\n\nsent\n")]
+    );
+    lsub.sort();
+    assert_eq!(lsub, ["Archive/2023", "Gone", "INBOX"]);
+
+    // A second run: nothing new, nothing changed.
+    let v = import_ok(&spool, &[&inbox, &mail], &["--mailboxlist", list_arg]);
+    for f in v["folders"].as_array().unwrap() {
+        assert_eq!(f["imported"], 0, "{f:#}");
+        assert_eq!(f["renumbered"], 0, "{f:#}");
+        assert_eq!(f["flags_updated"], 0, "{f:#}");
+    }
+    assert_eq!(folder(&v, "INBOX")["already_here"], 4);
+    assert_eq!(v["subscriptions_added"], 0);
+    let again = view(&spool, &["INBOX", "Archive/2023", "Sent"]);
+    assert_eq!(again.0, boxes);
+}
+
+/// Issue 20 "safe re-run": mail that arrived in the mbox since, and flag
+/// and keyword changes made through UW-IMAP since (c-client rewrote the
+/// Status/X-Status/X-Keywords lines), come over on the next run; nothing is
+/// duplicated and no UID is handed out twice (RFC 3501 2.3.1.1).
+#[test]
+fn uw_rerun_brings_new_mail_and_flag_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (inbox, _mail, _list) = account(tmp.path());
+    let spool = tmp.path().join("spool");
+    import_ok(&spool, &[&inbox], &[]);
+
+    // Meanwhile under UW-IMAP: UID 3 lost \Flagged and Work, UID 7 got
+    // \Seen; the MTA delivered one more message.
+    let text = std::fs::read_to_string(&inbox).unwrap();
+    let text =
+        text.replacen(
+            "X-Status: AF\nX-Keywords: Work\nX-UID: 3",
+            "X-Status: A\nX-Keywords:\nX-UID: 3",
+            1,
+        )
+        .replacen(
+            "Status: O\nX-Status: \nX-Keywords: $Forwarded Work\nX-UID: 7",
+            "Status: RO\nX-Status: \nX-Keywords: $Forwarded Work\nX-UID: 7",
+            1,
+        ) + "From frank@example.org Thu Jan  4 00:00:00 2024\nSubject: later\n\nlater\n\n";
+    std::fs::write(&inbox, text).unwrap();
+
+    let v = import_ok(&spool, &[&inbox], &[]);
+    let f = folder(&v, "INBOX");
+    assert_eq!(f["imported"], 0, "{f:#}");
+    assert_eq!(f["renumbered"], 1, "{f:#}");
+    assert_eq!(f["already_here"], 4, "{f:#}");
+    assert_eq!(f["flags_updated"], 2, "{f:#}");
+
+    let (boxes, _) = view(&spool, &["INBOX"]);
+    let (uv, next, msgs) = boxes["INBOX"].as_ref().unwrap();
+    assert_eq!((*uv, *next), (INBOX_UV, 15));
+    let mut w = inbox_wanted();
+    w[0].flags = vec!["\\Answered".into(), "\\Seen".into()];
+    w[1].flags = vec!["$Forwarded".into(), "Work".into(), "\\Seen".into()];
+    w[1].flags.sort();
+    w.push(want(14, &[], 1_704_326_400, "Subject: later\n\nlater\n"));
+    assert_eq!(msgs, &w);
+}
+
+/// Issue 20 "bad input": X-UIDs that disagree with X-IMAPbase (c-client
+/// would drop the UIDVALIDITY and renumber: `unix_parse` "UID greater than
+/// last"), a file that is no mbox, a cut-off last message, an unreadable
+/// file (a dangling link), a `From ` line without a date. Each gets a
+/// clear message, the rest is imported, nothing is guessed at, the exit
+/// status says not everything came; `--renumber` imports the refused
+/// folder under new UIDs and a UIDVALIDITY that is not the source's
+/// (RFC 3501 2.3.1.1: never the source's UIDVALIDITY with other UIDs).
+#[test]
+fn uw_bad_input_is_reported_and_nothing_is_guessed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mail = tmp.path().join("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    let broken = "From a@b Mon Jan  1 00:00:00 2024\n\
+                  X-IMAPbase: 1500000000 0000000005\n\
+                  Subject: b1\n\
+                  X-UID: 2\n\
+                  \n\
+                  one\n\
+                  \n\
+                  From a@b Mon Jan  1 00:00:00 2024\n\
+                  Subject: b2\n\
+                  X-UID: 9\n\
+                  \n\
+                  two\n";
+    std::fs::write(mail.join("Broken"), broken).unwrap();
+    std::fs::write(
+        mail.join("Cut"),
+        "From a@b Mon Jan  1 00:00:00 2024\nSubject: whole\n\nwhole\n\n\
+         From a@b Mon Jan  1 00:00:00 2024\nSubject: cut\n\nthe write stopped he",
+    )
+    .unwrap();
+    std::fs::write(
+        mail.join("Odd"),
+        "From a@b Mon Jan  1 00:00:00 2024\nSubject: odd\n\nbefore\n\nFrom nobody at all\nafter\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("nowhere"), mail.join("Gone")).unwrap();
+    let not_mbox = tmp.path().join("inbox");
+    std::fs::write(&not_mbox, "Subject: no From line\n\nx\n").unwrap();
+    let spool = tmp.path().join("spool");
+
+    let (o, v) = import(&spool, &[&not_mbox, &mail], &[]);
+    assert!(!o.status.success(), "{v:#}");
+    let refused = |name: &str| {
+        folder(&v, name)["refused"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(refused("INBOX").contains("is not an mbox"), "{v:#}");
+    assert!(refused("Broken").contains("X-UID 9 is above 5"), "{v:#}");
+    assert!(refused("Broken").contains("--renumber"), "{v:#}");
+    assert!(
+        refused("Gone").contains("nowhere") || refused("Gone").contains("Gone"),
+        "{v:#}"
+    );
+    // One message each comes over; the other is listed with the reason.
+    for (name, list, why) in [
+        ("Cut", "skipped", "ends without a newline"),
+        ("Odd", "warnings", "without a valid date"),
+    ] {
+        let f = folder(&v, name);
+        assert_eq!(f["renumbered"], 1, "{v:#}");
+        assert!(f[list][0].as_str().unwrap().contains(why), "{v:#}");
+    }
+
+    let (boxes, _) = view(&spool, &["INBOX", "Broken", "Cut", "Odd"]);
+    // INBOX always exists here; nothing came into it.
+    assert!(boxes["INBOX"].as_ref().is_none_or(|b| b.2.is_empty()));
+    assert!(boxes["Broken"].is_none(), "a refused folder is not created");
+    assert_eq!(boxes["Cut"].as_ref().unwrap().2.len(), 1);
+    let odd = &boxes["Odd"].as_ref().unwrap().2;
+    assert_eq!(
+        odd[0].body,
+        b"Subject: odd\r\n\r\nbefore\r\n\r\nFrom nobody at all\r\nafter\r\n".to_vec()
+    );
+
+    // --renumber: Broken comes over, under a UIDVALIDITY not the source's.
+    let (o, v) = import(&spool, &[&mail], &["--renumber"]);
+    assert!(
+        !o.status.success(),
+        "Cut and Gone are still incomplete: {v:#}"
+    );
+    assert_eq!(folder(&v, "Broken")["renumbered"], 2, "{v:#}");
+    let (boxes, _) = view(&spool, &["Broken"]);
+    let (uv, next, msgs) = boxes["Broken"].as_ref().unwrap();
+    assert_ne!(*uv, 1_500_000_000);
+    assert_eq!(*next, 3);
+    assert_eq!(msgs.iter().map(|m| m.uid).collect::<Vec<_>>(), [1, 2]);
+}
