@@ -81,13 +81,26 @@ print(json.dumps(out))
 "#;
 
 /// What one message must look like through IMAP.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 struct Want {
     uid: u32,
     flags: Vec<String>,
     date: i64,
     /// The bytes as c-client served them (CRLF).
     body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Want {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "UID {} {:?} {} {:?}",
+            self.uid,
+            self.flags,
+            self.date,
+            String::from_utf8_lossy(&self.body)
+        )
+    }
 }
 
 fn want(uid: u32, flags: &[&str], date: i64, body: &str) -> Want {
@@ -171,7 +184,19 @@ fn view(spool: &Path, names: &[&str]) -> Seen {
 }
 
 fn import(spool: &Path, args: &[&Path], extra: &[&str]) -> (Output, serde_json::Value) {
+    import_tz(spool, args, extra, "UTC")
+}
+
+/// With the time zone `tz` (`TZ`): `From ` lines without a zone are local
+/// time, as c-client read them.
+fn import_tz(
+    spool: &Path,
+    args: &[&Path],
+    extra: &[&str],
+    tz: &str,
+) -> (Output, serde_json::Value) {
     let mut cmd = Command::new(bin("idx-admin"));
+    cmd.env("TZ", tz);
     cmd.args(["import", "--json"]);
     for a in args {
         cmd.arg("--uw-mbox").arg(a);
@@ -561,4 +586,61 @@ fn uw_bad_input_is_reported_and_nothing_is_guessed() {
     assert_ne!(*uv, 1_500_000_000);
     assert_eq!(*next, 3);
     assert_eq!(msgs.iter().map(|m| m.uid).collect::<Vec<_>>(), [1, 2]);
+}
+
+/// RFC 3501 2.3.3: INTERNALDATE is the `From ` line's date. c-client reads
+/// a line without a zone in the server's local time zone ("LCL" in
+/// `unix_parse`) and one with a numeric zone in that zone: imported on a
+/// host at UTC-5 (POSIX `TZ=EST5`), the zone-less lines name 5 hours
+/// later instants, the `+0100` line the same one.
+#[test]
+fn uw_from_line_without_zone_is_local_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (inbox, _mail, _list) = account(tmp.path());
+    let spool = tmp.path().join("spool");
+    let (o, v) = import_tz(&spool, &[&inbox], &[], "EST5");
+    assert!(o.status.success(), "{v:#}");
+    let (boxes, _) = view(&spool, &["INBOX"]);
+    let dates: Vec<i64> = boxes["INBOX"]
+        .as_ref()
+        .unwrap()
+        .2
+        .iter()
+        .map(|m| m.date)
+        .collect();
+    let five = 5 * 3600;
+    assert_eq!(dates, [T1 + five, T1 - 3600, T1 + five, T1 + five]);
+}
+
+/// c-client's `mbox` driver (UW-IMAP's INBOX when `~/mbox` exists): new
+/// mail waits in the system mailbox `/var/mail/USER` until c-client moves
+/// it to the end of `~/mbox`, where it gets the next UIDs. `--uw-spool`
+/// brings those messages into INBOX after `~/mbox`'s, under the UIDs the
+/// move would have given (RFC 3501 2.3.1.1: above every UID before), with
+/// no duplicate on a second run.
+#[test]
+fn uw_mbox_driver_spool_follows_inbox() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (home_mbox, _mail, _list) = account(tmp.path());
+    let spool_file = tmp.path().join("var-mail");
+    std::fs::write(
+        &spool_file,
+        "From x@example.org Thu Jan  4 00:00:00 2024\nSubject: waiting\nStatus: O\n\nw1\n\n\
+         From y@example.org Thu Jan  4 00:00:01 2024\nSubject: waiting too\n\nw2\n",
+    )
+    .unwrap();
+    let spool = tmp.path().join("spool");
+    let sp = spool_file.to_str().unwrap();
+    let v = import_ok(&spool, &[&home_mbox], &["--uw-spool", sp]);
+    assert_eq!(folder(&v, "INBOX")["renumbered"], 3, "{v:#}");
+    let (boxes, _) = view(&spool, &["INBOX"]);
+    let (uv, next, msgs) = boxes["INBOX"].as_ref().unwrap();
+    assert_eq!((*uv, *next), (INBOX_UV, 16));
+    let mut w = inbox_wanted();
+    w.push(want(14, &[], 1_704_326_400, "Subject: waiting\n\nw1\n"));
+    w.push(want(15, &[], 1_704_326_401, "Subject: waiting too\n\nw2\n"));
+    assert_eq!(msgs, &w);
+    let v = import_ok(&spool, &[&home_mbox], &["--uw-spool", sp]);
+    assert_eq!(folder(&v, "INBOX")["renumbered"], 0, "{v:#}");
+    assert_eq!(folder(&v, "INBOX")["already_here"], 6, "{v:#}");
 }

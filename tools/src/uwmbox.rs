@@ -10,7 +10,10 @@
 //!   white space; after it the first line must be such a `From ` line, or
 //!   the file is not an mbox. `Content-Length:` is not used to find the
 //!   end of a message (c-client ignores it, and serves it as part of the
-//!   header). The `From ` line's date is the INTERNALDATE;
+//!   header). The `From ` line's date is the INTERNALDATE (without a
+//!   numeric zone: this host's local time, as c-client read it);
+//! - with c-client's `mbox` driver, INBOX is `~/mbox` and new mail waits
+//!   in the system mailbox until c-client moves it there ([`Sources::spool`]);
 //! - the first message may carry `X-IMAP: <uidvalidity> <last uid>
 //!   [keywords]`: it is then the folder's pseudo-message (`DON'T DELETE
 //!   THIS MESSAGE -- FOLDER INTERNAL DATA`) and is no message of the
@@ -171,15 +174,54 @@ pub fn stored(raw: &[u8], quoting: Option<Quoting>) -> Vec<u8> {
     out
 }
 
-/// If `line` starts a message, its date (unix seconds). A trailing
-/// `remote from <host>` (UUCP) is allowed, as c-client allows it.
+/// If `line` starts a message (c-client's `VALID`), its date (unix
+/// seconds): `From sender Www Mmm dd hh:mm[:ss] [zone] yyyy [zone]
+/// [remote from host]`. A numeric zone (`+0100`) is used; without one
+/// (or with a name such as `PST`) the time is this host's local time (the
+/// `TZ` environment variable), as c-client read it ("LCL").
 pub fn separator_date(line: &[u8]) -> Option<i64> {
     let line = strip_eol(line);
     let line = match line.windows(13).position(|w| w == b" remote from ") {
         Some(p) => &line[..p],
         None => line,
     };
-    crate::mbox::from_line_date(line)
+    let text = std::str::from_utf8(line).ok()?;
+    let rest = text.strip_prefix("From ")?;
+    let toks: Vec<&str> = rest.split_whitespace().collect();
+    // The sender, then the date; a zone name is dropped.
+    let date: Vec<&str> = toks
+        .iter()
+        .skip(1)
+        .enumerate()
+        .filter(|(i, t)| {
+            *i < 4 || !(t.len() >= 3 && t.len() <= 5 && t.bytes().all(|b| b.is_ascii_alphabetic()))
+        })
+        .map(|(_, t)| *t)
+        .collect();
+    let numeric_zone = date.iter().skip(4).any(|t| t.starts_with(['+', '-']));
+    let t = crate::date::parse_asctime(&date.join(" "))?;
+    Some(if numeric_zone { t } else { local_to_utc(t) })
+}
+
+/// `naive` is a local wall-clock time written as if it were UTC; the
+/// instant it names in this host's zone (`mktime`, DST included).
+fn local_to_utc(naive: i64) -> i64 {
+    let days = naive.div_euclid(86_400);
+    let secs = naive.rem_euclid(86_400);
+    let (y, m, d) = crate::date::civil_from_days(days);
+    // SAFETY: `tm` is a plain C struct, zeroed then filled; mktime only
+    // reads and normalises it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    tm.tm_year = (y - 1900) as i32;
+    tm.tm_mon = m as i32 - 1;
+    tm.tm_mday = d as i32;
+    tm.tm_hour = (secs / 3600) as i32;
+    tm.tm_min = (secs / 60 % 60) as i32;
+    tm.tm_sec = (secs % 60) as i32;
+    tm.tm_isdst = -1;
+    // SAFETY: a valid, exclusively borrowed `tm`.
+    let t = unsafe { libc::mktime(&mut tm) };
+    if t == -1 { naive } else { t }
 }
 
 /// Leading decimal digits (at most 10) of `s` after spaces, and the rest.
@@ -590,6 +632,11 @@ pub struct Sources {
     /// Put in front of every folder name from the tree (the name UW-IMAP
     /// showed, e.g. `mail/` when the tree was under the home directory).
     pub prefix: String,
+    /// With `inbox` being `~/mbox` (c-client's `mbox` driver): the system
+    /// mailbox (`/var/mail/USER`) whose messages c-client had not moved
+    /// into `~/mbox` yet. They follow INBOX's messages, under new UIDs, as
+    /// c-client's move would have given them.
+    pub spool: Option<PathBuf>,
     /// `~/.mailboxlist`: subscriptions, one name per line.
     pub mailboxlist: Option<PathBuf>,
     pub quoting: Option<Quoting>,
@@ -600,7 +647,13 @@ pub struct Sources {
 pub fn read_account(src: &Sources) -> Result<Account, String> {
     let mut acct = Account::default();
     if let Some(p) = &src.inbox {
-        acct.folders.push(read_folder(p, "INBOX", src.quoting));
+        let mut inbox = read_folder(p, "INBOX", src.quoting);
+        if let Some(sp) = &src.spool {
+            add_spool(&mut inbox, sp, src.quoting);
+        }
+        acct.folders.push(inbox);
+    } else if src.spool.is_some() {
+        return Err("the system mailbox (--uw-spool) goes with the INBOX file (~/mbox)".into());
     }
     if let Some(root) = &src.tree {
         let mut levels = Vec::new();
@@ -626,6 +679,27 @@ pub fn read_account(src: &Sources) -> Result<Account, String> {
         }
     }
     Ok(acct)
+}
+
+/// c-client's `mbox` driver: the system mailbox's messages are appended
+/// to `~/mbox` and get UIDs there; their own X-UIDs (if any) mean nothing.
+fn add_spool(inbox: &mut Folder, spool: &Path, quoting: Option<Quoting>) {
+    let sp = read_folder(spool, "INBOX", quoting);
+    if let Some(why) = sp.refused {
+        inbox
+            .skipped
+            .push(format!("the system mailbox {}: {why}", spool.display()));
+        return;
+    }
+    if inbox.refused.is_some() {
+        return;
+    }
+    inbox.problems.extend(sp.problems);
+    inbox.skipped.extend(sp.skipped);
+    inbox.messages.extend(sp.messages.into_iter().map(|mut m| {
+        m.uid = None;
+        m
+    }));
 }
 
 fn walk(
@@ -791,7 +865,11 @@ mod tests {
     fn separators() {
         assert!(separator_date(b"From a@b Tue Jan  2 15:04:05 2024\n").is_some());
         assert!(separator_date(b"From a@b Tue Jan  2 15:04:05 2024 remote from x\n").is_some());
-        assert!(separator_date(b"From a@b Tue Jan  2 15:04:05 2024 +0100\n").is_some());
+        assert_eq!(
+            separator_date(b"From a@b Tue Jan  2 15:04:05 2024 +0100\n"),
+            Some(1_704_204_245)
+        );
+        assert!(separator_date(b"From a@b Tue Jan  2 15:04:05 PST 2024\n").is_some());
         assert!(separator_date(b"From here on\n").is_none());
     }
 }

@@ -86,6 +86,11 @@ enum Cmd {
         /// folder name but INBOX, as Dovecot's IMAP showed them.
         #[arg(long, default_value = "")]
         dovecot_prefix: String,
+        /// With --uw-mbox ~/mbox (c-client's `mbox` driver: INBOX is
+        /// ~/mbox): the system mailbox `/var/mail/USER`, whose messages
+        /// c-client had not moved into ~/mbox yet; they come after INBOX's.
+        #[arg(long)]
+        uw_spool: Option<std::path::PathBuf>,
         /// With --uw-mbox: UW-IMAP's subscriptions (`~/.mailboxlist`).
         #[arg(long)]
         mailboxlist: Option<std::path::PathBuf>,
@@ -306,10 +311,12 @@ fn run(cli: &Cli) -> Result<(), String> {
             quoting,
             mailboxlist,
             uw_prefix,
+            uw_spool,
             ..
         } if !src.uw_mbox.is_empty() => {
             let mut how = tools::uwmbox::Sources {
                 prefix: uw_prefix.clone(),
+                spool: uw_spool.clone(),
                 mailboxlist: mailboxlist.clone(),
                 quoting: *quoting,
                 ..Default::default()
