@@ -1,5 +1,7 @@
 //! Moving in from UW-IMAP without clients noticing (issue 20, the mbox
-//! part). No UW-IMAP server is packaged in Debian 12, so the account is a
+//! part). No UW-IMAP server is packaged in Debian 12; its library is
+//! (uw-mailutils: c-client 2007f's `mailutil`), and one test has it write
+//! and serve a folder. The others use an account that is a
 //! fixture written byte for byte in the format c-client's `unix` driver
 //! reads and writes (imap-2004/2007 `src/osdep/unix/unix.c`: `unix_parse`,
 //! `unix_header`, `unix_append_msg`, `unix_pseudo`; docs/FAQ.txt on the
@@ -81,7 +83,7 @@ print(json.dumps(out))
 "#;
 
 /// What one message must look like through IMAP.
-#[derive(PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 struct Want {
     uid: u32,
     flags: Vec<String>,
@@ -643,4 +645,163 @@ fn uw_mbox_driver_spool_follows_inbox() {
     let v = import_ok(&spool, &[&home_mbox], &["--uw-spool", sp]);
     assert_eq!(folder(&v, "INBOX")["renumbered"], 0, "{v:#}");
     assert_eq!(folder(&v, "INBOX")["already_here"], 6, "{v:#}");
+}
+
+/// Runs UW's c-client `mailutil` (Debian's uw-mailutils, c-client 2007f)
+/// as `nobody` with `home` as its home directory (c-client takes `$HOME`
+/// for a user that is not root; names are relative to it).
+fn mailutil(home: &Path, args: &[&str]) -> String {
+    let o = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "env"])
+        .arg(format!("HOME={}", home.display()))
+        .arg("TZ=UTC")
+        .arg("mailutil")
+        .args(args)
+        .output()
+        .expect("setpriv/mailutil (Debian's uw-mailutils)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // `prune` exits 1 even when it did its work: judged by its output.
+    assert!(
+        o.status.success() || args[0] == "prune",
+        "mailutil {args:?}: {text}"
+    );
+    text
+}
+
+/// The UIDVALIDITY and last UID of c-client's X-IMAP line, and every
+/// X-UID in order, as c-client wrote them.
+fn c_client_uids(mbox: &Path) -> (u32, u32, Vec<u32>) {
+    let text = std::fs::read_to_string(mbox).unwrap();
+    let mut ximap = None;
+    let mut uids = Vec::new();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("X-IMAP: ") {
+            let mut it = v.split(' ').map(|n| n.parse::<u32>().unwrap());
+            ximap = Some((it.next().unwrap(), it.next().unwrap()));
+        } else if let Some(u) = line.strip_prefix("X-UID: ") {
+            uids.push(u.parse().unwrap());
+        }
+    }
+    let (uv, last) = ximap.expect("c-client's X-IMAP line");
+    (uv, last, uids)
+}
+
+/// What c-client serves, in mailbox order: its `mx` driver stores each
+/// message as served (CRLF) in a numbered file whose mtime is the
+/// INTERNALDATE, and the system flags in `.mxindex`
+/// (`M<uid>;<keywords>.<flags>`, hex: 1 \Seen, 2 \Deleted, 4 \Flagged,
+/// 8 \Answered, 0x20 \Draft).
+fn c_client_served(dir: &Path) -> Vec<(Vec<u8>, i64, Vec<String>)> {
+    use std::os::unix::fs::MetadataExt;
+    let index = std::fs::read_to_string(dir.join(".mxindex")).unwrap();
+    let mut out = Vec::new();
+    for rec in index.split('M').skip(1) {
+        let (uid, flags) = rec.split_once(';').unwrap();
+        let uid = u32::from_str_radix(uid, 16).unwrap();
+        let bits = u32::from_str_radix(flags.split_once('.').unwrap().1, 16).unwrap();
+        let mut names: Vec<String> = [
+            (1, "\\Seen"),
+            (2, "\\Deleted"),
+            (4, "\\Flagged"),
+            (8, "\\Answered"),
+            (0x20, "\\Draft"),
+        ]
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, n)| n.to_string())
+        .collect();
+        names.sort();
+        let file = dir.join(uid.to_string());
+        let mtime = std::fs::metadata(&file).unwrap().mtime();
+        out.push((std::fs::read(&file).unwrap(), mtime, names));
+    }
+    out
+}
+
+/// The mbox written by the real c-client (UW's `mailutil`, the library
+/// UW-IMAP is built on): `create` writes the pseudo-message with `X-IMAP`,
+/// `append` writes Status/X-Status/X-Keywords and quotes body `From `
+/// lines, `prune` expunges (a UID gap) and rewrites X-UIDs; then the MTA
+/// appends a message without X-UID. Imported, our server must show what
+/// c-client serves: the bytes, INTERNALDATE and flags c-client's `mx`
+/// driver stores when it copies the folder, the UIDVALIDITY, UIDNEXT and
+/// X-UIDs c-client writes when it next opens the folder read-write (the
+/// MTA's message gets the UID c-client gives it), RFC 3501 2.3.1.1-2.3.4.
+/// A second import after c-client's rewrite finds everything here.
+#[test]
+fn uw_mbox_written_by_c_client_imports_as_c_client_serves_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    e2e_tests::set_mode(tmp.path(), 0o711);
+    let home = tmp.path().join("home");
+    e2e_tests::mkdir_mode(&home, 0o777);
+    std::fs::write(
+        home.join("src"),
+        "From alice@example.org Tue Jan  2 15:04:05 2024\nSubject: one\nStatus: RO\n\
+         X-Status: AF\n\nbody one\n>From quoted\nFrom unquoted, no date\n\n\
+         From bob@example.org Tue Jan  2 16:00:00 2024\nSubject: two\n\nbody two\n\n\
+         From carol@example.org Tue Jan  2 17:00:00 2024\nSubject: three\nStatus: O\n\
+         X-Status: T\n\nbody three\n\n\
+         From dave@example.org Tue Jan  2 18:00:00 2024\nSubject: four\nStatus: R\n\nfour\n",
+    )
+    .unwrap();
+    mailutil(&home, &["create", "#driver.unix/mail/box"]);
+    mailutil(&home, &["append", "src", "mail/box"]);
+    let out = mailutil(&home, &["prune", "mail/box", "SUBJECT two"]);
+    assert!(out.contains("1 message(s) purged"), "{out}");
+    let mbox = home.join("mail/box");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&mbox)
+            .unwrap();
+        f.write_all(
+            b"From mta@example.org Wed Jan  3 10:00:00 2024\nSubject: by the MTA\n\nnew\n\n",
+        )
+        .unwrap();
+    }
+    let spool = tmp.path().join("spool");
+    let mail = home.join("mail");
+    let v = import_ok(&spool, &[&mail], &[]);
+    assert_eq!(folder(&v, "box")["imported"], 3, "{v:#}");
+    assert_eq!(folder(&v, "box")["renumbered"], 1, "{v:#}");
+    let (boxes, _) = view(&spool, &["box"]);
+    let (uv, next, msgs) = boxes["box"].clone().unwrap();
+
+    // c-client opens the folder read-write: it gives the MTA's message
+    // its UID and writes every X-UID.
+    mailutil(&home, &["prune", "mail/box", "SUBJECT nomatchxyz"]);
+    let (c_uv, c_last, c_uids) = c_client_uids(&mbox);
+    assert_eq!((uv, next), (c_uv, c_last + 1));
+    assert_eq!(msgs.iter().map(|m| m.uid).collect::<Vec<_>>(), c_uids);
+    assert_eq!(c_uids, [1, 3, 4, 5]);
+
+    mailutil(&home, &["create", "#driver.mx/served"]);
+    mailutil(&home, &["append", "mail/box", "#driver.mx/served"]);
+    let served = c_client_served(&home.join("served"));
+    assert_eq!(served.len(), msgs.len());
+    for (ours, (bytes, date, flags)) in msgs.iter().zip(&served) {
+        assert_eq!(
+            String::from_utf8_lossy(&ours.body),
+            String::from_utf8_lossy(bytes),
+            "UID {}",
+            ours.uid
+        );
+        assert_eq!(ours.date, *date, "UID {}", ours.uid);
+        assert_eq!(&ours.flags, flags, "UID {}", ours.uid);
+    }
+
+    // After c-client's rewrite: the same UIDs and bytes, nothing to do.
+    let v = import_ok(&spool, &[&mail], &[]);
+    let f = folder(&v, "box");
+    assert_eq!(
+        (f["imported"].as_u64(), f["renumbered"].as_u64()),
+        (Some(0), Some(0)),
+        "{v:#}"
+    );
+    assert_eq!(f["already_here"], 4, "{v:#}");
 }
