@@ -17,6 +17,9 @@
 //! it), a `From ` line with a zone, messages appended by the MTA without
 //! X-UID, and `~/.mailboxlist`.
 //!
+//! c-client itself (its `mx` driver's copy) checks the fixture: it serves
+//! the same bytes, dates, flags and keywords we expect.
+//!
 //! `idx-admin import --uw-mbox` brings it over; then Python's imaplib asks
 //! our server through IMAP and every mailbox must show the source's
 //! UIDVALIDITY and UIDNEXT (RFC 3501 2.3.1.1), and every message the UID,
@@ -282,7 +285,7 @@ Subject: two\n\
 X-Original-Status: kept, it is not c-client's\n\
 Status: O\n\
 X-Status: \n\
-X-Keywords: $Forwarded Work\n\
+X-Keywords: $Forwarded Work Unlisted\n\
 X-UID: 7\n\
 \n\
 second\n\
@@ -415,6 +418,9 @@ fn uw_account_imported_looks_as_uw_imap_served_it() {
     assert_eq!(folder(&v, "INBOX")["imported"], 3, "{v:#}");
     assert_eq!(folder(&v, "INBOX")["renumbered"], 1, "{v:#}");
     assert_eq!(v["subscriptions_added"], 3, "{v:#}");
+    // Not in the folder's keyword list: c-client does not show it either.
+    let inbox_warnings = folder(&v, "INBOX")["warnings"].to_string();
+    assert!(inbox_warnings.contains("Unlisted"), "{v:#}");
     let warnings = v["warnings"].to_string();
     assert!(warnings.contains("notes.txt"), "{v:#}");
     assert!(!warnings.contains(".hidden"), "{v:#}");
@@ -427,9 +433,12 @@ fn uw_account_imported_looks_as_uw_imap_served_it() {
     let (uv, next, msgs) = boxes["INBOX"].as_ref().unwrap();
     assert_eq!((*uv, *next), (INBOX_UV, 14));
     assert_eq!(msgs, &inbox_wanted());
+    e2e_tests::set_mode(tmp.path(), 0o711);
+    same_as_c_client(msgs, &c_client_view(tmp.path(), &(pseudo() + INBOX_MSGS)));
     let (uv, next, msgs) = boxes["Archive/2023"].as_ref().unwrap();
     assert_eq!((*uv, *next), (ARCHIVE_UV, 21));
     assert_eq!(msgs, &archive_wanted());
+    same_as_c_client(msgs, &c_client_view(tmp.path(), &archive()));
     let (uv, next, msgs) = boxes["Sent"].as_ref().unwrap();
     assert!(*uv != INBOX_UV && *uv != ARCHIVE_UV);
     assert_eq!(*next, 2);
@@ -474,8 +483,8 @@ fn uw_rerun_brings_new_mail_and_flag_changes() {
             1,
         )
         .replacen(
-            "Status: O\nX-Status: \nX-Keywords: $Forwarded Work\nX-UID: 7",
-            "Status: RO\nX-Status: \nX-Keywords: $Forwarded Work\nX-UID: 7",
+            "Status: O\nX-Status: \nX-Keywords: $Forwarded Work Unlisted\nX-UID: 7",
+            "Status: RO\nX-Status: \nX-Keywords: $Forwarded Work Unlisted\nX-UID: 7",
             1,
         ) + "From frank@example.org Thu Jan  4 00:00:00 2024\nSubject: later\n\nlater\n\n";
     std::fs::write(&inbox, text).unwrap();
@@ -692,17 +701,27 @@ fn c_client_uids(mbox: &Path) -> (u32, u32, Vec<u32>) {
 
 /// What c-client serves, in mailbox order: its `mx` driver stores each
 /// message as served (CRLF) in a numbered file whose mtime is the
-/// INTERNALDATE, and the system flags in `.mxindex`
-/// (`M<uid>;<keywords>.<flags>`, hex: 1 \Seen, 2 \Deleted, 4 \Flagged,
-/// 8 \Answered, 0x20 \Draft).
+/// INTERNALDATE, and in `.mxindex` (`V<uidvalidity>L<last uid>`, a
+/// `K<keyword>` line per keyword, then `M<uid>;<keywords>.<flags>` per
+/// message, hex; flags 1 \Seen, 2 \Deleted, 4 \Flagged, 8 \Answered,
+/// 0x20 \Draft) the flags and keywords.
 fn c_client_served(dir: &Path) -> Vec<(Vec<u8>, i64, Vec<String>)> {
     use std::os::unix::fs::MetadataExt;
     let index = std::fs::read_to_string(dir.join(".mxindex")).unwrap();
+    let mut rest = &index[18..];
+    let mut keywords = Vec::new();
+    while let Some(k) = rest.strip_prefix('K') {
+        let (name, after) = k.split_once('\n').unwrap();
+        keywords.push(name.to_string());
+        rest = after;
+    }
     let mut out = Vec::new();
-    for rec in index.split('M').skip(1) {
+    for rec in rest.split('M').skip(1) {
         let (uid, flags) = rec.split_once(';').unwrap();
         let uid = u32::from_str_radix(uid, 16).unwrap();
-        let bits = u32::from_str_radix(flags.split_once('.').unwrap().1, 16).unwrap();
+        let (kw, sys) = flags.split_once('.').unwrap();
+        let kw = u32::from_str_radix(kw, 16).unwrap();
+        let bits = u32::from_str_radix(sys, 16).unwrap();
         let mut names: Vec<String> = [
             (1, "\\Seen"),
             (2, "\\Deleted"),
@@ -714,12 +733,47 @@ fn c_client_served(dir: &Path) -> Vec<(Vec<u8>, i64, Vec<String>)> {
         .filter(|(b, _)| bits & b != 0)
         .map(|(_, n)| n.to_string())
         .collect();
+        names.extend(
+            (0..keywords.len())
+                .filter(|i| kw & (1 << i) != 0)
+                .map(|i| keywords[i].clone()),
+        );
         names.sort();
         let file = dir.join(uid.to_string());
         let mtime = std::fs::metadata(&file).unwrap().mtime();
         out.push((std::fs::read(&file).unwrap(), mtime, names));
     }
     out
+}
+
+/// c-client's view of the folder `text` (written as `name` in a fresh
+/// home under `tmp`): what it serves, message by message.
+fn c_client_view(tmp: &Path, text: &str) -> Vec<(Vec<u8>, i64, Vec<String>)> {
+    let home = tmp.join("c-client-home");
+    e2e_tests::mkdir_mode(&home, 0o777);
+    // Not "inbox": c-client takes that name for the system INBOX.
+    std::fs::write(home.join("folder"), text).unwrap();
+    mailutil(&home, &["create", "#driver.mx/served"]);
+    mailutil(&home, &["append", "-kw", "folder", "#driver.mx/served"]);
+    let out = c_client_served(&home.join("served"));
+    std::fs::remove_dir_all(&home).unwrap();
+    out
+}
+
+/// Our messages are what c-client serves: bytes, INTERNALDATE, flags
+/// and keywords, in order.
+fn same_as_c_client(ours: &[Want], served: &[(Vec<u8>, i64, Vec<String>)]) {
+    assert_eq!(ours.len(), served.len());
+    for (ours, (bytes, date, flags)) in ours.iter().zip(served) {
+        assert_eq!(
+            String::from_utf8_lossy(&ours.body),
+            String::from_utf8_lossy(bytes),
+            "UID {}",
+            ours.uid
+        );
+        assert_eq!(ours.date, *date, "UID {}", ours.uid);
+        assert_eq!(&ours.flags, flags, "UID {}", ours.uid);
+    }
 }
 
 /// The mbox written by the real c-client (UW's `mailutil`, the library
@@ -782,18 +836,7 @@ fn uw_mbox_written_by_c_client_imports_as_c_client_serves_it() {
 
     mailutil(&home, &["create", "#driver.mx/served"]);
     mailutil(&home, &["append", "mail/box", "#driver.mx/served"]);
-    let served = c_client_served(&home.join("served"));
-    assert_eq!(served.len(), msgs.len());
-    for (ours, (bytes, date, flags)) in msgs.iter().zip(&served) {
-        assert_eq!(
-            String::from_utf8_lossy(&ours.body),
-            String::from_utf8_lossy(bytes),
-            "UID {}",
-            ours.uid
-        );
-        assert_eq!(ours.date, *date, "UID {}", ours.uid);
-        assert_eq!(&ours.flags, flags, "UID {}", ours.uid);
-    }
+    same_as_c_client(&msgs, &c_client_served(&home.join("served")));
 
     // After c-client's rewrite: the same UIDs and bytes, nothing to do.
     let v = import_ok(&spool, &[&mail], &[]);
