@@ -545,6 +545,10 @@ fn uw_bad_input_is_reported_and_nothing_is_guessed() {
     )
     .unwrap();
     std::os::unix::fs::symlink(tmp.path().join("nowhere"), mail.join("Gone")).unwrap();
+    // UW-IMAP's other formats hold mail too: refused, not skipped.
+    std::fs::write(mail.join("Old"), b"*mbx*\r\n00000000669a3f1f00000001\r\n").unwrap();
+    std::fs::create_dir(mail.join("Mixed")).unwrap();
+    std::fs::write(mail.join("Mixed/.mixmeta"), "S1\r\n").unwrap();
     let not_mbox = tmp.path().join("inbox");
     std::fs::write(&not_mbox, "Subject: no From line\n\nx\n").unwrap();
     let spool = tmp.path().join("spool");
@@ -560,6 +564,8 @@ fn uw_bad_input_is_reported_and_nothing_is_guessed() {
     assert!(refused("INBOX").contains("is not an mbox"), "{v:#}");
     assert!(refused("Broken").contains("X-UID 9 is above 5"), "{v:#}");
     assert!(refused("Broken").contains("--renumber"), "{v:#}");
+    assert!(refused("Old").contains("mbx format"), "{v:#}");
+    assert!(refused("Mixed").contains("mix format"), "{v:#}");
     assert!(
         refused("Gone").contains("nowhere") || refused("Gone").contains("Gone"),
         "{v:#}"

@@ -603,22 +603,52 @@ fn scan(path: &Path, quoting: Option<Quoting>, folder: &mut Folder) -> Result<()
     Ok(())
 }
 
-/// Whether `path` looks like an mbox: empty, or white space and then a
-/// `From ` line with a date.
-fn looks_like_mbox(path: &Path) -> std::io::Result<bool> {
+/// What a file in the mail tree is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileKind {
+    /// Empty, or white space and then a `From ` line with a date.
+    Mbox,
+    /// UW-IMAP's own `mbx` format (`*mbx*` header): mail, not read here.
+    Mbx,
+    Other,
+}
+
+/// UW-IMAP's `mbx` files start with this line.
+const MBX_MAGIC: &[u8] = b"*mbx*\r\n";
+/// A directory with this file is a UW-IMAP `mix` mailbox.
+const MIX_META: &str = ".mixmeta";
+const OTHER_FORMAT: &str = "is in UW-IMAP's {} format, which this import does not read \
+     (README Limitations; c-client's `mailutil copy` can turn it into an mbox first, under new \
+     UIDs)";
+
+fn file_kind(path: &Path) -> std::io::Result<FileKind> {
     let mut head = Vec::new();
     fs::File::open(path)?
         .take(MAX_LINE as u64)
         .read_to_end(&mut head)?;
+    if head.starts_with(MBX_MAGIC) {
+        return Ok(FileKind::Mbx);
+    }
     let start = head
         .iter()
         .position(|b| !b.is_ascii_whitespace())
         .unwrap_or(head.len());
     if start == head.len() {
-        return Ok(true);
+        return Ok(FileKind::Mbox);
     }
     let line = head[start..].split(|b| *b == b'\n').next().unwrap_or(&[]);
-    Ok(separator_date(line).is_some())
+    Ok(if separator_date(line).is_some() {
+        FileKind::Mbox
+    } else {
+        FileKind::Other
+    })
+}
+
+/// A folder that is not read, with why.
+fn refused_folder(path: &Path, name: &str, why: String) -> Folder {
+    let mut f = empty_folder(path, name);
+    f.refused = Some(format!("refused: {} {why}", path.display()));
+    f
 }
 
 /// Where an account's mail is.
@@ -647,7 +677,10 @@ pub struct Sources {
 pub fn read_account(src: &Sources) -> Result<Account, String> {
     let mut acct = Account::default();
     if let Some(p) = &src.inbox {
-        let mut inbox = read_folder(p, "INBOX", src.quoting);
+        let mut inbox = match file_kind(p) {
+            Ok(FileKind::Mbx) => refused_folder(p, "INBOX", OTHER_FORMAT.replace("{}", "mbx")),
+            _ => read_folder(p, "INBOX", src.quoting),
+        };
         if let Some(sp) = &src.spool {
             add_spool(&mut inbox, sp, src.quoting);
         }
@@ -745,7 +778,11 @@ fn walk(
     entries.sort();
     for (n, path, is_dir) in entries {
         levels.push(n);
-        if is_dir {
+        if is_dir && path.join(MIX_META).exists() {
+            let name = format!("{}{}", src.prefix, levels.join("/"));
+            let why = OTHER_FORMAT.replace("{}", "mix");
+            acct.folders.push(refused_folder(&path, &name, why));
+        } else if is_dir {
             if levels.len() >= MAX_DEPTH {
                 acct.warnings.push(format!(
                     "{}: more than {MAX_DEPTH} levels deep, skipped",
@@ -761,27 +798,29 @@ fn walk(
             } else {
                 name
             };
-            match looks_like_mbox(&path) {
-                Ok(true) if acct.folders.iter().any(|f| f.name == name) => {
-                    let mut f = empty_folder(&path, &name);
-                    f.refused = Some(format!(
-                        "refused: {} is a second folder named {name} (besides the INBOX file \
-                         given); rename one of them and run again",
+            let f = match file_kind(&path) {
+                Ok(FileKind::Mbox) if acct.folders.iter().any(|f| f.name == name) => {
+                    let why = format!(
+                        "is a second folder named {name} (besides the INBOX file given); \
+                         rename one of them and run again"
+                    );
+                    refused_folder(&path, &name, why)
+                }
+                Ok(FileKind::Mbox) => read_folder(&path, &name, src.quoting),
+                Ok(FileKind::Mbx) => {
+                    refused_folder(&path, &name, OTHER_FORMAT.replace("{}", "mbx"))
+                }
+                Ok(FileKind::Other) => {
+                    acct.warnings.push(format!(
+                        "{}: not an mbox file (no `From ` line with a date first), skipped",
                         path.display()
                     ));
-                    acct.folders.push(f);
+                    levels.pop();
+                    continue;
                 }
-                Ok(true) => acct.folders.push(read_folder(&path, &name, src.quoting)),
-                Ok(false) => acct.warnings.push(format!(
-                    "{}: not an mbox file (no `From ` line with a date first), skipped",
-                    path.display()
-                )),
-                Err(e) => {
-                    let mut f = empty_folder(&path, &name);
-                    f.refused = Some(format!("refused: read {}: {e}", path.display()));
-                    acct.folders.push(f);
-                }
-            }
+                Err(e) => refused_folder(&path, &name, format!("cannot be read: {e}")),
+            };
+            acct.folders.push(f);
         }
         levels.pop();
     }
