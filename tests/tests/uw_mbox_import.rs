@@ -854,3 +854,39 @@ fn uw_mbox_written_by_c_client_imports_as_c_client_serves_it() {
     );
     assert_eq!(f["already_here"], 4, "{v:#}");
 }
+
+/// A folder written by another tool (mboxrd or mboxo quoting, issue 20):
+/// `--quoting rd` takes one `>` from every `>…>From ` body line, `--quoting
+/// o` only from `>From `; by default lines stay as c-client served them
+/// (it never unquotes). Headers are never unquoted.
+#[test]
+fn uw_quoting_options_for_mboxes_of_other_writers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mail = tmp.path().join("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    std::fs::write(
+        mail.join("box"),
+        "From a@b Mon Jan  1 00:00:00 2024\nSubject: q\n>From: a header\n\n>From x\n>>From y\n",
+    )
+    .unwrap();
+    for (quoting, body) in [
+        (None, ">From x\n>>From y\n"),
+        (Some("rd"), "From x\n>From y\n"),
+        (Some("o"), "From x\n>>From y\n"),
+    ] {
+        let spool = tmp
+            .path()
+            .join(format!("spool-{}", quoting.unwrap_or("none")));
+        let extra: Vec<&str> = quoting.iter().flat_map(|q| ["--quoting", q]).collect();
+        import_ok(&spool, &[&mail], &extra);
+        let (boxes, _) = view(&spool, &["box"]);
+        let msgs = &boxes["box"].as_ref().unwrap().2;
+        let want = want(
+            1,
+            &[],
+            1_704_067_200,
+            &format!("Subject: q\n>From: a header\n\n{body}"),
+        );
+        assert_eq!(msgs[0].body, want.body, "--quoting {quoting:?}");
+    }
+}

@@ -248,6 +248,35 @@ fn words(s: &[u8]) -> impl Iterator<Item = String> + '_ {
         .map(|w| String::from_utf8_lossy(w).into_owned())
 }
 
+/// Warnings about one folder: the first [`MAX_NOTES`] kept, the rest
+/// counted (a folder of millions of odd messages must not fill memory).
+#[derive(Default)]
+struct Notes {
+    kept: Vec<String>,
+    more: usize,
+}
+
+/// The most warnings kept per folder.
+const MAX_NOTES: usize = 1000;
+
+impl Notes {
+    fn push(&mut self, s: String) {
+        if self.kept.len() < MAX_NOTES {
+            self.kept.push(s);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if self.more > 0 {
+            self.kept
+                .push(format!("... and {} more warnings like these", self.more));
+        }
+        self.kept
+    }
+}
+
 /// The folder-level state c-client keeps while it parses.
 #[derive(Default)]
 struct UidState {
@@ -276,7 +305,7 @@ struct MsgState {
 impl UidState {
     /// Reads one header line of message `index` (0-based, the
     /// pseudo-message counted).
-    fn header(&mut self, index: usize, line: &[u8], m: &mut MsgState, warnings: &mut Vec<String>) {
+    fn header(&mut self, index: usize, line: &[u8], m: &mut MsgState, warnings: &mut Notes) {
         let line = strip_eol(line);
         if let Some(rest) = line
             .strip_prefix(b"X-IMAP:")
@@ -504,7 +533,7 @@ fn scan(path: &Path, quoting: Option<Quoting>, folder: &mut Folder) -> Result<()
     // Messages begun, the pseudo-message counted.
     let mut index = 0usize;
     let mut lineno = 0usize;
-    let mut warnings: Vec<String> = Vec::new();
+    let mut warnings = Notes::default();
     let read_err = |e: std::io::Error| format!("refused: read {}: {e}", path.display());
     while let Some((at, cont)) = lines.next_line().map_err(read_err)? {
         if !cont {
@@ -582,7 +611,7 @@ fn scan(path: &Path, quoting: Option<Quoting>, folder: &mut Folder) -> Result<()
             finish(c, end, path, quoting, folder)?;
         }
     }
-    folder.problems.extend(warnings);
+    folder.problems.extend(warnings.finish());
     folder.uidvalidity = uids.uidvalidity;
     let seen_max = folder
         .messages
