@@ -76,6 +76,7 @@ for name in names:
                     "uid": int(re.search(r'UID (\d+)', meta).group(1)),
                     "flags": sorted(re.search(r'FLAGS \(([^)]*)\)', meta).group(1).split()),
                     "date": int(datetime.datetime.strptime(date.strip(), "%d-%b-%Y %H:%M:%S %z").timestamp()),
+                    "zone": date.strip()[-5:],
                     "size": int(re.search(r'RFC822.SIZE (\d+)', meta).group(1)),
                     "body": list(body),
                 })
@@ -91,6 +92,8 @@ struct Want {
     uid: u32,
     flags: Vec<String>,
     date: i64,
+    /// INTERNALDATE's zone as shown (`+0100`).
+    zone: String,
     /// The bytes as c-client served them (CRLF).
     body: Vec<u8>,
 }
@@ -99,10 +102,11 @@ impl std::fmt::Debug for Want {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "UID {} {:?} {} {:?}",
+            "UID {} {:?} {} {} {:?}",
             self.uid,
             self.flags,
             self.date,
+            self.zone,
             String::from_utf8_lossy(&self.body)
         )
     }
@@ -115,6 +119,7 @@ fn want(uid: u32, flags: &[&str], date: i64, body: &str) -> Want {
         uid,
         flags,
         date,
+        zone: "+0000".into(),
         body: body.replace('\n', "\r\n").into_bytes(),
     }
 }
@@ -166,6 +171,7 @@ fn view(spool: &Path, names: &[&str]) -> Seen {
                     .filter(|f| f != "\\Recent")
                     .collect(),
                 date: m["date"].as_i64().unwrap(),
+                zone: m["zone"].as_str().unwrap().to_string(),
                 body,
             });
         }
@@ -303,7 +309,7 @@ new\n\
 \n";
 
 fn inbox_wanted() -> Vec<Want> {
-    vec![
+    let mut w = vec![
         want(
             3,
             &["\\Seen", "\\Answered", "\\Flagged", "Work"],
@@ -331,7 +337,10 @@ fn inbox_wanted() -> Vec<Want> {
             T1,
             "Subject: delivered after UW-IMAP's last look\n\nnew\n",
         ),
-    ]
+    ];
+    // RFC 3501 2.3.3: the From line's zone is INTERNALDATE's.
+    w[1].zone = "+0100".into();
+    w
 }
 
 /// `~/mail/Archive/2023`: X-IMAPbase on the first (real) message, a
@@ -609,7 +618,8 @@ fn uw_bad_input_is_reported_and_nothing_is_guessed() {
 /// a line without a zone in the server's local time zone ("LCL" in
 /// `unix_parse`) and one with a numeric zone in that zone: imported on a
 /// host at UTC-5 (POSIX `TZ=EST5`), the zone-less lines name 5 hours
-/// later instants, the `+0100` line the same one.
+/// later instants shown in `-0500`, the `+0100` line the same instant in
+/// `+0100`.
 #[test]
 fn uw_from_line_without_zone_is_local_time() {
     let tmp = tempfile::tempdir().unwrap();
@@ -618,15 +628,23 @@ fn uw_from_line_without_zone_is_local_time() {
     let (o, v) = import_tz(&spool, &[&inbox], &[], "EST5");
     assert!(o.status.success(), "{v:#}");
     let (boxes, _) = view(&spool, &["INBOX"]);
-    let dates: Vec<i64> = boxes["INBOX"]
+    let dates: Vec<(i64, &str)> = boxes["INBOX"]
         .as_ref()
         .unwrap()
         .2
         .iter()
-        .map(|m| m.date)
+        .map(|m| (m.date, m.zone.as_str()))
         .collect();
-    let five = 5 * 3600;
-    assert_eq!(dates, [T1 + five, T1 - 3600, T1 + five, T1 + five]);
+    let (five, local) = (5 * 3600, "-0500");
+    assert_eq!(
+        dates,
+        [
+            (T1 + five, local),
+            (T1 - 3600, "+0100"),
+            (T1 + five, local),
+            (T1 + five, local)
+        ]
+    );
 }
 
 /// c-client's `mbox` driver (UW-IMAP's INBOX when `~/mbox` exists): new

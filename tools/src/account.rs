@@ -515,7 +515,7 @@ fn stage_loaded(
         flags: sm.flags,
         keywords,
         internal_date: Some(sm.mtime),
-        internal_zone: 0,
+        internal_zone: sm.zone,
         sent_date: crate::transfer::sent_date(&l.bytes).unwrap_or(0),
         max_size: None,
     };

@@ -52,8 +52,10 @@ pub struct SourceMessage {
     pub path: PathBuf,
     pub flags: Flags,
     pub keywords: Vec<String>,
-    /// Unix seconds of the file's mtime.
+    /// Unix seconds of the file's mtime (the INTERNALDATE).
     pub mtime: i64,
+    /// The INTERNALDATE's zone, minutes east of UTC (0 for a file's mtime).
+    pub zone: i16,
     pub size: u64,
     /// For a message inside an mbox file (`path`): where, and how its
     /// stored bytes are made; `None`: the whole file is the message.
@@ -435,6 +437,7 @@ fn read_folder(dir: &Path, name: &str, dovecot_name: &str) -> Result<Folder, Str
             flags,
             keywords,
             mtime: e.mtime,
+            zone: 0,
             size: e.size,
             part: None,
         };

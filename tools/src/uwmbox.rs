@@ -175,11 +175,12 @@ pub fn stored(raw: &[u8], quoting: Option<Quoting>) -> Vec<u8> {
 }
 
 /// If `line` starts a message (c-client's `VALID`), its date (unix
-/// seconds): `From sender Www Mmm dd hh:mm[:ss] [zone] yyyy [zone]
-/// [remote from host]`. A numeric zone (`+0100`) is used; without one
-/// (or with a name such as `PST`) the time is this host's local time (the
-/// `TZ` environment variable), as c-client read it ("LCL").
-pub fn separator_date(line: &[u8]) -> Option<i64> {
+/// seconds) and zone (minutes east of UTC): `From sender Www Mmm dd
+/// hh:mm[:ss] [zone] yyyy [zone] [remote from host]`. A numeric zone
+/// (`+0100`) is used; without one (or with a name such as `PST`) the time
+/// is this host's local time (the `TZ` environment variable), as c-client
+/// read it ("LCL").
+pub fn separator_date(line: &[u8]) -> Option<(i64, i16)> {
     let line = strip_eol(line);
     let line = match line.windows(13).position(|w| w == b" remote from ") {
         Some(p) => &line[..p],
@@ -198,9 +199,25 @@ pub fn separator_date(line: &[u8]) -> Option<i64> {
         })
         .map(|(_, t)| *t)
         .collect();
-    let numeric_zone = date.iter().skip(4).any(|t| t.starts_with(['+', '-']));
     let t = crate::date::parse_asctime(&date.join(" "))?;
-    Some(if numeric_zone { t } else { local_to_utc(t) })
+    let zone = date.iter().skip(4).find_map(|z| {
+        let sign = match z.as_bytes().first()? {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let v: i16 = z.get(1..5)?.parse().ok()?;
+        Some(sign * (v / 100 * 60 + v % 100))
+    });
+    Some(match zone {
+        Some(z) => (t, z),
+        None => {
+            // `t` read the wall clock as UTC: the local instant, and its
+            // offset.
+            let at = local_to_utc(t);
+            (at, ((t - at) / 60) as i16)
+        }
+    })
 }
 
 /// `naive` is a local wall-clock time written as if it were UTC; the
@@ -460,7 +477,7 @@ fn empty_folder(path: &Path, name: &str) -> Folder {
 /// A message being read.
 struct Current {
     from_line: usize,
-    date: i64,
+    date: (i64, i16),
     start: u64,
     in_header: bool,
     state: MsgState,
@@ -470,7 +487,7 @@ struct Current {
 }
 
 impl Current {
-    fn new(from_line: usize, date: i64, start: u64) -> Current {
+    fn new(from_line: usize, date: (i64, i16), start: u64) -> Current {
         Current {
             from_line,
             date,
@@ -507,7 +524,8 @@ fn finish(
         path: path.to_path_buf(),
         flags: c.state.flags,
         keywords: c.state.keywords,
-        mtime: c.date,
+        mtime: c.date.0,
+        zone: c.date.1,
         size: end - c.start,
         part: Some(Part {
             offset: c.start,
@@ -935,7 +953,7 @@ mod tests {
         assert!(separator_date(b"From a@b Tue Jan  2 15:04:05 2024 remote from x\n").is_some());
         assert_eq!(
             separator_date(b"From a@b Tue Jan  2 15:04:05 2024 +0100\n"),
-            Some(1_704_204_245)
+            Some((1_704_204_245, 60))
         );
         assert!(separator_date(b"From a@b Tue Jan  2 15:04:05 PST 2024\n").is_some());
         assert!(separator_date(b"From here on\n").is_none());
