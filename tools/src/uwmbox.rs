@@ -1,9 +1,10 @@
 //! Reading a UW-IMAP account (c-client's `unix`/`mbox` driver) for a
 //! whole-account import that keeps UIDs (`idx-admin import --uw-mbox`,
-//! `account.rs`, OPERATIONS.md "Moving in from UW-IMAP").
+//! `account.rs`, OPERATIONS.md §4a "UW-IMAP (c-client mbox) accounts").
 //!
-//! What is read, as c-client's `unix.c` (`unix_parse`, `unix_header`)
-//! reads it:
+//! What is read, as c-client's `unix.c` (imap-2007; `unix_parse`,
+//! `unix_header`, `unix_append_msg`) reads it, checked against Debian's
+//! c-client 2007f (`mailutil`, tests/tests/uw_mbox_import.rs):
 //! - a message starts at a `From ` line with a valid date (c-client's
 //!   `VALID`), anywhere in the body, with or without an empty line before
 //!   it; in the header no line starts a message. The file may start with
