@@ -71,9 +71,10 @@ enum Cmd {
         /// Create the mailbox first if it does not exist (spool form only).
         #[arg(long)]
         create: bool,
-        /// With --dovecot-maildir: where a folder's UIDs cannot be kept
-        /// (its UIDVALIDITY is taken, or the mailbox exists here with
-        /// another), import under new UIDs and a UIDVALIDITY that is never
+        /// With --dovecot-maildir or --uw-mbox: where a folder's UIDs
+        /// cannot be kept (its UIDVALIDITY is taken, the mailbox exists
+        /// here with another, or its X-UIDs disagree with its X-IMAP
+        /// header), import under new UIDs and a UIDVALIDITY that is never
         /// the source's, instead of refusing the folder.
         #[arg(long)]
         renumber: bool,
