@@ -62,4 +62,10 @@ cargo build --workspace
 step "cargo test --workspace --no-fail-fast"
 cargo test --workspace --no-fail-fast
 
+# The storage library's optional tokio feature (Watch::wait_async) is off
+# in the workspace build: test it, and build and run the library's
+# examples, with it on.
+step "storage: tokio feature, examples"
+cargo test -p storage --features tokio --test watch --examples
+
 step "all tests passed"

@@ -32,9 +32,11 @@ pub mod subscriptions;
 pub mod transfer;
 pub mod unordered;
 pub mod verify;
+pub mod watch;
 
 pub use error::{Error, Result};
 pub use format::{Flags, Header, Keywords, Record};
 pub use mailbox::{AppendOptions, Changes, FlagOp, Mailbox, StagedMessage};
 pub use names::{MailboxName, UserName};
+pub use session::{Allow, SessionView, Update};
 pub use store::{Durability, Options, Store};
