@@ -225,7 +225,7 @@ impl IndexFile {
     /// Reads both header slots and returns the valid one with the higher
     /// generation. A slot whose generation has the wrong parity for its
     /// position is treated as invalid. A newest slot whose appended
-    /// records did not reach the disk (see [`Self::append_range_intact`])
+    /// records did not reach the disk (see `append_range_intact`)
     /// is passed over for the older one: an append makes records and
     /// header durable with one fsync, so after a crash during it the disk
     /// may hold the header without the records. That commit was never

@@ -6,7 +6,7 @@
 //! has children, the file is removed with the mailbox's other files).
 //!
 //! The file is written only under the user's name lock
-//! ([`Store::lock_names`]), replaced whole (temp, fdatasync, rename,
+//! (`Store::lock_names`), replaced whole (temp, fdatasync, rename,
 //! directory fsync), and read only for a directory that holds a live
 //! index.
 

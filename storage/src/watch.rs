@@ -2,7 +2,7 @@
 //! notifier, a replication trigger).
 //!
 //! A [`Watch`] is one waiter's interest in one mailbox. Wait on it with
-//! [`Watch::wait`] (blocking), [`Watch::wait_async`] (with the `tokio`
+//! [`Watch::wait`] (blocking), `Watch::wait_async` (with the `tokio`
 //! cargo feature), or put [`Watch::fd`] in your own `poll(2)`/`epoll(7)`
 //! loop together with a client socket and call [`Watch::drain`] when it is
 //! readable.
