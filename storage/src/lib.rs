@@ -168,18 +168,15 @@
 //! [`import`] (keeping a source's UIDs), and for tools [`verify`],
 //! [`recovery`] and [`quarantine`].
 
+#![warn(missing_docs)]
+
 mod boot;
 pub mod config;
 pub mod dedup;
 pub mod error;
-pub mod fault;
 pub mod format;
-pub mod fsutil;
 pub mod import;
-pub mod index;
-pub mod lock;
 pub mod mailbox;
-pub mod meta;
 pub mod names;
 pub mod quarantine;
 pub mod recent;
@@ -188,18 +185,23 @@ mod repack_list;
 pub mod scriptdir;
 pub mod session;
 pub mod special_use;
-pub mod stage;
 pub mod store;
 pub mod subscriptions;
 pub mod transfer;
-pub mod unordered;
 pub mod verify;
 pub mod watch;
 
 pub use config::Config;
+#[doc(hidden)]
+pub mod internals;
+// The crate's own code names them at the root, as before.
+use internals::{fault, fsutil, index, lock, meta, stage, unordered};
+
 pub use error::{Error, Result};
 pub use format::{Flags, Header, Keywords, Record};
+pub use fsutil::Dir;
 pub use mailbox::{AppendOptions, Changes, FlagOp, Mailbox, StagedMessage};
+pub use meta::validate_keyword;
 pub use names::{MailboxName, UserName};
 pub use session::{Allow, SessionView, Update};
 pub use store::{Durability, Options, Store};
