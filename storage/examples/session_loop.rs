@@ -188,20 +188,9 @@ fn send(ups: &[Update], out: &mut impl Write) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The IMAP names of the system flags in `f`, space-separated.
 fn flag_names(f: storage::Flags) -> String {
-    let all = [
-        (storage::Flags::SEEN, "\\Seen"),
-        (storage::Flags::ANSWERED, "\\Answered"),
-        (storage::Flags::FLAGGED, "\\Flagged"),
-        (storage::Flags::DELETED, "\\Deleted"),
-        (storage::Flags::DRAFT, "\\Draft"),
-    ];
-    let names: Vec<&str> = all
-        .iter()
-        .filter(|(bit, _)| f.contains(*bit))
-        .map(|(_, n)| *n)
-        .collect();
-    names.join(" ")
+    f.names().join(" ")
 }
 
 /// A tagged NO for a storage error (the response codes of RFC 5530).

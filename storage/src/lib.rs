@@ -166,9 +166,11 @@
 //! [`subscriptions`], [`recent`] (`\Recent`), [`dedup`] (duplicate
 //! delivery suppression), [`scriptdir`] (per-user script directories),
 //! [`import`] (keeping a source's UIDs), and for tools [`verify`],
-//! [`recovery`] and [`quarantine`].
+//! [`recovery`] and [`quarantine`]. `storage::internals` (hidden from
+//! these docs) is for the project's own binaries and tests only and is not
+//! covered by semver.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod boot;
 pub mod config;

@@ -30,14 +30,20 @@ pub const MAX_SPECIAL_USE_BYTES: u64 = 256;
 /// `\Flagged` name virtual mailboxes, which this store does not have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SpecialUse {
+    /// `\\Drafts`.
     Drafts,
+    /// `\\Sent`.
     Sent,
+    /// `\\Trash`.
     Trash,
+    /// `\\Junk`.
     Junk,
+    /// `\\Archive`.
     Archive,
 }
 
 impl SpecialUse {
+    /// Every special use the store records.
     pub const ALL: [SpecialUse; 5] = [
         SpecialUse::Drafts,
         SpecialUse::Sent,

@@ -65,6 +65,7 @@ use crate::lock::{LockGuard, LockKind};
 use crate::mailbox::{STAGE_DIR, message_file_name, parse_message_file_name};
 use crate::meta::{META_NAME, Meta};
 
+/// How serious a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Severity {
     /// The mailbox violates an invariant.
@@ -73,21 +74,29 @@ pub enum Severity {
     Warning,
 }
 
+/// One thing `verify` found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
+    /// Problem or warning.
     pub severity: Severity,
+    /// The file it concerns.
     pub path: PathBuf,
     /// Byte offset in `path` where the problem is, when one applies.
     pub offset: Option<u64>,
+    /// What is wrong.
     pub message: String,
 }
 
+/// Everything [`verify_dir`] found in one mailbox.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
+    /// Every finding, problems and warnings.
     pub findings: Vec<Finding>,
     /// The current header, if a valid slot was found.
     pub header: Option<Header>,
+    /// Index records checked.
     pub records_checked: u32,
+    /// Message files checked.
     pub files_checked: u32,
     /// Files in `.quarantine/` (`quarantine.rs`): not a fault of the
     /// mailbox (it is consistent without them), but bytes recovery would
@@ -101,11 +110,13 @@ pub struct Report {
 }
 
 impl Report {
+    /// The findings that are problems (the mailbox violates an invariant).
     pub fn problems(&self) -> impl Iterator<Item = &Finding> {
         self.findings
             .iter()
             .filter(|f| f.severity == Severity::Problem)
     }
+    /// The findings that are warnings (crash debris that recovery clears).
     pub fn warnings(&self) -> impl Iterator<Item = &Finding> {
         self.findings
             .iter()
@@ -140,9 +151,11 @@ impl Report {
 /// One record slot of the index as stored, decoded or not.
 #[derive(Clone, Debug)]
 pub struct RawRecord {
+    /// Record number (from 0).
     pub recno: u32,
     /// Byte offset of the record in the index file.
     pub offset: u64,
+    /// The decoded record, or why it did not decode.
     pub record: std::result::Result<Record, SlotError>,
     /// All 128 bytes are zero: never written (growth padding).
     pub zero: bool,
@@ -152,7 +165,9 @@ pub struct RawRecord {
 /// one shared lock.
 #[derive(Debug)]
 pub struct RawView {
+    /// The `.index` file's path.
     pub index_path: PathBuf,
+    /// Its length in bytes.
     pub file_len: u64,
     /// Each slot decoded on its own (with the parity rule applied).
     pub slots: [std::result::Result<Header, SlotError>; 2],
@@ -373,6 +388,7 @@ pub fn verify_path(path: &Path, lock_timeout: Duration) -> Result<Report> {
     verify_dir(&dir, lock_timeout)
 }
 
+/// Checks the mailbox in `dir` (opened read-only); see the module docs.
 pub fn verify_dir(dir: &Dir, lock_timeout: Duration) -> Result<Report> {
     with_raw_view(dir, lock_timeout, |view| {
         let mut rep = Report::default();
