@@ -27,8 +27,11 @@ pub const WRITER_MARK_OFFSET: u64 = 2048;
 /// messages that were reported delivered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
+    /// Every fsync of `docs/PROTOCOL.md`: a commit is durable when the
+    /// call returns.
     #[default]
     Full,
+    /// No fsync (tests and benchmarks).
     Relaxed,
 }
 

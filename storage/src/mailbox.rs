@@ -17,7 +17,8 @@ use crate::fsutil::{self, Dir};
 use crate::import::UidPlan;
 use crate::index::{Durability, INDEX_NAME, IndexFile, WRITER_MARK_OFFSET};
 use crate::lock::{LockGuard, LockKind};
-use crate::meta::{self, Meta};
+use crate::meta;
+pub use crate::meta::Meta;
 use crate::names::MailboxName;
 
 /// The mailbox subdirectory where messages are written before their commit.
