@@ -150,6 +150,23 @@
 //! | [`Error::UidTaken`], [`Error::UidPlan`], [`Error::UidValidityUsed`] | import tools only | - |
 //! | [`Error::InjectedFault`] | tests only (`MAILSTORE_TEST_FAULT`) | temporary |
 //!
+//! # Versions: the crate and the on-disk format
+//!
+//! The index header carries a format version ([`format::VERSION`], 4
+//! today; `docs/FORMAT.md` section 5). Every release reads every earlier
+//! format version and writes the newest, upgrading a mailbox slot by slot
+//! as it commits; it refuses a version it does not know (as corruption at
+//! offset 8), never guessing. So:
+//!
+//! * a crate release that **writes a new format version** is a semver-major
+//!   release, and every process on a spool (linked servers, `deliver`,
+//!   `imapd-check`, tools) must be upgraded together: an older binary
+//!   treats the newer slot as damage and refuses to write;
+//! * any other release keeps the format, and processes built on different
+//!   such releases can share a spool.
+//!
+//! `storage/CHANGELOG.md` lists the releases and the format each writes.
+//!
 //! # Configuration
 //!
 //! [`Config`] reads the project's `key = value` file
