@@ -184,6 +184,9 @@ pub struct Watch {
     efd: Arc<EventFd>,
     /// True when inotify watches the mailbox for this waiter.
     notified: bool,
+    /// True when the process watcher lists this waiter (to be removed on
+    /// drop), even if the kernel refused the mailbox's watches.
+    registered: bool,
 }
 
 impl std::fmt::Debug for Watch {
@@ -220,6 +223,7 @@ impl Watch {
             id,
             efd: efd.clone(),
             notified: false,
+            registered: false,
         };
         if poll_only {
             return Ok(unwatched(key));
@@ -248,6 +252,7 @@ impl Watch {
             id,
             efd,
             notified,
+            registered: true,
         })
     }
 
@@ -392,7 +397,7 @@ fn changed_if_free(mbox: &mut Mailbox, since: &ViewMark) -> Result<Option<bool>>
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        if !self.notified {
+        if !self.registered {
             return;
         }
         let Some(w) = WATCHER.get().copied().flatten() else {

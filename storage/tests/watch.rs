@@ -182,12 +182,26 @@ fn timeout_returns_and_earlier_commit_is_seen() {
     assert!(t0.elapsed() < Duration::from_secs(5));
 }
 
-fn inotify_fds() -> usize {
+/// The process's inotify descriptors.
+fn inotify_fds() -> Vec<std::path::PathBuf> {
     std::fs::read_dir("/proc/self/fd")
         .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|t| t.to_string_lossy() == "anon_inode:inotify")
-        .count()
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            let t = std::fs::read_link(&p).ok()?;
+            (t.to_string_lossy() == "anon_inode:inotify").then_some(p)
+        })
+        .collect()
+}
+
+/// How many watches of the process's inotify instance are on the file
+/// or directory at `path` (by inode, from `/proc/self/fdinfo`).
+fn watches_on(path: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let ino = format!("ino:{:x} ", std::fs::metadata(path).unwrap().ino());
+    let fd = inotify_fds()[0].file_name().unwrap().to_owned();
+    let info = std::fs::read_to_string(Path::new("/proc/self/fdinfo").join(fd)).unwrap();
+    info.lines().filter(|l| l.contains(&ino)).count()
 }
 
 /// More waiters than the kernel's default inotify instance limit (128 per
@@ -219,7 +233,11 @@ fn many_waiters_share_one_inotify_fd() {
         }));
     }
     ready.wait();
-    assert_eq!(inotify_fds(), 1, "one inotify fd for every waiter");
+    assert_eq!(inotify_fds().len(), 1, "one inotify fd for every waiter");
+    let busy = store.mailbox_path(&user(), &MailboxName::new("busy").unwrap());
+    // One watch on the mailbox directory and one on its index, shared.
+    assert_eq!(watches_on(&busy), 1);
+    assert_eq!(watches_on(&busy.join(".index")), 1);
     let child = commit_later(tmp.path(), "busy", Duration::ZERO);
     for t in threads {
         let (name, waited) = t.join().unwrap();
@@ -231,6 +249,9 @@ fn many_waiters_share_one_inotify_fd() {
         assert_eq!(waited, want, "waiter on {name}");
     }
     finish(child);
+    // Every waiter is gone: so are the watches.
+    assert_eq!(watches_on(&busy), 0);
+    assert_eq!(watches_on(&busy.join(".index")), 0);
 }
 
 /// A polling watch (a shared filesystem, where other hosts' commits raise
