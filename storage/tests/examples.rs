@@ -156,8 +156,10 @@ fn admin_report_counts_and_verifies() {
             .output()
             .unwrap()
     };
+    let before = tree(tmp.path());
     let out = run();
     assert!(out.status.success(), "{out:?}");
+    assert_eq!(tree(tmp.path()), before, "the report wrote to the spool");
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
@@ -173,4 +175,22 @@ fn admin_report_counts_and_verifies() {
         String::from_utf8_lossy(&out.stderr).contains("1."),
         "{out:?}"
     );
+}
+
+/// Every path below `dir` with its length and modification time.
+fn tree(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                todo.push(p.clone());
+            }
+            out.push((p, m.len(), m.modified().unwrap()));
+        }
+    }
+    out.sort();
+    out
 }
