@@ -9,8 +9,8 @@
 //!
 //! * A [`Store`] is a spool directory, opened once per process and shared
 //!   by every thread. Users ([`UserName`]) own mailboxes ([`MailboxName`],
-//!   `INBOX` and a hierarchy below it, `/`-separated); a user exists when
-//!   their INBOX does.
+//!   `INBOX` and any other names, with `/` as the hierarchy separator); a
+//!   user exists when their INBOX does.
 //! * A mailbox is a directory: the messages (`UID.` files, never changed
 //!   after they are committed), the `.index` (a header and one 128-byte
 //!   record per message: UID, flags, keywords, dates, size, MODSEQ, CRC),
