@@ -149,6 +149,10 @@ impl Report {
 }
 
 /// One record slot of the index as stored, decoded or not.
+///
+/// `idx-inspect`'s raw view: exposes internal index types, hidden from
+/// the docs and not covered by semver.
+#[doc(hidden)]
 #[derive(Clone, Debug)]
 pub struct RawRecord {
     /// Record number (from 0).
@@ -163,6 +167,10 @@ pub struct RawRecord {
 
 /// Header slots exactly as stored, and access to the records, read under
 /// one shared lock.
+///
+/// `idx-inspect`'s raw view: exposes internal index types, hidden from
+/// the docs and not covered by semver.
+#[doc(hidden)]
 #[derive(Debug)]
 pub struct RawView {
     /// The `.index` file's path.
@@ -201,6 +209,10 @@ impl RawView {
 }
 
 /// Decodes slot `slot` from a buffer holding the start of the index file.
+///
+/// `idx-inspect`'s raw view: exposes internal index types, hidden from
+/// the docs and not covered by semver.
+#[doc(hidden)]
 pub fn decode_slot(buf: &[u8], slot: usize) -> std::result::Result<Header, SlotError> {
     let off = SLOT_OFFSETS[slot] as usize;
     let end = (off + HEADER_SIZE).min(buf.len());
@@ -223,6 +235,10 @@ pub fn open_dir_read_only(path: &Path) -> Result<Dir> {
 /// Reads the index of `dir` raw under a shared lock; `hold` is called with
 /// the view while the lock is still held (so callers may look at message
 /// files consistently), and its result returned.
+///
+/// `idx-inspect`'s raw view: exposes internal index types, hidden from
+/// the docs and not covered by semver.
+#[doc(hidden)]
 pub fn with_raw_view<T>(
     dir: &Dir,
     lock_timeout: Duration,
@@ -290,6 +306,10 @@ fn read_raw(dir: &Dir, idx: &IndexFile) -> Result<RawView> {
 }
 
 /// Reads records `start..end` without failing on a bad one.
+///
+/// `idx-inspect`'s raw view: exposes internal index types, hidden from
+/// the docs and not covered by semver.
+#[doc(hidden)]
 pub fn read_raw_records(idx: &IndexFile, start: u32, end: u32) -> Result<Vec<RawRecord>> {
     let mut out = Vec::new();
     each_raw_record(idx, start, end, &mut |r| out.push(r))?;
@@ -334,6 +354,10 @@ fn each_raw_record(
 }
 
 /// Names of header fields by offset within a slot, for messages.
+///
+/// `idx-inspect`'s raw view: exposes internal index types, hidden from
+/// the docs and not covered by semver.
+#[doc(hidden)]
 pub fn header_field_name(offset: usize) -> &'static str {
     match offset {
         0..8 => "magic",
@@ -364,6 +388,10 @@ pub fn header_field_name(offset: usize) -> &'static str {
 }
 
 /// Names of record fields by offset within a record.
+///
+/// `idx-inspect`'s raw view: exposes internal index types, hidden from
+/// the docs and not covered by semver.
+#[doc(hidden)]
 pub fn record_field_name(offset: usize) -> &'static str {
     match offset {
         0..4 => "uid",
