@@ -224,7 +224,7 @@ impl Host for StoreHost<'_> {
             self.store,
             self.user,
             &duplicate_key(key),
-            storage::fsutil::now(),
+            storage::internals::fsutil::now(),
             seconds,
         )
     }
@@ -377,9 +377,9 @@ pub struct Planned {
 
 /// The `duplicate` log of a user: `.sieve/.dedup` (FORMAT.md §9).
 fn duplicate_log(store: &Store, user: &UserName) -> storage::Result<storage::dedup::DedupLog> {
-    let root = storage::fsutil::Dir::open_root(store.root())?;
-    let home = root.open_dir(storage::fsutil::os(user.encoded().as_bytes()))?;
-    let dir = home.open_dir(storage::fsutil::os(SIEVE_DIR.as_bytes()))?;
+    let root = storage::Dir::open_root(store.root())?;
+    let home = root.open_dir(storage::internals::fsutil::os(user.encoded().as_bytes()))?;
+    let dir = home.open_dir(storage::internals::fsutil::os(SIEVE_DIR.as_bytes()))?;
     storage::dedup::DedupLog::open_in(&dir, store.options().lock_timeout)
 }
 
@@ -420,7 +420,7 @@ pub fn remember(store: &Store, user: &UserName, keys: &[Key], now: i64) {
 /// Records delivered messages' `duplicate` identities.
 fn record_duplicates(store: &Store, user: &UserName, marks: &[sieve::DuplicateMark]) {
     let keys: Vec<Key> = marks.iter().map(|m| duplicate_key(&m.key)).collect();
-    remember(store, user, &keys, storage::fsutil::now());
+    remember(store, user, &keys, storage::internals::fsutil::now());
 }
 
 /// Runs `user`'s active script on `message` (normalized, complete): the
@@ -483,8 +483,8 @@ pub fn plan(
         to: recipient.clone(),
     };
     let mut opts = RunOptions {
-        now: storage::fsutil::now(),
-        local_offset: local_utc_offset(storage::fsutil::now()),
+        now: storage::internals::fsutil::now(),
+        local_offset: local_utc_offset(storage::internals::fsutil::now()),
         ..RunOptions::default()
     };
     let env = &mut opts.environment;
@@ -537,7 +537,7 @@ fn convert_flags(user: &UserName, list: &[String]) -> (Flags, Vec<String>) {
                     tracing::info!(user = %user, flag = %f, "sieve: unknown system flag ignored")
                 }
             }
-        } else if storage::meta::validate_keyword(f).is_ok() {
+        } else if storage::validate_keyword(f).is_ok() {
             if !keywords.iter().any(|k| k.eq_ignore_ascii_case(f)) {
                 keywords.push(f.clone());
             }
@@ -736,7 +736,8 @@ pub fn execute(
                 .expect("one result per submission")?,
         };
         drop(in_flight);
-        storage::fault::point("sieve.between_mailboxes").map_err(|e| from_storage(&e))?;
+        storage::internals::fault::point("sieve.between_mailboxes")
+            .map_err(|e| from_storage(&e))?;
         done.push((
             a.target,
             match stored {

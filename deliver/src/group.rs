@@ -248,7 +248,7 @@ pub fn commit_batch(
         Ok(l) => l,
         Err(e) => return vec![Err(from_storage(&e)); n],
     };
-    let now = storage::fsutil::now();
+    let now = storage::internals::fsutil::now();
     let mut first_with: HashMap<Key, usize> = HashMap::new();
     let mut fates = Vec::with_capacity(n);
     let mut all = Vec::new();

@@ -398,8 +398,7 @@ fn parse_flags(list: &[String]) -> Result<(Flags, Vec<String>), Failure> {
                 None => return Err(Failure::usage(format!("unknown system flag {f:?}"))),
             }
         } else {
-            storage::meta::validate_keyword(f)
-                .map_err(|e| Failure::usage(format!("--flag: {e}")))?;
+            storage::validate_keyword(f).map_err(|e| Failure::usage(format!("--flag: {e}")))?;
             keywords.push(f.clone());
         }
     }

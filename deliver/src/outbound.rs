@@ -133,7 +133,7 @@ pub fn redirect(
         address.to_ascii_lowercase().as_bytes(),
         message,
     ]);
-    let now = storage::fsutil::now();
+    let now = storage::internals::fsutil::now();
     if crate::filter::seen(&settings.store, user, &k, now, REDIRECT_WINDOW) {
         tracing::info!(user = %user, to = %address, "sieve: redirect already sent by an earlier attempt");
         return Ok(());
@@ -221,7 +221,7 @@ pub fn vacation(
         handle.as_bytes(),
         to.to_ascii_lowercase().as_bytes(),
     ]);
-    let now = storage::fsutil::now();
+    let now = storage::internals::fsutil::now();
     if crate::filter::seen(&settings.store, user, &k, now, period) {
         tracing::info!(user = %user, to = %to, "sieve: vacation reply not sent: already answered within the period");
         return;

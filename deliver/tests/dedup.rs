@@ -9,8 +9,8 @@ use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use common::{Spool, assert_failed, assert_no_stray_staged, stderr};
+use storage::Dir;
 use storage::dedup::{DEDUP_NAME, DedupLog, ENTRY_SIZE, Entry, Key};
-use storage::fsutil::Dir;
 
 const MSG: &[u8] = b"Subject: dup\nMessage-ID: <dup1@example.org>\n\nbody\n";
 const ID: &str = "<dup1@example.org>";

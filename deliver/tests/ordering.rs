@@ -228,7 +228,7 @@ fn debris_at_the_next_uid_is_removed_durably_before_the_link() {
         fsync.is_some_and(|f| f < link),
         "the debris's removal must be durable before the link: {lines:#?}"
     );
-    let kept = storage::quarantine::list(&storage::fsutil::Dir::open_root(&dir).unwrap()).unwrap();
+    let kept = storage::quarantine::list(&storage::Dir::open_root(&dir).unwrap()).unwrap();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(kept[0].original, "2.");
     let m = store.open_mailbox(&user, &inbox).unwrap();

@@ -12,9 +12,9 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use storage::Dir;
 use storage::Header;
-use storage::fsutil::Dir;
-use storage::index::{INDEX_NAME, IndexFile};
+use storage::internals::index::{INDEX_NAME, IndexFile};
 
 pub struct MtimeReader {
     path: PathBuf,

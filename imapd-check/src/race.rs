@@ -249,11 +249,11 @@ pub fn run(a: RaceArgs) -> Res<()> {
         }
         if a.writer_pause_ms > 0 {
             cmd.env(
-                storage::fault::ENV,
+                storage::internals::fault::ENV,
                 format!("append.after_records=pause:{}", a.writer_pause_ms),
             );
         } else {
-            cmd.env_remove(storage::fault::ENV);
+            cmd.env_remove(storage::internals::fault::ENV);
         }
         let mut c = cmd.spawn()?;
         writer_out.push(collect_lines(c.stdout.take().expect("piped")));

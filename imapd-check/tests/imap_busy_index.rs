@@ -12,7 +12,7 @@ mod imap_common;
 use std::time::Duration;
 
 use imap_common::*;
-use storage::lock::{LockKind, hold};
+use storage::internals::lock::{LockKind, hold};
 use storage::{AppendOptions, MailboxName, UserName};
 
 /// IDLE starts, and DONE is answered, while a writer holds the index lock

@@ -16,9 +16,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use storage::Dir;
 use storage::format::{Flags, Keywords, Record};
-use storage::fsutil::Dir;
-use storage::index::{INDEX_NAME, IndexFile};
+use storage::internals::index::{INDEX_NAME, IndexFile};
 use storage::{AppendOptions, Durability, MailboxName, Options, Store, UserName};
 
 fn user() -> UserName {

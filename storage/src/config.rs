@@ -34,32 +34,51 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/mailstore.conf";
 /// directory, so a first try needs no setup.
 pub const DEFAULT_SPOOL: &str = "./spool";
 
+/// Why a config file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("read config {path}: {source}")]
     Read {
+        /// The config file.
         path: PathBuf,
+        /// The system's error.
         #[source]
         source: std::io::Error,
     },
+    /// A line is not `key = value`, or a value does not parse.
     #[error("{path}:{line}: {what}")]
     Syntax {
+        /// The config file.
         path: PathBuf,
+        /// The line number, from 1.
         line: usize,
+        /// What is wrong with it.
         what: String,
     },
 }
 
+/// The store configuration shared by the project's binaries (see the
+/// module documentation for the file format and keys).
+///
+/// ```
+/// let c = storage::Config::parse("spool = /var/spool/mail\nquota = 1G\n", "x.conf".as_ref()).unwrap();
+/// assert_eq!(c.quota_for("alice"), Some(1 << 30));
+/// assert_eq!(c.spool.as_deref(), Some("/var/spool/mail".as_ref()));
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     /// The file this came from; `None` for built-in defaults.
     pub path: Option<PathBuf>,
+    /// `spool`: the store's root directory.
     pub spool: Option<PathBuf>,
     /// Default per-user limit in bytes.
     pub quota: Option<u64>,
     /// Per-user limits; `0` means unlimited for that user.
     pub user_quota: BTreeMap<String, u64>,
+    /// `lock_timeout_ms`: the longest wait for a mailbox lock.
     pub lock_timeout_ms: Option<u64>,
+    /// `max_size`: the largest message accepted, in bytes.
     pub max_size: Option<u64>,
     /// Duplicate suppression window of `deliver` in seconds; `0` = off.
     pub dedup_window: Option<u64>,
@@ -90,6 +109,7 @@ impl Config {
         }
     }
 
+    /// Reads and parses the file at `path`.
     pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -168,6 +188,7 @@ impl Config {
         }
     }
 
+    /// `lock_timeout_ms` as a duration, if set.
     pub fn lock_timeout(&self) -> Option<Duration> {
         self.lock_timeout_ms.map(Duration::from_millis)
     }

@@ -74,6 +74,7 @@ impl Key {
 pub struct Entry {
     /// Unix seconds of the commit.
     pub time: i64,
+    /// The message's key (from its Message-ID).
     pub key: Key,
 }
 
@@ -150,6 +151,7 @@ impl DedupLog {
         })
     }
 
+    /// The log file's path.
     pub fn path(&self) -> &std::path::Path {
         &self.path
     }

@@ -8,6 +8,7 @@
 //! [`RECORDS_OFFSET`], [`RECORD_SIZE`] bytes each, each inside one 512-byte
 //! sector.
 
+/// The first 8 bytes of each header slot.
 pub const MAGIC: [u8; 8] = *b"MSTOREIX";
 /// The version every header is written with. Version 1 headers (no
 /// append range, bytes 104..124 zero), version 2 headers (no
@@ -17,9 +18,13 @@ pub const VERSION: u32 = 4;
 const VERSION_1: u32 = 1;
 const VERSION_2: u32 = 2;
 const VERSION_3: u32 = 3;
+/// Bytes of one header slot.
 pub const HEADER_SIZE: usize = 128;
+/// Byte offsets of the two header slots in `.index`.
 pub const SLOT_OFFSETS: [u64; 2] = [0, 4096];
+/// Byte offset of the first record in `.index`.
 pub const RECORDS_OFFSET: u64 = 8192;
+/// Bytes of one record.
 pub const RECORD_SIZE: usize = 128;
 /// Keyword bits per record.
 pub const MAX_KEYWORDS: usize = 256;
@@ -73,10 +78,15 @@ pub const UNORDERED_MAX_SIZE: u64 = 256 * 1024;
 pub struct Flags(pub u32);
 
 impl Flags {
+    /// IMAP `\\Seen`.
     pub const SEEN: Flags = Flags(1 << 0);
+    /// IMAP `\\Answered`.
     pub const ANSWERED: Flags = Flags(1 << 1);
+    /// IMAP `\\Flagged`.
     pub const FLAGGED: Flags = Flags(1 << 2);
+    /// IMAP `\\Deleted` (EXPUNGE removes these messages).
     pub const DELETED: Flags = Flags(1 << 3);
+    /// IMAP `\\Draft`.
     pub const DRAFT: Flags = Flags(1 << 4);
     /// Internal: the record is expunged and waits for repack.
     pub const EXPUNGED: Flags = Flags(1 << 31);
@@ -84,21 +94,36 @@ impl Flags {
     pub const SYSTEM: Flags = Flags(0x1f);
     const KNOWN: u32 = Self::SYSTEM.0 | Self::EXPUNGED.0;
 
+    /// No flag set.
     pub const fn empty() -> Flags {
         Flags(0)
     }
+    /// Whether every flag of `other` is set here.
+    ///
+    /// ```
+    /// use storage::Flags;
+    /// let f = Flags::SEEN.union(Flags::FLAGGED);
+    /// assert!(f.contains(Flags::SEEN));
+    /// assert!(!f.contains(Flags::SEEN.union(Flags::DELETED)));
+    /// assert_eq!(f.minus(Flags::SEEN), Flags::FLAGGED);
+    /// assert_eq!(f.names(), ["\\Seen", "\\Flagged"]);
+    /// ```
     pub fn contains(self, other: Flags) -> bool {
         self.0 & other.0 == other.0
     }
+    /// The flags set in either.
     pub fn union(self, other: Flags) -> Flags {
         Flags(self.0 | other.0)
     }
+    /// These flags without those of `other`.
     pub fn minus(self, other: Flags) -> Flags {
         Flags(self.0 & !other.0)
     }
+    /// The flags set in both.
     pub fn intersect(self, other: Flags) -> Flags {
         Flags(self.0 & other.0)
     }
+    /// Whether the expunged mark is set.
     pub fn is_expunged(self) -> bool {
         self.contains(Flags::EXPUNGED)
     }
@@ -134,25 +159,31 @@ impl Flags {
 pub struct Keywords(pub [u8; MAX_KEYWORDS / 8]);
 
 impl Keywords {
+    /// Whether keyword number `i` is set.
     pub fn contains(&self, i: usize) -> bool {
         i < MAX_KEYWORDS && self.0[i / 8] & (1 << (i % 8)) != 0
     }
+    /// Sets keyword number `i` (ignored at or above [`MAX_KEYWORDS`]).
     pub fn insert(&mut self, i: usize) {
         if i < MAX_KEYWORDS {
             self.0[i / 8] |= 1 << (i % 8);
         }
     }
+    /// Clears keyword number `i`.
     pub fn remove(&mut self, i: usize) {
         if i < MAX_KEYWORDS {
             self.0[i / 8] &= !(1 << (i % 8));
         }
     }
+    /// Whether no keyword is set.
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(|b| *b == 0)
     }
+    /// The numbers of the keywords set, ascending.
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         (0..MAX_KEYWORDS).filter(|i| self.contains(*i))
     }
+    /// The keywords set in either.
     pub fn union(&self, other: &Keywords) -> Keywords {
         let mut k = *self;
         for (a, b) in k.0.iter_mut().zip(other.0.iter()) {
@@ -160,6 +191,7 @@ impl Keywords {
         }
         k
     }
+    /// These keywords without those of `other`.
     pub fn minus(&self, other: &Keywords) -> Keywords {
         let mut k = *self;
         for (a, b) in k.0.iter_mut().zip(other.0.iter()) {
@@ -172,19 +204,27 @@ impl Keywords {
 /// The index header, one generation of it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Header {
+    /// Header flags (`HF_*`: superseded, deleted, pending move...).
     pub flags: u32,
+    /// Bumped by every commit, last: what a reader compares.
     pub generation: u64,
     /// Records in the file, live and expunged.
     pub num_records: u32,
     /// Live (not expunged) records.
     pub exists: u32,
+    /// The highest UID handed out (UIDNEXT is one above).
     pub last_uid: u32,
+    /// IMAP UIDVALIDITY of the mailbox.
     pub uidvalidity: u32,
+    /// RFC 7162 HIGHESTMODSEQ: the MODSEQ of the last commit.
     pub highestmodseq: u64,
     /// Sum of `size` over live records (for quota).
     pub total_bytes: u64,
+    /// Live records with `\\Seen`.
     pub seen: u32,
+    /// Live records with `\\Deleted`.
     pub deleted: u32,
+    /// Live records with `\\Flagged`.
     pub flagged: u32,
     /// Bumped whenever the keyword name table (`.meta`) changes.
     pub meta_generation: u32,
@@ -220,7 +260,9 @@ pub struct Header {
 /// One message's entry in the index.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Record {
+    /// The message's UID.
     pub uid: u32,
+    /// System flags and the expunged mark.
     pub flags: Flags,
     /// Unix seconds: when the store received the message (IMAP INTERNALDATE).
     pub internal_date: i64,
@@ -232,7 +274,9 @@ pub struct Record {
     pub header_size: u32,
     /// CRC32 of the stored message file.
     pub message_crc: u32,
+    /// RFC 7162 MODSEQ of the last change to this record.
     pub modseq: u64,
+    /// Keyword numbers, named by the mailbox's `.meta` table.
     pub keywords: Keywords,
     /// Unix seconds of the last change to this record.
     pub last_updated: i64,
@@ -267,7 +311,9 @@ fn put(b: &mut [u8], off: usize, v: &[u8]) {
 /// Why a header slot was rejected; `offset` is relative to the slot start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlotError {
+    /// Byte offset of the problem from the slot's start.
     pub offset: usize,
+    /// What is wrong.
     pub what: String,
 }
 
@@ -288,6 +334,7 @@ impl SlotError {
 }
 
 impl Header {
+    /// The slot's bytes, with the current [`VERSION`] and the CRC.
     pub fn encode(&self) -> [u8; HEADER_SIZE] {
         let mut b = [0u8; HEADER_SIZE];
         put(&mut b, 0, &MAGIC);
@@ -448,9 +495,11 @@ impl Header {
         Ok(())
     }
 
+    /// A repack replaced this index file with a new one.
     pub fn is_superseded(&self) -> bool {
         self.flags & HF_SUPERSEDED != 0
     }
+    /// The mailbox is being deleted.
     pub fn is_deleted(&self) -> bool {
         self.flags & HF_DELETED != 0
     }
@@ -532,6 +581,7 @@ impl Header {
 }
 
 impl Record {
+    /// The record's bytes, with the CRC.
     pub fn encode(&self) -> [u8; RECORD_SIZE] {
         let mut b = [0u8; RECORD_SIZE];
         put(&mut b, 0, &self.uid.to_le_bytes());
@@ -602,6 +652,7 @@ impl Record {
         Ok(r)
     }
 
+    /// Whether the message is expunged (waiting for a repack).
     pub fn is_expunged(&self) -> bool {
         self.flags.is_expunged()
     }

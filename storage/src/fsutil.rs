@@ -19,9 +19,17 @@ pub const DIR_MODE: u32 = 0o700;
 
 /// An open directory plus its path (kept for error messages only; every
 /// operation goes through the descriptor).
+///
+/// A server meets it as [`crate::Mailbox::dir`] and passes it to
+/// [`crate::verify::verify_dir`], [`crate::quarantine`] and
+/// [`crate::dedup::DedupLog::open_in`]. Its methods are plain file
+/// operations that take **no mailbox lock**: writing a mailbox through them
+/// bypasses the store's protocol (`docs/PROTOCOL.md`); use [`crate::Mailbox`].
 #[derive(Debug)]
 pub struct Dir {
+    /// The open directory (`O_DIRECTORY | O_NOFOLLOW`).
     pub fd: OwnedFd,
+    /// Its path, for messages.
     pub path: PathBuf,
 }
 
@@ -45,6 +53,7 @@ impl Dir {
         })
     }
 
+    /// The path of `name` in this directory, for messages.
     pub fn child_path(&self, name: &OsStr) -> PathBuf {
         self.path.join(name)
     }
@@ -100,6 +109,7 @@ impl Dir {
         }
     }
 
+    /// Opens `name` in this directory with `flags` (never following a symlink).
     pub fn open_file(&self, name: &OsStr, flags: OFlag) -> Result<File> {
         let fd = nix::fcntl::openat(
             self.fd.as_fd(),
@@ -120,6 +130,7 @@ impl Dir {
         }
     }
 
+    /// Renames `from` here to `to` in `to_dir`.
     pub fn rename(&self, from: &OsStr, to_dir: &Dir, to: &OsStr) -> Result<()> {
         nix::fcntl::renameat(self.fd.as_fd(), from, to_dir.fd.as_fd(), to)
             .map_err(|e| Error::nix("rename", self.child_path(from), e))
@@ -185,6 +196,7 @@ impl Dir {
         self.rename(tmp_os, self, os(name.as_bytes()))
     }
 
+    /// Removes file `name`; absent is not an error.
     pub fn unlink(&self, name: &OsStr) -> Result<()> {
         match nix::unistd::unlinkat(
             self.fd.as_fd(),
@@ -196,6 +208,7 @@ impl Dir {
         }
     }
 
+    /// Removes empty directory `name`.
     pub fn rmdir(&self, name: &OsStr) -> Result<()> {
         match nix::unistd::unlinkat(self.fd.as_fd(), name, nix::unistd::UnlinkatFlags::RemoveDir) {
             Ok(()) | Err(nix::Error::ENOENT) => Ok(()),

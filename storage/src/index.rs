@@ -27,8 +27,11 @@ pub const WRITER_MARK_OFFSET: u64 = 2048;
 /// messages that were reported delivered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
+    /// Every fsync of `docs/PROTOCOL.md`: a commit is durable when the
+    /// call returns.
     #[default]
     Full,
+    /// No fsync (tests and benchmarks).
     Relaxed,
 }
 
@@ -225,7 +228,7 @@ impl IndexFile {
     /// Reads both header slots and returns the valid one with the higher
     /// generation. A slot whose generation has the wrong parity for its
     /// position is treated as invalid. A newest slot whose appended
-    /// records did not reach the disk (see [`Self::append_range_intact`])
+    /// records did not reach the disk (see `append_range_intact`)
     /// is passed over for the older one: an append makes records and
     /// header durable with one fsync, so after a crash during it the disk
     /// may hold the header without the records. That commit was never

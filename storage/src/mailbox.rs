@@ -17,9 +17,11 @@ use crate::fsutil::{self, Dir};
 use crate::import::UidPlan;
 use crate::index::{Durability, INDEX_NAME, IndexFile, WRITER_MARK_OFFSET};
 use crate::lock::{LockGuard, LockKind};
-use crate::meta::{self, Meta};
+use crate::meta;
+pub use crate::meta::Meta;
 use crate::names::MailboxName;
 
+/// The mailbox subdirectory where messages are written before their commit.
 pub const STAGE_DIR: &str = ".stage";
 
 /// The file name of the message with `uid`.
@@ -36,9 +38,12 @@ pub fn parse_message_file_name(name: &[u8]) -> Option<u32> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
+/// How [`Mailbox::append`] and [`Mailbox::stage`] store a message.
 #[derive(Clone, Debug, Default)]
 pub struct AppendOptions {
+    /// Initial system flags (IMAP APPEND's flag list).
     pub flags: Flags,
+    /// Initial keywords (IMAP atoms, see [`crate::validate_keyword`]).
     pub keywords: Vec<String>,
     /// INTERNALDATE; now when `None`.
     pub internal_date: Option<i64>,
@@ -58,9 +63,13 @@ pub struct StagedMessage {
     name: String,
     file: Option<File>,
     stage: std::sync::Arc<Dir>,
+    /// Bytes written.
     pub size: u64,
+    /// Bytes of the header block, blank line included.
     pub header_size: u32,
+    /// CRC32 of the bytes written.
     pub message_crc: u32,
+    /// The options it was staged with.
     pub opts: AppendOptions,
     /// The bytes are written but not flushed: the commit's flush makes
     /// them durable (an unordered append, PROTOCOL.md §3).
@@ -81,8 +90,11 @@ impl Drop for StagedMessage {
 /// How a flag change applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlagOp {
+    /// Set these flags (IMAP `+FLAGS`).
     Add,
+    /// Clear these flags (IMAP `-FLAGS`).
     Remove,
+    /// Set exactly these flags (IMAP `FLAGS`).
     Replace,
 }
 
@@ -95,16 +107,19 @@ pub struct StoreOutcome {
     pub modified: Vec<u32>,
     /// UIDs not found or already expunged.
     pub missing: Vec<u32>,
+    /// The generation of the commit (unchanged when nothing changed).
     pub generation: u64,
 }
 
 /// What changed since a session's last look (see [`Mailbox::changes_since`]).
 #[derive(Clone, Debug)]
 pub struct Changes {
+    /// The header now.
     pub header: Header,
     /// When `full`, every record of the index; otherwise the appended
     /// records plus earlier records whose MODSEQ is newer than the mark.
     pub records: Vec<Record>,
+    /// The records are the whole index (first look, or another index file after a repack): recompute expunges by UID.
     pub full: bool,
     /// Present when the keyword table changed.
     pub meta: Option<Meta>,
@@ -113,18 +128,26 @@ pub struct Changes {
 /// Where a session last looked; cheap to compare.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ViewMark {
+    /// Which index file of this handle (bumped when a repack replaced it).
     pub epoch: u64,
+    /// The generation looked at.
     pub generation: u64,
+    /// Records in the index then.
     pub num_records: u32,
+    /// HIGHESTMODSEQ then.
     pub highestmodseq: u64,
 }
 
 /// A consistent read of header and records.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
+    /// The header.
     pub header: Header,
+    /// Every record, live and expunged, in index order (ascending UID).
     pub records: Vec<Record>,
+    /// The keyword name table.
     pub meta: Meta,
+    /// Where this read looked (for a later [`Mailbox::changes_since`]).
     pub mark: ViewMark,
 }
 
@@ -139,6 +162,28 @@ impl Snapshot {
     }
 }
 
+/// An open handle on one mailbox: its directory, index and staging area.
+///
+/// Open one per session with [`crate::Store::open_mailbox`]. Every method
+/// takes the mailbox lock it needs for the call only (never across calls),
+/// so handles in any number of threads and processes work on one mailbox
+/// at once; a handle itself is used by one thread at a time (`&mut self`).
+///
+/// ```
+/// # fn main() -> storage::Result<()> {
+/// use storage::{AppendOptions, FlagOp, Flags, MailboxName, Options, Store, UserName};
+/// # let tmp = tempfile::tempdir().unwrap();
+/// let store = Store::open(tmp.path(), Options::default())?;
+/// let user = UserName::new("alice")?;
+/// store.ensure_mailbox(&user, &MailboxName::inbox())?;
+/// let mut mbox = store.open_mailbox(&user, &MailboxName::inbox())?;
+/// let uid = mbox.append(&b"Subject: hi\r\n\r\nhello\r\n"[..], AppendOptions::default())?;
+/// assert_eq!(mbox.read_message(uid)?, b"Subject: hi\r\n\r\nhello\r\n");
+/// mbox.store(&[uid], FlagOp::Add, Flags::DELETED, &[], None)?;
+/// assert_eq!(mbox.expunge(None, true)?, vec![uid]);
+/// assert_eq!(mbox.header()?.exists, 0);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Mailbox {
     name: MailboxName,
@@ -203,15 +248,19 @@ impl Mailbox {
         })
     }
 
+    /// The mailbox's name.
     pub fn name(&self) -> &MailboxName {
         &self.name
     }
+    /// The mailbox directory.
     pub fn dir(&self) -> &Dir {
         &self.dir
     }
+    /// The path of its `.index` file.
     pub fn index_path(&self) -> &std::path::Path {
         &self.index.path
     }
+    /// The durability it writes with (from the store's options).
     pub fn durability(&self) -> Durability {
         self.durability
     }
@@ -327,6 +376,7 @@ impl Mailbox {
         Ok(false)
     }
 
+    /// The keyword name table as last read: keyword number `i` is the `i`th name.
     pub fn keyword_names(&self) -> &[String] {
         &self.meta.keywords
     }
@@ -337,6 +387,7 @@ impl Mailbox {
         Ok(h)
     }
 
+    /// The mark of a look at header `h` through this handle.
     pub fn mark_of(&self, h: &Header) -> ViewMark {
         ViewMark {
             epoch: self.epoch,
@@ -1472,16 +1523,21 @@ impl Mailbox {
     }
 }
 
+/// What [`Mailbox::repack`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RepackOutcome {
+    /// UIDs of the expunged messages dropped (records and files).
     pub removed: Vec<u32>,
+    /// Records kept.
     pub kept: u32,
 }
 
+/// What [`Mailbox::recover`] cleared or repaired.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoverOutcome {
     /// Staged files of dead writers that belonged to no committed message.
     pub stage_removed: u32,
+    /// `UID.` files above `last_uid` (appends that never committed) removed.
     pub uncommitted_removed: u32,
     /// Committed messages whose `UID.` name was lost in a crash, linked
     /// back from `.stage`.

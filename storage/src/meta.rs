@@ -17,8 +17,11 @@ pub const META_NAME: &str = ".meta";
 const FIRST_LINE: &str = "mailstore-meta 1";
 pub const MAX_KEYWORD_BYTES: usize = 100;
 
+/// A mailbox's keyword name table (`.meta`): keyword number `i` of a
+/// record ([`crate::Keywords`]) is named `keywords[i]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Meta {
+    /// The names, in the order their numbers were given out.
     pub keywords: Vec<String>,
 }
 
@@ -39,6 +42,9 @@ pub fn validate_keyword(k: &str) -> Result<()> {
 }
 
 impl Meta {
+    /// Reads `.meta` in the mailbox directory `dir` (empty when absent).
+    /// Internal: [`crate::Mailbox::keyword_names`] is the public view.
+    #[doc(hidden)]
     pub fn load(dir: &Dir) -> Result<Meta> {
         let path = dir.child_path(fsutil::os(META_NAME.as_bytes()));
         let file = match dir.open_file(fsutil::os(META_NAME.as_bytes()), OFlag::O_RDONLY) {
@@ -121,6 +127,7 @@ impl Meta {
     }
 
     /// Atomically replaces `.meta` in `dir`. Caller holds the exclusive lock.
+    #[doc(hidden)]
     pub fn save(&self, dir: &Dir, durability: Durability) -> Result<()> {
         let tmp = format!(".meta.tmp.{}", std::process::id());
         dir.replace_file(

@@ -11,8 +11,11 @@ use std::fmt;
 
 use crate::error::{Error, Result};
 
+/// Longest component of a mailbox name (and longest user name), in bytes.
 pub const MAX_COMPONENT_BYTES: usize = 200;
+/// Longest mailbox name, in bytes.
 pub const MAX_NAME_BYTES: usize = 1000;
+/// Most components in a mailbox name.
 pub const MAX_DEPTH: usize = 32;
 
 fn invalid(kind: &'static str, name: &str, reason: &'static str) -> Error {
@@ -77,6 +80,14 @@ fn decode_component(s: &str) -> Option<String> {
 pub struct UserName(String);
 
 impl UserName {
+    /// Validates a user name: one non-empty component of at most
+    /// [`MAX_COMPONENT_BYTES`], no `/`, no control characters, not `.` or `..`,
+    /// no IMAP wildcard.
+    ///
+    /// ```
+    /// assert!(storage::UserName::new("alice").is_ok());
+    /// assert!(storage::UserName::new("../etc").is_err());
+    /// ```
     pub fn new(name: &str) -> Result<UserName> {
         if name.contains('/') {
             return Err(invalid("user", name, "contains `/`"));
@@ -84,9 +95,11 @@ impl UserName {
         check_component("user", name, name)?;
         Ok(UserName(name.to_string()))
     }
+    /// The name as given.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// The user's directory name in the spool.
     pub fn encoded(&self) -> String {
         encode_component(&self.0)
     }
@@ -104,6 +117,17 @@ impl fmt::Display for UserName {
 pub struct MailboxName(String);
 
 impl MailboxName {
+    /// Validates a mailbox name: `/`-separated components (each as in
+    /// [`UserName::new`]), at most [`MAX_NAME_BYTES`] and [`MAX_DEPTH`] levels;
+    /// a first component `INBOX` in any case becomes `INBOX`.
+    ///
+    /// ```
+    /// use storage::MailboxName;
+    /// let n = MailboxName::new("inbox/Lists").unwrap();
+    /// assert_eq!(n.as_str(), "INBOX/Lists");
+    /// assert_eq!(n.parent(), Some(MailboxName::inbox()));
+    /// assert!(MailboxName::new("a//b").is_err());
+    /// ```
     pub fn new(name: &str) -> Result<MailboxName> {
         if name.is_empty() {
             return Err(invalid("mailbox", name, "empty name"));
@@ -130,15 +154,19 @@ impl MailboxName {
         Ok(MailboxName(out.join("/")))
     }
 
+    /// `INBOX`.
     pub fn inbox() -> MailboxName {
         MailboxName("INBOX".to_string())
     }
+    /// The name, `/`-separated.
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// Whether this is `INBOX` itself.
     pub fn is_inbox(&self) -> bool {
         self.0 == "INBOX"
     }
+    /// The components, root first.
     pub fn components(&self) -> impl Iterator<Item = &str> {
         self.0.split('/')
     }
@@ -156,11 +184,13 @@ impl MailboxName {
         // Only the canonical encoding names a mailbox.
         (n.encoded_components() == parts).then_some(n)
     }
+    /// The parent mailbox's name; `None` at the top level.
     pub fn parent(&self) -> Option<MailboxName> {
         self.0
             .rsplit_once('/')
             .map(|(p, _)| MailboxName(p.to_string()))
     }
+    /// The name of child `leaf` of this mailbox (validated).
     pub fn child(&self, leaf: &str) -> Result<MailboxName> {
         MailboxName::new(&format!("{}/{}", self.0, leaf))
     }

@@ -42,6 +42,7 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The reason's word in quarantined file names.
     pub fn word(self) -> &'static str {
         match self {
             Reason::Uncommitted => "uncommitted",
@@ -123,6 +124,7 @@ pub fn link_taking(
 pub struct Entry {
     /// Its name inside `.quarantine/`.
     pub name: String,
+    /// Its size in bytes.
     pub size: u64,
     /// Unix seconds when it was moved here (from its name; 0 if unknown).
     pub since: i64,

@@ -41,11 +41,14 @@ pub const RECENT_LEN: usize = 20;
 /// The decoded file: the highest UID claimed under `uidvalidity`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecentState {
+    /// The UIDVALIDITY the claim belongs to.
     pub uidvalidity: u32,
+    /// The highest UID claimed as `\\Recent` by a session.
     pub recent_uid: u32,
 }
 
 impl RecentState {
+    /// The file's bytes, with the CRC.
     pub fn encode(&self) -> [u8; RECENT_LEN] {
         let mut b = [0u8; RECENT_LEN];
         b[..8].copy_from_slice(MAGIC);

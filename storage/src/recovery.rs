@@ -60,7 +60,9 @@ pub fn open_mailbox_at(
 /// What reconstruct did, for the operator.
 #[derive(Clone, Debug, Default)]
 pub struct ReconstructOutcome {
+    /// UIDVALIDITY of the index before, when a header survived.
     pub old_uidvalidity: Option<u32>,
+    /// UIDVALIDITY of the rebuilt index.
     pub uidvalidity: u32,
     /// True when UIDVALIDITY had to change (no header survived).
     pub uidvalidity_changed: bool,
@@ -84,7 +86,9 @@ pub struct ReconstructOutcome {
     pub meta_reset: bool,
     /// A `.index` existed before (false: created from scratch).
     pub had_index: bool,
+    /// The rebuilt index's header.
     pub header: Header,
+    /// Other things the operator should know, one sentence each.
     pub notes: Vec<String>,
 }
 
@@ -624,8 +628,11 @@ fn unix(t: std::time::SystemTime) -> i64 {
 
 /// Size, CRC32 and header-block length of a stored message file.
 pub struct FileInfo {
+    /// Bytes.
     pub size: u64,
+    /// CRC32 of the whole file.
     pub crc: u32,
+    /// Bytes of the header block, blank line included.
     pub header_size: u32,
 }
 

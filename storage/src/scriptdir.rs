@@ -15,6 +15,8 @@ use nix::fcntl::OFlag;
 use crate::error::{Error, Result};
 use crate::fsutil::{Dir, os, unique_suffix};
 
+/// A per-user directory of scripts (e.g. Sieve), opened without following
+/// symbolic links; files in it are replaced whole (temp, fsync, rename).
 pub struct ScriptDir {
     dir: Dir,
 }
@@ -39,6 +41,7 @@ impl ScriptDir {
         }))
     }
 
+    /// The directory's path.
     pub fn path(&self) -> &Path {
         &self.dir.path
     }

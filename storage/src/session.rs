@@ -88,10 +88,15 @@ pub enum Update {
     Flags(Vec<String>),
     /// `* seq FETCH (UID uid FLAGS (...) MODSEQ (modseq))`.
     Fetch {
+        /// The message's sequence number now.
         seq: u32,
+        /// Its UID.
         uid: u32,
+        /// Its system flags.
         flags: Flags,
+        /// Its keywords, by name.
         keywords: Vec<String>,
+        /// Its MODSEQ (for CONDSTORE clients).
         modseq: u64,
     },
 }
@@ -108,7 +113,9 @@ struct Entry {
 /// A message of the view, for iteration.
 #[derive(Clone, Copy, Debug)]
 pub struct Message<'a> {
+    /// Sequence number in the view.
     pub seq: u32,
+    /// UID.
     pub uid: u32,
     /// Cached: what the client was last told.
     pub record: &'a Record,
@@ -119,10 +126,13 @@ pub struct Message<'a> {
 /// Errors in a client's sequence set.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SeqSetError {
+    /// Not a sequence set (RFC 3501 `sequence-set`).
     #[error("invalid sequence set {0:?}")]
     Syntax(String),
+    /// A number above the message count (the number, the count).
     #[error("sequence number {0} is above the message count {1}")]
     OutOfRange(u32, u32),
+    /// A sequence number in an empty mailbox.
     #[error("the mailbox is empty")]
     Empty,
 }
@@ -166,6 +176,35 @@ impl std::str::FromStr for SeqSet {
     }
 }
 
+/// What one client has been told about one selected mailbox, and what
+/// it still has to be told (see the module documentation for the rules).
+///
+/// ```
+/// # fn main() -> storage::Result<()> {
+/// use storage::{Allow, AppendOptions, FlagOp, Flags, MailboxName, Options, SessionView, Store, Update, UserName};
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let store = Store::open(tmp.path(), Options::default())?;
+/// # let user = UserName::new("alice")?;
+/// # store.ensure_mailbox(&user, &MailboxName::inbox())?;
+/// let mut mbox = store.open_mailbox(&user, &MailboxName::inbox())?;
+/// let uid = mbox.append(&b"Subject: a\r\n\r\na\r\n"[..], AppendOptions::default())?;
+/// let mut view = SessionView::open(&mut mbox)?;
+///
+/// // Another session deletes and expunges the message.
+/// let mut other = store.open_mailbox(&user, &MailboxName::inbox())?;
+/// other.store(&[uid], FlagOp::Add, Flags::DELETED, &[], None)?;
+/// other.expunge(None, true)?;
+///
+/// // During a FETCH by sequence number the expunge is held:
+/// // message 1 keeps its number.
+/// let ups = view.check(&mut mbox, Allow::NoExpunge)?;
+/// assert!(ups.iter().all(|u| !matches!(u, Update::Expunge(_))));
+/// assert_eq!(view.len(), 1);
+/// // At NOOP it goes out.
+/// assert_eq!(view.check(&mut mbox, Allow::AllUpdates)?, vec![Update::Expunge(1)]);
+/// assert_eq!(view.len(), 0);
+/// # Ok(()) }
+/// ```
 pub struct SessionView {
     /// Sorted by UID; index + 1 is the sequence number.
     msgs: Vec<Entry>,
@@ -586,6 +625,7 @@ impl SessionView {
     pub fn len(&self) -> u32 {
         self.msgs.len() as u32
     }
+    /// Whether the client's view holds no message.
     pub fn is_empty(&self) -> bool {
         self.msgs.is_empty()
     }
@@ -602,9 +642,11 @@ impl SessionView {
     pub fn held_expunge_modseq(&self) -> Option<u64> {
         (self.held > 0).then(|| self.held_floor.unwrap_or(1).saturating_sub(1).max(1))
     }
+    /// The UID of sequence number `seq`, as the client knows it.
     pub fn uid(&self, seq: u32) -> Option<u32> {
         self.entry(seq).map(|e| e.record.uid)
     }
+    /// The sequence number of `uid` in the client's view.
     pub fn seq(&self, uid: u32) -> Option<u32> {
         self.msgs
             .binary_search_by_key(&uid, |e| e.record.uid)
@@ -622,6 +664,7 @@ impl SessionView {
     fn entry(&self, seq: u32) -> Option<&Entry> {
         self.msgs.get((seq as usize).checked_sub(1)?)
     }
+    /// Every message of the view, in sequence order.
     pub fn iter(&self) -> impl Iterator<Item = Message<'_>> {
         self.msgs.iter().enumerate().map(|(i, e)| Message {
             seq: i as u32 + 1,
@@ -634,11 +677,13 @@ impl SessionView {
     pub fn keywords(&self) -> &[String] {
         &self.keywords
     }
+    /// The names of the keywords set in `k`.
     pub fn keyword_names(&self, k: &Keywords) -> Vec<String> {
         k.iter()
             .filter_map(|i| self.keywords.get(i).cloned())
             .collect()
     }
+    /// UIDVALIDITY of the mailbox.
     pub fn uidvalidity(&self) -> u32 {
         self.uidvalidity
     }
@@ -650,6 +695,8 @@ impl SessionView {
     pub fn highest_modseq(&self) -> u64 {
         self.highestmodseq
     }
+    /// Where the view last looked: the mark to wait from
+    /// ([`crate::watch::Watch::wait`]).
     pub fn mark(&self) -> ViewMark {
         self.mark
     }

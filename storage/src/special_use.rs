@@ -6,7 +6,7 @@
 //! has children, the file is removed with the mailbox's other files).
 //!
 //! The file is written only under the user's name lock
-//! ([`Store::lock_names`]), replaced whole (temp, fdatasync, rename,
+//! (`Store::lock_names`), replaced whole (temp, fdatasync, rename,
 //! directory fsync), and read only for a directory that holds a live
 //! index.
 
@@ -30,14 +30,20 @@ pub const MAX_SPECIAL_USE_BYTES: u64 = 256;
 /// `\Flagged` name virtual mailboxes, which this store does not have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SpecialUse {
+    /// `\\Drafts`.
     Drafts,
+    /// `\\Sent`.
     Sent,
+    /// `\\Trash`.
     Trash,
+    /// `\\Junk`.
     Junk,
+    /// `\\Archive`.
     Archive,
 }
 
 impl SpecialUse {
+    /// Every special use the store records.
     pub const ALL: [SpecialUse; 5] = [
         SpecialUse::Drafts,
         SpecialUse::Sent,

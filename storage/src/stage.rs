@@ -113,7 +113,7 @@ fn unowned(stage: &Dir, want: impl Fn(u64) -> bool) -> Result<Vec<Unowned>> {
     Ok(out)
 }
 
-/// Whether `.stage` holds an orphan ([`Unowned::is_orphan`]). Cheap when
+/// Whether `.stage` holds an orphan (`Unowned::is_orphan`). Cheap when
 /// there is none: a directory read and one `fstatat` per name; files of
 /// live writers are probed but never counted.
 pub fn has_orphan(stage: &Dir) -> Result<bool> {
@@ -141,7 +141,7 @@ pub fn settle(dir: &Dir, stage: &Dir, durable: bool) -> Result<Settled> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Settled {
     pub settled: usize,
-    /// Saw an orphan ([`Unowned::is_orphan`]). Telling a dead writer's
+    /// Saw an orphan (`Unowned::is_orphan`). Telling a dead writer's
     /// message from a committed one needs the records and the mailbox
     /// lock: [`tidy`].
     pub orphans: bool,

@@ -24,8 +24,11 @@ const DELETED_MARK: &str = ".index.deleted";
 /// In the user's directory: the lock of [`Store::lock_names`].
 const NAMES_LOCK: &str = ".names.lock";
 
+/// How a [`Store`] writes and waits.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// Whether writes are fsynced ([`Durability::Full`], the default) or not
+    /// (tests and benchmarks only).
     pub durability: Durability,
     /// How long any lock wait may take before [`Error::LockTimeout`].
     pub lock_timeout: Duration,
@@ -40,6 +43,22 @@ impl Default for Options {
     }
 }
 
+/// A spool: the root directory of every user's mailboxes. Open it once per
+/// process and share it (`Send + Sync`, every method takes `&self`).
+///
+/// ```
+/// # fn main() -> storage::Result<()> {
+/// use storage::{MailboxName, Options, Store, UserName};
+/// # let tmp = tempfile::tempdir().unwrap();
+/// let store = Store::open(tmp.path(), Options::default())?;
+/// let user = UserName::new("alice")?;
+/// assert!(!store.user_exists(&user)?);
+/// store.ensure_mailbox(&user, &MailboxName::inbox())?;
+/// store.create_mailbox(&user, &MailboxName::new("Archive")?)?;
+/// let names: Vec<String> = store.list_mailboxes(&user)?.iter().map(|n| n.to_string()).collect();
+/// assert_eq!(names, ["Archive", "INBOX"]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Store {
     root: Dir,
@@ -62,9 +81,11 @@ impl Store {
         })
     }
 
+    /// The spool's root directory.
     pub fn root(&self) -> &Path {
         &self.root.path
     }
+    /// The options it was opened with.
     pub fn options(&self) -> &Options {
         &self.opts
     }
@@ -257,6 +278,9 @@ impl Store {
         }
     }
 
+    /// Opens a handle on a mailbox ([`Error::NoSuchMailbox`] when it does not
+    /// exist). One handle per session; it holds a few file descriptors and no
+    /// lock between calls.
     pub fn open_mailbox(&self, user: &UserName, name: &MailboxName) -> Result<Mailbox> {
         let dir = match self.mailbox_dir(user, name, false) {
             Err(Error::NoSuchUser(_)) if !name.is_inbox() => {

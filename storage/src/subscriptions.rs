@@ -1,6 +1,6 @@
 //! IMAP subscriptions (SUBSCRIBE, LSUB): `USER/.subscriptions`, one
 //! name per line, changed only under the user's name lock
-//! ([`Store::lock_names`]) and replaced whole (temp, fdatasync, rename,
+//! (`Store::lock_names`) and replaced whole (temp, fdatasync, rename,
 //! directory fsync), so concurrent sessions never lose each other's
 //! changes and a power cut leaves the old list or the new one.
 

@@ -51,7 +51,9 @@ pub const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 /// it slightly, as with deliver's own check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quota {
+    /// Bytes the user stores now.
     pub used: u64,
+    /// The user's limit in bytes.
     pub limit: u64,
 }
 
@@ -67,9 +69,11 @@ pub struct CopyOutcome {
 }
 
 impl CopyOutcome {
+    /// The source UIDs, ascending (COPYUID's first set).
     pub fn source_uids(&self) -> Vec<u32> {
         self.map.iter().map(|m| m.0).collect()
     }
+    /// The destination UIDs, in the order of the source UIDs (COPYUID's second set).
     pub fn dest_uids(&self) -> Vec<u32> {
         self.map.iter().map(|m| m.1).collect()
     }

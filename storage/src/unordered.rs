@@ -63,7 +63,7 @@ pub struct Missing {
     pub index: usize,
     pub why: String,
     /// What is on disk is what a power cut during the commit's flush
-    /// leaves ([`torn_like`]); otherwise it is damage after the fact.
+    /// leaves (`torn_like`); otherwise it is damage after the fact.
     pub torn: bool,
 }
 

@@ -65,6 +65,7 @@ use crate::lock::{LockGuard, LockKind};
 use crate::mailbox::{STAGE_DIR, message_file_name, parse_message_file_name};
 use crate::meta::{META_NAME, Meta};
 
+/// How serious a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Severity {
     /// The mailbox violates an invariant.
@@ -73,21 +74,29 @@ pub enum Severity {
     Warning,
 }
 
+/// One thing `verify` found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
+    /// Problem or warning.
     pub severity: Severity,
+    /// The file it concerns.
     pub path: PathBuf,
     /// Byte offset in `path` where the problem is, when one applies.
     pub offset: Option<u64>,
+    /// What is wrong.
     pub message: String,
 }
 
+/// Everything [`verify_dir`] found in one mailbox.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
+    /// Every finding, problems and warnings.
     pub findings: Vec<Finding>,
     /// The current header, if a valid slot was found.
     pub header: Option<Header>,
+    /// Index records checked.
     pub records_checked: u32,
+    /// Message files checked.
     pub files_checked: u32,
     /// Files in `.quarantine/` (`quarantine.rs`): not a fault of the
     /// mailbox (it is consistent without them), but bytes recovery would
@@ -101,11 +110,13 @@ pub struct Report {
 }
 
 impl Report {
+    /// The findings that are problems (the mailbox violates an invariant).
     pub fn problems(&self) -> impl Iterator<Item = &Finding> {
         self.findings
             .iter()
             .filter(|f| f.severity == Severity::Problem)
     }
+    /// The findings that are warnings (crash debris that recovery clears).
     pub fn warnings(&self) -> impl Iterator<Item = &Finding> {
         self.findings
             .iter()
@@ -138,11 +149,17 @@ impl Report {
 }
 
 /// One record slot of the index as stored, decoded or not.
+///
+/// `idx-inspect`'s raw view: exposes internal index types, hidden from
+/// the docs and not covered by semver.
+#[doc(hidden)]
 #[derive(Clone, Debug)]
 pub struct RawRecord {
+    /// Record number (from 0).
     pub recno: u32,
     /// Byte offset of the record in the index file.
     pub offset: u64,
+    /// The decoded record, or why it did not decode.
     pub record: std::result::Result<Record, SlotError>,
     /// All 128 bytes are zero: never written (growth padding).
     pub zero: bool,
@@ -150,9 +167,15 @@ pub struct RawRecord {
 
 /// Header slots exactly as stored, and access to the records, read under
 /// one shared lock.
+///
+/// `idx-inspect`'s raw view: exposes internal index types, hidden from
+/// the docs and not covered by semver.
+#[doc(hidden)]
 #[derive(Debug)]
 pub struct RawView {
+    /// The `.index` file's path.
     pub index_path: PathBuf,
+    /// Its length in bytes.
     pub file_len: u64,
     /// Each slot decoded on its own (with the parity rule applied).
     pub slots: [std::result::Result<Header, SlotError>; 2],
@@ -186,6 +209,10 @@ impl RawView {
 }
 
 /// Decodes slot `slot` from a buffer holding the start of the index file.
+///
+/// `idx-inspect`'s raw view: exposes internal index types, hidden from
+/// the docs and not covered by semver.
+#[doc(hidden)]
 pub fn decode_slot(buf: &[u8], slot: usize) -> std::result::Result<Header, SlotError> {
     let off = SLOT_OFFSETS[slot] as usize;
     let end = (off + HEADER_SIZE).min(buf.len());
@@ -208,6 +235,10 @@ pub fn open_dir_read_only(path: &Path) -> Result<Dir> {
 /// Reads the index of `dir` raw under a shared lock; `hold` is called with
 /// the view while the lock is still held (so callers may look at message
 /// files consistently), and its result returned.
+///
+/// `idx-inspect`'s raw view: exposes internal index types, hidden from
+/// the docs and not covered by semver.
+#[doc(hidden)]
 pub fn with_raw_view<T>(
     dir: &Dir,
     lock_timeout: Duration,
@@ -275,6 +306,10 @@ fn read_raw(dir: &Dir, idx: &IndexFile) -> Result<RawView> {
 }
 
 /// Reads records `start..end` without failing on a bad one.
+///
+/// `idx-inspect`'s raw view: exposes internal index types, hidden from
+/// the docs and not covered by semver.
+#[doc(hidden)]
 pub fn read_raw_records(idx: &IndexFile, start: u32, end: u32) -> Result<Vec<RawRecord>> {
     let mut out = Vec::new();
     each_raw_record(idx, start, end, &mut |r| out.push(r))?;
@@ -319,6 +354,10 @@ fn each_raw_record(
 }
 
 /// Names of header fields by offset within a slot, for messages.
+///
+/// `idx-inspect`'s raw view: exposes internal index types, hidden from
+/// the docs and not covered by semver.
+#[doc(hidden)]
 pub fn header_field_name(offset: usize) -> &'static str {
     match offset {
         0..8 => "magic",
@@ -349,6 +388,10 @@ pub fn header_field_name(offset: usize) -> &'static str {
 }
 
 /// Names of record fields by offset within a record.
+///
+/// `idx-inspect`'s raw view: exposes internal index types, hidden from
+/// the docs and not covered by semver.
+#[doc(hidden)]
 pub fn record_field_name(offset: usize) -> &'static str {
     match offset {
         0..4 => "uid",
@@ -373,6 +416,7 @@ pub fn verify_path(path: &Path, lock_timeout: Duration) -> Result<Report> {
     verify_dir(&dir, lock_timeout)
 }
 
+/// Checks the mailbox in `dir` (opened read-only); see the module docs.
 pub fn verify_dir(dir: &Dir, lock_timeout: Duration) -> Result<Report> {
     with_raw_view(dir, lock_timeout, |view| {
         let mut rep = Report::default();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use storage::format::{MAX_RECORDS, SLOT_OFFSETS};
-use storage::index::IndexFile;
+use storage::internals::index::IndexFile;
 use storage::mailbox::FlagOp;
 use storage::{
     AppendOptions, Durability, Error, Flags, Header, Mailbox, MailboxName, Options, Record, Store,
@@ -46,7 +46,7 @@ fn fixture(root: &Path, n: u32) -> (Store, PathBuf) {
 /// append range as `f` leaves it), through the index file's own header
 /// writer; returns the slot's offset.
 fn craft(dir: &Path, f: impl FnOnce(&mut Header)) -> u64 {
-    let idx = IndexFile::open(&storage::fsutil::Dir::open_root(dir).unwrap()).unwrap();
+    let idx = IndexFile::open(&storage::Dir::open_root(dir).unwrap()).unwrap();
     let read = idx.read_header_detail().unwrap();
     let mut h = read.header;
     f(&mut h);
@@ -230,7 +230,7 @@ fn append_at_the_record_limit_is_refused_without_writing() {
     std::os::unix::fs::FileExt::read_exact_at(
         &std::fs::File::open(&path).unwrap(),
         &mut b,
-        storage::index::WRITER_MARK_OFFSET,
+        storage::internals::index::WRITER_MARK_OFFSET,
     )
     .unwrap();
     assert_eq!(b, [0]);
@@ -279,7 +279,7 @@ fn a_genuine_index_of_a_million_records_verifies() {
         append_from: n,
         ..Header::default()
     };
-    let d = storage::fsutil::Dir::open_root(&dir).unwrap();
+    let d = storage::Dir::open_root(&dir).unwrap();
     std::fs::remove_file(dir.join(".index")).unwrap();
     IndexFile::write_new(&d, ".index", &h, &records, Durability::Relaxed).unwrap();
     drop(records);

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use storage::fault::{self, POINTS};
 use storage::format::{Flags, Header};
+use storage::internals::fault::{self, POINTS};
 use storage::mailbox::{FlagOp, Mailbox};
 use storage::{AppendOptions, Durability, Error, MailboxName, Options, Store, UserName};
 
@@ -324,7 +324,7 @@ fn crash_one(point: &str, op: &str) {
         // header readers count, a grown length) before building on it.
         let index = std::fs::read(dir.join(".index")).unwrap();
         assert_eq!(
-            index[storage::index::WRITER_MARK_OFFSET as usize],
+            index[storage::internals::index::WRITER_MARK_OFFSET as usize],
             1,
             "{ctx}: no writer mark"
         );

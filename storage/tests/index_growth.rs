@@ -4,7 +4,7 @@
 //! Alone in its test binary: it lowers the process's file size limit.
 
 use storage::format::Header;
-use storage::index::GROW_STEP;
+use storage::internals::index::GROW_STEP;
 use storage::mailbox::AppendOptions;
 use storage::{Durability, MailboxName, Options, Store, UserName};
 

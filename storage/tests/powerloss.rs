@@ -99,7 +99,7 @@ fn assert_fell_back_and_retires_uid_3(
     ctx: &str,
 ) {
     // What the test wrote is what a power cut left: judged after a boot.
-    storage::fault::simulate_reboot();
+    storage::internals::fault::simulate_reboot();
     let mut m = open(s);
     let h = m.header().unwrap();
     assert_eq!(
@@ -163,7 +163,7 @@ fn stale_valid_record_under_a_new_header_is_not_served() {
     r.message_crc ^= 0xdead_beef;
     f.write_all_at(&r.encode(), off).unwrap();
 
-    storage::fault::simulate_reboot();
+    storage::internals::fault::simulate_reboot();
     let mut m = open(&s);
     let h = m.header().unwrap();
     assert_eq!(h.last_uid, 2);
@@ -268,11 +268,14 @@ fn stale_file_under_a_committed_uid_is_replaced_from_stage() {
 /// interval of them, and none after recover.
 #[test]
 fn staged_names_are_settled_in_batches() {
-    let n = storage::stage::SETTLE_EVERY * 2 + 5;
+    let n = storage::internals::stage::SETTLE_EVERY * 2 + 5;
     let (_t, s, dir) = setup(n);
     let left = std::fs::read_dir(dir.join(".stage")).unwrap().count() as u32;
-    assert!(left < storage::stage::SETTLE_EVERY, "{left} staged names");
-    assert_eq!(left, n % storage::stage::SETTLE_EVERY);
+    assert!(
+        left < storage::internals::stage::SETTLE_EVERY,
+        "{left} staged names"
+    );
+    assert_eq!(left, n % storage::internals::stage::SETTLE_EVERY);
     let mut m = open(&s);
     assert_eq!(m.recover().unwrap().settled, left);
     assert_eq!(std::fs::read_dir(dir.join(".stage")).unwrap().count(), 0);
@@ -289,7 +292,7 @@ fn dead_appenders_staged_file_is_cleared_at_the_next_settle() {
     let debris = dir.join(".stage").join("4242.1.0");
     std::fs::write(&debris, b"Subject: killed\r\n\r\nnever committed\r\n").unwrap();
     let mut m = open(&s);
-    for i in 4..=storage::stage::SETTLE_EVERY {
+    for i in 4..=storage::internals::stage::SETTLE_EVERY {
         m.append(&msg(i)[..], AppendOptions::default()).unwrap();
     }
     assert!(!debris.exists(), "debris left after the settle");

@@ -399,7 +399,7 @@ fn own_store_with_a_new_keyword_announces_it_first() {
 /// command, never lost).
 #[test]
 fn check_if_free_defers_past_a_busy_index_and_loses_nothing() {
-    use storage::lock::{LockKind, hold};
+    use storage::internals::lock::{LockKind, hold};
     let (_t, s) = store();
     let (mut a, mut b) = (open(&s), open(&s));
     append(&mut b, 1);

@@ -388,7 +388,7 @@ fn copy_keeps_debris_at_the_next_uid_in_quarantine() {
     let out = transfer::copy(&mut a, &[1], &mut b, None).unwrap();
     assert_eq!(out.map, vec![(1, 1)]);
     assert_eq!(b.read_message(1).unwrap(), msg(1));
-    let kept = storage::quarantine::list(&storage::fsutil::Dir::open_root(&dir).unwrap()).unwrap();
+    let kept = storage::quarantine::list(&storage::Dir::open_root(&dir).unwrap()).unwrap();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(kept[0].original, "1.");
 }

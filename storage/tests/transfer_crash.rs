@@ -11,8 +11,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use storage::fault::{self, POINTS};
 use storage::format::Flags;
+use storage::internals::fault::{self, POINTS};
 use storage::mailbox::{AppendOptions, Mailbox};
 use storage::transfer;
 use storage::{Error, MailboxName, Options, Store, UserName};

@@ -334,8 +334,8 @@ fn delivery_racing_delete_is_never_lost() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(700));
-    let dir = storage::fsutil::Dir::open_root(&s.mailbox_path(&user(), &name("Doomed"))).unwrap();
-    let old_index = storage::index::IndexFile::open(&dir).unwrap();
+    let dir = storage::Dir::open_root(&s.mailbox_path(&user(), &name("Doomed"))).unwrap();
+    let old_index = storage::internals::index::IndexFile::open(&dir).unwrap();
     s.delete_mailbox(&user(), &name("Doomed")).unwrap();
     let h = old_index.read_header().unwrap();
     assert!(h.is_deleted());

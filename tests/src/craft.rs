@@ -17,7 +17,7 @@ use storage::format::{
     HEADER_SIZE, HF_DELETED, HF_MOVE_IN, HF_MOVE_OUT, HF_SUPERSEDED, HF_UNORDERED, MAX_COUNTER,
     MAX_MESSAGE_SIZE, MAX_RECORDS, RECORD_SIZE, RECORDS_OFFSET, SLOT_OFFSETS,
 };
-use storage::index::{GROW_STEP, WRITER_MARK_OFFSET};
+use storage::internals::index::{GROW_STEP, WRITER_MARK_OFFSET};
 use storage::mailbox::ViewMark;
 use storage::{
     AppendOptions, Durability, FlagOp, Flags, Header, Keywords, MailboxName, Options, Record,

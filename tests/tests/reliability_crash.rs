@@ -26,7 +26,7 @@ use e2e_tests::reliability::{
     Rng, Running, crlf, deliver_cmd, make_user, read_contents, recover_and_verify, scale, seed,
     stage_leftovers, token_message, token_of,
 };
-use storage::fault::POINTS;
+use storage::internals::fault::POINTS;
 use storage::mailbox::{FlagOp, Mailbox};
 use storage::{AppendOptions, Error, Flags, MailboxName, Options, Store, UserName};
 

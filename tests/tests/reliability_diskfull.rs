@@ -20,7 +20,7 @@ use e2e_tests::reliability::{
     Running, Tmpfs, crlf, deliver_cmd, read_contents, recover_and_verify, stage_leftovers,
     token_message, tree_snapshot,
 };
-use storage::fault::POINTS;
+use storage::internals::fault::POINTS;
 use storage::{MailboxName, Options, Store, UserName};
 
 const USER: &str = "full";
@@ -238,7 +238,10 @@ fn fill_index_to_its_end(spool: &Path) -> Vec<String> {
     let u = UserName::new(USER).unwrap();
     let index = s.mailbox_path(&u, &MailboxName::inbox()).join(".index");
     let len = std::fs::metadata(&index).unwrap().len();
-    assert!(len.is_multiple_of(storage::index::GROW_STEP), "{len}");
+    assert!(
+        len.is_multiple_of(storage::internals::index::GROW_STEP),
+        "{len}"
+    );
     let mut mb = s.open_mailbox(&u, &MailboxName::inbox()).unwrap();
     let mut tokens = Vec::new();
     while storage::format::Header::record_offset(mb.header().unwrap().num_records + 1) <= len {

@@ -503,7 +503,7 @@ fn stage_loaded(
 ) -> Result<StagedMessage, String> {
     let mut keywords = Vec::new();
     for k in &sm.keywords {
-        match storage::meta::validate_keyword(k) {
+        match storage::validate_keyword(k) {
             Ok(()) => keywords.push(k.clone()),
             Err(_) => r.warnings.push(format!(
                 "{}: keyword {k:?} is not a valid IMAP keyword, dropped",

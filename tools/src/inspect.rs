@@ -286,7 +286,7 @@ pub fn records_human(v: &Value) -> String {
 }
 
 /// `idx-inspect stat`: counts and sizes, read under the shared lock.
-pub fn stat(dir: &storage::fsutil::Dir, view: &RawView, now: i64) -> Result<Value, Error> {
+pub fn stat(dir: &storage::Dir, view: &RawView, now: i64) -> Result<Value, Error> {
     let mut live = 0u64;
     let mut live_bytes = 0u64;
     let mut expunged = 0u64;
@@ -320,13 +320,13 @@ pub fn stat(dir: &storage::fsutil::Dir, view: &RawView, now: i64) -> Result<Valu
     for (name, _) in dir.entries()? {
         if parse_message_file_name(&name).is_some() {
             files += 1;
-            let p = dir.child_path(storage::fsutil::os(&name));
+            let p = dir.child_path(storage::internals::fsutil::os(&name));
             if let Ok(md) = std::fs::symlink_metadata(&p) {
                 file_bytes += md.len();
             }
         }
     }
-    let staged = match dir.open_dir(storage::fsutil::os(STAGE_DIR.as_bytes())) {
+    let staged = match dir.open_dir(storage::internals::fsutil::os(STAGE_DIR.as_bytes())) {
         Ok(st) => st.entries()?.len() as u64,
         Err(_) => 0,
     };
@@ -430,11 +430,11 @@ pub fn report_human(path: &Path, rep: &Report) -> String {
 /// one lock, one read, whatever the size of the mailbox. A superseded
 /// file means a repack replaced it; the caller polls again and opens the
 /// new one.
-pub fn read_header(dir: &storage::fsutil::Dir, timeout: Duration) -> Result<Header, Error> {
-    let idx = storage::index::IndexFile::open_read_only(dir)?;
-    let _g = storage::lock::LockGuard::acquire(
+pub fn read_header(dir: &storage::Dir, timeout: Duration) -> Result<Header, Error> {
+    let idx = storage::internals::index::IndexFile::open_read_only(dir)?;
+    let _g = storage::internals::lock::LockGuard::acquire(
         idx.file.clone(),
-        storage::lock::LockKind::Shared,
+        storage::internals::lock::LockKind::Shared,
         timeout,
         &idx.path,
     )?;

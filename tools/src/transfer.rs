@@ -39,7 +39,7 @@ impl<'a> Importer<'a> {
     pub fn add(&mut self, m: Message) -> Result<(), String> {
         let mut keywords = Vec::new();
         for k in m.keywords {
-            match storage::meta::validate_keyword(&k) {
+            match storage::validate_keyword(&k) {
                 Ok(()) => keywords.push(k),
                 Err(_) => self.outcome.warnings.push(format!(
                     "message {}: keyword {k:?} is not a valid IMAP keyword, dropped",

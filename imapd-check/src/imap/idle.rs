@@ -1,7 +1,8 @@
 //! IDLE (RFC 2177): push changes as other processes commit them.
 //!
-//! Woken by the server's shared inotify watcher (`watch.rs`) when the
-//! mailbox's `.index` changes or is replaced, never by polling; each wake
+//! Woken through a `storage::watch::Watch` (the library's one inotify
+//! watcher per process) when the mailbox's `.index` changes or is
+//! replaced; each wake
 //! re-checks the generation under the shared lock, so an event only ever
 //! causes a check, never a report by itself. A check that finds a writer
 //! holding the lock does not wait: it looks again 2 ms later, so DONE is
@@ -14,17 +15,15 @@
 use std::time::Duration;
 
 use storage::session::Allow;
+use storage::watch::Watch;
 
 use super::conn::{Done, Fail, Session, Stop, bad, ok};
-use super::watch;
 
 /// How often IDLE re-checks without any event while the mailbox is
 /// watched: only a lost event needs it (an overflowed inotify queue
 /// already wakes everyone), so it is slow, and spread over the sessions
 /// so that a thousand idlers do not check at the same instant.
 const FALLBACK: Duration = Duration::from_secs(30);
-/// How often it re-checks when no watch could be set up.
-const UNWATCHED: Duration = Duration::from_secs(2);
 /// How soon it looks again when a check found a writer holding the index
 /// lock. IDLE does not wait for the lock, so that a DONE sent meanwhile is
 /// answered at once; a commit whose write came before the watch was set
@@ -46,21 +45,18 @@ pub(super) fn idle(s: &mut Session, _tag: &str) -> Result<Done, Fail> {
     // Nothing buffered while waiting: an idler costs its thread and little
     // else.
     s.input.release();
-    let index_path = s
-        .sel
-        .as_ref()
-        .map(|sel| sel.mbox.index_path().to_path_buf());
     // Watch first, then check: a commit after the check raises an event.
-    let sub = match &index_path {
-        Some(p) => Some(watch::subscribe(p)?),
+    let sub = match &s.sel {
+        Some(sel) => Some(Watch::new(&sel.mbox).map_err(std::io::Error::other)?),
         None => None,
     };
     let every = match &sub {
-        Some(sub) if sub.watched => {
+        Some(sub) if sub.is_notified() => {
             // 0..10 s of jitter, different for each session.
             FALLBACK + Duration::from_millis(sub.id_hint() % 10_000)
         }
-        _ => UNWATCHED,
+        // Polling (no inotify watch, or forced for a shared filesystem).
+        _ => storage::watch::poll_interval(),
     };
     let mut busy = look(s)?;
     loop {

@@ -48,7 +48,6 @@ pub mod stream;
 pub mod structure;
 pub mod thread;
 pub mod tls;
-pub mod watch;
 pub mod wire;
 
 use std::net::{SocketAddr, TcpListener};

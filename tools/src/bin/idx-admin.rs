@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use storage::index::Durability;
+use storage::Durability;
 use storage::mailbox::Mailbox;
 use storage::{Options, Store};
 use tools::mbox::Quoting;
@@ -486,9 +486,9 @@ fn import_uw(
 fn quarantine(json: bool, action: &QuarantineCmd) -> Result<(), String> {
     use storage::quarantine;
     let err = |e: storage::Error| e.to_string();
-    let dir_of = |mb: &MailboxArgs| -> Result<(Target, storage::fsutil::Dir), String> {
+    let dir_of = |mb: &MailboxArgs| -> Result<(Target, storage::Dir), String> {
         let t = mb.resolve()?;
-        let d = storage::fsutil::Dir::open_root(&t.dir).map_err(err)?;
+        let d = storage::Dir::open_root(&t.dir).map_err(err)?;
         Ok((t, d))
     };
     match action {
@@ -567,7 +567,7 @@ fn quarantine(json: bool, action: &QuarantineCmd) -> Result<(), String> {
             let (t, d) = dir_of(mb)?;
             let names: Vec<String> = match older_than_days {
                 Some(days) => {
-                    let cutoff = storage::fsutil::now() - (*days as i64) * 86_400;
+                    let cutoff = storage::internals::fsutil::now() - (*days as i64) * 86_400;
                     quarantine::list(&d)
                         .map_err(err)?
                         .into_iter()

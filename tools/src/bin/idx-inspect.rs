@@ -136,7 +136,7 @@ fn run(cli: &Cli) -> Result<u8, String> {
         Cmd::Stat(mb) => {
             let t = mb.resolve()?;
             let dir = verify::open_dir_read_only(&t.dir).map_err(err)?;
-            let now = storage::fsutil::now();
+            let now = storage::internals::fsutil::now();
             let v =
                 verify::with_raw_view(&dir, t.lock_timeout, |view| inspect::stat(&dir, view, now))
                     .map_err(err)?;
@@ -163,7 +163,7 @@ fn run(cli: &Cli) -> Result<u8, String> {
 
 fn watch(
     json: bool,
-    dir: &storage::fsutil::Dir,
+    dir: &storage::Dir,
     timeout: Duration,
     count: Option<u64>,
     interval: Duration,
@@ -173,13 +173,13 @@ fn watch(
             serde_json::json!({
                 "initial": initial, "generation": h.generation, "num_records": h.num_records,
                 "exists": h.exists, "last_uid": h.last_uid, "uidvalidity": h.uidvalidity,
-                "highestmodseq": h.highestmodseq, "time": tools::iso8601(storage::fsutil::now()),
+                "highestmodseq": h.highestmodseq, "time": tools::iso8601(storage::internals::fsutil::now()),
             })
             .to_string()
         } else {
             format!(
                 "{} {}generation {} exists {} records {} last_uid {} highestmodseq {}",
-                tools::iso8601(storage::fsutil::now()),
+                tools::iso8601(storage::internals::fsutil::now()),
                 if initial { "(now) " } else { "" },
                 h.generation,
                 h.exists,
