@@ -459,7 +459,7 @@ pub fn sync_flags(m: &mut Mailbox, same: &[&SourceMessage]) -> Result<usize, Str
         let mut kws: Vec<String> = sm
             .keywords
             .iter()
-            .filter(|k| storage::meta::validate_keyword(k).is_ok())
+            .filter(|k| storage::validate_keyword(k).is_ok())
             .cloned()
             .collect();
         kws.sort();
