@@ -36,8 +36,37 @@ use storage::{Error, MailboxName, Store, UserName};
 
 use crate::dovecot::{Account, Folder, SourceMessage};
 
-/// Messages per commit (one lock, one flush).
-const BATCH: usize = 100;
+/// Messages per commit at most: one `syncfs`, one lock and one index
+/// flush per batch (PROTOCOL.md §3a, batch durability). Each staged
+/// message holds a descriptor until its commit, so the batch is also
+/// kept to a quarter of the descriptors this process may open.
+const BATCH_MAX: usize = 1000;
+
+/// The messages of one commit, from the descriptor limit (raised to the
+/// hard limit, as far as `BATCH_MAX` needs).
+pub fn batch_size() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit fill or read the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 64;
+        }
+        let want = (4 * BATCH_MAX as libc::rlim_t + 64).min(lim.rlim_max);
+        if lim.rlim_cur < want {
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = want;
+            }
+        }
+    }
+    ((lim.rlim_cur as usize).saturating_sub(64) / 4).clamp(16, BATCH_MAX)
+}
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ImportOptions {
@@ -63,6 +92,12 @@ pub struct FolderReport {
     pub renumbered: usize,
     /// Here already (an earlier run).
     pub already_here: usize,
+    /// Here already, with flags or keywords changed in the source since:
+    /// set to the source's (a re-run).
+    pub flags_updated: usize,
+    /// Imported by an earlier run and expunged in the source since:
+    /// expunged here too (a re-run).
+    pub expunged: usize,
     pub bytes: u64,
     /// Not imported (refused folder, unreadable file, ...), with why.
     pub refused: Option<String>,
@@ -265,6 +300,8 @@ fn import_folder(
     let mut others: Vec<&SourceMessage> = Vec::new();
     let mut claimed: HashSet<u32> = HashSet::new();
     let mut clashes: Vec<u32> = Vec::new();
+    // Here already: the source's flags and keywords for them now.
+    let mut flag_state: Vec<(u32, storage::Flags, Vec<String>)> = Vec::new();
     for sm in &f.messages {
         match (mode, sm.uid) {
             (Mode::KeepUids, Some(u)) if u > last_uid => keep.push(sm),
@@ -275,6 +312,7 @@ fn import_folder(
                         Ok(true) => {
                             claimed.insert(u);
                             r.already_here += 1;
+                            flag_state.push((u, sm.flags, valid_keywords(sm, r)));
                         }
                         Ok(false) => clashes.push(u),
                         Err(e) => r.skipped.push(e),
@@ -313,9 +351,10 @@ fn import_folder(
         None => sm.path.display().to_string(),
     };
     // Under their UIDs, ascending, in batches; UIDNEXT with the last.
+    let batch_max = batch_size();
     let mut pending: Vec<&SourceMessage> = keep;
     while !pending.is_empty() {
-        let n = pending.len().min(BATCH);
+        let n = pending.len().min(batch_max);
         let last_batch = n == pending.len();
         let batch: Vec<&SourceMessage> = pending[..n].to_vec();
         let mut staged: Vec<StagedMessage> = Vec::new();
@@ -404,13 +443,16 @@ fn import_folder(
             }
             Err(e) => r.skipped.push(e),
         }
-        if staged.len() >= BATCH {
+        if staged.len() >= batch_max {
             r.renumbered += commit_new(&mut m, std::mem::take(&mut staged))?;
             r.bytes += std::mem::take(&mut staged_bytes);
         }
     }
     r.renumbered += commit_new(&mut m, staged)?;
     r.bytes += staged_bytes;
+    if mode == Mode::KeepUids {
+        rerun_changes(&mut m, f, last_uid, &flag_state, r)?;
+    }
     if gone_skipped > 0 {
         r.warnings.push(format!(
             "{gone_skipped} source messages have UIDs this mailbox handed out and no longer holds \
@@ -421,6 +463,60 @@ fn import_folder(
     r.uidvalidity = Some(h.uidvalidity);
     r.uidnext = Some(h.last_uid.saturating_add(1));
     Ok(())
+}
+
+/// A re-run (the mailbox has the source's UIDVALIDITY): what changed in
+/// the source since the earlier run, for the messages that run brought.
+/// Flags and keywords are set to the source's (one STORE-like commit for
+/// the folder, `Mailbox::set_flags_exactly`); a message here under a UID
+/// the source handed out (below its next UID, at or below our last UID
+/// before this run) that the source no longer lists was expunged in the
+/// source since, and is expunged here (one commit; its file stays until
+/// a repack). Both assume what OPERATIONS.md §4a requires: no mail
+/// reached this store between the runs.
+fn rerun_changes(
+    m: &mut Mailbox,
+    f: &Folder,
+    last_uid_before: u32,
+    flag_state: &[(u32, storage::Flags, Vec<String>)],
+    r: &mut FolderReport,
+) -> Result<(), String> {
+    r.flags_updated += m
+        .set_flags_exactly(flag_state)
+        .map_err(|e| format!("flag update: {e}"))?
+        .len();
+    let listed: HashSet<u32> = f.messages.iter().filter_map(|sm| sm.uid).collect();
+    let snap = m.snapshot().map_err(|e| e.to_string())?;
+    let gone: Vec<u32> = snap
+        .records
+        .iter()
+        .filter(|rec| !rec.is_expunged())
+        .map(|rec| rec.uid)
+        .filter(|&u| u < f.next_uid && u <= last_uid_before && !listed.contains(&u))
+        .collect();
+    if !gone.is_empty() {
+        r.expunged += m
+            .expunge(Some(&gone), false)
+            .map_err(|e| format!("expunge: {e}"))?
+            .len();
+    }
+    Ok(())
+}
+
+/// The message's keywords that are valid IMAP keywords (the others are
+/// reported and dropped).
+fn valid_keywords(sm: &SourceMessage, r: &mut FolderReport) -> Vec<String> {
+    let mut keywords = Vec::new();
+    for k in &sm.keywords {
+        match storage::meta::validate_keyword(k) {
+            Ok(()) => keywords.push(k.clone()),
+            Err(_) => r.warnings.push(format!(
+                "{}: keyword {k:?} is not a valid IMAP keyword, dropped",
+                sm.path.display()
+            )),
+        }
+    }
+    keywords
 }
 
 fn commit_new(m: &mut Mailbox, staged: Vec<StagedMessage>) -> Result<usize, String> {
@@ -440,16 +536,7 @@ fn stage_loaded(
     l: Loaded,
     r: &mut FolderReport,
 ) -> Result<StagedMessage, String> {
-    let mut keywords = Vec::new();
-    for k in &sm.keywords {
-        match storage::meta::validate_keyword(k) {
-            Ok(()) => keywords.push(k.clone()),
-            Err(_) => r.warnings.push(format!(
-                "{}: keyword {k:?} is not a valid IMAP keyword, dropped",
-                sm.path.display()
-            )),
-        }
-    }
+    let keywords = valid_keywords(sm, r);
     let opts = AppendOptions {
         flags: sm.flags,
         keywords,
@@ -458,7 +545,7 @@ fn stage_loaded(
         sent_date: crate::transfer::sent_date(&l.bytes).unwrap_or(0),
         max_size: None,
     };
-    m.stage(&l.bytes[..], opts)
+    m.stage_for_batch(&l.bytes[..], opts)
         .map_err(|e| format!("{}: {e}", sm.path.display()))
 }
 
@@ -472,12 +559,15 @@ pub fn render_text(r: &AccountReport, from: &std::path::Path) -> String {
         match &f.refused {
             Some(why) => out.push_str(&format!("  {}: {why}\n", f.name)),
             None => out.push_str(&format!(
-                "  {}: {} imported under their UIDs, {} under new UIDs, {} here already; \
+                "  {}: {} imported under their UIDs, {} under new UIDs, {} here already \
+                 ({} with flags updated), {} expunged as in the source; \
                  UIDVALIDITY {} (source {}), UIDNEXT {} (source {})\n",
                 f.name,
                 f.imported,
                 f.renumbered,
                 f.already_here,
+                f.flags_updated,
+                f.expunged,
                 f.uidvalidity.map_or("-".into(), |v| v.to_string()),
                 f.source_uidvalidity
                     .map_or("none".into(), |v| v.to_string()),
