@@ -54,7 +54,7 @@ cp_time=$(t bash -c "cp -a '$WORK/Maildir' '$WORK/copy' && sync -f '$WORK/copy'"
 rm -rf "$WORK/copy"; sync
 imp=$(t "$BIN" import --dovecot-maildir "$WORK/Maildir" --spool "$WORK/spool" -d bench)
 again=$(t "$BIN" import --dovecot-maildir "$WORK/Maildir" --spool "$WORK/spool" -d bench)
-"$ROOT/target/release/idx-inspect" verify --spool "$WORK/spool" -d bench 2>/dev/null | tail -1 || true
+"${IDX_INSPECT:-$ROOT/target/debug/idx-inspect}" verify --spool "$WORK/spool" -d bench 2>/dev/null | tail -1 || true
 printf '| `cp -a Maildir copy && sync -f copy` | %.1f s |\n' "$cp_time"
 printf '| `idx-admin import --dovecot-maildir` | %.1f s (%.1fx) |\n' "$imp" "$(echo "$imp / $cp_time" | bc -l)"
 printf '| the same import again (everything here already) | %.1f s |\n' "$again"

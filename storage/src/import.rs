@@ -53,8 +53,8 @@ impl UidPlan {
 
 impl Mailbox {
     /// Stages a message of a batch import (PROTOCOL.md §3a, *Batch
-    /// durability*): written into `.stage` and started on its way to the
-    /// disk, but not flushed on its own. The commit of the batch
+    /// durability*): written into `.stage`, neither flushed nor written
+    /// out on its own (the kernel writes the batch back in bulk). The commit of the batch
     /// ([`Mailbox::commit_with_uids`], [`Mailbox::commit`], ...) first
     /// makes every such message durable with one `syncfs`, then commits
     /// ordered (the index gets its own flush). So a batch of N messages

@@ -577,9 +577,8 @@ impl Mailbox {
         fault::point("append.after_stage_write")?;
         if self.durability == Durability::Full {
             if batch {
-                // Start the bytes on their way; the batch's syncfs makes
-                // them durable before the commit (§3a).
-                fsutil::write_out(&file, &path, false)?;
+                // The batch's syncfs makes the bytes durable before the
+                // commit (§3a); the kernel writes them back in bulk.
                 staged.batch_sync = true;
             } else if self.unordered_appends && staged.size <= crate::format::UNORDERED_MAX_SIZE {
                 // Start the bytes on their way; the commit's flush makes

@@ -36,11 +36,12 @@ use storage::{Error, MailboxName, Store, UserName};
 
 use crate::dovecot::{Account, Folder, SourceMessage};
 
-/// Messages per commit at most: one `syncfs`, one lock and one index
+/// Messages per commit at most (each batch flushes the whole filesystem
+/// once, which on a busy disk costs more than the batch's own bytes): one `syncfs`, one lock and one index
 /// flush per batch (PROTOCOL.md §3a, batch durability). Each staged
 /// message holds a descriptor until its commit, so the batch is also
 /// kept to a quarter of the descriptors this process may open.
-const BATCH_MAX: usize = 1000;
+const BATCH_MAX: usize = 4000;
 
 /// The messages of one commit, from the descriptor limit (raised to the
 /// hard limit, as far as `BATCH_MAX` needs).
@@ -467,13 +468,6 @@ fn import_folder(
 
 /// A re-run (the mailbox has the source's UIDVALIDITY): what changed in
 /// the source since the earlier run, for the messages that run brought.
-/// Flags and keywords are set to the source's (one STORE-like commit for
-/// the folder, `Mailbox::set_flags_exactly`); a message here under a UID
-/// the source handed out (below its next UID, at or below our last UID
-/// before this run) that the source no longer lists was expunged in the
-/// source since, and is expunged here (one commit; its file stays until
-/// a repack). Both assume what OPERATIONS.md §4a requires: no mail
-/// reached this store between the runs.
 fn rerun_changes(
     m: &mut Mailbox,
     f: &Folder,
@@ -481,26 +475,57 @@ fn rerun_changes(
     flag_state: &[(u32, storage::Flags, Vec<String>)],
     r: &mut FolderReport,
 ) -> Result<(), String> {
-    r.flags_updated += m
+    let listed: HashSet<u32> = f.messages.iter().filter_map(|sm| sm.uid).collect();
+    let (flags, expunged) =
+        apply_source_changes(m, f.next_uid, &listed, last_uid_before, flag_state)?;
+    r.flags_updated += flags;
+    r.expunged += expunged;
+    Ok(())
+}
+
+/// For any importer that keeps a source's UIDs (Dovecot Maildir here; a
+/// UW-IMAP mbox importer can call it the same way): on a re-run into a
+/// mailbox that has the source's UIDVALIDITY, brings over what changed
+/// in the source since the earlier run, for messages already here.
+/// - `flag_state`: (UID, flags, keywords) as the source has them now, for
+///   every message found here already (same UID, same content). Each is
+///   set to exactly that, all in one STORE-like commit under the lock
+///   (`Mailbox::set_flags_exactly`, PROTOCOL.md §3a).
+/// - A live message here whose UID is below `source_next` (the source
+///   handed it out) and at or below `last_uid_before` (our last UID before
+///   this run: so it came from the earlier run, not this one) that is not
+///   in `listed` (the source's UIDs now) was expunged in the source since:
+///   expunged here in one commit (its file stays until a repack).
+///
+/// Both assume what OPERATIONS.md §4a requires: no mail reached this
+/// store between the runs. Returns (flags updated, expunged).
+pub fn apply_source_changes(
+    m: &mut Mailbox,
+    source_next: u32,
+    listed: &HashSet<u32>,
+    last_uid_before: u32,
+    flag_state: &[(u32, storage::Flags, Vec<String>)],
+) -> Result<(usize, usize), String> {
+    let flags = m
         .set_flags_exactly(flag_state)
         .map_err(|e| format!("flag update: {e}"))?
         .len();
-    let listed: HashSet<u32> = f.messages.iter().filter_map(|sm| sm.uid).collect();
     let snap = m.snapshot().map_err(|e| e.to_string())?;
     let gone: Vec<u32> = snap
         .records
         .iter()
         .filter(|rec| !rec.is_expunged())
         .map(|rec| rec.uid)
-        .filter(|&u| u < f.next_uid && u <= last_uid_before && !listed.contains(&u))
+        .filter(|&u| u < source_next && u <= last_uid_before && !listed.contains(&u))
         .collect();
-    if !gone.is_empty() {
-        r.expunged += m
-            .expunge(Some(&gone), false)
+    let expunged = if gone.is_empty() {
+        0
+    } else {
+        m.expunge(Some(&gone), false)
             .map_err(|e| format!("expunge: {e}"))?
-            .len();
-    }
-    Ok(())
+            .len()
+    };
+    Ok((flags, expunged))
 }
 
 /// The message's keywords that are valid IMAP keywords (the others are

@@ -9,10 +9,6 @@ use storage::mailbox::{AppendOptions, Mailbox, StagedMessage};
 
 use crate::mbox::{self, Message};
 
-/// Messages per commit: one syncfs, one lock and one index flush per
-/// batch (PROTOCOL.md §3a, batch durability).
-const BATCH: usize = 100;
-
 #[derive(Debug, Default)]
 pub struct ImportOutcome {
     pub messages: usize,
@@ -25,6 +21,9 @@ pub struct ImportOutcome {
 pub struct Importer<'a> {
     mbox: &'a mut Mailbox,
     staged: Vec<StagedMessage>,
+    /// Messages per commit: one syncfs, one lock and one index flush per
+    /// batch (PROTOCOL.md §3a, batch durability).
+    batch: usize,
     pub outcome: ImportOutcome,
 }
 
@@ -33,6 +32,7 @@ impl<'a> Importer<'a> {
         Importer {
             mbox,
             staged: Vec::new(),
+            batch: crate::account::batch_size(),
             outcome: ImportOutcome::default(),
         }
     }
@@ -62,7 +62,7 @@ impl<'a> Importer<'a> {
             .stage_for_batch(&m.bytes[..], opts)
             .map_err(|e| e.to_string())?;
         self.staged.push(s);
-        if self.staged.len() >= BATCH {
+        if self.staged.len() >= self.batch {
             self.flush()?;
         }
         Ok(())
