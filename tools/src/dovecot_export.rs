@@ -384,3 +384,21 @@ pub fn render_text(r: &ExportReport, to: &Path) -> String {
     ));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Maildir++ names: levels joined by `.`, each in modified UTF-7
+    /// (RFC 3501 5.1.3); a `.` inside a level cannot be written.
+    #[test]
+    fn folder_levels() {
+        assert_eq!(
+            dovecot_levels("Entw&APw-rfe/Sub").unwrap(),
+            ["Entw&APw-rfe", "Sub"]
+        );
+        assert_eq!(dovecot_levels("Caf\u{e9}").unwrap(), ["Caf&AOk-"]);
+        assert_eq!(dovecot_levels("R&D").unwrap(), ["R&-D"]);
+        assert!(dovecot_levels("a.b/c").is_err());
+    }
+}
