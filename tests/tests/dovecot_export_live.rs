@@ -109,11 +109,18 @@ fn export_while_deliver_writes_is_a_consistent_snapshot() {
             }
         })
     };
+    // Exports until two of them saw different states of the INBOX (the
+    // deliveries went on in between), at most 20.
     let mut exports = Vec::new();
-    for k in 0..4 {
+    let mut states = std::collections::BTreeSet::new();
+    for k in 0..20 {
         let dir = tmp.path().join(format!("export{k}"));
         idx_admin(&["export", "--dovecot-maildir"], &dir, &spool);
+        states.insert(exported_inbox(&dir).0);
         exports.push(dir);
+        if states.len() >= 3 && k >= 3 {
+            break;
+        }
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();

@@ -978,3 +978,62 @@ fn rerun_applies_new_mail_flag_changes_and_expunges_from_dovecot() {
     }
     assert_eq!(generations(&spool), before);
 }
+
+/// Every mailbox of USER here verifies without a problem (PROTOCOL.md
+/// §3a: a killed import leaves every mailbox consistent); with
+/// `no_debris`, without a warning either (no crash debris left).
+fn assert_all_verify_clean(spool: &Path, ctx: &str, no_debris: bool) {
+    let s = storage::Store::open(spool, storage::Options::default()).unwrap();
+    let u = storage::UserName::new(USER).unwrap();
+    for n in s.list_mailboxes(&u).unwrap() {
+        let report = storage::verify::verify_path(
+            &s.mailbox_path(&u, &n),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+        let bad: Vec<_> = report
+            .findings
+            .iter()
+            .filter(|f| no_debris || f.severity == storage::verify::Severity::Problem)
+            .collect();
+        assert!(bad.is_empty(), "{ctx}: {n}: {bad:?}");
+    }
+}
+
+/// An import killed part way (PROTOCOL.md §3a batch durability: after a
+/// batch's syncfs, inside its commit, after its index flush) leaves every
+/// mailbox verify-clean, and running it again finishes the job: Dovecot
+/// and this server then show the same account.
+#[test]
+fn killed_import_resumes_to_the_same_account() {
+    for point in [
+        "import.after_batch_sync",
+        "append.after_records",
+        "append.after_header_fsync",
+    ] {
+        let (_tmp, home, spool) = dovecot_home();
+        let mut d = Session::dovecot(&home, MAILDIR_PLUS_PLUS);
+        fill(&mut d);
+        d.logout();
+        let o = Command::new(bin("idx-admin"))
+            .args(["import", "--dovecot-maildir"])
+            .arg(home.join("Maildir"))
+            .arg("--spool")
+            .arg(&spool)
+            .args(["-d", USER])
+            .env("MAILSTORE_CONFIG", "/nonexistent-mailstore-test.conf")
+            .env(storage::fault::ENV, format!("{point}=kill"))
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(o.status.signal(), Some(9), "{point}: not killed: {o:?}");
+        assert_all_verify_clean(&spool, point, false);
+        import(&spool, &home.join("Maildir"), MAILDIR_PLUS_PLUS);
+        assert_all_verify_clean(&spool, &format!("{point}, run again"), true);
+        let mut o = Session::ours(&spool);
+        let mut d = Session::dovecot(&home, MAILDIR_PLUS_PLUS);
+        assert_same(&mut o, &mut d);
+        o.logout();
+        d.logout();
+    }
+}

@@ -289,6 +289,10 @@ fn import_folder(
     let name = MailboxName::new(&f.name).map_err(|e| format!("refused: {e}"))?;
     let (mut m, mode) = prepare(store, user, &name, f, opts)?;
     r.kept_uids = mode == Mode::KeepUids;
+    // Resuming after a run that was killed: its staged files (no live
+    // owner) go to quarantine now, not at some later settle (PROTOCOL.md
+    // §3a); a writer running meanwhile holds its own and is not touched.
+    m.recover().map_err(|e| format!("recover: {e}"))?;
     let snap = m.snapshot().map_err(|e| e.to_string())?;
     let last_uid = snap.header.last_uid;
     let ours: HashMap<u32, (u64, u32)> = snap
