@@ -523,9 +523,9 @@ impl Mailbox {
         self.stage_as(src, opts, false)
     }
 
-    /// [`Mailbox::stage`]; with `batch`, the file is only started on its
-    /// way to the disk, and the commit makes the whole batch durable with
-    /// one filesystem sync (`import.rs`, PROTOCOL.md §3a).
+    /// [`Mailbox::stage`]; with `batch`, the file is neither flushed nor
+    /// written out, and the commit makes the whole batch durable with one
+    /// filesystem sync (`import.rs`, PROTOCOL.md §3a).
     pub(crate) fn stage_as(
         &self,
         mut src: impl Read,
