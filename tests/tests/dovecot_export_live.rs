@@ -155,3 +155,59 @@ fn export_while_deliver_writes_is_a_consistent_snapshot() {
         assert!(report.findings.is_empty(), "{:?}", report.findings);
     }
 }
+
+/// `idx-admin export --json --dovecot-maildir DIR` of USER, whatever its
+/// exit status.
+fn export_status(dir: &Path, spool: &Path) -> e2e_tests::Output {
+    run(
+        Command::new(bin("idx-admin"))
+            .args(["export", "--json", "--dovecot-maildir"])
+            .arg(dir)
+            .arg("--spool")
+            .arg(spool)
+            .args(["-d", USER])
+            .env("MAILSTORE_CONFIG", "/dev/null"),
+        Duration::from_secs(60),
+    )
+}
+
+/// What Maildir++ cannot hold is reported, never silently lost
+/// (OPERATIONS.md §4b): a name with `.` inside a level is skipped, keywords
+/// beyond the 26 Maildir letters are not written, and the export exits 1
+/// saying so; an existing directory is never written into.
+#[test]
+fn export_reports_what_maildir_cannot_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let s = Store::open(&spool, Options::default()).unwrap();
+    let u = UserName::new(USER).unwrap();
+    s.create_mailbox(&u, &MailboxName::inbox()).unwrap();
+    s.create_mailbox(&u, &MailboxName::new("v1.2").unwrap())
+        .unwrap();
+    let mut m = s.open_mailbox(&u, &MailboxName::inbox()).unwrap();
+    let keywords: Vec<String> = (0..27).map(|i| format!("kw{i:02}")).collect();
+    m.append(
+        &message(1)[..],
+        storage::AppendOptions {
+            keywords,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let dir = tmp.path().join("out");
+    let out = export_status(&dir, &spool);
+    assert_eq!(out.status.code(), Some(1), "{}{}", out.stdout, out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(v["skipped"][0].as_str().unwrap().contains("v1.2"), "{v}");
+    assert_eq!(
+        v["folders"][0]["lost_keywords"],
+        serde_json::json!(["kw26"])
+    );
+    assert!(!dir.join(".v1.2").exists() && !dir.join(".v1").exists());
+    // Again into the same directory: refused, nothing touched.
+    let before = std::fs::read(dir.join("dovecot-uidlist")).unwrap();
+    let again = export_status(&dir, &spool);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(again.stderr.contains("exists"), "{}", again.stderr);
+    assert_eq!(std::fs::read(dir.join("dovecot-uidlist")).unwrap(), before);
+}
