@@ -117,6 +117,8 @@ pub const POINTS: &[&str] = &[
     "meta.after_write",
     "import.after_reserve_header",
     "import.after_reserve_fsync",
+    "import.after_batch_staged",
+    "import.after_batch_sync",
     "copy.after_stage",
     "copy.after_lock",
     "copy.after_rename",

@@ -10,9 +10,10 @@
 
 use crate::error::{Error, Result};
 use crate::fault;
+use crate::format::{Flags, Keywords};
 use crate::index::Durability;
 use crate::lock::LockKind;
-use crate::mailbox::{Mailbox, StagedMessage};
+use crate::mailbox::{AppendOptions, Mailbox, StagedMessage};
 use crate::names::{MailboxName, UserName};
 use crate::store::Store;
 
@@ -51,6 +52,40 @@ impl UidPlan {
 }
 
 impl Mailbox {
+    /// Stages a message of a batch import (PROTOCOL.md §3a, *Batch
+    /// durability*): written into `.stage`, neither flushed nor written
+    /// out on its own (the kernel writes the batch back in bulk). The commit of the batch
+    /// ([`Mailbox::commit_with_uids`], [`Mailbox::commit`], ...) first
+    /// makes every such message durable with one `syncfs`, then commits
+    /// ordered (the index gets its own flush). So a batch of N messages
+    /// costs two flushes instead of N + 1, and nothing is visible, let
+    /// alone acknowledged, before its bytes are durable.
+    pub fn stage_for_batch(
+        &self,
+        src: impl std::io::Read,
+        opts: AppendOptions,
+    ) -> Result<StagedMessage> {
+        self.stage_as(src, opts, true)
+    }
+
+    /// Before a commit's lock: when `staged` holds messages of
+    /// [`Mailbox::stage_for_batch`], one `syncfs` of the mailbox's
+    /// filesystem makes their bytes, inodes and staged names durable.
+    pub(crate) fn sync_batch(&self, staged: &mut [StagedMessage]) -> Result<()> {
+        if !staged.iter().any(|s| s.batch_sync) {
+            return Ok(());
+        }
+        fault::point("import.after_batch_staged")?;
+        if self.durability() == Durability::Full {
+            crate::fsutil::syncfs(std::os::fd::AsFd::as_fd(&self.stage.fd), &self.stage.path)?;
+        }
+        fault::point("import.after_batch_sync")?;
+        for s in staged.iter_mut() {
+            s.batch_sync = false;
+        }
+        Ok(())
+    }
+
     /// Commits `staged` under `uids` (strictly increasing, the first above
     /// the mailbox's `last_uid`, gaps allowed) in one transaction, the
     /// append of PROTOCOL.md §3 with the UIDs of step 5 given. With
@@ -83,6 +118,98 @@ impl Mailbox {
             next_uid: Some(next_uid),
         };
         self.commit_planned(staged, &plan)
+    }
+
+    /// Sets each listed message's system flags and keywords to exactly
+    /// the given ones (a re-run of an import bringing over flag changes
+    /// made in the source since): one STORE-like commit for all, under
+    /// the exclusive lock (PROTOCOL.md §4 ordering and fault points
+    /// `store.*`), one MODSEQ for every changed record. `\Recent` and
+    /// the internal bits are kept. UIDs not here (or expunged) and
+    /// messages already so are left alone. Returns the changed UIDs.
+    pub fn set_flags_exactly(&mut self, changes: &[(u32, Flags, Vec<String>)]) -> Result<Vec<u32>> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (guard, old) = self.lock_current(LockKind::Exclusive)?;
+        self.refresh_meta(&old)?;
+        let all: Vec<String> = changes.iter().flat_map(|c| c.2.iter().cloned()).collect();
+        for k in &all {
+            crate::meta::validate_keyword(k)?;
+        }
+        let stale = if all.is_empty() {
+            false
+        } else {
+            self.reload_meta_for_write()?
+        };
+        let meta_changed = self.add_keywords(&all)? || stale;
+        let records = self.index.read_records(0, old.num_records)?;
+        self.check_uid_order(&old, &records, 0)?;
+        let modseq = old.highestmodseq + 1;
+        let now = crate::fsutil::now();
+        let mut writes = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (uid, flags, keywords) in changes {
+            if !seen.insert(*uid) {
+                continue;
+            }
+            let Ok(i) = records.binary_search_by_key(uid, |r| r.uid) else {
+                continue;
+            };
+            let r = &records[i];
+            if r.is_expunged() {
+                continue;
+            }
+            let mut kw = Keywords::default();
+            for k in keywords {
+                if let Some(b) = self.meta.find(k) {
+                    kw.insert(b);
+                }
+            }
+            let nf = r
+                .flags
+                .minus(Flags::SYSTEM)
+                .union(flags.intersect(Flags::SYSTEM));
+            if nf == r.flags && kw == r.keywords {
+                continue;
+            }
+            let mut nr = r.clone();
+            nr.flags = nf;
+            nr.keywords = kw;
+            nr.modseq = modseq;
+            nr.last_updated = now;
+            writes.push((i as u32, nr));
+        }
+        if writes.is_empty() && !meta_changed {
+            drop(guard);
+            return Ok(Vec::new());
+        }
+        let mut new = old.clone();
+        if meta_changed {
+            self.meta.save(&self.dir, self.durability())?;
+            new.meta_generation = old.meta_generation.wrapping_add(1).max(1);
+        }
+        let mut after = records.clone();
+        for (recno, r) in &writes {
+            after[*recno as usize] = r.clone();
+        }
+        new.recount(&after);
+        new.generation = old.generation + 1;
+        if !writes.is_empty() {
+            new.highestmodseq = modseq;
+        }
+        self.commit_in_place(
+            &old,
+            &new,
+            &records,
+            &writes,
+            ["store.after_records", "store.after_header"],
+        )?;
+        drop(guard);
+        if meta_changed {
+            self.meta_generation = Some(new.meta_generation);
+        }
+        Ok(writes.into_iter().map(|(_, r)| r.uid).collect())
     }
 
     /// Raises `last_uid` to `next_uid - 1` without a message (UIDNEXT

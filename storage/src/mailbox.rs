@@ -74,6 +74,10 @@ pub struct StagedMessage {
     /// The bytes are written but not flushed: the commit's flush makes
     /// them durable (an unordered append, PROTOCOL.md §3).
     pending_sync: bool,
+    /// Staged for a batch import (`Mailbox::stage_for_batch`): not flushed
+    /// yet; the commit syncs the filesystem once for the whole batch first
+    /// (PROTOCOL.md §3a), then commits ordered.
+    pub(crate) batch_sync: bool,
     committed: bool,
 }
 
@@ -188,7 +192,7 @@ impl Snapshot {
 pub struct Mailbox {
     name: MailboxName,
     /// Shared with the index handle, which checks unordered appends here.
-    dir: std::sync::Arc<Dir>,
+    pub(crate) dir: std::sync::Arc<Dir>,
     pub(crate) stage: std::sync::Arc<Dir>,
     pub(crate) index: IndexFile,
     /// Bumped whenever the index file is reopened after a repack.
@@ -196,7 +200,7 @@ pub struct Mailbox {
     pub(crate) meta: Meta,
     /// Generation of the cached keyword table; `None` forces a reload
     /// (set while the cache holds names not yet committed).
-    meta_generation: Option<u32>,
+    pub(crate) meta_generation: Option<u32>,
     durability: Durability,
     pub(crate) lock_timeout: Duration,
     /// Stage small messages for an unordered append (PROTOCOL.md §3).
@@ -566,7 +570,19 @@ impl Mailbox {
     /// Streams `src` into the staging area (outside any lock) and makes
     /// it durable, or (unordered) starts writing it; nothing is visible
     /// until [`Mailbox::commit`].
-    pub fn stage(&self, mut src: impl Read, opts: AppendOptions) -> Result<StagedMessage> {
+    pub fn stage(&self, src: impl Read, opts: AppendOptions) -> Result<StagedMessage> {
+        self.stage_as(src, opts, false)
+    }
+
+    /// [`Mailbox::stage`]; with `batch`, the file is neither flushed nor
+    /// written out, and the commit makes the whole batch durable with one
+    /// filesystem sync (`import.rs`, PROTOCOL.md §3a).
+    pub(crate) fn stage_as(
+        &self,
+        mut src: impl Read,
+        opts: AppendOptions,
+        batch: bool,
+    ) -> Result<StagedMessage> {
         let (name, mut file, path) = self.create_staged_file()?;
         let mut staged = StagedMessage {
             name,
@@ -577,6 +593,7 @@ impl Mailbox {
             message_crc: 0,
             opts,
             pending_sync: false,
+            batch_sync: false,
             committed: false,
         };
         let mut hasher = crc32fast::Hasher::new();
@@ -610,7 +627,11 @@ impl Mailbox {
         }
         fault::point("append.after_stage_write")?;
         if self.durability == Durability::Full {
-            if self.unordered_appends && staged.size <= crate::format::UNORDERED_MAX_SIZE {
+            if batch {
+                // The batch's syncfs makes the bytes durable before the
+                // commit (§3a); the kernel writes them back in bulk.
+                staged.batch_sync = true;
+            } else if self.unordered_appends && staged.size <= crate::format::UNORDERED_MAX_SIZE {
                 // Start the bytes on their way; the commit's flush makes
                 // them durable together with the index (§3).
                 fsutil::write_out(&file, &path, false)?;
@@ -664,6 +685,9 @@ impl Mailbox {
         // (unordered.rs); ordered or not, it syncs the index, whose header
         // readers may already count, or whose growth may not be durable.
         let unordered = staged.iter().any(|s| s.pending_sync);
+        // A batch import's messages: one filesystem sync for all, before
+        // the lock (§3a); the commit is then an ordered one.
+        self.sync_batch(&mut staged)?;
         let (mut guard, old) = self.lock_current(LockKind::Exclusive)?;
         fault::point("append.after_lock")?;
         let durable = self.durability == Durability::Full;
@@ -858,7 +882,7 @@ impl Mailbox {
     /// disk keeps the file append-only, so an index never changes meaning.
     /// Returns true if the disk differed (the caller then bumps
     /// `meta_generation` so every handle reloads).
-    fn reload_meta_for_write(&mut self) -> Result<bool> {
+    pub(crate) fn reload_meta_for_write(&mut self) -> Result<bool> {
         let disk = Meta::load(&self.dir)?;
         let differs = disk != self.meta;
         self.meta = disk;
@@ -1172,7 +1196,7 @@ impl Mailbox {
     /// records are put back, so a failed call changes nothing. A kill
     /// cannot be undone: then the records stay, uncounted and unannounced,
     /// until the next recounting writer or `recover` commits them.
-    fn commit_in_place(
+    pub(crate) fn commit_in_place(
         &self,
         old: &Header,
         new: &Header,

@@ -122,6 +122,24 @@ fn run_op(m: &mut Mailbox, op: &str) -> storage::Result<()> {
             m.commit_with_uids(vec![staged], &[last + IMPORT_GAP], Some(last + IMPORT_NEXT))
                 .map(|_| ())
         }
+        // A batch import (PROTOCOL.md §3a, batch durability): three
+        // messages staged unflushed, one syncfs, then the commit under
+        // last_uid + 5, + 6, + 7, UIDNEXT last_uid + 10.
+        "import_batch" => {
+            let last = m.header()?.last_uid;
+            let mut staged = Vec::new();
+            for _ in 0..3 {
+                let opts = AppendOptions {
+                    flags: Flags::FLAGGED,
+                    keywords: vec!["NewKw".into()],
+                    ..Default::default()
+                };
+                staged.push(m.stage_for_batch(NEW_MESSAGE, opts)?);
+            }
+            let uids: Vec<u32> = (0..3).map(|i| last + IMPORT_GAP + i).collect();
+            m.commit_with_uids(staged, &uids, Some(last + IMPORT_NEXT))
+                .map(|_| ())
+        }
         "import_reserve" => {
             let last = m.header()?.last_uid;
             m.reserve_uids(last + IMPORT_NEXT).map(|_| ())
@@ -135,6 +153,15 @@ fn run_op(m: &mut Mailbox, op: &str) -> storage::Result<()> {
                 None,
             )
             .map(|_| ()),
+        // A re-run of an import setting the source's flags (§3a).
+        "import_flags" => {
+            let set = Flags::SEEN.union(Flags::FLAGGED);
+            let changes: Vec<(u32, Flags, Vec<String>)> = [1, 3, 4, 5, 6]
+                .iter()
+                .map(|&u| (u, set, vec!["StoreKw".to_string()]))
+                .collect();
+            m.set_flags_exactly(&changes).map(|_| ())
+        }
         "expunge" => m.expunge(None, true).map(|_| ()),
         "repack" => m.repack().map(|_| ()),
         // The prefill's appends left their staged names (no settle below
@@ -154,12 +181,13 @@ fn ops_for(point: &str) -> &'static [&'static str] {
     match point.split('.').next().unwrap() {
         // Only an unordered append writes the index out without a sync.
         "append" if point == "append.after_header_write_out" => &["append"],
-        "append" => &["append", "append_ordered", "import_append"],
+        "append" => &["append", "append_ordered", "import_append", "import_batch"],
+        "import" if point.starts_with("import.after_batch") => &["import_batch"],
         "import" => &["import_reserve"],
-        "store" => &["store"],
+        "store" => &["store", "import_flags"],
         "expunge" => &["expunge"],
         "repack" => &["repack"],
-        "meta" => &["append", "store"],
+        "meta" => &["append", "store", "import_flags"],
         "settle" => &["settle"],
         // COPY and MOVE span two mailboxes; tests/transfer_crash.rs kills
         // them at each of their points.
@@ -318,6 +346,7 @@ fn crash_one(point: &str, op: &str) {
     );
     if (op.starts_with("append") || op.starts_with("import"))
         && !point.starts_with("append.after_stage")
+        && !point.starts_with("import.after_batch")
     {
         // Killed under the lock, ordered or not: the writer mark must be
         // left, so that the next locker syncs what the writer left (a
@@ -355,8 +384,8 @@ fn crash_one(point: &str, op: &str) {
                 );
             }
         }
-        "import_append" | "import_reserve" => {
-            let expect_committed = if op == "import_append" {
+        "import_append" | "import_reserve" | "import_batch" => {
+            let expect_committed = if op != "import_reserve" {
                 point.starts_with("append.after_header")
             } else {
                 point.starts_with("import.after_reserve")
@@ -370,6 +399,14 @@ fn crash_one(point: &str, op: &str) {
                     assert_eq!(m.read_message(uid).unwrap(), NEW_MESSAGE, "{ctx}");
                     let r = snap.records.last().unwrap();
                     assert_eq!((r.uid, r.flags), (uid, Flags::FLAGGED), "{ctx}");
+                } else if op == "import_batch" {
+                    let news = &snap.records[before.records.len()..];
+                    let uids: Vec<u32> = news.iter().map(|r| r.uid).collect();
+                    let want: Vec<u32> = (0..3).map(|i| old.last_uid + IMPORT_GAP + i).collect();
+                    assert_eq!(uids, want, "{ctx}");
+                    for u in want {
+                        assert_eq!(m.read_message(u).unwrap(), NEW_MESSAGE, "{ctx}");
+                    }
                 } else {
                     assert_eq!(snap.records, before.records, "{ctx}");
                 }
@@ -381,7 +418,7 @@ fn crash_one(point: &str, op: &str) {
                 );
             }
         }
-        "store" | "expunge" => {
+        "store" | "expunge" | "import_flags" => {
             let expect_committed = point.ends_with("after_header");
             // Killed between records and header: the dead writer's mark
             // makes the next locker (our open) recount and commit the
@@ -409,7 +446,7 @@ fn crash_one(point: &str, op: &str) {
                         "{ctx}: UID {} half-changed",
                         a.uid
                     );
-                    if op == "store" {
+                    if op != "expunge" {
                         assert!(b.flags.contains(Flags::SEEN.union(Flags::FLAGGED)), "{ctx}");
                     } else {
                         assert!(b.is_expunged(), "{ctx}");

@@ -482,13 +482,20 @@ fn names(s: &mut Session, cmd: &str) -> Vec<String> {
 }
 
 fn import(spool: &Path, maildir: &Path, how: Layout) -> serde_json::Value {
-    let o = Command::new(bin("idx-admin"))
-        .args(["import", "--json", "--layout"])
+    let mut cmd = Command::new(bin("idx-admin"));
+    cmd.args(["import", "--json", "--layout"])
         .arg(if how.fs { "fs" } else { "maildir++" })
         .arg("--dovecot-prefix")
         .arg(if how.prefix { "INBOX." } else { "" })
         .arg("--dovecot-maildir")
-        .arg(maildir)
+        .arg(maildir);
+    idx_admin(cmd, spool)
+}
+
+/// Runs an `idx-admin` command on USER of `spool`, which must succeed;
+/// returns its JSON summary.
+fn idx_admin(mut cmd: Command, spool: &Path) -> serde_json::Value {
+    let o = cmd
         .arg("--spool")
         .arg(spool)
         .args(["-d", USER])
@@ -497,7 +504,7 @@ fn import(spool: &Path, maildir: &Path, how: Layout) -> serde_json::Value {
         .unwrap();
     assert!(
         o.status.success(),
-        "import failed: {}\n{}",
+        "{cmd:?} failed: {}\n{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
@@ -567,37 +574,10 @@ fn imported_looks_the_same(how: Layout) {
     // Ours first: Dovecot gives the dropped-in file its UID when it looks.
     let mut o = Session::ours(&spool);
     let mut d = Session::dovecot(&home, how);
-    let dl = names(&mut d, "LIST");
-    assert_eq!(dl, names(&mut o, "LIST"), "mailboxes");
+    let (dl, ours_views) = assert_same(&mut o, &mut d);
     for n in ["Parent.Child", "Entw&APw-rfe"] {
         let ours = d.name(n).replace(d.sep, "/");
         assert!(dl.contains(&ours), "{ours} in {dl:?}");
-    }
-    let mut ours_views = BTreeMap::new();
-    for name in &dl {
-        ours_views.insert(name.clone(), view(&mut o, name));
-    }
-    for name in &dl {
-        let dovecot_name = name.replace('/', &d.sep.to_string());
-        let dv = view(&mut d, &dovecot_name);
-        let ov = &ours_views[name];
-        assert_eq!(
-            (ov.uidvalidity, ov.uidnext, ov.messages),
-            (dv.uidvalidity, dv.uidnext, dv.messages),
-            "{name}: UIDVALIDITY, UIDNEXT, MESSAGES"
-        );
-        assert_eq!(
-            ov.uids.keys().collect::<Vec<_>>(),
-            dv.uids.keys().collect::<Vec<_>>(),
-            "{name}: UIDs"
-        );
-        for (uid, dm) in &dv.uids {
-            let om = &ov.uids[uid];
-            assert_eq!(om.0, dm.0, "{name} UID {uid}: FLAGS");
-            assert_eq!(om.1, dm.1, "{name} UID {uid}: INTERNALDATE");
-            assert_eq!(om.2, dm.2, "{name} UID {uid}: RFC822.SIZE");
-            assert!(om.3 == dm.3, "{name} UID {uid}: bytes differ");
-        }
     }
     // The gaps are real: INBOX lost 3, 7 and 14 (its last), Work its last.
     let inbox = &ours_views["INBOX"];
@@ -606,7 +586,6 @@ fn imported_looks_the_same(how: Layout) {
     let subs = names(&mut d, "LSUB");
     let doomed = d.name("Doomed").replace(d.sep, "/");
     assert!(subs.contains(&doomed), "{subs:?}");
-    assert_eq!(subs, names(&mut o, "LSUB"), "subscriptions (Doomed's kept)");
     d.logout();
     o.logout();
 
@@ -617,6 +596,47 @@ fn imported_looks_the_same(how: Layout) {
         assert_eq!(f["imported"].as_u64(), Some(0), "{f}");
         assert_eq!(f["renumbered"].as_u64(), Some(0), "{f}");
     }
+}
+
+/// Both servers show the same account: the same selectable mailboxes
+/// (names with `/` between levels), and for each the same UIDVALIDITY,
+/// UIDNEXT, MESSAGES, and per UID the same FLAGS (keywords included),
+/// INTERNALDATE, RFC822.SIZE and bytes; the same subscriptions (RFC 3501
+/// 2.3.1.1, 2.3.2, 2.3.3, 2.3.4, 6.3.9). `a` is asked first. Returns the
+/// mailboxes and `a`'s views.
+fn assert_same(a: &mut Session, b: &mut Session) -> (Vec<String>, BTreeMap<String, View>) {
+    let la = names(a, "LIST");
+    assert_eq!(la, names(b, "LIST"), "mailboxes");
+    let mut views = BTreeMap::new();
+    for name in &la {
+        views.insert(
+            name.clone(),
+            view(a, &name.replace('/', &a.sep.to_string())),
+        );
+    }
+    for name in &la {
+        let bv = view(b, &name.replace('/', &b.sep.to_string()));
+        let av = &views[name];
+        assert_eq!(
+            (av.uidvalidity, av.uidnext, av.messages),
+            (bv.uidvalidity, bv.uidnext, bv.messages),
+            "{name}: UIDVALIDITY, UIDNEXT, MESSAGES"
+        );
+        assert_eq!(
+            av.uids.keys().collect::<Vec<_>>(),
+            bv.uids.keys().collect::<Vec<_>>(),
+            "{name}: UIDs"
+        );
+        for (uid, bm) in &bv.uids {
+            let am = &av.uids[uid];
+            assert_eq!(am.0, bm.0, "{name} UID {uid}: FLAGS");
+            assert_eq!(am.1, bm.1, "{name} UID {uid}: INTERNALDATE");
+            assert_eq!(am.2, bm.2, "{name} UID {uid}: RFC822.SIZE");
+            assert!(am.3 == bm.3, "{name} UID {uid}: bytes differ");
+        }
+    }
+    assert_eq!(names(a, "LSUB"), names(b, "LSUB"), "subscriptions");
+    (la, views)
 }
 
 /// An mbsync configuration: every far mailbox of `tunnel` to `local`, with
@@ -726,4 +746,294 @@ fn mbsync_synced_from_dovecot_finds_nothing_to_do_here() {
     let after_files = tree(&local);
     assert_eq!(after_files, synced, "local files changed\n{out}");
     assert_eq!(generations(&spool), before, "mailboxes here written\n{out}");
+}
+
+/// `idx-admin export --dovecot-maildir DIR -d USER` into `dir` (which it
+/// creates); returns its JSON summary. It must succeed.
+fn export(spool: &Path, dir: &Path) -> serde_json::Value {
+    let mut cmd = Command::new(bin("idx-admin"));
+    cmd.args(["export", "--json", "--dovecot-maildir"]).arg(dir);
+    idx_admin(cmd, spool)
+}
+
+/// Dovecot runs as nobody: the exported tree becomes its.
+fn give_to_nobody(dir: &Path) {
+    let st = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+const MAILDIR_PLUS_PLUS: Layout = Layout {
+    fs: false,
+    prefix: false,
+};
+
+/// An account here that holds what Dovecot made (imported) and what was
+/// made here through our IMAP: a new folder tree whose parent is no
+/// mailbox (`\Noselect`), a non-ASCII name (modified UTF-7), messages
+/// with flags and keywords Dovecot never saw, flag changes and an
+/// expunge.
+fn account_here(home: &Path, spool: &Path) {
+    let mut d = Session::dovecot(home, MAILDIR_PLUS_PLUS);
+    fill(&mut d);
+    d.logout();
+    drop_into_new(home);
+    import(spool, &home.join("Maildir"), MAILDIR_PLUS_PLUS);
+    let mut o = Session::ours(spool);
+    o.run("CREATE \"Caf&AOk-/Neu\"");
+    o.run("SUBSCRIBE \"Caf&AOk-/Neu\"");
+    for (i, flags) in ["\\Seen Custom", "$Junk \\Answered", "", "\\Deleted Custom"]
+        .iter()
+        .enumerate()
+    {
+        o.run_with(
+            &format!(
+                "APPEND \"Caf&AOk-/Neu\" ({flags}) \"0{}-Aug-2025 13:14:15 +0200\"",
+                i + 1
+            ),
+            Some(&message(100 + i as u32, "made here")),
+        );
+    }
+    o.run_with(
+        "APPEND INBOX (\\Flagged) \"24-Dec-2025 18:00:00 +0000\"",
+        Some(b"Subject: here\r\n\r\nline one\r\nline two\r\n"),
+    );
+    o.run("SELECT INBOX");
+    o.run("UID STORE 1 +FLAGS (\\Flagged Other)");
+    o.run("UID STORE 2 -FLAGS (\\Seen)");
+    o.run("UID STORE 4 +FLAGS (\\Deleted)");
+    o.run("UID EXPUNGE 4");
+    o.logout();
+}
+
+/// Moving out (issue 20): the account exported to Dovecot Maildir++ looks
+/// the same through Dovecot's IMAP as through ours: every mailbox (a
+/// `\Noselect` parent stays one), UIDVALIDITY, UIDNEXT, and per message
+/// UID, FLAGS with keywords, INTERNALDATE, RFC822.SIZE and bytes, and the
+/// subscriptions (RFC 3501 2.3.1.1, 2.3.2, 2.3.3, 2.3.4, 6.3.9).
+#[test]
+fn exported_account_looks_the_same_in_dovecot() {
+    let (tmp, home, spool) = dovecot_home();
+    account_here(&home, &spool);
+    let out_home = tmp.path().join("out");
+    e2e_tests::mkdir_mode(&out_home, 0o777);
+    let summary = export(&spool, &out_home.join("Maildir"));
+    assert!(
+        summary["folders"].as_array().unwrap().len() >= 6,
+        "{summary}"
+    );
+    let caf = out_home.join("Maildir/.Caf&AOk-.Neu");
+    assert!(caf.join("dovecot-uidlist").is_file());
+    assert!(caf.join("maildirfolder").is_file());
+    assert!(
+        !out_home.join("Maildir/.Caf&AOk-").exists(),
+        "a parent that is no mailbox has no directory"
+    );
+    give_to_nobody(&out_home);
+    let mut o = Session::ours(&spool);
+    let mut d = Session::dovecot(&out_home, MAILDIR_PLUS_PLUS);
+    let (list, _) = assert_same(&mut d, &mut o);
+    assert!(list.contains(&"Caf&AOk-/Neu".to_string()), "{list:?}");
+    // Dovecot shows the parent as \Noselect, as its own such parents.
+    let parent = d
+        .run("LIST \"\" \"Caf&AOk-\"")
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect::<String>();
+    assert!(
+        parent.contains("\\Noselect") || parent.contains("\\NonExistent"),
+        "{parent}"
+    );
+    d.logout();
+    o.logout();
+}
+
+/// Every field of every record and header that an import keeps, per
+/// mailbox: UIDVALIDITY, last UID; per message UID, system flags, keyword
+/// names, INTERNALDATE, sent date, size, header size, CRC32.
+type Fields = BTreeMap<
+    String,
+    (
+        u32,
+        u32,
+        Vec<(u32, u32, Vec<String>, i64, i64, u64, u32, u32)>,
+    ),
+>;
+
+fn fields(spool: &Path) -> Fields {
+    let s = storage::Store::open(spool, storage::Options::default()).unwrap();
+    let u = storage::UserName::new(USER).unwrap();
+    let mut out = BTreeMap::new();
+    for n in s.list_mailboxes(&u).unwrap() {
+        let mut m = s.open_mailbox(&u, &n).unwrap();
+        let snap = m.snapshot().unwrap();
+        let recs = snap
+            .records
+            .iter()
+            .filter(|r| !r.is_expunged())
+            .map(|r| {
+                let kw: Vec<String> = r
+                    .keywords
+                    .iter()
+                    .map(|k| snap.meta.keywords[k].clone())
+                    .collect();
+                (
+                    r.uid,
+                    r.flags.intersect(storage::Flags::SYSTEM).0,
+                    kw,
+                    r.internal_date,
+                    r.sent_date,
+                    r.size,
+                    r.header_size,
+                    r.message_crc,
+                )
+            })
+            .collect();
+        out.insert(
+            n.to_string(),
+            (snap.header.uidvalidity, snap.header.last_uid, recs),
+        );
+    }
+    out
+}
+
+/// The round trip (issue 20): import from Dovecot, work here, export,
+/// import the export into a fresh spool: every mailbox is identical,
+/// field by field in the store and through IMAP, and so are the
+/// subscriptions.
+#[test]
+fn import_export_import_round_trip_is_identical() {
+    let (tmp, home, spool) = dovecot_home();
+    account_here(&home, &spool);
+    let out = tmp.path().join("exported");
+    export(&spool, &out);
+    let again = tmp.path().join("spool2");
+    let report = import(&again, &out, MAILDIR_PLUS_PLUS);
+    for f in report["folders"].as_array().unwrap() {
+        assert_eq!(f["renumbered"].as_u64(), Some(0), "{f}");
+        assert_eq!(f["kept_uids"].as_bool(), Some(true), "{f}");
+    }
+    assert_eq!(fields(&again), fields(&spool), "stored fields");
+    let mut a = Session::ours(&spool);
+    let mut b = Session::ours(&again);
+    assert_same(&mut a, &mut b);
+    a.logout();
+    b.logout();
+}
+
+/// A re-run picks up what changed in Dovecot since the first run
+/// (OPERATIONS.md §4a): new messages under their UIDs, flag and keyword
+/// changes on messages already imported (one commit per mailbox), and
+/// messages expunged in Dovecot are expunged here; afterwards both
+/// servers show the same account again.
+#[test]
+fn rerun_applies_new_mail_flag_changes_and_expunges_from_dovecot() {
+    let (_tmp, home, spool) = dovecot_home();
+    let mut d = Session::dovecot(&home, MAILDIR_PLUS_PLUS);
+    fill(&mut d);
+    d.logout();
+    import(&spool, &home.join("Maildir"), MAILDIR_PLUS_PLUS);
+
+    let mut d = Session::dovecot(&home, MAILDIR_PLUS_PLUS);
+    d.run("SELECT INBOX");
+    d.run("UID STORE 1 +FLAGS (\\Flagged Fresh)");
+    d.run("UID STORE 2 -FLAGS (\\Seen $Forwarded)");
+    d.run("UID STORE 5 FLAGS ()");
+    d.run("UID STORE 6 +FLAGS (\\Deleted)");
+    d.run("UID EXPUNGE 6");
+    d.run_with(
+        "APPEND INBOX (\\Seen Later) \"01-Jan-2026 00:00:00 +0000\"",
+        Some(&message(500, "after the first run")),
+    );
+    d.run("SELECT Work");
+    d.run("UID STORE 1:* +FLAGS (\\Answered)");
+    d.logout();
+
+    let second = import(&spool, &home.join("Maildir"), MAILDIR_PLUS_PLUS);
+    let inbox = second["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "INBOX")
+        .unwrap()
+        .clone();
+    assert_eq!(inbox["imported"].as_u64(), Some(1), "{inbox}");
+    assert_eq!(inbox["flags_updated"].as_u64(), Some(3), "{inbox}");
+    assert_eq!(inbox["expunged"].as_u64(), Some(1), "{inbox}");
+    let mut o = Session::ours(&spool);
+    let mut d = Session::dovecot(&home, MAILDIR_PLUS_PLUS);
+    assert_same(&mut o, &mut d);
+    o.logout();
+    d.logout();
+
+    // And a third run changes nothing.
+    let before = generations(&spool);
+    let third = import(&spool, &home.join("Maildir"), MAILDIR_PLUS_PLUS);
+    for f in third["folders"].as_array().unwrap() {
+        assert_eq!(f["flags_updated"].as_u64(), Some(0), "{f}");
+        assert_eq!(f["expunged"].as_u64(), Some(0), "{f}");
+    }
+    assert_eq!(generations(&spool), before);
+}
+
+/// Every mailbox of USER here verifies without a problem (PROTOCOL.md
+/// §3a: a killed import leaves every mailbox consistent); with
+/// `no_debris`, without a warning either (no crash debris left).
+fn assert_all_verify_clean(spool: &Path, ctx: &str, no_debris: bool) {
+    let s = storage::Store::open(spool, storage::Options::default()).unwrap();
+    let u = storage::UserName::new(USER).unwrap();
+    for n in s.list_mailboxes(&u).unwrap() {
+        let report = storage::verify::verify_path(
+            &s.mailbox_path(&u, &n),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+        let bad: Vec<_> = report
+            .findings
+            .iter()
+            .filter(|f| no_debris || f.severity == storage::verify::Severity::Problem)
+            .collect();
+        assert!(bad.is_empty(), "{ctx}: {n}: {bad:?}");
+    }
+}
+
+/// An import killed part way (PROTOCOL.md §3a batch durability: after a
+/// batch's syncfs, inside its commit, after its index flush) leaves every
+/// mailbox verify-clean, and running it again finishes the job: Dovecot
+/// and this server then show the same account.
+#[test]
+fn killed_import_resumes_to_the_same_account() {
+    for point in [
+        "import.after_batch_sync",
+        "append.after_records",
+        "append.after_header_fsync",
+    ] {
+        let (_tmp, home, spool) = dovecot_home();
+        let mut d = Session::dovecot(&home, MAILDIR_PLUS_PLUS);
+        fill(&mut d);
+        d.logout();
+        let o = Command::new(bin("idx-admin"))
+            .args(["import", "--dovecot-maildir"])
+            .arg(home.join("Maildir"))
+            .arg("--spool")
+            .arg(&spool)
+            .args(["-d", USER])
+            .env("MAILSTORE_CONFIG", "/nonexistent-mailstore-test.conf")
+            .env(storage::internals::fault::ENV, format!("{point}=kill"))
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(o.status.signal(), Some(9), "{point}: not killed: {o:?}");
+        assert_all_verify_clean(&spool, point, false);
+        import(&spool, &home.join("Maildir"), MAILDIR_PLUS_PLUS);
+        assert_all_verify_clean(&spool, &format!("{point}, run again"), true);
+        let mut o = Session::ours(&spool);
+        let mut d = Session::dovecot(&home, MAILDIR_PLUS_PLUS);
+        assert_same(&mut o, &mut d);
+        o.logout();
+        d.logout();
+    }
 }

@@ -222,14 +222,19 @@ fn one_op(
             inbox.recover()?;
         }
         "import" => {
-            // Given UIDs with a gap, UIDNEXT raised, then a header-only
-            // raise (PROTOCOL.md §3a).
-            let token = format!("filler-{}-{i}", std::process::id());
-            let msg = crlf(&token_message(&token, rng.below(20) as usize));
-            let staged = inbox.stage(&msg[..], AppendOptions::default())?;
+            // A batch (one syncfs for all, PROTOCOL.md §3a) under given
+            // UIDs with a gap, UIDNEXT raised, then a header-only raise.
+            let n = 1 + rng.below(3) as u32;
+            let mut staged = Vec::new();
+            for k in 0..n {
+                let token = format!("filler-{}-{i}-{k}", std::process::id());
+                let msg = crlf(&token_message(&token, rng.below(20) as usize));
+                staged.push(inbox.stage_for_batch(&msg[..], AppendOptions::default())?);
+            }
             let last = inbox.header()?.last_uid;
-            inbox.commit_with_uids(vec![staged], &[last + 2], Some(last + 4))?;
-            inbox.reserve_uids(last + 5 + rng.below(3) as u32)?;
+            let uids: Vec<u32> = (0..n).map(|k| last + 2 + k).collect();
+            inbox.commit_with_uids(staged, &uids, Some(last + 4 + n))?;
+            inbox.reserve_uids(last + 5 + n + rng.below(3) as u32)?;
         }
         other => panic!("unknown op {other}"),
     }

@@ -36,8 +36,38 @@ use storage::{Error, MailboxName, Store, UserName};
 
 use crate::dovecot::{Account, Folder, SourceMessage};
 
-/// Messages per commit (one lock, one flush).
-const BATCH: usize = 100;
+/// Messages per commit at most (each batch flushes the whole filesystem
+/// once, which on a busy disk costs more than the batch's own bytes): one `syncfs`, one lock and one index
+/// flush per batch (PROTOCOL.md §3a, batch durability). Each staged
+/// message holds a descriptor until its commit, so the batch is also
+/// kept to a quarter of the descriptors this process may open.
+const BATCH_MAX: usize = 4000;
+
+/// The messages of one commit, from the descriptor limit (raised to the
+/// hard limit, as far as `BATCH_MAX` needs).
+pub fn batch_size() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit fill or read the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 64;
+        }
+        let want = (4 * BATCH_MAX as libc::rlim_t + 64).min(lim.rlim_max);
+        if lim.rlim_cur < want {
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = want;
+            }
+        }
+    }
+    ((lim.rlim_cur as usize).saturating_sub(64) / 4).clamp(16, BATCH_MAX)
+}
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ImportOptions {
@@ -63,9 +93,12 @@ pub struct FolderReport {
     pub renumbered: usize,
     /// Here already (an earlier run).
     pub already_here: usize,
-    /// Of those here already under the source's UID: how many took the
-    /// source's flags and keywords, changed there since the earlier run.
+    /// Here already, with flags or keywords changed in the source since:
+    /// set to the source's (a re-run).
     pub flags_updated: usize,
+    /// Imported by an earlier run and expunged in the source since:
+    /// expunged here too (a re-run).
+    pub expunged: usize,
     pub bytes: u64,
     /// Not imported (refused folder, unreadable file, ...), with why.
     pub refused: Option<String>,
@@ -274,6 +307,10 @@ fn import_folder(
     let name = MailboxName::new(&f.name).map_err(|e| format!("refused: {e}"))?;
     let (mut m, mode) = prepare(store, user, &name, f, opts)?;
     r.kept_uids = mode == Mode::KeepUids;
+    // Resuming after a run that was killed: its staged files (no live
+    // owner) go to quarantine now, not at some later settle (PROTOCOL.md
+    // §3a); a writer running meanwhile holds its own and is not touched.
+    m.recover().map_err(|e| format!("recover: {e}"))?;
     let snap = m.snapshot().map_err(|e| e.to_string())?;
     let last_uid = snap.header.last_uid;
     let ours: HashMap<u32, (u64, u32)> = snap
@@ -286,7 +323,8 @@ fn import_folder(
     let mut others: Vec<&SourceMessage> = Vec::new();
     let mut claimed: HashSet<u32> = HashSet::new();
     let mut clashes: Vec<u32> = Vec::new();
-    let mut here_by_uid: Vec<&SourceMessage> = Vec::new();
+    // Here already: the source's flags and keywords for them now.
+    let mut flag_state: Vec<(u32, storage::Flags, Vec<String>)> = Vec::new();
     for sm in &f.messages {
         match (mode, sm.uid) {
             (Mode::KeepUids, Some(u)) if u > last_uid => keep.push(sm),
@@ -297,7 +335,7 @@ fn import_folder(
                         Ok(true) => {
                             claimed.insert(u);
                             r.already_here += 1;
-                            here_by_uid.push(sm);
+                            flag_state.push((u, sm.flags, valid_keywords(sm, r)));
                         }
                         Ok(false) => clashes.push(u),
                         Err(e) => r.skipped.push(e),
@@ -336,9 +374,10 @@ fn import_folder(
         None => sm.path.display().to_string(),
     };
     // Under their UIDs, ascending, in batches; UIDNEXT with the last.
+    let batch_max = batch_size();
     let mut pending: Vec<&SourceMessage> = keep;
     while !pending.is_empty() {
-        let n = pending.len().min(BATCH);
+        let n = pending.len().min(batch_max);
         let last_batch = n == pending.len();
         let batch: Vec<&SourceMessage> = pending[..n].to_vec();
         let mut staged: Vec<StagedMessage> = Vec::new();
@@ -427,14 +466,16 @@ fn import_folder(
             }
             Err(e) => r.skipped.push(e),
         }
-        if staged.len() >= BATCH {
+        if staged.len() >= batch_max {
             r.renumbered += commit_new(&mut m, std::mem::take(&mut staged))?;
             r.bytes += std::mem::take(&mut staged_bytes);
         }
     }
     r.renumbered += commit_new(&mut m, staged)?;
     r.bytes += staged_bytes;
-    r.flags_updated = sync_flags(&mut m, &here_by_uid)?;
+    if mode == Mode::KeepUids {
+        rerun_changes(&mut m, f, last_uid, &flag_state, r)?;
+    }
     if gone_skipped > 0 {
         r.warnings.push(format!(
             "{gone_skipped} source messages have UIDs this mailbox handed out and no longer holds \
@@ -447,41 +488,94 @@ fn import_folder(
     Ok(())
 }
 
-/// A re-run: messages here already under the source's UID take the
-/// source's flags and keywords (the source is the one in use until the
-/// move; OPERATIONS.md §4a). One STORE (replace) per distinct set, under
-/// the mailbox lock like any STORE; records already equal are not
-/// written. Returns how many changed.
-pub fn sync_flags(m: &mut Mailbox, same: &[&SourceMessage]) -> Result<usize, String> {
-    let mut groups: BTreeMap<(u32, Vec<String>), Vec<u32>> = BTreeMap::new();
-    for sm in same {
-        let Some(uid) = sm.uid else { continue };
-        let mut kws: Vec<String> = sm
-            .keywords
-            .iter()
-            .filter(|k| storage::validate_keyword(k).is_ok())
-            .cloned()
-            .collect();
-        kws.sort();
-        kws.dedup();
-        let flags = sm.flags.intersect(storage::Flags::SYSTEM);
-        groups.entry((flags.0, kws)).or_default().push(uid);
+/// A re-run (the mailbox has the source's UIDVALIDITY): what changed in
+/// the source since the earlier run, for the messages that run brought.
+fn rerun_changes(
+    m: &mut Mailbox,
+    f: &Folder,
+    last_uid_before: u32,
+    flag_state: &[(u32, storage::Flags, Vec<String>)],
+    r: &mut FolderReport,
+) -> Result<(), String> {
+    // A message the reader could not take this time (unreadable, cut
+    // short, ...) is not in `f.messages` although the source still has it:
+    // then nothing is expunged on this run, only reported.
+    let listed: HashSet<u32> = f.messages.iter().filter_map(|sm| sm.uid).collect();
+    let unsure = !f.skipped.is_empty() || !f.problems.is_empty();
+    let expunge_below = if unsure { 0 } else { f.next_uid };
+    if unsure {
+        r.warnings.push(
+            "the source has messages that could not be read this run: nothing expunged here \
+             (re-run once they read)"
+                .into(),
+        );
     }
-    let mut changed = 0;
-    for ((bits, kws), mut uids) in groups {
-        uids.sort_unstable();
-        let out = m
-            .store(
-                &uids,
-                storage::mailbox::FlagOp::Replace,
-                storage::Flags(bits),
-                &kws,
-                None,
-            )
-            .map_err(|e| format!("flags of UIDs here already: {e}"))?;
-        changed += out.changed.len();
+    let (flags, expunged) =
+        apply_source_changes(m, expunge_below, &listed, last_uid_before, flag_state)?;
+    r.flags_updated += flags;
+    r.expunged += expunged;
+    Ok(())
+}
+
+/// For any importer that keeps a source's UIDs (Dovecot Maildir here; a
+/// UW-IMAP mbox importer can call it the same way): on a re-run into a
+/// mailbox that has the source's UIDVALIDITY, brings over what changed
+/// in the source since the earlier run, for messages already here.
+/// - `flag_state`: (UID, flags, keywords) as the source has them now, for
+///   every message found here already (same UID, same content). Each is
+///   set to exactly that, all in one STORE-like commit under the lock
+///   (`Mailbox::set_flags_exactly`, PROTOCOL.md §3a).
+/// - A live message here whose UID is below `source_next` (the source
+///   handed it out) and at or below `last_uid_before` (our last UID before
+///   this run: so it came from the earlier run, not this one) that is not
+///   in `listed` (the source's UIDs now) was expunged in the source since:
+///   expunged here in one commit (its file stays until a repack).
+///
+/// Both assume what OPERATIONS.md §4a requires: no mail reached this
+/// store between the runs. Returns (flags updated, expunged).
+pub fn apply_source_changes(
+    m: &mut Mailbox,
+    source_next: u32,
+    listed: &HashSet<u32>,
+    last_uid_before: u32,
+    flag_state: &[(u32, storage::Flags, Vec<String>)],
+) -> Result<(usize, usize), String> {
+    let flags = m
+        .set_flags_exactly(flag_state)
+        .map_err(|e| format!("flag update: {e}"))?
+        .len();
+    let snap = m.snapshot().map_err(|e| e.to_string())?;
+    let gone: Vec<u32> = snap
+        .records
+        .iter()
+        .filter(|rec| !rec.is_expunged())
+        .map(|rec| rec.uid)
+        .filter(|&u| u < source_next && u <= last_uid_before && !listed.contains(&u))
+        .collect();
+    let expunged = if gone.is_empty() {
+        0
+    } else {
+        m.expunge(Some(&gone), false)
+            .map_err(|e| format!("expunge: {e}"))?
+            .len()
+    };
+    Ok((flags, expunged))
+}
+
+/// The message's keywords that are valid IMAP keywords (the others are
+/// reported and dropped).
+fn valid_keywords(sm: &SourceMessage, r: &mut FolderReport) -> Vec<String> {
+    let mut keywords = Vec::new();
+    for k in &sm.keywords {
+        match storage::validate_keyword(k) {
+            Ok(()) => keywords.push(k.clone()),
+            Err(_) => r.warnings.push(format!(
+                "{}: keyword {k:?} is not a valid IMAP keyword, dropped",
+                sm.path.display()
+            )),
+        }
     }
-    Ok(changed)
+    keywords
 }
 
 fn commit_new(m: &mut Mailbox, staged: Vec<StagedMessage>) -> Result<usize, String> {
@@ -501,16 +595,7 @@ fn stage_loaded(
     l: Loaded,
     r: &mut FolderReport,
 ) -> Result<StagedMessage, String> {
-    let mut keywords = Vec::new();
-    for k in &sm.keywords {
-        match storage::validate_keyword(k) {
-            Ok(()) => keywords.push(k.clone()),
-            Err(_) => r.warnings.push(format!(
-                "{}: keyword {k:?} is not a valid IMAP keyword, dropped",
-                sm.path.display()
-            )),
-        }
-    }
+    let keywords = valid_keywords(sm, r);
     let opts = AppendOptions {
         flags: sm.flags,
         keywords,
@@ -519,7 +604,7 @@ fn stage_loaded(
         sent_date: crate::transfer::sent_date(&l.bytes).unwrap_or(0),
         max_size: None,
     };
-    m.stage(&l.bytes[..], opts)
+    m.stage_for_batch(&l.bytes[..], opts)
         .map_err(|e| format!("{}: {e}", sm.path.display()))
 }
 
@@ -535,12 +620,14 @@ pub fn render_text(r: &AccountReport, from: &std::path::Path, kind: &str) -> Str
             Some(why) => out.push_str(&format!("  {}: {why}\n", f.name)),
             None => out.push_str(&format!(
                 "  {}: {} imported under their UIDs, {} under new UIDs, {} here already \
-                 ({} with flags updated); UIDVALIDITY {} (source {}), UIDNEXT {} (source {})\n",
+                 ({} with flags updated), {} expunged as in the source; \
+                 UIDVALIDITY {} (source {}), UIDNEXT {} (source {})\n",
                 f.name,
                 f.imported,
                 f.renumbered,
                 f.already_here,
                 f.flags_updated,
+                f.expunged,
                 f.uidvalidity.map_or("-".into(), |v| v.to_string()),
                 f.source_uidvalidity
                     .map_or("none".into(), |v| v.to_string()),

@@ -579,6 +579,38 @@ pub fn decode_mutf7(s: &str) -> Option<String> {
     Some(out)
 }
 
+/// Encodes a name level in modified UTF-7 (RFC 3501 5.1.3): printable
+/// ASCII as itself, `&` as `&-`, every run of other characters as UTF-16
+/// in modified base64 between `&` and `-`.
+pub fn encode_mutf7(s: &str) -> String {
+    let mut out = String::new();
+    let mut run: Vec<u16> = Vec::new();
+    let flush = |run: &mut Vec<u16>, out: &mut String| {
+        if !run.is_empty() {
+            let bytes: Vec<u8> = run.iter().flat_map(|u| u.to_be_bytes()).collect();
+            out.push('&');
+            out.push_str(&MUTF7.encode(bytes));
+            out.push('-');
+            run.clear();
+        }
+    };
+    for c in s.chars() {
+        if (' '..='~').contains(&c) {
+            flush(&mut run, &mut out);
+            if c == '&' {
+                out.push_str("&-");
+            } else {
+                out.push(c);
+            }
+        } else {
+            let mut buf = [0u16; 2];
+            run.extend_from_slice(c.encode_utf16(&mut buf));
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,5 +645,15 @@ mod tests {
         assert!(decode_mutf7("Entw\u{fc}rfe").is_none());
         assert!(decode_mutf7("&AGE-").is_none(), "encoded ASCII");
         assert!(decode_mutf7("&APw").is_none(), "unterminated");
+        for n in [
+            "Entw\u{fc}rfe",
+            "a&b",
+            "\u{65e5}\u{672c}\u{8a9e} x",
+            "\u{1f600}",
+        ] {
+            assert_eq!(decode_mutf7(&encode_mutf7(n)).unwrap(), n);
+        }
+        assert_eq!(encode_mutf7("Entw\u{fc}rfe"), "Entw&APw-rfe");
+        assert_eq!(encode_mutf7("a&b"), "a&-b");
     }
 }

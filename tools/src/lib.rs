@@ -6,6 +6,7 @@
 pub mod account;
 pub mod date;
 pub mod dovecot;
+pub mod dovecot_export;
 pub mod inspect;
 pub mod maildir;
 pub mod mbox;

@@ -19,7 +19,8 @@ use storage::Flags;
 use crate::mbox::{Message, to_crlf, to_lf};
 
 const KEYWORDS_FILE: &str = "dovecot-keywords";
-const FLAG_LETTERS: [(char, Flags); 5] = [
+/// System flag letters of a Maildir file name, in the order written.
+pub(crate) const FLAG_LETTERS: [(char, Flags); 5] = [
     ('D', Flags::DRAFT),
     ('F', Flags::FLAGGED),
     ('R', Flags::ANSWERED),

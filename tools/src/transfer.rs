@@ -9,9 +9,6 @@ use storage::mailbox::{AppendOptions, Mailbox, StagedMessage};
 
 use crate::mbox::{self, Message};
 
-/// Messages per commit: one lock, one directory fsync per batch.
-const BATCH: usize = 100;
-
 #[derive(Debug, Default)]
 pub struct ImportOutcome {
     pub messages: usize,
@@ -24,6 +21,9 @@ pub struct ImportOutcome {
 pub struct Importer<'a> {
     mbox: &'a mut Mailbox,
     staged: Vec<StagedMessage>,
+    /// Messages per commit: one syncfs, one lock and one index flush per
+    /// batch (PROTOCOL.md §3a, batch durability).
+    batch: usize,
     pub outcome: ImportOutcome,
 }
 
@@ -32,6 +32,7 @@ impl<'a> Importer<'a> {
         Importer {
             mbox,
             staged: Vec::new(),
+            batch: crate::account::batch_size(),
             outcome: ImportOutcome::default(),
         }
     }
@@ -58,10 +59,10 @@ impl<'a> Importer<'a> {
         };
         let s = self
             .mbox
-            .stage(&m.bytes[..], opts)
+            .stage_for_batch(&m.bytes[..], opts)
             .map_err(|e| e.to_string())?;
         self.staged.push(s);
-        if self.staged.len() >= BATCH {
+        if self.staged.len() >= self.batch {
             self.flush()?;
         }
         Ok(())
@@ -112,8 +113,17 @@ pub fn sent_date(bytes: &[u8]) -> Option<i64> {
 /// in UID order, read from one snapshot.
 pub fn export(
     mbox: &mut Mailbox,
-    mut each: impl FnMut(u32, Message) -> Result<(), String>,
+    each: impl FnMut(u32, Message) -> Result<(), String>,
 ) -> Result<usize, String> {
+    export_snapshot(mbox, each).map(|(n, _)| n)
+}
+
+/// [`export`], also returning the header of the snapshot the messages
+/// came from (its UIDVALIDITY and `last_uid` belong to exactly them).
+pub fn export_snapshot(
+    mbox: &mut Mailbox,
+    mut each: impl FnMut(u32, Message) -> Result<(), String>,
+) -> Result<(usize, storage::Header), String> {
     let snap = mbox.snapshot().map_err(|e| e.to_string())?;
     let mut n = 0;
     for r in snap.records.iter().filter(|r| !r.is_expunged()) {
@@ -141,7 +151,7 @@ pub fn export(
         )?;
         n += 1;
     }
-    Ok(n)
+    Ok((n, snap.header))
 }
 
 /// Writes the mailbox as an mboxrd file at `path` (created, not

@@ -101,7 +101,9 @@ enum Cmd {
         #[arg(long, default_value = "")]
         uw_prefix: String,
     },
-    /// Write every live message to a new mbox file or a Maildir.
+    /// Write every live message to a new mbox file or a Maildir; with
+    /// --dovecot-maildir DIR -d USER the whole account as Dovecot Maildir++
+    /// (UIDVALIDITY, UIDs, UIDNEXT, flags, keywords, dates, subscriptions).
     Export {
         #[command(flatten)]
         mb: MailboxArgs,
@@ -377,6 +379,10 @@ fn run(cli: &Cli) -> Result<(), String> {
             )?;
         }
         Cmd::Quarantine { action } => quarantine(cli.json, action)?,
+        Cmd::Export { mb, dst } if dst.dovecot_maildir.is_some() => {
+            let to = dst.dovecot_maildir.as_ref().expect("guarded");
+            export_dovecot(cli.json, mb, to)?;
+        }
         Cmd::Export { mb, dst } => {
             let t = mb.resolve()?;
             let mut m = open(&t, false)?;
@@ -417,16 +423,27 @@ struct DovecotImport<'a> {
     prefix: Vec<String>,
 }
 
-/// `idx-admin import --dovecot-maildir DIR -d USER`: the whole account.
-fn import_dovecot(json: bool, mb: &MailboxArgs, how: &DovecotImport) -> Result<(), String> {
+/// The store and user of a whole-account command (`--dovecot-maildir`:
+/// `-d USER`, no `-m`); `what` is its verb for the messages.
+fn whole_account(mb: &MailboxArgs, what: &str) -> Result<(Store, storage::UserName), String> {
     let t = mb.resolve()?;
     let Some((spool, user, name)) = &t.named else {
-        return Err("--dovecot-maildir imports a whole account: give -d USER (and --spool)".into());
+        return Err(format!(
+            "--dovecot-maildir {what} a whole account: give -d USER (and --spool)"
+        ));
     };
     if !name.is_inbox() {
-        return Err("--dovecot-maildir imports every folder: -m does not apply".into());
+        return Err(format!(
+            "--dovecot-maildir {what} every mailbox: -m does not apply"
+        ));
     }
-    let store = open_store(spool, &t)?;
+    Ok((open_store(spool, &t)?, user.clone()))
+}
+
+/// `idx-admin import --dovecot-maildir DIR -d USER`: the whole account.
+fn import_dovecot(json: bool, mb: &MailboxArgs, how: &DovecotImport) -> Result<(), String> {
+    let (store, user) = whole_account(mb, "imports")?;
+    let user = &user;
     let acct = tools::dovecot::read_account(how.root, how.layout, &how.prefix)?;
     let report = tools::account::import_account(
         &store,
@@ -479,6 +496,22 @@ fn import_uw(
     )?;
     if report.incomplete() {
         return Err("not everything was imported (see above); fix and run again".into());
+    }
+    Ok(())
+}
+
+/// `idx-admin export --dovecot-maildir DIR -d USER`: the whole account
+/// as a Dovecot Maildir++ account (`tools::dovecot_export`).
+fn export_dovecot(json: bool, mb: &MailboxArgs, to: &std::path::Path) -> Result<(), String> {
+    let (store, user) = whole_account(mb, "exports")?;
+    let report = tools::dovecot_export::export_account(&store, &user, to)?;
+    emit(
+        json,
+        serde_json::to_value(&report).expect("serializable"),
+        tools::dovecot_export::render_text(&report, to),
+    )?;
+    if report.incomplete() {
+        return Err("not everything was exported (see above)".into());
     }
     Ok(())
 }
