@@ -501,7 +501,7 @@ fn rerun_changes(
     // short, ...) is not in `f.messages` although the source still has it:
     // then nothing is expunged on this run, only reported.
     let listed: HashSet<u32> = f.messages.iter().filter_map(|sm| sm.uid).collect();
-    let unsure = !f.skipped.is_empty() || !f.problems.is_empty();
+    let unsure = !f.skipped.is_empty();
     let expunge_below = if unsure { 0 } else { f.next_uid };
     if unsure {
         r.warnings.push(
