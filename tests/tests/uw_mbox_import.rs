@@ -524,6 +524,59 @@ fn uw_rerun_brings_new_mail_and_flag_changes() {
 /// status says not everything came; `--renumber` imports the refused
 /// folder under new UIDs and a UIDVALIDITY that is not the source's
 /// (RFC 3501 2.3.1.1: never the source's UIDVALIDITY with other UIDs).
+/// A re-run mirrors the source's expunges (OPERATIONS.md §4a), but only
+/// when the reader took every message of the folder: with a message it
+/// had to skip (here a cut-off last message, c-client's half-written
+/// append), nothing is expunged on that run, and the expunge comes with
+/// the next run that reads cleanly.
+#[test]
+fn uw_rerun_expunges_only_when_every_source_message_was_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (inbox, _mail, _list) = account(tmp.path());
+    let spool = tmp.path().join("spool");
+    import_ok(&spool, &[&inbox], &[]);
+
+    // Under UW-IMAP: UID 7 expunged (its message gone from the file),
+    // and an append cut off at the end.
+    let text = std::fs::read_to_string(&inbox).unwrap();
+    let start = text.find("From bob@example.org").unwrap();
+    let end = start + text[start..].find("From carol@example.org").unwrap();
+    let expunged = format!("{}{}", &text[..start], &text[end..]);
+    let cut = format!("{expunged}From dave@example.org Thu Jan  4 00:00:00 2024\nSubject: cut");
+    std::fs::write(&inbox, &cut).unwrap();
+
+    let (_, v) = import(&spool, &[&inbox], &[]);
+    let f = folder(&v, "INBOX");
+    assert_eq!(f["expunged"], 0, "{f:#}");
+    assert!(
+        f["warnings"].to_string().contains("nothing expunged"),
+        "{f:#}"
+    );
+    let (boxes, _) = view(&spool, &["INBOX"]);
+    let uids: Vec<u32> = boxes["INBOX"]
+        .as_ref()
+        .unwrap()
+        .2
+        .iter()
+        .map(|m| m.uid)
+        .collect();
+    assert!(uids.contains(&7), "{uids:?}");
+
+    std::fs::write(&inbox, &expunged).unwrap();
+    let v = import_ok(&spool, &[&inbox], &[]);
+    let f = folder(&v, "INBOX");
+    assert_eq!(f["expunged"], 1, "{f:#}");
+    let (boxes, _) = view(&spool, &["INBOX"]);
+    let uids: Vec<u32> = boxes["INBOX"]
+        .as_ref()
+        .unwrap()
+        .2
+        .iter()
+        .map(|m| m.uid)
+        .collect();
+    assert!(!uids.contains(&7), "{uids:?}");
+}
+
 #[test]
 fn uw_bad_input_is_reported_and_nothing_is_guessed() {
     let tmp = tempfile::tempdir().unwrap();
