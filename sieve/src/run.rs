@@ -1055,7 +1055,7 @@ fn modify(m: Modifier, v: &str) -> String {
 }
 
 /// "+hhmm" / "-hhmm" to seconds east of UTC.
-fn parse_zone(z: &str) -> Option<i64> {
+pub(crate) fn parse_zone(z: &str) -> Option<i64> {
     let b = z.as_bytes();
     if b.len() != 5 || !b[1..].iter().all(u8::is_ascii_digit) {
         return None;
