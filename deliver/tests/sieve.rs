@@ -175,12 +175,18 @@ fn hostile_scripts_keep_the_message() {
             "script not used",
         ),
         (
-            format!("if header :is \"subject\" [{}] {{ discard; }}", list.join(",")),
+            format!(
+                "if header :is \"subject\" [{}] {{ discard; }}",
+                list.join(",")
+            ),
             "too long",
         ),
         (matches, "CPU"),
         (format!("require \"regex\";\n{regex}"), ""),
-        ("require \"include\"; include \"other\";".to_string(), "loop"),
+        (
+            "require \"include\"; include \"other\";".to_string(),
+            "loop",
+        ),
     ];
     std::fs::create_dir_all(s.root.join("bob/.sieve")).unwrap();
     std::fs::write(
@@ -197,7 +203,11 @@ fn hostile_scripts_keep_the_message() {
         assert_eq!(o.status.code(), Some(0), "case {i}: {}", stderr(&o));
         assert!(stderr(&o).contains(reason), "case {i}: {}", stderr(&o));
         if !reason.is_empty() {
-            assert!(stderr(&o).contains("implicit keep"), "case {i}: {}", stderr(&o));
+            assert!(
+                stderr(&o).contains("implicit keep"),
+                "case {i}: {}",
+                stderr(&o)
+            );
         }
         assert_eq!(count(&s, "bob", "INBOX"), i + 1, "case {i}");
     }
@@ -695,7 +705,10 @@ fn lmtp_follows_changes_of_the_active_script() {
         std::fs::rename(&tmp, &active).unwrap();
     };
     let in_place = |name: &str| {
-        let f = std::fs::OpenOptions::new().write(true).open(&active).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&active)
+            .unwrap();
         f.set_len(0).unwrap();
         (&f).write_all(format!("{name}\n").as_bytes()).unwrap();
         f.set_modified(mtime).unwrap();
@@ -726,7 +739,11 @@ fn lmtp_follows_changes_of_the_active_script() {
     assert_eq!(count(&s, "bob", "aaaa"), 1);
     in_place("bbbb");
     deliver();
-    assert_eq!(count(&s, "bob", "bbbb"), 1, "in-place change right after a read");
+    assert_eq!(
+        count(&s, "bob", "bbbb"),
+        1,
+        "in-place change right after a read"
+    );
     rename_to("cccc");
     deliver();
     assert_eq!(count(&s, "bob", "cccc"), 1, "switch by rename");
@@ -736,12 +753,20 @@ fn lmtp_follows_changes_of_the_active_script() {
     assert_eq!(count(&s, "bob", "cccc"), 3);
     rename_to("aaaa");
     deliver();
-    assert_eq!(count(&s, "bob", "aaaa"), 2, "switch by rename, stamp trusted");
+    assert_eq!(
+        count(&s, "bob", "aaaa"),
+        2,
+        "switch by rename, stamp trusted"
+    );
     settle();
     deliver();
     in_place("bbbb");
     deliver();
-    assert_eq!(count(&s, "bob", "bbbb"), 2, "in-place change, stamp trusted");
+    assert_eq!(
+        count(&s, "bob", "bbbb"),
+        2,
+        "in-place change, stamp trusted"
+    );
     std::fs::remove_file(&active).unwrap();
     deliver();
     assert_eq!(count(&s, "bob", "INBOX"), 1, "no active script");

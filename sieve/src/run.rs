@@ -190,6 +190,10 @@ struct Run<'a> {
     duplicates: Vec<DuplicateMark>,
     redirects: usize,
     regex_cache: HashMap<(String, bool), regex::Regex>,
+    /// The addresses of header fields already parsed in this run, by
+    /// where the field's value is in the message (scripts test From in
+    /// several rules).
+    address_cache: HashMap<(usize, usize), Option<Vec<String>>>,
 }
 
 fn over(_: OverBudget) -> RuntimeError {
@@ -218,6 +222,7 @@ impl Script {
             duplicates: Vec::new(),
             redirects: 0,
             regex_cache: HashMap::new(),
+            address_cache: HashMap::new(),
         };
         match r.block(&self.commands) {
             Ok(_) => {
@@ -759,7 +764,11 @@ impl Run<'_> {
                 for n in self.xlc(names) {
                     let all = pick_index(message::raw_headers(raw, root, &n), opts);
                     for h in all {
-                        match message::decode_addresses(h) {
+                        let at = (h.as_ptr() as usize, h.len());
+                        if !self.address_cache.contains_key(&at) {
+                            self.address_cache.insert(at, message::decode_addresses(h));
+                        }
+                        match &self.address_cache[&at] {
                             Some(list) => values
                                 .extend(list.iter().filter_map(|a| self.address_part(a, *part))),
                             None if *part == AddressPart::All => {

@@ -98,12 +98,18 @@ fn sieve_files_and_rejects_through_mailbox_command() {
     assert!(line.contains("status=sent"), "{line}\n{}", pf.context());
     let stored = pf.wait_stored(&pf.local_spool, "bob", "work", &file.token);
     assert!(contains(&stored, file.token.as_bytes()));
-    assert!(pf.stored(&pf.local_spool, "bob", "INBOX", &file.token).is_empty());
+    assert!(
+        pf.stored(&pf.local_spool, "bob", "INBOX", &file.token)
+            .is_empty()
+    );
     let line = pf.wait_status(&refuse, "bob@localhost", &["sent", "deferred", "bounced"]);
     assert!(line.contains("status=bounced"), "{line}\n{}", pf.context());
     assert!(line.contains("dsn=5.7.1"), "{line}");
     assert!(line.contains("sieve said no"), "{line}");
-    assert!(pf.stored(&pf.local_spool, "bob", "INBOX", &refuse.token).is_empty());
+    assert!(
+        pf.stored(&pf.local_spool, "bob", "INBOX", &refuse.token)
+            .is_empty()
+    );
 }
 
 /// RFC 5228 4.2 and RFC 5230 through Postfix: a redirect arrives at the
