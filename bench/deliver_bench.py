@@ -351,14 +351,16 @@ def main():
         return f"**{statistics.median(rs):.2f}x** [{min(rs):.2f}..{max(rs):.2f}]"
 
     others = [("dovecot", "Dovecot")] + ([("cyrus", "Cyrus")] if cyrus else [])
+    compared = any(key[0] == "dovecot" for key in results)
     print()
     print(f"N = {a.n} messages of ~{len(msgs[0])} bytes per run, {a.reps} "
           f"{'triples' if cyrus else 'pairs'} of runs per cell; deliveries/s, median [min..max]; "
           f"ratio: median of the {'triples' if cyrus else 'pairs'}' ratios [min..max]")
-    print()
-    print("| path | concurrency | deliver | " + " | ".join(name for _, name in others) + " | "
-          + " | ".join(f"ratio deliver/{name}" for _, name in others) + " |")
-    print("|---|---|---|" + "---|" * (2 * len(others)))
+    if compared:
+        print()
+        print("| path | concurrency | deliver | " + " | ".join(name for _, name in others) + " | "
+              + " | ".join(f"ratio deliver/{name}" for _, name in others) + " |")
+        print("|---|---|---|" + "---|" * (2 * len(others)))
     pp_label = "one process per message (deliver vs dovecot-lda" + (", cyrdeliver)" if cyrus else ")")
     summary = []
     for mode, label in [("process/message", pp_label),
