@@ -765,9 +765,9 @@ impl Run<'_> {
                     let all = pick_index(message::raw_headers(raw, root, &n), opts);
                     for h in all {
                         let at = (h.as_ptr() as usize, h.len());
-                        if !self.address_cache.contains_key(&at) {
-                            self.address_cache.insert(at, message::decode_addresses(h));
-                        }
+                        self.address_cache
+                            .entry(at)
+                            .or_insert_with(|| message::decode_addresses(h));
                         match &self.address_cache[&at] {
                             Some(list) => values
                                 .extend(list.iter().filter_map(|a| self.address_part(a, *part))),
