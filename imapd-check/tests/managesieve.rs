@@ -373,6 +373,15 @@ fn rfc5804_1_3_warnings_on_putscript_and_checkscript() {
         c.with_literal("PUTSCRIPT \"main\"", inc, "+"),
         "OK \"Script stored\""
     );
+    // A fileinto mailbox name the store refuses (RFC 5228 4.1: kept in
+    // INBOX at delivery).
+    let r = c
+        .cmd("CHECKSCRIPT \"require \\\"fileinto\\\"; fileinto \\\"a//b\\\";\"")
+        .1;
+    assert!(
+        r.starts_with("OK (WARNINGS) \"1:30: fileinto: mailbox name 'a//b' cannot be used here"),
+        "{r}"
+    );
     // SETACTIVE compiles the script again and gives its warnings (as
     // Pigeonhole does); a clean one is a plain OK.
     let r = c.cmd("SETACTIVE \"w\"").1;

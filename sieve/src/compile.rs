@@ -311,6 +311,7 @@ pub struct Script {
     pub(crate) extensions: HashSet<Extension>,
     warnings: Vec<Warning>,
     includes: Vec<IncludeRef>,
+    mailboxes: Vec<(Pos, String)>,
 }
 
 /// An `include` of the script, as written (RFC 6609 3.2).
@@ -329,6 +330,7 @@ struct Notes {
     warnings: Vec<Warning>,
     dropped: usize,
     includes: Vec<IncludeRef>,
+    mailboxes: Vec<(Pos, String)>,
 }
 
 impl Script {
@@ -378,6 +380,7 @@ impl Script {
             extensions: v.ext,
             warnings,
             includes: notes.includes,
+            mailboxes: notes.mailboxes,
         })
     }
 
@@ -392,6 +395,36 @@ impl Script {
     /// a personal one that does not exist at upload, as Pigeonhole does).
     pub fn includes(&self) -> &[IncludeRef] {
         &self.includes
+    }
+
+    /// The mailbox names of `fileinto` known at compile time (without
+    /// variables), with where they are: a store checks them against its
+    /// own naming rules (a name it cannot take keeps the message in
+    /// INBOX at delivery), as ManageSieve and sieve-check do.
+    pub fn fileinto_mailboxes(&self) -> &[(Pos, String)] {
+        &self.mailboxes
+    }
+
+    /// Warnings for the `fileinto` mailbox names that `check` (the
+    /// store's naming rule) refuses: valid Sieve, but the message would
+    /// be kept in INBOX instead (RFC 5228 4.1 leaves a mailbox that
+    /// cannot be used to the implementation).
+    pub fn mailbox_warnings(&self, check: impl Fn(&str) -> Result<(), String>) -> Vec<Warning> {
+        self.mailboxes
+            .iter()
+            .filter_map(|(pos, name)| {
+                check(name).err().map(|e| {
+                    Warning::new(
+                        *pos,
+                        format!(
+                            "fileinto: mailbox name '{}' cannot be used here ({e}); \
+                             the message would be kept in INBOX",
+                            sanitize(name)
+                        ),
+                    )
+                })
+            })
+            .collect()
     }
 
     pub fn uses(&self, e: Extension) -> bool {
@@ -1233,8 +1266,15 @@ impl Validator {
                     }
                 }
                 let has = |x: &str| a.tags.iter().any(|(t, _, _)| t == x);
+                let mailbox = self.s(str_of(&p[0], "mailbox")?);
+                if self.literal(&mailbox) {
+                    let mut n = self.notes.borrow_mut();
+                    if n.mailboxes.len() < MAX_WARNINGS {
+                        n.mailboxes.push((p[0].pos(), mailbox.clone()));
+                    }
+                }
                 Ok(Command::FileInto {
-                    mailbox: self.s(str_of(&p[0], "mailbox")?),
+                    mailbox,
                     copy: has("copy"),
                     create: has("create"),
                     flags,

@@ -245,3 +245,36 @@ fn warning_corpus_matches_sievec() {
     }
     assert!(warned >= 8, "the corpus must exercise the warnings");
 }
+
+/// RFC 5228 4.1 leaves a mailbox that cannot be used to the
+/// implementation: the literal `fileinto` names are listed for the store
+/// to check, and the ones its rule refuses become warnings; names with
+/// variables are not known before the run.
+#[test]
+fn fileinto_mailbox_names_checked_by_the_caller() {
+    let s = Script::compile(
+        "require [\"fileinto\", \"variables\"];\nfileinto \"Lists/rust\";\nfileinto \"a//b\";\n\
+         set \"x\" \"y\";\nfileinto \"${x}\";\n",
+    )
+    .unwrap();
+    let names: Vec<(u32, &str)> = s
+        .fileinto_mailboxes()
+        .iter()
+        .map(|(p, n)| (p.line, n.as_str()))
+        .collect();
+    assert_eq!(names, [(2, "Lists/rust"), (3, "a//b")]);
+    let w = s.mailbox_warnings(|n| {
+        if n.contains("//") {
+            Err("empty component".into())
+        } else {
+            Ok(())
+        }
+    });
+    assert_eq!(w.len(), 1);
+    assert_eq!((w[0].pos.line, w[0].pos.col), (3, 10));
+    assert!(
+        w[0].message
+            .contains("'a//b' cannot be used here (empty component)"),
+        "{w:?}"
+    );
+}

@@ -120,6 +120,17 @@ fn check_prints_warnings_and_exits_0() {
             .unwrap()
             .contains("under the minimum")
     );
+    // A fileinto name the store refuses is a warning too.
+    let odd = t.path().join("odd.sieve");
+    std::fs::write(&odd, "require \"fileinto\";\nfileinto \"a//b\";\n").unwrap();
+    let o = run(&["check", odd.to_str().unwrap()], t.path());
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr)
+            .contains(":2:10: warning: fileinto: mailbox name 'a//b' cannot be used here"),
+        "{}",
+        text(&o.stderr)
+    );
     // A clean script: no warning lines, an empty list.
     let good = t.path().join("good.sieve");
     std::fs::write(&good, "keep;").unwrap();

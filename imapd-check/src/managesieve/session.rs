@@ -486,8 +486,12 @@ impl Session {
         };
         match sieve::Script::compile(src) {
             Ok(script) => {
-                let mut out: Vec<String> =
-                    script.warnings().iter().map(|w| w.to_string()).collect();
+                let mut out: Vec<String> = script
+                    .warnings()
+                    .iter()
+                    .chain(&script.mailbox_warnings(mailbox_name_ok))
+                    .map(|w| w.to_string())
+                    .collect();
                 let personal = script
                     .includes()
                     .iter()
@@ -680,4 +684,11 @@ impl Session {
         let r = self.scripts().rename(old, new);
         self.done(r, "Script renamed")
     }
+}
+
+/// The store's rule for mailbox names, for the `fileinto` warnings.
+fn mailbox_name_ok(name: &str) -> Result<(), String> {
+    storage::MailboxName::new(name)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

@@ -152,11 +152,22 @@ fn read_script(path: &Path) -> Result<String, Fail> {
 /// The script's warnings (RFC 5804 1.3: valid, probably not meant) for
 /// JSON output.
 fn warnings_json(script: &Script) -> serde_json::Value {
-    script
-        .warnings()
+    all_warnings(script)
         .iter()
         .map(|w| json!({"line": w.pos.line, "column": w.pos.col, "message": w.message}))
         .collect()
+}
+
+/// The script's warnings and those of its `fileinto` mailbox names that
+/// the store refuses (delivery would keep the message in INBOX).
+fn all_warnings(script: &Script) -> Vec<sieve::Warning> {
+    let mut out = script.warnings().to_vec();
+    out.extend(script.mailbox_warnings(|n| {
+        storage::MailboxName::new(n)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }));
+    out
 }
 
 /// Compiles, or reports `FILE:LINE:COL: error: MESSAGE` (JSON on stdout
@@ -166,7 +177,7 @@ fn warnings_json(script: &Script) -> serde_json::Value {
 fn compile(path: &Path, src: &str, json: bool) -> Result<Script, Fail> {
     let script = compile_quiet(path, src, json)?;
     if !json {
-        for w in script.warnings() {
+        for w in all_warnings(&script) {
             eprintln!(
                 "{}:{}:{}: warning: {}",
                 path.display(),
