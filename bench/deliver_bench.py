@@ -160,6 +160,9 @@ def main():
     ap.add_argument("--sieve-check", help="our sieve-check binary: with --sieve-script, adds the "
                     "LMTP cell of ours with that script active for the recipient")
     ap.add_argument("--sieve-script", help="the Sieve script of that cell (bench/deliver_bench.sieve)")
+    ap.add_argument("--sieve-only", action="store_true",
+                    help="LMTP groups without Dovecot's and Cyrus's cells: ours with and without "
+                         "the Sieve script only (for that ratio when the others are too slow)")
     ap.add_argument("--sieve-control", action="store_true",
                     help="one more cell: the same script with every fileinto into INBOX (the "
                     "script's cost without the spreading over mailboxes)")
@@ -298,10 +301,11 @@ def main():
                 user = f"lm{k}r{rep}"
                 rcpt = f"{user}@example.org"
                 warm_up(["process", a.deliver, "--spool", spool, "-d", user, "-f", SENDER, "--autocreate"])
-                warm_up(["lmtp", "--socket", a.dovecot_lmtp, "--rcpt", rcpt])
-                runs = [(("deliver", "LMTP", k), lambda: lmtp_rate(our_sock, k, rcpt)),
-                        (("dovecot", "LMTP", k), lambda: lmtp_rate(a.dovecot_lmtp, k, rcpt))]
-                if cyrus:
+                runs = [(("deliver", "LMTP", k), lambda: lmtp_rate(our_sock, k, rcpt))]
+                if not a.sieve_only:
+                    warm_up(["lmtp", "--socket", a.dovecot_lmtp, "--rcpt", rcpt])
+                    runs.append((("dovecot", "LMTP", k), lambda: lmtp_rate(a.dovecot_lmtp, k, rcpt)))
+                if cyrus and not a.sieve_only:
                     warm_up(["lmtp", "--socket", a.cyrus_lmtp, "--rcpt", rcpt])  # autocreates the INBOX
                     runs.append((("cyrus", "LMTP", k), lambda: lmtp_rate(a.cyrus_lmtp, k, rcpt)))
                 if sieve:
@@ -333,7 +337,7 @@ def main():
                     check_ours(s_user, want)
                 if control:
                     check_ours(c_user, {"INBOX": a.n + 1 + len(KINDS)})
-                if cyrus:
+                if cyrus and not a.sieve_only:
                     check_cyrus(user)
     finally:
         server.terminate()
@@ -347,14 +351,16 @@ def main():
         return f"**{statistics.median(rs):.2f}x** [{min(rs):.2f}..{max(rs):.2f}]"
 
     others = [("dovecot", "Dovecot")] + ([("cyrus", "Cyrus")] if cyrus else [])
+    compared = any(key[0] == "dovecot" for key in results)
     print()
     print(f"N = {a.n} messages of ~{len(msgs[0])} bytes per run, {a.reps} "
           f"{'triples' if cyrus else 'pairs'} of runs per cell; deliveries/s, median [min..max]; "
           f"ratio: median of the {'triples' if cyrus else 'pairs'}' ratios [min..max]")
-    print()
-    print("| path | concurrency | deliver | " + " | ".join(name for _, name in others) + " | "
-          + " | ".join(f"ratio deliver/{name}" for _, name in others) + " |")
-    print("|---|---|---|" + "---|" * (2 * len(others)))
+    if compared:
+        print()
+        print("| path | concurrency | deliver | " + " | ".join(name for _, name in others) + " | "
+              + " | ".join(f"ratio deliver/{name}" for _, name in others) + " |")
+        print("|---|---|---|" + "---|" * (2 * len(others)))
     pp_label = "one process per message (deliver vs dovecot-lda" + (", cyrdeliver)" if cyrus else ")")
     summary = []
     for mode, label in [("process/message", pp_label),
@@ -362,6 +368,8 @@ def main():
         for k in concs:
             if ("deliver", mode, k) not in results:
                 continue
+            if any((system, mode, k) not in results for system, _ in others):
+                continue  # --sieve-only: no comparison with the others
             ours = results[("deliver", mode, k)]
             row = {"mode": mode, "k": k, "deliver": ours}
             cols, ratio_cols = [], []

@@ -14,6 +14,9 @@
 # The LMTP part also measures ours with a typical 10-rule Sieve script
 # (bench/deliver_bench.sieve) active for the recipient, in the same groups
 # as ours without one (issue 18: at least 95% of that throughput).
+#   BENCH_SIEVE_ONLY=1   LMTP groups of ours with and without the script
+#                        only (no Dovecot or Cyrus cell): that ratio alone,
+#                        when a loaded disk makes the others' cells slow
 #   BENCH_SIEVE_CONTROL=1  adds a cell with that script's fileintos all
 #                        into INBOX (its cost without spreading the mail)
 #   BENCH_FS=ext4-journal  run on a fresh ext4 with the default journal: an
@@ -242,7 +245,7 @@ runuser -u "$BENCH_USER" -- python3 "$work/deliver_bench.py" \
     --dovecot-lmtp "$work/dovecot-lmtp.sock" -n "$N" --reps "$REPS" \
     --only "${BENCH_ONLY:-}" --load "$work/deliver-load" ${cyrus_args[@]+"${cyrus_args[@]}"} \
     --sieve-check "$work/sieve-check" --sieve-script "$work/deliver_bench.sieve" \
-    ${BENCH_SIEVE_CONTROL:+--sieve-control}
+    ${BENCH_SIEVE_CONTROL:+--sieve-control} ${BENCH_SIEVE_ONLY:+--sieve-only}
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 

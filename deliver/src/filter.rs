@@ -106,9 +106,28 @@ const STAMP_MARGIN_NS: i128 = 2_000_000_000;
 /// replacement (a rename gives a new inode) changes ctime to a later
 /// tick. A file changed too recently for that is read again and its
 /// content hash compared, as Git does with "racily clean" files.
+///
+/// The users' `.sieve/active` files are cached the same way: an LMTP
+/// delivery stats the file (one call, as an absent one costs) instead of
+/// opening and reading it.
 #[derive(Default)]
 pub struct ScriptCache {
     map: Mutex<HashMap<PathBuf, Cached>>,
+    active: Mutex<HashMap<PathBuf, CachedActive>>,
+}
+
+/// What a user's `.sieve/active` said, with the stamp it was read at.
+struct CachedActive {
+    stamp: Stamp,
+    read_at: i128,
+    /// Its content: the active script's path, or why it cannot be used.
+    script: Option<ActiveScript>,
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
 }
 
 /// The path of `user`'s active script, when they have one.
@@ -116,13 +135,18 @@ pub fn active_script_path(store: &Store, user: &UserName) -> Result<Option<PathB
     let dir = store.root().join(user.encoded()).join(SIEVE_DIR);
     // One open (ENOENT without a script) on every delivery's path, so
     // not `storage::scriptdir::ScriptDir`, which opens each level.
-    let name = match read_bounded(&dir.join(ACTIVE_FILE), MAX_ACTIVE_FILE) {
-        Ok(b) => match active_name(&b) {
-            Some(n) => n,
-            None => return Ok(None),
-        },
+    let bytes = match read_bounded(&dir.join(ACTIVE_FILE), MAX_ACTIVE_FILE) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: {e}", dir.join(ACTIVE_FILE).display())),
+    };
+    active_path(&dir, &bytes)
+}
+
+/// The script path an `active` file's content names (`None`: no script).
+fn active_path(dir: &Path, content: &[u8]) -> Result<Option<PathBuf>, String> {
+    let Some(name) = active_name(content) else {
+        return Ok(None);
     };
     if !valid_script_name(&name) {
         return Err(format!("invalid active script name {name:?}"));
@@ -152,6 +176,50 @@ fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
 }
 
 impl ScriptCache {
+    /// [`active_script`], for a long-running server: `user`'s
+    /// `.sieve/active` is stat'ed (ENOENT: no script, one call as before)
+    /// and read again only when its stamp changed or was too recent to
+    /// prove it unchanged (the rule of [`ScriptCache::load`]; `active` is
+    /// replaced by rename, a new inode).
+    pub fn active_script(&self, store: &Store, user: &UserName) -> Option<ActiveScript> {
+        let dir = store.root().join(user.encoded()).join(SIEVE_DIR);
+        let path = dir.join(ACTIVE_FILE);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => return Some(Err(format!("{}: {e}", path.display()))),
+        };
+        let stamp = Stamp::of(&meta);
+        if meta.is_file() {
+            let map = self.active.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = map.get(&path)
+                && c.stamp == stamp
+                && stamp.ctime < c.read_at - STAMP_MARGIN_NS
+            {
+                return c.script.clone();
+            }
+        }
+        let read_at = now_ns();
+        let script = match read_bounded(&path, MAX_ACTIVE_FILE) {
+            Ok(b) => active_path(&dir, &b).transpose(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => Some(Err(format!("{}: {e}", path.display()))),
+        };
+        let mut map = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 10_000 {
+            map.clear();
+        }
+        map.insert(
+            path,
+            CachedActive {
+                stamp,
+                read_at,
+                script: script.clone(),
+            },
+        );
+        script
+    }
+
     /// Loads and compiles the script at `path` (or takes it from the cache).
     pub fn load(&self, path: &Path) -> Result<Arc<Script>, String> {
         let meta =
@@ -166,9 +234,7 @@ impl ScriptCache {
                 return Ok(c.script.clone());
             }
         }
-        let read_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
+        let read_at = now_ns();
         let src =
             read_bounded(path, MAX_SCRIPT_FILE).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut h = std::collections::hash_map::DefaultHasher::new();

@@ -584,13 +584,16 @@ impl<R: Read, W: Write> Session<'_, R, W> {
         let s = &self.ctx.settings;
         let mut handled = vec![false; rcpts.len()];
         let with_script: Vec<(usize, filter::ActiveScript)> = (0..rcpts.len())
-            .filter_map(|i| Some((i, filter::active_script(&s.store, &rcpts[i].target.user)?)))
+            .filter_map(|i| {
+                let user = &rcpts[i].target.user;
+                Some((i, self.ctx.scripts.active_script(&s.store, user)?))
+            })
             .collect();
         if with_script.is_empty() {
             return handled;
         }
-        let mut message = Vec::new();
         let limit = filter::MAX_FILTERED_MESSAGE as u64;
+        let mut message = Vec::with_capacity(meta.size.min(limit) as usize + 1);
         if let Err(e) = body.reader().take(limit + 1).read_to_end(&mut message) {
             for (i, _) in &with_script {
                 handled[*i] = true;

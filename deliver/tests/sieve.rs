@@ -152,6 +152,67 @@ fn failures_keep_the_message() {
     assert_eq!(count(&s, "bob", "INBOX"), 4);
 }
 
+/// Issue 18, hostile scripts, through the real binary: deep nesting and a
+/// huge string list do not compile, pathological `:matches` patterns run
+/// into the CPU budget, a regex that backtracking engines blow up on runs
+/// in linear time, an include loop is a runtime error. Each delivery ends
+/// quickly with exit 0, the message kept in INBOX (RFC 5228 2.10.6) and a
+/// log line naming the reason.
+#[test]
+fn hostile_scripts_keep_the_message() {
+    let s = Spool::with_users(&["bob"]);
+    let subject = "ab".repeat(10_000);
+    let list: Vec<String> = (0..2000).map(|i| format!("\"k{i}\"")).collect();
+    let matches: String = (0..500)
+        .map(|i| format!("if header :matches \"subject\" \"*a*b*a*b*{i}*\" {{ discard; }}\n"))
+        .collect();
+    let regex: String = (0..200)
+        .map(|i| format!("if header :regex \"subject\" \"^(a|ab|b)*(a|b)*{i}$\" {{ discard; }}\n"))
+        .collect();
+    let cases = [
+        (
+            "if ".to_string() + &"allof(".repeat(40) + "true" + &")".repeat(40) + " { discard; }",
+            "script not used",
+        ),
+        (
+            format!(
+                "if header :is \"subject\" [{}] {{ discard; }}",
+                list.join(",")
+            ),
+            "too long",
+        ),
+        (matches, "CPU"),
+        (format!("require \"regex\";\n{regex}"), ""),
+        (
+            "require \"include\"; include \"other\";".to_string(),
+            "loop",
+        ),
+    ];
+    std::fs::create_dir_all(s.root.join("bob/.sieve")).unwrap();
+    std::fs::write(
+        s.root.join("bob/.sieve/other.sieve"),
+        "require \"include\"; include \"main\";",
+    )
+    .unwrap();
+    for (i, (script, reason)) in cases.iter().enumerate() {
+        install(&s, "bob", script);
+        let start = std::time::Instant::now();
+        let m = format!("From: a@example.org\nSubject: {subject}\nMessage-ID: <h{i}@x>\n\nbody\n");
+        let o = s.deliver(&["-d", "bob", "-v"], m.as_bytes());
+        assert!(start.elapsed().as_secs() < 60, "case {i} did not hang");
+        assert_eq!(o.status.code(), Some(0), "case {i}: {}", stderr(&o));
+        assert!(stderr(&o).contains(reason), "case {i}: {}", stderr(&o));
+        if !reason.is_empty() {
+            assert!(
+                stderr(&o).contains("implicit keep"),
+                "case {i}: {}",
+                stderr(&o)
+            );
+        }
+        assert_eq!(count(&s, "bob", "INBOX"), i + 1, "case {i}");
+    }
+}
+
 /// A delivery into three mailboxes killed after the first commit: the
 /// retry stores the message in the other two, never twice in the first
 /// (PROTOCOL.md, the Sieve section).
@@ -613,6 +674,102 @@ fn lmtp_uses_a_changed_script_from_the_next_delivery() {
     deliver(5);
     assert_eq!(count(&s, "bob", "Six"), 1, "a stale cached script was used");
     assert_eq!(count(&s, "bob", "INBOX"), 0);
+    drop(w);
+    child.wait().unwrap();
+}
+
+/// FORMAT.md §9: which script is active is `.sieve/active`; an LMTP
+/// server (which caches what `active` said by its stamp) follows every
+/// change from the next delivery: a switch by rename (as `sieve-check
+/// activate` and ManageSieve's SETACTIVE do), a rewrite in place with
+/// the same size and mtime, and removal (no script), both right after a
+/// read and once the file is old enough for its stamp to be trusted.
+#[test]
+fn lmtp_follows_changes_of_the_active_script() {
+    let s = Spool::with_users(&["bob"]);
+    let dir = s.root.join("bob/.sieve");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["aaaa", "bbbb", "cccc"] {
+        std::fs::write(
+            dir.join(format!("{name}.sieve")),
+            format!("require [\"fileinto\", \"mailbox\"]; fileinto :create \"{name}\";"),
+        )
+        .unwrap();
+    }
+    let active = dir.join("active");
+    std::fs::write(&active, "aaaa\n").unwrap();
+    let mtime = std::fs::metadata(&active).unwrap().modified().unwrap();
+    let rename_to = |name: &str| {
+        let tmp = dir.join(".active.tmp");
+        std::fs::write(&tmp, format!("{name}\n")).unwrap();
+        std::fs::rename(&tmp, &active).unwrap();
+    };
+    let in_place = |name: &str| {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&active)
+            .unwrap();
+        f.set_len(0).unwrap();
+        (&f).write_all(format!("{name}\n").as_bytes()).unwrap();
+        f.set_modified(mtime).unwrap();
+    };
+    let (mut child, mut w, mut r) = lmtp_server(&s);
+    write!(w, "LHLO x\r\n").unwrap();
+    let mut n = 0;
+    let mut deliver = || {
+        n += 1;
+        write!(
+            w,
+            "MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nSubject: {n}\r\nMessage-ID: <a{n}@example.org>\r\n\r\nhi\r\n.\r\n"
+        )
+        .unwrap();
+        w.flush().unwrap();
+        let mut l = String::new();
+        loop {
+            l.clear();
+            assert!(r.read_line(&mut l).unwrap() > 0, "server closed");
+            if l.starts_with("250 2.0.0 delivered") {
+                break;
+            }
+            assert!(!l.starts_with('4') && !l.starts_with('5'), "{l}");
+        }
+    };
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(2100));
+    deliver();
+    assert_eq!(count(&s, "bob", "aaaa"), 1);
+    in_place("bbbb");
+    deliver();
+    assert_eq!(
+        count(&s, "bob", "bbbb"),
+        1,
+        "in-place change right after a read"
+    );
+    rename_to("cccc");
+    deliver();
+    assert_eq!(count(&s, "bob", "cccc"), 1, "switch by rename");
+    settle();
+    deliver();
+    deliver();
+    assert_eq!(count(&s, "bob", "cccc"), 3);
+    rename_to("aaaa");
+    deliver();
+    assert_eq!(
+        count(&s, "bob", "aaaa"),
+        2,
+        "switch by rename, stamp trusted"
+    );
+    settle();
+    deliver();
+    in_place("bbbb");
+    deliver();
+    assert_eq!(
+        count(&s, "bob", "bbbb"),
+        2,
+        "in-place change, stamp trusted"
+    );
+    std::fs::remove_file(&active).unwrap();
+    deliver();
+    assert_eq!(count(&s, "bob", "INBOX"), 1, "no active script");
     drop(w);
     child.wait().unwrap();
 }

@@ -309,6 +309,86 @@ fn rfc5804_2_12_checkscript() {
     assert!(c.cmd("LISTSCRIPTS").0.is_empty());
 }
 
+/// RFC 5804 1.3, 2.6 and 2.12: a script that compiles with warnings is
+/// stored (PUTSCRIPT) or valid (CHECKSCRIPT) with `OK (WARNINGS)` and the
+/// warnings as `line:col: text`, one line each; a script without any gets
+/// a plain OK. A personal `include` of a script the user does not have is
+/// a warning at upload (as Pigeonhole's), not an error.
+#[test]
+fn rfc5804_1_3_warnings_on_putscript_and_checkscript() {
+    let s = Server::start("", false);
+    let mut c = s.login();
+    let flagged = "require \"imap4flags\";\r\naddflag \"\\\\Bogus\";\r\n";
+    let r = c.with_literal("PUTSCRIPT \"w\"", flagged, "+");
+    assert!(
+        r.starts_with("OK (WARNINGS) \"2:1: IMAP flag '\\\\Bogus' specified for the addflag command is invalid"),
+        "{r}"
+    );
+    assert!(s.sieve_dir().join("w.sieve").exists());
+    let two = "require [\"date\", \"imap4flags\"];\r\nif exists \"a b\" { keep; }\r\n\
+               if currentdate :zone \"CET\" \"year\" \"2020\" { setflag \"x(\"; }\r\n";
+    let r = c.with_literal("CHECKSCRIPT", two, "+");
+    let text = r
+        .strip_prefix("OK (WARNINGS) \"")
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("one quoted line: {r}"));
+    let lines: Vec<&str> = text.split("; ").collect();
+    assert_eq!(lines.len(), 3, "{r}");
+    assert!(
+        lines[0].starts_with("2:11: specified header field name 'a b'"),
+        "{r}"
+    );
+    assert!(
+        lines[1].starts_with("3:22: specified :zone argument 'CET'"),
+        "{r}"
+    );
+    assert!(lines[2].starts_with("3:44: IMAP flag 'x('"), "{r}");
+    // Many: still one quoted line, cut.
+    let many = format!(
+        "require \"imap4flags\";\r\n{}",
+        "addflag \"\\\\Nope\";\r\n".repeat(50)
+    );
+    let r = c.with_literal("CHECKSCRIPT", &many, "+");
+    assert!(
+        r.starts_with("OK (WARNINGS) \"2:1: ") && r.ends_with(" ...\""),
+        "{r}"
+    );
+    assert!(!r.contains('\n') && r.len() < 1100, "{r}");
+    assert_eq!(c.cmd("CHECKSCRIPT \"keep;\"").1, "OK \"Script is valid\"");
+    // include: a missing personal script warns, an optional or global one
+    // does not, nor the script including itself; once there, no warning.
+    let inc = "require \"include\";\r\ninclude \"later\";\r\ninclude :optional \"x\";\r\n\
+               include :global \"g\";\r\ninclude \"main\";\r\n";
+    let r = c.with_literal("PUTSCRIPT \"main\"", inc, "+");
+    assert_eq!(
+        r,
+        "OK (WARNINGS) \"2:9: included personal script 'later' does not exist (ignored during upload)\""
+    );
+    assert!(
+        c.cmd("PUTSCRIPT \"later\" \"keep;\"")
+            .1
+            .starts_with("OK \"")
+    );
+    assert_eq!(
+        c.with_literal("PUTSCRIPT \"main\"", inc, "+"),
+        "OK \"Script stored\""
+    );
+    // A fileinto mailbox name the store refuses (RFC 5228 4.1: kept in
+    // INBOX at delivery).
+    let r = c
+        .cmd("CHECKSCRIPT \"require \\\"fileinto\\\"; fileinto \\\"a//b\\\";\"")
+        .1;
+    assert!(
+        r.starts_with("OK (WARNINGS) \"1:30: fileinto: mailbox name 'a//b' cannot be used here"),
+        "{r}"
+    );
+    // SETACTIVE compiles the script again and gives its warnings (as
+    // Pigeonhole does); a clean one is a plain OK.
+    let r = c.cmd("SETACTIVE \"w\"").1;
+    assert!(r.starts_with("OK (WARNINGS) \"2:1: IMAP flag"), "{r}");
+    assert_eq!(c.cmd("SETACTIVE \"later\"").1, "OK \"Script is active\"");
+}
+
 /// RFC 5804 2.7, 2.8: LISTSCRIPTS marks the active script; SETACTIVE
 /// switches it (in the store's `active` file), `""` deactivates, a
 /// missing one is NO (NONEXISTENT).
@@ -531,6 +611,33 @@ fn sieve_connect_uploads_and_activates_then_deliver_applies_it() {
             .trim(),
         "reports"
     );
+    // RFC 5804 1.3: scripts with one and with two warnings are stored,
+    // and sieve-connect takes the OK (WARNINGS) replies as success (it
+    // does not print them; a multi-line literal reply it would take for a
+    // failure, hence one line).
+    for (name, text) in [
+        ("one", "require \"imap4flags\";\naddflag \"\\\\Nope\";\n"),
+        (
+            "two",
+            "require \"imap4flags\";\naddflag \"\\\\Nope\";\nif exists \"a b\" { keep; }\n",
+        ),
+    ] {
+        let f = s.dir.path().join(format!("{name}.sieve"));
+        std::fs::write(&f, text).unwrap();
+        run(&[
+            "--localsieve",
+            f.to_str().unwrap(),
+            "--remotesieve",
+            name,
+            "--upload",
+        ]);
+        assert_eq!(
+            std::fs::read_to_string(s.sieve_dir().join(format!("{name}.sieve"))).unwrap(),
+            text
+        );
+    }
+    let list = run(&["--list"]);
+    assert!(list.contains("one") && list.contains("two"), "{list}");
 
     let deliver = target_dir().join("deliver");
     assert!(

@@ -2,10 +2,16 @@
 //! command and test) from the generic tree into the typed program the
 //! interpreter runs.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
+use std::rc::Rc;
 
 use crate::parse::{self, RawArg, RawCommand, RawTest};
-use crate::{Error, Pos, encoded};
+use crate::{Error, Pos, Warning, encoded};
+
+/// Most warnings kept for one script (a hostile script could otherwise
+/// make a list as long as itself); later ones are counted in one line.
+pub const MAX_WARNINGS: usize = 32;
 
 /// The extensions this interpreter implements (the `require` names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -303,6 +309,28 @@ type IfChain = (Vec<(Test, Vec<Command>)>, Option<Vec<Command>>);
 pub struct Script {
     pub(crate) commands: Vec<Command>,
     pub(crate) extensions: HashSet<Extension>,
+    warnings: Vec<Warning>,
+    includes: Vec<IncludeRef>,
+    mailboxes: Vec<(Pos, String)>,
+}
+
+/// An `include` of the script, as written (RFC 6609 3.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncludeRef {
+    pub pos: Pos,
+    pub global: bool,
+    pub optional: bool,
+    pub name: String,
+}
+
+/// What validation collects besides the program: warnings and includes,
+/// shared by the validators of nested `ihave` blocks.
+#[derive(Default)]
+struct Notes {
+    warnings: Vec<Warning>,
+    dropped: usize,
+    includes: Vec<IncludeRef>,
+    mailboxes: Vec<(Pos, String)>,
 }
 
 impl Script {
@@ -318,6 +346,7 @@ impl Script {
         let raw = parse::parse(src)?;
         let mut v = Validator {
             ext: HashSet::new(),
+            notes: Rc::default(),
         };
         let mut commands = Vec::new();
         let mut requires_done = false;
@@ -337,10 +366,65 @@ impl Script {
         let body: Vec<RawCommand> = raw.into_iter().filter(|c| c.name != "require").collect();
         let mut chain: Option<IfChain> = None;
         v.block(&body, &mut commands, &mut chain)?;
+        let notes = std::mem::take(&mut *v.notes.borrow_mut());
+        let mut warnings = notes.warnings;
+        if notes.dropped > 0 {
+            let pos = warnings.last().map_or(Pos::default(), |w| w.pos);
+            warnings.push(Warning::new(
+                pos,
+                format!("{} more warnings not shown", notes.dropped),
+            ));
+        }
         Ok(Script {
             commands,
             extensions: v.ext,
+            warnings,
+            includes: notes.includes,
+            mailboxes: notes.mailboxes,
         })
+    }
+
+    /// What the script does that is valid but probably not meant (in the
+    /// order found, at most [`MAX_WARNINGS`] and a count of the rest):
+    /// ManageSieve's `OK (WARNINGS)` (RFC 5804 1.3), `sieve-check check`.
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    /// The script's `include` commands, in order (ManageSieve warns about
+    /// a personal one that does not exist at upload, as Pigeonhole does).
+    pub fn includes(&self) -> &[IncludeRef] {
+        &self.includes
+    }
+
+    /// The mailbox names of `fileinto` known at compile time (without
+    /// variables), with where they are: a store checks them against its
+    /// own naming rules (a name it cannot take keeps the message in
+    /// INBOX at delivery), as ManageSieve and sieve-check do.
+    pub fn fileinto_mailboxes(&self) -> &[(Pos, String)] {
+        &self.mailboxes
+    }
+
+    /// Warnings for the `fileinto` mailbox names that `check` (the
+    /// store's naming rule) refuses: valid Sieve, but the message would
+    /// be kept in INBOX instead (RFC 5228 4.1 leaves a mailbox that
+    /// cannot be used to the implementation).
+    pub fn mailbox_warnings(&self, check: impl Fn(&str) -> Result<(), String>) -> Vec<Warning> {
+        self.mailboxes
+            .iter()
+            .filter_map(|(pos, name)| {
+                check(name).err().map(|e| {
+                    Warning::new(
+                        *pos,
+                        format!(
+                            "fileinto: mailbox name '{}' cannot be used here ({e}); \
+                             the message would be kept in INBOX",
+                            sanitize(name)
+                        ),
+                    )
+                })
+            })
+            .collect()
     }
 
     pub fn uses(&self, e: Extension) -> bool {
@@ -350,6 +434,7 @@ impl Script {
 
 struct Validator {
     ext: HashSet<Extension>,
+    notes: Rc<RefCell<Notes>>,
 }
 
 /// Tagged arguments and positional ones, split.
@@ -387,6 +472,56 @@ fn list_of(a: &RawArg, what: &str) -> Result<Vec<String>, Error> {
 impl Validator {
     fn has(&self, e: Extension) -> bool {
         self.ext.contains(&e)
+    }
+
+    fn warn(&self, pos: Pos, message: String) {
+        let mut n = self.notes.borrow_mut();
+        if n.warnings.len() < MAX_WARNINGS {
+            n.warnings.push(Warning::new(pos, message));
+        } else {
+            n.dropped += 1;
+        }
+    }
+
+    /// A string whose value is known at compile time: with `variables`,
+    /// one without `${` (RFC 5229 3: it may expand to anything).
+    fn literal(&self, s: &str) -> bool {
+        !(self.has(Extension::Variables) && s.contains("${"))
+    }
+
+    /// RFC 5228 2.4.2.2 / RFC 5322 3.6.8: a header field name is 1*ftext.
+    /// An invalid one can never match (Pigeonhole warns: "specified
+    /// header field name '...' is invalid", `sieve_command_verify_headers_argument`).
+    fn check_header_names(&self, names: &[String], pos: Pos) {
+        for n in names.iter().filter(|n| self.literal(n)) {
+            if !valid_header_name(n) {
+                self.warn(
+                    pos,
+                    format!("specified header field name '{}' is invalid", sanitize(n)),
+                );
+            }
+        }
+    }
+
+    /// RFC 5232 3 / RFC 3501 flags: a system flag or an atom. An invalid
+    /// one is dropped at delivery (Pigeonhole warns once per command, for
+    /// the first: `ext_imapflags_command_validate`).
+    fn check_flags(&self, flags: &[String], pos: Pos, what: &str) {
+        let bad = flags
+            .iter()
+            .filter(|f| self.literal(f))
+            .flat_map(|f| f.split_ascii_whitespace())
+            .find(|f| !valid_flag(f));
+        if let Some(f) = bad {
+            self.warn(
+                pos,
+                format!(
+                    "IMAP flag '{}' specified for {what} is invalid and will be ignored \
+                     (only the first invalid one is reported)",
+                    sanitize(f)
+                ),
+            );
+        }
     }
 
     fn need(&self, e: Extension, pos: Pos, what: &str) -> Result<(), Error> {
@@ -696,7 +831,9 @@ impl Validator {
                 self.no_tests(&t.tests, name)?;
                 let a = self.split(&t.args, name, &|_| None)?;
                 let p = self.positional(&a, 1, name, t.pos)?;
-                Ok(Test::Exists(self.sl(list_of(&p[0], "header names")?)))
+                let names = self.sl(list_of(&p[0], "header names")?);
+                self.check_header_names(&names, p[0].pos());
+                Ok(Test::Exists(names))
             }
             "size" => {
                 self.no_tests(&t.tests, name)?;
@@ -764,6 +901,9 @@ impl Validator {
                     });
                 }
                 let names = self.sl(list_of(&p[0], "header list")?);
+                if name == "header" {
+                    self.check_header_names(&names, p[0].pos());
+                }
                 Ok(match name {
                     "header" => Test::Header { opts, names, keys },
                     "address" => Test::Address {
@@ -878,7 +1018,20 @@ impl Validator {
                             if zone != Zone::Local {
                                 return Err(Error::new(p, "more than one zone"));
                             }
-                            zone = Zone::Fixed(str_of(v.as_ref().expect("checked"), "zone")?)
+                            let arg = v.as_ref().expect("checked");
+                            let z = self.s(str_of(arg, "zone")?);
+                            // RFC 5260 4.1: "+hhmm"/"-hhmm"; another never
+                            // matches (Pigeonhole's tst-date.c warns).
+                            if self.literal(&z) && crate::run::parse_zone(&z).is_none() {
+                                self.warn(
+                                    arg.pos(),
+                                    format!(
+                                        "specified :zone argument '{}' is not a valid timezone",
+                                        sanitize(&z)
+                                    ),
+                                );
+                            }
+                            zone = Zone::Fixed(z)
                         }
                         "originalzone" => {
                             if name == "currentdate" || zone != Zone::Local {
@@ -896,6 +1049,9 @@ impl Validator {
                 let n = if name == "date" { 3 } else { 2 };
                 let p = self.positional(&rest, n, name, t.pos)?;
                 let header = (n == 3).then(|| str_of(&p[0], "header name")).transpose()?;
+                if let Some(h) = &header {
+                    self.check_header_names(std::slice::from_ref(h), p[0].pos());
+                }
                 let part = str_of(&p[n - 2], "date part")?.to_ascii_lowercase();
                 if !crate::run::DATE_PARTS.contains(&part.as_str()) {
                     return Err(Error::new(
@@ -967,8 +1123,11 @@ impl Validator {
         }
     }
 
-    fn flags_tag(&self, v: &Option<RawArg>) -> Result<Vec<String>, Error> {
-        Ok(self.sl(list_of(v.as_ref().expect("checked"), ":flags")?))
+    fn flags_tag(&self, v: &Option<RawArg>, what: &str) -> Result<Vec<String>, Error> {
+        let arg = v.as_ref().expect("checked");
+        let flags = self.sl(list_of(arg, ":flags")?);
+        self.check_flags(&flags, arg.pos(), what);
+        Ok(flags)
     }
 
     /// The block of an `if`/`elsif`. Behind `ihave` (RFC 5463 4) the
@@ -981,6 +1140,7 @@ impl Validator {
             Test::Ihave(names) if names.iter().all(|n| capability_known(n)) => {
                 let mut inner = Validator {
                     ext: self.ext.clone(),
+                    notes: self.notes.clone(),
                 };
                 inner
                     .ext
@@ -1080,7 +1240,7 @@ impl Validator {
                 })?;
                 self.positional(&a, 0, name, c.pos)?;
                 let flags = match a.tags.first() {
-                    Some((_, _, v)) => Some(self.flags_tag(v)?),
+                    Some((_, _, v)) => Some(self.flags_tag(v, "keep :flags")?),
                     None => None,
                 };
                 Ok(Command::Keep { flags })
@@ -1102,12 +1262,19 @@ impl Validator {
                 let mut flags = None;
                 for (t, _, v) in &a.tags {
                     if t == "flags" {
-                        flags = Some(self.flags_tag(v)?);
+                        flags = Some(self.flags_tag(v, "fileinto :flags")?);
                     }
                 }
                 let has = |x: &str| a.tags.iter().any(|(t, _, _)| t == x);
+                let mailbox = self.s(str_of(&p[0], "mailbox")?);
+                if self.literal(&mailbox) {
+                    let mut n = self.notes.borrow_mut();
+                    if n.mailboxes.len() < MAX_WARNINGS {
+                        n.mailboxes.push((p[0].pos(), mailbox.clone()));
+                    }
+                }
                 Ok(Command::FileInto {
-                    mailbox: self.s(str_of(&p[0], "mailbox")?),
+                    mailbox,
                     copy: has("copy"),
                     create: has("create"),
                     flags,
@@ -1166,6 +1333,8 @@ impl Validator {
                     }
                     _ => return Err(Error::new(c.pos, format!("{name} takes 1 or 2 arguments"))),
                 };
+                let flags = self.sl(flags);
+                self.check_flags(&flags, c.pos, &format!("the {name} command"));
                 Ok(Command::Flag {
                     op: match name {
                         "setflag" => FlagOp::Set,
@@ -1173,7 +1342,7 @@ impl Validator {
                         _ => FlagOp::Remove,
                     },
                     var,
-                    flags: self.sl(flags),
+                    flags,
                 })
             }
             "set" => {
@@ -1244,7 +1413,19 @@ impl Validator {
                                 return Err(Error::new(*pos, ":days and :seconds together"));
                             }
                             v.period = Some(if t == "days" {
-                                n.saturating_mul(86400)
+                                // RFC 5230 4.1: the minimum is normally 1 and
+                                // never 0; 0 is raised to it (Pigeonhole:
+                                // "specified :days value '0' is under the
+                                // minimum"). `:seconds 0` is allowed (RFC 6131 2).
+                                if *n == 0 {
+                                    self.warn(
+                                        *pos,
+                                        "specified :days value '0' is under the minimum; \
+                                         1 day is used"
+                                            .into(),
+                                    );
+                                }
+                                (*n).max(1).saturating_mul(86400)
                             } else {
                                 *n
                             });
@@ -1276,6 +1457,12 @@ impl Validator {
                         format!("invalid script name '{script}'"),
                     ));
                 }
+                self.notes.borrow_mut().includes.push(IncludeRef {
+                    pos: p[0].pos(),
+                    global: has("global"),
+                    optional: has("optional"),
+                    name: script.clone(),
+                });
                 Ok(Command::Include {
                     global: has("global"),
                     once: has("once"),
@@ -1322,6 +1509,41 @@ impl Validator {
             _ => Err(Error::new(c.pos, format!("unknown command '{name}'"))),
         }
     }
+}
+
+/// RFC 5322 3.6.8: `1*ftext`, printable US-ASCII except the colon.
+fn valid_header_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+}
+
+/// An IMAP flag (RFC 3501 9 `flag`) the store accepts: one of the five
+/// settable system flags, or a keyword atom of at most 100 bytes.
+fn valid_flag(f: &str) -> bool {
+    if let Some(sys) = f.strip_prefix('\\') {
+        return ["seen", "answered", "flagged", "deleted", "draft"]
+            .iter()
+            .any(|x| sys.eq_ignore_ascii_case(x));
+    }
+    !f.is_empty()
+        && f.len() <= 100
+        && f.bytes().all(|b| {
+            b > b' '
+                && b < 0x7f
+                && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']')
+        })
+}
+
+/// A script's string in a warning: controls replaced, at most 80 chars.
+fn sanitize(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(80)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if s.chars().count() > 80 {
+        out.push_str("...");
+    }
+    out
 }
 
 /// RFC 5229 3: an identifier; with `global_ns`, also `global.IDENT` (RFC 6609 3.5).

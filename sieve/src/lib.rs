@@ -12,7 +12,7 @@ mod message;
 mod parse;
 mod run;
 
-pub use compile::{Extension, Script};
+pub use compile::{Extension, IncludeRef, MAX_WARNINGS, Script};
 pub use message::Envelope;
 pub use run::{
     Action, Context, DUPLICATE_DEFAULT_SECONDS, DUPLICATE_MAX_SECONDS, DuplicateMark, Host, Limits,
@@ -48,5 +48,30 @@ impl Error {
             pos,
             message: message.into(),
         }
+    }
+}
+
+/// A construct that is valid but probably not what the author meant (an
+/// invalid flag, a header name that can never match, ...): the script
+/// compiles and runs; ManageSieve reports it as `OK (WARNINGS)`
+/// (RFC 5804 1.3).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Warning {
+    pub pos: Pos,
+    pub message: String,
+}
+
+impl Warning {
+    pub(crate) fn new(pos: Pos, message: impl Into<String>) -> Warning {
+        Warning {
+            pos,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.pos, self.message)
     }
 }

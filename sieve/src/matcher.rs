@@ -102,10 +102,7 @@ pub fn matches(
             charge(budget, value.len() as u64)?;
             match cmp {
                 Comparator::Octet => value.contains(key),
-                _ => {
-                    let v = value.to_ascii_lowercase();
-                    v.contains(&key.to_ascii_lowercase())
-                }
+                _ => contains_ascii_ci(value, key),
             }
         }
         MatchType::Matches => return wildcard(value, key, cmp, captures, budget),
@@ -127,6 +124,24 @@ pub fn matches(
             }
         }
     })
+}
+
+/// `value` contains `key` under i;ascii-casemap. Short keys (what scripts
+/// have) are compared in place, without lowercased copies; a long key
+/// takes the linear-time substring search on copies.
+fn contains_ascii_ci(value: &str, key: &str) -> bool {
+    let (v, k) = (value.as_bytes(), key.as_bytes());
+    if k.is_empty() {
+        return true;
+    }
+    if k.len() > 64 {
+        return value
+            .to_ascii_lowercase()
+            .contains(&key.to_ascii_lowercase());
+    }
+    let first = k[0].to_ascii_lowercase();
+    v.windows(k.len())
+        .any(|w| w[0].to_ascii_lowercase() == first && w.eq_ignore_ascii_case(k))
 }
 
 pub fn charge(budget: &mut u64, n: u64) -> Result<(), OverBudget> {
@@ -224,6 +239,39 @@ fn wildcard(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 4790 9.2 (i;ascii-casemap) :contains (RFC 5228 2.7.1): the
+    /// in-place comparison agrees with comparing lowercased copies.
+    #[test]
+    fn contains_ascii_casemap() {
+        let long = "Ab".repeat(40);
+        let cases = [
+            ("Re: [SPAM] offer", "[spam]"),
+            ("Re: [SPAM] offer", "OFFER"),
+            ("Re: [SPAM] offer", "offers"),
+            ("x", ""),
+            ("", "x"),
+            ("ÄÖü invoice", "INVOICE"),
+            ("ÄÖü", "äöü"),
+            (long.as_str(), &long[2..]),
+            (long.as_str(), "bA"),
+        ];
+        for (v, k) in cases {
+            let want = v.to_ascii_lowercase().contains(&k.to_ascii_lowercase());
+            assert_eq!(contains_ascii_ci(v, k), want, "{v:?} {k:?}");
+            let mut b = u64::MAX;
+            let got = matches(
+                MatchType::Contains,
+                Comparator::AsciiCasemap,
+                v,
+                k,
+                None,
+                &mut b,
+                None,
+            );
+            assert_eq!(got.ok(), Some(want));
+        }
+    }
 
     fn m(v: &str, k: &str, cmp: Comparator) -> bool {
         let mut b = u64::MAX;

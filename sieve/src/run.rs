@@ -2,6 +2,7 @@
 //! envelope, and returns the actions (RFC 5228 section 2.10: implicit
 //! keep, duplicate actions, errors that fall back to keep).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use mail_parser::{DateTime, Message};
@@ -189,6 +190,10 @@ struct Run<'a> {
     duplicates: Vec<DuplicateMark>,
     redirects: usize,
     regex_cache: HashMap<(String, bool), regex::Regex>,
+    /// The addresses of header fields already parsed in this run, by
+    /// where the field's value is in the message (scripts test From in
+    /// several rules).
+    address_cache: HashMap<(usize, usize), Option<Vec<String>>>,
 }
 
 fn over(_: OverBudget) -> RuntimeError {
@@ -217,6 +222,7 @@ impl Script {
             duplicates: Vec::new(),
             redirects: 0,
             regex_cache: HashMap::new(),
+            address_cache: HashMap::new(),
         };
         match r.block(&self.commands) {
             Ok(_) => {
@@ -298,6 +304,20 @@ impl Run<'_> {
 
     fn xl(&self, l: &[String]) -> Vec<String> {
         l.iter().map(|s| self.x(s)).collect()
+    }
+
+    /// [`Run::x`] without a copy when there is nothing to expand (the
+    /// tests' header names and keys, on every delivery).
+    fn xc<'s>(&self, s: &'s str) -> Cow<'s, str> {
+        if !self.vars_on || !s.contains("${") {
+            Cow::Borrowed(s)
+        } else {
+            Cow::Owned(self.x(s))
+        }
+    }
+
+    fn xlc<'s>(&self, l: &'s [String]) -> Vec<Cow<'s, str>> {
+        l.iter().map(|s| self.xc(s)).collect()
     }
 
     fn block(&mut self, cmds: &[Command]) -> Result<Flow, RuntimeError> {
@@ -716,7 +736,7 @@ impl Run<'_> {
                 false
             }
             Test::Exists(names) => self
-                .xl(names)
+                .xlc(names)
                 .iter()
                 .all(|n| !message::raw_headers(raw, root, n).is_empty()),
             Test::Size { over, limit } => {
@@ -727,7 +747,7 @@ impl Run<'_> {
                 opts, names, keys, ..
             } => {
                 let mut values = Vec::new();
-                for n in self.xl(names) {
+                for n in self.xlc(names) {
                     let all = message::raw_headers(raw, root, &n);
                     let all = pick_index(all, opts);
                     values.extend(all.into_iter().map(message::decode_text));
@@ -741,10 +761,14 @@ impl Run<'_> {
                 keys,
             } => {
                 let mut values = Vec::new();
-                for n in self.xl(names) {
+                for n in self.xlc(names) {
                     let all = pick_index(message::raw_headers(raw, root, &n), opts);
                     for h in all {
-                        match message::decode_addresses(h) {
+                        let at = (h.as_ptr() as usize, h.len());
+                        self.address_cache
+                            .entry(at)
+                            .or_insert_with(|| message::decode_addresses(h));
+                        match &self.address_cache[&at] {
                             Some(list) => values
                                 .extend(list.iter().filter_map(|a| self.address_part(a, *part))),
                             None if *part == AddressPart::All => {
@@ -764,7 +788,7 @@ impl Run<'_> {
             } => {
                 let env = self.ctx.envelope;
                 let mut values = Vec::new();
-                for n in self.xl(names) {
+                for n in self.xlc(names) {
                     let v = match n.to_ascii_lowercase().as_str() {
                         "from" => &env.from,
                         "to" => &env.to,
@@ -932,7 +956,7 @@ impl Run<'_> {
         values: &[String],
         keys: &[String],
     ) -> Result<bool, RuntimeError> {
-        let keys = self.xl(keys);
+        let keys = self.xlc(keys);
         // RFC 5231 4.2: the count, as a decimal string, is compared with
         // the key by the test's comparator (so i;ascii-numeric for numbers).
         if let MatchType::Count(rel) = opts.match_type {
@@ -947,7 +971,7 @@ impl Run<'_> {
         for k in &keys {
             let re = if opts.match_type == MatchType::Regex {
                 let ci = opts.comparator == Comparator::AsciiCasemap;
-                let key = (k.clone(), ci);
+                let key = (k.to_string(), ci);
                 if !self.regex_cache.contains_key(&key) {
                     self.tick(k.len() as u64 * 100)?;
                     let re = matcher::compile_regex(k, opts.comparator)
@@ -1055,7 +1079,7 @@ fn modify(m: Modifier, v: &str) -> String {
 }
 
 /// "+hhmm" / "-hhmm" to seconds east of UTC.
-fn parse_zone(z: &str) -> Option<i64> {
+pub(crate) fn parse_zone(z: &str) -> Option<i64> {
     let b = z.as_bytes();
     if b.len() != 5 || !b[1..].iter().all(u8::is_ascii_digit) {
         return None;
@@ -1148,6 +1172,18 @@ impl Default for RunOptions {
     }
 }
 
+/// A mail-parser that splits the header into fields (names and offsets)
+/// and parses no value. (An empty header map would mean "the defaults",
+/// so one entry is set; every field then takes the default, ignore.)
+fn header_parser() -> &'static mail_parser::MessageParser {
+    static P: std::sync::OnceLock<mail_parser::MessageParser> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
+        mail_parser::MessageParser::new()
+            .ignore_header(mail_parser::HeaderName::ContentType)
+            .default_header_ignore()
+    })
+}
+
 impl Script {
     /// Parses `raw` (with mail-parser) and runs the script on it. A message
     /// mail-parser cannot parse at all is a runtime error (implicit keep).
@@ -1161,12 +1197,14 @@ impl Script {
         // Only the body test (and an included script, which may use it)
         // looks past the header: others get the header alone parsed, the
         // same header fields at the same offsets, without decoding every
-        // body part.
-        let parser = mail_parser::MessageParser::default();
+        // body part. Tests read header fields by their raw offsets and
+        // decode only what they look at (`message`), so the header-only
+        // parse skips every value: no address, date or content-type
+        // parsing of fields no rule reads.
         let parsed = if self.needs_body() {
-            parser.parse(raw)
+            mail_parser::MessageParser::default().parse(raw)
         } else {
-            parser.parse_headers(raw)
+            header_parser().parse_headers(raw)
         };
         let Some(message) = parsed else {
             return Outcome {

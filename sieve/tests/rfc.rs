@@ -462,6 +462,59 @@ fn vacation() {
     assert_eq!(*period, 60);
 }
 
+/// RFC 5230 4.5 (no reply to mailing lists, bulk or junk mail,
+/// auto-submitted messages, or MAILER-DAEMON / owner- / -request senders)
+/// and 4.6 (only when the user's address, or one of :addresses, is in a
+/// recipient header): each rule alone suppresses the reply, and the same
+/// message without that one detail gets it.
+#[test]
+fn vacation_suppression_rules() {
+    let s = "require \"vacation\"; vacation :addresses \"roadrunner@acme.example.com\" \"gone\";";
+    let suppressed = |msg: &str, from: &str| {
+        let o = run_with(s, msg, from, "bob+box@example.com", &Limits::default());
+        let Action::Vacation { suppressed, .. } = &o.actions[0] else {
+            panic!("{:?}", o.actions)
+        };
+        suppressed.clone()
+    };
+    assert_eq!(suppressed(MSG, "sender@example.org"), None);
+    for header in [
+        "Precedence: bulk",
+        "Precedence: junk",
+        "Precedence: list",
+        "Auto-Submitted: auto-generated",
+        "Auto-Submitted: auto-replied",
+        "List-Unsubscribe: <mailto:leave@lists.example>",
+        "List-Post: <mailto:list@lists.example>",
+    ] {
+        let m = format!("{header}\n{MSG}");
+        assert!(suppressed(&m, "sender@example.org").is_some(), "{header}");
+    }
+    // Auto-Submitted: no is a person's message.
+    let m = format!("Auto-Submitted: no\n{MSG}");
+    assert_eq!(suppressed(&m, "sender@example.org"), None);
+    for from in [
+        "",
+        "MAILER-DAEMON@example.org",
+        "owner-list@example.org",
+        "list-request@example.org",
+        "LISTSERV@example.org",
+        "majordomo@example.org",
+    ] {
+        assert!(suppressed(MSG, from).is_some(), "sender {from:?}");
+    }
+    // 4.6: neither the recipient nor an :addresses entry in To/Cc/Bcc.
+    let other = MSG
+        .replace(
+            "To: roadrunner@acme.example.com, bob+box@example.com",
+            "To: someone@else.example",
+        )
+        .replace("Cc: Group: a@x.example, b@y.example;", "Cc: c@z.example");
+    assert!(suppressed(&other, "sender@example.org").is_some());
+    let bcc = format!("Bcc: Bob <bob+box@example.com>\n{other}");
+    assert_eq!(suppressed(&bcc, "sender@example.org"), None);
+}
+
 /// Limits: actions, redirects, CPU budget; each falls back to keep with an error.
 #[test]
 fn limits() {

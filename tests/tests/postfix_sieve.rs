@@ -77,6 +77,41 @@ fn sieve_files_and_rejects_through_postfix() {
     }
 }
 
+/// The same through local(8)'s `mailbox_command`, where `deliver` runs
+/// one-shot as the recipient (a login user): fileinto lands in the named
+/// mailbox; reject exits 77 with "5.7.1 REASON" on stderr, which Postfix
+/// bounces with that status and text.
+#[test]
+fn sieve_files_and_rejects_through_mailbox_command() {
+    let pf = Postfix::start();
+    let dir = pf.local_spool.join("bob").join(".sieve");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("main.sieve"), SCRIPT).unwrap();
+    std::fs::write(dir.join("active"), "main\n").unwrap();
+    let (uid, gid) = ensure_user("bob", true);
+    chown_tree(&dir, uid, gid);
+    let file = TestMessage::new("alice@localhost", "bob@localhost", "file me (local)");
+    pf.sendmail("alice@localhost", &["bob@localhost"], &file);
+    let refuse = TestMessage::new("alice@localhost", "bob@localhost", "refuse me (local)");
+    pf.sendmail("alice@localhost", &["bob@localhost"], &refuse);
+    let line = pf.wait_status(&file, "bob@localhost", &["sent", "deferred", "bounced"]);
+    assert!(line.contains("status=sent"), "{line}\n{}", pf.context());
+    let stored = pf.wait_stored(&pf.local_spool, "bob", "work", &file.token);
+    assert!(contains(&stored, file.token.as_bytes()));
+    assert!(
+        pf.stored(&pf.local_spool, "bob", "INBOX", &file.token)
+            .is_empty()
+    );
+    let line = pf.wait_status(&refuse, "bob@localhost", &["sent", "deferred", "bounced"]);
+    assert!(line.contains("status=bounced"), "{line}\n{}", pf.context());
+    assert!(line.contains("dsn=5.7.1"), "{line}");
+    assert!(line.contains("sieve said no"), "{line}");
+    assert!(
+        pf.stored(&pf.local_spool, "bob", "INBOX", &refuse.token)
+            .is_empty()
+    );
+}
+
 /// RFC 5228 4.2 and RFC 5230 through Postfix: a redirect arrives at the
 /// new address (not stored for bob); a vacation reply reaches the sender
 /// with an empty Return-Path, once per period (not again over LMTP),

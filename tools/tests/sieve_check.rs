@@ -69,6 +69,99 @@ fn check_reports_line_and_column() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// RFC 5804 1.3's warnings (valid but suspicious, as Pigeonhole's sievec
+/// warns): `check` prints `FILE:LINE:COL: warning: TEXT` on stderr and
+/// exits 0; with --json they are in the object's "warnings"; `put` stores
+/// such a script and reports them the same way.
+#[test]
+fn check_prints_warnings_and_exits_0() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("none.conf"), "").unwrap();
+    let f = t.path().join("warn.sieve");
+    std::fs::write(
+        &f,
+        "require [\"imap4flags\", \"vacation\"];\naddflag \"\\\\Bogus\";\nvacation :days 0 \"away\";\n",
+    )
+    .unwrap();
+    let o = run(&["check", f.to_str().unwrap()], t.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{}:2:1: warning: IMAP flag '\\Bogus'",
+            f.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{}:3:10: warning: specified :days value '0'",
+            f.display()
+        )),
+        "{err}"
+    );
+    assert!(text(&o.stdout).contains(": ok"));
+    let o = run(&["--json", "check", f.to_str().unwrap()], t.path());
+    assert_eq!(o.status.code(), Some(0));
+    assert!(o.stderr.is_empty(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    let w = v["warnings"].as_array().unwrap();
+    assert_eq!(w.len(), 2);
+    assert_eq!(
+        (w[0]["line"].as_u64(), w[0]["column"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert!(
+        w[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("under the minimum")
+    );
+    // A fileinto name the store refuses is a warning too.
+    let odd = t.path().join("odd.sieve");
+    std::fs::write(&odd, "require \"fileinto\";\nfileinto \"a//b\";\n").unwrap();
+    let o = run(&["check", odd.to_str().unwrap()], t.path());
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr)
+            .contains(":2:10: warning: fileinto: mailbox name 'a//b' cannot be used here"),
+        "{}",
+        text(&o.stderr)
+    );
+    // A clean script: no warning lines, an empty list.
+    let good = t.path().join("good.sieve");
+    std::fs::write(&good, "keep;").unwrap();
+    let o = run(&["--json", "check", good.to_str().unwrap()], t.path());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["warnings"], serde_json::json!([]));
+    let o = run(&["check", good.to_str().unwrap()], t.path());
+    assert!(o.stderr.is_empty());
+    // put: stored, warnings reported.
+    let spool = t.path().join("spool");
+    std::fs::create_dir_all(spool.join("alice")).unwrap();
+    let o = run(
+        &[
+            "--json",
+            "put",
+            "--spool",
+            spool.to_str().unwrap(),
+            "-d",
+            "alice",
+            "w",
+            f.to_str().unwrap(),
+        ],
+        t.path(),
+    );
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["stored"], true);
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 2);
+}
+
 /// The dry run prints the actions (and JSON with --json), like sieve-test.
 #[test]
 fn dry_run() {

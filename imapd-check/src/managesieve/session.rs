@@ -468,22 +468,84 @@ impl Session {
     }
 
     /// Compiles a script; the error, with line and column, as the NO
-    /// text (what `sievec` and Pigeonhole report).
-    fn validate(&mut self, name: &str, content: &[u8]) -> std::io::Result<bool> {
+    /// text (what `sievec` and Pigeonhole report). `Some(warnings)` when
+    /// it compiles: one `line:col: text` each (RFC 5804 1.3), with a
+    /// non-optional personal `include` of a script the user does not
+    /// have (Pigeonhole: "does not exist (ignored during upload)"; it may
+    /// be uploaded next). `uploading`: the name being stored, which will
+    /// exist.
+    fn validate(
+        &mut self,
+        name: &str,
+        content: &[u8],
+        uploading: Option<&str>,
+    ) -> std::io::Result<Option<Vec<String>>> {
         let Some(src) = utf8(content) else {
             self.no(None, "Script is not UTF-8")?;
-            return Ok(false);
+            return Ok(None);
         };
         match sieve::Script::compile(src) {
-            Ok(_) => Ok(true),
+            Ok(script) => {
+                let mut out: Vec<String> = script
+                    .warnings()
+                    .iter()
+                    .chain(&script.mailbox_warnings(mailbox_name_ok))
+                    .map(|w| w.to_string())
+                    .collect();
+                let personal = script
+                    .includes()
+                    .iter()
+                    .filter(|i| !i.global && !i.optional);
+                let mut have: Option<Vec<String>> = None;
+                for i in personal {
+                    if uploading == Some(i.name.as_str()) {
+                        continue;
+                    }
+                    let have = have.get_or_insert_with(|| {
+                        self.scripts()
+                            .list()
+                            .map(|l| l.into_iter().map(|(n, _)| n).collect())
+                            .unwrap_or_default()
+                    });
+                    if !have.contains(&i.name) && out.len() <= sieve::MAX_WARNINGS {
+                        out.push(format!(
+                            "{}: included personal script '{}' does not exist (ignored during upload)",
+                            i.pos, i.name
+                        ));
+                    }
+                }
+                Ok(Some(out))
+            }
             Err(e) => {
                 self.no(
                     None,
                     &format!("{name}:{}:{}: error: {}", e.pos.line, e.pos.col, e.message),
                 )?;
-                Ok(false)
+                Ok(None)
             }
         }
+    }
+
+    /// OK, with `(WARNINGS) "line:col: text"` when there are any (RFC 5804
+    /// 1.3, 2.6, 2.8, 2.12; Pigeonhole gives them on SETACTIVE too).
+    /// Several are joined with "; " into one quoted line, cut to fit one:
+    /// a multi-line literal is allowed by the RFC, but sieve-connect (and
+    /// other line-based clients) then take the OK for a failure.
+    fn ok_warnings(&mut self, warnings: &[String], text: &str) -> Res {
+        if warnings.is_empty() {
+            return self.ok(text);
+        }
+        let mut line = warnings.join("; ");
+        let max = wire::MAX_QUOTED - 8;
+        if line.len() > max {
+            let mut end = max;
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            line.truncate(end);
+            line.push_str(" ...");
+        }
+        self.reply("OK", Some("WARNINGS"), &line)
     }
 
     /// RFC 5804 2.5.
@@ -510,14 +572,16 @@ impl Session {
             let e = ScriptError::MaxSize(self.scripts().max_script_size());
             return self.refused(e);
         }
-        if !self.validate(name, content)? {
+        let Some(warnings) = self.validate(name, content, Some(name))? else {
             return Ok(Flow::Go);
+        };
+        match self.scripts().put(name, content) {
+            Ok(()) => {
+                tracing::info!(user = ?self.user.as_ref().map(|u| u.as_str()), script = name, warnings = warnings.len(), "managesieve: script stored");
+                self.ok_warnings(&warnings, "Script stored")
+            }
+            Err(e) => self.refused(e),
         }
-        let r = self.scripts().put(name, content);
-        if r.is_ok() {
-            tracing::info!(user = ?self.user.as_ref().map(|u| u.as_str()), script = name, "managesieve: script stored");
-        }
-        self.done(r, "Script stored")
     }
 
     /// RFC 5804 2.12: validation only.
@@ -525,10 +589,9 @@ impl Session {
         let Some([content]) = strings::<1>(args) else {
             return self.no(None, "Syntax: CHECKSCRIPT script");
         };
-        if self.validate("script", content)? {
-            self.ok("Script is valid")
-        } else {
-            Ok(Flow::Go)
+        match self.validate("script", content, None)? {
+            Some(warnings) => self.ok_warnings(&warnings, "Script is valid"),
+            None => Ok(Flow::Go),
         }
     }
 
@@ -566,11 +629,13 @@ impl Session {
             Ok(c) => c,
             Err(e) => return self.refused(e),
         };
-        if !self.validate(name, &content)? {
+        let Some(warnings) = self.validate(name, &content, Some(name))? else {
             return Ok(Flow::Go);
+        };
+        match self.scripts().set_active(Some(name)) {
+            Ok(()) => self.ok_warnings(&warnings, "Script is active"),
+            Err(e) => self.refused(e),
         }
-        let r = self.scripts().set_active(Some(name));
-        self.done(r, "Script is active")
     }
 
     /// RFC 5804 2.9: the script as a string, then OK.
@@ -619,4 +684,11 @@ impl Session {
         let r = self.scripts().rename(old, new);
         self.done(r, "Script renamed")
     }
+}
+
+/// The store's rule for mailbox names, for the `fileinto` warnings.
+fn mailbox_name_ok(name: &str) -> Result<(), String> {
+    storage::MailboxName::new(name)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

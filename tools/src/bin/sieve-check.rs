@@ -149,8 +149,48 @@ fn read_script(path: &Path) -> Result<String, Fail> {
     String::from_utf8(buf).map_err(|_| Fail(1, format!("{}: not UTF-8", path.display())))
 }
 
-/// Compiles, or reports `FILE:LINE:COL: error: MESSAGE` (JSON on stdout with --json).
+/// The script's warnings (RFC 5804 1.3: valid, probably not meant) for
+/// JSON output.
+fn warnings_json(script: &Script) -> serde_json::Value {
+    all_warnings(script)
+        .iter()
+        .map(|w| json!({"line": w.pos.line, "column": w.pos.col, "message": w.message}))
+        .collect()
+}
+
+/// The script's warnings and those of its `fileinto` mailbox names that
+/// the store refuses (delivery would keep the message in INBOX).
+fn all_warnings(script: &Script) -> Vec<sieve::Warning> {
+    let mut out = script.warnings().to_vec();
+    out.extend(script.mailbox_warnings(|n| {
+        storage::MailboxName::new(n)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }));
+    out
+}
+
+/// Compiles, or reports `FILE:LINE:COL: error: MESSAGE` (JSON on stdout
+/// with --json). Warnings do not fail: as text they go to stderr,
+/// `FILE:LINE:COL: warning: MESSAGE` (with --json the caller puts them
+/// in its object).
 fn compile(path: &Path, src: &str, json: bool) -> Result<Script, Fail> {
+    let script = compile_quiet(path, src, json)?;
+    if !json {
+        for w in all_warnings(&script) {
+            eprintln!(
+                "{}:{}:{}: warning: {}",
+                path.display(),
+                w.pos.line,
+                w.pos.col,
+                w.message
+            );
+        }
+    }
+    Ok(script)
+}
+
+fn compile_quiet(path: &Path, src: &str, json: bool) -> Result<Script, Fail> {
     Script::compile(src).map_err(|e| {
         if json {
             println!(
@@ -285,11 +325,12 @@ fn run(cli: Cli) -> Result<(), Fail> {
     match cli.cmd {
         Cmd::Check { file } => {
             let src = read_script(&file)?;
-            compile(&file, &src, json)?;
+            let script = compile(&file, &src, json)?;
             if json {
                 println!(
                     "{}",
-                    json!({"file": file.display().to_string(), "ok": true})
+                    json!({"file": file.display().to_string(), "ok": true,
+                           "warnings": warnings_json(&script)})
                 );
             } else {
                 println!("{}: ok", file.display());
@@ -390,7 +431,7 @@ fn run(cli: Cli) -> Result<(), Fail> {
         } => {
             check_name(&name)?;
             let src = read_script(&file)?;
-            compile(&file, &src, json)?;
+            let script = compile(&file, &src, json)?;
             let dir = sieve_dir(&user)?;
             replace_file(&dir, &script_file(&name), src.as_bytes())?;
             if activate {
@@ -399,7 +440,8 @@ fn run(cli: Cli) -> Result<(), Fail> {
             if json {
                 println!(
                     "{}",
-                    json!({"name": name, "stored": true, "active": activate})
+                    json!({"name": name, "stored": true, "active": activate,
+                           "warnings": warnings_json(&script)})
                 );
             } else {
                 println!("stored {name}{}", if activate { " (active)" } else { "" });
