@@ -423,37 +423,44 @@ struct DovecotImport<'a> {
     prefix: Vec<String>,
 }
 
-/// The store and user of a whole-account command (`--dovecot-maildir`:
-/// `-d USER`, no `-m`); `what` is its verb for the messages.
-fn whole_account(mb: &MailboxArgs, what: &str) -> Result<(Store, storage::UserName), String> {
+/// The store and user of a whole-account command (`-d USER`, no `-m`);
+/// `flag` names the command's source or target option and `what` its
+/// verb for the messages.
+fn whole_account(
+    mb: &MailboxArgs,
+    flag: &str,
+    what: &str,
+) -> Result<(Store, storage::UserName), String> {
     let t = mb.resolve()?;
     let Some((spool, user, name)) = &t.named else {
         return Err(format!(
-            "--dovecot-maildir {what} a whole account: give -d USER (and --spool)"
+            "{flag} {what} a whole account: give -d USER (and --spool)"
         ));
     };
     if !name.is_inbox() {
-        return Err(format!(
-            "--dovecot-maildir {what} every mailbox: -m does not apply"
-        ));
+        return Err(format!("{flag} {what} every mailbox: -m does not apply"));
     }
     Ok((open_store(spool, &t)?, user.clone()))
 }
 
-/// `idx-admin import --dovecot-maildir DIR -d USER`: the whole account.
-fn import_dovecot(json: bool, mb: &MailboxArgs, how: &DovecotImport) -> Result<(), String> {
-    let (store, user) = whole_account(mb, "imports")?;
-    let user = &user;
-    let acct = tools::dovecot::read_account(how.root, how.layout, &how.prefix)?;
+/// Imports a whole account read from `from` (a `kind` of source) and
+/// prints the summary; an error when anything was left behind.
+fn import_whole(
+    json: bool,
+    store: &Store,
+    user: &storage::UserName,
+    acct: &tools::dovecot::Account,
+    renumber: bool,
+    from: &std::path::Path,
+    kind: &str,
+) -> Result<(), String> {
     let report = tools::account::import_account(
-        &store,
+        store,
         user,
-        &acct,
-        tools::account::ImportOptions {
-            renumber: how.renumber,
-        },
+        acct,
+        tools::account::ImportOptions { renumber },
     )?;
-    let text = tools::account::render_text(&report, how.root, "Dovecot Maildir");
+    let text = tools::account::render_text(&report, from, kind);
     emit(
         json,
         serde_json::to_value(&report).expect("serializable"),
@@ -463,6 +470,21 @@ fn import_dovecot(json: bool, mb: &MailboxArgs, how: &DovecotImport) -> Result<(
         return Err("not everything was imported (see above); fix and run again".into());
     }
     Ok(())
+}
+
+/// `idx-admin import --dovecot-maildir DIR -d USER`: the whole account.
+fn import_dovecot(json: bool, mb: &MailboxArgs, how: &DovecotImport) -> Result<(), String> {
+    let (store, user) = whole_account(mb, "--dovecot-maildir", "imports")?;
+    let acct = tools::dovecot::read_account(how.root, how.layout, &how.prefix)?;
+    import_whole(
+        json,
+        &store,
+        &user,
+        &acct,
+        how.renumber,
+        how.root,
+        "Dovecot Maildir",
+    )
 }
 
 /// `idx-admin import --uw-mbox PATH... -d USER`: the whole account.
@@ -472,38 +494,16 @@ fn import_uw(
     how: &tools::uwmbox::Sources,
     renumber: bool,
 ) -> Result<(), String> {
-    let t = mb.resolve()?;
-    let Some((spool, user, name)) = &t.named else {
-        return Err("--uw-mbox imports a whole account: give -d USER (and --spool)".into());
-    };
-    if !name.is_inbox() {
-        return Err("--uw-mbox imports every folder: -m does not apply".into());
-    }
-    let store = open_store(spool, &t)?;
+    let (store, user) = whole_account(mb, "--uw-mbox", "imports")?;
     let acct = tools::uwmbox::read_account(how)?;
-    let report = tools::account::import_account(
-        &store,
-        user,
-        &acct,
-        tools::account::ImportOptions { renumber },
-    )?;
     let from = how.tree.as_ref().or(how.inbox.as_ref()).expect("a path");
-    let text = tools::account::render_text(&report, from, "UW-IMAP mbox");
-    emit(
-        json,
-        serde_json::to_value(&report).expect("serializable"),
-        text,
-    )?;
-    if report.incomplete() {
-        return Err("not everything was imported (see above); fix and run again".into());
-    }
-    Ok(())
+    import_whole(json, &store, &user, &acct, renumber, from, "UW-IMAP mbox")
 }
 
 /// `idx-admin export --dovecot-maildir DIR -d USER`: the whole account
 /// as a Dovecot Maildir++ account (`tools::dovecot_export`).
 fn export_dovecot(json: bool, mb: &MailboxArgs, to: &std::path::Path) -> Result<(), String> {
-    let (store, user) = whole_account(mb, "exports")?;
+    let (store, user) = whole_account(mb, "--dovecot-maildir", "exports")?;
     let report = tools::dovecot_export::export_account(&store, &user, to)?;
     emit(
         json,
