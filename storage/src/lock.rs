@@ -139,6 +139,11 @@ pub fn lock(fd: BorrowedFd<'_>, kind: LockKind, timeout: Duration, path: &Path) 
     poll_byte(fd, t, GATE, start, timeout, kind, path)?;
     let r = poll_byte(fd, t, DATA, start, timeout, kind, path);
     let _ = set_lock(fd, libc::F_UNLCK as libc::c_short, GATE, 1, true);
+    if r.is_ok() {
+        // Another host may have written under its lock: read from the
+        // filesystem, not from this host's page cache (PROTOCOL.md §8).
+        crate::sharedfs::drop_cache(fd);
+    }
     r
 }
 

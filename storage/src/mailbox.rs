@@ -559,7 +559,12 @@ impl Mailbox {
         }
         fault::point("append.after_stage_write")?;
         if self.durability == Durability::Full {
-            if self.unordered_appends && staged.size <= crate::format::UNORDERED_MAX_SIZE {
+            // On a shared filesystem sync_file_range reaches no server:
+            // every append is ordered there (PROTOCOL.md §8).
+            if self.unordered_appends
+                && staged.size <= crate::format::UNORDERED_MAX_SIZE
+                && !crate::sharedfs::active()
+            {
                 // Start the bytes on their way; the commit's flush makes
                 // them durable together with the index (§3).
                 fsutil::write_out(&file, &path, false)?;
@@ -762,6 +767,18 @@ impl Mailbox {
                     }
                 }
                 Ok(records.iter().map(|r| r.uid).collect())
+            }
+            Err(e @ Error::LockLost { .. }) => {
+                // Another host may hold the lock and be writing: touch no
+                // path and no byte of the index (not even the writer mark);
+                // the links made stay for the next locker's repair, and
+                // the staged files keep their names (PROTOCOL.md §8).
+                guard.keep_mark();
+                for s in staged.iter_mut() {
+                    s.committed = true;
+                }
+                drop(guard);
+                Err(e)
             }
             Err(e) => {
                 if self.index.growth_unsure() {

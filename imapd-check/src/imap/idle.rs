@@ -25,6 +25,10 @@ use super::watch;
 const FALLBACK: Duration = Duration::from_secs(30);
 /// How often it re-checks when no watch could be set up.
 const UNWATCHED: Duration = Duration::from_secs(2);
+/// How often it re-checks on a shared filesystem (storage::sharedfs):
+/// inotify there only sees this host's writes, never another host's, so
+/// the generation is polled (one shared lock and one header read).
+const SHARED_POLL: Duration = Duration::from_secs(1);
 /// How soon it looks again when a check found a writer holding the index
 /// lock. IDLE does not wait for the lock, so that a DONE sent meanwhile is
 /// answered at once; a commit whose write came before the watch was set
@@ -56,6 +60,7 @@ pub(super) fn idle(s: &mut Session, _tag: &str) -> Result<Done, Fail> {
         None => None,
     };
     let every = match &sub {
+        _ if storage::sharedfs::active() => SHARED_POLL,
         Some(sub) if sub.watched => {
             // 0..10 s of jitter, different for each session.
             FALLBACK + Duration::from_millis(sub.id_hint() % 10_000)
