@@ -611,11 +611,64 @@ fn evicted_writer_on_a_fails_temporarily(ceph: &Ceph) {
     assert_exact(&spool.b, user, &acked, false);
 }
 
+/// PROTOCOL.md §8, the override the other way (`shared_fs = on`) on a
+/// local disk: the shared rules, seen in the system calls of one `deliver`
+/// (strace): the staged message and the index both flushed with
+/// `fdatasync` (an ordered append), no `sync_file_range`, and no `O_DIRECT`
+/// (ext4 refuses unaligned direct writes; only FUSE, NFS and kernel CephFS
+/// get it). Without the override the same delivery uses `sync_file_range`
+/// (an unordered append, §3).
+fn shared_fs_on_forces_the_rules_on_a_local_disk(ceph: &Ceph) {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("on.conf");
+    std::fs::write(&conf, "shared_fs = on\n").unwrap();
+    let local = dir.path().join("spool");
+    let trace = |spool: &Path, config: Option<&Path>| -> String {
+        let log = dir.path().join("strace.log");
+        // The mailbox exists first: the traced delivery is a plain append.
+        assert_eq!(deliver(spool, "u", &message("first", 600), None), Some(0));
+        let mut cmd = Command::new("strace");
+        cmd.args(["-f", "-e", "trace=openat,fdatasync,sync_file_range", "-o"])
+            .arg(&log)
+            .arg(bin("deliver"))
+            .arg("--spool")
+            .arg(spool)
+            .args(["-d", "u", "--autocreate"])
+            .env_remove("MAILSTORE_CONFIG");
+        if let Some(c) = config {
+            cmd.env("MAILSTORE_CONFIG", c);
+        }
+        let out =
+            e2e_tests::run_with_input(&mut cmd, &message("traced", 900), Duration::from_secs(60));
+        assert_eq!(out.code(), Some(0), "{}", out.stderr);
+        std::fs::read_to_string(&log).unwrap()
+    };
+    let on = trace(&local, Some(&conf));
+    // O_DIRECT, not O_DIRECTORY.
+    let direct = |s: &str| s.replace("O_DIRECTORY", "").contains("O_DIRECT");
+    assert!(!direct(&on), "{on}");
+    assert!(!on.contains("sync_file_range("), "{on}");
+    assert!(on.matches("fdatasync(").count() >= 2, "{on}");
+    let off = trace(&local, None);
+    assert!(off.contains("sync_file_range("), "{off}");
+    assert!(!direct(&off), "{off}");
+    // Detected on CephFS without any config: O_DIRECT and fdatasync.
+    let spool = Spool::new(ceph, "strace");
+    let cephfs = trace(&spool.a, None);
+    let index_open = cephfs
+        .lines()
+        .find(|l| l.contains("openat(") && l.contains("\".index\""))
+        .expect("the index is opened");
+    assert!(direct(index_open), "{index_open}");
+    assert!(!cephfs.contains("sync_file_range("), "{cephfs}");
+    assert!(cephfs.matches("fdatasync(").count() >= 2, "{cephfs}");
+}
+
 type Scenario = (&'static str, fn(&Ceph));
 
 fn main() {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let tests: [Scenario; 6] = [
+    let tests: [Scenario; 7] = [
         (
             "deliveries_through_both_mounts",
             deliveries_through_both_mounts,
@@ -631,6 +684,10 @@ fn main() {
         (
             "kill_points_on_a_repaired_from_b",
             kill_points_on_a_repaired_from_b,
+        ),
+        (
+            "shared_fs_on_forces_the_rules_on_a_local_disk",
+            shared_fs_on_forces_the_rules_on_a_local_disk,
         ),
         (
             "local_code_path_misses_mail_on_ceph",
