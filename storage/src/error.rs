@@ -109,6 +109,7 @@ impl Error {
             && (errno == Some(libc::ESHUTDOWN)
                 || path.file_name() == Some(std::ffi::OsStr::new(crate::index::INDEX_NAME)))
         {
+            crate::sharedfs::note_lock_lost();
             return Error::LockLost { path, source };
         }
         Error::Io { op, path, source }

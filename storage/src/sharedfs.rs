@@ -72,6 +72,22 @@ static OVERRIDE: AtomicU8 = AtomicU8::new(0);
 /// one spool is on a shared filesystem, every file is treated so (a
 /// process with two spools, one shared, pays the cost on both).
 static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// Set once an error said a lock of this process may be lost
+/// ([`Error::LockLost`]): from then on no lock release writes its writer
+/// mark, whichever mailbox (an evicted client has lost all of them).
+static LOCK_LOST: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process was told that a lock may be lost.
+#[inline]
+pub fn lock_lost() -> bool {
+    LOCK_LOST.load(Ordering::Relaxed)
+}
+
+/// Records that a lock of this process may be lost (see [`LOCK_LOST`]).
+pub fn note_lock_lost() {
+    LOCK_LOST.store(true, Ordering::Relaxed);
+}
+
 /// Whether files are opened `O_DIRECT`: only where unaligned direct I/O is
 /// known to work (FUSE, NFS, the kernel CephFS client). ext4 or XFS under
 /// `shared_fs = on` refuse an unaligned `O_DIRECT` write with EINVAL.
