@@ -18,8 +18,10 @@ cd "$(dirname "$0")/.."
 # dovecot-sieve (Pigeonhole's sieve-test): sieve/tests/pigeonhole.rs;
 # sieve-connect: imapd-check/tests/managesieve.rs; uw-mailutils (UW's
 # c-client `mailutil` writes and reads the mboxes of
-# tests/tests/uw_mbox_import.rs).
-PACKAGES=(postfix python3 isync strace openssl dovecot-core dovecot-imapd dovecot-sieve neomutt tmux offlineimap3 sieve-connect uw-mailutils)
+# tests/tests/uw_mbox_import.rs). ceph-mon ceph-osd ceph-mds ceph-fuse
+# ceph-common: tests/tests/cephfs.rs (scripts/ceph-up.sh; about 35 s to
+# install, 10 s to bring up, 30 s of tests).
+PACKAGES=(postfix python3 isync strace openssl dovecot-core dovecot-imapd dovecot-sieve neomutt tmux offlineimap3 sieve-connect uw-mailutils ceph-mon ceph-osd ceph-mds ceph-fuse ceph-common)
 
 t0=$(date +%s)
 step() { printf '\n=== %s (%ss elapsed)\n' "$*" "$(($(date +%s) - t0))"; }

@@ -76,6 +76,9 @@ pub fn from_storage(e: &Error) -> Failure {
             Failure::new(EX_NOUSER, "5.1.3", format!("bad user name: {e}"))
         }
         Error::LockTimeout { .. } => Failure::temp("4.2.0", format!("mailbox busy: {e}")),
+        // Another host may hold the lock now: nothing was touched, retry.
+        Error::LockLost { .. } => Failure::temp("4.2.0", format!("mailbox lock lost: {e}")),
+        Error::UnsafeFilesystem { .. } => Failure::temp("4.3.5", e.to_string()),
         Error::OverQuota { .. } => Failure::temp("4.2.2", format!("mailbox full: {e}")),
         Error::TooLarge { limit, .. } => Failure::new(
             EX_DATAERR,

@@ -15,6 +15,7 @@
 //! | `lock_timeout_ms` | longest wait for a mailbox lock                  |
 //! | `max_size`        | largest message accepted, in bytes               |
 //! | `dedup_window`    | duplicate suppression window, seconds (0 = off)  |
+//! | `shared_fs`       | `auto` (default), `on` or `off`: the spool is on a filesystem several hosts mount (PROTOCOL.md §8) |
 //!
 //! Unknown keys are kept (see [`Config::get`]) so one binary's settings do
 //! not break another's, and so a newer file works with an older binary.
@@ -82,6 +83,9 @@ pub struct Config {
     pub max_size: Option<u64>,
     /// Duplicate suppression window of `deliver` in seconds; `0` = off.
     pub dedup_window: Option<u64>,
+    /// `shared_fs`: `None` = auto (detect), `Some(on)` = override
+    /// (`crate::sharedfs`). Loading a file applies it to the process.
+    pub shared_fs: Option<bool>,
     /// Every key as written, including the ones parsed above.
     pub raw: BTreeMap<String, String>,
 }
@@ -117,6 +121,9 @@ impl Config {
         })?;
         let mut c = Self::parse(&text, path)?;
         c.path = Some(path.to_path_buf());
+        // Before any Store is opened with this config: every binary loads
+        // its config first.
+        crate::sharedfs::set_override(c.shared_fs);
         Ok(c)
     }
 
@@ -152,6 +159,14 @@ impl Config {
                     )
                 }
                 "max_size" => c.max_size = Some(parse_size(value).map_err(err)?),
+                "shared_fs" => {
+                    c.shared_fs = match value {
+                        "auto" => None,
+                        "on" | "yes" | "true" => Some(true),
+                        "off" | "no" | "false" => Some(false),
+                        _ => return Err(err(format!("bad shared_fs {value:?} (auto, on or off)"))),
+                    }
+                }
                 "dedup_window" => {
                     c.dedup_window = Some(
                         value
@@ -283,6 +298,11 @@ mod tests {
         let e = parse("just words\n").unwrap_err().to_string();
         assert!(e.contains("test.conf:1"), "{e}");
         assert!(parse("lock_timeout_ms = -1\n").is_err());
+        // PROTOCOL.md §8: the shared-filesystem override, both ways.
+        assert_eq!(parse("shared_fs = on\n").unwrap().shared_fs, Some(true));
+        assert_eq!(parse("shared_fs = off\n").unwrap().shared_fs, Some(false));
+        assert_eq!(parse("shared_fs = auto\n").unwrap().shared_fs, None);
+        assert!(parse("shared_fs = maybe\n").is_err());
         assert!(parse("quota. = 1\n").is_err());
         assert!(parse("spool =\n").is_err());
         assert!(parse("dedup_window = 1d\n").is_err());

@@ -164,6 +164,25 @@ pub enum Error {
     /// (`MAILSTORE_TEST_FAULT`); never raised otherwise.
     #[error("injected fault at {0}")]
     InjectedFault(&'static str),
+    /// On a shared filesystem, an error on the locked index that says this
+    /// host may no longer hold its lock (PROTOCOL.md §8): the operation
+    /// stopped without touching any path; the next locker repairs.
+    #[error("lock on {path} may be lost: {source}")]
+    LockLost {
+        /// The index whose lock may be lost.
+        path: PathBuf,
+        /// What the filesystem answered.
+        #[source]
+        source: io::Error,
+    },
+    /// The spool is on a filesystem the store refuses (sharedfs.rs).
+    #[error("refusing the spool at {path}: {what}")]
+    UnsafeFilesystem {
+        /// The spool's root.
+        path: PathBuf,
+        /// Which filesystem, and what to do about it.
+        what: &'static str,
+    },
 }
 
 impl Error {
@@ -171,11 +190,24 @@ impl Error {
         if source.raw_os_error() == Some(libc::ELOOP) {
             return Error::Symlink(path.into());
         }
-        Error::Io {
-            op,
-            path: path.into(),
-            source,
+        let path = path.into();
+        // An evicted Ceph client answers a read of a descriptor it holds
+        // with ENOENT: lost too, for I/O on an open index (not its open).
+        let errno = match source.raw_os_error() {
+            Some(libc::ENOENT) if matches!(op, "read" | "write" | "fsync" | "lock") => {
+                Some(libc::EIO)
+            }
+            e => e,
+        };
+        // ESHUTDOWN: the Ceph client was evicted; every file is gone.
+        if crate::sharedfs::means_lock_lost(errno)
+            && (errno == Some(libc::ESHUTDOWN)
+                || path.file_name() == Some(std::ffi::OsStr::new(crate::index::INDEX_NAME)))
+        {
+            crate::sharedfs::note_lock_lost();
+            return Error::LockLost { path, source };
         }
+        Error::Io { op, path, source }
     }
 
     /// An I/O error saying that the file or directory does not exist.
@@ -201,6 +233,7 @@ impl Error {
         matches!(
             self,
             Error::LockTimeout { .. }
+                | Error::LockLost { .. }
                 | Error::OverQuota { .. }
                 | Error::InjectedFault(_)
                 | Error::Io { .. }

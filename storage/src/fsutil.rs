@@ -111,13 +111,24 @@ impl Dir {
 
     /// Opens `name` in this directory with `flags` (never following a symlink).
     pub fn open_file(&self, name: &OsStr, flags: OFlag) -> Result<File> {
-        let fd = nix::fcntl::openat(
-            self.fd.as_fd(),
-            name,
-            flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-            mode(FILE_MODE),
-        )
+        let flags = flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+        let open = |flags| nix::fcntl::openat(self.fd.as_fd(), name, flags, mode(FILE_MODE));
+        let fd = if crate::sharedfs::direct_io() {
+            // On a shared filesystem every read and write bypasses this
+            // host's page cache, which another host's writes do not
+            // update (PROTOCOL.md §8). A filesystem that refuses O_DIRECT
+            // at open gets a plain open, and the cache dropped after each
+            // lock, as do filesystems not known to take unaligned direct
+            // I/O (sharedfs::direct_io).
+            match open(flags | OFlag::O_DIRECT) {
+                Err(nix::Error::EINVAL) => open(flags),
+                r => r,
+            }
+        } else {
+            open(flags)
+        }
         .map_err(|e| Error::nix("open", self.child_path(name), e))?;
+        crate::sharedfs::drop_cache(fd.as_fd());
         Ok(File::from(fd))
     }
 

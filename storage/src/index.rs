@@ -774,6 +774,11 @@ impl IndexFile {
     /// without a cache flush (`sync_file_range`): an unordered append's
     /// message fdatasync then flushes them too.
     pub fn write_out(&self) -> Result<()> {
+        if crate::sharedfs::active() {
+            // sync_file_range sends nothing to a shared filesystem's
+            // server (PROTOCOL.md §8); appends are ordered there anyway.
+            return self.sync();
+        }
         fsutil::write_out(&self.file, &self.path, true)
     }
 }

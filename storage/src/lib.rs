@@ -203,6 +203,7 @@ pub mod recovery;
 mod repack_list;
 pub mod scriptdir;
 pub mod session;
+pub mod sharedfs;
 pub mod special_use;
 pub mod store;
 pub mod subscriptions;

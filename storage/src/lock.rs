@@ -139,6 +139,11 @@ pub fn lock(fd: BorrowedFd<'_>, kind: LockKind, timeout: Duration, path: &Path) 
     poll_byte(fd, t, GATE, start, timeout, kind, path)?;
     let r = poll_byte(fd, t, DATA, start, timeout, kind, path);
     let _ = set_lock(fd, libc::F_UNLCK as libc::c_short, GATE, 1, true);
+    if r.is_ok() {
+        // Another host may have written under its lock: read from the
+        // filesystem, not from this host's page cache (PROTOCOL.md §8).
+        crate::sharedfs::drop_cache(fd);
+    }
     r
 }
 
@@ -201,7 +206,12 @@ impl Drop for LockGuard {
         // Unwinding from a panic inside the section (a server catches it
         // and lives on): the section did not finish, so leave the mark
         // for the next locker's repair, as a killed process would.
-        if let Some(off) = self.clear_on_drop.filter(|_| !std::thread::panicking()) {
+        // Nor after this process was told a lock is lost (shared
+        // filesystem): another host may be writing; touch nothing.
+        if let Some(off) = self
+            .clear_on_drop
+            .filter(|_| !std::thread::panicking() && !crate::sharedfs::lock_lost())
+        {
             use std::os::unix::fs::FileExt;
             // If this fails the next locker sees the mark and recounts:
             // extra work, never a wrong result.

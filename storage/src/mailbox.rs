@@ -627,11 +627,18 @@ impl Mailbox {
         }
         fault::point("append.after_stage_write")?;
         if self.durability == Durability::Full {
-            if batch {
+            // On a shared filesystem neither syncfs nor sync_file_range
+            // is known to reach the server: every append is ordered there,
+            // each message flushed on its own (PROTOCOL.md §8).
+            let shared = crate::sharedfs::active();
+            if batch && !shared {
                 // The batch's syncfs makes the bytes durable before the
                 // commit (§3a); the kernel writes them back in bulk.
                 staged.batch_sync = true;
-            } else if self.unordered_appends && staged.size <= crate::format::UNORDERED_MAX_SIZE {
+            } else if self.unordered_appends
+                && staged.size <= crate::format::UNORDERED_MAX_SIZE
+                && !shared
+            {
                 // Start the bytes on their way; the commit's flush makes
                 // them durable together with the index (§3).
                 fsutil::write_out(&file, &path, false)?;
@@ -837,6 +844,18 @@ impl Mailbox {
                     }
                 }
                 Ok(records.iter().map(|r| r.uid).collect())
+            }
+            Err(e @ Error::LockLost { .. }) => {
+                // Another host may hold the lock and be writing: touch no
+                // path and no byte of the index (not even the writer mark);
+                // the links made stay for the next locker's repair, and
+                // the staged files keep their names (PROTOCOL.md §8).
+                guard.keep_mark();
+                for s in staged.iter_mut() {
+                    s.committed = true;
+                }
+                drop(guard);
+                Err(e)
             }
             Err(e) => {
                 if self.index.growth_unsure() {

@@ -75,10 +75,9 @@ impl Store {
                 .create(root)
                 .map_err(|e| Error::io("create spool", root, e))?;
         }
-        Ok(Store {
-            root: Dir::open_root(root)?,
-            opts,
-        })
+        let root = Dir::open_root(root)?;
+        crate::sharedfs::check_spool(&root)?;
+        Ok(Store { root, opts })
     }
 
     /// The spool's root directory.

@@ -29,8 +29,8 @@
 //!   no event, so the generation is re-read every [`poll_interval`]. A
 //!   `Watch` polls when inotify is unavailable, when the kernel refused the
 //!   watch (`fs.inotify.max_user_watches`), when it was made with
-//!   [`Watch::polling`], or after [`force_polling`] was called (the switch
-//!   for a store on a shared filesystem).
+//!   [`Watch::polling`], after [`force_polling`] was called, or when the
+//!   store is on a shared filesystem (`shared_fs`, docs/PROTOCOL.md §8).
 //!
 //! # Ordering
 //! A `Watch` is in place from the moment it is made, and each wait drains
@@ -203,7 +203,10 @@ impl Watch {
     /// the module documentation). Fails only when no eventfd can be made
     /// (out of file descriptors).
     pub fn new(mbox: &Mailbox) -> Result<Watch> {
-        Self::for_index(mbox.index_path(), polling_forced())
+        Self::for_index(
+            mbox.index_path(),
+            polling_forced() || crate::sharedfs::active(),
+        )
     }
 
     /// Watches `mbox` by polling its generation every [`poll_interval`],

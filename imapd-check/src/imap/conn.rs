@@ -114,6 +114,7 @@ impl From<Error> for Fail {
             Error::TooLarge { .. } => Some("TOOBIG"),
             Error::OverQuota { .. } => Some("OVERQUOTA"),
             Error::LockTimeout { .. } => Some("INUSE"),
+            Error::LockLost { .. } | Error::UnsafeFilesystem { .. } => Some("UNAVAILABLE"),
             Error::Expunged(_) => Some("EXPUNGEISSUED"),
             Error::InvalidName { .. } | Error::InvalidKeyword(_) => Some("CANNOT"),
             Error::TooManyKeywords(_) | Error::MailboxFull { .. } | Error::UidsExhausted => {
@@ -133,6 +134,10 @@ impl From<Error> for Fail {
                 "Internal server error (logged)".to_string()
             }
             Some("INUSE") => "Mailbox is busy, try again".to_string(),
+            Some("UNAVAILABLE") => {
+                tracing::warn!("{e}");
+                "Mailbox storage is unavailable, try again".to_string()
+            }
             _ => e.to_string(),
         };
         Fail::No(code, text)
