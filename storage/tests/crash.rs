@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use storage::fault::{self, POINTS};
 use storage::format::{Flags, Header};
-use storage::mailbox::{FlagOp, Mailbox};
+use storage::mailbox::{BatchOp, FlagOp, Mailbox};
 use storage::{AppendOptions, Durability, Error, MailboxName, Options, Store, UserName};
 
 const ROLE: &str = "MAILSTORE_CRASH_ROLE";
@@ -136,6 +136,24 @@ fn run_op(m: &mut Mailbox, op: &str) -> storage::Result<()> {
             )
             .map(|_| ()),
         "expunge" => m.expunge(None, true).map(|_| ()),
+        // A group commit (PROTOCOL.md §4a): a flag change, then an
+        // expunge of the \Deleted messages, one flush.
+        "batch" => m
+            .write_batch(|| {
+                vec![
+                    BatchOp::Store {
+                        uids: vec![1, 3, 4, 5, 6],
+                        op: FlagOp::Add,
+                        flags: Flags::SEEN.union(Flags::FLAGGED),
+                        unchanged_since: None,
+                    },
+                    BatchOp::Expunge {
+                        uids: None,
+                        require_deleted: true,
+                    },
+                ]
+            })
+            .map(|_| ()),
         "repack" => m.repack().map(|_| ()),
         // The prefill's appends left their staged names (no settle below
         // 64 UIDs); recovery settles them.
@@ -158,6 +176,7 @@ fn ops_for(point: &str) -> &'static [&'static str] {
         "import" => &["import_reserve"],
         "store" => &["store"],
         "expunge" => &["expunge"],
+        "batch" => &["batch"],
         "repack" => &["repack"],
         "meta" => &["append", "store"],
         "settle" => &["settle"],
@@ -381,7 +400,7 @@ fn crash_one(point: &str, op: &str) {
                 );
             }
         }
-        "store" | "expunge" => {
+        "store" | "expunge" | "batch" => {
             let expect_committed = point.ends_with("after_header");
             // Killed between records and header: the dead writer's mark
             // makes the next locker (our open) recount and commit the
@@ -403,7 +422,21 @@ fn crash_one(point: &str, op: &str) {
             // Each record is either untouched or fully changed.
             for (a, b) in before.records.iter().zip(&snap.records) {
                 assert_eq!(a.uid, b.uid, "{ctx}");
-                if a != b {
+                if a != b && op == "batch" {
+                    // The store's step at MODSEQ + 1, the expunge's
+                    // (UID 3, \Deleted) at + 2; nothing half-changed.
+                    let stored = b.modseq == old.highestmodseq + 1
+                        && b.flags.contains(Flags::SEEN.union(Flags::FLAGGED))
+                        && !b.is_expunged();
+                    let expunged = b.modseq == old.highestmodseq + 2
+                        && b.is_expunged()
+                        && b.flags.contains(Flags::SEEN.union(Flags::FLAGGED));
+                    assert!(
+                        stored || expunged,
+                        "{ctx}: UID {} half-changed: {b:?}",
+                        a.uid
+                    );
+                } else if a != b {
                     assert!(
                         b.modseq == old.highestmodseq + 1,
                         "{ctx}: UID {} half-changed",
