@@ -1,25 +1,29 @@
-//! Group commit of flag changes and expunges within this server process
-//! (docs/PROTOCOL.md §4a): sessions that write the same mailbox at the
-//! same time join one lock hold and one flush instead of queueing on the
-//! mailbox lock behind each other's flushes.
+//! Group commit within this server process (docs/PROTOCOL.md §3 and
+//! §4a): sessions that write the same mailbox at the same time join one
+//! lock hold and one flush instead of queueing on the mailbox lock behind
+//! each other's flushes.
 //!
-//! A session queues its step under the mailbox's entry in a process-wide
-//! table (keyed by the mailbox directory's device and inode, which a
-//! repack or rename does not change). If no session of the mailbox is
-//! committing, it becomes the leader: it takes the exclusive lock through
-//! its own handle, then takes every step queued by then (its own and the
-//! others', in arrival order, at most [`MAX_BATCH`]), commits them with
-//! [`Mailbox::write_batch`] (each step its own MODSEQ, one flush) and
-//! hands each session its own outcome. The others wait for their outcome;
+//! Two kinds of group, each per mailbox: flag-only STOREs and EXPUNGEs
+//! ([`Mailbox::write_batch`]: each step its own MODSEQ), and APPENDs
+//! ([`Mailbox::commit`] of every session's staged messages: all-or-none
+//! per session, UIDs in order). A session queues its step under the
+//! mailbox's entry in a process-wide table (keyed by the mailbox
+//! directory's device and inode, which a repack or rename does not
+//! change). If no session of the mailbox is committing that kind, it
+//! becomes the leader: it takes every step queued by then (its own and
+//! the others', in arrival order, at most [`MAX_BATCH`]; a write batch
+//! takes them once it holds the exclusive lock), commits them through its
+//! own handle and hands each session its own outcome. The others wait;
 //! one whose step was left for a later batch becomes the next leader. No
-//! session returns before the flush of the batch holding its step.
+//! session returns before the flush of the batch holding its step, and a
+//! failed batch fails every step in it.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 
 use storage::mailbox::{BatchOp, BatchOutcome, FlagOp, StoreOutcome};
-use storage::{Error, Flags, Mailbox};
+use storage::{Error, Flags, Mailbox, StagedMessage};
 
 /// The most steps one lock hold commits; the rest wait for the next one.
 pub const MAX_BATCH: usize = 256;
@@ -27,21 +31,40 @@ pub const MAX_BATCH: usize = 256;
 /// A mailbox directory: device and inode.
 type Key = (u64, u64);
 
-#[derive(Default)]
-struct Queue {
+struct Queue<Op, Out> {
     next_id: u64,
-    waiting: Vec<(u64, BatchOp)>,
-    done: HashMap<u64, Result<BatchOutcome, Error>>,
+    waiting: Vec<(u64, Op)>,
+    done: HashMap<u64, Result<Out, Error>>,
     leader: bool,
 }
 
-#[derive(Default)]
-struct Slot {
-    queue: Mutex<Queue>,
+struct Slot<Op, Out> {
+    queue: Mutex<Queue<Op, Out>>,
     cond: Condvar,
 }
 
-static SLOTS: LazyLock<Mutex<HashMap<Key, Arc<Slot>>>> = LazyLock::new(Default::default);
+impl<Op, Out> Default for Slot<Op, Out> {
+    fn default() -> Self {
+        Slot {
+            queue: Mutex::new(Queue {
+                next_id: 0,
+                waiting: Vec::new(),
+                done: HashMap::new(),
+                leader: false,
+            }),
+            cond: Condvar::new(),
+        }
+    }
+}
+
+type Table<Op, Out> = LazyLock<Mutex<HashMap<Key, Arc<Slot<Op, Out>>>>>;
+
+/// Flag changes and expunges (`Mailbox::write_batch`).
+static WRITES: Table<BatchOp, BatchOutcome> = LazyLock::new(Default::default);
+/// Appends: each session's staged messages (`Mailbox::commit`).
+static APPENDS: Table<Vec<StagedMessage>, Vec<u32>> = LazyLock::new(Default::default);
+/// Sessions between staging and the end of their commit, per mailbox.
+static APPENDING: LazyLock<Mutex<HashMap<Key, usize>>> = LazyLock::new(Default::default);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking leader (a bug) must not wedge every other session: the
@@ -72,7 +95,7 @@ pub fn store(
         flags,
         unchanged_since,
     };
-    match commit(mbox, step)? {
+    match write(mbox, step)? {
         BatchOutcome::Store(o) => Ok(o),
         BatchOutcome::Expunge(_) => Err(mixed_up()),
     }
@@ -88,7 +111,7 @@ pub fn expunge(
         uids,
         require_deleted,
     };
-    match commit(mbox, step)? {
+    match write(mbox, step)? {
         BatchOutcome::Expunge(g) => Ok(g),
         BatchOutcome::Store(_) => Err(mixed_up()),
     }
@@ -105,15 +128,89 @@ fn mixed_up() -> Error {
 }
 
 /// Commits `op` on `mbox`, together with the steps other sessions of this
-/// process queue for the same mailbox meanwhile. Returns once the step is
-/// durable (or failed), with what its own call would have returned.
-pub fn commit(mbox: &mut Mailbox, op: BatchOp) -> Result<BatchOutcome, Error> {
+/// process queue for the same mailbox meanwhile (the leader takes them
+/// under the lock). Returns once the step is durable (or failed), with
+/// what its own call would have returned.
+fn write(mbox: &mut Mailbox, op: BatchOp) -> Result<BatchOutcome, Error> {
+    join(&WRITES, key(mbox)?, op, |take| mbox.write_batch(take))
+}
+
+/// A session about to stage messages for a mailbox: counted until
+/// dropped (after its commit).
+pub struct Appending {
+    key: Key,
+    /// Other sessions of this process were appending to the mailbox when
+    /// this one started.
+    pub others: bool,
+}
+
+impl Drop for Appending {
+    fn drop(&mut self) {
+        let mut m = lock(&APPENDING);
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Counts this session as appending to `mbox` until the guard is
+/// dropped. With company, staging should flush each message outside the
+/// lock (ordered, `Mailbox::set_unordered_appends(false)`), so the
+/// sessions' flushes overlap and the group's commit is one index flush;
+/// alone, the unordered append's one flush inside the lock is cheaper
+/// (PROTOCOL.md §3).
+pub fn enter_append(mbox: &Mailbox) -> Result<Appending, Error> {
     let key = key(mbox)?;
-    let slot = Arc::clone(lock(&SLOTS).entry(key).or_default());
-    let result = run(&slot, mbox, op);
+    let mut m = lock(&APPENDING);
+    let n = m.entry(key).or_default();
+    let others = *n > 0;
+    *n += 1;
+    Ok(Appending { key, others })
+}
+
+/// [`Mailbox::commit`] of `staged`, together with the messages other
+/// sessions of this process stage for the same mailbox meanwhile: one
+/// lock hold, one generation for all of them. Returns this call's UIDs,
+/// in order, once they are durable.
+pub fn append(
+    mbox: &mut Mailbox,
+    ticket: &Appending,
+    staged: Vec<StagedMessage>,
+) -> Result<Vec<u32>, Error> {
+    join(&APPENDS, ticket.key, staged, |take| {
+        let batch = take();
+        let counts: Vec<usize> = batch.iter().map(Vec::len).collect();
+        let uids = mbox.commit(batch.into_iter().flatten().collect())?;
+        let mut rest = uids.as_slice();
+        Ok(counts
+            .into_iter()
+            .map(|n| {
+                let (mine, more) = rest.split_at(n.min(rest.len()));
+                rest = more;
+                mine.to_vec()
+            })
+            .collect())
+    })
+}
+
+/// Queues `op` for the mailbox `key` and waits for its outcome, leading
+/// the commit when nobody else is: `lead` gets a function that takes the
+/// queued steps (call it once, when the steps should be taken) and
+/// returns one outcome per step taken, in order.
+fn join<Op, Out>(
+    table: &'static Table<Op, Out>,
+    key: Key,
+    op: Op,
+    lead: impl FnMut(&mut dyn FnMut() -> Vec<Op>) -> Result<Vec<Out>, Error>,
+) -> Result<Out, Error> {
+    let slot = Arc::clone(lock(table).entry(key).or_default());
+    let result = run(&slot, op, lead);
     // Drop the entry once nobody uses it (the table holds one reference,
-    // this call another).
-    let mut slots = lock(&SLOTS);
+    // this call another; others only get one under the table's lock).
+    let mut slots = lock(table);
     if Arc::strong_count(&slot) == 2 {
         let q = lock(&slot.queue);
         if q.waiting.is_empty() && q.done.is_empty() && !q.leader {
@@ -124,7 +221,11 @@ pub fn commit(mbox: &mut Mailbox, op: BatchOp) -> Result<BatchOutcome, Error> {
     result
 }
 
-fn run(slot: &Slot, mbox: &mut Mailbox, op: BatchOp) -> Result<BatchOutcome, Error> {
+fn run<Op, Out>(
+    slot: &Slot<Op, Out>,
+    op: Op,
+    mut lead: impl FnMut(&mut dyn FnMut() -> Vec<Op>) -> Result<Vec<Out>, Error>,
+) -> Result<Out, Error> {
     let mut q = lock(&slot.queue);
     let id = q.next_id;
     q.next_id += 1;
@@ -140,7 +241,7 @@ fn run(slot: &Slot, mbox: &mut Mailbox, op: BatchOp) -> Result<BatchOutcome, Err
         q.leader = true;
         drop(q);
         let mut ids = Vec::new();
-        let result = mbox.write_batch(|| {
+        let mut take = || {
             let mut q = lock(&slot.queue);
             let n = q.waiting.len().min(MAX_BATCH);
             q.waiting
@@ -150,13 +251,19 @@ fn run(slot: &Slot, mbox: &mut Mailbox, op: BatchOp) -> Result<BatchOutcome, Err
                     op
                 })
                 .collect()
-        });
+        };
+        let result = lead(&mut take);
         q = lock(&slot.queue);
         q.leader = false;
         match result {
-            Ok(outcomes) => {
+            Ok(outcomes) if outcomes.len() == ids.len() => {
                 for (id, o) in ids.into_iter().zip(outcomes) {
                     q.done.insert(id, Ok(o));
+                }
+            }
+            Ok(_) => {
+                for id in ids {
+                    q.done.insert(id, Err(mixed_up()));
                 }
             }
             Err(e) => {
@@ -168,8 +275,9 @@ fn run(slot: &Slot, mbox: &mut Mailbox, op: BatchOp) -> Result<BatchOutcome, Err
                 if ids.contains(&id) {
                     q.done.insert(id, Err(e));
                 } else if ids.is_empty() {
-                    // The lock itself failed (`collect` never ran): our
-                    // step fails with it; the others try for themselves.
+                    // The lock itself failed (the steps were never
+                    // taken): our step fails with it; the others try
+                    // for themselves.
                     q.waiting.retain(|(w, _)| *w != id);
                     q.done.insert(id, Err(e));
                 }
