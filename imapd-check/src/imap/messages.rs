@@ -425,6 +425,7 @@ impl Session {
         let saved = &self.saved;
         let mbox = &sel.mbox;
         let open = |r: &storage::Record| MessageFile::open(mbox, r);
+        let headers = super::headercache::Source::of(mbox, sel.view.uidvalidity());
         let mut hits = Vec::new();
         for m in sel.view.iter().filter(|m| !m.expunged) {
             let mut c = Candidate::new(
@@ -434,6 +435,7 @@ impl Session {
                 (max_seq, max_uid),
                 &open,
             );
+            c.headers = headers;
             c.recent = sel.recent.contains(m.uid);
             let hit = crit.matches(&c, saved);
             let k = hit.then(|| key(&c));
