@@ -252,7 +252,21 @@ fn run<Op, Out>(
                 })
                 .collect()
         };
-        let result = lead(&mut take);
+        // A panic while leading (a bug) must not leave the others waiting
+        // for ever: they get an error, then the panic goes on.
+        let mut panicked = None;
+        let result =
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lead(&mut take))) {
+                Ok(r) => r,
+                Err(p) => {
+                    panicked = Some(p);
+                    Err(Error::Io {
+                        op: "group commit",
+                        path: std::path::PathBuf::new(),
+                        source: std::io::Error::other("the committing session failed"),
+                    })
+                }
+            };
         q = lock(&slot.queue);
         q.leader = false;
         match result {
@@ -285,6 +299,11 @@ fn run<Op, Out>(
             }
         }
         slot.cond.notify_all();
+        if let Some(p) = panicked {
+            q.done.remove(&id);
+            drop(q);
+            std::panic::resume_unwind(p);
+        }
     }
 }
 
