@@ -82,6 +82,8 @@ pub struct Session {
     pub(super) limits: Limits,
     /// Untagged responses of the command in progress.
     pub(super) buf: Vec<u8>,
+    /// Mailboxes kept open for STATUS (openboxes.rs).
+    pub(super) open_boxes: super::openboxes::OpenBoxes,
 }
 
 /// Ends the connection.
@@ -196,6 +198,7 @@ impl Session {
             dollar: false,
             binary_alias: Vec::new(),
             buf: Vec::new(),
+            open_boxes: Default::default(),
         }
     }
 
