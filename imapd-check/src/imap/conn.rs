@@ -82,8 +82,6 @@ pub struct Session {
     pub(super) limits: Limits,
     /// Untagged responses of the command in progress.
     pub(super) buf: Vec<u8>,
-    /// Mailboxes kept open for STATUS (openboxes.rs).
-    pub(super) open_boxes: super::openboxes::OpenBoxes,
 }
 
 /// Ends the connection.
@@ -198,7 +196,6 @@ impl Session {
             dollar: false,
             binary_alias: Vec::new(),
             buf: Vec::new(),
-            open_boxes: Default::default(),
         }
     }
 

@@ -404,15 +404,8 @@ impl Session {
         name: &MailboxName,
         items: &[StatusDataItemName],
     ) -> Result<Vec<String>, Fail> {
-        // A handle kept from an earlier STATUS of this name (openboxes.rs).
-        let (mut mbox, kept) = self.open_boxes.take(&self.store, user, name)?;
-        let (h, kept) = match mbox.header() {
-            Err(storage::Error::MailboxDeleted) if kept.was_kept() => {
-                mbox = self.store.open_mailbox(user, name)?;
-                (mbox.header()?, Default::default())
-            }
-            r => (r?, kept),
-        };
+        let mut mbox = self.store.open_mailbox(user, name)?;
+        let h = mbox.header()?;
         let mut parts = Vec::new();
         for it in items {
             let v = match it {
@@ -442,7 +435,6 @@ impl Session {
             };
             parts.push(v);
         }
-        self.open_boxes.put(name, mbox, kept);
         Ok(parts)
     }
 

@@ -36,7 +36,6 @@ pub mod mailboxes;
 pub mod messages;
 pub mod mime;
 pub mod msgfile;
-pub mod openboxes;
 pub mod qresync;
 pub mod quota;
 pub mod recent;
