@@ -14,6 +14,10 @@
 #   BENCH_OURS=DIR          take imapd-check and idx-admin from DIR instead of
 #                           building target/release (to measure an old build)
 #   BENCH_DIR=/some/dir     parent of the work directory (default /tmp)
+#   BENCH_BASE=DIR          also run DIR's imapd-check as a third server
+#                           ("base", on its own copy of the spool), in the
+#                           same rotation: an A/B of two builds of ours
+#                           within one run, beside the same Dovecot runs
 #
 # What it does: installs dovecot-core and dovecot-imapd if missing (Debian's
 # policy keeps the system Dovecot from starting; a private one is run),
@@ -64,6 +68,7 @@ OPID=
 cleanup() {
     if [[ -n $OPID ]]; then kill "$OPID" 2>/dev/null || true; fi
     if [[ -n $DPID ]]; then kill "$DPID" 2>/dev/null || true; fi
+    if [[ -n ${BPID:-} ]]; then kill "$BPID" 2>/dev/null || true; fi
     sleep 1
     rm -rf "$W"
 }
@@ -118,6 +123,13 @@ done
 chown -R "$BUSER:$BUSER" "$W/home"
 chmod 755 "$W"
 
+# Waits (up to 10 s) until something accepts connections on port $1.
+wait_port() {
+    for _ in $(seq 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && break
+        sleep 0.2
+    done
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 DPORT=$(free_port)
 cat > "$W/dovecot.conf" <<EOF
@@ -157,10 +169,13 @@ default_client_limit = 4000
 EOF
 dovecot -F -c "$W/dovecot.conf" </dev/null >"$W/dovecot.out" 2>&1 &
 DPID=$!
-for _ in $(seq 50); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$DPORT") 2>/dev/null && break
-    sleep 0.2
-done
+wait_port "$DPORT"
+
+BASE=${BENCH_BASE:-}
+if [[ -n $BASE ]]; then
+    # Before any server touches it: the same messages, the same UIDs.
+    cp -a "$W/spool" "$W/spool-base"
+fi
 
 OPORT=$(free_port)
 # The same room as Dovecot's limits above (ours default to 20 sessions per
@@ -168,10 +183,17 @@ OPORT=$(free_port)
 printf 'imapd.max_connections_per_user = 2000\nimapd.max_connections = 4000\n' >"$W/ours.conf"
 "$BIN/imapd-check" serve --config "$W/ours.conf" --spool "$W/spool" --listen "127.0.0.1:$OPORT" --passwd "$W/ours.passwd" </dev/null >/dev/null 2>"$W/ours.log" &
 OPID=$!
-for _ in $(seq 50); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$OPORT") 2>/dev/null && break
-    sleep 0.2
-done
+wait_port "$OPORT"
+
+BPID=
+BPORT=
+if [[ -n $BASE ]]; then
+    BPORT=$(free_port)
+    "$BASE/imapd-check" serve --config "$W/ours.conf" --spool "$W/spool-base" --listen "127.0.0.1:$BPORT" --passwd "$W/ours.passwd" </dev/null >/dev/null 2>"$W/base.log" &
+    BPID=$!
+    wait_port "$BPORT"
+    "$LOAD" --port "$BPORT" --user bench --users "$USERS" --password "$PASS" prepare
+fi
 
 "$LOAD" --port "$DPORT" --user bench --users "$USERS" --password "$PASS" prepare
 "$LOAD" --port "$OPORT" --user bench --users "$USERS" --password "$PASS" prepare
@@ -186,18 +208,29 @@ dovecot_rss() {
     done
     echo $((total / 1024))
 }
-ours_rss() { awk '/^VmRSS/ {printf "%d", $2/1024}' "/proc/$OPID/status"; }
+ours_rss() { awk '/^VmRSS/ {printf "%d", $2/1024}' "/proc/${1:-$OPID}/status"; }
 
 if [[ $ONLY != idle ]]; then
     for c in $CLIENTS; do
         for ((r = 1; r <= REPS; r++)); do
             if ((r % 2)); then order="dovecot ours"; else order="ours dovecot"; fi
+            if [[ -n $BASE ]]; then
+                case $((r % 3)) in
+                    1) order="dovecot base ours" ;;
+                    2) order="ours dovecot base" ;;
+                    0) order="base ours dovecot" ;;
+                esac
+            fi
             for s in $order; do
-                port=$DPORT; [[ $s == ours ]] && port=$OPORT
+                port=$DPORT; [[ $s == ours ]] && port=$OPORT; [[ $s == base ]] && port=$BPORT
                 echo "=== $s clients=$c rep=$r"
                 out=$("$LOAD" --port "$port" --user bench --users "$USERS" --password "$PASS" mix -c "$c" --seconds "$SECS" --seed "$r")
                 echo "$out" | sed '$d'
-                if [[ $s == ours ]]; then rss=$(ours_rss); else rss=$(dovecot_rss); fi
+                case $s in
+                    ours) rss=$(ours_rss) ;;
+                    base) rss=$(ours_rss "$BPID") ;;
+                    *) rss=$(dovecot_rss) ;;
+                esac
                 echo "RESULT $s $c $r rss_mib=$rss $(echo "$out" | tail -1)" | tee -a "$W/results"
             done
         done

@@ -110,6 +110,8 @@ pub const POINTS: &[&str] = &[
     "store.after_header",
     "expunge.after_records",
     "expunge.after_header",
+    "batch.after_records",
+    "batch.after_header",
     "repack.after_new_index",
     "repack.after_mark_superseded",
     "repack.after_rename",

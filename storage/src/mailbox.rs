@@ -21,6 +21,9 @@ use crate::meta;
 pub use crate::meta::Meta;
 use crate::names::MailboxName;
 
+mod batch;
+pub use batch::{BatchOp, BatchOutcome};
+
 /// The mailbox subdirectory where messages are written before their commit.
 pub const STAGE_DIR: &str = ".stage";
 
@@ -1075,52 +1078,24 @@ impl Mailbox {
                 kw.insert(i);
             }
         }
-        let flags = flags.intersect(Flags::SYSTEM);
         let records = self.index.read_records(0, old.num_records)?;
         self.check_uid_order(&old, &records, 0)?;
-        // Ascending by UID (just checked): found by binary search, with no
-        // map of the whole mailbox built under the exclusive lock.
         let mut new = old.clone();
         let modseq = old.highestmodseq + 1;
-        let now = fsutil::now();
         let mut out = StoreOutcome::default();
-        let mut writes = Vec::new();
-        // A UID listed twice (IMAP sets may overlap) is changed once.
-        let mut seen_uids = std::collections::HashSet::new();
-        for &uid in uids {
-            if !seen_uids.insert(uid) {
-                continue;
-            }
-            let Ok(i) = records.binary_search_by_key(&uid, |r| r.uid) else {
-                out.missing.push(uid);
-                continue;
-            };
-            let r = &records[i];
-            if r.is_expunged() {
-                out.missing.push(uid);
-                continue;
-            }
-            if let Some(since) = unchanged_since
-                && r.modseq > since
-            {
-                out.modified.push(uid);
-                continue;
-            }
-            let (nf, nk) = match op {
-                FlagOp::Add => (r.flags.union(flags), r.keywords.union(&kw)),
-                FlagOp::Remove => (r.flags.minus(flags), r.keywords.minus(&kw)),
-                FlagOp::Replace => (r.flags.minus(Flags::SYSTEM).union(flags), kw),
-            };
-            if nf == r.flags && nk == r.keywords {
-                continue;
-            }
-            let mut nr = r.clone();
-            nr.flags = nf;
-            nr.keywords = nk;
-            nr.modseq = modseq;
-            nr.last_updated = now;
-            writes.push((i as u32, nr));
-        }
+        let mut after = records.clone();
+        let step = FlagChange {
+            uids,
+            op,
+            flags,
+            keywords: kw,
+            unchanged_since,
+        };
+        let writes: Vec<(u32, Record)> = step
+            .apply(&mut after, modseq, fsutil::now(), &mut out)
+            .into_iter()
+            .map(|i| (i, after[i as usize].clone()))
+            .collect();
         if writes.is_empty() && !meta_changed {
             out.generation = old.generation;
             drop(guard);
@@ -1129,10 +1104,6 @@ impl Mailbox {
         if meta_changed {
             self.meta.save(&self.dir, self.durability)?;
             new.meta_generation = old.meta_generation.wrapping_add(1).max(1);
-        }
-        let mut after = records.clone();
-        for (recno, r) in &writes {
-            after[*recno as usize] = r.clone();
         }
         new.recount(&after);
         new.generation = old.generation + 1;
@@ -1151,7 +1122,6 @@ impl Mailbox {
             self.meta_generation = Some(new.meta_generation);
         }
         out.generation = new.generation;
-        out.changed = writes.into_iter().map(|(_, r)| r).collect();
         Ok(out)
     }
 
@@ -1164,34 +1134,15 @@ impl Mailbox {
         let (guard, old) = self.lock_current(LockKind::Exclusive)?;
         let records = self.index.read_records(0, old.num_records)?;
         self.check_uid_order(&old, &records, 0)?;
-        let wanted: Option<std::collections::HashSet<u32>> =
-            uids.map(|u| u.iter().copied().collect());
         let modseq = old.highestmodseq + 1;
-        let now = fsutil::now();
         let mut new = old.clone();
-        let mut expunged = Vec::new();
         let mut after = records.clone();
-        let mut writes = Vec::new();
-        for (i, r) in records.iter().enumerate() {
-            if r.is_expunged() {
-                continue;
-            }
-            if let Some(w) = &wanted
-                && !w.contains(&r.uid)
-            {
-                continue;
-            }
-            if require_deleted && !r.flags.contains(Flags::DELETED) {
-                continue;
-            }
-            let mut nr = r.clone();
-            nr.flags = r.flags.union(Flags::EXPUNGED);
-            nr.modseq = modseq;
-            nr.last_updated = now;
-            after[i] = nr.clone();
-            writes.push((i as u32, nr));
-            expunged.push(r.uid);
-        }
+        let recnos = expunge_in(&mut after, uids, require_deleted, modseq, fsutil::now());
+        let expunged: Vec<u32> = recnos.iter().map(|&i| after[i as usize].uid).collect();
+        let writes: Vec<(u32, Record)> = recnos
+            .into_iter()
+            .map(|i| (i, after[i as usize].clone()))
+            .collect();
         if expunged.is_empty() {
             drop(guard);
             return Ok(expunged);
@@ -1587,6 +1538,100 @@ pub struct RecoverOutcome {
     pub restored: Vec<u32>,
     /// Staged names dropped after a directory fsync (normal settling).
     pub settled: u32,
+}
+
+/// One flag change (STORE) applied to records in memory; see
+/// [`Mailbox::store`].
+pub(crate) struct FlagChange<'a> {
+    pub uids: &'a [u32],
+    pub op: FlagOp,
+    pub flags: Flags,
+    pub keywords: Keywords,
+    pub unchanged_since: Option<u64>,
+}
+
+impl FlagChange<'_> {
+    /// Changes `records` (ascending by UID, as checked by the caller):
+    /// each changed record gets `modseq`. Fills `out.modified` and
+    /// `out.missing`, pushes the changed records to `out.changed` and
+    /// returns their record numbers.
+    pub(crate) fn apply(
+        &self,
+        records: &mut [Record],
+        modseq: u64,
+        now: i64,
+        out: &mut StoreOutcome,
+    ) -> Vec<u32> {
+        let flags = self.flags.intersect(Flags::SYSTEM);
+        let mut recnos = Vec::new();
+        // A UID listed twice (IMAP sets may overlap) is changed once.
+        let mut seen_uids = std::collections::HashSet::new();
+        for &uid in self.uids {
+            if !seen_uids.insert(uid) {
+                continue;
+            }
+            // Found by binary search, with no map of the whole mailbox
+            // built under the exclusive lock.
+            let Ok(i) = records.binary_search_by_key(&uid, |r| r.uid) else {
+                out.missing.push(uid);
+                continue;
+            };
+            let r = &mut records[i];
+            if r.is_expunged() {
+                out.missing.push(uid);
+                continue;
+            }
+            if let Some(since) = self.unchanged_since
+                && r.modseq > since
+            {
+                out.modified.push(uid);
+                continue;
+            }
+            let kw = &self.keywords;
+            let (nf, nk) = match self.op {
+                FlagOp::Add => (r.flags.union(flags), r.keywords.union(kw)),
+                FlagOp::Remove => (r.flags.minus(flags), r.keywords.minus(kw)),
+                FlagOp::Replace => (r.flags.minus(Flags::SYSTEM).union(flags), *kw),
+            };
+            if nf == r.flags && nk == r.keywords {
+                continue;
+            }
+            r.flags = nf;
+            r.keywords = nk;
+            r.modseq = modseq;
+            r.last_updated = now;
+            out.changed.push(r.clone());
+            recnos.push(i as u32);
+        }
+        recnos
+    }
+}
+
+/// Marks expunged, in memory, the live records among `uids` (all when
+/// `None`), only those with \Deleted when `require_deleted`; each gets
+/// `modseq`. Returns their record numbers, ascending.
+pub(crate) fn expunge_in(
+    records: &mut [Record],
+    uids: Option<&[u32]>,
+    require_deleted: bool,
+    modseq: u64,
+    now: i64,
+) -> Vec<u32> {
+    let wanted: Option<std::collections::HashSet<u32>> = uids.map(|u| u.iter().copied().collect());
+    let mut recnos = Vec::new();
+    for (i, r) in records.iter_mut().enumerate() {
+        if r.is_expunged()
+            || wanted.as_ref().is_some_and(|w| !w.contains(&r.uid))
+            || (require_deleted && !r.flags.contains(Flags::DELETED))
+        {
+            continue;
+        }
+        r.flags = r.flags.union(Flags::EXPUNGED);
+        r.modseq = modseq;
+        r.last_updated = now;
+        recnos.push(i as u32);
+    }
+    recnos
 }
 
 /// Refuses an append of `n` records that would take the index past

@@ -110,20 +110,35 @@ impl Store {
     /// `.special-use` is corrupt (logged with the offset) or unreadable is
     /// left out.
     pub fn special_uses(&self, user: &UserName) -> Result<BTreeMap<MailboxName, Vec<SpecialUse>>> {
-        let mut out = BTreeMap::new();
-        for name in self.list_mailboxes(user)? {
-            match self.special_use(user, &name) {
-                Ok(u) if u.is_empty() => {}
-                Ok(u) => {
-                    out.insert(name, u);
-                }
-                // One mailbox's unreadable attribute never fails the
-                // listing of the others.
-                Err(e) => {
-                    tracing::error!(user = %user, mailbox = %name, "special-use attribute not used: {e}");
-                }
-            }
-        }
+        Ok(self
+            .mailboxes_with_uses(user)?
+            .into_iter()
+            .filter(|(_, u)| !u.is_empty())
+            .collect())
+    }
+
+    /// Every mailbox of `user` with its special uses (empty when it has
+    /// none, or when its `.special-use` is corrupt, which is logged with
+    /// the offset, or unreadable), sorted by name: what
+    /// [`Store::list_mailboxes`] and [`Store::special_uses`] give, from one
+    /// walk over the user's directories (LIST needs both).
+    pub fn mailboxes_with_uses(
+        &self,
+        user: &UserName,
+    ) -> Result<Vec<(MailboxName, Vec<SpecialUse>)>> {
+        let mut out = Vec::new();
+        let dir = self.user_dir(user, false)?;
+        crate::store::walk_with(&dir, &mut Vec::new(), 0, &mut |name, dir| {
+            // One mailbox's unreadable attribute never fails the listing
+            // of the others.
+            let uses = read_special_use(dir).unwrap_or_else(|e| {
+                tracing::error!(user = %user, mailbox = %name, "special-use attribute not used: {e}");
+                Vec::new()
+            });
+            out.push((name, uses));
+            Ok(())
+        })?;
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 

@@ -565,7 +565,12 @@ fn child_dirs(dir: &Dir) -> Result<Vec<Vec<u8>>> {
         .entries()?
         .into_iter()
         .filter(|(n, _)| !n.starts_with(b".") && parse_message_file_name(n).is_none())
-        .filter(|(n, _)| dir.is_dir(fsutil::os(n)))
+        // The type the directory reports (a symlink is not a directory);
+        // a stat only where it reports none.
+        .filter(|(n, t)| match t {
+            Some(t) => *t == nix::dir::Type::Directory,
+            None => dir.is_dir(fsutil::os(n)),
+        })
         .map(|(n, _)| n)
         .collect())
 }
@@ -575,6 +580,20 @@ pub(crate) fn walk(
     path: &mut Vec<String>,
     out: &mut Vec<MailboxName>,
     depth: usize,
+) -> Result<()> {
+    walk_with(dir, path, depth, &mut |mb, _| {
+        out.push(mb);
+        Ok(())
+    })
+}
+
+/// Walks the mailboxes below `dir`, calling `f` with each live mailbox's
+/// name and its open directory.
+pub(crate) fn walk_with(
+    dir: &Dir,
+    path: &mut Vec<String>,
+    depth: usize,
+    f: &mut dyn FnMut(MailboxName, &Dir) -> Result<()>,
 ) -> Result<()> {
     if depth > crate::names::MAX_DEPTH {
         return Ok(());
@@ -589,9 +608,9 @@ pub(crate) fn walk(
             // A symlinked directory is refused by open_dir, so never walked.
             if let Ok(child) = dir.open_dir(fsutil::os(&name)) {
                 if holds_live_index(&child)? {
-                    out.push(mb);
+                    f(mb, &child)?;
                 }
-                walk(&child, path, out, depth + 1)?;
+                walk_with(&child, path, depth + 1, f)?;
             }
         }
         path.pop();

@@ -27,7 +27,7 @@ use e2e_tests::reliability::{
     stage_leftovers, token_message, token_of,
 };
 use storage::internals::fault::POINTS;
-use storage::mailbox::{FlagOp, Mailbox};
+use storage::mailbox::{BatchOp, FlagOp, Mailbox};
 use storage::{AppendOptions, Error, Flags, MailboxName, Options, Store, UserName};
 
 const USER: &str = "crash";
@@ -111,8 +111,9 @@ fn worker(spool: &Path, seed: u64, ops: u64, focus: &str, ops_file: &str) -> Res
             focus.to_string()
         } else {
             [
-                "append", "store", "meta", "expunge", "repack", "copy", "move", "recover", "import",
-            ][rng.below(9) as usize]
+                "append", "store", "meta", "expunge", "repack", "copy", "move", "recover",
+                "import", "batch",
+            ][rng.below(10) as usize]
                 .to_string()
         };
         match one_op(&op, &mut rng, &mut inbox, &mut archive, i) {
@@ -221,6 +222,36 @@ fn one_op(
         "recover" => {
             inbox.recover()?;
         }
+        // A group commit (PROTOCOL.md §4a): a flag change and an expunge
+        // of fillers, one flush.
+        "batch" => {
+            let f = fillers(inbox, rng, 2)?;
+            if f.is_empty() {
+                return one_op("append", rng, inbox, archive, i);
+            }
+            let live = inbox.snapshot()?.live_uids();
+            let other = live[rng.below(live.len() as u64) as usize];
+            inbox.write_batch(|| {
+                vec![
+                    BatchOp::Store {
+                        uids: vec![other],
+                        op: FlagOp::Add,
+                        flags: Flags::FLAGGED,
+                        unchanged_since: None,
+                    },
+                    BatchOp::Store {
+                        uids: f.clone(),
+                        op: FlagOp::Add,
+                        flags: Flags::DELETED,
+                        unchanged_since: None,
+                    },
+                    BatchOp::Expunge {
+                        uids: Some(f.clone()),
+                        require_deleted: true,
+                    },
+                ]
+            })?;
+        }
         "import" => {
             // A batch (one syncfs for all, PROTOCOL.md §3a) under given
             // UIDs with a gap, UIDNEXT raised, then a header-only raise.
@@ -260,6 +291,7 @@ fn focus_of(point: &str) -> &'static str {
     match point.split('.').next().unwrap() {
         "store" => "store",
         "expunge" => "expunge",
+        "batch" => "batch",
         "repack" => "repack",
         "meta" => "meta",
         "copy" => "copy",

@@ -13,6 +13,7 @@ use storage::{AppendOptions, Error, Flags, MailboxName};
 
 use super::conn::{Done, Fail, Session, bad, no, ok_code};
 use super::extparse::AppendMessage;
+use super::groupcommit;
 use super::mailboxes::{mailbox_name_raw, split_flags};
 
 /// One message of an APPEND.
@@ -77,6 +78,13 @@ impl Session {
         {
             return no(Some("OVERQUOTA"), "Over quota");
         }
+        // With other sessions appending here, stage ordered: their
+        // flushes overlap outside the lock, the group commit flushes the
+        // index once (groupcommit.rs, PROTOCOL.md §3).
+        let ticket = groupcommit::enter_append(&target)?;
+        if ticket.others {
+            target.set_unordered_appends(false);
+        }
         let mut staged = Vec::with_capacity(msgs.len());
         for m in msgs {
             let sent_date = mail_parser::MessageParser::default()
@@ -94,7 +102,8 @@ impl Session {
             // On error the staged files so far are dropped (removed).
             staged.push(target.stage(m.data, opts)?);
         }
-        let uids = target.commit(staged)?;
+        let uids = groupcommit::append(&mut target, &ticket, staged)?;
+        drop(ticket);
         let validity = target.header()?.uidvalidity;
         ok_code(
             format!("APPENDUID {validity} {}", super::messages::compact(&uids)),

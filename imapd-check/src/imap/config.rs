@@ -94,6 +94,9 @@ pub struct ServerConfig {
     /// Failed logins on one connection before it is closed.
     pub max_login_failures_per_connection: u32,
     pub compress: bool,
+    /// Bound of the process-wide header cache in bytes (0: off;
+    /// headercache.rs).
+    pub header_cache: usize,
     pub limits: Limits,
     /// The ManageSieve listener and its quotas (`imapd.managesieve_*`).
     pub managesieve: crate::managesieve::config::ManageSieveConfig,
@@ -131,6 +134,7 @@ impl Default for ServerConfig {
             },
             max_login_failures_per_connection: 3,
             compress: true,
+            header_cache: super::headercache::DEFAULT_BYTES,
             limits: Limits::default(),
             managesieve: Default::default(),
             store: Config::default(),
@@ -252,6 +256,7 @@ impl ServerConfig {
                 self.max_login_failures_per_connection = positive(v)?.min(u32::MAX as u64) as u32
             }
             "compress" => self.compress = yes_no(v)?,
+            "header_cache" => self.header_cache = parse_size(v)?.min(1 << 40) as usize,
             "max_line" => self.limits.line = size(v)?.max(1024) as usize,
             "max_command" => self.limits.command_lines = size(v)?.max(1024) as usize,
             "max_literal" => self.limits.other_literal = size(v)?,

@@ -47,10 +47,7 @@ impl Session {
             .iter()
             .map(|m| m.to_string())
             .collect();
-        let mut dirs = boxes.clone();
-        for b in &boxes {
-            dirs.extend(ancestors(b));
-        }
+        let dirs = tree(&boxes);
         Ok((boxes, dirs))
     }
 
@@ -84,16 +81,18 @@ impl Session {
                 .any(|p| wildcard(p.as_bytes(), name.as_bytes()))
         };
 
-        let (boxes, dirs) = self.mailbox_tree(&user)?;
+        // One walk for the names and their special uses.
+        let all = self.store.mailboxes_with_uses(&user)?;
+        let boxes: BTreeSet<String> = all.iter().map(|(m, _)| m.to_string()).collect();
+        let dirs = tree(&boxes);
         let subs = if cmd.sel_subscribed || cmd.ret_subscribed {
             self.subscriptions(&user)?
         } else {
             BTreeSet::new()
         };
-        let uses: BTreeMap<String, Vec<SpecialUse>> = self
-            .store
-            .special_uses(&user)?
+        let uses: BTreeMap<String, Vec<SpecialUse>> = all
             .into_iter()
+            .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| (k.to_string(), v))
             .collect();
 
@@ -183,6 +182,15 @@ impl Session {
         }
         ok("LIST completed")
     }
+}
+
+/// `boxes` and every name above them.
+fn tree(boxes: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut dirs = boxes.clone();
+    for b in boxes {
+        dirs.extend(ancestors(b));
+    }
+    dirs
 }
 
 fn ancestors(name: &str) -> Vec<String> {

@@ -18,6 +18,7 @@ use super::conn::{Done, Fail, Session, Stop, bad, no, ok, ok_code};
 use super::criteria;
 use super::emit::{Broken, Emitter};
 use super::fetch::{self, Plan};
+use super::groupcommit;
 use super::mailboxes::{mailbox_name, split_flags};
 use super::msgfile::MessageFile;
 use super::search::{self, Candidate};
@@ -341,7 +342,13 @@ impl Session {
             .filter(|(s, _)| !sel.view.is_expunged(*s))
             .collect();
         let uids: Vec<u32> = live.iter().map(|(_, u)| *u).collect();
-        let outcome = sel.mbox.store(&uids, op, fl, &kw, unchanged_since)?;
+        let outcome = if kw.is_empty() {
+            // Flags only: committed together with other sessions' writes
+            // to this mailbox (groupcommit.rs).
+            groupcommit::store(&mut sel.mbox, uids, op, fl, unchanged_since)?
+        } else {
+            sel.mbox.store(&uids, op, fl, &kw, unchanged_since)?
+        };
         let ups = sel.view.apply_own_store(&sel.mbox, &outcome);
         let modified: HashSet<u32> = outcome.modified.iter().copied().collect();
         let flag_ups: Vec<_> = ups
@@ -418,6 +425,7 @@ impl Session {
         let saved = &self.saved;
         let mbox = &sel.mbox;
         let open = |r: &storage::Record| MessageFile::open(mbox, r);
+        let headers = super::headercache::Source::of(mbox, sel.view.uidvalidity());
         let mut hits = Vec::new();
         for m in sel.view.iter().filter(|m| !m.expunged) {
             let mut c = Candidate::new(
@@ -427,6 +435,7 @@ impl Session {
                 (max_seq, max_uid),
                 &open,
             );
+            c.headers = headers;
             c.recent = sel.recent.contains(m.uid);
             let hit = crit.matches(&c, saved);
             let k = hit.then(|| key(&c));
@@ -493,7 +502,7 @@ impl Session {
             None => None,
         };
         let sel = self.sel.as_mut().expect("selected");
-        let gone = sel.mbox.expunge(only.as_deref(), true)?;
+        let gone = groupcommit::expunge(&mut sel.mbox, only, true)?;
         let ups = sel.view.apply_own_expunge(&gone, Allow::AllUpdates);
         // RFC 7162 (CONDSTORE/QRESYNC EXPUNGE): with CONDSTORE on, the OK
         // carries HIGHESTMODSEQ, read before the check that follows this

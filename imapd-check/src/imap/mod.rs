@@ -24,6 +24,8 @@ pub mod emit;
 pub mod esearch;
 pub mod extparse;
 pub mod fetch;
+pub mod groupcommit;
+pub mod headercache;
 pub mod id;
 pub mod idle;
 pub mod io;
@@ -134,6 +136,7 @@ fn server_config(a: &ServeArgs) -> Res<(storage::config::Config, config::ServerC
     if a.passwd.is_some() {
         cfg.passwd.clone_from(&a.passwd);
     }
+    headercache::HEADERS.set_capacity(cfg.header_cache);
     Ok((store_cfg, cfg))
 }
 

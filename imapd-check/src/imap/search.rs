@@ -22,7 +22,9 @@ pub struct Candidate<'a> {
     /// Opens the message (checked against its record) on first use.
     pub open: &'a dyn Fn(&Record) -> Result<MessageFile, Error>,
     pub file: OnceCell<Option<MessageFile>>,
-    header: OnceCell<Vec<u8>>,
+    header: OnceCell<std::sync::Arc<[u8]>>,
+    /// Where the header may be cached (headercache.rs); `None`: read it.
+    pub headers: Option<super::headercache::Source>,
     /// What went wrong reading the message; the SEARCH then fails.
     pub failed: RefCell<Option<Error>>,
     /// `\Recent` in this session (RFC 3501 2.3.2).
@@ -46,6 +48,7 @@ impl<'a> Candidate<'a> {
             open,
             file: OnceCell::new(),
             header: OnceCell::new(),
+            headers: None,
             failed: RefCell::new(None),
             recent: false,
         }
@@ -70,19 +73,39 @@ impl<'a> Candidate<'a> {
             .as_ref()
     }
 
-    /// The header block (its first [`structure::HEADER_CAP`] bytes).
+    /// The header block (its first [`structure::HEADER_CAP`] bytes), from
+    /// the process-wide cache when it holds it for this record.
     pub fn header(&self) -> &[u8] {
         self.header.get_or_init(|| {
+            let cache = &super::headercache::HEADERS;
+            let key = self.headers.map(|s| s.key(self.rec.uid));
+            if let Some(k) = key
+                && let Some(h) = cache.get(k, self.rec.size, self.rec.message_crc)
+            {
+                return h;
+            }
             let Some(f) = self.file() else {
-                return Vec::new();
+                return Vec::new().into();
             };
             let len = u64::from(self.rec.header_size)
                 .min(f.size())
                 .min(structure::HEADER_CAP);
-            structure::read_range(f, 0, len).unwrap_or_else(|e| {
-                self.fail(read_error(f, e));
-                Vec::new()
-            })
+            match structure::read_range(f, 0, len) {
+                Ok(h) => {
+                    let h: std::sync::Arc<[u8]> = h.into();
+                    // Only bytes of a file that matched its record.
+                    if let Some(k) = key
+                        && f.crc_checked
+                    {
+                        cache.put(k, self.rec.size, self.rec.message_crc, h.clone());
+                    }
+                    h
+                }
+                Err(e) => {
+                    self.fail(read_error(f, e));
+                    Vec::new().into()
+                }
+            }
         })
     }
 

@@ -1,0 +1,141 @@
+//! Group commit: several flag changes and expunges, possibly asked for by
+//! different sessions of one process, applied under one exclusive lock
+//! and made durable by one flush (docs/PROTOCOL.md §4a).
+//!
+//! Each step is applied to the records as the steps before it left them
+//! and gets its own MODSEQ, strictly above the previous step's, exactly
+//! as if the steps had been committed one after the other; the batch
+//! writes one header (one new generation) and flushes once, before the
+//! lock is released and before any caller learns its result.
+
+use super::{FlagChange, Mailbox, StoreOutcome, expunge_in};
+use crate::error::Result;
+use crate::format::{Flags, Keywords, Record};
+use crate::fsutil;
+use crate::lock::LockKind;
+use crate::mailbox::FlagOp;
+
+/// One step of a batch. Only flags: a keyword change may have to grow the
+/// keyword table (`.meta`), which [`Mailbox::store`] does on its own.
+#[derive(Clone, Debug)]
+pub enum BatchOp {
+    /// As [`Mailbox::store`] without keywords.
+    Store {
+        /// The messages, by UID.
+        uids: Vec<u32>,
+        /// Add, remove or replace.
+        op: FlagOp,
+        /// The system flags to add, remove or set.
+        flags: Flags,
+        /// CONDSTORE's UNCHANGEDSINCE (RFC 7162 3.1.3), if given.
+        unchanged_since: Option<u64>,
+    },
+    /// As [`Mailbox::expunge`].
+    Expunge {
+        /// These UIDs (UID EXPUNGE), or every message (EXPUNGE).
+        uids: Option<Vec<u32>>,
+        /// Only messages flagged `\Deleted`.
+        require_deleted: bool,
+    },
+}
+
+/// The result of one [`BatchOp`], as its own call would have returned it.
+#[derive(Clone, Debug)]
+pub enum BatchOutcome {
+    /// What the store step changed.
+    Store(StoreOutcome),
+    /// The expunged UIDs, ascending.
+    Expunge(Vec<u32>),
+}
+
+impl Mailbox {
+    /// Takes the exclusive lock, then calls `collect` for the steps (so
+    /// that a caller can gather every request that arrived while it
+    /// waited for the lock), applies them in order and commits them with
+    /// one header write and one flush. Returns one outcome per step, in
+    /// order. On an error nothing of the batch is acknowledged: before the
+    /// header write the records are put back; after it (a failed flush)
+    /// the change may be visible but is reported as failed, as for
+    /// [`Mailbox::store`].
+    pub fn write_batch(
+        &mut self,
+        collect: impl FnOnce() -> Vec<BatchOp>,
+    ) -> Result<Vec<BatchOutcome>> {
+        let (guard, old) = self.lock_current(LockKind::Exclusive)?;
+        let ops = collect();
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records = self.index.read_records(0, old.num_records)?;
+        self.check_uid_order(&old, &records, 0)?;
+        let mut after: Vec<Record> = records.clone();
+        let now = fsutil::now();
+        let mut top = old.highestmodseq;
+        let mut touched = std::collections::BTreeSet::new();
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for op in &ops {
+            let modseq = top + 1;
+            let (recnos, outcome) = match op {
+                BatchOp::Store {
+                    uids,
+                    op,
+                    flags,
+                    unchanged_since,
+                } => {
+                    let mut out = StoreOutcome::default();
+                    let step = FlagChange {
+                        uids,
+                        op: *op,
+                        flags: *flags,
+                        keywords: Keywords::default(),
+                        unchanged_since: *unchanged_since,
+                    };
+                    let recnos = step.apply(&mut after, modseq, now, &mut out);
+                    (recnos, BatchOutcome::Store(out))
+                }
+                BatchOp::Expunge {
+                    uids,
+                    require_deleted,
+                } => {
+                    let recnos =
+                        expunge_in(&mut after, uids.as_deref(), *require_deleted, modseq, now);
+                    let gone = recnos.iter().map(|&i| after[i as usize].uid).collect();
+                    (recnos, BatchOutcome::Expunge(gone))
+                }
+            };
+            if !recnos.is_empty() {
+                top = modseq;
+                touched.extend(recnos);
+            }
+            outcomes.push(outcome);
+        }
+        let generation = if touched.is_empty() {
+            drop(guard);
+            old.generation
+        } else {
+            let mut new = old.clone();
+            new.recount(&after);
+            new.generation = old.generation + 1;
+            new.highestmodseq = top;
+            let writes: Vec<(u32, Record)> = touched
+                .into_iter()
+                .map(|i| (i, after[i as usize].clone()))
+                .collect();
+            self.commit_in_place(
+                &old,
+                &new,
+                &records,
+                &writes,
+                ["batch.after_records", "batch.after_header"],
+            )?;
+            drop(guard);
+            new.generation
+        };
+        for o in &mut outcomes {
+            if let BatchOutcome::Store(s) = o {
+                s.generation = generation;
+            }
+        }
+        Ok(outcomes)
+    }
+}
