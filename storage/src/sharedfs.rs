@@ -93,7 +93,7 @@ pub fn lock_lost() -> bool {
 }
 
 /// Records that a lock of this process may be lost (see [`LOCK_LOST`]).
-pub fn note_lock_lost() {
+pub(crate) fn note_lock_lost() {
     LOCK_LOST.store(true, Ordering::Relaxed);
 }
 
@@ -138,7 +138,7 @@ pub fn activate() {
 
 /// Whether the spool's files are opened `O_DIRECT` (see [`DIRECT`]).
 #[inline]
-pub fn direct_io() -> bool {
+pub(crate) fn direct_io() -> bool {
     DIRECT.load(Ordering::Relaxed)
 }
 
