@@ -566,10 +566,13 @@ fn evicted_writer_on_a_fails_temporarily(ceph: &Ceph) {
     assert_eq!(deliver(&spool.b, user, &first, None), Some(0));
     let mut acked = vec![first];
     let mut cmd = deliver_cmd(&spool.a, user, None);
-    cmd.env(storage::internals::fault::ENV, "append.after_lock=pause:4000")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.env(
+        storage::internals::fault::ENV,
+        "append.after_lock=pause:4000",
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     child
         .stdin
