@@ -184,31 +184,11 @@ impl Mailbox {
             drop(guard);
             return Ok(Vec::new());
         }
-        let mut new = old.clone();
-        if meta_changed {
-            self.meta.save(&self.dir, self.durability())?;
-            new.meta_generation = old.meta_generation.wrapping_add(1).max(1);
-        }
         let mut after = records.clone();
         for (recno, r) in &writes {
             after[*recno as usize] = r.clone();
         }
-        new.recount(&after);
-        new.generation = old.generation + 1;
-        if !writes.is_empty() {
-            new.highestmodseq = modseq;
-        }
-        self.commit_in_place(
-            &old,
-            &new,
-            &records,
-            &writes,
-            ["store.after_records", "store.after_header"],
-        )?;
-        drop(guard);
-        if meta_changed {
-            self.meta_generation = Some(new.meta_generation);
-        }
+        self.commit_flag_writes(guard, &old, &records, &after, &writes, meta_changed, modseq)?;
         Ok(writes.into_iter().map(|(_, r)| r.uid).collect())
     }
 

@@ -1080,7 +1080,6 @@ impl Mailbox {
         }
         let records = self.index.read_records(0, old.num_records)?;
         self.check_uid_order(&old, &records, 0)?;
-        let mut new = old.clone();
         let modseq = old.highestmodseq + 1;
         let mut out = StoreOutcome::default();
         let mut after = records.clone();
@@ -1101,28 +1100,49 @@ impl Mailbox {
             drop(guard);
             return Ok(out);
         }
+        out.generation =
+            self.commit_flag_writes(guard, &old, &records, &after, &writes, meta_changed, modseq)?;
+        Ok(out)
+    }
+
+    /// The commit of a flag change (STORE, an import's exact flags;
+    /// PROTOCOL.md §4): the keyword table first when it changed, then the
+    /// changed records and the header (fault points `store.*`), then the
+    /// lock is released. `after` is `records` with `writes` applied.
+    /// Returns the new generation.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn commit_flag_writes(
+        &mut self,
+        guard: LockGuard,
+        old: &Header,
+        records: &[Record],
+        after: &[Record],
+        writes: &[(u32, Record)],
+        meta_changed: bool,
+        modseq: u64,
+    ) -> Result<u64> {
+        let mut new = old.clone();
         if meta_changed {
             self.meta.save(&self.dir, self.durability)?;
             new.meta_generation = old.meta_generation.wrapping_add(1).max(1);
         }
-        new.recount(&after);
+        new.recount(after);
         new.generation = old.generation + 1;
         if !writes.is_empty() {
             new.highestmodseq = modseq;
         }
         self.commit_in_place(
-            &old,
+            old,
             &new,
-            &records,
-            &writes,
+            records,
+            writes,
             ["store.after_records", "store.after_header"],
         )?;
         drop(guard);
         if meta_changed {
             self.meta_generation = Some(new.meta_generation);
         }
-        out.generation = new.generation;
-        Ok(out)
+        Ok(new.generation)
     }
 
     /// Marks messages expunged. `uids = None` expunges every message with
