@@ -70,9 +70,9 @@ cargo test --workspace --no-fail-fast
 # in the workspace build (whose `cargo test` also builds and runs the
 # library's examples, storage/tests/examples.rs): test it on.
 step "storage: tokio feature, library docs"
-cargo test -p storage --features tokio --test watch
+cargo test -p mailstore --features tokio --test watch
 # The crate's guide and API docs build without a warning (broken links,
 # missing docs: the crate denies missing_docs).
-RUSTDOCFLAGS=-Dwarnings cargo doc -p storage --no-deps --features tokio
+RUSTDOCFLAGS=-Dwarnings cargo doc -p mailstore --no-deps --features tokio
 
 step "all tests passed"

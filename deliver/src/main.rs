@@ -334,7 +334,7 @@ fn init_logging(cli: &Cli) -> Result<(), Failure> {
     let env = std::env::var("RUST_LOG").ok().filter(|s| !s.is_empty());
     let to_file = cli.log_file.is_some();
     let default = match (cli.verbose, to_file || cli.lmtp) {
-        (0, false) => "deliver=info,storage=off",
+        (0, false) => "deliver=info,mailstore=off",
         (0, true) => "info",
         (1, _) => "debug",
         _ => "trace",

@@ -1,4 +1,4 @@
-//! Storage micro-benchmarks (`cargo bench -p storage`); results and the
+//! Storage micro-benchmarks (`cargo bench -p mailstore`); results and the
 //! machine they were taken on are in `docs/BENCHMARKS.md`.
 //!
 //! - append of a 4 KiB message, durable (`Durability::Full`) and relaxed;
@@ -16,10 +16,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
-use storage::Dir;
-use storage::format::{Flags, Keywords, Record};
-use storage::internals::index::{INDEX_NAME, IndexFile};
-use storage::{AppendOptions, Durability, MailboxName, Options, Store, UserName};
+use mailstore::Dir;
+use mailstore::format::{Flags, Keywords, Record};
+use mailstore::internals::index::{INDEX_NAME, IndexFile};
+use mailstore::{AppendOptions, Durability, MailboxName, Options, Store, UserName};
 
 fn user() -> UserName {
     UserName::new("bench").unwrap()

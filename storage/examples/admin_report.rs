@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Nothing is written: the listing walks directories, and each mailbox is
-//! checked with [`storage::verify::verify_path`], which reads the index
+//! checked with [`mailstore::verify::verify_path`], which reads the index
 //! under the shared lock and opens no file for writing. Exits 1 when a
 //! mailbox has problems (details on standard error), 2 when one could not
 //! be read at all, else 0.
@@ -14,8 +14,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use storage::verify::{self, Report};
-use storage::{Options, Store, UserName};
+use mailstore::verify::{self, Report};
+use mailstore::{Options, Store, UserName};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -78,7 +78,7 @@ fn report_user(store: &Store, user: &str) -> u8 {
     worst
 }
 
-fn print_line(user: &UserName, name: &storage::MailboxName, rep: &Report) {
+fn print_line(user: &UserName, name: &mailstore::MailboxName, rep: &Report) {
     let Some(h) = &rep.header else {
         println!("{user}\t{name}\t-\t-\t-\t-\t{}\t-", rep.problems().count());
         return;

@@ -17,7 +17,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use storage::{AppendOptions, Durability, Error, MailboxName, Options, Store, UserName};
+use mailstore::{AppendOptions, Durability, Error, MailboxName, Options, Store, UserName};
 
 /// The limit this example sets on a message (`AppendOptions::max_size`).
 const MAX_SIZE: u64 = 64 << 20;
@@ -60,7 +60,7 @@ fn deliver(
     mailbox: &str,
     create: bool,
     message: &[u8],
-) -> storage::Result<u32> {
+) -> mailstore::Result<u32> {
     // `Durability::Full`: when `append` returns, the message file, its
     // directory entry and the index commit are on disk (fsync).
     let opts = Options {

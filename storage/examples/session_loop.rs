@@ -17,8 +17,8 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use storage::watch::{Waited, Watch};
-use storage::{Allow, Mailbox, MailboxName, Options, SessionView, Store, Update, UserName};
+use mailstore::watch::{Waited, Watch};
+use mailstore::{Allow, Mailbox, MailboxName, Options, SessionView, Store, Update, UserName};
 
 /// The selected mailbox: the handle, the view of what the client was told,
 /// and the watch that IDLE waits on.
@@ -94,7 +94,7 @@ fn select(
     user: &UserName,
     name: &str,
     out: &mut impl Write,
-) -> storage::Result<Selected> {
+) -> mailstore::Result<Selected> {
     let mut mbox = store.open_mailbox(user, &MailboxName::new(name)?)?;
     let view = SessionView::open(&mut mbox)?;
     // Made now, before any wait: a commit after the view's mark is either
@@ -189,13 +189,13 @@ fn send(ups: &[Update], out: &mut impl Write) -> std::io::Result<()> {
 }
 
 /// The IMAP names of the system flags in `f`, space-separated.
-fn flag_names(f: storage::Flags) -> String {
+fn flag_names(f: mailstore::Flags) -> String {
     f.names().join(" ")
 }
 
 /// A tagged NO for a storage error (the response codes of RFC 5530).
-fn no(e: &storage::Error) -> String {
-    use storage::Error;
+fn no(e: &mailstore::Error) -> String {
+    use mailstore::Error;
     let code = match e {
         Error::NoSuchMailbox(_) | Error::NoSuchUser(_) => "NONEXISTENT",
         Error::LockTimeout { .. } => "INUSE",

@@ -63,7 +63,7 @@ pub enum ConfigError {
 /// module documentation for the file format and keys).
 ///
 /// ```
-/// let c = storage::Config::parse("spool = /var/spool/mail\nquota = 1G\n", "x.conf".as_ref()).unwrap();
+/// let c = mailstore::Config::parse("spool = /var/spool/mail\nquota = 1G\n", "x.conf".as_ref()).unwrap();
 /// assert_eq!(c.quota_for("alice"), Some(1 << 30));
 /// assert_eq!(c.spool.as_deref(), Some("/var/spool/mail".as_ref()));
 /// ```

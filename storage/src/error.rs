@@ -13,8 +13,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// [`Error::is_temporary`] and [`Error::is_disk_full`].
 ///
 /// ```
-/// # fn main() -> storage::Result<()> {
-/// use storage::{AppendOptions, Error, MailboxName, Options, Store, UserName};
+/// # fn main() -> mailstore::Result<()> {
+/// use mailstore::{AppendOptions, Error, MailboxName, Options, Store, UserName};
 /// # let tmp = tempfile::tempdir().unwrap();
 /// let store = Store::open(tmp.path(), Options::default())?;
 /// let nobody = UserName::new("nobody")?;

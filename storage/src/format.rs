@@ -101,7 +101,7 @@ impl Flags {
     /// Whether every flag of `other` is set here.
     ///
     /// ```
-    /// use storage::Flags;
+    /// use mailstore::Flags;
     /// let f = Flags::SEEN.union(Flags::FLAGGED);
     /// assert!(f.contains(Flags::SEEN));
     /// assert!(!f.contains(Flags::SEEN.union(Flags::DELETED)));

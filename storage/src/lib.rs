@@ -61,8 +61,8 @@
 //! complete loop built from this table:
 //!
 //! ```
-//! # fn main() -> storage::Result<()> {
-//! use storage::{AppendOptions, Allow, MailboxName, Options, SessionView, Store, Update, UserName};
+//! # fn main() -> mailstore::Result<()> {
+//! use mailstore::{AppendOptions, Allow, MailboxName, Options, SessionView, Store, Update, UserName};
 //!
 //! # let tmp = tempfile::tempdir().unwrap();
 //! let store = Store::open(tmp.path(), Options::default())?;
@@ -115,10 +115,10 @@
 //! ```
 //! fn shared<T: Send + Sync>() {}
 //! fn sendable<T: Send>() {}
-//! shared::<storage::Store>();
-//! shared::<storage::watch::Watch>();
-//! sendable::<storage::Mailbox>();
-//! sendable::<storage::SessionView>();
+//! shared::<mailstore::Store>();
+//! shared::<mailstore::watch::Watch>();
+//! sendable::<mailstore::Mailbox>();
+//! sendable::<mailstore::SessionView>();
 //! ```
 //!
 //! # Errors and the replies they map to
@@ -183,7 +183,7 @@
 //! [`subscriptions`], [`recent`] (`\Recent`), [`dedup`] (duplicate
 //! delivery suppression), [`scriptdir`] (per-user script directories),
 //! [`import`] (keeping a source's UIDs), and for tools [`verify`],
-//! [`recovery`] and [`quarantine`]. `storage::internals` (hidden from
+//! [`recovery`] and [`quarantine`]. `mailstore::internals` (hidden from
 //! these docs) is for the project's own binaries and tests only and is not
 //! covered by semver.
 

@@ -177,8 +177,8 @@ impl Snapshot {
 /// at once; a handle itself is used by one thread at a time (`&mut self`).
 ///
 /// ```
-/// # fn main() -> storage::Result<()> {
-/// use storage::{AppendOptions, FlagOp, Flags, MailboxName, Options, Store, UserName};
+/// # fn main() -> mailstore::Result<()> {
+/// use mailstore::{AppendOptions, FlagOp, Flags, MailboxName, Options, Store, UserName};
 /// # let tmp = tempfile::tempdir().unwrap();
 /// let store = Store::open(tmp.path(), Options::default())?;
 /// let user = UserName::new("alice")?;

@@ -85,8 +85,8 @@ impl UserName {
     /// no IMAP wildcard.
     ///
     /// ```
-    /// assert!(storage::UserName::new("alice").is_ok());
-    /// assert!(storage::UserName::new("../etc").is_err());
+    /// assert!(mailstore::UserName::new("alice").is_ok());
+    /// assert!(mailstore::UserName::new("../etc").is_err());
     /// ```
     pub fn new(name: &str) -> Result<UserName> {
         if name.contains('/') {
@@ -122,7 +122,7 @@ impl MailboxName {
     /// a first component `INBOX` in any case becomes `INBOX`.
     ///
     /// ```
-    /// use storage::MailboxName;
+    /// use mailstore::MailboxName;
     /// let n = MailboxName::new("inbox/Lists").unwrap();
     /// assert_eq!(n.as_str(), "INBOX/Lists");
     /// assert_eq!(n.parent(), Some(MailboxName::inbox()));

@@ -180,8 +180,8 @@ impl std::str::FromStr for SeqSet {
 /// it still has to be told (see the module documentation for the rules).
 ///
 /// ```
-/// # fn main() -> storage::Result<()> {
-/// use storage::{Allow, AppendOptions, FlagOp, Flags, MailboxName, Options, SessionView, Store, Update, UserName};
+/// # fn main() -> mailstore::Result<()> {
+/// use mailstore::{Allow, AppendOptions, FlagOp, Flags, MailboxName, Options, SessionView, Store, Update, UserName};
 /// # let tmp = tempfile::tempdir().unwrap();
 /// # let store = Store::open(tmp.path(), Options::default())?;
 /// # let user = UserName::new("alice")?;

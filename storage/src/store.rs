@@ -47,8 +47,8 @@ impl Default for Options {
 /// process and share it (`Send + Sync`, every method takes `&self`).
 ///
 /// ```
-/// # fn main() -> storage::Result<()> {
-/// use storage::{MailboxName, Options, Store, UserName};
+/// # fn main() -> mailstore::Result<()> {
+/// use mailstore::{MailboxName, Options, Store, UserName};
 /// # let tmp = tempfile::tempdir().unwrap();
 /// let store = Store::open(tmp.path(), Options::default())?;
 /// let user = UserName::new("alice")?;

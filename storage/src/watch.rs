@@ -40,10 +40,10 @@
 //! from, or wait at least once (the first read happens before any sleep).
 //!
 //! ```
-//! # fn main() -> storage::Result<()> {
+//! # fn main() -> mailstore::Result<()> {
 //! use std::time::Duration;
-//! use storage::{MailboxName, Options, SessionView, Store, UserName};
-//! use storage::watch::{Waited, Watch};
+//! use mailstore::{MailboxName, Options, SessionView, Store, UserName};
+//! use mailstore::watch::{Waited, Watch};
 //!
 //! # let tmp = tempfile::tempdir().unwrap();
 //! let store = Store::open(tmp.path(), Options::default())?;

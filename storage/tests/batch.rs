@@ -3,11 +3,11 @@
 //! MODSEQ (RFC 7162 §3.1: every change gets a MODSEQ above every earlier
 //! one), one new generation for the batch.
 
-use storage::format::Flags;
-use storage::mailbox::{AppendOptions, BatchOp, BatchOutcome, FlagOp};
-use storage::{MailboxName, Options, Store, UserName};
+use mailstore::format::Flags;
+use mailstore::mailbox::{AppendOptions, BatchOp, BatchOutcome, FlagOp};
+use mailstore::{MailboxName, Options, Store, UserName};
 
-fn inbox_with(n: u32) -> (tempfile::TempDir, Store, storage::Mailbox) {
+fn inbox_with(n: u32) -> (tempfile::TempDir, Store, mailstore::Mailbox) {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("spool"), Options::default()).unwrap();
     let u = UserName::new("alice").unwrap();
@@ -23,7 +23,7 @@ fn inbox_with(n: u32) -> (tempfile::TempDir, Store, storage::Mailbox) {
     (dir, s, m)
 }
 
-fn reopen(s: &Store) -> storage::Mailbox {
+fn reopen(s: &Store) -> mailstore::Mailbox {
     s.open_mailbox(&UserName::new("alice").unwrap(), &MailboxName::inbox())
         .unwrap()
 }

@@ -8,10 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use storage::format::{MAX_RECORDS, SLOT_OFFSETS};
-use storage::internals::index::IndexFile;
-use storage::mailbox::FlagOp;
-use storage::{
+use mailstore::format::{MAX_RECORDS, SLOT_OFFSETS};
+use mailstore::internals::index::IndexFile;
+use mailstore::mailbox::FlagOp;
+use mailstore::{
     AppendOptions, Durability, Error, Flags, Header, Mailbox, MailboxName, Options, Record, Store,
     UserName,
 };
@@ -46,7 +46,7 @@ fn fixture(root: &Path, n: u32) -> (Store, PathBuf) {
 /// append range as `f` leaves it), through the index file's own header
 /// writer; returns the slot's offset.
 fn craft(dir: &Path, f: impl FnOnce(&mut Header)) -> u64 {
-    let idx = IndexFile::open(&storage::Dir::open_root(dir).unwrap()).unwrap();
+    let idx = IndexFile::open(&mailstore::Dir::open_root(dir).unwrap()).unwrap();
     let read = idx.read_header_detail().unwrap();
     let mut h = read.header;
     f(&mut h);
@@ -59,7 +59,7 @@ fn open(store: &Store) -> Mailbox {
     store.open_mailbox(&user(), &MailboxName::inbox()).unwrap()
 }
 
-fn corrupt_at(r: storage::Result<impl std::fmt::Debug>, offset: u64, what: &str) {
+fn corrupt_at(r: mailstore::Result<impl std::fmt::Debug>, offset: u64, what: &str) {
     match r {
         Err(Error::Corrupt { offset: o, .. }) if o == offset => {}
         other => panic!("{what}: expected Error::Corrupt at offset {offset}, got {other:?}"),
@@ -105,7 +105,7 @@ impl Case {
             Range::Empty => {
                 h.append_from = h.num_records;
                 h.append_crc = 0;
-                h.flags &= !storage::format::HF_UNORDERED;
+                h.flags &= !mailstore::format::HF_UNORDERED;
             }
             Range::From(r) => {
                 h.append_from = r;
@@ -193,7 +193,7 @@ fn crafted_headers_are_refused_by_every_operation_and_nothing_is_written() {
             "{name}: the index file changed"
         );
         // verify names the field and marks the index unusable.
-        let rep = storage::verify::verify_path(&dir, Duration::from_secs(5)).unwrap();
+        let rep = mailstore::verify::verify_path(&dir, Duration::from_secs(5)).unwrap();
         assert!(rep.unusable, "{name}: {rep:?}");
         assert!(
             rep.problems().any(|p| p.offset == Some(at)),
@@ -230,7 +230,7 @@ fn append_at_the_record_limit_is_refused_without_writing() {
     std::os::unix::fs::FileExt::read_exact_at(
         &std::fs::File::open(&path).unwrap(),
         &mut b,
-        storage::internals::index::WRITER_MARK_OFFSET,
+        mailstore::internals::index::WRITER_MARK_OFFSET,
     )
     .unwrap();
     assert_eq!(b, [0]);
@@ -242,13 +242,13 @@ fn append_at_the_record_limit_is_refused_without_writing() {
 fn record_size_above_the_limit_is_rejected() {
     let r = Record {
         uid: 1,
-        size: storage::format::MAX_MESSAGE_SIZE + 1,
+        size: mailstore::format::MAX_MESSAGE_SIZE + 1,
         modseq: 1,
         ..Record::default()
     };
     assert_eq!(Record::decode(&r.encode()).unwrap_err().offset, 24);
     let ok = Record {
-        size: storage::format::MAX_MESSAGE_SIZE,
+        size: mailstore::format::MAX_MESSAGE_SIZE,
         ..r
     };
     assert!(Record::decode(&ok.encode()).is_ok());
@@ -279,11 +279,11 @@ fn a_genuine_index_of_a_million_records_verifies() {
         append_from: n,
         ..Header::default()
     };
-    let d = storage::Dir::open_root(&dir).unwrap();
+    let d = mailstore::Dir::open_root(&dir).unwrap();
     std::fs::remove_file(dir.join(".index")).unwrap();
     IndexFile::write_new(&d, ".index", &h, &records, Durability::Relaxed).unwrap();
     drop(records);
-    let rep = storage::verify::verify_path(&dir, Duration::from_secs(30)).unwrap();
+    let rep = mailstore::verify::verify_path(&dir, Duration::from_secs(30)).unwrap();
     assert!(rep.is_clean() && !rep.unusable, "{:?}", &rep.findings[..]);
     assert_eq!(rep.records_checked, n);
     assert_eq!(
@@ -310,10 +310,10 @@ fn oversized_side_files_are_refused_without_reading_them() {
 
     // Subscriptions: 4 MiB at most.
     let subs = user_dir.join(".subscriptions");
-    sparse(&subs, storage::subscriptions::MAX_SUBSCRIPTIONS_BYTES + 1);
+    sparse(&subs, mailstore::subscriptions::MAX_SUBSCRIPTIONS_BYTES + 1);
     match store.subscriptions(&user()) {
         Err(Error::Corrupt { offset, .. }) => {
-            assert_eq!(offset, storage::subscriptions::MAX_SUBSCRIPTIONS_BYTES)
+            assert_eq!(offset, mailstore::subscriptions::MAX_SUBSCRIPTIONS_BYTES)
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
@@ -323,7 +323,7 @@ fn oversized_side_files_are_refused_without_reading_them() {
     ));
     // A list just under the limit is read; a SUBSCRIBE past it is refused
     // and leaves the file as it was.
-    let limit = storage::subscriptions::MAX_SUBSCRIPTIONS_BYTES as usize;
+    let limit = mailstore::subscriptions::MAX_SUBSCRIPTIONS_BYTES as usize;
     let mut text = String::new();
     let mut i = 0;
     while text.len() + 1100 < limit {
@@ -338,15 +338,16 @@ fn oversized_side_files_are_refused_without_reading_them() {
     }
     assert_eq!(std::fs::read_to_string(&subs).unwrap(), text);
     assert!(
-        std::fs::metadata(&subs).unwrap().len() <= storage::subscriptions::MAX_SUBSCRIPTIONS_BYTES
+        std::fs::metadata(&subs).unwrap().len()
+            <= mailstore::subscriptions::MAX_SUBSCRIPTIONS_BYTES
     );
     assert!(store.subscriptions(&user()).is_ok());
 
     // A MOVE journal above its limit is not read: the pending flag it
     // would explain is cleared, the messages stay where they are.
-    craft(&dir, |h| h.flags |= storage::format::HF_MOVE_OUT);
-    let journal = dir.join(storage::transfer::JOURNAL_NAME);
-    sparse(&journal, storage::transfer::MAX_JOURNAL_BYTES + 1);
+    craft(&dir, |h| h.flags |= mailstore::format::HF_MOVE_OUT);
+    let journal = dir.join(mailstore::transfer::JOURNAL_NAME);
+    sparse(&journal, mailstore::transfer::MAX_JOURNAL_BYTES + 1);
     let mut mb = open(&store);
     let h = mb.header().unwrap();
     assert!(!h.has_pending_move());
@@ -374,14 +375,15 @@ fn reconstruct_skips_counters_beyond_the_limit() {
         let (store, dir) = fixture(&tmp.path().join("spool"), c.messages);
         let before = open(&store).snapshot().unwrap();
         craft(&dir, |h| c.apply(h));
-        let out = storage::recovery::reconstruct(&dir, Durability::Relaxed, Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        let out =
+            mailstore::recovery::reconstruct(&dir, Durability::Relaxed, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("{}: {e}", c.name));
         assert!(
-            out.header.generation < storage::format::MAX_COUNTER,
+            out.header.generation < mailstore::format::MAX_COUNTER,
             "{}",
             c.name
         );
-        let rep = storage::verify::verify_path(&dir, Duration::from_secs(5)).unwrap();
+        let rep = mailstore::verify::verify_path(&dir, Duration::from_secs(5)).unwrap();
         assert!(rep.is_clean(), "{}: {:?}", c.name, rep.findings);
         let after = open(&store).snapshot().unwrap();
         assert_eq!(after.records.len(), before.records.len(), "{}", c.name);

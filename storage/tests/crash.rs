@@ -26,10 +26,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use storage::format::{Flags, Header};
-use storage::internals::fault::{self, POINTS};
-use storage::mailbox::{BatchOp, FlagOp, Mailbox};
-use storage::{AppendOptions, Durability, Error, MailboxName, Options, Store, UserName};
+use mailstore::format::{Flags, Header};
+use mailstore::internals::fault::{self, POINTS};
+use mailstore::mailbox::{BatchOp, FlagOp, Mailbox};
+use mailstore::{AppendOptions, Durability, Error, MailboxName, Options, Store, UserName};
 
 const ROLE: &str = "MAILSTORE_CRASH_ROLE";
 const SPOOL: &str = "MAILSTORE_CRASH_SPOOL";
@@ -98,7 +98,7 @@ fn prefill(spool: &Path, op: &str) {
 }
 
 /// The operation a child runs for `op`.
-fn run_op(m: &mut Mailbox, op: &str) -> storage::Result<()> {
+fn run_op(m: &mut Mailbox, op: &str) -> mailstore::Result<()> {
     match op {
         "append" | "append_ordered" | "append_growing" | "append_growing_ordered" => {
             m.set_unordered_appends(!op.ends_with("_ordered"));
@@ -283,7 +283,7 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 fn message_uids(files: &BTreeMap<String, Vec<u8>>) -> Vec<u32> {
     let mut uids: Vec<u32> = files
         .keys()
-        .filter_map(|n| storage::mailbox::parse_message_file_name(n.as_bytes()))
+        .filter_map(|n| mailstore::mailbox::parse_message_file_name(n.as_bytes()))
         .collect();
     uids.sort_unstable();
     uids
@@ -298,7 +298,7 @@ fn check_consistent(
     dir: &Path,
     ctx: &str,
     orphans_ok: bool,
-) -> storage::mailbox::Snapshot {
+) -> mailstore::mailbox::Snapshot {
     let snap = m
         .snapshot()
         .unwrap_or_else(|e| panic!("{ctx}: snapshot failed: {e}"));
@@ -333,7 +333,7 @@ fn check_consistent(
     snap
 }
 
-fn counts_match(h: &Header, snap: &storage::mailbox::Snapshot) -> bool {
+fn counts_match(h: &Header, snap: &mailstore::mailbox::Snapshot) -> bool {
     let live: Vec<_> = snap.records.iter().filter(|r| !r.is_expunged()).collect();
     let n = |f: Flags| live.iter().filter(|r| r.flags.contains(f)).count() as u32;
     h.exists == live.len() as u32
@@ -372,7 +372,7 @@ fn crash_one(point: &str, op: &str) {
         // header readers count, a grown length) before building on it.
         let index = std::fs::read(dir.join(".index")).unwrap();
         assert_eq!(
-            index[storage::internals::index::WRITER_MARK_OFFSET as usize],
+            index[mailstore::internals::index::WRITER_MARK_OFFSET as usize],
             1,
             "{ctx}: no writer mark"
         );
@@ -529,7 +529,7 @@ fn crash_one(point: &str, op: &str) {
     let on_disk = message_uids(&now);
     let recorded: Vec<u32> = snap.records.iter().map(|r| r.uid).collect();
     assert_eq!(on_disk, recorded, "{ctx}: message files after recover");
-    let report = storage::verify::verify_path(&dir, Duration::from_secs(5)).unwrap();
+    let report = mailstore::verify::verify_path(&dir, Duration::from_secs(5)).unwrap();
     assert!(
         report.findings.is_empty(),
         "{ctx}: verify: {:?}",
@@ -548,7 +548,7 @@ fn crash_one(point: &str, op: &str) {
 
     // The surviving session converges to the index and keeps working.
     let mark = survivor.mark_of(&before.header);
-    let mut view: BTreeMap<u32, storage::Record> =
+    let mut view: BTreeMap<u32, mailstore::Record> =
         before.records.iter().map(|r| (r.uid, r.clone())).collect();
     if let Some(ch) = survivor.changes_since(&mark).unwrap() {
         if ch.full {
@@ -591,7 +591,7 @@ fn crash_one(point: &str, op: &str) {
         b"Subject: after 2\r\n\r\ny\r\n",
         "{ctx}"
     );
-    let report = storage::verify::verify_path(&dir, Duration::from_secs(5)).unwrap();
+    let report = mailstore::verify::verify_path(&dir, Duration::from_secs(5)).unwrap();
     assert!(
         report.findings.is_empty(),
         "{ctx}: verify at the end: {:?}",
@@ -664,7 +664,8 @@ fn error_at_every_fault_point() {
                 if name == ".index" {
                     // Records appended past num_records are not part of
                     // the mailbox: the next append overwrites them.
-                    let h = storage::format::Header::record_offset(m.header().unwrap().num_records);
+                    let h =
+                        mailstore::format::Header::record_offset(m.header().unwrap().num_records);
                     assert!(
                         after[&name][..h as usize] == bytes[..h as usize],
                         "{ctx}: .index changed"

@@ -22,7 +22,7 @@ fn example(name: &str) -> PathBuf {
     // `cargo test --test examples` alone does not build them.
     assert!(
         modified(&p) >= modified(&src),
-        "{} missing or older than its source: run `cargo test -p storage` (which builds the examples)",
+        "{} missing or older than its source: run `cargo test -p mailstore` (which builds the examples)",
         p.display()
     );
     p

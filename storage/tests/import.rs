@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use storage::format::Flags;
-use storage::mailbox::AppendOptions;
-use storage::{Error, MailboxName, Options, Store, UserName};
+use mailstore::format::Flags;
+use mailstore::mailbox::AppendOptions;
+use mailstore::{Error, MailboxName, Options, Store, UserName};
 
 /// An empty store in a temporary directory.
 fn store() -> (tempfile::TempDir, Store) {
@@ -27,7 +27,7 @@ fn msg(i: u32) -> Vec<u8> {
 
 fn verify_clean(s: &Store, name: &MailboxName) {
     let dir = s.mailbox_path(&user(), name);
-    let report = storage::verify::verify_path(&dir, Duration::from_secs(5)).unwrap();
+    let report = mailstore::verify::verify_path(&dir, Duration::from_secs(5)).unwrap();
     assert!(report.findings.is_empty(), "verify: {:?}", report.findings);
 }
 

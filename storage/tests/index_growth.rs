@@ -3,10 +3,10 @@
 //! since only a completed growth is synced before records land in it.
 //! Alone in its test binary: it lowers the process's file size limit.
 
-use storage::format::Header;
-use storage::internals::index::GROW_STEP;
-use storage::mailbox::AppendOptions;
-use storage::{Durability, MailboxName, Options, Store, UserName};
+use mailstore::format::Header;
+use mailstore::internals::index::GROW_STEP;
+use mailstore::mailbox::AppendOptions;
+use mailstore::{Durability, MailboxName, Options, Store, UserName};
 
 fn msg(i: u32) -> Vec<u8> {
     format!("Subject: m{i}\r\n\r\nbody {i}\r\n").into_bytes()
@@ -74,7 +74,7 @@ fn a_growth_cut_short_is_undone_and_an_odd_length_is_grown_again() {
     );
     assert_eq!(len(&index), 2 * GROW_STEP);
     assert_eq!(m.read_message(n + 1).unwrap(), msg(n + 1));
-    let report = storage::verify::verify_path(
+    let report = mailstore::verify::verify_path(
         &s.mailbox_path(&u, &inbox),
         std::time::Duration::from_secs(5),
     )

@@ -1,8 +1,8 @@
 //! Unit-level tests of the mailbox operations through the public API.
 
-use storage::format::Flags;
-use storage::mailbox::{AppendOptions, FlagOp};
-use storage::{Error, MailboxName, Options, Store, UserName};
+use mailstore::format::Flags;
+use mailstore::mailbox::{AppendOptions, FlagOp};
+use mailstore::{Error, MailboxName, Options, Store, UserName};
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -23,7 +23,7 @@ fn shared_store_with_inbox() -> (tempfile::TempDir, std::sync::Arc<Store>, UserN
 }
 
 /// A store with alice's empty INBOX, open.
-fn inbox() -> (tempfile::TempDir, Store, UserName, storage::Mailbox) {
+fn inbox() -> (tempfile::TempDir, Store, UserName, mailstore::Mailbox) {
     let (t, s) = store();
     let u = user();
     s.create_mailbox(&u, &MailboxName::inbox()).unwrap();
@@ -354,8 +354,8 @@ fn threads_of_one_process_create_one_mailbox_concurrently() {
 /// before its commit point (the rename): `.index` in place, header marked
 /// DELETED.
 fn interrupt_delete(dir: &std::path::Path) {
+    use mailstore::format::{HEADER_SIZE, HF_DELETED, Header, SLOT_OFFSETS};
     use std::os::unix::fs::FileExt;
-    use storage::format::{HEADER_SIZE, HF_DELETED, Header, SLOT_OFFSETS};
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

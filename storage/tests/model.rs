@@ -9,10 +9,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use mailstore::format::{Flags, Record};
+use mailstore::mailbox::{FlagOp, Mailbox, ViewMark};
+use mailstore::{AppendOptions, Durability, Error, MailboxName, Options, Store, UserName};
 use proptest::prelude::*;
-use storage::format::{Flags, Record};
-use storage::mailbox::{FlagOp, Mailbox, ViewMark};
-use storage::{AppendOptions, Durability, Error, MailboxName, Options, Store, UserName};
 
 /// Keyword names the generator picks from (distinct ignoring case).
 const POOL: &[&str] = &["$Junk", "$NotJunk", "Work", "todo", "$Forwarded", "k6"];

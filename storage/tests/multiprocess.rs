@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use storage::format::Record;
-use storage::{AppendOptions, Durability, MailboxName, Options, Store, UserName};
+use mailstore::format::Record;
+use mailstore::{AppendOptions, Durability, MailboxName, Options, Store, UserName};
 
 const ROLE: &str = "MAILSTORE_MP_ROLE";
 const DIR: &str = "MAILSTORE_MP_DIR";
@@ -296,7 +296,7 @@ fn eight_writers_four_readers() {
         let stats = std::fs::read_to_string(dir.join(format!("reader{i}.stats"))).unwrap();
         eprintln!("reader {i}: {stats}");
     }
-    let report = storage::verify::verify_path(
+    let report = mailstore::verify::verify_path(
         &s.mailbox_path(&user(), &MailboxName::inbox()),
         Duration::from_secs(10),
     )

@@ -17,9 +17,11 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use storage::format::{Flags, HEADER_SIZE, Header, RECORD_SIZE, SLOT_OFFSETS, UNORDERED_MAX_SIZE};
-use storage::mailbox::{AppendOptions, FlagOp, Mailbox};
-use storage::{MailboxName, Options, Store, UserName};
+use mailstore::format::{
+    Flags, HEADER_SIZE, Header, RECORD_SIZE, SLOT_OFFSETS, UNORDERED_MAX_SIZE,
+};
+use mailstore::mailbox::{AppendOptions, FlagOp, Mailbox};
+use mailstore::{MailboxName, Options, Store, UserName};
 
 fn setup(n: u32) -> (tempfile::TempDir, Store, PathBuf) {
     let t = tempfile::tempdir().unwrap();
@@ -80,7 +82,7 @@ fn newest_version(dir: &Path) -> u32 {
 }
 
 fn verify_warnings(dir: &Path) -> Vec<String> {
-    let rep = storage::verify::verify_path(dir, Duration::from_secs(5)).unwrap();
+    let rep = mailstore::verify::verify_path(dir, Duration::from_secs(5)).unwrap();
     assert_eq!(rep.problems().count(), 0, "{:?}", rep.findings);
     rep.warnings().map(|f| format!("{f:?}")).collect()
 }
@@ -99,7 +101,7 @@ fn assert_fell_back_and_retires_uid_3(
     ctx: &str,
 ) {
     // What the test wrote is what a power cut left: judged after a boot.
-    storage::internals::fault::simulate_reboot();
+    mailstore::internals::fault::simulate_reboot();
     let mut m = open(s);
     let h = m.header().unwrap();
     assert_eq!(
@@ -158,12 +160,12 @@ fn stale_valid_record_under_a_new_header_is_not_served() {
     let off = Header::record_offset(2);
     let mut rec = [0u8; RECORD_SIZE];
     f.read_exact_at(&mut rec, off).unwrap();
-    let mut r = storage::Record::decode(&rec).unwrap();
+    let mut r = mailstore::Record::decode(&rec).unwrap();
     r.size += 1;
     r.message_crc ^= 0xdead_beef;
     f.write_all_at(&r.encode(), off).unwrap();
 
-    storage::internals::fault::simulate_reboot();
+    mailstore::internals::fault::simulate_reboot();
     let mut m = open(&s);
     let h = m.header().unwrap();
     assert_eq!(h.last_uid, 2);
@@ -207,7 +209,7 @@ fn lost_uid_name_is_restored_from_stage() {
     std::fs::remove_file(dir.join("3.")).unwrap();
     std::fs::remove_file(dir.join("2.")).unwrap();
 
-    let problems = storage::verify::verify_path(&dir, Duration::from_secs(5)).unwrap();
+    let problems = mailstore::verify::verify_path(&dir, Duration::from_secs(5)).unwrap();
     assert_eq!(problems.problems().count(), 2, "{:?}", problems.findings);
 
     // A reader finds UID 3 through the restore path.
@@ -268,14 +270,14 @@ fn stale_file_under_a_committed_uid_is_replaced_from_stage() {
 /// interval of them, and none after recover.
 #[test]
 fn staged_names_are_settled_in_batches() {
-    let n = storage::internals::stage::SETTLE_EVERY * 2 + 5;
+    let n = mailstore::internals::stage::SETTLE_EVERY * 2 + 5;
     let (_t, s, dir) = setup(n);
     let left = std::fs::read_dir(dir.join(".stage")).unwrap().count() as u32;
     assert!(
-        left < storage::internals::stage::SETTLE_EVERY,
+        left < mailstore::internals::stage::SETTLE_EVERY,
         "{left} staged names"
     );
-    assert_eq!(left, n % storage::internals::stage::SETTLE_EVERY);
+    assert_eq!(left, n % mailstore::internals::stage::SETTLE_EVERY);
     let mut m = open(&s);
     assert_eq!(m.recover().unwrap().settled, left);
     assert_eq!(std::fs::read_dir(dir.join(".stage")).unwrap().count(), 0);
@@ -292,7 +294,7 @@ fn dead_appenders_staged_file_is_cleared_at_the_next_settle() {
     let debris = dir.join(".stage").join("4242.1.0");
     std::fs::write(&debris, b"Subject: killed\r\n\r\nnever committed\r\n").unwrap();
     let mut m = open(&s);
-    for i in 4..=storage::internals::stage::SETTLE_EVERY {
+    for i in 4..=mailstore::internals::stage::SETTLE_EVERY {
         m.append(&msg(i)[..], AppendOptions::default()).unwrap();
     }
     assert!(!debris.exists(), "debris left after the settle");
@@ -306,7 +308,7 @@ fn reconstruct_restores_from_stage_before_pairing_files() {
     let (_t, s, dir) = setup(3);
     std::fs::remove_file(dir.join("3.")).unwrap();
     let out =
-        storage::recovery::reconstruct(&dir, storage::Durability::Full, Duration::from_secs(5))
+        mailstore::recovery::reconstruct(&dir, mailstore::Durability::Full, Duration::from_secs(5))
             .unwrap();
     assert!(out.dropped_missing.is_empty(), "{out:?}");
     let m = open(&s);
@@ -318,11 +320,11 @@ fn reconstruct_restores_from_stage_before_pairing_files() {
 fn small_appends_are_unordered_and_other_commits_clear_the_flag() {
     let (_t, s, dir) = setup(2);
     let h = newest(&dir);
-    assert_eq!(newest_version(&dir), storage::format::VERSION);
+    assert_eq!(newest_version(&dir), mailstore::format::VERSION);
     assert!(h.is_unordered(), "{h:?}");
 
     let mut m = open(&s);
-    m.store(&[1], FlagOp::Add, storage::format::Flags::SEEN, &[], None)
+    m.store(&[1], FlagOp::Add, mailstore::format::Flags::SEEN, &[], None)
         .unwrap();
     assert!(!newest(&dir).is_unordered());
 

@@ -5,10 +5,10 @@
 
 mod session_support;
 
+use mailstore::format::{Flags, HEADER_SIZE, SLOT_OFFSETS};
+use mailstore::mailbox::FlagOp;
+use mailstore::session::{Allow, Resync, ResyncRequest, SessionView, Update};
 use session_support::{Client, append, open, store};
-use storage::format::{Flags, HEADER_SIZE, SLOT_OFFSETS};
-use storage::mailbox::FlagOp;
-use storage::session::{Allow, Resync, ResyncRequest, SessionView, Update};
 
 /// The client's side of a QRESYNC SELECT: drops what vanished, takes the
 /// FETCHed flags, then (as Thunderbird does) fetches the messages it has
@@ -32,7 +32,7 @@ fn resync(c: &mut Client, view: &SessionView, r: &Resync) {
 }
 
 /// Another session flags one message, expunges two, and two arrive.
-fn changes_while_away(b: &mut storage::Mailbox) {
+fn changes_while_away(b: &mut mailstore::Mailbox) {
     b.store(&[2], FlagOp::Add, Flags::FLAGGED, &[], None)
         .unwrap();
     assert_eq!(b.expunge(Some(&[3, 5]), false).unwrap(), vec![3, 5]);
@@ -214,7 +214,7 @@ fn a_version_3_index_opens_and_resyncs_safely() {
 }
 
 /// Appends 1..=3, expunges 2 and repacks; the MODSEQ before the expunge.
-fn expunge_2_and_repack(s: &storage::Store) -> u64 {
+fn expunge_2_and_repack(s: &mailstore::Store) -> u64 {
     let mut b = open(s);
     append(&mut b, 3);
     let old = b.header().unwrap().highestmodseq;
@@ -226,9 +226,9 @@ fn expunge_2_and_repack(s: &storage::Store) -> u64 {
 /// The index counts every MODSEQ as possibly removed, and a resync from
 /// `old` gets the fallback, which names UID 2.
 fn assert_resync_falls_back(
-    s: &storage::Store,
+    s: &mailstore::Store,
     old: u64,
-) -> (storage::Mailbox, storage::format::Header) {
+) -> (mailstore::Mailbox, mailstore::format::Header) {
     let mut a = open(s);
     let h = a.header().unwrap();
     assert_eq!(h.removed_modseq, h.highestmodseq);
@@ -270,9 +270,9 @@ fn reconstruct_makes_older_resyncs_fall_back() {
     let (t, s) = store();
     let old = expunge_2_and_repack(&s);
     let idx = find_index(&t.path().join("spool")).expect("an index");
-    storage::recovery::reconstruct(
+    mailstore::recovery::reconstruct(
         idx.parent().unwrap(),
-        storage::Durability::Relaxed,
+        mailstore::Durability::Relaxed,
         std::time::Duration::from_secs(5),
     )
     .unwrap();

@@ -1,11 +1,11 @@
-//! `storage::recent`, the per-mailbox `\Recent` claim (FORMAT.md §8,
+//! `mailstore::recent`, the per-mailbox `\Recent` claim (FORMAT.md §8,
 //! PROTOCOL.md §10): claims are exclusive across handles (as across
 //! processes: OFD locks), survive repack and reconstruct, and a new
 //! UIDVALIDITY voids them.
 
 use std::time::Duration;
 
-use storage::{AppendOptions, Durability, MailboxName, Options, Store, UserName};
+use mailstore::{AppendOptions, Durability, MailboxName, Options, Store, UserName};
 
 fn msg(i: u32) -> Vec<u8> {
     format!("Subject: r{i}\r\n\r\nbody {i}\r\n").into_bytes()
@@ -57,8 +57,8 @@ fn claims_are_exclusive_and_survive_repack_and_reconstruct() {
     // Repack (after an expunge) keeps UIDs and UIDVALIDITY, so the claim.
     m.store(
         &[2],
-        storage::FlagOp::Add,
-        storage::Flags::DELETED,
+        mailstore::FlagOp::Add,
+        mailstore::Flags::DELETED,
         &[],
         None,
     )
@@ -72,7 +72,7 @@ fn claims_are_exclusive_and_survive_repack_and_reconstruct() {
     // Reconstruct with a readable header keeps UIDVALIDITY too.
     let dir = store.mailbox_path(&user, &name);
     let out =
-        storage::recovery::reconstruct(&dir, Durability::Full, Duration::from_secs(5)).unwrap();
+        mailstore::recovery::reconstruct(&dir, Durability::Full, Duration::from_secs(5)).unwrap();
     assert!(!out.uidvalidity_changed);
     let m = store.open_mailbox(&user, &name).unwrap();
     assert_eq!(m.recent_claimed(uv).unwrap(), 5);

@@ -3,11 +3,11 @@
 
 mod session_support;
 
+use mailstore::Error;
+use mailstore::format::Flags;
+use mailstore::mailbox::FlagOp;
+use mailstore::session::{Allow, SeqSet, SeqSetError, SessionView, Update};
 use session_support::{Client, append, open, store};
-use storage::Error;
-use storage::format::Flags;
-use storage::mailbox::FlagOp;
-use storage::session::{Allow, SeqSet, SeqSetError, SessionView, Update};
 
 #[test]
 fn no_change_is_no_update_and_keeps_the_mark() {
@@ -327,7 +327,7 @@ fn many_expunges_are_numbered_for_one_by_one_application() {
 #[test]
 fn deleted_mailbox_is_an_error() {
     let (_t, s) = store();
-    let name = storage::MailboxName::new("Trash").unwrap();
+    let name = mailstore::MailboxName::new("Trash").unwrap();
     s.create_mailbox(&session_support::user(), &name).unwrap();
     let mut a = s.open_mailbox(&session_support::user(), &name).unwrap();
     let mut v = SessionView::open(&mut a).unwrap();
@@ -399,7 +399,7 @@ fn own_store_with_a_new_keyword_announces_it_first() {
 /// command, never lost).
 #[test]
 fn check_if_free_defers_past_a_busy_index_and_loses_nothing() {
-    use storage::internals::lock::{LockKind, hold};
+    use mailstore::internals::lock::{LockKind, hold};
     let (_t, s) = store();
     let (mut a, mut b) = (open(&s), open(&s));
     append(&mut b, 1);

@@ -5,12 +5,12 @@
 
 mod session_support;
 
+use mailstore::Mailbox;
+use mailstore::format::Flags;
+use mailstore::mailbox::FlagOp;
+use mailstore::session::{Allow, SessionView};
 use proptest::prelude::*;
 use session_support::{Client, append, open, store};
-use storage::Mailbox;
-use storage::format::Flags;
-use storage::mailbox::FlagOp;
-use storage::session::{Allow, SessionView};
 
 #[derive(Clone, Debug)]
 enum Actor {

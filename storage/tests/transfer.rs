@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use storage::format::Flags;
-use storage::mailbox::{AppendOptions, FlagOp, Mailbox};
-use storage::transfer::{self, Quota};
-use storage::{Error, MailboxName, Options, Store, UserName};
+use mailstore::format::Flags;
+use mailstore::mailbox::{AppendOptions, FlagOp, Mailbox};
+use mailstore::transfer::{self, Quota};
+use mailstore::{Error, MailboxName, Options, Store, UserName};
 
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -323,7 +323,7 @@ fn opposite_moves_do_not_deadlock() {
     }
     let opts = Options {
         lock_timeout: Duration::from_secs(5),
-        durability: storage::Durability::Relaxed,
+        durability: mailstore::Durability::Relaxed,
     };
     let mut threads = Vec::new();
     for dir in 0..2 {
@@ -388,7 +388,7 @@ fn copy_keeps_debris_at_the_next_uid_in_quarantine() {
     let out = transfer::copy(&mut a, &[1], &mut b, None).unwrap();
     assert_eq!(out.map, vec![(1, 1)]);
     assert_eq!(b.read_message(1).unwrap(), msg(1));
-    let kept = storage::quarantine::list(&storage::Dir::open_root(&dir).unwrap()).unwrap();
+    let kept = mailstore::quarantine::list(&mailstore::Dir::open_root(&dir).unwrap()).unwrap();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(kept[0].original, "1.");
 }

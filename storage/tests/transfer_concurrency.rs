@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use storage::mailbox::{AppendOptions, Mailbox};
-use storage::transfer;
-use storage::{Durability, Error, MailboxName, Options, Store, UserName};
+use mailstore::mailbox::{AppendOptions, Mailbox};
+use mailstore::transfer;
+use mailstore::{Durability, Error, MailboxName, Options, Store, UserName};
 
 const ROLE: &str = "TRANSFER_CONC_ROLE";
 const SPOOL: &str = "TRANSFER_CONC_SPOOL";
@@ -55,7 +55,7 @@ fn message_id(m: &Mailbox, uid: u32) -> String {
         .to_string()
 }
 
-fn live_ids(m: &Mailbox, snap: &storage::mailbox::Snapshot) -> Vec<String> {
+fn live_ids(m: &Mailbox, snap: &mailstore::mailbox::Snapshot) -> Vec<String> {
     snap.records
         .iter()
         .filter(|r| !r.is_expunged())

@@ -11,11 +11,11 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use storage::format::Flags;
-use storage::internals::fault::{self, POINTS};
-use storage::mailbox::{AppendOptions, Mailbox};
-use storage::transfer;
-use storage::{Error, MailboxName, Options, Store, UserName};
+use mailstore::format::Flags;
+use mailstore::internals::fault::{self, POINTS};
+use mailstore::mailbox::{AppendOptions, Mailbox};
+use mailstore::transfer;
+use mailstore::{Error, MailboxName, Options, Store, UserName};
 
 const ROLE: &str = "TRANSFER_CRASH_ROLE";
 const SPOOL: &str = "TRANSFER_CRASH_SPOOL";
@@ -445,7 +445,7 @@ fn check_within(spool: &Path, done: bool, ctx: &str) {
 }
 
 /// Every `UID.` file in `dir` has a record and every record its file.
-fn files_match_records(dir: &Path, snap: &storage::mailbox::Snapshot, ctx: &str) {
+fn files_match_records(dir: &Path, snap: &mailstore::mailbox::Snapshot, ctx: &str) {
     let mut files: Vec<u32> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| {

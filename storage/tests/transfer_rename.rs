@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use storage::format::Flags;
-use storage::mailbox::{AppendOptions, Mailbox};
-use storage::{Durability, Error, MailboxName, Options, Store, UserName};
+use mailstore::format::Flags;
+use mailstore::mailbox::{AppendOptions, Mailbox};
+use mailstore::{Durability, Error, MailboxName, Options, Store, UserName};
 
 const ROLE: &str = "TRANSFER_RENAME_ROLE";
 const SPOOL: &str = "TRANSFER_RENAME_SPOOL";
@@ -334,8 +334,8 @@ fn delivery_racing_delete_is_never_lost() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(700));
-    let dir = storage::Dir::open_root(&s.mailbox_path(&user(), &name("Doomed"))).unwrap();
-    let old_index = storage::internals::index::IndexFile::open(&dir).unwrap();
+    let dir = mailstore::Dir::open_root(&s.mailbox_path(&user(), &name("Doomed"))).unwrap();
+    let old_index = mailstore::internals::index::IndexFile::open(&dir).unwrap();
     s.delete_mailbox(&user(), &name("Doomed")).unwrap();
     let h = old_index.read_header().unwrap();
     assert!(h.is_deleted());

@@ -1,4 +1,4 @@
-//! `storage::watch`: waiting for a committed change of a mailbox.
+//! `mailstore::watch`: waiting for a committed change of a mailbox.
 //!
 //! The commits come from another process (this test binary re-executed
 //! with `WATCH_CHILD_SPOOL` set, running `commit_child`), as an IMAP IDLE
@@ -11,9 +11,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use storage::mailbox::ViewMark;
-use storage::watch::{self, Waited, Watch};
-use storage::{AppendOptions, Mailbox, MailboxName, Options, SessionView, Store, UserName};
+use mailstore::mailbox::ViewMark;
+use mailstore::watch::{self, Waited, Watch};
+use mailstore::{AppendOptions, Mailbox, MailboxName, Options, SessionView, Store, UserName};
 
 const SPOOL_ENV: &str = "WATCH_CHILD_SPOOL";
 const DELAY_ENV: &str = "WATCH_CHILD_DELAY_MS";

@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use storage::format::Flags;
-use storage::session::{SessionView, Update};
-use storage::{Mailbox, MailboxName, Options, Store, UserName};
+use mailstore::format::Flags;
+use mailstore::session::{SessionView, Update};
+use mailstore::{Mailbox, MailboxName, Options, Store, UserName};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Known {
@@ -147,7 +147,7 @@ pub fn store() -> (tempfile::TempDir, Store) {
     let s = Store::open(
         &dir.path().join("spool"),
         Options {
-            durability: storage::Durability::Relaxed,
+            durability: mailstore::Durability::Relaxed,
             ..Options::default()
         },
     )
