@@ -132,6 +132,19 @@ impl Mailbox {
         let name = fsutil::os(RECENT_NAME.as_bytes());
         let path = self.dir().child_path(name);
         let f = Arc::new(self.dir().open_file(name, OFlag::O_RDWR | OFlag::O_CREAT)?);
+        // One delivery wakes every session idling on the mailbox, and all
+        // but the first find it claimed already. They are answered from a
+        // read without the lock instead of queueing one by one for the
+        // exclusive lock: under one UIDVALIDITY the claim only grows, so a
+        // value at or above `up_to` read now is what the locked read would
+        // give (no `\Recent` for this session). A read that races the
+        // writer's 20-byte write fails its CRC and takes the locked path.
+        if let Ok(Some(s)) = RecentState::decode(&read_all(&f, &path)?)
+            && s.uidvalidity == uidvalidity
+            && s.recent_uid >= up_to
+        {
+            return Ok(s.recent_uid);
+        }
         let _lock = LockGuard::acquire(f.clone(), LockKind::Exclusive, self.lock_timeout, &path)?;
         let bytes = read_all(&f, &path)?;
         let before = claimed_in(&bytes, uidvalidity, &path);

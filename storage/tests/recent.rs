@@ -81,3 +81,43 @@ fn claims_are_exclusive_and_survive_repack_and_reconstruct() {
     assert_eq!(m.recent_claim(uv + 1, 3).unwrap(), 0);
     assert_eq!(m.recent_claimed(uv).unwrap(), 0);
 }
+
+/// PROTOCOL.md §10: a session that learns of messages someone already
+/// claimed is answered from a read without the lock (one delivery wakes
+/// every idler, and all but the first find it claimed), so it does not
+/// wait for the claim file's lock; a session with something left to claim
+/// still takes it.
+#[test]
+fn an_already_claimed_range_needs_no_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let opts = Options {
+        lock_timeout: Duration::from_millis(300),
+        ..Options::default()
+    };
+    let store = Store::open(&spool, opts).unwrap();
+    let user = UserName::new("r").unwrap();
+    let name = MailboxName::new("Box").unwrap();
+    store.create_mailbox(&user, &name).unwrap();
+    let mut m = store.open_mailbox(&user, &name).unwrap();
+    for i in 1..=4 {
+        m.append(&msg(i)[..], AppendOptions::default()).unwrap();
+    }
+    let uv = m.header().unwrap().uidvalidity;
+    assert_eq!(m.recent_claim(uv, 4).unwrap(), 0);
+    let path = m
+        .dir()
+        .child_path(std::ffi::OsStr::new(mailstore::recent::RECENT_NAME));
+    let _held = mailstore::internals::lock::hold(
+        &path,
+        mailstore::internals::lock::LockKind::Exclusive,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(m.recent_claim(uv, 3).unwrap(), 4, "claimed: no lock needed");
+    assert_eq!(m.recent_claim(uv, 4).unwrap(), 4, "claimed: no lock needed");
+    assert!(
+        m.recent_claim(uv, 5).is_err(),
+        "something to claim: waits for the lock (and times out here)"
+    );
+}
