@@ -30,8 +30,7 @@ fn delivers_strips_from_line_adds_return_path_crlf() {
     let s = Spool::with_users(&["alice"]);
     let mut input = b"From bob@example.org  Sun Nov 22 19:05:09 2026\n".to_vec();
     input.extend_from_slice(MSG);
-    let o = s.deliver(&["-d", "alice", "-f", "bob@example.org"], &input);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = s.deliver_ok(&["-d", "alice", "-f", "bob@example.org"], &input);
     let msgs = s.messages("alice", "INBOX");
     assert_eq!(
         msgs,
@@ -60,11 +59,10 @@ Date: Thu, 01 Jan 2026 00:00:00 +0000\r\n\r\nbody line\r\n"
 #[test]
 fn existing_return_path_is_not_duplicated() {
     let s = Spool::with_users(&["alice"]);
-    let o = s.deliver(
+    s.deliver_ok(
         &["-d", "alice", "-f", "other@example.org"],
         b"From bob@x Sun Nov 22\nReturn-Path: <bob@x>\nSubject: a\n\nb\n",
     );
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(
         s.messages("alice", "INBOX"),
         vec![b"Return-Path: <bob@x>\r\nSubject: a\r\n\r\nb\r\n".to_vec()]
@@ -76,8 +74,7 @@ fn no_sender_no_return_path_and_odd_bytes_kept() {
     let s = Spool::with_users(&["alice"]);
     // Bare CR, 8-bit header, no header/body separator, no final newline.
     let input = b"Subject: caf\xc3\xa9\nX: a\rb\nno separator here";
-    let o = s.deliver(&["-d", "alice"], input);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.deliver_ok(&["-d", "alice"], input);
     assert_eq!(
         s.messages("alice", "INBOX"),
         vec![b"Subject: caf\xc3\xa9\r\nX: a\rb\r\nno separator here".to_vec()]
@@ -119,8 +116,7 @@ fn over_max_size_is_refused_from_flag_and_config() {
     s.set_config("max_size = 1K\n");
     refused(&s, &["-d", "alice"], &big, 65, "5.2.3");
     // The command line beats the config.
-    let o = s.deliver(&["-d", "alice", "--max-size", "1M"], &big);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.deliver_ok(&["-d", "alice", "--max-size", "1M"], &big);
 }
 
 #[test]
@@ -164,8 +160,7 @@ fn bad_config_file_is_temporary() {
 #[test]
 fn missing_mailbox_falls_back_unless_no_fallback_or_autocreate() {
     let s = Spool::with_users(&["alice"]);
-    let o = s.deliver(&["-d", "alice", "-m", "Lists"], MSG);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.deliver_ok(&["-d", "alice", "-m", "Lists"], MSG);
     assert_eq!(s.messages("alice", "INBOX").len(), 1);
     let e = refused(
         &s,
@@ -184,10 +179,8 @@ fn missing_mailbox_falls_back_unless_no_fallback_or_autocreate() {
         "5.2.0",
     );
     // Postfix passes an empty ${extension}: that means INBOX.
-    let o = s.deliver(&["-d", "alice", "-m", "", "--no-fallback"], MSG);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let o = s.deliver(&["-d", "alice", "-m", "Lists/Rust", "--autocreate"], MSG);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.deliver_ok(&["-d", "alice", "-m", "", "--no-fallback"], MSG);
+    s.deliver_ok(&["-d", "alice", "-m", "Lists/Rust", "--autocreate"], MSG);
     assert_eq!(s.messages("alice", "Lists/Rust").len(), 1);
     assert_eq!(s.messages("alice", "INBOX").len(), 2);
 }
@@ -197,8 +190,7 @@ fn plus_address_selects_existing_mailbox_only() {
     let s = Spool::with_users(&["alice"]);
     s.create("alice", "lists");
     let ok = |args: &[&str]| {
-        let o = s.deliver(args, MSG);
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        s.deliver_ok(args, MSG);
     };
     ok(&["-d", "alice", "-a", "alice+lists@example.org"]);
     ok(&[
@@ -234,11 +226,10 @@ fn plus_address_selects_existing_mailbox_only() {
 #[test]
 fn flags_and_keywords_are_set() {
     let s = Spool::with_users(&["alice"]);
-    let o = s.deliver(
+    s.deliver_ok(
         &["-d", "alice", "--flag", "\\Seen", "--flag", "$Label1"],
         MSG,
     );
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let mut m = s
         .store()
         .open_mailbox(&UserName::new("alice").unwrap(), &MailboxName::inbox())

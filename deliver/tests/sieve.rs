@@ -62,8 +62,7 @@ fn msg(subject: &str) -> Vec<u8> {
 fn fileinto_create_flags_and_keep() {
     let s = Spool::with_users(&["bob"]);
     install(&s, "bob", SCRIPT);
-    let o = s.deliver(&["-d", "bob", "-f", "a@example.org"], &msg("a present"));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.deliver_ok(&["-d", "bob", "-f", "a@example.org"], &msg("a present"));
     assert_eq!(count(&s, "bob", "INBOX"), 1);
     let g = flags(&s, "bob", "Gifts");
     assert_eq!(g.len(), 1);
@@ -97,8 +96,7 @@ fn reject_one_shot() {
 fn discard_one_shot() {
     let s = Spool::with_users(&["bob"]);
     install(&s, "bob", SCRIPT);
-    let o = s.deliver(&["-d", "bob", "-v"], &msg("junk"));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = s.deliver_ok(&["-d", "bob", "-v"], &msg("junk"));
     assert!(stderr(&o).contains("discarded by sieve"));
     assert_eq!(count(&s, "bob", "INBOX"), 0);
 }
@@ -114,8 +112,7 @@ fn failures_keep_the_message() {
         "bob",
         "require \"fileinto\";\nif true {\n  fileinto \"x\"\n}\n",
     );
-    let o = s.deliver(&["-d", "bob", "-v"], &msg("anything"));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = s.deliver_ok(&["-d", "bob", "-v"], &msg("anything"));
     assert!(
         stderr(&o).contains("main.sieve:4:1"),
         "line:column in the log: {}",
@@ -131,19 +128,16 @@ fn failures_keep_the_message() {
         "bob",
         &format!("require [\"fileinto\", \"mailbox\"]; {many}"),
     );
-    let o = s.deliver(&["-d", "bob", "-v"], &msg("more"));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = s.deliver_ok(&["-d", "bob", "-v"], &msg("more"));
     assert!(stderr(&o).contains("too many actions"), "{}", stderr(&o));
     assert_eq!(count(&s, "bob", "INBOX"), 2);
 
     install(&s, "bob", SCRIPT);
-    let o = s.deliver(&["-d", "bob", "-v"], &msg("missing folder"));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = s.deliver_ok(&["-d", "bob", "-v"], &msg("missing folder"));
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
     assert_eq!(count(&s, "bob", "INBOX"), 3);
 
-    let o = s.deliver(&["-d", "bob", "-v"], &msg("forward this"));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = s.deliver_ok(&["-d", "bob", "-v"], &msg("forward this"));
     assert!(
         stderr(&o).contains("redirect not carried out"),
         "{}",
@@ -231,14 +225,12 @@ fn crash_between_mailboxes_and_retry_does_not_double_deliver() {
     // `:create` makes B when the message goes in; nothing has yet.
     assert!(!s.root.join("bob/B/.index").exists() || count(&s, "bob", "B") == 0);
     // Postfix's retry of the same queue file.
-    let o = s.deliver(&["-d", "bob"], &m);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.deliver_ok(&["-d", "bob"], &m);
     for mb in ["A", "B", "C"] {
         assert_eq!(count(&s, "bob", mb), 1, "{mb}");
     }
     // A later message with other bytes is a new message.
-    let o = s.deliver(&["-d", "bob"], &msg("three again"));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.deliver_ok(&["-d", "bob"], &msg("three again"));
     assert_eq!(count(&s, "bob", "A"), 2);
 }
 
@@ -249,8 +241,7 @@ fn no_active_script() {
     let s = Spool::with_users(&["bob"]);
     std::fs::create_dir_all(s.root.join("bob/.sieve")).unwrap();
     std::fs::write(s.root.join("bob/.sieve/active"), "").unwrap();
-    let o = s.deliver(&["-d", "bob"], &msg("spam"));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.deliver_ok(&["-d", "bob"], &msg("spam"));
     assert_eq!(count(&s, "bob", "INBOX"), 1);
 }
 
@@ -348,14 +339,12 @@ fn include_personal_and_global() {
     .unwrap();
     let g = global.to_str().unwrap();
     for subject in ["list news", "spam offer"] {
-        let o = s.deliver(&["-d", "bob", "--sieve-global-dir", g], &msg(subject));
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        s.deliver_ok(&["-d", "bob", "--sieve-global-dir", g], &msg(subject));
     }
     assert_eq!(count(&s, "bob", "Lists"), 1);
     assert_eq!(count(&s, "bob", "Junk"), 1);
     // Without the global directory the global script is missing: kept, logged.
-    let o = s.deliver(&["-d", "bob", "-v"], &msg("spam again"));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = s.deliver_ok(&["-d", "bob", "-v"], &msg("spam again"));
     assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
     assert_eq!(count(&s, "bob", "INBOX"), 1);
     assert_eq!(count(&s, "bob", "Junk"), 1);
@@ -380,15 +369,13 @@ fn duplicate_across_deliveries() {
     );
     assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
     for _ in 0..2 {
-        let o = s.deliver(&["-d", "bob"], &m);
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        s.deliver_ok(&["-d", "bob"], &m);
     }
     assert_eq!(count(&s, "bob", "INBOX"), 1);
     assert_eq!(count(&s, "bob", "Dups"), 1);
     assert!(s.root.join("bob/.sieve/.dedup").exists());
     // Another message is not a duplicate.
-    let o = s.deliver(&["-d", "bob"], &msg("once"));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.deliver_ok(&["-d", "bob"], &msg("once"));
     assert_eq!(count(&s, "bob", "INBOX"), 2);
 }
 
@@ -451,8 +438,7 @@ fn redirect_through_sendmail() {
     let (dir, bin) = capture_sendmail(&s);
     let args = to_bob("a@example.org", &bin);
     let m = msg("redirect me");
-    let o = s.deliver(&args, &m);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.deliver_ok(&args, &m);
     let out = sent(&dir);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, "-i\n-f\na@example.org\n--\nother@example.net\n");
@@ -465,8 +451,7 @@ fn redirect_through_sendmail() {
     );
     assert_eq!(count(&s, "bob", "INBOX"), 0);
     // Postfix's retry of the same message: not sent twice.
-    let o = s.deliver(&args, &m);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.deliver_ok(&args, &m);
     assert_eq!(sent(&dir).len(), 1);
     // It came back: kept, not sent again.
     let back = [
@@ -474,8 +459,7 @@ fn redirect_through_sendmail() {
         &msg("came back"),
     ]
     .concat();
-    let o = s.deliver(&args, &back);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.deliver_ok(&args, &back);
     assert_eq!(sent(&dir).len(), 1);
     assert_eq!(count(&s, "bob", "INBOX"), 1);
     // sendmail fails: 75, nothing stored, nothing remembered.
@@ -483,8 +467,7 @@ fn redirect_through_sendmail() {
     let o = s.deliver(&args, &msg("fails"));
     assert_failed(&o, 75, "4.3.0");
     std::fs::remove_file(dir.join("status")).unwrap();
-    let o = s.deliver(&args, &msg("fails"));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.deliver_ok(&args, &msg("fails"));
     assert_eq!(sent(&dir).len(), 3);
 }
 
@@ -502,8 +485,7 @@ fn vacation_through_sendmail() {
     let (dir, bin) = capture_sendmail(&s);
     let args = to_bob("a@example.org", &bin);
     let m = b"From: a@example.org\nTo: bob@example.com\nSubject: hello\nMessage-ID: <m1@example.org>\nReferences: <m0@example.org>\n\nhi\n";
-    let o = s.deliver(&args, m);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.deliver_ok(&args, m);
     assert_eq!(count(&s, "bob", "INBOX"), 1, "the message itself is kept");
     let out = sent(&dir);
     assert_eq!(out.len(), 1);
@@ -522,15 +504,13 @@ fn vacation_through_sendmail() {
     assert!(reply.ends_with("\r\n\r\nI am away.\r\n"), "{reply}");
     // Within the period: no second reply to that sender.
     let m2 = String::from_utf8_lossy(m).replace("m1@", "m2@");
-    let o = s.deliver(&args, m2.as_bytes());
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.deliver_ok(&args, m2.as_bytes());
     assert_eq!(sent(&dir).len(), 1);
     // A list message is never answered.
     let list =
         b"From: c@example.org\nTo: bob@example.com\nList-Id: <l.example.org>\nSubject: x\n\nhi\n";
     let args_c = to_bob("c@example.org", &bin);
-    let o = s.deliver(&args_c, list);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.deliver_ok(&args_c, list);
     assert_eq!(sent(&dir).len(), 1);
 }
 
@@ -570,8 +550,7 @@ fn symlinked_script_is_not_followed() {
     let script = s.root.join("bob/.sieve/main.sieve");
     std::fs::remove_file(&script).unwrap();
     std::os::unix::fs::symlink(&outside, &script).unwrap();
-    let o = s.deliver(&["-d", "bob", "-v"], &msg("kept"));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = s.deliver_ok(&["-d", "bob", "-v"], &msg("kept"));
     assert!(stderr(&o).contains("script not used"), "{}", stderr(&o));
     assert_eq!(count(&s, "bob", "INBOX"), 1);
 }
@@ -590,8 +569,7 @@ fn environment_items() {
            fileinto :create \"env-${1}\";\n\
          }",
     );
-    let o = s.deliver(&["-d", "bob", "-a", "bob@example.com"], &msg("env"));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    s.deliver_ok(&["-d", "bob", "-a", "bob@example.com"], &msg("env"));
     assert_eq!(count(&s, "bob", "env-example.com"), 1);
 }
 

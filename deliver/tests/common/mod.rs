@@ -69,6 +69,14 @@ impl Spool {
         self.deliver_env(args, input, &[])
     }
 
+    /// Runs `deliver ARGS < input`, which must exit 0 (its stderr in the
+    /// failure message).
+    pub fn deliver_ok(&self, args: &[&str], input: &[u8]) -> Output {
+        let o = self.deliver(args, input);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        o
+    }
+
     pub fn deliver_env(&self, args: &[&str], input: &[u8], env: &[(&str, &str)]) -> Output {
         let mut c = self.command();
         c.args(args)
