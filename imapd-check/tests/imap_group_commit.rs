@@ -15,6 +15,47 @@ use storage::{Flags, MailboxName, UserName};
 
 const CLIENTS: u32 = 8;
 const ROUNDS: u32 = 5;
+const PASSWORD: &str = "group-commit-secret";
+
+/// alice's INBOX seeded with `n` messages (the store, its handle and the
+/// header before anything ran) and a server on it, password-checked.
+fn setup(
+    n: usize,
+) -> (
+    tempfile::TempDir,
+    storage::Store,
+    UserName,
+    storage::Mailbox,
+    storage::Header,
+    TcpServer,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let store = seed_messages(&spool, "alice", n);
+    let user = UserName::new("alice").unwrap();
+    let mut inbox = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
+    let h0 = inbox.header().unwrap();
+    let passwd = write_passwd(dir.path(), "alice", PASSWORD);
+    let server = TcpServer::start(&spool, &passwd);
+    (dir, store, user, inbox, h0, server)
+}
+
+/// Kills the server (no logout: only what was acknowledged counts).
+fn kill(mut server: TcpServer) {
+    server.process.0.kill().unwrap();
+    server.process.0.wait().unwrap();
+    let _ = server.stop();
+}
+
+/// INBOX verifies without a finding.
+fn verify_clean(store: &storage::Store, user: &UserName) {
+    let report = storage::verify::verify_path(
+        &store.mailbox_path(user, &MailboxName::inbox()),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+}
 
 /// The MODSEQ of a `* n FETCH (... MODSEQ (m) ...)` line.
 fn modseq(line: &str) -> u64 {
@@ -41,17 +82,10 @@ fn stored(lines: &[String], uid: u32) -> u64 {
 /// MODSEQ its session was told, after the server is killed.
 #[test]
 fn concurrent_stores_each_get_their_own_modseq_and_stay() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = dir.path().join("spool");
-    let store = seed_messages(&spool, "alice", 60);
-    let user = UserName::new("alice").unwrap();
-    let mut inbox = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
-    let h0 = inbox.header().unwrap();
-    let passwd = write_passwd(dir.path(), "alice", "group-commit-secret");
-    let server = TcpServer::start(&spool, &passwd);
+    let (_dir, store, user, mut inbox, h0, server) = setup(60);
     let mut clients: Vec<Client> = (0..CLIENTS)
         .map(|_| {
-            let mut c = Client::tcp(server.port, "alice", "group-commit-secret");
+            let mut c = Client::tcp(server.port, "alice", PASSWORD);
             c.ok("SELECT INBOX (CONDSTORE)");
             c
         })
@@ -135,11 +169,7 @@ fn concurrent_stores_each_get_their_own_modseq_and_stay() {
         gone.push(g);
     }
 
-    // Killed, not logged out: what was acknowledged is on disk.
-    let mut server = server;
-    server.process.0.kill().unwrap();
-    server.process.0.wait().unwrap();
-    let _ = server.stop();
+    kill(server);
     let snap = store
         .open_mailbox(&user, &MailboxName::inbox())
         .unwrap()
@@ -163,12 +193,7 @@ fn concurrent_stores_each_get_their_own_modseq_and_stay() {
         assert!(rec(uid).is_expunged(), "UID {uid} not expunged");
     }
     assert!(snap.header.highestmodseq >= *all.iter().max().unwrap());
-    let report = storage::verify::verify_path(
-        &store.mailbox_path(&user, &MailboxName::inbox()),
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    verify_clean(&store, &user);
 }
 
 /// RFC 3501 §6.3.11 with UIDPLUS (RFC 4315 §3): eight sessions' APPENDs
@@ -179,16 +204,9 @@ fn concurrent_stores_each_get_their_own_modseq_and_stay() {
 /// disk after the server is killed.
 #[test]
 fn concurrent_appends_each_get_their_own_uids_and_stay() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = dir.path().join("spool");
-    let store = seed_messages(&spool, "alice", 3);
-    let user = UserName::new("alice").unwrap();
-    let mut inbox = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
-    let h0 = inbox.header().unwrap();
-    let passwd = write_passwd(dir.path(), "alice", "group-commit-secret");
-    let server = TcpServer::start(&spool, &passwd);
+    let (_dir, store, user, mut inbox, h0, server) = setup(3);
     let mut clients: Vec<Client> = (0..CLIENTS)
-        .map(|_| Client::tcp(server.port, "alice", "group-commit-secret"))
+        .map(|_| Client::tcp(server.port, "alice", PASSWORD))
         .collect();
     let body = |i: usize, k: usize| {
         format!("From: s{i}@example.org\r\nSubject: session {i} part {k}\r\n\r\nbody {i}.{k}\r\n")
@@ -251,10 +269,7 @@ fn concurrent_appends_each_get_their_own_uids_and_stay() {
     assert_eq!(distinct.len(), uids.len(), "a UID given twice: {uids:?}");
     assert!(uids.iter().all(|(u, _)| *u > h0.last_uid));
 
-    let mut server = server;
-    server.process.0.kill().unwrap();
-    server.process.0.wait().unwrap();
-    let _ = server.stop();
+    kill(server);
     let m = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
     for (uid, want) in &uids {
         assert_eq!(
@@ -263,10 +278,5 @@ fn concurrent_appends_each_get_their_own_uids_and_stay() {
             "UID {uid}: not the bytes its session appended"
         );
     }
-    let report = storage::verify::verify_path(
-        &store.mailbox_path(&user, &MailboxName::inbox()),
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    verify_clean(&store, &user);
 }
