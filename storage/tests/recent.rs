@@ -11,13 +11,21 @@ fn msg(i: u32) -> Vec<u8> {
     format!("Subject: r{i}\r\n\r\nbody {i}\r\n").into_bytes()
 }
 
-/// RFC 3501 2.3.2: each UID is claimed by exactly one claimer, however
-/// many handles race for it; looking never claims.
-#[test]
-fn claims_are_exclusive_and_survive_repack_and_reconstruct() {
+/// Mailbox `Box` of user `r` holding four messages, opened with `opts`.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    spool: std::path::PathBuf,
+    store: Store,
+    user: UserName,
+    name: MailboxName,
+    m: mailstore::Mailbox,
+    uv: u32,
+}
+
+fn fixture(opts: Options) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");
-    let store = Store::open(&spool, Options::default()).unwrap();
+    let store = Store::open(&spool, opts).unwrap();
     let user = UserName::new("r").unwrap();
     let name = MailboxName::new("Box").unwrap();
     store.create_mailbox(&user, &name).unwrap();
@@ -26,6 +34,30 @@ fn claims_are_exclusive_and_survive_repack_and_reconstruct() {
         m.append(&msg(i)[..], AppendOptions::default()).unwrap();
     }
     let uv = m.header().unwrap().uidvalidity;
+    Fixture {
+        _tmp: tmp,
+        spool,
+        store,
+        user,
+        name,
+        m,
+        uv,
+    }
+}
+
+/// RFC 3501 2.3.2: each UID is claimed by exactly one claimer, however
+/// many handles race for it; looking never claims.
+#[test]
+fn claims_are_exclusive_and_survive_repack_and_reconstruct() {
+    let Fixture {
+        _tmp,
+        spool,
+        store,
+        user,
+        name,
+        mut m,
+        uv,
+    } = fixture(Options::default());
     assert_eq!(m.recent_claimed(uv).unwrap(), 0, "nothing claimed yet");
     // Eight threads with their own handles claim up to 1..=4 at once:
     // every UID goes to exactly one of them.
@@ -89,21 +121,10 @@ fn claims_are_exclusive_and_survive_repack_and_reconstruct() {
 /// still takes it.
 #[test]
 fn an_already_claimed_range_needs_no_lock() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spool = tmp.path().join("spool");
-    let opts = Options {
+    let Fixture { _tmp, m, uv, .. } = fixture(Options {
         lock_timeout: Duration::from_millis(300),
         ..Options::default()
-    };
-    let store = Store::open(&spool, opts).unwrap();
-    let user = UserName::new("r").unwrap();
-    let name = MailboxName::new("Box").unwrap();
-    store.create_mailbox(&user, &name).unwrap();
-    let mut m = store.open_mailbox(&user, &name).unwrap();
-    for i in 1..=4 {
-        m.append(&msg(i)[..], AppendOptions::default()).unwrap();
-    }
-    let uv = m.header().unwrap().uidvalidity;
+    });
     assert_eq!(m.recent_claim(uv, 4).unwrap(), 0);
     let path = m
         .dir()
