@@ -209,6 +209,19 @@ dovecot_rss() {
     echo $((total / 1024))
 }
 ours_rss() { awk '/^VmRSS/ {printf "%d", $2/1024}' "/proc/${1:-$OPID}/status"; }
+# CPU time (clock ticks: user + system, with reaped children's) of a server:
+# Dovecot's over its master and every live child (an imap process that
+# exited was reaped by the master, so its time is in the master's
+# cutime/cstime); ours the one process.
+cpu_ticks() {
+    local total=0 p
+    for p in "$1" $(ps -o pid= --ppid "$1"); do
+        v=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null || true)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+TICK=$(getconf CLK_TCK)
 
 if [[ $ONLY != idle ]]; then
     for c in $CLIENTS; do
@@ -224,14 +237,19 @@ if [[ $ONLY != idle ]]; then
             for s in $order; do
                 port=$DPORT; [[ $s == ours ]] && port=$OPORT; [[ $s == base ]] && port=$BPORT
                 echo "=== $s clients=$c rep=$r"
+                spid=$DPID; [[ $s == ours ]] && spid=$OPID; [[ $s == base ]] && spid=$BPID
+                cpu0=$(cpu_ticks "$spid")
                 out=$("$LOAD" --port "$port" --user bench --users "$USERS" --password "$PASS" mix -c "$c" --seconds "$SECS" --seed "$r")
                 echo "$out" | sed '$d'
                 case $s in
                     ours) rss=$(ours_rss) ;;
                     base) rss=$(ours_rss "$BPID") ;;
-                    *) rss=$(dovecot_rss) ;;
+                    *) sleep 1; rss=$(dovecot_rss) ;;
                 esac
-                echo "RESULT $s $c $r rss_mib=$rss $(echo "$out" | tail -1)" | tee -a "$W/results"
+                # The server's CPU time per command over the run (its login
+                # and logout included), in milliseconds.
+                cpu=$(python3 -c "import json,sys; o=json.loads(sys.argv[1])['ops']; print('%.3f' % (($(cpu_ticks "$spid") - $cpu0) * 1000 / $TICK / max(o, 1)))" "$(echo "$out" | tail -1)")
+                echo "RESULT $s $c $r rss_mib=$rss cpu_ms_per_op=$cpu $(echo "$out" | tail -1)" | tee -a "$W/results"
             done
         done
     done

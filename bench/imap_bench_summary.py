@@ -14,8 +14,15 @@ for f in src:
     for line in f:
         if not line.startswith("RESULT "):
             continue
-        _, server, clients, _rep, rss, js = line.split(" ", 5)
-        runs[(server, int(clients))].append((int(rss.split("=")[1]), json.loads(js)))
+        _, server, clients, _rep, rss, rest = line.split(" ", 5)
+        r = None
+        if rest.startswith("cpu_ms_per_op="):
+            cpu, rest = rest.split(" ", 1)
+            r = json.loads(rest)
+            r["cpu_ms_per_op"] = float(cpu.split("=")[1])
+        else:
+            r = json.loads(rest)
+        runs[(server, int(clients))].append((int(rss.split("=")[1]), r))
 
 for c in sorted({c for _, c in runs}):
     d, o, b = (runs.get((s, c), []) for s in ("dovecot", "ours", "base"))
@@ -29,6 +36,10 @@ for c in sorted({c for _, c in runs}):
           f"ours {med(o):.0f} ops/s (runs {each(o)}), "
           f"ratio {med(o) / med(d):.2f}x; {base}RSS after: Dovecot {max(x for x, _ in d)} MiB (all processes), "
           f"ours {max(x for x, _ in o)} MiB")
+    if all("cpu_ms_per_op" in r for _, r in d + o + b):
+        cpu = lambda rs: statistics.median(r["cpu_ms_per_op"] for _, r in rs)
+        print(f"  server CPU per command (ms, median over runs): Dovecot {cpu(d):.3f}, "
+              f"ours {cpu(o):.3f}" + (f", base {cpu(b):.3f}" if b else ""))
     cmds = sorted(set().union(*(r["commands"].keys() for _, r in d + o + b)))
     head = f"  {'command':<11} {'Dovecot mean ms':>16} {'ours mean ms':>13}"
     if b:

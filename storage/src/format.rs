@@ -181,7 +181,22 @@ impl Keywords {
     }
     /// The numbers of the keywords set, ascending.
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..MAX_KEYWORDS).filter(|i| self.contains(*i))
+        // Byte by byte, bit by bit within the set bits only: most records
+        // have no keyword, and this runs per message in FETCH and SEARCH.
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b != 0)
+            .flat_map(|(at, &b)| {
+                let mut bits = b;
+                std::iter::from_fn(move || {
+                    (bits != 0).then(|| {
+                        let i = bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        at * 8 + i
+                    })
+                })
+            })
     }
     /// The keywords set in either.
     pub fn union(&self, other: &Keywords) -> Keywords {
@@ -661,6 +676,25 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keywords_iterate_ascending_over_every_bit() {
+        let all: Vec<usize> = (0..MAX_KEYWORDS).collect();
+        for set in [
+            vec![],
+            vec![0],
+            vec![7, 8],
+            vec![1, 5, 63, 64, 200, 255],
+            all.clone(),
+        ] {
+            let mut k = Keywords::default();
+            for &i in &set {
+                k.insert(i);
+            }
+            assert_eq!(k.iter().collect::<Vec<_>>(), set);
+            assert!(set.iter().all(|&i| k.contains(i)));
+        }
+    }
 
     fn sample_header() -> Header {
         Header {

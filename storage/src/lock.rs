@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::lockwait::{self, Key, Waited};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LockKind {
@@ -91,9 +92,13 @@ fn set_lock(
 
 /// Polls for one byte lock until `deadline`, with a growing sleep:
 /// F_OFD_SETLKW has no timeout, and a signal based timer would be a
-/// process-wide side effect in a library.
+/// process-wide side effect in a library. While a thread of this process
+/// holds a lock on the file, the waiter sleeps until that thread releases
+/// it instead ([`crate::lockwait`]).
+#[allow(clippy::too_many_arguments)]
 fn poll_byte(
     fd: BorrowedFd<'_>,
+    key: Option<Key>,
     t: libc::c_short,
     byte: libc::off_t,
     start: Instant,
@@ -103,6 +108,8 @@ fn poll_byte(
 ) -> Result<()> {
     let mut sleep = Duration::from_micros(20);
     loop {
+        // Read before the try, so a release right after it is not missed.
+        let seen = key.map(lockwait::releases);
         if set_lock(fd, t, byte, 1, false).map_err(|e| Error::io("lock", path, e))? {
             return Ok(());
         }
@@ -113,6 +120,11 @@ fn poll_byte(
                 kind: kind.name(),
                 waited,
             });
+        }
+        if let (Some(k), Some(seen)) = (key, seen)
+            && lockwait::wait_for_release(k, seen, timeout - waited) != Waited::NotHeld
+        {
+            continue;
         }
         std::thread::sleep(sleep.min(timeout - waited));
         // Capped low: a commit holds the lock for about a millisecond
@@ -131,20 +143,39 @@ fn poll_byte(
 /// holds the gate exclusively, so readers that arrive after it queue
 /// behind it instead of overtaking it forever.
 pub fn lock(fd: BorrowedFd<'_>, kind: LockKind, timeout: Duration, path: &Path) -> Result<()> {
+    lock_keyed(fd, kind, timeout, path).map(|_| ())
+}
+
+/// [`lock`], returning the file's identity for [`crate::lockwait`] when
+/// known.
+fn lock_keyed(
+    fd: BorrowedFd<'_>,
+    kind: LockKind,
+    timeout: Duration,
+    path: &Path,
+) -> Result<Option<Key>> {
     let t = match kind {
         LockKind::Shared => libc::F_RDLCK,
         LockKind::Exclusive => libc::F_WRLCK,
     } as libc::c_short;
     let start = Instant::now();
-    poll_byte(fd, t, GATE, start, timeout, kind, path)?;
-    let r = poll_byte(fd, t, DATA, start, timeout, kind, path);
-    let _ = set_lock(fd, libc::F_UNLCK as libc::c_short, GATE, 1, true);
-    if r.is_ok() {
-        // Another host may have written under its lock: read from the
-        // filesystem, not from this host's page cache (PROTOCOL.md §8).
-        crate::sharedfs::drop_cache(fd);
+    let key = Key::of(fd);
+    poll_byte(fd, key, t, GATE, start, timeout, kind, path)?;
+    // The gate is a lock this process holds: waiters here sleep until it
+    // goes instead of polling.
+    if let Some(k) = key {
+        lockwait::held(k);
     }
-    r
+    let r = poll_byte(fd, key, t, DATA, start, timeout, kind, path);
+    let _ = set_lock(fd, libc::F_UNLCK as libc::c_short, GATE, 1, true);
+    if let Some(k) = key {
+        lockwait::released(k);
+    }
+    r?;
+    // Another host may have written under its lock: read from the
+    // filesystem, not from this host's page cache (PROTOCOL.md §8).
+    crate::sharedfs::drop_cache(fd);
+    Ok(key)
 }
 
 pub fn unlock(fd: BorrowedFd<'_>) {
@@ -168,6 +199,8 @@ pub fn hold(path: &Path, kind: LockKind, timeout: Duration) -> Result<LockGuard>
 /// A held lock, released on drop.
 pub struct LockGuard {
     file: Arc<File>,
+    /// The file's identity, counted in [`crate::lockwait`] while held.
+    key: Option<Key>,
     pub kind: LockKind,
     /// A byte to zero just before unlocking (the index writer mark).
     clear_on_drop: Option<u64>,
@@ -180,9 +213,13 @@ impl LockGuard {
         timeout: Duration,
         path: &Path,
     ) -> Result<Self> {
-        lock(file.as_fd(), kind, timeout, path)?;
+        let key = lock_keyed(file.as_fd(), kind, timeout, path)?;
+        if let Some(k) = key {
+            lockwait::held(k);
+        }
         Ok(LockGuard {
             file,
+            key,
             kind,
             clear_on_drop: None,
         })
@@ -218,6 +255,9 @@ impl Drop for LockGuard {
             let _ = self.file.write_all_at(&[0], off);
         }
         unlock(self.file.as_fd());
+        if let Some(k) = self.key {
+            lockwait::released(k);
+        }
     }
 }
 

@@ -97,6 +97,9 @@ pub struct ServerConfig {
     /// Bound of the process-wide header cache in bytes (0: off;
     /// headercache.rs).
     pub header_cache: usize,
+    /// Connection threads ask for short CPU slices between and during
+    /// cheap commands (slice.rs).
+    pub short_slices: bool,
     pub limits: Limits,
     /// The ManageSieve listener and its quotas (`imapd.managesieve_*`).
     pub managesieve: crate::managesieve::config::ManageSieveConfig,
@@ -135,6 +138,7 @@ impl Default for ServerConfig {
             max_login_failures_per_connection: 3,
             compress: true,
             header_cache: super::headercache::DEFAULT_BYTES,
+            short_slices: true,
             limits: Limits::default(),
             managesieve: Default::default(),
             store: Config::default(),
@@ -257,6 +261,7 @@ impl ServerConfig {
             }
             "compress" => self.compress = yes_no(v)?,
             "header_cache" => self.header_cache = parse_size(v)?.min(1 << 40) as usize,
+            "short_slices" => self.short_slices = yes_no(v)?,
             "max_line" => self.limits.line = size(v)?.max(1024) as usize,
             "max_command" => self.limits.command_lines = size(v)?.max(1024) as usize,
             "max_literal" => self.limits.other_literal = size(v)?,

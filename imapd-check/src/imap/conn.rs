@@ -255,6 +255,9 @@ impl Session {
             }
             self.arm_timer();
             self.input.release();
+            // Waiting for the client: the next command is most likely
+            // cheap (slice.rs).
+            super::slice::short();
             let limits = self.read_limits();
             let assembled = match self.input.read_command(&mut self.out, &limits) {
                 Ok(a) => a,
@@ -399,6 +402,9 @@ impl Session {
                 | CommandBody::Thread { .. }
         );
         let post = post_check(&cmd.body);
+        if works_long(&cmd.body) {
+            super::slice::default();
+        }
         let result = self.dispatch(&tag, cmd.body);
         let result = match result {
             Err(Fail::Stop(s)) => return Err(s),
@@ -785,6 +791,24 @@ impl Session {
 
 /// What the check after a command may send: no EXPUNGE while answering
 /// FETCH, STORE, SEARCH (or COPY) by sequence number.
+/// Commands that may keep a CPU busy for long (reading many records or
+/// message files, parsing a message): they run with the kernel's default
+/// slice, the rest with short ones (slice.rs).
+fn works_long(body: &CommandBody) -> bool {
+    matches!(
+        body,
+        CommandBody::Select { .. }
+            | CommandBody::Examine { .. }
+            | CommandBody::Fetch { .. }
+            | CommandBody::Search { .. }
+            | CommandBody::Sort { .. }
+            | CommandBody::Thread { .. }
+            | CommandBody::Append { .. }
+            | CommandBody::Copy { .. }
+            | CommandBody::Move { .. }
+    )
+}
+
 fn post_allowance(body: &CommandBody) -> Allow {
     match body {
         CommandBody::Fetch { uid: false, .. }

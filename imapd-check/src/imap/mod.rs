@@ -45,6 +45,7 @@ pub mod rewrite;
 pub mod search;
 pub mod searchres;
 pub mod server;
+pub mod slice;
 pub mod sort;
 pub mod stream;
 pub mod structure;
@@ -137,6 +138,7 @@ fn server_config(a: &ServeArgs) -> Res<(storage::config::Config, config::ServerC
         cfg.passwd.clone_from(&a.passwd);
     }
     headercache::HEADERS.set_capacity(cfg.header_cache);
+    slice::ENABLED.store(cfg.short_slices, std::sync::atomic::Ordering::Relaxed);
     Ok((store_cfg, cfg))
 }
 
