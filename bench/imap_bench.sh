@@ -198,29 +198,25 @@ fi
 "$LOAD" --port "$DPORT" --user bench --users "$USERS" --password "$PASS" prepare
 "$LOAD" --port "$OPORT" --user bench --users "$USERS" --password "$PASS" prepare
 
-# Dovecot's RSS is the sum over its processes (master, auth, login, one imap
-# per connection); ours is one process.
-dovecot_rss() {
-    local total=0 p
-    for p in "$DPID" $(ps -o pid= --ppid "$DPID"); do
-        v=$(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+# Sums what the awk program $3 prints for /proc/PID/$2 over the process $1
+# and its live children.
+sum_procs() {
+    local total=0 p v
+    for p in "$1" $(ps -o pid= --ppid "$1"); do
+        v=$(awk "$3" "/proc/$p/$2" 2>/dev/null || true)
         total=$((total + ${v:-0}))
     done
-    echo $((total / 1024))
+    echo "$total"
 }
+# Dovecot's RSS is the sum over its processes (master, auth, login, one imap
+# per connection); ours is one process.
+dovecot_rss() { echo $(($(sum_procs "$DPID" status '/^VmRSS/ {print $2}') / 1024)); }
 ours_rss() { awk '/^VmRSS/ {printf "%d", $2/1024}' "/proc/${1:-$OPID}/status"; }
 # CPU time (clock ticks: user + system, with reaped children's) of a server:
 # Dovecot's over its master and every live child (an imap process that
 # exited was reaped by the master, so its time is in the master's
 # cutime/cstime); ours the one process.
-cpu_ticks() {
-    local total=0 p
-    for p in "$1" $(ps -o pid= --ppid "$1"); do
-        v=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null || true)
-        total=$((total + ${v:-0}))
-    done
-    echo "$total"
-}
+cpu_ticks() { sum_procs "$1" stat '{print $14 + $15 + $16 + $17}'; }
 TICK=$(getconf CLK_TCK)
 
 if [[ $ONLY != idle ]]; then
