@@ -10,6 +10,10 @@
 #   BENCH_USERS=1           users the clients spread over (1: all on one INBOX)
 #   BENCH_MSGS=1000         messages loaded into each INBOX
 #   BENCH_ONLY=mix|idle     only the mix, or only the many-idlers run
+#   BENCH_PACE_MS=0         each client starts a round of the mix every this
+#                           many ms (0: back to back). Paced, both servers get
+#                           the same offered load, so their latencies compare
+#                           at equal throughput (pick a pace Dovecot sustains)
 #   BENCH_IDLERS=1000       connections of the idle run (ours only)
 #   BENCH_OURS=DIR          take imapd-check and idx-admin from DIR instead of
 #                           building target/release (to measure an old build)
@@ -235,7 +239,7 @@ if [[ $ONLY != idle ]]; then
                 echo "=== $s clients=$c rep=$r"
                 spid=$DPID; [[ $s == ours ]] && spid=$OPID; [[ $s == base ]] && spid=$BPID
                 cpu0=$(cpu_ticks "$spid")
-                out=$("$LOAD" --port "$port" --user bench --users "$USERS" --password "$PASS" mix -c "$c" --seconds "$SECS" --seed "$r")
+                out=$("$LOAD" --port "$port" --user bench --users "$USERS" --password "$PASS" mix -c "$c" --seconds "$SECS" --seed "$r" --pace-ms "${BENCH_PACE_MS:-0}")
                 echo "$out" | sed '$d'
                 case $s in
                     ours) rss=$(ours_rss) ;;

@@ -53,6 +53,13 @@ enum Mode {
         seconds: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Start each client's rounds this many milliseconds apart (a
+        /// round that takes longer is followed at once): the same offered
+        /// load for both servers, to compare latencies at equal
+        /// throughput. 0 (the default): back to back, as fast as the
+        /// server answers.
+        #[arg(long, default_value_t = 0)]
+        pace_ms: u64,
     },
     Idle {
         #[arg(short = 'c', long, default_value_t = 1000)]
@@ -343,7 +350,7 @@ fn pct(v: &[Duration], p: f64) -> Duration {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn mix(cli: &Cli, clients: usize, seconds: u64, seed: u64) -> Res<()> {
+fn mix(cli: &Cli, clients: usize, seconds: u64, seed: u64, pace: Duration) -> Res<()> {
     let mut conns = Vec::new();
     for i in 0..clients {
         let user = user_of(cli, i);
@@ -361,7 +368,16 @@ fn mix(cli: &Cli, clients: usize, seconds: u64, seed: u64) -> Res<()> {
             let mut errors = 0;
             start.wait();
             let mut n = 0;
+            // Paced clients start spread over one interval, not at once.
+            let mut next = Instant::now() + pace.mul_f64(i as f64 / clients as f64);
             while !stop.load(Ordering::Relaxed) {
+                if !pace.is_zero() {
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    }
+                    next = next.max(now) + pace;
+                }
                 round(&mut c, &mut rng, i, n, &mut s, &mut errors)?;
                 n += 1;
             }
@@ -604,7 +620,14 @@ fn main() -> ExitCode {
             clients,
             seconds,
             seed,
-        } => mix(&cli, *clients, *seconds, *seed),
+            pace_ms,
+        } => mix(
+            &cli,
+            *clients,
+            *seconds,
+            *seed,
+            Duration::from_millis(*pace_ms),
+        ),
         Mode::Idle {
             clients,
             rounds,
