@@ -3,8 +3,8 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use nix::fcntl::OFlag;
 
@@ -39,9 +39,10 @@ pub enum Durability {
 pub struct IndexFile {
     pub file: Arc<File>,
     pub path: PathBuf,
-    /// Set by an in-place record write, cleared by the next header write,
-    /// which then stamps `inplace_modseq` (so no writer can forget to).
-    inplace_dirty: Arc<AtomicBool>,
+    /// Slots of in-place record writes since the last header write, which
+    /// then stamps `inplace_modseq` and logs them in `.changes` (so no
+    /// writer can forget to).
+    inplace_dirty: Arc<Mutex<Vec<u32>>>,
     /// Newest generation whose append range this handle has checked (or
     /// written itself): the check runs once per commit, not per lock.
     checked_generation: Arc<AtomicU64>,
@@ -139,7 +140,7 @@ impl IndexFile {
         IndexFile {
             file: Arc::new(file),
             path,
-            inplace_dirty: Arc::new(AtomicBool::new(false)),
+            inplace_dirty: Arc::new(Mutex::new(Vec::new())),
             checked_generation: Arc::new(AtomicU64::new(0)),
             allocated: Arc::new(AtomicU64::new(0)),
             growth_unsure: Arc::new(AtomicBool::new(false)),
@@ -153,7 +154,7 @@ impl IndexFile {
         IndexFile {
             file,
             path,
-            inplace_dirty: Arc::new(AtomicBool::new(false)),
+            inplace_dirty: Arc::new(Mutex::new(Vec::new())),
             checked_generation: Arc::new(AtomicU64::new(0)),
             allocated: Arc::new(AtomicU64::new(0)),
             growth_unsure: Arc::new(AtomicBool::new(false)),
@@ -626,7 +627,10 @@ impl IndexFile {
     }
 
     pub fn write_record(&self, recno: u32, record: &Record) -> Result<()> {
-        self.inplace_dirty.store(true, Ordering::Relaxed);
+        self.inplace_dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(recno);
         fsutil::write_all_at(
             &self.file,
             &record.encode(),
@@ -744,19 +748,68 @@ impl IndexFile {
 
     /// Writes `h` into the slot its generation selects, with an empty
     /// append range: every commit but an append's.
+    ///
+    /// A commit that rewrote records in place ([`Self::write_record`])
+    /// gets `inplace_modseq` stamped, and first a block in the change log
+    /// naming the slots it rewrote (`changelog.rs`, PROTOCOL.md §4b); a
+    /// commit that changes `inplace_modseq` without such writes (a
+    /// recount, a settled MOVE) resets the log instead, so no block the
+    /// header did not publish can ever stand for this commit.
     pub fn write_header(&self, h: &Header) -> Result<()> {
-        let h = &h.without_append();
-        if self.inplace_dirty.swap(false, Ordering::Relaxed) {
-            let mut stamped = h.clone();
-            stamped.inplace_modseq = h.highestmodseq.max(h.inplace_modseq);
-            return fsutil::write_all_at(
-                &self.file,
-                &stamped.encode(),
-                SLOT_OFFSETS[h.slot()],
-                &self.path,
-            );
+        let mut h = h.without_append();
+        let slots =
+            std::mem::take(&mut *self.inplace_dirty.lock().unwrap_or_else(|e| e.into_inner()));
+        if !slots.is_empty() {
+            h.inplace_modseq = h.highestmodseq.max(h.inplace_modseq);
         }
-        fsutil::write_all_at(&self.file, &h.encode(), SLOT_OFFSETS[h.slot()], &self.path)
+        if let Some(dir) = &self.messages {
+            // Under the exclusive lock, the header this commit replaces.
+            match self.read_slots().map(|r| r.header.inplace_modseq) {
+                Ok(prev) if !slots.is_empty() => self.log_block(dir, &h, prev, slots)?,
+                Ok(prev) if prev == h.inplace_modseq => {}
+                _ => crate::changelog::reset(dir)?,
+            }
+        }
+        let written =
+            fsutil::write_all_at(&self.file, &h.encode(), SLOT_OFFSETS[h.slot()], &self.path);
+        if let (Err(_), Some(dir)) = (&written, &self.messages) {
+            // The block may stand for a commit that never happened.
+            let _ = crate::changelog::reset(dir);
+        }
+        written
+    }
+
+    /// Appends the block of an in-place commit publishing `h` (whose
+    /// `inplace_modseq` was `prev`) to the change log, after its records
+    /// and before its header. On a shared filesystem the log is only
+    /// reset: its readers do not use it (PROTOCOL.md §8).
+    fn log_block(&self, dir: &Dir, h: &Header, prev: u64, mut slots: Vec<u32>) -> Result<()> {
+        slots.sort_unstable();
+        slots.dedup();
+        if crate::sharedfs::active() || prev >= h.inplace_modseq {
+            return crate::changelog::reset(dir);
+        }
+        let block = crate::changelog::Block {
+            modseq: h.inplace_modseq,
+            prev,
+            generation: h.generation,
+            slots,
+        };
+        let logged = crate::changelog::append(dir, &block)
+            .and_then(|()| crate::fault::point("changes.after_block"));
+        match logged {
+            Ok(()) => Ok(()),
+            Err(e @ Error::InjectedFault(_)) => {
+                let _ = crate::changelog::reset(dir);
+                Err(e)
+            }
+            Err(e) => {
+                // The log is only an accelerator: a commit never fails
+                // for it, as long as no stale block can stand for it.
+                tracing::warn!(path = %self.path.display(), error = %e, "change log not written; readers fall back to full reads");
+                crate::changelog::reset(dir)
+            }
+        }
     }
 
     /// Sets or clears the writer mark. Never fsynced: it only has to

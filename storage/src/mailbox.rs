@@ -22,6 +22,7 @@ pub use crate::meta::Meta;
 use crate::names::MailboxName;
 
 mod batch;
+mod changes;
 pub use batch::{BatchOp, BatchOutcome};
 
 /// The mailbox subdirectory where messages are written before their commit.
@@ -130,6 +131,10 @@ pub struct Changes {
     pub full: bool,
     /// Present when the keyword table changed.
     pub meta: Option<Meta>,
+    /// How the records were found: `true` when the change log named them
+    /// (`changelog.rs`), `false` after a read of the appended records only
+    /// or of every record.
+    pub from_log: bool,
 }
 
 /// Where a session last looked; cheap to compare.
@@ -423,8 +428,9 @@ impl Mailbox {
     /// costs one shared lock and one header read, whatever the size of the
     /// mailbox. When only appends happened since the mark (the header's
     /// `inplace_modseq` is not newer than it), the cost is a read of the
-    /// appended records; after a flag change or expunge, a read of every
-    /// record to find those with a newer MODSEQ.
+    /// appended records; after a flag change or expunge, a read of the
+    /// records the change log names (`changelog.rs`), or when it cannot
+    /// answer, of every record to find those with a newer MODSEQ.
     pub fn changes_since(&mut self, mark: &ViewMark) -> Result<Option<Changes>> {
         let (g, h) = self.lock_current(LockKind::Shared)?;
         if self.epoch == mark.epoch && h.generation == mark.generation {
@@ -447,6 +453,18 @@ impl Mailbox {
                 records: fresh,
                 full,
                 meta: meta_changed.then(|| self.meta.clone()),
+                from_log: false,
+            }));
+        }
+        if !full && let Some(records) = self.changes_from_log(mark, &h)? {
+            let meta_changed = self.refresh_meta(&h)?;
+            drop(g);
+            return Ok(Some(Changes {
+                header: h,
+                records,
+                full,
+                meta: meta_changed.then(|| self.meta.clone()),
+                from_log: true,
             }));
         }
         let all = self.index.read_records(0, h.num_records)?;
@@ -467,6 +485,7 @@ impl Mailbox {
             records,
             full,
             meta: meta_changed.then(|| self.meta.clone()),
+            from_log: false,
         }))
     }
 
@@ -1281,6 +1300,10 @@ impl Mailbox {
         mark.flags |= crate::format::HF_SUPERSEDED;
         self.index.write_header(&mark)?;
         fault::point("repack.after_mark_superseded")?;
+        // The log describes the old file's slots: emptied before the new
+        // file is published (PROTOCOL.md §5).
+        crate::changelog::reset(&self.dir)?;
+        fault::point("repack.after_log_reset")?;
         self.dir.rename(
             fsutil::os(tmp.as_bytes()),
             &self.dir,
@@ -1333,6 +1356,9 @@ impl Mailbox {
     fn repair_locked(&mut self, h: &Header) -> Result<RecoverOutcome> {
         let h = h.clone();
         let mut out = RecoverOutcome::default();
+        // A dead writer may have logged a block its header never
+        // published; whatever this repair commits, no block stands for it.
+        crate::changelog::reset(&self.dir)?;
         let records = self.index.read_records(0, h.num_records)?;
         self.check_uid_order(&h, &records, 0)?;
         if self.durability == Durability::Full {

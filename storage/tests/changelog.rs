@@ -1,0 +1,270 @@
+//! The change log `.changes` (docs/FORMAT.md §2a, PROTOCOL.md §4b): a
+//! view kept up to date through `Mailbox::changes_since` (which follows
+//! the log where it can) equals a fresh full read after any sequence of
+//! stores, expunges, group commits, appends, repacks and log damage from
+//! several handles; and the log answers the common case.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mailstore::format::Flags;
+use mailstore::internals::changelog::CHANGES_NAME;
+use mailstore::mailbox::{BatchOp, FlagOp, ViewMark};
+use mailstore::{
+    AppendOptions, Durability, Mailbox, MailboxName, Options, Record, Store, UserName,
+};
+use proptest::prelude::*;
+
+fn store_at(spool: &std::path::Path) -> Store {
+    Store::open(
+        spool,
+        Options {
+            durability: Durability::Relaxed,
+            lock_timeout: Duration::from_secs(10),
+        },
+    )
+    .unwrap()
+}
+
+fn user() -> UserName {
+    UserName::new("log").unwrap()
+}
+
+fn open(s: &Store) -> Mailbox {
+    s.open_mailbox(&user(), &MailboxName::inbox()).unwrap()
+}
+
+fn append(m: &mut Mailbox, n: usize) {
+    for i in 0..n {
+        m.append(
+            format!("Subject: {i}\r\n\r\nbody\r\n").as_bytes(),
+            AppendOptions::default(),
+        )
+        .unwrap();
+    }
+}
+
+/// A reader: its handle, its mark and what it knows, by UID.
+struct Reader {
+    m: Mailbox,
+    mark: ViewMark,
+    view: BTreeMap<u32, Record>,
+}
+
+impl Reader {
+    fn new(s: &Store) -> Reader {
+        let mut m = open(s);
+        let snap = m.snapshot().unwrap();
+        Reader {
+            m,
+            mark: snap.mark,
+            view: snap.records.into_iter().map(|r| (r.uid, r)).collect(),
+        }
+    }
+
+    /// One check; returns whether the log answered it.
+    fn check(&mut self) -> bool {
+        let Some(ch) = self.m.changes_since(&self.mark).unwrap() else {
+            return false;
+        };
+        if ch.full {
+            self.view.clear();
+        }
+        self.mark = self.m.mark_of(&ch.header);
+        let from_log = ch.from_log;
+        self.view.extend(ch.records.into_iter().map(|r| (r.uid, r)));
+        from_log
+    }
+
+    /// What a fresh full read gives.
+    fn truth(&mut self) -> Vec<Record> {
+        self.m.snapshot().unwrap().records
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Append(usize),
+    Store {
+        by: usize,
+        uids: Vec<u32>,
+        op: FlagOp,
+        flag: u8,
+    },
+    Expunge {
+        by: usize,
+        uids: Vec<u32>,
+    },
+    Batch {
+        by: usize,
+        uids: Vec<u32>,
+    },
+    Repack(usize),
+    Check(usize),
+    /// Cut the log's last `n` bytes (a torn tail) or flip a byte.
+    Damage {
+        cut: bool,
+        n: usize,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let uids = prop::collection::vec(1u32..40, 1..5);
+    prop_oneof![
+        2 => (1usize..4).prop_map(Op::Append),
+        5 => (0usize..3, uids.clone(), prop_oneof![Just(FlagOp::Add), Just(FlagOp::Remove), Just(FlagOp::Replace)], 0u8..5)
+            .prop_map(|(by, uids, op, flag)| Op::Store { by, uids, op, flag }),
+        2 => (0usize..3, uids.clone()).prop_map(|(by, uids)| Op::Expunge { by, uids }),
+        2 => (0usize..3, uids).prop_map(|(by, uids)| Op::Batch { by, uids }),
+        1 => (0usize..3).prop_map(Op::Repack),
+        6 => (0usize..3).prop_map(Op::Check),
+        1 => (any::<bool>(), 1usize..80).prop_map(|(cut, n)| Op::Damage { cut, n }),
+    ]
+}
+
+fn flag(i: u8) -> Flags {
+    [
+        Flags::SEEN,
+        Flags::FLAGGED,
+        Flags::DELETED,
+        Flags::ANSWERED,
+        Flags::DRAFT,
+    ][i as usize % 5]
+}
+
+fn setup() -> (tempfile::TempDir, Store, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let s = store_at(&spool);
+    s.create_mailbox(&user(), &MailboxName::inbox()).unwrap();
+    let dir = s.mailbox_path(&user(), &MailboxName::inbox());
+    (tmp, s, dir)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// PROTOCOL.md §4b, §7: whatever happens, a reader's view kept up to
+    /// date through the log equals a fresh full read after every check.
+    #[test]
+    fn view_through_the_log_equals_a_full_read(ops in prop::collection::vec(op(), 1..60)) {
+        let (_tmp, s, dir) = setup();
+        let mut writer = open(&s);
+        append(&mut writer, 20);
+        let mut readers: Vec<Reader> = (0..3).map(|_| Reader::new(&s)).collect();
+        for op in ops {
+            match op {
+                Op::Append(n) => append(&mut writer, n),
+                Op::Store { by, uids, op, flag: f } => {
+                    readers[by].m.store(&uids, op, flag(f), &[], None).unwrap();
+                }
+                Op::Expunge { by, uids } => {
+                    readers[by].m.expunge(Some(&uids), false).unwrap();
+                }
+                Op::Batch { by, uids } => {
+                    readers[by].m.write_batch(|| vec![
+                        BatchOp::Store { uids: uids.clone(), op: FlagOp::Add, flags: Flags::DELETED, unchanged_since: None },
+                        BatchOp::Store { uids: uids.clone(), op: FlagOp::Add, flags: Flags::SEEN, unchanged_since: None },
+                        BatchOp::Expunge { uids: Some(uids[..1].to_vec()), require_deleted: true },
+                    ]).unwrap();
+                }
+                Op::Repack(by) => {
+                    readers[by].m.repack().unwrap();
+                }
+                Op::Check(i) => {
+                    let r = &mut readers[i];
+                    r.check();
+                    let truth = r.truth();
+                    prop_assert_eq!(r.view.values().cloned().collect::<Vec<_>>(), truth);
+                }
+                Op::Damage { cut, n } => {
+                    let p = dir.join(CHANGES_NAME);
+                    if let Ok(mut b) = std::fs::read(&p) && !b.is_empty() {
+                        if cut {
+                            b.truncate(b.len().saturating_sub(n));
+                        } else {
+                            let i = b.len() - 1 - n % b.len();
+                            b[i] ^= 0x5a;
+                        }
+                        std::fs::write(&p, b).unwrap();
+                    }
+                }
+            }
+        }
+        for r in &mut readers {
+            r.check();
+            let truth = r.truth();
+            prop_assert_eq!(r.view.values().cloned().collect::<Vec<_>>(), truth);
+        }
+    }
+}
+
+/// A mailbox of `n` messages, a writer handle, a reader that looked, and
+/// then the writer's STORE +\Seen of `seen`.
+fn writer_and_reader(n: usize, seen: &[u32]) -> (tempfile::TempDir, PathBuf, Mailbox, Reader) {
+    let (tmp, s, dir) = setup();
+    let mut writer = open(&s);
+    append(&mut writer, n);
+    let r = Reader::new(&s);
+    writer
+        .store(seen, FlagOp::Add, Flags::SEEN, &[], None)
+        .unwrap();
+    (tmp, dir, writer, r)
+}
+
+/// PROTOCOL.md §4b: after a one-flag STORE and after a one-message
+/// EXPUNGE by another handle, a reader's check is answered from the log
+/// and names only the changed record; after appends and in-place changes
+/// mixed, it names those plus the appended ones.
+#[test]
+fn the_log_answers_checks_after_stores_and_expunges() {
+    let (_tmp, _dir, mut writer, mut r) = writer_and_reader(50, &[17]);
+    let ch = r.m.changes_since(&r.mark).unwrap().unwrap();
+    assert!(ch.from_log);
+    assert_eq!(
+        ch.records.iter().map(|r| r.uid).collect::<Vec<_>>(),
+        vec![17]
+    );
+    assert!(r.check());
+    writer.expunge(Some(&[3]), false).unwrap();
+    append(&mut writer, 2);
+    writer
+        .store(&[40, 51], FlagOp::Add, Flags::FLAGGED, &[], None)
+        .unwrap();
+    let ch = r.m.changes_since(&r.mark).unwrap().unwrap();
+    assert!(ch.from_log);
+    assert_eq!(
+        ch.records.iter().map(|r| r.uid).collect::<Vec<_>>(),
+        vec![3, 40, 51, 52]
+    );
+    assert!(r.check());
+    assert_eq!(r.view.values().cloned().collect::<Vec<_>>(), r.truth());
+}
+
+/// FORMAT.md §2a: damage to the log is a warning of `verify` with its
+/// offset, and the next check falls back to a full read; `recover`
+/// removes the log.
+#[test]
+fn damaged_log_is_a_warning_and_recover_resets_it() {
+    let (_tmp, dir, mut writer, mut r) = writer_and_reader(10, &[2]);
+    writer
+        .store(&[4], FlagOp::Add, Flags::SEEN, &[], None)
+        .unwrap();
+    let p = dir.join(CHANGES_NAME);
+    let mut b = std::fs::read(&p).unwrap();
+    b[2] ^= 1; // the first block's MODSEQ: its CRC fails
+    std::fs::write(&p, &b).unwrap();
+    let report = mailstore::verify::verify_path(&dir, Duration::from_secs(5)).unwrap();
+    assert!(report.is_clean(), "{:?}", report.findings);
+    let w: Vec<_> = report.warnings().collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].offset, Some(0));
+    // The reader needs the damaged block: full read, right answer.
+    assert!(!r.check());
+    assert_eq!(r.view.values().cloned().collect::<Vec<_>>(), r.truth());
+    writer.recover().unwrap();
+    assert!(!p.exists());
+    let report = mailstore::verify::verify_path(&dir, Duration::from_secs(5)).unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+}
