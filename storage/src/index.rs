@@ -22,6 +22,12 @@ pub const INDEX_NAME: &str = ".index";
 /// lies inside the header read, so checking it costs nothing.
 pub const WRITER_MARK_OFFSET: u64 = 2048;
 
+/// Where the count stamp lies, in the zero padding after the writer mark
+/// (`boot::count_stamp`, FORMAT.md §2): the boot in which a writer last
+/// recounted the header from every record. Not CRC'd with the header,
+/// never fsynced on its own, ignored by readers that do not know it.
+pub const COUNT_STAMP_OFFSET: u64 = 2056;
+
 /// How much is made durable at each commit. `Relaxed` skips every fsync
 /// and is meant for tests and benchmarks only: a power loss may lose
 /// messages that were reported delivered.
@@ -51,6 +57,8 @@ pub struct IndexFile {
     allocated: Arc<AtomicU64>,
     /// See [`Self::growth_unsure`].
     growth_unsure: Arc<AtomicBool>,
+    /// See [`Self::counted_this_boot`].
+    counted: Arc<AtomicBool>,
     /// The longest length this handle has seen the file have (see
     /// [`Self::len_covers`]); 0 until first needed.
     len_seen: Arc<AtomicU64>,
@@ -144,6 +152,7 @@ impl IndexFile {
             checked_generation: Arc::new(AtomicU64::new(0)),
             allocated: Arc::new(AtomicU64::new(0)),
             growth_unsure: Arc::new(AtomicBool::new(false)),
+            counted: Arc::new(AtomicBool::new(false)),
             len_seen: Arc::new(AtomicU64::new(0)),
             messages: None,
         }
@@ -158,6 +167,7 @@ impl IndexFile {
             checked_generation: Arc::new(AtomicU64::new(0)),
             allocated: Arc::new(AtomicU64::new(0)),
             growth_unsure: Arc::new(AtomicBool::new(false)),
+            counted: Arc::new(AtomicBool::new(false)),
             len_seen: Arc::new(AtomicU64::new(0)),
             messages: None,
         }
@@ -420,6 +430,10 @@ impl IndexFile {
             })
         };
         let (a, b) = (decode(0), decode(1));
+        let cs = COUNT_STAMP_OFFSET as usize;
+        let counted = n >= cs + crate::boot::COUNT_STAMP_SIZE
+            && crate::boot::counted_this_boot(&buf[cs..cs + crate::boot::COUNT_STAMP_SIZE]);
+        self.counted.store(counted, Ordering::Relaxed);
         let mark = WRITER_MARK_OFFSET as usize;
         let writer_mark = n > mark && buf[mark] != 0;
         match (a, b) {
@@ -810,6 +824,35 @@ impl IndexFile {
                 crate::changelog::reset(dir)
             }
         }
+    }
+
+    /// Whether, at the last header read, the count stamp said a writer
+    /// recounted the header from every record during this boot. Within
+    /// one boot only a killed writer leaves records its header does not
+    /// count, and it leaves its writer mark too, which makes the next
+    /// locker recount; so a writer that sees this may keep the counters by
+    /// delta from the records it rewrites. After a power loss (a new boot)
+    /// the mark may be lost while the records survived: the first
+    /// in-place writer then recounts everything.
+    pub fn counted_this_boot(&self) -> bool {
+        self.counted.load(Ordering::Relaxed)
+    }
+
+    /// Writes the count stamp of this boot, after a header recounted from
+    /// every record was written (no flush of its own: it only has to be
+    /// as durable as that header, and a reboot voids it anyway).
+    pub fn write_count_stamp(&self) -> Result<()> {
+        if self.counted_this_boot() {
+            return Ok(());
+        }
+        fsutil::write_all_at(
+            &self.file,
+            &crate::boot::count_stamp(),
+            COUNT_STAMP_OFFSET,
+            &self.path,
+        )?;
+        self.counted.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Sets or clears the writer mark. Never fsynced: it only has to

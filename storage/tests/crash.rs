@@ -195,6 +195,7 @@ fn run_op(m: &mut Mailbox, op: &str) -> mailstore::Result<()> {
                     BatchOp::Expunge {
                         uids: None,
                         require_deleted: true,
+                        hint: Vec::new(),
                     },
                 ]
             })

@@ -248,6 +248,7 @@ fn one_op(
                     BatchOp::Expunge {
                         uids: Some(f.clone()),
                         require_deleted: true,
+                        hint: Vec::new(),
                     },
                 ]
             })?;

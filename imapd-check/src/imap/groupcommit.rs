@@ -110,6 +110,7 @@ pub fn expunge(
     let step = BatchOp::Expunge {
         uids,
         require_deleted,
+        hint: Vec::new(),
     };
     match write(mbox, step)? {
         BatchOutcome::Expunge(g) => Ok(g),
