@@ -337,3 +337,48 @@ fn commits_of_few_uids_read_few_records() {
     assert!(!r.view.contains_key(&77) || r.view[&77].is_expunged());
     assert!(r.view[&500].is_expunged());
 }
+
+/// RFC 3501 7.4.1 through a view of several chunks (session/entries.rs):
+/// expunges in different chunks go out highest sequence number first,
+/// each number as the client knows it at that point, and the view then
+/// equals a freshly opened one; flag changes come out at the right
+/// sequence numbers.
+#[test]
+fn view_over_many_chunks_matches_a_fresh_view() {
+    use mailstore::session::{Allow, SessionView, Update};
+    let (_tmp, s, _dir) = setup();
+    let mut writer = open(&s);
+    append(&mut writer, 3000);
+    let mut m = open(&s);
+    let mut view = SessionView::open(&mut m).unwrap();
+    writer.expunge(Some(&[5, 1500, 2999]), false).unwrap();
+    writer
+        .store(&[2500], FlagOp::Add, Flags::SEEN, &[], None)
+        .unwrap();
+    let ups = view.check(&mut m, Allow::AllUpdates).unwrap();
+    let expunges: Vec<u32> = ups
+        .iter()
+        .filter_map(|u| match u {
+            Update::Expunge(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(expunges, vec![2999, 1500, 5]);
+    let fetched: Vec<(u32, u32)> = ups
+        .iter()
+        .filter_map(|u| match u {
+            Update::Fetch { seq, uid, .. } => Some((*seq, *uid)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fetched, vec![(2498, 2500)]);
+    let fresh = SessionView::open(&mut open(&s)).unwrap();
+    assert_eq!(view.len(), 2997);
+    assert!(
+        view.iter()
+            .map(|m| (m.seq, m.uid, m.record.clone()))
+            .eq(fresh.iter().map(|m| (m.seq, m.uid, m.record.clone())))
+    );
+    assert_eq!(view.seq(2998), Some(2996));
+    assert_eq!(view.uid(1024), Some(1025));
+}
