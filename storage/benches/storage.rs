@@ -4,8 +4,9 @@
 //! - append of a 4 KiB message, durable (`Durability::Full`) and relaxed;
 //! - `changes_since` with no change on a 1,000- and a 1,000,000-record
 //!   mailbox (must cost the same: one shared lock and one header read);
-//! - open of the 1,000,000-record mailbox: open + header, and open +
-//!   snapshot (read and validate every record).
+//! - open of the 1,000,000-record mailbox: open + header, open +
+//!   snapshot (read and validate every record), and open + session view
+//!   (what SELECT builds).
 //!
 //! - issue 21: UID STORE of one flag, and another session's check after
 //!   one flag change and after one expunge, at 1,000 and 1,000,000
@@ -156,6 +157,15 @@ fn checks_and_opens(c: &mut Criterion) {
             let snap = m.snapshot().unwrap();
             assert_eq!(snap.records.len(), 1_000_000);
             black_box(snap)
+        })
+    });
+    // What SELECT builds: the session view, straight from the records.
+    g.bench_function("open_and_view", |b| {
+        b.iter(|| {
+            let mut m = s.open_mailbox(&user(), &large).unwrap();
+            let view = SessionView::open(&mut m).unwrap();
+            assert_eq!(view.len(), 1_000_000);
+            black_box(view)
         })
     });
     g.finish();

@@ -594,9 +594,31 @@ impl IndexFile {
         if end <= start {
             return Ok(Vec::new());
         }
+        // Sized by what the file holds, never by the count alone: one
+        // allocation instead of a doubling series for a big index.
+        let count = (end - start) as usize;
+        let held = self.readable(Header::record_offset(start), count * RECORD_SIZE)? / RECORD_SIZE;
+        let mut out = Vec::with_capacity(held.max(count.min(READ_CHUNK)));
+        self.each_record(start, end, |r| {
+            out.push(r);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Self::read_records`] handing each record to `f` in order instead
+    /// of collecting them: at most [`READ_CHUNK`] records' bytes are held.
+    pub fn each_record(
+        &self,
+        start: u32,
+        end: u32,
+        mut f: impl FnMut(Record) -> Result<()>,
+    ) -> Result<()> {
+        if end <= start {
+            return Ok(());
+        }
         let count = (end - start) as usize;
         let mut buf = vec![0u8; count.min(READ_CHUNK) * RECORD_SIZE];
-        let mut out = Vec::with_capacity(count.min(READ_CHUNK));
         let mut recno = start;
         while recno < end {
             let batch = ((end - recno) as usize).min(READ_CHUNK);
@@ -621,11 +643,11 @@ impl IndexFile {
                         format!("record {recno}: {}", e.what),
                     )
                 })?;
-                out.push(r);
+                f(r)?;
                 recno += 1;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     pub fn write_records(&self, start: u32, records: &[Record]) -> Result<()> {

@@ -24,6 +24,7 @@ use crate::names::MailboxName;
 mod batch;
 mod changes;
 mod locate;
+mod snapshot;
 pub use batch::{BatchOp, BatchOutcome};
 
 /// The mailbox subdirectory where messages are written before their commit.

@@ -271,8 +271,21 @@ impl SessionView {
     /// Opens the view (IMAP SELECT): one consistent snapshot. The client
     /// is then told `EXISTS len()`.
     pub fn open(mbox: &mut Mailbox) -> Result<SessionView> {
-        let snap = mbox.snapshot()?;
-        Ok(Self::from_snapshot(mbox, snap))
+        // Straight into the view's chunks: no vector of every record in
+        // between (SELECT of a big mailbox, issue 21).
+        let mut msgs = Entries::default();
+        let mut floor = 0;
+        let (header, mark, meta) = mbox.snapshot_each(|record| {
+            floor = record.uid;
+            if !record.is_expunged() {
+                msgs.push_building(Entry {
+                    record,
+                    expunged: false,
+                });
+            }
+        })?;
+        msgs.finish_building();
+        Ok(Self::new(mbox, msgs, floor, header, mark, meta))
     }
 
     /// Opens the view for `SELECT ... (QRESYNC ...)`: the view and what
@@ -376,15 +389,27 @@ impl SessionView {
         // chunks are exactly sized, for as long as the mailbox is
         // selected (a thousand idle sessions of one mailbox hold a
         // thousand copies).
+        let msgs = Entries::from_vec(msgs);
+        Self::new(mbox, msgs, floor, snap.header, snap.mark, snap.meta)
+    }
+
+    fn new(
+        mbox: &Mailbox,
+        msgs: Entries,
+        floor: u32,
+        header: crate::format::Header,
+        mark: ViewMark,
+        meta: crate::mailbox::Meta,
+    ) -> SessionView {
         SessionView {
-            msgs: Entries::from_vec(msgs),
+            msgs,
             held: Vec::new(),
-            mark: snap.mark,
+            mark,
             floor,
-            keywords: snap.meta.keywords,
-            uidvalidity: snap.header.uidvalidity,
-            highestmodseq: snap.header.highestmodseq,
-            uid_next: snap.header.last_uid.saturating_add(1),
+            keywords: meta.keywords,
+            uidvalidity: header.uidvalidity,
+            highestmodseq: header.highestmodseq,
+            uid_next: header.last_uid.saturating_add(1),
             index_path: mbox.index_path().to_path_buf(),
             vanished: false,
             held_floor: None,

@@ -32,6 +32,25 @@ impl Entries {
         e
     }
 
+    /// Appends while building a view: chunks are filled to [`CHUNK`]
+    /// with one allocation each; [`Self::finish_building`] trims the last.
+    pub fn push_building(&mut self, e: Entry) {
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            self.starts.push(self.len);
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        self.chunks.last_mut().expect("a chunk").push(e);
+        self.len += 1;
+    }
+
+    /// Ends [`Self::push_building`]: no slack is kept for as long as the
+    /// view lives.
+    pub fn finish_building(&mut self) {
+        if let Some(last) = self.chunks.last_mut() {
+            last.shrink_to_fit();
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
