@@ -1104,7 +1104,7 @@ impl Mailbox {
             &locate::Wanted {
                 uids: uids.to_vec(),
                 all_deleted: false,
-                hint: &[],
+                hint: Vec::new(),
             },
         )?;
         let modseq = old.highestmodseq + 1;
@@ -1189,7 +1189,7 @@ impl Mailbox {
             &locate::Wanted {
                 uids: uids.map(<[u32]>::to_vec).unwrap_or_default(),
                 all_deleted: uids.is_none(),
-                hint: &[],
+                hint: Vec::new(),
             },
         )?;
         let modseq = old.highestmodseq + 1;

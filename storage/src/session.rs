@@ -62,6 +62,7 @@
 //! reported, a vanished one may never be missed), narrowed with the
 //! client's sequence-match data when it sent some.
 
+use std::collections::BTreeSet;
 mod entries;
 use entries::Entries;
 use std::path::PathBuf;
@@ -216,6 +217,9 @@ pub struct SessionView {
     msgs: Entries,
     /// UIDs of the entries that are `expunged` (held), in no order.
     held: Vec<u32>,
+    /// UIDs of the live entries whose record has \Deleted: EXPUNGE's
+    /// hint to the store ([`Self::deleted_uids`]).
+    deleted: BTreeSet<u32>,
     mark: ViewMark,
     /// Highest UID of any record this view has read, expunged or not.
     /// Records above it are new.
@@ -275,9 +279,11 @@ impl SessionView {
         // between (SELECT of a big mailbox, issue 21).
         let mut msgs = Entries::default();
         let mut floor = 0;
+        let mut deleted = BTreeSet::new();
         let (header, mark, meta) = mbox.snapshot_each(|record| {
             floor = record.uid;
             if !record.is_expunged() {
+                note_deleted(&mut deleted, &record);
                 msgs.push_building(Entry {
                     record,
                     expunged: false,
@@ -285,7 +291,7 @@ impl SessionView {
             }
         })?;
         msgs.finish_building();
-        Ok(Self::new(mbox, msgs, floor, header, mark, meta))
+        Ok(Self::new(mbox, msgs, floor, deleted, header, mark, meta))
     }
 
     /// Opens the view for `SELECT ... (QRESYNC ...)`: the view and what
@@ -389,14 +395,27 @@ impl SessionView {
         // chunks are exactly sized, for as long as the mailbox is
         // selected (a thousand idle sessions of one mailbox hold a
         // thousand copies).
+        let mut deleted = BTreeSet::new();
+        for e in &msgs {
+            note_deleted(&mut deleted, &e.record);
+        }
         let msgs = Entries::from_vec(msgs);
-        Self::new(mbox, msgs, floor, snap.header, snap.mark, snap.meta)
+        Self::new(
+            mbox,
+            msgs,
+            floor,
+            deleted,
+            snap.header,
+            snap.mark,
+            snap.meta,
+        )
     }
 
     fn new(
         mbox: &Mailbox,
         msgs: Entries,
         floor: u32,
+        deleted: BTreeSet<u32>,
         header: crate::format::Header,
         mark: ViewMark,
         meta: crate::mailbox::Meta,
@@ -404,6 +423,7 @@ impl SessionView {
         SessionView {
             msgs,
             held: Vec::new(),
+            deleted,
             mark,
             floor,
             keywords: meta.keywords,
@@ -504,6 +524,7 @@ impl SessionView {
             if r.uid > self.floor {
                 self.floor = r.uid;
                 if !r.is_expunged() {
+                    note_deleted(&mut self.deleted, &r);
                     self.msgs.push(Entry {
                         record: r,
                         expunged: false,
@@ -524,9 +545,11 @@ impl SessionView {
             if r.is_expunged() {
                 e.expunged = true;
                 self.held.push(r.uid);
+                self.deleted.remove(&r.uid);
                 hold_at(&mut self.held_floor, r.modseq);
             } else if r.modseq > e.record.modseq {
                 changed.push(r.uid);
+                note_deleted(&mut self.deleted, &r);
                 e.record = r;
             }
         }
@@ -535,6 +558,7 @@ impl SessionView {
                 if !seen && !e.expunged {
                     e.expunged = true;
                     self.held.push(e.record.uid);
+                    self.deleted.remove(&e.record.uid);
                     // Repacked away: expunged at or below removed_modseq.
                     hold_at(&mut self.held_floor, ch.header.removed_modseq);
                 }
@@ -629,6 +653,7 @@ impl SessionView {
                 continue;
             }
             e.record = r.clone();
+            note_deleted(&mut self.deleted, r);
             fetches.push((seq, r.clone()));
         }
         fetches.sort_by_key(|(seq, _)| *seq);
@@ -652,6 +677,7 @@ impl SessionView {
                 if !e.expunged {
                     e.expunged = true;
                     self.held.push(uid);
+                    self.deleted.remove(&uid);
                     // Expunged just now, above what the view last saw.
                     hold_at(&mut self.held_floor, self.highestmodseq);
                 }
@@ -662,6 +688,15 @@ impl SessionView {
             self.flush_expunges(&mut out);
         }
         out
+    }
+
+    /// UIDs of the messages this view last saw with \Deleted (and not
+    /// expunged), ascending: the hint for an EXPUNGE
+    /// ([`crate::mailbox::BatchOp::Expunge`]), which lets the store read
+    /// only their records when they are all the \Deleted messages there
+    /// are. O(their number).
+    pub fn deleted_uids(&self) -> Vec<u32> {
+        self.deleted.iter().copied().collect()
     }
 
     /// Number of messages the client knows, held expunges included.
@@ -789,6 +824,15 @@ impl SessionView {
         idx.sort_unstable();
         idx.dedup();
         idx
+    }
+}
+
+/// Keeps `set` (UIDs of live records with \Deleted) right for `r`.
+fn note_deleted(set: &mut BTreeSet<u32>, r: &Record) {
+    if r.flags.contains(Flags::DELETED) && !r.is_expunged() {
+        set.insert(r.uid);
+    } else {
+        set.remove(&r.uid);
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mailstore::format::Flags;
 use mailstore::internals::changelog::CHANGES_NAME;
-use mailstore::mailbox::{BatchOp, FlagOp, ViewMark};
+use mailstore::mailbox::{BatchOp, BatchOutcome, FlagOp, ViewMark};
 use mailstore::{
     AppendOptions, Durability, Mailbox, MailboxName, Options, Record, Store, UserName,
 };
@@ -175,6 +175,19 @@ proptest! {
                         BatchOp::Store { uids: uids.clone(), op: FlagOp::Add, flags: Flags::SEEN, unchanged_since: None },
                         BatchOp::Expunge { uids: Some(uids[..1].to_vec()), require_deleted: true, hint: Vec::new() },
                     ]).unwrap();
+                    // EXPUNGE with a hint that may fall short of every
+                    // \Deleted message (other stores set some): the store
+                    // must then read every record.
+                    let hint = uids[1..].to_vec();
+                    let expected: Vec<u32> = {
+                        let snap = readers[by].m.snapshot().unwrap();
+                        snap.records.iter().filter(|r| !r.is_expunged() && r.flags.contains(Flags::DELETED)).map(|r| r.uid).collect()
+                    };
+                    let out = readers[by].m.write_batch(|| vec![
+                        BatchOp::Expunge { uids: None, require_deleted: true, hint },
+                    ]).unwrap();
+                    let gone = match &out[0] { BatchOutcome::Expunge(g) => g.clone(), _ => unreachable!() };
+                    prop_assert_eq!(gone, expected);
                 }
                 Op::Repack(by) => {
                     readers[by].m.repack().unwrap();

@@ -75,7 +75,7 @@ impl Mailbox {
         let mut want = Wanted {
             uids: Vec::new(),
             all_deleted: false,
-            hint: &[],
+            hint: Vec::new(),
         };
         for op in &ops {
             match op {
@@ -87,9 +87,7 @@ impl Mailbox {
                     uids: None, hint, ..
                 } => {
                     want.all_deleted = true;
-                    if want.hint.is_empty() {
-                        want.hint = hint;
-                    }
+                    want.hint.extend_from_slice(hint);
                 }
             }
         }

@@ -55,7 +55,7 @@ impl Working {
 pub(crate) type Writes = Vec<(u32, Record)>;
 
 /// What a commit asks for.
-pub(crate) struct Wanted<'a> {
+pub(crate) struct Wanted {
     /// UIDs its steps name.
     pub uids: Vec<u32>,
     /// Some step expunges every \Deleted message (IMAP EXPUNGE).
@@ -63,7 +63,7 @@ pub(crate) struct Wanted<'a> {
     /// UIDs the caller believes are \Deleted (its session's view), read
     /// too when `all_deleted`: if, with the named ones, they hold every
     /// \Deleted message the header counts, nothing else is read.
-    pub hint: &'a [u32],
+    pub hint: Vec<u32>,
 }
 
 impl Mailbox {
@@ -78,7 +78,7 @@ impl Mailbox {
     pub(crate) fn working_set(&self, h: &Header, want: &Wanted) -> Result<Working> {
         let mut uids: Vec<u32> = want.uids.clone();
         if want.all_deleted {
-            uids.extend_from_slice(want.hint);
+            uids.extend_from_slice(&want.hint);
         }
         uids.sort_unstable();
         uids.dedup();
