@@ -395,3 +395,30 @@ fn view_over_many_chunks_matches_a_fresh_view() {
     assert_eq!(view.seq(2998), Some(2996));
     assert_eq!(view.uid(1024), Some(1025));
 }
+
+/// FORMAT.md §1, §2a: a mailbox deleted while it has children keeps its
+/// directory; its change log goes with its index, so a mailbox created
+/// there later never finds blocks about the old one.
+#[test]
+fn delete_in_place_and_create_leave_no_old_log() {
+    let (_tmp, s, _dir) = setup();
+    let a = MailboxName::new("A").unwrap();
+    s.create_mailbox(&user(), &a).unwrap();
+    s.create_mailbox(&user(), &MailboxName::new("A/B").unwrap())
+        .unwrap();
+    let path = s.mailbox_path(&user(), &a);
+    {
+        let mut m = s.open_mailbox(&user(), &a).unwrap();
+        append(&mut m, 3);
+        m.store(&[2], FlagOp::Add, Flags::SEEN, &[], None).unwrap();
+    }
+    assert!(path.join(CHANGES_NAME).exists());
+    s.delete_mailbox(&user(), &a).unwrap();
+    assert!(path.is_dir(), "kept for its child");
+    assert!(!path.join(CHANGES_NAME).exists());
+    // A log planted in the directory (as an older binary's delete would
+    // have left it) is dropped by the create.
+    std::fs::write(path.join(CHANGES_NAME), b"stale").unwrap();
+    s.create_mailbox(&user(), &a).unwrap();
+    assert!(!path.join(CHANGES_NAME).exists());
+}
