@@ -109,10 +109,19 @@ fn other_sessions_noop_reads_only_what_changed() {
     let lines = b.ok("NOOP");
     assert_eq!(lines, vec!["* 297 EXPUNGE"], "{lines:?}");
 
+    // CLOSE expunges the same way (RFC 3501 6.4.2), silently.
+    a.ok("UID STORE 400 +FLAGS.SILENT (\\Deleted)");
+    let a6 = bytes_read(a.pid());
+    assert!(a.ok("CLOSE").is_empty());
+    let a7 = bytes_read(a.pid());
+    assert!(a7 - a6 < index_bytes / 4, "CLOSE read {} bytes", a7 - a6);
+    let lines = b.ok("NOOP");
+    assert_eq!(lines, vec!["* 396 EXPUNGE"], "{lines:?}");
+
     // What B now knows is what a fresh session sees.
     let seen = b.ok("UID SEARCH SEEN");
     assert_eq!(seen, vec!["* SEARCH 2500".to_string()]);
-    let lines = b.ok("FETCH 2496 (UID FLAGS)");
+    let lines = b.ok("FETCH 2495 (UID FLAGS)");
     assert!(
         lines[0].contains("UID 2500") && lines[0].contains("\\Seen"),
         "{lines:?}"
@@ -120,7 +129,7 @@ fn other_sessions_noop_reads_only_what_changed() {
     let mut c = Client::spawn(&spool, "alice");
     let sel = c.ok("SELECT INBOX");
     assert!(
-        sel.iter().any(|l| l == &format!("* {} EXISTS", N - 4)),
+        sel.iter().any(|l| l == &format!("* {} EXISTS", N - 5)),
         "{sel:?}"
     );
 }
