@@ -422,3 +422,47 @@ fn delete_in_place_and_create_leave_no_old_log() {
     s.create_mailbox(&user(), &a).unwrap();
     assert!(!path.join(CHANGES_NAME).exists());
 }
+
+/// PROTOCOL.md §4b (2): a writer that does not know the log (an older
+/// binary, here an index handle without its mailbox directory) commits
+/// an in-place change without a block. The reader's walk finds a gap and
+/// reads every record: it still sees the change.
+#[test]
+fn a_writer_that_does_not_log_leaves_a_gap_and_readers_fall_back() {
+    use mailstore::internals::index::IndexFile;
+    let (_tmp, dir, mut writer, mut r) = writer_and_reader(50, &[3]);
+    assert!(r.check());
+    // The older writer, under the exclusive lock like any writer.
+    writer
+        .with_exclusive(|h| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(dir.join(".index"))
+                .unwrap();
+            let old = IndexFile::new(file, dir.join(".index"));
+            let mut rec = old.read_records(9, 10).unwrap().pop().unwrap();
+            rec.flags = rec.flags.union(Flags::FLAGGED);
+            rec.modseq = h.highestmodseq + 1;
+            old.write_record(9, &rec).unwrap();
+            let mut new = h.clone();
+            new.generation += 1;
+            new.highestmodseq = rec.modseq;
+            new.flagged += 1;
+            old.write_header(&new).unwrap();
+            Ok(())
+        })
+        .unwrap();
+    let ch = r.m.changes_since(&r.mark).unwrap().unwrap();
+    assert!(!ch.from_log, "no block for that commit: full read");
+    assert!(!r.check());
+    assert!(r.view[&10].flags.contains(Flags::FLAGGED));
+    assert_eq!(r.view.values().cloned().collect::<Vec<_>>(), r.truth());
+    // The next logging commit chains from the unlogged one: a reader
+    // that saw that one is answered from the log again.
+    writer
+        .store(&[20], FlagOp::Add, Flags::SEEN, &[], None)
+        .unwrap();
+    assert!(r.check());
+    assert_eq!(r.view.values().cloned().collect::<Vec<_>>(), r.truth());
+}
