@@ -73,3 +73,28 @@ pub fn written_this_boot(header: &[u8], stamp: &[u8]) -> bool {
         && stamp[..16] == id
         && stamp[16..] == stamp_crc(&id, header).to_le_bytes()
 }
+
+/// Bytes of a count stamp ([`count_stamp`]).
+pub const COUNT_STAMP_SIZE: usize = 20;
+
+/// The count stamp (FORMAT.md §2, offset 2056): the boot ID when a writer
+/// last recounted the header from every record, and a CRC32 binding it.
+/// All zeros when the boot ID is unknown (never current).
+pub fn count_stamp() -> [u8; COUNT_STAMP_SIZE] {
+    let mut out = [0u8; COUNT_STAMP_SIZE];
+    if let Some(id) = current() {
+        out[..16].copy_from_slice(&id);
+        out[16..].copy_from_slice(&stamp_crc(&id, b"CNTS").to_le_bytes());
+    }
+    out
+}
+
+/// Whether `stamp` is a count stamp of the current boot.
+pub fn counted_this_boot(stamp: &[u8]) -> bool {
+    let Some(id) = current() else {
+        return false;
+    };
+    stamp.len() == COUNT_STAMP_SIZE
+        && stamp[..16] == id
+        && stamp[16..] == stamp_crc(&id, b"CNTS").to_le_bytes()
+}

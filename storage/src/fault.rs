@@ -93,6 +93,11 @@ pub(crate) fn reboots() -> u64 {
     env + REBOOTS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Fault points outside [`POINTS`]: reached only in states a crash
+/// campaign does not build in reasonable time (a change log at its
+/// rotation bound); `storage/tests/crash.rs` kills at each of them.
+pub const RARE_POINTS: &[&str] = &["changes.after_rotate"];
+
 /// Every fault point in the library, in write order per operation. Crash
 /// tests iterate over this list so that a new point is tested by default.
 pub const POINTS: &[&str] = &[
@@ -112,8 +117,10 @@ pub const POINTS: &[&str] = &[
     "expunge.after_header",
     "batch.after_records",
     "batch.after_header",
+    "changes.after_block",
     "repack.after_new_index",
     "repack.after_mark_superseded",
+    "repack.after_log_reset",
     "repack.after_rename",
     "repack.after_unlink",
     "meta.after_write",

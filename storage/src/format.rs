@@ -560,6 +560,36 @@ impl Header {
         self.highestmodseq = self.highestmodseq.max(top);
     }
 
+    /// Updates the counters for one record rewritten in place from
+    /// `before` to `after` (same slot): what [`Self::recount`] would give
+    /// when the header counted `before`. Counts never go below zero.
+    pub fn account(&mut self, before: &Record, after: &Record) {
+        for (r, add) in [(before, false), (after, true)] {
+            if r.is_expunged() {
+                continue;
+            }
+            let step = |v: &mut u32, on: bool| {
+                if on {
+                    *v = if add {
+                        v.saturating_add(1)
+                    } else {
+                        v.saturating_sub(1)
+                    };
+                }
+            };
+            step(&mut self.exists, true);
+            step(&mut self.seen, r.flags.contains(Flags::SEEN));
+            step(&mut self.deleted, r.flags.contains(Flags::DELETED));
+            step(&mut self.flagged, r.flags.contains(Flags::FLAGGED));
+            self.total_bytes = if add {
+                self.total_bytes.saturating_add(r.size)
+            } else {
+                self.total_bytes.saturating_sub(r.size)
+            };
+        }
+        self.highestmodseq = self.highestmodseq.max(after.modseq);
+    }
+
     /// The same header with no append range: what every commit that does
     /// not append writes (in-place changes, create, repack, recovery).
     pub fn without_append(&self) -> Header {

@@ -188,7 +188,19 @@ impl Mailbox {
         for (recno, r) in &writes {
             after[*recno as usize] = r.clone();
         }
-        self.commit_flag_writes(guard, &old, &records, &after, &writes, meta_changed, modseq)?;
+        let undo: Vec<(u32, crate::format::Record)> = writes
+            .iter()
+            .map(|(recno, _)| (*recno, records[*recno as usize].clone()))
+            .collect();
+        self.commit_flag_writes(
+            guard,
+            &old,
+            &crate::mailbox::Recount::Full(after),
+            &writes,
+            &undo,
+            meta_changed,
+            modseq,
+        )?;
         Ok(writes.into_iter().map(|(_, r)| r.uid).collect())
     }
 

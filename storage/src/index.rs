@@ -3,8 +3,8 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use nix::fcntl::OFlag;
 
@@ -21,6 +21,12 @@ pub const INDEX_NAME: &str = ".index";
 /// writer died mid-change, and the locker repairs the mailbox first. It
 /// lies inside the header read, so checking it costs nothing.
 pub const WRITER_MARK_OFFSET: u64 = 2048;
+
+/// Where the count stamp lies, in the zero padding after the writer mark
+/// (`boot::count_stamp`, FORMAT.md §2): the boot in which a writer last
+/// recounted the header from every record. Not CRC'd with the header,
+/// never fsynced on its own, ignored by readers that do not know it.
+pub const COUNT_STAMP_OFFSET: u64 = 2056;
 
 /// How much is made durable at each commit. `Relaxed` skips every fsync
 /// and is meant for tests and benchmarks only: a power loss may lose
@@ -39,9 +45,10 @@ pub enum Durability {
 pub struct IndexFile {
     pub file: Arc<File>,
     pub path: PathBuf,
-    /// Set by an in-place record write, cleared by the next header write,
-    /// which then stamps `inplace_modseq` (so no writer can forget to).
-    inplace_dirty: Arc<AtomicBool>,
+    /// Slots of in-place record writes since the last header write, which
+    /// then stamps `inplace_modseq` and logs them in `.changes` (so no
+    /// writer can forget to).
+    inplace_dirty: Arc<Mutex<Vec<u32>>>,
     /// Newest generation whose append range this handle has checked (or
     /// written itself): the check runs once per commit, not per lock.
     checked_generation: Arc<AtomicU64>,
@@ -50,6 +57,8 @@ pub struct IndexFile {
     allocated: Arc<AtomicU64>,
     /// See [`Self::growth_unsure`].
     growth_unsure: Arc<AtomicBool>,
+    /// See [`Self::counted_this_boot`].
+    counted: Arc<AtomicBool>,
     /// The longest length this handle has seen the file have (see
     /// [`Self::len_covers`]); 0 until first needed.
     len_seen: Arc<AtomicU64>,
@@ -139,10 +148,11 @@ impl IndexFile {
         IndexFile {
             file: Arc::new(file),
             path,
-            inplace_dirty: Arc::new(AtomicBool::new(false)),
+            inplace_dirty: Arc::new(Mutex::new(Vec::new())),
             checked_generation: Arc::new(AtomicU64::new(0)),
             allocated: Arc::new(AtomicU64::new(0)),
             growth_unsure: Arc::new(AtomicBool::new(false)),
+            counted: Arc::new(AtomicBool::new(false)),
             len_seen: Arc::new(AtomicU64::new(0)),
             messages: None,
         }
@@ -153,10 +163,11 @@ impl IndexFile {
         IndexFile {
             file,
             path,
-            inplace_dirty: Arc::new(AtomicBool::new(false)),
+            inplace_dirty: Arc::new(Mutex::new(Vec::new())),
             checked_generation: Arc::new(AtomicU64::new(0)),
             allocated: Arc::new(AtomicU64::new(0)),
             growth_unsure: Arc::new(AtomicBool::new(false)),
+            counted: Arc::new(AtomicBool::new(false)),
             len_seen: Arc::new(AtomicU64::new(0)),
             messages: None,
         }
@@ -419,6 +430,10 @@ impl IndexFile {
             })
         };
         let (a, b) = (decode(0), decode(1));
+        let cs = COUNT_STAMP_OFFSET as usize;
+        let counted = n >= cs + crate::boot::COUNT_STAMP_SIZE
+            && crate::boot::counted_this_boot(&buf[cs..cs + crate::boot::COUNT_STAMP_SIZE]);
+        self.counted.store(counted, Ordering::Relaxed);
         let mark = WRITER_MARK_OFFSET as usize;
         let writer_mark = n > mark && buf[mark] != 0;
         match (a, b) {
@@ -579,9 +594,31 @@ impl IndexFile {
         if end <= start {
             return Ok(Vec::new());
         }
+        // Sized by what the file holds, never by the count alone: one
+        // allocation instead of a doubling series for a big index.
+        let count = (end - start) as usize;
+        let held = self.readable(Header::record_offset(start), count * RECORD_SIZE)? / RECORD_SIZE;
+        let mut out = Vec::with_capacity(held.max(count.min(READ_CHUNK)));
+        self.each_record(start, end, |r| {
+            out.push(r);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Self::read_records`] handing each record to `f` in order instead
+    /// of collecting them: at most [`READ_CHUNK`] records' bytes are held.
+    pub fn each_record(
+        &self,
+        start: u32,
+        end: u32,
+        mut f: impl FnMut(Record) -> Result<()>,
+    ) -> Result<()> {
+        if end <= start {
+            return Ok(());
+        }
         let count = (end - start) as usize;
         let mut buf = vec![0u8; count.min(READ_CHUNK) * RECORD_SIZE];
-        let mut out = Vec::with_capacity(count.min(READ_CHUNK));
         let mut recno = start;
         while recno < end {
             let batch = ((end - recno) as usize).min(READ_CHUNK);
@@ -606,11 +643,11 @@ impl IndexFile {
                         format!("record {recno}: {}", e.what),
                     )
                 })?;
-                out.push(r);
+                f(r)?;
                 recno += 1;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     pub fn write_records(&self, start: u32, records: &[Record]) -> Result<()> {
@@ -626,7 +663,10 @@ impl IndexFile {
     }
 
     pub fn write_record(&self, recno: u32, record: &Record) -> Result<()> {
-        self.inplace_dirty.store(true, Ordering::Relaxed);
+        self.inplace_dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(recno);
         fsutil::write_all_at(
             &self.file,
             &record.encode(),
@@ -744,19 +784,97 @@ impl IndexFile {
 
     /// Writes `h` into the slot its generation selects, with an empty
     /// append range: every commit but an append's.
+    ///
+    /// A commit that rewrote records in place ([`Self::write_record`])
+    /// gets `inplace_modseq` stamped, and first a block in the change log
+    /// naming the slots it rewrote (`changelog.rs`, PROTOCOL.md §4b); a
+    /// commit that changes `inplace_modseq` without such writes (a
+    /// recount, a settled MOVE) resets the log instead, so no block the
+    /// header did not publish can ever stand for this commit.
     pub fn write_header(&self, h: &Header) -> Result<()> {
-        let h = &h.without_append();
-        if self.inplace_dirty.swap(false, Ordering::Relaxed) {
-            let mut stamped = h.clone();
-            stamped.inplace_modseq = h.highestmodseq.max(h.inplace_modseq);
-            return fsutil::write_all_at(
-                &self.file,
-                &stamped.encode(),
-                SLOT_OFFSETS[h.slot()],
-                &self.path,
-            );
+        let mut h = h.without_append();
+        let slots =
+            std::mem::take(&mut *self.inplace_dirty.lock().unwrap_or_else(|e| e.into_inner()));
+        if !slots.is_empty() {
+            h.inplace_modseq = h.highestmodseq.max(h.inplace_modseq);
         }
-        fsutil::write_all_at(&self.file, &h.encode(), SLOT_OFFSETS[h.slot()], &self.path)
+        if let Some(dir) = &self.messages {
+            // Under the exclusive lock, the header this commit replaces.
+            match self.read_slots().map(|r| r.header.inplace_modseq) {
+                Ok(prev) if !slots.is_empty() => self.log_block(dir, &h, prev, slots)?,
+                Ok(prev) if prev == h.inplace_modseq => {}
+                _ => crate::changelog::reset(dir)?,
+            }
+        }
+        let written =
+            fsutil::write_all_at(&self.file, &h.encode(), SLOT_OFFSETS[h.slot()], &self.path);
+        if let (Err(_), Some(dir)) = (&written, &self.messages) {
+            // The block may stand for a commit that never happened.
+            let _ = crate::changelog::reset(dir);
+        }
+        written
+    }
+
+    /// Appends the block of an in-place commit publishing `h` (whose
+    /// `inplace_modseq` was `prev`) to the change log, after its records
+    /// and before its header. On a shared filesystem the log is only
+    /// reset: its readers do not use it (PROTOCOL.md §8).
+    fn log_block(&self, dir: &Dir, h: &Header, prev: u64, mut slots: Vec<u32>) -> Result<()> {
+        slots.sort_unstable();
+        slots.dedup();
+        if crate::sharedfs::active() || prev >= h.inplace_modseq {
+            return crate::changelog::reset(dir);
+        }
+        let block = crate::changelog::Block {
+            modseq: h.inplace_modseq,
+            prev,
+            generation: h.generation,
+            slots,
+        };
+        let logged = crate::changelog::append(dir, &block)
+            .and_then(|()| crate::fault::point("changes.after_block"));
+        match logged {
+            Ok(()) => Ok(()),
+            Err(e @ Error::InjectedFault(_)) => {
+                let _ = crate::changelog::reset(dir);
+                Err(e)
+            }
+            Err(e) => {
+                // The log is only an accelerator: a commit never fails
+                // for it, as long as no stale block can stand for it.
+                tracing::warn!(path = %self.path.display(), error = %e, "change log not written; readers fall back to full reads");
+                crate::changelog::reset(dir)
+            }
+        }
+    }
+
+    /// Whether, at the last header read, the count stamp said a writer
+    /// recounted the header from every record during this boot. Within
+    /// one boot only a killed writer leaves records its header does not
+    /// count, and it leaves its writer mark too, which makes the next
+    /// locker recount; so a writer that sees this may keep the counters by
+    /// delta from the records it rewrites. After a power loss (a new boot)
+    /// the mark may be lost while the records survived: the first
+    /// in-place writer then recounts everything.
+    pub fn counted_this_boot(&self) -> bool {
+        self.counted.load(Ordering::Relaxed)
+    }
+
+    /// Writes the count stamp of this boot, after a header recounted from
+    /// every record was written (no flush of its own: it only has to be
+    /// as durable as that header, and a reboot voids it anyway).
+    pub fn write_count_stamp(&self) -> Result<()> {
+        if self.counted_this_boot() {
+            return Ok(());
+        }
+        fsutil::write_all_at(
+            &self.file,
+            &crate::boot::count_stamp(),
+            COUNT_STAMP_OFFSET,
+            &self.path,
+        )?;
+        self.counted.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Sets or clears the writer mark. Never fsynced: it only has to

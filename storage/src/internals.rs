@@ -8,6 +8,8 @@
 //! a missing public API (please report it). The files stay at the top of
 //! `src/` (`#[path]`); the crate's own code names them at the root.
 
+#[path = "changelog.rs"]
+pub mod changelog;
 #[path = "fault.rs"]
 pub mod fault;
 #[path = "fsutil.rs"]

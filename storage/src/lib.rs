@@ -216,7 +216,7 @@ pub use config::Config;
 #[doc(hidden)]
 pub mod internals;
 // The crate's own code names them at the root, as before.
-use internals::{fault, fsutil, index, lock, meta, stage, unordered};
+use internals::{changelog, fault, fsutil, index, lock, meta, stage, unordered};
 
 pub use error::{Error, Result};
 pub use format::{Flags, Header, Keywords, Record};

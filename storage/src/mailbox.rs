@@ -22,6 +22,9 @@ pub use crate::meta::Meta;
 use crate::names::MailboxName;
 
 mod batch;
+mod changes;
+mod locate;
+mod snapshot;
 pub use batch::{BatchOp, BatchOutcome};
 
 /// The mailbox subdirectory where messages are written before their commit.
@@ -130,6 +133,10 @@ pub struct Changes {
     pub full: bool,
     /// Present when the keyword table changed.
     pub meta: Option<Meta>,
+    /// How the records were found: `true` when the change log named them
+    /// (`changelog.rs`), `false` after a read of the appended records only
+    /// or of every record.
+    pub from_log: bool,
 }
 
 /// Where a session last looked; cheap to compare.
@@ -423,8 +430,9 @@ impl Mailbox {
     /// costs one shared lock and one header read, whatever the size of the
     /// mailbox. When only appends happened since the mark (the header's
     /// `inplace_modseq` is not newer than it), the cost is a read of the
-    /// appended records; after a flag change or expunge, a read of every
-    /// record to find those with a newer MODSEQ.
+    /// appended records; after a flag change or expunge, a read of the
+    /// records the change log names (`changelog.rs`), or when it cannot
+    /// answer, of every record to find those with a newer MODSEQ.
     pub fn changes_since(&mut self, mark: &ViewMark) -> Result<Option<Changes>> {
         let (g, h) = self.lock_current(LockKind::Shared)?;
         if self.epoch == mark.epoch && h.generation == mark.generation {
@@ -447,6 +455,18 @@ impl Mailbox {
                 records: fresh,
                 full,
                 meta: meta_changed.then(|| self.meta.clone()),
+                from_log: false,
+            }));
+        }
+        if !full && let Some(records) = self.changes_from_log(mark, &h)? {
+            let meta_changed = self.refresh_meta(&h)?;
+            drop(g);
+            return Ok(Some(Changes {
+                header: h,
+                records,
+                full,
+                meta: meta_changed.then(|| self.meta.clone()),
+                from_log: true,
             }));
         }
         let all = self.index.read_records(0, h.num_records)?;
@@ -467,6 +487,7 @@ impl Mailbox {
             records,
             full,
             meta: meta_changed.then(|| self.meta.clone()),
+            from_log: false,
         }))
     }
 
@@ -1078,11 +1099,17 @@ impl Mailbox {
                 kw.insert(i);
             }
         }
-        let records = self.index.read_records(0, old.num_records)?;
-        self.check_uid_order(&old, &records, 0)?;
+        let work = self.working_set(
+            &old,
+            &locate::Wanted {
+                uids: uids.to_vec(),
+                all_deleted: false,
+                hint: Vec::new(),
+            },
+        )?;
         let modseq = old.highestmodseq + 1;
         let mut out = StoreOutcome::default();
-        let mut after = records.clone();
+        let mut after = work.records.clone();
         let step = FlagChange {
             uids,
             op,
@@ -1090,18 +1117,22 @@ impl Mailbox {
             keywords: kw,
             unchanged_since,
         };
-        let writes: Vec<(u32, Record)> = step
-            .apply(&mut after, modseq, fsutil::now(), &mut out)
-            .into_iter()
-            .map(|i| (i, after[i as usize].clone()))
-            .collect();
+        let touched = step.apply(&mut after, modseq, fsutil::now(), &mut out);
+        let (writes, undo) = work.writes(&after, touched.into_iter().map(|i| i as usize));
         if writes.is_empty() && !meta_changed {
             out.generation = old.generation;
             drop(guard);
             return Ok(out);
         }
-        out.generation =
-            self.commit_flag_writes(guard, &old, &records, &after, &writes, meta_changed, modseq)?;
+        out.generation = self.commit_flag_writes(
+            guard,
+            &old,
+            &Recount::from_work(&work, &after),
+            &writes,
+            &undo,
+            meta_changed,
+            modseq,
+        )?;
         Ok(out)
     }
 
@@ -1115,9 +1146,9 @@ impl Mailbox {
         &mut self,
         guard: LockGuard,
         old: &Header,
-        records: &[Record],
-        after: &[Record],
+        recount: &Recount,
         writes: &[(u32, Record)],
+        undo: &[(u32, Record)],
         meta_changed: bool,
         modseq: u64,
     ) -> Result<u64> {
@@ -1126,7 +1157,7 @@ impl Mailbox {
             self.meta.save(&self.dir, self.durability)?;
             new.meta_generation = old.meta_generation.wrapping_add(1).max(1);
         }
-        new.recount(after);
+        recount.apply(&mut new, writes, undo);
         new.generation = old.generation + 1;
         if !writes.is_empty() {
             new.highestmodseq = modseq;
@@ -1134,8 +1165,9 @@ impl Mailbox {
         self.commit_in_place(
             old,
             &new,
-            records,
+            recount,
             writes,
+            undo,
             ["store.after_records", "store.after_header"],
         )?;
         drop(guard);
@@ -1152,29 +1184,34 @@ impl Mailbox {
     /// Returns the expunged UIDs, ascending.
     pub fn expunge(&mut self, uids: Option<&[u32]>, require_deleted: bool) -> Result<Vec<u32>> {
         let (guard, old) = self.lock_current(LockKind::Exclusive)?;
-        let records = self.index.read_records(0, old.num_records)?;
-        self.check_uid_order(&old, &records, 0)?;
+        let work = self.working_set(
+            &old,
+            &locate::Wanted {
+                uids: uids.map(<[u32]>::to_vec).unwrap_or_default(),
+                all_deleted: uids.is_none(),
+                hint: Vec::new(),
+            },
+        )?;
         let modseq = old.highestmodseq + 1;
         let mut new = old.clone();
-        let mut after = records.clone();
+        let mut after = work.records.clone();
         let recnos = expunge_in(&mut after, uids, require_deleted, modseq, fsutil::now());
         let expunged: Vec<u32> = recnos.iter().map(|&i| after[i as usize].uid).collect();
-        let writes: Vec<(u32, Record)> = recnos
-            .into_iter()
-            .map(|i| (i, after[i as usize].clone()))
-            .collect();
+        let (writes, undo) = work.writes(&after, recnos.into_iter().map(|i| i as usize));
         if expunged.is_empty() {
             drop(guard);
             return Ok(expunged);
         }
-        new.recount(&after);
+        let recount = Recount::from_work(&work, &after);
+        recount.apply(&mut new, &writes, &undo);
         new.generation = old.generation + 1;
         new.highestmodseq = modseq;
         self.commit_in_place(
             &old,
             &new,
-            &records,
+            &recount,
             &writes,
+            &undo,
             ["expunge.after_records", "expunge.after_header"],
         )?;
         drop(guard);
@@ -1190,8 +1227,9 @@ impl Mailbox {
         &self,
         old: &Header,
         new: &Header,
-        originals: &[Record],
+        recount: &Recount,
         writes: &[(u32, Record)],
+        undo: &[(u32, Record)],
         points: [&'static str; 2],
     ) -> Result<()> {
         let result = (|| -> Result<()> {
@@ -1200,6 +1238,11 @@ impl Mailbox {
             }
             fault::point(points[0])?;
             self.index.write_header(new)?;
+            if matches!(recount, Recount::Full(_)) {
+                // Counted from every record: later writers of this boot
+                // may count by delta (IndexFile::counted_this_boot).
+                self.index.write_count_stamp()?;
+            }
             fault::point(points[1])?;
             if self.durability == Durability::Full {
                 self.index.sync()?;
@@ -1213,8 +1256,8 @@ impl Mailbox {
                 .map(|h| h.generation > old.generation)
                 .unwrap_or(false);
             if !committed {
-                for (recno, _) in writes {
-                    let _ = self.index.write_record(*recno, &originals[*recno as usize]);
+                for (recno, r) in undo {
+                    let _ = self.index.write_record(*recno, r);
                 }
             }
         }
@@ -1281,6 +1324,10 @@ impl Mailbox {
         mark.flags |= crate::format::HF_SUPERSEDED;
         self.index.write_header(&mark)?;
         fault::point("repack.after_mark_superseded")?;
+        // The log describes the old file's slots: emptied before the new
+        // file is published (PROTOCOL.md §5).
+        crate::changelog::reset(&self.dir)?;
+        fault::point("repack.after_log_reset")?;
         self.dir.rename(
             fsutil::os(tmp.as_bytes()),
             &self.dir,
@@ -1333,6 +1380,9 @@ impl Mailbox {
     fn repair_locked(&mut self, h: &Header) -> Result<RecoverOutcome> {
         let h = h.clone();
         let mut out = RecoverOutcome::default();
+        // A dead writer may have logged a block its header never
+        // published; whatever this repair commits, no block stands for it.
+        crate::changelog::reset(&self.dir)?;
         let records = self.index.read_records(0, h.num_records)?;
         self.check_uid_order(&h, &records, 0)?;
         if self.durability == Durability::Full {
@@ -1417,6 +1467,9 @@ impl Mailbox {
             }
             tracing::warn!(path = %self.index.path.display(), "recounted the header after an interrupted change");
         }
+        // The header now counts every record (it did, or was just
+        // recounted): writers of this boot may count by delta.
+        self.index.write_count_stamp()?;
         Ok(out)
     }
 
@@ -1624,6 +1677,41 @@ impl FlagChange<'_> {
             recnos.push(i as u32);
         }
         recnos
+    }
+}
+
+/// How a commit's header counters are computed: from every record
+/// (`Full`, the records after the change), or by delta from the records
+/// it rewrote (`Delta`, when the working set was not the whole index;
+/// see [`IndexFile::counted_this_boot`] for why that is exact).
+pub(crate) enum Recount {
+    /// Every record of the index, as the commit leaves them.
+    Full(Vec<Record>),
+    /// Only the rewritten records are known.
+    Delta,
+}
+
+impl Recount {
+    /// `after` is `work.records` with the commit applied.
+    pub(crate) fn from_work(work: &locate::Working, after: &[Record]) -> Recount {
+        if work.is_full() {
+            Recount::Full(after.to_vec())
+        } else {
+            Recount::Delta
+        }
+    }
+
+    /// Sets the counters of `new` (a copy of the old header) for a commit
+    /// that writes `writes` over `undo` (same slots, same order).
+    pub(crate) fn apply(&self, new: &mut Header, writes: &[(u32, Record)], undo: &[(u32, Record)]) {
+        match self {
+            Recount::Full(after) => new.recount(after),
+            Recount::Delta => {
+                for ((_, a), (_, b)) in writes.iter().zip(undo) {
+                    new.account(b, a);
+                }
+            }
+        }
     }
 }
 

@@ -540,6 +540,9 @@ fn reconstruct_once(
         idx.write_header(&mark(old_generation))?;
     }
     crate::fault::point("reconstruct.after_mark_superseded")?;
+    // The change log describes the old file's slots: reset before the
+    // new file is published, and rebuilt empty (PROTOCOL.md §5).
+    crate::changelog::reset(dir)?;
     if old.is_some() {
         dir.rename(
             fsutil::os(tmp.as_bytes()),

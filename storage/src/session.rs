@@ -37,11 +37,15 @@
 //! # Cost
 //! A check with no change is one shared lock plus one header read
 //! ([`Mailbox::changes_since`]), whatever the mailbox size. With changes it
-//! is one shared lock for reading the header and every record of the
-//! index (`changes_since` scans them for newer MODSEQs), then
-//! O(changed · log n) here to merge by UID, plus O(n) for removing flushed
-//! expunges. After a repack (another index file) the refresh is a full
-//! merge by UID: O(n log n).
+//! is one shared lock for reading the header and the changed records (the
+//! appended ones, and those the change log names; every record when the
+//! log cannot answer, docs/PROTOCOL.md §4b), then O(changed · log n) here
+//! to merge by UID. The messages are held in chunks of at most 1,024
+//! (`session/entries.rs`): removing k flushed expunges costs
+//! O(k · (1024 + n/1024)), one pass over the view when k is above n/64;
+//! sequence number and UID lookups are two binary searches. After a
+//! repack (another index file) the refresh is a full merge by UID:
+//! O(n log n).
 //!
 //! Every call must be given the same [`Mailbox`] handle the view was opened
 //! with: the mark's epoch belongs to that handle.
@@ -58,6 +62,9 @@
 //! reported, a vanished one may never be missed), narrowed with the
 //! client's sequence-match data when it sent some.
 
+use std::collections::BTreeSet;
+mod entries;
+use entries::Entries;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
@@ -103,7 +110,7 @@ pub enum Update {
 
 /// One message as the client knows it.
 #[derive(Clone, Debug)]
-struct Entry {
+pub(crate) struct Entry {
     /// The record as last reported (or as first seen).
     record: Record,
     /// Expunged in the index, not yet reported to the client.
@@ -207,9 +214,12 @@ impl std::str::FromStr for SeqSet {
 /// ```
 pub struct SessionView {
     /// Sorted by UID; index + 1 is the sequence number.
-    msgs: Vec<Entry>,
-    /// How many entries are `expunged`.
-    held: usize,
+    msgs: Entries,
+    /// UIDs of the entries that are `expunged` (held), in no order.
+    held: Vec<u32>,
+    /// UIDs of the live entries whose record has \Deleted: EXPUNGE's
+    /// hint to the store ([`Self::deleted_uids`]).
+    deleted: BTreeSet<u32>,
     mark: ViewMark,
     /// Highest UID of any record this view has read, expunged or not.
     /// Records above it are new.
@@ -255,7 +265,7 @@ impl std::fmt::Debug for SessionView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionView")
             .field("len", &self.msgs.len())
-            .field("held", &self.held)
+            .field("held", &self.held.len())
             .field("mark", &self.mark)
             .finish()
     }
@@ -265,8 +275,23 @@ impl SessionView {
     /// Opens the view (IMAP SELECT): one consistent snapshot. The client
     /// is then told `EXISTS len()`.
     pub fn open(mbox: &mut Mailbox) -> Result<SessionView> {
-        let snap = mbox.snapshot()?;
-        Ok(Self::from_snapshot(mbox, snap))
+        // Straight into the view's chunks: no vector of every record in
+        // between (SELECT of a big mailbox, issue 21).
+        let mut msgs = Entries::default();
+        let mut floor = 0;
+        let mut deleted = BTreeSet::new();
+        let (header, mark, meta) = mbox.snapshot_each(|record| {
+            floor = record.uid;
+            if !record.is_expunged() {
+                note_deleted(&mut deleted, &record);
+                msgs.push_building(Entry {
+                    record,
+                    expunged: false,
+                });
+            }
+        })?;
+        msgs.finish_building();
+        Ok(Self::new(mbox, msgs, floor, deleted, header, mark, meta))
     }
 
     /// Opens the view for `SELECT ... (QRESYNC ...)`: the view and what
@@ -357,7 +382,7 @@ impl SessionView {
 
     fn from_snapshot(mbox: &Mailbox, snap: crate::mailbox::Snapshot) -> SessionView {
         let floor = snap.records.last().map_or(0, |r| r.uid);
-        let mut msgs: Vec<Entry> = snap
+        let msgs: Vec<Entry> = snap
             .records
             .into_iter()
             .filter(|r| !r.is_expunged())
@@ -366,19 +391,45 @@ impl SessionView {
                 expunged: false,
             })
             .collect();
-        // Collected through a filter, the vector grew by doubling: up to
-        // twice the memory, for as long as the mailbox is selected (a
-        // thousand idle sessions of one mailbox hold a thousand copies).
-        msgs.shrink_to_fit();
+        // Collected through a filter, the vector grew by doubling; the
+        // chunks are exactly sized, for as long as the mailbox is
+        // selected (a thousand idle sessions of one mailbox hold a
+        // thousand copies).
+        let mut deleted = BTreeSet::new();
+        for e in &msgs {
+            note_deleted(&mut deleted, &e.record);
+        }
+        let msgs = Entries::from_vec(msgs);
+        Self::new(
+            mbox,
+            msgs,
+            floor,
+            deleted,
+            snap.header,
+            snap.mark,
+            snap.meta,
+        )
+    }
+
+    fn new(
+        mbox: &Mailbox,
+        msgs: Entries,
+        floor: u32,
+        deleted: BTreeSet<u32>,
+        header: crate::format::Header,
+        mark: ViewMark,
+        meta: crate::mailbox::Meta,
+    ) -> SessionView {
         SessionView {
             msgs,
-            held: 0,
-            mark: snap.mark,
+            held: Vec::new(),
+            deleted,
+            mark,
             floor,
-            keywords: snap.meta.keywords,
-            uidvalidity: snap.header.uidvalidity,
-            highestmodseq: snap.header.highestmodseq,
-            uid_next: snap.header.last_uid.saturating_add(1),
+            keywords: meta.keywords,
+            uidvalidity: header.uidvalidity,
+            highestmodseq: header.highestmodseq,
+            uid_next: header.last_uid.saturating_add(1),
             index_path: mbox.index_path().to_path_buf(),
             vanished: false,
             held_floor: None,
@@ -473,12 +524,7 @@ impl SessionView {
             if r.uid > self.floor {
                 self.floor = r.uid;
                 if !r.is_expunged() {
-                    if self.msgs.len() == self.msgs.capacity() {
-                        // Grow by an eighth, not by doubling: a view lives
-                        // as long as the selection, and one delivery must
-                        // not double every idle session's memory.
-                        self.msgs.reserve_exact((self.msgs.len() / 8).max(16));
-                    }
+                    note_deleted(&mut self.deleted, &r);
                     self.msgs.push(Entry {
                         record: r,
                         expunged: false,
@@ -486,7 +532,7 @@ impl SessionView {
                 }
                 continue;
             }
-            let Ok(i) = self.msgs[..old_len].binary_search_by_key(&r.uid, |e| e.record.uid) else {
+            let Some(i) = self.msgs.position(r.uid).ok().filter(|&i| i < old_len) else {
                 continue; // expunged before this view knew it
             };
             if ch.full {
@@ -498,10 +544,12 @@ impl SessionView {
             }
             if r.is_expunged() {
                 e.expunged = true;
-                self.held += 1;
+                self.held.push(r.uid);
+                self.deleted.remove(&r.uid);
                 hold_at(&mut self.held_floor, r.modseq);
             } else if r.modseq > e.record.modseq {
                 changed.push(r.uid);
+                note_deleted(&mut self.deleted, &r);
                 e.record = r;
             }
         }
@@ -509,7 +557,8 @@ impl SessionView {
             for (e, seen) in self.msgs.iter_mut().zip(present) {
                 if !seen && !e.expunged {
                     e.expunged = true;
-                    self.held += 1;
+                    self.held.push(e.record.uid);
+                    self.deleted.remove(&e.record.uid);
                     // Repacked away: expunged at or below removed_modseq.
                     hold_at(&mut self.held_floor, ch.header.removed_modseq);
                 }
@@ -534,27 +583,45 @@ impl SessionView {
     /// Emits every held expunge, highest sequence number first, and drops
     /// those messages from the view.
     fn flush_expunges(&mut self, out: &mut Vec<Update>) {
-        if self.held == 0 {
+        if self.held.is_empty() {
             return;
         }
-        if self.vanished {
-            let uids = self
-                .msgs
-                .iter()
-                .filter(|e| e.expunged)
-                .map(|e| e.record.uid)
-                .collect();
-            out.push(Update::Vanished(uids));
-        } else {
-            for (i, e) in self.msgs.iter().enumerate().rev() {
-                if e.expunged {
+        let mut uids = std::mem::take(&mut self.held);
+        uids.sort_unstable();
+        uids.dedup();
+        self.held_floor = None;
+        if uids.len() > self.msgs.len() / 64 {
+            // Many at once (a repack seen in full, a big EXPUNGE): one
+            // pass over the view rather than one removal each.
+            if self.vanished {
+                out.push(Update::Vanished(uids));
+            } else {
+                let gone: Vec<usize> = (self.msgs.iter().enumerate())
+                    .filter(|(_, e)| e.expunged)
+                    .map(|(i, _)| i)
+                    .collect();
+                out.extend(
+                    gone.into_iter()
+                        .rev()
+                        .map(|i| Update::Expunge(i as u32 + 1)),
+                );
+            }
+            self.msgs.retain_unexpunged();
+            return;
+        }
+        // Highest sequence number first: each removal leaves the lower
+        // numbers as the client knows them.
+        for &uid in uids.iter().rev() {
+            if let Ok(i) = self.msgs.position(uid) {
+                self.msgs.remove(i);
+                if !self.vanished {
                     out.push(Update::Expunge(i as u32 + 1));
                 }
             }
         }
-        self.msgs.retain(|e| !e.expunged);
-        self.held = 0;
-        self.held_floor = None;
+        if self.vanished {
+            out.push(Update::Vanished(uids));
+        }
     }
 
     fn fetch(&self, seq: u32, r: &Record) -> Update {
@@ -586,6 +653,7 @@ impl SessionView {
                 continue;
             }
             e.record = r.clone();
+            note_deleted(&mut self.deleted, r);
             fetches.push((seq, r.clone()));
         }
         fetches.sort_by_key(|(seq, _)| *seq);
@@ -608,7 +676,8 @@ impl SessionView {
                 let e = &mut self.msgs[seq as usize - 1];
                 if !e.expunged {
                     e.expunged = true;
-                    self.held += 1;
+                    self.held.push(uid);
+                    self.deleted.remove(&uid);
                     // Expunged just now, above what the view last saw.
                     hold_at(&mut self.held_floor, self.highestmodseq);
                 }
@@ -621,6 +690,15 @@ impl SessionView {
         out
     }
 
+    /// UIDs of the messages this view last saw with \Deleted (and not
+    /// expunged), ascending: the hint for an EXPUNGE
+    /// ([`crate::mailbox::BatchOp::Expunge`]), which lets the store read
+    /// only their records when they are all the \Deleted messages there
+    /// are. O(their number).
+    pub fn deleted_uids(&self) -> Vec<u32> {
+        self.deleted.iter().copied().collect()
+    }
+
     /// Number of messages the client knows, held expunges included.
     pub fn len(&self) -> u32 {
         self.msgs.len() as u32
@@ -631,7 +709,7 @@ impl SessionView {
     }
     /// Expunges seen but not yet reported.
     pub fn held_expunges(&self) -> usize {
-        self.held
+        self.held.len()
     }
 
     /// While expunges are held, a MODSEQ below every held one: what the
@@ -640,7 +718,7 @@ impl SessionView {
     /// the expunges go out resynchronizes from before them (RFC 7162
     /// 3.2.5 and its erratum 1810 on RFC 5162). `None` when none is held.
     pub fn held_expunge_modseq(&self) -> Option<u64> {
-        (self.held > 0).then(|| self.held_floor.unwrap_or(1).saturating_sub(1).max(1))
+        (!self.held.is_empty()).then(|| self.held_floor.unwrap_or(1).saturating_sub(1).max(1))
     }
     /// The UID of sequence number `seq`, as the client knows it.
     pub fn uid(&self, seq: u32) -> Option<u32> {
@@ -648,10 +726,7 @@ impl SessionView {
     }
     /// The sequence number of `uid` in the client's view.
     pub fn seq(&self, uid: u32) -> Option<u32> {
-        self.msgs
-            .binary_search_by_key(&uid, |e| e.record.uid)
-            .ok()
-            .map(|i| i as u32 + 1)
+        self.msgs.position(uid).ok().map(|i| i as u32 + 1)
     }
     /// The cached record of `seq`: what the client was last told.
     pub fn record(&self, seq: u32) -> Option<&Record> {
@@ -738,14 +813,26 @@ impl SessionView {
         let mut idx = Vec::new();
         for &(a, b) in &set.0 {
             let (lo, hi) = (val(a).min(val(b)), val(a).max(val(b)));
-            let start = self.msgs.partition_point(|e| e.record.uid < lo);
-            idx.extend((start..self.msgs.len()).take_while(|&i| self.msgs[i].record.uid <= hi));
+            let start = self.msgs.position(lo).unwrap_or_else(|i| i);
+            idx.extend(
+                self.msgs
+                    .iter_from(start)
+                    .take_while(|(_, e)| e.record.uid <= hi)
+                    .map(|(i, e)| (i as u32 + 1, e.record.uid)),
+            );
         }
         idx.sort_unstable();
         idx.dedup();
-        idx.into_iter()
-            .map(|i| (i as u32 + 1, self.msgs[i].record.uid))
-            .collect()
+        idx
+    }
+}
+
+/// Keeps `set` (UIDs of live records with \Deleted) right for `r`.
+fn note_deleted(set: &mut BTreeSet<u32>, r: &Record) {
+    if r.flags.contains(Flags::DELETED) && !r.is_expunged() {
+        set.insert(r.uid);
+    } else {
+        set.remove(&r.uid);
     }
 }
 

@@ -226,6 +226,9 @@ impl Store {
         if dir.exists(fsutil::os(DELETED_MARK.as_bytes()))? {
             finish_delete_in_place(&dir)?;
         }
+        // No index here yet: a change log left by anything before (a
+        // mailbox deleted in place) describes no index of this one.
+        crate::changelog::reset(&dir)?;
         dir.mkdir(fsutil::os(STAGE_DIR.as_bytes()))?;
         let now = fsutil::now();
         let header = Header {
@@ -638,6 +641,7 @@ fn finish_delete_in_place(dir: &Dir) -> Result<()> {
             || name == crate::special_use::SPECIAL_USE_FILE.as_bytes()
             || name == crate::dedup::DEDUP_NAME.as_bytes()
             || name == crate::dedup::DEDUP_TMP_NAME.as_bytes()
+            || name == crate::changelog::CHANGES_NAME.as_bytes()
         {
             dir.unlink(fsutil::os(&name))?;
         }

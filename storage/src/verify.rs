@@ -43,6 +43,12 @@
 //! 11. No orphans: every `UID.` file with UID <= last_uid has a record
 //!     (live or expunged; an expunged record's file waits for repack).
 //!
+//! Change log `.changes` (FORMAT.md §2a), reported as a warning because it
+//! is only an accelerator: 12. every block from the end has its magic, a
+//! bounded length and a valid CRC; its slots are below num_records; its
+//! MODSEQ and generation are at most one above the header's (a commit
+//! killed after its block); MODSEQs do not decrease along the file.
+//!
 //! Crash debris, reported as warnings (not problems) because
 //! `Mailbox::recover` clears it (into `.quarantine/` when it holds
 //! bytes) and nothing ever serves it: `UID.` files
@@ -422,6 +428,7 @@ pub fn verify_dir(dir: &Dir, lock_timeout: Duration) -> Result<Report> {
         let mut rep = Report::default();
         let indexed = check_index(view, &mut rep)?;
         check_files(dir, view, &indexed, &mut rep)?;
+        check_change_log(dir, view, &mut rep)?;
         Ok(rep)
     })
 }
@@ -795,6 +802,29 @@ fn check_files(
     rep.findings.sort_by(|a, b| {
         (a.severity as u8, &a.path, a.offset).cmp(&(b.severity as u8, &b.path, b.offset))
     });
+    Ok(())
+}
+
+/// The change log `.changes` (FORMAT.md §2a): damage is a warning, never
+/// a problem, since it is only an accelerator (a reader that cannot follow
+/// it reads every record); `idx-admin recover` or `reconstruct` resets it.
+fn check_change_log(dir: &Dir, view: &RawView, rep: &mut Report) -> Result<()> {
+    let Ok(read) = &view.current else {
+        return Ok(());
+    };
+    let h = &read.header;
+    let (_, damage) = crate::changelog::check(dir, h.num_records, h.highestmodseq, h.generation)?;
+    if let Some(d) = damage {
+        let path = dir.child_path(fsutil::os(crate::changelog::CHANGES_NAME.as_bytes()));
+        rep.warning(
+            &path,
+            Some(d.offset),
+            format!(
+                "change log: {} (only an accelerator: sessions read every record instead; `idx-admin recover` resets it)",
+                d.what
+            ),
+        );
+    }
     Ok(())
 }
 

@@ -61,6 +61,7 @@ fn steps_apply_in_order_with_their_own_modseq() {
                 BatchOp::Expunge {
                     uids: None,
                     require_deleted: true,
+                    hint: Vec::new(),
                 },
             ]
         })
@@ -142,6 +143,7 @@ fn empty_or_unchanging_batch_writes_nothing() {
                 BatchOp::Expunge {
                     uids: Some(vec![2]),
                     require_deleted: true,
+                    hint: Vec::new(),
                 },
             ]
         })

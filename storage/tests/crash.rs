@@ -27,7 +27,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mailstore::format::{Flags, Header};
-use mailstore::internals::fault::{self, POINTS};
+use mailstore::internals::fault::{self, POINTS, RARE_POINTS};
 use mailstore::mailbox::{BatchOp, FlagOp, Mailbox};
 use mailstore::{AppendOptions, Durability, Error, MailboxName, Options, Store, UserName};
 
@@ -82,6 +82,9 @@ fn prefill(spool: &Path, op: &str) {
         assert_eq!(m.append(&prefill_message(i)[..], opts).unwrap(), i);
     }
     assert_eq!(m.expunge(Some(&[2]), true).unwrap(), vec![2]);
+    if op == "store_rotating" {
+        fill_change_log(&mailbox_dir(spool));
+    }
     if op.starts_with("append_growing") {
         let index = mailbox_dir(spool).join(".index");
         let len = std::fs::metadata(&index).unwrap().len();
@@ -95,6 +98,21 @@ fn prefill(spool: &Path, op: &str) {
         }
         assert_eq!(std::fs::metadata(&index).unwrap().len(), len);
     }
+}
+
+/// A change log just below its rotation bound, of blocks older than any
+/// commit to come (what a long-lived mailbox accumulates).
+fn fill_change_log(dir: &Path) {
+    use mailstore::internals::changelog::{Block, CHANGES_NAME, ROTATE_AT};
+    let one = Block {
+        modseq: 1,
+        prev: 0,
+        generation: 1,
+        slots: vec![0],
+    }
+    .encode();
+    let n = (ROTATE_AT as usize - 16) / one.len();
+    std::fs::write(dir.join(CHANGES_NAME), one.repeat(n)).unwrap();
 }
 
 /// The operation a child runs for `op`.
@@ -144,7 +162,7 @@ fn run_op(m: &mut Mailbox, op: &str) -> mailstore::Result<()> {
             let last = m.header()?.last_uid;
             m.reserve_uids(last + IMPORT_NEXT).map(|_| ())
         }
-        "store" => m
+        "store" | "store_rotating" => m
             .store(
                 &[1, 3, 4, 5, 6],
                 FlagOp::Add,
@@ -177,6 +195,7 @@ fn run_op(m: &mut Mailbox, op: &str) -> mailstore::Result<()> {
                     BatchOp::Expunge {
                         uids: None,
                         require_deleted: true,
+                        hint: Vec::new(),
                     },
                 ]
             })
@@ -204,6 +223,10 @@ fn ops_for(point: &str) -> &'static [&'static str] {
         "import" => &["import_reserve"],
         "store" => &["store", "import_flags"],
         "expunge" => &["expunge"],
+        // Every in-place commit logs its slots (PROTOCOL.md §4b); only a
+        // log at its size bound rotates.
+        "changes" if point == "changes.after_rotate" => &["store_rotating"],
+        "changes" => &["store", "expunge", "import_flags", "batch"],
         "batch" => &["batch"],
         "repack" => &["repack"],
         "meta" => &["append", "store", "import_flags"],
@@ -437,7 +460,7 @@ fn crash_one(point: &str, op: &str) {
                 );
             }
         }
-        "store" | "expunge" | "import_flags" | "batch" => {
+        "store" | "store_rotating" | "expunge" | "import_flags" | "batch" => {
             let expect_committed = point.ends_with("after_header");
             // Killed between records and header: the dead writer's mark
             // makes the next locker (our open) recount and commit the
@@ -480,6 +503,7 @@ fn crash_one(point: &str, op: &str) {
                         a.uid
                     );
                     if op != "expunge" {
+                        // store, store_rotating, import_flags
                         assert!(b.flags.contains(Flags::SEEN.union(Flags::FLAGGED)), "{ctx}");
                     } else {
                         assert!(b.is_expunged(), "{ctx}");
@@ -597,12 +621,40 @@ fn crash_one(point: &str, op: &str) {
         "{ctx}: verify at the end: {:?}",
         report.findings
     );
+    log_answers_like_a_full_read(&mut m, &mut survivor, u1, u2, &ctx);
     let _ = before_files;
+}
+
+/// After the crash and its repair, the change log answers the survivor's
+/// next check after a flag change and an expunge by another handle, and
+/// the answer is what a full read gives (PROTOCOL.md §4b, §7).
+fn log_answers_like_a_full_read(
+    m: &mut Mailbox,
+    survivor: &mut Mailbox,
+    u1: u32,
+    u2: u32,
+    ctx: &str,
+) {
+    let start = survivor.snapshot().unwrap();
+    m.store(&[u1], FlagOp::Add, Flags::SEEN, &[], None).unwrap();
+    assert_eq!(m.expunge(Some(&[u2]), false).unwrap(), vec![u2]);
+    let ch = survivor.changes_since(&start.mark).unwrap().unwrap();
+    assert!(ch.from_log && !ch.full, "{ctx}: the log did not answer");
+    let mut view: BTreeMap<u32, mailstore::Record> =
+        start.records.iter().map(|r| (r.uid, r.clone())).collect();
+    let got: Vec<u32> = ch.records.iter().map(|r| r.uid).collect();
+    assert_eq!(got, vec![u1, u2], "{ctx}: log-named records");
+    view.extend(ch.records.into_iter().map(|r| (r.uid, r)));
+    assert_eq!(
+        view.into_values().collect::<Vec<_>>(),
+        m.snapshot().unwrap().records,
+        "{ctx}: view through the log"
+    );
 }
 
 #[test]
 fn kill_at_every_fault_point() {
-    for point in POINTS {
+    for point in POINTS.iter().chain(RARE_POINTS) {
         for op in ops_for(point) {
             crash_one(point, op);
         }
@@ -620,7 +672,7 @@ fn kill_at_every_fault_point() {
 /// cannot be taken back); the mailbox is then consistent.
 #[test]
 fn error_at_every_fault_point() {
-    for point in POINTS {
+    for point in POINTS.iter().chain(RARE_POINTS) {
         for op in ops_for(point) {
             let ctx = format!("{op} failing at {point}");
             let tmp = tempfile::tempdir().unwrap();
@@ -644,6 +696,7 @@ fn error_at_every_fault_point() {
                 || point.starts_with("repack.after_rename")
                 || point.starts_with("repack.after_mark_superseded")
                 || point.starts_with("repack.after_mark")
+                || point.starts_with("repack.after_log_reset")
                 || point.starts_with("repack.after_unlink");
             if header_written {
                 let snap = check_consistent(&mut m, &dir, &ctx, true);
@@ -653,6 +706,8 @@ fn error_at_every_fault_point() {
             let strip = |f: &BTreeMap<String, Vec<u8>>| {
                 let mut f = f.clone();
                 f.remove(".meta");
+                // An accelerator a failed commit may empty (PROTOCOL.md §4b).
+                f.remove(".changes");
                 f
             };
             assert_eq!(

@@ -411,3 +411,37 @@ fn large_messages_are_never_read_to_check_a_slot() {
     assert_eq!(fresh.header().unwrap().generation, h.generation);
     assert_eq!(fresh.read_message(3).unwrap(), small);
 }
+
+/// PROTOCOL.md §4, "Which records are read": a power loss can leave an
+/// in-place commit's record on disk without its header and without the
+/// writer mark that would make the next locker recount. Counting by
+/// delta on top would keep the header wrong; the reboot voids the count
+/// stamp, so the first in-place commit after it recounts every record.
+#[test]
+fn first_in_place_commit_after_a_reboot_recounts() {
+    let (_t, s, dir) = setup(400);
+    let mut m = open(&s);
+    // Recounted in this boot: the count stamp is written.
+    m.store(&[1], FlagOp::Add, Flags::SEEN, &[], None).unwrap();
+    let h = newest(&dir);
+    // The power cut: record 200 (UID 201) reached the disk with \Seen
+    // and a MODSEQ above the header's; the header and the mark did not.
+    let f = index(&dir);
+    let off = Header::record_offset(200);
+    let mut buf = vec![0u8; RECORD_SIZE];
+    f.read_exact_at(&mut buf, off).unwrap();
+    let mut r = mailstore::Record::decode(&buf).unwrap();
+    assert_eq!(r.uid, 201);
+    r.flags = r.flags.union(Flags::SEEN);
+    r.modseq = h.highestmodseq + 1;
+    f.write_all_at(&r.encode(), off).unwrap();
+    mailstore::internals::fault::simulate_reboot();
+    let mut m = open(&s);
+    m.store(&[7], FlagOp::Add, Flags::FLAGGED, &[], None)
+        .unwrap();
+    let snap = m.snapshot().unwrap();
+    let mut counted = snap.header.clone();
+    counted.recount(&snap.records);
+    assert_eq!(counted, snap.header, "header counters after the reboot");
+    assert_eq!(snap.header.seen, 2);
+}

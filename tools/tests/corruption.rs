@@ -305,19 +305,24 @@ fn message_file_damage_is_found_and_reconstructed() {
     assert_eq!(contents(&spool), expect);
 }
 
+/// Runs `f` on the INBOX of the spool at `spool`.
+fn with_inbox(spool: &Path, f: impl FnOnce(&mut storage::Mailbox)) {
+    let s = store(spool);
+    let mut m = s
+        .open_mailbox(&user(), &storage::MailboxName::inbox())
+        .unwrap();
+    f(&mut m);
+}
+
 #[test]
 fn orphans_are_problems_and_uncommitted_files_are_warnings() {
     let tmp = tempfile::tempdir().unwrap();
     let (spool, dir) = sample(tmp.path());
     // Expunge and repack UID 4, then put a file back under its name.
-    {
-        let s = store(&spool);
-        let mut m = s
-            .open_mailbox(&user(), &storage::MailboxName::inbox())
-            .unwrap();
+    with_inbox(&spool, |m| {
         m.expunge(Some(&[4]), false).unwrap();
         m.repack().unwrap();
-    }
+    });
     assert_clean(&dir);
     std::fs::write(dir.join("4."), b"Subject: back\r\n\r\nagain\r\n").unwrap();
     // Crash debris: a file above last_uid and an unlocked staged file.
@@ -429,4 +434,44 @@ fn truncated_or_missing_index_is_reconstructed() {
     assert!(r["uidvalidity"].as_u64() > h["uidvalidity"].as_u64());
     assert_clean(&dir);
     assert_eq!(bytes(&contents(&spool)), bytes(&before));
+}
+
+/// FORMAT.md §2a: damage to the change log `.changes` is a warning of
+/// `idx-inspect verify` (exit 0) naming the file and the offset of the
+/// bad block, since it is only an accelerator; `idx-admin reconstruct`
+/// resets it.
+#[test]
+fn damaged_change_log_is_a_warning_and_reconstruct_resets_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, dir) = sample(tmp.path());
+    with_inbox(&spool, |m| {
+        for uid in [2, 3] {
+            m.store(
+                &[uid],
+                storage::FlagOp::Add,
+                storage::Flags::SEEN,
+                &[],
+                None,
+            )
+            .unwrap();
+        }
+    });
+    let log = dir.join(".changes");
+    let mut bytes = std::fs::read(&log).unwrap();
+    assert_clean(&dir);
+    let second = bytes.len() - (28 + 4 + 16);
+    bytes[second + 1] ^= 0x10;
+    std::fs::write(&log, &bytes).unwrap();
+    let v = assert_clean(&dir);
+    let w = v["warnings"].as_array().unwrap();
+    assert_eq!(w.len(), 1, "{v:#}");
+    assert!(
+        w[0]["path"].as_str().unwrap().ends_with(".changes"),
+        "{v:#}"
+    );
+    assert_eq!(w[0]["offset"].as_u64(), Some(second as u64), "{v:#}");
+    reconstruct(&dir);
+    assert!(!log.exists());
+    let v = assert_clean(&dir);
+    assert!(v["warnings"].as_array().unwrap().is_empty(), "{v:#}");
 }

@@ -709,7 +709,8 @@ impl Session {
             CommandBody::Close => {
                 let sel = self.selected()?;
                 if !sel.read_only {
-                    sel.mbox.expunge(None, true)?;
+                    let hint = sel.view.deleted_uids();
+                    super::groupcommit::expunge(&mut sel.mbox, None, true, hint)?;
                     super::repack::after_expunge(&mut sel.mbox);
                 }
                 self.sel = None;

@@ -101,15 +101,19 @@ pub fn store(
     }
 }
 
-/// [`Mailbox::expunge`], committed with other sessions' steps.
+/// [`Mailbox::expunge`], committed with other sessions' steps. `hint`:
+/// the UIDs the session's view holds as \Deleted (a speed-up only, see
+/// [`BatchOp::Expunge`]).
 pub fn expunge(
     mbox: &mut Mailbox,
     uids: Option<Vec<u32>>,
     require_deleted: bool,
+    hint: Vec<u32>,
 ) -> Result<Vec<u32>, Error> {
     let step = BatchOp::Expunge {
         uids,
         require_deleted,
+        hint,
     };
     match write(mbox, step)? {
         BatchOutcome::Expunge(g) => Ok(g),

@@ -502,7 +502,12 @@ impl Session {
             None => None,
         };
         let sel = self.sel.as_mut().expect("selected");
-        let gone = groupcommit::expunge(&mut sel.mbox, only, true)?;
+        let hint = if only.is_none() {
+            sel.view.deleted_uids()
+        } else {
+            Vec::new()
+        };
+        let gone = groupcommit::expunge(&mut sel.mbox, only, true, hint)?;
         let ups = sel.view.apply_own_expunge(&gone, Allow::AllUpdates);
         // RFC 7162 (CONDSTORE/QRESYNC EXPUNGE): with CONDSTORE on, the OK
         // carries HIGHESTMODSEQ, read before the check that follows this

@@ -8,7 +8,8 @@
 //! writes one header (one new generation) and flushes once, before the
 //! lock is released and before any caller learns its result.
 
-use super::{FlagChange, Mailbox, StoreOutcome, expunge_in};
+use super::locate::Wanted;
+use super::{FlagChange, Mailbox, Recount, StoreOutcome, expunge_in};
 use crate::error::Result;
 use crate::format::{Flags, Keywords, Record};
 use crate::fsutil;
@@ -36,6 +37,11 @@ pub enum BatchOp {
         uids: Option<Vec<u32>>,
         /// Only messages flagged `\Deleted`.
         require_deleted: bool,
+        /// With `uids: None`: the UIDs the caller believes are `\Deleted`
+        /// (its session's view), a speed-up only. When they and the
+        /// batch's other UIDs hold every `\Deleted` message the header
+        /// counts, no other record is read; otherwise every record is.
+        hint: Vec<u32>,
     },
 }
 
@@ -66,9 +72,27 @@ impl Mailbox {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        let records = self.index.read_records(0, old.num_records)?;
-        self.check_uid_order(&old, &records, 0)?;
-        let mut after: Vec<Record> = records.clone();
+        let mut want = Wanted {
+            uids: Vec::new(),
+            all_deleted: false,
+            hint: Vec::new(),
+        };
+        for op in &ops {
+            match op {
+                BatchOp::Store { uids, .. }
+                | BatchOp::Expunge {
+                    uids: Some(uids), ..
+                } => want.uids.extend_from_slice(uids),
+                BatchOp::Expunge {
+                    uids: None, hint, ..
+                } => {
+                    want.all_deleted = true;
+                    want.hint.extend_from_slice(hint);
+                }
+            }
+        }
+        let work = self.working_set(&old, &want)?;
+        let mut after: Vec<Record> = work.records.clone();
         let now = fsutil::now();
         let mut top = old.highestmodseq;
         let mut touched = std::collections::BTreeSet::new();
@@ -96,6 +120,7 @@ impl Mailbox {
                 BatchOp::Expunge {
                     uids,
                     require_deleted,
+                    ..
                 } => {
                     let recnos =
                         expunge_in(&mut after, uids.as_deref(), *require_deleted, modseq, now);
@@ -114,18 +139,17 @@ impl Mailbox {
             old.generation
         } else {
             let mut new = old.clone();
-            new.recount(&after);
+            let (writes, undo) = work.writes(&after, touched.into_iter().map(|i| i as usize));
+            let recount = Recount::from_work(&work, &after);
+            recount.apply(&mut new, &writes, &undo);
             new.generation = old.generation + 1;
             new.highestmodseq = top;
-            let writes: Vec<(u32, Record)> = touched
-                .into_iter()
-                .map(|i| (i, after[i as usize].clone()))
-                .collect();
             self.commit_in_place(
                 &old,
                 &new,
-                &records,
+                &recount,
                 &writes,
+                &undo,
                 ["batch.after_records", "batch.after_header"],
             )?;
             drop(guard);

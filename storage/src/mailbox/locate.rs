@@ -1,0 +1,166 @@
+//! The records an in-place commit works on (STORE, UID EXPUNGE, a group
+//! commit of them): found by UID with single-record reads, so that a
+//! change of k messages costs O(k log n) reads instead of a read of the
+//! whole index (docs/PROTOCOL.md §4, "Which records are read").
+
+use std::collections::HashMap;
+
+use super::Mailbox;
+use crate::error::{Error, Result};
+use crate::format::{Flags, Header, Record};
+
+/// A full read is chosen when a commit names more than one UID per this
+/// many records: reading everything sequentially is then cheaper than
+/// ~20 single-record reads per UID.
+const SPARSE_RATIO: u64 = 32;
+
+/// Records a commit works on.
+pub(crate) struct Working {
+    /// Record numbers of `records`, ascending; `None` when `records` is
+    /// the whole index (record `i` at slot `i`).
+    slots: Option<Vec<u32>>,
+    /// The records, ascending by UID (and so by slot).
+    pub records: Vec<Record>,
+}
+
+impl Working {
+    /// Whether `records` is every record of the index.
+    pub fn is_full(&self) -> bool {
+        self.slots.is_none()
+    }
+
+    /// The record number of `records[i]`.
+    pub fn slot(&self, i: usize) -> u32 {
+        self.slots.as_ref().map_or(i as u32, |s| s[i])
+    }
+
+    /// The writes for the records at indices `touched` (of `records`) as
+    /// `after` holds them, and the originals to put back on an error.
+    pub fn writes(
+        &self,
+        after: &[Record],
+        touched: impl IntoIterator<Item = usize>,
+    ) -> (Writes, Writes) {
+        touched
+            .into_iter()
+            .map(|i| {
+                let slot = self.slot(i);
+                ((slot, after[i].clone()), (slot, self.records[i].clone()))
+            })
+            .unzip()
+    }
+}
+
+/// Record writes of a commit: (record number, record).
+pub(crate) type Writes = Vec<(u32, Record)>;
+
+/// What a commit asks for.
+pub(crate) struct Wanted {
+    /// UIDs its steps name.
+    pub uids: Vec<u32>,
+    /// Some step expunges every \Deleted message (IMAP EXPUNGE).
+    pub all_deleted: bool,
+    /// UIDs the caller believes are \Deleted (its session's view), read
+    /// too when `all_deleted`: if, with the named ones, they hold every
+    /// \Deleted message the header counts, nothing else is read.
+    pub hint: Vec<u32>,
+}
+
+impl Mailbox {
+    /// Under the exclusive lock with header `h`: the records a commit
+    /// asking for `want` works on. The named UIDs' records (those that
+    /// exist) found by binary search with single-record reads, each
+    /// CRC-checked and its UID checked against the ones around it; or
+    /// every record (UID order checked) when that is cheaper, when the
+    /// header's counters may not match the records (not recounted in this
+    /// boot: `IndexFile::counted_this_boot`), or when an expunge of every
+    /// \Deleted message needs records the named ones do not cover.
+    pub(crate) fn working_set(&self, h: &Header, want: &Wanted) -> Result<Working> {
+        let mut uids: Vec<u32> = want.uids.clone();
+        if want.all_deleted {
+            uids.extend_from_slice(&want.hint);
+        }
+        uids.sort_unstable();
+        uids.dedup();
+        let cheap = (uids.len() as u64).saturating_mul(SPARSE_RATIO) < h.num_records as u64;
+        if cheap
+            && self.index.counted_this_boot()
+            && !(want.all_deleted && h.deleted > 0 && want.hint.is_empty())
+        {
+            let found = self.find_uids(h, &uids)?;
+            let deleted = found
+                .iter()
+                .filter(|(_, r)| !r.is_expunged() && r.flags.contains(Flags::DELETED))
+                .count() as u32;
+            if !want.all_deleted || deleted == h.deleted {
+                let (slots, records) = found.into_iter().unzip();
+                return Ok(Working {
+                    slots: Some(slots),
+                    records,
+                });
+            }
+        }
+        let records = self.index.read_records(0, h.num_records)?;
+        self.check_uid_order(h, &records, 0)?;
+        Ok(Working {
+            slots: None,
+            records,
+        })
+    }
+
+    /// The records of `uids` (ascending, distinct) that the index holds,
+    /// with their record numbers, by binary search over record numbers.
+    /// Every record read is CRC-checked; one whose UID does not lie
+    /// strictly between the UIDs of the records around it in the search
+    /// (UIDs ascend in record order) is reported as corruption.
+    fn find_uids(&self, h: &Header, uids: &[u32]) -> Result<Vec<(u32, Record)>> {
+        let mut cache: HashMap<u32, Record> = HashMap::new();
+        let mut read = |slot: u32| -> Result<Record> {
+            if let Some(r) = cache.get(&slot) {
+                return Ok(r.clone());
+            }
+            let r = self
+                .index
+                .read_records(slot, slot + 1)?
+                .pop()
+                .expect("one record");
+            cache.insert(slot, r.clone());
+            Ok(r)
+        };
+        let mut out = Vec::new();
+        // Records below `lo` hold UIDs below the next wanted one.
+        let (mut lo, mut lo_uid) = (0u32, 0u32);
+        for &uid in uids {
+            let (mut a, mut b) = (lo, h.num_records);
+            let (mut a_uid, mut b_uid) = (lo_uid, h.last_uid.saturating_add(1));
+            while a < b {
+                let mid = a + (b - a) / 2;
+                let r = read(mid)?;
+                if r.uid <= a_uid || r.uid >= b_uid {
+                    return Err(Error::corrupt(
+                        &self.index.path,
+                        Header::record_offset(mid),
+                        format!(
+                            "record {mid}: UID {} out of order (between UIDs {a_uid} and {b_uid})",
+                            r.uid
+                        ),
+                    ));
+                }
+                if r.uid < uid {
+                    (a, a_uid) = (mid + 1, r.uid);
+                } else if r.uid > uid {
+                    (b, b_uid) = (mid, r.uid);
+                } else {
+                    out.push((mid, r.clone()));
+                    (a, a_uid) = (mid + 1, r.uid);
+                    break;
+                }
+            }
+            (lo, lo_uid) = (a, a_uid);
+            if lo >= h.num_records {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}

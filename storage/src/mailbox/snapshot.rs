@@ -1,0 +1,39 @@
+//! A snapshot handed over record by record (for a session view, which
+//! keeps only the live records in its own layout): the index is read
+//! under one shared lock without a vector of every record in between.
+
+use super::{Mailbox, Meta, ViewMark};
+use crate::error::{Error, Result};
+use crate::format::{Header, Record};
+use crate::lock::LockKind;
+
+impl Mailbox {
+    /// [`Mailbox::snapshot`] giving each record to `f` in index order
+    /// (ascending UID, checked) instead of collecting them. Returns the
+    /// header, the mark of this look and the keyword table.
+    pub fn snapshot_each(&mut self, mut f: impl FnMut(Record)) -> Result<(Header, ViewMark, Meta)> {
+        let (g, h) = self.lock_current(LockKind::Shared)?;
+        let mut prev = 0u32;
+        let mut recno = 0u32;
+        let path = &self.index.path;
+        self.index.each_record(0, h.num_records, |r| {
+            if r.uid <= prev || r.uid > h.last_uid {
+                return Err(Error::corrupt(
+                    path,
+                    Header::record_offset(recno),
+                    format!(
+                        "record {recno}: UID {} out of order (previous {prev}, last UID {})",
+                        r.uid, h.last_uid
+                    ),
+                ));
+            }
+            prev = r.uid;
+            recno += 1;
+            f(r);
+            Ok(())
+        })?;
+        self.refresh_meta(&h)?;
+        drop(g);
+        Ok((h.clone(), self.mark_of(&h), self.meta.clone()))
+    }
+}

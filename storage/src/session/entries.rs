@@ -1,0 +1,252 @@
+//! The messages of a session view, ascending by UID, in chunks: removing
+//! one (an expunge told to the client) moves at most one chunk's entries,
+//! not the whole mailbox's, and sequence numbers are found through the
+//! chunks' start positions. Lookups by UID or by sequence number are two
+//! binary searches; iteration is in order.
+
+use super::Entry;
+
+/// Entries per chunk when built (and most a chunk grows to by appends).
+const CHUNK: usize = 1024;
+
+/// Sorted by UID; position + 1 is the sequence number.
+#[derive(Default)]
+pub(super) struct Entries {
+    chunks: Vec<Vec<Entry>>,
+    /// `starts[c]`: entries in the chunks before chunk `c`.
+    starts: Vec<usize>,
+    len: usize,
+}
+
+impl Entries {
+    /// From entries ascending by UID; every chunk is exactly sized.
+    pub fn from_vec(v: Vec<Entry>) -> Entries {
+        let mut e = Entries::default();
+        let mut it = v.into_iter().peekable();
+        while it.peek().is_some() {
+            let chunk: Vec<Entry> = it.by_ref().take(CHUNK).collect();
+            e.starts.push(e.len);
+            e.len += chunk.len();
+            e.chunks.push(chunk);
+        }
+        e
+    }
+
+    /// Appends while building a view: chunks are filled to [`CHUNK`]
+    /// with one allocation each; [`Self::finish_building`] trims the last.
+    pub fn push_building(&mut self, e: Entry) {
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            self.starts.push(self.len);
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        self.chunks.last_mut().expect("a chunk").push(e);
+        self.len += 1;
+    }
+
+    /// Ends [`Self::push_building`]: no slack is kept for as long as the
+    /// view lives.
+    pub fn finish_building(&mut self) {
+        if let Some(last) = self.chunks.last_mut() {
+            last.shrink_to_fit();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Chunk and offset of position `i` (< len).
+    fn locate(&self, i: usize) -> (usize, usize) {
+        let c = self.starts.partition_point(|&s| s <= i) - 1;
+        (c, i - self.starts[c])
+    }
+
+    pub fn get(&self, i: usize) -> Option<&Entry> {
+        if i >= self.len {
+            return None;
+        }
+        let (c, j) = self.locate(i);
+        Some(&self.chunks[c][j])
+    }
+
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut Entry> {
+        if i >= self.len {
+            return None;
+        }
+        let (c, j) = self.locate(i);
+        Some(&mut self.chunks[c][j])
+    }
+
+    pub fn last(&self) -> Option<&Entry> {
+        self.chunks.last().and_then(|c| c.last())
+    }
+
+    /// `Ok(position)` of `uid`, or `Err(position)` where it would go.
+    pub fn position(&self, uid: u32) -> Result<usize, usize> {
+        let c = self
+            .chunks
+            .partition_point(|ch| ch.last().is_some_and(|e| e.record.uid < uid));
+        if c == self.chunks.len() {
+            return Err(self.len);
+        }
+        self.chunks[c]
+            .binary_search_by_key(&uid, |e| e.record.uid)
+            .map(|j| self.starts[c] + j)
+            .map_err(|j| self.starts[c] + j)
+    }
+
+    /// Appends an entry whose UID is above every one held.
+    pub fn push(&mut self, e: Entry) {
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < CHUNK => {
+                if last.len() == last.capacity() {
+                    // Grow by an eighth, not by doubling: a view lives as
+                    // long as the selection, and one delivery must not
+                    // double every idle session's memory.
+                    last.reserve_exact((last.len() / 8).max(16).min(CHUNK - last.len()));
+                }
+                last.push(e);
+            }
+            _ => {
+                let mut chunk = Vec::with_capacity(16);
+                chunk.push(e);
+                self.starts.push(self.len);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Removes the entry at position `i` (< len): moves the rest of its
+    /// chunk and updates the start of every later chunk.
+    pub fn remove(&mut self, i: usize) -> Entry {
+        let (c, j) = self.locate(i);
+        let e = self.chunks[c].remove(j);
+        if self.chunks[c].is_empty() {
+            self.chunks.remove(c);
+            self.starts.remove(c);
+        } else {
+            let chunk = &mut self.chunks[c];
+            chunk.shrink_to(chunk.len() + chunk.len() / 4);
+            self.starts[c + 1..].iter_mut().for_each(|s| *s -= 1);
+            self.len -= 1;
+            return e;
+        }
+        self.starts[c..].iter_mut().for_each(|s| *s -= 1);
+        self.len -= 1;
+        e
+    }
+
+    /// Drops every `expunged` entry, rebuilding the chunks (one pass).
+    pub fn retain_unexpunged(&mut self) {
+        let all: Vec<Entry> = std::mem::take(&mut self.chunks)
+            .into_iter()
+            .flatten()
+            .filter(|e| !e.expunged)
+            .collect();
+        *self = Entries::from_vec(all);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.chunks.iter().flatten()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
+        self.chunks.iter_mut().flatten()
+    }
+
+    /// Entries from position `i` on, with their positions.
+    pub fn iter_from(&self, i: usize) -> impl Iterator<Item = (usize, &Entry)> {
+        let (c, j) = if i >= self.len {
+            (self.chunks.len(), 0)
+        } else {
+            self.locate(i)
+        };
+        self.chunks[c..]
+            .iter()
+            .flatten()
+            .skip(j)
+            .enumerate()
+            .map(move |(k, e)| (i + k, e))
+    }
+}
+
+impl std::ops::Index<usize> for Entries {
+    type Output = Entry;
+    fn index(&self, i: usize) -> &Entry {
+        self.get(i).expect("position in the view")
+    }
+}
+
+impl std::ops::IndexMut<usize> for Entries {
+    fn index_mut(&mut self, i: usize) -> &mut Entry {
+        self.get_mut(i).expect("position in the view")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Record;
+
+    fn entry(uid: u32) -> Entry {
+        Entry {
+            record: Record {
+                uid,
+                ..Record::default()
+            },
+            expunged: false,
+        }
+    }
+
+    /// Random removals and appends against a plain vector: positions,
+    /// lookups by UID and iteration agree.
+    #[test]
+    fn behaves_like_a_sorted_vector() {
+        let mut model: Vec<u32> = (1..=5000).map(|u| u * 2).collect();
+        let mut e = Entries::from_vec(model.iter().map(|&u| entry(u)).collect());
+        let mut seed = 12345u64;
+        let mut rand = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        let mut next = 20_002;
+        for round in 0..4000 {
+            if round % 3 == 0 {
+                e.push(entry(next));
+                model.push(next);
+                next += 3;
+            } else if !model.is_empty() {
+                let i = rand(model.len());
+                assert_eq!(e.remove(i).record.uid, model.remove(i));
+            }
+            if round % 97 == 0 {
+                assert_eq!(e.len(), model.len());
+                assert!(e.iter().map(|x| x.record.uid).eq(model.iter().copied()));
+                for _ in 0..50 {
+                    let u = rand(next as usize + 10) as u32;
+                    assert_eq!(e.position(u), model.binary_search(&u), "uid {u}");
+                }
+                let i = rand(model.len() + 1);
+                assert!(
+                    e.iter_from(i).map(|(k, x)| (k, x.record.uid)).eq(model
+                        .iter()
+                        .copied()
+                        .enumerate()
+                        .skip(i))
+                );
+                assert_eq!(e.last().map(|x| x.record.uid), model.last().copied());
+            }
+        }
+        while !model.is_empty() {
+            assert_eq!(e.remove(0).record.uid, model.remove(0));
+        }
+        assert!(e.is_empty() && e.get(0).is_none());
+    }
+}
