@@ -86,6 +86,12 @@ fn answer(c: &mut Client, tag: &str, command: &str) -> Vec<String> {
     }
 }
 
+/// The numbers of a `* SEARCH n n ...` line.
+fn search_numbers(line: &str) -> Vec<u32> {
+    let rest = line.strip_prefix("* SEARCH ").expect(line);
+    rest.split(' ').map(|n| n.parse().unwrap()).collect()
+}
+
 /// The numbers of a sequence set (`1:3,7`).
 fn expand(set: &str) -> Vec<u32> {
     let mut v = Vec::new();
@@ -172,12 +178,7 @@ fn search_meeting_a_corrupt_message_ends_or_takes_back_its_line() {
     let (lines, done) = c.cmd(&format!("SEARCH OR 1:{} BODY body", M - 1));
     assert!(done.contains(" NO [CORRUPTION] "), "{done}");
     assert_eq!(lines.len(), 1);
-    let got: Vec<u32> = lines[0]
-        .strip_prefix("* SEARCH ")
-        .unwrap()
-        .split(' ')
-        .map(|n| n.parse().unwrap())
-        .collect();
+    let got = search_numbers(&lines[0]);
     assert!(
         got.len() > 30_000 && got.len() < M as usize,
         "{}",
@@ -204,12 +205,7 @@ fn search_answers_over_a_large_mailbox_are_whole(spool: &Path) {
     let want: Vec<u32> = (0..N).filter(|&i| unseen(i)).map(|i| i + 1).collect();
     let lines = answer(&mut c, "s1", "UID SEARCH UNSEEN");
     assert_eq!(lines.len(), 1);
-    let got: Vec<u32> = lines[0]
-        .strip_prefix("* SEARCH ")
-        .unwrap()
-        .split(' ')
-        .map(|n| n.parse().unwrap())
-        .collect();
+    let got = search_numbers(&lines[0]);
     assert_eq!(got, want);
     let lines = answer(&mut c, "s2", "UID SEARCH RETURN (MIN MAX COUNT ALL) UNSEEN");
     assert_eq!(lines.len(), 1);
