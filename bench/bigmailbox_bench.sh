@@ -243,3 +243,4 @@ for k, label in names:
     print(f"| {label} | {fa} | {fb} | {ratio} | {ans} | {fr(ra)} | {fr(rb)} |{extra}")
 print("BIGBENCH " + json.dumps({"messages": int(sys.argv[2]), "ops": summary}, separators=(",", ":")))
 EOF
+rm -f "$RESULTS"
