@@ -47,24 +47,8 @@ ONLY=${BENCH_ONLY:-}
 BUSER=imapbench
 PASS=bench-password
 
-[[ $(id -u) -eq 0 ]] || { echo "run as root (installs packages, starts Dovecot)" >&2; exit 1; }
-missing=()
-for p in dovecot-core dovecot-imapd python3; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    apt-get install -y --no-install-recommends "${missing[@]}"
-fi
-id "$BUSER" >/dev/null 2>&1 || useradd -r -M -s /usr/sbin/nologin "$BUSER"
-
-cargo build --release -p deliver-bench --bin imap-load
-LOAD=$PWD/target/release/imap-load
-if [[ -n ${BENCH_OURS:-} ]]; then
-    BIN=$BENCH_OURS
-else
-    cargo build --release -p imapd-check -p tools
-    BIN=$PWD/target/release
-fi
+. bench/dovecot_common.sh
+bench_setup "${BENCH_OURS:-}"
 
 W=$(mktemp -d "${BENCH_DIR:-/tmp}/imapbench.XXXXXX")
 DPID=
@@ -127,41 +111,10 @@ done
 chown -R "$BUSER:$BUSER" "$W/home"
 chmod 755 "$W"
 
-# Waits (up to 10 s) until something accepts connections on port $1.
-wait_port() {
-    for _ in $(seq 50); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && break
-        sleep 0.2
-    done
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 DPORT=$(free_port)
-cat > "$W/dovecot.conf" <<EOF
-base_dir = $W/dovecot-run
-state_dir = $W/dovecot-run/state
-log_path = $W/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain
-default_internal_user = dovecot
-default_login_user = dovenull
-passdb {
-  driver = passwd-file
-  args = $W/dovecot.passwd
-}
-userdb {
-  driver = static
-  args = uid=$BUSER gid=$BUSER home=$W/home/%u
-}
-mail_location = maildir:~/Maildir
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = $DPORT
-  }
-}
+{
+    dovecot_conf "$W" "$DPORT" "$BUSER" "$W/home/%u" "maildir:~/Maildir"
+    cat <<EOF
 service imap {
   process_limit = 2000
 }
@@ -171,6 +124,7 @@ protocol imap {
 }
 default_client_limit = 4000
 EOF
+} > "$W/dovecot.conf"
 dovecot -F -c "$W/dovecot.conf" </dev/null >"$W/dovecot.out" 2>&1 &
 DPID=$!
 wait_port "$DPORT"

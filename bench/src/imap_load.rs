@@ -15,6 +15,11 @@
 //!
 //! `prepare`: logs each user in once and creates the folders that LIST
 //! and STATUS look at.
+//!
+//! `gen-maildir` and `big`: the big-mailbox benchmark (big.rs,
+//! bench/bigmailbox_bench.sh).
+
+mod big;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -30,12 +35,12 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    #[arg(long)]
+    #[arg(long, default_value_t = 143)]
     port: u16,
     /// User name; with --users K > 1, connection i logs in as USER{i % K}.
-    #[arg(long)]
+    #[arg(long, default_value = "bench")]
     user: String,
-    #[arg(long)]
+    #[arg(long, default_value = "")]
     password: String,
     #[arg(long, default_value_t = 1)]
     users: usize,
@@ -46,6 +51,39 @@ struct Cli {
 #[derive(Subcommand)]
 enum Mode {
     Prepare,
+    /// Writes N generated messages into a Maildir (no server needed).
+    GenMaildir {
+        dir: std::path::PathBuf,
+        n: u64,
+    },
+    /// Two sessions on one big INBOX: the measured operations of big.rs.
+    Big {
+        #[arg(long, default_value_t = 9)]
+        rounds: usize,
+        /// Runs of each search and memory command (after a warm-up).
+        #[arg(long, default_value_t = 9)]
+        search_rounds: usize,
+        /// Runs of each SEARCH BODY (after a warm-up; 0: none).
+        #[arg(long, default_value_t = 9)]
+        body_rounds: usize,
+        /// Name in the output (ours, dovecot).
+        #[arg(long)]
+        label: String,
+        /// Processes whose RSS is reported (our server).
+        #[arg(long)]
+        server_pid: Vec<u32>,
+        /// Dovecot's master: its `imap` children's RSS is reported.
+        #[arg(long)]
+        dovecot_master: Option<u32>,
+        #[arg(long, default_value = big::RARE)]
+        rare: String,
+        #[arg(long, default_value = big::COMMON)]
+        common: String,
+        /// Also FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE), UID SEARCH
+        /// ALL and UID SORT, for their memory.
+        #[arg(long)]
+        memory: bool,
+    },
     Mix {
         #[arg(short = 'c', long, default_value_t = 10)]
         clients: usize,
@@ -616,6 +654,34 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match &cli.mode {
         Mode::Prepare => prepare(&cli),
+        Mode::GenMaildir { dir, n } => big::gen_maildir(dir, *n),
+        Mode::Big {
+            rounds,
+            search_rounds,
+            body_rounds,
+            label,
+            server_pid,
+            dovecot_master,
+            rare,
+            common,
+            memory,
+        } => big::big(&big::BigArgs {
+            host: &cli.host,
+            port: cli.port,
+            user: &cli.user,
+            password: &cli.password,
+            rounds: *rounds,
+            search_rounds: *search_rounds,
+            body_rounds: *body_rounds,
+            procs: big::Procs {
+                pids: server_pid.clone(),
+                dovecot_master: *dovecot_master,
+            },
+            label,
+            rare,
+            common,
+            memory: *memory,
+        }),
         Mode::Mix {
             clients,
             seconds,

@@ -13,6 +13,8 @@ pub struct Emitter<'w> {
     pub buf: Vec<u8>,
     w: &'w mut dyn Write,
     scratch: Vec<u8>,
+    /// Something has been written to `w` (the client may have seen it).
+    sent: bool,
 }
 
 /// Why a literal could not be sent whole and right: the client has seen
@@ -38,7 +40,13 @@ impl<'w> Emitter<'w> {
             buf,
             w,
             scratch: Vec::new(),
+            sent: false,
         }
+    }
+
+    /// True once anything has gone out of the buffer to the writer.
+    pub fn sent(&self) -> bool {
+        self.sent
     }
 
     pub fn maybe_flush(&mut self) -> io::Result<()> {
@@ -49,6 +57,7 @@ impl<'w> Emitter<'w> {
     }
 
     fn flush_buf(&mut self) -> io::Result<()> {
+        self.sent |= !self.buf.is_empty();
         self.w.write_all(&self.buf)?;
         self.buf.clear();
         Ok(())
@@ -99,6 +108,7 @@ impl<'w> Emitter<'w> {
                 if let Some(h) = hasher.as_mut() {
                     h.update(chunk);
                 }
+                self.sent = true;
                 self.w.write_all(chunk).map_err(Broken::Client)?;
                 done += n as u64;
             }

@@ -12,8 +12,11 @@
 
 use imap_codec::imap_types::search::SearchKey;
 
+use std::io::Write as _;
+
 use super::conn::{Fail, Session};
-use super::messages::Hit;
+use super::emit::Emitter;
+use super::messages::{Hit, Sink};
 use super::search::Candidate;
 use super::searchres;
 
@@ -141,10 +144,9 @@ impl Session {
     }
 
     /// The untagged answer of SEARCH or SORT for `hits` (in the order
-    /// they are reported): `* SEARCH ...`/`* SORT ...` (with `(MODSEQ n)`
-    /// when the criteria use MODSEQ, RFC 7162 3.1.5), or with RETURN
-    /// options one `* ESEARCH` (RFC 4731, RFC 5267 3) and the result
-    /// saved for `$` when SAVE is among them (RFC 5182).
+    /// they are reported), written through the connection's output as it
+    /// is produced ([`Answer`]), and the result saved for `$` when SAVE
+    /// is among the RETURN options (RFC 5182).
     pub(super) fn answer_search<K>(
         &mut self,
         tag: &str,
@@ -153,89 +155,230 @@ impl Session {
         ret: Option<ReturnOpts>,
         hits: &[Hit<K>],
         with_modseq: bool,
-    ) {
-        let ids: Vec<u32> = hits
-            .iter()
-            .map(|h| if uid { h.uid } else { h.seq })
-            .collect();
-        let modseqs: Vec<u64> = hits.iter().map(|h| h.modseq).collect();
-        if let Some(o) = ret {
-            if o.save {
-                self.saved = searchres::to_save(&o, hits);
+    ) -> std::io::Result<()> {
+        if let Some(o) = ret
+            && o.save
+        {
+            self.saved = searchres::to_save(&o, hits);
+        }
+        let mut a = Answer::new(tag, name, uid, ret, with_modseq);
+        let mut em = Emitter::with_buf(&mut self.out, std::mem::take(&mut self.buf));
+        let r = (|| {
+            a.start(&mut em)?;
+            for h in hits {
+                a.put(&mut em, h.seq, h.uid, h.modseq)?;
             }
-            // SAVE alone: no ESEARCH (RFC 5182 2.4).
-            if o.answers() {
-                let line = response(tag, uid, o, &ids, with_modseq.then_some(&modseqs[..]));
-                self.buf.extend_from_slice(line.as_bytes());
-            }
-            return;
-        }
-        let mut line = format!("* {name}");
-        for id in &ids {
-            line.push_str(&format!(" {id}"));
-        }
-        if let Some(top) = modseqs.iter().max().filter(|_| with_modseq) {
-            line.push_str(&format!(" (MODSEQ {top})"));
-        }
-        line.push_str("\r\n");
-        self.buf.extend_from_slice(line.as_bytes());
+            a.finish(&mut em)
+        })();
+        self.buf = em.into_buf();
+        r
     }
 }
 
-/// `* ESEARCH (TAG "tag") [UID] [MIN n] [MAX n] [COUNT n] [ALL set]
-/// [MODSEQ n]` for `hits` in the order reported: ascending for SEARCH,
-/// sort order for SORT (whose MIN and MAX are its first and last, and ALL
-/// keeps its order, RFC 5267 3) (RFC 4731 3.1; MODSEQ per RFC 7162
-/// 3.1.5: the highest mod-sequence of the messages reported, all matches
-/// when ALL or COUNT is returned, else those of MIN and MAX).
-/// With no hits, MIN, MAX and ALL are left out; COUNT is 0.
-pub fn response(
-    tag: &str,
+/// Pending ALL text above this goes out as it grows (the ESEARCH line's
+/// items then come in the order MIN, ALL, MAX, COUNT, MODSEQ).
+const SET_INLINE: usize = 64 * 1024;
+
+/// The untagged answer of SEARCH or SORT, written as the matches come:
+/// `* SEARCH n n ...`/`* SORT ...` (with `(MODSEQ n)` when the criteria
+/// use MODSEQ, RFC 7162 3.1.5), or with RETURN options one `* ESEARCH
+/// (TAG "x") [UID] [MIN n] [MAX n] [COUNT n] [ALL set] [MODSEQ n]`
+/// (RFC 4731 3.1, RFC 5267 3). Only MIN, MAX, COUNT, the highest
+/// mod-sequence and the current range of ALL are held, never a list of
+/// matches: MIN and MAX are the first and last reported (ascending for
+/// SEARCH; sort order for SORT, whose ALL keeps its order); MODSEQ is
+/// the highest of all matches when ALL or COUNT is returned, else of
+/// those of MIN and MAX (RFC 7162 3.1.5). With no hits, MIN, MAX and ALL
+/// are left out; COUNT is 0. An ALL set longer than [`SET_INLINE`] is
+/// written as it grows, after MIN and before MAX and COUNT (RFC 4731's
+/// grammar allows any order of the return data).
+pub(super) struct Answer {
+    head: String,
+    /// RETURN options; `None`: a plain SEARCH/SORT line.
+    opts: Option<ReturnOpts>,
+    with_modseq: bool,
     uid: bool,
-    o: ReturnOpts,
-    hits: &[u32],
-    modseqs: Option<&[u64]>,
-) -> String {
-    let mut line = String::from("* ESEARCH (TAG ");
-    line.push_str(&quoted(tag));
-    line.push(')');
-    if uid {
-        line.push_str(" UID");
-    }
-    if let (Some(first), Some(last)) = (hits.first(), hits.last()) {
-        if o.min {
-            line.push_str(&format!(" MIN {first}"));
-        }
-        if o.max {
-            line.push_str(&format!(" MAX {last}"));
-        }
-    }
-    if o.count {
-        line.push_str(&format!(" COUNT {}", hits.len()));
-    }
-    if o.all && !hits.is_empty() {
-        line.push_str(" ALL ");
-        line.push_str(&super::messages::compact(hits));
-    }
-    if let Some(ms) = modseqs.filter(|m| !m.is_empty()) {
-        let highest = if o.all || o.count {
-            ms.iter().copied().max()
-        } else {
-            let mut v = Vec::new();
-            if o.min {
-                v.push(ms[0]);
+    count: u64,
+    first: Option<(u32, u64)>,
+    last: Option<(u32, u64)>,
+    top_modseq: u64,
+    /// The ALL range being extended (first, last).
+    run: Option<(u32, u32)>,
+    /// ALL text not yet written (until it passes SET_INLINE).
+    set: Vec<u8>,
+    /// The line's head and ALL are out; the rest follows the set.
+    streaming: bool,
+    /// Ranges of ALL written so far.
+    ranges: u64,
+}
+
+impl Answer {
+    /// The answer of `name` (SEARCH, SORT) to command `tag`.
+    pub fn new(
+        tag: &str,
+        name: &str,
+        uid: bool,
+        opts: Option<ReturnOpts>,
+        with_modseq: bool,
+    ) -> Answer {
+        let head = match opts {
+            Some(_) => {
+                let mut h = format!("* ESEARCH (TAG {})", quoted(tag));
+                if uid {
+                    h.push_str(" UID");
+                }
+                h
             }
-            if o.max {
-                v.push(ms[ms.len() - 1]);
-            }
-            v.into_iter().max()
+            None => format!("* {name}"),
         };
-        if let Some(h) = highest {
-            line.push_str(&format!(" MODSEQ {h}"));
+        Answer {
+            head,
+            opts,
+            with_modseq,
+            uid,
+            count: 0,
+            first: None,
+            last: None,
+            top_modseq: 0,
+            run: None,
+            set: Vec::new(),
+            streaming: false,
+            ranges: 0,
         }
     }
-    line.push_str("\r\n");
-    line
+
+    /// Writes what comes before the matches (a plain line's head).
+    pub fn start(&mut self, em: &mut Emitter) -> std::io::Result<()> {
+        if self.opts.is_none() {
+            em.buf.extend_from_slice(self.head.as_bytes());
+        }
+        Ok(())
+    }
+
+    /// One match, reported in this order.
+    pub fn put(
+        &mut self,
+        em: &mut Emitter,
+        seq: u32,
+        uid: u32,
+        modseq: u64,
+    ) -> std::io::Result<()> {
+        let id = if self.uid { uid } else { seq };
+        self.count += 1;
+        self.first.get_or_insert((id, modseq));
+        self.last = Some((id, modseq));
+        self.top_modseq = self.top_modseq.max(modseq);
+        let Some(o) = self.opts else {
+            write!(em.buf, " {id}")?;
+            return em.maybe_flush();
+        };
+        if !o.all || !o.answers() {
+            return Ok(());
+        }
+        match self.run {
+            Some((a, b)) if b.checked_add(1) == Some(id) => self.run = Some((a, id)),
+            Some(r) => {
+                self.close_run(em, r)?;
+                self.run = Some((id, id));
+            }
+            None => self.run = Some((id, id)),
+        }
+        Ok(())
+    }
+
+    /// Writes a finished ALL range, spilling to the client when long.
+    fn close_run(&mut self, em: &mut Emitter, (a, b): (u32, u32)) -> std::io::Result<()> {
+        let out = if self.streaming {
+            &mut em.buf
+        } else {
+            &mut self.set
+        };
+        if self.ranges > 0 {
+            out.push(b',');
+        }
+        self.ranges += 1;
+        if a == b {
+            write!(out, "{a}")?;
+        } else {
+            write!(out, "{a}:{b}")?;
+        }
+        if self.streaming {
+            return em.maybe_flush();
+        }
+        if self.set.len() > SET_INLINE {
+            em.buf.extend_from_slice(self.head.as_bytes());
+            if let (true, Some((min, _))) = (self.opts.is_some_and(|o| o.min), self.first) {
+                write!(em.buf, " MIN {min}")?;
+            }
+            em.buf.extend_from_slice(b" ALL ");
+            em.buf.append(&mut self.set);
+            self.set = Vec::new();
+            self.streaming = true;
+            em.maybe_flush()?;
+        }
+        Ok(())
+    }
+
+    /// Ends the answer's line.
+    pub fn finish(&mut self, em: &mut Emitter) -> std::io::Result<()> {
+        let Some(o) = self.opts else {
+            if self.with_modseq && self.count > 0 {
+                write!(em.buf, " (MODSEQ {})", self.top_modseq)?;
+            }
+            em.buf.extend_from_slice(b"\r\n");
+            return em.maybe_flush();
+        };
+        // SAVE alone: no ESEARCH (RFC 5182 2.4).
+        if !o.answers() {
+            return Ok(());
+        }
+        if let Some(r) = self.run.take() {
+            self.close_run(em, r)?;
+        }
+        let b = &mut em.buf;
+        if !self.streaming {
+            b.extend_from_slice(self.head.as_bytes());
+            if let (true, Some((min, _))) = (o.min, self.first) {
+                write!(b, " MIN {min}")?;
+            }
+        }
+        if let (true, Some((max, _))) = (o.max, self.last) {
+            write!(b, " MAX {max}")?;
+        }
+        if o.count {
+            write!(b, " COUNT {}", self.count)?;
+        }
+        if !self.streaming && !self.set.is_empty() {
+            b.extend_from_slice(b" ALL ");
+            b.append(&mut self.set);
+        }
+        if self.with_modseq && self.count > 0 {
+            let highest = if o.all || o.count {
+                Some(self.top_modseq)
+            } else {
+                let min = self.first.filter(|_| o.min).map(|f| f.1);
+                let max = self.last.filter(|_| o.max).map(|l| l.1);
+                min.max(max)
+            };
+            if let Some(h) = highest {
+                write!(b, " MODSEQ {h}")?;
+            }
+        }
+        b.extend_from_slice(b"\r\n");
+        em.maybe_flush()
+    }
+}
+
+impl<K> Sink<K> for Answer {
+    fn start(&mut self, em: &mut Emitter) -> std::io::Result<()> {
+        Answer::start(self, em)
+    }
+    fn hit(&mut self, em: &mut Emitter, h: Hit<K>) -> std::io::Result<()> {
+        self.put(em, h.seq, h.uid, h.modseq)
+    }
+    fn finish(&mut self, em: &mut Emitter) -> std::io::Result<()> {
+        Answer::finish(self, em)
+    }
 }
 
 /// A tag as an IMAP quoted string (tags never hold `"` or `\`, but be safe).
@@ -255,6 +398,27 @@ fn quoted(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answer for `hits` (ids with their mod-sequences), as written.
+    fn response(
+        tag: &str,
+        uid: bool,
+        o: ReturnOpts,
+        hits: &[u32],
+        modseqs: Option<&[u64]>,
+    ) -> String {
+        let mut out = Vec::new();
+        let mut em = Emitter::new(&mut out);
+        let mut a = Answer::new(tag, "SEARCH", uid, Some(o), modseqs.is_some());
+        a.start(&mut em).unwrap();
+        for (i, id) in hits.iter().enumerate() {
+            let m = modseqs.map_or(0, |m| m[i]);
+            a.put(&mut em, *id, *id, m).unwrap();
+        }
+        a.finish(&mut em).unwrap();
+        em.finish().unwrap();
+        String::from_utf8(out).unwrap()
+    }
 
     fn split(s: &str) -> Result<Option<(String, ReturnOpts)>, BadReturn> {
         split_return(s.as_bytes()).map(|o| o.map(|(c, r)| (String::from_utf8(c).unwrap(), r)))

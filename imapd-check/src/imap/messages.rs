@@ -23,6 +23,7 @@ use super::mailboxes::{mailbox_name, split_flags};
 use super::msgfile::MessageFile;
 use super::search::{self, Candidate};
 use super::searchres;
+use super::seqranges::SeqRanges;
 
 /// A message that matched a SEARCH, SORT or THREAD, with its key.
 pub(super) struct Hit<K> {
@@ -30,6 +31,30 @@ pub(super) struct Hit<K> {
     pub uid: u32,
     pub modseq: u64,
     pub key: K,
+}
+
+/// Where [`Session::scan`] puts each match as it finds it.
+pub(super) trait Sink<K> {
+    /// Before the first message is looked at.
+    fn start(&mut self, _em: &mut Emitter) -> std::io::Result<()> {
+        Ok(())
+    }
+    /// One match, in sequence order.
+    fn hit(&mut self, em: &mut Emitter, h: Hit<K>) -> std::io::Result<()>;
+    /// After the last message.
+    fn finish(&mut self, _em: &mut Emitter) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Keeps every match (SORT and THREAD need them all; SAVE keeps them).
+struct Collect<K>(Vec<Hit<K>>);
+
+impl<K> Sink<K> for Collect<K> {
+    fn hit(&mut self, _: &mut Emitter, h: Hit<K>) -> std::io::Result<()> {
+        self.0.push(h);
+        Ok(())
+    }
 }
 
 fn seqset_string(s: &SequenceSet) -> String {
@@ -90,6 +115,21 @@ impl Session {
         }
     }
 
+    /// What a FETCH names, as ranges of sequence numbers.
+    fn fetch_ranges(&mut self, set: &SequenceSet, uid: bool) -> Result<SeqRanges, Fail> {
+        if self.dollar && searchres::is_mark(set) {
+            self.selected()?;
+            let pairs = self.dollar_targets().into_iter().map(|(s, _)| (s, s));
+            return Ok(SeqRanges::from_pairs(pairs.collect()));
+        }
+        let view = &self.selected()?.view;
+        match SeqRanges::resolve(view, set, uid) {
+            Ok(r) => Ok(r),
+            Err(SeqSetError::Empty) => Ok(SeqRanges::default()),
+            Err(e) => bad(&e.to_string()),
+        }
+    }
+
     pub(super) fn fetch(
         &mut self,
         set: &SequenceSet,
@@ -130,24 +170,25 @@ impl Session {
         // With QRESYNC every FETCH response carries the UID (RFC 7162 3.2.4).
         let plan = Plan::new(items, uid || self.qresync, changed_since.is_some(), alias)
             .map_err(|u| Fail::Bad(u.0.into()))?;
-        let mut targets = self.targets(set, uid)?;
+        // Ranges of sequence numbers, not a list of the messages: FETCH
+        // 1:* walks the view as it writes.
+        let ranges = self.fetch_ranges(set, uid)?;
         let sel = self.sel.as_mut().expect("selected");
-        if let Some(since) = changed_since {
-            targets.retain(|(seq, _)| sel.view.record(*seq).is_some_and(|r| r.modseq > since));
-        }
+        let wanted = |seq: u32| match changed_since {
+            Some(since) => sel.view.record(seq).is_some_and(|r| r.modseq > since),
+            None => true,
+        };
         // A body fetch without PEEK sets \Seen first, so the FLAGS sent
         // with it are the new ones.
         let mut seen_now = HashSet::new();
         if plan.sets_seen && !sel.read_only {
-            let unseen: Vec<u32> = targets
+            let unseen: Vec<u32> = ranges
                 .iter()
-                .filter(|(seq, _)| !sel.view.is_expunged(*seq))
-                .filter(|(seq, _)| {
-                    sel.view
-                        .record(*seq)
-                        .is_some_and(|r| !r.flags.contains(Flags::SEEN))
+                .filter(|&seq| wanted(seq) && !sel.view.is_expunged(seq))
+                .filter_map(|seq| {
+                    let r = sel.view.record(seq)?;
+                    (!r.flags.contains(Flags::SEEN)).then_some(r.uid)
                 })
-                .map(|(_, uid)| *uid)
                 .collect();
             if !unseen.is_empty() {
                 let outcome = sel
@@ -167,10 +208,16 @@ impl Session {
         let mut corrupt = Vec::new();
         let mut unknown_cte = Vec::new();
         let mut em = Emitter::with_buf(&mut self.out, std::mem::take(&mut self.buf));
-        for (seq, uid) in targets {
+        for seq in ranges.iter() {
+            if changed_since
+                .is_some_and(|since| sel.view.record(seq).is_none_or(|r| r.modseq <= since))
+            {
+                continue;
+            }
             let Some(rec) = sel.view.record(seq).cloned() else {
                 continue;
             };
+            let uid = rec.uid;
             let prepared = if plan.needs_body {
                 match fetch::prepare(&sel.mbox, &rec, &plan) {
                     Ok(p) if plan.binary => {
@@ -405,8 +452,28 @@ impl Session {
         &mut self,
         charset: Option<&str>,
         criteria: &[SearchKey],
-        mut key: impl FnMut(&Candidate) -> K,
+        key: impl FnMut(&Candidate) -> K,
     ) -> Result<Vec<Hit<K>>, Fail> {
+        let mut hits = Collect(Vec::new());
+        self.scan(charset, criteria, key, &mut hits)?;
+        Ok(hits.0)
+    }
+
+    /// Runs `criteria` over the selected mailbox, handing each match to
+    /// `sink` as it is found, with the connection's output: what the sink
+    /// writes goes to the client through the bounded buffer, so an answer
+    /// is never held whole. After the session's own check and before the
+    /// first message, `sink.start` writes the head of its line. When the
+    /// search fails (a message cannot be read), what the sink wrote is
+    /// taken back if none of it has gone out yet; otherwise its line is
+    /// ended there (the NO that follows says the answer is not valid).
+    pub(super) fn scan<K>(
+        &mut self,
+        charset: Option<&str>,
+        criteria: &[SearchKey],
+        mut key: impl FnMut(&Candidate) -> K,
+        sink: &mut dyn Sink<K>,
+    ) -> Result<(), Fail> {
         self.selected()?;
         if let Some(c) = charset
             && !c.eq_ignore_ascii_case("US-ASCII")
@@ -418,52 +485,77 @@ impl Session {
             return bad("RECENT, NEW and OLD are not search keys in IMAP4rev2");
         }
         self.look(Allow::NoExpunge).map_err(Fail::Stop)?;
-        let sel = self.sel.as_ref().expect("selected");
+        let Session {
+            sel,
+            saved,
+            dollar,
+            out,
+            buf,
+            ..
+        } = self;
+        let sel = sel.as_ref().expect("selected");
         let max_seq = sel.view.len();
         let max_uid = sel.view.iter().last().map_or(0, |m| m.uid);
-        let crit = criteria::compile(criteria, (max_seq, max_uid), self.dollar);
-        let saved = &self.saved;
+        let crit = criteria::compile(criteria, (max_seq, max_uid), *dollar);
         let mbox = &sel.mbox;
         let open = |r: &storage::Record| MessageFile::open(mbox, r);
         let headers = super::headercache::Source::of(mbox, sel.view.uidvalidity());
-        let mut hits = Vec::new();
-        for m in sel.view.iter().filter(|m| !m.expunged) {
-            let mut c = Candidate::new(
-                m.seq,
-                m.record,
-                sel.view.keyword_names(&m.record.keywords),
-                (max_seq, max_uid),
-                &open,
-            );
-            c.headers = headers;
-            c.recent = sel.recent.contains(m.uid);
-            let hit = crit.matches(&c, saved);
-            let k = hit.then(|| key(&c));
-            if let Some(e) = c.failed.into_inner() {
-                // A message that could not be read (or does not match its
-                // record) makes the answer unknowable: no results.
-                if matches!(e, Error::Corrupt { .. }) {
-                    tracing::error!(uid = m.uid, "SEARCH refused: {e}");
-                    return no(
-                        Some("CORRUPTION"),
-                        &format!(
-                            "Stored data of UID {} does not match its index record",
-                            m.uid
-                        ),
-                    );
+        let mark = buf.len();
+        let mut em = Emitter::with_buf(out, std::mem::take(buf));
+        let io = |e: std::io::Error| Fail::Stop(Stop::Io(e));
+        let mut failed = None;
+        let mut run = || -> Result<(), Fail> {
+            sink.start(&mut em).map_err(io)?;
+            for m in sel.view.iter().filter(|m| !m.expunged) {
+                let mut c = Candidate::new(
+                    m.seq,
+                    m.record,
+                    sel.view.keyword_names(&m.record.keywords),
+                    (max_seq, max_uid),
+                    &open,
+                );
+                c.headers = headers;
+                c.recent = sel.recent.contains(m.uid);
+                let hit = crit.matches(&c, saved);
+                let k = hit.then(|| key(&c));
+                if let Some(e) = c.failed.into_inner() {
+                    failed = Some((m.uid, e));
+                    return Ok(());
                 }
-                return Err(e.into());
+                if let Some(key) = k {
+                    let h = Hit {
+                        seq: m.seq,
+                        uid: m.uid,
+                        modseq: m.record.modseq,
+                        key,
+                    };
+                    sink.hit(&mut em, h).map_err(io)?;
+                }
             }
-            if let Some(key) = k {
-                hits.push(Hit {
-                    seq: m.seq,
-                    uid: m.uid,
-                    modseq: m.record.modseq,
-                    key,
-                });
-            }
+            sink.finish(&mut em).map_err(io)
+        };
+        let r = run();
+        let sent = em.sent();
+        *buf = em.into_buf();
+        r?;
+        let Some((uid, e)) = failed else {
+            return Ok(());
+        };
+        if sent {
+            buf.extend_from_slice(b"\r\n");
+        } else {
+            buf.truncate(mark);
         }
-        Ok(hits)
+        // A message that could not be read (or does not match its record)
+        // makes the answer unknowable: no results.
+        if matches!(e, Error::Corrupt { .. }) {
+            tracing::error!(uid, "SEARCH refused: {e}");
+            return no(
+                Some("CORRUPTION"),
+                &format!("Stored data of UID {uid} does not match its index record"),
+            );
+        }
+        Err(e.into())
     }
 
     pub(super) fn search(
@@ -482,9 +574,17 @@ impl Session {
                 all: true,
                 ..Default::default()
             }));
-        let hits = self.matching_for(ret, charset, criteria, |_| ())?;
         let with_modseq = criteria.iter().any(search::uses_modseq);
-        self.answer_search(tag, "SEARCH", uid, ret, &hits, with_modseq);
+        if ret.is_some_and(|o| o.save) {
+            // SEARCHRES keeps the result: it is collected.
+            let hits = self.matching_for(ret, charset, criteria, |_| ())?;
+            self.answer_search(tag, "SEARCH", uid, ret, &hits, with_modseq)
+                .map_err(|e| Fail::Stop(Stop::Io(e)))?;
+        } else {
+            // Written as it is found (RFC 3501 7.2.5: one line).
+            let mut line = super::esearch::Answer::new(tag, "SEARCH", uid, ret, with_modseq);
+            self.scan(charset, criteria, |_| (), &mut line)?;
+        }
         ok("SEARCH completed")
     }
 

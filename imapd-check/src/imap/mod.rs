@@ -44,6 +44,7 @@ pub mod rev2;
 pub mod rewrite;
 pub mod search;
 pub mod searchres;
+pub mod seqranges;
 pub mod server;
 pub mod slice;
 pub mod sort;

@@ -477,7 +477,8 @@ impl Session {
         let mut hits = self.matching_for(ret, Some(charset), search, |c| make_key(c, criteria))?;
         hits.sort_by(|a, b| compare(&a.key, &b.key, criteria));
         let with_modseq = search.iter().any(super::search::uses_modseq);
-        self.answer_search(tag, "SORT", uid, ret, &hits, with_modseq);
+        self.answer_search(tag, "SORT", uid, ret, &hits, with_modseq)
+            .map_err(|e| Fail::Stop(super::conn::Stop::Io(e)))?;
         ok("SORT completed")
     }
 }
