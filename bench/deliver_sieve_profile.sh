@@ -35,6 +35,8 @@
 #   PROFILE_DIR=/some/dir     parent of the phase-3 spool (default /tmp)
 #   PROFILE_FS=loop           phase 3 on a private loop-device ext4
 #   PROFILE_KEEP=/some/dir    keep the callgrind outputs there
+#   UNSAFE=1                  phase 3 with --unsafe-no-fsync (CPU only;
+#                             e.g. with PROFILE_DIR=/dev/shm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-400}
@@ -161,8 +163,13 @@ fi
 spool=$(mktemp -d "$parent/deliver-sieve-profile-spool.XXXXXX")
 rmdir "$spool"
 stat_file=$(python3 -c "import os, sys; s = os.stat(sys.argv[1]); print(f'/sys/dev/block/{os.major(s.st_dev)}:{os.minor(s.st_dev)}/stat')" "$parent")
+if [[ ! -e $stat_file ]]; then
+    # No block device (tmpfs): device columns stay 0.
+    stat_file=$work/no-device.stat
+    echo "0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0" >"$stat_file"
+fi
 n3=$((5 * N))
-echo "== with fsync, one session, $ROUNDS rounds of $n3 messages per recipient ($(df --output=source "$parent" | tail -1), load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "== $([[ -n ${UNSAFE:-} ]] && echo 'fsync OFF (UNSAFE=1)' || echo 'with fsync'), one session, $ROUNDS rounds of $n3 messages per recipient ($(df --output=source "$parent" | tail -1), load $(cut -d' ' -f1-3 /proc/loadavg))"
 echo "   per message: device writes, flushes, KiB written; server CPU µs, context switches; rate/s (ratio to p in the round)"
 start "$spool"
 declare -A sum_w sum_f sum_k sum_cpu sum_cs
