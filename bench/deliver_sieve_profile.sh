@@ -51,12 +51,14 @@ bin=$(pwd)/target/release
 deliver=${DELIVER:-$bin/deliver}
 work=$(mktemp -d /tmp/deliver-sieve-profile.XXXXXX)
 server=""
+spool=""
 loop_dev=""
 loop_img=""
 loop_mnt=""
 cleanup() {
     [[ -n $server ]] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
     rm -rf "$work"
+    [[ -z $spool ]] || rm -rf "$spool"
     if [[ -n $loop_mnt ]]; then
         umount "$loop_mnt" || umount -l "$loop_mnt"
         rmdir "$loop_mnt"
