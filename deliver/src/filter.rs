@@ -11,6 +11,7 @@
 //! script stores it nowhere else) and both are logged.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::hash::{Hash, Hasher};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -110,10 +111,13 @@ const STAMP_MARGIN_NS: i128 = 2_000_000_000;
 /// The users' `.sieve/active` files are cached the same way: an LMTP
 /// delivery stats the file (one call, as an absent one costs) instead of
 /// opening and reading it.
+///
+/// Both maps are keyed by the path's bytes: hashing a `Path` walks its
+/// components, a cost paid on every delivery.
 #[derive(Default)]
 pub struct ScriptCache {
-    map: Mutex<HashMap<PathBuf, Cached>>,
-    active: Mutex<HashMap<PathBuf, CachedActive>>,
+    map: Mutex<HashMap<OsString, Cached>>,
+    active: Mutex<HashMap<OsString, CachedActive>>,
 }
 
 /// What a user's `.sieve/active` said, with the stamp it was read at.
@@ -182,8 +186,9 @@ impl ScriptCache {
     /// prove it unchanged (the rule of [`ScriptCache::load`]; `active` is
     /// replaced by rename, a new inode).
     pub fn active_script(&self, store: &Store, user: &UserName) -> Option<ActiveScript> {
-        let dir = store.root().join(user.encoded()).join(SIEVE_DIR);
-        let path = dir.join(ACTIVE_FILE);
+        let mut path = store.root().join(user.encoded());
+        path.push(SIEVE_DIR);
+        path.push(ACTIVE_FILE);
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -192,7 +197,7 @@ impl ScriptCache {
         let stamp = Stamp::of(&meta);
         if meta.is_file() {
             let map = self.active.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = map.get(&path)
+            if let Some(c) = map.get(path.as_os_str())
                 && c.stamp == stamp
                 && stamp.ctime < c.read_at - STAMP_MARGIN_NS
             {
@@ -200,8 +205,9 @@ impl ScriptCache {
             }
         }
         let read_at = now_ns();
+        let dir = path.parent().expect("joined above");
         let script = match read_bounded(&path, MAX_ACTIVE_FILE) {
-            Ok(b) => active_path(&dir, &b).transpose(),
+            Ok(b) => active_path(dir, &b).transpose(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => Some(Err(format!("{}: {e}", path.display()))),
         };
@@ -210,7 +216,7 @@ impl ScriptCache {
             map.clear();
         }
         map.insert(
-            path,
+            path.into_os_string(),
             CachedActive {
                 stamp,
                 read_at,
@@ -227,7 +233,7 @@ impl ScriptCache {
         let stamp = Stamp::of(&meta);
         if meta.is_file() {
             let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = map.get(path)
+            if let Some(c) = map.get(path.as_os_str())
                 && c.stamp == stamp
                 && stamp.ctime < c.read_at - STAMP_MARGIN_NS
             {
@@ -241,7 +247,7 @@ impl ScriptCache {
         src.hash(&mut h);
         let hash = h.finish();
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get_mut(path)
+        if let Some(c) = map.get_mut(path.as_os_str())
             && (c.stamp.size, c.hash) == (stamp.size, hash)
         {
             // Same content: remember the new stamp, so the next hit
@@ -259,7 +265,7 @@ impl ScriptCache {
             map.clear();
         }
         map.insert(
-            path.to_path_buf(),
+            path.as_os_str().to_os_string(),
             Cached {
                 stamp,
                 hash,
@@ -553,14 +559,17 @@ pub fn plan(
         local_offset: local_utc_offset(storage::internals::fsutil::now()),
         ..RunOptions::default()
     };
-    let env = &mut opts.environment;
-    env.insert("location".into(), "MDA".into());
-    env.insert("phase".into(), "during".into());
-    env.insert("name".into(), "mailstore deliver".into());
-    env.insert("version".into(), env!("CARGO_PKG_VERSION").into());
-    env.insert("host".into(), crate::lmtp::hostname());
-    if let Some((_, d)) = recipient.rsplit_once('@') {
-        env.insert("domain".into(), d.to_string());
+    if reads_environment(&script) {
+        let env = &mut opts.environment;
+        env.reserve(6);
+        env.insert("location".into(), "MDA".into());
+        env.insert("phase".into(), "during".into());
+        env.insert("name".into(), "mailstore deliver".into());
+        env.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+        env.insert("host".into(), crate::lmtp::hostname());
+        if let Some((_, d)) = recipient.rsplit_once('@') {
+            env.insert("domain".into(), d.to_string());
+        }
     }
     let host = StoreHost {
         store: &settings.store,
@@ -579,6 +588,17 @@ pub fn plan(
         recipient,
         sender,
     })
+}
+
+/// Whether a run of `script` can read the environment (RFC 5183): it
+/// requires `environment`, or may turn it on behind `ihave` (RFC 5463) or
+/// in an included script (RFC 6609). Other scripts never look, so their
+/// deliveries do not build the map.
+fn reads_environment(script: &Script) -> bool {
+    use sieve::Extension::{Environment, Ihave, Include};
+    [Environment, Ihave, Include]
+        .into_iter()
+        .any(|e| script.uses(e))
 }
 
 /// The local zone's offset from UTC at `now`, in seconds (the process's

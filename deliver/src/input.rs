@@ -53,17 +53,46 @@ pub struct Normalizer<R> {
     pub headers: HeaderScan,
 }
 
+/// A [`Normalizer`]'s read and output buffers, to be used again for the
+/// next message ([`Normalizer::with_buffers`]): an LMTP session then
+/// allocates and zero-fills them once, not once per message.
+pub struct Buffers {
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Default for Buffers {
+    fn default() -> Buffers {
+        Buffers {
+            inbuf: vec![0; CHUNK],
+            out: Vec::with_capacity(2 * CHUNK),
+        }
+    }
+}
+
 impl<R: Read> Normalizer<R> {
     /// `sender`: the envelope sender for `Return-Path` (`""` for the null
     /// sender `<>`), or `None` to add no `Return-Path`.
     pub fn new(inner: R, strip_from_line: bool, sender: Option<&str>) -> Self {
+        Self::with_buffers(inner, strip_from_line, sender, Buffers::default())
+    }
+
+    /// [`Normalizer::new`] with buffers of an earlier message.
+    pub fn with_buffers(
+        inner: R,
+        strip_from_line: bool,
+        sender: Option<&str>,
+        bufs: Buffers,
+    ) -> Self {
+        let Buffers { inbuf, mut out } = bufs;
+        out.clear();
         Normalizer {
             inner,
             strip_from_line,
             return_path: sender.map(|s| format!("Return-Path: <{}>\r\n", clean_addr(s)).into()),
             started: false,
-            inbuf: vec![0; CHUNK],
-            out: Vec::with_capacity(2 * CHUNK),
+            inbuf,
+            out,
             out_pos: 0,
             prev_cr: false,
             eof: false,
@@ -76,6 +105,54 @@ impl<R: Read> Normalizer<R> {
 
     pub fn inner_mut(&mut self) -> &mut R {
         &mut self.inner
+    }
+
+    /// The buffers, for the next message's [`Normalizer::with_buffers`].
+    pub fn into_buffers(self) -> Buffers {
+        Buffers {
+            inbuf: self.inbuf,
+            out: self.out,
+        }
+    }
+
+    /// The next piece of output as it lies in the output buffer (empty at
+    /// the end): [`Read::read`] without copying it out.
+    pub fn next_chunk(&mut self) -> io::Result<&[u8]> {
+        if !self.fill()? {
+            return Ok(&[]);
+        }
+        let start = self.out_pos;
+        self.out_pos = self.out.len();
+        Ok(&self.out[start..])
+    }
+
+    /// Makes output available; `false` at the end of the input.
+    fn fill(&mut self) -> io::Result<bool> {
+        if !self.started {
+            self.start()?;
+        }
+        while self.out_pos == self.out.len() {
+            if self.bad.is_some() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "message contains a NUL byte",
+                ));
+            }
+            if self.eof {
+                return Ok(false);
+            }
+            self.out.clear();
+            self.out_pos = 0;
+            let n = self.read_some()?;
+            if n == 0 {
+                self.eof = true;
+                continue;
+            }
+            let chunk = std::mem::take(&mut self.inbuf);
+            self.convert(&chunk[..n]);
+            self.inbuf = chunk;
+        }
+        Ok(true)
     }
 
     fn read_some(&mut self) -> io::Result<usize> {
@@ -165,9 +242,7 @@ impl<R: Read> Normalizer<R> {
             self.prev_cr = rest[rest.len() - 1] == b'\r';
         }
         if !self.headers.done {
-            let (start, end) = (before, self.out.len());
-            let produced = self.out[start..end].to_vec();
-            self.headers.feed(&produced);
+            self.headers.feed(&self.out[before..]);
         }
         self.output_bytes += (self.out.len() - before) as u64;
     }
@@ -175,29 +250,8 @@ impl<R: Read> Normalizer<R> {
 
 impl<R: Read> Read for Normalizer<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if !self.started {
-            self.start()?;
-        }
-        while self.out_pos == self.out.len() {
-            if self.bad.is_some() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "message contains a NUL byte",
-                ));
-            }
-            if self.eof {
-                return Ok(0);
-            }
-            self.out.clear();
-            self.out_pos = 0;
-            let n = self.read_some()?;
-            if n == 0 {
-                self.eof = true;
-                continue;
-            }
-            let chunk = std::mem::take(&mut self.inbuf);
-            self.convert(&chunk[..n]);
-            self.inbuf = chunk;
+        if !self.fill()? {
+            return Ok(0);
         }
         let n = buf.len().min(self.out.len() - self.out_pos);
         buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);

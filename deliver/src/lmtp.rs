@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::delivery::{Settings, Target, address_detail, empty_failure, nul_failure};
 use crate::group::{GroupCommit, Stored, Submission};
-use crate::input::Normalizer;
+use crate::input::{Buffers, Normalizer};
 use crate::status::{Failure, from_storage};
 
 pub struct LmtpOptions {
@@ -195,6 +195,8 @@ struct Session<'c, R, W: Write> {
     w: BufWriter<W>,
     greeted: bool,
     txn: Txn,
+    /// The last message's normalizer buffers, for the next DATA.
+    bufs: Option<Buffers>,
 }
 
 enum Line {
@@ -211,6 +213,7 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
             w,
             greeted: false,
             txn: Txn::default(),
+            bufs: None,
         }
     }
 
@@ -398,37 +401,46 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
         let sender = self.txn.sender.clone();
         let spool = self.ctx.settings.store.root().to_path_buf();
         let max = self.ctx.settings.max_size;
-        let mut norm = Normalizer::new(DotReader::new(&mut self.r), false, sender.as_deref());
+        let bufs = self.bufs.take().unwrap_or_default();
+        let mut norm =
+            Normalizer::with_buffers(DotReader::new(&mut self.r), false, sender.as_deref(), bufs);
         let mut body = Body::Mem(Vec::new());
         let mut too_large = false;
         let mut spill_error = None;
-        let mut buf = [0u8; 16 * 1024];
+        let mut produced = 0u64;
         loop {
-            let n = match norm.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(_) if norm.bad.is_some() => {
+            // Straight from the normalizer's buffer into the body.
+            let chunk = match norm.next_chunk() {
+                Ok([]) => break,
+                Ok(c) => c,
+                Err(e) => {
+                    if norm.bad.is_none() {
+                        return Err(e);
+                    }
                     io::copy(norm.inner_mut(), &mut io::sink())?;
                     break;
                 }
-                Err(e) => return Err(e),
             };
+            produced += chunk.len() as u64;
             if too_large || spill_error.is_some() {
                 continue;
             }
-            if max.is_some_and(|m| norm.output_bytes > m) {
+            if max.is_some_and(|m| produced > m) {
                 too_large = true;
                 continue;
             }
-            if let Err(e) = body.write(&buf[..n], &spool) {
+            if let Err(e) = body.write(chunk, &spool) {
                 spill_error = Some(e);
             }
         }
         norm.headers.finish();
+        let (bad, content_bytes, output_bytes) = (norm.bad, norm.content_bytes, norm.output_bytes);
+        let headers = std::mem::take(&mut norm.headers);
+        self.bufs = Some(norm.into_buffers());
         let rcpts = std::mem::take(&mut self.txn);
-        let outcome: Result<(), Failure> = if norm.bad.is_some() {
+        let outcome: Result<(), Failure> = if bad.is_some() {
             Err(nul_failure())
-        } else if norm.content_bytes == 0 {
+        } else if content_bytes == 0 {
             Err(empty_failure())
         } else if too_large {
             Err(Failure::new(
@@ -446,14 +458,13 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
             Ok(()) => {
                 let meta = MessageMeta {
                     start,
-                    message_id: norm.headers.message_id.clone(),
-                    sent_date: norm
-                        .headers
+                    message_id: headers.message_id,
+                    sent_date: headers
                         .date
                         .as_deref()
                         .and_then(crate::date::parse)
                         .unwrap_or(0),
-                    size: norm.output_bytes,
+                    size: output_bytes,
                 };
                 self.store_all(&rcpts.rcpts, rcpts.sender.as_deref(), &body, &meta, start)
             }
@@ -593,14 +604,21 @@ impl<R: Read, W: Write> Session<'_, R, W> {
             return handled;
         }
         let limit = filter::MAX_FILTERED_MESSAGE as u64;
-        let mut message = Vec::with_capacity(meta.size.min(limit) as usize + 1);
-        if let Err(e) = body.reader().take(limit + 1).read_to_end(&mut message) {
-            for (i, _) in &with_script {
-                handled[*i] = true;
-                replies[*i] = io_failure("read spooled message", e.kind().into()).reply();
+        // In memory (up to MEM_LIMIT, below the limit): used where it is.
+        let message: std::borrow::Cow<[u8]> = match body {
+            Body::Mem(v) => v.as_slice().into(),
+            Body::File(..) => {
+                let mut m = Vec::with_capacity(meta.size.min(limit) as usize + 1);
+                if let Err(e) = body.reader().take(limit + 1).read_to_end(&mut m) {
+                    for (i, _) in &with_script {
+                        handled[*i] = true;
+                        replies[*i] = io_failure("read spooled message", e.kind().into()).reply();
+                    }
+                    return handled;
+                }
+                m.into()
             }
-            return handled;
-        }
+        };
         if message.len() as u64 > limit {
             tracing::warn!("sieve: message larger than {limit} bytes, not filtered; implicit keep");
             return handled;

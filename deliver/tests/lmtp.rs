@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Spool;
@@ -94,6 +94,14 @@ fn lmtp_stdio(s: &Spool, extra: &[&str]) -> Child {
         .unwrap()
 }
 
+/// A stdio server with its input and output.
+fn stdio_session(s: &Spool) -> (Child, ChildStdin, BufReader<ChildStdout>) {
+    let mut child = lmtp_stdio(s, &[]);
+    let w = child.stdin.take().unwrap();
+    let r = BufReader::new(child.stdout.take().unwrap());
+    (child, w, r)
+}
+
 #[test]
 fn stdio_three_recipients_one_unknown_pipelined() {
     let s = Spool::with_users(&["alice", "bob"]);
@@ -163,6 +171,76 @@ fn same_mailbox_recipients_share_one_commit() {
     assert_eq!(after.generation, before + 1, "three copies, one commit");
 }
 
+/// RFC 2033 4.2 / RFC 5321 4.5.2: one session, several transactions, each
+/// message stored byte for byte as sent (dot-unstuffed, CRLF, Return-Path
+/// first), whatever the message before it in the session was: a long one
+/// read in many chunks, a refused one (NUL), a short one. (The session
+/// reuses its read buffers from one message to the next.)
+#[test]
+fn one_session_many_messages_each_stored_exactly() {
+    let s = Spool::with_users(&["alice"]);
+    let (mut child, mut w, mut r) = stdio_session(&s);
+    let mut long = b"Subject: long\nMessage-ID: <long@example.org>\n\n".to_vec();
+    for i in 0..3000 {
+        long.extend_from_slice(format!("line {i:05} with a bare LF ending\n").as_bytes());
+    }
+    let short = b"Subject: short\r\n\r\nx\r\n".to_vec();
+    let nul = b"Subject: nul\r\n\r\na\0b\r\n".to_vec();
+    let tiny = b"S: t\r\n\r\n".to_vec();
+    let sent = [
+        long.clone(),
+        short.clone(),
+        nul,
+        short.clone(),
+        tiny.clone(),
+    ];
+    assert_eq!(code(&reply(&mut r)), "220");
+    w.write_all(b"LHLO client.example\r\n").unwrap();
+    w.flush().unwrap();
+    assert_eq!(code(&reply(&mut r)), "250");
+    let mut codes = Vec::new();
+    for m in &sent {
+        w.write_all(b"MAIL FROM:<sender@example.org>\r\nRCPT TO:<alice@x>\r\nDATA\r\n")
+            .unwrap();
+        w.flush().unwrap();
+        for _ in 0..3 {
+            codes.push(code(&reply(&mut r)).to_string());
+        }
+        let mut data = Vec::new();
+        for line in m.split_inclusive(|&b| b == b'\n') {
+            if line.first() == Some(&b'.') {
+                data.push(b'.');
+            }
+            data.extend_from_slice(line);
+        }
+        data.extend_from_slice(b".\r\n");
+        w.write_all(&data).unwrap();
+        w.flush().unwrap();
+        codes.push(code(&reply(&mut r)).to_string());
+    }
+    w.write_all(b"QUIT\r\n").unwrap();
+    drop(w);
+    child.wait().unwrap();
+    let per_message = ["250", "250", "354"];
+    for (i, want) in ["250", "250", "554", "250", "250"].iter().enumerate() {
+        assert_eq!(codes[i * 4..i * 4 + 3], per_message, "{codes:?}");
+        assert_eq!(codes[i * 4 + 3], *want, "{codes:?}");
+    }
+    let stored = |m: &[u8]| {
+        let mut out = b"Return-Path: <sender@example.org>\r\n".to_vec();
+        for line in m.split_inclusive(|&b| b == b'\n') {
+            let text = line.strip_suffix(b"\n").unwrap_or(line);
+            out.extend_from_slice(text.strip_suffix(b"\r").unwrap_or(text));
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    };
+    assert_eq!(
+        s.messages("alice", "INBOX"),
+        vec![stored(&long), stored(&short), stored(&short), stored(&tiny)]
+    );
+}
+
 #[test]
 fn per_recipient_failures_and_bad_data() {
     let s = Spool::with_users(&["alice", "bob"]);
@@ -204,9 +282,7 @@ fn per_recipient_failures_and_bad_data() {
 #[test]
 fn protocol_errors_and_rset() {
     let s = Spool::with_users(&["alice"]);
-    let mut child = lmtp_stdio(&s, &[]);
-    let mut w = child.stdin.take().unwrap();
-    let mut r = BufReader::new(child.stdout.take().unwrap());
+    let (mut child, mut w, mut r) = stdio_session(&s);
     assert_eq!(code(&reply(&mut r)), "220");
     let mut say = |cmd: &str| {
         w.write_all(cmd.as_bytes()).unwrap();

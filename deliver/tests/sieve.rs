@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Stdio;
 
 use common::{Spool, assert_failed, stderr};
@@ -17,6 +17,16 @@ fn install(s: &Spool, user: &str, script: &str) {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("main.sieve"), script).unwrap();
     std::fs::write(dir.join("active"), "main\n").unwrap();
+}
+
+/// Another script of `user` (for `include :personal`), not the active one.
+fn add_script(s: &Spool, user: &str, name: &str, script: &str) {
+    let path = s
+        .root
+        .join(user)
+        .join(".sieve")
+        .join(format!("{name}.sieve"));
+    std::fs::write(path, script).unwrap();
 }
 
 /// (flags, keyword names) of every live message of a mailbox.
@@ -325,11 +335,12 @@ fn include_personal_and_global() {
         "bob",
         "require [\"include\"]; include :personal \"lists\"; include :global \"spam\";",
     );
-    std::fs::write(
-        s.root.join("bob/.sieve/lists.sieve"),
+    add_script(
+        &s,
+        "bob",
+        "lists",
         "require [\"fileinto\", \"mailbox\"]; if header :contains \"subject\" \"list\" { fileinto :create \"Lists\"; }",
-    )
-    .unwrap();
+    );
     let global = s.tmp.path().join("global");
     std::fs::create_dir_all(&global).unwrap();
     std::fs::write(
@@ -571,6 +582,50 @@ fn environment_items() {
     );
     s.deliver_ok(&["-d", "bob", "-a", "bob@example.com"], &msg("env"));
     assert_eq!(count(&s, "bob", "env-example.com"), 1);
+}
+
+/// RFC 5463 4 and RFC 6609 3.2: a script that does not require
+/// `environment` can still read it behind `ihave "environment"` or in an
+/// included script, in LMTP as in one-shot mode (deliver builds the
+/// environment only for scripts that can read it).
+#[test]
+fn environment_behind_ihave_and_in_an_included_script() {
+    let s = Spool::with_users(&["bob", "carol"]);
+    install(
+        &s,
+        "bob",
+        "require [\"ihave\", \"fileinto\", \"mailbox\"];\n\
+         if ihave \"environment\" {\n\
+           if environment :is \"location\" \"MDA\" { fileinto :create \"ihave-mda\"; }\n\
+         }",
+    );
+    install(
+        &s,
+        "carol",
+        "require \"include\"; include :personal \"env\";",
+    );
+    add_script(
+        &s,
+        "carol",
+        "env",
+        "require [\"environment\", \"fileinto\", \"mailbox\"];\n\
+         if environment :is \"phase\" \"during\" { fileinto :create \"inc-during\"; }",
+    );
+    s.deliver_ok(&["-d", "bob"], &msg("one-shot"));
+    assert_eq!(count(&s, "bob", "ihave-mda"), 1);
+    let (mut child, mut w, mut r) = lmtp_server(&s);
+    write!(
+        w,
+        "LHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.com>\r\nRCPT TO:<carol@example.com>\r\nDATA\r\nSubject: e\r\n\r\nx\r\n.\r\nQUIT\r\n"
+    )
+    .unwrap();
+    drop(w);
+    let mut out = String::new();
+    r.read_to_string(&mut out).unwrap();
+    child.wait().unwrap();
+    assert_eq!(out.matches("250 2.0.0 delivered").count(), 2, "{out}");
+    assert_eq!(count(&s, "bob", "ihave-mda"), 2);
+    assert_eq!(count(&s, "carol", "inc-during"), 1);
 }
 
 /// RFC 5260 4.2: `currentdate` and `date` without `:zone` use the local

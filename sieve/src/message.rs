@@ -28,6 +28,12 @@ pub fn raw_headers<'a>(raw: &'a [u8], part: &MessagePart<'_>, name: &str) -> Vec
 
 /// A header value, unfolded and RFC 2047-decoded, trimmed (RFC 5228 5.7).
 pub fn decode_text(raw: &[u8]) -> String {
+    // One line without an encoded word, as most values are: the parse
+    // below would give its text trimmed, so that is taken directly.
+    let line = raw.strip_suffix(b"\n").unwrap_or(raw);
+    if !line.contains(&b'\n') && !raw.windows(2).any(|w| w == b"=?") {
+        return String::from_utf8_lossy(raw).trim().to_string();
+    }
     match MessageStream::new(raw).parse_unstructured() {
         HeaderValue::Text(t) => t.trim().to_string(),
         HeaderValue::TextList(l) => l.join(" ").trim().to_string(),
@@ -188,7 +194,40 @@ pub fn raw_body(msg: &Message<'_>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::plain_address;
+    use super::{decode_text, plain_address};
+
+    /// RFC 5228 5.7 (header values unfolded and decoded, RFC 2047): the
+    /// one-line shortcut of `decode_text` gives what the full parse gives.
+    #[test]
+    fn one_line_values_as_parsed() {
+        use mail_parser::HeaderValue;
+        use mail_parser::parsers::MessageStream;
+        let full = |raw: &[u8]| match MessageStream::new(raw).parse_unstructured() {
+            HeaderValue::Text(t) => t.trim().to_string(),
+            HeaderValue::TextList(l) => l.join(" ").trim().to_string(),
+            _ => String::from_utf8_lossy(raw).trim().to_string(),
+        };
+        let values: [&[u8]; 12] = [
+            b" benchmark message 7\r\n",
+            b"  two  spaces\t inside \t\r\n",
+            b" no line end",
+            b"\r\n",
+            b"",
+            b" \t \r\n",
+            b" caf\xc3\xa9 and \xff bad bytes\r\n",
+            b" bare\rcr\r\n",
+            b" lf only\n",
+            b"x\x0b\x0c\r\n",
+            b" [SPAM] invoice\r\n",
+            b" \xc2\xa0nbsp\xc2\xa0\r\n",
+        ];
+        for v in values {
+            assert_eq!(decode_text(v), full(v), "{v:?}");
+        }
+        // Encoded words and folded lines take the full parse.
+        assert_eq!(decode_text(b" =?utf-8?q?caf=C3=A9?=\r\n"), "caf\u{e9}");
+        assert_eq!(decode_text(b" a\r\n b\r\n"), "a b");
+    }
 
     /// RFC 5322 3.4.1: a quoted local part that is a dot-atom is the same address.
     #[test]

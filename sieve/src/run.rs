@@ -306,18 +306,14 @@ impl Run<'_> {
         l.iter().map(|s| self.x(s)).collect()
     }
 
-    /// [`Run::x`] without a copy when there is nothing to expand (the
-    /// tests' header names and keys, on every delivery).
-    fn xc<'s>(&self, s: &'s str) -> Cow<'s, str> {
-        if !self.vars_on || !s.contains("${") {
-            Cow::Borrowed(s)
+    /// [`Run::xl`] without a copy (nor a new list) when nothing in it
+    /// expands: the tests' header names and keys, on every delivery.
+    fn xlc<'s>(&self, l: &'s [String]) -> Cow<'s, [String]> {
+        if self.vars_on && l.iter().any(|s| s.contains("${")) {
+            Cow::Owned(self.xl(l))
         } else {
-            Cow::Owned(self.x(s))
+            Cow::Borrowed(l)
         }
-    }
-
-    fn xlc<'s>(&self, l: &'s [String]) -> Vec<Cow<'s, str>> {
-        l.iter().map(|s| self.xc(s)).collect()
     }
 
     fn block(&mut self, cmds: &[Command]) -> Result<Flow, RuntimeError> {
@@ -747,8 +743,8 @@ impl Run<'_> {
                 opts, names, keys, ..
             } => {
                 let mut values = Vec::new();
-                for n in self.xlc(names) {
-                    let all = message::raw_headers(raw, root, &n);
+                for n in self.xlc(names).iter() {
+                    let all = message::raw_headers(raw, root, n);
                     let all = pick_index(all, opts);
                     values.extend(all.into_iter().map(message::decode_text));
                 }
@@ -761,8 +757,8 @@ impl Run<'_> {
                 keys,
             } => {
                 let mut values = Vec::new();
-                for n in self.xlc(names) {
-                    let all = pick_index(message::raw_headers(raw, root, &n), opts);
+                for n in self.xlc(names).iter() {
+                    let all = pick_index(message::raw_headers(raw, root, n), opts);
                     for h in all {
                         let at = (h.as_ptr() as usize, h.len());
                         self.address_cache
@@ -788,7 +784,7 @@ impl Run<'_> {
             } => {
                 let env = self.ctx.envelope;
                 let mut values = Vec::new();
-                for n in self.xlc(names) {
+                for n in self.xlc(names).iter() {
                     let v = match n.to_ascii_lowercase().as_str() {
                         "from" => &env.from,
                         "to" => &env.to,
@@ -968,7 +964,7 @@ impl Run<'_> {
         let want_caps =
             self.vars_on && matches!(opts.match_type, MatchType::Matches | MatchType::Regex);
         let mut caps = Vec::new();
-        for k in &keys {
+        for k in keys.iter() {
             let re = if opts.match_type == MatchType::Regex {
                 let ci = opts.comparator == Comparator::AsciiCasemap;
                 let key = (k.to_string(), ci);

@@ -622,10 +622,10 @@ impl Mailbox {
         };
         let mut hasher = crc32fast::Hasher::new();
         let mut header_end = HeaderEnd::default();
-        // 16 KiB: from the heap arena, not a fresh mapping per message.
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut read_buf = ReadBuf::take();
+        let buf = &mut read_buf.0[..];
         loop {
-            let n = match src.read(&mut buf) {
+            let n = match src.read(buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -1752,11 +1752,45 @@ pub(crate) fn check_room(h: &Header, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// Finds the end of the header block (the blank line) in a stream.
+/// Size of [`Mailbox::stage`]'s read buffer: from the heap arena, not a
+/// fresh mapping per message.
+const READ_BUF: usize = 16 * 1024;
+
+thread_local! {
+    /// This thread's [`ReadBuf`], kept between messages.
+    static READ_BUFS: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// [`Mailbox::stage`]'s read buffer, taken from the thread and given back
+/// when dropped: zero-filled once per thread (an LMTP session), not once
+/// per message.
+struct ReadBuf(Vec<u8>);
+
+impl ReadBuf {
+    fn take() -> ReadBuf {
+        let v = READ_BUFS.take();
+        ReadBuf(if v.len() == READ_BUF {
+            v
+        } else {
+            vec![0; READ_BUF]
+        })
+    }
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        let _ = READ_BUFS.try_with(|c| c.set(v));
+    }
+}
+
+/// Finds the end of the header block (the blank line: the first LF LF
+/// or CR LF CR LF) in a stream, looking at each byte once and at none
+/// after the end.
 #[derive(Default)]
 struct HeaderEnd {
     end: Option<u64>,
-    /// Last bytes seen, to match a separator split across chunks.
+    /// Last bytes seen (at most 3), to match a separator split across chunks.
     tail: Vec<u8>,
 }
 
@@ -1765,25 +1799,65 @@ impl HeaderEnd {
         if self.end.is_some() {
             return;
         }
-        let base = offset - self.tail.len() as u64;
-        let mut joined = std::mem::take(&mut self.tail);
-        joined.extend_from_slice(chunk);
-        let crlf = find(&joined, b"\r\n\r\n").map(|p| p + 4);
-        let lf = find(&joined, b"\n\n").map(|p| p + 2);
-        let end = match (crlf, lf) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        match end {
-            Some(e) => self.end = Some(base + e as u64),
-            None => {
-                let keep = joined.len().min(3);
-                self.tail = joined[joined.len() - keep..].to_vec();
+        let t = self.tail.len();
+        let at = |i: usize| if i < t { self.tail[i] } else { chunk[i - t] };
+        for (j, _) in chunk.iter().enumerate().filter(|(_, b)| **b == b'\n') {
+            let i = t + j;
+            let lf = i >= 1 && at(i - 1) == b'\n';
+            let crlf = i >= 3 && at(i - 1) == b'\r' && at(i - 2) == b'\n' && at(i - 3) == b'\r';
+            if lf || crlf {
+                self.end = Some(offset - t as u64 + i as u64 + 1);
+                return;
             }
         }
+        self.tail
+            .extend_from_slice(&chunk[chunk.len().saturating_sub(3)..]);
+        let cut = self.tail.len().saturating_sub(3);
+        self.tail.drain(..cut);
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+#[cfg(test)]
+mod tests {
+    use super::HeaderEnd;
+
+    /// The first blank line, by a plain search of the whole text.
+    fn reference(text: &[u8]) -> Option<u64> {
+        let find = |n: &[u8]| {
+            text.windows(n.len())
+                .position(|w| w == n)
+                .map(|p| p + n.len())
+        };
+        match (find(b"\r\n\r\n"), find(b"\n\n")) {
+            (Some(a), Some(b)) => Some(a.min(b) as u64),
+            (a, b) => a.or(b).map(|e| e as u64),
+        }
+    }
+
+    /// RFC 5322 2.1: the header ends at the first empty line, CRLF or
+    /// bare LF, wherever the stream's chunks split it.
+    #[test]
+    fn header_end_across_chunks() {
+        let texts: [&[u8]; 8] = [
+            b"A: b\r\nC: d\r\n\r\nbody\r\n\r\n",
+            b"A: b\n\nbody",
+            b"A: b\r\n\nbody",
+            b"A: b\n\r\n\r\nx",
+            b"\r\n\r\n",
+            b"\n\n",
+            b"no blank line\r\nat all\r\n",
+            b"A: b\r\n\r\r\n\r\n",
+        ];
+        for text in texts {
+            for size in 1..=text.len() {
+                let mut h = HeaderEnd::default();
+                let mut offset = 0;
+                for chunk in text.chunks(size) {
+                    h.feed(chunk, offset);
+                    offset += chunk.len() as u64;
+                }
+                assert_eq!(h.end, reference(text), "{text:?} in chunks of {size}");
+            }
+        }
+    }
 }
