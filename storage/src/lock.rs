@@ -159,7 +159,7 @@ fn lock_keyed(
         LockKind::Exclusive => libc::F_WRLCK,
     } as libc::c_short;
     let start = Instant::now();
-    let key = Key::of(fd);
+    let key = Some(Key::of(path));
     poll_byte(fd, key, t, GATE, start, timeout, kind, path)?;
     // The gate is a lock this process holds: waiters here sleep until it
     // goes instead of polling.
