@@ -1,0 +1,619 @@
+//! A per-mailbox full-text candidate index for IMAP SEARCH BODY/TEXT.
+//!
+//! Stored in the mailbox directory as `.fts/` (derived data: deleted
+//! freely, rebuilt lazily or by `idx-admin fts-rebuild`). One tantivy
+//! document per message: its key (UIDVALIDITY << 32 | UID, indexed and a
+//! fast field) and the byte trigrams of its searchable text
+//! ([`grams`], [`text`]). The index is only a filter: it answers "which
+//! messages could contain this needle", a superset the caller confirms
+//! on the messages, and it covers the UIDs up to its high-water mark
+//! only (the caller searches the others directly).
+//!
+//! The high-water mark is the largest key of the current UIDVALIDITY in
+//! the snapshot searched, so it is always consistent with that snapshot:
+//! a writer adds messages in ascending UID order, every live message of
+//! its view above the previous mark, and commits them at once. Documents
+//! of another UIDVALIDITY are ignored. One writer per index: the
+//! `.fts/lock` file's `flock`; a process that cannot take it searches
+//! without catching up.
+
+#![deny(missing_docs)]
+
+pub mod grams;
+pub mod text;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use nix::fcntl::{Flock, FlockArg};
+use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::directory::MmapDirectory;
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::schema::{FAST, Field, INDEXED, IndexRecordOption, Schema, TantivyDocument, Term};
+use tantivy::{DocId, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentReader};
+
+pub use grams::{Grams, Probe, probe};
+
+/// The index's directory inside a mailbox directory.
+pub const DIR: &str = ".fts";
+const LOCK: &str = "lock";
+const KEY: &str = "key";
+const GRAM: &str = "gram";
+
+/// Messages larger than this are not read for indexing: marked
+/// [`grams::UNINDEXED`] (searched directly every time).
+pub const INDEX_MAX: u64 = 64 << 20;
+
+/// The smallest writer memory budget tantivy accepts.
+pub const MIN_MEMORY: usize = 15_000_000;
+
+/// What went wrong with an index.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The index files could not be read or written.
+    #[error("full-text index {path}: {source}")]
+    Index {
+        /// The index directory.
+        path: PathBuf,
+        /// What tantivy reported.
+        source: tantivy::TantivyError,
+    },
+    /// A file operation on the index directory failed.
+    #[error("full-text index {path}: {op}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A result with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn tv(path: &Path) -> impl FnOnce(tantivy::TantivyError) -> Error + '_ {
+    move |source| Error::Index {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn schema() -> (Schema, Field, Field) {
+    let mut b = Schema::builder();
+    let key = b.add_u64_field(KEY, INDEXED | FAST);
+    let gram = b.add_u64_field(GRAM, INDEXED);
+    (b.build(), key, gram)
+}
+
+fn key(uidvalidity: u32, uid: u32) -> u64 {
+    (u64::from(uidvalidity) << 32) | u64::from(uid)
+}
+
+/// An index opened for searching (kept per process, reloaded per use).
+struct Opened {
+    reader: IndexReader,
+    key: Field,
+    gram: Field,
+}
+
+/// Open readers by index directory, so a SEARCH does not reopen the
+/// segments; bounded.
+static READERS: Mutex<Option<HashMap<PathBuf, Arc<Opened>>>> = Mutex::new(None);
+const MAX_READERS: usize = 256;
+
+fn open_reader(dir: &Path) -> Result<Option<Arc<Opened>>> {
+    if !dir.join("meta.json").exists() {
+        return Ok(None);
+    }
+    let index = tantivy::Index::open_in_dir(dir).map_err(tv(dir))?;
+    let s = index.schema();
+    let (Ok(key), Ok(gram)) = (s.get_field(KEY), s.get_field(GRAM)) else {
+        return Err(Error::Index {
+            path: dir.to_path_buf(),
+            source: tantivy::TantivyError::SchemaError("not a full-text index".into()),
+        });
+    };
+    let reader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()
+        .map_err(tv(dir))?;
+    Ok(Some(Arc::new(Opened { reader, key, gram })))
+}
+
+/// A consistent view of one mailbox's index for one UIDVALIDITY.
+pub struct Snapshot {
+    searcher: tantivy::Searcher,
+    key: Field,
+    gram: Field,
+    uidvalidity: u32,
+    high: u32,
+    docs: u64,
+}
+
+/// The current snapshot of the index in `mbox_dir`, for messages of
+/// `uidvalidity`; `None` when there is no index. An index that cannot
+/// be read is an error (the caller searches directly).
+pub fn snapshot(mbox_dir: &Path, uidvalidity: u32) -> Result<Option<Snapshot>> {
+    let dir = mbox_dir.join(DIR);
+    let cached = READERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .get(&dir)
+        .cloned();
+    let opened = match cached {
+        Some(o) if o.reader.reload().is_ok() => o,
+        _ => {
+            let mut map = READERS.lock().unwrap_or_else(|e| e.into_inner());
+            let map = map.get_or_insert_with(HashMap::new);
+            map.remove(&dir);
+            let Some(o) = open_reader(&dir)? else {
+                return Ok(None);
+            };
+            if map.len() >= MAX_READERS {
+                map.clear();
+            }
+            map.insert(dir.clone(), o.clone());
+            o
+        }
+    };
+    let searcher = opened.reader.searcher();
+    Snapshot::of(searcher, opened.key, opened.gram, uidvalidity, &dir).map(Some)
+}
+
+impl Snapshot {
+    fn of(
+        searcher: tantivy::Searcher,
+        key: Field,
+        gram: Field,
+        uidvalidity: u32,
+        dir: &Path,
+    ) -> Result<Snapshot> {
+        let mut high = 0u32;
+        let mut docs = 0u64;
+        for seg in searcher.segment_readers() {
+            let col = seg.fast_fields().u64(KEY).map_err(tv(dir))?;
+            if seg.max_doc() == 0 {
+                continue;
+            }
+            let max = col.max_value();
+            if max >> 32 == u64::from(uidvalidity) {
+                high = high.max(max as u32);
+            }
+            if col.min_value() >> 32 == u64::from(uidvalidity) {
+                docs += u64::from(seg.num_docs());
+            }
+        }
+        Ok(Snapshot {
+            searcher,
+            key,
+            gram,
+            uidvalidity,
+            high,
+            docs,
+        })
+    }
+
+    /// Every UID up to this one was indexed (0: none).
+    pub fn high_water(&self) -> u32 {
+        self.high
+    }
+
+    /// Documents of this UIDVALIDITY (expunged messages not yet purged
+    /// included).
+    pub fn documents(&self) -> u64 {
+        self.docs
+    }
+
+    /// The UIDs up to [`Self::high_water`] that may match `probe`,
+    /// ascending: every indexed message holding all trigrams of one of
+    /// its alternatives, and every message marked unindexed.
+    pub fn candidates(&self, probe: &Probe) -> Result<Vec<u32>> {
+        let term = |g: u32| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_u64(self.gram, u64::from(g)),
+                IndexRecordOption::Basic,
+            ))
+        };
+        let mut any: Vec<(Occur, Box<dyn Query>)> = probe
+            .0
+            .iter()
+            .map(|alt| {
+                let all: Vec<(Occur, Box<dyn Query>)> =
+                    alt.iter().map(|&g| (Occur::Must, term(g))).collect();
+                (
+                    Occur::Should,
+                    Box::new(BooleanQuery::new(all)) as Box<dyn Query>,
+                )
+            })
+            .collect();
+        any.push((Occur::Should, term(grams::UNINDEXED)));
+        let q = BooleanQuery::new(any);
+        let mut uids = self
+            .searcher
+            .search(
+                &q,
+                &Keys {
+                    uidvalidity: self.uidvalidity,
+                },
+            )
+            .map_err(|source| Error::Index {
+                path: PathBuf::from(DIR),
+                source,
+            })?;
+        uids.sort_unstable();
+        uids.dedup();
+        Ok(uids)
+    }
+
+    /// Every indexed UID of this UIDVALIDITY, ascending.
+    pub fn indexed(&self) -> Result<Vec<u32>> {
+        let q = tantivy::query::AllQuery;
+        let mut uids = self
+            .searcher
+            .search(
+                &q,
+                &Keys {
+                    uidvalidity: self.uidvalidity,
+                },
+            )
+            .map_err(|source| Error::Index {
+                path: PathBuf::from(DIR),
+                source,
+            })?;
+        uids.sort_unstable();
+        uids.dedup();
+        Ok(uids)
+    }
+
+    fn key_field(&self) -> Field {
+        self.key
+    }
+}
+
+/// Collects the UIDs of matching documents of one UIDVALIDITY.
+struct Keys {
+    uidvalidity: u32,
+}
+
+struct SegmentKeys {
+    col: tantivy::columnar::Column<u64>,
+    uidvalidity: u32,
+    out: Vec<u32>,
+}
+
+impl Collector for Keys {
+    type Fruit = Vec<u32>;
+    type Child = SegmentKeys;
+
+    fn for_segment(&self, _: u32, seg: &SegmentReader) -> tantivy::Result<SegmentKeys> {
+        Ok(SegmentKeys {
+            col: seg.fast_fields().u64(KEY)?,
+            uidvalidity: self.uidvalidity,
+            out: Vec::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Vec<u32>>) -> tantivy::Result<Vec<u32>> {
+        Ok(fruits.concat())
+    }
+}
+
+impl SegmentCollector for SegmentKeys {
+    type Fruit = Vec<u32>;
+
+    fn collect(&mut self, doc: DocId, _: Score) {
+        if let Some(k) = self.col.first(doc)
+            && k >> 32 == u64::from(self.uidvalidity)
+        {
+            self.out.push(k as u32);
+        }
+    }
+
+    fn harvest(self) -> Vec<u32> {
+        self.out
+    }
+}
+
+/// The single writer of one mailbox's index (holds `.fts/lock`).
+pub struct Writer {
+    dir: PathBuf,
+    writer: IndexWriter<TantivyDocument>,
+    reader: IndexReader,
+    key: Field,
+    gram: Field,
+    uidvalidity: u32,
+    high: u32,
+    grams: Grams,
+    added: u64,
+    _lock: Flock<File>,
+}
+
+/// Removes the index of the mailbox in `mbox_dir` (derived data; the
+/// next SEARCH or `idx-admin fts-rebuild` builds it again).
+pub fn remove(mbox_dir: &Path) -> Result<()> {
+    let dir = mbox_dir.join(DIR);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &dir)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Empties `dir` except the lock file (an index that cannot be opened).
+fn clear(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(io("read_dir", dir))? {
+        let e = e.map_err(io("read_dir", dir))?;
+        if e.file_name() == LOCK {
+            continue;
+        }
+        let p = e.path();
+        let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        r.map_err(io("remove", &p))?;
+    }
+    Ok(())
+}
+
+/// Opens the index of `mbox_dir` for writing messages of `uidvalidity`,
+/// creating it (or replacing one that cannot be read, or emptying one of
+/// another UIDVALIDITY); `None` when another process is writing it.
+/// `memory`: the writer's budget in bytes (at least [`MIN_MEMORY`]).
+pub fn writer(mbox_dir: &Path, uidvalidity: u32, memory: usize) -> Result<Option<Writer>> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = mbox_dir.join(DIR);
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(io("mkdir", &dir)(e));
+        }
+        _ => {}
+    }
+    let lock_path = dir.join(LOCK);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io("open", &lock_path))?;
+    let lock = match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
+        Err((_, e)) => return Err(io("flock", &lock_path)(e.into())),
+    };
+    let (schema, key, gram) = schema();
+    let open = |dir: &Path| -> Result<tantivy::Index> {
+        let d = MmapDirectory::open(dir).map_err(|e| tv(dir)(e.into()))?;
+        let index = tantivy::Index::open_or_create(d, schema.clone()).map_err(tv(dir))?;
+        Ok(index)
+    };
+    let index = match open(&dir) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!("replacing a full-text index that cannot be opened: {e}");
+            clear(&dir)?;
+            open(&dir)?
+        }
+    };
+    let memory = memory.clamp(MIN_MEMORY, 4 << 30);
+    let writer = index.writer_with_num_threads(1, memory).map_err(tv(&dir))?;
+    let reader: IndexReader = index
+        .reader_builder()
+        .reload_policy(ReloadPolicy::Manual)
+        .try_into()
+        .map_err(tv(&dir))?;
+    let snap = Snapshot::of(reader.searcher(), key, gram, uidvalidity, &dir)?;
+    let mut w = Writer {
+        dir,
+        writer,
+        reader,
+        key,
+        gram,
+        uidvalidity,
+        high: snap.high_water(),
+        grams: Grams::default(),
+        added: 0,
+        _lock: lock,
+    };
+    // Documents of another UIDVALIDITY are never wanted again.
+    let total: u64 = snap
+        .searcher
+        .segment_readers()
+        .iter()
+        .map(|s| u64::from(s.num_docs()))
+        .sum();
+    if total > snap.documents() {
+        w.writer.delete_all_documents().map_err(tv(&w.dir))?;
+        w.high = 0;
+    }
+    Ok(Some(w))
+}
+
+impl Writer {
+    /// Every UID up to this one is indexed.
+    pub fn high_water(&self) -> u32 {
+        self.high
+    }
+
+    /// Documents added since this writer was opened.
+    pub fn added(&self) -> u64 {
+        self.added
+    }
+
+    /// Indexes message `uid` (its stored bytes `raw`). UIDs must be
+    /// added in ascending order, each above [`Self::high_water`], and
+    /// every message of the mailbox between them must be added (or
+    /// [`Self::add_unindexed`]).
+    pub fn add(&mut self, uid: u32, raw: &[u8]) -> Result<()> {
+        if raw.len() as u64 > INDEX_MAX {
+            return self.add_unindexed(uid);
+        }
+        self.grams.add_ascii_folded(raw);
+        if let Some(m) = text::parse_for_search(raw) {
+            text::any_text(&m, &mut |t| {
+                self.grams.add_lowercased(t);
+                false
+            });
+        }
+        let header = text::header_block(raw);
+        let capped = &header[..header.len().min(text::HEADER_CAP)];
+        for h in [header, capped] {
+            for f in text::header_fields(h) {
+                let v = text::field_value(&f);
+                if text::has_encoded_word(v)
+                    && let Some(d) = text::decode_unstructured(v)
+                {
+                    self.grams.add_lowercased(&d);
+                }
+            }
+            if capped.len() == header.len() {
+                break;
+            }
+        }
+        if self.grams.len() > grams::MAX_GRAMS {
+            self.grams.take();
+            return self.add_unindexed(uid);
+        }
+        let mut doc = TantivyDocument::new();
+        doc.add_u64(self.key, key(self.uidvalidity, uid));
+        for g in self.grams.take() {
+            doc.add_u64(self.gram, u64::from(g));
+        }
+        self.push(uid, doc)
+    }
+
+    /// Records message `uid` as not indexed (unreadable, too large): it
+    /// is a candidate for every needle.
+    pub fn add_unindexed(&mut self, uid: u32) -> Result<()> {
+        let mut doc = TantivyDocument::new();
+        doc.add_u64(self.key, key(self.uidvalidity, uid));
+        doc.add_u64(self.gram, u64::from(grams::UNINDEXED));
+        self.push(uid, doc)
+    }
+
+    fn push(&mut self, uid: u32, doc: TantivyDocument) -> Result<()> {
+        debug_assert!(uid > self.high);
+        self.writer.add_document(doc).map_err(tv(&self.dir))?;
+        self.high = self.high.max(uid);
+        self.added += 1;
+        Ok(())
+    }
+
+    /// Removes the documents of `uids` (expunged messages).
+    pub fn remove(&mut self, uids: &[u32]) {
+        for &u in uids {
+            self.writer
+                .delete_term(Term::from_field_u64(self.key, key(self.uidvalidity, u)));
+        }
+    }
+
+    /// The committed state (what readers see now).
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        self.reader.reload().map_err(tv(&self.dir))?;
+        let s = Snapshot::of(
+            self.reader.searcher(),
+            self.key,
+            self.gram,
+            self.uidvalidity,
+            &self.dir,
+        )?;
+        debug_assert_eq!(s.key_field(), self.key);
+        Ok(s)
+    }
+
+    /// Makes what was added and removed visible, at once.
+    pub fn commit(mut self) -> Result<()> {
+        self.writer.commit().map_err(tv(&self.dir))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find(dir: &Path, uv: u32, needle: &str) -> Vec<u32> {
+        let s = snapshot(dir, uv).unwrap().unwrap();
+        s.candidates(&probe(needle.as_bytes()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn index_search_remove_and_uidvalidity() {
+        let t = tempfile::tempdir().unwrap();
+        assert!(snapshot(t.path(), 7).unwrap().is_none());
+        let mut w = writer(t.path(), 7, MIN_MEMORY).unwrap().unwrap();
+        assert!(
+            writer(t.path(), 7, MIN_MEMORY).unwrap().is_none(),
+            "one writer at a time"
+        );
+        w.add(1, b"Subject: hello\r\n\r\nThe quick brown fox\r\n")
+            .unwrap();
+        w.add(
+            3,
+            b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n\r\nlazy dog\r\n",
+        )
+        .unwrap();
+        w.add_unindexed(4).unwrap();
+        w.commit().unwrap();
+        assert_eq!(find(t.path(), 7, "QUICK"), [1, 4]);
+        assert_eq!(find(t.path(), 7, "grüße"), [3, 4]);
+        assert_eq!(find(t.path(), 7, "zebra"), [4]);
+        let s = snapshot(t.path(), 7).unwrap().unwrap();
+        assert_eq!((s.high_water(), s.documents()), (4, 3));
+        assert_eq!(s.indexed().unwrap(), [1, 3, 4]);
+
+        let mut w = writer(t.path(), 7, MIN_MEMORY).unwrap().unwrap();
+        assert_eq!(w.high_water(), 4);
+        w.remove(&[1]);
+        w.commit().unwrap();
+        assert_eq!(find(t.path(), 7, "quick"), [4]);
+
+        // Another UIDVALIDITY: the old documents do not count, and the
+        // next writer drops them.
+        let s = snapshot(t.path(), 8).unwrap().unwrap();
+        assert_eq!((s.high_water(), s.documents()), (0, 0));
+        assert_eq!(find(t.path(), 8, "lazy"), Vec::<u32>::new());
+        let mut w = writer(t.path(), 8, MIN_MEMORY).unwrap().unwrap();
+        assert_eq!(w.high_water(), 0);
+        w.add(1, b"\r\nlazy cat").unwrap();
+        w.commit().unwrap();
+        assert_eq!(find(t.path(), 8, "lazy"), [1]);
+        assert_eq!(find(t.path(), 7, "lazy"), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn a_corrupt_index_is_an_error_then_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = writer(t.path(), 1, MIN_MEMORY).unwrap().unwrap();
+        w.add(1, b"\r\nsome text").unwrap();
+        w.commit().unwrap();
+        std::fs::write(t.path().join(DIR).join("meta.json"), b"{garbage").unwrap();
+        READERS.lock().unwrap().take();
+        assert!(snapshot(t.path(), 1).is_err());
+        let mut w = writer(t.path(), 1, MIN_MEMORY).unwrap().unwrap();
+        assert_eq!(w.high_water(), 0);
+        w.add(2, b"\r\nother text").unwrap();
+        w.commit().unwrap();
+        assert_eq!(find(t.path(), 1, "text"), [2]);
+        remove(t.path()).unwrap();
+        assert!(snapshot(t.path(), 1).unwrap().is_none());
+    }
+}
