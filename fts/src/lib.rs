@@ -441,8 +441,7 @@ pub fn writer(mbox_dir: &Path, uidvalidity: u32, memory: usize) -> Result<Option
         .map(|s| u64::from(s.num_docs()))
         .sum();
     if total > snap.documents() {
-        w.writer.delete_all_documents().map_err(tv(&w.dir))?;
-        w.high = 0;
+        w.clear()?;
     }
     Ok(Some(w))
 }
@@ -500,6 +499,29 @@ impl Writer {
         self.push(uid, doc)
     }
 
+    /// Indexes message `uid` of `size` bytes, read by `read` unless it
+    /// is too large: `Ok(None)` when it is gone (expunged: skipped), an
+    /// error when it cannot be read (then marked unindexed, so searches
+    /// read it and report the error).
+    pub fn add_read<E: std::fmt::Display>(
+        &mut self,
+        uid: u32,
+        size: u64,
+        read: impl FnOnce() -> std::result::Result<Option<Vec<u8>>, E>,
+    ) -> Result<()> {
+        if size > INDEX_MAX {
+            return self.add_unindexed(uid);
+        }
+        match read() {
+            Ok(Some(raw)) => self.add(uid, &raw),
+            Ok(None) => Ok(()),
+            Err(e) => {
+                tracing::warn!(uid, "not indexed: {e}");
+                self.add_unindexed(uid)
+            }
+        }
+    }
+
     /// Records message `uid` as not indexed (unreadable, too large): it
     /// is a candidate for every needle.
     pub fn add_unindexed(&mut self, uid: u32) -> Result<()> {
@@ -514,6 +536,13 @@ impl Writer {
         self.writer.add_document(doc).map_err(tv(&self.dir))?;
         self.high = self.high.max(uid);
         self.added += 1;
+        Ok(())
+    }
+
+    /// Drops every document (a rebuild then adds the messages again).
+    pub fn clear(&mut self) -> Result<()> {
+        self.writer.delete_all_documents().map_err(tv(&self.dir))?;
+        self.high = 0;
         Ok(())
     }
 

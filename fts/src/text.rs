@@ -54,7 +54,7 @@ pub fn any_text(msg: &Message, f: &mut dyn FnMut(&str) -> bool) -> bool {
 fn any_text_at(msg: &Message, f: &mut dyn FnMut(&str) -> bool, depth: usize) -> bool {
     depth < MAX_DEPTH
         && msg.parts.iter().any(|p| {
-            if p.attachment_name().is_some_and(|n| f(n)) {
+            if p.attachment_name().is_some_and(&mut *f) {
                 return true;
             }
             match &p.body {
@@ -106,17 +106,20 @@ pub fn text_contains(hay: &str, needle: &[u8]) -> bool {
     }
 }
 
-/// The header block of a stored message: up to its first empty line
-/// (the whole message when there is none).
+/// The header block of a stored message as the store records its size:
+/// up to the first `CRLF CRLF` or `LF LF`, whichever comes first (the
+/// whole message when there is neither).
 pub fn header_block(raw: &[u8]) -> &[u8] {
-    let mut at = 0;
-    for line in raw.split_inclusive(|&b| b == b'\n') {
-        at += line.len();
-        if line == b"\n" || line == b"\r\n" {
-            return &raw[..at];
-        }
-    }
-    raw
+    let find = |n: &[u8]| {
+        raw.windows(n.len())
+            .position(|w| w == n)
+            .map(|p| p + n.len())
+    };
+    let end = match (find(b"\r\n\r\n"), find(b"\n\n")) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b).unwrap_or(raw.len()),
+    };
+    &raw[..end]
 }
 
 #[cfg(test)]
@@ -128,6 +131,7 @@ mod tests {
         assert_eq!(header_block(b"A: b\r\n\r\nbody"), b"A: b\r\n\r\n");
         assert_eq!(header_block(b"A: b\nC: d\n\nbody"), b"A: b\nC: d\n\n");
         assert_eq!(header_block(b"A: b"), b"A: b");
+        assert_eq!(header_block(b"\r\nx\r\n\r\ny"), b"\r\nx\r\n\r\n");
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub struct ServerConfig {
     /// Bound of the process-wide header cache in bytes (0: off;
     /// headercache.rs).
     pub header_cache: usize,
+    /// The full-text index (`imapd.fts*`, ftsfilter.rs).
+    pub fts: super::ftsfilter::FtsConfig,
     pub limits: Limits,
     /// The ManageSieve listener and its quotas (`imapd.managesieve_*`).
     pub managesieve: crate::managesieve::config::ManageSieveConfig,
@@ -135,6 +137,7 @@ impl Default for ServerConfig {
             max_login_failures_per_connection: 3,
             compress: true,
             header_cache: super::headercache::DEFAULT_BYTES,
+            fts: Default::default(),
             limits: Limits::default(),
             managesieve: Default::default(),
             store: Config::default(),
@@ -257,6 +260,9 @@ impl ServerConfig {
             }
             "compress" => self.compress = yes_no(v)?,
             "header_cache" => self.header_cache = parse_size(v)?.min(1 << 40) as usize,
+            "fts" => self.fts.on = yes_no(v)?,
+            "fts_memory" => self.fts.memory = size(v)?.clamp(15_000_000, 4 << 30) as usize,
+            "fts_batch" => self.fts.batch = positive(v)?.min(u32::MAX as u64) as u32,
             "max_line" => self.limits.line = size(v)?.max(1024) as usize,
             "max_command" => self.limits.command_lines = size(v)?.max(1024) as usize,
             "max_literal" => self.limits.other_literal = size(v)?,

@@ -426,8 +426,12 @@ impl Session {
         let mbox = &sel.mbox;
         let open = |r: &storage::Record| MessageFile::open(mbox, r);
         let headers = super::headercache::Source::of(mbox, sel.view.uidvalidity());
+        let filter = super::ftsfilter::prepare(&self.cfg.fts, &crit, mbox, &sel.view);
         let mut hits = Vec::new();
         for m in sel.view.iter().filter(|m| !m.expunged) {
+            if filter.as_ref().is_some_and(|f| !f.may_match(m.uid)) {
+                continue;
+            }
             let mut c = Candidate::new(
                 m.seq,
                 m.record,

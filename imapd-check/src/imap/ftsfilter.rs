@@ -1,0 +1,197 @@
+//! SEARCH BODY/TEXT through the mailbox's full-text index (the `fts`
+//! crate): before a search reads the messages, the index names the UIDs
+//! that may match; the others are skipped without being opened. Every
+//! message that is not skipped is still tested by `search::matches`, so
+//! the answer is the direct scan's (RFC 3501 6.4.4 substring semantics)
+//! whatever the index holds: UIDs above its high-water mark, and every
+//! message when it is missing, unreadable, locked or of another
+//! UIDVALIDITY, are read as without it. Expunged messages are left out by
+//! the session's view.
+//!
+//! The index is caught up here, lazily: up to [`FtsConfig::batch`]
+//! messages above its mark (and at most [`STEP_TIME`]) per SEARCH, by
+//! the process that gets its lock; the rest are searched directly until
+//! a later SEARCH indexes them. Once caught up, documents of expunged
+//! messages are purged when they are more than an eighth of the index.
+
+use std::time::{Duration, Instant};
+
+use imap_codec::imap_types::search::SearchKey;
+use storage::session::SessionView;
+use storage::{Error, Mailbox};
+
+use super::criteria::Crit;
+
+/// Indexing time one SEARCH spends at most catching up.
+pub const STEP_TIME: Duration = Duration::from_secs(2);
+
+/// `imapd.fts`, `imapd.fts_memory`, `imapd.fts_batch`.
+#[derive(Clone, Debug)]
+pub struct FtsConfig {
+    /// Use and build the index (default on).
+    pub on: bool,
+    /// The index writer's memory budget in bytes.
+    pub memory: usize,
+    /// Messages one SEARCH indexes at most.
+    pub batch: u32,
+}
+
+impl Default for FtsConfig {
+    fn default() -> Self {
+        FtsConfig {
+            on: true,
+            memory: 64 << 20,
+            batch: 20_000,
+        }
+    }
+}
+
+/// The UIDs that may match: all above `high`, and `uids` up to it.
+pub struct Filter {
+    high: u32,
+    uids: Vec<u32>,
+}
+
+impl Filter {
+    /// False when the message cannot match the criteria.
+    pub fn may_match(&self, uid: u32) -> bool {
+        uid > self.high || self.uids.binary_search(&uid).is_ok()
+    }
+}
+
+/// The probes of the criteria's BODY and TEXT keys (none: the index
+/// cannot help).
+fn has_probe(c: &Crit) -> bool {
+    match c {
+        Crit::All(v) => v.iter().any(has_probe),
+        Crit::Or(a, b) => has_probe(a) && has_probe(b),
+        Crit::Key(SearchKey::Body(s) | SearchKey::Text(s)) => fts::probe(s.as_ref()).is_some(),
+        _ => false,
+    }
+}
+
+/// Sorted UIDs up to the mark that may match `c`; `None`: any may.
+fn possible(c: &Crit, snap: &fts::Snapshot) -> fts::Result<Option<Vec<u32>>> {
+    Ok(match c {
+        Crit::All(v) => {
+            let mut acc: Option<Vec<u32>> = None;
+            for k in v {
+                if let Some(s) = possible(k, snap)? {
+                    acc = Some(match acc {
+                        None => s,
+                        Some(a) => a
+                            .into_iter()
+                            .filter(|u| s.binary_search(u).is_ok())
+                            .collect(),
+                    });
+                }
+            }
+            acc
+        }
+        Crit::Or(a, b) => match (possible(a, snap)?, possible(b, snap)?) {
+            (Some(mut x), Some(y)) => {
+                x.extend(y);
+                x.sort_unstable();
+                x.dedup();
+                Some(x)
+            }
+            _ => None,
+        },
+        Crit::Key(SearchKey::Body(s) | SearchKey::Text(s)) => match fts::probe(s.as_ref()) {
+            Some(p) => Some(snap.candidates(&p)?),
+            None => None,
+        },
+        _ => None,
+    })
+}
+
+/// The filter for a SEARCH of `crit` in the view, after catching the
+/// index up; `None` (search every message) when the index is off, of no
+/// use to these criteria, or cannot be read.
+pub fn prepare(cfg: &FtsConfig, crit: &Crit, mbox: &Mailbox, view: &SessionView) -> Option<Filter> {
+    if !cfg.on || !has_probe(crit) {
+        return None;
+    }
+    let dir = &mbox.dir().path;
+    let uv = view.uidvalidity();
+    if let Err(e) = catch_up(cfg, mbox, view) {
+        tracing::warn!("full-text index not updated: {e}");
+    }
+    let snap = match fts::snapshot(dir, uv) {
+        Ok(Some(s)) => s,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!("searching without the full-text index: {e}");
+            return None;
+        }
+    };
+    match possible(crit, &snap) {
+        Ok(Some(uids)) => Some(Filter {
+            high: snap.high_water(),
+            uids,
+        }),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!("searching without the full-text index: {e}");
+            None
+        }
+    }
+}
+
+/// Indexes the view's messages above the index's mark (bounded), and
+/// purges expunged ones once caught up. Does nothing when another process
+/// holds the index.
+fn catch_up(cfg: &FtsConfig, mbox: &Mailbox, view: &SessionView) -> fts::Result<()> {
+    let dir = &mbox.dir().path;
+    let uv = view.uidvalidity();
+    let max_uid = view.iter().last().map_or(0, |m| m.uid);
+    if let Ok(Some(s)) = fts::snapshot(dir, uv)
+        && s.high_water() >= max_uid
+        && !needs_purge(&s, view)
+    {
+        return Ok(());
+    }
+    let Some(mut w) = fts::writer(dir, uv, cfg.memory)? else {
+        return Ok(());
+    };
+    let start = Instant::now();
+    let mut caught_up = true;
+    let from = w.high_water();
+    for m in view.iter().filter(|m| !m.expunged && m.uid > from) {
+        if w.added() >= u64::from(cfg.batch) || start.elapsed() > STEP_TIME {
+            caught_up = false;
+            break;
+        }
+        w.add_read(m.uid, m.record.size, || {
+            match mbox.read_message_checked(m.record) {
+                Ok(raw) => Ok(Some(raw)),
+                Err(Error::Expunged(_)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })?;
+    }
+    let mut changed = w.added() > 0;
+    if caught_up {
+        let s = w.snapshot()?;
+        if needs_purge(&s, view) {
+            let gone: Vec<u32> = s
+                .indexed()?
+                .into_iter()
+                .filter(|&u| u <= max_uid && view.seq(u).is_none_or(|q| view.is_expunged(q)))
+                .collect();
+            tracing::debug!(
+                n = gone.len(),
+                "purging expunged messages from the full-text index"
+            );
+            changed |= !gone.is_empty();
+            w.remove(&gone);
+        }
+    }
+    if changed { w.commit() } else { Ok(()) }
+}
+
+/// More documents than live messages by an eighth (and 8).
+fn needs_purge(s: &fts::Snapshot, view: &SessionView) -> bool {
+    let live = u64::from(view.len());
+    s.documents() > live + live / 8 + 8
+}
