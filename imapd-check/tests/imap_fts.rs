@@ -444,3 +444,37 @@ fn catching_up_is_bounded_per_search() {
     assert_eq!(high(&s), 8);
     compare(&mut with, &mut without);
 }
+
+/// PROTOCOL.md §11: a server killed while catching the index up (its
+/// documents added, before and after tantivy's commit) leaves an index
+/// that the next server uses or completes, with the direct scan's
+/// answers.
+#[test]
+fn a_kill_while_indexing_leaves_a_usable_index() {
+    for (point, committed) in [("fts.before_commit", false), ("fts.after_commit", true)] {
+        let s = setup(&corpus(), "");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imapd-check"));
+        cmd.env("MAILSTORE_CONFIG", &s.on)
+            .env("MAILSTORE_TEST_FAULT", format!("{point}=kill"))
+            .args(["serve", "--spool"])
+            .arg(&s.spool)
+            .args(["-d", USER, "--stdio"]);
+        let mut doomed = Client::preauth(cmd);
+        doomed.ok("SELECT INBOX");
+        doomed.send("t9 UID SEARCH BODY invoice\r\n");
+        // Killed at the point (otherwise it would wait for more input).
+        doomed.wait_exit(std::time::Duration::from_secs(20));
+        let snap = fts::snapshot(&inbox_dir(&s.spool), uidvalidity(&s.spool)).unwrap();
+        assert_eq!(
+            snap.is_some_and(|x| x.high_water() == 31),
+            committed,
+            "{point}"
+        );
+        let (mut with, mut without) = s.servers();
+        compare(&mut with, &mut without);
+        let snap = fts::snapshot(&inbox_dir(&s.spool), uidvalidity(&s.spool))
+            .unwrap()
+            .unwrap();
+        assert_eq!(snap.high_water(), 31, "{point}: caught up");
+    }
+}

@@ -187,7 +187,18 @@ fn catch_up(cfg: &FtsConfig, mbox: &Mailbox, view: &SessionView) -> fts::Result<
             w.remove(&gone);
         }
     }
-    if changed { w.commit() } else { Ok(()) }
+    if !changed {
+        return Ok(());
+    }
+    // Kill points for the crash tests (PROTOCOL.md §11); not in
+    // storage's POINTS list, whose tests do not search.
+    let fault = |p| storage::internals::fault::point(p).is_ok();
+    if !fault("fts.before_commit") {
+        return Ok(());
+    }
+    w.commit()?;
+    fault("fts.after_commit");
+    Ok(())
 }
 
 /// More documents than live messages by an eighth (and 8).
