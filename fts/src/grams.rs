@@ -98,7 +98,12 @@ pub struct Probe(pub Vec<Vec<u32>>);
 
 /// The probe for SEARCH BODY/TEXT `needle`; `None` when the needle is
 /// too short to have trigrams (every message is then a candidate).
+///
+/// A needle that is not UTF-8 (possible with CHARSET US-ASCII and 8-bit
+/// bytes) is compared byte-wise with decoded text that the index holds
+/// only in lower case: it gets no probe either.
 pub fn probe(needle: &[u8]) -> Option<Probe> {
+    let s = std::str::from_utf8(needle).ok()?;
     let mut g = Grams::default();
     let mut alts = Vec::new();
     g.add_ascii_folded(needle);
@@ -106,9 +111,7 @@ pub fn probe(needle: &[u8]) -> Option<Probe> {
         return None;
     }
     alts.push(g.take());
-    if let Ok(s) = std::str::from_utf8(needle)
-        && !s.is_ascii()
-    {
+    if !s.is_ascii() {
         g.add_lowercased(s);
         if g.is_empty() {
             return None;
@@ -134,6 +137,7 @@ mod tests {
         assert_eq!(p.0.len(), 1);
         assert!(p.0[0].iter().all(|x| text.binary_search(x).is_ok()));
         assert!(probe(b"ab").is_none());
+        assert!(probe(b"x\xd0\xa0\xd0").is_none(), "not UTF-8");
         assert!(g.is_empty(), "take empties the set");
     }
 

@@ -568,9 +568,16 @@ impl Writer {
         Ok(s)
     }
 
-    /// Makes what was added and removed visible, at once.
+    /// Makes what was added and removed visible, at once, then lets
+    /// tantivy finish the segment merges it started (still under the
+    /// lock), so the number of segments stays logarithmic.
     pub fn commit(mut self) -> Result<()> {
         self.writer.commit().map_err(tv(&self.dir))?;
+        let Writer {
+            dir, writer, _lock, ..
+        } = self;
+        writer.wait_merging_threads().map_err(tv(&dir))?;
+        drop(_lock);
         Ok(())
     }
 }

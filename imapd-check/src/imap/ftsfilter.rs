@@ -144,7 +144,7 @@ pub fn prepare(cfg: &FtsConfig, crit: &Crit, mbox: &Mailbox, view: &SessionView)
 fn catch_up(cfg: &FtsConfig, mbox: &Mailbox, view: &SessionView) -> fts::Result<()> {
     let dir = &mbox.dir().path;
     let uv = view.uidvalidity();
-    let max_uid = view.iter().last().map_or(0, |m| m.uid);
+    let max_uid = view.uid(view.len()).unwrap_or(0);
     if let Ok(Some(s)) = fts::snapshot(dir, uv)
         && s.high_water() >= max_uid
         && !needs_purge(&s, view)
