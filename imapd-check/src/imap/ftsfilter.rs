@@ -112,6 +112,19 @@ pub fn prepare(cfg: &FtsConfig, crit: &Crit, mbox: &Mailbox, view: &SessionView)
     if !cfg.on || !has_probe(crit) {
         return None;
     }
+    // A damaged index must not end the session: tantivy may panic on
+    // segment files it cannot make sense of.
+    let run = std::panic::AssertUnwindSafe(|| filter(cfg, crit, mbox, view));
+    std::panic::catch_unwind(run).unwrap_or_else(|_| {
+        tracing::error!(
+            dir = %mbox.dir().path.display(),
+            "full-text index failed; searching without it"
+        );
+        None
+    })
+}
+
+fn filter(cfg: &FtsConfig, crit: &Crit, mbox: &Mailbox, view: &SessionView) -> Option<Filter> {
     let dir = &mbox.dir().path;
     let uv = view.uidvalidity();
     if let Err(e) = catch_up(cfg, mbox, view) {
