@@ -8,7 +8,9 @@
 #   2. idx-admin fts-rebuild                           (index build time, size)
 #   3. the same searches with the index                (warm)
 #   4. D more deliveries, then the first SEARCH (catch-up) and a warm one
-# Answers of 1 and 3 must be identical (checked). Medians of R rounds.
+#   5. the same searches in Dovecot 2.3 (/usr/lib/dovecot/imap, no fts
+#      plugin) on a Maildir of the same messages (with DOVECOT=1, default)
+# Answers of 1, 3 and 5 must be identical (checked). Medians of R rounds.
 # Removes everything it made. Usage:
 #   bench/fts_search.sh [N] [WORK] [R] [D]  (default 100000 /dev/shm/fts-bench 9 1000)
 set -euo pipefail
@@ -57,16 +59,47 @@ letters = "abcdefghijklmnopqrstuvwxyz"
 v = ["".join(rnd.choice(letters) for _ in range(rnd.randint(4, 10))) for _ in range(20000)]
 print(v[30], v[1000], v[15000], v[1000][1:4])')
 "$ADMIN" import --mbox "$WORK/a.mbox" --spool "$WORK/spool" -d bench --create >/dev/null
+DOVECOT=${DOVECOT:-1}
+if [ "$DOVECOT" = 1 ]; then
+python3 - "$WORK/a.mbox" "$WORK/dc/Maildir" <<'PY'
+import os, sys
+src, root = sys.argv[1], sys.argv[2]
+for d in ("cur", "new", "tmp"):
+    os.makedirs(os.path.join(root, d))
+msgs, cur = [], None
+for line in open(src, "rb"):
+    if line.startswith(b"From bench@"):
+        if cur is not None:
+            msgs.append(cur)
+        cur = []
+    else:
+        cur.append(line)
+msgs.append(cur)
+for i, m in enumerate(msgs):
+    data = b"".join(m)[:-1]  # the mbox separator's blank line
+    with open(os.path.join(root, "cur", "%d.M%dP1.bench:2,S" % (1700000000 + i, i)), "wb") as f:
+        f.write(data)
+PY
+chmod -R a+rwX "$WORK"
+fi
 rm "$WORK/a.mbox"
 printf 'imapd.fts = off\n' >"$WORK/off.conf"
 printf 'imapd.fts = on\nimapd.fts_batch = 10000000\n' >"$WORK/on.conf"
-session() { # session CONF ROUNDS WORDS... -> one line per word: word median_ms first_ms hits md5
-python3 - "$IMAPD" "$WORK/spool" "$1" "$2" "${@:3}" <<'PY'
+session() { # session CONF|dovecot ROUNDS WORDS... -> per word: word median_ms first_ms hits md5
+python3 - "$IMAPD" "$WORK" "$1" "$2" "${@:3}" <<'PY'
 import sys, os, subprocess, time, hashlib, statistics
-imapd, spool, conf, rounds, words = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:]
-env = dict(os.environ, MAILSTORE_CONFIG=conf)
-p = subprocess.Popen([imapd, "serve", "--spool", spool, "-d", "bench", "--stdio"],
-                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+imapd, work, conf, rounds, words = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:]
+if conf == "dovecot":
+    home = os.path.join(work, "dc")
+    argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env", "-i",
+            "HOME=" + home, "USER=nobody", "PATH=/usr/bin:/bin", "/usr/lib/dovecot/imap",
+            "-o", "mail_location=maildir:%s/Maildir" % home]
+    env = None
+else:
+    argv = [imapd, "serve", "--spool", os.path.join(work, "spool"), "-d", "bench", "--stdio"]
+    env = dict(os.environ, MAILSTORE_CONFIG=conf)
+p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                     stderr=subprocess.DEVNULL, env=env)
 p.stdout.readline()
 n = 0
 def cmd(c):
@@ -77,6 +110,8 @@ def cmd(c):
     out = []
     while True:
         l = p.stdout.readline()
+        if not l:
+            sys.exit("server closed the connection")
         if l.startswith(tag + b" "):
             assert b" OK " in l, l
             return out
@@ -88,7 +123,7 @@ for w in words:
         t = time.perf_counter()
         out = cmd('UID SEARCH BODY "%s"' % w)
         times.append((time.perf_counter() - t) * 1000)
-    res = b"".join(l for l in out if l.startswith(b"* SEARCH"))
+    res = b"".join(l.rstrip() for l in out if l.startswith(b"* SEARCH"))
     hits = len(res.split()) - 2
     print(w, "%.1f" % statistics.median(times[1:] or times), "%.1f" % times[0], hits,
           hashlib.md5(res).hexdigest())
@@ -113,6 +148,19 @@ fi
 "$ADMIN" import --mbox "$WORK/b.mbox" --spool "$WORK/spool" -d bench >/dev/null
 echo "## after $D more deliveries (first SEARCH catches the index up)"
 session "$WORK/on.conf" "$R" $(echo $WORDS | cut -d' ' -f2)
-echo "| word | hits | without index (median ms) | with index (median ms) |"
-echo "|---|---|---|---|"
-join <(sort "$WORK/off.txt") <(sort "$WORK/on.txt") | awk '{printf "| %s | %s | %s | %s |\n", $1, $4, $2, $6}'
+if [ "$DOVECOT" = 1 ]; then
+    echo "## Dovecot 2.3, Maildir, no fts plugin (first SELECT builds its index)"
+    session dovecot "$R" $WORDS | tee "$WORK/dc.txt"
+    # Dovecot numbers UIDs from 1 in file-name order: the same UIDs.
+    if diff <(awk '{print $1, $4, $5}' "$WORK/off.txt") <(awk '{print $1, $4, $5}' "$WORK/dc.txt") >/dev/null; then
+        echo "Dovecot's answers identical"
+    else
+        echo "Dovecot's answers differ (UID numbering?)"
+    fi
+else
+    awk '{print $1, "-", "-", "-", "-"}' "$WORK/off.txt" >"$WORK/dc.txt"
+fi
+echo "| word | hits | without index (median ms) | with index (median ms) | Dovecot (median ms) |"
+echo "|---|---|---|---|---|"
+join <(sort "$WORK/off.txt") <(sort "$WORK/on.txt") | join - <(sort "$WORK/dc.txt") |
+    awk '{printf "| %s | %s | %s | %s | %s |\n", $1, $4, $2, $6, $10}'

@@ -21,6 +21,7 @@
 
 pub mod grams;
 pub mod text;
+pub mod words;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -41,6 +42,11 @@ pub const DIR: &str = ".fts";
 const LOCK: &str = "lock";
 const KEY: &str = "key";
 const GRAM: &str = "gram";
+const WORD: &str = "word";
+
+/// Messages with more distinct words than this get none (they are only
+/// candidates, read to confirm).
+pub const MAX_WORDS: usize = 100_000;
 
 /// Messages larger than this are not read for indexing: marked
 /// [`grams::UNINDEXED`] (searched directly every time).
@@ -90,11 +96,20 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Er
     }
 }
 
-fn schema() -> (Schema, Field, Field) {
+fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
     let key = b.add_u64_field(KEY, INDEXED | FAST);
     let gram = b.add_u64_field(GRAM, INDEXED);
-    (b.build(), key, gram)
+    let word = b.add_text_field(WORD, tantivy::schema::STRING);
+    (b.build(), Fields { key, gram, word })
+}
+
+/// The index's fields.
+#[derive(Clone, Copy)]
+struct Fields {
+    key: Field,
+    gram: Field,
+    word: Field,
 }
 
 fn key(uidvalidity: u32, uid: u32) -> u64 {
@@ -104,8 +119,7 @@ fn key(uidvalidity: u32, uid: u32) -> u64 {
 /// An index opened for searching (kept per process, reloaded per use).
 struct Opened {
     reader: IndexReader,
-    key: Field,
-    gram: Field,
+    f: Fields,
 }
 
 /// Open readers by index directory, so a SEARCH does not reopen the
@@ -119,7 +133,8 @@ fn open_reader(dir: &Path) -> Result<Option<Arc<Opened>>> {
     }
     let index = tantivy::Index::open_in_dir(dir).map_err(tv(dir))?;
     let s = index.schema();
-    let (Ok(key), Ok(gram)) = (s.get_field(KEY), s.get_field(GRAM)) else {
+    let (Ok(key), Ok(gram), Ok(word)) = (s.get_field(KEY), s.get_field(GRAM), s.get_field(WORD))
+    else {
         return Err(Error::Index {
             path: dir.to_path_buf(),
             source: tantivy::TantivyError::SchemaError("not a full-text index".into()),
@@ -130,14 +145,14 @@ fn open_reader(dir: &Path) -> Result<Option<Arc<Opened>>> {
         .reload_policy(ReloadPolicy::Manual)
         .try_into()
         .map_err(tv(dir))?;
-    Ok(Some(Arc::new(Opened { reader, key, gram })))
+    let f = Fields { key, gram, word };
+    Ok(Some(Arc::new(Opened { reader, f })))
 }
 
 /// A consistent view of one mailbox's index for one UIDVALIDITY.
 pub struct Snapshot {
     searcher: tantivy::Searcher,
-    key: Field,
-    gram: Field,
+    f: Fields,
     uidvalidity: u32,
     high: u32,
     docs: u64,
@@ -171,14 +186,13 @@ pub fn snapshot(mbox_dir: &Path, uidvalidity: u32) -> Result<Option<Snapshot>> {
         }
     };
     let searcher = opened.reader.searcher();
-    Snapshot::of(searcher, opened.key, opened.gram, uidvalidity, &dir).map(Some)
+    Snapshot::of(searcher, opened.f, uidvalidity, &dir).map(Some)
 }
 
 impl Snapshot {
     fn of(
         searcher: tantivy::Searcher,
-        key: Field,
-        gram: Field,
+        f: Fields,
         uidvalidity: u32,
         dir: &Path,
     ) -> Result<Snapshot> {
@@ -199,8 +213,7 @@ impl Snapshot {
         }
         Ok(Snapshot {
             searcher,
-            key,
-            gram,
+            f,
             uidvalidity,
             high,
             docs,
@@ -224,7 +237,7 @@ impl Snapshot {
     pub fn candidates(&self, probe: &Probe) -> Result<Vec<u32>> {
         let term = |g: u32| -> Box<dyn Query> {
             Box::new(TermQuery::new(
-                Term::from_field_u64(self.gram, u64::from(g)),
+                Term::from_field_u64(self.f.gram, u64::from(g)),
                 IndexRecordOption::Basic,
             ))
         };
@@ -241,31 +254,46 @@ impl Snapshot {
             })
             .collect();
         any.push((Occur::Should, term(grams::UNINDEXED)));
-        let q = BooleanQuery::new(any);
-        let mut uids = self
-            .searcher
-            .search(
-                &q,
-                &Keys {
-                    uidvalidity: self.uidvalidity,
-                },
-            )
-            .map_err(|source| Error::Index {
-                path: PathBuf::from(DIR),
-                source,
-            })?;
-        uids.sort_unstable();
-        uids.dedup();
-        Ok(uids)
+        self.keys(&BooleanQuery::new(any))
+    }
+
+    /// The UIDs up to [`Self::high_water`] that certainly match `needle`
+    /// (BODY, or TEXT when `text`): those holding it as a word
+    /// ([`words`]); none when it is not a single word.
+    pub fn proven(&self, needle: &str, text: bool) -> Result<Vec<u32>> {
+        use words::Place;
+        let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for w in words::proof_words(needle) {
+            let places: &[Place] = if text {
+                &[Place::Body, Place::Header]
+            } else {
+                &[Place::Body]
+            };
+            for &p in places {
+                let t = Term::from_field_text(self.f.word, &words::term(p, &w));
+                any.push((
+                    Occur::Should,
+                    Box::new(TermQuery::new(t, IndexRecordOption::Basic)),
+                ));
+            }
+        }
+        if any.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.keys(&BooleanQuery::new(any))
     }
 
     /// Every indexed UID of this UIDVALIDITY, ascending.
     pub fn indexed(&self) -> Result<Vec<u32>> {
-        let q = tantivy::query::AllQuery;
+        self.keys(&tantivy::query::AllQuery)
+    }
+
+    /// The UIDs of this UIDVALIDITY's documents matching `q`, ascending.
+    fn keys(&self, q: &dyn Query) -> Result<Vec<u32>> {
         let mut uids = self
             .searcher
             .search(
-                &q,
+                q,
                 &Keys {
                     uidvalidity: self.uidvalidity,
                 },
@@ -277,10 +305,6 @@ impl Snapshot {
         uids.sort_unstable();
         uids.dedup();
         Ok(uids)
-    }
-
-    fn key_field(&self) -> Field {
-        self.key
     }
 }
 
@@ -337,8 +361,8 @@ pub struct Writer {
     dir: PathBuf,
     writer: IndexWriter<TantivyDocument>,
     reader: IndexReader,
-    key: Field,
-    gram: Field,
+    f: Fields,
+    words: words::Words,
     uidvalidity: u32,
     high: u32,
     grams: Grams,
@@ -399,7 +423,7 @@ pub fn writer(mbox_dir: &Path, uidvalidity: u32, memory: usize) -> Result<Option
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
         Err((_, e)) => return Err(io("flock", &lock_path)(e.into())),
     };
-    let (schema, key, gram) = schema();
+    let (schema, f) = schema();
     let open = |dir: &Path| -> Result<tantivy::Index> {
         let d = MmapDirectory::open(dir).map_err(|e| tv(dir)(e.into()))?;
         let index = tantivy::Index::open_or_create(d, schema.clone()).map_err(tv(dir))?;
@@ -420,13 +444,13 @@ pub fn writer(mbox_dir: &Path, uidvalidity: u32, memory: usize) -> Result<Option
         .reload_policy(ReloadPolicy::Manual)
         .try_into()
         .map_err(tv(&dir))?;
-    let snap = Snapshot::of(reader.searcher(), key, gram, uidvalidity, &dir)?;
+    let snap = Snapshot::of(reader.searcher(), f, uidvalidity, &dir)?;
     let mut w = Writer {
         dir,
         writer,
         reader,
-        key,
-        gram,
+        f,
+        words: words::Words::default(),
         uidvalidity,
         high: snap.high_water(),
         grams: Grams::default(),
@@ -457,44 +481,54 @@ impl Writer {
         self.added
     }
 
-    /// Indexes message `uid` (its stored bytes `raw`). UIDs must be
+    /// Indexes message `uid` (its stored bytes `raw`, whose header block
+    /// is its first `header_size` bytes, as its record says). UIDs must be
     /// added in ascending order, each above [`Self::high_water`], and
     /// every message of the mailbox between them must be added (or
     /// [`Self::add_unindexed`]).
-    pub fn add(&mut self, uid: u32, raw: &[u8]) -> Result<()> {
+    pub fn add(&mut self, uid: u32, raw: &[u8], header_size: u64) -> Result<()> {
+        use words::Place;
         if raw.len() as u64 > INDEX_MAX {
             return self.add_unindexed(uid);
         }
+        let hs = (header_size.min(raw.len() as u64)) as usize;
         self.grams.add_ascii_folded(raw);
+        self.words.add_raw(Place::Header, &raw[..hs]);
+        self.words.add_raw(Place::Body, &raw[hs..]);
         if let Some(m) = text::parse_for_search(raw) {
             text::any_text(&m, &mut |t| {
                 self.grams.add_lowercased(t);
+                self.words.add_text(Place::Body, t);
                 false
             });
         }
-        let header = text::header_block(raw);
-        let capped = &header[..header.len().min(text::HEADER_CAP)];
-        for h in [header, capped] {
-            for f in text::header_fields(h) {
-                let v = text::field_value(&f);
-                if text::has_encoded_word(v)
-                    && let Some(d) = text::decode_unstructured(v)
-                {
-                    self.grams.add_lowercased(&d);
-                }
-            }
-            if capped.len() == header.len() {
-                break;
+        // The header the matcher decodes (TEXT): the record's header
+        // block, at most HEADER_CAP bytes.
+        for f in text::header_fields(&raw[..hs.min(text::HEADER_CAP)]) {
+            let v = text::field_value(&f);
+            if text::has_encoded_word(v)
+                && let Some(d) = text::decode_unstructured(v)
+            {
+                self.grams.add_lowercased(&d);
+                self.words.add_text(Place::Header, &d);
             }
         }
         if self.grams.len() > grams::MAX_GRAMS {
             self.grams.take();
+            self.words.take().for_each(drop);
             return self.add_unindexed(uid);
         }
         let mut doc = TantivyDocument::new();
-        doc.add_u64(self.key, key(self.uidvalidity, uid));
+        doc.add_u64(self.f.key, key(self.uidvalidity, uid));
         for g in self.grams.take() {
-            doc.add_u64(self.gram, u64::from(g));
+            doc.add_u64(self.f.gram, u64::from(g));
+        }
+        // Words only prove matches: too many are dropped, not cut.
+        let many = self.words.len() > MAX_WORDS;
+        for w in self.words.take() {
+            if !many {
+                doc.add_text(self.f.word, w);
+            }
         }
         self.push(uid, doc)
     }
@@ -506,14 +540,14 @@ impl Writer {
     pub fn add_read<E: std::fmt::Display>(
         &mut self,
         uid: u32,
-        size: u64,
+        (size, header_size): (u64, u64),
         read: impl FnOnce() -> std::result::Result<Option<Vec<u8>>, E>,
     ) -> Result<()> {
         if size > INDEX_MAX {
             return self.add_unindexed(uid);
         }
         match read() {
-            Ok(Some(raw)) => self.add(uid, &raw),
+            Ok(Some(raw)) => self.add(uid, &raw, header_size),
             Ok(None) => Ok(()),
             Err(e) => {
                 tracing::warn!(uid, "not indexed: {e}");
@@ -526,8 +560,8 @@ impl Writer {
     /// is a candidate for every needle.
     pub fn add_unindexed(&mut self, uid: u32) -> Result<()> {
         let mut doc = TantivyDocument::new();
-        doc.add_u64(self.key, key(self.uidvalidity, uid));
-        doc.add_u64(self.gram, u64::from(grams::UNINDEXED));
+        doc.add_u64(self.f.key, key(self.uidvalidity, uid));
+        doc.add_u64(self.f.gram, u64::from(grams::UNINDEXED));
         self.push(uid, doc)
     }
 
@@ -550,22 +584,14 @@ impl Writer {
     pub fn remove(&mut self, uids: &[u32]) {
         for &u in uids {
             self.writer
-                .delete_term(Term::from_field_u64(self.key, key(self.uidvalidity, u)));
+                .delete_term(Term::from_field_u64(self.f.key, key(self.uidvalidity, u)));
         }
     }
 
     /// The committed state (what readers see now).
     pub fn snapshot(&self) -> Result<Snapshot> {
         self.reader.reload().map_err(tv(&self.dir))?;
-        let s = Snapshot::of(
-            self.reader.searcher(),
-            self.key,
-            self.gram,
-            self.uidvalidity,
-            &self.dir,
-        )?;
-        debug_assert_eq!(s.key_field(), self.key);
-        Ok(s)
+        Snapshot::of(self.reader.searcher(), self.f, self.uidvalidity, &self.dir)
     }
 
     /// Makes what was added and removed visible, at once, then lets
@@ -600,11 +626,12 @@ mod tests {
             writer(t.path(), 7, MIN_MEMORY).unwrap().is_none(),
             "one writer at a time"
         );
-        w.add(1, b"Subject: hello\r\n\r\nThe quick brown fox\r\n")
+        w.add(1, b"Subject: hello\r\n\r\nThe quick brown fox\r\n", 18)
             .unwrap();
         w.add(
             3,
             b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n\r\nlazy dog\r\n",
+            40,
         )
         .unwrap();
         w.add_unindexed(4).unwrap();
@@ -615,6 +642,12 @@ mod tests {
         let s = snapshot(t.path(), 7).unwrap().unwrap();
         assert_eq!((s.high_water(), s.documents()), (4, 3));
         assert_eq!(s.indexed().unwrap(), [1, 3, 4]);
+        assert_eq!(s.proven("Quick", false).unwrap(), [1]);
+        assert_eq!(s.proven("qui", false).unwrap(), Vec::<u32>::new());
+        assert_eq!(s.proven("hello", false).unwrap(), Vec::<u32>::new());
+        assert_eq!(s.proven("hello", true).unwrap(), [1]);
+        assert_eq!(s.proven("GRÜSSE", true).unwrap(), Vec::<u32>::new());
+        assert_eq!(s.proven("GRÜßE", true).unwrap(), [3]);
 
         let mut w = writer(t.path(), 7, MIN_MEMORY).unwrap().unwrap();
         assert_eq!(w.high_water(), 4);
@@ -629,7 +662,7 @@ mod tests {
         assert_eq!(find(t.path(), 8, "lazy"), Vec::<u32>::new());
         let mut w = writer(t.path(), 8, MIN_MEMORY).unwrap().unwrap();
         assert_eq!(w.high_water(), 0);
-        w.add(1, b"\r\nlazy cat").unwrap();
+        w.add(1, b"\r\nlazy cat", 2).unwrap();
         w.commit().unwrap();
         assert_eq!(find(t.path(), 8, "lazy"), [1]);
         assert_eq!(find(t.path(), 7, "lazy"), Vec::<u32>::new());
@@ -639,14 +672,14 @@ mod tests {
     fn a_corrupt_index_is_an_error_then_replaced() {
         let t = tempfile::tempdir().unwrap();
         let mut w = writer(t.path(), 1, MIN_MEMORY).unwrap().unwrap();
-        w.add(1, b"\r\nsome text").unwrap();
+        w.add(1, b"\r\nsome text", 2).unwrap();
         w.commit().unwrap();
         std::fs::write(t.path().join(DIR).join("meta.json"), b"{garbage").unwrap();
         READERS.lock().unwrap().take();
         assert!(snapshot(t.path(), 1).is_err());
         let mut w = writer(t.path(), 1, MIN_MEMORY).unwrap().unwrap();
         assert_eq!(w.high_water(), 0);
-        w.add(2, b"\r\nother text").unwrap();
+        w.add(2, b"\r\nother text", 2).unwrap();
         w.commit().unwrap();
         assert_eq!(find(t.path(), 1, "text"), [2]);
         remove(t.path()).unwrap();

@@ -122,6 +122,11 @@ const NEEDLES: &[&str] = &[
     "zz",
     "ab",
     "nonexistent",
+    "Hauptstra",
+    "report",
+    "attachment",
+    "preamble",
+    "rechnung_m",
     "",
 ];
 
@@ -287,7 +292,8 @@ fn answers_equal_the_direct_scan() {
 /// The index is a filter: a message it rules out is not read at all
 /// (here one whose file was damaged after it was indexed: the direct
 /// scan must report it, RFC 5530 CORRUPTION, the indexed search does not
-/// need to open it), while one it cannot rule out still is.
+/// need to open it), nor one that holds the needle as a word; one it can
+/// neither rule out nor prove still is.
 #[test]
 fn messages_the_index_rules_out_are_not_read() {
     let s = setup(&corpus(), "");
@@ -303,9 +309,13 @@ fn messages_the_index_rules_out_are_not_read() {
     without.ok("SELECT INBOX");
     let (_, tagged) = without.cmd("UID SEARCH BODY invoice");
     assert!(tagged.contains("NO [CORRUPTION]"), "{tagged}");
-    // "hello" is in UID 7's indexed text: it is read, and the damage shows.
-    let (_, tagged) = with.cmd("UID SEARCH BODY hello");
+    // "ello" is in UID 7's indexed text, not as a word: it is read, and
+    // the damage shows.
+    let (_, tagged) = with.cmd("UID SEARCH BODY ello");
     assert!(tagged.contains("NO [CORRUPTION]"), "{tagged}");
+    // "hello" is one of its words: the index proves the match (of the
+    // message as it was delivered) without reading it.
+    assert_eq!(uid_search(&mut with, "BODY hello"), "* SEARCH 7");
 }
 
 /// Messages delivered after the index was built are found (searched
@@ -415,7 +425,7 @@ fn a_damaged_deleted_locked_or_foreign_index_changes_nothing() {
         .unwrap()
         .unwrap();
     for uid in 1..=40 {
-        w.add(uid, b"\r\nnothing to see").unwrap();
+        w.add(uid, b"\r\nnothing to see", 2).unwrap();
     }
     w.commit().unwrap();
     compare(&mut with, &mut without);

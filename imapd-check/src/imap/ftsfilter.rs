@@ -14,6 +14,7 @@
 //! a later SEARCH indexes them. Once caught up, documents of expunged
 //! messages are purged when they are more than an eighth of the index.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use imap_codec::imap_types::search::SearchKey;
@@ -46,16 +47,27 @@ impl Default for FtsConfig {
     }
 }
 
-/// The UIDs that may match: all above `high`, and `uids` up to it.
+/// The UIDs that may match: all above `high`, and `uids` up to it; and
+/// for each BODY or TEXT key (by address), the UIDs that certainly match
+/// it (the needle is one of their words).
 pub struct Filter {
     high: u32,
     uids: Vec<u32>,
+    proven: HashMap<usize, Vec<u32>>,
 }
 
 impl Filter {
     /// False when the message cannot match the criteria.
     pub fn may_match(&self, uid: u32) -> bool {
         uid > self.high || self.uids.binary_search(&uid).is_ok()
+    }
+
+    /// True when message `uid` certainly matches `key` (one of the
+    /// criteria's BODY or TEXT keys), without reading it.
+    pub fn proves(&self, key: &SearchKey, uid: u32) -> bool {
+        self.proven
+            .get(&(key as *const SearchKey as usize))
+            .is_some_and(|v| v.binary_search(&uid).is_ok())
     }
 }
 
@@ -71,12 +83,17 @@ fn has_probe(c: &Crit) -> bool {
 }
 
 /// Sorted UIDs up to the mark that may match `c`; `None`: any may.
-fn possible(c: &Crit, snap: &fts::Snapshot) -> fts::Result<Option<Vec<u32>>> {
+/// Adds the UIDs proven to match each BODY/TEXT key to `proven`.
+fn possible(
+    c: &Crit,
+    snap: &fts::Snapshot,
+    proven: &mut HashMap<usize, Vec<u32>>,
+) -> fts::Result<Option<Vec<u32>>> {
     Ok(match c {
         Crit::All(v) => {
             let mut acc: Option<Vec<u32>> = None;
             for k in v {
-                if let Some(s) = possible(k, snap)? {
+                if let Some(s) = possible(k, snap, proven)? {
                     acc = Some(match acc {
                         None => s,
                         Some(a) => a
@@ -88,7 +105,7 @@ fn possible(c: &Crit, snap: &fts::Snapshot) -> fts::Result<Option<Vec<u32>>> {
             }
             acc
         }
-        Crit::Or(a, b) => match (possible(a, snap)?, possible(b, snap)?) {
+        Crit::Or(a, b) => match (possible(a, snap, proven)?, possible(b, snap, proven)?) {
             (Some(mut x), Some(y)) => {
                 x.extend(y);
                 x.sort_unstable();
@@ -97,10 +114,19 @@ fn possible(c: &Crit, snap: &fts::Snapshot) -> fts::Result<Option<Vec<u32>>> {
             }
             _ => None,
         },
-        Crit::Key(SearchKey::Body(s) | SearchKey::Text(s)) => match fts::probe(s.as_ref()) {
-            Some(p) => Some(snap.candidates(&p)?),
-            None => None,
-        },
+        Crit::Key(key @ (SearchKey::Body(s) | SearchKey::Text(s))) => {
+            let Some(p) = fts::probe(s.as_ref()) else {
+                return Ok(None);
+            };
+            if let Ok(needle) = std::str::from_utf8(s.as_ref()) {
+                let text = matches!(key, SearchKey::Text(_));
+                let sure = snap.proven(needle, text)?;
+                if !sure.is_empty() {
+                    proven.insert(*key as *const SearchKey as usize, sure);
+                }
+            }
+            Some(snap.candidates(&p)?)
+        }
         _ => None,
     })
 }
@@ -138,10 +164,12 @@ fn filter(cfg: &FtsConfig, crit: &Crit, mbox: &Mailbox, view: &SessionView) -> O
             return None;
         }
     };
-    match possible(crit, &snap) {
+    let mut proven = HashMap::new();
+    match possible(crit, &snap, &mut proven) {
         Ok(Some(uids)) => Some(Filter {
             high: snap.high_water(),
             uids,
+            proven,
         }),
         Ok(None) => None,
         Err(e) => {
@@ -175,12 +203,11 @@ fn catch_up(cfg: &FtsConfig, mbox: &Mailbox, view: &SessionView) -> fts::Result<
             caught_up = false;
             break;
         }
-        w.add_read(m.uid, m.record.size, || {
-            match mbox.read_message_checked(m.record) {
-                Ok(raw) => Ok(Some(raw)),
-                Err(Error::Expunged(_)) => Ok(None),
-                Err(e) => Err(e),
-            }
+        let sizes = (m.record.size, u64::from(m.record.header_size));
+        w.add_read(m.uid, sizes, || match mbox.read_message_checked(m.record) {
+            Ok(raw) => Ok(Some(raw)),
+            Err(Error::Expunged(_)) => Ok(None),
+            Err(e) => Err(e),
         })?;
     }
     let mut changed = w.added() > 0;

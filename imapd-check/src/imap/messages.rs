@@ -441,6 +441,7 @@ impl Session {
             );
             c.headers = headers;
             c.recent = sel.recent.contains(m.uid);
+            c.fts = filter.as_ref();
             let hit = crit.matches(&c, saved);
             let k = hit.then(|| key(&c));
             if let Some(e) = c.failed.into_inner() {

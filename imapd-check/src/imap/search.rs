@@ -29,6 +29,8 @@ pub struct Candidate<'a> {
     pub failed: RefCell<Option<Error>>,
     /// `\Recent` in this session (RFC 3501 2.3.2).
     pub recent: bool,
+    /// What the full-text index proves (ftsfilter.rs).
+    pub fts: Option<&'a super::ftsfilter::Filter>,
 }
 
 impl<'a> Candidate<'a> {
@@ -51,6 +53,7 @@ impl<'a> Candidate<'a> {
             headers: None,
             failed: RefCell::new(None),
             recent: false,
+            fts: None,
         }
     }
 
@@ -362,6 +365,12 @@ pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
         SearchKey::Header(name, s) => {
             let vals = header_values(c.header(), name.as_ref());
             !vals.is_empty() && vals.iter().any(|v| header_text_has(v, s.as_ref()))
+        }
+        // The index proves some matches without the message being read.
+        SearchKey::Body(_) | SearchKey::Text(_)
+            if c.fts.is_some_and(|f| f.proves(key, c.rec.uid)) =>
+        {
+            true
         }
         SearchKey::Body(s) => {
             c.contains_from(u64::from(c.rec.header_size), s.as_ref())

@@ -217,7 +217,8 @@ fn fts_rebuild(t: &Target, memory: usize) -> Result<u64, String> {
         .ok_or("the full-text index is being written by another process; try again")?;
     w.clear().map_err(|e| e.to_string())?;
     for r in snap.records.iter().filter(|r| !r.is_expunged()) {
-        w.add_read(r.uid, r.size, || match mbox.read_message_checked(r) {
+        let sizes = (r.size, u64::from(r.header_size));
+        w.add_read(r.uid, sizes, || match mbox.read_message_checked(r) {
             Ok(raw) => Ok(Some(raw)),
             Err(storage::Error::Expunged(_)) => Ok(None),
             Err(e) => Err(e),
