@@ -573,6 +573,15 @@ impl Writer {
         Ok(())
     }
 
+    /// Leaves segments of more than `max_docs` documents out of merges,
+    /// so a small catch-up never waits for a large merge (a rebuild merges
+    /// everything).
+    pub fn limit_merges(&mut self, max_docs: usize) {
+        let mut p = tantivy::indexer::LogMergePolicy::default();
+        p.set_max_docs_before_merge(max_docs);
+        self.writer.set_merge_policy(Box::new(p));
+    }
+
     /// Drops every document (a rebuild then adds the messages again).
     pub fn clear(&mut self) -> Result<()> {
         self.writer.delete_all_documents().map_err(tv(&self.dir))?;

@@ -26,6 +26,10 @@ use super::criteria::Crit;
 /// Indexing time one SEARCH spends at most catching up.
 pub const STEP_TIME: Duration = Duration::from_secs(2);
 
+/// Segments larger than this are not merged while catching up (a merge
+/// would hold up the SEARCH); `idx-admin fts-rebuild` merges them.
+const MERGE_MAX_DOCS: usize = 50_000;
+
 /// `imapd.fts`, `imapd.fts_memory`, `imapd.fts_batch`.
 #[derive(Clone, Debug)]
 pub struct FtsConfig {
@@ -195,6 +199,7 @@ fn catch_up(cfg: &FtsConfig, mbox: &Mailbox, view: &SessionView) -> fts::Result<
     let Some(mut w) = fts::writer(dir, uv, cfg.memory)? else {
         return Ok(());
     };
+    w.limit_merges(MERGE_MAX_DOCS);
     let start = Instant::now();
     let mut caught_up = true;
     let from = w.high_water();
