@@ -53,6 +53,13 @@ fn fts_rebuild_indexes_every_mailbox_and_reconstruct_removes_it() {
     let old = spool.join("ann").join("Work").join("Old");
     let snap = fts::snapshot(&old, uv[1]).unwrap().unwrap();
     assert_eq!(snap.high_water(), 3);
+    // The store's own checker does not mind the index (a dot entry).
+    let v = Command::new(env!("CARGO_BIN_EXE_idx-inspect"))
+        .args(["verify", "-d", "ann", "--spool"])
+        .arg(&spool)
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
     // Rebuilding again gives the same index, not twice the documents.
     admin(&["fts-rebuild", "-d", "ann"], &spool);
     let snap = fts::snapshot(&inbox_dir, uv[0]).unwrap().unwrap();
