@@ -28,7 +28,7 @@ pub const STEP_TIME: Duration = Duration::from_secs(2);
 
 /// Segments larger than this are not merged while catching up (a merge
 /// would hold up the SEARCH); `idx-admin fts-rebuild` merges them.
-const MERGE_MAX_DOCS: usize = 50_000;
+const MERGE_MAX_DOCS: usize = 5_000;
 
 /// `imapd.fts`, `imapd.fts_memory`, `imapd.fts_batch`.
 #[derive(Clone, Debug)]
