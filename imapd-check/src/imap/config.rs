@@ -302,7 +302,8 @@ mod tests {
     fn keys_override_defaults_and_typos_fail() {
         let c = Config::parse(
             "imapd.listen = 0.0.0.0:143, [::]:143\nimapd.trusted_networks = none\n\
-             imapd.login_timeout = 5\nimapd.max_line = 8K\nimapd.compress = no\n",
+             imapd.login_timeout = 5\nimapd.max_line = 8K\nimapd.compress = no\n\
+             imapd.fts = off\nimapd.fts_batch = 10\nimapd.fts_memory = 1M\n",
             Path::new("t.conf"),
         )
         .unwrap();
@@ -312,6 +313,12 @@ mod tests {
         assert_eq!(s.login_timeout, Duration::from_secs(5));
         assert_eq!(s.limits.line, 8192);
         assert!(!s.compress);
+        assert!(!s.fts.on && ServerConfig::default().fts.on);
+        assert_eq!(
+            (s.fts.batch, s.fts.memory),
+            (10, 15_000_000),
+            "memory at least 15 MB"
+        );
         assert!(ServerConfig::default().is_trusted("::ffff:127.0.0.1".parse().unwrap()));
         let bad = Config::parse("imapd.max_conections = 5\n", Path::new("t.conf")).unwrap();
         let e = ServerConfig::from_store_config(&bad)
