@@ -1,9 +1,11 @@
 //! SEARCH BODY/TEXT through the mailbox's full-text index (the `fts`
 //! crate): before a search reads the messages, the index names the UIDs
 //! that may match; the others are skipped without being opened. Every
-//! message that is not skipped is still tested by `search::matches`, so
-//! the answer is the direct scan's (RFC 3501 6.4.4 substring semantics)
-//! whatever the index holds: UIDs above its high-water mark, and every
+//! message that is not skipped is still tested by `search::matches`,
+//! which reads it unless the index proves the key (the needle is one of
+//! the message's indexed words: `fts::words`), so the answer is the
+//! direct scan's (RFC 3501 6.4.4 substring semantics) whatever the index
+//! holds (`imap_fts.rs` compares them): UIDs above its high-water mark, and every
 //! message when it is missing, unreadable, locked or of another
 //! UIDVALIDITY, are read as without it. Expunged messages are left out by
 //! the session's view.
@@ -75,8 +77,8 @@ impl Filter {
     }
 }
 
-/// The probes of the criteria's BODY and TEXT keys (none: the index
-/// cannot help).
+/// Whether the index can narrow these criteria: some BODY or TEXT key
+/// with a needle of at least three bytes that every match must meet.
 fn has_probe(c: &Crit) -> bool {
     match c {
         Crit::All(v) => v.iter().any(has_probe),
