@@ -3,11 +3,19 @@
 //! Stored in the mailbox directory as `.fts/` (derived data: deleted
 //! freely, rebuilt lazily or by `idx-admin fts-rebuild`). One tantivy
 //! document per message: its key (UIDVALIDITY << 32 | UID, indexed and a
-//! fast field) and the byte trigrams of its searchable text
-//! ([`grams`], [`text`]). The index is only a filter: it answers "which
-//! messages could contain this needle", a superset the caller confirms
-//! on the messages, and it covers the UIDs up to its high-water mark
-//! only (the caller searches the others directly).
+//! fast field), the byte trigrams of its searchable text ([`grams`],
+//! [`text`]) and its words ([`words`]). The index is only a filter: it
+//! answers "which messages could contain this needle" (trigrams: a
+//! superset the caller confirms on the messages) and "which certainly
+//! do" (a one-word needle among their words), and it covers the UIDs up
+//! to its high-water mark only (the caller searches the others directly).
+//!
+//! Why tantivy: a maintained, MIT-licensed inverted index with atomic
+//! commits, segment merging, deletes by term and a bounded writer
+//! memory budget, usable as a library (no server). Built with
+//! `default-features = false, features = ["mmap"]`: no stemmer, stop
+//! words or doc-store compression (we store no documents, and IMAP
+//! substring search must not stem).
 //!
 //! The high-water mark is the largest key of the current UIDVALIDITY in
 //! the snapshot searched, so it is always consistent with that snapshot:
