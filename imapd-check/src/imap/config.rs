@@ -100,6 +100,8 @@ pub struct ServerConfig {
     /// Connection threads ask for short CPU slices between and during
     /// cheap commands (slice.rs).
     pub short_slices: bool,
+    /// The full-text index (`imapd.fts*`, ftsfilter.rs).
+    pub fts: super::ftsfilter::FtsConfig,
     pub limits: Limits,
     /// The ManageSieve listener and its quotas (`imapd.managesieve_*`).
     pub managesieve: crate::managesieve::config::ManageSieveConfig,
@@ -139,6 +141,7 @@ impl Default for ServerConfig {
             compress: true,
             header_cache: super::headercache::DEFAULT_BYTES,
             short_slices: true,
+            fts: Default::default(),
             limits: Limits::default(),
             managesieve: Default::default(),
             store: Config::default(),
@@ -262,6 +265,9 @@ impl ServerConfig {
             "compress" => self.compress = yes_no(v)?,
             "header_cache" => self.header_cache = parse_size(v)?.min(1 << 40) as usize,
             "short_slices" => self.short_slices = yes_no(v)?,
+            "fts" => self.fts.on = yes_no(v)?,
+            "fts_memory" => self.fts.memory = size(v)?.clamp(15_000_000, 4 << 30) as usize,
+            "fts_batch" => self.fts.batch = positive(v)?.min(u32::MAX as u64) as u32,
             "max_line" => self.limits.line = size(v)?.max(1024) as usize,
             "max_command" => self.limits.command_lines = size(v)?.max(1024) as usize,
             "max_literal" => self.limits.other_literal = size(v)?,
@@ -301,7 +307,8 @@ mod tests {
     fn keys_override_defaults_and_typos_fail() {
         let c = Config::parse(
             "imapd.listen = 0.0.0.0:143, [::]:143\nimapd.trusted_networks = none\n\
-             imapd.login_timeout = 5\nimapd.max_line = 8K\nimapd.compress = no\n",
+             imapd.login_timeout = 5\nimapd.max_line = 8K\nimapd.compress = no\n\
+             imapd.fts = off\nimapd.fts_batch = 10\nimapd.fts_memory = 1M\n",
             Path::new("t.conf"),
         )
         .unwrap();
@@ -311,6 +318,12 @@ mod tests {
         assert_eq!(s.login_timeout, Duration::from_secs(5));
         assert_eq!(s.limits.line, 8192);
         assert!(!s.compress);
+        assert!(!s.fts.on && ServerConfig::default().fts.on);
+        assert_eq!(
+            (s.fts.batch, s.fts.memory),
+            (10, 15_000_000),
+            "memory at least 15 MB"
+        );
         assert!(ServerConfig::default().is_trusted("::ffff:127.0.0.1".parse().unwrap()));
         let bad = Config::parse("imapd.max_conections = 5\n", Path::new("t.conf")).unwrap();
         let e = ServerConfig::from_store_config(&bad)

@@ -491,6 +491,7 @@ impl Session {
             dollar,
             out,
             buf,
+            cfg,
             ..
         } = self;
         let sel = sel.as_ref().expect("selected");
@@ -500,6 +501,7 @@ impl Session {
         let mbox = &sel.mbox;
         let open = |r: &storage::Record| MessageFile::open(mbox, r);
         let headers = super::headercache::Source::of(mbox, sel.view.uidvalidity());
+        let filter = super::ftsfilter::prepare(&cfg.fts, &crit, mbox, &sel.view);
         let mark = buf.len();
         let mut em = Emitter::with_buf(out, std::mem::take(buf));
         let io = |e: std::io::Error| Fail::Stop(Stop::Io(e));
@@ -507,6 +509,9 @@ impl Session {
         let mut run = || -> Result<(), Fail> {
             sink.start(&mut em).map_err(io)?;
             for m in sel.view.iter().filter(|m| !m.expunged) {
+                if filter.as_ref().is_some_and(|f| !f.may_match(m.uid)) {
+                    continue;
+                }
                 let mut c = Candidate::new(
                     m.seq,
                     m.record,
@@ -516,6 +521,7 @@ impl Session {
                 );
                 c.headers = headers;
                 c.recent = sel.recent.contains(m.uid);
+                c.fts = filter.as_ref();
                 let hit = crit.matches(&c, saved);
                 let k = hit.then(|| key(&c));
                 if let Some(e) = c.failed.into_inner() {

@@ -24,6 +24,7 @@ pub mod emit;
 pub mod esearch;
 pub mod extparse;
 pub mod fetch;
+pub mod ftsfilter;
 pub mod groupcommit;
 pub mod headercache;
 pub mod id;

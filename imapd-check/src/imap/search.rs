@@ -29,6 +29,8 @@ pub struct Candidate<'a> {
     pub failed: RefCell<Option<Error>>,
     /// `\Recent` in this session (RFC 3501 2.3.2).
     pub recent: bool,
+    /// What the full-text index proves (ftsfilter.rs).
+    pub fts: Option<&'a super::ftsfilter::Filter>,
 }
 
 impl<'a> Candidate<'a> {
@@ -51,6 +53,7 @@ impl<'a> Candidate<'a> {
             headers: None,
             failed: RefCell::new(None),
             recent: false,
+            fts: None,
         }
     }
 
@@ -122,21 +125,19 @@ impl<'a> Candidate<'a> {
     }
 }
 
-/// Messages up to this size are also searched decoded (BODY, TEXT);
-/// larger ones only as stored, so one search never holds more.
-const DECODE_MAX: u64 = 8 << 20;
-
 impl Candidate<'_> {
     /// Whether the text parts, decoded from their transfer encoding and
-    /// charset (mail-parser), contain `needle` (RFC 3501 6.4.4: Dovecot
-    /// and Cyrus search the decoded text, so a word in a base64 or
-    /// quoted-printable body is found). Only messages that declare an
-    /// encoding or charset are parsed; above [`DECODE_MAX`] none is.
+    /// charset (mail-parser), or an attachment's file name contain
+    /// `needle` (RFC 3501 6.4.4: Dovecot and Cyrus search the decoded
+    /// text, so a word in a base64 or quoted-printable body is found).
+    /// Only messages that declare an encoding or charset are parsed;
+    /// above [`fts::text::DECODE_MAX`] none is. The full-text index
+    /// indexes the same text (`fts::text`).
     fn decoded_body_has(&self, needle: &[u8]) -> bool {
         let Some(f) = self.file() else {
             return false;
         };
-        if f.size() > DECODE_MAX {
+        if f.size() > fts::text::DECODE_MAX {
             return false;
         }
         let raw = match structure::read_range(f, 0, f.size()) {
@@ -146,45 +147,21 @@ impl Candidate<'_> {
                 return false;
             }
         };
-        if !contains_ci(&raw, b"content-transfer-encoding") && !contains_ci(&raw, b"charset") {
-            return false;
-        }
-        mail_parser::MessageParser::default()
-            .parse(&raw[..])
-            .is_some_and(|m| message_text_has(&m, needle, 0))
+        fts::text::parse_for_search(&raw)
+            .is_some_and(|m| fts::text::any_text(&m, &mut |t| text_contains(t, needle)))
     }
 
     /// Whether some header field, its encoded words decoded, contains
     /// `needle` (TEXT covers the header too).
     fn decoded_header_has(&self, needle: &[u8]) -> bool {
         let h = self.header();
-        if !h.windows(2).any(|w| w == b"=?") {
+        if !fts::text::has_encoded_word(h) {
             return false;
         }
-        let mut fields: Vec<Vec<u8>> = Vec::new();
-        for line in h.split_inclusive(|&b| b == b'\n') {
-            let text = line.iter().copied().filter(|&b| b != b'\r' && b != b'\n');
-            match fields.last_mut() {
-                Some(f) if line.starts_with(b" ") || line.starts_with(b"\t") => f.extend(text),
-                _ => fields.push(text.collect()),
-            }
-        }
-        fields.iter().any(|f| {
-            let value = f.splitn(2, |&b| b == b':').nth(1).unwrap_or_default();
-            header_text_has(value, needle)
-        })
+        fts::text::header_fields(h)
+            .iter()
+            .any(|f| header_text_has(fts::text::field_value(f), needle))
     }
-}
-
-/// Text and HTML parts of `msg` and of the messages it encapsulates.
-fn message_text_has(msg: &mail_parser::Message, needle: &[u8], depth: usize) -> bool {
-    use mail_parser::PartType;
-    depth < structure::MAX_DEPTH
-        && msg.parts.iter().any(|p| match &p.body {
-            PartType::Text(t) | PartType::Html(t) => text_contains(t, needle),
-            PartType::Message(m) => message_text_has(m, needle, depth + 1),
-            _ => false,
-        })
 }
 
 fn read_error(f: &MessageFile, e: std::io::Error) -> Error {
@@ -238,29 +215,7 @@ pub fn set_contains(set: &SequenceSet, n: u32, largest: u32) -> bool {
     })
 }
 
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, rest)) = needle.split_first() else {
-        return true;
-    };
-    let Some(last) = hay.len().checked_sub(needle.len()) else {
-        return false;
-    };
-    // Candidates start with the first byte in either case: memchr finds
-    // them without looking at every window.
-    let (lo, up) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
-    let mut from = 0;
-    while let Some(p) = memchr::memchr2(lo, up, &hay[from..=last]) {
-        let at = from + p;
-        if hay[at + 1..at + needle.len()].eq_ignore_ascii_case(rest) {
-            return true;
-        }
-        from = at + 1;
-        if from > last {
-            break;
-        }
-    }
-    false
-}
+use fts::text::{contains_ci, text_contains};
 
 /// Unfolded values of the header fields called `name`.
 fn header_values(header: &[u8], name: &[u8]) -> Vec<Vec<u8>> {
@@ -305,28 +260,10 @@ fn header_text_has(value: &[u8], needle: &[u8]) -> bool {
     if contains_ci(value, needle) {
         return true;
     }
-    if !value.windows(2).any(|w| w == b"=?") {
+    if !fts::text::has_encoded_word(value) {
         return false;
     }
-    decoded(value).is_some_and(|d| text_contains(&d, needle))
-}
-
-/// The value with its encoded words decoded, read as an unstructured
-/// field (RFC 2047 section 5 (1)).
-fn decoded(value: &[u8]) -> Option<String> {
-    let mut field = b"Subject: ".to_vec();
-    field.extend_from_slice(value);
-    field.extend_from_slice(b"\r\n\r\n");
-    let msg = mail_parser::MessageParser::default().parse_headers(&field[..])?;
-    msg.subject().map(str::to_string)
-}
-
-/// Case-insensitive substring for UTF-8 text (Unicode lower case).
-fn text_contains(hay: &str, needle: &[u8]) -> bool {
-    match std::str::from_utf8(needle) {
-        Ok(n) if !n.is_ascii() || !hay.is_ascii() => hay.to_lowercase().contains(&n.to_lowercase()),
-        _ => contains_ci(hay.as_bytes(), needle),
-    }
+    fts::text::decode_unstructured(value).is_some_and(|d| text_contains(&d, needle))
 }
 
 /// SEARCH FROM/TO/CC/BCC (RFC 3501 6.4.4): a substring of the addresses
@@ -480,6 +417,12 @@ pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
             let vals = header_values(c.header(), name.as_ref());
             !vals.is_empty() && vals.iter().any(|v| header_text_has(v, s.as_ref()))
         }
+        // The index proves some matches without the message being read.
+        SearchKey::Body(_) | SearchKey::Text(_)
+            if c.fts.is_some_and(|f| f.proves(key, c.rec.uid)) =>
+        {
+            true
+        }
         SearchKey::Body(s) => {
             c.contains_from(u64::from(c.rec.header_size), s.as_ref())
                 || c.decoded_body_has(s.as_ref())
@@ -631,11 +574,10 @@ mod tests {
     #[test]
     fn decoded_text_parts_convert_the_charset() {
         let raw = b"Content-Type: text/plain; charset=iso-8859-1\r\n\r\nGr\xfc\xdfe\r\n";
-        let m = mail_parser::MessageParser::default()
-            .parse(&raw[..])
-            .unwrap();
-        assert!(message_text_has(&m, "grüße".as_bytes(), 0));
-        assert!(!message_text_has(&m, b"gruesse", 0));
+        let m = fts::text::parse_for_search(&raw[..]).unwrap();
+        let has = |n: &[u8]| fts::text::any_text(&m, &mut |t| text_contains(t, n));
+        assert!(has("grüße".as_bytes()));
+        assert!(!has(b"gruesse"));
     }
 
     #[test]

@@ -110,6 +110,18 @@ enum Cmd {
         #[command(flatten)]
         dst: Source,
     },
+    /// Build the full-text index (`.fts/`, derived data) of a mailbox
+    /// anew from its messages, or of every mailbox of a user.
+    FtsRebuild {
+        #[command(flatten)]
+        mb: MailboxArgs,
+        /// Every mailbox of the user (`-d USER`; `-m` is ignored).
+        #[arg(long)]
+        all: bool,
+        /// The index writer's memory budget in bytes.
+        #[arg(long, default_value_t = 64 << 20)]
+        memory: usize,
+    },
     /// Files recovery kept aside (`.quarantine/`): list, restore, purge.
     Quarantine {
         #[command(subcommand)]
@@ -195,10 +207,70 @@ fn emit(json: bool, v: serde_json::Value, text: String) -> Result<(), String> {
     tools::out(&text).map_err(|e| format!("writing standard output: {e}"))
 }
 
+/// Rebuilds the full-text index of `t` from its live messages; returns
+/// how many were indexed.
+fn fts_rebuild(t: &Target, memory: usize) -> Result<u64, String> {
+    let mut mbox = open(t, false)?;
+    let snap = mbox.snapshot().map_err(|e| e.to_string())?;
+    let mut w = fts::writer(&t.dir, snap.header.uidvalidity, memory)
+        .map_err(|e| e.to_string())?
+        .ok_or("the full-text index is being written by another process; try again")?;
+    w.clear().map_err(|e| e.to_string())?;
+    for r in snap.records.iter().filter(|r| !r.is_expunged()) {
+        let sizes = (r.size, u64::from(r.header_size));
+        w.add_read(r.uid, sizes, || match mbox.read_message_checked(r) {
+            Ok(raw) => Ok(Some(raw)),
+            Err(storage::Error::Expunged(_)) => Ok(None),
+            Err(e) => Err(e),
+        })
+        .map_err(|e| e.to_string())?;
+    }
+    let n = w.added();
+    w.commit().map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
 fn run(cli: &Cli) -> Result<(), String> {
     match &cli.cmd {
+        Cmd::FtsRebuild { mb, all, memory } => {
+            let targets = if *all {
+                let t = mb.resolve()?;
+                let Some((spool, user, _)) = &t.named else {
+                    return Err("--all needs --spool/-d".into());
+                };
+                let names = open_store(spool, &t)?
+                    .list_mailboxes(user)
+                    .map_err(|e| e.to_string())?;
+                names
+                    .iter()
+                    .map(|n| {
+                        MailboxArgs {
+                            mailbox: n.as_str().to_string(),
+                            ..mb.clone()
+                        }
+                        .resolve()
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            } else {
+                vec![mb.resolve()?]
+            };
+            for t in targets {
+                let n = fts_rebuild(&t, *memory)?;
+                emit(
+                    cli.json,
+                    json!({"mailbox": t.dir, "indexed": n}),
+                    format!(
+                        "full-text index of {} rebuilt: {n} messages
+",
+                        t.dir.display()
+                    ),
+                )?;
+            }
+        }
         Cmd::Reconstruct(mb) => {
             let t = mb.resolve()?;
+            // Derived data; the next SEARCH (or fts-rebuild) builds it.
+            fts::remove(&t.dir).map_err(|e| e.to_string())?;
             let o = storage::recovery::reconstruct(&t.dir, Durability::Full, t.lock_timeout)
                 .map_err(|e| e.to_string())?;
             let h = &o.header;
