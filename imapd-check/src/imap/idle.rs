@@ -17,6 +17,8 @@ use std::time::Duration;
 use storage::session::Allow;
 use storage::watch::Watch;
 
+use storage::Error;
+
 use super::conn::{Done, Fail, Session, Stop, bad, ok};
 
 /// How often IDLE re-checks without any event while the mailbox is
@@ -31,11 +33,55 @@ const FALLBACK: Duration = Duration::from_secs(30);
 const BUSY_RETRY: Duration = Duration::from_millis(2);
 
 /// Checks without waiting for the lock; true if it must be tried again.
+/// After a check that went through (so no expunge is held), the view is
+/// made compact.
 fn look(s: &mut Session) -> Result<bool, Fail> {
     let done = s.look(Allow::AllUpdates).map_err(Fail::Stop)?;
+    // Updates mean the check read records (all of them after a flag
+    // change): memory to give back, as after making the view compact.
+    let mut freed = !s.buf.is_empty();
     s.flush_buf()?;
     s.out.flush()?;
+    if done
+        && let Some(sel) = s.sel.as_mut()
+        && !sel.view.is_compact()
+    {
+        freed |= sel.view.compact();
+    }
+    if freed {
+        super::trim_heap_soon();
+    }
     Ok(!done)
+}
+
+/// Ends the compact form of the view before the session answers other
+/// commands: its records are read again, and what changed since the last
+/// look is queued for the client (before IDLE's tagged OK, where RFC 2177
+/// allows any untagged response). A mailbox that cannot be read again ends
+/// the session: its view could no longer answer FETCH.
+fn expand(s: &mut Session) -> Result<(), Fail> {
+    let Some(sel) = s.sel.as_mut() else {
+        return Ok(());
+    };
+    match sel.view.expand(&mut sel.mbox) {
+        Ok(ups) => {
+            s.write_updates(&ups);
+            Ok(())
+        }
+        Err(Error::MailboxDeleted) => {
+            s.sel = None;
+            s.flush_buf()?;
+            Err(Fail::Stop(Stop::Bye("Selected mailbox was deleted".into())))
+        }
+        Err(e) => {
+            tracing::warn!("cannot read the selected mailbox again after IDLE: {e}");
+            s.sel = None;
+            s.flush_buf()?;
+            Err(Fail::Stop(Stop::Bye(
+                "Cannot read the selected mailbox".into(),
+            )))
+        }
+    }
 }
 
 pub(super) fn idle(s: &mut Session, _tag: &str) -> Result<Done, Fail> {
@@ -45,6 +91,17 @@ pub(super) fn idle(s: &mut Session, _tag: &str) -> Result<Done, Fail> {
     // Nothing buffered while waiting: an idler costs its thread and little
     // else.
     s.input.release();
+    let end = wait(s);
+    match end {
+        // The connection ends: nothing more to answer.
+        Err(Fail::Stop(_)) => {}
+        _ => expand(s)?,
+    }
+    end
+}
+
+/// Reports changes until the client's DONE (or anything else it sends).
+fn wait(s: &mut Session) -> Result<Done, Fail> {
     // Watch first, then check: a commit after the check raises an event.
     let sub = match &s.sel {
         Some(sel) => Some(Watch::new(&sel.mbox).map_err(std::io::Error::other)?),
