@@ -155,9 +155,9 @@ pub(super) fn trim_heap() {
 }
 
 /// Asks for free heap memory to be given back soon, off the caller's
-/// thread: a thread started on first use trims 100 ms after a request,
-/// coalescing the requests of a burst (a thousand idlers starting IDLE or
-/// woken by one delivery at once). For idle sessions: a session that
+/// thread: a thread started on first use trims once requests stop for
+/// 100 ms (at most 1 s after the first), so a burst (a thousand idlers
+/// starting IDLE or woken by one delivery at once) costs one trim. For idle sessions: a session that
 /// started idling made its view compact (`idle.rs`), freeing about 100 KiB
 /// for a mailbox of 1,100 messages, and one woken by a change read records
 /// and freed them; glibc would keep both in its arenas (measured with
@@ -173,8 +173,17 @@ pub(super) fn trim_heap_soon() {
             .stack_size(64 * 1024)
             .spawn(move || {
                 while rx.recv().is_ok() {
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                    while rx.try_recv().is_ok() {}
+                    // Once the burst is over (no request for 0.1 s, or
+                    // after 1 s), not in the middle of it: trimming takes
+                    // each arena's lock in turn.
+                    let start = std::time::Instant::now();
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        let more = rx.try_recv().is_ok();
+                        if !more || start.elapsed().as_millis() >= 1000 {
+                            break;
+                        }
+                    }
                     trim_heap_every(0);
                 }
             });
