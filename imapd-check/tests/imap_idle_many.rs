@@ -177,7 +177,6 @@ fn settled(pid: u32) -> u64 {
 /// Waits (a generous bound, not a timing: the server trims its heap 0.1 s
 /// after a burst) until the server's RSS is at most `kib`; the last
 /// reading.
-
 fn rss_settles_below(pid: u32, kib: u64) -> u64 {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
