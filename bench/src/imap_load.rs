@@ -507,7 +507,9 @@ fn idle(
     }
     drop(tx);
     ready.wait();
-    std::thread::sleep(Duration::from_millis(500));
+    // Idle for 2 s: the server makes an idle session's view compact after
+    // 1 s of IDLE (and trims its heap 0.1 s later).
+    std::thread::sleep(Duration::from_secs(2));
     let rss_idle = pid.and_then(rss_kib);
     hold_for(hold, "idle");
     let mut appender = Conn::login(&cli.host, cli.port, &user_of(cli, 0), &cli.password)?;

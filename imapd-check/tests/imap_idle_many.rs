@@ -193,9 +193,10 @@ fn rss_settles_below(pid: u32, kib: u64) -> u64 {
 /// hundred sessions idling on a mailbox of 4,000 messages must cost about
 /// what a hundred idling on an empty one do (before: each held its view of
 /// every record, about 100 bytes a message, 40 MiB for these hundred;
-/// now 12 bytes a message while idling), also after a delivery and after a
-/// flag change that makes each of them read every record; and a session
-/// leaving IDLE answers FETCH from full records again.
+/// now 12 bytes a message once idle for a second), also after a delivery
+/// and after a flag change that makes each of them read every record; the
+/// compact sessions are told of each change (EXISTS, FETCH, EXPUNGE); and
+/// a session leaving IDLE answers FETCH from full records again.
 #[test]
 fn idle_sessions_do_not_keep_the_mailboxs_records() {
     const BIG: usize = 4000;
@@ -264,13 +265,22 @@ fn idle_sessions_do_not_keep_the_mailboxs_records() {
     }
     let r4 = rss_settles_below(pid, bound);
     assert!(r4 <= bound, "after a flag change: {r4} KiB (bound {bound})");
+    inbox.expunge(Some(&[1]), false).unwrap();
+    for c in &mut big {
+        expect(c, "* 1 EXPUNGE");
+    }
     // Out of IDLE, FETCH is answered from the records read again.
     let c = &mut big[0];
     done(c);
     let size = message(BIG).len();
-    let lines = c.ok(&format!("FETCH {} (UID RFC822.SIZE)", BIG + 1));
-    let want = format!("* {} FETCH (UID {} RFC822.SIZE {size})", BIG + 1, BIG + 1);
+    let lines = c.ok(&format!("FETCH {BIG} (UID RFC822.SIZE)"));
+    let want = format!("* {BIG} FETCH (UID {} RFC822.SIZE {size})", BIG + 1);
     assert_eq!(lines, vec![want]);
+    let lines = c.ok("FETCH 1 (UID FLAGS)");
+    assert!(
+        lines[0].starts_with("* 1 FETCH (UID 2 FLAGS (\\Flagged"),
+        "{lines:?}"
+    );
     drop((warm, small, big));
     server.stop();
 }

@@ -12,7 +12,7 @@
 //! after `+ idling` reports what was committed between the client's last
 //! command and IDLE (cyrus-imapd#3668).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use storage::session::Allow;
 use storage::watch::Watch;
@@ -32,17 +32,23 @@ const FALLBACK: Duration = Duration::from_secs(30);
 /// up still gets reported within this delay.
 const BUSY_RETRY: Duration = Duration::from_millis(2);
 
+/// How long a session idles before its view is made compact
+/// (`SessionView::compact`): the records are read again at DONE, which a
+/// client that leaves IDLE at once (to send a command) need not pay for.
+const COMPACT_AFTER: Duration = Duration::from_secs(1);
+
 /// Checks without waiting for the lock; true if it must be tried again.
-/// After a check that went through (so no expunge is held), the view is
-/// made compact.
-fn look(s: &mut Session) -> Result<bool, Fail> {
+/// With `compact`, after a check that went through (so no expunge is
+/// held), the view is made compact.
+fn look(s: &mut Session, compact: bool) -> Result<bool, Fail> {
     let done = s.look(Allow::AllUpdates).map_err(Fail::Stop)?;
     // Updates mean the check read records (all of them after a flag
     // change): memory to give back, as after making the view compact.
     let mut freed = !s.buf.is_empty();
     s.flush_buf()?;
     s.out.flush()?;
-    if done
+    if compact
+        && done
         && let Some(sel) = s.sel.as_mut()
         && !sel.view.is_compact()
     {
@@ -115,15 +121,21 @@ fn wait(s: &mut Session) -> Result<Done, Fail> {
         // Polling (no inotify watch, or forced for a shared filesystem).
         _ => storage::watch::poll_interval(),
     };
-    let mut busy = look(s)?;
+    let compact_at = Instant::now() + COMPACT_AFTER;
+    let mut busy = look(s, false)?;
     loop {
-        let timeout = if busy { BUSY_RETRY } else { every };
+        let mut timeout = if busy { BUSY_RETRY } else { every };
+        let compact = s.sel.as_ref().is_some_and(|sel| !sel.view.is_compact());
+        let left = compact_at.saturating_duration_since(Instant::now());
+        if compact && !left.is_zero() {
+            timeout = timeout.min(left);
+        }
         let (input, event) = s.input.wait(sub.as_ref().map(|s| s.fd()), timeout)?;
         if event && let Some(sub) = &sub {
             sub.drain();
         }
         if event || !input {
-            busy = look(s)?;
+            busy = look(s, compact && Instant::now() >= compact_at)?;
         }
         if input {
             let line = s.input.read_line(s.limits.line);
