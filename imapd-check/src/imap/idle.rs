@@ -126,16 +126,18 @@ fn wait(s: &mut Session) -> Result<Done, Fail> {
     loop {
         let mut timeout = if busy { BUSY_RETRY } else { every };
         let compact = s.sel.as_ref().is_some_and(|sel| !sel.view.is_compact());
-        let left = compact_at.saturating_duration_since(Instant::now());
-        if compact && !left.is_zero() {
-            timeout = timeout.min(left);
+        if compact && !busy {
+            // Zero once due: the look below makes it compact.
+            timeout = timeout.min(compact_at.saturating_duration_since(Instant::now()));
         }
         let (input, event) = s.input.wait(sub.as_ref().map(|s| s.fd()), timeout)?;
         if event && let Some(sub) = &sub {
             sub.drain();
         }
         if event || !input {
-            busy = look(s, compact && Instant::now() >= compact_at)?;
+            // poll(2) counts whole milliseconds: it may wake a little early.
+            let due = Instant::now() + Duration::from_millis(1) >= compact_at;
+            busy = look(s, compact && due)?;
         }
         if input {
             let line = s.input.read_line(s.limits.line);
