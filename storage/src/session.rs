@@ -507,8 +507,10 @@ impl SessionView {
     /// (one snapshot, under the shared lock) and returns what the client
     /// must be told as a check with [`Allow::AllUpdates`] would: messages
     /// expunged meanwhile (even repacked away), new ones, MODSEQs above
-    /// those last reported. Nothing to do for a full view. On an error the
-    /// view stays compact.
+    /// those last reported. Nothing to do for a full view. When the index
+    /// cannot be read the view stays compact; after
+    /// [`Error::MailboxDeleted`] (another mailbox under the name) it is of
+    /// no further use, as after [`check`](SessionView::check).
     pub fn expand(&mut self, mbox: &mut Mailbox) -> Result<Vec<Update>> {
         debug_assert_eq!(mbox.index_path(), self.index_path, "wrong mailbox handle");
         let Some(slim) = &self.slim else {
