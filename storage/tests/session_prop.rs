@@ -3,7 +3,8 @@
 //! check, each client, having applied exactly the updates it was given,
 //! knows the index (held expunges aside); after a final NOOP, exactly.
 //! Sessions go in and out of IDLE, where the view is compact
-//! (`SessionView::compact`, `expand`): the same property holds.
+//! (`SessionView::compact`, `expand`): the same property holds. The second
+//! session reports expunges as VANISHED (RFC 7162 3.2.10).
 
 mod session_support;
 
@@ -114,9 +115,11 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
     let mut writer = open(&s);
     append(&mut writer, initial);
     let mut sessions: Vec<Session> = (0..n_sessions)
-        .map(|_| {
+        .map(|i| {
             let mut mbox = open(&s);
-            let view = SessionView::open(&mut mbox).unwrap();
+            let mut view = SessionView::open(&mut mbox).unwrap();
+            // The second session has QRESYNC on: VANISHED, not EXPUNGE.
+            view.report_vanished(i == 1);
             let client = Client::select(&view);
             Session { mbox, view, client }
         })
