@@ -157,11 +157,11 @@ pub(super) fn trim_heap() {
 /// Asks for free heap memory to be given back soon, off the caller's
 /// thread: a thread started on first use trims once requests stop for
 /// 100 ms (at most 1 s after the first), so a burst (a thousand idlers
-/// starting IDLE or woken by one delivery at once) costs one trim. For idle sessions: a session that
-/// started idling made its view compact (`idle.rs`), freeing about 100 KiB
-/// for a mailbox of 1,100 messages, and one woken by a change read records
-/// and freed them; glibc would keep both in its arenas (measured with
-/// 1,000 idlers: 23 MiB in use, 144 MiB held; docs/BENCHMARKS.md).
+/// starting IDLE or woken by one delivery at once) costs one trim. For
+/// idle sessions: one that made its view compact (`idle.rs`) freed about
+/// 100 KiB for a mailbox of 1,100 messages, and one woken by a change read
+/// records and freed them; glibc would keep both in its arenas (measured
+/// with 1,000 idlers: 22 MiB in use, 137 MiB held; docs/BENCHMARKS.md).
 pub(super) fn trim_heap_soon() {
     use std::sync::OnceLock;
     use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
