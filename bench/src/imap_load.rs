@@ -110,6 +110,11 @@ enum Mode {
         /// The server's pid, to report its RSS.
         #[arg(long)]
         server_pid: Option<u32>,
+        /// Seconds to wait, idlers idling, before the first delivery and
+        /// after the last (prints `HOLD idle` / `HOLD end` to stderr), to
+        /// inspect the server (smaps, malloc statistics) at those points.
+        #[arg(long, default_value_t = 0)]
+        hold: u64,
     },
 }
 
@@ -462,6 +467,14 @@ fn mix(cli: &Cli, clients: usize, seconds: u64, seed: u64, pace: Duration) -> Re
     Ok(())
 }
 
+/// Waits `secs` (if any) with the idlers idling, saying so on stderr.
+fn hold_for(secs: u64, what: &str) {
+    if secs > 0 {
+        eprintln!("HOLD {what}");
+        std::thread::sleep(Duration::from_secs(secs));
+    }
+}
+
 fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
@@ -475,7 +488,14 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-fn idle(cli: &Cli, clients: usize, rounds: usize, login_conc: usize, pid: Option<u32>) -> Res<()> {
+fn idle(
+    cli: &Cli,
+    clients: usize,
+    rounds: usize,
+    login_conc: usize,
+    pid: Option<u32>,
+    hold: u64,
+) -> Res<()> {
     // Connect and log in the idlers, a few logins at a time.
     let conns = Arc::new(Mutex::new(Vec::with_capacity(clients)));
     let next = Arc::new(AtomicUsize::new(0));
@@ -541,8 +561,11 @@ fn idle(cli: &Cli, clients: usize, rounds: usize, login_conc: usize, pid: Option
     }
     drop(tx);
     ready.wait();
-    std::thread::sleep(Duration::from_millis(500));
+    // Idle for 2 s: the server makes an idle session's view compact after
+    // 1 s of IDLE (and trims its heap 0.1 s later).
+    std::thread::sleep(Duration::from_secs(2));
     let rss_idle = pid.and_then(rss_kib);
+    hold_for(hold, "idle");
     let mut appender = Conn::login(&cli.host, cli.port, &user_of(cli, 0), &cli.password)?;
     appender.ok("SELECT INBOX")?;
     // Delay from the APPEND's OK (the commit acknowledged), and from the
@@ -588,6 +611,7 @@ fn idle(cli: &Cli, clients: usize, rounds: usize, login_conc: usize, pid: Option
         std::thread::sleep(Duration::from_millis(200));
     }
     let rss_end = pid.and_then(rss_kib);
+    hold_for(hold, "end");
     if lat.is_empty() {
         return Err("no idler was notified".into());
     }
@@ -699,7 +723,15 @@ fn main() -> ExitCode {
             rounds,
             login_concurrency,
             server_pid,
-        } => idle(&cli, *clients, *rounds, *login_concurrency, *server_pid),
+            hold,
+        } => idle(
+            &cli,
+            *clients,
+            *rounds,
+            *login_concurrency,
+            *server_pid,
+            *hold,
+        ),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

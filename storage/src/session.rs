@@ -117,6 +117,16 @@ pub(crate) struct Entry {
     expunged: bool,
 }
 
+/// One message while the view is compact ([`SessionView::compact`]): its
+/// UID and the MODSEQ last reported, 12 bytes instead of an [`Entry`]'s
+/// 104. Packed to 4-byte alignment; fields are only ever copied out.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, packed(4))]
+struct Slim {
+    uid: u32,
+    modseq: u64,
+}
+
 /// A message of the view, for iteration.
 #[derive(Clone, Copy, Debug)]
 pub struct Message<'a> {
@@ -233,6 +243,8 @@ pub struct SessionView {
     vanished: bool,
     /// The lowest MODSEQ of a held expunge (a lower bound when unknown).
     held_floor: Option<u64>,
+    /// While compact (IDLE): the messages, `msgs` then being empty.
+    slim: Option<Vec<Slim>>,
 }
 
 /// A client's QRESYNC parameters to SELECT/EXAMINE (RFC 7162 3.2.5),
@@ -264,7 +276,8 @@ pub struct Resync {
 impl std::fmt::Debug for SessionView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionView")
-            .field("len", &self.msgs.len())
+            .field("len", &self.len())
+            .field("compact", &self.slim.is_some())
             .field("held", &self.held.len())
             .field("mark", &self.mark)
             .finish()
@@ -433,6 +446,7 @@ impl SessionView {
             index_path: mbox.index_path().to_path_buf(),
             vanished: false,
             held_floor: None,
+            slim: None,
         }
     }
 
@@ -444,6 +458,9 @@ impl SessionView {
 
     /// Looks at the index and returns what the client must be told now.
     /// See the module documentation for the rules and the cost.
+    ///
+    /// While the view is [compact](SessionView::compact) every update is
+    /// allowed, as under IDLE: pass [`Allow::AllUpdates`].
     pub fn check(&mut self, mbox: &mut Mailbox, allow: Allow) -> Result<Vec<Update>> {
         debug_assert_eq!(mbox.index_path(), self.index_path, "wrong mailbox handle");
         let mut out = Vec::new();
@@ -454,6 +471,23 @@ impl SessionView {
             return Ok(out);
         };
         let mark = mbox.mark_of(&ch.header);
+        if self.slim.is_some() {
+            debug_assert_eq!(allow, Allow::AllUpdates, "a compact view holds no expunge");
+            return self.apply_compact(mbox, ch, mark);
+        }
+        self.apply(mbox, ch, mark, allow)
+    }
+
+    /// Folds `ch` (read at `mark`) into the full view; the updates `allow`
+    /// lets out.
+    fn apply(
+        &mut self,
+        mbox: &Mailbox,
+        ch: Changes,
+        mark: ViewMark,
+        allow: Allow,
+    ) -> Result<Vec<Update>> {
+        let mut out = Vec::new();
         let old_len = self.msgs.len();
         let changed = self.merge(ch)?;
         let keywords_grew = self.sync_keywords(mbox);
@@ -475,6 +509,186 @@ impl SessionView {
                 let e = &self.msgs[seq as usize - 1];
                 (!e.expunged).then(|| (seq, self.fetch(seq, &e.record)))
             })
+            .collect();
+        fetches.sort_by_key(|(seq, _)| *seq);
+        out.extend(fetches.into_iter().map(|(_, u)| u));
+        Ok(out)
+    }
+
+    /// Trades the cached records for a compact list of UIDs and the MODSEQs
+    /// last reported: 12 bytes a message instead of about 100, for a
+    /// session that will only be checked with [`Allow::AllUpdates`] until
+    /// [`expand`](SessionView::expand) (IMAP IDLE: a thousand idle
+    /// sessions of one mailbox of 1,100 messages held 110 MiB of copies of
+    /// the same records). False, and nothing changed, while expunges are
+    /// held (a check with [`Allow::AllUpdates`] sends them first).
+    ///
+    /// While compact, [`len`](SessionView::len), [`uid`](SessionView::uid),
+    /// [`seq`](SessionView::seq), [`uids`](SessionView::uids) and the
+    /// mailbox-wide accessors answer as before; the per-message records
+    /// ([`record`](SessionView::record), [`iter`](SessionView::iter),
+    /// [`resolve_uids`](SessionView::resolve_uids), the `apply_own_*`
+    /// folds) are not there: expand first.
+    pub fn compact(&mut self) -> bool {
+        if self.slim.is_some() {
+            return true;
+        }
+        if !self.held.is_empty() {
+            return false;
+        }
+        let slim = self
+            .msgs
+            .iter()
+            .map(|e| Slim {
+                uid: e.record.uid,
+                modseq: e.record.modseq,
+            })
+            .collect();
+        self.msgs = Entries::default();
+        // Rebuilt from the records at `expand`; a compact view runs no
+        // EXPUNGE (the client must end IDLE first).
+        self.deleted.clear();
+        self.slim = Some(slim);
+        true
+    }
+
+    /// Whether the view is [compact](SessionView::compact).
+    pub fn is_compact(&self) -> bool {
+        self.slim.is_some()
+    }
+
+    /// Ends [`compact`](SessionView::compact): reads every record again
+    /// (one snapshot, under the shared lock) and returns what the client
+    /// must be told as a check with [`Allow::AllUpdates`] would: messages
+    /// expunged meanwhile (even repacked away), new ones, MODSEQs above
+    /// those last reported. Nothing to do for a full view. When the index
+    /// cannot be read the view stays compact; after
+    /// [`Error::MailboxDeleted`] (another mailbox under the name) it is of
+    /// no further use, as after [`check`](SessionView::check).
+    pub fn expand(&mut self, mbox: &mut Mailbox) -> Result<Vec<Update>> {
+        debug_assert_eq!(mbox.index_path(), self.index_path, "wrong mailbox handle");
+        let Some(slim) = &self.slim else {
+            return Ok(Vec::new());
+        };
+        let snap = mbox.snapshot()?;
+        // Each message as last reported: its record now with the MODSEQ
+        // the client knows, so the merge below finds newer ones changed. A
+        // message repacked away meanwhile gets a stand-in record that the
+        // merge marks expunged and the flush drops: never served.
+        let mut msgs = Vec::with_capacity(slim.len());
+        let mut at = 0;
+        for s in slim {
+            let uid = s.uid;
+            at += snap.records[at..].partition_point(|r| r.uid < uid);
+            let record = match snap.records.get(at) {
+                Some(r) if r.uid == uid => Record {
+                    modseq: s.modseq,
+                    ..r.clone()
+                },
+                _ => Record {
+                    uid,
+                    modseq: s.modseq,
+                    ..Record::default()
+                },
+            };
+            msgs.push(Entry {
+                record,
+                expunged: false,
+            });
+        }
+        self.slim = None;
+        self.deleted.clear();
+        for e in &msgs {
+            note_deleted(&mut self.deleted, &e.record);
+        }
+        self.msgs = Entries::from_vec(msgs);
+        let ch = Changes {
+            header: snap.header,
+            records: snap.records,
+            full: true,
+            meta: None,
+            from_log: false,
+        };
+        self.apply(mbox, ch, snap.mark, Allow::AllUpdates)
+    }
+
+    /// [`SessionView::apply`] for a compact view: expunges go out at once.
+    fn apply_compact(
+        &mut self,
+        mbox: &Mailbox,
+        ch: Changes,
+        mark: ViewMark,
+    ) -> Result<Vec<Update>> {
+        if ch.header.uidvalidity != self.uidvalidity {
+            return Err(Error::MailboxDeleted);
+        }
+        self.highestmodseq = ch.header.highestmodseq;
+        self.uid_next = ch.header.last_uid.saturating_add(1);
+        let slim = self.slim.as_mut().expect("compact");
+        let old_len = slim.len();
+        let mut present = if ch.full {
+            vec![false; old_len]
+        } else {
+            Vec::new()
+        };
+        // Indexes of expunged messages, and records newer than reported.
+        let mut gone = Vec::new();
+        let mut changed = Vec::new();
+        for r in ch.records {
+            if r.uid > self.floor {
+                self.floor = r.uid;
+                if !r.is_expunged() {
+                    if slim.len() == slim.capacity() {
+                        slim.reserve_exact((slim.len() / 8).max(16));
+                    }
+                    slim.push(Slim {
+                        uid: r.uid,
+                        modseq: r.modseq,
+                    });
+                }
+                continue;
+            }
+            let Ok(i) = slim[..old_len].binary_search_by_key(&r.uid, |s| s.uid) else {
+                continue;
+            };
+            if ch.full {
+                present[i] = true;
+            }
+            if r.is_expunged() {
+                gone.push(i);
+            } else if r.modseq > slim[i].modseq {
+                slim[i].modseq = r.modseq;
+                changed.push(r);
+            }
+        }
+        gone.extend(present.iter().enumerate().filter(|p| !*p.1).map(|p| p.0));
+        gone.sort_unstable();
+        let grew = slim.len() > old_len;
+        let mut out = Vec::new();
+        if self.vanished && !gone.is_empty() {
+            out.push(Update::Vanished(
+                gone.iter().map(|&i| slim[i].uid).collect(),
+            ));
+        } else {
+            out.extend(gone.iter().rev().map(|&i| Update::Expunge(i as u32 + 1)));
+        }
+        let (mut at, mut next) = (0, gone.iter().peekable());
+        slim.retain(|_| {
+            let drop = next.next_if_eq(&&at).is_some();
+            at += 1;
+            !drop
+        });
+        self.mark = mark;
+        if self.sync_keywords(mbox) {
+            out.push(Update::Flags(self.keywords.clone()));
+        }
+        if grew {
+            out.push(Update::Exists(self.len()));
+        }
+        let mut fetches: Vec<(u32, Update)> = changed
+            .iter()
+            .filter_map(|r| Some((self.seq(r.uid)?, r)))
+            .map(|(seq, r)| (seq, self.fetch(seq, r)))
             .collect();
         fetches.sort_by_key(|(seq, _)| *seq);
         out.extend(fetches.into_iter().map(|(_, u)| u));
@@ -643,6 +857,7 @@ impl SessionView {
     ///
     /// If the STORE grew the keyword table, an [`Update::Flags`] comes first.
     pub fn apply_own_store(&mut self, mbox: &Mailbox, outcome: &StoreOutcome) -> Vec<Update> {
+        debug_assert!(self.slim.is_none(), "records of a compact view");
         let mut fetches = Vec::new();
         for r in &outcome.changed {
             // UIDs above the floor are new to this view: the next check
@@ -671,6 +886,7 @@ impl SessionView {
     /// any expunges held before, highest sequence number first; otherwise
     /// they are held like anyone else's.
     pub fn apply_own_expunge(&mut self, uids: &[u32], allow: Allow) -> Vec<Update> {
+        debug_assert!(self.slim.is_none(), "records of a compact view");
         for &uid in uids {
             if let Some(seq) = self.seq(uid) {
                 let e = &mut self.msgs[seq as usize - 1];
@@ -701,11 +917,11 @@ impl SessionView {
 
     /// Number of messages the client knows, held expunges included.
     pub fn len(&self) -> u32 {
-        self.msgs.len() as u32
+        (self.msgs.len() + self.slim.as_ref().map_or(0, Vec::len)) as u32
     }
     /// Whether the client's view holds no message.
     pub fn is_empty(&self) -> bool {
-        self.msgs.is_empty()
+        self.msgs.is_empty() && self.slim.as_ref().is_none_or(Vec::is_empty)
     }
     /// Expunges seen but not yet reported.
     pub fn held_expunges(&self) -> usize {
@@ -722,14 +938,31 @@ impl SessionView {
     }
     /// The UID of sequence number `seq`, as the client knows it.
     pub fn uid(&self, seq: u32) -> Option<u32> {
+        if let Some(slim) = &self.slim {
+            return slim.get((seq as usize).checked_sub(1)?).map(|s| s.uid);
+        }
         self.entry(seq).map(|e| e.record.uid)
     }
     /// The sequence number of `uid` in the client's view.
     pub fn seq(&self, uid: u32) -> Option<u32> {
-        self.msgs.position(uid).ok().map(|i| i as u32 + 1)
+        let i = match &self.slim {
+            Some(slim) => slim.binary_search_by_key(&uid, |s| s.uid),
+            None => self.msgs.position(uid),
+        };
+        i.ok().map(|i| i as u32 + 1)
+    }
+    /// The UIDs of the view in sequence order (also while compact).
+    pub fn uids(&self) -> impl Iterator<Item = u32> + '_ {
+        let slim = self.slim.iter().flatten().map(|s| s.uid);
+        self.msgs.iter().map(|e| e.record.uid).chain(slim)
+    }
+    /// The highest UID of the view (also while compact).
+    pub fn last_uid(&self) -> Option<u32> {
+        self.uid(self.len())
     }
     /// The cached record of `seq`: what the client was last told.
     pub fn record(&self, seq: u32) -> Option<&Record> {
+        debug_assert!(self.slim.is_none(), "records of a compact view");
         self.entry(seq).map(|e| &e.record)
     }
     /// True when `seq` is held as expunged.
@@ -741,6 +974,7 @@ impl SessionView {
     }
     /// Every message of the view, in sequence order.
     pub fn iter(&self) -> impl Iterator<Item = Message<'_>> {
+        debug_assert!(self.slim.is_none(), "records of a compact view");
         self.msgs.iter().enumerate().map(|(i, e)| Message {
             seq: i as u32 + 1,
             uid: e.record.uid,
@@ -803,6 +1037,7 @@ impl SessionView {
     /// in the view, so `n:*` names the last message even when n is above
     /// every UID (RFC 3501 6.4.8). Held expunges are included.
     pub fn resolve_uids(&self, set: &SeqSet) -> Vec<(u32, u32)> {
+        debug_assert!(self.slim.is_none(), "records of a compact view");
         let Some(last) = self.msgs.last().map(|e| e.record.uid) else {
             return Vec::new();
         };

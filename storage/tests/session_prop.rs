@@ -2,6 +2,9 @@
 //! handle and view, with a simulated client) and a writer. After every
 //! check, each client, having applied exactly the updates it was given,
 //! knows the index (held expunges aside); after a final NOOP, exactly.
+//! Sessions go in and out of IDLE, where the view is compact
+//! (`SessionView::compact`, `expand`): the same property holds. The second
+//! session reports expunges as VANISHED (RFC 7162 3.2.10).
 
 mod session_support;
 
@@ -38,6 +41,8 @@ enum Op {
         session: usize,
         allow_all: bool,
     },
+    /// IDLE (the view made compact) or DONE (expanded again).
+    Idle(usize),
 }
 
 fn actor() -> impl Strategy<Value = Actor> {
@@ -72,6 +77,7 @@ fn op() -> impl Strategy<Value = Op> {
             session,
             allow_all
         }),
+        2 => (0usize..3).prop_map(Op::Idle),
     ]
 }
 
@@ -79,6 +85,21 @@ struct Session {
     mbox: Mailbox,
     view: SessionView,
     client: Client,
+}
+
+impl Session {
+    /// DONE: the view is full again before any other command, and the
+    /// client is told what changed since its last look (RFC 2177: before
+    /// the tagged OK, any update may go out).
+    fn done(&mut self) {
+        if self.view.is_compact() {
+            let u = self.view.expand(&mut self.mbox).unwrap();
+            assert!(!self.view.is_compact());
+            self.client.apply(&self.view, &u);
+            assert_eq!(self.view.held_expunges(), 0);
+            self.client.assert_matches_index(&self.view, &mut self.mbox);
+        }
+    }
 }
 
 fn allow(all: bool) -> Allow {
@@ -94,9 +115,11 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
     let mut writer = open(&s);
     append(&mut writer, initial);
     let mut sessions: Vec<Session> = (0..n_sessions)
-        .map(|_| {
+        .map(|i| {
             let mut mbox = open(&s);
-            let view = SessionView::open(&mut mbox).unwrap();
+            let mut view = SessionView::open(&mut mbox).unwrap();
+            // The second session has QRESYNC on: VANISHED, not EXPUNGE.
+            view.report_vanished(i == 1);
             let client = Client::select(&view);
             Session { mbox, view, client }
         })
@@ -121,6 +144,7 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
                     }
                     Actor::Session(i) => {
                         let ss = &mut sessions[i % n_sessions];
+                        ss.done();
                         let out = ss.mbox.store(&uids, op, flags, &kw, None).unwrap();
                         let u = ss.view.apply_own_store(&ss.mbox, &out);
                         ss.client.apply(&ss.view, &u);
@@ -137,6 +161,7 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
                 }
                 Actor::Session(i) => {
                     let ss = &mut sessions[i % n_sessions];
+                    ss.done();
                     let gone = ss.mbox.expunge(Some(&uids), false).unwrap();
                     let u = ss.view.apply_own_expunge(&gone, allow(allow_all));
                     ss.client.apply(&ss.view, &u);
@@ -147,11 +172,15 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
                     writer.repack().unwrap();
                 }
                 Actor::Session(i) => {
-                    sessions[i % n_sessions].mbox.repack().unwrap();
+                    let ss = &mut sessions[i % n_sessions];
+                    ss.done();
+                    ss.mbox.repack().unwrap();
                 }
             },
             Op::Check { session, allow_all } => {
                 let ss = &mut sessions[session % n_sessions];
+                // Idling, only IDLE's own checks (every update allowed).
+                let allow_all = allow_all || ss.view.is_compact();
                 let u = ss.view.check(&mut ss.mbox, allow(allow_all)).unwrap();
                 ss.client.apply(&ss.view, &u);
                 if allow_all {
@@ -159,9 +188,23 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
                 }
                 ss.client.assert_matches_index(&ss.view, &mut ss.mbox);
             }
+            Op::Idle(session) => {
+                let ss = &mut sessions[session % n_sessions];
+                if ss.view.is_compact() {
+                    ss.done();
+                } else {
+                    // IDLE's first look sends the held expunges; then the
+                    // view is compact.
+                    let u = ss.view.check(&mut ss.mbox, Allow::AllUpdates).unwrap();
+                    ss.client.apply(&ss.view, &u);
+                    assert!(ss.view.compact());
+                    ss.client.assert_matches_index(&ss.view, &mut ss.mbox);
+                }
+            }
         }
     }
     for ss in &mut sessions {
+        ss.done();
         let u = ss.view.check(&mut ss.mbox, Allow::AllUpdates).unwrap();
         ss.client.apply(&ss.view, &u);
         assert_eq!(ss.view.held_expunges(), 0);

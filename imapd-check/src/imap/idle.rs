@@ -12,10 +12,12 @@
 //! after `+ idling` reports what was committed between the client's last
 //! command and IDLE (cyrus-imapd#3668).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use storage::session::Allow;
 use storage::watch::Watch;
+
+use storage::Error;
 
 use super::conn::{Done, Fail, Session, Stop, bad, ok};
 
@@ -30,12 +32,62 @@ const FALLBACK: Duration = Duration::from_secs(30);
 /// up still gets reported within this delay.
 const BUSY_RETRY: Duration = Duration::from_millis(2);
 
+/// How long a session idles before its view is made compact
+/// (`SessionView::compact`): the records are read again at DONE, which a
+/// client that leaves IDLE at once (to send a command) need not pay for.
+const COMPACT_AFTER: Duration = Duration::from_secs(1);
+
 /// Checks without waiting for the lock; true if it must be tried again.
-fn look(s: &mut Session) -> Result<bool, Fail> {
+/// With `compact`, after a check that went through (so no expunge is
+/// held), the view is made compact.
+fn look(s: &mut Session, compact: bool) -> Result<bool, Fail> {
     let done = s.look(Allow::AllUpdates).map_err(Fail::Stop)?;
+    // Updates mean the check read records (all of them after a flag
+    // change): memory to give back, as after making the view compact.
+    let mut freed = !s.buf.is_empty();
     s.flush_buf()?;
     s.out.flush()?;
+    if compact
+        && done
+        && let Some(sel) = s.sel.as_mut()
+        && !sel.view.is_compact()
+    {
+        freed |= sel.view.compact();
+    }
+    if freed {
+        super::trim_heap_soon();
+    }
     Ok(!done)
+}
+
+/// Ends the compact form of the view before the session answers other
+/// commands: its records are read again, and what changed since the last
+/// look is queued for the client (before IDLE's tagged OK, where RFC 2177
+/// allows any untagged response). A mailbox that cannot be read again ends
+/// the session: its view could no longer answer FETCH.
+fn expand(s: &mut Session) -> Result<(), Fail> {
+    let Some(sel) = s.sel.as_mut() else {
+        return Ok(());
+    };
+    match sel.view.expand(&mut sel.mbox) {
+        Ok(ups) => {
+            s.write_updates(&ups);
+            Ok(())
+        }
+        Err(Error::MailboxDeleted) => {
+            s.sel = None;
+            s.flush_buf()?;
+            Err(Fail::Stop(Stop::Bye("Selected mailbox was deleted".into())))
+        }
+        Err(e) => {
+            tracing::warn!("cannot read the selected mailbox again after IDLE: {e}");
+            s.sel = None;
+            s.flush_buf()?;
+            Err(Fail::Stop(Stop::Bye(
+                "Cannot read the selected mailbox".into(),
+            )))
+        }
+    }
 }
 
 pub(super) fn idle(s: &mut Session, _tag: &str) -> Result<Done, Fail> {
@@ -45,6 +97,17 @@ pub(super) fn idle(s: &mut Session, _tag: &str) -> Result<Done, Fail> {
     // Nothing buffered while waiting: an idler costs its thread and little
     // else.
     s.input.release();
+    let end = wait(s);
+    match end {
+        // The connection ends: nothing more to answer.
+        Err(Fail::Stop(_)) => {}
+        _ => expand(s)?,
+    }
+    end
+}
+
+/// Reports changes until the client's DONE (or anything else it sends).
+fn wait(s: &mut Session) -> Result<Done, Fail> {
     // Watch first, then check: a commit after the check raises an event.
     let sub = match &s.sel {
         Some(sel) => Some(Watch::new(&sel.mbox).map_err(std::io::Error::other)?),
@@ -58,15 +121,23 @@ pub(super) fn idle(s: &mut Session, _tag: &str) -> Result<Done, Fail> {
         // Polling (no inotify watch, or forced for a shared filesystem).
         _ => storage::watch::poll_interval(),
     };
-    let mut busy = look(s)?;
+    let compact_at = Instant::now() + COMPACT_AFTER;
+    let mut busy = look(s, false)?;
     loop {
-        let timeout = if busy { BUSY_RETRY } else { every };
+        let mut timeout = if busy { BUSY_RETRY } else { every };
+        let compact = s.sel.as_ref().is_some_and(|sel| !sel.view.is_compact());
+        if compact && !busy {
+            // Zero once due: the look below makes it compact.
+            timeout = timeout.min(compact_at.saturating_duration_since(Instant::now()));
+        }
         let (input, event) = s.input.wait(sub.as_ref().map(|s| s.fd()), timeout)?;
         if event && let Some(sub) = &sub {
             sub.drain();
         }
         if event || !input {
-            busy = look(s)?;
+            // poll(2) counts whole milliseconds: it may wake a little early.
+            let due = Instant::now() + Duration::from_millis(1) >= compact_at;
+            busy = look(s, compact && due)?;
         }
         if input {
             let line = s.input.read_line(s.limits.line);

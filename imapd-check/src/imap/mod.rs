@@ -155,13 +155,67 @@ const MMAP_THRESHOLD: i32 = 512 * 1024;
 /// most every 10 s: glibc otherwise keeps in its arenas what a busy period
 /// (big FETCH responses, index reads of many sessions) freed.
 pub(super) fn trim_heap() {
+    trim_heap_every(10_000);
+}
+
+/// Asks for free heap memory to be given back soon, off the caller's
+/// thread: a thread started on first use trims once requests stop for
+/// 100 ms (at most 1 s after the first), so a burst (a thousand idlers
+/// starting IDLE or woken by one delivery at once) costs one trim. For
+/// idle sessions: one that made its view compact (`idle.rs`) freed about
+/// 100 KiB for a mailbox of 1,100 messages, and one woken by a change read
+/// records and freed them; glibc would keep both in its arenas (measured
+/// with 1,000 idlers: 22 MiB in use, 137 MiB held; docs/BENCHMARKS.md).
+pub(super) fn trim_heap_soon() {
+    use std::sync::OnceLock;
+    use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+    static TRIMMER: OnceLock<Option<SyncSender<()>>> = OnceLock::new();
+    let tx = TRIMMER.get_or_init(|| {
+        let (tx, rx) = sync_channel::<()>(1);
+        let spawned = std::thread::Builder::new()
+            .name("heap-trim".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    // Once the burst is over (no request for 0.1 s, or
+                    // after 1 s), not in the middle of it: trimming takes
+                    // each arena's lock in turn.
+                    let start = std::time::Instant::now();
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        let more = rx.try_recv().is_ok();
+                        if !more || start.elapsed().as_millis() >= 1000 {
+                            break;
+                        }
+                    }
+                    trim_heap_every(0);
+                }
+            });
+        match spawned {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                tracing::warn!("no heap trimming thread: {e}");
+                None
+            }
+        }
+    });
+    if let Some(tx) = tx {
+        // Full: a trim is already due.
+        if let Err(TrySendError::Disconnected(())) = tx.try_send(()) {
+            tracing::warn!("the heap trimming thread ended");
+        }
+    }
+}
+
+/// `malloc_trim` if no thread did so in the last `ms` milliseconds.
+fn trim_heap_every(ms: u64) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+        .map_or(0, |d| d.as_millis() as u64);
     let last = LAST.load(Ordering::Relaxed);
-    if now < last + 10
+    if now < last + ms
         || LAST
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_err()

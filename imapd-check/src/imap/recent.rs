@@ -44,7 +44,7 @@ impl Recent {
         if self.off {
             return false;
         }
-        let up_to = view.iter().last().map_or(0, |m| m.uid);
+        let up_to = view.last_uid().unwrap_or(0);
         if up_to <= self.told {
             return false;
         }
@@ -72,7 +72,7 @@ impl Recent {
         if self.ranges.is_empty() {
             return 0;
         }
-        view.iter().filter(|m| self.contains(m.uid)).count() as u32
+        view.uids().filter(|&uid| self.contains(uid)).count() as u32
     }
 }
 

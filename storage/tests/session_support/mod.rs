@@ -18,6 +18,9 @@ pub struct Known {
 pub struct Client {
     pub uids: Vec<u32>,
     pub state: HashMap<u32, Known>,
+    /// Messages that appeared while the view was compact (IDLE): the
+    /// client fetches their flags once it may (after DONE).
+    pub pending: Vec<u32>,
 }
 
 impl Client {
@@ -31,6 +34,18 @@ impl Client {
     }
 
     fn learn(&mut self, view: &SessionView, seq: u32) {
+        if view.is_compact() {
+            let uid = view.uid(seq).expect("seq in view");
+            self.uids.push(uid);
+            self.pending.push(uid);
+            let unknown = Known {
+                flags: Flags::empty(),
+                keywords: Vec::new(),
+                modseq: 0,
+            };
+            self.state.insert(uid, unknown);
+            return;
+        }
         let r = view.record(seq).expect("seq in view");
         self.uids.push(r.uid);
         self.state.insert(
@@ -108,7 +123,21 @@ impl Client {
                 }
             }
         }
-        let view_uids: Vec<u32> = view.iter().map(|m| m.uid).collect();
+        if !view.is_compact() {
+            // FETCH UID FLAGS of what appeared while idling.
+            for uid in std::mem::take(&mut self.pending) {
+                if let Some(seq) = view.seq(uid) {
+                    let r = view.record(seq).unwrap();
+                    let k = Known {
+                        flags: r.flags.intersect(Flags::SYSTEM),
+                        keywords: view.keyword_names(&r.keywords),
+                        modseq: r.modseq,
+                    };
+                    self.state.insert(uid, k);
+                }
+            }
+        }
+        let view_uids: Vec<u32> = view.uids().collect();
         assert_eq!(
             self.uids, view_uids,
             "client and view disagree after {updates:?}"
@@ -137,6 +166,9 @@ impl Client {
                 keywords: names,
                 modseq: r.modseq,
             };
+            if self.pending.contains(&r.uid) {
+                continue; // not fetched yet
+            }
             assert_eq!(self.state.get(&r.uid), Some(&want), "UID {} state", r.uid);
         }
     }
