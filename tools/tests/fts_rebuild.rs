@@ -42,7 +42,28 @@ fn fts_rebuild_indexes_every_mailbox_and_reconstruct_removes_it() {
     }
     let mut inbox = store.open_mailbox(&u, &MailboxName::inbox()).unwrap();
     inbox.expunge(Some(&[2]), false).unwrap();
-    let text = admin(&["fts-rebuild", "-d", "ann", "--all"], &spool);
+    // The budget is written as in the config files; below the writer's
+    // minimum it is refused before anything is touched.
+    let small = Command::new(env!("CARGO_BIN_EXE_idx-admin"))
+        .args([
+            "fts-rebuild",
+            "-d",
+            "ann",
+            "--all",
+            "--memory",
+            "10M",
+            "--spool",
+        ])
+        .arg(&spool)
+        .output()
+        .unwrap();
+    assert_eq!(small.status.code(), Some(2), "usage error");
+    assert!(String::from_utf8_lossy(&small.stderr).contains("at least 15M"));
+    assert!(!spool.join("ann").join("INBOX").join(".fts").exists());
+    let text = admin(
+        &["fts-rebuild", "-d", "ann", "--all", "--memory", "32M"],
+        &spool,
+    );
     assert!(text.contains("rebuilt: 4 messages"), "{text}");
     assert!(text.contains("rebuilt: 3 messages"), "{text}");
     let inbox_dir = spool.join("ann").join("INBOX");

@@ -118,8 +118,9 @@ enum Cmd {
         /// Every mailbox of the user (`-d USER`; `-m` is ignored).
         #[arg(long)]
         all: bool,
-        /// The index writer's memory budget in bytes.
-        #[arg(long, default_value_t = 64 << 20)]
+        /// The index writer's memory budget: bytes, or with K, M or G
+        /// (as `imapd.fts_memory`; at least 15M).
+        #[arg(long, default_value = "64M", value_parser = fts_memory)]
         memory: usize,
     },
     /// Files recovery kept aside (`.quarantine/`): list, restore, purge.
@@ -209,6 +210,16 @@ fn emit(json: bool, v: serde_json::Value, text: String) -> Result<(), String> {
 
 /// Rebuilds the full-text index of `t` from its live messages; returns
 /// how many were indexed.
+/// `--memory`: a size as the config files write them, within what the
+/// index writer accepts.
+fn fts_memory(s: &str) -> Result<usize, String> {
+    let n = storage::config::parse_size(s)?;
+    if n < 15_000_000 {
+        return Err("at least 15M".into());
+    }
+    Ok(n.min(4 << 30) as usize)
+}
+
 fn fts_rebuild(t: &Target, memory: usize) -> Result<u64, String> {
     let mut mbox = open(t, false)?;
     let snap = mbox.snapshot().map_err(|e| e.to_string())?;
