@@ -133,7 +133,21 @@ impl Mailbox {
         for &uid in uids {
             let (mut a, mut b) = (lo, h.num_records);
             let (mut a_uid, mut b_uid) = (lo_uid, h.last_uid.saturating_add(1));
-            while a < b {
+            loop {
+                // UIDs ascend strictly with the record number, so the
+                // record of `uid`, if any, lies at most `uid - a_uid - 1`
+                // records above the first one above `a_uid`, and at most
+                // `b_uid - uid - 1` records below the last one below
+                // `b_uid`: without gaps in the UIDs that is one record, and
+                // a mailbox's gaps (repacked expunges) are few, so the
+                // search costs one or two reads instead of log2(n).
+                let near_a = u64::from(a) + u64::from(uid.saturating_sub(a_uid));
+                let near_b = u64::from(b).saturating_sub(u64::from(b_uid.saturating_sub(uid)));
+                a = a.max(near_b.min(u64::from(u32::MAX)) as u32);
+                b = b.min(near_a.min(u64::from(u32::MAX)) as u32);
+                if a >= b {
+                    break;
+                }
                 let mid = a + (b - a) / 2;
                 let r = read(mid)?;
                 if r.uid <= a_uid || r.uid >= b_uid {
