@@ -256,6 +256,31 @@ fn no_active_script() {
 }
 
 /// An LMTP server on stdio: the process, its input and its output.
+/// One message to bob over an LMTP session from [`lmtp_server`] (its
+/// Subject and Message-ID local part `id`); waits for the 250 of its
+/// delivery and fails on any 4xx or 5xx reply.
+fn lmtp_deliver_to_bob(
+    w: &mut std::process::ChildStdin,
+    r: &mut BufReader<std::process::ChildStdout>,
+    id: &str,
+) {
+    write!(
+        w,
+        "MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nSubject: {id}\r\nMessage-ID: <{id}@example.org>\r\n\r\nhi\r\n.\r\n"
+    )
+    .unwrap();
+    w.flush().unwrap();
+    let mut l = String::new();
+    loop {
+        l.clear();
+        assert!(r.read_line(&mut l).unwrap() > 0, "server closed");
+        if l.starts_with("250 2.0.0 delivered") {
+            return;
+        }
+        assert!(!l.starts_with('4') && !l.starts_with('5'), "{l}");
+    }
+}
+
 fn lmtp_server(
     s: &Spool,
 ) -> (
@@ -669,23 +694,7 @@ fn lmtp_uses_a_changed_script_from_the_next_delivery() {
     };
     let (mut child, mut w, mut r) = lmtp_server(&s);
     write!(w, "LHLO x\r\n").unwrap();
-    let mut deliver = |n: usize| {
-        write!(
-            w,
-            "MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nSubject: {n}\r\nMessage-ID: <{n}@example.org>\r\n\r\nhi\r\n.\r\n"
-        )
-        .unwrap();
-        w.flush().unwrap();
-        let mut l = String::new();
-        loop {
-            l.clear();
-            assert!(r.read_line(&mut l).unwrap() > 0, "server closed");
-            if l.starts_with("250 2.0.0 delivered") {
-                break;
-            }
-            assert!(!l.starts_with('4') && !l.starts_with('5'), "{l}");
-        }
-    };
+    let mut deliver = |n: usize| lmtp_deliver_to_bob(&mut w, &mut r, &n.to_string());
     deliver(1);
     assert_eq!(count(&s, "bob", "One"), 1);
     // At once (within the timestamp granularity of the first version).
@@ -751,21 +760,7 @@ fn lmtp_follows_changes_of_the_active_script() {
     let mut n = 0;
     let mut deliver = || {
         n += 1;
-        write!(
-            w,
-            "MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nSubject: {n}\r\nMessage-ID: <a{n}@example.org>\r\n\r\nhi\r\n.\r\n"
-        )
-        .unwrap();
-        w.flush().unwrap();
-        let mut l = String::new();
-        loop {
-            l.clear();
-            assert!(r.read_line(&mut l).unwrap() > 0, "server closed");
-            if l.starts_with("250 2.0.0 delivered") {
-                break;
-            }
-            assert!(!l.starts_with('4') && !l.starts_with('5'), "{l}");
-        }
+        lmtp_deliver_to_bob(&mut w, &mut r, &format!("a{n}"));
     };
     let settle = || std::thread::sleep(std::time::Duration::from_millis(2100));
     deliver();

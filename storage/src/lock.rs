@@ -98,7 +98,7 @@ fn set_lock(
 #[allow(clippy::too_many_arguments)]
 fn poll_byte(
     fd: BorrowedFd<'_>,
-    key: Option<Key>,
+    key: Key,
     t: libc::c_short,
     byte: libc::off_t,
     start: Instant,
@@ -109,7 +109,7 @@ fn poll_byte(
     let mut sleep = Duration::from_micros(20);
     loop {
         // Read before the try, so a release right after it is not missed.
-        let seen = key.map(lockwait::releases);
+        let seen = lockwait::releases(key);
         if set_lock(fd, t, byte, 1, false).map_err(|e| Error::io("lock", path, e))? {
             return Ok(());
         }
@@ -121,9 +121,7 @@ fn poll_byte(
                 waited,
             });
         }
-        if let (Some(k), Some(seen)) = (key, seen)
-            && lockwait::wait_for_release(k, seen, timeout - waited) != Waited::NotHeld
-        {
+        if lockwait::wait_for_release(key, seen, timeout - waited) != Waited::NotHeld {
             continue;
         }
         std::thread::sleep(sleep.min(timeout - waited));
@@ -146,31 +144,21 @@ pub fn lock(fd: BorrowedFd<'_>, kind: LockKind, timeout: Duration, path: &Path) 
     lock_keyed(fd, kind, timeout, path).map(|_| ())
 }
 
-/// [`lock`], returning the file's identity for [`crate::lockwait`] when
-/// known.
-fn lock_keyed(
-    fd: BorrowedFd<'_>,
-    kind: LockKind,
-    timeout: Duration,
-    path: &Path,
-) -> Result<Option<Key>> {
+/// [`lock`], returning the file's key in [`crate::lockwait`].
+fn lock_keyed(fd: BorrowedFd<'_>, kind: LockKind, timeout: Duration, path: &Path) -> Result<Key> {
     let t = match kind {
         LockKind::Shared => libc::F_RDLCK,
         LockKind::Exclusive => libc::F_WRLCK,
     } as libc::c_short;
     let start = Instant::now();
-    let key = Some(Key::of(path));
+    let key = Key::of(path);
     poll_byte(fd, key, t, GATE, start, timeout, kind, path)?;
     // The gate is a lock this process holds: waiters here sleep until it
     // goes instead of polling.
-    if let Some(k) = key {
-        lockwait::held(k);
-    }
+    lockwait::held(key);
     let r = poll_byte(fd, key, t, DATA, start, timeout, kind, path);
     let _ = set_lock(fd, libc::F_UNLCK as libc::c_short, GATE, 1, true);
-    if let Some(k) = key {
-        lockwait::released(k);
-    }
+    lockwait::released(key);
     r?;
     // Another host may have written under its lock: read from the
     // filesystem, not from this host's page cache (PROTOCOL.md §8).
@@ -199,8 +187,8 @@ pub fn hold(path: &Path, kind: LockKind, timeout: Duration) -> Result<LockGuard>
 /// A held lock, released on drop.
 pub struct LockGuard {
     file: Arc<File>,
-    /// The file's identity, counted in [`crate::lockwait`] while held.
-    key: Option<Key>,
+    /// The file's key, counted in [`crate::lockwait`] while held.
+    key: Key,
     pub kind: LockKind,
     /// A byte to zero just before unlocking (the index writer mark).
     clear_on_drop: Option<u64>,
@@ -214,9 +202,7 @@ impl LockGuard {
         path: &Path,
     ) -> Result<Self> {
         let key = lock_keyed(file.as_fd(), kind, timeout, path)?;
-        if let Some(k) = key {
-            lockwait::held(k);
-        }
+        lockwait::held(key);
         Ok(LockGuard {
             file,
             key,
@@ -255,9 +241,7 @@ impl Drop for LockGuard {
             let _ = self.file.write_all_at(&[0], off);
         }
         unlock(self.file.as_fd());
-        if let Some(k) = self.key {
-            lockwait::released(k);
-        }
+        lockwait::released(self.key);
     }
 }
 

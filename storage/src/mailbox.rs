@@ -1193,7 +1193,6 @@ impl Mailbox {
             },
         )?;
         let modseq = old.highestmodseq + 1;
-        let mut new = old.clone();
         let mut after = work.records.clone();
         let recnos = expunge_in(&mut after, uids, require_deleted, modseq, fsutil::now());
         let expunged: Vec<u32> = recnos.iter().map(|&i| after[i as usize].uid).collect();
@@ -1202,16 +1201,11 @@ impl Mailbox {
             drop(guard);
             return Ok(expunged);
         }
-        let recount = Recount::from_work(&work, &after);
-        recount.apply(&mut new, &writes, &undo);
-        new.generation = old.generation + 1;
-        new.highestmodseq = modseq;
-        self.commit_in_place(
+        self.commit_work(
             &old,
-            &new,
-            &recount,
-            &writes,
-            &undo,
+            (&work, &after),
+            (&writes, &undo),
+            modseq,
             ["expunge.after_records", "expunge.after_header"],
         )?;
         drop(guard);
@@ -1223,6 +1217,26 @@ impl Mailbox {
     /// records are put back, so a failed call changes nothing. A kill
     /// cannot be undone: then the records stay, uncounted and unannounced,
     /// until the next recounting writer or `recover` commits them.
+    /// Commits the `writes` (with their `undo`) of a working set and the
+    /// records `after` it (§4): the header one generation up, counted
+    /// from them, with `highestmodseq` = `modseq`. Returns that header.
+    pub(crate) fn commit_work(
+        &self,
+        old: &Header,
+        (work, after): (&locate::Working, &[Record]),
+        (writes, undo): (&locate::Writes, &locate::Writes),
+        modseq: u64,
+        points: [&'static str; 2],
+    ) -> Result<Header> {
+        let recount = Recount::from_work(work, after);
+        let mut new = old.clone();
+        recount.apply(&mut new, writes, undo);
+        new.generation = old.generation + 1;
+        new.highestmodseq = modseq;
+        self.commit_in_place(old, &new, &recount, writes, undo, points)?;
+        Ok(new)
+    }
+
     pub(crate) fn commit_in_place(
         &self,
         old: &Header,

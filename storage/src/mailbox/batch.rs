@@ -9,7 +9,7 @@
 //! lock is released and before any caller learns its result.
 
 use super::locate::Wanted;
-use super::{FlagChange, Mailbox, Recount, StoreOutcome, expunge_in};
+use super::{FlagChange, Mailbox, StoreOutcome, expunge_in};
 use crate::error::Result;
 use crate::format::{Flags, Keywords, Record};
 use crate::fsutil;
@@ -138,18 +138,12 @@ impl Mailbox {
             drop(guard);
             old.generation
         } else {
-            let mut new = old.clone();
             let (writes, undo) = work.writes(&after, touched.into_iter().map(|i| i as usize));
-            let recount = Recount::from_work(&work, &after);
-            recount.apply(&mut new, &writes, &undo);
-            new.generation = old.generation + 1;
-            new.highestmodseq = top;
-            self.commit_in_place(
+            let new = self.commit_work(
                 &old,
-                &new,
-                &recount,
-                &writes,
-                &undo,
+                (&work, &after),
+                (&writes, &undo),
+                top,
                 ["batch.after_records", "batch.after_header"],
             )?;
             drop(guard);
