@@ -32,10 +32,23 @@ const FALLBACK: Duration = Duration::from_secs(30);
 /// up still gets reported within this delay.
 const BUSY_RETRY: Duration = Duration::from_millis(2);
 
-/// How long a session idles before its view is made compact
+/// How long a session idles at least before its view is made compact
 /// (`SessionView::compact`): the records are read again at DONE, which a
 /// client that leaves IDLE at once (to send a command) need not pay for.
 const COMPACT_AFTER: Duration = Duration::from_secs(1);
+/// Idle time per message of the view before it is made compact: a
+/// thousand times what reading one record again at DONE costs (about
+/// 60 ns: 59 ms for 1,000,000 messages, docs/BENCHMARKS.md), so that the
+/// read at DONE is at most a thousandth of the time spent idle. Small
+/// mailboxes compact after [`COMPACT_AFTER`]; one of 1,000,000 messages
+/// after a minute, and a client leaving IDLE sooner finds its view whole.
+const COMPACT_PER_MESSAGE: Duration = Duration::from_micros(60);
+
+/// When a view of `len` messages is made compact, counted from the start
+/// of IDLE.
+fn compact_delay(len: u32) -> Duration {
+    COMPACT_PER_MESSAGE.saturating_mul(len).max(COMPACT_AFTER)
+}
 
 /// Checks without waiting for the lock; true if it must be tried again.
 /// With `compact`, after a check that went through (so no expunge is
@@ -121,7 +134,8 @@ fn wait(s: &mut Session) -> Result<Done, Fail> {
         // Polling (no inotify watch, or forced for a shared filesystem).
         _ => storage::watch::poll_interval(),
     };
-    let compact_at = Instant::now() + COMPACT_AFTER;
+    let len = s.sel.as_ref().map_or(0, |sel| sel.view.len());
+    let compact_at = Instant::now() + compact_delay(len);
     let mut busy = look(s, false)?;
     loop {
         let mut timeout = if busy { BUSY_RETRY } else { every };
@@ -153,5 +167,22 @@ fn wait(s: &mut Session) -> Result<Done, Fail> {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_views_idle_longer_before_they_are_made_compact() {
+        assert_eq!(compact_delay(0), COMPACT_AFTER);
+        assert_eq!(compact_delay(1_100), COMPACT_AFTER);
+        assert_eq!(compact_delay(100_000), Duration::from_secs(6));
+        assert_eq!(compact_delay(1_000_000), Duration::from_secs(60));
+        assert_eq!(
+            compact_delay(u32::MAX),
+            Duration::from_micros(60) * u32::MAX
+        );
     }
 }
