@@ -26,6 +26,7 @@ mod changes;
 mod locate;
 mod snapshot;
 pub use batch::{BatchOp, BatchOutcome};
+pub(crate) use locate::Wanted;
 
 /// The mailbox subdirectory where messages are written before their commit.
 pub const STAGE_DIR: &str = ".stage";

@@ -18,7 +18,6 @@
 //! directories' (device, inode), which neither repack nor rename changes,
 //! so two opposite moves cannot deadlock.
 
-use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -32,7 +31,7 @@ use crate::format::{Flags, HF_MOVE_IN, HF_MOVE_OUT, Header, Keywords, Record};
 use crate::fsutil::{self, Dir};
 use crate::index::Durability;
 use crate::lock::{LockGuard, LockKind};
-use crate::mailbox::{Mailbox, message_file_name};
+use crate::mailbox::{Mailbox, Recount, Wanted, expunge_in, message_file_name};
 use crate::names::MailboxName;
 
 /// The journal's file name in both mailboxes' directories.
@@ -223,21 +222,15 @@ fn transfer(
     // Phase 3: both locks in the global order; settle leftovers first.
     let (gs, hs, gd, hd) = lock_both(src, dst, same, mode)?;
     fault::point(points.lock)?;
-    let records = if same {
-        dst.index.read_records(0, hd.num_records)?
+    let found = if same {
+        dst.records_of(&hd, &uids)?
     } else {
-        src.index.read_records(0, hs.num_records)?
+        src.records_of(&hs, &uids)?
     };
-    let src_header = if same { &hd } else { &hs };
-    src.check_uid_order(src_header, &records, 0)?;
-    let by_uid: HashMap<u32, &Record> = records.iter().map(|r| (r.uid, r)).collect();
-    let mut now_records = Vec::with_capacity(uids.len());
-    for &u in &uids {
-        match by_uid.get(&u) {
-            Some(r) if !r.is_expunged() => now_records.push((*r).clone()),
-            _ => return Err(Error::Expunged(u)),
-        }
-    }
+    let now_records = uids
+        .iter()
+        .map(|&u| found.live(u).cloned().ok_or(Error::Expunged(u)))
+        .collect::<Result<Vec<Record>>>()?;
     if let Some(q) = quota {
         let size: u64 = now_records.iter().map(|r| r.size).sum();
         if q.used.saturating_add(size) > q.limit {
@@ -335,15 +328,15 @@ fn transfer(
     })
 }
 
-/// The live records of `uids`, read under one shared lock.
+/// The live records of `uids` (ascending, distinct), read under one
+/// shared lock: single-record reads when they are few (a MOVE of one
+/// message out of a million reads a record or two, not the index).
 fn live_records(src: &mut Mailbox, uids: &[u32]) -> Result<Vec<Record>> {
-    let snap = src.snapshot()?;
-    let by_uid: HashMap<u32, &Record> = snap.records.iter().map(|r| (r.uid, r)).collect();
+    let (g, h) = src.lock_current(LockKind::Shared)?;
+    let found = src.records_of(&h, uids)?;
+    drop(g);
     uids.iter()
-        .map(|u| match by_uid.get(u) {
-            Some(r) if !r.is_expunged() => Ok((*r).clone()),
-            _ => Err(Error::Expunged(*u)),
-        })
+        .map(|&u| found.live(u).cloned().ok_or(Error::Expunged(u)))
         .collect()
 }
 
@@ -867,33 +860,32 @@ fn settle(s: &mut Mailbox, d: &mut Mailbox, j: &Journal) -> Result<Settled> {
 /// Expunges the journal's source UIDs and clears `HF_MOVE_OUT` in one
 /// commit of the source (the expunge's commit point is its header).
 fn expunge_sources(s: &mut Mailbox, hs: &Header, j: &Journal, durable: bool) -> Result<()> {
-    let records = s.index.read_records(0, hs.num_records)?;
-    s.check_uid_order(hs, &records, 0)?;
-    let wanted: HashSet<u32> = j.map.iter().map(|m| m.0).collect();
+    let mut uids: Vec<u32> = j.map.iter().map(|m| m.0).collect();
+    uids.sort_unstable();
+    uids.dedup();
+    // The journal's records only (single-record reads when they are few,
+    // as for STORE): a MOVE costs what it moves, not the mailbox.
+    let work = s.working_set(hs, &Wanted::uids(uids.clone()))?;
     let modseq = hs.highestmodseq + 1;
-    let now = fsutil::now();
-    let mut new = hs.clone();
-    let mut after = records.clone();
-    for (i, r) in records.iter().enumerate() {
-        if r.is_expunged() || !wanted.contains(&r.uid) {
-            continue;
-        }
-        let mut nr = r.clone();
-        nr.flags = r.flags.union(Flags::EXPUNGED);
-        nr.modseq = modseq;
-        nr.last_updated = now;
-        s.index.write_record(i as u32, &nr)?;
-        after[i] = nr;
+    let mut after = work.records.clone();
+    let touched = expunge_in(&mut after, Some(&uids), false, modseq, fsutil::now());
+    let (writes, undo) = work.writes(&after, touched.into_iter().map(|i| i as usize));
+    for (slot, r) in &writes {
+        s.index.write_record(*slot, r)?;
     }
     fault::point("move.after_src_records")?;
-    // Count from the records, not by delta from the header: a settler
-    // killed between its record writes and its header leaves records
-    // already marked that this run skips.
-    new.recount(&after);
+    // By delta from the records rewritten, or from every record when
+    // those were read. A settler killed between its record writes and its
+    // header left records already marked that this run skips, and its
+    // writer mark: the lock this run took recounted the header from every
+    // record first (PROTOCOL.md §4), so the delta is exact.
+    let mut new = hs.clone();
+    Recount::from_work(&work, &after).apply(&mut new, &writes, &undo);
     // Stamp the in-place change explicitly: if a dead settler already
     // marked every record, this run writes none, and sessions must still
     // rescan old records to see the expunges.
-    new.inplace_modseq = new.highestmodseq;
+    new.highestmodseq = modseq;
+    new.inplace_modseq = modseq;
     new.generation = hs.generation + 1;
     new.flags &= !HF_MOVE_OUT;
     s.index.write_header(&new)?;

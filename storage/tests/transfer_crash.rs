@@ -38,8 +38,19 @@ fn msg(i: u32) -> Vec<u8> {
     format!("Message-ID: <c{i}@test>\r\n\r\nbody {i}\r\n").into_bytes()
 }
 
-/// Source "A" holds messages 1..=5 (UIDs 1..=5); "B" holds 101, 102.
-fn prefill(spool: &Path) {
+/// Filler messages after A's five in the `_big` runs: enough that MOVE
+/// and COPY read their few records one by one (`records_of`, single
+/// reads below one UID per 32 records) rather than the whole index.
+const PAD: u32 = 100;
+
+/// The message number of A's `i`th filler (UID 5 + i).
+fn filler(i: u32) -> u32 {
+    1000 + i
+}
+
+/// Source "A" holds messages 1..=5 (UIDs 1..=5), then `pad` fillers
+/// (UIDs 6..=5 + pad, no flags); "B" holds 101, 102.
+fn prefill(spool: &Path, pad: u32) {
     let s = store_at(spool);
     for n in ["INBOX", "A", "B"] {
         s.create_mailbox(&user(), &MailboxName::new(n).unwrap())
@@ -61,6 +72,13 @@ fn prefill(spool: &Path) {
         )
         .unwrap();
     }
+    let staged = (1..=pad)
+        .map(|i| {
+            a.stage(&msg(filler(i))[..], AppendOptions::default())
+                .unwrap()
+        })
+        .collect();
+    a.commit(staged).unwrap();
     let mut b = open(&s, "B");
     for i in [101, 102] {
         b.append(&msg(i)[..], AppendOptions::default()).unwrap();
@@ -144,8 +162,8 @@ fn contents(m: &mut Mailbox) -> BTreeMap<Vec<u8>, (Flags, Vec<String>)> {
     out
 }
 
-fn expected(op: &str, done: bool) -> (Vec<u32>, Vec<u32>) {
-    let all_a: Vec<u32> = (1..=5).collect();
+fn expected(op: &str, done: bool, pad: u32) -> (Vec<u32>, Vec<u32>) {
+    let all_a: Vec<u32> = (1..=5).chain((1..=pad).map(filler)).collect();
     let mut b = vec![101, 102];
     if done {
         b.extend_from_slice(MOVED);
@@ -160,7 +178,7 @@ fn expected(op: &str, done: bool) -> (Vec<u32>, Vec<u32>) {
 
 /// Checks both mailboxes, reading `first` before the other, each through
 /// its own fresh handle (two independent sessions).
-fn check(spool: &Path, op: &str, done: bool, first: &str, ctx: &str) {
+fn check(spool: &Path, op: &str, done: bool, first: &str, pad: u32, ctx: &str) {
     let s = store_at(spool);
     let second = if first == "A" { "B" } else { "A" };
     let mut got = BTreeMap::new();
@@ -168,7 +186,7 @@ fn check(spool: &Path, op: &str, done: bool, first: &str, ctx: &str) {
         let mut m = open(&s, name);
         got.insert(name, contents(&mut m));
     }
-    let (want_a, want_b) = expected(op, done);
+    let (want_a, want_b) = expected(op, done, pad);
     for (name, want) in [("A", &want_a), ("B", &want_b)] {
         let mut bodies: Vec<Vec<u8>> = got[name].keys().cloned().collect();
         bodies.sort();
@@ -236,7 +254,11 @@ fn check(spool: &Path, op: &str, done: bool, first: &str, ctx: &str) {
     assert_eq!(a.header().unwrap().exists, 0, "{ctx}");
     let n = b.header().unwrap().exists as usize;
     let extra = if op == "copy" && done { MOVED.len() } else { 0 };
-    assert_eq!(n, 7 + extra, "{ctx}: total after a final move");
+    assert_eq!(
+        n,
+        7 + pad as usize + extra,
+        "{ctx}: total after a final move"
+    );
 }
 
 fn points_of(op: &str) -> Vec<&'static str> {
@@ -262,22 +284,32 @@ fn is_done(op: &str, point: &str) -> bool {
     at(point) >= at(commit_point(op))
 }
 
-#[test]
-fn kill_copy_and_move_at_every_fault_point() {
+fn kill_copy_and_move_at_every_point(pad: u32) {
     for op in ["copy", "move"] {
         assert!(points_of(op).len() >= 5, "{op} points");
         for point in points_of(op) {
             for first in ["A", "B"] {
-                let ctx = format!("{op} killed at {point}, reading {first} first");
+                let ctx = format!("{op} killed at {point}, reading {first} first, pad {pad}");
                 let tmp = tempfile::tempdir().unwrap();
                 let spool = tmp.path().join("spool");
-                prefill(&spool);
+                prefill(&spool, pad);
                 let (status, out) = spawn_child(&spool, op, &format!("{point}=kill"));
                 assert_eq!(status.signal(), Some(libc::SIGKILL), "{ctx}: {out}");
-                check(&spool, op, is_done(op, point), first, &ctx);
+                check(&spool, op, is_done(op, point), first, pad, &ctx);
             }
         }
     }
+}
+
+#[test]
+fn kill_copy_and_move_at_every_fault_point() {
+    kill_copy_and_move_at_every_point(0);
+}
+
+/// The same where the records are found one by one (a big source).
+#[test]
+fn kill_copy_and_move_of_a_few_at_every_fault_point_big() {
+    kill_copy_and_move_at_every_point(PAD);
 }
 
 #[test]
@@ -287,7 +319,7 @@ fn error_at_every_fault_point() {
             let ctx = format!("{op} failing at {point}");
             let tmp = tempfile::tempdir().unwrap();
             let spool = tmp.path().join("spool");
-            prefill(&spool);
+            prefill(&spool, 0);
             let (status, out) = spawn_child(&spool, op, &format!("{point}=error"));
             assert!(status.success(), "{ctx}: {out}");
             assert!(
@@ -303,7 +335,7 @@ fn error_at_every_fault_point() {
             if point != "move.after_src_records" {
                 assert!(!dir.join(".move").exists(), "{ctx}: journal left in A");
             }
-            check(&spool, op, is_done(op, point), "A", &ctx);
+            check(&spool, op, is_done(op, point), "A", 0, &ctx);
         }
     }
 }
@@ -313,21 +345,23 @@ fn error_at_every_fault_point() {
 /// reader finishes it.
 #[test]
 fn kill_the_settling_reader_too() {
-    for resolver_point in [
-        "move.after_src_records",
-        "move.after_src_expunge",
-        "move.after_dst_clear",
+    for (resolver_point, pad) in [
+        ("move.after_src_records", 0),
+        ("move.after_src_expunge", 0),
+        ("move.after_dst_clear", 0),
+        ("move.after_src_records", PAD),
+        ("move.after_src_expunge", PAD),
     ] {
         for first in ["A", "B"] {
-            let ctx = format!("reader killed at {resolver_point}, then reading {first}");
+            let ctx = format!("reader killed at {resolver_point}, then reading {first}, pad {pad}");
             let tmp = tempfile::tempdir().unwrap();
             let spool = tmp.path().join("spool");
-            prefill(&spool);
+            prefill(&spool, pad);
             let (status, out) = spawn_child(&spool, "move", "move.after_dst_commit=kill");
             assert_eq!(status.signal(), Some(libc::SIGKILL), "{ctx}: {out}");
             let (status, out) = spawn_child(&spool, "read-b", &format!("{resolver_point}=kill"));
             assert_eq!(status.signal(), Some(libc::SIGKILL), "{ctx}: reader {out}");
-            check(&spool, "move", true, first, &ctx);
+            check(&spool, "move", true, first, pad, &ctx);
         }
     }
 }
@@ -400,7 +434,7 @@ fn find_mailbox_after_a_parent_rename() {
 /// After a move within A (RFC 6851 3.3): A as a fresh session sees it
 /// (its first lock settles): every message once, under its old UID or its
 /// new one (PROTOCOL.md §6a, "MOVE within one mailbox").
-fn check_within(spool: &Path, done: bool, ctx: &str) {
+fn check_within(spool: &Path, done: bool, pad: u32, ctx: &str) {
     let s = store_at(spool);
     let mut m = open(&s, "A");
     let snap = m.snapshot().unwrap();
@@ -412,23 +446,30 @@ fn check_within(spool: &Path, done: bool, ctx: &str) {
         .map(|r| (r.uid, m.read_message(r.uid).unwrap(), r.flags))
         .collect();
     let uids: Vec<u32> = live.iter().map(|l| l.0).collect();
+    let fillers = 6..=5 + pad;
     let want: Vec<u32> = if done {
-        vec![2, 4, 6, 7, 8]
+        [2, 4]
+            .into_iter()
+            .chain(fillers)
+            .chain([6, 7, 8].map(|u| u + pad))
+            .collect()
     } else {
-        vec![1, 2, 3, 4, 5]
+        (1..=5).chain(fillers).collect()
     };
     assert_eq!(uids, want, "{ctx}");
     live.sort_by(|a, b| a.1.cmp(&b.1));
     let bodies: Vec<Vec<u8>> = live.iter().map(|l| l.1.clone()).collect();
-    assert_eq!(bodies, (1..=5).map(msg).collect::<Vec<_>>(), "{ctx}");
-    for (i, l) in live.iter().enumerate() {
-        let seen = (i + 1) % 2 == 1;
+    let mut want_bodies: Vec<Vec<u8>> = (1..=5).chain((1..=pad).map(filler)).map(msg).collect();
+    want_bodies.sort();
+    assert_eq!(bodies, want_bodies, "{ctx}");
+    for l in &live {
+        let seen = [1, 3, 5].iter().any(|&i| l.1 == msg(i));
         assert_eq!(l.2.contains(Flags::SEEN), seen, "{ctx}: flags travel");
     }
     let h = &snap.header;
     assert_eq!(
         (h.exists, h.seen),
-        (5, 3),
+        (5 + pad, 3),
         "{ctx}: header counters agree with the records"
     );
     // A fresh handle: `m` may still hold the message files it read.
@@ -468,14 +509,16 @@ fn is_done_within(point: &str) -> bool {
 /// every message once.
 #[test]
 fn kill_a_move_within_one_mailbox_at_every_point() {
-    for point in points_of("move") {
-        let ctx = format!("move within killed at {point}");
-        let tmp = tempfile::tempdir().unwrap();
-        let spool = tmp.path().join("spool");
-        prefill(&spool);
-        let (status, out) = spawn_child(&spool, "move-within", &format!("{point}=kill"));
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "{ctx}: {out}");
-        check_within(&spool, is_done_within(point), &ctx);
+    for pad in [0, PAD] {
+        for point in points_of("move") {
+            let ctx = format!("move within killed at {point}, pad {pad}");
+            let tmp = tempfile::tempdir().unwrap();
+            let spool = tmp.path().join("spool");
+            prefill(&spool, pad);
+            let (status, out) = spawn_child(&spool, "move-within", &format!("{point}=kill"));
+            assert_eq!(status.signal(), Some(libc::SIGKILL), "{ctx}: {out}");
+            check_within(&spool, is_done_within(point), pad, &ctx);
+        }
     }
 }
 
@@ -486,14 +529,14 @@ fn error_in_a_move_within_one_mailbox_at_every_point() {
         let ctx = format!("move within failing at {point}");
         let tmp = tempfile::tempdir().unwrap();
         let spool = tmp.path().join("spool");
-        prefill(&spool);
+        prefill(&spool, 0);
         let (status, out) = spawn_child(&spool, "move-within", &format!("{point}=error"));
         assert!(status.success(), "{ctx}: {out}");
         assert!(
             out.contains(&format!("CHILD-RESULT injected {point}")),
             "{ctx}: {out}"
         );
-        check_within(&spool, is_done_within(point), &ctx);
+        check_within(&spool, is_done_within(point), 0, &ctx);
     }
 }
 
@@ -501,19 +544,20 @@ fn error_in_a_move_within_one_mailbox_at_every_point() {
 /// next reader finishes.
 #[test]
 fn kill_the_settling_reader_of_a_move_within() {
-    for resolver in [
-        "move.after_src_records",
-        "move.after_src_expunge",
-        "move.after_dst_clear",
+    for (resolver, pad) in [
+        ("move.after_src_records", 0),
+        ("move.after_src_expunge", 0),
+        ("move.after_dst_clear", 0),
+        ("move.after_src_records", PAD),
     ] {
-        let ctx = format!("reader killed at {resolver}");
+        let ctx = format!("reader killed at {resolver}, pad {pad}");
         let tmp = tempfile::tempdir().unwrap();
         let spool = tmp.path().join("spool");
-        prefill(&spool);
+        prefill(&spool, pad);
         let (status, out) = spawn_child(&spool, "move-within", "move.after_dst_commit=kill");
         assert_eq!(status.signal(), Some(libc::SIGKILL), "{ctx}: {out}");
         let (status, out) = spawn_child(&spool, "read-a", &format!("{resolver}=kill"));
         assert_eq!(status.signal(), Some(libc::SIGKILL), "{ctx}: reader {out}");
-        check_within(&spool, true, &ctx);
+        check_within(&spool, true, pad, &ctx);
     }
 }

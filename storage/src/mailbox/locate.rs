@@ -24,6 +24,14 @@ pub(crate) struct Working {
 }
 
 impl Working {
+    /// The record of `uid` if it is among `records` and not expunged.
+    pub fn live(&self, uid: u32) -> Option<&Record> {
+        let i = self.records.partition_point(|r| r.uid < uid);
+        self.records
+            .get(i)
+            .filter(|r| r.uid == uid && !r.is_expunged())
+    }
+
     /// Whether `records` is every record of the index.
     pub fn is_full(&self) -> bool {
         self.slots.is_none()
@@ -66,6 +74,17 @@ pub(crate) struct Wanted {
     pub hint: Vec<u32>,
 }
 
+impl Wanted {
+    /// Exactly these UIDs.
+    pub fn uids(uids: Vec<u32>) -> Wanted {
+        Wanted {
+            uids,
+            all_deleted: false,
+            hint: Vec::new(),
+        }
+    }
+}
+
 impl Mailbox {
     /// Under the exclusive lock with header `h`: the records a commit
     /// asking for `want` works on. The named UIDs' records (those that
@@ -100,6 +119,25 @@ impl Mailbox {
                 });
             }
         }
+        self.read_every_record(h)
+    }
+
+    /// Under a lock with header `h`: the records of `uids` (ascending,
+    /// distinct) that the index holds, by single-record reads when few
+    /// are asked for, else every record (COPY and MOVE read their source
+    /// this way; nothing is counted from them).
+    pub(crate) fn records_of(&self, h: &Header, uids: &[u32]) -> Result<Working> {
+        if (uids.len() as u64).saturating_mul(SPARSE_RATIO) < h.num_records as u64 {
+            let (slots, records) = self.find_uids(h, uids)?.into_iter().unzip();
+            return Ok(Working {
+                slots: Some(slots),
+                records,
+            });
+        }
+        self.read_every_record(h)
+    }
+
+    fn read_every_record(&self, h: &Header) -> Result<Working> {
         let records = self.index.read_records(0, h.num_records)?;
         self.check_uid_order(h, &records, 0)?;
         Ok(Working {
