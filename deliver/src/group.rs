@@ -3,16 +3,14 @@
 //! lock, one directory fsync, one index fsync round) instead of queueing
 //! on the lock one by one.
 //!
-//! Leader/follower, no extra thread: a session queues its staged messages;
-//! if no commit for that mailbox is running it becomes the leader, takes
-//! everything queued so far and commits it with its own mailbox handle;
-//! the others wait and pick up their UIDs. While a leader's commit runs,
-//! new arrivals queue up and form the next batch. A failed batch fails
-//! every session in it, and nothing of it was committed (the storage
-//! commit is all-or-nothing), so each gets a correct reply.
-//!
-//! Correctness never depends on this map: two groups for one mailbox (a
-//! pruning race) only mean two commits, serialized by the index lock.
+//! Leader/follower through `storage::group`, no extra thread: a session
+//! queues its staged messages; if no commit for that mailbox is running
+//! it becomes the leader, takes everything queued so far and commits it
+//! with its own mailbox handle; the others wait and pick up their UIDs.
+//! While a leader's commit runs, new arrivals queue up and form the next
+//! batch. A failed batch fails every session in it, and nothing of it was
+//! committed (the storage commit is all-or-nothing), so each gets a
+//! correct reply.
 //!
 //! With duplicate suppression on (`--dedup-window`), the leader runs
 //! [`commit_batch`], which holds the mailbox's duplicate log lock across
@@ -21,9 +19,9 @@
 //! does a batch that holds it twice.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
 
 use storage::dedup::{DedupLog, Key};
+use storage::group::{BatchError, Company, Groups, Present};
 use storage::{Mailbox, StagedMessage};
 
 use crate::delivery::Target;
@@ -45,54 +43,38 @@ pub enum Stored {
     Duplicate,
 }
 
-#[derive(Default)]
 pub struct GroupCommit {
-    groups: Mutex<HashMap<Target, Arc<Group>>>,
+    groups: Groups<Target, Submission, Result<Stored, Failure>, Failure>,
     /// Sessions between staging and the end of their commit, per mailbox.
-    in_flight: Arc<Mutex<HashMap<Target, usize>>>,
+    in_flight: Company<Target>,
     /// Duplicate suppression window in seconds; 0 = off.
     dedup_window: u64,
 }
 
-#[derive(Default)]
-struct Group {
-    state: Mutex<State>,
-    done: Condvar,
-}
-
-#[derive(Default)]
-struct State {
-    next_ticket: u64,
-    pending: Vec<(u64, Submission)>,
-    busy: bool,
-    results: HashMap<u64, Result<Stored, Failure>>,
-}
+/// One session's stay between staging and the end of its commit
+/// ([`GroupCommit::enter`]).
+pub type InFlight = Present<Target>;
 
 impl GroupCommit {
     pub fn new(dedup_window: u64) -> GroupCommit {
         GroupCommit {
-            groups: Mutex::default(),
-            in_flight: Arc::default(),
+            // Every submission queued by then: a batch is bounded by the
+            // sessions the server runs.
+            groups: Groups::new(usize::MAX),
+            in_flight: Company::default(),
             dedup_window,
         }
     }
 
     /// A session is about to stage messages for `target`; the returned
-    /// guard says whether other sessions are delivering there right now,
-    /// and counts this one until it is dropped (after the commit). With
-    /// company, staging flushes each message outside the mailbox lock
-    /// (ordered appends), so concurrent sessions' flushes overlap; alone,
-    /// one flush inside the lock is cheaper (PROTOCOL.md §3).
+    /// guard says how many other sessions are delivering there right now
+    /// (`others`), and counts this one until it is dropped (after the
+    /// commit). With company, staging flushes each message outside the
+    /// mailbox lock (ordered appends), so concurrent sessions' flushes
+    /// overlap; alone, one flush inside the lock is cheaper (PROTOCOL.md
+    /// §3).
     pub fn enter(&self, target: &Target) -> InFlight {
-        let mut m = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(target.clone()).or_default();
-        let others = *n;
-        *n += 1;
-        InFlight {
-            map: self.in_flight.clone(),
-            target: target.clone(),
-            others,
-        }
+        self.in_flight.enter(target.clone())
     }
 
     /// Commits `sub` (all for `target`, staged through `mbox`), possibly
@@ -104,92 +86,39 @@ impl GroupCommit {
         mbox: &mut Mailbox,
         sub: Submission,
     ) -> Result<Stored, Failure> {
-        let group = {
-            let mut g = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-            g.entry(target.clone()).or_default().clone()
-        };
-        let result = group.run(mbox, sub, self.dedup_window);
-        self.prune(target, &group);
-        result
-    }
-
-    fn prune(&self, target: &Target, group: &Arc<Group>) {
-        let mut g = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        let idle = {
-            let st = group.state.lock().unwrap_or_else(|e| e.into_inner());
-            !st.busy && st.pending.is_empty() && st.results.is_empty()
-        };
-        // Only the map and this caller hold it: nobody is about to use it.
-        if idle && Arc::strong_count(group) == 2 {
-            g.remove(target);
-        }
-    }
-}
-
-impl Group {
-    fn run(&self, mbox: &mut Mailbox, sub: Submission, window: u64) -> Result<Stored, Failure> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let ticket = st.next_ticket;
-        st.next_ticket += 1;
-        st.pending.push((ticket, sub));
-        loop {
-            if let Some(r) = st.results.remove(&ticket) {
-                return r;
-            }
-            if !st.busy {
-                st.busy = true;
-                let batch = std::mem::take(&mut st.pending);
-                drop(st);
-                let (tickets, subs): (Vec<u64>, Vec<Submission>) = batch.into_iter().unzip();
-                if tickets.len() > 1 {
-                    tracing::debug!(sessions = tickets.len(), "group commit");
+        let window = self.dedup_window;
+        self.groups
+            .join(target.clone(), sub, |take| {
+                let batch = take();
+                if batch.len() > 1 {
+                    tracing::debug!(sessions = batch.len(), "group commit");
                 }
-                // A panic here must not leave followers waiting forever.
-                let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    commit_batch(mbox, window, subs)
-                }))
-                .unwrap_or_else(|_| {
-                    tracing::error!(
-                        "group commit ended by an internal error: {}",
-                        crate::take_panic_message()
-                    );
-                    let f = from_storage(&storage::Error::Io {
-                        op: "commit",
-                        path: mbox.index_path().to_path_buf(),
-                        source: std::io::Error::other("panic during commit"),
-                    });
-                    vec![Err(f); tickets.len()]
-                });
-                st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                for (t, r) in tickets.into_iter().zip(results) {
-                    st.results.insert(t, r);
-                }
-                st.busy = false;
-                self.done.notify_all();
-                continue;
-            }
-            st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
+                Ok(commit_batch(mbox, window, batch))
+            })
+            .and_then(|r| r)
     }
 }
 
-/// One session's stay in [`GroupCommit::enter`].
-pub struct InFlight {
-    map: Arc<Mutex<HashMap<Target, usize>>>,
-    target: Target,
-    /// Sessions for the same mailbox already in flight at entry.
-    pub others: usize,
-}
+/// A failed batch's error for each of its sessions.
+impl BatchError for Failure {
+    fn for_another(&self) -> Self {
+        self.clone()
+    }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&self.target) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.target);
-            }
-        }
+    fn leader_panicked(message: &str) -> Self {
+        from_storage(&storage::Error::Io {
+            op: "commit",
+            path: std::path::PathBuf::new(),
+            source: std::io::Error::other(format!("panic during commit: {message}")),
+        })
+    }
+
+    fn miscounted() -> Self {
+        from_storage(&storage::Error::Io {
+            op: "commit",
+            path: std::path::PathBuf::new(),
+            source: std::io::Error::other("one result per submission expected"),
+        })
     }
 }
 
