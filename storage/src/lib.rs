@@ -195,6 +195,7 @@ pub mod dedup;
 pub mod error;
 pub mod format;
 pub mod import;
+mod layout;
 mod lockwait;
 pub mod mailbox;
 pub mod names;

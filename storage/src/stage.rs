@@ -22,8 +22,8 @@ use crate::error::Result;
 use crate::fault;
 use crate::format::Record;
 use crate::fsutil::{self, Dir};
+use crate::layout::message_file_name;
 use crate::lock::LockKind;
-use crate::mailbox::message_file_name;
 
 /// An append that crosses a multiple of this many UIDs settles `.stage`:
 /// one directory fsync per this many deliveries instead of one each.

@@ -22,7 +22,7 @@ use nix::fcntl::OFlag;
 use crate::error::{Error, Result};
 use crate::format::{Record, UNORDERED_MAX_SIZE};
 use crate::fsutil::{self, Dir};
-use crate::mailbox::{STAGE_DIR, message_file_name};
+use crate::layout::{STAGE_DIR, message_file_name};
 
 /// Records whose bytes a reader checks: the others were flushed before
 /// their commit began.

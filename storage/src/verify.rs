@@ -67,8 +67,8 @@ use crate::format::{
 };
 use crate::fsutil::{self, Dir};
 use crate::index::{HeaderRead, INDEX_NAME, IndexFile};
+use crate::layout::{STAGE_DIR, message_file_name, parse_message_file_name};
 use crate::lock::{LockGuard, LockKind};
-use crate::mailbox::{STAGE_DIR, message_file_name, parse_message_file_name};
 use crate::meta::{META_NAME, Meta};
 
 /// How serious a finding is.

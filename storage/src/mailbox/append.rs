@@ -10,9 +10,42 @@ use crate::error::{Error, Result};
 use crate::fault;
 use crate::format::{Flags, Header, Keywords, MAX_ZONE_MINUTES, Record};
 use crate::fsutil;
-use crate::import::UidPlan;
 use crate::index::Durability;
 use crate::lock::LockKind;
+
+/// The UIDs a commit hands out, when the caller chooses them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct UidPlan {
+    /// One UID per staged message, strictly increasing, the first above
+    /// the mailbox's `last_uid` (gaps allowed). `None`: `last_uid + 1`, ...
+    pub uids: Option<Vec<u32>>,
+    /// After the commit `last_uid` is at least `next_uid - 1`.
+    pub next_uid: Option<u32>,
+}
+
+impl UidPlan {
+    /// Under the exclusive lock, against the header's `last_uid`.
+    pub(crate) fn check(&self, last_uid: u32) -> Result<()> {
+        if self.next_uid == Some(0) {
+            return Err(Error::UidPlan("the next UID is 0".into()));
+        }
+        let Some(uids) = &self.uids else {
+            return Ok(());
+        };
+        let mut prev = last_uid;
+        for &uid in uids {
+            if uid <= prev {
+                return Err(if prev == last_uid {
+                    Error::UidTaken { uid, last_uid }
+                } else {
+                    Error::UidPlan(format!("UID {uid} follows {prev}: not increasing"))
+                });
+            }
+            prev = uid;
+        }
+        Ok(())
+    }
+}
 
 impl Mailbox {
     /// Streams and commits one message. Returns its UID.
@@ -289,4 +322,32 @@ pub(crate) fn check_room(h: &Header, n: usize) -> Result<()> {
         return Err(Error::MailboxFull { limit });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UidPlan;
+    use crate::error::Error;
+
+    #[test]
+    fn plan_checks_order_against_last_uid() {
+        let p = |uids: &[u32]| UidPlan {
+            uids: Some(uids.to_vec()),
+            next_uid: None,
+        };
+        assert!(p(&[5, 7, 9]).check(4).is_ok());
+        assert!(matches!(
+            p(&[4, 7]).check(4),
+            Err(Error::UidTaken {
+                uid: 4,
+                last_uid: 4
+            })
+        ));
+        assert!(matches!(p(&[5, 5]).check(4), Err(Error::UidPlan(_))));
+        let zero = UidPlan {
+            uids: None,
+            next_uid: Some(0),
+        };
+        assert!(zero.check(0).is_err());
+    }
 }

@@ -42,7 +42,7 @@ mod recover;
 mod repack;
 mod snapshot;
 mod staging;
-pub(crate) use append::check_room;
+pub(crate) use append::{UidPlan, check_room};
 pub use batch::{BatchOp, BatchOutcome};
 pub(crate) use expunge::expunge_in;
 pub(crate) use flags::{FlagChange, Recount};
@@ -51,22 +51,7 @@ pub use recover::RecoverOutcome;
 pub use repack::RepackOutcome;
 pub use staging::{AppendOptions, StagedMessage};
 
-/// The mailbox subdirectory where messages are written before their commit.
-pub const STAGE_DIR: &str = ".stage";
-
-/// The file name of the message with `uid`.
-pub fn message_file_name(uid: u32) -> String {
-    format!("{uid}.")
-}
-
-/// Parses a message file name back into its UID.
-pub fn parse_message_file_name(name: &[u8]) -> Option<u32> {
-    let digits = name.strip_suffix(b".")?;
-    if digits.is_empty() || digits[0] == b'0' || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
-}
+pub use crate::layout::{STAGE_DIR, message_file_name, parse_message_file_name};
 
 /// What changed since a session's last look (see [`Mailbox::changes_since`]).
 #[derive(Clone, Debug)]
