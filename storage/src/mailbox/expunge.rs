@@ -47,11 +47,6 @@ impl Mailbox {
         Ok(expunged)
     }
 
-    /// Rewrites records in place, then the header `new` (store, expunge).
-    /// On an error before the header reached the file the original
-    /// records are put back, so a failed call changes nothing. A kill
-    /// cannot be undone: then the records stay, uncounted and unannounced,
-    /// until the next recounting writer or `recover` commits them.
     /// Commits the `writes` (with their `undo`) of a working set and the
     /// records `after` it (§4): the header one generation up, counted
     /// from them, with `highestmodseq` = `modseq`. Returns that header.
@@ -72,6 +67,11 @@ impl Mailbox {
         Ok(new)
     }
 
+    /// Rewrites records in place, then the header `new` (store, expunge).
+    /// On an error before the header reached the file the original
+    /// records are put back, so a failed call changes nothing. A kill
+    /// cannot be undone: then the records stay, uncounted and unannounced,
+    /// until the next recounting writer or `recover` commits them.
     pub(crate) fn commit_in_place(
         &self,
         old: &Header,
