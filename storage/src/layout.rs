@@ -1,8 +1,12 @@
 //! Names of a mailbox directory's entries that the mailbox handle, the
-//! staging area, recovery and the checks all use: the message files
-//! (`UID.`) and the staging directory (docs/FORMAT.md §1 and §4). Kept
-//! below every module that names them, so that none of them imports the
-//! mailbox handle only for a file name.
+//! staging area, recovery, the checks and the error classification all
+//! use: the index file, the message files (`UID.`) and the staging
+//! directory (docs/FORMAT.md §1 and §4). Kept below every module that
+//! names them, so that none of them imports the mailbox handle or the
+//! index only for a file name.
+
+/// The index file of a mailbox directory.
+pub const INDEX_NAME: &str = ".index";
 
 /// The mailbox subdirectory where messages are written before their commit.
 pub const STAGE_DIR: &str = ".stage";

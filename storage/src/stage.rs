@@ -193,7 +193,7 @@ pub fn tidy(dir: &Dir, stage: &Dir, records: &[Record], durable: bool) -> Result
             // our probe locked before it could; never take it for a
             // message (an empty message needs no stage file to restore).
             if u.is_orphan() && missing.iter().any(|r| r.size == u.len) {
-                let crc = crate::verify::crc_of_file(&u.file, &path)?;
+                let crc = crate::fsutil::crc_of_file(&u.file, &path)?;
                 matched = missing
                     .iter()
                     .position(|r| r.size == u.len && r.message_crc == crc);

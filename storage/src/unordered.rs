@@ -34,7 +34,7 @@ fn holds(f: &File, path: &Path, r: &Record) -> Result<bool> {
     let meta = f.metadata().map_err(|e| Error::io("stat", path, e))?;
     Ok(meta.is_file()
         && meta.len() == r.size
-        && crate::verify::crc_of_file(f, path)? == r.message_crc)
+        && crate::fsutil::crc_of_file(f, path)? == r.message_crc)
 }
 
 /// Opens `name` in `dir`; `None` if it does not exist.
