@@ -202,7 +202,7 @@ impl Error {
         // ESHUTDOWN: the Ceph client was evicted; every file is gone.
         if crate::sharedfs::means_lock_lost(errno)
             && (errno == Some(libc::ESHUTDOWN)
-                || path.file_name() == Some(std::ffi::OsStr::new(crate::index::INDEX_NAME)))
+                || path.file_name() == Some(std::ffi::OsStr::new(crate::layout::INDEX_NAME)))
         {
             crate::sharedfs::note_lock_lost();
             return Error::LockLost { path, source };

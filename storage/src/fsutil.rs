@@ -377,3 +377,18 @@ pub fn now() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+/// CRC32 of a whole file, streamed.
+pub fn crc_of_file(f: &std::fs::File, path: &Path) -> Result<u32> {
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut off = 0u64;
+    loop {
+        let n = read_at_most(f, &mut buf, off, path)?;
+        h.update(&buf[..n]);
+        off += n as u64;
+        if n < buf.len() {
+            return Ok(h.finalize());
+        }
+    }
+}

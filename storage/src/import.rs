@@ -13,43 +13,9 @@ use crate::fault;
 use crate::format::{Flags, Keywords};
 use crate::index::Durability;
 use crate::lock::LockKind;
-use crate::mailbox::{AppendOptions, Mailbox, StagedMessage};
+use crate::mailbox::{AppendOptions, Mailbox, StagedMessage, UidPlan};
 use crate::names::{MailboxName, UserName};
-use crate::store::Store;
-
-/// The UIDs a commit hands out, when the caller chooses them.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct UidPlan {
-    /// One UID per staged message, strictly increasing, the first above
-    /// the mailbox's `last_uid` (gaps allowed). `None`: `last_uid + 1`, ...
-    pub uids: Option<Vec<u32>>,
-    /// After the commit `last_uid` is at least `next_uid - 1`.
-    pub next_uid: Option<u32>,
-}
-
-impl UidPlan {
-    /// Under the exclusive lock, against the header's `last_uid`.
-    pub(crate) fn check(&self, last_uid: u32) -> Result<()> {
-        if self.next_uid == Some(0) {
-            return Err(Error::UidPlan("the next UID is 0".into()));
-        }
-        let Some(uids) = &self.uids else {
-            return Ok(());
-        };
-        let mut prev = last_uid;
-        for &uid in uids {
-            if uid <= prev {
-                return Err(if prev == last_uid {
-                    Error::UidTaken { uid, last_uid }
-                } else {
-                    Error::UidPlan(format!("UID {uid} follows {prev}: not increasing"))
-                });
-            }
-            prev = uid;
-        }
-        Ok(())
-    }
-}
+use crate::store::{Store, UidValidityChoice};
 
 impl Mailbox {
     /// Stages a message of a batch import (PROTOCOL.md §3a, *Batch
@@ -263,78 +229,5 @@ impl Store {
         self.create_mailbox_choosing(user, name, UidValidityChoice::Avoiding(avoid))?;
         let mut m = self.open_mailbox(user, name)?;
         Ok(m.header()?.uidvalidity)
-    }
-}
-
-/// How [`Store`] picks the UIDVALIDITY of a mailbox it creates.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum UidValidityChoice {
-    /// The clock, above every value handed out before.
-    New,
-    /// As `New`, but never this value.
-    Avoiding(u32),
-    /// This value, which must be above every value handed out before.
-    Exactly(u32),
-}
-
-impl UidValidityChoice {
-    /// The value to hand out after `last` (the last one handed out) at
-    /// clock time `now`.
-    pub(crate) fn pick(self, last: u32, now: u32) -> Result<u32> {
-        let fresh = now.max(last.saturating_add(1));
-        match self {
-            UidValidityChoice::New => Ok(fresh),
-            UidValidityChoice::Avoiding(v) if fresh == v => {
-                fresh.checked_add(1).ok_or(Error::UidValidityUsed {
-                    wanted: u32::MAX,
-                    last,
-                })
-            }
-            UidValidityChoice::Avoiding(_) => Ok(fresh),
-            UidValidityChoice::Exactly(v) if v > last => Ok(v),
-            UidValidityChoice::Exactly(v) => Err(Error::UidValidityUsed { wanted: v, last }),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plan_checks_order_against_last_uid() {
-        let p = |uids: &[u32]| UidPlan {
-            uids: Some(uids.to_vec()),
-            next_uid: None,
-        };
-        assert!(p(&[5, 7, 9]).check(4).is_ok());
-        assert!(matches!(
-            p(&[4, 7]).check(4),
-            Err(Error::UidTaken {
-                uid: 4,
-                last_uid: 4
-            })
-        ));
-        assert!(matches!(p(&[5, 5]).check(4), Err(Error::UidPlan(_))));
-        let zero = UidPlan {
-            uids: None,
-            next_uid: Some(0),
-        };
-        assert!(zero.check(0).is_err());
-    }
-
-    #[test]
-    fn uidvalidity_choice() {
-        assert_eq!(UidValidityChoice::New.pick(10, 5).unwrap(), 11);
-        assert_eq!(UidValidityChoice::New.pick(10, 50).unwrap(), 50);
-        assert_eq!(UidValidityChoice::Avoiding(50).pick(10, 50).unwrap(), 51);
-        assert_eq!(UidValidityChoice::Avoiding(11).pick(10, 5).unwrap(), 12);
-        assert_eq!(UidValidityChoice::Exactly(11).pick(10, 50).unwrap(), 11);
-        assert!(UidValidityChoice::Exactly(10).pick(10, 50).is_err());
-        assert!(
-            UidValidityChoice::Avoiding(u32::MAX)
-                .pick(u32::MAX - 1, 5)
-                .is_err()
-        );
     }
 }

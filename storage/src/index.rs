@@ -14,8 +14,8 @@ use crate::format::{
     SLOT_OFFSETS,
 };
 use crate::fsutil::{self, Dir};
+pub use crate::layout::INDEX_NAME;
 
-pub const INDEX_NAME: &str = ".index";
 /// A byte in the zero padding between the header slots: non-zero while a
 /// writer holds the exclusive lock. Seen under any lock, it means that
 /// writer died mid-change, and the locker repairs the mailbox first. It

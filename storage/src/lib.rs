@@ -196,6 +196,7 @@ pub mod error;
 pub mod format;
 pub mod group;
 pub mod import;
+mod layout;
 mod lockwait;
 pub mod mailbox;
 pub mod names;

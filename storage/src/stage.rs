@@ -22,8 +22,8 @@ use crate::error::Result;
 use crate::fault;
 use crate::format::Record;
 use crate::fsutil::{self, Dir};
+use crate::layout::message_file_name;
 use crate::lock::LockKind;
-use crate::mailbox::message_file_name;
 
 /// An append that crosses a multiple of this many UIDs settles `.stage`:
 /// one directory fsync per this many deliveries instead of one each.
@@ -193,7 +193,7 @@ pub fn tidy(dir: &Dir, stage: &Dir, records: &[Record], durable: bool) -> Result
             // our probe locked before it could; never take it for a
             // message (an empty message needs no stage file to restore).
             if u.is_orphan() && missing.iter().any(|r| r.size == u.len) {
-                let crc = crate::verify::crc_of_file(&u.file, &path)?;
+                let crc = crate::fsutil::crc_of_file(&u.file, &path)?;
                 matched = missing
                     .iter()
                     .position(|r| r.size == u.len && r.message_crc == crc);

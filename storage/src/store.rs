@@ -12,12 +12,14 @@ use std::os::fd::AsFd;
 use crate::error::{Error, Result};
 use crate::format::Header;
 use crate::fsutil::{self, Dir};
-use crate::import::UidValidityChoice;
 pub use crate::index::Durability;
 use crate::index::{INDEX_NAME, IndexFile};
 use crate::lock::{LockGuard, LockKind};
 use crate::mailbox::{Mailbox, STAGE_DIR, parse_message_file_name};
 use crate::names::{MailboxName, UserName};
+
+mod uidvalidity;
+pub(crate) use uidvalidity::UidValidityChoice;
 
 pub(crate) const UIDVALIDITY_FILE: &str = ".uidvalidity";
 const DELETED_MARK: &str = ".index.deleted";

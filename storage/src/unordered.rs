@@ -22,7 +22,7 @@ use nix::fcntl::OFlag;
 use crate::error::{Error, Result};
 use crate::format::{Record, UNORDERED_MAX_SIZE};
 use crate::fsutil::{self, Dir};
-use crate::mailbox::{STAGE_DIR, message_file_name};
+use crate::layout::{STAGE_DIR, message_file_name};
 
 /// Records whose bytes a reader checks: the others were flushed before
 /// their commit began.
@@ -34,7 +34,7 @@ fn holds(f: &File, path: &Path, r: &Record) -> Result<bool> {
     let meta = f.metadata().map_err(|e| Error::io("stat", path, e))?;
     Ok(meta.is_file()
         && meta.len() == r.size
-        && crate::verify::crc_of_file(f, path)? == r.message_crc)
+        && crate::fsutil::crc_of_file(f, path)? == r.message_crc)
 }
 
 /// Opens `name` in `dir`; `None` if it does not exist.

@@ -67,9 +67,11 @@ use crate::format::{
 };
 use crate::fsutil::{self, Dir};
 use crate::index::{HeaderRead, INDEX_NAME, IndexFile};
+use crate::layout::{STAGE_DIR, message_file_name, parse_message_file_name};
 use crate::lock::{LockGuard, LockKind};
-use crate::mailbox::{STAGE_DIR, message_file_name, parse_message_file_name};
 use crate::meta::{META_NAME, Meta};
+
+pub use crate::fsutil::crc_of_file;
 
 /// How serious a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -867,19 +869,4 @@ fn check_stage(dir: &Dir, rep: &mut Report) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// CRC32 of a whole file, streamed.
-pub fn crc_of_file(f: &std::fs::File, path: &Path) -> Result<u32> {
-    let mut h = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut off = 0u64;
-    loop {
-        let n = fsutil::read_at_most(f, &mut buf, off, path)?;
-        h.update(&buf[..n]);
-        off += n as u64;
-        if n < buf.len() {
-            return Ok(h.finalize());
-        }
-    }
 }

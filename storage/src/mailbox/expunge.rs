@@ -1,0 +1,142 @@
+//! Expunge, and the in-place commit it shares with STORE and the group
+//! commit: records rewritten in their slots, then the header one
+//! generation up, put back on an error before the header reached the
+//! file. Ordering: docs/PROTOCOL.md §4.
+
+use super::{Mailbox, Recount, locate};
+use crate::error::Result;
+use crate::fault;
+use crate::format::{Flags, Header, Record};
+use crate::fsutil;
+use crate::index::Durability;
+use crate::lock::LockKind;
+
+impl Mailbox {
+    /// Marks messages expunged. `uids = None` expunges every message with
+    /// \Deleted (IMAP EXPUNGE); `Some` limits that to the given UIDs (UID
+    /// EXPUNGE). With `require_deleted = false` the listed UIDs are
+    /// expunged whatever their flags (MOVE). Files stay until repack.
+    /// Returns the expunged UIDs, ascending.
+    pub fn expunge(&mut self, uids: Option<&[u32]>, require_deleted: bool) -> Result<Vec<u32>> {
+        let (guard, old) = self.lock_current(LockKind::Exclusive)?;
+        let work = self.working_set(
+            &old,
+            &locate::Wanted {
+                uids: uids.map(<[u32]>::to_vec).unwrap_or_default(),
+                all_deleted: uids.is_none(),
+                hint: Vec::new(),
+            },
+        )?;
+        let modseq = old.highestmodseq + 1;
+        let mut after = work.records.clone();
+        let recnos = expunge_in(&mut after, uids, require_deleted, modseq, fsutil::now());
+        let expunged: Vec<u32> = recnos.iter().map(|&i| after[i as usize].uid).collect();
+        let (writes, undo) = work.writes(&after, recnos.into_iter().map(|i| i as usize));
+        if expunged.is_empty() {
+            drop(guard);
+            return Ok(expunged);
+        }
+        self.commit_work(
+            &old,
+            (&work, &after),
+            (&writes, &undo),
+            modseq,
+            ["expunge.after_records", "expunge.after_header"],
+        )?;
+        drop(guard);
+        Ok(expunged)
+    }
+
+    /// Commits the `writes` (with their `undo`) of a working set and the
+    /// records `after` it (§4): the header one generation up, counted
+    /// from them, with `highestmodseq` = `modseq`. Returns that header.
+    pub(crate) fn commit_work(
+        &self,
+        old: &Header,
+        (work, after): (&locate::Working, &[Record]),
+        (writes, undo): (&locate::Writes, &locate::Writes),
+        modseq: u64,
+        points: [&'static str; 2],
+    ) -> Result<Header> {
+        let recount = Recount::from_work(work, after);
+        let mut new = old.clone();
+        recount.apply(&mut new, writes, undo);
+        new.generation = old.generation + 1;
+        new.highestmodseq = modseq;
+        self.commit_in_place(old, &new, &recount, writes, undo, points)?;
+        Ok(new)
+    }
+
+    /// Rewrites records in place, then the header `new` (store, expunge).
+    /// On an error before the header reached the file the original
+    /// records are put back, so a failed call changes nothing. A kill
+    /// cannot be undone: then the records stay, uncounted and unannounced,
+    /// until the next recounting writer or `recover` commits them.
+    pub(crate) fn commit_in_place(
+        &self,
+        old: &Header,
+        new: &Header,
+        recount: &Recount,
+        writes: &[(u32, Record)],
+        undo: &[(u32, Record)],
+        points: [&'static str; 2],
+    ) -> Result<()> {
+        let result = (|| -> Result<()> {
+            for (recno, r) in writes {
+                self.index.write_record(*recno, r)?;
+            }
+            fault::point(points[0])?;
+            self.index.write_header(new)?;
+            if matches!(recount, Recount::Full(_)) {
+                // Counted from every record: later writers of this boot
+                // may count by delta (IndexFile::counted_this_boot).
+                self.index.write_count_stamp()?;
+            }
+            fault::point(points[1])?;
+            if self.durability == Durability::Full {
+                self.index.sync()?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let committed = self
+                .index
+                .read_header()
+                .map(|h| h.generation > old.generation)
+                .unwrap_or(false);
+            if !committed {
+                for (recno, r) in undo {
+                    let _ = self.index.write_record(*recno, r);
+                }
+            }
+        }
+        result
+    }
+}
+
+/// Marks expunged, in memory, the live records among `uids` (all when
+/// `None`), only those with \Deleted when `require_deleted`; each gets
+/// `modseq`. Returns their record numbers, ascending.
+pub(crate) fn expunge_in(
+    records: &mut [Record],
+    uids: Option<&[u32]>,
+    require_deleted: bool,
+    modseq: u64,
+    now: i64,
+) -> Vec<u32> {
+    let wanted: Option<std::collections::HashSet<u32>> = uids.map(|u| u.iter().copied().collect());
+    let mut recnos = Vec::new();
+    for (i, r) in records.iter_mut().enumerate() {
+        if r.is_expunged()
+            || wanted.as_ref().is_some_and(|w| !w.contains(&r.uid))
+            || (require_deleted && !r.flags.contains(Flags::DELETED))
+        {
+            continue;
+        }
+        r.flags = r.flags.union(Flags::EXPUNGED);
+        r.modseq = modseq;
+        r.last_updated = now;
+        recnos.push(i as u32);
+    }
+    recnos
+}
