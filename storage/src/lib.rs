@@ -197,6 +197,7 @@ pub mod format;
 pub mod import;
 mod lockwait;
 pub mod mailbox;
+mod namegen;
 pub mod names;
 pub mod quarantine;
 pub mod recent;

@@ -88,8 +88,9 @@ impl Store {
         uses: &[SpecialUse],
     ) -> Result<()> {
         let user_dir = self.user_dir(user, true)?;
-        let _names = self.lock_names(&user_dir)?;
+        let _names = self.change_names(&user_dir)?;
         self.create_locked(user, &user_dir, name)?;
+        crate::fault::point("special_use.after_create")?;
         if !uses.is_empty() {
             let dir = self.mailbox_dir(user, name, false)?;
             self.write_special_use(&dir, uses)?;
@@ -123,6 +124,14 @@ impl Store {
     /// [`Store::list_mailboxes`] and [`Store::special_uses`] give, from one
     /// walk over the user's directories (LIST needs both).
     pub fn mailboxes_with_uses(
+        &self,
+        user: &UserName,
+    ) -> Result<Vec<(MailboxName, Vec<SpecialUse>)>> {
+        Ok(self.listing(user)?.as_ref().clone())
+    }
+
+    /// [`Self::mailboxes_with_uses`] by a walk (no cache).
+    pub(crate) fn walk_with_uses(
         &self,
         user: &UserName,
     ) -> Result<Vec<(MailboxName, Vec<SpecialUse>)>> {
@@ -173,7 +182,7 @@ impl Store {
                 return Ok(Vec::new());
             }
         }
-        let _names = self.lock_names(&user_dir)?;
+        let _names = self.change_names(&user_dir)?;
         let existing = self.list_mailboxes(user)?;
         if !existing.iter().all(is_default) {
             return Ok(Vec::new());
