@@ -420,7 +420,8 @@ impl IndexFile {
     }
 
     fn read_slots(&self) -> Result<HeaderRead> {
-        let mut buf = vec![0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE + crate::boot::STAMP_SIZE];
+        // On the stack: every lock reads it (no allocation per header).
+        let mut buf = [0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE + crate::boot::STAMP_SIZE];
         let n = fsutil::read_at_most(&self.file, &mut buf, 0, &self.path)?;
         let this_boot = |slot: usize| {
             let off = SLOT_OFFSETS[slot] as usize;

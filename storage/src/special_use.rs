@@ -130,6 +130,16 @@ impl Store {
         Ok(self.listing(user)?.as_ref().clone())
     }
 
+    /// [`Self::mailboxes_with_uses`] shared, not copied: the process-wide
+    /// cached listing itself when the user's names did not change since
+    /// it was walked (docs/PROTOCOL.md §6b).
+    pub fn mailbox_listing(
+        &self,
+        user: &UserName,
+    ) -> Result<std::sync::Arc<Vec<(MailboxName, Vec<SpecialUse>)>>> {
+        self.listing(user)
+    }
+
     /// [`Self::mailboxes_with_uses`] by a walk (no cache).
     pub(crate) fn walk_with_uses(
         &self,

@@ -66,6 +66,10 @@ pub(super) fn split_flags(flags: &[Flag]) -> Result<(Flags, Vec<String>), Fail> 
 pub(super) fn wildcard(pat: &[u8], name: &[u8]) -> bool {
     // INBOX is case-insensitive (RFC 3501 5.1): so is its name in a
     // pattern (`inbox/%`, `inb*`); other names are compared exactly.
+    if pat == b"*" {
+        // Everything (LIST "" "*", the most common pattern).
+        return true;
+    }
     let inbox = name.starts_with(b"INBOX") && matches!(name.get(5), None | Some(b'/'));
     let ci = if inbox { 5 } else { 0 };
     let n = name.len();
