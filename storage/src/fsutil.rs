@@ -289,7 +289,7 @@ impl SubdirCounts {
         let Ok(st) = nix::sys::stat::fstat(dir.fd.as_fd()) else {
             return true;
         };
-        let dev = st.st_dev as u64;
+        let dev = st.st_dev;
         let counts_subdirs = match self.last {
             Some((d, counts)) if d == dev => counts,
             _ => {

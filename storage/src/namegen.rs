@@ -33,7 +33,6 @@ use crate::fsutil::{self, Dir};
 use crate::lock::{LockGuard, LockKind};
 use crate::mailbox::Mailbox;
 use crate::names::{MailboxName, UserName};
-use crate::special_use::SpecialUse;
 
 /// In the user's directory: the names generation.
 pub(crate) const NAMES_GEN_FILE: &str = ".names.gen";
@@ -230,8 +229,7 @@ impl Drop for NamesChange {
     }
 }
 
-/// A user's mailboxes with their special uses, sorted by name.
-pub(crate) type Listing = Arc<Vec<(MailboxName, Vec<SpecialUse>)>>;
+pub(crate) use crate::special_use::MailboxListing as Listing;
 
 type Key = (PathBuf, String);
 
@@ -242,9 +240,10 @@ fn listings() -> &'static Mutex<HashMap<Key, (Stamp, Listing)>> {
 
 type HandleKey = (PathBuf, String, String);
 
-fn handles() -> &'static Mutex<HashMap<HandleKey, (Stamp, Arc<Mutex<Mailbox>>)>> {
-    type Map = HashMap<HandleKey, (Stamp, Arc<Mutex<Mailbox>>)>;
-    static H: OnceLock<Mutex<Map>> = OnceLock::new();
+type HandleMap = HashMap<HandleKey, (Stamp, Arc<Mutex<Mailbox>>)>;
+
+fn handles() -> &'static Mutex<HandleMap> {
+    static H: OnceLock<Mutex<HandleMap>> = OnceLock::new();
     H.get_or_init(Default::default)
 }
 

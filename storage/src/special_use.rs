@@ -26,6 +26,10 @@ const SPECIAL_USE_TMP: &str = ".special-use.tmp";
 /// fit in 50. A larger file is corrupt, never read into memory.
 pub const MAX_SPECIAL_USE_BYTES: u64 = 256;
 
+/// A user's mailboxes with their special uses, sorted by name, shared
+/// ([`Store::mailbox_listing`]).
+pub type MailboxListing = std::sync::Arc<Vec<(MailboxName, Vec<SpecialUse>)>>;
+
 /// A special use the store can record (RFC 6154 §2). `\All` and
 /// `\Flagged` name virtual mailboxes, which this store does not have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -133,10 +137,7 @@ impl Store {
     /// [`Self::mailboxes_with_uses`] shared, not copied: the process-wide
     /// cached listing itself when the user's names did not change since
     /// it was walked (docs/PROTOCOL.md §6b).
-    pub fn mailbox_listing(
-        &self,
-        user: &UserName,
-    ) -> Result<std::sync::Arc<Vec<(MailboxName, Vec<SpecialUse>)>>> {
+    pub fn mailbox_listing(&self, user: &UserName) -> Result<MailboxListing> {
         self.listing(user)
     }
 
