@@ -190,7 +190,18 @@ impl NamesChange {
     pub(crate) fn begin(user_dir: &Dir, lock: LockGuard) -> Result<NamesChange> {
         let os = fsutil::os(NAMES_GEN_FILE.as_bytes());
         let path = user_dir.child_path(os);
-        let file = user_dir.open_file(os, OFlag::O_RDWR | OFlag::O_CREAT)?;
+        let file = match user_dir.open_file(os, OFlag::O_RDWR | OFlag::O_CREAT) {
+            Ok(f) => f,
+            // Not ours to write (a tool run as another user made it):
+            // replaced by a file of a new epoch, which no cache matches.
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                user_dir.unlink(os)?;
+                user_dir.open_file(os, OFlag::O_RDWR | OFlag::O_CREAT)?
+            }
+            Err(e) => return Err(e),
+        };
         let odd = match read_file(&file) {
             Some(s) => Stamp {
                 epoch: s.epoch,
@@ -247,6 +258,13 @@ fn handles() -> &'static Mutex<HandleMap> {
     H.get_or_init(Default::default)
 }
 
+/// A cache map's lock; a panic elsewhere while it was held left no
+/// half-made entry (inserts and removals are single calls), so a
+/// poisoned lock is used as is.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn insert_bounded<K: Eq + std::hash::Hash + Clone, V>(
     m: &mut HashMap<K, V>,
     k: K,
@@ -292,14 +310,14 @@ pub(crate) fn listing(
         return walk();
     };
     let key = (root.path.clone(), user.as_str().to_string());
-    if let Some((s, l)) = listings().lock().expect("listing cache").get(&key)
+    if let Some((s, l)) = lock(listings()).get(&key)
         && *s == before
     {
         return Ok(l.clone());
     }
     let fresh = walk()?;
     if read(root, user) == Some(before) {
-        let mut m = listings().lock().expect("listing cache");
+        let mut m = lock(listings());
         insert_bounded(&mut m, key, (before, fresh.clone()), MAX_LISTINGS);
     }
     Ok(fresh)
@@ -325,25 +343,32 @@ pub(crate) fn with_handle<T>(
         user.as_str().to_string(),
         name.as_str().to_string(),
     );
-    let cached = handles()
-        .lock()
-        .expect("handle cache")
-        .get(&key)
-        .filter(|(s, _)| *s == stamp)
-        .map(|(_, h)| h.clone());
-    if let Some(h) = cached {
-        let r = f(&mut h.lock().expect("cached mailbox"));
-        match r {
-            Err(Error::MailboxDeleted) | Err(Error::NoSuchMailbox(_)) => {
-                handles().lock().expect("handle cache").remove(&key);
+    let cached = {
+        let mut m = lock(handles());
+        match m.get(&key) {
+            Some((s, h)) if *s == stamp => Some(h.clone()),
+            // Opened before a change of names: closed now.
+            Some(_) => {
+                m.remove(&key);
+                None
             }
-            r => return r,
+            None => None,
+        }
+    };
+    if let Some(h) = cached {
+        // A handle whose user panicked is dropped, never reused.
+        let r = h.lock().ok().map(|mut m| f(&mut m));
+        match r {
+            None | Some(Err(Error::MailboxDeleted)) | Some(Err(Error::NoSuchMailbox(_))) => {
+                lock(handles()).remove(&key);
+            }
+            Some(r) => return r,
         }
     }
     let mut mbox = open()?;
     let r = f(&mut mbox);
     if r.is_ok() {
-        let mut m = handles().lock().expect("handle cache");
+        let mut m = lock(handles());
         insert_bounded(
             &mut m,
             key,

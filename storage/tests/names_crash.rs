@@ -1,5 +1,6 @@
 //! Kills the changes of a user's mailbox names (create, create with a
-//! special use, delete of a leaf and of a parent, rename) at each of their
+//! special use, delete of a leaf and of a parent, rename, a reconstruct
+//! that makes a mailbox of a directory without index) at each of their
 //! fault points (`fault::NAMES_POINTS`, real child processes, SIGKILL),
 //! while this process holds a listing in the process-wide cache that the
 //! names generation validates (docs/PROTOCOL.md §6b). After each kill, and
@@ -56,6 +57,14 @@ fn run_op(s: &Store, op: &str) -> mailstore::Result<()> {
         "delete_leaf" => s.delete_mailbox(&u, &mb("Leaf")),
         "delete_parent" => s.delete_mailbox(&u, &mb("Par")),
         "rename" => s.rename_mailbox(&u, &mb("Old"), &mb("Moved/Old")),
+        // idx-admin reconstruct of a directory holding a message file but
+        // no index: it becomes a mailbox.
+        "reconstruct" => mailstore::recovery::reconstruct(
+            &s.mailbox_path(&u, &mb("Rec")),
+            mailstore::Durability::Full,
+            std::time::Duration::from_secs(10),
+        )
+        .map(|_| ()),
         // Another change after the killed one (finishing what it left).
         "next" => s.create_mailbox(&u, &mb("Next")),
         other => panic!("unknown op {other}"),
@@ -71,6 +80,7 @@ fn ops_for(point: &str) -> &'static [&'static str] {
             "delete_leaf",
             "delete_parent",
             "rename",
+            "reconstruct",
         ],
         "create" => &["create", "create_use"],
         "special_use" => &["create_use"],
@@ -130,6 +140,10 @@ fn prefill(spool: &Path) {
     for n in ["INBOX", "Leaf", "Par", "Par/Kid", "Old"] {
         s.create_mailbox(&user(), &mb(n)).unwrap();
     }
+    // Not a mailbox until reconstructed.
+    let rec = s.mailbox_path(&user(), &mb("Rec"));
+    std::fs::create_dir(&rec).unwrap();
+    std::fs::write(rec.join("1."), b"Subject: lost index\r\n\r\nbody\r\n").unwrap();
 }
 
 /// The listing after `op` completed, from a spool where it ran to the end.
