@@ -117,8 +117,9 @@ pub(crate) fn read(root: &Dir, user: &UserName) -> Option<Stamp> {
         .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
     let fd = match nix::fcntl::openat2(root.fd.as_fd(), path.as_str(), how) {
         Ok(fd) => fd,
-        // Kernels before 5.6: component by component.
-        Err(nix::Error::ENOSYS) => {
+        // Kernels before 5.6 (ENOSYS), or a seccomp filter that does not
+        // know the call (EPERM): component by component.
+        Err(nix::Error::ENOSYS | nix::Error::EPERM) => {
             let dir = root.open_dir(fsutil::os(user.encoded().as_bytes())).ok()?;
             return dir
                 .open_file(fsutil::os(NAMES_GEN_FILE.as_bytes()), OFlag::O_RDONLY)
