@@ -143,3 +143,17 @@ pub const POINTS: &[&str] = &[
     "move.after_src_expunge",
     "move.after_dst_clear",
 ];
+
+/// Fault points of the changes of a user's mailbox names (create, delete,
+/// rename, special use; PROTOCOL.md §6, §6b), in write order:
+/// `storage/tests/names_crash.rs` kills at each of them and checks that
+/// the next listing, cached or not, is right.
+pub const NAMES_POINTS: &[&str] = &[
+    "names.after_begin",
+    "create.after_link",
+    "special_use.after_create",
+    "delete.after_mark",
+    "delete.after_commit",
+    "rename.after_rename",
+    "names.before_end",
+];

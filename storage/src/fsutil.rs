@@ -241,23 +241,7 @@ impl Dir {
     /// Spares a walk over mailboxes reading a directory of thousands of
     /// message files to find it has no child.
     pub fn may_have_other_subdirs(&self, known: &[&str]) -> bool {
-        use nix::sys::statfs::{EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC, fstatfs};
-        let counts_subdirs = fstatfs(self.fd.as_fd()).is_ok_and(|fs| {
-            let t = fs.filesystem_type();
-            // EXT2/3 share EXT4's magic.
-            t == EXT4_SUPER_MAGIC || t == XFS_SUPER_MAGIC || t == TMPFS_MAGIC
-        });
-        if !counts_subdirs {
-            return true;
-        }
-        let Ok(st) = nix::sys::stat::fstat(self.fd.as_fd()) else {
-            return true;
-        };
-        let present = known
-            .iter()
-            .filter(|k| self.is_dir(os(k.as_bytes())))
-            .count();
-        st.st_nlink != 2 + present as nix::libc::nlink_t
+        SubdirCounts::default().may_have_other_subdirs(self, known)
     }
 
     /// Names in this directory, without `.` and `..`, with their file type
@@ -286,6 +270,54 @@ impl Dir {
         nix::sys::stat::fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
             .map(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFDIR)
             .unwrap_or(false)
+    }
+}
+
+/// [`Dir::may_have_other_subdirs`] over many directories (a walk): whether
+/// the filesystem counts subdirectories in link counts is asked
+/// (`fstatfs`) once per device, not once per directory.
+#[derive(Default)]
+pub struct SubdirCounts {
+    /// Device and answer of the last `fstatfs`.
+    last: Option<(u64, bool)>,
+}
+
+impl SubdirCounts {
+    /// See [`Dir::may_have_other_subdirs`].
+    pub fn may_have_other_subdirs(&mut self, dir: &Dir, known: &[&str]) -> bool {
+        use nix::sys::statfs::{EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC, fstatfs};
+        let Ok(st) = nix::sys::stat::fstat(dir.fd.as_fd()) else {
+            return true;
+        };
+        let dev = st.st_dev;
+        let counts_subdirs = match self.last {
+            Some((d, counts)) if d == dev => counts,
+            _ => {
+                let counts = fstatfs(dir.fd.as_fd()).is_ok_and(|fs| {
+                    let t = fs.filesystem_type();
+                    // EXT2/3 share EXT4's magic.
+                    t == EXT4_SUPER_MAGIC || t == XFS_SUPER_MAGIC || t == TMPFS_MAGIC
+                });
+                self.last = Some((dev, counts));
+                counts
+            }
+        };
+        if !counts_subdirs {
+            return true;
+        }
+        // Subdirectories beyond `.` and the parent's entry; each known
+        // one found accounts for one, and the stats stop when all are
+        // accounted for (a mailbox with only `.stage`: one stat).
+        let mut others = st.st_nlink.saturating_sub(2);
+        for k in known {
+            if others == 0 {
+                return false;
+            }
+            if dir.is_dir(os(k.as_bytes())) {
+                others -= 1;
+            }
+        }
+        others != 0
     }
 }
 

@@ -195,6 +195,23 @@ impl IndexFile {
         )
     }
 
+    /// Opens read-only, for a look at the header only ([`Self::newest_header`]):
+    /// no directory descriptor for the message files.
+    pub fn open_bare(dir: &Dir) -> Result<IndexFile> {
+        let file = dir.open_file(fsutil::os(INDEX_NAME.as_bytes()), OFlag::O_RDONLY)?;
+        Ok(IndexFile::new(
+            file,
+            dir.child_path(fsutil::os(INDEX_NAME.as_bytes())),
+        ))
+    }
+
+    /// The valid header slot with the higher generation, as read (one
+    /// `pread`), without the checks that precede reading records: enough
+    /// to see its flags (DELETED), never to size a read.
+    pub fn newest_header(&self) -> Result<Header> {
+        Ok(self.read_slots()?.header)
+    }
+
     /// Opens read-only (for tools that must never write).
     pub fn open_read_only(dir: &Dir) -> Result<IndexFile> {
         let file = dir.open_file(fsutil::os(INDEX_NAME.as_bytes()), OFlag::O_RDONLY)?;
@@ -403,7 +420,8 @@ impl IndexFile {
     }
 
     fn read_slots(&self) -> Result<HeaderRead> {
-        let mut buf = vec![0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE + crate::boot::STAMP_SIZE];
+        // On the stack: every lock reads it (no allocation per header).
+        let mut buf = [0u8; SLOT_OFFSETS[1] as usize + HEADER_SIZE + crate::boot::STAMP_SIZE];
         let n = fsutil::read_at_most(&self.file, &mut buf, 0, &self.path)?;
         let this_boot = |slot: usize| {
             let off = SLOT_OFFSETS[slot] as usize;

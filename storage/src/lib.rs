@@ -199,6 +199,7 @@ pub mod import;
 mod layout;
 mod lockwait;
 pub mod mailbox;
+mod namegen;
 pub mod names;
 pub mod quarantine;
 pub mod recent;

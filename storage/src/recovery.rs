@@ -142,6 +142,16 @@ pub fn reconstruct(
     lock_timeout: Duration,
 ) -> Result<ReconstructOutcome> {
     let dir = Dir::open_root(path)?;
+    // A reconstruct may make a mailbox of a directory without an index:
+    // a change of the user's names (PROTOCOL.md §6b), under the name lock
+    // taken before any index lock as every such change does.
+    let _names = match user_dir_of(path) {
+        Some(user) => Some(crate::namegen::NamesChange::begin_at(
+            &Dir::open_root(user)?,
+            lock_timeout,
+        )?),
+        None => None,
+    };
     for _ in 0..100 {
         if let Some(out) = reconstruct_once(&dir, path, durability, lock_timeout)? {
             return Ok(out);
@@ -577,12 +587,7 @@ fn reconstruct_once(
 /// next value from it too, so the new value is above every value ever
 /// handed out for that user; otherwise `candidate` stands.
 fn claim_user_uidvalidity(mailbox: &Path, candidate: u32, timeout: Duration) -> Result<u32> {
-    let Some(user_dir) = mailbox
-        .ancestors()
-        .skip(1)
-        .take(crate::names::MAX_DEPTH + 1)
-        .find(|p| p.join(".uidvalidity").is_file())
-    else {
+    let Some(user_dir) = user_dir_of(mailbox) else {
         return Ok(candidate);
     };
     let path = user_dir.join(".uidvalidity");
@@ -614,6 +619,16 @@ fn claim_user_uidvalidity(mailbox: &Path, candidate: u32, timeout: Duration) -> 
     fsutil::write_all_at(&file, &next.to_le_bytes(), 0, &path)?;
     fsutil::fdatasync(&file, &path)?;
     Ok(next)
+}
+
+/// The user directory above the mailbox directory `mailbox` (the nearest
+/// ancestor holding `.uidvalidity`), if it lies in a spool.
+fn user_dir_of(mailbox: &Path) -> Option<&Path> {
+    mailbox
+        .ancestors()
+        .skip(1)
+        .take(crate::names::MAX_DEPTH + 1)
+        .find(|p| p.join(crate::store::UIDVALIDITY_FILE).is_file())
 }
 
 fn is_zero_record(idx: &IndexFile, off: u64) -> Result<bool> {

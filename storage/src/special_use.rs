@@ -26,6 +26,10 @@ const SPECIAL_USE_TMP: &str = ".special-use.tmp";
 /// fit in 50. A larger file is corrupt, never read into memory.
 pub const MAX_SPECIAL_USE_BYTES: u64 = 256;
 
+/// A user's mailboxes with their special uses, sorted by name, shared
+/// ([`Store::mailbox_listing`]).
+pub type MailboxListing = std::sync::Arc<Vec<(MailboxName, Vec<SpecialUse>)>>;
+
 /// A special use the store can record (RFC 6154 §2). `\All` and
 /// `\Flagged` name virtual mailboxes, which this store does not have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -88,8 +92,9 @@ impl Store {
         uses: &[SpecialUse],
     ) -> Result<()> {
         let user_dir = self.user_dir(user, true)?;
-        let _names = self.lock_names(&user_dir)?;
+        let _names = self.change_names(&user_dir)?;
         self.create_locked(user, &user_dir, name)?;
+        crate::fault::point("special_use.after_create")?;
         if !uses.is_empty() {
             let dir = self.mailbox_dir(user, name, false)?;
             self.write_special_use(&dir, uses)?;
@@ -123,6 +128,21 @@ impl Store {
     /// [`Store::list_mailboxes`] and [`Store::special_uses`] give, from one
     /// walk over the user's directories (LIST needs both).
     pub fn mailboxes_with_uses(
+        &self,
+        user: &UserName,
+    ) -> Result<Vec<(MailboxName, Vec<SpecialUse>)>> {
+        Ok(self.listing(user)?.as_ref().clone())
+    }
+
+    /// [`Self::mailboxes_with_uses`] shared, not copied: the process-wide
+    /// cached listing itself when the user's names did not change since
+    /// it was walked (docs/PROTOCOL.md §6b).
+    pub fn mailbox_listing(&self, user: &UserName) -> Result<MailboxListing> {
+        self.listing(user)
+    }
+
+    /// [`Self::mailboxes_with_uses`] by a walk (no cache).
+    pub(crate) fn walk_with_uses(
         &self,
         user: &UserName,
     ) -> Result<Vec<(MailboxName, Vec<SpecialUse>)>> {
@@ -173,7 +193,7 @@ impl Store {
                 return Ok(Vec::new());
             }
         }
-        let _names = self.lock_names(&user_dir)?;
+        let _names = self.change_names(&user_dir)?;
         let existing = self.list_mailboxes(user)?;
         if !existing.iter().all(is_default) {
             return Ok(Vec::new());

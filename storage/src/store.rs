@@ -24,7 +24,7 @@ pub(crate) use uidvalidity::UidValidityChoice;
 pub(crate) const UIDVALIDITY_FILE: &str = ".uidvalidity";
 const DELETED_MARK: &str = ".index.deleted";
 /// In the user's directory: the lock of [`Store::lock_names`].
-const NAMES_LOCK: &str = ".names.lock";
+pub(crate) const NAMES_LOCK: &str = ".names.lock";
 
 /// How a [`Store`] writes and waits.
 #[derive(Clone, Debug)]
@@ -184,7 +184,7 @@ impl Store {
     /// directories). Fails with [`Error::MailboxExists`] if it exists.
     pub fn create_mailbox(&self, user: &UserName, name: &MailboxName) -> Result<()> {
         let user_dir = self.user_dir(user, true)?;
-        let _names = self.lock_names(&user_dir)?;
+        let _names = self.change_names(&user_dir)?;
         self.create_locked(user, &user_dir, name)
     }
 
@@ -196,7 +196,7 @@ impl Store {
         choice: UidValidityChoice,
     ) -> Result<()> {
         let user_dir = self.user_dir(user, true)?;
-        let _names = self.lock_names(&user_dir)?;
+        let _names = self.change_names(&user_dir)?;
         self.create_locked_choosing(user, &user_dir, name, choice)
     }
 
@@ -269,6 +269,7 @@ impl Store {
         if self.opts.durability == Durability::Full {
             dir.fsync()?;
         }
+        crate::fault::point("create.after_link")?;
         Ok(())
     }
 
@@ -308,12 +309,38 @@ impl Store {
     /// Every mailbox of `user`, sorted by name. Directories that are only
     /// parents (no index) are not listed.
     pub fn list_mailboxes(&self, user: &UserName) -> Result<Vec<MailboxName>> {
-        let dir = self.user_dir(user, false)?;
-        let mut out = Vec::new();
-        let mut path = Vec::new();
-        walk(&dir, &mut path, &mut out, 0)?;
-        out.sort();
-        Ok(out)
+        Ok(self
+            .listing(user)?
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect())
+    }
+
+    /// The user's mailboxes with their special uses, sorted by name: from
+    /// the process-wide cache when the user's names generation shows no
+    /// change since it was walked (`namegen.rs`), else one walk.
+    pub(crate) fn listing(&self, user: &UserName) -> Result<crate::namegen::Listing> {
+        crate::namegen::listing(&self.root, user, || {
+            Ok(std::sync::Arc::new(self.walk_with_uses(user)?))
+        })
+    }
+
+    /// Runs `f` on a handle of mailbox `name` of `user`, kept open in a
+    /// process-wide cache between calls as long as no mailbox of the user
+    /// was created, deleted or renamed (the names generation,
+    /// docs/PROTOCOL.md §6b): a STATUS then costs one header read under
+    /// the shared lock instead of opening the mailbox's directories and
+    /// index. The handle's own checks still apply (a repacked index is
+    /// reopened, a deleted mailbox is an error and the handle is
+    /// dropped), so `f` sees what [`Self::open_mailbox`] would give.
+    /// `f` may run twice (a cached handle found deleted, then a fresh one).
+    pub fn with_mailbox<T>(
+        &self,
+        user: &UserName,
+        name: &MailboxName,
+        f: impl Fn(&mut Mailbox) -> Result<T>,
+    ) -> Result<T> {
+        crate::namegen::with_handle(&self.root, user, name, || self.open_mailbox(user, name), f)
     }
 
     /// Deletes a mailbox. Sessions holding it see it as deleted at their
@@ -329,7 +356,7 @@ impl Store {
             });
         }
         let user_dir = self.user_dir(user, false)?;
-        let _names = self.lock_names(&user_dir)?;
+        let _names = self.change_names(&user_dir)?;
         let mut mbox = self.open_mailbox(user, name)?;
         let parent_name = name.parent();
         let parent = match &parent_name {
@@ -343,6 +370,7 @@ impl Store {
             Ok(()) | Err(Error::MailboxDeleted) => {}
             Err(e) => return Err(e),
         }
+        crate::fault::point("delete.after_mark")?;
         if has_children {
             // Commit point: the index is renamed to the deletion mark.
             let d = mbox.dir();
@@ -354,6 +382,7 @@ impl Store {
             if self.opts.durability == Durability::Full {
                 d.fsync()?;
             }
+            crate::fault::point("delete.after_commit")?;
             finish_delete_in_place(d)?;
         } else {
             // Commit point: the directory leaves the namespace.
@@ -366,6 +395,7 @@ impl Store {
             if self.opts.durability == Durability::Full {
                 parent.fsync()?;
             }
+            crate::fault::point("delete.after_commit")?;
             // A handle that resolved the mailbox before the rename may
             // still recreate `.stage` in it (Mailbox::open_dir): list and
             // remove again while that happens.
@@ -398,6 +428,14 @@ impl Store {
             self.opts.lock_timeout,
             &user_dir.child_path(os),
         )
+    }
+
+    /// [`Self::lock_names`] for a change of the user's mailboxes or their
+    /// special uses: the names generation is odd until the guard is
+    /// dropped (after the change), so no process caches a listing taken
+    /// meanwhile (`namegen.rs`, PROTOCOL.md §6b).
+    pub(crate) fn change_names(&self, user_dir: &Dir) -> Result<crate::namegen::NamesChange> {
+        crate::namegen::NamesChange::begin_at(user_dir, self.opts.lock_timeout)
     }
 
     /// Finishes a delete that died after its DELETED commit and before its
@@ -448,7 +486,7 @@ impl Store {
             return Err(Error::MailboxExists(to.to_string()));
         }
         let user_dir = self.user_dir(user, false)?;
-        let _names = self.lock_names(&user_dir)?;
+        let _names = self.change_names(&user_dir)?;
         if from.is_inbox() {
             return self.rename_inbox(user, &user_dir, to);
         }
@@ -497,7 +535,7 @@ impl Store {
                 to_parent.fsync()?;
                 from_parent.fsync()?;
             }
-            Ok(())
+            crate::fault::point("rename.after_rename")
         })
     }
 
@@ -560,10 +598,16 @@ impl Store {
 
 /// Child directories that are mailbox components (not store entries).
 fn child_dirs(dir: &Dir) -> Result<Vec<Vec<u8>>> {
+    child_dirs_on(dir, &mut fsutil::SubdirCounts::default())
+}
+
+/// [`child_dirs`], remembering in `fs` whether the filesystem counts
+/// subdirectories (asked once per device in a walk).
+fn child_dirs_on(dir: &Dir, fs: &mut fsutil::SubdirCounts) -> Result<Vec<Vec<u8>>> {
     // Every mailbox directory has a staging directory and may have a
     // quarantine; when the link count says that is all, reading the
     // (large) directory would find no child.
-    if !dir.may_have_other_subdirs(&[STAGE_DIR, crate::quarantine::QUARANTINE_DIR]) {
+    if !fs.may_have_other_subdirs(dir, &[STAGE_DIR, crate::quarantine::QUARANTINE_DIR]) {
         return Ok(Vec::new());
     }
     Ok(dir
@@ -600,10 +644,20 @@ pub(crate) fn walk_with(
     depth: usize,
     f: &mut dyn FnMut(MailboxName, &Dir) -> Result<()>,
 ) -> Result<()> {
+    walk_on(dir, path, depth, &mut fsutil::SubdirCounts::default(), f)
+}
+
+fn walk_on(
+    dir: &Dir,
+    path: &mut Vec<String>,
+    depth: usize,
+    fs: &mut fsutil::SubdirCounts,
+    f: &mut dyn FnMut(MailboxName, &Dir) -> Result<()>,
+) -> Result<()> {
     if depth > crate::names::MAX_DEPTH {
         return Ok(());
     }
-    for name in child_dirs(dir)? {
+    for name in child_dirs_on(dir, fs)? {
         let Ok(s) = String::from_utf8(name.clone()) else {
             continue;
         };
@@ -615,7 +669,7 @@ pub(crate) fn walk_with(
                 if holds_live_index(&child)? {
                     f(mb, &child)?;
                 }
-                walk_with(&child, path, depth + 1, f)?;
+                walk_on(&child, path, depth + 1, fs, f)?;
             }
         }
         path.pop();
@@ -623,10 +677,12 @@ pub(crate) fn walk_with(
     Ok(())
 }
 
-/// Whether `dir` holds an index whose header is not marked DELETED.
+/// Whether `dir` holds an index whose header is not marked DELETED: the
+/// newest valid header slot, read with one `pread` (no record is read,
+/// so no length check or second directory descriptor is needed).
 fn holds_live_index(dir: &Dir) -> Result<bool> {
-    match IndexFile::open_read_only(dir) {
-        Ok(idx) => Ok(!idx.read_header()?.is_deleted()),
+    match IndexFile::open_bare(dir) {
+        Ok(idx) => Ok(!idx.newest_header()?.is_deleted()),
         Err(e) if e.is_not_found() => Ok(false),
         Err(e) => Err(e),
     }

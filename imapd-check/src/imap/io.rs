@@ -44,7 +44,16 @@ pub struct Input {
     src: Shared,
     buf: Vec<u8>,
     start: usize,
+    /// Bytes the next read asks for (each read zeroes them first): small
+    /// while commands arrive one line at a time, large once a read filled
+    /// what it asked for (a literal, pipelined commands).
+    chunk: usize,
 }
+
+/// The first read of a command: most command lines fit.
+const SMALL_READ: usize = 1024;
+/// Reads while data keeps coming.
+const LARGE_READ: usize = 16 * 1024;
 
 /// What reading a command produced.
 pub enum Assembled {
@@ -76,6 +85,7 @@ impl Input {
             src,
             buf: Vec::new(),
             start: 0,
+            chunk: SMALL_READ,
         }
     }
 
@@ -102,11 +112,16 @@ impl Input {
             self.start = 0;
         }
         let old = self.buf.len();
-        self.buf.resize(old + 16 * 1024, 0);
+        self.buf.resize(old + self.chunk, 0);
         loop {
             match self.src.read(&mut self.buf[old..]) {
                 Ok(n) => {
                     self.buf.truncate(old + n);
+                    self.chunk = if n == self.chunk {
+                        LARGE_READ
+                    } else {
+                        SMALL_READ
+                    };
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -47,7 +47,10 @@ impl Session {
             .iter()
             .map(|m| m.to_string())
             .collect();
-        let dirs = tree(&boxes);
+        let dirs = tree(&boxes.iter().map(String::as_str).collect())
+            .into_iter()
+            .map(str::to_string)
+            .collect();
         Ok((boxes, dirs))
     }
 
@@ -81,19 +84,20 @@ impl Session {
                 .any(|p| wildcard(p.as_bytes(), name.as_bytes()))
         };
 
-        // One walk for the names and their special uses.
-        let all = self.store.mailboxes_with_uses(&user)?;
-        let boxes: BTreeSet<String> = all.iter().map(|(m, _)| m.to_string()).collect();
+        // One walk (or the cached one) for the names and their special
+        // uses; everything below borrows from it.
+        let all = self.store.mailbox_listing(&user)?;
+        let boxes: BTreeSet<&str> = all.iter().map(|(m, _)| m.as_str()).collect();
         let dirs = tree(&boxes);
         let subs = if cmd.sel_subscribed || cmd.ret_subscribed {
             self.subscriptions(&user)?
         } else {
             BTreeSet::new()
         };
-        let uses: BTreeMap<String, Vec<SpecialUse>> = all
-            .into_iter()
+        let uses: BTreeMap<&str, &[SpecialUse]> = all
+            .iter()
             .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| (k.to_string(), v))
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
             .collect();
 
         // The names that satisfy the selection criteria themselves.
@@ -103,8 +107,8 @@ impl Session {
                 && (!cmd.sel_special_use || uses.contains_key(name))
                 && (filtered || dirs.contains(name))
         };
-        let mut universe = dirs.clone();
-        universe.extend(subs.iter().cloned());
+        let mut universe: BTreeSet<&str> = dirs.clone();
+        universe.extend(subs.iter().map(String::as_str));
         if cmd.sel_recursive {
             for s in &subs {
                 universe.extend(ancestors(s));
@@ -118,7 +122,7 @@ impl Session {
             criteria.push("\"SPECIAL-USE\"");
         }
 
-        for name in &universe {
+        for &name in &universe {
             if !matches(name) {
                 continue;
             }
@@ -151,16 +155,22 @@ impl Session {
                     "\\HasNoChildren"
                 });
             }
-            if cmd.ret_subscribed && subs.contains(name.as_str()) {
+            if cmd.ret_subscribed && subs.contains(name) {
                 attrs.push("\\Subscribed");
             }
             // Special-use attributes are always given (RFC 6154 §2
             // allows it without RETURN (SPECIAL-USE)), as Dovecot does.
-            if let Some(u) = uses.get(name.as_str()) {
+            if let Some(u) = uses.get(name) {
                 attrs.extend(u.iter().map(|u| u.attribute()));
             }
-            self.buf
-                .extend_from_slice(format!("* LIST ({}) \"/\" ", attrs.join(" ")).as_bytes());
+            self.buf.extend_from_slice(b"* LIST (");
+            for (i, a) in attrs.iter().enumerate() {
+                if i > 0 {
+                    self.buf.push(b' ');
+                }
+                self.buf.extend_from_slice(a.as_bytes());
+            }
+            self.buf.extend_from_slice(b") \"/\" ");
             wire::mailbox(&mut self.buf, name);
             if childinfo {
                 self.buf.extend_from_slice(
@@ -185,7 +195,7 @@ impl Session {
 }
 
 /// `boxes` and every name above them.
-fn tree(boxes: &BTreeSet<String>) -> BTreeSet<String> {
+fn tree<'a>(boxes: &BTreeSet<&'a str>) -> BTreeSet<&'a str> {
     let mut dirs = boxes.clone();
     for b in boxes {
         dirs.extend(ancestors(b));
@@ -193,23 +203,24 @@ fn tree(boxes: &BTreeSet<String>) -> BTreeSet<String> {
     dirs
 }
 
-fn ancestors(name: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut p = name;
-    while let Some((parent, _)) = p.rsplit_once('/') {
-        out.push(parent.to_string());
-        p = parent;
-    }
-    out
+/// The names above `name` (`a/b` and `a` for `a/b/c`), slices of it.
+fn ancestors(name: &str) -> impl Iterator<Item = &str> {
+    name.char_indices()
+        .filter(|&(_, c)| c == '/')
+        .map(move |(i, _)| &name[..i])
 }
 
 /// The names below `name` in a sorted set (those starting `name/`), found
 /// by a range rather than a scan.
-fn descendants<'a>(set: &'a BTreeSet<String>, name: &str) -> impl Iterator<Item = &'a String> {
-    let prefix = format!("{name}/");
-    set.range(prefix.clone()..)
-        .take_while(move |d| d.starts_with(&prefix))
-        .filter(|d| d.len() > name.len() + 1)
+fn descendants<'a, 'b>(
+    set: &'b BTreeSet<&'a str>,
+    name: &'b str,
+) -> impl Iterator<Item = &'a str> + 'b {
+    set.range::<str, _>((std::ops::Bound::Excluded(name), std::ops::Bound::Unbounded))
+        .copied()
+        // The names that start with `name` follow it without a gap.
+        .take_while(move |d| d.starts_with(name))
+        .filter(move |d| d.as_bytes().get(name.len()) == Some(&b'/') && d.len() > name.len() + 1)
 }
 
 #[cfg(test)]
@@ -218,14 +229,19 @@ mod tests {
 
     #[test]
     fn hierarchy_helpers() {
-        assert_eq!(ancestors("a/b/c"), vec!["a/b".to_string(), "a".to_string()]);
-        assert!(ancestors("a").is_empty());
-        let set: BTreeSet<String> = ["a", "a/b", "a/b/c", "a0", "ab", "b"]
-            .iter()
-            .map(|s| s.to_string())
+        assert_eq!(ancestors("a/b/c").collect::<Vec<_>>(), vec!["a", "a/b"]);
+        assert_eq!(ancestors("a").count(), 0);
+        let set: BTreeSet<&str> = ["a", "a!", "a-b/c", "a/b", "a/b/c", "a0", "ab", "b"]
+            .into_iter()
             .collect();
-        let below: Vec<&String> = descendants(&set, "a").collect();
+        let below: Vec<&str> = descendants(&set, "a").collect();
         assert_eq!(below, vec!["a/b", "a/b/c"]);
         assert_eq!(descendants(&set, "b").count(), 0);
+        assert_eq!(descendants(&set, "a/b").collect::<Vec<_>>(), vec!["a/b/c"]);
+        let boxes: BTreeSet<&str> = ["x/y/z", "w"].into_iter().collect();
+        assert_eq!(
+            tree(&boxes).into_iter().collect::<Vec<_>>(),
+            vec!["w", "x", "x/y", "x/y/z"]
+        );
     }
 }

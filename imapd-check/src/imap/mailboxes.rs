@@ -66,6 +66,10 @@ pub(super) fn split_flags(flags: &[Flag]) -> Result<(Flags, Vec<String>), Fail> 
 pub(super) fn wildcard(pat: &[u8], name: &[u8]) -> bool {
     // INBOX is case-insensitive (RFC 3501 5.1): so is its name in a
     // pattern (`inbox/%`, `inb*`); other names are compared exactly.
+    if pat == b"*" {
+        // Everything (LIST "" "*", the most common pattern).
+        return true;
+    }
     let inbox = name.starts_with(b"INBOX") && matches!(name.get(5), None | Some(b'/'));
     let ci = if inbox { 5 } else { 0 };
     let n = name.len();
@@ -404,37 +408,45 @@ impl Session {
         name: &MailboxName,
         items: &[StatusDataItemName],
     ) -> Result<Vec<String>, Fail> {
-        let mut mbox = self.store.open_mailbox(user, name)?;
-        let h = mbox.header()?;
-        let mut parts = Vec::new();
-        for it in items {
-            let v = match it {
-                StatusDataItemName::Messages => format!("MESSAGES {}", h.exists),
-                StatusDataItemName::Recent => {
-                    format!("RECENT {}", self.status_recent(&mut mbox, name, &h)?)
-                }
-                StatusDataItemName::UidNext => format!("UIDNEXT {}", h.last_uid + 1),
-                StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", h.uidvalidity),
-                StatusDataItemName::Unseen => format!("UNSEEN {}", h.exists.saturating_sub(h.seen)),
-                StatusDataItemName::Deleted => format!("DELETED {}", h.deleted),
-                StatusDataItemName::HighestModSeq => {
-                    format!("HIGHESTMODSEQ {}", h.highestmodseq.max(1))
-                }
-                // The sum of RFC822.SIZE over the messages not expunged.
-                StatusDataItemName::Size => format!("SIZE {}", h.total_bytes),
-                StatusDataItemName::DeletedStorage => {
-                    let deleted: u64 = mbox
-                        .snapshot()?
-                        .records
-                        .iter()
-                        .filter(|r| !r.is_expunged() && r.flags.contains(Flags::DELETED))
-                        .map(|r| r.size)
-                        .sum();
-                    format!("DELETED-STORAGE {deleted}")
-                }
-            };
-            parts.push(v);
-        }
+        // A handle kept open between STATUS commands while the user's
+        // mailbox names do not change (Store::with_mailbox): one header
+        // read under the shared lock.
+        let this = &*self;
+        let parts = this.store.with_mailbox(user, name, |mbox| {
+            let h = mbox.header()?;
+            let mut parts = Vec::new();
+            for it in items {
+                let v = match it {
+                    StatusDataItemName::Messages => format!("MESSAGES {}", h.exists),
+                    StatusDataItemName::Recent => {
+                        format!("RECENT {}", this.status_recent(mbox, name, &h)?)
+                    }
+                    StatusDataItemName::UidNext => format!("UIDNEXT {}", h.last_uid + 1),
+                    StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", h.uidvalidity),
+                    StatusDataItemName::Unseen => {
+                        format!("UNSEEN {}", h.exists.saturating_sub(h.seen))
+                    }
+                    StatusDataItemName::Deleted => format!("DELETED {}", h.deleted),
+                    StatusDataItemName::HighestModSeq => {
+                        format!("HIGHESTMODSEQ {}", h.highestmodseq.max(1))
+                    }
+                    // The sum of RFC822.SIZE over the messages not expunged.
+                    StatusDataItemName::Size => format!("SIZE {}", h.total_bytes),
+                    StatusDataItemName::DeletedStorage => {
+                        let deleted: u64 = mbox
+                            .snapshot()?
+                            .records
+                            .iter()
+                            .filter(|r| !r.is_expunged() && r.flags.contains(Flags::DELETED))
+                            .map(|r| r.size)
+                            .sum();
+                        format!("DELETED-STORAGE {deleted}")
+                    }
+                };
+                parts.push(v);
+            }
+            Ok(parts)
+        })?;
         Ok(parts)
     }
 
@@ -453,7 +465,7 @@ impl Session {
         mbox: &mut storage::Mailbox,
         name: &MailboxName,
         h: &storage::Header,
-    ) -> Result<u32, Fail> {
+    ) -> storage::Result<u32> {
         let claimed = mbox.recent_claimed(h.uidvalidity).unwrap_or_else(|e| {
             tracing::warn!("\\Recent not known: {e}");
             h.last_uid
