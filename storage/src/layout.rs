@@ -1,8 +1,9 @@
-//! Names of a mailbox directory's entries that the mailbox handle, the
-//! staging area, recovery, the checks and the error classification all
-//! use: the index file, the message files (`UID.`) and the staging
-//! directory (docs/FORMAT.md §1 and §4). Kept below every module that
-//! names them, so that none of them imports the mailbox handle or the
+//! Names of the store's files that several modules use: in a mailbox
+//! directory the index file, the message files (`UID.`), the staging
+//! directory and the special-use attribute; in a user's directory the
+//! UIDVALIDITY counter, the name lock and the names generation
+//! (docs/FORMAT.md §1 and §4). Kept below every module that names them,
+//! so that none of them imports the mailbox handle, the store or the
 //! index only for a file name.
 
 /// The index file of a mailbox directory.
@@ -24,3 +25,16 @@ pub fn parse_message_file_name(name: &[u8]) -> Option<u32> {
     }
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
+
+/// In a mailbox directory: its special-use attribute (RFC 6154).
+pub const SPECIAL_USE_FILE: &str = ".special-use";
+
+/// In a user's directory: the last UIDVALIDITY handed out.
+pub const UIDVALIDITY_FILE: &str = ".uidvalidity";
+
+/// In a user's directory: the lock every change of the user's mailbox
+/// names takes (`Store::lock_names`).
+pub const NAMES_LOCK: &str = ".names.lock";
+
+/// In a user's directory: the names generation (`namegen.rs`).
+pub const NAMES_GEN_FILE: &str = ".names.gen";

@@ -197,6 +197,7 @@ pub mod format;
 pub mod group;
 pub mod import;
 mod layout;
+mod listcache;
 mod lockwait;
 pub mod mailbox;
 mod namegen;
@@ -212,6 +213,7 @@ pub mod special_use;
 pub mod store;
 pub mod subscriptions;
 pub mod transfer;
+mod tree;
 pub mod verify;
 pub mod watch;
 

@@ -1,7 +1,7 @@
 //! The names generation of a user (`USER/.names.gen`, docs/FORMAT.md §1,
-//! docs/PROTOCOL.md §6b) and the process-wide caches it validates: the
-//! walk over the user's mailboxes (names and special uses, what LIST
-//! needs) and open mailbox handles (what STATUS needs).
+//! docs/PROTOCOL.md §6b), which validates the process-wide caches of
+//! `listcache.rs`: the walk over the user's mailboxes (names and special
+//! uses, what LIST needs) and open mailbox handles (what STATUS needs).
 //!
 //! Every change of a user's set of mailboxes or of a mailbox's special
 //! use happens under the user's name lock, inside a [`NamesChange`]: it
@@ -18,12 +18,11 @@
 //! walk whose answer could not have changed. On a shared filesystem
 //! (several hosts, `sharedfs`) nothing is cached at all.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
@@ -31,18 +30,12 @@ use nix::fcntl::OFlag;
 use crate::error::{Error, Result};
 use crate::fsutil::{self, Dir};
 use crate::lock::{LockGuard, LockKind};
-use crate::mailbox::Mailbox;
-use crate::names::{MailboxName, UserName};
+use crate::names::UserName;
 
-/// In the user's directory: the names generation.
-pub(crate) const NAMES_GEN_FILE: &str = ".names.gen";
+pub(crate) use crate::layout::NAMES_GEN_FILE;
 const MAGIC: &[u8; 4] = b"MSNG";
 /// magic, epoch (u64 LE), generation (u64 LE), CRC32 of the 20 bytes before.
 const LEN: usize = 24;
-/// Listings kept (one per user and spool); past it, one is dropped.
-const MAX_LISTINGS: usize = 4096;
-/// Mailbox handles kept (three descriptors each); past it, one is dropped.
-const MAX_HANDLES: usize = 256;
 
 /// What `.names.gen` held when read: equal stamps with an even generation
 /// mean that no name changed in between.
@@ -136,9 +129,9 @@ pub(crate) fn read(root: &Dir, user: &UserName) -> Option<Stamp> {
 /// waiting for it: a change in progress will write it anyway). Errors are
 /// ignored: without the file, readers walk.
 pub(crate) fn init(user_dir: &Dir) {
-    let lock_file = user_dir.child_path(fsutil::os(crate::store::NAMES_LOCK.as_bytes()));
+    let lock_file = user_dir.child_path(fsutil::os(crate::layout::NAMES_LOCK.as_bytes()));
     let Ok(lock) = user_dir.open_file(
-        fsutil::os(crate::store::NAMES_LOCK.as_bytes()),
+        fsutil::os(crate::layout::NAMES_LOCK.as_bytes()),
         OFlag::O_RDWR | OFlag::O_CREAT,
     ) else {
         return;
@@ -180,7 +173,7 @@ impl NamesChange {
     /// and begins a change (for tools that work on a mailbox directory
     /// without a [`crate::Store`]).
     pub(crate) fn begin_at(user_dir: &Dir, timeout: Duration) -> Result<NamesChange> {
-        let os = fsutil::os(crate::store::NAMES_LOCK.as_bytes());
+        let os = fsutil::os(crate::layout::NAMES_LOCK.as_bytes());
         let file = Arc::new(user_dir.open_file(os, OFlag::O_RDWR | OFlag::O_CREAT)?);
         let lock =
             LockGuard::acquire(file, LockKind::Exclusive, timeout, &user_dir.child_path(os))?;
@@ -241,46 +234,6 @@ impl Drop for NamesChange {
     }
 }
 
-pub(crate) use crate::special_use::MailboxListing as Listing;
-
-type Key = (PathBuf, String);
-
-fn listings() -> &'static Mutex<HashMap<Key, (Stamp, Listing)>> {
-    static L: OnceLock<Mutex<HashMap<Key, (Stamp, Listing)>>> = OnceLock::new();
-    L.get_or_init(Default::default)
-}
-
-type HandleKey = (PathBuf, String, String);
-
-type HandleMap = HashMap<HandleKey, (Stamp, Arc<Mutex<Mailbox>>)>;
-
-fn handles() -> &'static Mutex<HandleMap> {
-    static H: OnceLock<Mutex<HandleMap>> = OnceLock::new();
-    H.get_or_init(Default::default)
-}
-
-/// A cache map's lock; a panic elsewhere while it was held left no
-/// half-made entry (inserts and removals are single calls), so a
-/// poisoned lock is used as is.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn insert_bounded<K: Eq + std::hash::Hash + Clone, V>(
-    m: &mut HashMap<K, V>,
-    k: K,
-    v: V,
-    max: usize,
-) {
-    if m.len() >= max
-        && !m.contains_key(&k)
-        && let Some(victim) = m.keys().next().cloned()
-    {
-        m.remove(&victim);
-    }
-    m.insert(k, v);
-}
-
 /// The stamp a cached answer may be used or stored under: `None` on a
 /// shared filesystem, or when the generation is odd, missing or damaged
 /// (after one attempt to create a missing or damaged file).
@@ -297,87 +250,6 @@ pub(crate) fn current(root: &Dir, user: &UserName) -> Option<Stamp> {
         }
     };
     stamp.stable().then_some(stamp)
-}
-
-/// The listing of `user`, from the cache when the names generation says
-/// nothing changed since it was walked, else from `walk` (stored when the
-/// generation was the same, and even, before and after it).
-pub(crate) fn listing(
-    root: &Dir,
-    user: &UserName,
-    walk: impl FnOnce() -> Result<Listing>,
-) -> Result<Listing> {
-    let Some(before) = current(root, user) else {
-        return walk();
-    };
-    let key = (root.path.clone(), user.as_str().to_string());
-    if let Some((s, l)) = lock(listings()).get(&key)
-        && *s == before
-    {
-        return Ok(l.clone());
-    }
-    let fresh = walk()?;
-    if read(root, user) == Some(before) {
-        let mut m = lock(listings());
-        insert_bounded(&mut m, key, (before, fresh.clone()), MAX_LISTINGS);
-    }
-    Ok(fresh)
-}
-
-/// Runs `f` on a handle of mailbox `name`: a cached one when the names
-/// generation is unchanged since it was opened, else one from `open`
-/// (kept for the next call when the generation was stable). A cached
-/// handle whose mailbox turns out deleted is dropped and `f` runs on a
-/// fresh one.
-pub(crate) fn with_handle<T>(
-    root: &Dir,
-    user: &UserName,
-    name: &MailboxName,
-    open: impl Fn() -> Result<Mailbox>,
-    f: impl Fn(&mut Mailbox) -> Result<T>,
-) -> Result<T> {
-    let Some(stamp) = current(root, user) else {
-        return f(&mut open()?);
-    };
-    let key = (
-        root.path.clone(),
-        user.as_str().to_string(),
-        name.as_str().to_string(),
-    );
-    let cached = {
-        let mut m = lock(handles());
-        match m.get(&key) {
-            Some((s, h)) if *s == stamp => Some(h.clone()),
-            // Opened before a change of names: closed now.
-            Some(_) => {
-                m.remove(&key);
-                None
-            }
-            None => None,
-        }
-    };
-    if let Some(h) = cached {
-        // A handle whose user panicked is dropped, never reused.
-        let r = h.lock().ok().map(|mut m| f(&mut m));
-        match r {
-            None | Some(Err(Error::MailboxDeleted)) | Some(Err(Error::NoSuchMailbox(_))) => {
-                lock(handles()).remove(&key);
-            }
-            Some(r) => return r,
-        }
-    }
-    let mut mbox = open()?;
-    let r = f(&mut mbox);
-    if r.is_ok() {
-        let mut m = lock(handles());
-        insert_bounded(
-            &mut m,
-            key,
-            (stamp, Arc::new(Mutex::new(mbox))),
-            MAX_HANDLES,
-        );
-    }
-    r
 }
 
 #[cfg(test)]

@@ -628,7 +628,7 @@ fn user_dir_of(mailbox: &Path) -> Option<&Path> {
         .ancestors()
         .skip(1)
         .take(crate::names::MAX_DEPTH + 1)
-        .find(|p| p.join(crate::store::UIDVALIDITY_FILE).is_file())
+        .find(|p| p.join(crate::layout::UIDVALIDITY_FILE).is_file())
 }
 
 fn is_zero_record(idx: &IndexFile, off: u64) -> Result<bool> {

@@ -20,7 +20,7 @@ use crate::index::Durability;
 use crate::names::{MailboxName, UserName};
 use crate::store::Store;
 
-pub(crate) const SPECIAL_USE_FILE: &str = ".special-use";
+pub(crate) use crate::layout::SPECIAL_USE_FILE;
 const SPECIAL_USE_TMP: &str = ".special-use.tmp";
 /// The largest `.special-use` read: five attributes of at most 9 bytes
 /// fit in 50. A larger file is corrupt, never read into memory.
@@ -148,7 +148,7 @@ impl Store {
     ) -> Result<Vec<(MailboxName, Vec<SpecialUse>)>> {
         let mut out = Vec::new();
         let dir = self.user_dir(user, false)?;
-        crate::store::walk_with(&dir, &mut Vec::new(), 0, &mut |name, dir| {
+        crate::tree::walk_with(&dir, &mut Vec::new(), 0, &mut |name, dir| {
             // One mailbox's unreadable attribute never fails the listing
             // of the others.
             let uses = read_special_use(dir).unwrap_or_else(|e| {

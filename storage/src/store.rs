@@ -17,14 +17,13 @@ use crate::index::{INDEX_NAME, IndexFile};
 use crate::lock::{LockGuard, LockKind};
 use crate::mailbox::{Mailbox, STAGE_DIR, parse_message_file_name};
 use crate::names::{MailboxName, UserName};
+use crate::tree::{child_dirs, holds_live_index};
 
 mod uidvalidity;
 pub(crate) use uidvalidity::UidValidityChoice;
 
-pub(crate) const UIDVALIDITY_FILE: &str = ".uidvalidity";
+pub(crate) use crate::layout::{NAMES_LOCK, UIDVALIDITY_FILE};
 const DELETED_MARK: &str = ".index.deleted";
-/// In the user's directory: the lock of [`Store::lock_names`].
-pub(crate) const NAMES_LOCK: &str = ".names.lock";
 
 /// How a [`Store`] writes and waits.
 #[derive(Clone, Debug)]
@@ -63,7 +62,7 @@ impl Default for Options {
 /// ```
 #[derive(Debug)]
 pub struct Store {
-    root: Dir,
+    pub(crate) root: Dir,
     opts: Options,
 }
 
@@ -304,43 +303,6 @@ impl Store {
             }
             r => r,
         }
-    }
-
-    /// Every mailbox of `user`, sorted by name. Directories that are only
-    /// parents (no index) are not listed.
-    pub fn list_mailboxes(&self, user: &UserName) -> Result<Vec<MailboxName>> {
-        Ok(self
-            .listing(user)?
-            .iter()
-            .map(|(name, _)| name.clone())
-            .collect())
-    }
-
-    /// The user's mailboxes with their special uses, sorted by name: from
-    /// the process-wide cache when the user's names generation shows no
-    /// change since it was walked (`namegen.rs`), else one walk.
-    pub(crate) fn listing(&self, user: &UserName) -> Result<crate::namegen::Listing> {
-        crate::namegen::listing(&self.root, user, || {
-            Ok(std::sync::Arc::new(self.walk_with_uses(user)?))
-        })
-    }
-
-    /// Runs `f` on a handle of mailbox `name` of `user`, kept open in a
-    /// process-wide cache between calls as long as no mailbox of the user
-    /// was created, deleted or renamed (the names generation,
-    /// docs/PROTOCOL.md §6b): a STATUS then costs one header read under
-    /// the shared lock instead of opening the mailbox's directories and
-    /// index. The handle's own checks still apply (a repacked index is
-    /// reopened, a deleted mailbox is an error and the handle is
-    /// dropped), so `f` sees what [`Self::open_mailbox`] would give.
-    /// `f` may run twice (a cached handle found deleted, then a fresh one).
-    pub fn with_mailbox<T>(
-        &self,
-        user: &UserName,
-        name: &MailboxName,
-        f: impl Fn(&mut Mailbox) -> Result<T>,
-    ) -> Result<T> {
-        crate::namegen::with_handle(&self.root, user, name, || self.open_mailbox(user, name), f)
     }
 
     /// Deletes a mailbox. Sessions holding it see it as deleted at their
@@ -596,98 +558,6 @@ impl Store {
     }
 }
 
-/// Child directories that are mailbox components (not store entries).
-fn child_dirs(dir: &Dir) -> Result<Vec<Vec<u8>>> {
-    child_dirs_on(dir, &mut fsutil::SubdirCounts::default())
-}
-
-/// [`child_dirs`], remembering in `fs` whether the filesystem counts
-/// subdirectories (asked once per device in a walk).
-fn child_dirs_on(dir: &Dir, fs: &mut fsutil::SubdirCounts) -> Result<Vec<Vec<u8>>> {
-    // Every mailbox directory has a staging directory and may have a
-    // quarantine; when the link count says that is all, reading the
-    // (large) directory would find no child.
-    if !fs.may_have_other_subdirs(dir, &[STAGE_DIR, crate::quarantine::QUARANTINE_DIR]) {
-        return Ok(Vec::new());
-    }
-    Ok(dir
-        .entries()?
-        .into_iter()
-        .filter(|(n, _)| !n.starts_with(b".") && parse_message_file_name(n).is_none())
-        // The type the directory reports (a symlink is not a directory);
-        // a stat only where it reports none.
-        .filter(|(n, t)| match t {
-            Some(t) => *t == nix::dir::Type::Directory,
-            None => dir.is_dir(fsutil::os(n)),
-        })
-        .map(|(n, _)| n)
-        .collect())
-}
-
-pub(crate) fn walk(
-    dir: &Dir,
-    path: &mut Vec<String>,
-    out: &mut Vec<MailboxName>,
-    depth: usize,
-) -> Result<()> {
-    walk_with(dir, path, depth, &mut |mb, _| {
-        out.push(mb);
-        Ok(())
-    })
-}
-
-/// Walks the mailboxes below `dir`, calling `f` with each live mailbox's
-/// name and its open directory.
-pub(crate) fn walk_with(
-    dir: &Dir,
-    path: &mut Vec<String>,
-    depth: usize,
-    f: &mut dyn FnMut(MailboxName, &Dir) -> Result<()>,
-) -> Result<()> {
-    walk_on(dir, path, depth, &mut fsutil::SubdirCounts::default(), f)
-}
-
-fn walk_on(
-    dir: &Dir,
-    path: &mut Vec<String>,
-    depth: usize,
-    fs: &mut fsutil::SubdirCounts,
-    f: &mut dyn FnMut(MailboxName, &Dir) -> Result<()>,
-) -> Result<()> {
-    if depth > crate::names::MAX_DEPTH {
-        return Ok(());
-    }
-    for name in child_dirs_on(dir, fs)? {
-        let Ok(s) = String::from_utf8(name.clone()) else {
-            continue;
-        };
-        path.push(s);
-        let parts: Vec<&str> = path.iter().map(|s| s.as_str()).collect();
-        if let Some(mb) = MailboxName::from_encoded(&parts) {
-            // A symlinked directory is refused by open_dir, so never walked.
-            if let Ok(child) = dir.open_dir(fsutil::os(&name)) {
-                if holds_live_index(&child)? {
-                    f(mb, &child)?;
-                }
-                walk_on(&child, path, depth + 1, fs, f)?;
-            }
-        }
-        path.pop();
-    }
-    Ok(())
-}
-
-/// Whether `dir` holds an index whose header is not marked DELETED: the
-/// newest valid header slot, read with one `pread` (no record is read,
-/// so no length check or second directory descriptor is needed).
-fn holds_live_index(dir: &Dir) -> Result<bool> {
-    match IndexFile::open_bare(dir) {
-        Ok(idx) => Ok(!idx.newest_header()?.is_deleted()),
-        Err(e) if e.is_not_found() => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 /// Removes what a deleted mailbox left in a directory that still has
 /// children: message files, staging, metadata, the duplicate log, then
 /// the deletion mark.
@@ -696,7 +566,7 @@ fn finish_delete_in_place(dir: &Dir) -> Result<()> {
         if parse_message_file_name(&name).is_some()
             || name == b".meta"
             || name == crate::recent::RECENT_NAME.as_bytes()
-            || name == crate::special_use::SPECIAL_USE_FILE.as_bytes()
+            || name == crate::layout::SPECIAL_USE_FILE.as_bytes()
             || name == crate::dedup::DEDUP_NAME.as_bytes()
             || name == crate::dedup::DEDUP_TMP_NAME.as_bytes()
             || name == crate::changelog::CHANGES_NAME.as_bytes()

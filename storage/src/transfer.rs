@@ -1011,7 +1011,7 @@ fn find_mailbox(mb: &Mailbox, name: &MailboxName, uv: u32) -> Result<Option<Mail
         return Ok(Some(m));
     }
     let mut names = Vec::new();
-    crate::store::walk(&user, &mut Vec::new(), &mut names, 0)?;
+    crate::tree::walk(&user, &mut Vec::new(), &mut names, 0)?;
     for n in names {
         if &n != mb.name()
             && let Some(m) = open(&n)?
@@ -1030,7 +1030,7 @@ fn user_dir_of(dir: &fsutil::Dir) -> Result<Option<fsutil::Dir>> {
     let mut d = dir.open_dir(fsutil::os(b".."))?;
     let mut path = dir.path.parent().map(|p| p.to_path_buf());
     for _ in 0..=crate::names::MAX_DEPTH {
-        if d.exists(fsutil::os(crate::store::UIDVALIDITY_FILE.as_bytes()))? {
+        if d.exists(fsutil::os(crate::layout::UIDVALIDITY_FILE.as_bytes()))? {
             d.path = path.unwrap_or_default();
             return Ok(Some(d));
         }
