@@ -331,7 +331,7 @@ fn counted(c: &mut Conn, text: &str) -> Res<(bool, u64)> {
     }
 }
 
-fn must(ok: bool, what: &str) -> Res<()> {
+pub(crate) fn must(ok: bool, what: &str) -> Res<()> {
     if ok {
         Ok(())
     } else {
@@ -345,7 +345,7 @@ fn ok0(c: &mut Conn, text: &str) -> Res<u64> {
 }
 
 /// The UID and flags of message `seq` (untimed).
-fn uid_of(c: &mut Conn, seq: u32) -> Res<(u32, bool)> {
+pub(crate) fn uid_of(c: &mut Conn, seq: u32) -> Res<(u32, bool)> {
     let tag = c.tag();
     c.send(format!("{tag} FETCH {seq} (UID FLAGS)\r\n").as_bytes())?;
     let mut found = None;
@@ -369,7 +369,7 @@ fn uid_of(c: &mut Conn, seq: u32) -> Res<(u32, bool)> {
     found.ok_or_else(|| format!("no UID for message {seq}"))
 }
 
-fn small_message(r: usize) -> Vec<u8> {
+pub(crate) fn small_message(r: usize) -> Vec<u8> {
     format!(
         "From: Bench <bench@example.org>\r\nTo: bench@example.org\r\n\
          Subject: appended {r}\r\nMessage-ID: <append.{r}@bench>\r\n\

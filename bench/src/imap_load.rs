@@ -17,9 +17,11 @@
 //! and STATUS look at.
 //!
 //! `gen-maildir` and `big`: the big-mailbox benchmark (big.rs,
-//! bench/bigmailbox_bench.sh).
+//! bench/bigmailbox_bench.sh); `changes`: its per-change figures against
+//! several servers with interleaved rounds (changes.rs).
 
 mod big;
+mod changes;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -83,6 +85,33 @@ enum Mode {
         /// ALL and UID SORT, for their memory.
         #[arg(long)]
         memory: bool,
+    },
+    /// The per-change figures of `big` on several servers (--port each),
+    /// rounds interleaved: changes.rs.
+    Changes {
+        /// One per server, in the order of the ports.
+        #[arg(long = "label", required = true)]
+        labels: Vec<String>,
+        /// The servers (one per --label); the global --port is ignored.
+        #[arg(long = "at", required = true)]
+        ports: Vec<u16>,
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Iterations per server per round.
+        #[arg(long, default_value_t = 20)]
+        per_round: usize,
+        #[arg(long, value_enum, default_value = "big")]
+        pattern: changes::Pattern,
+        /// Shell command run once the sessions are set up.
+        #[arg(long)]
+        on_start: Option<String>,
+        /// Shell command run after the last round.
+        #[arg(long)]
+        on_end: Option<String>,
+        /// MiB the client writes over before each iteration (untimed), to
+        /// evict the CPU caches without work in the server.
+        #[arg(long, default_value_t = 0)]
+        thrash_mib: usize,
     },
     Mix {
         #[arg(short = 'c', long, default_value_t = 10)]
@@ -705,6 +734,28 @@ fn main() -> ExitCode {
             rare,
             common,
             memory: *memory,
+        }),
+        Mode::Changes {
+            labels,
+            ports,
+            rounds,
+            per_round,
+            pattern,
+            on_start,
+            on_end,
+            thrash_mib,
+        } => changes::changes(&changes::ChangesArgs {
+            host: &cli.host,
+            ports,
+            labels,
+            user: &cli.user,
+            password: &cli.password,
+            rounds: *rounds,
+            per_round: *per_round,
+            pattern: *pattern,
+            on_start: on_start.as_deref(),
+            on_end: on_end.as_deref(),
+            thrash_mib: *thrash_mib,
         }),
         Mode::Mix {
             clients,

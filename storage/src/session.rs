@@ -951,6 +951,21 @@ impl SessionView {
         };
         i.ok().map(|i| i as u32 + 1)
     }
+    /// How many messages of the view (held expunges included) have a
+    /// UID in `lo..=hi`, also while compact: two binary searches, however
+    /// many messages the range holds.
+    pub fn count_in_uid_range(&self, lo: u32, hi: u32) -> u32 {
+        if lo > hi {
+            return 0;
+        }
+        // Position of the first message with a UID at or above `uid`.
+        let at = |uid: u32| match &self.slim {
+            Some(slim) => slim.partition_point(|s| s.uid < uid),
+            None => self.msgs.position(uid).unwrap_or_else(|i| i),
+        };
+        let end = hi.checked_add(1).map_or(self.len() as usize, at);
+        (end - at(lo)) as u32
+    }
     /// The UIDs of the view in sequence order (also while compact).
     pub fn uids(&self) -> impl Iterator<Item = u32> + '_ {
         let slim = self.slim.iter().flatten().map(|s| s.uid);

@@ -426,3 +426,49 @@ fn check_if_free_defers_past_a_busy_index_and_loses_nothing() {
         Some(vec![Update::Exists(2)])
     );
 }
+
+/// `count_in_uid_range` (what `* n RECENT` is counted with, RFC 3501
+/// 7.3.2) counts the view's messages in a UID range, gaps and held
+/// expunges included, the same while the view is compact.
+#[test]
+fn count_in_uid_range_counts_the_view_by_uid() {
+    let (_t, s) = store();
+    let (mut a, mut b) = (open(&s), open(&s));
+    let uids = append(&mut b, 10);
+    // A gap: UIDs 4 and 5 expunged before the view opens.
+    store_flags(&mut b, &[uids[3], uids[4]], Flags::DELETED);
+    b.expunge(None, true).unwrap();
+    let mut v = SessionView::open(&mut a).unwrap();
+    let count = |v: &SessionView| {
+        [
+            (1, 3),
+            (1, 4),
+            (4, 5),
+            (3, 6),
+            (6, 10),
+            (9, 12),
+            (11, 20),
+            (0, u32::MAX),
+            (5, 4),
+        ]
+        .map(|(lo, hi)| v.count_in_uid_range(lo, hi))
+    };
+    let expect = [3, 3, 0, 2, 5, 2, 0, 8, 0];
+    assert_eq!(count(&v), expect);
+    // Another session expunges 7; held during a FETCH by sequence number,
+    // it still counts.
+    store_flags(&mut b, &[uids[6]], Flags::DELETED);
+    b.expunge(None, true).unwrap();
+    v.check(&mut a, Allow::NoExpunge).unwrap();
+    assert_eq!(v.held_expunges(), 1);
+    assert_eq!(count(&v), expect);
+    v.check(&mut a, Allow::AllUpdates).unwrap();
+    let expect = [3, 3, 0, 2, 4, 2, 0, 7, 0];
+    assert_eq!(count(&v), expect);
+    assert!(v.compact());
+    assert_eq!(count(&v), expect);
+}
+
+fn store_flags(m: &mut mailstore::Mailbox, uids: &[u32], f: Flags) {
+    m.store(uids, FlagOp::Add, f, &[], None).unwrap();
+}

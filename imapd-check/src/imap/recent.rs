@@ -34,7 +34,8 @@ impl Recent {
     }
 
     pub fn contains(&self, uid: u32) -> bool {
-        self.ranges.iter().any(|&(lo, hi)| lo <= uid && uid <= hi)
+        let i = self.ranges.partition_point(|&(_, hi)| hi < uid);
+        self.ranges.get(i).is_some_and(|&(lo, _)| lo <= uid)
     }
 
     /// Learns of the messages of `view` above those told before: claims
@@ -57,8 +58,14 @@ impl Recent {
         match claimed {
             Ok(before) => {
                 let lo = before.max(self.told) + 1;
-                if lo <= up_to {
-                    self.ranges.push((lo, up_to));
+                match self.ranges.last_mut() {
+                    // Right after the last range (messages learnt one
+                    // delivery at a time): one range, not one per learn.
+                    Some(last) if lo <= up_to && last.1.checked_add(1) == Some(lo) => {
+                        last.1 = up_to;
+                    }
+                    _ if lo <= up_to => self.ranges.push((lo, up_to)),
+                    _ => {}
                 }
             }
             Err(e) => tracing::warn!("\\Recent not known: {e}"),
@@ -67,12 +74,14 @@ impl Recent {
         true
     }
 
-    /// How many messages of `view` are `\Recent` here.
+    /// How many messages of `view` are `\Recent` here: two lookups in
+    /// the view per range, not a pass over the mailbox (the `* n RECENT`
+    /// after every delivery to a big mailbox, issue 21).
     pub fn count(&self, view: &SessionView) -> u32 {
-        if self.ranges.is_empty() {
-            return 0;
-        }
-        view.uids().filter(|&uid| self.contains(uid)).count() as u32
+        self.ranges
+            .iter()
+            .map(|&(lo, hi)| view.count_in_uid_range(lo, hi))
+            .sum()
     }
 }
 
@@ -88,5 +97,39 @@ mod tests {
         r.ranges.push((9, 9));
         assert!(r.contains(3) && r.contains(5) && r.contains(9));
         assert!(!r.contains(2) && !r.contains(6) && !r.contains(10));
+    }
+
+    /// RFC 3501 2.3.2: the count of `* n RECENT` is the messages of the
+    /// view in the session's ranges, whatever the number of ranges, and
+    /// UIDs learnt right after the last range extend it.
+    #[test]
+    fn count_and_merged_ranges() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = storage::Store::open(tmp.path(), storage::Options::default()).unwrap();
+        let user = storage::UserName::new("u").unwrap();
+        store
+            .ensure_mailbox(&user, &storage::MailboxName::inbox())
+            .unwrap();
+        let mut mbox = store
+            .open_mailbox(&user, &storage::MailboxName::inbox())
+            .unwrap();
+        for _ in 0..6 {
+            mbox.append(&b"Subject: a\r\n\r\na\r\n"[..], Default::default())
+                .unwrap();
+        }
+        let view = SessionView::open(&mut mbox).unwrap();
+        let mut r = Recent::default();
+        assert_eq!(r.count(&view), 0);
+        r.ranges = vec![(2, 3), (5, 5), (6, 9)];
+        assert_eq!(r.count(&view), 4);
+        // Learning UIDs 1-6 claims them all: after a first claim of 1-3
+        // (told 3), the next learn's range starts at 4 and is merged.
+        let mut r = Recent::default();
+        r.ranges.push((1, 3));
+        r.told = 3;
+        assert!(r.learn(&mbox, &view, false));
+        assert_eq!(r.ranges, vec![(1, 6)]);
+        assert_eq!(r.count(&view), 6);
+        assert!(r.contains(1) && r.contains(6) && !r.contains(7));
     }
 }

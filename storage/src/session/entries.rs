@@ -3,6 +3,16 @@
 //! not the whole mailbox's, and sequence numbers are found through the
 //! chunks' start positions. Lookups by UID or by sequence number are two
 //! binary searches; iteration is in order.
+//!
+//! A lookup by UID touches little memory, so that it stays cheap when the
+//! view is not in the CPU caches (after another session's SELECT of a big
+//! mailbox streamed past them, issue 21): the chunk is found in
+//! `bounds`, one contiguous array of each chunk's first and last UID,
+//! not by reading an entry of every chunk probed; within the chunk the
+//! search is narrowed by those two UIDs first (UIDs ascend strictly, so
+//! UID `u` lies at most `u - first` entries after the first and at least
+//! `last - u` before the last): in a chunk without gaps that is the one
+//! entry looked for.
 
 use super::Entry;
 
@@ -15,6 +25,9 @@ pub(super) struct Entries {
     chunks: Vec<Vec<Entry>>,
     /// `starts[c]`: entries in the chunks before chunk `c`.
     starts: Vec<usize>,
+    /// `bounds[c]`: the UIDs of the first and the last entry of chunk
+    /// `c` (no chunk is empty). An entry's UID never changes in place.
+    bounds: Vec<(u32, u32)>,
     len: usize,
 }
 
@@ -25,6 +38,7 @@ impl Entries {
         let mut it = v.into_iter().peekable();
         while it.peek().is_some() {
             let chunk: Vec<Entry> = it.by_ref().take(CHUNK).collect();
+            e.bounds.push(bounds_of(&chunk));
             e.starts.push(e.len);
             e.len += chunk.len();
             e.chunks.push(chunk);
@@ -37,8 +51,10 @@ impl Entries {
     pub fn push_building(&mut self, e: Entry) {
         if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
             self.starts.push(self.len);
+            self.bounds.push((e.record.uid, e.record.uid));
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
+        self.bounds.last_mut().expect("a chunk").1 = e.record.uid;
         self.chunks.last_mut().expect("a chunk").push(e);
         self.len += 1;
     }
@@ -87,22 +103,31 @@ impl Entries {
 
     /// `Ok(position)` of `uid`, or `Err(position)` where it would go.
     pub fn position(&self, uid: u32) -> Result<usize, usize> {
-        let c = self
-            .chunks
-            .partition_point(|ch| ch.last().is_some_and(|e| e.record.uid < uid));
-        if c == self.chunks.len() {
+        let c = self.bounds.partition_point(|&(_, last)| last < uid);
+        let Some(&(first, last)) = self.bounds.get(c) else {
             return Err(self.len);
+        };
+        if uid < first {
+            return Err(self.starts[c]);
         }
-        self.chunks[c]
+        let chunk = &self.chunks[c];
+        // first <= uid <= last: entries before `lo` hold smaller UIDs,
+        // entries after `hi` bigger ones (module documentation).
+        let n = chunk.len();
+        let hi = ((uid - first) as usize).min(n - 1);
+        let lo = (n - 1).saturating_sub((last - uid) as usize);
+        chunk[lo..=hi]
             .binary_search_by_key(&uid, |e| e.record.uid)
-            .map(|j| self.starts[c] + j)
-            .map_err(|j| self.starts[c] + j)
+            .map(|j| self.starts[c] + lo + j)
+            .map_err(|j| self.starts[c] + lo + j)
     }
 
     /// Appends an entry whose UID is above every one held.
     pub fn push(&mut self, e: Entry) {
+        let uid = e.record.uid;
         match self.chunks.last_mut() {
             Some(last) if last.len() < CHUNK => {
+                self.bounds.last_mut().expect("a chunk").1 = uid;
                 if last.len() == last.capacity() {
                     // Grow by an eighth, not by doubling: a view lives as
                     // long as the selection, and one delivery must not
@@ -114,6 +139,7 @@ impl Entries {
             _ => {
                 let mut chunk = Vec::with_capacity(16);
                 chunk.push(e);
+                self.bounds.push((uid, uid));
                 self.starts.push(self.len);
                 self.chunks.push(chunk);
             }
@@ -129,8 +155,10 @@ impl Entries {
         if self.chunks[c].is_empty() {
             self.chunks.remove(c);
             self.starts.remove(c);
+            self.bounds.remove(c);
         } else {
             let chunk = &mut self.chunks[c];
+            self.bounds[c] = bounds_of(chunk);
             chunk.shrink_to(chunk.len() + chunk.len() / 4);
             self.starts[c + 1..].iter_mut().for_each(|s| *s -= 1);
             self.len -= 1;
@@ -173,6 +201,12 @@ impl Entries {
             .enumerate()
             .map(move |(k, e)| (i + k, e))
     }
+}
+
+/// The UIDs of the first and the last entry of a chunk that is not empty.
+fn bounds_of(chunk: &[Entry]) -> (u32, u32) {
+    let uid = |e: Option<&Entry>| e.map_or(0, |e| e.record.uid);
+    (uid(chunk.first()), uid(chunk.last()))
 }
 
 impl std::ops::Index<usize> for Entries {
@@ -227,6 +261,7 @@ mod tests {
                 assert_eq!(e.remove(i).record.uid, model.remove(i));
             }
             if round % 97 == 0 {
+                assert_bounds(&e);
                 assert_eq!(e.len(), model.len());
                 assert!(e.iter().map(|x| x.record.uid).eq(model.iter().copied()));
                 for _ in 0..50 {
@@ -248,5 +283,40 @@ mod tests {
             assert_eq!(e.remove(0).record.uid, model.remove(0));
         }
         assert!(e.is_empty() && e.get(0).is_none());
+    }
+
+    /// Every chunk's recorded first and last UID are its entries'.
+    fn assert_bounds(e: &Entries) {
+        assert_eq!(e.bounds.len(), e.chunks.len());
+        for (c, ch) in e.chunks.iter().enumerate() {
+            assert_eq!(e.bounds[c], bounds_of(ch), "chunk {c}");
+        }
+    }
+
+    /// The narrowed search by the chunk's first and last UID: without
+    /// gaps, with a gap at each place in a chunk, at chunk boundaries and
+    /// outside every chunk, built both ways.
+    #[test]
+    fn narrowed_lookup_agrees_with_a_binary_search() {
+        let dense: Vec<u32> = (1..=3 * CHUNK as u32 + 5).collect();
+        let mut gappy = dense.clone();
+        for cut in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 7] {
+            gappy.remove(cut);
+        }
+        gappy.push(50_000);
+        for uids in [dense, gappy] {
+            let a = Entries::from_vec(uids.iter().map(|&u| entry(u)).collect());
+            let mut b = Entries::default();
+            for &u in &uids {
+                b.push_building(entry(u));
+            }
+            b.finish_building();
+            for e in [&a, &b] {
+                assert_bounds(e);
+                for u in 0..=uids.last().unwrap() + 2 {
+                    assert_eq!(e.position(u), uids.binary_search(&u), "uid {u}");
+                }
+            }
+        }
     }
 }
