@@ -19,6 +19,13 @@
 #                        when a loaded disk makes the others' cells slow
 #   BENCH_SIEVE_CONTROL=1  adds a cell with that script's fileintos all
 #                        into INBOX (its cost without spreading the mail)
+#   BENCH_SIEVE_AA=1     adds a cell of a second recipient without a script
+#                        (the ratio the method gives for two equal cells)
+# Every LMTP group's users are made, warmed up and given their script
+# first; the groups then run back to back, the order within a group
+# rotated (ABBA...). The Sieve table gives the median of the groups'
+# ratios with its 95% confidence interval and IQR: use many groups for a
+# tight band (docs/BENCHMARKS.md: N=2000, 40 groups).
 #   BENCH_FS=ext4-journal  run on a fresh ext4 with the default journal: an
 #                        8 GiB image file on BENCH_DIR's disk (default
 #                        /var/tmp), attached with losetup --direct-io=on and
@@ -245,7 +252,8 @@ runuser -u "$BENCH_USER" -- python3 "$work/deliver_bench.py" \
     --dovecot-lmtp "$work/dovecot-lmtp.sock" -n "$N" --reps "$REPS" \
     --only "${BENCH_ONLY:-}" --load "$work/deliver-load" ${cyrus_args[@]+"${cyrus_args[@]}"} \
     --sieve-check "$work/sieve-check" --sieve-script "$work/deliver_bench.sieve" \
-    ${BENCH_SIEVE_CONTROL:+--sieve-control} ${BENCH_SIEVE_ONLY:+--sieve-only}
+    ${BENCH_SIEVE_CONTROL:+--sieve-control} ${BENCH_SIEVE_ONLY:+--sieve-only} \
+    ${BENCH_SIEVE_AA:+--sieve-aa}
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
