@@ -184,6 +184,8 @@ def main():
     ap.add_argument("--sieve-control", action="store_true",
                     help="one more cell: the same script with every fileinto into INBOX (the "
                     "script's cost without the spreading over mailboxes)")
+    ap.add_argument("--batch", type=int, default=100,
+                    help="--sieve-only: messages per batch of the interleaved cells")
     ap.add_argument("--sieve-aa", action="store_true",
                     help="one more cell: a second recipient without a script (what the method "
                     "gives for two equal cells)")
@@ -291,6 +293,32 @@ def main():
             for key, run in rotated(rep, runs):
                 record(key, run)
 
+        def paired(rep, k, cells):
+            """--sieve-only: one group as one run of deliver-load's
+            lmtp-paired mode, the cells interleaved in batches of
+            --batch messages (their order rotated every batch and every
+            group), each cell's rate over its own batches' time."""
+            cells = rotated(rep, cells)
+            argv = ["lmtp-paired", "--socket", our_sock, "--batch", str(a.batch)]
+            for _, rcpt in cells:
+                argv += ["--rcpt", rcpt]
+            before = disk.read()
+            r = subprocess.run([a.load, "-k", str(k), "--messages", msgs_file, *argv],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            after = disk.read()
+            if r.returncode != 0:
+                raise RuntimeError(f"deliver-load failed: {r.stderr.decode(errors='replace').strip()}")
+            out = json.loads(r.stdout)
+            io = ""
+            if before and after:
+                n = len(msgs) * len(cells)
+                io = f"   {(after[0] - before[0]) / n:5.2f} writes/msg {(after[1] - before[1]) / n:5.2f} flushes/msg (all cells)"
+            line = []
+            for (key, _), cell in zip(cells, out["cells"]):
+                results.setdefault(key, []).append(cell["rate"])
+                line.append(f"{key[1]} {cell['rate']:.1f}/s")
+            print(f"  group {rep:2d} x{k}: " + ", ".join(line) + io, flush=True)
+
         for k in concs:
             for rep in range(a.reps):
                 if "pp" not in only:
@@ -376,8 +404,15 @@ def main():
             # measures the steady state it stands for.
             if installed is not None:
                 time.sleep(max(0.0, installed + 2.5 - time.monotonic()))
-            for rep, runs, _ in plan:
-                group(rep, runs)
+            for rep, runs, users in plan:
+                if a.sieve_only:
+                    paired(rep, k, [(key, f"{users[cell]}@example.org") for key, cell in
+                                    [(("deliver", "LMTP", k), "plain"),
+                                     (("deliver", "LMTP+sieve", k), "sieve"),
+                                     (("deliver", "LMTP+sieve→INBOX", k), "control"),
+                                     (("deliver", "LMTP (A/A)", k), "aa")] if cell in users])
+                else:
+                    group(rep, runs)
             for rep, _, users in plan:
                 check_ours(users["plain"], {"INBOX": a.n + 1})
                 if "sieve" in users:
@@ -454,7 +489,10 @@ def main():
         print()
         print("Sieve at delivery: ours with bench/deliver_bench.sieve active for the recipient "
               "against ours without a script, in the same groups (fresh mailboxes per group, "
-              "the groups back to back, the order within a group rotated: ABBA...). Rates: "
+              "the groups back to back, the order within a group rotated: ABBA..."
+              + (f"; --sieve-only: within a group the cells interleaved in batches of {a.batch} "
+                 "messages, each cell's rate over its own batches" if a.sieve_only else "")
+              + "). Rates: "
               "median [min..max] and the pooled rate (all messages / all seconds). Ratio: "
               "median of the groups' ratios (cell / no script), its 95% confidence interval "
               "(order statistics), the middle half of the ratios (IQR), [min..max]")
