@@ -30,7 +30,7 @@
 # first; the groups then run back to back, the order within a group
 # rotated (ABBA...). The Sieve table gives the median of the groups'
 # ratios with its 95% confidence interval and IQR: use many groups for a
-# tight band (docs/BENCHMARKS.md: N=2000, 40 groups).
+# tight band (docs/BENCHMARKS.md, session 10: N=2000, 20-30 groups).
 #   BENCH_FS=ext4-journal  run on a fresh ext4 with the default journal: an
 #                        8 GiB image file on BENCH_DIR's disk (default
 #                        /var/tmp), attached with losetup --direct-io=on and
