@@ -124,6 +124,24 @@ def rotated(rep, runs):
     return runs[i:] + runs[:i]
 
 
+def median_ci(xs, conf=0.95):
+    """A distribution-free confidence interval for the median of xs: the
+    order statistics x(r) and x(n+1-r) (1-based), r the largest with
+    P(Binomial(n, 1/2) < r) <= (1 - conf) / 2 (the whole range when n is
+    too small for that)."""
+    from math import comb
+    xs = sorted(xs)
+    n = len(xs)
+    r, below = 1, 0.0
+    for i in range(n // 2):
+        below += comb(n, i) / 2 ** n  # P(X <= i)
+        if below > (1 - conf) / 2:
+            break
+        r = i + 1
+    r = min(r, (n + 1) // 2)
+    return xs[r - 1], xs[n - r]
+
+
 def write_messages(path, msgs):
     with open(path, "wb") as f:
         for m in msgs:
@@ -166,6 +184,11 @@ def main():
     ap.add_argument("--sieve-control", action="store_true",
                     help="one more cell: the same script with every fileinto into INBOX (the "
                     "script's cost without the spreading over mailboxes)")
+    ap.add_argument("--batch", type=int, default=100,
+                    help="--sieve-only: messages per batch of the interleaved cells")
+    ap.add_argument("--sieve-aa", action="store_true",
+                    help="one more cell: a second recipient without a script (what the method "
+                    "gives for two equal cells)")
     a = ap.parse_args()
 
     concs = [int(c) for c in a.concurrency.split(",")]
@@ -270,6 +293,32 @@ def main():
             for key, run in rotated(rep, runs):
                 record(key, run)
 
+        def paired(rep, k, cells):
+            """--sieve-only: one group as one run of deliver-load's
+            lmtp-paired mode, the cells interleaved in batches of
+            --batch messages (their order rotated every batch and every
+            group), each cell's rate over its own batches' time."""
+            cells = rotated(rep, cells)
+            argv = ["lmtp-paired", "--socket", our_sock, "--batch", str(a.batch)]
+            for _, rcpt in cells:
+                argv += ["--rcpt", rcpt]
+            before = disk.read()
+            r = subprocess.run([a.load, "-k", str(k), "--messages", msgs_file, *argv],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            after = disk.read()
+            if r.returncode != 0:
+                raise RuntimeError(f"deliver-load failed: {r.stderr.decode(errors='replace').strip()}")
+            out = json.loads(r.stdout)
+            io = ""
+            if before and after:
+                n = len(msgs) * len(cells)
+                io = f"   {(after[0] - before[0]) / n:5.2f} writes/msg {(after[1] - before[1]) / n:5.2f} flushes/msg (all cells)"
+            line = []
+            for (key, _), cell in zip(cells, out["cells"]):
+                results.setdefault(key, []).append(cell["rate"])
+                line.append(f"{key[1]} {cell['rate']:.1f}/s")
+            print(f"  group {rep:2d} x{k}: " + ", ".join(line) + io, flush=True)
+
         for k in concs:
             for rep in range(a.reps):
                 if "pp" not in only:
@@ -294,27 +343,27 @@ def main():
                 group(rep, runs)
                 if cyrus:
                     check_cyrus(user)
+            if "lmtp" not in only:
+                continue
+            # LMTP, k sessions into one mailbox. Every group's users (fresh
+            # mailboxes per group) are made and warmed up first, and the
+            # scripts installed, so the groups then run back to back: no
+            # warm-up or wait between them, and every group's first run
+            # starts on the same footing.
+            plan = []
+            installed = None
             for rep in range(a.reps):
-                if "lmtp" not in only:
-                    break
-                # LMTP, k sessions into one mailbox.
                 user = f"lm{k}r{rep}"
                 rcpt = f"{user}@example.org"
                 warm_up(["process", a.deliver, "--spool", spool, "-d", user, "-f", SENDER, "--autocreate"])
-                runs = [(("deliver", "LMTP", k), lambda: lmtp_rate(our_sock, k, rcpt))]
+                runs = [(("deliver", "LMTP", k), lambda rcpt=rcpt: lmtp_rate(our_sock, k, rcpt))]
                 if not a.sieve_only:
                     warm_up(["lmtp", "--socket", a.dovecot_lmtp, "--rcpt", rcpt])
-                    runs.append((("dovecot", "LMTP", k), lambda: lmtp_rate(a.dovecot_lmtp, k, rcpt)))
+                    runs.append((("dovecot", "LMTP", k), lambda rcpt=rcpt: lmtp_rate(a.dovecot_lmtp, k, rcpt)))
                 if cyrus and not a.sieve_only:
                     warm_up(["lmtp", "--socket", a.cyrus_lmtp, "--rcpt", rcpt])  # autocreates the INBOX
-                    runs.append((("cyrus", "LMTP", k), lambda: lmtp_rate(a.cyrus_lmtp, k, rcpt)))
-                # When the scripts below were installed: the server's
-                # script cache reads a script (and `.sieve/active`) again
-                # on every delivery while its ctime is under 2 s old
-                # (docs/FORMAT.md §9, "racily clean"), so the group waits
-                # that out: a user's script is older than that, and the
-                # cell measures the steady state it stands for.
-                installed = None
+                    runs.append((("cyrus", "LMTP", k), lambda rcpt=rcpt: lmtp_rate(a.cyrus_lmtp, k, rcpt)))
+                users = {"plain": user}
                 if sieve:
                     # Ours again, the same server and messages, with the
                     # script active for this recipient (installed as a
@@ -326,7 +375,8 @@ def main():
                                     a.sieve_script, "--activate"], check=True, stdout=subprocess.DEVNULL)
                     installed = time.monotonic()
                     load_rate(a.load, 1, warm_sieve_file, ["lmtp", "--socket", our_sock, "--rcpt", s_rcpt])
-                    runs.insert(1, (("deliver", "LMTP+sieve", k), lambda: lmtp_rate(our_sock, k, s_rcpt)))
+                    runs.insert(1, (("deliver", "LMTP+sieve", k), lambda r=s_rcpt: lmtp_rate(our_sock, k, r)))
+                    users["sieve"] = s_user
                 if control:
                     c_user = f"lc{k}r{rep}"
                     c_rcpt = f"{c_user}@example.org"
@@ -335,21 +385,48 @@ def main():
                                     control_script, "--activate"], check=True, stdout=subprocess.DEVNULL)
                     installed = time.monotonic()
                     load_rate(a.load, 1, warm_sieve_file, ["lmtp", "--socket", our_sock, "--rcpt", c_rcpt])
-                    runs.insert(2, (("deliver", "LMTP+sieve→INBOX", k), lambda: lmtp_rate(our_sock, k, c_rcpt)))
-                if installed is not None:
-                    time.sleep(max(0.0, installed + 2.5 - time.monotonic()))
-                group(rep, runs)
-                check_ours(user, {"INBOX": a.n + 1})
-                if sieve:
+                    runs.insert(2, (("deliver", "LMTP+sieve→INBOX", k), lambda r=c_rcpt: lmtp_rate(our_sock, k, r)))
+                    users["control"] = c_user
+                if a.sieve_aa:
+                    # A second recipient without a script, measured as the
+                    # script's cell is: its ratio to the first shows what
+                    # the method itself gives for two equal cells.
+                    a_user = f"la{k}r{rep}"
+                    a_rcpt = f"{a_user}@example.org"
+                    warm_up(["process", a.deliver, "--spool", spool, "-d", a_user, "-f", SENDER, "--autocreate"])
+                    runs.append((("deliver", "LMTP (A/A)", k), lambda r=a_rcpt: lmtp_rate(our_sock, k, r)))
+                    users["aa"] = a_user
+                plan.append((rep, runs, users))
+            # The server's script cache reads a script (and `.sieve/active`)
+            # again on every delivery while its ctime is under 2 s old
+            # (docs/FORMAT.md §9, "racily clean"), so timing starts after
+            # that: a user's script is older than that, and the cell
+            # measures the steady state it stands for.
+            if installed is not None:
+                time.sleep(max(0.0, installed + 2.5 - time.monotonic()))
+            for rep, runs, users in plan:
+                if a.sieve_only:
+                    paired(rep, k, [(key, f"{users[cell]}@example.org") for key, cell in
+                                    [(("deliver", "LMTP", k), "plain"),
+                                     (("deliver", "LMTP+sieve", k), "sieve"),
+                                     (("deliver", "LMTP+sieve→INBOX", k), "control"),
+                                     (("deliver", "LMTP (A/A)", k), "aa")] if cell in users])
+                else:
+                    group(rep, runs)
+            for rep, _, users in plan:
+                check_ours(users["plain"], {"INBOX": a.n + 1})
+                if "sieve" in users:
                     want = sieve_counts(0, len(KINDS))
                     for box, c in sieve_counts(0, a.n).items():
                         want[box] = want.get(box, 0) + c
                     want["INBOX"] += 1  # the one-shot warm-up, before the script
-                    check_ours(s_user, want)
-                if control:
-                    check_ours(c_user, {"INBOX": a.n + 1 + len(KINDS)})
+                    check_ours(users["sieve"], want)
+                if "control" in users:
+                    check_ours(users["control"], {"INBOX": a.n + 1 + len(KINDS)})
+                if "aa" in users:
+                    check_ours(users["aa"], {"INBOX": a.n + 1})
                 if cyrus and not a.sieve_only:
-                    check_cyrus(user)
+                    check_cyrus(users["plain"])
     finally:
         server.terminate()
         server.wait()
@@ -360,6 +437,17 @@ def main():
 
     def ratio(rs):
         return f"**{statistics.median(rs):.2f}x** [{min(rs):.2f}..{max(rs):.2f}]"
+
+    def pooled(xs):
+        """The rate over all runs of a cell: every run has N messages, so
+        all messages over all seconds is the harmonic mean of the rates."""
+        return len(xs) / sum(1 / x for x in xs)
+
+    def spread(rs):
+        lo, hi = median_ci(rs)
+        q = statistics.quantiles(rs, n=4) if len(rs) > 1 else [rs[0]] * 3
+        return (f"**{statistics.median(rs):.3f}x** ({lo:.3f}..{hi:.3f}) "
+                f"IQR {q[0]:.3f}..{q[2]:.3f} [{min(rs):.2f}..{max(rs):.2f}]")
 
     others = [("dovecot", "Dovecot")] + ([("cyrus", "Cyrus")] if cyrus else [])
     compared = any(key[0] == "dovecot" for key in results)
@@ -394,29 +482,38 @@ def main():
                 row["ratios" if system == "dovecot" else f"{system}_ratios"] = ratios
             print(f"| {label} | {k} | {rates(ours, bold=True)} | " + " | ".join(cols + ratio_cols) + " |")
             summary.append(row)
-    if any(key[1] == "LMTP+sieve" for key in results):
+    sieve_cells = [("LMTP+sieve", "10-rule script"),
+                   ("LMTP+sieve→INBOX", "control: the script filing into INBOX"),
+                   ("LMTP (A/A)", "A/A: a second recipient without a script")]
+    if any(key[1] in dict(sieve_cells) for key in results):
         print()
         print("Sieve at delivery: ours with bench/deliver_bench.sieve active for the recipient "
-              "against ours without a script, in the same groups; ratio: median of the groups' "
-              "ratios (with script / without) [min..max]")
+              "against ours without a script, in the same groups (fresh mailboxes per group, "
+              "the groups back to back, the order within a group rotated: ABBA..."
+              + (f"; --sieve-only: within a group the cells interleaved in batches of {a.batch} "
+                 "messages, each cell's rate over its own batches" if a.sieve_only else "")
+              + "). Rates: "
+              "median [min..max] and the pooled rate (all messages / all seconds). Ratio: "
+              "median of the groups' ratios (cell / no script), its 95% confidence interval "
+              "(order statistics), the middle half of the ratios (IQR), [min..max]")
         print()
-        print("| path | concurrency | deliver, no script | deliver, 10-rule script | ratio |")
-        print("|---|---|---|---|---|")
+        print("| cell | concurrency | deliver, no script | deliver, cell | pooled ratio | "
+              "ratio: median (95% CI) IQR [min..max] |")
+        print("|---|---|---|---|---|---|")
         for k in concs:
-            if ("deliver", "LMTP+sieve", k) not in results:
+            if ("deliver", "LMTP", k) not in results:
                 continue
-            plain, filtered = results[("deliver", "LMTP", k)], results[("deliver", "LMTP+sieve", k)]
-            ratios = [f / p for f, p in zip(filtered, plain)]
-            print(f"| LMTP | {k} | {rates(plain)} | {rates(filtered)} | {ratio(ratios)} |")
-            summary.append({"mode": "LMTP+sieve", "k": k, "deliver": filtered, "no_script": plain,
-                            "ratios": ratios})
-            if ("deliver", "LMTP+sieve→INBOX", k) in results:
-                c = results[("deliver", "LMTP+sieve→INBOX", k)]
-                cr = [x / p for x, p in zip(c, plain)]
-                print(f"| LMTP, control: the script filing into INBOX | {k} | {rates(plain)} | "
-                      f"{rates(c)} | {ratio(cr)} |")
-                summary.append({"mode": "LMTP+sieve-control", "k": k, "deliver": c,
-                                "no_script": plain, "ratios": cr})
+            plain = results[("deliver", "LMTP", k)]
+            for mode, label in sieve_cells:
+                if ("deliver", mode, k) not in results:
+                    continue
+                cell = results[("deliver", mode, k)]
+                ratios = [c / p for c, p in zip(cell, plain)]
+                print(f"| {label} | {k} | {rates(plain)}, pooled {pooled(plain):.0f} | "
+                      f"{rates(cell)}, pooled {pooled(cell):.0f} | {pooled(cell) / pooled(plain):.3f}x | "
+                      f"{spread(ratios)} |")
+                summary.append({"mode": mode, "k": k, "deliver": cell, "no_script": plain,
+                                "ratios": ratios})
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"n": a.n, "reps": a.reps, "results": summary}, f, indent=1)

@@ -16,15 +16,35 @@
 # as ours without one (issue 18: at least 95% of that throughput).
 #   BENCH_SIEVE_ONLY=1   LMTP groups of ours with and without the script
 #                        only (no Dovecot or Cyrus cell): that ratio alone,
-#                        when a loaded disk makes the others' cells slow
+#                        when a loaded disk makes the others' cells slow.
+#                        A group is then one run of `deliver-load
+#                        lmtp-paired`: the cells take turns in batches of
+#                        BENCH_BATCH messages (default 100; order rotated
+#                        every batch), each cell timed over its own batches,
+#                        so that the cells compared see the same moments
 #   BENCH_SIEVE_CONTROL=1  adds a cell with that script's fileintos all
 #                        into INBOX (its cost without spreading the mail)
+#   BENCH_SIEVE_AA=1     adds a cell of a second recipient without a script
+#                        (the ratio the method gives for two equal cells)
+# Every LMTP group's users are made, warmed up and given their script
+# first; the groups then run back to back, the order within a group
+# rotated (ABBA...). The Sieve table gives the median of the groups'
+# ratios with its 95% confidence interval and IQR: use many groups for a
+# tight band (docs/BENCHMARKS.md, session 10: N=2000, 20-30 groups).
 #   BENCH_FS=ext4-journal  run on a fresh ext4 with the default journal: an
 #                        8 GiB image file on BENCH_DIR's disk (default
 #                        /var/tmp), attached with losetup --direct-io=on and
 #                        mounted for the run (docs/BENCHMARKS.md: the test
 #                        VM's root ext4 has no journal, which changes what a
 #                        flush costs)
+#   BENCH_FS=ext4-fresh  the same, without a journal (as the root here) but
+#                        fresh: no recently deleted inodes. A journal-less
+#                        ext4 skips free inodes deleted in the last minute
+#                        (six while their inode block is dirty) when it
+#                        allocates one, scanning past each, so for minutes
+#                        after a big `rm -rf` (another run's cleanup, other
+#                        work on the disk) every file create of every cell
+#                        costs up to milliseconds (docs/BENCHMARKS.md)
 #
 # It installs dovecot-core, dovecot-lmtpd, cyrus-common and strace if missing
 # (without recommends: cyrus-common recommends cyrus-imapd, which conflicts
@@ -98,16 +118,20 @@ trap cleanup EXIT
 
 case ${BENCH_FS:-} in
 "") ;;
-ext4-journal)
+ext4-journal | ext4-fresh)
     fs_image=$(mktemp "${BENCH_DIR:-/var/tmp}/deliver-bench-fs.XXXXXX")
     truncate -s 8G "$fs_image"
-    mkfs.ext4 -q -F "$fs_image"
+    if [[ $BENCH_FS == ext4-fresh ]]; then
+        mkfs.ext4 -q -F -O ^has_journal "$fs_image"
+    else
+        mkfs.ext4 -q -F "$fs_image"
+    fi
     fs_loop=$(losetup --find --show --direct-io=on "$fs_image")
     fs_mount=$(mktemp -d /tmp/deliver-bench-mnt.XXXXXX)
     mount "$fs_loop" "$fs_mount"
     BENCH_DIR=$fs_mount
     ;;
-*) echo "BENCH_FS: unknown value ${BENCH_FS} (ext4-journal)" >&2; exit 64 ;;
+*) echo "BENCH_FS: unknown value ${BENCH_FS} (ext4-journal, ext4-fresh)" >&2; exit 64 ;;
 esac
 
 work=$(mktemp -d "${BENCH_DIR:-/tmp}/deliver-bench.XXXXXX")
@@ -245,7 +269,8 @@ runuser -u "$BENCH_USER" -- python3 "$work/deliver_bench.py" \
     --dovecot-lmtp "$work/dovecot-lmtp.sock" -n "$N" --reps "$REPS" \
     --only "${BENCH_ONLY:-}" --load "$work/deliver-load" ${cyrus_args[@]+"${cyrus_args[@]}"} \
     --sieve-check "$work/sieve-check" --sieve-script "$work/deliver_bench.sieve" \
-    ${BENCH_SIEVE_CONTROL:+--sieve-control} ${BENCH_SIEVE_ONLY:+--sieve-only}
+    ${BENCH_SIEVE_CONTROL:+--sieve-control} ${BENCH_SIEVE_ONLY:+--sieve-only} \
+    ${BENCH_SIEVE_AA:+--sieve-aa} ${BENCH_BATCH:+--batch "$BENCH_BATCH"}
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 

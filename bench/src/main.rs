@@ -48,6 +48,102 @@ enum Mode {
         #[arg(long, default_value = "bench-sender@example.org")]
         sender: String,
     },
+    /// LMTP to several recipients interleaved: the messages are sent in
+    /// batches, each batch to every recipient in turn (the order rotated
+    /// every batch: AB, BA, AB, ... for two), K sessions per recipient;
+    /// every recipient gets every message once. Prints each recipient's
+    /// rate over its own batches' time, so that cells compared see the
+    /// same moments of a busy machine.
+    LmtpPaired {
+        #[arg(long)]
+        socket: PathBuf,
+        /// A recipient (at least two).
+        #[arg(long = "rcpt", required = true, num_args = 1)]
+        rcpts: Vec<String>,
+        /// Messages per batch.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long, default_value = "bench-sender@example.org")]
+        sender: String,
+    },
+}
+
+/// Sends `payloads` (one transaction each) on an open session.
+fn send_all(s: &mut Session, envelope: &str, payloads: &[&Vec<u8>]) -> Result<(), String> {
+    for p in payloads {
+        s.send(envelope.as_bytes())?;
+        s.expect(250, "MAIL")?;
+        s.expect(250, "RCPT")?;
+        s.expect(354, "DATA")?;
+        s.send(p)?;
+        s.expect(250, "after DATA")?;
+    }
+    Ok(())
+}
+
+/// The `lmtp-paired` mode (see [`Mode::LmtpPaired`]).
+fn run_paired(
+    msgs: &[Vec<u8>],
+    k: usize,
+    socket: &PathBuf,
+    rcpts: &[String],
+    batch: usize,
+    sender: &str,
+) -> Result<String, String> {
+    let payloads: Vec<Vec<u8>> = msgs.iter().map(|m| lmtp_payload(m)).collect();
+    // Connecting and LHLO are not timed.
+    let mut sessions: Vec<Vec<Session>> = rcpts
+        .iter()
+        .map(|_| (0..k).map(|_| Session::connect(socket)).collect())
+        .collect::<Result<_, _>>()?;
+    let envelopes: Vec<String> = rcpts
+        .iter()
+        .map(|r| format!("MAIL FROM:<{sender}>\r\nRCPT TO:<{r}>\r\nDATA\r\n"))
+        .collect();
+    let mut secs = vec![0f64; rcpts.len()];
+    for (j, chunk) in payloads.chunks(batch.max(1)).enumerate() {
+        for step in 0..rcpts.len() {
+            let c = (j + step) % rcpts.len();
+            let env = &envelopes[c];
+            let t0 = Instant::now();
+            std::thread::scope(|scope| -> Result<(), String> {
+                let handles: Vec<_> = sessions[c]
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let mine: Vec<&Vec<u8>> = chunk.iter().skip(i).step_by(k).collect();
+                        scope.spawn(move || send_all(s, env, &mine))
+                    })
+                    .collect();
+                for h in handles {
+                    h.join().unwrap_or_else(|_| Err("worker panicked".into()))?;
+                }
+                Ok(())
+            })?;
+            secs[c] += t0.elapsed().as_secs_f64();
+        }
+    }
+    for list in &mut sessions {
+        for s in list {
+            s.send(b"QUIT\r\n")?;
+            s.expect(221, "QUIT")?;
+        }
+    }
+    let cells: Vec<String> = rcpts
+        .iter()
+        .zip(&secs)
+        .map(|(r, t)| {
+            format!(
+                "{{\"rcpt\":\"{r}\",\"seconds\":{t:.6},\"rate\":{:.1}}}",
+                msgs.len() as f64 / t
+            )
+        })
+        .collect();
+    Ok(format!(
+        "{{\"messages\":{},\"cells\":[{}]}}",
+        msgs.len(),
+        cells.join(",")
+    ))
 }
 
 fn read_messages(path: &PathBuf) -> Result<Vec<Vec<u8>>, String> {
@@ -169,6 +265,21 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e),
     };
     let k = cli.concurrency.max(1);
+    if let Mode::LmtpPaired {
+        socket,
+        rcpts,
+        batch,
+        sender,
+    } = &cli.mode
+    {
+        return match run_paired(&msgs, k, socket, rcpts, *batch, sender) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        };
+    }
     let parts: Vec<Vec<Vec<u8>>> = (0..k)
         .map(|i| msgs.iter().skip(i).step_by(k).cloned().collect())
         .collect();
@@ -191,23 +302,18 @@ fn main() -> ExitCode {
                         sender,
                     } => {
                         let payloads: Vec<_> = part.iter().map(|m| lmtp_payload(m)).collect();
+                        let payloads: Vec<_> = payloads.iter().collect();
                         let envelope =
                             format!("MAIL FROM:<{sender}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n");
                         // Connecting and LHLO are not timed.
                         let session = Session::connect(socket);
                         barrier.wait();
                         let mut s = session?;
-                        for p in &payloads {
-                            s.send(envelope.as_bytes())?;
-                            s.expect(250, "MAIL")?;
-                            s.expect(250, "RCPT")?;
-                            s.expect(354, "DATA")?;
-                            s.send(p)?;
-                            s.expect(250, "after DATA")?;
-                        }
+                        send_all(&mut s, &envelope, &payloads)?;
                         s.send(b"QUIT\r\n")?;
                         s.expect(221, "QUIT")
                     }
+                    Mode::LmtpPaired { .. } => unreachable!("handled before the workers"),
                 }
             })
         })
