@@ -12,7 +12,8 @@ bench_setup() {
         dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
     done
     if ((${#missing[@]})); then
-        apt-get install -y --no-install-recommends "${missing[@]}"
+        apt-get -q -o DPkg::Lock::Timeout=600 update
+        DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${missing[@]}"
     fi
     id "$BUSER" >/dev/null 2>&1 || useradd -r -M -s /usr/sbin/nologin "$BUSER"
     cargo build --release -p deliver-bench --bin imap-load
