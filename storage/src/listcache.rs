@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::fsutil::Dir;
@@ -19,8 +19,12 @@ use crate::store::Store;
 
 /// Listings kept (one per user and spool); past it, one is dropped.
 const MAX_LISTINGS: usize = 4096;
-/// Mailbox handles kept (three descriptors each); past it, one is dropped.
+/// Idle mailbox handles kept (three descriptors each), over all
+/// mailboxes; past it, one mailbox's are closed.
 const MAX_HANDLES: usize = 256;
+/// Idle handles kept of one mailbox (as many STATUS commands of it may
+/// run at once without opening it).
+const MAX_HANDLES_PER_MAILBOX: usize = 4;
 
 impl Store {
     /// Every mailbox of `user`, sorted by name. Directories that are only
@@ -72,10 +76,67 @@ fn listings() -> &'static Mutex<HashMap<Key, (Stamp, Listing)>> {
 
 type HandleKey = (PathBuf, String, String);
 
-type HandleMap = HashMap<HandleKey, (Stamp, Arc<Mutex<Mailbox>>)>;
+/// Idle handles per mailbox: each is lent to one caller at a time and
+/// given back after, so concurrent STATUS commands of one mailbox neither
+/// share a handle nor wait for each other (a lock held across the
+/// command made threads queue behind a holder the scheduler had
+/// preempted).
+#[derive(Default)]
+struct HandlePool {
+    idle: HashMap<HandleKey, (Stamp, Vec<Mailbox>)>,
+    /// Handles in `idle`, over all keys.
+    total: usize,
+}
 
-fn handles() -> &'static Mutex<HandleMap> {
-    static H: OnceLock<Mutex<HandleMap>> = OnceLock::new();
+impl HandlePool {
+    /// An idle handle of `key` opened under `stamp`; handles opened under
+    /// another stamp are closed.
+    fn take(&mut self, key: &HandleKey, stamp: Stamp) -> Option<Mailbox> {
+        let (s, v) = self.idle.get_mut(key)?;
+        if *s != stamp {
+            let (_, v) = self.idle.remove(key)?;
+            self.total -= v.len();
+            return None;
+        }
+        let h = v.pop()?;
+        self.total -= 1;
+        Some(h)
+    }
+
+    /// Keeps `h` (opened under `stamp`) for the next caller, within the
+    /// bounds; otherwise it is closed.
+    fn give_back(&mut self, key: HandleKey, stamp: Stamp, h: Mailbox) {
+        if let Some((s, v)) = self.idle.get_mut(&key) {
+            if *s == stamp {
+                if v.len() < MAX_HANDLES_PER_MAILBOX && self.total < MAX_HANDLES {
+                    v.push(h);
+                    self.total += 1;
+                }
+                return;
+            }
+            // Opened under another stamp: whichever is older fails the
+            // next caller's check; the newest caller's handle is kept.
+            if let Some((_, old)) = self.idle.remove(&key) {
+                self.total -= old.len();
+            }
+        }
+        if self.total >= MAX_HANDLES {
+            // Room for one: a whole key's handles are dropped.
+            if let Some(victim) = self.idle.keys().next().cloned()
+                && let Some((_, v)) = self.idle.remove(&victim)
+            {
+                self.total -= v.len();
+            }
+        }
+        if self.total < MAX_HANDLES {
+            self.idle.insert(key, (stamp, vec![h]));
+            self.total += 1;
+        }
+    }
+}
+
+fn handles() -> &'static Mutex<HandlePool> {
+    static H: OnceLock<Mutex<HandlePool>> = OnceLock::new();
     H.get_or_init(Default::default)
 }
 
@@ -126,11 +187,11 @@ pub(crate) fn listing(
     Ok(fresh)
 }
 
-/// Runs `f` on a handle of mailbox `name`: a cached one when the names
-/// generation is unchanged since it was opened, else one from `open`
-/// (kept for the next call when the generation was stable). A cached
-/// handle whose mailbox turns out deleted is dropped and `f` runs on a
-/// fresh one.
+/// Runs `f` on a handle of mailbox `name`: an idle cached one when the
+/// names generation is unchanged since it was opened, else one from
+/// `open`; either is given back for the next call after `f`. A cached
+/// handle whose mailbox turns out deleted is closed and `f` runs on a
+/// fresh one. A handle whose `f` panicked is never given back.
 pub(crate) fn with_handle<T>(
     root: &Dir,
     user: &UserName,
@@ -146,38 +207,100 @@ pub(crate) fn with_handle<T>(
         user.as_str().to_string(),
         name.as_str().to_string(),
     );
-    let cached = {
-        let mut m = lock(handles());
-        match m.get(&key) {
-            Some((s, h)) if *s == stamp => Some(h.clone()),
-            // Opened before a change of names: closed now.
-            Some(_) => {
-                m.remove(&key);
-                None
+    let cached = lock(handles()).take(&key, stamp);
+    if let Some(mut h) = cached {
+        match f(&mut h) {
+            // Closed; a fresh open tells what the name holds now.
+            Err(Error::MailboxDeleted) | Err(Error::NoSuchMailbox(_)) => {}
+            r => {
+                if r.is_ok() {
+                    lock(handles()).give_back(key, stamp, h);
+                }
+                return r;
             }
-            None => None,
-        }
-    };
-    if let Some(h) = cached {
-        // A handle whose user panicked is dropped, never reused.
-        let r = h.lock().ok().map(|mut m| f(&mut m));
-        match r {
-            None | Some(Err(Error::MailboxDeleted)) | Some(Err(Error::NoSuchMailbox(_))) => {
-                lock(handles()).remove(&key);
-            }
-            Some(r) => return r,
         }
     }
     let mut mbox = open()?;
     let r = f(&mut mbox);
     if r.is_ok() {
-        let mut m = lock(handles());
-        insert_bounded(
-            &mut m,
-            key,
-            (stamp, Arc::new(Mutex::new(mbox))),
-            MAX_HANDLES,
-        );
+        lock(handles()).give_back(key, stamp, mbox);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Options;
+
+    fn store_with(names: &[&str]) -> (tempfile::TempDir, Store, UserName) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), Options::default()).unwrap();
+        let user = UserName::new("u").unwrap();
+        for n in names {
+            store
+                .ensure_mailbox(&user, &MailboxName::new(n).unwrap())
+                .unwrap();
+        }
+        (tmp, store, user)
+    }
+
+    /// A handle is lent, not shared: a call made while another call of
+    /// the same mailbox is running (here from inside it) gets a handle
+    /// of its own instead of waiting, and both come back to the pool.
+    #[test]
+    fn concurrent_calls_of_one_mailbox_get_their_own_handles() {
+        let (_t, store, user) = store_with(&["a"]);
+        let a = MailboxName::new("a").unwrap();
+        let key = (store.root.path.clone(), "u".to_string(), "a".to_string());
+        let idle = || lock(handles()).idle.get(&key).map_or(0, |(_, v)| v.len());
+        let n = store
+            .with_mailbox(&user, &a, |outer| {
+                let inner = store.with_mailbox(&user, &a, |m| Ok(m.header()?.exists))?;
+                Ok(outer.header()?.exists + inner)
+            })
+            .unwrap();
+        assert_eq!(n, 0);
+        assert_eq!(idle(), 2);
+        // Taken again: one of the two idle handles, given back.
+        store.with_mailbox(&user, &a, |m| m.header()).unwrap();
+        assert_eq!(idle(), 2);
+    }
+
+    /// The pool keeps at most MAX_HANDLES_PER_MAILBOX idle handles of one
+    /// mailbox and MAX_HANDLES in all; handles opened under another names
+    /// generation are closed when found.
+    #[test]
+    fn pool_bounds_and_stale_stamps() {
+        let (_t, store, user) = store_with(&["a", "b"]);
+        let stamp = current(&store.root, &user).unwrap();
+        let open = |n: &str| {
+            store
+                .open_mailbox(&user, &MailboxName::new(n).unwrap())
+                .unwrap()
+        };
+        let key = |n: &str| (PathBuf::from("/pool-test"), "u".to_string(), n.to_string());
+        let mut pool = HandlePool::default();
+        for _ in 0..MAX_HANDLES_PER_MAILBOX + 3 {
+            pool.give_back(key("a"), stamp, open("a"));
+        }
+        assert_eq!(pool.idle[&key("a")].1.len(), MAX_HANDLES_PER_MAILBOX);
+        assert_eq!(pool.total, MAX_HANDLES_PER_MAILBOX);
+        assert!(pool.take(&key("a"), stamp).is_some());
+        assert_eq!(pool.total, MAX_HANDLES_PER_MAILBOX - 1);
+        // A names change since: every idle handle of the key is closed.
+        let later = Stamp::for_test(stamp, 2);
+        assert!(pool.take(&key("a"), later).is_none());
+        assert!(!pool.idle.contains_key(&key("a")));
+        assert_eq!(pool.total, 0);
+        // Many mailboxes: never above MAX_HANDLES.
+        for i in 0..MAX_HANDLES + 10 {
+            pool.give_back(key(&format!("m{i}")), stamp, open("b"));
+            assert!(pool.total <= MAX_HANDLES);
+        }
+        assert_eq!(
+            pool.total,
+            pool.idle.values().map(|(_, v)| v.len()).sum::<usize>()
+        );
+    }
 }

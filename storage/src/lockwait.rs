@@ -61,27 +61,36 @@ struct Entry {
     cond: Arc<Condvar>,
 }
 
-fn table() -> MutexGuard<'static, HashMap<Key, Entry>> {
-    static TABLE: LazyLock<Mutex<HashMap<Key, Entry>>> = LazyLock::new(Default::default);
-    // A panic while the table is locked leaves only counters behind; the
+/// Shards of the table, so that the waiters and holders of one busy file
+/// (every session appending to one INBOX) do not queue on the same mutex
+/// as the locks of other files (a STATUS of another mailbox).
+const SHARDS: usize = 16;
+
+/// The shard of the table that holds `key`'s entry.
+fn table(key: Key) -> MutexGuard<'static, HashMap<Key, Entry>> {
+    static TABLE: LazyLock<[Mutex<HashMap<Key, Entry>>; SHARDS]> =
+        LazyLock::new(|| std::array::from_fn(|_| Mutex::default()));
+    // A panic while a shard is locked leaves only counters behind; the
     // counts are hints, so a poisoned lock is taken as it is.
-    TABLE.lock().unwrap_or_else(|e| e.into_inner())
+    TABLE[(key.0 % SHARDS as u64) as usize]
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 /// The release counter of the file now: read it before trying the lock.
 pub fn releases(key: Key) -> u64 {
-    table().get(&key).map_or(0, |e| e.releases)
+    table(key).get(&key).map_or(0, |e| e.releases)
 }
 
 /// Counts a lock this process now holds on the file.
 pub fn held(key: Key) {
-    table().entry(key).or_default().holds += 1;
+    table(key).entry(key).or_default().holds += 1;
 }
 
 /// Counts the release of a lock counted by [`held`] and wakes the threads
 /// waiting for the file.
 pub fn released(key: Key) {
-    let mut t = table();
+    let mut t = table(key);
     let Some(e) = t.get_mut(&key) else {
         return;
     };
@@ -111,7 +120,7 @@ pub enum Waited {
 /// failed try), or at most `max` (and never more than [`MAX_LOCAL_WAIT`]).
 pub fn wait_for_release(key: Key, seen: u64, max: Duration) -> Waited {
     let deadline = Instant::now() + max.min(MAX_LOCAL_WAIT);
-    let mut t = table();
+    let mut t = table(key);
     let cond = match t.get_mut(&key) {
         Some(e) if e.releases != seen => return Waited::Released,
         Some(e) if e.holds > 0 => {
@@ -166,7 +175,7 @@ mod tests {
         // Only the release ends the loop: without it the waiter would
         // time out forever, and once nothing is held it would see NotHeld.
         assert_eq!(t.join().unwrap(), Waited::Released);
-        assert!(!table().contains_key(&k), "no entry once nothing is held");
+        assert!(!table(k).contains_key(&k), "no entry once nothing is held");
     }
 
     #[test]
@@ -181,6 +190,6 @@ mod tests {
             Waited::Released
         );
         released(k);
-        assert!(!table().contains_key(&k));
+        assert!(!table(k).contains_key(&k));
     }
 }

@@ -46,6 +46,15 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// `s` with its generation moved on by `by` (tests of the caches).
+    #[cfg(test)]
+    pub(crate) fn for_test(s: Stamp, by: u64) -> Stamp {
+        Stamp {
+            generation: s.generation + by,
+            ..s
+        }
+    }
+
     /// No change is in progress (and none died midway).
     fn stable(&self) -> bool {
         self.generation.is_multiple_of(2)
