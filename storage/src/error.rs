@@ -200,11 +200,11 @@ impl Error {
             e => e,
         };
         // ESHUTDOWN: the Ceph client was evicted; every file is gone.
-        if crate::sharedfs::means_lock_lost(errno)
+        if crate::fsmode::means_lock_lost(errno)
             && (errno == Some(libc::ESHUTDOWN)
                 || path.file_name() == Some(std::ffi::OsStr::new(crate::layout::INDEX_NAME)))
         {
-            crate::sharedfs::note_lock_lost();
+            crate::fsmode::note_lock_lost();
             return Error::LockLost { path, source };
         }
         Error::Io { op, path, source }

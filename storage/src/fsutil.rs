@@ -113,7 +113,7 @@ impl Dir {
     pub fn open_file(&self, name: &OsStr, flags: OFlag) -> Result<File> {
         let flags = flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
         let open = |flags| nix::fcntl::openat(self.fd.as_fd(), name, flags, mode(FILE_MODE));
-        let fd = if crate::sharedfs::direct_io() {
+        let fd = if crate::fsmode::direct_io() {
             // On a shared filesystem every read and write bypasses this
             // host's page cache, which another host's writes do not
             // update (PROTOCOL.md §8). A filesystem that refuses O_DIRECT
@@ -128,7 +128,7 @@ impl Dir {
             open(flags)
         }
         .map_err(|e| Error::nix("open", self.child_path(name), e))?;
-        crate::sharedfs::drop_cache(fd.as_fd());
+        crate::fsmode::drop_cache(fd.as_fd());
         Ok(File::from(fd))
     }
 

@@ -840,7 +840,7 @@ impl IndexFile {
     fn log_block(&self, dir: &Dir, h: &Header, prev: u64, mut slots: Vec<u32>) -> Result<()> {
         slots.sort_unstable();
         slots.dedup();
-        if crate::sharedfs::active() || prev >= h.inplace_modseq {
+        if crate::fsmode::active() || prev >= h.inplace_modseq {
             return crate::changelog::reset(dir);
         }
         let block = crate::changelog::Block {
@@ -910,7 +910,7 @@ impl IndexFile {
     /// without a cache flush (`sync_file_range`): an unordered append's
     /// message fdatasync then flushes them too.
     pub fn write_out(&self) -> Result<()> {
-        if crate::sharedfs::active() {
+        if crate::fsmode::active() {
             // sync_file_range sends nothing to a shared filesystem's
             // server (PROTOCOL.md §8); appends are ordered there anyway.
             return self.sync();

@@ -194,6 +194,7 @@ pub mod config;
 pub mod dedup;
 pub mod error;
 pub mod format;
+mod fsmode;
 pub mod group;
 pub mod import;
 mod layout;

@@ -162,7 +162,7 @@ fn lock_keyed(fd: BorrowedFd<'_>, kind: LockKind, timeout: Duration, path: &Path
         // by the two-step path's release of it.
         lockwait::held(key);
         lockwait::released(key);
-        crate::sharedfs::drop_cache(fd);
+        crate::fsmode::drop_cache(fd);
         return Ok(key);
     }
     poll_byte(fd, key, t, GATE, start, timeout, kind, path)?;
@@ -175,7 +175,7 @@ fn lock_keyed(fd: BorrowedFd<'_>, kind: LockKind, timeout: Duration, path: &Path
     r?;
     // Another host may have written under its lock: read from the
     // filesystem, not from this host's page cache (PROTOCOL.md §8).
-    crate::sharedfs::drop_cache(fd);
+    crate::fsmode::drop_cache(fd);
     Ok(key)
 }
 
@@ -246,7 +246,7 @@ impl Drop for LockGuard {
         // filesystem): another host may be writing; touch nothing.
         if let Some(off) = self
             .clear_on_drop
-            .filter(|_| !std::thread::panicking() && !crate::sharedfs::lock_lost())
+            .filter(|_| !std::thread::panicking() && !crate::fsmode::lock_lost())
         {
             use std::os::unix::fs::FileExt;
             // If this fails the next locker sees the mark and recounts:

@@ -247,7 +247,7 @@ impl Drop for NamesChange {
 /// shared filesystem, or when the generation is odd, missing or damaged
 /// (after one attempt to create a missing or damaged file).
 pub(crate) fn current(root: &Dir, user: &UserName) -> Option<Stamp> {
-    if crate::sharedfs::active() {
+    if crate::fsmode::active() {
         return None;
     }
     let stamp = match read(root, user) {

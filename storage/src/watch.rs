@@ -205,7 +205,7 @@ impl Watch {
     pub fn new(mbox: &Mailbox) -> Result<Watch> {
         Self::for_index(
             mbox.index_path(),
-            polling_forced() || crate::sharedfs::active(),
+            polling_forced() || crate::fsmode::active(),
         )
     }
 

@@ -19,7 +19,7 @@ impl Mailbox {
         mark: &ViewMark,
         h: &Header,
     ) -> Result<Option<Vec<Record>>> {
-        if crate::sharedfs::active() {
+        if crate::fsmode::active() {
             return Ok(None);
         }
         let slots = match changelog::slots_since(

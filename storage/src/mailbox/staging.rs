@@ -214,7 +214,7 @@ impl Mailbox {
             // On a shared filesystem neither syncfs nor sync_file_range
             // is known to reach the server: every append is ordered there,
             // each message flushed on its own (PROTOCOL.md §8).
-            let shared = crate::sharedfs::active();
+            let shared = crate::fsmode::active();
             if batch && !shared {
                 // The batch's syncfs makes the bytes durable before the
                 // commit (§3a); the kernel writes them back in bulk.
