@@ -18,11 +18,12 @@
 //! walk whose answer could not have changed. On a shared filesystem
 //! (several hosts, `sharedfs`) nothing is cached at all.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use nix::fcntl::OFlag;
@@ -108,29 +109,73 @@ fn read_file(f: &File) -> Option<Stamp> {
     Stamp::decode(&buf[..n])
 }
 
-/// The stamp of `user` under the spool `root`: one `openat2` (no symlink
-/// anywhere below the root, as every open of the store), one `pread`.
-/// `None` when missing, unreadable or damaged.
+/// Descriptors of `.names.gen` kept open between reads, per spool root
+/// and user; past the bound one is closed.
+const MAX_KEPT: usize = 256;
+
+type KeptMap = HashMap<(PathBuf, String), Arc<File>>;
+
+fn kept() -> std::sync::MutexGuard<'static, KeptMap> {
+    static K: OnceLock<Mutex<KeptMap>> = OnceLock::new();
+    // Inserts and removals are single calls: a poisoned map is whole.
+    K.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// The stamp of `user` under the spool `root`. `None` when missing,
+/// unreadable or damaged.
+///
+/// The file's descriptor is kept after the first read, and a read is then
+/// an `fstat` and a `pread`: writers change the file in place, and a file
+/// replaced (unlinked by a writer that may not write it, or deleted by
+/// hand) has no link left, which the `fstat` sees, and the path is opened
+/// again. Otherwise one `openat2` (no symlink anywhere below the root, as
+/// every open of the store) and one `pread`.
 pub(crate) fn read(root: &Dir, user: &UserName) -> Option<Stamp> {
+    let key = (root.path.clone(), user.as_str().to_owned());
+    let held = kept().get(&key).cloned();
+    if let Some(f) = held {
+        match nix::sys::stat::fstat(f.as_fd()) {
+            Ok(st) if st.st_nlink > 0 => return read_file(&f),
+            _ => {
+                kept().remove(&key);
+            }
+        }
+    }
+    let f = open(root, user)?;
+    let stamp = read_file(&f);
+    if stamp.is_some() {
+        let mut m = kept();
+        if m.len() >= MAX_KEPT
+            && !m.contains_key(&key)
+            && let Some(victim) = m.keys().next().cloned()
+        {
+            m.remove(&victim);
+        }
+        m.insert(key, Arc::new(f));
+    }
+    stamp
+}
+
+/// Opens `USER/.names.gen` below `root` read-only, refusing symlinks.
+fn open(root: &Dir, user: &UserName) -> Option<File> {
     use nix::fcntl::{OpenHow, ResolveFlag};
     let path = format!("{}/{NAMES_GEN_FILE}", user.encoded());
     let how = OpenHow::new()
         .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
         .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
-    let fd = match nix::fcntl::openat2(root.fd.as_fd(), path.as_str(), how) {
-        Ok(fd) => fd,
+    match nix::fcntl::openat2(root.fd.as_fd(), path.as_str(), how) {
+        Ok(fd) => Some(File::from(fd)),
         // Kernels before 5.6 (ENOSYS), or a seccomp filter that does not
         // know the call (EPERM): component by component.
         Err(nix::Error::ENOSYS | nix::Error::EPERM) => {
             let dir = root.open_dir(fsutil::os(user.encoded().as_bytes())).ok()?;
-            return dir
-                .open_file(fsutil::os(NAMES_GEN_FILE.as_bytes()), OFlag::O_RDONLY)
+            dir.open_file(fsutil::os(NAMES_GEN_FILE.as_bytes()), OFlag::O_RDONLY)
                 .ok()
-                .and_then(|f| read_file(&f));
         }
-        Err(_) => return None,
-    };
-    read_file(&File::from(fd))
+        Err(_) => None,
+    }
 }
 
 /// Creates `.names.gen` for a user that has none (a spool written before
@@ -278,5 +323,40 @@ mod tests {
         assert_eq!(Stamp::decode(&s.encode()[..20]), None);
         assert!(s.stable());
         assert_ne!(new_epoch(), new_epoch());
+    }
+
+    /// A kept descriptor sees in-place changes, and a replaced file is
+    /// read through the path again, never the unlinked one (FORMAT.md §1:
+    /// a writer that may not write the file replaces it; an operator may
+    /// delete it).
+    #[test]
+    fn kept_descriptor_follows_changes_and_replacements() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Dir::open_root(tmp.path()).unwrap();
+        let user = UserName::new("k").unwrap();
+        let udir = tmp.path().join(user.encoded());
+        std::fs::create_dir(&udir).unwrap();
+        let file = udir.join(NAMES_GEN_FILE);
+        let at = |g| Stamp {
+            epoch: 5,
+            generation: g,
+        };
+        std::fs::write(&file, at(2).encode()).unwrap();
+        assert_eq!(read(&root, &user), Some(at(2)));
+        // In place, as NamesChange writes.
+        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.write_all_at(&at(3).encode(), 0).unwrap();
+        assert_eq!(read(&root, &user), Some(at(3)));
+        // Replaced by a new file (unlink, create).
+        std::fs::remove_file(&file).unwrap();
+        let fresh = Stamp {
+            epoch: 9,
+            generation: 0,
+        };
+        std::fs::write(&file, fresh.encode()).unwrap();
+        assert_eq!(read(&root, &user), Some(fresh));
+        // Deleted: nothing to read, however long a descriptor was kept.
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(read(&root, &user), None);
     }
 }
