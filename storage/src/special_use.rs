@@ -193,6 +193,26 @@ impl Store {
                 return Ok(Vec::new());
             }
         }
+        // Provisioned already (a default folder carries its use): nothing
+        // to do, and no names change, which would empty the user's LIST
+        // and STATUS caches at every login.
+        for d in &defaults {
+            if let Ok(dir) = self.mailbox_dir(user, &MailboxName::new(d)?, false)
+                && read_special_use(&dir).is_ok_and(|u| !u.is_empty())
+            {
+                return Ok(Vec::new());
+            }
+        }
+        // An INBOX whose index header is refused (a damaged or crafted
+        // count) is reported where it is used, and the account is left as
+        // it is: nothing is written beside a damaged mailbox.
+        match self.open_mailbox(user, &MailboxName::inbox()) {
+            Ok(mut inbox) => {
+                inbox.header()?;
+            }
+            Err(Error::NoSuchMailbox(_)) => {}
+            Err(e) => return Err(e),
+        }
         let _names = self.change_names(&user_dir)?;
         let existing = self.list_mailboxes(user)?;
         if !existing.iter().all(is_default) {
