@@ -330,6 +330,57 @@ mod tests {
         assert_eq!(SpecialUse::parse("\\DRAFTS"), Some(SpecialUse::Drafts));
     }
 
+    /// A login of a provisioned account changes nothing, not even the
+    /// names generation (which would empty the user's LIST and STATUS
+    /// caches at every login); an account whose INBOX header is refused
+    /// gets nothing.
+    #[test]
+    fn provisioning_writes_only_when_it_creates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), crate::Options::default()).unwrap();
+        let u = UserName::new("bob").unwrap();
+        store.ensure_mailbox(&u, &MailboxName::inbox()).unwrap();
+        assert_eq!(store.provision_special_use(&u).unwrap().len(), 5);
+        let gen_file = tmp
+            .path()
+            .join(u.encoded())
+            .join(crate::layout::NAMES_GEN_FILE);
+        let before = std::fs::read(&gen_file).unwrap();
+        assert!(store.provision_special_use(&u).unwrap().is_empty());
+        assert_eq!(std::fs::read(&gen_file).unwrap(), before);
+
+        // A new account whose INBOX index has a count beyond the file.
+        let v = UserName::new("carol").unwrap();
+        store.ensure_mailbox(&v, &MailboxName::inbox()).unwrap();
+        let index = store
+            .mailbox_path(&v, &MailboxName::inbox())
+            .join(crate::layout::INDEX_NAME);
+        let mut b = std::fs::read(&index).unwrap();
+        for off in [
+            crate::format::SLOT_OFFSETS[0],
+            crate::format::SLOT_OFFSETS[1],
+        ] {
+            let off = off as usize;
+            if let Ok(mut h) = crate::format::Header::decode(&b[off..]) {
+                h.num_records = 0xFFFF_FFF0;
+                b[off..off + crate::format::HEADER_SIZE].copy_from_slice(&h.encode());
+            }
+        }
+        std::fs::write(&index, b).unwrap();
+        let user_dir = tmp.path().join(v.encoded());
+        let names = |d: &std::path::Path| {
+            let mut n: Vec<_> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            n.sort();
+            n
+        };
+        let listed = names(&user_dir);
+        assert!(store.provision_special_use(&v).is_err());
+        assert_eq!(names(&user_dir), listed);
+    }
+
     #[test]
     fn attribute_follows_rename_and_goes_with_delete() {
         let tmp = tempfile::tempdir().unwrap();
