@@ -349,23 +349,37 @@ mod tests {
         assert!(store.provision_special_use(&u).unwrap().is_empty());
         assert_eq!(std::fs::read(&gen_file).unwrap(), before);
 
-        // A new account whose INBOX index has a count beyond the file.
+        // A new account whose INBOX index has, in its newest header slot,
+        // a count beyond the file (the rest of the header consistent).
         let v = UserName::new("carol").unwrap();
         store.ensure_mailbox(&v, &MailboxName::inbox()).unwrap();
+        let mut inbox = store.open_mailbox(&v, &MailboxName::inbox()).unwrap();
+        for i in 0..3 {
+            inbox
+                .append(
+                    format!("Subject: {i}\r\n\r\nx\r\n").as_bytes(),
+                    Default::default(),
+                )
+                .unwrap();
+        }
+        drop(inbox);
         let index = store
             .mailbox_path(&v, &MailboxName::inbox())
             .join(crate::layout::INDEX_NAME);
         let mut b = std::fs::read(&index).unwrap();
-        for off in [
-            crate::format::SLOT_OFFSETS[0],
-            crate::format::SLOT_OFFSETS[1],
-        ] {
-            let off = off as usize;
-            if let Ok(mut h) = crate::format::Header::decode(&b[off..]) {
-                h.num_records = 0xFFFF_FFF0;
-                b[off..off + crate::format::HEADER_SIZE].copy_from_slice(&h.encode());
-            }
-        }
+        let slot = |b: &[u8], i: usize| {
+            crate::format::Header::decode(&b[crate::format::SLOT_OFFSETS[i] as usize..]).ok()
+        };
+        let newest = match (slot(&b, 0), slot(&b, 1)) {
+            (Some(a), Some(c)) if c.generation > a.generation => 1,
+            (None, Some(_)) => 1,
+            _ => 0,
+        };
+        let off = crate::format::SLOT_OFFSETS[newest] as usize;
+        let mut h = slot(&b, newest).unwrap();
+        h.num_records = 0xFFFF_FFF0;
+        h.last_uid = h.last_uid.max(h.num_records);
+        b[off..off + crate::format::HEADER_SIZE].copy_from_slice(&h.encode());
         std::fs::write(&index, b).unwrap();
         let user_dir = tmp.path().join(v.encoded());
         let names = |d: &std::path::Path| {
