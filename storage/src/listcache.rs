@@ -13,7 +13,7 @@ use std::sync::{Mutex, OnceLock};
 use crate::error::{Error, Result};
 use crate::fsutil::Dir;
 use crate::mailbox::Mailbox;
-use crate::namegen::{Stamp, current, read};
+use crate::namegen::{Stamp, current, insert_bounded, read};
 use crate::names::{MailboxName, UserName};
 use crate::store::Store;
 
@@ -145,21 +145,6 @@ fn handles() -> &'static Mutex<HandlePool> {
 /// poisoned lock is used as is.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn insert_bounded<K: Eq + std::hash::Hash + Clone, V>(
-    m: &mut HashMap<K, V>,
-    k: K,
-    v: V,
-    max: usize,
-) {
-    if m.len() >= max
-        && !m.contains_key(&k)
-        && let Some(victim) = m.keys().next().cloned()
-    {
-        m.remove(&victim);
-    }
-    m.insert(k, v);
 }
 
 /// The listing of `user`, from the cache when the names generation says

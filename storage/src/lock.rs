@@ -160,8 +160,7 @@ fn lock_keyed(fd: BorrowedFd<'_>, kind: LockKind, timeout: Duration, path: &Path
         let _ = set_lock(fd, libc::F_UNLCK as libc::c_short, GATE, 1, true);
         // Waiters that found the gate taken in that instant are woken as
         // by the two-step path's release of it.
-        lockwait::held(key);
-        lockwait::released(key);
+        lockwait::pulse(key);
         crate::fsmode::drop_cache(fd);
         return Ok(key);
     }

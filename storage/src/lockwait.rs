@@ -103,6 +103,20 @@ pub fn released(key: Key) {
     }
 }
 
+/// Wakes the threads waiting for the file as a counted release would,
+/// for a lock held only inside one call (the gate of [`crate::lock`]'s
+/// one-call acquisition). Nothing when no thread of this process has an
+/// entry for the file: then nobody waits on it here.
+pub fn pulse(key: Key) {
+    let mut t = table(key);
+    if let Some(e) = t.get_mut(&key) {
+        e.releases += 1;
+        if e.waiters > 0 {
+            e.cond.notify_all();
+        }
+    }
+}
+
 /// How [`wait_for_release`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Waited {
@@ -176,6 +190,30 @@ mod tests {
         // time out forever, and once nothing is held it would see NotHeld.
         assert_eq!(t.join().unwrap(), Waited::Released);
         assert!(!table(k).contains_key(&k), "no entry once nothing is held");
+    }
+
+    /// A pulse wakes a waiter as a release does and makes no entry where
+    /// nothing is held.
+    #[test]
+    fn a_pulse_wakes_the_waiter_and_leaves_no_entry() {
+        let k = Key(u64::MAX - 2);
+        pulse(k);
+        assert!(!table(k).contains_key(&k));
+        held(k);
+        let seen = releases(k);
+        let t = std::thread::spawn(move || {
+            loop {
+                match wait_for_release(k, seen, Duration::from_secs(10)) {
+                    Waited::TimedOut => continue,
+                    w => return w,
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        pulse(k);
+        assert_eq!(t.join().unwrap(), Waited::Released);
+        released(k);
+        assert!(!table(k).contains_key(&k));
     }
 
     #[test]

@@ -146,16 +146,26 @@ pub(crate) fn read(root: &Dir, user: &UserName) -> Option<Stamp> {
     let f = open(root, user)?;
     let stamp = read_file(&f);
     if stamp.is_some() {
-        let mut m = kept();
-        if m.len() >= MAX_KEPT
-            && !m.contains_key(&key)
-            && let Some(victim) = m.keys().next().cloned()
-        {
-            m.remove(&victim);
-        }
-        m.insert(key, Arc::new(f));
+        insert_bounded(&mut kept(), key, Arc::new(f), MAX_KEPT);
     }
     stamp
+}
+
+/// Inserts into a cache map of at most `max` entries: when it is full
+/// (and `k` not in it), one entry is dropped first.
+pub(crate) fn insert_bounded<K: Eq + std::hash::Hash + Clone, V>(
+    m: &mut HashMap<K, V>,
+    k: K,
+    v: V,
+    max: usize,
+) {
+    if m.len() >= max
+        && !m.contains_key(&k)
+        && let Some(victim) = m.keys().next().cloned()
+    {
+        m.remove(&victim);
+    }
+    m.insert(k, v);
 }
 
 /// Opens `USER/.names.gen` below `root` read-only, refusing symlinks.

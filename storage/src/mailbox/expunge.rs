@@ -31,11 +31,11 @@ impl Mailbox {
         let mut after = work.records.clone();
         let recnos = expunge_in(&mut after, uids, require_deleted, modseq, fsutil::now());
         let expunged: Vec<u32> = recnos.iter().map(|&i| after[i as usize].uid).collect();
-        let (writes, undo) = work.writes(&after, recnos.into_iter().map(|i| i as usize));
         if expunged.is_empty() {
             drop(guard);
             return Ok(expunged);
         }
+        let (writes, undo) = work.writes(&after, recnos.into_iter().map(|i| i as usize));
         self.commit_work(
             &old,
             (&work, &after),
