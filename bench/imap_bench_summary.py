@@ -4,7 +4,9 @@ the files named): per client count, the median over runs of each server's
 ops/s, their ratio, the server RSS after the runs, and each command's mean
 latency (median over runs) for both servers. With a third server "base"
 (BENCH_BASE: another build of ours), its figures too, so two builds
-compare within one run."""
+compare within one run. Where the load generator reported them, a second
+table gives the means at the socket (the kernel's receive time of each
+reply, which leaves out the generator's own wait for a CPU)."""
 import json, statistics, sys
 from collections import defaultdict
 
@@ -54,3 +56,16 @@ for c in sorted({c for _, c in runs}):
         if b:
             line += f" {m(b, 'median_ms'):>12.2f}"
         print(line)
+    if all("sock_mean_ms" in v for _, r in d + o + b for v in r["commands"].values()):
+        print(f"  at the socket: {'command':<11} {'Dovecot mean':>13} {'ours mean':>10}"
+              + (f" {'base mean':>10}" if b else "")
+              + f" {'Dovecot median':>15} {'ours median':>12}" + (f" {'base median':>12}" if b else ""))
+        for k in cmds:
+            m = lambda rs, f: statistics.median(r["commands"][k][f] for _, r in rs if k in r["commands"])
+            line = f"                 {k:<11} {m(d, 'sock_mean_ms'):>13.2f} {m(o, 'sock_mean_ms'):>10.2f}"
+            if b:
+                line += f" {m(b, 'sock_mean_ms'):>10.2f}"
+            line += f" {m(d, 'sock_median_ms'):>15.2f} {m(o, 'sock_median_ms'):>12.2f}"
+            if b:
+                line += f" {m(b, 'sock_median_ms'):>12.2f}"
+            print(line)
