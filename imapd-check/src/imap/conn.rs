@@ -443,6 +443,13 @@ impl Session {
             Err(Fail::Stop(s)) => return Err(s),
         };
         self.buf.extend_from_slice(line.as_bytes());
+        // Back to short slices before the reply goes out, not after: a
+        // heavy command's thread has used more than its share of the CPU,
+        // and the scheduler makes it wait that off at its next chance to
+        // run. Here, that is now, before the client has the reply; after
+        // the reply, it would be while the client's next command (most
+        // likely a cheap one) waits to be read (slice.rs).
+        super::slice::short();
         self.flush_buf().map_err(Stop::Io)
     }
 

@@ -11,8 +11,15 @@
 //! the lag fair). So a connection thread asks for [`SHORT`] while it waits
 //! for its client (the next command is most likely a cheap one) and goes
 //! back to the default slice before a command that works for long (see
-//! `conn.rs`). Older kernels ignore the field for normal threads; if the
-//! call fails, nothing changes. `imapd.short_slices = off` turns it off.
+//! `conn.rs`). It asks for the short slice again before that command's
+//! reply is written, not after: a thread that just worked for long has
+//! used more than its share, and the scheduler makes it wait that off at
+//! the next point it can; before the reply, that wait is the heavy
+//! command's, while after it, the client's next command would sit unread
+//! in the socket through it (measured in docs/BENCHMARKS.md, session 11:
+//! STATUS after SEARCH). Older kernels ignore the field for normal
+//! threads; if the call fails, nothing changes. `imapd.short_slices =
+//! off` turns it off.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
