@@ -64,8 +64,8 @@ fn tag(name: &[u8]) -> u32 {
 
 /// Where the scan of a header block is.
 enum Step {
-    /// A field, with its name's tag.
-    Field((u32, Field)),
+    /// A field (added to the index, if one is given).
+    Field,
     /// A line without a name (dropped), scan on.
     Skip,
     End,
@@ -77,8 +77,8 @@ impl HeaderIndex {
     pub fn has_field(raw: &[u8]) -> bool {
         let mut pos = 0;
         loop {
-            match step(raw, &mut pos) {
-                Step::Field(_) => return true,
+            match step(raw, &mut pos, None) {
+                Step::Field => return true,
                 Step::Skip => {}
                 Step::End => return false,
             }
@@ -93,16 +93,7 @@ impl HeaderIndex {
             fields: Vec::with_capacity(16),
         };
         let mut pos = 0;
-        loop {
-            match step(raw, &mut pos) {
-                Step::Field((tag, f)) => {
-                    idx.tags.push(tag);
-                    idx.fields.push(f);
-                }
-                Step::Skip => {}
-                Step::End => break,
-            }
-        }
+        while !matches!(step(raw, &mut pos, Some(&mut idx)), Step::End) {}
         idx
     }
 
@@ -153,7 +144,7 @@ impl HeaderIndex {
 /// One step of mail-parser's `MessageStream::parse_headers` with every
 /// value ignored, from `*pos` (the block's start or just after a field
 /// or a dropped line).
-fn step(raw: &[u8], pos: &mut usize) -> Step {
+fn step(raw: &[u8], pos: &mut usize, idx: Option<&mut HeaderIndex>) -> Step {
     let blank = |c: u8| c != b'\n' && c.is_ascii_whitespace();
     // Blanks before the field; a LF here is the empty line.
     let mut p = *pos;
@@ -188,7 +179,10 @@ fn step(raw: &[u8], pos: &mut usize) -> Step {
     let mut odd = false;
     let mut blank_seen = false;
     let mut colon = false;
-    let mut end = first;
+    let mut end = plain_run(raw, first);
+    if end > first {
+        last = end;
+    }
     while let Some(&c) = raw.get(end) {
         match c {
             b':' => {
@@ -221,13 +215,14 @@ fn step(raw: &[u8], pos: &mut usize) -> Step {
     if !colon {
         // The message ends in the name: a field with an empty value.
         *pos = raw.len();
-        return Step::Field((
-            name_tag,
-            Field {
+        if let Some(idx) = idx {
+            idx.tags.push(name_tag);
+            idx.fields.push(Field {
                 name,
                 value: (raw.len(), raw.len()),
-            },
-        ));
+            });
+        }
+        return Step::Field;
     }
     let value_start = end + 1;
     // To a LF not followed by a blank (a blank after a LF is taken too).
@@ -249,13 +244,38 @@ fn step(raw: &[u8], pos: &mut usize) -> Step {
         }
     }
     *pos = p;
-    Step::Field((
-        name_tag,
-        Field {
+    if let Some(idx) = idx {
+        idx.tags.push(name_tag);
+        idx.fields.push(Field {
             name,
             value: (value_start, p),
-        },
-    ))
+        });
+    }
+    Step::Field
+}
+
+/// Where the run of plain name bytes (printable ASCII but `:`) that
+/// starts at `from` ends, eight bytes at a time: the byte loop of
+/// [`step`] then looks at what ends it.
+fn plain_run(raw: &[u8], from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut at = from;
+    while let Some(c) = raw.get(at..at + 8) {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        let colon = w ^ (ONES * u64::from(b':'));
+        // High bits of bytes that are ':', below '!' (blanks, controls,
+        // LF) or not ASCII (DEL, 0x7f, is rare enough to stop at too).
+        let stop = (colon.wrapping_sub(ONES) & !colon)
+            | w.wrapping_sub(ONES * 0x21)
+            | w
+            | (w & (ONES * 0x7f)).wrapping_add(ONES);
+        if stop & HIGHS != 0 {
+            break;
+        }
+        at += 8;
+    }
+    at
 }
 
 /// Where the first LF in `b` is: eight bytes at a time (most values are
@@ -426,6 +446,27 @@ mod tests {
             agree(raw);
         }
         assert_eq!(HeaderIndex::build(b"From: a\nTo: b\n\nC: d\n").len(), 2);
+    }
+
+    /// The word-at-a-time run of plain name bytes never passes a byte
+    /// that is not one (any byte value at any place of a word), and
+    /// passes whole words of plain bytes.
+    #[test]
+    fn plain_run_stops_where_it_must() {
+        let plain = |c: u8| (0x21..=0x7e).contains(&c) && c != b':';
+        for bad in 0..=255u8 {
+            for at in 0..16 {
+                let mut b = vec![b'X'; 24];
+                b[at] = bad;
+                let end = super::plain_run(&b, 0);
+                assert!(b[..end].iter().all(|&c| plain(c)), "{bad:#x} at {at}");
+                if plain(bad) {
+                    assert_eq!(end, 24, "{bad:#x} at {at}");
+                } else {
+                    assert_eq!(end, at / 8 * 8, "{bad:#x} at {at}");
+                }
+            }
+        }
     }
 
     /// The word-at-a-time search finds the first LF, as a plain one does.
