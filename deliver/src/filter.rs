@@ -550,13 +550,16 @@ pub fn plan(
         tracing::warn!(user = %user, size = message.len(), "sieve: message too large to filter; implicit keep");
         return Ok(planned(keep()));
     }
-    let envelope = Envelope {
-        from: sender.clone(),
-        to: recipient.clone(),
-    };
+    let now = storage::internals::fsutil::now();
     let mut opts = RunOptions {
-        now: storage::internals::fsutil::now(),
-        local_offset: local_utc_offset(storage::internals::fsutil::now()),
+        now,
+        // Read only by `date` and `currentdate` (RFC 5260), in this
+        // script or one it includes.
+        local_offset: if reads_dates(&script) {
+            local_utc_offset(now)
+        } else {
+            0
+        },
         ..RunOptions::default()
     };
     if reads_environment(&script) {
@@ -571,12 +574,21 @@ pub fn plan(
             env.insert("domain".into(), d.to_string());
         }
     }
+    // The envelope takes the strings, and gives them back after the run.
+    let envelope = Envelope {
+        from: sender,
+        to: recipient,
+    };
     let host = StoreHost {
         store: &settings.store,
         user,
         global_dir: settings.sieve_global_dir.as_deref(),
     };
     let outcome = script.evaluate(message, &envelope, &opts, &host);
+    let Envelope {
+        from: sender,
+        to: recipient,
+    } = envelope;
     if let Some(e) = &outcome.error {
         tracing::warn!(user = %user, script = %path.display(), "sieve: runtime error: {e}; implicit keep");
     }
@@ -599,6 +611,14 @@ fn reads_environment(script: &Script) -> bool {
     [Environment, Ihave, Include]
         .into_iter()
         .any(|e| script.uses(e))
+}
+
+/// Whether a run of `script` can read the local zone's offset: it
+/// requires `date` (RFC 5260), or may turn it on behind `ihave` or in an
+/// included script (as [`reads_environment`]).
+fn reads_dates(script: &Script) -> bool {
+    use sieve::Extension::{Date, Ihave, Include};
+    [Date, Ihave, Include].into_iter().any(|e| script.uses(e))
 }
 
 /// The local zone's offset from UTC at `now`, in seconds (the process's

@@ -16,6 +16,7 @@ pub const MAX_WARNINGS: usize = 32;
 /// The extensions this interpreter implements (the `require` names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Extension {
+    // At most 32 (a bit each in `Script::extensions`).
     Fileinto,
     Envelope,
     EncodedCharacter,
@@ -40,7 +41,15 @@ pub enum Extension {
     Duplicate,
 }
 
+// Each extension has a bit in `Script::extensions`.
+const _: () = assert!(Extension::ALL.len() <= 32 && (Extension::Duplicate as usize) < 32);
+
 impl Extension {
+    /// The extension's bit in [`Script`]'s set.
+    fn bit(self) -> u32 {
+        1 << self as u32
+    }
+
     pub const ALL: &'static [(&'static str, Extension)] = &[
         ("fileinto", Extension::Fileinto),
         ("envelope", Extension::Envelope),
@@ -308,7 +317,9 @@ type IfChain = (Vec<(Test, Vec<Command>)>, Option<Vec<Command>>);
 #[derive(Debug, Clone)]
 pub struct Script {
     pub(crate) commands: Vec<Command>,
-    pub(crate) extensions: HashSet<Extension>,
+    /// The extensions required, one bit each (`1 << e as u32`): asked on
+    /// every run, so not a hashed set.
+    extensions: u32,
     warnings: Vec<Warning>,
     includes: Vec<IncludeRef>,
     mailboxes: Vec<(Pos, String)>,
@@ -338,7 +349,7 @@ impl Script {
     /// requires `body` (RFC 5173), or `include` (RFC 6609), whose scripts
     /// may.
     pub fn needs_body(&self) -> bool {
-        self.extensions.contains(&Extension::Body) || self.extensions.contains(&Extension::Include)
+        self.uses(Extension::Body) || self.uses(Extension::Include)
     }
 
     /// Parses and validates a script.
@@ -377,7 +388,7 @@ impl Script {
         }
         Ok(Script {
             commands,
-            extensions: v.ext,
+            extensions: v.ext.iter().fold(0, |bits, &e| bits | e.bit()),
             warnings,
             includes: notes.includes,
             mailboxes: notes.mailboxes,
@@ -428,7 +439,7 @@ impl Script {
     }
 
     pub fn uses(&self, e: Extension) -> bool {
-        self.extensions.contains(&e)
+        self.extensions & e.bit() != 0
     }
 }
 

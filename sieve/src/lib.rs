@@ -6,6 +6,7 @@
 
 mod compile;
 mod encoded;
+mod headers;
 pub mod layout;
 mod matcher;
 mod message;

@@ -1,6 +1,8 @@
 //! What tests read from the message: decoded header values, the addresses
 //! of address headers, body parts (RFC 5173), the envelope.
 
+use std::borrow::Cow;
+
 use mail_parser::parsers::MessageStream;
 use mail_parser::{Address, HeaderValue, Message, MessagePart, MimeHeaders, PartType};
 
@@ -14,7 +16,7 @@ pub struct Envelope {
 }
 
 /// Most header fields or body parts looked at in one test.
-const MAX_VALUES: usize = 10_000;
+pub const MAX_VALUES: usize = 10_000;
 
 /// The raw bytes of every `name` header field of a part, in order.
 pub fn raw_headers<'a>(raw: &'a [u8], part: &MessagePart<'_>, name: &str) -> Vec<&'a [u8]> {
@@ -28,17 +30,30 @@ pub fn raw_headers<'a>(raw: &'a [u8], part: &MessagePart<'_>, name: &str) -> Vec
 
 /// A header value, unfolded and RFC 2047-decoded, trimmed (RFC 5228 5.7).
 pub fn decode_text(raw: &[u8]) -> String {
-    // One line without an encoded word, as most values are: the parse
-    // below would give its text trimmed, so that is taken directly.
+    decode_text_cow(raw).into_owned()
+}
+
+/// [`decode_text`], borrowing from `raw` when the value is one line of
+/// UTF-8 without an encoded word (as most values are): the parse below
+/// would give its text trimmed, so that is taken directly.
+pub fn decode_text_cow(raw: &[u8]) -> Cow<'_, str> {
     let line = raw.strip_suffix(b"\n").unwrap_or(raw);
-    if !line.contains(&b'\n') && !raw.windows(2).any(|w| w == b"=?") {
-        return String::from_utf8_lossy(raw).trim().to_string();
+    if crate::headers::find_lf(line).is_none() && !has_encoded_word_start(raw) {
+        return match std::str::from_utf8(raw) {
+            Ok(s) => Cow::Borrowed(s.trim()),
+            Err(_) => Cow::Owned(String::from_utf8_lossy(raw).trim().to_string()),
+        };
     }
-    match MessageStream::new(raw).parse_unstructured() {
+    Cow::Owned(match MessageStream::new(raw).parse_unstructured() {
         HeaderValue::Text(t) => t.trim().to_string(),
         HeaderValue::TextList(l) => l.join(" ").trim().to_string(),
         _ => unfold(raw),
-    }
+    })
+}
+
+/// Whether `raw` holds `=?` (where an RFC 2047 encoded word starts).
+fn has_encoded_word_start(raw: &[u8]) -> bool {
+    raw.windows(2).any(|w| w == b"=?")
 }
 
 fn unfold(raw: &[u8]) -> String {
@@ -46,9 +61,38 @@ fn unfold(raw: &[u8]) -> String {
     s.replace("\r\n", "").replace('\n', "").trim().to_string()
 }
 
+/// The addresses of one header field, as the address test reads them.
+#[derive(Debug)]
+pub enum Addresses<'a> {
+    /// Not an address list: `:all` compares the decoded value.
+    Invalid,
+    /// One address, in the message's bytes (the usual forms, parsed by
+    /// [`simple_address`]).
+    One(&'a str),
+    /// What mail-parser's parse gives (groups flattened).
+    List(Vec<String>),
+}
+
+/// The addresses of one header field.
+pub fn parse_addresses(raw: &[u8]) -> Addresses<'_> {
+    match simple_address(raw) {
+        Some(a) => Addresses::One(a),
+        None => full_addresses(raw).map_or(Addresses::Invalid, Addresses::List),
+    }
+}
+
 /// The addresses of one header field (groups flattened): `None` when it
 /// does not parse as an address list.
 pub fn decode_addresses(raw: &[u8]) -> Option<Vec<String>> {
+    match parse_addresses(raw) {
+        Addresses::Invalid => None,
+        Addresses::One(a) => Some(vec![a.to_string()]),
+        Addresses::List(l) => Some(l),
+    }
+}
+
+/// mail-parser's address parse of a field value.
+fn full_addresses(raw: &[u8]) -> Option<Vec<String>> {
     let mut out = Vec::new();
     match MessageStream::new(raw).parse_address() {
         HeaderValue::Address(Address::List(l)) => out.extend(
@@ -67,6 +111,68 @@ pub fn decode_addresses(raw: &[u8]) -> Option<Vec<String>> {
         _ => return None,
     }
     Some(out)
+}
+
+/// [`SIMPLE`]: a byte of a display name (atext, `.`, blanks).
+const IN_NAME: u8 = 1;
+/// [`SIMPLE`]: a byte of an address (atext, `.`, `@`).
+const IN_ADDRESS: u8 = 2;
+
+/// Where each byte may be in [`simple_address`]'s forms: atext (RFC 5322
+/// 3.2.3 without `=`) and `.` anywhere, blanks in the name, `@` in the
+/// address.
+static SIMPLE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_alphanumeric() {
+            t[c] = IN_NAME | IN_ADDRESS;
+        }
+        c += 1;
+    }
+    let punct = b"!#$%&'*+-/?^_`{|}~.";
+    let mut i = 0;
+    while i < punct.len() {
+        t[punct[i] as usize] = IN_NAME | IN_ADDRESS;
+        i += 1;
+    }
+    t[b' ' as usize] = IN_NAME;
+    t[b'\t' as usize] = IN_NAME;
+    t[b'@' as usize] = IN_ADDRESS;
+    t
+};
+
+/// The address of a field value of one of the two usual forms, a bare
+/// `local@domain` or `Display Name <local@domain>` on one line, as
+/// mail-parser's address parse gives it; `None` for anything else, which
+/// takes that parse. Only printable ASCII without any character the
+/// parse treats specially (quotes, comments, groups, lists, escapes,
+/// encoded words, `=`), and the line end must be there (the parse drops
+/// a bare address at the end of the message).
+fn simple_address(raw: &[u8]) -> Option<&str> {
+    let v = raw.strip_suffix(b"\n")?;
+    let v = v.strip_suffix(b"\r").unwrap_or(v);
+    let blank = |c: &u8| *c == b' ' || *c == b'\t';
+    let start = v.iter().position(|c| !blank(c))?;
+    let end = v.iter().rposition(|c| !blank(c))? + 1;
+    let v = &v[start..end];
+    let class = |c: &u8| SIMPLE[*c as usize];
+    let addr = match v.strip_suffix(b">") {
+        None => v,
+        Some(rest) => {
+            let open = rest.iter().position(|&c| c == b'<')?;
+            if !rest[..open].iter().all(|c| class(c) & IN_NAME != 0) {
+                return None;
+            }
+            &rest[open + 1..]
+        }
+    };
+    if addr.iter().all(|c| class(c) & IN_ADDRESS != 0) && addr.contains(&b'@') {
+        std::str::from_utf8(addr).ok()
+    } else {
+        None
+    }
 }
 
 /// An address with a quoted local part that needs no quoting written
@@ -194,7 +300,7 @@ pub fn raw_body(msg: &Message<'_>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{decode_text, plain_address};
+    use super::{decode_addresses, decode_text, plain_address, simple_address};
 
     /// RFC 5228 5.7 (header values unfolded and decoded, RFC 2047): the
     /// one-line shortcut of `decode_text` gives what the full parse gives.
@@ -227,6 +333,143 @@ mod tests {
         // Encoded words and folded lines take the full parse.
         assert_eq!(decode_text(b" =?utf-8?q?caf=C3=A9?=\r\n"), "caf\u{e9}");
         assert_eq!(decode_text(b" a\r\n b\r\n"), "a b");
+    }
+
+    /// mail-parser's address parse alone (what `decode_addresses` did
+    /// before its shortcut).
+    fn full_addresses(raw: &[u8]) -> Option<Vec<String>> {
+        use mail_parser::parsers::MessageStream;
+        use mail_parser::{Address, HeaderValue};
+        let list: Vec<_> = match MessageStream::new(raw).parse_address() {
+            HeaderValue::Address(Address::List(l)) => l,
+            HeaderValue::Address(Address::Group(g)) => {
+                g.into_iter().flat_map(|g| g.addresses).collect()
+            }
+            _ => return None,
+        };
+        Some(
+            list.into_iter()
+                .filter_map(|a| a.address.map(|s| plain_address(s.into_owned())))
+                .collect(),
+        )
+    }
+
+    /// RFC 5322 3.4 (address fields): the shortcut for the usual forms
+    /// gives what the full parse gives, and leaves the others to it.
+    #[test]
+    fn simple_addresses_as_parsed() {
+        let simple: &[&[u8]] = &[
+            b" boss@example.org\r\n",
+            b" boss@example.org\n",
+            b"boss@example.org\n",
+            b" \t boss@example.org \t\r\n",
+            b" Bench Sender <bench@example.org>\r\n",
+            b" Bench  Sender\t<bench@example.org>\n",
+            b" <bench@example.org>\n",
+            b"<a@b>\n",
+            b" J. R. Doe <j.r.doe+tag@sub.example.org>\r\n",
+            b" O'Brien <o'brien@example.ie>\n",
+            b" a@b@c\n",
+            b" .a.@b\n",
+            b" x <@b>\n",
+            b" x<y@z>\n",
+            b" ~{|}^_`!#$%&'*+-/?@x\n",
+        ];
+        let other: &[&[u8]] = &[
+            b" boss@example.org",
+            b" Bench Sender <bench@example.org>",
+            b" \"john.doe\"@example.org\n",
+            b" \"Doe, John\" <john@example.org>\n",
+            b" John (the boss) <john@example.org>\n",
+            b" john@example.org (John)\n",
+            b" a@b, c@d\n",
+            b" a@b,\n",
+            b" undisclosed-recipients:;\n",
+            b" friends: a@b, c@d;\n",
+            b" =?utf-8?q?J=C3=B6rg?= <joerg@example.org>\n",
+            b" J=C3 <a@b>\n",
+            b" a=b@c\n",
+            b" a\\b@c\n",
+            b" <a\\@b@c>\n",
+            b" Name\r\n <folded@example.org>\r\n",
+            b" a@b\r\r\n",
+            b" a\rb@c\n",
+            b" J\xc3\xb6rg <joerg@example.org>\n",
+            b" j\xc3\xb6rg@example.org\n",
+            b" <a @b>\n",
+            b" < a@b >\n",
+            b" <a@b> x\n",
+            b" <a@b>>\n",
+            b" a <b <c@d>\n",
+            b" a@b <c@d>\n",
+            b" plain\n",
+            b" <>\n",
+            b" <plain>\n",
+            b"\n",
+            b"",
+            b" [a]@b\n",
+            b" a@[127.0.0.1]\n",
+            b" Name: <a@b>\n",
+            b" Name; <a@b>\n",
+        ];
+        for v in simple {
+            assert!(
+                simple_address(v).is_some(),
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
+        }
+        for v in simple.iter().chain(other) {
+            if let Some(a) = simple_address(v) {
+                assert_eq!(
+                    full_addresses(v),
+                    Some(vec![a.to_string()]),
+                    "{:?}",
+                    String::from_utf8_lossy(v)
+                );
+            }
+            assert_eq!(
+                decode_addresses(v),
+                full_addresses(v),
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5000))]
+        /// Any value made of the pieces that matter to the address parse.
+        #[test]
+        fn any_address_value_as_parsed(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(&b"a"[..]), proptest::strategy::Just(&b"x.y"[..]),
+                    proptest::strategy::Just(&b"@"[..]), proptest::strategy::Just(&b" "[..]),
+                    proptest::strategy::Just(&b"\t"[..]), proptest::strategy::Just(&b"<"[..]),
+                    proptest::strategy::Just(&b">"[..]), proptest::strategy::Just(&b"\""[..]),
+                    proptest::strategy::Just(&b"("[..]), proptest::strategy::Just(&b")"[..]),
+                    proptest::strategy::Just(&b","[..]), proptest::strategy::Just(&b":"[..]),
+                    proptest::strategy::Just(&b";"[..]), proptest::strategy::Just(&b"\\"[..]),
+                    proptest::strategy::Just(&b"=?"[..]), proptest::strategy::Just(&b"="[..]),
+                    proptest::strategy::Just(&b"\r"[..]), proptest::strategy::Just(&b"\n"[..]),
+                    proptest::strategy::Just(&b"\xc3\xa9"[..]), proptest::strategy::Just(&b"b@c.d"[..]),
+                    proptest::strategy::Just(&b"?"[..]), proptest::strategy::Just(&b"["[..]),
+                ],
+                0..14,
+            ),
+            end in proptest::prop_oneof![
+                proptest::strategy::Just(&b""[..]),
+                proptest::strategy::Just(&b"\n"[..]),
+                proptest::strategy::Just(&b"\r\n"[..]),
+            ],
+        ) {
+            let mut v: Vec<u8> = parts.concat();
+            v.extend_from_slice(end);
+            if let Some(a) = simple_address(&v) {
+                proptest::prop_assert_eq!(full_addresses(&v), Some(vec![a.to_string()]));
+            }
+        }
     }
 
     /// RFC 5322 3.4.1: a quoted local part that is a dot-atom is the same address.

@@ -3,7 +3,9 @@
 //! keep, duplicate actions, errors that fall back to keep).
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use mail_parser::{DateTime, Message};
 use serde::Serialize;
@@ -12,6 +14,7 @@ use crate::compile::{
     AddressPart, BodyTransform, Command, Comparator, DupSource, Extension, FlagOp, MatchOpts,
     MatchType, Modifier, Script, Test, Vacation, Zone, valid_address,
 };
+use crate::headers::HeaderIndex;
 use crate::matcher::{self, OverBudget};
 use crate::message::{self, Envelope};
 
@@ -91,7 +94,14 @@ impl Default for Limits {
 
 /// Everything a run reads besides the message.
 pub struct Context<'a> {
-    pub message: &'a Message<'a>,
+    /// The message, as delivered.
+    pub raw: &'a [u8],
+    /// mail-parser's parse of `raw`, for a script that may test the body
+    /// (RFC 5173): its header fields are read then too. `None`: header
+    /// fields are found by the header index (module `headers`, the same
+    /// fields mail-parser's header-only parse finds), and a body test,
+    /// if one runs, parses the message then.
+    pub message: Option<&'a Message<'a>>,
     pub envelope: &'a Envelope,
     /// RFC 5183 items (`domain`, `host`, `location`, `name`, `phase`, ...).
     pub environment: &'a HashMap<String, String>,
@@ -173,7 +183,8 @@ struct Run<'a> {
     ctx: &'a Context<'a>,
     host: &'a dyn Host,
     limits: &'a Limits,
-    budget: u64,
+    /// The budget, regular expressions and match variables.
+    matching: Matching,
     vars_on: bool,
     actions: Vec<Action>,
     implicit_keep: bool,
@@ -186,14 +197,47 @@ struct Run<'a> {
     /// Scripts being included (loop check), and every one included (`:once`).
     include_stack: Vec<(bool, String)>,
     included: HashSet<(bool, String)>,
-    matched: Vec<String>,
     duplicates: Vec<DuplicateMark>,
     redirects: usize,
-    regex_cache: HashMap<(String, bool), regex::Regex>,
     /// The addresses of header fields already parsed in this run, by
     /// where the field's value is in the message (scripts test From in
     /// several rules).
-    address_cache: HashMap<(usize, usize), Option<Vec<String>>>,
+    address_cache: HashMap<usize, message::Addresses<'a>, BuildHasherDefault<OffsetHasher>>,
+    /// Scratch vectors of the header and address tests, kept from test
+    /// to test: the fields found, their decoded values.
+    found: Vec<&'a [u8]>,
+    texts: Vec<Cow<'a, str>>,
+    /// The header fields of `raw`, indexed on the first look (without
+    /// `Context::message`).
+    index: OnceCell<HeaderIndex>,
+    /// mail-parser's parse, made on the first body test (without
+    /// `Context::message`).
+    parsed: OnceCell<Option<Message<'a>>>,
+}
+
+/// Hashes the keys of [`Run::address_cache`], where fields' values start
+/// in the message: a multiply and a fold, not SipHash (the keys are
+/// distinct offsets, a few per run). The fold brings the product's high
+/// bits, which depend on all of the offset's, into the low bits that
+/// pick the bucket.
+#[derive(Default)]
+struct OffsetHasher(u64);
+
+impl Hasher for OffsetHasher {
+    fn finish(&self) -> u64 {
+        let h = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^ (h >> 29)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = self.0.rotate_left(32) ^ n as u64;
+    }
 }
 
 fn over(_: OverBudget) -> RuntimeError {
@@ -208,7 +252,11 @@ impl Script {
             ctx,
             host,
             limits,
-            budget: limits.budget,
+            matching: Matching {
+                budget: limits.budget,
+                regex_cache: HashMap::new(),
+                matched: Vec::new(),
+            },
             vars_on: self.uses(Extension::Variables),
             actions: Vec::new(),
             implicit_keep: true,
@@ -218,11 +266,13 @@ impl Script {
             declared: HashSet::new(),
             include_stack: Vec::new(),
             included: HashSet::new(),
-            matched: Vec::new(),
             duplicates: Vec::new(),
             redirects: 0,
-            regex_cache: HashMap::new(),
-            address_cache: HashMap::new(),
+            address_cache: HashMap::default(),
+            found: Vec::new(),
+            texts: Vec::new(),
+            index: OnceCell::new(),
+            parsed: OnceCell::new(),
         };
         match r.block(&self.commands) {
             Ok(_) => {
@@ -260,9 +310,59 @@ fn flag_list(strings: &[String]) -> Vec<String> {
     out
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     fn tick(&mut self, n: u64) -> Result<(), RuntimeError> {
-        matcher::charge(&mut self.budget, n).map_err(over)
+        matcher::charge(&mut self.matching.budget, n).map_err(over)
+    }
+
+    /// The raw values of the message's `name` header fields, in order
+    /// (at most [`message::MAX_VALUES`]).
+    fn header_values(&self, name: &str) -> Vec<&'a [u8]> {
+        let raw = self.ctx.raw;
+        match self.ctx.message {
+            Some(m) => message::raw_headers(raw, m.root_part(), name),
+            None => self.index.get_or_init(|| HeaderIndex::build(raw)).values(
+                raw,
+                name,
+                message::MAX_VALUES,
+            ),
+        }
+    }
+
+    /// [`Run::header_values`], appended to `out`.
+    fn header_values_into(&self, name: &str, out: &mut Vec<&'a [u8]>) {
+        let raw = self.ctx.raw;
+        match self.ctx.message {
+            Some(m) => out.extend(message::raw_headers(raw, m.root_part(), name)),
+            None => self
+                .index
+                .get_or_init(|| HeaderIndex::build(raw))
+                .values_into(raw, name, message::MAX_VALUES, out),
+        }
+    }
+
+    /// Whether the message has a `name` header field.
+    fn has_header(&self, name: &str) -> bool {
+        let raw = self.ctx.raw;
+        match self.ctx.message {
+            Some(m) => !message::raw_headers(raw, m.root_part(), name).is_empty(),
+            None => self
+                .index
+                .get_or_init(|| HeaderIndex::build(raw))
+                .contains(raw, name),
+        }
+    }
+
+    /// mail-parser's parse of the whole message, for body tests.
+    fn parsed(&self) -> Result<&Message<'a>, RuntimeError> {
+        if let Some(m) = self.ctx.message {
+            return Ok(m);
+        }
+        let raw = self.ctx.raw;
+        self.parsed
+            .get_or_init(|| mail_parser::MessageParser::default().parse(raw))
+            .as_ref()
+            .ok_or_else(|| RuntimeError("message could not be parsed".into()))
     }
 
     /// Variable expansion (RFC 5229 3), when the script requires variables.
@@ -281,7 +381,7 @@ impl Run<'_> {
             match name {
                 Some(n) if !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => {
                     let idx: usize = n.parse().unwrap_or(usize::MAX);
-                    out.push_str(self.matched.get(idx).map_or("", String::as_str));
+                    out.push_str(self.matching.matched.get(idx).map_or("", String::as_str));
                     rest = &after[n.len() + 1..];
                 }
                 Some(n) if is_ident(n) || global_name(n).is_some() => {
@@ -635,10 +735,8 @@ impl Run<'_> {
         };
         let env = self.ctx.envelope;
         let sender = env.from.to_ascii_lowercase();
-        let root = self.ctx.message.root_part();
-        let raw = self.ctx.message.raw_message();
         let header = |n: &str| -> Vec<String> {
-            message::raw_headers(raw, root, n)
+            self.header_values(n)
                 .into_iter()
                 .map(message::decode_text)
                 .collect()
@@ -684,7 +782,7 @@ impl Run<'_> {
                 .collect();
             let found = ["to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc"]
                 .iter()
-                .flat_map(|h| message::raw_headers(raw, root, h))
+                .flat_map(|h| self.header_values(h))
                 .filter_map(message::decode_addresses)
                 .flatten()
                 .any(|a| mine.contains(&a.to_ascii_lowercase()));
@@ -708,9 +806,7 @@ impl Run<'_> {
 
     fn test(&mut self, t: &Test) -> Result<bool, RuntimeError> {
         self.tick(1)?;
-        let msg = self.ctx.message;
-        let raw = msg.raw_message();
-        let root = msg.root_part();
+        let raw = self.ctx.raw;
         Ok(match t {
             Test::True => true,
             Test::False => false,
@@ -731,10 +827,7 @@ impl Run<'_> {
                 }
                 false
             }
-            Test::Exists(names) => self
-                .xlc(names)
-                .iter()
-                .all(|n| !message::raw_headers(raw, root, n).is_empty()),
+            Test::Exists(names) => self.xlc(names).iter().all(|n| self.has_header(n)),
             Test::Size { over, limit } => {
                 let size = raw.len() as u64;
                 if *over { size > *limit } else { size < *limit }
@@ -742,13 +835,21 @@ impl Run<'_> {
             Test::Header {
                 opts, names, keys, ..
             } => {
-                let mut values = Vec::new();
+                // The fields and their decoded values go in vectors kept
+                // from test to test (no allocation per test).
+                let mut found = std::mem::take(&mut self.found);
+                let mut texts = std::mem::take(&mut self.texts);
                 for n in self.xlc(names).iter() {
-                    let all = message::raw_headers(raw, root, n);
-                    let all = pick_index(all, opts);
-                    values.extend(all.into_iter().map(message::decode_text));
+                    let start = found.len();
+                    self.header_values_into(n, &mut found);
+                    pick_tail(&mut found, start, opts);
                 }
-                self.match_values(opts, &values, keys)?
+                texts.extend(found.iter().map(|v| message::decode_text_cow(v)));
+                let hit = self.match_values(opts, &texts, keys);
+                found.clear();
+                texts.clear();
+                (self.found, self.texts) = (found, texts);
+                hit?
             }
             Test::Address {
                 opts,
@@ -756,25 +857,42 @@ impl Run<'_> {
                 names,
                 keys,
             } => {
-                let mut values = Vec::new();
+                let mut found = std::mem::take(&mut self.found);
+                let mut texts = std::mem::take(&mut self.texts);
                 for n in self.xlc(names).iter() {
-                    let all = pick_index(message::raw_headers(raw, root, n), opts);
-                    for h in all {
-                        let at = (h.as_ptr() as usize, h.len());
-                        self.address_cache
-                            .entry(at)
-                            .or_insert_with(|| message::decode_addresses(h));
-                        match &self.address_cache[&at] {
-                            Some(list) => values
-                                .extend(list.iter().filter_map(|a| self.address_part(a, *part))),
-                            None if *part == AddressPart::All => {
-                                values.push(message::decode_text(h))
-                            }
-                            None => {}
+                    let start = found.len();
+                    self.header_values_into(n, &mut found);
+                    pick_tail(&mut found, start, opts);
+                }
+                // Each field's addresses are parsed once per run; the
+                // usual forms are compared in the message's bytes.
+                let delim = self.ctx.delimiter;
+                for &h in &found {
+                    let at = h.as_ptr() as usize - raw.as_ptr() as usize;
+                    let parsed = self
+                        .address_cache
+                        .entry(at)
+                        .or_insert_with(|| message::parse_addresses(h));
+                    match parsed {
+                        message::Addresses::One(a) => {
+                            texts.extend(address_part(a, *part, delim).map(Cow::Borrowed))
                         }
+                        message::Addresses::List(list) => texts.extend(
+                            list.iter()
+                                .filter_map(|a| address_part(a, *part, delim))
+                                .map(|p| Cow::Owned(p.to_string())),
+                        ),
+                        message::Addresses::Invalid if *part == AddressPart::All => {
+                            texts.push(message::decode_text_cow(h))
+                        }
+                        message::Addresses::Invalid => {}
                     }
                 }
-                self.match_values(opts, &values, keys)?
+                let hit = self.match_values(opts, &texts, keys);
+                found.clear();
+                texts.clear();
+                (self.found, self.texts) = (found, texts);
+                hit?
             }
             Test::Envelope {
                 opts,
@@ -794,8 +912,8 @@ impl Run<'_> {
                         if *part == AddressPart::All {
                             values.push(String::new());
                         }
-                    } else if let Some(p) = self.address_part(v, *part) {
-                        values.push(p);
+                    } else if let Some(p) = address_part(v, *part, self.ctx.delimiter) {
+                        values.push(p.to_string());
                     }
                 }
                 self.match_values(opts, &values, keys)?
@@ -806,6 +924,7 @@ impl Run<'_> {
                 content,
                 keys,
             } => {
+                let msg = self.parsed()?;
                 let texts = match (transform, content) {
                     (BodyTransform::Raw, _) => vec![message::raw_body(msg)],
                     (_, Some(types)) => message::body_texts(msg, Some(&self.xl(types))),
@@ -860,7 +979,7 @@ impl Run<'_> {
                     None => vec![DateTime::from_timestamp(self.ctx.now)],
                     Some(h) => {
                         let h = self.x(h);
-                        let all = pick_index(message::raw_headers(raw, root, &h), opts);
+                        let all = pick_index(self.header_values(&h), opts);
                         all.into_iter()
                             .filter_map(|v| {
                                 let text = message::decode_text(v);
@@ -896,10 +1015,12 @@ impl Run<'_> {
                 last,
             } => {
                 let id = match source {
-                    DupSource::MessageId => message::raw_headers(raw, root, "message-id")
+                    DupSource::MessageId => self
+                        .header_values("message-id")
                         .first()
                         .map(|v| message::decode_text(v)),
-                    DupSource::Header(h) => message::raw_headers(raw, root, &self.x(h))
+                    DupSource::Header(h) => self
+                        .header_values(&self.x(h))
                         .first()
                         .map(|v| message::decode_text(v)),
                     DupSource::UniqueId(u) => Some(self.x(u)),
@@ -926,80 +1047,96 @@ impl Run<'_> {
         })
     }
 
-    fn address_part(&self, a: &str, part: AddressPart) -> Option<String> {
-        let (local, domain) = message::split_address(a);
-        let delim = self.ctx.delimiter;
-        Some(match part {
-            AddressPart::All => a.to_string(),
-            AddressPart::Localpart => local.to_string(),
-            AddressPart::Domain => domain?.to_string(),
-            AddressPart::User => match local.split_once(delim).filter(|_| !delim.is_empty()) {
-                Some((u, _)) => u.to_string(),
-                None => local.to_string(),
-            },
-            AddressPart::Detail => local
-                .split_once(delim)
-                .filter(|_| !delim.is_empty())?
-                .1
-                .to_string(),
-        })
-    }
-
     /// Any value matches any key; :count compares the number of values.
-    fn match_values(
+    fn match_values<S: AsRef<str>>(
         &mut self,
         opts: &MatchOpts,
-        values: &[String],
+        values: &[S],
         keys: &[String],
     ) -> Result<bool, RuntimeError> {
         let keys = self.xlc(keys);
-        // RFC 5231 4.2: the count, as a decimal string, is compared with
-        // the key by the test's comparator (so i;ascii-numeric for numbers).
-        if let MatchType::Count(rel) = opts.match_type {
-            let n = values.len().to_string();
-            return Ok(keys
-                .iter()
-                .any(|k| matcher::relation_holds(rel, matcher::compare(&n, k, opts.comparator))));
-        }
-        let want_caps =
-            self.vars_on && matches!(opts.match_type, MatchType::Matches | MatchType::Regex);
-        let mut caps = Vec::new();
-        for k in keys.iter() {
-            let re = if opts.match_type == MatchType::Regex {
-                let ci = opts.comparator == Comparator::AsciiCasemap;
-                let key = (k.to_string(), ci);
-                if !self.regex_cache.contains_key(&key) {
-                    self.tick(k.len() as u64 * 100)?;
-                    let re = matcher::compile_regex(k, opts.comparator)
-                        .map_err(|e| RuntimeError(format!("bad regular expression {k:?}: {e}")))?;
-                    self.regex_cache.insert(key.clone(), re);
+        match_keys(&mut self.matching, self.vars_on, opts, values, &keys)
+    }
+}
+
+/// What matching changes in a run: the budget, the compiled regular
+/// expressions, the match variables. Apart from the rest of [`Run`] so
+/// that values borrowed from the run's caches can be matched.
+struct Matching {
+    budget: u64,
+    regex_cache: HashMap<(String, bool), regex::Regex>,
+    matched: Vec<String>,
+}
+
+/// [`Run::match_values`] with the keys expanded.
+fn match_keys<S: AsRef<str>>(
+    m: &mut Matching,
+    vars_on: bool,
+    opts: &MatchOpts,
+    values: &[S],
+    keys: &[String],
+) -> Result<bool, RuntimeError> {
+    // RFC 5231 4.2: the count, as a decimal string, is compared with
+    // the key by the test's comparator (so i;ascii-numeric for numbers).
+    if let MatchType::Count(rel) = opts.match_type {
+        let n = values.len().to_string();
+        return Ok(keys
+            .iter()
+            .any(|k| matcher::relation_holds(rel, matcher::compare(&n, k, opts.comparator))));
+    }
+    let want_caps = vars_on && matches!(opts.match_type, MatchType::Matches | MatchType::Regex);
+    let mut caps = Vec::new();
+    for k in keys.iter() {
+        let re = if opts.match_type == MatchType::Regex {
+            let ci = opts.comparator == Comparator::AsciiCasemap;
+            let key = (k.to_string(), ci);
+            if !m.regex_cache.contains_key(&key) {
+                matcher::charge(&mut m.budget, k.len() as u64 * 100).map_err(over)?;
+                let re = matcher::compile_regex(k, opts.comparator)
+                    .map_err(|e| RuntimeError(format!("bad regular expression {k:?}: {e}")))?;
+                m.regex_cache.insert(key.clone(), re);
+            }
+            m.regex_cache.get(&key).cloned()
+        } else {
+            None
+        };
+        for v in values {
+            let hit = matcher::matches(
+                opts.match_type,
+                opts.comparator,
+                v.as_ref(),
+                k,
+                want_caps.then_some(&mut caps),
+                &mut m.budget,
+                re.as_ref(),
+            )
+            .map_err(over)?;
+            if hit {
+                if want_caps {
+                    caps.truncate(10);
+                    m.matched = std::mem::take(&mut caps);
                 }
-                self.regex_cache.get(&key).cloned()
-            } else {
-                None
-            };
-            for v in values {
-                let hit = matcher::matches(
-                    opts.match_type,
-                    opts.comparator,
-                    v,
-                    k,
-                    want_caps.then_some(&mut caps),
-                    &mut self.budget,
-                    re.as_ref(),
-                )
-                .map_err(over)?;
-                if hit {
-                    if want_caps {
-                        caps.truncate(10);
-                        self.matched = std::mem::take(&mut caps);
-                    }
-                    return Ok(true);
-                }
+                return Ok(true);
             }
         }
-        Ok(false)
     }
+    Ok(false)
+}
+
+/// The part of an address an address or envelope test compares (RFC
+/// 5228 2.7.4, RFC 5233 for `:user` and `:detail` with `delim`).
+fn address_part<'s>(a: &'s str, part: AddressPart, delim: &str) -> Option<&'s str> {
+    let (local, domain) = message::split_address(a);
+    Some(match part {
+        AddressPart::All => a,
+        AddressPart::Localpart => local,
+        AddressPart::Domain => domain?,
+        AddressPart::User => match local.split_once(delim).filter(|_| !delim.is_empty()) {
+            Some((u, _)) => u,
+            None => local,
+        },
+        AddressPart::Detail => local.split_once(delim).filter(|_| !delim.is_empty())?.1,
+    })
 }
 
 /// `global.NAME` (RFC 6609 3.5) → `NAME`.
@@ -1022,6 +1159,21 @@ fn truncate(s: &mut String, max: usize) {
             end -= 1;
         }
         s.truncate(end);
+    }
+}
+
+/// [`pick_index`] on the fields `all[start..]`, in place.
+fn pick_tail(all: &mut Vec<&[u8]>, start: usize, opts: &MatchOpts) {
+    if let Some((n, last)) = opts.index {
+        let n = n as usize;
+        let count = all.len() - start;
+        if n == 0 || n > count {
+            all.truncate(start);
+            return;
+        }
+        let i = start + if last { count - n } else { n - 1 };
+        all[start] = all[i];
+        all.truncate(start + 1);
     }
 }
 
@@ -1150,7 +1302,7 @@ fn date_part(d: &DateTime, part: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub environment: HashMap<String, String>,
-    pub delimiter: String,
+    pub delimiter: Cow<'static, str>,
     pub now: i64,
     pub local_offset: i64,
     pub limits: Limits,
@@ -1168,18 +1320,6 @@ impl Default for RunOptions {
     }
 }
 
-/// A mail-parser that splits the header into fields (names and offsets)
-/// and parses no value. (An empty header map would mean "the defaults",
-/// so one entry is set; every field then takes the default, ignore.)
-fn header_parser() -> &'static mail_parser::MessageParser {
-    static P: std::sync::OnceLock<mail_parser::MessageParser> = std::sync::OnceLock::new();
-    P.get_or_init(|| {
-        mail_parser::MessageParser::new()
-            .ignore_header(mail_parser::HeaderName::ContentType)
-            .default_header_ignore()
-    })
-}
-
 impl Script {
     /// Parses `raw` (with mail-parser) and runs the script on it. A message
     /// mail-parser cannot parse at all is a runtime error (implicit keep).
@@ -1191,27 +1331,25 @@ impl Script {
         host: &dyn Host,
     ) -> Outcome {
         // Only the body test (and an included script, which may use it)
-        // looks past the header: others get the header alone parsed, the
-        // same header fields at the same offsets, without decoding every
-        // body part. Tests read header fields by their raw offsets and
-        // decode only what they look at (`message`), so the header-only
-        // parse skips every value: no address, date or content-type
-        // parsing of fields no rule reads.
+        // looks past the header: other scripts get no mail-parser parse
+        // at all. Their tests find header fields with the header index
+        // (module `headers`: the fields mail-parser's header-only parse
+        // finds, built on the first look) and decode only the values
+        // they read (`message`). A message mail-parser would find no
+        // header field in is the same runtime error as before.
         let parsed = if self.needs_body() {
-            mail_parser::MessageParser::default().parse(raw)
+            match mail_parser::MessageParser::default().parse(raw) {
+                Some(m) => Some(m),
+                None => return unparsable(),
+            }
+        } else if HeaderIndex::has_field(raw) {
+            None
         } else {
-            header_parser().parse_headers(raw)
-        };
-        let Some(message) = parsed else {
-            return Outcome {
-                actions: vec![Action::Keep { flags: Vec::new() }],
-                implicit_keep: true,
-                error: Some(RuntimeError("message could not be parsed".into())),
-                duplicates: Vec::new(),
-            };
+            return unparsable();
         };
         let ctx = Context {
-            message: &message,
+            raw,
+            message: parsed.as_ref(),
             envelope,
             environment: &opts.environment,
             delimiter: &opts.delimiter,
@@ -1219,5 +1357,15 @@ impl Script {
             local_offset: opts.local_offset,
         };
         self.run(&ctx, host, &opts.limits)
+    }
+}
+
+/// The outcome for a message that cannot be parsed: implicit keep.
+fn unparsable() -> Outcome {
+    Outcome {
+        actions: vec![Action::Keep { flags: Vec::new() }],
+        implicit_keep: true,
+        error: Some(RuntimeError("message could not be parsed".into())),
+        duplicates: Vec::new(),
     }
 }

@@ -404,6 +404,20 @@ fn ihave_guards_blocks() {
     assert_eq!(o.actions, [keep()]);
 }
 
+/// RFC 5463 4 with RFC 5173: a body test turned on behind `ihave` (no
+/// `require "body"`) sees the body, as Pigeonhole's does (the script
+/// runs without a parse of the body up front; the test makes one).
+#[test]
+fn body_behind_ihave() {
+    let s = r#"require ["ihave", "fileinto"];
+        if ihave "body" { if body :contains "birdseed" { fileinto "B"; } }
+        if header :contains "subject" "present" { fileinto "S"; }"#;
+    assert_eq!(run(s, MSG).actions, [fileinto("B"), fileinto("S")]);
+    let s = r#"require ["ihave", "fileinto"];
+        if ihave "body" { if body :raw :contains "anvil thing" { fileinto "R"; } }"#;
+    assert_eq!(run(s, MSG).actions, [fileinto("R")]);
+}
+
 /// The regex draft: :regex with captures, linear-time engine.
 #[test]
 fn regex() {
