@@ -232,6 +232,48 @@ fn symlinked_mailbox_directory_is_refused() {
     assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
 }
 
+/// `.stage` is opened when a mailbox is opened and made only when it is
+/// missing (a mailbox from before staging, or one whose `.stage` an
+/// operator removed): the open makes it, private, and appends work; one
+/// that is a symlink or a file is refused, never followed or replaced.
+#[test]
+fn missing_stage_directory_is_made_and_a_foreign_one_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let (t, s, u, mut m) = inbox();
+    m.append(&b"Subject: a\r\n\r\none\r\n"[..], AppendOptions::default())
+        .unwrap();
+    drop(m);
+    let dir = s.mailbox_path(&u, &MailboxName::inbox());
+    std::fs::remove_dir_all(dir.join(".stage")).unwrap();
+    let mut m = s.open_mailbox(&u, &MailboxName::inbox()).unwrap();
+    let meta = std::fs::symlink_metadata(dir.join(".stage")).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    let uid = m
+        .append(&b"Subject: b\r\n\r\ntwo\r\n"[..], AppendOptions::default())
+        .unwrap();
+    assert_eq!(uid, 2);
+    assert_eq!(m.read_message(1).unwrap(), b"Subject: a\r\n\r\none\r\n");
+    drop(m);
+
+    let outside = t.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::remove_dir_all(dir.join(".stage")).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join(".stage")).unwrap();
+    assert!(matches!(
+        s.open_mailbox(&u, &MailboxName::inbox()),
+        Err(Error::Symlink(_))
+    ));
+    std::fs::remove_file(dir.join(".stage")).unwrap();
+    std::fs::write(dir.join(".stage"), b"not a directory").unwrap();
+    assert!(s.open_mailbox(&u, &MailboxName::inbox()).is_err());
+    assert_eq!(
+        std::fs::read(dir.join(".stage")).unwrap(),
+        b"not a directory"
+    );
+    assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
+}
+
 #[test]
 fn files_and_directories_are_private() {
     use std::os::unix::fs::PermissionsExt;

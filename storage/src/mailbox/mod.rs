@@ -170,11 +170,18 @@ impl Mailbox {
             e if e.is_not_found() => Error::NoSuchMailbox(name.to_string()),
             e => e,
         };
-        dir.mkdir(fsutil::os(STAGE_DIR.as_bytes())).map_err(gone)?;
-        let stage = std::sync::Arc::new(
-            dir.open_dir(fsutil::os(STAGE_DIR.as_bytes()))
-                .map_err(gone)?,
-        );
+        // `.stage` exists in every mailbox but the oldest: opened first,
+        // made only when missing (one call per open, not two).
+        let stage_name = fsutil::os(STAGE_DIR.as_bytes());
+        let stage = match dir.open_dir(stage_name) {
+            Ok(s) => s,
+            Err(e) if e.is_not_found() => {
+                dir.mkdir(stage_name).map_err(gone)?;
+                dir.open_dir(stage_name).map_err(gone)?
+            }
+            Err(e) => return Err(gone(e)),
+        };
+        let stage = std::sync::Arc::new(stage);
         Ok(Mailbox {
             name,
             dir,
