@@ -43,29 +43,20 @@ for c in sorted({c for _, c in runs}):
         print(f"  server CPU per command (ms, median over runs): Dovecot {cpu(d):.3f}, "
               f"ours {cpu(o):.3f}" + (f", base {cpu(b):.3f}" if b else ""))
     cmds = sorted(set().union(*(r["commands"].keys() for _, r in d + o + b)))
-    head = f"  {'command':<11} {'Dovecot mean ms':>16} {'ours mean ms':>13}"
-    if b:
-        head += f" {'base mean ms':>13}"
-    print(head + f" {'Dovecot median':>15} {'ours median':>12}" + (f" {'base median':>12}" if b else ""))
-    for k in cmds:
-        m = lambda rs, f: statistics.median(r["commands"][k][f] for _, r in rs if k in r["commands"])
-        line = f"  {k:<11} {m(d, 'mean_ms'):>16.2f} {m(o, 'mean_ms'):>13.2f}"
-        if b:
-            line += f" {m(b, 'mean_ms'):>13.2f}"
-        line += f" {m(d, 'median_ms'):>15.2f} {m(o, 'median_ms'):>12.2f}"
-        if b:
-            line += f" {m(b, 'median_ms'):>12.2f}"
-        print(line)
-    if all("sock_mean_ms" in v for _, r in d + o + b for v in r["commands"].values()):
-        print(f"  at the socket: {'command':<11} {'Dovecot mean':>13} {'ours mean':>10}"
-              + (f" {'base mean':>10}" if b else "")
-              + f" {'Dovecot median':>15} {'ours median':>12}" + (f" {'base median':>12}" if b else ""))
+    servers = [("Dovecot", d), ("ours", o)] + ([("base", b)] if b else [])
+
+    def table(title, prefix):
+        """Each command's mean and median (medians over the runs) of the
+        fields `{prefix}mean_ms` and `{prefix}median_ms`."""
+        print(f"  {title}{'command':<11}"
+              + "".join(f" {n + ' mean ms':>16}" for n, _ in servers)
+              + "".join(f" {n + ' median':>15}" for n, _ in servers))
         for k in cmds:
             m = lambda rs, f: statistics.median(r["commands"][k][f] for _, r in rs if k in r["commands"])
-            line = f"                 {k:<11} {m(d, 'sock_mean_ms'):>13.2f} {m(o, 'sock_mean_ms'):>10.2f}"
-            if b:
-                line += f" {m(b, 'sock_mean_ms'):>10.2f}"
-            line += f" {m(d, 'sock_median_ms'):>15.2f} {m(o, 'sock_median_ms'):>12.2f}"
-            if b:
-                line += f" {m(b, 'sock_median_ms'):>12.2f}"
-            print(line)
+            print(f"  {' ' * len(title)}{k:<11}"
+                  + "".join(f" {m(rs, prefix + 'mean_ms'):>16.2f}" for _, rs in servers)
+                  + "".join(f" {m(rs, prefix + 'median_ms'):>15.2f}" for _, rs in servers))
+
+    table("", "")
+    if all("sock_mean_ms" in v for _, r in d + o + b for v in r["commands"].values()):
+        table("at the socket: ", "sock_")

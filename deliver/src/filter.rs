@@ -608,9 +608,7 @@ pub fn plan(
 /// deliveries do not build the map.
 fn reads_environment(script: &Script) -> bool {
     use sieve::Extension::{Environment, Ihave, Include};
-    [Environment, Ihave, Include]
-        .into_iter()
-        .any(|e| script.uses(e))
+    script.uses_any(&[Environment, Ihave, Include])
 }
 
 /// Whether a run of `script` can read the local zone's offset: it
@@ -618,7 +616,7 @@ fn reads_environment(script: &Script) -> bool {
 /// included script (as [`reads_environment`]).
 fn reads_dates(script: &Script) -> bool {
     use sieve::Extension::{Date, Ihave, Include};
-    [Date, Ihave, Include].into_iter().any(|e| script.uses(e))
+    script.uses_any(&[Date, Ihave, Include])
 }
 
 /// The local zone's offset from UTC at `now`, in seconds (the process's

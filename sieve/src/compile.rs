@@ -349,7 +349,7 @@ impl Script {
     /// requires `body` (RFC 5173), or `include` (RFC 6609), whose scripts
     /// may.
     pub fn needs_body(&self) -> bool {
-        self.uses(Extension::Body) || self.uses(Extension::Include)
+        self.uses_any(&[Extension::Body, Extension::Include])
     }
 
     /// Parses and validates a script.
@@ -440,6 +440,11 @@ impl Script {
 
     pub fn uses(&self, e: Extension) -> bool {
         self.extensions & e.bit() != 0
+    }
+
+    /// Whether the script requires any of `exts`.
+    pub fn uses_any(&self, exts: &[Extension]) -> bool {
+        exts.iter().any(|&e| self.uses(e))
     }
 }
 

@@ -99,14 +99,7 @@ impl HeaderIndex {
 
     /// The raw values (bytes after the colon, line end included) of every
     /// field named `name` (compared ASCII case-insensitively), in order,
-    /// at most `max`.
-    pub fn values<'r>(&self, raw: &'r [u8], name: &str, max: usize) -> Vec<&'r [u8]> {
-        let mut out = Vec::new();
-        self.values_into(raw, name, max, &mut out);
-        out
-    }
-
-    /// [`HeaderIndex::values`], appended to `out`.
+    /// at most `max`, appended to `out`.
     pub fn values_into<'r>(&self, raw: &'r [u8], name: &str, max: usize, out: &mut Vec<&'r [u8]>) {
         let want = tag(name.as_bytes());
         let mut n = 0;
@@ -325,6 +318,13 @@ mod tests {
         )
     }
 
+    /// The values of the fields named `name`, at most `max`.
+    fn values<'r>(idx: &HeaderIndex, raw: &'r [u8], name: &str, max: usize) -> Vec<&'r [u8]> {
+        let mut out = Vec::new();
+        idx.values_into(raw, name, max, &mut out);
+        out
+    }
+
     /// The index's fields, as `parsed` gives them (names looked up by
     /// every name the parse gave, so each field is found by its own).
     fn indexed(raw: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
@@ -388,10 +388,10 @@ mod tests {
                 .filter(|(n, _)| n.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.as_slice())
                 .collect();
-            assert_eq!(idx.values(raw, name, usize::MAX), want, "{name:?}");
+            assert_eq!(values(&idx, raw, name, usize::MAX), want, "{name:?}");
             assert_eq!(idx.contains(raw, name), !want.is_empty(), "{name:?}");
             if want.len() > 1 {
-                assert_eq!(idx.values(raw, name, 1), want[..1], "{name:?}");
+                assert_eq!(values(&idx, raw, name, 1), want[..1], "{name:?}");
             }
         }
     }

@@ -315,18 +315,17 @@ impl<'a> Run<'a> {
         matcher::charge(&mut self.matching.budget, n).map_err(over)
     }
 
+    /// The header index of the message, built on the first look.
+    fn index(&self) -> &HeaderIndex {
+        self.index.get_or_init(|| HeaderIndex::build(self.ctx.raw))
+    }
+
     /// The raw values of the message's `name` header fields, in order
     /// (at most [`message::MAX_VALUES`]).
     fn header_values(&self, name: &str) -> Vec<&'a [u8]> {
-        let raw = self.ctx.raw;
-        match self.ctx.message {
-            Some(m) => message::raw_headers(raw, m.root_part(), name),
-            None => self.index.get_or_init(|| HeaderIndex::build(raw)).values(
-                raw,
-                name,
-                message::MAX_VALUES,
-            ),
-        }
+        let mut out = Vec::new();
+        self.header_values_into(name, &mut out);
+        out
     }
 
     /// [`Run::header_values`], appended to `out`.
@@ -335,21 +334,27 @@ impl<'a> Run<'a> {
         match self.ctx.message {
             Some(m) => out.extend(message::raw_headers(raw, m.root_part(), name)),
             None => self
-                .index
-                .get_or_init(|| HeaderIndex::build(raw))
+                .index()
                 .values_into(raw, name, message::MAX_VALUES, out),
+        }
+    }
+
+    /// The fields a header, address or date test looks at: those of each
+    /// name in turn, narrowed by `:index` per name (RFC 5260 4), appended
+    /// to `out`.
+    fn fields_into(&self, names: &[String], opts: &MatchOpts, out: &mut Vec<&'a [u8]>) {
+        for n in names {
+            let start = out.len();
+            self.header_values_into(n, out);
+            pick_index(out, start, opts);
         }
     }
 
     /// Whether the message has a `name` header field.
     fn has_header(&self, name: &str) -> bool {
-        let raw = self.ctx.raw;
         match self.ctx.message {
-            Some(m) => !message::raw_headers(raw, m.root_part(), name).is_empty(),
-            None => self
-                .index
-                .get_or_init(|| HeaderIndex::build(raw))
-                .contains(raw, name),
+            Some(m) => !message::raw_headers(self.ctx.raw, m.root_part(), name).is_empty(),
+            None => self.index().contains(self.ctx.raw, name),
         }
     }
 
@@ -839,11 +844,7 @@ impl<'a> Run<'a> {
                 // from test to test (no allocation per test).
                 let mut found = std::mem::take(&mut self.found);
                 let mut texts = std::mem::take(&mut self.texts);
-                for n in self.xlc(names).iter() {
-                    let start = found.len();
-                    self.header_values_into(n, &mut found);
-                    pick_tail(&mut found, start, opts);
-                }
+                self.fields_into(&self.xlc(names), opts, &mut found);
                 texts.extend(found.iter().map(|v| message::decode_text_cow(v)));
                 let hit = self.match_values(opts, &texts, keys);
                 found.clear();
@@ -859,11 +860,7 @@ impl<'a> Run<'a> {
             } => {
                 let mut found = std::mem::take(&mut self.found);
                 let mut texts = std::mem::take(&mut self.texts);
-                for n in self.xlc(names).iter() {
-                    let start = found.len();
-                    self.header_values_into(n, &mut found);
-                    pick_tail(&mut found, start, opts);
-                }
+                self.fields_into(&self.xlc(names), opts, &mut found);
                 // Each field's addresses are parsed once per run; the
                 // usual forms are compared in the message's bytes.
                 let delim = self.ctx.delimiter;
@@ -979,7 +976,8 @@ impl<'a> Run<'a> {
                     None => vec![DateTime::from_timestamp(self.ctx.now)],
                     Some(h) => {
                         let h = self.x(h);
-                        let all = pick_index(self.header_values(&h), opts);
+                        let mut all = Vec::new();
+                        self.fields_into(std::slice::from_ref(&h), opts, &mut all);
                         all.into_iter()
                             .filter_map(|v| {
                                 let text = message::decode_text(v);
@@ -1162,8 +1160,9 @@ fn truncate(s: &mut String, max: usize) {
     }
 }
 
-/// [`pick_index`] on the fields `all[start..]`, in place.
-fn pick_tail(all: &mut Vec<&[u8]>, start: usize, opts: &MatchOpts) {
+/// `:index N [:last]` (RFC 5260 4) on the fields `all[start..]`, in
+/// place: one field, counted from the top or the bottom.
+fn pick_index(all: &mut Vec<&[u8]>, start: usize, opts: &MatchOpts) {
     if let Some((n, last)) = opts.index {
         let n = n as usize;
         let count = all.len() - start;
@@ -1174,21 +1173,6 @@ fn pick_tail(all: &mut Vec<&[u8]>, start: usize, opts: &MatchOpts) {
         let i = start + if last { count - n } else { n - 1 };
         all[start] = all[i];
         all.truncate(start + 1);
-    }
-}
-
-/// `:index N [:last]` (RFC 5260 4): one field, counted from the top or the bottom.
-fn pick_index<'a>(mut all: Vec<&'a [u8]>, opts: &MatchOpts) -> Vec<&'a [u8]> {
-    match opts.index {
-        None => all,
-        Some((n, last)) => {
-            let n = n as usize;
-            if n == 0 || n > all.len() {
-                return Vec::new();
-            }
-            let i = if last { all.len() - n } else { n - 1 };
-            vec![all.swap_remove(i)]
-        }
     }
 }
 

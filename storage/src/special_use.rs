@@ -330,16 +330,22 @@ mod tests {
         assert_eq!(SpecialUse::parse("\\DRAFTS"), Some(SpecialUse::Drafts));
     }
 
+    /// A store with one account `name` that has its INBOX only.
+    fn account(name: &str) -> (tempfile::TempDir, Store, UserName) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), crate::Options::default()).unwrap();
+        let u = UserName::new(name).unwrap();
+        store.ensure_mailbox(&u, &MailboxName::inbox()).unwrap();
+        (tmp, store, u)
+    }
+
     /// A login of a provisioned account changes nothing, not even the
     /// names generation (which would empty the user's LIST and STATUS
     /// caches at every login); an account whose INBOX header is refused
     /// gets nothing.
     #[test]
     fn provisioning_writes_only_when_it_creates() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path(), crate::Options::default()).unwrap();
-        let u = UserName::new("bob").unwrap();
-        store.ensure_mailbox(&u, &MailboxName::inbox()).unwrap();
+        let (tmp, store, u) = account("bob");
         assert_eq!(store.provision_special_use(&u).unwrap().len(), 5);
         let gen_file = tmp
             .path()
@@ -397,10 +403,7 @@ mod tests {
 
     #[test]
     fn attribute_follows_rename_and_goes_with_delete() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path(), crate::Options::default()).unwrap();
-        let u = UserName::new("alice").unwrap();
-        store.ensure_mailbox(&u, &MailboxName::inbox()).unwrap();
+        let (_tmp, store, u) = account("alice");
         let created = store.provision_special_use(&u).unwrap();
         assert_eq!(created.len(), 5);
         // Only once: the account now has special uses.
