@@ -100,6 +100,9 @@ pub struct ServerConfig {
     /// Connection threads ask for short CPU slices between and during
     /// cheap commands (slice.rs).
     pub short_slices: bool,
+    /// How much heavy commands raise their thread's nice value (0: not at
+    /// all; slice.rs).
+    pub heavy_nice: i32,
     /// The full-text index (`imapd.fts*`, ftsfilter.rs).
     pub fts: super::ftsfilter::FtsConfig,
     pub limits: Limits,
@@ -141,6 +144,7 @@ impl Default for ServerConfig {
             compress: true,
             header_cache: super::headercache::DEFAULT_BYTES,
             short_slices: true,
+            heavy_nice: super::slice::HEAVY_NICE,
             fts: Default::default(),
             limits: Limits::default(),
             managesieve: Default::default(),
@@ -265,6 +269,10 @@ impl ServerConfig {
             "compress" => self.compress = yes_no(v)?,
             "header_cache" => self.header_cache = parse_size(v)?.min(1 << 40) as usize,
             "short_slices" => self.short_slices = yes_no(v)?,
+            "heavy_nice" => match num::<i32>(v)? {
+                n @ 0..=19 => self.heavy_nice = n,
+                _ => return Err("must be 0 to 19".into()),
+            },
             "fts" => self.fts.on = yes_no(v)?,
             "fts_memory" => self.fts.memory = size(v)?.clamp(15_000_000, 4 << 30) as usize,
             "fts_batch" => self.fts.batch = positive(v)?.min(u32::MAX as u64) as u32,
@@ -308,7 +316,8 @@ mod tests {
         let c = Config::parse(
             "imapd.listen = 0.0.0.0:143, [::]:143\nimapd.trusted_networks = none\n\
              imapd.login_timeout = 5\nimapd.max_line = 8K\nimapd.compress = no\n\
-             imapd.fts = off\nimapd.fts_batch = 10\nimapd.fts_memory = 1M\n",
+             imapd.fts = off\nimapd.fts_batch = 10\nimapd.fts_memory = 1M\n\
+             imapd.heavy_nice = 0\n",
             Path::new("t.conf"),
         )
         .unwrap();
@@ -318,6 +327,7 @@ mod tests {
         assert_eq!(s.login_timeout, Duration::from_secs(5));
         assert_eq!(s.limits.line, 8192);
         assert!(!s.compress);
+        assert_eq!((s.heavy_nice, ServerConfig::default().heavy_nice), (0, 10));
         assert!(!s.fts.on && ServerConfig::default().fts.on);
         assert_eq!(
             (s.fts.batch, s.fts.memory),
@@ -330,7 +340,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_conections"), "{e}");
-        let zero = Config::parse("imapd.autologout = 0\n", Path::new("t.conf")).unwrap();
-        assert!(ServerConfig::from_store_config(&zero).is_err());
+        for wrong in [
+            "imapd.autologout = 0\n",
+            "imapd.heavy_nice = 20\n",
+            "imapd.heavy_nice = -1\n",
+        ] {
+            let c = Config::parse(wrong, Path::new("t.conf")).unwrap();
+            assert!(ServerConfig::from_store_config(&c).is_err(), "{wrong}");
+        }
     }
 }

@@ -403,7 +403,7 @@ impl Session {
         );
         let post = post_check(&cmd.body);
         if works_long(&cmd.body) {
-            super::slice::default();
+            super::slice::heavy();
         }
         let result = self.dispatch(&tag, cmd.body);
         let result = match result {

@@ -292,6 +292,9 @@ fn serve_tcp(a: &ServeArgs, cfg: config::ServerConfig, root: PathBuf) -> Res<()>
     let gate = Arc::new(limits::HashGate::new(cfg.max_parallel_hashes));
     let passwd = auth::PasswdFile::open(&passwd_path, cfg.hash_bounds, gate)?;
     raise_nofile();
+    if let Err(why) = slice::configure(cfg.heavy_nice) {
+        tracing::warn!("imapd.heavy_nice is off: {why}");
+    }
     let mut listeners = Vec::new();
     for (addrs, implicit) in [(&cfg.listen, false), (&cfg.listen_tls, true)] {
         for addr in addrs {
