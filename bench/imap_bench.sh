@@ -18,6 +18,8 @@
 #   BENCH_OURS=DIR          take imapd-check and idx-admin from DIR instead of
 #                           building target/release (to measure an old build)
 #   BENCH_DIR=/some/dir     parent of the work directory (default /tmp)
+#   BENCH_CONF="k = v;..."  more config lines for ours (not for base), e.g.
+#                           "imapd.heavy_nice = 0" (';' separates lines)
 #   BENCH_BASE=DIR          also run DIR's imapd-check as a third server
 #                           ("base", on its own copy of the spool), in the
 #                           same rotation: an A/B of two builds of ours
@@ -138,7 +140,8 @@ fi
 OPORT=$(free_port)
 # The same room as Dovecot's limits above (ours default to 20 sessions per
 # user: OPERATIONS.md section 6a).
-printf 'imapd.max_connections_per_user = 2000\nimapd.max_connections = 4000\n' >"$W/ours.conf"
+printf 'imapd.max_connections_per_user = 2000\nimapd.max_connections = 4000\n' >"$W/base.conf"
+{ cat "$W/base.conf"; tr ';' '\n' <<<"${BENCH_CONF:-}"; } >"$W/ours.conf"
 "$BIN/imapd-check" serve --config "$W/ours.conf" --spool "$W/spool" --listen "127.0.0.1:$OPORT" --passwd "$W/ours.passwd" </dev/null >/dev/null 2>"$W/ours.log" &
 OPID=$!
 wait_port "$OPORT"
@@ -147,7 +150,7 @@ BPID=
 BPORT=
 if [[ -n $BASE ]]; then
     BPORT=$(free_port)
-    "$BASE/imapd-check" serve --config "$W/ours.conf" --spool "$W/spool-base" --listen "127.0.0.1:$BPORT" --passwd "$W/ours.passwd" </dev/null >/dev/null 2>"$W/base.log" &
+    "$BASE/imapd-check" serve --config "$W/base.conf" --spool "$W/spool-base" --listen "127.0.0.1:$BPORT" --passwd "$W/ours.passwd" </dev/null >/dev/null 2>"$W/base.log" &
     BPID=$!
     wait_port "$BPORT"
     "$LOAD" --port "$BPORT" --user bench --users "$USERS" --password "$PASS" prepare
