@@ -284,7 +284,6 @@ fn vanished_answers_do_not_copy_the_index(spool: &Path) {
         number_after(&sel, "UIDVALIDITY "),
         number_after(&sel, "HIGHESTMODSEQ "),
     );
-    let pid = c.pid();
     let mut failures = Vec::new();
     for (t, cmd) in [
         (
