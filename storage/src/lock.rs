@@ -196,6 +196,60 @@ pub fn hold(path: &Path, kind: LockKind, timeout: Duration) -> Result<LockGuard>
     LockGuard::acquire(Arc::new(file), kind, timeout, path)
 }
 
+/// What to run when a thread takes its first [`LockGuard`] (an index
+/// lock) and when it releases its last. A server that lowers a thread's
+/// CPU priority for long work uses them to hold no lock at the lower
+/// priority: other processes wait for a lock, and a holder that the
+/// scheduler keeps waiting would make them wait with it.
+#[derive(Clone, Copy)]
+pub struct HoldHooks {
+    pub first_taken: fn(),
+    pub last_released: fn(),
+}
+
+static HOOKS: std::sync::OnceLock<HoldHooks> = std::sync::OnceLock::new();
+
+thread_local! {
+    /// Lock guards this thread holds.
+    static HELD: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Sets the process's [`HoldHooks`] (once; false if they were set).
+pub fn set_hold_hooks(hooks: HoldHooks) -> bool {
+    HOOKS.set(hooks).is_ok()
+}
+
+/// Whether the calling thread holds a [`LockGuard`].
+pub fn held_by_this_thread() -> bool {
+    HELD.with(|h| h.get() > 0)
+}
+
+fn note_taken() {
+    let before = HELD.with(|h| {
+        let n = h.get();
+        h.set(n + 1);
+        n
+    });
+    if before == 0
+        && let Some(h) = HOOKS.get()
+    {
+        (h.first_taken)();
+    }
+}
+
+fn note_released() {
+    let left = HELD.with(|h| {
+        let n = h.get().saturating_sub(1);
+        h.set(n);
+        n
+    });
+    if left == 0
+        && let Some(h) = HOOKS.get()
+    {
+        (h.last_released)();
+    }
+}
+
 /// A held lock, released on drop.
 pub struct LockGuard {
     file: Arc<File>,
@@ -215,6 +269,7 @@ impl LockGuard {
     ) -> Result<Self> {
         let key = lock_keyed(file.as_fd(), kind, timeout, path)?;
         lockwait::held(key);
+        note_taken();
         Ok(LockGuard {
             file,
             key,
@@ -254,12 +309,60 @@ impl Drop for LockGuard {
         }
         unlock(self.file.as_fd());
         lockwait::released(self.key);
+        note_released();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hold_hooks_run_at_a_threads_first_lock_and_last_release() {
+        thread_local! {
+            static EVENTS: std::cell::RefCell<Vec<&'static str>> =
+                const { std::cell::RefCell::new(Vec::new()) };
+        }
+        fn taken() {
+            EVENTS.with(|e| e.borrow_mut().push("taken"));
+        }
+        fn released() {
+            EVENTS.with(|e| e.borrow_mut().push("released"));
+        }
+        // Process-wide: other tests' threads run them too, on their own
+        // thread-local lists.
+        set_hold_hooks(HoldHooks {
+            first_taken: taken,
+            last_released: released,
+        });
+        std::thread::spawn(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("f");
+            std::fs::write(&p, b"x").unwrap();
+            let t = Duration::from_secs(5);
+            assert!(!held_by_this_thread());
+            let a = hold(&p, LockKind::Shared, t).unwrap();
+            let b = hold(&p, LockKind::Shared, t).unwrap();
+            assert!(held_by_this_thread());
+            drop(a);
+            assert_eq!(EVENTS.with(|e| e.borrow().clone()), ["taken"]);
+            drop(b);
+            assert!(!held_by_this_thread());
+            // A failed attempt takes nothing and releases nothing.
+            let w = hold(&p, LockKind::Exclusive, t).unwrap();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    assert!(hold(&p, LockKind::Exclusive, Duration::ZERO).is_err());
+                    assert!(EVENTS.with(|e| e.borrow().is_empty()));
+                });
+            });
+            drop(w);
+            let all = ["taken", "released", "taken", "released"];
+            assert_eq!(EVENTS.with(|e| e.borrow().clone()), all);
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn a_panic_inside_the_section_leaves_the_mark() {

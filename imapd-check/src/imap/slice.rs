@@ -20,7 +20,10 @@
 //!   that works for long, the thread's nice value is raised by
 //!   `imapd.heavy_nice` (default [`HEAVY_NICE`]): its weight drops, so a
 //!   thread that wakes with a cheap command takes the CPU from it at once,
-//!   and the heavy command takes the rest. Fairness between heavy commands
+//!   and the heavy command takes the rest. While it holds an index lock
+//!   (the store's lock hooks), the thread is back at its own priority:
+//!   writers and deliveries of other processes wait for that lock.
+//!   Fairness between heavy commands
 //!   is unchanged (they all run at the same nice value), and none starves:
 //!   cheap commands hold the CPU only for microseconds each. Going back to
 //!   the normal priority afterwards needs CAP_SYS_NICE or an
@@ -39,7 +42,9 @@
 //! call fails, the thread stops asking and keeps what it has.
 
 use std::cell::Cell;
+
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use storage::internals::lock;
 
 /// `imapd.short_slices`: whether connection threads ask for short slices.
 pub static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -143,7 +148,11 @@ fn set(heavy: bool) {
             }
         },
     };
-    let (nice, slice) = wanted(base, heavy);
+    let (mut nice, slice) = wanted(base, heavy);
+    if heavy && lock::held_by_this_thread() {
+        // Lowered when the last lock goes (lock_released).
+        nice = base;
+    }
     if set_attr(nice, slice) {
         STATE.with(|s| s.set(Some((base, heavy))));
     } else {
@@ -160,6 +169,30 @@ pub fn short() {
 /// The kernel's default slice and the lower priority (a heavy command).
 pub fn heavy() {
     set(true);
+}
+
+/// A lock hook: the thread took its first index lock. A heavy command
+/// holds none at its lower priority (writers and deliveries wait for the
+/// lock; the scheduler must not keep its holder waiting).
+fn lock_taken() {
+    if let Some((base, true)) = STATE.with(Cell::get)
+        && !BROKEN.with(Cell::get)
+        && !set_attr(base, 0)
+    {
+        BROKEN.with(|b| b.set(true));
+    }
+}
+
+/// A lock hook: the thread released its last index lock.
+fn lock_released() {
+    if let Some((base, true)) = STATE.with(Cell::get)
+        && !BROKEN.with(Cell::get)
+    {
+        let (nice, slice) = wanted(base, true);
+        if !set_attr(nice, slice) {
+            BROKEN.with(|b| b.set(true));
+        }
+    }
 }
 
 /// Turns on the lower priority of heavy commands (`imapd.heavy_nice`) if
@@ -207,6 +240,10 @@ pub fn configure(heavy_nice: i32) -> Result<(), String> {
     .join()
     .map_err(|_| "the check thread panicked".to_string())??;
     HEAVY.store(heavy_nice.min(39), Ordering::Relaxed);
+    lock::set_hold_hooks(lock::HoldHooks {
+        first_taken: lock_taken,
+        last_released: lock_released,
+    });
     Ok(())
 }
 
@@ -229,9 +266,32 @@ mod tests {
                 assert!(a.runtime == SHORT.as_nanos() as u64 || a.runtime == before.runtime);
             }
             heavy();
-            if heavy_ok {
-                assert_eq!(get_attr().unwrap().nice, (before.nice + HEAVY_NICE).min(19));
-            }
+            let low = if heavy_ok {
+                (before.nice + HEAVY_NICE).min(19)
+            } else {
+                before.nice
+            };
+            assert_eq!(get_attr().unwrap().nice, low);
+            // No index lock is held at the lower priority.
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("index");
+            std::fs::write(&path, b"x").unwrap();
+            let t = std::time::Duration::from_secs(5);
+            let g = lock::hold(&path, lock::LockKind::Shared, t).unwrap();
+            assert_eq!(
+                get_attr().unwrap().nice,
+                before.nice,
+                "own priority while locked"
+            );
+            let g2 = lock::hold(&path, lock::LockKind::Shared, t).unwrap();
+            drop(g);
+            assert_eq!(
+                get_attr().unwrap().nice,
+                before.nice,
+                "a lock is still held"
+            );
+            drop(g2);
+            assert_eq!(get_attr().unwrap().nice, low, "lower again after the last");
             short();
             assert_eq!(get_attr().unwrap().nice, before.nice, "nice restored");
             heavy();
