@@ -200,7 +200,10 @@ pub fn hold(path: &Path, kind: LockKind, timeout: Duration) -> Result<LockGuard>
 /// lock) and when it releases its last. A server that lowers a thread's
 /// CPU priority for long work uses them to hold no lock at the lower
 /// priority: other processes wait for a lock, and a holder that the
-/// scheduler keeps waiting would make them wait with it.
+/// scheduler keeps waiting would make them wait with it. Guards are
+/// counted per thread: a guard dropped on another thread than the one
+/// that took it leaves that one counted as holding a lock, so its
+/// `last_released` does not run (the store never moves a guard).
 #[derive(Clone, Copy)]
 pub struct HoldHooks {
     pub first_taken: fn(),

@@ -203,7 +203,8 @@ pub fn configure(heavy_nice: i32) -> Result<(), String> {
     if heavy_nice <= 0 {
         return Ok(());
     }
-    std::thread::spawn(move || {
+    let check = std::thread::Builder::new().name("nice-check".into());
+    let check = check.spawn(move || {
         let a = get_attr().ok_or("sched_getattr failed")?;
         if a.policy != SCHED_OTHER {
             return Err("the server does not run under the normal scheduler".to_string());
@@ -236,9 +237,11 @@ pub fn configure(heavy_nice: i32) -> Result<(), String> {
             ));
         }
         Ok(())
-    })
-    .join()
-    .map_err(|_| "the check thread panicked".to_string())??;
+    });
+    check
+        .map_err(|e| format!("no thread to check with: {e}"))?
+        .join()
+        .map_err(|_| "the check thread panicked".to_string())??;
     HEAVY.store(heavy_nice.min(39), Ordering::Relaxed);
     lock::set_hold_hooks(lock::HoldHooks {
         first_taken: lock_taken,
