@@ -151,10 +151,6 @@ fn server_config(a: &ServeArgs) -> Res<(storage::config::Config, config::ServerC
 /// blocks.
 const MMAP_THRESHOLD: i32 = 512 * 1024;
 
-/// Free memory an arena keeps at its top before a `free` gives it back
-/// (see `pin_mmap_threshold`): a view of 1,000,000 messages.
-const TRIM_THRESHOLD: i32 = 256 << 20;
-
 /// Gives free heap memory back to the kernel after a connection ends, at
 /// most every 10 s: glibc otherwise keeps in its arenas what a busy period
 /// (big FETCH responses, index reads of many sessions) freed.
@@ -239,23 +235,12 @@ fn trim_heap_every(ms: u64) {
 /// arena and stays there after the login; measured: 300 logged-in idle
 /// connections held 5.7 GiB instead of 46 MiB (docs/BENCHMARKS.md).
 /// Pinned, blocks from [`MMAP_THRESHOLD`] up are mapped and unmapped.
-///
-/// Also raises the trim threshold to [`TRIM_THRESHOLD`]: by default a
-/// `free` that leaves more than 128 KiB free at the top of an arena gives
-/// it back to the kernel at once, so a session that SELECTs a big mailbox
-/// again (its view is a record per message, in 130 KiB chunks) frees the
-/// old view, has its pages unmapped, and faults them back in one by one
-/// for the new view (docs/BENCHMARKS.md: 600,921 page faults in 60
-/// SELECTs of 1,000,000 messages). Free memory is still given back, by
-/// `malloc_trim` when a connection ends (`trim_heap`) and when sessions
-/// start idling (`trim_heap_soon`).
 fn pin_mmap_threshold() {
     #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets allocator tunables; called before any
+    // SAFETY: mallopt only sets an allocator tunable; called before any
     // connection thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
     }
 }
 
