@@ -293,7 +293,14 @@ impl SessionView {
     /// Opens the view (IMAP SELECT): one consistent snapshot. The client
     /// is then told `EXISTS len()`.
     pub fn open(mbox: &mut Mailbox) -> Result<SessionView> {
-        Ok(Self::open_with(mbox, |_| {})?.0)
+        Self::open_replacing(mbox, None)
+    }
+
+    /// [`open`](Self::open), building the view in the memory of `old`, a
+    /// view this one replaces (SELECT after SELECT): a big mailbox's view
+    /// then costs no new pages.
+    pub fn open_replacing(mbox: &mut Mailbox, old: Option<SessionView>) -> Result<SessionView> {
+        Ok(Self::open_with(mbox, Entries::recycling(old.map(|v| v.msgs)), |_| {})?.0)
     }
 
     /// [`open`](Self::open), showing every record read (expunged ones
@@ -301,9 +308,9 @@ impl SessionView {
     /// of every record in between (SELECT of a big mailbox, issue 21).
     fn open_with(
         mbox: &mut Mailbox,
+        mut msgs: Entries,
         mut also: impl FnMut(&Record),
     ) -> Result<(SessionView, crate::format::Header)> {
-        let mut msgs = Entries::default();
         let mut floor = 0;
         let mut deleted = BTreeSet::new();
         let (header, mark, meta) = mbox.snapshot_each(|record| {
@@ -328,6 +335,17 @@ impl SessionView {
     /// view is missed. The view reports expunges as
     /// [`Update::Vanished`].
     pub fn open_resync(mbox: &mut Mailbox, req: &ResyncRequest) -> Result<(SessionView, Resync)> {
+        Self::open_resync_replacing(mbox, req, None)
+    }
+
+    /// [`open_resync`](Self::open_resync) in the memory of `old` (see
+    /// [`open_replacing`](Self::open_replacing)).
+    pub fn open_resync_replacing(
+        mbox: &mut Mailbox,
+        req: &ResyncRequest,
+        old: Option<SessionView>,
+    ) -> Result<(SessionView, Resync)> {
+        let msgs = Entries::recycling(old.map(|v| v.msgs));
         let all = [(1, u32::MAX)];
         let ranges = match &req.known_uids {
             Some(r) => normalize(r),
@@ -336,7 +354,7 @@ impl SessionView {
         // The view holds the live records, which the scan sees as they
         // are read: no UIDs held apart from them.
         let mut scan = VanishedScan::new(req.modseq, &ranges, std::iter::empty());
-        let (mut view, header) = Self::open_with(mbox, |r| scan.record(r))?;
+        let (mut view, header) = Self::open_with(mbox, msgs, |r| scan.record(r))?;
         view.vanished = true;
         let floor = view.seq_match_floor(&req.seq_match);
         let (vanished, fallback) = scan.finish(&header, floor);

@@ -472,3 +472,38 @@ fn count_in_uid_range_counts_the_view_by_uid() {
 fn store_flags(m: &mut mailstore::Mailbox, uids: &[u32], f: Flags) {
     m.store(uids, FlagOp::Add, f, &[], None).unwrap();
 }
+
+/// SELECT after SELECT: a view built in the memory of the one it replaces
+/// (`open_replacing`) is the view a fresh `open` gives, whatever the old
+/// one held (another mailbox, more or fewer messages, held expunges).
+#[test]
+fn a_view_opened_in_place_of_another_is_a_fresh_view() {
+    let (_t, s) = store();
+    let (mut a, mut b) = (open(&s), open(&s));
+    append(&mut b, 2500);
+    let mut old = SessionView::open(&mut a).unwrap();
+    // Hold two expunges in the old view, change flags, add mail.
+    assert_eq!(b.expunge(Some(&[7, 1800]), false).unwrap(), vec![7, 1800]);
+    old.check(&mut a, Allow::NoExpunge).unwrap();
+    b.store(&[3, 2000], FlagOp::Add, Flags::FLAGGED, &[], None)
+        .unwrap();
+    append(&mut b, 10);
+    let summary = |v: &SessionView| -> Vec<(u32, u32, Flags)> {
+        v.iter()
+            .map(|m| (m.seq, m.record.uid, m.record.flags))
+            .collect()
+    };
+    let fresh = SessionView::open(&mut a).unwrap();
+    let again = SessionView::open_replacing(&mut a, Some(old)).unwrap();
+    assert_eq!(summary(&again), summary(&fresh));
+    assert_eq!(again.len(), 2508);
+    assert_eq!(
+        (again.uid_next(), again.mark()),
+        (fresh.uid_next(), fresh.mark())
+    );
+    // Then a smaller mailbox in the memory of that one.
+    b.expunge(None, false).unwrap();
+    let fresh = SessionView::open(&mut a).unwrap();
+    let smaller = SessionView::open_replacing(&mut a, Some(again)).unwrap();
+    assert_eq!(summary(&smaller), summary(&fresh));
+}

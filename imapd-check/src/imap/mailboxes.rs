@@ -165,7 +165,7 @@ impl Session {
         let user = self.user()?;
         // A failed SELECT (even a BAD one) leaves no mailbox selected
         // (RFC 3501 6.3.1).
-        self.close_for_select();
+        let old = self.close_for_select();
         let resync = self.resync_param(params)?;
         let name = mailbox_name(m)?;
         if params
@@ -175,7 +175,7 @@ impl Session {
             self.condstore = true;
         }
         let mut mbox = self.store.open_mailbox(&user, &name)?;
-        let (view, resync) = self.open_view(&mut mbox, resync)?;
+        let (view, resync) = self.open_view(&mut mbox, resync, old)?;
         self.write_flags(view.keywords(), read_only);
         let first_unseen = view
             .iter()

@@ -128,11 +128,12 @@ impl Session {
 
     /// SELECT/EXAMINE is about to replace the selected mailbox: `* OK
     /// [CLOSED]` (RFC 7162 3.2.11), before any response about the new one.
-    pub(super) fn close_for_select(&mut self) {
-        if self.sel.take().is_some() {
-            self.buf
-                .extend_from_slice(b"* OK [CLOSED] Previous mailbox closed\r\n");
-        }
+    /// Returns the closed mailbox's view, whose memory the new one reuses.
+    pub(super) fn close_for_select(&mut self) -> Option<SessionView> {
+        let old = self.sel.take()?;
+        self.buf
+            .extend_from_slice(b"* OK [CLOSED] Previous mailbox closed\r\n");
+        Some(old.view)
     }
 
     /// The QRESYNC parameter of SELECT/EXAMINE, if any. BAD without a
@@ -185,18 +186,21 @@ impl Session {
     /// Opens the view for SELECT/EXAMINE, with the resynchronization when
     /// the client sent QRESYNC for this UIDVALIDITY (on another one the
     /// client must resync from scratch: no VANISHED, no FETCH).
+    /// `old`: the view of the mailbox selected before, if any (its memory
+    /// is reused).
     pub(super) fn open_view(
         &self,
         mbox: &mut Mailbox,
         param: Option<Param>,
+        old: Option<SessionView>,
     ) -> Result<(SessionView, Option<Resync>), Fail> {
         let (mut view, resync) = match param {
             Some(p) => {
-                let (view, resync) = SessionView::open_resync(mbox, &p.req)?;
+                let (view, resync) = SessionView::open_resync_replacing(mbox, &p.req, old)?;
                 let matches = view.uidvalidity() == p.uidvalidity;
                 (view, matches.then_some(resync))
             }
-            None => (SessionView::open(mbox)?, None),
+            None => (SessionView::open_replacing(mbox, old)?, None),
         };
         view.report_vanished(self.qresync);
         Ok((view, resync))

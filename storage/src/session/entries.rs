@@ -23,6 +23,9 @@ const CHUNK: usize = 1024;
 #[derive(Default)]
 pub(super) struct Entries {
     chunks: Vec<Vec<Entry>>,
+    /// Emptied chunks of a view this one replaces, filled again by
+    /// [`Self::push_building`] before any new allocation.
+    spare: Vec<Vec<Entry>>,
     /// `starts[c]`: entries in the chunks before chunk `c`.
     starts: Vec<usize>,
     /// `bounds[c]`: the UIDs of the first and the last entry of chunk
@@ -52,7 +55,14 @@ impl Entries {
         if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
             self.starts.push(self.len);
             self.bounds.push((e.record.uid, e.record.uid));
-            self.chunks.push(Vec::with_capacity(CHUNK));
+            let chunk = match self.spare.pop() {
+                Some(mut c) => {
+                    c.reserve_exact(CHUNK);
+                    c
+                }
+                None => Vec::with_capacity(CHUNK),
+            };
+            self.chunks.push(chunk);
         }
         self.bounds.last_mut().expect("a chunk").1 = e.record.uid;
         self.chunks.last_mut().expect("a chunk").push(e);
@@ -62,8 +72,22 @@ impl Entries {
     /// Ends [`Self::push_building`]: no slack is kept for as long as the
     /// view lives.
     pub fn finish_building(&mut self) {
+        self.spare = Vec::new();
         if let Some(last) = self.chunks.last_mut() {
             last.shrink_to_fit();
+        }
+    }
+
+    /// An empty view to build (with [`Self::push_building`]) in the
+    /// memory of `old`: a session that SELECTs a big mailbox again fills
+    /// the pages it already has instead of freeing them and faulting in
+    /// new ones (docs/BENCHMARKS.md, session 12).
+    pub fn recycling(old: Option<Entries>) -> Entries {
+        let mut spare = old.map(|o| o.chunks).unwrap_or_default();
+        spare.iter_mut().for_each(Vec::clear);
+        Entries {
+            spare,
+            ..Entries::default()
         }
     }
 
@@ -239,6 +263,36 @@ mod tests {
 
     /// Random removals and appends against a plain vector: positions,
     /// lookups by UID and iteration agree.
+    #[test]
+    fn a_view_built_in_anothers_memory_reuses_its_chunks() {
+        let build = |mut e: Entries, uids: std::ops::RangeInclusive<u32>| {
+            uids.for_each(|u| e.push_building(entry(u)));
+            e.finish_building();
+            e
+        };
+        let old = build(Entries::default(), 1..=3 * CHUNK as u32);
+        let before: Vec<*const Entry> = old.chunks.iter().map(|c| c.as_ptr()).collect();
+        // A bigger mailbox now: the three chunks are filled again, one
+        // more is new.
+        let new = build(Entries::recycling(Some(old)), 10..=(3 * CHUNK as u32 + 500));
+        let after: Vec<*const Entry> = new.chunks.iter().map(|c| c.as_ptr()).collect();
+        assert_eq!(after.len(), 4);
+        assert!(
+            after.iter().filter(|p| before.contains(p)).count() == 3,
+            "reused"
+        );
+        let uids: Vec<u32> = new.iter().map(|e| e.record.uid).collect();
+        assert_eq!(uids, (10..=(3 * CHUNK as u32 + 500)).collect::<Vec<_>>());
+        assert_eq!(new.len(), uids.len());
+        assert_eq!(new.position(10), Ok(0));
+        assert!(new.spare.is_empty(), "no spare chunk kept");
+        // A smaller one keeps only what it fills.
+        let small = build(Entries::recycling(Some(new)), 1..=5);
+        assert_eq!((small.chunks.len(), small.len()), (1, 5));
+        assert!(small.spare.is_empty());
+        assert!(build(Entries::recycling(None), 1..=0).is_empty());
+    }
+
     #[test]
     fn behaves_like_a_sorted_vector() {
         let mut model: Vec<u32> = (1..=5000).map(|u| u * 2).collect();
