@@ -23,9 +23,9 @@
 //!   and the heavy command takes the rest. While it holds an index lock
 //!   (the store's lock hooks), the thread is back at its own priority:
 //!   writers and deliveries of other processes wait for that lock.
-//!   Fairness between heavy commands
-//!   is unchanged (they all run at the same nice value), and none starves:
-//!   cheap commands hold the CPU only for microseconds each. Going back to
+//!   Fairness between heavy commands is unchanged (they all run at the
+//!   same nice value), and none starves: cheap commands hold the CPU
+//!   only for microseconds each. Going back to
 //!   the normal priority afterwards needs CAP_SYS_NICE or an
 //!   `RLIMIT_NICE` that allows it (systemd: `LimitNICE=+0`); the server
 //!   raises its soft limit to what it needs at start and checks, in a
@@ -42,8 +42,8 @@
 //! call fails, the thread stops asking and keeps what it has.
 
 use std::cell::Cell;
-
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
 use storage::internals::lock;
 
 /// `imapd.short_slices`: whether connection threads ask for short slices.
