@@ -1142,8 +1142,6 @@ mod tests {
         }
     }
 
-    /// RFC 7162 3.2.5.2: with the expunged records still in the index the
-    /// answer is exact; after a repack dropped newer ones, every missing
     /// The answer UID by UID, the way the rules say it (module
     /// documentation), for small mailboxes: what the one-pass scan must
     /// give.
@@ -1198,6 +1196,8 @@ mod tests {
         }
     }
 
+    /// RFC 7162 3.2.5.2: with the expunged records still in the index the
+    /// answer is exact; after a repack dropped newer ones, every missing
     /// UID of the range is reported and no existing one.
     #[test]
     fn vanished_is_exact_until_a_repack_then_every_missing_uid() {

@@ -85,6 +85,9 @@ impl Entries {
     pub fn recycling(old: Option<Entries>) -> Entries {
         let mut spare = old.map(|o| o.chunks).unwrap_or_default();
         spare.iter_mut().for_each(Vec::clear);
+        // Taken from the end: the full chunks first, the trimmed last one
+        // (which would need growing) last.
+        spare.reverse();
         Entries {
             spare,
             ..Entries::default()
