@@ -558,46 +558,77 @@ impl SessionView {
         let Some(slim) = &self.slim else {
             return Ok(Vec::new());
         };
-        let snap = mbox.snapshot()?;
-        // Each message as last reported: its record now with the MODSEQ
-        // the client knows, so the merge below finds newer ones changed. A
-        // message repacked away meanwhile gets a stand-in record that the
-        // merge marks expunged and the flush drops: never served.
-        let mut msgs = Vec::with_capacity(slim.len());
-        let mut at = 0;
-        for s in slim {
-            let uid = s.uid;
-            at += snap.records[at..].partition_point(|r| r.uid < uid);
-            let record = match snap.records.get(at) {
-                Some(r) if r.uid == uid => Record {
+        // One pass over the records, straight into the view's chunks (no
+        // copy of the index in between: a phone leaving IDLE on a mailbox
+        // of a million messages, issue 21). Each message is rebuilt as
+        // last reported: its record now with the MODSEQ the client knows.
+        // What the client must be told is kept aside for the merge below,
+        // as a check that read only those records would have found them:
+        // records changed or expunged since, new ones, and a stand-in,
+        // marked expunged, for each message repacked away meanwhile
+        // (never served).
+        let floor = self.floor;
+        let mut msgs = Entries::default();
+        let mut deleted = BTreeSet::new();
+        let mut news = Vec::new();
+        let mut gone = Vec::new();
+        let mut next = slim.iter().peekable();
+        // A message as last reported, or (`None`: repacked away) a stand-in.
+        let mut rebuild = |s: &Slim, now: Option<Record>| {
+            let record = match now {
+                Some(r) => Record {
                     modseq: s.modseq,
-                    ..r.clone()
+                    ..r
                 },
-                _ => Record {
-                    uid,
-                    modseq: s.modseq,
-                    ..Record::default()
-                },
+                None => {
+                    gone.push(s.uid);
+                    Record {
+                        uid: s.uid,
+                        modseq: s.modseq,
+                        ..Record::default()
+                    }
+                }
             };
-            msgs.push(Entry {
+            note_deleted(&mut deleted, &record);
+            msgs.push_building(Entry {
                 record,
                 expunged: false,
             });
-        }
+        };
+        let (header, mark, _) = mbox.snapshot_each(|r| {
+            while let Some(s) = next.next_if(|s| s.uid < r.uid) {
+                rebuild(s, None);
+            }
+            if let Some(s) = next.next_if(|s| s.uid == r.uid) {
+                if r.is_expunged() || r.modseq > s.modseq {
+                    news.push(r.clone());
+                }
+                rebuild(s, Some(r));
+            } else if r.uid > floor {
+                news.push(r);
+            }
+        })?;
+        next.for_each(|s| rebuild(s, None));
+        msgs.finish_building();
+        // Repacked away: expunged at or below removed_modseq, as a full
+        // read concludes for a known UID missing from the index.
+        news.extend(gone.into_iter().map(|uid| Record {
+            uid,
+            flags: Flags::EXPUNGED,
+            modseq: header.removed_modseq,
+            ..Record::default()
+        }));
         self.slim = None;
-        self.deleted.clear();
-        for e in &msgs {
-            note_deleted(&mut self.deleted, &e.record);
-        }
-        self.msgs = Entries::from_vec(msgs);
+        self.deleted = deleted;
+        self.msgs = msgs;
         let ch = Changes {
-            header: snap.header,
-            records: snap.records,
-            full: true,
+            header,
+            records: news,
+            full: false,
             meta: None,
             from_log: false,
         };
-        self.apply(mbox, ch, snap.mark, Allow::AllUpdates)
+        self.apply(mbox, ch, mark, Allow::AllUpdates)
     }
 
     /// [`SessionView::apply`] for a compact view: expunges go out at once.
