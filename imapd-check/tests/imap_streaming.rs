@@ -67,6 +67,7 @@ fn spool_of(dir: &Path, n: u32) -> std::path::PathBuf {
 fn large_mailbox_answers_stream() {
     let tmp = tempfile::tempdir().unwrap();
     let spool = big_spool(tmp.path());
+    status_counts_do_not_copy_the_index(&spool);
     fetch_all_of_a_large_mailbox_answers_every_message(&spool);
     search_answers_over_a_large_mailbox_are_whole(&spool);
     big_answers_do_not_raise_the_servers_peak_memory(&spool);
@@ -321,6 +322,23 @@ fn vanished_answers_do_not_copy_the_index(spool: &Path) {
         }
     }
     assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// STATUS items that count over the messages (RECENT before any session
+/// claimed them, RFC 3501 6.3.10; DELETED-STORAGE, RFC 9208 4.3) read the
+/// records once and keep none. Run first: no SELECT has claimed the
+/// messages' \Recent yet, so RECENT counts them.
+fn status_counts_do_not_copy_the_index(spool: &Path) {
+    let mut c = measured_session(spool);
+    let (grew, lines) = peak_growth(&mut c, "s", "STATUS INBOX (RECENT DELETED-STORAGE)");
+    eprintln!("STATUS (RECENT DELETED-STORAGE): peak RSS grew by {grew} bytes, {lines:?}");
+    assert_eq!(
+        lines,
+        [format!("* STATUS \"INBOX\" (RECENT {N} DELETED-STORAGE 0)")]
+    );
+    // The 1 MiB read buffer (index.rs READ_CHUNK); a copy of the records
+    // would be about 3 MB.
+    assert!(grew <= (1 << 20) + (256 << 10), "grew {grew} bytes");
 }
 
 /// IDLE (RFC 2177) on a big mailbox: once the session has idled a while,

@@ -433,13 +433,13 @@ impl Session {
                     // The sum of RFC822.SIZE over the messages not expunged.
                     StatusDataItemName::Size => format!("SIZE {}", h.total_bytes),
                     StatusDataItemName::DeletedStorage => {
-                        let deleted: u64 = mbox
-                            .snapshot()?
-                            .records
-                            .iter()
-                            .filter(|r| !r.is_expunged() && r.flags.contains(Flags::DELETED))
-                            .map(|r| r.size)
-                            .sum();
+                        // One pass over the records, none kept.
+                        let mut deleted = 0u64;
+                        mbox.snapshot_each(|r| {
+                            if !r.is_expunged() && r.flags.contains(Flags::DELETED) {
+                                deleted += r.size;
+                            }
+                        })?;
                         format!("DELETED-STORAGE {deleted}")
                     }
                 };
@@ -472,8 +472,7 @@ impl Session {
         });
         let mut n = 0;
         if claimed < h.last_uid && h.exists > 0 {
-            let snap = mbox.snapshot()?;
-            n = snap.live_uids().iter().filter(|&&u| u > claimed).count() as u32;
+            mbox.snapshot_each(|r| n += u32::from(!r.is_expunged() && r.uid > claimed))?;
         }
         if let Some(sel) = self
             .sel
