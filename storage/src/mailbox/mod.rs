@@ -403,19 +403,25 @@ impl Mailbox {
                 from_log: true,
             }));
         }
-        let all = self.index.read_records(0, h.num_records)?;
-        self.check_uid_order(&h, &all, 0)?;
-        let meta_changed = self.refresh_meta(&h)?;
-        drop(g);
         let records = if full {
+            let all = self.index.read_records(0, h.num_records)?;
+            self.check_uid_order(&h, &all, 0)?;
             all
         } else {
-            all.into_iter()
-                .enumerate()
-                .filter(|(i, r)| *i as u32 >= mark.num_records || r.modseq > mark.highestmodseq)
-                .map(|(_, r)| r)
-                .collect()
+            // Every record read, only the changed ones kept: what a flag
+            // change costs a session is not a copy of the index.
+            let mut changed = Vec::new();
+            let mut recno = 0u32;
+            self.each_in_order(&h, |r| {
+                if recno >= mark.num_records || r.modseq > mark.highestmodseq {
+                    changed.push(r);
+                }
+                recno += 1;
+            })?;
+            changed
         };
+        let meta_changed = self.refresh_meta(&h)?;
+        drop(g);
         Ok(Some(Changes {
             header: h,
             records,

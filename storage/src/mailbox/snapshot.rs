@@ -11,8 +11,18 @@ impl Mailbox {
     /// [`Mailbox::snapshot`] giving each record to `f` in index order
     /// (ascending UID, checked) instead of collecting them. Returns the
     /// header, the mark of this look and the keyword table.
-    pub fn snapshot_each(&mut self, mut f: impl FnMut(Record)) -> Result<(Header, ViewMark, Meta)> {
+    pub fn snapshot_each(&mut self, f: impl FnMut(Record)) -> Result<(Header, ViewMark, Meta)> {
         let (g, h) = self.lock_current(LockKind::Shared)?;
+        self.each_in_order(&h, f)?;
+        self.refresh_meta(&h)?;
+        drop(g);
+        Ok((h.clone(), self.mark_of(&h), self.meta.clone()))
+    }
+
+    /// Every record `h` counts, in index order, to `f`: UIDs must ascend
+    /// and stay within `last_uid` (corruption is reported at the record's
+    /// offset). The caller holds the lock `h` was read under.
+    pub(super) fn each_in_order(&self, h: &Header, mut f: impl FnMut(Record)) -> Result<()> {
         let mut prev = 0u32;
         let mut recno = 0u32;
         let path = &self.index.path;
@@ -31,9 +41,6 @@ impl Mailbox {
             recno += 1;
             f(r);
             Ok(())
-        })?;
-        self.refresh_meta(&h)?;
-        drop(g);
-        Ok((h.clone(), self.mark_of(&h), self.meta.clone()))
+        })
     }
 }
