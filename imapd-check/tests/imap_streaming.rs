@@ -73,6 +73,8 @@ fn large_mailbox_answers_stream() {
     big_answers_do_not_raise_the_servers_peak_memory(&spool);
     vanished_answers_do_not_copy_the_index(&spool);
     leaving_idle_does_not_copy_the_index(&spool);
+    // Last: it changes a flag.
+    a_recounting_store_does_not_copy_the_index(&spool);
 }
 
 /// Reads the untagged lines of `tag`'s command up to its tagged OK.
@@ -383,6 +385,31 @@ fn leaving_idle_does_not_copy_the_index(spool: &Path) {
         grew <= bound,
         "DONE grew the peak RSS by {grew} bytes (bound {bound})"
     );
+}
+
+/// The first flag change of a boot in a mailbox recounts the header's
+/// counters from every record (PROTOCOL.md §4, "Which records are
+/// read"): the test's mailbox was only appended to, so it has no count
+/// stamp yet. The records are counted as they are read, one chunk at a
+/// time, and the one named is found by binary search: no copy of the
+/// index (before: the whole index, a copy to change and a copy to count,
+/// about 9 MB here).
+fn a_recounting_store_does_not_copy_the_index(spool: &Path) {
+    let mut c = measured_session(spool);
+    c.ok("SELECT INBOX");
+    let pid = c.pid();
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before = vm_kib(pid, "VmRSS:") * 1024;
+    let lines = answer(&mut c, "f", "UID STORE 7 +FLAGS (\\Flagged)");
+    let grew = (vm_kib(pid, "VmHWM:") * 1024).saturating_sub(before);
+    eprintln!("first UID STORE: peak RSS grew by {grew} bytes, {lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("\\Flagged"), "{lines:?}");
+    // The 1 MiB read buffer (index.rs READ_CHUNK) and slack.
+    assert!(grew <= (1 << 20) + (256 << 10), "grew {grew} bytes");
+    // Counted right: the header still counts every message.
+    let status = c.ok("STATUS INBOX (MESSAGES)");
+    assert!(status[0].contains(&format!("MESSAGES {N}")), "{status:?}");
 }
 
 /// A stdio session of alice's whose big blocks are mapped (and unmapped)

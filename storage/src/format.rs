@@ -302,6 +302,51 @@ pub struct Record {
     pub internal_zone: i16,
 }
 
+/// The header's counters as counted from every record of an index, one
+/// record at a time ([`Header::recount`] without a vector of the records:
+/// a writer that must recount a mailbox of a million messages streams
+/// them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    num_records: u32,
+    exists: u32,
+    seen: u32,
+    /// Live records flagged `\Deleted`.
+    pub(crate) deleted: u32,
+    flagged: u32,
+    total_bytes: u64,
+    /// The highest MODSEQ of any record.
+    top_modseq: u64,
+}
+
+impl Counts {
+    /// Counts the next record of the index.
+    pub(crate) fn add(&mut self, r: &Record) {
+        self.num_records += 1;
+        self.top_modseq = self.top_modseq.max(r.modseq);
+        if r.is_expunged() {
+            return;
+        }
+        self.exists += 1;
+        self.seen += u32::from(r.flags.contains(Flags::SEEN));
+        self.deleted += u32::from(r.flags.contains(Flags::DELETED));
+        self.flagged += u32::from(r.flags.contains(Flags::FLAGGED));
+        self.total_bytes += r.size;
+    }
+
+    /// Sets `h`'s counters to these; `highestmodseq` is raised to the
+    /// newest record's.
+    pub(crate) fn set_into(&self, h: &mut Header) {
+        h.num_records = self.num_records;
+        h.exists = self.exists;
+        h.seen = self.seen;
+        h.deleted = self.deleted;
+        h.flagged = self.flagged;
+        h.total_bytes = self.total_bytes;
+        h.highestmodseq = h.highestmodseq.max(self.top_modseq);
+    }
+}
+
 /// A zone offset of at most 23:59 either way (RFC 3501's `zone` has two
 /// digits of hours, and no real zone reaches a day).
 pub const MAX_ZONE_MINUTES: i16 = 24 * 60 - 1;
@@ -548,16 +593,9 @@ impl Header {
     /// (an underflowed count makes the slot invalid). `highestmodseq` is
     /// raised to the newest record's.
     pub fn recount(&mut self, records: &[Record]) {
-        let live = || records.iter().filter(|r| !r.is_expunged());
-        let n = |f: Flags| live().filter(|r| r.flags.contains(f)).count() as u32;
-        self.num_records = records.len() as u32;
-        self.exists = live().count() as u32;
-        self.seen = n(Flags::SEEN);
-        self.deleted = n(Flags::DELETED);
-        self.flagged = n(Flags::FLAGGED);
-        self.total_bytes = live().map(|r| r.size).sum();
-        let top = records.iter().map(|r| r.modseq).max().unwrap_or(0);
-        self.highestmodseq = self.highestmodseq.max(top);
+        let mut c = Counts::default();
+        records.iter().for_each(|r| c.add(r));
+        c.set_into(self);
     }
 
     /// Updates the counters for one record rewritten in place from

@@ -150,10 +150,8 @@ impl Mailbox {
             drop(guard);
             return Ok(Vec::new());
         }
-        let mut after = records.clone();
-        for (recno, r) in &writes {
-            after[*recno as usize] = r.clone();
-        }
+        let mut base = crate::format::Counts::default();
+        records.iter().for_each(|r| base.add(r));
         let undo: Vec<(u32, crate::format::Record)> = writes
             .iter()
             .map(|(recno, _)| (*recno, records[*recno as usize].clone()))
@@ -161,7 +159,7 @@ impl Mailbox {
         self.commit_flag_writes(
             guard,
             &old,
-            &crate::mailbox::Recount::Full(after),
+            &crate::mailbox::Recount::Counted(base),
             &writes,
             &undo,
             meta_changed,

@@ -141,7 +141,7 @@ impl Mailbox {
             let (writes, undo) = work.writes(&after, touched.into_iter().map(|i| i as usize));
             let new = self.commit_work(
                 &old,
-                (&work, &after),
+                &work,
                 (&writes, &undo),
                 top,
                 ["batch.after_records", "batch.after_header"],

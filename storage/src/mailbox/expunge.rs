@@ -38,7 +38,7 @@ impl Mailbox {
         let (writes, undo) = work.writes(&after, recnos.into_iter().map(|i| i as usize));
         self.commit_work(
             &old,
-            (&work, &after),
+            &work,
             (&writes, &undo),
             modseq,
             ["expunge.after_records", "expunge.after_header"],
@@ -47,18 +47,19 @@ impl Mailbox {
         Ok(expunged)
     }
 
-    /// Commits the `writes` (with their `undo`) of a working set and the
-    /// records `after` it (§4): the header one generation up, counted
-    /// from them, with `highestmodseq` = `modseq`. Returns that header.
+    /// Commits the `writes` (with their `undo`) of a working set (§4):
+    /// the header one generation up, its counters from the working set's
+    /// count of every record plus the writes, or by delta from the writes
+    /// ([`Recount`]), with `highestmodseq` = `modseq`. Returns that header.
     pub(crate) fn commit_work(
         &self,
         old: &Header,
-        (work, after): (&locate::Working, &[Record]),
+        work: &locate::Working,
         (writes, undo): (&locate::Writes, &locate::Writes),
         modseq: u64,
         points: [&'static str; 2],
     ) -> Result<Header> {
-        let recount = Recount::from_work(work, after);
+        let recount = Recount::from_work(work);
         let mut new = old.clone();
         recount.apply(&mut new, writes, undo);
         new.generation = old.generation + 1;
@@ -87,7 +88,7 @@ impl Mailbox {
             }
             fault::point(points[0])?;
             self.index.write_header(new)?;
-            if matches!(recount, Recount::Full(_)) {
+            if matches!(recount, Recount::Counted(_)) {
                 // Counted from every record: later writers of this boot
                 // may count by delta (IndexFile::counted_this_boot).
                 self.index.write_count_stamp()?;

@@ -5,7 +5,7 @@
 
 use super::{Mailbox, locate};
 use crate::error::Result;
-use crate::format::{Flags, Header, Keywords, Record};
+use crate::format::{Counts, Flags, Header, Keywords, Record};
 use crate::fsutil;
 use crate::lock::{LockGuard, LockKind};
 use crate::meta;
@@ -93,7 +93,7 @@ impl Mailbox {
         out.generation = self.commit_flag_writes(
             guard,
             &old,
-            &Recount::from_work(&work, &after),
+            &Recount::from_work(&work),
             &writes,
             &undo,
             meta_changed,
@@ -212,36 +212,37 @@ impl FlagChange<'_> {
 }
 
 /// How a commit's header counters are computed: from every record
-/// (`Full`, the records after the change), or by delta from the records
-/// it rewrote (`Delta`, when the working set was not the whole index;
-/// see [`crate::index::IndexFile::counted_this_boot`] for why that is exact).
+/// (`Counted`, counted before the change, plus the change), or by delta
+/// from the records it rewrote (`Delta`, when the header counts every
+/// record already; see [`crate::index::IndexFile::counted_this_boot`]
+/// for why that is exact).
 pub(crate) enum Recount {
-    /// Every record of the index, as the commit leaves them.
-    Full(Vec<Record>),
-    /// Only the rewritten records are known.
+    /// Every record of the index was counted before the commit (these
+    /// counts); the commit's rewrites are added to them.
+    Counted(Counts),
+    /// Only the rewritten records are known: the header's counters are
+    /// exact, the rewrites are added to them.
     Delta,
 }
 
 impl Recount {
-    /// `after` is `work.records` with the commit applied.
-    pub(crate) fn from_work(work: &locate::Working, after: &[Record]) -> Recount {
-        if work.is_full() {
-            Recount::Full(after.to_vec())
-        } else {
-            Recount::Delta
+    /// How a commit on `work` sets the header's counters.
+    pub(crate) fn from_work(work: &locate::Working) -> Recount {
+        match work.base {
+            Some(c) => Recount::Counted(c),
+            None => Recount::Delta,
         }
     }
 
     /// Sets the counters of `new` (a copy of the old header) for a commit
-    /// that writes `writes` over `undo` (same slots, same order).
+    /// that writes `writes` over `undo` (same slots, same order): what
+    /// [`Header::recount`] over the records the commit leaves would give.
     pub(crate) fn apply(&self, new: &mut Header, writes: &[(u32, Record)], undo: &[(u32, Record)]) {
-        match self {
-            Recount::Full(after) => new.recount(after),
-            Recount::Delta => {
-                for ((_, a), (_, b)) in writes.iter().zip(undo) {
-                    new.account(b, a);
-                }
-            }
+        if let Recount::Counted(c) = self {
+            c.set_into(new);
+        }
+        for ((_, a), (_, b)) in writes.iter().zip(undo) {
+            new.account(b, a);
         }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use super::Mailbox;
 use crate::error::{Error, Result};
-use crate::format::{Flags, Header, Record};
+use crate::format::{Counts, Flags, Header, Record};
 
 /// A full read is chosen when a commit names more than one UID per this
 /// many records: reading everything sequentially is then cheaper than
@@ -21,6 +21,10 @@ pub(crate) struct Working {
     slots: Option<Vec<u32>>,
     /// The records, ascending by UID (and so by slot).
     pub records: Vec<Record>,
+    /// The counters of every record of the index before the commit,
+    /// when they were counted (a full read, or a recount the header
+    /// needed); `None` when the header's own counters are exact.
+    pub base: Option<Counts>,
 }
 
 impl Working {
@@ -30,11 +34,6 @@ impl Working {
         self.records
             .get(i)
             .filter(|r| r.uid == uid && !r.is_expunged())
-    }
-
-    /// Whether `records` is every record of the index.
-    pub fn is_full(&self) -> bool {
-        self.slots.is_none()
     }
 
     /// The record number of `records[i]`.
@@ -90,10 +89,11 @@ impl Mailbox {
     /// asking for `want` works on. The named UIDs' records (those that
     /// exist) found by binary search with single-record reads, each
     /// CRC-checked and its UID checked against the ones around it; or
-    /// every record (UID order checked) when that is cheaper, when the
-    /// header's counters may not match the records (not recounted in this
-    /// boot: `IndexFile::counted_this_boot`), or when an expunge of every
-    /// \Deleted message needs records the named ones do not cover.
+    /// every record (UID order checked) when that is cheaper, or when an
+    /// expunge of every \Deleted message needs records the named ones do
+    /// not cover. When the header's counters may not match the records
+    /// (not recounted in this boot: `IndexFile::counted_this_boot`), every
+    /// record is counted as well, one at a time (`Working::base`).
     pub(crate) fn working_set(&self, h: &Header, want: &Wanted) -> Result<Working> {
         let mut uids: Vec<u32> = want.uids.clone();
         if want.all_deleted {
@@ -102,20 +102,23 @@ impl Mailbox {
         uids.sort_unstable();
         uids.dedup();
         let cheap = (uids.len() as u64).saturating_mul(SPARSE_RATIO) < h.num_records as u64;
-        if cheap
-            && self.index.counted_this_boot()
-            && !(want.all_deleted && h.deleted > 0 && want.hint.is_empty())
-        {
+        if cheap && !(want.all_deleted && h.deleted > 0 && want.hint.is_empty()) {
+            let base = if self.index.counted_this_boot() {
+                None
+            } else {
+                Some(self.count_every_record(h)?)
+            };
             let found = self.find_uids(h, &uids)?;
             let deleted = found
                 .iter()
                 .filter(|(_, r)| !r.is_expunged() && r.flags.contains(Flags::DELETED))
                 .count() as u32;
-            if !want.all_deleted || deleted == h.deleted {
+            if !want.all_deleted || deleted == base.map_or(h.deleted, |c| c.deleted) {
                 let (slots, records) = found.into_iter().unzip();
                 return Ok(Working {
                     slots: Some(slots),
                     records,
+                    base,
                 });
             }
         }
@@ -132,6 +135,7 @@ impl Mailbox {
             return Ok(Working {
                 slots: Some(slots),
                 records,
+                base: None,
             });
         }
         self.read_every_record(h)
@@ -140,10 +144,22 @@ impl Mailbox {
     fn read_every_record(&self, h: &Header) -> Result<Working> {
         let records = self.index.read_records(0, h.num_records)?;
         self.check_uid_order(h, &records, 0)?;
+        let mut base = Counts::default();
+        records.iter().for_each(|r| base.add(r));
         Ok(Working {
             slots: None,
             records,
+            base: Some(base),
         })
+    }
+
+    /// The counters of every record `h` counts, read one chunk at a time
+    /// (UID order checked): a recount of a mailbox of a million messages
+    /// holds no copy of its index.
+    fn count_every_record(&self, h: &Header) -> Result<Counts> {
+        let mut c = Counts::default();
+        self.each_in_order(h, |r| c.add(&r))?;
+        Ok(c)
     }
 
     /// The records of `uids` (ascending, distinct) that the index holds,
