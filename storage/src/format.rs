@@ -334,6 +334,13 @@ impl Counts {
         self.total_bytes += r.size;
     }
 
+    /// Whether `h` counts exactly these records.
+    pub(crate) fn match_header(&self, h: &Header) -> bool {
+        let mut same = h.clone();
+        self.set_into(&mut same);
+        same == *h
+    }
+
     /// Sets `h`'s counters to these; `highestmodseq` is raised to the
     /// newest record's.
     pub(crate) fn set_into(&self, h: &mut Header) {

@@ -351,6 +351,36 @@ fn commits_of_few_uids_read_few_records() {
     assert!(r.view[&500].is_expunged());
 }
 
+/// PROTOCOL.md §4 ("Which records are read"): the recount of a commit
+/// that changes nothing (a flag already set) still stamps the index when
+/// the header counted right, so the next commit of the boot reads a few
+/// records, not the index again.
+#[test]
+fn a_recount_that_changes_nothing_stamps_the_index() {
+    let (_tmp, s, _dir) = setup();
+    let mut writer = open(&s);
+    append(&mut writer, 4000);
+    let index_bytes = 4000 * 128;
+    // No message is \Flagged: nothing to change, but every record counted.
+    let before = bytes_read();
+    let out = writer
+        .store(&[10], FlagOp::Remove, Flags::FLAGGED, &[], None)
+        .unwrap();
+    assert!(out.changed.is_empty());
+    assert!(
+        bytes_read() - before >= index_bytes,
+        "the first commit recounts"
+    );
+    let before = bytes_read();
+    writer
+        .store(&[20], FlagOp::Add, Flags::FLAGGED, &[], None)
+        .unwrap();
+    let read = bytes_read() - before;
+    assert!(read < index_bytes / 8, "read {read} bytes after the stamp");
+    let mut r = Reader::new(&s);
+    assert_eq!(r.view.values().cloned().collect::<Vec<_>>(), r.truth());
+}
+
 /// RFC 3501 7.4.1 through a view of several chunks (session/entries.rs):
 /// expunges in different chunks go out highest sequence number first,
 /// each number as the client knows it at that point, and the view then

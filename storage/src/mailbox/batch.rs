@@ -135,6 +135,7 @@ impl Mailbox {
             outcomes.push(outcome);
         }
         let generation = if touched.is_empty() {
+            self.stamp_if_exact(&old, &work);
             drop(guard);
             old.generation
         } else {

@@ -32,6 +32,7 @@ impl Mailbox {
         let recnos = expunge_in(&mut after, uids, require_deleted, modseq, fsutil::now());
         let expunged: Vec<u32> = recnos.iter().map(|&i| after[i as usize].uid).collect();
         if expunged.is_empty() {
+            self.stamp_if_exact(&old, &work);
             drop(guard);
             return Ok(expunged);
         }
@@ -66,6 +67,21 @@ impl Mailbox {
         new.highestmodseq = modseq;
         self.commit_in_place(old, &new, &recount, writes, undo, points)?;
         Ok(new)
+    }
+
+    /// Under the exclusive lock, for a commit that found nothing to
+    /// change: when `work` counted every record and `h` counts exactly
+    /// those, the count stamp is written, so that the next in-place
+    /// commits of this boot count by delta instead of counting every
+    /// record again (a STORE that sets a flag already set, an EXPUNGE
+    /// with nothing to expunge). Only a saving: a failure is logged.
+    pub(crate) fn stamp_if_exact(&self, h: &Header, work: &locate::Working) {
+        if let Some(c) = work.base
+            && c.match_header(h)
+            && let Err(e) = self.index.write_count_stamp()
+        {
+            tracing::warn!(error = %e, "count stamp not written");
+        }
     }
 
     /// Rewrites records in place, then the header `new` (store, expunge).

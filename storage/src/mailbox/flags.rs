@@ -87,6 +87,7 @@ impl Mailbox {
         let (writes, undo) = work.writes(&after, touched.into_iter().map(|i| i as usize));
         if writes.is_empty() && !meta_changed {
             out.generation = old.generation;
+            self.stamp_if_exact(&old, &work);
             drop(guard);
             return Ok(out);
         }
