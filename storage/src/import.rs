@@ -152,20 +152,23 @@ impl Mailbox {
         }
         let mut base = crate::format::Counts::default();
         records.iter().for_each(|r| base.add(r));
-        let undo: Vec<(u32, crate::format::Record)> = writes
+        let rewrites: Vec<crate::mailbox::Rewrite> = writes
             .iter()
-            .map(|(recno, _)| (*recno, records[*recno as usize].clone()))
+            .map(|(recno, r)| crate::mailbox::Rewrite {
+                slot: *recno,
+                after: r,
+                before: &records[*recno as usize],
+            })
             .collect();
         self.commit_flag_writes(
             guard,
             &old,
             &crate::mailbox::Recount::Counted(base),
-            &writes,
-            &undo,
+            &rewrites,
             meta_changed,
             modseq,
         )?;
-        Ok(writes.into_iter().map(|(_, r)| r.uid).collect())
+        Ok(writes.iter().map(|(_, r)| r.uid).collect())
     }
 
     /// Raises `last_uid` to `next_uid - 1` without a message (UIDNEXT

@@ -869,18 +869,19 @@ fn expunge_sources(s: &mut Mailbox, hs: &Header, j: &Journal, durable: bool) -> 
     let modseq = hs.highestmodseq + 1;
     let mut after = work.records.clone();
     let touched = expunge_in(&mut after, Some(&uids), false, modseq, fsutil::now());
-    let (writes, undo) = work.writes(&after, touched.into_iter().map(|i| i as usize));
-    for (slot, r) in &writes {
-        s.index.write_record(*slot, r)?;
+    let writes = work.rewrites(&after, touched.into_iter().map(|i| i as usize));
+    for w in &writes {
+        s.index.write_record(w.slot, w.after)?;
     }
     fault::point("move.after_src_records")?;
     // By delta from the records rewritten, or from the count of every
-    // record when the header needed a recount (Working::base). A settler killed between its record writes and its
-    // header left records already marked that this run skips, and its
+    // record when the header needed a recount (Working::base). A settler
+    // killed between its record writes and its header left records
+    // already marked that this run skips, and its
     // writer mark: the lock this run took recounted the header from every
     // record first (PROTOCOL.md §4), so the delta is exact.
     let mut new = hs.clone();
-    Recount::from_work(&work).apply(&mut new, &writes, &undo);
+    Recount::from_work(&work).apply(&mut new, &writes);
     // Stamp the in-place change explicitly: if a dead settler already
     // marked every record, this run writes none, and sessions must still
     // rescan old records to see the expunges.

@@ -139,11 +139,11 @@ impl Mailbox {
             drop(guard);
             old.generation
         } else {
-            let (writes, undo) = work.writes(&after, touched.into_iter().map(|i| i as usize));
+            let writes = work.rewrites(&after, touched.into_iter().map(|i| i as usize));
             let new = self.commit_work(
                 &old,
                 &work,
-                (&writes, &undo),
+                &writes,
                 top,
                 ["batch.after_records", "batch.after_header"],
             )?;

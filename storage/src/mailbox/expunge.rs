@@ -3,7 +3,7 @@
 //! generation up, put back on an error before the header reached the
 //! file. Ordering: docs/PROTOCOL.md §4.
 
-use super::{Mailbox, Recount, locate};
+use super::{Mailbox, Recount, Rewrite, locate};
 use crate::error::Result;
 use crate::fault;
 use crate::format::{Flags, Header, Record};
@@ -36,11 +36,11 @@ impl Mailbox {
             drop(guard);
             return Ok(expunged);
         }
-        let (writes, undo) = work.writes(&after, recnos.into_iter().map(|i| i as usize));
+        let writes = work.rewrites(&after, recnos.into_iter().map(|i| i as usize));
         self.commit_work(
             &old,
             &work,
-            (&writes, &undo),
+            &writes,
             modseq,
             ["expunge.after_records", "expunge.after_header"],
         )?;
@@ -56,16 +56,16 @@ impl Mailbox {
         &self,
         old: &Header,
         work: &locate::Working,
-        (writes, undo): (&locate::Writes, &locate::Writes),
+        writes: &[Rewrite],
         modseq: u64,
         points: [&'static str; 2],
     ) -> Result<Header> {
         let recount = Recount::from_work(work);
         let mut new = old.clone();
-        recount.apply(&mut new, writes, undo);
+        recount.apply(&mut new, writes);
         new.generation = old.generation + 1;
         new.highestmodseq = modseq;
-        self.commit_in_place(old, &new, &recount, writes, undo, points)?;
+        self.commit_in_place(old, &new, &recount, writes, points)?;
         Ok(new)
     }
 
@@ -94,13 +94,12 @@ impl Mailbox {
         old: &Header,
         new: &Header,
         recount: &Recount,
-        writes: &[(u32, Record)],
-        undo: &[(u32, Record)],
+        writes: &[Rewrite],
         points: [&'static str; 2],
     ) -> Result<()> {
         let result = (|| -> Result<()> {
-            for (recno, r) in writes {
-                self.index.write_record(*recno, r)?;
+            for w in writes {
+                self.index.write_record(w.slot, w.after)?;
             }
             fault::point(points[0])?;
             self.index.write_header(new)?;
@@ -122,8 +121,8 @@ impl Mailbox {
                 .map(|h| h.generation > old.generation)
                 .unwrap_or(false);
             if !committed {
-                for (recno, r) in undo {
-                    let _ = self.index.write_record(*recno, r);
+                for w in writes {
+                    let _ = self.index.write_record(w.slot, w.before);
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! and its commit: the keyword table first when it grew, then the records
 //! and the header in place. Ordering: docs/PROTOCOL.md §4.
 
-use super::{Mailbox, locate};
+use super::{Mailbox, Rewrite, locate};
 use crate::error::Result;
 use crate::format::{Counts, Flags, Header, Keywords, Record};
 use crate::fsutil;
@@ -84,7 +84,7 @@ impl Mailbox {
             unchanged_since,
         };
         let touched = step.apply(&mut after, modseq, fsutil::now(), &mut out);
-        let (writes, undo) = work.writes(&after, touched.into_iter().map(|i| i as usize));
+        let writes = work.rewrites(&after, touched.into_iter().map(|i| i as usize));
         if writes.is_empty() && !meta_changed {
             out.generation = old.generation;
             self.stamp_if_exact(&old, &work);
@@ -96,7 +96,6 @@ impl Mailbox {
             &old,
             &Recount::from_work(&work),
             &writes,
-            &undo,
             meta_changed,
             modseq,
         )?;
@@ -114,8 +113,7 @@ impl Mailbox {
         guard: LockGuard,
         old: &Header,
         recount: &Recount,
-        writes: &[(u32, Record)],
-        undo: &[(u32, Record)],
+        writes: &[Rewrite],
         meta_changed: bool,
         modseq: u64,
     ) -> Result<u64> {
@@ -124,7 +122,7 @@ impl Mailbox {
             self.meta.save(&self.dir, self.durability)?;
             new.meta_generation = old.meta_generation.wrapping_add(1).max(1);
         }
-        recount.apply(&mut new, writes, undo);
+        recount.apply(&mut new, writes);
         new.generation = old.generation + 1;
         if !writes.is_empty() {
             new.highestmodseq = modseq;
@@ -134,7 +132,6 @@ impl Mailbox {
             &new,
             recount,
             writes,
-            undo,
             ["store.after_records", "store.after_header"],
         )?;
         drop(guard);
@@ -236,14 +233,14 @@ impl Recount {
     }
 
     /// Sets the counters of `new` (a copy of the old header) for a commit
-    /// that writes `writes` over `undo` (same slots, same order): what
-    /// [`Header::recount`] over the records the commit leaves would give.
-    pub(crate) fn apply(&self, new: &mut Header, writes: &[(u32, Record)], undo: &[(u32, Record)]) {
+    /// that makes `writes`: what [`Header::recount`] over the records the
+    /// commit leaves would give.
+    pub(crate) fn apply(&self, new: &mut Header, writes: &[Rewrite]) {
         if let Recount::Counted(c) = self {
             c.set_into(new);
         }
-        for ((_, a), (_, b)) in writes.iter().zip(undo) {
-            new.account(b, a);
+        for w in writes {
+            new.account(w.before, w.after);
         }
     }
 }

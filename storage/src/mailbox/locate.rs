@@ -41,25 +41,35 @@ impl Working {
         self.slots.as_ref().map_or(i as u32, |s| s[i])
     }
 
-    /// The writes for the records at indices `touched` (of `records`) as
-    /// `after` holds them, and the originals to put back on an error.
-    pub fn writes(
-        &self,
-        after: &[Record],
+    /// The rewrites of the records at indices `touched` (of `records`),
+    /// as `after` holds them: references, not copies (a STORE of every
+    /// message of a big mailbox already holds the records twice).
+    pub fn rewrites<'a>(
+        &'a self,
+        after: &'a [Record],
         touched: impl IntoIterator<Item = usize>,
-    ) -> (Writes, Writes) {
+    ) -> Vec<Rewrite<'a>> {
         touched
             .into_iter()
-            .map(|i| {
-                let slot = self.slot(i);
-                ((slot, after[i].clone()), (slot, self.records[i].clone()))
+            .map(|i| Rewrite {
+                slot: self.slot(i),
+                after: &after[i],
+                before: &self.records[i],
             })
-            .unzip()
+            .collect()
     }
 }
 
-/// Record writes of a commit: (record number, record).
-pub(crate) type Writes = Vec<(u32, Record)>;
+/// One record an in-place commit rewrites.
+pub(crate) struct Rewrite<'a> {
+    /// Its record number.
+    pub slot: u32,
+    /// The record as the commit leaves it.
+    pub after: &'a Record,
+    /// The record as it was: put back if the commit fails before its
+    /// header is written.
+    pub before: &'a Record,
+}
 
 /// What a commit asks for.
 pub(crate) struct Wanted {

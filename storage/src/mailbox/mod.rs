@@ -47,7 +47,7 @@ pub use batch::{BatchOp, BatchOutcome};
 pub(crate) use expunge::expunge_in;
 pub(crate) use flags::{FlagChange, Recount};
 pub use flags::{FlagOp, StoreOutcome};
-pub(crate) use locate::Wanted;
+pub(crate) use locate::{Rewrite, Wanted};
 pub use recover::RecoverOutcome;
 pub use repack::RepackOutcome;
 pub use staging::{AppendOptions, StagedMessage};
