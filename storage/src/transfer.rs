@@ -212,10 +212,31 @@ fn transfer(
     let before = live_records(src, &uids)?;
 
     // Phase 2: stage outside every lock. A hard link costs no data copy
-    // and no fsync: the source file is already durable.
+    // and no fsync: the source file is already durable. Each staged
+    // message keeps its source file open (and locked) until the commit:
+    // refused up front when that many cannot be open.
+    let too_many = |limit| Error::TooManyMessages {
+        count: uids.len(),
+        limit,
+    };
+    if uids.len() > CHECK_OPEN_FILES_FROM
+        && let Some(room) = open_file_room()
+        && uids.len() > room
+    {
+        return Err(too_many(room));
+    }
     let mut staged = Vec::with_capacity(uids.len());
     for r in &before {
-        staged.push(stage_one(src, r.uid, dst)?);
+        match stage_one(src, r.uid, dst) {
+            Ok(s) => staged.push(s),
+            // Another thread took the room meanwhile.
+            Err(Error::Io { source, .. })
+                if matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
+            {
+                return Err(too_many(staged.len()));
+            }
+            Err(e) => return Err(e),
+        }
     }
     fault::point(points.stage)?;
 
@@ -326,6 +347,25 @@ fn transfer(
         map,
         dst_generation: new_dst.generation,
     })
+}
+
+/// Copies and moves of more messages than this check first that the
+/// process may open that many more files.
+const CHECK_OPEN_FILES_FROM: usize = 256;
+
+/// Descriptors left for the other threads of the process (connections,
+/// their mailboxes and messages) while a big copy holds its own.
+const OPEN_FILES_RESERVE: usize = 256;
+
+/// How many more files this process may open now (its soft
+/// `RLIMIT_NOFILE` less those open and [`OPEN_FILES_RESERVE`]); `None`
+/// when that cannot be told.
+fn open_file_room() -> Option<usize> {
+    use nix::sys::resource::{Resource, getrlimit};
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count();
+    let soft = usize::try_from(soft).unwrap_or(usize::MAX);
+    Some(soft.saturating_sub(open).saturating_sub(OPEN_FILES_RESERVE))
 }
 
 /// The live records of `uids` (ascending, distinct), read under one
