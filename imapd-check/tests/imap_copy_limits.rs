@@ -1,9 +1,9 @@
-//! COPY and MOVE of more messages than the server may hold open: each
-//! staged message keeps its source file open and locked until the commit
-//! (docs/PROTOCOL.md §5, COPY step 2), so a copy that names more than the
-//! process's descriptor limit leaves room for is refused up front with
-//! `NO [LIMIT]` (RFC 5530) and changes nothing, instead of failing midway
-//! as an internal error; a smaller one in the same session succeeds.
+//! COPY and MOVE of more messages than the server may hold open. Each
+//! message staged before the locks keeps its source file open and locked
+//! until the commit (docs/PROTOCOL.md §5, COPY step 2), so past what the
+//! process's descriptor limit leaves room for, the rest are placed late,
+//! under the locks: the copy is whole either way, not an internal error
+//! halfway (before: `NO [SERVERBUG]`, EMFILE at 19,980 of 20,000).
 
 mod imap_common;
 
@@ -16,19 +16,19 @@ use imap_common::*;
 const N: usize = 1_200;
 const NOFILE: u64 = 900;
 
-/// A stdio session of alice's whose server may open at most [`NOFILE`]
+/// A stdio session of alice's whose server may open at most `nofile`
 /// files (soft and hard limit alike, so the server cannot raise it).
-fn limited_session(spool: &std::path::Path) -> Client {
+fn limited_session(spool: &std::path::Path, nofile: u64) -> Client {
     let mut cmd = Command::new(IMAPD);
     cmd.args(["serve", "--spool"])
         .arg(spool)
         .args(["-d", "alice", "--stdio"]);
     // SAFETY: setrlimit is async-signal-safe and touches only the child.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             let lim = libc::rlimit {
-                rlim_cur: NOFILE,
-                rlim_max: NOFILE,
+                rlim_cur: nofile,
+                rlim_max: nofile,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -46,30 +46,74 @@ fn messages_in(c: &mut Client, mailbox: &str) -> usize {
     l[at..].trim_end_matches(')').parse().unwrap()
 }
 
+/// CRC32 and length of each message's body, in sequence order.
+fn bodies(c: &mut Client, mailbox: &str) -> Vec<(u32, u64)> {
+    c.ok(&format!("EXAMINE {mailbox}"));
+    let n = messages_in(c, mailbox);
+    (1..=n)
+        .map(|seq| {
+            c.send(&format!("b{seq} FETCH {seq} BODY.PEEK[]\r\n"));
+            let head = c.line();
+            assert!(head.contains("BODY[] {"), "{head}");
+            let got = c.literal_crc(
+                head.rsplit('{')
+                    .next()
+                    .unwrap()
+                    .trim_end_matches('}')
+                    .parse()
+                    .unwrap(),
+            );
+            let close = c.line();
+            assert_eq!(close, ")", "{close}");
+            let ok = c.line();
+            assert!(ok.starts_with(&format!("b{seq} OK")), "{ok}");
+            got
+        })
+        .collect()
+}
+
 #[test]
-fn a_copy_beyond_the_descriptor_limit_is_refused_whole() {
+fn copies_and_moves_beyond_the_descriptor_limit_are_whole() {
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");
     seed_messages(&spool, "alice", N);
-    let mut c = limited_session(&spool);
+    let mut c = limited_session(&spool, NOFILE);
+    let inbox = bodies(&mut c, "INBOX");
     c.ok("CREATE Kept");
+    c.ok("CREATE Moved");
     c.ok("SELECT INBOX");
-    for cmd in [
-        format!("UID COPY 1:{N} Kept"),
-        format!("UID MOVE 1:{N} Kept"),
-    ] {
-        let (lines, tagged) = c.cmd(&cmd);
-        assert!(tagged.contains("NO [LIMIT]"), "{cmd}: {tagged} {lines:?}");
-        assert!(tagged.contains("copy them in parts"), "{tagged}");
-        assert_eq!(messages_in(&mut c, "Kept"), 0, "{cmd} changed Kept");
-        assert_eq!(messages_in(&mut c, "INBOX"), N, "{cmd} changed INBOX");
-    }
-    // In parts, within the limit: done, and the session goes on.
-    let lines = c.ok("UID COPY 1:500 Kept");
-    assert!(lines.is_empty(), "{lines:?}");
-    assert_eq!(messages_in(&mut c, "Kept"), 500);
-    c.ok("UID MOVE 501:900 Kept");
-    assert_eq!(messages_in(&mut c, "Kept"), 900);
-    assert_eq!(messages_in(&mut c, "INBOX"), N - 400);
+    let (lines, tagged) = c.cmd(&format!("UID COPY 1:{N} Kept"));
+    assert!(
+        tagged.contains("OK [COPYUID ") && tagged.contains(&format!("1:{N} 1:{N}]")),
+        "{tagged} {lines:?}"
+    );
+    assert_eq!(bodies(&mut c, "Kept"), inbox, "the copies");
+    c.ok("SELECT Kept");
+    c.ok(&format!("UID MOVE 1:{N} Moved"));
+    assert_eq!(messages_in(&mut c, "Kept"), 0);
+    assert_eq!(bodies(&mut c, "Moved"), inbox, "the moved copies");
+    assert_eq!(bodies(&mut c, "INBOX"), inbox, "the originals");
     c.ok("NOOP");
+}
+
+/// Up to 256 messages the server does not count its descriptors first:
+/// staging meets EMFILE, and that message, the rest and the last 16
+/// staged are placed late (`transfer.rs` `GIVE_BACK`), leaving the commit
+/// descriptors of its own.
+#[test]
+fn a_copy_that_runs_out_of_descriptors_while_staging_is_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    seed_messages(&spool, "alice", 200);
+    let mut c = limited_session(&spool, 120);
+    let inbox = bodies(&mut c, "INBOX");
+    c.ok("CREATE Kept");
+    c.ok("CREATE Moved");
+    c.ok("SELECT INBOX");
+    c.ok("UID COPY 1:200 Kept");
+    assert_eq!(bodies(&mut c, "Kept"), inbox, "the copies");
+    c.ok("SELECT Kept");
+    c.ok("UID MOVE 1:200 Moved");
+    assert_eq!(messages_in(&mut c, "Kept"), 0);
+    assert_eq!(bodies(&mut c, "Moved"), inbox, "the moved copies");
 }

@@ -109,20 +109,6 @@ pub enum Error {
         /// The limit in bytes.
         limit: u64,
     },
-    /// A copy or move names more messages than this process can hold
-    /// open at once: each keeps its source file open and locked from its
-    /// staging to the commit (docs/PROTOCOL.md §5, COPY step 2). Nothing
-    /// was changed.
-    #[error(
-        "{count} messages in one copy or move; at most {limit} can be open at once here \
-         (RLIMIT_NOFILE): copy them in parts"
-    )]
-    TooManyMessages {
-        /// Messages the operation names.
-        count: usize,
-        /// Files this process could still open when it began.
-        limit: usize,
-    },
     /// Storing the message would exceed the user's quota.
     #[error("over quota: {used} + {size} bytes exceeds {limit} bytes")]
     OverQuota {

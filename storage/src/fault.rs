@@ -6,7 +6,9 @@
 //! separated by commas, where ACTION is
 //! - `kill`: the process sends itself SIGKILL there (a crash);
 //! - `error`: the operation fails there with [`Error::InjectedFault`];
-//! - `pause:MS`: the process sleeps MS milliseconds there (race harness).
+//! - `pause:MS`: the process sleeps MS milliseconds there (race harness);
+//! - `limit:N`: not a step but a bound the code asks for with [`limit`]
+//!   (to reach paths that otherwise need a resource to run out).
 //!
 //! The variable is read once per process. Production never sets it.
 
@@ -22,6 +24,7 @@ enum Action {
     Kill,
     Error,
     Pause(Duration),
+    Limit(usize),
 }
 
 fn table() -> &'static Vec<(String, Action)> {
@@ -36,6 +39,7 @@ fn table() -> &'static Vec<(String, Action)> {
                 let action = match action {
                     "kill" => Action::Kill,
                     "error" => Action::Error,
+                    a if a.starts_with("limit:") => Action::Limit(a[6..].parse().ok()?),
                     a => Action::Pause(Duration::from_millis(
                         a.strip_prefix("pause:")?.parse().ok()?,
                     )),
@@ -62,10 +66,19 @@ pub fn point(name: &'static str) -> Result<()> {
                 }
                 Action::Error => return Err(Error::InjectedFault(name)),
                 Action::Pause(d) => std::thread::sleep(*d),
+                Action::Limit(_) => {}
             }
         }
     }
     Ok(())
+}
+
+/// The bound `name=limit:N` sets in the environment, if any.
+pub fn limit(name: &'static str) -> Option<usize> {
+    table().iter().find_map(|(p, a)| match a {
+        Action::Limit(n) if p == name => Some(*n),
+        _ => None,
+    })
 }
 
 static REBOOTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -140,23 +140,56 @@ pub fn move_messages(
     transfer(src, uids, dst, quota, Mode::Move)
 }
 
-/// A source file linked (or copied) into the destination's `.stage`.
-/// The shared OFD lock on it tells `Mailbox::recover` a live writer owns
-/// it; dropping it uncommitted removes the staged name.
+/// A message of a copy or move, ready for the destination's commit:
+/// staged early (its source file linked, or copied, into the
+/// destination's `.stage` before any lock), or late (placed from the
+/// source straight under its new UID at the commit, under both locks:
+/// past what the process may hold open, PROTOCOL.md §5).
 struct Staged {
+    /// The source mailbox's directory and the message's UID there.
+    src: std::sync::Arc<Dir>,
+    uid: u32,
+    early: Option<Early>,
+    placed: bool,
+}
+
+/// A staged name and the descriptor whose shared OFD lock tells
+/// `Mailbox::recover` (and settling) a live writer owns it.
+struct Early {
     name: String,
     stage: std::sync::Arc<Dir>,
     _file: File,
-    placed: bool,
+}
+
+impl Staged {
+    fn late(src: &Mailbox, uid: u32) -> Staged {
+        Staged {
+            src: src.dir.clone(),
+            uid,
+            early: None,
+            placed: false,
+        }
+    }
+
+    /// Gives up the staged name and its descriptor: placed late instead.
+    fn make_late(&mut self) {
+        if let Some(e) = self.early.take() {
+            let _ = e.stage.unlink(fsutil::os(e.name.as_bytes()));
+        }
+    }
 }
 
 impl Drop for Staged {
     fn drop(&mut self) {
         if !self.placed {
-            let _ = self.stage.unlink(fsutil::os(self.name.as_bytes()));
+            self.make_late();
         }
     }
 }
+
+/// Early-staged messages that give their descriptors back when staging
+/// runs out of them (EMFILE), so that the commit can still open files.
+const GIVE_BACK: usize = 16;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -213,27 +246,28 @@ fn transfer(
 
     // Phase 2: stage outside every lock. A hard link costs no data copy
     // and no fsync: the source file is already durable. Each staged
-    // message keeps its source file open (and locked) until the commit:
-    // refused up front when that many cannot be open.
-    let too_many = |limit| Error::TooManyMessages {
-        count: uids.len(),
-        limit,
-    };
-    if uids.len() > CHECK_OPEN_FILES_FROM
-        && let Some(room) = open_file_room()
-        && uids.len() > room
-    {
-        return Err(too_many(room));
-    }
-    let mut staged = Vec::with_capacity(uids.len());
-    for r in &before {
+    // message keeps its source file open (and locked) until the commit,
+    // so only as many as the process may open are staged; the rest are
+    // placed late, under the locks.
+    let mut early = early_room(uids.len());
+    let mut staged: Vec<Staged> = Vec::with_capacity(uids.len());
+    for (k, r) in before.iter().enumerate() {
+        if k >= early {
+            staged.push(Staged::late(src, r.uid));
+            continue;
+        }
         match stage_one(src, r.uid, dst) {
             Ok(s) => staged.push(s),
-            // Another thread took the room meanwhile.
+            // Out of descriptors after all (other threads took them):
+            // this one and the rest go late, and the last few staged give
+            // theirs back for the commit.
             Err(Error::Io { source, .. })
                 if matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
             {
-                return Err(too_many(staged.len()));
+                let keep = staged.len().saturating_sub(GIVE_BACK);
+                staged[keep..].iter_mut().for_each(Staged::make_late);
+                early = k;
+                staged.push(Staged::late(src, r.uid));
             }
             Err(e) => return Err(e),
         }
@@ -349,13 +383,26 @@ fn transfer(
     })
 }
 
-/// Copies and moves of more messages than this check first that the
-/// process may open that many more files.
+/// Copies and moves of more messages than this check first how many
+/// more files the process may open.
 const CHECK_OPEN_FILES_FROM: usize = 256;
 
 /// Descriptors left for the other threads of the process (connections,
 /// their mailboxes and messages) while a big copy holds its own.
 const OPEN_FILES_RESERVE: usize = 256;
+
+/// How many of `n` messages to stage early: all, unless the process may
+/// not open that many more files (or a test's `transfer.early=limit:N`
+/// says fewer).
+fn early_room(n: usize) -> usize {
+    let mut room = n;
+    if n > CHECK_OPEN_FILES_FROM
+        && let Some(r) = open_file_room()
+    {
+        room = room.min(r);
+    }
+    fault::limit("transfer.early").map_or(room, |l| room.min(l))
+}
 
 /// How many more files this process may open now (its soft
 /// `RLIMIT_NOFILE` less those open and [`OPEN_FILES_RESERVE`]); `None`
@@ -405,9 +452,13 @@ fn stage_one(src: &Mailbox, uid: u32, dst: &Mailbox) -> Result<Staged> {
     );
     match linked {
         Ok(()) => Ok(Staged {
-            name,
-            stage: dst.stage.clone(),
-            _file: file,
+            src: src.dir.clone(),
+            uid,
+            early: Some(Early {
+                name,
+                stage: dst.stage.clone(),
+                _file: file,
+            }),
             placed: false,
         }),
         Err(nix::Error::ENOENT) => Err(Error::Expunged(uid)),
@@ -422,9 +473,13 @@ fn stage_one(src: &Mailbox, uid: u32, dst: &Mailbox) -> Result<Staged> {
                 .open_file(os, OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL)?;
             let path = dst.stage.child_path(os);
             let staged = Staged {
-                name,
-                stage: dst.stage.clone(),
-                _file: out.try_clone().map_err(|e| Error::io("dup", &path, e))?,
+                src: src.dir.clone(),
+                uid,
+                early: Some(Early {
+                    name,
+                    stage: dst.stage.clone(),
+                    _file: out.try_clone().map_err(|e| Error::io("dup", &path, e))?,
+                }),
                 placed: false,
             };
             crate::lock::lock(out.as_fd(), LockKind::Shared, dst.lock_timeout, &path)?;
@@ -691,11 +746,14 @@ fn commit_dst(
                     crate::quarantine::Reason::Uncommitted,
                 )?;
             }
-            s.stage.rename(
-                fsutil::os(s.name.as_bytes()),
-                dst.dir(),
-                fsutil::os(target.as_bytes()),
-            )?;
+            match &s.early {
+                Some(e) => e.stage.rename(
+                    fsutil::os(e.name.as_bytes()),
+                    dst.dir(),
+                    fsutil::os(target.as_bytes()),
+                )?,
+                None => place_late(&s.src, s.uid, dst, &target, durable)?,
+            }
             placed.push(target);
             let mut kw = Keywords::default();
             for k in &plan.kw_names[i] {
@@ -749,8 +807,45 @@ fn commit_dst(
     result
 }
 
-/// Adjusts the header's counters for one live record entering (+1) or
-/// leaving (-1) the mailbox.
+/// Places a late message (COPY step 6, PROTOCOL.md §5) under both locks:
+/// a hard link from the source's `UID.` to `target` in the destination,
+/// or, where linking is impossible, a copy of its bytes made durable
+/// before the index counts it. The source cannot lose the file meanwhile
+/// (a repack needs the source's exclusive lock), and nothing else may
+/// write `target` (above the destination's `last_uid`, under its lock).
+fn place_late(src: &Dir, uid: u32, dst: &Mailbox, target: &str, durable: bool) -> Result<()> {
+    let from = message_file_name(uid);
+    let from = fsutil::os(from.as_bytes());
+    let to = fsutil::os(target.as_bytes());
+    let linked = nix::unistd::linkat(
+        src.fd.as_fd(),
+        from,
+        dst.dir().fd.as_fd(),
+        to,
+        AtFlags::empty(),
+    );
+    match linked {
+        Ok(()) => Ok(()),
+        Err(nix::Error::ENOENT) => Err(Error::Expunged(uid)),
+        Err(nix::Error::EXDEV)
+        | Err(nix::Error::EPERM)
+        | Err(nix::Error::EMLINK)
+        | Err(nix::Error::ENOTSUP) => {
+            let input = src.open_file(from, OFlag::O_RDONLY)?;
+            let path = dst.dir().child_path(to);
+            let mut out = dst
+                .dir()
+                .open_file(to, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)?;
+            std::io::copy(&mut &input, &mut out).map_err(|e| Error::io("copy", &path, e))?;
+            out.flush().map_err(|e| Error::io("write", &path, e))?;
+            if durable {
+                fsutil::fdatasync(&out, &path)?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::nix("link", dst.dir().child_path(to), e)),
+    }
+}
 
 // ---------------------------------------------------------------------
 // The journal and settling.

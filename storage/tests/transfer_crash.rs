@@ -285,15 +285,20 @@ fn is_done(op: &str, point: &str) -> bool {
 }
 
 fn kill_copy_and_move_at_every_point(pad: u32) {
+    kill_copy_and_move_at_every_point_with(pad, "");
+}
+
+/// `more`: further fault-table entries for the child (`,NAME=ACTION`).
+fn kill_copy_and_move_at_every_point_with(pad: u32, more: &str) {
     for op in ["copy", "move"] {
         assert!(points_of(op).len() >= 5, "{op} points");
         for point in points_of(op) {
             for first in ["A", "B"] {
-                let ctx = format!("{op} killed at {point}, reading {first} first, pad {pad}");
+                let ctx = format!("{op} killed at {point}, reading {first} first, pad {pad}{more}");
                 let tmp = tempfile::tempdir().unwrap();
                 let spool = tmp.path().join("spool");
                 prefill(&spool, pad);
-                let (status, out) = spawn_child(&spool, op, &format!("{point}=kill"));
+                let (status, out) = spawn_child(&spool, op, &format!("{point}=kill{more}"));
                 assert_eq!(status.signal(), Some(libc::SIGKILL), "{ctx}: {out}");
                 check(&spool, op, is_done(op, point), first, pad, &ctx);
             }
@@ -312,15 +317,35 @@ fn kill_copy_and_move_of_a_few_at_every_fault_point_big() {
     kill_copy_and_move_at_every_point(PAD);
 }
 
+/// PROTOCOL.md §5: past what the process may hold open, messages are
+/// placed late (linked from the source under both locks at step 6), not
+/// staged; here all but the first, as the test's bound says.
+#[test]
+fn kill_copy_and_move_placed_late_at_every_fault_point() {
+    kill_copy_and_move_at_every_point_with(0, LATE);
+}
+
+/// The fault-table entry that stages only the first message early.
+const LATE: &str = ",transfer.early=limit:1";
+
 #[test]
 fn error_at_every_fault_point() {
+    error_at_every_fault_point_with("");
+}
+
+#[test]
+fn error_at_every_fault_point_placed_late() {
+    error_at_every_fault_point_with(LATE);
+}
+
+fn error_at_every_fault_point_with(more: &str) {
     for op in ["copy", "move"] {
         for point in points_of(op) {
-            let ctx = format!("{op} failing at {point}");
+            let ctx = format!("{op} failing at {point}{more}");
             let tmp = tempfile::tempdir().unwrap();
             let spool = tmp.path().join("spool");
             prefill(&spool, 0);
-            let (status, out) = spawn_child(&spool, op, &format!("{point}=error"));
+            let (status, out) = spawn_child(&spool, op, &format!("{point}=error{more}"));
             assert!(status.success(), "{ctx}: {out}");
             assert!(
                 out.contains(&format!("CHILD-RESULT injected {point}")),

@@ -117,10 +117,9 @@ impl From<Error> for Fail {
             Error::LockLost { .. } | Error::UnsafeFilesystem { .. } => Some("UNAVAILABLE"),
             Error::Expunged(_) => Some("EXPUNGEISSUED"),
             Error::InvalidName { .. } | Error::InvalidKeyword(_) => Some("CANNOT"),
-            Error::TooManyKeywords(_)
-            | Error::MailboxFull { .. }
-            | Error::UidsExhausted
-            | Error::TooManyMessages { .. } => Some("LIMIT"),
+            Error::TooManyKeywords(_) | Error::MailboxFull { .. } | Error::UidsExhausted => {
+                Some("LIMIT")
+            }
             Error::Corrupt { .. } => Some("CORRUPTION"),
             _ => Some("SERVERBUG"),
         };
