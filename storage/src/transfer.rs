@@ -836,12 +836,19 @@ fn place_late(src: &Dir, uid: u32, dst: &Mailbox, target: &str, durable: bool) -
             let mut out = dst
                 .dir()
                 .open_file(to, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)?;
-            std::io::copy(&mut &input, &mut out).map_err(|e| Error::io("copy", &path, e))?;
-            out.flush().map_err(|e| Error::io("write", &path, e))?;
-            if durable {
-                fsutil::fdatasync(&out, &path)?;
+            let copied = (|| {
+                std::io::copy(&mut &input, &mut out).map_err(|e| Error::io("copy", &path, e))?;
+                out.flush().map_err(|e| Error::io("write", &path, e))?;
+                if durable {
+                    fsutil::fdatasync(&out, &path)?;
+                }
+                Ok(())
+            })();
+            if copied.is_err() {
+                // Our own partial file, never counted by any index.
+                let _ = dst.dir().unlink(to);
             }
-            Ok(())
+            copied
         }
         Err(e) => Err(Error::nix("link", dst.dir().child_path(to), e)),
     }
