@@ -546,7 +546,7 @@ impl SessionView {
     }
 
     /// Ends [`compact`](SessionView::compact): reads every record again
-    /// (one snapshot, under the shared lock) and returns what the client
+    /// (one pass under the shared lock) and returns what the client
     /// must be told as a check with [`Allow::AllUpdates`] would: messages
     /// expunged meanwhile (even repacked away), new ones, MODSEQs above
     /// those last reported. Nothing to do for a full view. When the index

@@ -48,7 +48,7 @@ impl Mailbox {
         Ok(expunged)
     }
 
-    /// Commits the `writes` (with their `undo`) of a working set (§4):
+    /// Commits the rewrites of a working set (§4):
     /// the header one generation up, its counters from the working set's
     /// count of every record plus the writes, or by delta from the writes
     /// ([`Recount`]), with `highestmodseq` = `modseq`. Returns that header.
