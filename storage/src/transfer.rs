@@ -483,12 +483,7 @@ fn stage_one(src: &Mailbox, uid: u32, dst: &Mailbox) -> Result<Staged> {
                 placed: false,
             };
             crate::lock::lock(out.as_fd(), LockKind::Shared, dst.lock_timeout, &path)?;
-            let mut input = &file;
-            std::io::copy(&mut input, &mut out).map_err(|e| Error::io("copy", &path, e))?;
-            out.flush().map_err(|e| Error::io("write", &path, e))?;
-            if dst.durability() == Durability::Full {
-                fsutil::fdatasync(&out, &path)?;
-            }
+            copy_bytes(&file, &mut out, &path, dst.durability() == Durability::Full)?;
             Ok(staged)
         }
         Err(e) => Err(Error::nix("link", dst.stage.child_path(os), e)),
@@ -836,14 +831,7 @@ fn place_late(src: &Dir, uid: u32, dst: &Mailbox, target: &str, durable: bool) -
             let mut out = dst
                 .dir()
                 .open_file(to, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)?;
-            let copied = (|| {
-                std::io::copy(&mut &input, &mut out).map_err(|e| Error::io("copy", &path, e))?;
-                out.flush().map_err(|e| Error::io("write", &path, e))?;
-                if durable {
-                    fsutil::fdatasync(&out, &path)?;
-                }
-                Ok(())
-            })();
+            let copied = copy_bytes(&input, &mut out, &path, durable);
             if copied.is_err() {
                 // Our own partial file, never counted by any index.
                 let _ = dst.dir().unlink(to);
@@ -852,6 +840,17 @@ fn place_late(src: &Dir, uid: u32, dst: &Mailbox, target: &str, durable: bool) -
         }
         Err(e) => Err(Error::nix("link", dst.dir().child_path(to), e)),
     }
+}
+
+/// Copies a message's bytes from `input` into the new file `out` (at
+/// `path`), made durable when `durable`: where no hard link can be made.
+fn copy_bytes(input: &File, out: &mut File, path: &std::path::Path, durable: bool) -> Result<()> {
+    std::io::copy(&mut &*input, out).map_err(|e| Error::io("copy", path, e))?;
+    out.flush().map_err(|e| Error::io("write", path, e))?;
+    if durable {
+        fsutil::fdatasync(out, path)?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------
@@ -1017,7 +1016,7 @@ fn expunge_sources(s: &mut Mailbox, hs: &Header, j: &Journal, durable: bool) -> 
     }
     fault::point("move.after_src_records")?;
     // By delta from the records rewritten, or from the count of every
-    // record when the header needed a recount (Working::base). A settler
+    // record when the header needed a recount (Working::counts). A settler
     // killed between its record writes and its header left records
     // already marked that this run skips, and its
     // writer mark: the lock this run took recounted the header from every

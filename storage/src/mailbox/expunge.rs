@@ -76,7 +76,7 @@ impl Mailbox {
     /// record again (a STORE that sets a flag already set, an EXPUNGE
     /// with nothing to expunge). Only a saving: a failure is logged.
     pub(crate) fn stamp_if_exact(&self, h: &Header, work: &locate::Working) {
-        if let Some(c) = work.base
+        if let Some(c) = work.counts()
             && c.match_header(h)
             && let Err(e) = self.index.write_count_stamp()
         {

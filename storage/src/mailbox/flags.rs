@@ -226,7 +226,7 @@ pub(crate) enum Recount {
 impl Recount {
     /// How a commit on `work` sets the header's counters.
     pub(crate) fn from_work(work: &locate::Working) -> Recount {
-        match work.base {
+        match work.counts() {
             Some(c) => Recount::Counted(c),
             None => Recount::Delta,
         }

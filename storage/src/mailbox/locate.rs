@@ -21,10 +21,9 @@ pub(crate) struct Working {
     slots: Option<Vec<u32>>,
     /// The records, ascending by UID (and so by slot).
     pub records: Vec<Record>,
-    /// The counters of every record of the index before the commit,
-    /// when they were counted (a full read, or a recount the header
-    /// needed); `None` when the header's own counters are exact.
-    pub base: Option<Counts>,
+    /// With `slots`, the counters of every record of the index before
+    /// the commit when the header needed a recount; see [`Self::counts`].
+    base: Option<Counts>,
 }
 
 impl Working {
@@ -34,6 +33,18 @@ impl Working {
         self.records
             .get(i)
             .filter(|r| r.uid == uid && !r.is_expunged())
+    }
+
+    /// The counters of every record of the index before the commit,
+    /// when they are known: counted for a recount, or from `records` when
+    /// they are the whole index. `None` when only the header counts them.
+    pub fn counts(&self) -> Option<Counts> {
+        if self.slots.is_none() {
+            let mut c = Counts::default();
+            self.records.iter().for_each(|r| c.add(r));
+            return Some(c);
+        }
+        self.base
     }
 
     /// The record number of `records[i]`.
@@ -103,7 +114,7 @@ impl Mailbox {
     /// expunge of every \Deleted message needs records the named ones do
     /// not cover. When the header's counters may not match the records
     /// (not recounted in this boot: `IndexFile::counted_this_boot`), every
-    /// record is counted as well, one at a time (`Working::base`).
+    /// record is counted as well, one at a time (`Working::counts`).
     pub(crate) fn working_set(&self, h: &Header, want: &Wanted) -> Result<Working> {
         let mut uids: Vec<u32> = want.uids.clone();
         if want.all_deleted {
@@ -154,12 +165,10 @@ impl Mailbox {
     fn read_every_record(&self, h: &Header) -> Result<Working> {
         let records = self.index.read_records(0, h.num_records)?;
         self.check_uid_order(h, &records, 0)?;
-        let mut base = Counts::default();
-        records.iter().for_each(|r| base.add(r));
         Ok(Working {
             slots: None,
             records,
-            base: Some(base),
+            base: None,
         })
     }
 

@@ -54,6 +54,43 @@ pub use staging::{AppendOptions, StagedMessage};
 
 pub use crate::layout::{STAGE_DIR, message_file_name, parse_message_file_name};
 
+/// Checks records read in index order from record `recno` on: UIDs
+/// ascend strictly and stay within the header's `last_uid` (corruption
+/// is reported at the offending record's offset).
+pub(crate) struct UidOrder {
+    prev: u32,
+    recno: u32,
+    last_uid: u32,
+}
+
+impl UidOrder {
+    pub(crate) fn new(h: &Header, recno: u32) -> UidOrder {
+        UidOrder {
+            prev: 0,
+            recno,
+            last_uid: h.last_uid,
+        }
+    }
+
+    /// The next record, read from the index at `path`.
+    pub(crate) fn next(&mut self, r: &Record, path: &std::path::Path) -> Result<()> {
+        let (prev, recno) = (self.prev, self.recno);
+        if r.uid <= prev || r.uid > self.last_uid {
+            return Err(Error::corrupt(
+                path,
+                Header::record_offset(recno),
+                format!(
+                    "record {recno}: UID {} out of order (previous {prev}, last UID {})",
+                    r.uid, self.last_uid
+                ),
+            ));
+        }
+        self.prev = r.uid;
+        self.recno += 1;
+        Ok(())
+    }
+}
+
 /// What changed since a session's last look (see [`Mailbox::changes_since`]).
 #[derive(Clone, Debug)]
 pub struct Changes {
@@ -437,22 +474,10 @@ impl Mailbox {
         records: &[Record],
         first_recno: u32,
     ) -> Result<()> {
-        let mut prev = 0u32;
-        for (i, r) in records.iter().enumerate() {
-            let recno = first_recno + i as u32;
-            if r.uid <= prev || r.uid > h.last_uid {
-                return Err(Error::corrupt(
-                    &self.index.path,
-                    Header::record_offset(recno),
-                    format!(
-                        "record {recno}: UID {} out of order (previous {prev}, last UID {})",
-                        r.uid, h.last_uid
-                    ),
-                ));
-            }
-            prev = r.uid;
-        }
-        Ok(())
+        let mut order = UidOrder::new(h, first_recno);
+        records
+            .iter()
+            .try_for_each(|r| order.next(r, &self.index.path))
     }
 
     /// Under the exclusive lock, before keywords are looked up or added:

@@ -2,8 +2,8 @@
 //! keeps only the live records in its own layout): the index is read
 //! under one shared lock without a vector of every record in between.
 
-use super::{Mailbox, Meta, ViewMark};
-use crate::error::{Error, Result};
+use super::{Mailbox, Meta, UidOrder, ViewMark};
+use crate::error::Result;
 use crate::format::{Header, Record};
 use crate::lock::LockKind;
 
@@ -23,22 +23,9 @@ impl Mailbox {
     /// and stay within `last_uid` (corruption is reported at the record's
     /// offset). The caller holds the lock `h` was read under.
     pub(super) fn each_in_order(&self, h: &Header, mut f: impl FnMut(Record)) -> Result<()> {
-        let mut prev = 0u32;
-        let mut recno = 0u32;
-        let path = &self.index.path;
+        let mut order = UidOrder::new(h, 0);
         self.index.each_record(0, h.num_records, |r| {
-            if r.uid <= prev || r.uid > h.last_uid {
-                return Err(Error::corrupt(
-                    path,
-                    Header::record_offset(recno),
-                    format!(
-                        "record {recno}: UID {} out of order (previous {prev}, last UID {})",
-                        r.uid, h.last_uid
-                    ),
-                ));
-            }
-            prev = r.uid;
-            recno += 1;
+            order.next(&r, &self.index.path)?;
             f(r);
             Ok(())
         })
