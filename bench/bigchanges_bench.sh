@@ -24,6 +24,14 @@
 #   CH_BASE=DIR          also measure DIR's imapd-check: whole runs
 #                        alternate, ours, base, ours, base ... (CH_RUNS each)
 #   CH_RUNS=1            runs per build
+#   CH_PIN=1             both servers on CPU 1, the client on CPU 0
+#                        (taskset): every command then wakes a thread on
+#                        the other CPU at both sizes. Unpinned, the
+#                        scheduler keeps a thread that just ran a long
+#                        command (the big SELECT) on its own CPU, so the
+#                        big server's next commands pay a cross-CPU wake-up
+#                        that the small server's, pulled onto the client's
+#                        CPU, do not (docs/BENCHMARKS.md, session 14)
 #
 # Each run starts one server per directory (loopback TCP, the password file
 # of the directory), runs `imap-load changes` against both and stops them.
@@ -52,6 +60,13 @@ wait_port() {
         sleep 0.2
     done
 }
+SERVER_PIN=()
+CLIENT_PIN=()
+if [[ -n ${CH_PIN:-} ]]; then
+    [[ $(nproc) -ge 2 ]] || { echo "CH_PIN needs two CPUs" >&2; exit 1; }
+    SERVER_PIN=(taskset -c 1)
+    CLIENT_PIN=(taskset -c 0)
+fi
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -64,13 +79,13 @@ run() {
     PIDS=()
     for d in "$SMALL" "$BIG"; do
         p=$(free_port)
-        "$2/imapd-check" serve --spool "$d/spool" --listen "127.0.0.1:$p" --passwd "$d/ours.passwd" </dev/null >/dev/null 2>>"$d/changes-bench.log" &
+        ${SERVER_PIN[@]+"${SERVER_PIN[@]}"} "$2/imapd-check" serve --spool "$d/spool" --listen "127.0.0.1:$p" --passwd "$d/ours.passwd" </dev/null >/dev/null 2>>"$d/changes-bench.log" &
         PIDS+=($!)
         ps+=("$p")
     done
     for p in "${ps[@]}"; do wait_port "$p"; done
-    echo "### $1 ($2/imapd-check), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-    "$LOAD" --user bench --password bench-password changes \
+    echo "### $1 ($2/imapd-check)${CH_PIN:+, pinned: servers CPU 1, client CPU 0}, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    ${CLIENT_PIN[@]+"${CLIENT_PIN[@]}"} "$LOAD" --user bench --password bench-password changes \
         --label "small" --at "${ps[0]}" --label "big" --at "${ps[1]}" \
         --rounds "${CH_ROUNDS:-10}" --per-round "${CH_PER_ROUND:-20}" \
         --pattern "${CH_PATTERN:-big}" --thrash-mib "${CH_THRASH_MIB:-0}" 2>/dev/null

@@ -17,6 +17,12 @@
 /// indexed (too large, unreadable): always a candidate.
 pub const UNINDEXED: u32 = 1 << 24;
 
+/// Marks a message whose header fields were also indexed unfolded (line
+/// ends removed), as SEARCH SUBJECT and HEADER compare them. A message
+/// without it (indexed by an older version) is a candidate for every
+/// header search.
+pub const HEADERS_UNFOLDED: u32 = UNINDEXED + 1;
+
 /// Messages with more distinct trigrams than this are marked
 /// [`UNINDEXED`] instead (binary attachments), bounding a document.
 pub const MAX_GRAMS: usize = 300_000;

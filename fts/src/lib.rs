@@ -1,4 +1,5 @@
-//! A per-mailbox full-text candidate index for IMAP SEARCH BODY/TEXT.
+//! A per-mailbox full-text candidate index for IMAP SEARCH BODY/TEXT
+//! (and SUBJECT/HEADER: header fields are also indexed unfolded).
 //!
 //! Stored in the mailbox directory as `.fts/` (derived data: deleted
 //! freely, rebuilt lazily or by `idx-admin fts-rebuild`). One tantivy
@@ -265,6 +266,48 @@ impl Snapshot {
         self.keys(&BooleanQuery::new(any))
     }
 
+    /// [`Self::candidates`] for a needle compared with unfolded header
+    /// field values (SEARCH SUBJECT, HEADER): also every message indexed
+    /// without its fields unfolded ([`grams::HEADERS_UNFOLDED`]).
+    pub fn header_candidates(&self, probe: &Probe) -> Result<Vec<u32>> {
+        let mut uids = self.candidates(probe)?;
+        if self.unmarked_headers()? {
+            let term = Term::from_field_u64(self.f.gram, u64::from(grams::HEADERS_UNFOLDED));
+            let old: Vec<(Occur, Box<dyn Query>)> = vec![
+                (Occur::Must, Box::new(tantivy::query::AllQuery)),
+                (
+                    Occur::MustNot,
+                    Box::new(TermQuery::new(term, IndexRecordOption::Basic)),
+                ),
+            ];
+            uids.extend(self.keys(&BooleanQuery::new(old))?);
+            uids.sort_unstable();
+            uids.dedup();
+        }
+        Ok(uids)
+    }
+
+    /// Whether some document lacks [`grams::HEADERS_UNFOLDED`] (counted
+    /// with deleted documents, which can only make this true).
+    fn unmarked_headers(&self) -> Result<bool> {
+        let term = Term::from_field_u64(self.f.gram, u64::from(grams::HEADERS_UNFOLDED));
+        for seg in self.searcher.segment_readers() {
+            let dir = || PathBuf::from(DIR);
+            let marked = seg
+                .inverted_index(self.f.gram)
+                .map_err(|source| Error::Index {
+                    path: dir(),
+                    source,
+                })?
+                .doc_freq(&term)
+                .map_err(io("read the postings", &dir()))?;
+            if marked < seg.max_doc() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The UIDs up to [`Self::high_water`] that certainly match `needle`
     /// (BODY, or TEXT when `text`): those holding it as a word
     /// ([`words`]); none when it is not a single word.
@@ -510,9 +553,12 @@ impl Writer {
                 false
             });
         }
-        // The header the matcher decodes (TEXT): the record's header
-        // block, at most HEADER_CAP bytes.
+        // The header the matcher reads (SUBJECT, HEADER; TEXT decodes
+        // it): the record's header block, at most HEADER_CAP bytes. Each
+        // field unfolded, as those keys compare it: a needle can span a
+        // fold (or a bare CR) there, which the stored bytes break.
         for f in text::header_fields(&raw[..hs.min(text::HEADER_CAP)]) {
+            self.grams.add_ascii_folded(&f);
             let v = text::field_value(&f);
             if text::has_encoded_word(v)
                 && let Some(d) = text::decode_unstructured(v)
@@ -528,6 +574,7 @@ impl Writer {
         }
         let mut doc = TantivyDocument::new();
         doc.add_u64(self.f.key, key(self.uidvalidity, uid));
+        doc.add_u64(self.f.gram, u64::from(grams::HEADERS_UNFOLDED));
         for g in self.grams.take() {
             doc.add_u64(self.f.gram, u64::from(g));
         }
@@ -632,6 +679,55 @@ mod tests {
     fn find(dir: &Path, uv: u32, needle: &str) -> Vec<u32> {
         let s = snapshot(dir, uv).unwrap().unwrap();
         s.candidates(&probe(needle.as_bytes()).unwrap()).unwrap()
+    }
+
+    /// Header needles are looked up in the fields unfolded (a fold or a
+    /// bare CR inside a field is not in the stored bytes' trigrams), and
+    /// a document indexed before fields were (no
+    /// [`grams::HEADERS_UNFOLDED`]) is a candidate for every header needle.
+    #[test]
+    fn header_needles_span_folds_and_older_documents_stay_candidates() {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = writer(t.path(), 7, MIN_MEMORY).unwrap().unwrap();
+        let folded = b"Subject: weekly\r\n status\rmeeting\r\n\r\nbody\r\n";
+        w.add(1, folded, folded.len() as u64 - 6).unwrap();
+        w.add(2, b"Subject: other\r\n\r\nweekly status\r\n", 18)
+            .unwrap();
+        // As an older version indexed: the stored bytes, no marker.
+        let mut g = Grams::default();
+        g.add_ascii_folded(b"Subject: weekly\r\n\tstatus\r\n\r\n");
+        let mut doc = TantivyDocument::new();
+        doc.add_u64(w.f.key, key(7, 3));
+        for x in g.take() {
+            doc.add_u64(w.f.gram, u64::from(x));
+        }
+        w.push(3, doc).unwrap();
+        w.commit().unwrap();
+        let s = snapshot(t.path(), 7).unwrap().unwrap();
+        let p = probe(b"Weekly Status").unwrap();
+        // One set of trigrams: BODY and TEXT get the unfolded fields'
+        // too (a few more candidates, each confirmed on the message).
+        assert_eq!(s.candidates(&p).unwrap(), [1, 2]);
+        assert_eq!(s.header_candidates(&p).unwrap(), [1, 2, 3]);
+        let p = probe(b"statusmeeting").unwrap();
+        assert_eq!(s.header_candidates(&p).unwrap(), [1, 3]);
+        assert_eq!(s.header_candidates(&probe(b"zebra").unwrap()).unwrap(), [3]);
+        assert!(s.unmarked_headers().unwrap());
+
+        // Without older documents the query for them is not made.
+        let mut w = writer(t.path(), 7, MIN_MEMORY).unwrap().unwrap();
+        w.remove(&[3]);
+        w.commit().unwrap();
+        let mut w = writer(t.path(), 7, MIN_MEMORY).unwrap().unwrap();
+        w.clear().unwrap();
+        w.add(1, folded, folded.len() as u64 - 6).unwrap();
+        w.commit().unwrap();
+        let s = snapshot(t.path(), 7).unwrap().unwrap();
+        assert!(!s.unmarked_headers().unwrap());
+        assert_eq!(
+            s.header_candidates(&probe(b"zebra").unwrap()).unwrap(),
+            Vec::<u32>::new()
+        );
     }
 
     #[test]

@@ -70,6 +70,14 @@ fn corpus() -> Vec<Vec<u8>> {
         b"\r\nA message without header: invoice Grusse\r\n".to_vec(),
     ];
     v.extend((0..20).map(message));
+    // Header fields SUBJECT and HEADER compare unfolded: a fold, a tab
+    // fold and a bare CR inside a field; an encoded subject.
+    v.extend([
+        b"From: k@x.org\r\nSubject: weekly\r\n status meeting\r\nX-Project: Apollo\r\n\televen\r\n\r\nagenda\r\n"
+            .to_vec(),
+        b"From: l@x.org\r\nSubject: split\rword\r\n\r\nnothing here\r\n".to_vec(),
+        b"From: m@x.org\r\nSubject: =?utf-8?q?Caf=C3=A9_=C3=BCber_alles?=\r\n\r\nplain\r\n".to_vec(),
+    ]);
     v
 }
 
@@ -131,7 +139,7 @@ const NEEDLES: &[&str] = &[
 ];
 
 fn quoted_or_literal(s: &str) -> String {
-    if s.is_ascii() {
+    if s.is_ascii() && !s.contains(['\r', '\n', '"', '\\']) {
         format!("\"{s}\"")
     } else {
         format!("{{{}+}}\r\n{s}", s.len())
@@ -154,6 +162,22 @@ fn server(spool: &Path, conf: &Path) -> Client {
     Client::preauth(cmd)
 }
 
+/// Needles for SUBJECT and HEADER (and BODY, TEXT): across a fold, a
+/// tab fold and a bare CR in a field, in an encoded subject.
+const HEADER_NEEDLES: &[&str] = &[
+    "weekly status",
+    "weekly\r\n status",
+    "status meeting",
+    "apollo\televen",
+    "Apollo",
+    "lo\tel",
+    "splitword",
+    "split\rword",
+    "café über",
+    "ÜBER ALLES",
+    "Caf=C3",
+];
+
 fn uid_search(c: &mut Client, criteria: &str) -> String {
     let (lines, tagged) = c.cmd(&format!("UID SEARCH CHARSET UTF-8 {criteria}"));
     assert!(tagged.contains(" OK "), "{criteria}: {tagged} {lines:?}");
@@ -169,10 +193,12 @@ fn uid_search(c: &mut Client, criteria: &str) -> String {
 fn compare(with: &mut Client, without: &mut Client) -> usize {
     let mut found = 0;
     let mut queries: Vec<String> = Vec::new();
-    for n in NEEDLES {
+    for n in NEEDLES.iter().chain(HEADER_NEEDLES) {
         let q = quoted_or_literal(n);
         queries.push(format!("BODY {q}"));
         queries.push(format!("TEXT {q}"));
+        queries.push(format!("SUBJECT {q}"));
+        queries.push(format!("HEADER X-Project {q}"));
     }
     queries.extend(
         [
@@ -183,6 +209,13 @@ fn compare(with: &mut Client, without: &mut Client) -> usize {
             "OR BODY invoice SEEN",
             "BODY hello BODY world",
             "OR TEXT zebra NOT BODY nonexistent",
+            "OR SUBJECT report BODY hello",
+            "NOT SUBJECT report",
+            "SUBJECT weekly SUBJECT meeting",
+            "OR SUBJECT weekly SEEN",
+            "HEADER Subject weekly",
+            "HEADER From x.org",
+            "HEADER X-Project \"\"",
         ]
         .map(String::from),
     );
@@ -316,6 +349,17 @@ fn messages_the_index_rules_out_are_not_read() {
     // "hello" is one of its words: the index proves the match (of the
     // message as it was delivered) without reading it.
     assert_eq!(uid_search(&mut with, "BODY hello"), "* SEARCH 7");
+    // SUBJECT and HEADER go through the index too: UID 7 ("Subject:
+    // alt") is ruled out without being read.
+    let mut fresh = server(&s.spool, &s.on);
+    fresh.ok("SELECT INBOX");
+    assert_eq!(uid_search(&mut fresh, "SUBJECT report"), "* SEARCH 1");
+    assert_eq!(
+        uid_search(&mut fresh, "HEADER Subject report"),
+        "* SEARCH 1"
+    );
+    let (_, tagged) = without.cmd("UID SEARCH SUBJECT report");
+    assert!(tagged.contains("NO [CORRUPTION]"), "{tagged}");
 }
 
 /// Messages delivered after the index was built are found (searched
@@ -461,6 +505,7 @@ fn catching_up_is_bounded_per_search() {
 /// answers.
 #[test]
 fn a_kill_while_indexing_leaves_a_usable_index() {
+    let all = corpus().len() as u32;
     for (point, committed) in [("fts.before_commit", false), ("fts.after_commit", true)] {
         let s = setup(&corpus(), "");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imapd-check"));
@@ -476,7 +521,7 @@ fn a_kill_while_indexing_leaves_a_usable_index() {
         doomed.wait_exit(std::time::Duration::from_secs(20));
         let snap = fts::snapshot(&inbox_dir(&s.spool), uidvalidity(&s.spool)).unwrap();
         assert_eq!(
-            snap.is_some_and(|x| x.high_water() == 31),
+            snap.is_some_and(|x| x.high_water() == all),
             committed,
             "{point}"
         );
@@ -485,6 +530,6 @@ fn a_kill_while_indexing_leaves_a_usable_index() {
         let snap = fts::snapshot(&inbox_dir(&s.spool), uidvalidity(&s.spool))
             .unwrap()
             .unwrap();
-        assert_eq!(snap.high_water(), 31, "{point}: caught up");
+        assert_eq!(snap.high_water(), all, "{point}: caught up");
     }
 }

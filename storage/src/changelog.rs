@@ -180,7 +180,15 @@ pub struct Reader<'a> {
     /// End of the next block to parse.
     end: u64,
     read_total: u64,
+    /// Reads made so far (each reads ahead twice as far as the last).
+    fills: u32,
 }
+
+/// The least a [`Reader`] reads at its first read: a few blocks of a
+/// few changed messages each.
+const READ_AHEAD_FIRST: u64 = 512;
+/// The most a [`Reader`] reads ahead at once.
+const READ_AHEAD_MAX: u64 = 16 * 1024;
 
 impl<'a> Reader<'a> {
     /// A reader of `file` (of length `len`) from its end.
@@ -192,6 +200,7 @@ impl<'a> Reader<'a> {
             buf_start: len,
             end: len,
             read_total: 0,
+            fills: 0,
         }
     }
 
@@ -200,9 +209,16 @@ impl<'a> Reader<'a> {
         if from >= self.buf_start {
             return Ok(());
         }
-        // Read at least 16 KiB at a time backwards, never past what the
-        // walk may read in all.
-        let want_from = from.min(self.buf_start.saturating_sub(16 * 1024));
+        // Read backwards, at least `READ_AHEAD_FIRST` bytes the first
+        // time and twice the last read-ahead after that, up to
+        // `READ_AHEAD_MAX`, never past what the walk may read in all. A
+        // session's check after one STORE wants one block of tens of
+        // bytes: a small first read keeps it from copying (and, after
+        // another session's big SELECT, missing the caches on) a 16 KiB
+        // tail it never looks at.
+        let ahead = (READ_AHEAD_FIRST << self.fills.min(8)).min(READ_AHEAD_MAX);
+        self.fills += 1;
+        let want_from = from.min(self.buf_start.saturating_sub(ahead));
         let n = (self.buf_start - want_from) as usize;
         self.read_total += n as u64;
         if self.read_total > MAX_WALK_BYTES {

@@ -1,5 +1,6 @@
-//! SEARCH BODY/TEXT through the mailbox's full-text index (the `fts`
-//! crate): before a search reads the messages, the index names the UIDs
+//! SEARCH BODY/TEXT (and SUBJECT and HEADER, whose needles the index
+//! holds in its header trigrams) through the mailbox's full-text index
+//! (the `fts` crate): before a search reads the messages, the index names the UIDs
 //! that may match; the others are skipped without being opened. Every
 //! message that is not skipped is still tested by `search::matches`,
 //! which reads it unless the index proves the key (the needle is one of
@@ -77,13 +78,19 @@ impl Filter {
     }
 }
 
-/// Whether the index can narrow these criteria: some BODY or TEXT key
-/// with a needle of at least three bytes that every match must meet.
+/// Whether the index can narrow these criteria: some BODY, TEXT,
+/// SUBJECT or HEADER key with a needle of at least three bytes that
+/// every match must meet.
 fn has_probe(c: &Crit) -> bool {
     match c {
         Crit::All(v) => v.iter().any(has_probe),
         Crit::Or(a, b) => has_probe(a) && has_probe(b),
-        Crit::Key(SearchKey::Body(s) | SearchKey::Text(s)) => fts::probe(s.as_ref()).is_some(),
+        Crit::Key(
+            SearchKey::Body(s)
+            | SearchKey::Text(s)
+            | SearchKey::Subject(s)
+            | SearchKey::Header(_, s),
+        ) => fts::probe(s.as_ref()).is_some(),
         _ => false,
     }
 }
@@ -132,6 +139,15 @@ fn possible(
                 }
             }
             Some(snap.candidates(&p)?)
+        }
+        // A header value holds the needle, as written or decoded
+        // (search.rs `header_text_has`): the index has each field's
+        // trigrams unfolded and decoded (`fts::Writer::add`).
+        Crit::Key(SearchKey::Subject(s) | SearchKey::Header(_, s)) => {
+            match fts::probe(s.as_ref()) {
+                Some(p) => Some(snap.header_candidates(&p)?),
+                None => None,
+            }
         }
         _ => None,
     })

@@ -33,7 +33,7 @@ pub const MAX_DEPTH: usize = 32;
 /// Longest boundary taken (RFC 2046 allows 70).
 pub const MAX_BOUNDARY: usize = 200;
 /// Bytes of a header block read for parsing or HEADER.FIELDS.
-pub const HEADER_CAP: u64 = 1024 * 1024;
+pub const HEADER_CAP: u64 = fts::text::HEADER_CAP as u64;
 /// Bytes read at a time.
 pub const CHUNK: usize = 64 * 1024;
 /// Bytes of a line kept to compare with boundaries.
