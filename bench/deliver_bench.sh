@@ -45,6 +45,8 @@
 #                        after a big `rm -rf` (another run's cleanup, other
 #                        work on the disk) every file create of every cell
 #                        costs up to milliseconds (docs/BENCHMARKS.md)
+#   BENCH_LOG=FILE       keeps our LMTP server's log (a line per delivery
+#                        with its user and elapsed_ms) as FILE
 #
 # It installs dovecot-core, dovecot-lmtpd, cyrus-common and strace if missing
 # (without recommends: cyrus-common recommends cyrus-imapd, which conflicts
@@ -104,6 +106,9 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$cyrus_pid" 2>/dev/null || break; sleep 0.1; done
     fi
     sleep 0.5
+    if [[ -n ${BENCH_LOG:-} && -n $work && -f $work/our-lmtp.log ]]; then
+        cp "$work/our-lmtp.log" "$BENCH_LOG" || true
+    fi
     if [[ -n $work ]]; then rm -rf "$work"; fi
     if [[ -n $fs_mount ]]; then
         # Servers' children may take a moment to let go of the mount.

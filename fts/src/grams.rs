@@ -17,11 +17,16 @@
 /// indexed (too large, unreadable): always a candidate.
 pub const UNINDEXED: u32 = 1 << 24;
 
-/// Marks a message whose header fields were also indexed unfolded (line
-/// ends removed), as SEARCH SUBJECT and HEADER compare them. A message
-/// without it (indexed by an older version) is a candidate for every
-/// header search.
+/// Marks a message whose header fields were indexed as [`HEADER`] terms.
+/// A message without it (indexed by an older version) is a candidate for
+/// every header needle.
 pub const HEADERS_UNFOLDED: u32 = UNINDEXED + 1;
+
+/// Set in the terms of the trigrams of a message's header fields, each
+/// unfolded (line ends removed) and, with encoded words, decoded: what
+/// SEARCH SUBJECT and HEADER compare. Apart from the message's other
+/// trigrams, so a header needle does not meet the bodies.
+pub const HEADER: u32 = 1 << 25;
 
 /// Messages with more distinct trigrams than this are marked
 /// [`UNINDEXED`] instead (binary attachments), bounding a document.
@@ -101,6 +106,18 @@ impl Grams {
 /// trigrams of one of the alternatives (each sorted, distinct).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe(pub Vec<Vec<u32>>);
+
+impl Probe {
+    /// The same needle looked up among header field trigrams ([`HEADER`]).
+    pub fn in_headers(&self) -> Probe {
+        Probe(
+            self.0
+                .iter()
+                .map(|alt| alt.iter().map(|g| g | HEADER).collect())
+                .collect(),
+        )
+    }
+}
 
 /// The probe for SEARCH BODY/TEXT `needle`; `None` when the needle is
 /// too short to have trigrams (every message is then a candidate).

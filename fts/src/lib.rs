@@ -266,11 +266,12 @@ impl Snapshot {
         self.keys(&BooleanQuery::new(any))
     }
 
-    /// [`Self::candidates`] for a needle compared with unfolded header
-    /// field values (SEARCH SUBJECT, HEADER): also every message indexed
-    /// without its fields unfolded ([`grams::HEADERS_UNFOLDED`]).
+    /// [`Self::candidates`] for a needle compared with header field
+    /// values, unfolded or decoded (SEARCH SUBJECT, HEADER): among the
+    /// [`grams::HEADER`] terms; also every message indexed without them
+    /// ([`grams::HEADERS_UNFOLDED`]).
     pub fn header_candidates(&self, probe: &Probe) -> Result<Vec<u32>> {
-        let mut uids = self.candidates(probe)?;
+        let mut uids = self.candidates(&probe.in_headers())?;
         if self.unmarked_headers()? {
             let term = Term::from_field_u64(self.f.gram, u64::from(grams::HEADERS_UNFOLDED));
             let old: Vec<(Occur, Box<dyn Query>)> = vec![
@@ -417,6 +418,8 @@ pub struct Writer {
     uidvalidity: u32,
     high: u32,
     grams: Grams,
+    /// Trigrams of header fields ([`grams::HEADER`]).
+    header_grams: Grams,
     added: u64,
     _lock: Flock<File>,
 }
@@ -505,6 +508,7 @@ pub fn writer(mbox_dir: &Path, uidvalidity: u32, memory: usize) -> Result<Option
         uidvalidity,
         high: snap.high_water(),
         grams: Grams::default(),
+        header_grams: Grams::default(),
         added: 0,
         _lock: lock,
     };
@@ -555,20 +559,22 @@ impl Writer {
         }
         // The header the matcher reads (SUBJECT, HEADER; TEXT decodes
         // it): the record's header block, at most HEADER_CAP bytes. Each
-        // field unfolded, as those keys compare it: a needle can span a
-        // fold (or a bare CR) there, which the stored bytes break.
+        // field unfolded, as those keys compare it (a needle can span a
+        // fold, or a bare CR, which the stored bytes break), and decoded.
         for f in text::header_fields(&raw[..hs.min(text::HEADER_CAP)]) {
-            self.grams.add_ascii_folded(&f);
+            self.header_grams.add_ascii_folded(&f);
             let v = text::field_value(&f);
             if text::has_encoded_word(v)
                 && let Some(d) = text::decode_unstructured(v)
             {
                 self.grams.add_lowercased(&d);
+                self.header_grams.add_lowercased(&d);
                 self.words.add_text(Place::Header, &d);
             }
         }
-        if self.grams.len() > grams::MAX_GRAMS {
+        if self.grams.len() + self.header_grams.len() > grams::MAX_GRAMS {
             self.grams.take();
+            self.header_grams.take();
             self.words.take().for_each(drop);
             return self.add_unindexed(uid);
         }
@@ -577,6 +583,9 @@ impl Writer {
         doc.add_u64(self.f.gram, u64::from(grams::HEADERS_UNFOLDED));
         for g in self.grams.take() {
             doc.add_u64(self.f.gram, u64::from(g));
+        }
+        for g in self.header_grams.take() {
+            doc.add_u64(self.f.gram, u64::from(g | grams::HEADER));
         }
         // Words only prove matches: too many are dropped, not cut.
         let many = self.words.len() > MAX_WORDS;
@@ -705,12 +714,14 @@ mod tests {
         w.commit().unwrap();
         let s = snapshot(t.path(), 7).unwrap().unwrap();
         let p = probe(b"Weekly Status").unwrap();
-        // One set of trigrams: BODY and TEXT get the unfolded fields'
-        // too (a few more candidates, each confirmed on the message).
-        assert_eq!(s.candidates(&p).unwrap(), [1, 2]);
-        assert_eq!(s.header_candidates(&p).unwrap(), [1, 2, 3]);
+        assert_eq!(s.candidates(&p).unwrap(), [2], "the stored bytes");
+        // Header needles meet the header fields only, unfolded.
+        assert_eq!(s.header_candidates(&p).unwrap(), [1, 3]);
         let p = probe(b"statusmeeting").unwrap();
         assert_eq!(s.header_candidates(&p).unwrap(), [1, 3]);
+        let p = probe(b"body").unwrap();
+        assert_eq!(s.candidates(&p).unwrap(), [1]);
+        assert_eq!(s.header_candidates(&p).unwrap(), [3]);
         assert_eq!(s.header_candidates(&probe(b"zebra").unwrap()).unwrap(), [3]);
         assert!(s.unmarked_headers().unwrap());
 
