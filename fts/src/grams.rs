@@ -20,11 +20,13 @@ pub const UNINDEXED: u32 = 1 << 24;
 /// Marks a message whose header fields were indexed as [`HEADER`] terms.
 /// A message without it (indexed by an older version) is a candidate for
 /// every header needle.
-pub const HEADERS_UNFOLDED: u32 = UNINDEXED + 1;
+pub const HEADER_TERMS: u32 = UNINDEXED + 2;
 
 /// Set in the terms of the trigrams of a message's header fields, each
-/// unfolded (line ends removed) and, with encoded words, decoded: what
-/// SEARCH SUBJECT and HEADER compare. Apart from the message's other
+/// unfolded (line ends removed) and, with encoded words, decoded, and of
+/// the addresses of its From, To, Cc and Bcc fields as SEARCH compares
+/// them ([`crate::address::search_text`]): what SEARCH SUBJECT, HEADER,
+/// FROM, TO, CC and BCC compare. Apart from the message's other
 /// trigrams, so a header needle does not meet the bodies.
 pub const HEADER: u32 = 1 << 25;
 

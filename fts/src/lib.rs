@@ -28,6 +28,7 @@
 
 #![deny(missing_docs)]
 
+pub mod address;
 pub mod grams;
 pub mod text;
 pub mod words;
@@ -269,11 +270,11 @@ impl Snapshot {
     /// [`Self::candidates`] for a needle compared with header field
     /// values, unfolded or decoded (SEARCH SUBJECT, HEADER): among the
     /// [`grams::HEADER`] terms; also every message indexed without them
-    /// ([`grams::HEADERS_UNFOLDED`]).
+    /// ([`grams::HEADER_TERMS`]).
     pub fn header_candidates(&self, probe: &Probe) -> Result<Vec<u32>> {
         let mut uids = self.candidates(&probe.in_headers())?;
         if self.unmarked_headers()? {
-            let term = Term::from_field_u64(self.f.gram, u64::from(grams::HEADERS_UNFOLDED));
+            let term = Term::from_field_u64(self.f.gram, u64::from(grams::HEADER_TERMS));
             let old: Vec<(Occur, Box<dyn Query>)> = vec![
                 (Occur::Must, Box::new(tantivy::query::AllQuery)),
                 (
@@ -288,10 +289,10 @@ impl Snapshot {
         Ok(uids)
     }
 
-    /// Whether some document lacks [`grams::HEADERS_UNFOLDED`] (counted
+    /// Whether some document lacks [`grams::HEADER_TERMS`] (counted
     /// with deleted documents, which can only make this true).
     fn unmarked_headers(&self) -> Result<bool> {
-        let term = Term::from_field_u64(self.f.gram, u64::from(grams::HEADERS_UNFOLDED));
+        let term = Term::from_field_u64(self.f.gram, u64::from(grams::HEADER_TERMS));
         for seg in self.searcher.segment_readers() {
             let dir = || PathBuf::from(DIR);
             let marked = seg
@@ -571,6 +572,20 @@ impl Writer {
                 self.header_grams.add_lowercased(&d);
                 self.words.add_text(Place::Header, &d);
             }
+            if address::is_address_field(&f) {
+                // FROM, TO, CC, BCC compare the addresses rebuilt
+                // (comments and folding dropped), decoded too.
+                let items = address::parse(v);
+                if !items.is_empty() {
+                    let st = address::search_text(&items);
+                    self.header_grams.add_ascii_folded(&st);
+                    if text::has_encoded_word(&st)
+                        && let Some(d) = text::decode_unstructured(&st)
+                    {
+                        self.header_grams.add_lowercased(&d);
+                    }
+                }
+            }
         }
         if self.grams.len() + self.header_grams.len() > grams::MAX_GRAMS {
             self.grams.take();
@@ -580,7 +595,7 @@ impl Writer {
         }
         let mut doc = TantivyDocument::new();
         doc.add_u64(self.f.key, key(self.uidvalidity, uid));
-        doc.add_u64(self.f.gram, u64::from(grams::HEADERS_UNFOLDED));
+        doc.add_u64(self.f.gram, u64::from(grams::HEADER_TERMS));
         for g in self.grams.take() {
             doc.add_u64(self.f.gram, u64::from(g));
         }
@@ -693,7 +708,7 @@ mod tests {
     /// Header needles are looked up in the fields unfolded (a fold or a
     /// bare CR inside a field is not in the stored bytes' trigrams), and
     /// a document indexed before fields were (no
-    /// [`grams::HEADERS_UNFOLDED`]) is a candidate for every header needle.
+    /// [`grams::HEADER_TERMS`]) is a candidate for every header needle.
     #[test]
     fn header_needles_span_folds_and_older_documents_stay_candidates() {
         let t = tempfile::tempdir().unwrap();

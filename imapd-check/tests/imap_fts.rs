@@ -77,6 +77,13 @@ fn corpus() -> Vec<Vec<u8>> {
             .to_vec(),
         b"From: l@x.org\r\nSubject: split\rword\r\n\r\nnothing here\r\n".to_vec(),
         b"From: m@x.org\r\nSubject: =?utf-8?q?Caf=C3=A9_=C3=BCber_alles?=\r\n\r\nplain\r\n".to_vec(),
+        // Addresses as FROM/TO/CC/BCC compare them: comments and folding
+        // dropped, display names unquoted and decoded, groups.
+        b"From: \"Doe, Jane\" <jane (work) @ example (corp) .com>\r\n\
+          To: undisclosed-recipients:;\r\n\
+          Cc: =?utf-8?q?M=C3=BCller?= <mueller@x.org>,\r\n bob@y.org\r\n\
+          Bcc: Team: a@b.org, c@d.org;\r\nSubject: addr\r\n\r\nbody\r\n"
+            .to_vec(),
     ]);
     v
 }
@@ -162,8 +169,9 @@ fn server(spool: &Path, conf: &Path) -> Client {
     Client::preauth(cmd)
 }
 
-/// Needles for SUBJECT and HEADER (and BODY, TEXT): across a fold, a
-/// tab fold and a bare CR in a field, in an encoded subject.
+/// Needles for SUBJECT, HEADER, FROM, TO, CC and BCC (and BODY, TEXT):
+/// across a fold, a tab fold and a bare CR in a field, in an encoded
+/// subject, and in addresses as those keys rebuild them.
 const HEADER_NEEDLES: &[&str] = &[
     "weekly status",
     "weekly\r\n status",
@@ -176,6 +184,15 @@ const HEADER_NEEDLES: &[&str] = &[
     "café über",
     "ÜBER ALLES",
     "Caf=C3",
+    "jane@example.com",
+    "Doe, Jane <jane@",
+    "(work)",
+    "müller <mueller@x",
+    "mueller@x.org, bob",
+    "team: a@b.org, c",
+    "d.org;",
+    "undisclosed",
+    "x.org",
 ];
 
 fn uid_search(c: &mut Client, criteria: &str) -> String {
@@ -199,6 +216,9 @@ fn compare(with: &mut Client, without: &mut Client) -> usize {
         queries.push(format!("TEXT {q}"));
         queries.push(format!("SUBJECT {q}"));
         queries.push(format!("HEADER X-Project {q}"));
+        for key in ["FROM", "TO", "CC", "BCC"] {
+            queries.push(format!("{key} {q}"));
+        }
     }
     queries.extend(
         [
@@ -349,8 +369,8 @@ fn messages_the_index_rules_out_are_not_read() {
     // "hello" is one of its words: the index proves the match (of the
     // message as it was delivered) without reading it.
     assert_eq!(uid_search(&mut with, "BODY hello"), "* SEARCH 7");
-    // SUBJECT and HEADER go through the index too: UID 7 ("Subject:
-    // alt") is ruled out without being read.
+    // SUBJECT, HEADER and FROM go through the index too: UID 7
+    // ("Subject: alt", from g@x.org) is ruled out without being read.
     let mut fresh = server(&s.spool, &s.on);
     fresh.ok("SELECT INBOX");
     assert_eq!(uid_search(&mut fresh, "SUBJECT report"), "* SEARCH 1");
@@ -358,6 +378,7 @@ fn messages_the_index_rules_out_are_not_read() {
         uid_search(&mut fresh, "HEADER Subject report"),
         "* SEARCH 1"
     );
+    assert_eq!(uid_search(&mut fresh, "FROM a@x.org"), "* SEARCH 1");
     let (_, tagged) = without.cmd("UID SEARCH SUBJECT report");
     assert!(tagged.contains("NO [CORRUPTION]"), "{tagged}");
 }

@@ -1,5 +1,5 @@
-//! SEARCH BODY/TEXT (and SUBJECT and HEADER, whose needles the index
-//! holds in its header trigrams) through the mailbox's full-text index
+//! SEARCH BODY/TEXT (and SUBJECT, HEADER, FROM, TO, CC and BCC, whose
+//! needles the index holds in its header trigrams) through the mailbox's full-text index
 //! (the `fts` crate): before a search reads the messages, the index names the UIDs
 //! that may match; the others are skipped without being opened. Every
 //! message that is not skipped is still tested by `search::matches`,
@@ -89,7 +89,11 @@ fn has_probe(c: &Crit) -> bool {
             SearchKey::Body(s)
             | SearchKey::Text(s)
             | SearchKey::Subject(s)
-            | SearchKey::Header(_, s),
+            | SearchKey::Header(_, s)
+            | SearchKey::From(s)
+            | SearchKey::To(s)
+            | SearchKey::Cc(s)
+            | SearchKey::Bcc(s),
         ) => fts::probe(s.as_ref()).is_some(),
         _ => false,
     }
@@ -141,14 +145,21 @@ fn possible(
             Some(snap.candidates(&p)?)
         }
         // A header value holds the needle, as written or decoded
-        // (search.rs `header_text_has`): the index has each field's
-        // trigrams unfolded and decoded (`fts::Writer::add`).
-        Crit::Key(SearchKey::Subject(s) | SearchKey::Header(_, s)) => {
-            match fts::probe(s.as_ref()) {
-                Some(p) => Some(snap.header_candidates(&p)?),
-                None => None,
-            }
-        }
+        // (search.rs `header_text_has`), or an address field's rebuilt
+        // addresses do (`address_value_has`): the index has each field's
+        // trigrams unfolded and decoded, and those of the addresses of
+        // From, To, Cc and Bcc (`fts::Writer::add`).
+        Crit::Key(
+            SearchKey::Subject(s)
+            | SearchKey::Header(_, s)
+            | SearchKey::From(s)
+            | SearchKey::To(s)
+            | SearchKey::Cc(s)
+            | SearchKey::Bcc(s),
+        ) => match fts::probe(s.as_ref()) {
+            Some(p) => Some(snap.header_candidates(&p)?),
+            None => None,
+        },
         _ => None,
     })
 }

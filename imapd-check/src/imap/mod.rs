@@ -12,7 +12,7 @@
 //! settings from the `imapd.*` config keys (`config.rs`). The byte stream
 //! under a session, whatever carries it, is `stream.rs`.
 
-pub mod address;
+pub use fts::address;
 pub mod append;
 pub mod auth;
 pub mod binary;

@@ -1,6 +1,6 @@
 //! Address header fields (From, To, Cc, ...) as IMAP sees them: the
 //! ENVELOPE address lists (RFC 3501 7.4.2) and the text SEARCH FROM/TO/
-//! CC/BCC match against (6.4.4).
+//! CC/BCC match against (6.4.4), which the full-text index holds too.
 //!
 //! RFC 5322 section 3.4 with its obsolete forms (4.4): display names are
 //! phrases (words joined by one space, quoted strings unquoted, comments
@@ -15,15 +15,20 @@
 /// One element of an address list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item {
+    /// One address.
     Mailbox {
+        /// The display name (a phrase, or the comment standing for it).
         name: Option<Vec<u8>>,
         /// Source route (`@a,@b`), RFC 3501's at-domain-list.
         route: Option<Vec<u8>>,
+        /// The local part.
         mailbox: Vec<u8>,
         /// None when the address had no `@domain`.
         host: Option<Vec<u8>>,
     },
+    /// The start of a group, with its display name.
     GroupStart(Vec<u8>),
+    /// The end of a group.
     GroupEnd,
 }
 
@@ -353,6 +358,21 @@ fn collapse_ws(b: &[u8]) -> Vec<u8> {
         out.extend_from_slice(w);
     }
     out
+}
+
+/// The header fields SEARCH FROM, TO, CC and BCC compare as addresses
+/// ([`search_text`]).
+pub const SEARCH_FIELDS: [&[u8]; 4] = [b"From", b"To", b"Cc", b"Bcc"];
+
+/// Whether the unfolded header field `field` (`Name: value`) is one of
+/// [`SEARCH_FIELDS`], its name trimmed and in any case (as SEARCH finds
+/// the fields).
+pub fn is_address_field(field: &[u8]) -> bool {
+    let Some(colon) = field.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let name = field[..colon].trim_ascii();
+    SEARCH_FIELDS.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// The address list of one header field's value (folding included).
