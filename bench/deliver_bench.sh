@@ -106,8 +106,8 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$cyrus_pid" 2>/dev/null || break; sleep 0.1; done
     fi
     sleep 0.5
-    if [[ -n ${BENCH_LOG:-} && -n $work && -f $work/our-lmtp.log ]]; then
-        cp "$work/our-lmtp.log" "$BENCH_LOG" || true
+    if [[ -n ${BENCH_LOG:-} && -n $work && -f $work/data/our-lmtp.log ]]; then
+        cp "$work/data/our-lmtp.log" "$BENCH_LOG" || true
     fi
     if [[ -n $work ]]; then rm -rf "$work"; fi
     if [[ -n $fs_mount ]]; then

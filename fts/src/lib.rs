@@ -1,5 +1,6 @@
 //! A per-mailbox full-text candidate index for IMAP SEARCH BODY/TEXT
-//! (and SUBJECT/HEADER: header fields are also indexed unfolded).
+//! and the header keys (SUBJECT, HEADER, FROM, TO, CC, BCC: header
+//! fields have terms of their own, [`grams::HEADER`]).
 //!
 //! Stored in the mailbox directory as `.fts/` (derived data: deleted
 //! freely, rebuilt lazily or by `idx-admin fts-rebuild`). One tantivy
@@ -268,7 +269,8 @@ impl Snapshot {
     }
 
     /// [`Self::candidates`] for a needle compared with header field
-    /// values, unfolded or decoded (SEARCH SUBJECT, HEADER): among the
+    /// values, unfolded or decoded, or with the addresses of an address
+    /// field (SEARCH SUBJECT, HEADER, FROM, TO, CC, BCC): among the
     /// [`grams::HEADER`] terms; also every message indexed without them
     /// ([`grams::HEADER_TERMS`]).
     pub fn header_candidates(&self, probe: &Probe) -> Result<Vec<u32>> {
@@ -641,6 +643,9 @@ impl Writer {
         let mut doc = TantivyDocument::new();
         doc.add_u64(self.f.key, key(self.uidvalidity, uid));
         doc.add_u64(self.f.gram, u64::from(grams::UNINDEXED));
+        // A candidate for header needles as for any (UNINDEXED): marked,
+        // so that it does not count as a document of an older version.
+        doc.add_u64(self.f.gram, u64::from(grams::HEADER_TERMS));
         self.push(uid, doc)
     }
 
@@ -740,16 +745,16 @@ mod tests {
         assert_eq!(s.header_candidates(&probe(b"zebra").unwrap()).unwrap(), [3]);
         assert!(s.unmarked_headers().unwrap());
 
-        // Without older documents the query for them is not made.
-        let mut w = writer(t.path(), 7, MIN_MEMORY).unwrap().unwrap();
-        w.remove(&[3]);
-        w.commit().unwrap();
+        // Without older documents (unindexed ones are marked) the query
+        // for them is not made.
         let mut w = writer(t.path(), 7, MIN_MEMORY).unwrap().unwrap();
         w.clear().unwrap();
         w.add(1, folded, folded.len() as u64 - 6).unwrap();
+        w.add_unindexed(2).unwrap();
         w.commit().unwrap();
         let s = snapshot(t.path(), 7).unwrap().unwrap();
         assert!(!s.unmarked_headers().unwrap());
+        assert_eq!(s.header_candidates(&probe(b"body").unwrap()).unwrap(), [2]);
         assert_eq!(
             s.header_candidates(&probe(b"zebra").unwrap()).unwrap(),
             Vec::<u32>::new()

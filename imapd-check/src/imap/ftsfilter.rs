@@ -1,6 +1,7 @@
 //! SEARCH BODY/TEXT (and SUBJECT, HEADER, FROM, TO, CC and BCC, whose
-//! needles the index holds in its header trigrams) through the mailbox's full-text index
-//! (the `fts` crate): before a search reads the messages, the index names the UIDs
+//! needles the index holds among its header terms) through the
+//! mailbox's full-text index (the `fts` crate): before a search reads
+//! the messages, the index names the UIDs
 //! that may match; the others are skipped without being opened. Every
 //! message that is not skipped is still tested by `search::matches`,
 //! which reads it unless the index proves the key (the needle is one of
@@ -79,8 +80,8 @@ impl Filter {
 }
 
 /// Whether the index can narrow these criteria: some BODY, TEXT,
-/// SUBJECT or HEADER key with a needle of at least three bytes that
-/// every match must meet.
+/// SUBJECT, HEADER, FROM, TO, CC or BCC key with a needle of at least
+/// three bytes that every match must meet.
 fn has_probe(c: &Crit) -> bool {
     match c {
         Crit::All(v) => v.iter().any(has_probe),
