@@ -26,6 +26,10 @@ pub fn parse_message_file_name(name: &[u8]) -> Option<u32> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
+/// In a mailbox directory: the full-text index (the `fts` crate),
+/// derived from the messages; reconstruct removes it (PROTOCOL.md §11).
+pub const FTS_DIR: &str = ".fts";
+
 /// In a mailbox directory: its special-use attribute (RFC 6154).
 pub const SPECIAL_USE_FILE: &str = ".special-use";
 

@@ -553,6 +553,11 @@ fn reconstruct_once(
     // The change log describes the old file's slots: reset before the
     // new file is published, and rebuilt empty (PROTOCOL.md §5).
     crate::changelog::reset(dir)?;
+    // So does the full-text index, which may hold the old bytes of a
+    // message this reconstruct records anew under the same UID: removed
+    // before the new file is published (its removal made durable with
+    // the rename, below), PROTOCOL.md §11.
+    remove_fts(dir)?;
     if old.is_some() {
         dir.rename(
             fsutil::os(tmp.as_bytes()),
@@ -580,6 +585,17 @@ fn reconstruct_once(
     }
     out.header = h;
     Ok(Some(out))
+}
+
+/// Removes the mailbox's full-text index (`.fts/`, derived data), if any.
+fn remove_fts(dir: &Dir) -> Result<()> {
+    let path = dir.child_path(fsutil::os(crate::layout::FTS_DIR.as_bytes()));
+    match std::fs::remove_dir_all(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io("remove the full-text index", path, e))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The store hands out UIDVALIDITY values from `SPOOL/USER/.uidvalidity`

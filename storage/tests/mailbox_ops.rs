@@ -609,3 +609,36 @@ fn creating_a_child_while_its_parent_is_deleted_never_loses_it() {
         }
     }
 }
+
+/// PROTOCOL.md §5 and §11: a reconstruct that records a changed file
+/// anew under its UID removes the full-text index (`.fts/`), which may
+/// hold the file's old bytes; the messages stay.
+#[test]
+fn reconstruct_removes_the_full_text_index() {
+    let (_t, s, u, mut m) = inbox();
+    m.append(&b"Subject: one\r\n\r\nold words\r\n"[..], AppendOptions::default())
+        .unwrap();
+    let dir = s.mailbox_path(&u, &MailboxName::inbox());
+    std::fs::create_dir_all(dir.join(".fts/sub")).unwrap();
+    std::fs::write(dir.join(".fts/meta.json"), b"{}").unwrap();
+    std::fs::write(dir.join("1."), b"Subject: one\r\n\r\nnew words, longer\r\n").unwrap();
+    let o = mailstore::recovery::reconstruct(
+        &dir,
+        mailstore::Durability::Full,
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(o.header.num_records, 1);
+    assert!(!dir.join(".fts").exists(), "the index of the old bytes is gone");
+    assert_eq!(
+        std::fs::read(dir.join("1.")).unwrap(),
+        b"Subject: one\r\n\r\nnew words, longer\r\n"
+    );
+    // Without an index, nothing to remove.
+    mailstore::recovery::reconstruct(
+        &dir,
+        mailstore::Durability::Full,
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+}

@@ -280,8 +280,8 @@ fn run(cli: &Cli) -> Result<(), String> {
         }
         Cmd::Reconstruct(mb) => {
             let t = mb.resolve()?;
-            // Derived data; the next SEARCH (or fts-rebuild) builds it.
-            fts::remove(&t.dir).map_err(|e| e.to_string())?;
+            // Removes the full-text index too (derived data; the next
+            // SEARCH or fts-rebuild builds it).
             let o = storage::recovery::reconstruct(&t.dir, Durability::Full, t.lock_timeout)
                 .map_err(|e| e.to_string())?;
             let h = &o.header;
