@@ -616,8 +616,11 @@ fn creating_a_child_while_its_parent_is_deleted_never_loses_it() {
 #[test]
 fn reconstruct_removes_the_full_text_index() {
     let (_t, s, u, mut m) = inbox();
-    m.append(&b"Subject: one\r\n\r\nold words\r\n"[..], AppendOptions::default())
-        .unwrap();
+    m.append(
+        &b"Subject: one\r\n\r\nold words\r\n"[..],
+        AppendOptions::default(),
+    )
+    .unwrap();
     let dir = s.mailbox_path(&u, &MailboxName::inbox());
     std::fs::create_dir_all(dir.join(".fts/sub")).unwrap();
     std::fs::write(dir.join(".fts/meta.json"), b"{}").unwrap();
@@ -629,7 +632,10 @@ fn reconstruct_removes_the_full_text_index() {
     )
     .unwrap();
     assert_eq!(o.header.num_records, 1);
-    assert!(!dir.join(".fts").exists(), "the index of the old bytes is gone");
+    assert!(
+        !dir.join(".fts").exists(),
+        "the index of the old bytes is gone"
+    );
     assert_eq!(
         std::fs::read(dir.join("1.")).unwrap(),
         b"Subject: one\r\n\r\nnew words, longer\r\n"
