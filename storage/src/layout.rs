@@ -1,10 +1,10 @@
 //! Names of the store's files that several modules use: in a mailbox
 //! directory the index file, the message files (`UID.`), the staging
-//! directory and the special-use attribute; in a user's directory the
-//! UIDVALIDITY counter, the name lock and the names generation
-//! (docs/FORMAT.md §1 and §4). Kept below every module that names them,
-//! so that none of them imports the mailbox handle, the store or the
-//! index only for a file name.
+//! directory, the full-text index and the special-use attribute; in a
+//! user's directory the UIDVALIDITY counter, the name lock and the names
+//! generation (docs/FORMAT.md §1 and §4). Kept below every module that
+//! names them, so that none of them imports the mailbox handle, the
+//! store or the index only for a file name.
 
 /// The index file of a mailbox directory.
 pub const INDEX_NAME: &str = ".index";
@@ -26,8 +26,9 @@ pub fn parse_message_file_name(name: &[u8]) -> Option<u32> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// In a mailbox directory: the full-text index (the `fts` crate),
-/// derived from the messages; reconstruct removes it (PROTOCOL.md §11).
+/// In a mailbox directory: the full-text index (the `fts` crate's
+/// `fts::DIR`, which does not depend on this one), derived from the
+/// messages; reconstruct removes it (PROTOCOL.md §11).
 pub const FTS_DIR: &str = ".fts";
 
 /// In a mailbox directory: its special-use attribute (RFC 6154).

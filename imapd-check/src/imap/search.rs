@@ -534,6 +534,135 @@ mod tests {
         assert!(matched > 50_000, "the cases must mostly match: {matched}");
     }
 
+    /// The full-text index never rules out a header match (SEARCH SUBJECT,
+    /// HEADER, FROM, TO, CC, BCC through `ftsfilter`): over random
+    /// headers built from the hard parts (folds, tab folds, bare CRs,
+    /// encoded words, comments, quoted names, groups, non-ASCII text),
+    /// every message the matcher here finds a needle in is among the
+    /// index's header candidates for it. Needles are cut from what the
+    /// matcher compares (the unfolded value, its decoded form, the
+    /// rebuilt addresses) or made up.
+    #[test]
+    fn the_index_keeps_every_header_match() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let names: [&[u8]; 7] = [
+            b"From",
+            b"to",
+            b"CC",
+            b"Bcc",
+            b"Subject",
+            b"X-Tag",
+            b"Reply-To",
+        ];
+        let parts: [&[u8]; 22] = [
+            b"Jane",
+            b"Doe",
+            b" ",
+            b"\r\n ",
+            b"\r\n\t",
+            b"\r",
+            b"\"Doe, J\"",
+            b"(work)",
+            b"<",
+            b">",
+            b"@",
+            b",",
+            b":",
+            b";",
+            b".",
+            b"a@b.org",
+            b"x.org",
+            b"=?utf-8?q?M=C3=BCller_K?=",
+            b"=?utf-8?b?w7xiZXI=?=",
+            b"\xc3\xbc",
+            b"Grp:",
+            b"zz",
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = fts::writer(dir.path(), 1, fts::MIN_MEMORY)
+            .unwrap()
+            .unwrap();
+        let mut headers = Vec::new();
+        for uid in 1..=300u32 {
+            let mut h = Vec::new();
+            for _ in 0..1 + next(5) {
+                h.extend_from_slice(names[next(names.len())]);
+                h.extend_from_slice(b":");
+                for _ in 0..1 + next(8) {
+                    h.extend_from_slice(parts[next(parts.len())]);
+                }
+                h.extend_from_slice(b"\r\n");
+            }
+            h.extend_from_slice(b"\r\n");
+            let mut raw = h.clone();
+            raw.extend_from_slice(b"a body\r\n");
+            w.add(uid, &raw, h.len() as u64).unwrap();
+            headers.push(h);
+        }
+        w.commit().unwrap();
+        let snap = fts::snapshot(dir.path(), 1).unwrap().unwrap();
+        let mut checked = 0;
+        for _ in 0..20_000 {
+            let header = &headers[next(headers.len())];
+            let name = names[next(names.len())];
+            let values = header_values(header, name);
+            let address = address::SEARCH_FIELDS
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name));
+            // What the matcher compares, to cut needles from.
+            let mut texts: Vec<Vec<u8>> = Vec::new();
+            for v in &values {
+                texts.push(v.clone());
+                if let Some(d) = fts::text::decode_unstructured(v) {
+                    texts.push(d.into_bytes());
+                }
+                let items = address::parse(v);
+                if !items.is_empty() {
+                    let st = address::search_text(&items);
+                    if let Some(d) = fts::text::decode_unstructured(&st) {
+                        texts.push(d.into_bytes());
+                    }
+                    texts.push(st);
+                }
+            }
+            let needle: Vec<u8> = match texts.get(next(texts.len() + 1)) {
+                Some(t) if !t.is_empty() => {
+                    let a = next(t.len());
+                    t[a..(a + 3 + next(6)).min(t.len())].to_vec()
+                }
+                _ => parts[next(parts.len())].to_vec(),
+            };
+            let Some(probe) = fts::probe(&needle) else {
+                continue;
+            };
+            let found = if address {
+                values.iter().any(|v| address_value_has(v, &needle))
+            } else {
+                values.iter().any(|v| header_text_has(v, &needle))
+            };
+            if !found {
+                continue;
+            }
+            checked += 1;
+            let uid = headers.iter().position(|h| h == header).unwrap() as u32 + 1;
+            let candidates = snap.header_candidates(&probe).unwrap();
+            assert!(
+                candidates.binary_search(&uid).is_ok(),
+                "{} {:?} in {:?}: not a candidate",
+                String::from_utf8_lossy(name),
+                String::from_utf8_lossy(&needle),
+                String::from_utf8_lossy(header)
+            );
+        }
+        assert!(checked > 2_000, "enough cases must match: {checked}");
+    }
+
     #[test]
     fn contains_ci_finds_every_position() {
         for (hay, needle, want) in [
