@@ -1,8 +1,9 @@
-//! SEARCH BODY/TEXT through the full-text index (`.fts/`, the `fts`
-//! crate): the answers are the direct scan's (RFC 3501 6.4.4: a
-//! case-insensitive substring of the body or of the whole message), for
-//! MIME-encoded, non-English and attached text, whatever state the index
-//! is in. Each check runs the real server twice on one spool: with the
+//! SEARCH BODY/TEXT and the header keys (SUBJECT, HEADER, FROM, TO, CC,
+//! BCC) through the full-text index (`.fts/`, the `fts` crate): the
+//! answers are the direct scan's (RFC 3501 6.4.4: a case-insensitive
+//! substring of the body, of the whole message, of a header field or of
+//! its addresses), for MIME-encoded, non-English and attached text,
+//! folded and encoded header fields, whatever state the index is in. Each check runs the real server twice on one spool: with the
 //! index (the default) and with `imapd.fts = off`.
 
 mod imap_common;
@@ -340,6 +341,24 @@ fn answers_equal_the_direct_scan() {
         uid_search(&mut with, &format!("BODY {}", quoted_or_literal("привет"))),
         "* SEARCH 3"
     );
+    // Header keys: across a fold, a bare CR, encoded words, and the
+    // addresses rebuilt without comments.
+    for (q, want) in [
+        ("SUBJECT \"weekly status\"", "* SEARCH 32"),
+        ("HEADER X-Project \"apollo\televen\"", "* SEARCH 32"),
+        ("SUBJECT splitword", "* SEARCH 33"),
+        ("FROM jane@example.com", "* SEARCH 35"),
+        ("BCC \"team: a@b.org\"", "* SEARCH 35"),
+    ] {
+        assert_eq!(uid_search(&mut with, q), want, "{q}");
+    }
+    for (key, needle, want) in [
+        ("SUBJECT", "café über", "* SEARCH 34"),
+        ("CC", "müller <mueller@x", "* SEARCH 35"),
+    ] {
+        let q = format!("{key} {}", quoted_or_literal(needle));
+        assert_eq!(uid_search(&mut with, &q), want, "{q}");
+    }
 }
 
 /// The index is a filter: a message it rules out is not read at all
