@@ -375,6 +375,13 @@ pub fn is_address_field(field: &[u8]) -> bool {
     SEARCH_FIELDS.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
+/// The name of the unfolded header field `field` (`Name: value`),
+/// trimmed, in ASCII lower case (`from` for `FROM :`).
+pub fn field_name(field: &[u8]) -> String {
+    let end = field.iter().position(|&b| b == b':').unwrap_or(field.len());
+    String::from_utf8_lossy(field[..end].trim_ascii()).to_ascii_lowercase()
+}
+
 /// The address list of one header field's value (folding included).
 pub fn parse(value: &[u8]) -> Vec<Item> {
     let mut p = Parser { s: value, i: 0 };

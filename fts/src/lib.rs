@@ -291,6 +291,18 @@ impl Snapshot {
         Ok(uids)
     }
 
+    /// The UIDs up to [`Self::high_water`] that certainly match SEARCH
+    /// `field` (`FROM`, `TO`, `CC` or `BCC`) `needle`: those whose field
+    /// holds an address equal to the needle, in any ASCII case
+    /// ([`words::address_term`]).
+    pub fn proven_address(&self, field: &str, needle: &[u8]) -> Result<Vec<u32>> {
+        let Some(t) = words::address_term(field, needle) else {
+            return Ok(Vec::new());
+        };
+        let term = Term::from_field_text(self.f.word, &t);
+        self.keys(&TermQuery::new(term, IndexRecordOption::Basic))
+    }
+
     /// Whether some document lacks [`grams::HEADER_TERMS`] (counted
     /// with deleted documents, which can only make this true).
     fn unmarked_headers(&self) -> Result<bool> {
@@ -578,6 +590,22 @@ impl Writer {
                 // FROM, TO, CC, BCC compare the addresses rebuilt
                 // (comments and folding dropped), decoded too.
                 let items = address::parse(v);
+                let field = address::field_name(&f);
+                for it in &items {
+                    if let address::Item::Mailbox {
+                        mailbox,
+                        host: Some(host),
+                        ..
+                    } = it
+                    {
+                        let mut a = mailbox.clone();
+                        a.push(b'@');
+                        a.extend_from_slice(host);
+                        if let Some(t) = words::address_term(&field, &a) {
+                            self.words.add_term(t);
+                        }
+                    }
+                }
                 if !items.is_empty() {
                     let st = address::search_text(&items);
                     self.header_grams.add_ascii_folded(&st);

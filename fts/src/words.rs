@@ -9,7 +9,9 @@
 //! alphanumeric characters: ASCII ones in the message as stored (ASCII
 //! lower case), Unicode ones in decoded text (Unicode lower case), at
 //! most [`MAX_WORD`] bytes. Terms are prefixed by where they prove a
-//! match: `b` in the body (BODY and TEXT), `h` in the header (TEXT).
+//! match: `b` in the body (BODY and TEXT), `h` in the header (TEXT). The
+//! addresses of From, To, Cc and Bcc are terms too (`a`, [`address_term`]):
+//! a FROM/TO/CC/BCC needle that is a whole address is proven by them.
 
 use std::collections::HashSet;
 
@@ -93,6 +95,35 @@ pub fn proof_words(needle: &str) -> Vec<String> {
     }
     let w = needle.to_lowercase();
     if keep(&w) { vec![w] } else { Vec::new() }
+}
+
+/// Longest address (`local@host`) given a term of its own.
+pub const MAX_ADDRESS: usize = 320;
+
+/// The index term of address `local@host` in address field `field`
+/// (`from`, `to`, `cc`, `bcc`), ASCII lower case: a SEARCH FROM/TO/CC/BCC
+/// needle equal to it (in any ASCII case) is in the field's search text
+/// (`crate::address::search_text` writes every address whole), so the
+/// term proves the match. `None` for an address that is not UTF-8 or
+/// longer than [`MAX_ADDRESS`].
+pub fn address_term(field: &str, address: &[u8]) -> Option<String> {
+    if address.len() > MAX_ADDRESS {
+        return None;
+    }
+    let a = std::str::from_utf8(address).ok()?;
+    let mut t = String::with_capacity(field.len() + a.len() + 2);
+    t.push('a');
+    t.push_str(&field.to_ascii_lowercase());
+    t.push(':');
+    t.push_str(&a.to_ascii_lowercase());
+    Some(t)
+}
+
+impl Words {
+    /// Adds a term made by [`address_term`].
+    pub fn add_term(&mut self, term: String) {
+        self.0.insert(term);
+    }
 }
 
 /// The index term of word `w` found in `place`.

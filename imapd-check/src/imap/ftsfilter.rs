@@ -71,7 +71,8 @@ impl Filter {
     }
 
     /// True when message `uid` certainly matches `key` (one of the
-    /// criteria's BODY or TEXT keys), without reading it.
+    /// criteria's BODY, TEXT, FROM, TO, CC or BCC keys), without reading
+    /// it.
     pub fn proves(&self, key: &SearchKey, uid: u32) -> bool {
         self.proven
             .get(&(key as *const SearchKey as usize))
@@ -151,16 +152,32 @@ fn possible(
         // trigrams unfolded and decoded, and those of the addresses of
         // From, To, Cc and Bcc (`fts::Writer::add`).
         Crit::Key(
-            SearchKey::Subject(s)
+            key @ (SearchKey::Subject(s)
             | SearchKey::Header(_, s)
             | SearchKey::From(s)
             | SearchKey::To(s)
             | SearchKey::Cc(s)
-            | SearchKey::Bcc(s),
-        ) => match fts::probe(s.as_ref()) {
-            Some(p) => Some(snap.header_candidates(&p)?),
-            None => None,
-        },
+            | SearchKey::Bcc(s)),
+        ) => {
+            let Some(p) = fts::probe(s.as_ref()) else {
+                return Ok(None);
+            };
+            // A needle that is a whole address of the field proves it.
+            let field = match key {
+                SearchKey::From(_) => Some("from"),
+                SearchKey::To(_) => Some("to"),
+                SearchKey::Cc(_) => Some("cc"),
+                SearchKey::Bcc(_) => Some("bcc"),
+                _ => None,
+            };
+            if let Some(field) = field {
+                let sure = snap.proven_address(field, s.as_ref())?;
+                if !sure.is_empty() {
+                    proven.insert(*key as *const SearchKey as usize, sure);
+                }
+            }
+            Some(snap.header_candidates(&p)?)
+        }
         _ => None,
     })
 }

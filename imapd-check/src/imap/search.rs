@@ -408,6 +408,17 @@ pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
         SearchKey::SentBefore(d) => sent_day(c) < date_days(d.as_ref()),
         SearchKey::SentOn(d) => sent_day(c) == date_days(d.as_ref()),
         SearchKey::SentSince(d) => sent_day(c) >= date_days(d.as_ref()),
+        // The index proves some matches without the message being read.
+        SearchKey::Body(_)
+        | SearchKey::Text(_)
+        | SearchKey::From(_)
+        | SearchKey::To(_)
+        | SearchKey::Cc(_)
+        | SearchKey::Bcc(_)
+            if c.fts.is_some_and(|f| f.proves(key, c.rec.uid)) =>
+        {
+            true
+        }
         SearchKey::From(s) => address_has(c, b"From", s.as_ref()),
         SearchKey::To(s) => address_has(c, b"To", s.as_ref()),
         SearchKey::Cc(s) => address_has(c, b"Cc", s.as_ref()),
@@ -416,12 +427,6 @@ pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
         SearchKey::Header(name, s) => {
             let vals = header_values(c.header(), name.as_ref());
             !vals.is_empty() && vals.iter().any(|v| header_text_has(v, s.as_ref()))
-        }
-        // The index proves some matches without the message being read.
-        SearchKey::Body(_) | SearchKey::Text(_)
-            if c.fts.is_some_and(|f| f.proves(key, c.rec.uid)) =>
-        {
-            true
         }
         SearchKey::Body(s) => {
             c.contains_from(u64::from(c.rec.header_size), s.as_ref())
@@ -539,9 +544,10 @@ mod tests {
     /// headers built from the hard parts (folds, tab folds, bare CRs,
     /// encoded words, comments, quoted names, groups, non-ASCII text),
     /// every message the matcher here finds a needle in is among the
-    /// index's header candidates for it. Needles are cut from what the
-    /// matcher compares (the unfolded value, its decoded form, the
-    /// rebuilt addresses) or made up.
+    /// index's header candidates for it, and every message the index
+    /// proves a FROM/TO/CC/BCC match for matches. Needles are cut from
+    /// what the matcher compares (the unfolded value, its decoded form,
+    /// the rebuilt addresses), are whole addresses, or are made up.
     #[test]
     fn the_index_keeps_every_header_match() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -607,7 +613,7 @@ mod tests {
         }
         w.commit().unwrap();
         let snap = fts::snapshot(dir.path(), 1).unwrap().unwrap();
-        let mut checked = 0;
+        let (mut checked, mut proofs) = (0, 0);
         for _ in 0..20_000 {
             let header = &headers[next(headers.len())];
             let name = names[next(names.len())];
@@ -631,13 +637,49 @@ mod tests {
                     texts.push(st);
                 }
             }
+            // Whole addresses too (in another case): what proves a match.
+            let mut whole: Vec<Vec<u8>> = Vec::new();
+            for v in &values {
+                for it in address::parse(v) {
+                    if let address::Item::Mailbox {
+                        mailbox,
+                        host: Some(h),
+                        ..
+                    } = it
+                    {
+                        let mut a = mailbox.to_ascii_uppercase();
+                        a.push(b'@');
+                        a.extend_from_slice(&h);
+                        whole.push(a);
+                    }
+                }
+            }
             let needle: Vec<u8> = match texts.get(next(texts.len() + 1)) {
+                Some(_) if !whole.is_empty() && next(3) == 0 => whole[next(whole.len())].clone(),
                 Some(t) if !t.is_empty() => {
                     let a = next(t.len());
                     t[a..(a + 3 + next(6)).min(t.len())].to_vec()
                 }
                 _ => parts[next(parts.len())].to_vec(),
             };
+            // A proof is never wrong: every message it names matches.
+            let matches = |h: &[u8]| {
+                header_values(h, name)
+                    .iter()
+                    .any(|v| address_value_has(v, &needle))
+            };
+            if address {
+                let field = String::from_utf8_lossy(name).to_ascii_lowercase();
+                for uid in snap.proven_address(&field, &needle).unwrap() {
+                    proofs += 1;
+                    assert!(
+                        matches(&headers[uid as usize - 1]),
+                        "{field} {:?} proven in {:?}",
+                        String::from_utf8_lossy(&needle),
+                        String::from_utf8_lossy(&headers[uid as usize - 1])
+                    );
+                }
+            }
             let Some(probe) = fts::probe(&needle) else {
                 continue;
             };
@@ -661,6 +703,7 @@ mod tests {
             );
         }
         assert!(checked > 2_000, "enough cases must match: {checked}");
+        assert!(proofs > 200, "enough proofs: {proofs}");
     }
 
     #[test]
