@@ -382,6 +382,24 @@ pub fn field_name(field: &[u8]) -> String {
     String::from_utf8_lossy(field[..end].trim_ascii()).to_ascii_lowercase()
 }
 
+/// Each address of `items` that has a host, as `local@host` (how
+/// [`search_text`] writes it).
+pub fn whole_addresses(items: &[Item]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    items.iter().filter_map(|it| match it {
+        Item::Mailbox {
+            mailbox,
+            host: Some(host),
+            ..
+        } => {
+            let mut a = mailbox.clone();
+            a.push(b'@');
+            a.extend_from_slice(host);
+            Some(a)
+        }
+        _ => None,
+    })
+}
+
 /// The address list of one header field's value (folding included).
 pub fn parse(value: &[u8]) -> Vec<Item> {
     let mut p = Parser { s: value, i: 0 };

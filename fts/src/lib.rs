@@ -591,19 +591,9 @@ impl Writer {
                 // (comments and folding dropped), decoded too.
                 let items = address::parse(v);
                 let field = address::field_name(&f);
-                for it in &items {
-                    if let address::Item::Mailbox {
-                        mailbox,
-                        host: Some(host),
-                        ..
-                    } = it
-                    {
-                        let mut a = mailbox.clone();
-                        a.push(b'@');
-                        a.extend_from_slice(host);
-                        if let Some(t) = words::address_term(&field, &a) {
-                            self.words.add_term(t);
-                        }
+                for a in address::whole_addresses(&items) {
+                    if let Some(t) = words::address_term(&field, &a) {
+                        self.words.add_term(t);
                     }
                 }
                 if !items.is_empty() {

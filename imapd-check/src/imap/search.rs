@@ -640,19 +640,8 @@ mod tests {
             // Whole addresses too (in another case): what proves a match.
             let mut whole: Vec<Vec<u8>> = Vec::new();
             for v in &values {
-                for it in address::parse(v) {
-                    if let address::Item::Mailbox {
-                        mailbox,
-                        host: Some(h),
-                        ..
-                    } = it
-                    {
-                        let mut a = mailbox.to_ascii_uppercase();
-                        a.push(b'@');
-                        a.extend_from_slice(&h);
-                        whole.push(a);
-                    }
-                }
+                let items = address::parse(v);
+                whole.extend(address::whole_addresses(&items).map(|a| a.to_ascii_uppercase()));
             }
             let needle: Vec<u8> = match texts.get(next(texts.len() + 1)) {
                 Some(_) if !whole.is_empty() && next(3) == 0 => whole[next(whole.len())].clone(),
