@@ -303,6 +303,26 @@ impl Snapshot {
         self.keys(&TermQuery::new(term, IndexRecordOption::Basic))
     }
 
+    /// The UIDs up to [`Self::high_water`] that certainly match SEARCH
+    /// SUBJECT `needle`: those holding it as a word of a Subject field
+    /// ([`words::Place::Subject`]); none when it is not a single word.
+    pub fn proven_subject(&self, needle: &str) -> Result<Vec<u32>> {
+        let any: Vec<(Occur, Box<dyn Query>)> = words::proof_words(needle)
+            .iter()
+            .map(|w| {
+                let t = Term::from_field_text(self.f.word, &words::term(words::Place::Subject, w));
+                (
+                    Occur::Should,
+                    Box::new(TermQuery::new(t, IndexRecordOption::Basic)) as Box<dyn Query>,
+                )
+            })
+            .collect();
+        if any.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.keys(&BooleanQuery::new(any))
+    }
+
     /// Whether some document lacks [`grams::HEADER_TERMS`] (counted
     /// with deleted documents, which can only make this true).
     fn unmarked_headers(&self) -> Result<bool> {
@@ -579,12 +599,21 @@ impl Writer {
         for f in text::header_fields(&raw[..hs.min(text::HEADER_CAP)]) {
             self.header_grams.add_ascii_folded(&f);
             let v = text::field_value(&f);
+            // SUBJECT compares the unfolded value and its decoded form:
+            // their words prove a one-word needle.
+            let subject = address::field_name(&f) == "subject";
+            if subject {
+                self.words.add_raw(Place::Subject, v);
+            }
             if text::has_encoded_word(v)
                 && let Some(d) = text::decode_unstructured(v)
             {
                 self.grams.add_lowercased(&d);
                 self.header_grams.add_lowercased(&d);
                 self.words.add_text(Place::Header, &d);
+                if subject {
+                    self.words.add_text(Place::Subject, &d);
+                }
             }
             if address::is_address_field(&f) {
                 // FROM, TO, CC, BCC compare the addresses rebuilt

@@ -9,7 +9,8 @@
 //! alphanumeric characters: ASCII ones in the message as stored (ASCII
 //! lower case), Unicode ones in decoded text (Unicode lower case), at
 //! most [`MAX_WORD`] bytes. Terms are prefixed by where they prove a
-//! match: `b` in the body (BODY and TEXT), `h` in the header (TEXT). The
+//! match: `b` in the body (BODY and TEXT), `h` in the header (TEXT), `s`
+//! in a Subject field (SUBJECT). The
 //! addresses of From, To, Cc and Bcc are terms too (`a`, [`address_term`]):
 //! a FROM/TO/CC/BCC needle that is a whole address is proven by them.
 
@@ -25,6 +26,8 @@ pub enum Place {
     Body,
     /// The header: proves TEXT.
     Header,
+    /// A Subject field (unfolded, and decoded): proves SUBJECT.
+    Subject,
 }
 
 impl Place {
@@ -32,6 +35,7 @@ impl Place {
         match self {
             Place::Body => 'b',
             Place::Header => 'h',
+            Place::Subject => 's',
         }
     }
 }

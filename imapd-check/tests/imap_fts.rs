@@ -398,9 +398,12 @@ fn messages_the_index_rules_out_are_not_read() {
         "* SEARCH 1"
     );
     assert_eq!(uid_search(&mut fresh, "FROM a@x.org"), "* SEARCH 1");
-    // A whole address proves a FROM match: UID 7 is answered from the
-    // index (as delivered), not read.
+    // A whole address proves a FROM match, and a word of the Subject a
+    // SUBJECT match: UID 7 is answered from the index (as delivered),
+    // not read.
     assert_eq!(uid_search(&mut fresh, "FROM G@x.org"), "* SEARCH 7");
+    // So does a word of the Subject.
+    assert_eq!(uid_search(&mut fresh, "SUBJECT ALT"), "* SEARCH 7");
     let (_, tagged) = without.cmd("UID SEARCH FROM g@x.org");
     assert!(tagged.contains("NO [CORRUPTION]"), "{tagged}");
     let (_, tagged) = without.cmd("UID SEARCH SUBJECT report");

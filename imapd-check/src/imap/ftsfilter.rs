@@ -71,8 +71,8 @@ impl Filter {
     }
 
     /// True when message `uid` certainly matches `key` (one of the
-    /// criteria's BODY, TEXT, FROM, TO, CC or BCC keys), without reading
-    /// it.
+    /// criteria's BODY, TEXT, SUBJECT, FROM, TO, CC or BCC keys), without
+    /// reading it.
     pub fn proves(&self, key: &SearchKey, uid: u32) -> bool {
         self.proven
             .get(&(key as *const SearchKey as usize))
@@ -170,11 +170,17 @@ fn possible(
                 SearchKey::Bcc(_) => Some("bcc"),
                 _ => None,
             };
-            if let Some(field) = field {
-                let sure = snap.proven_address(field, s.as_ref())?;
-                if !sure.is_empty() {
-                    proven.insert(*key as *const SearchKey as usize, sure);
-                }
+            let sure = match (field, key) {
+                (Some(field), _) => snap.proven_address(field, s.as_ref())?,
+                // A one-word needle that is a word of the Subject does.
+                (None, SearchKey::Subject(_)) => match std::str::from_utf8(s.as_ref()) {
+                    Ok(needle) => snap.proven_subject(needle)?,
+                    Err(_) => Vec::new(),
+                },
+                _ => Vec::new(),
+            };
+            if !sure.is_empty() {
+                proven.insert(*key as *const SearchKey as usize, sure);
             }
             Some(snap.header_candidates(&p)?)
         }

@@ -411,6 +411,7 @@ pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
         // The index proves some matches without the message being read.
         SearchKey::Body(_)
         | SearchKey::Text(_)
+        | SearchKey::Subject(_)
         | SearchKey::From(_)
         | SearchKey::To(_)
         | SearchKey::Cc(_)
@@ -545,9 +546,10 @@ mod tests {
     /// encoded words, comments, quoted names, groups, non-ASCII text),
     /// every message the matcher here finds a needle in is among the
     /// index's header candidates for it, and every message the index
-    /// proves a FROM/TO/CC/BCC match for matches. Needles are cut from
-    /// what the matcher compares (the unfolded value, its decoded form,
-    /// the rebuilt addresses), are whole addresses, or are made up.
+    /// proves a SUBJECT or FROM/TO/CC/BCC match for matches. Needles are
+    /// cut from what the matcher compares (the unfolded value, its
+    /// decoded form, the rebuilt addresses), are whole words or
+    /// addresses, or are made up.
     #[test]
     fn the_index_keeps_every_header_match() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -643,8 +645,17 @@ mod tests {
                 let items = address::parse(v);
                 whole.extend(address::whole_addresses(&items).map(|a| a.to_ascii_uppercase()));
             }
+            // And whole words (what proves a SUBJECT match).
+            let words: Vec<Vec<u8>> = texts
+                .iter()
+                .filter_map(|t| std::str::from_utf8(t).ok())
+                .flat_map(|t| t.split(|c: char| !c.is_alphanumeric()))
+                .filter(|w| w.len() >= 3)
+                .map(|w| w.to_uppercase().into_bytes())
+                .collect();
             let needle: Vec<u8> = match texts.get(next(texts.len() + 1)) {
                 Some(_) if !whole.is_empty() && next(3) == 0 => whole[next(whole.len())].clone(),
+                Some(_) if !words.is_empty() && next(3) == 0 => words[next(words.len())].clone(),
                 Some(t) if !t.is_empty() => {
                     let a = next(t.len());
                     t[a..(a + 3 + next(6)).min(t.len())].to_vec()
@@ -657,6 +668,20 @@ mod tests {
                     .iter()
                     .any(|v| address_value_has(v, &needle))
             };
+            let subject = name.eq_ignore_ascii_case(b"subject");
+            if let (true, Ok(n)) = (subject, std::str::from_utf8(&needle)) {
+                for uid in snap.proven_subject(n).unwrap() {
+                    proofs += 1;
+                    let h = &headers[uid as usize - 1];
+                    assert!(
+                        header_values(h, name)
+                            .iter()
+                            .any(|v| header_text_has(v, &needle)),
+                        "subject {n:?} proven in {:?}",
+                        String::from_utf8_lossy(h)
+                    );
+                }
+            }
             if address {
                 let field = String::from_utf8_lossy(name).to_ascii_lowercase();
                 for uid in snap.proven_address(&field, &needle).unwrap() {
