@@ -382,22 +382,33 @@ pub fn field_name(field: &[u8]) -> String {
     String::from_utf8_lossy(field[..end].trim_ascii()).to_ascii_lowercase()
 }
 
-/// Each address of `items` that has a host, as `local@host` (how
-/// [`search_text`] writes it).
-pub fn whole_addresses(items: &[Item]) -> impl Iterator<Item = Vec<u8>> + '_ {
-    items.iter().filter_map(|it| match it {
-        Item::Mailbox {
-            mailbox,
-            host: Some(host),
-            ..
-        } => {
-            let mut a = mailbox.clone();
-            a.push(b'@');
-            a.extend_from_slice(host);
-            Some(a)
+/// The parts of the addresses of `items` that [`search_text`] writes
+/// whole, so that a needle equal to one of them (in any ASCII case) is
+/// in the text: each address as `local@host`, its host, `@host`, its
+/// local part and `local@` (an address without a host: its local part).
+/// Empty parts are left out.
+pub fn address_parts(items: &[Item]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for it in items {
+        let Item::Mailbox { mailbox, host, .. } = it else {
+            continue;
+        };
+        if !mailbox.is_empty() {
+            out.push(mailbox.clone());
         }
-        _ => None,
-    })
+        let Some(host) = host else { continue };
+        let mut at_host = vec![b'@'];
+        at_host.extend_from_slice(host);
+        let mut local_at = mailbox.clone();
+        local_at.push(b'@');
+        let mut whole = local_at.clone();
+        whole.extend_from_slice(host);
+        if !host.is_empty() {
+            out.push(host.clone());
+        }
+        out.extend([at_host, local_at, whole]);
+    }
+    out
 }
 
 /// The address list of one header field's value (folding included).

@@ -620,7 +620,7 @@ impl Writer {
                 // (comments and folding dropped), decoded too.
                 let items = address::parse(v);
                 let field = address::field_name(&f);
-                for a in address::whole_addresses(&items) {
+                for a in address::address_parts(&items) {
                     if let Some(t) = words::address_term(&field, &a) {
                         self.words.add_term(t);
                     }

@@ -11,8 +11,9 @@
 //! most [`MAX_WORD`] bytes. Terms are prefixed by where they prove a
 //! match: `b` in the body (BODY and TEXT), `h` in the header (TEXT), `s`
 //! in a Subject field (SUBJECT). The
-//! addresses of From, To, Cc and Bcc are terms too (`a`, [`address_term`]):
-//! a FROM/TO/CC/BCC needle that is a whole address is proven by them.
+//! addresses of From, To, Cc and Bcc and their parts are terms too (`a`,
+//! [`address_term`]): a FROM/TO/CC/BCC needle that is a whole address, a
+//! domain or a local part is proven by them.
 
 use std::collections::HashSet;
 
@@ -104,12 +105,13 @@ pub fn proof_words(needle: &str) -> Vec<String> {
 /// Longest address (`local@host`) given a term of its own.
 pub const MAX_ADDRESS: usize = 320;
 
-/// The index term of address `local@host` in address field `field`
-/// (`from`, `to`, `cc`, `bcc`), ASCII lower case: a SEARCH FROM/TO/CC/BCC
-/// needle equal to it (in any ASCII case) is in the field's search text
-/// (`crate::address::search_text` writes every address whole), so the
-/// term proves the match. `None` for an address that is not UTF-8 or
-/// longer than [`MAX_ADDRESS`].
+/// The index term of an address or address part (`local@host`, `host`,
+/// `@host`, `local`, `local@`: `crate::address::address_parts`) in
+/// address field `field` (`from`, `to`, `cc`, `bcc`), ASCII lower case:
+/// a SEARCH FROM/TO/CC/BCC needle equal to it (in any ASCII case) is in
+/// the field's search text (`crate::address::search_text` writes every
+/// address whole), so the term proves the match. `None` for one that is
+/// not UTF-8 or longer than [`MAX_ADDRESS`].
 pub fn address_term(field: &str, address: &[u8]) -> Option<String> {
     if address.len() > MAX_ADDRESS {
         return None;

@@ -162,7 +162,8 @@ fn possible(
             let Some(p) = fts::probe(s.as_ref()) else {
                 return Ok(None);
             };
-            // A needle that is a whole address of the field proves it.
+            // A needle that is a whole address of the field, or its
+            // domain or local part, proves it (`fts::address::address_parts`).
             let field = match key {
                 SearchKey::From(_) => Some("from"),
                 SearchKey::To(_) => Some("to"),

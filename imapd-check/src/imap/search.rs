@@ -639,11 +639,16 @@ mod tests {
                     texts.push(st);
                 }
             }
-            // Whole addresses too (in another case): what proves a match.
+            // Whole addresses and their parts too (in another case): what
+            // proves a match.
             let mut whole: Vec<Vec<u8>> = Vec::new();
             for v in &values {
                 let items = address::parse(v);
-                whole.extend(address::whole_addresses(&items).map(|a| a.to_ascii_uppercase()));
+                whole.extend(
+                    address::address_parts(&items)
+                        .into_iter()
+                        .map(|a| a.to_ascii_uppercase()),
+                );
             }
             // And whole words (what proves a SUBJECT match).
             let words: Vec<Vec<u8>> = texts
