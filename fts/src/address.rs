@@ -364,22 +364,16 @@ fn collapse_ws(b: &[u8]) -> Vec<u8> {
 /// ([`search_text`]).
 pub const SEARCH_FIELDS: [&[u8]; 4] = [b"From", b"To", b"Cc", b"Bcc"];
 
-/// Whether the unfolded header field `field` (`Name: value`) is one of
-/// [`SEARCH_FIELDS`], its name trimmed and in any case (as SEARCH finds
-/// the fields).
-pub fn is_address_field(field: &[u8]) -> bool {
-    let Some(colon) = field.iter().position(|&b| b == b':') else {
-        return false;
-    };
-    let name = field[..colon].trim_ascii();
-    SEARCH_FIELDS.iter().any(|n| name.eq_ignore_ascii_case(n))
+/// The name of the unfolded header field `field` (`Name: value`), white
+/// space trimmed (as SEARCH finds the fields).
+pub fn field_name(field: &[u8]) -> &[u8] {
+    let end = field.iter().position(|&b| b == b':').unwrap_or(field.len());
+    field[..end].trim_ascii()
 }
 
-/// The name of the unfolded header field `field` (`Name: value`),
-/// trimmed, in ASCII lower case (`from` for `FROM :`).
-pub fn field_name(field: &[u8]) -> String {
-    let end = field.iter().position(|&b| b == b':').unwrap_or(field.len());
-    String::from_utf8_lossy(field[..end].trim_ascii()).to_ascii_lowercase()
+/// Whether a field called `name` is one of [`SEARCH_FIELDS`], in any case.
+pub fn is_search_field(name: &[u8]) -> bool {
+    SEARCH_FIELDS.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// The parts of the addresses of `items` that [`search_text`] writes

@@ -307,20 +307,7 @@ impl Snapshot {
     /// SUBJECT `needle`: those holding it as a word of a Subject field
     /// ([`words::Place::Subject`]); none when it is not a single word.
     pub fn proven_subject(&self, needle: &str) -> Result<Vec<u32>> {
-        let any: Vec<(Occur, Box<dyn Query>)> = words::proof_words(needle)
-            .iter()
-            .map(|w| {
-                let t = Term::from_field_text(self.f.word, &words::term(words::Place::Subject, w));
-                (
-                    Occur::Should,
-                    Box::new(TermQuery::new(t, IndexRecordOption::Basic)) as Box<dyn Query>,
-                )
-            })
-            .collect();
-        if any.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.keys(&BooleanQuery::new(any))
+        self.proven_in(needle, &[words::Place::Subject])
     }
 
     /// Whether some document lacks [`grams::HEADER_TERMS`] (counted
@@ -349,13 +336,18 @@ impl Snapshot {
     /// ([`words`]); none when it is not a single word.
     pub fn proven(&self, needle: &str, text: bool) -> Result<Vec<u32>> {
         use words::Place;
+        let places: &[Place] = if text {
+            &[Place::Body, Place::Header]
+        } else {
+            &[Place::Body]
+        };
+        self.proven_in(needle, places)
+    }
+
+    /// The UIDs holding `needle` as a word in one of `places`.
+    fn proven_in(&self, needle: &str, places: &[words::Place]) -> Result<Vec<u32>> {
         let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for w in words::proof_words(needle) {
-            let places: &[Place] = if text {
-                &[Place::Body, Place::Header]
-            } else {
-                &[Place::Body]
-            };
             for &p in places {
                 let t = Term::from_field_text(self.f.word, &words::term(p, &w));
                 any.push((
@@ -601,7 +593,8 @@ impl Writer {
             let v = text::field_value(&f);
             // SUBJECT compares the unfolded value and its decoded form:
             // their words prove a one-word needle.
-            let subject = address::field_name(&f) == "subject";
+            let name = address::field_name(&f);
+            let subject = name.eq_ignore_ascii_case(b"subject");
             if subject {
                 self.words.add_raw(Place::Subject, v);
             }
@@ -615,11 +608,11 @@ impl Writer {
                     self.words.add_text(Place::Subject, &d);
                 }
             }
-            if address::is_address_field(&f) {
+            if address::is_search_field(name) {
                 // FROM, TO, CC, BCC compare the addresses rebuilt
                 // (comments and folding dropped), decoded too.
                 let items = address::parse(v);
-                let field = address::field_name(&f);
+                let field = String::from_utf8_lossy(name).to_ascii_lowercase();
                 for a in address::address_parts(&items) {
                     if let Some(t) = words::address_term(&field, &a) {
                         self.words.add_term(t);

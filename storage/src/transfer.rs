@@ -443,15 +443,8 @@ fn stage_one(src: &Mailbox, uid: u32, dst: &Mailbox) -> Result<Staged> {
     crate::lock::lock(file.as_fd(), LockKind::Shared, src.lock_timeout, &src_path)?;
     let name = format!("{}.{}.m{}", std::process::id(), fsutil::now(), unique());
     let os = fsutil::os(name.as_bytes());
-    let linked = nix::unistd::linkat(
-        src.dir().fd.as_fd(),
-        src_os,
-        dst.stage.fd.as_fd(),
-        os,
-        AtFlags::empty(),
-    );
-    match linked {
-        Ok(()) => Ok(Staged {
+    match link_message(src.dir(), uid, &dst.stage, os)? {
+        Link::Made => Ok(Staged {
             src: src.dir.clone(),
             uid,
             early: Some(Early {
@@ -461,11 +454,7 @@ fn stage_one(src: &Mailbox, uid: u32, dst: &Mailbox) -> Result<Staged> {
             }),
             placed: false,
         }),
-        Err(nix::Error::ENOENT) => Err(Error::Expunged(uid)),
-        Err(nix::Error::EXDEV)
-        | Err(nix::Error::EPERM)
-        | Err(nix::Error::EMLINK)
-        | Err(nix::Error::ENOTSUP) => {
+        Link::Impossible => {
             // No hard link possible here: copy the bytes and make them
             // durable before any index can point at them.
             let mut out = dst
@@ -486,7 +475,36 @@ fn stage_one(src: &Mailbox, uid: u32, dst: &Mailbox) -> Result<Staged> {
             copy_bytes(&file, &mut out, &path, dst.durability() == Durability::Full)?;
             Ok(staged)
         }
-        Err(e) => Err(Error::nix("link", dst.stage.child_path(os), e)),
+    }
+}
+
+/// What [`link_message`] did.
+enum Link {
+    Made,
+    /// No hard link can be made here (another filesystem, a link limit,
+    /// a filesystem without links): the caller copies the bytes.
+    Impossible,
+}
+
+/// Hard-links message `uid` of `src` as `to` in `to_dir`; a source file
+/// that is gone is [`Error::Expunged`].
+fn link_message(src: &Dir, uid: u32, to_dir: &Dir, to: &std::ffi::OsStr) -> Result<Link> {
+    let from = message_file_name(uid);
+    let linked = nix::unistd::linkat(
+        src.fd.as_fd(),
+        fsutil::os(from.as_bytes()),
+        to_dir.fd.as_fd(),
+        to,
+        AtFlags::empty(),
+    );
+    match linked {
+        Ok(()) => Ok(Link::Made),
+        Err(nix::Error::ENOENT) => Err(Error::Expunged(uid)),
+        Err(nix::Error::EXDEV)
+        | Err(nix::Error::EPERM)
+        | Err(nix::Error::EMLINK)
+        | Err(nix::Error::ENOTSUP) => Ok(Link::Impossible),
+        Err(e) => Err(Error::nix("link", to_dir.child_path(to), e)),
     }
 }
 
@@ -809,24 +827,12 @@ fn commit_dst(
 /// (a repack needs the source's exclusive lock), and nothing else may
 /// write `target` (above the destination's `last_uid`, under its lock).
 fn place_late(src: &Dir, uid: u32, dst: &Mailbox, target: &str, durable: bool) -> Result<()> {
-    let from = message_file_name(uid);
-    let from = fsutil::os(from.as_bytes());
     let to = fsutil::os(target.as_bytes());
-    let linked = nix::unistd::linkat(
-        src.fd.as_fd(),
-        from,
-        dst.dir().fd.as_fd(),
-        to,
-        AtFlags::empty(),
-    );
-    match linked {
-        Ok(()) => Ok(()),
-        Err(nix::Error::ENOENT) => Err(Error::Expunged(uid)),
-        Err(nix::Error::EXDEV)
-        | Err(nix::Error::EPERM)
-        | Err(nix::Error::EMLINK)
-        | Err(nix::Error::ENOTSUP) => {
-            let input = src.open_file(from, OFlag::O_RDONLY)?;
+    match link_message(src, uid, dst.dir(), to)? {
+        Link::Made => Ok(()),
+        Link::Impossible => {
+            let from = message_file_name(uid);
+            let input = src.open_file(fsutil::os(from.as_bytes()), OFlag::O_RDONLY)?;
             let path = dst.dir().child_path(to);
             let mut out = dst
                 .dir()
@@ -838,12 +844,9 @@ fn place_late(src: &Dir, uid: u32, dst: &Mailbox, target: &str, durable: bool) -
             }
             copied
         }
-        Err(e) => Err(Error::nix("link", dst.dir().child_path(to), e)),
     }
 }
 
-/// Copies a message's bytes from `input` into the new file `out` (at
-/// `path`), made durable when `durable`: where no hard link can be made.
 fn copy_bytes(input: &File, out: &mut File, path: &std::path::Path, durable: bool) -> Result<()> {
     std::io::copy(&mut &*input, out).map_err(|e| Error::io("copy", path, e))?;
     out.flush().map_err(|e| Error::io("write", path, e))?;
