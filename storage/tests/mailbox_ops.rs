@@ -31,6 +31,48 @@ fn inbox() -> (tempfile::TempDir, Store, UserName, mailstore::Mailbox) {
     (t, s, u, m)
 }
 
+/// Appends through two handles, keywords from both: an append naming no
+/// keyword does not read the table (docs/PROTOCOL.md §3 step 4), so a
+/// handle's table may be older than the mailbox's; the next append that
+/// names a keyword, and every read, must still see every name, each record
+/// with its own keyword bits.
+#[test]
+fn keyword_tables_stay_right_across_handles_when_appends_skip_them() {
+    let (_t, s, u, mut a) = inbox();
+    let mut b = s.open_mailbox(&u, &MailboxName::inbox()).unwrap();
+    let kw = |k: &[&str]| AppendOptions {
+        keywords: k.iter().map(|k| k.to_string()).collect(),
+        ..Default::default()
+    };
+    // a reads the (empty) table, b adds "one", a appends without keywords
+    // (its table stays empty), then a adds "two": the table read then must
+    // hold "one", or "two" would take number 0, the number of "one".
+    a.append(&b"Subject: 1\r\n\r\n1\r\n"[..], kw(&[])).unwrap();
+    b.append(&b"Subject: 2\r\n\r\n2\r\n"[..], kw(&["one"]))
+        .unwrap();
+    a.append(&b"Subject: 3\r\n\r\n3\r\n"[..], kw(&[])).unwrap();
+    a.append(&b"Subject: 4\r\n\r\n4\r\n"[..], kw(&["two"]))
+        .unwrap();
+    b.append(&b"Subject: 5\r\n\r\n5\r\n"[..], kw(&["two", "one"]))
+        .unwrap();
+    a.append(&b"Subject: 6\r\n\r\n6\r\n"[..], kw(&["three"]))
+        .unwrap();
+    for m in [&mut a, &mut b] {
+        let snap = m.snapshot().unwrap();
+        assert_eq!(snap.meta.keywords, vec!["one", "two", "three"]);
+        let names = |i: usize| -> Vec<&str> {
+            (0..snap.meta.keywords.len())
+                .filter(|&k| snap.records[i].keywords.contains(k))
+                .map(|k| snap.meta.keywords[k].as_str())
+                .collect()
+        };
+        let want: [&[&str]; 6] = [&[], &["one"], &[], &["two"], &["one", "two"], &["three"]];
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(names(i), *w, "message {}", i + 1);
+        }
+    }
+}
+
 #[test]
 fn append_read_flag_expunge_repack() {
     let (_t, s) = store();

@@ -92,7 +92,6 @@ impl Mailbox {
         let (mut guard, old) = self.lock_current(LockKind::Exclusive)?;
         fault::point("append.after_lock")?;
         let durable = self.durability == Durability::Full;
-        self.refresh_meta(&old)?;
         let mut new = old.clone();
         if unordered {
             new.flags |= crate::format::HF_UNORDERED;
@@ -103,7 +102,13 @@ impl Mailbox {
             .iter()
             .flat_map(|s| s.opts.keywords.clone())
             .collect();
-        let stale = if all_keywords.is_empty() {
+        // The keyword table is read only when the batch names keywords
+        // (most deliveries name none), and then once: what the disk holds,
+        // whether or not the header's meta generation says it changed.
+        // Without keywords the handle keeps the table it had, with the
+        // generation it was read at, so a later locked read loads the
+        // newer one.
+        let stale = if all_keywords.is_empty() || self.refresh_meta(&old)? {
             false
         } else {
             self.reload_meta_for_write()?
