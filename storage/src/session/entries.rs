@@ -14,6 +14,8 @@
 //! `last - u` before the last): in a chunk without gaps that is the one
 //! entry looked for.
 
+use std::cell::Cell;
+
 use super::Entry;
 
 /// Entries per chunk when built (and most a chunk grows to by appends).
@@ -32,6 +34,11 @@ pub(super) struct Entries {
     /// `c` (no chunk is empty). An entry's UID never changes in place.
     bounds: Vec<(u32, u32)>,
     len: usize,
+    /// The chunk of the last position located: a walk in sequence order
+    /// (FETCH 1:*, SEARCH) finds each next position there or in the
+    /// chunk after it, without a binary search over `starts`. Only a
+    /// hint, checked before use.
+    hint: Cell<usize>,
 }
 
 impl Entries {
@@ -104,7 +111,18 @@ impl Entries {
 
     /// Chunk and offset of position `i` (< len).
     fn locate(&self, i: usize) -> (usize, usize) {
+        let h = self.hint.get();
+        for c in [h, h + 1] {
+            if let (Some(&s), Some(chunk)) = (self.starts.get(c), self.chunks.get(c))
+                && s <= i
+                && i - s < chunk.len()
+            {
+                self.hint.set(c);
+                return (c, i - s);
+            }
+        }
         let c = self.starts.partition_point(|&s| s <= i) - 1;
+        self.hint.set(c);
         (c, i - self.starts[c])
     }
 
@@ -321,6 +339,19 @@ mod tests {
                 assert_bounds(&e);
                 assert_eq!(e.len(), model.len());
                 assert!(e.iter().map(|x| x.record.uid).eq(model.iter().copied()));
+                // By position: a walk in order (the located chunk's hint),
+                // backwards, and at random, after removals and appends
+                // moved the chunks under the hint.
+                for (i, &u) in model.iter().enumerate() {
+                    assert_eq!(e.get(i).map(|x| x.record.uid), Some(u), "position {i}");
+                }
+                for (i, &u) in model.iter().enumerate().rev().step_by(7) {
+                    assert_eq!(e[i].record.uid, u, "position {i}");
+                }
+                for _ in 0..50 {
+                    let i = rand(model.len() + 1);
+                    assert_eq!(e.get(i).map(|x| x.record.uid), model.get(i).copied());
+                }
                 for _ in 0..50 {
                     let u = rand(next as usize + 10) as u32;
                     assert_eq!(e.position(u), model.binary_search(&u), "uid {u}");
