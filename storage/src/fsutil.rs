@@ -132,6 +132,18 @@ impl Dir {
         Ok(File::from(fd))
     }
 
+    /// Opens `name` as [`Self::open_file`] does, but always through the
+    /// page cache (no `O_DIRECT` on a shared filesystem): for derived
+    /// files whose every entry is checked on reading, so that a stale or
+    /// torn copy costs a re-read, never a wrong answer (the IMAP server's
+    /// `.sortkeys`).
+    pub fn open_derived(&self, name: &OsStr, flags: OFlag) -> Result<File> {
+        let flags = flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+        nix::fcntl::openat(self.fd.as_fd(), name, flags, mode(FILE_MODE))
+            .map(File::from)
+            .map_err(|e| Error::nix("open", self.child_path(name), e))
+    }
+
     /// Whether a child exists (without following a symlink).
     pub fn exists(&self, name: &OsStr) -> Result<bool> {
         match nix::sys::stat::fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {

@@ -31,6 +31,11 @@ pub fn parse_message_file_name(name: &[u8]) -> Option<u32> {
 /// messages; reconstruct removes it (PROTOCOL.md §11).
 pub const FTS_DIR: &str = ".fts";
 
+/// In a mailbox directory: the IMAP server's sort and thread keys of its
+/// messages (FORMAT.md §10), derived from the messages and checked
+/// against each record, so reconstruct may leave it.
+pub const SORT_KEYS_FILE: &str = ".sortkeys";
+
 /// In a mailbox directory: its special-use attribute (RFC 6154).
 pub const SPECIAL_USE_FILE: &str = ".special-use";
 

@@ -227,6 +227,7 @@ use internals::{changelog, fault, fsutil, index, lock, meta, stage, unordered};
 pub use error::{Error, Result};
 pub use format::{Flags, Header, Keywords, Record};
 pub use fsutil::Dir;
+pub use layout::SORT_KEYS_FILE;
 pub use mailbox::{AppendOptions, Changes, FlagOp, Mailbox, StagedMessage};
 pub use meta::validate_keyword;
 pub use names::{MailboxName, UserName};

@@ -49,6 +49,7 @@ pub mod seqranges;
 pub mod server;
 pub mod slice;
 pub mod sort;
+pub mod sortkeys;
 pub mod stream;
 pub mod structure;
 pub mod thread;

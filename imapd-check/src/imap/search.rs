@@ -23,6 +23,9 @@ pub struct Candidate<'a> {
     pub open: &'a dyn Fn(&Record) -> Result<MessageFile, Error>,
     pub file: OnceCell<Option<MessageFile>>,
     header: OnceCell<std::sync::Arc<[u8]>>,
+    /// The header came from the cache or from a file that matched its
+    /// record's CRC32.
+    header_verified: std::cell::Cell<bool>,
     /// Where the header may be cached (headercache.rs); `None`: read it.
     pub headers: Option<super::headercache::Source>,
     /// What went wrong reading the message; the SEARCH then fails.
@@ -50,6 +53,7 @@ impl<'a> Candidate<'a> {
             open,
             file: OnceCell::new(),
             header: OnceCell::new(),
+            header_verified: std::cell::Cell::new(false),
             headers: None,
             failed: RefCell::new(None),
             recent: false,
@@ -85,6 +89,7 @@ impl<'a> Candidate<'a> {
             if let Some(k) = key
                 && let Some(h) = cache.get(k, self.rec.size, self.rec.message_crc)
             {
+                self.header_verified.set(true);
                 return h;
             }
             let Some(f) = self.file() else {
@@ -96,6 +101,7 @@ impl<'a> Candidate<'a> {
             match structure::read_range(f, 0, len) {
                 Ok(h) => {
                     let h: std::sync::Arc<[u8]> = h.into();
+                    self.header_verified.set(f.crc_checked);
                     // Only bytes of a file that matched its record.
                     if let Some(k) = key
                         && f.crc_checked
@@ -110,6 +116,14 @@ impl<'a> Candidate<'a> {
                 }
             }
         })
+    }
+
+    /// Whether [`Self::header`] gave bytes known to be the message's: from
+    /// the header cache, or from a file whose CRC32 matched its record
+    /// (false before the header is read, and for a file too big to be
+    /// checked on opening).
+    pub fn header_verified(&self) -> bool {
+        self.header_verified.get()
     }
 
     /// Whether the bytes from `from` to the end contain `needle`, read in

@@ -12,11 +12,12 @@ use std::cmp::Ordering;
 
 use imap_codec::imap_types::extensions::sort::{SortCriterion, SortKey};
 use imap_codec::imap_types::search::SearchKey;
-use mail_parser::{Address, HeaderName, Message, MessageParser};
+use mail_parser::{Address, HeaderName, HeaderValue, Message, MessageParser};
 use unicode_normalization::UnicodeNormalization;
 
 use super::conn::{Done, Fail, Session, ok};
 use super::search::Candidate;
+use super::sortkeys::{self, HeaderKeys, KeysRef, SortKeys};
 
 /// Text sort keys keep this many bytes (of their casemapped form);
 /// messages equal that far are ordered by the next criterion, then by
@@ -32,9 +33,14 @@ pub const KEY_MAX: usize = 128;
 /// does not use) stays as it is, as in Dovecot; what a decomposition
 /// gives is not mapped again (`ﬁ` becomes `fi`), also as in Dovecot.
 pub fn casemap(s: &str) -> String {
+    casemap_cut(s, KEY_MAX)
+}
+
+/// [`casemap`] cut at `max` bytes instead.
+fn casemap_cut(s: &str, max: usize) -> String {
     let mut out = String::new();
     for c in s.chars().map(simple_upper).nfkd() {
-        if out.len() + c.len_utf8() > KEY_MAX {
+        if out.len() + c.len_utf8() > max {
             break;
         }
         out.push(c);
@@ -183,16 +189,6 @@ pub fn base_subject(decoded: &str) -> BaseSubject {
 /// A parsed header block (its first `structure::HEADER_CAP` bytes).
 pub fn parse_header<'c>(c: &'c Candidate) -> Option<Message<'c>> {
     MessageParser::default().parse_headers(c.header())
-}
-
-/// The message's base subject, casemapped (for comparing and grouping).
-pub fn subject_key(m: Option<&Message>) -> BaseSubject {
-    let raw = m.and_then(|m| m.subject()).unwrap_or("");
-    let b = base_subject(raw);
-    BaseSubject {
-        text: casemap(&b.text),
-        reply_or_forward: b.reply_or_forward,
-    }
 }
 
 /// The sent date (RFC 5256 2.2): the Date: header's time (stored in the
@@ -400,36 +396,149 @@ fn first_display(field: Option<&str>, parsed: Option<&Address>) -> String {
     }
 }
 
+/// Is this a msg-id (RFC 5322 3.6.4: `id-left "@" id-right`, the `<>`
+/// taken off by mail-parser)? Others, like `<bad>`, are not used.
+fn valid_id(s: &&str) -> bool {
+    s.split_once('@')
+        .is_some_and(|(l, r)| !l.is_empty() && !r.is_empty())
+}
+
+/// The valid msg-ids of a header value.
+fn ids<'a>(v: &'a HeaderValue) -> Vec<&'a str> {
+    match v {
+        HeaderValue::Text(t) => vec![t.as_ref()],
+        HeaderValue::TextList(l) => l.iter().map(|t| t.as_ref()).collect(),
+        _ => Vec::new(),
+    }
+    .into_iter()
+    .map(str::trim)
+    .filter(valid_id)
+    .collect()
+}
+
+/// Everything SORT and THREAD take from a header (`None`: no header),
+/// as `.sortkeys` keeps it (sortkeys.rs).
+pub fn header_keys(m: Option<&Message>) -> HeaderKeys {
+    let b = base_subject(m.and_then(|m| m.subject()).unwrap_or(""));
+    let subject_digest =
+        (!b.text.is_empty()).then(|| sortkeys::digest(b's', &casemap_cut(&b.text, usize::MAX)));
+    let id = m
+        .and_then(|m| m.message_id())
+        .map(str::trim)
+        .filter(valid_id)
+        .map(|i| sortkeys::digest(b'i', i));
+    let mut refs = m.map(|m| ids(m.references())).unwrap_or_default();
+    if refs.is_empty() {
+        // No References: the first In-Reply-To id is the parent.
+        refs = m
+            .map(|m| ids(m.in_reply_to()))
+            .unwrap_or_default()
+            .into_iter()
+            .take(1)
+            .collect();
+    }
+    let skip = refs.len().saturating_sub(sortkeys::MAX_REFS);
+    HeaderKeys {
+        subject: casemap(&b.text),
+        reply: b.reply_or_forward,
+        from: first_mailbox(raw(m, HeaderName::From)),
+        to: first_mailbox(raw(m, HeaderName::To)),
+        cc: first_mailbox(raw(m, HeaderName::Cc)),
+        display_from: first_display(raw(m, HeaderName::From), m.and_then(|m| m.from())),
+        display_to: first_display(raw(m, HeaderName::To), m.and_then(|m| m.to())),
+        subject_digest,
+        id,
+        refs: refs[skip..]
+            .iter()
+            .map(|r| sortkeys::digest(b'i', r))
+            .collect(),
+    }
+}
+
+/// Where one SORT or THREAD gets each message's header keys: the
+/// mailbox's `.sortkeys` file when it has them for the message, else its
+/// header (and the keys read are added to the file). Mailboxes of fewer
+/// than `sortkeys::MIN_MESSAGES` messages read their headers only.
+pub struct KeySource {
+    /// The mailbox directory (its own descriptor) and the file's keys.
+    file: Option<(storage::Dir, SortKeys)>,
+}
+
+impl KeySource {
+    /// For the selected mailbox, if any.
+    pub(super) fn open(sel: Option<&super::conn::Selected>) -> KeySource {
+        let file = sel.and_then(|s| {
+            if s.view.len() < sortkeys::MIN_MESSAGES {
+                return None;
+            }
+            let dir = s.mbox.dir().try_clone().ok()?;
+            let uv = s.view.uidvalidity();
+            let mut keys = SortKeys::load(&dir, uv);
+            keys.prepare(&dir, uv, s.view.len() as usize, |u| s.view.seq(u).is_some());
+            Some((dir, keys))
+        });
+        KeySource { file }
+    }
+
+    /// `f` of the keys of `c`'s message.
+    pub fn with<R>(&mut self, c: &Candidate, f: impl FnOnce(KeysRef<'_>) -> R) -> R {
+        if let Some(k) = self.file.as_ref().and_then(|(_, k)| k.get(c.rec)) {
+            return f(k);
+        }
+        let m = parse_header(c);
+        let keys = header_keys(m.as_ref());
+        if let Some((dir, file)) = &mut self.file
+            && c.header_verified()
+        {
+            file.add(dir, c.rec, &keys);
+        }
+        f(keys.as_ref())
+    }
+
+    /// Writes out the keys added.
+    pub fn finish(mut self) {
+        if let Some((dir, file)) = &mut self.file {
+            file.flush(dir);
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum KeyVal {
     Num(i64),
     Text(Box<str>),
 }
 
-fn make_key(c: &Candidate, criteria: &[SortCriterion]) -> Vec<KeyVal> {
+fn make_key(c: &Candidate, criteria: &[SortCriterion], source: &mut KeySource) -> Vec<KeyVal> {
     let needs_header = criteria
         .iter()
         .any(|k| !matches!(k.key, SortKey::Arrival | SortKey::Date | SortKey::Size));
-    let msg = if needs_header { parse_header(c) } else { None };
-    let m = msg.as_ref();
-    criteria
-        .iter()
-        .map(|k| match k.key {
-            SortKey::Arrival => KeyVal::Num(c.rec.internal_date),
-            SortKey::Date => KeyVal::Num(sent_date(c.rec)),
-            SortKey::Size => KeyVal::Num(c.rec.size.min(i64::MAX as u64) as i64),
-            SortKey::Subject => KeyVal::Text(subject_key(m).text.into()),
-            SortKey::From => KeyVal::Text(first_mailbox(raw(m, HeaderName::From)).into()),
-            SortKey::To => KeyVal::Text(first_mailbox(raw(m, HeaderName::To)).into()),
-            SortKey::Cc => KeyVal::Text(first_mailbox(raw(m, HeaderName::Cc)).into()),
-            SortKey::DisplayFrom => KeyVal::Text(
-                first_display(raw(m, HeaderName::From), m.and_then(|m| m.from())).into(),
-            ),
-            SortKey::DisplayTo => {
-                KeyVal::Text(first_display(raw(m, HeaderName::To), m.and_then(|m| m.to())).into())
-            }
-        })
-        .collect()
+    let numeric = |k: &SortKey| match k {
+        SortKey::Arrival => Some(c.rec.internal_date),
+        SortKey::Date => Some(sent_date(c.rec)),
+        SortKey::Size => Some(c.rec.size.min(i64::MAX as u64) as i64),
+        _ => None,
+    };
+    if !needs_header {
+        return criteria
+            .iter()
+            .filter_map(|k| numeric(&k.key).map(KeyVal::Num))
+            .collect();
+    }
+    source.with(c, |h| {
+        criteria
+            .iter()
+            .map(|k| match (numeric(&k.key), &k.key) {
+                (Some(n), _) => KeyVal::Num(n),
+                (None, SortKey::Subject) => KeyVal::Text(h.subject.into()),
+                (None, SortKey::From) => KeyVal::Text(h.from.into()),
+                (None, SortKey::To) => KeyVal::Text(h.to.into()),
+                (None, SortKey::Cc) => KeyVal::Text(h.cc.into()),
+                (None, SortKey::DisplayFrom) => KeyVal::Text(h.display_from.into()),
+                (None, _) => KeyVal::Text(h.display_to.into()),
+            })
+            .collect()
+    })
 }
 
 /// Orders two keys by the criteria (REVERSE turning one around); equal
@@ -474,7 +583,12 @@ impl Session {
             .collect();
         let criteria = &criteria[..];
         let ret = self.search_return.take();
-        let mut hits = self.matching_for(ret, Some(charset), search, |c| make_key(c, criteria))?;
+        let mut source = KeySource::open(self.sel.as_ref());
+        let hits = self.matching_for(ret, Some(charset), search, |c| {
+            make_key(c, criteria, &mut source)
+        });
+        source.finish();
+        let mut hits = hits?;
         hits.sort_by(|a, b| compare(&a.key, &b.key, criteria));
         let with_modseq = search.iter().any(super::search::uses_modseq);
         self.answer_search(tag, "SORT", uid, ret, &hits, with_modseq)

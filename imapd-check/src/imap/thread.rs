@@ -1,34 +1,30 @@
 //! THREAD (RFC 5256 3): ORDEREDSUBJECT and REFERENCES, and UID THREAD.
 //!
 //! imap-codec parses the command (`CommandBody::Thread`). The messages
-//! are those a SEARCH with the same criteria finds; while each one's
-//! header is at hand it is reduced to a fixed-size record (sequence
-//! number, UID, sent date, a keyed 64-bit hash of its casemapped base
+//! are those a SEARCH with the same criteria finds; each one's header
+//! keys (`sort::KeySource`: from the mailbox's `.sortkeys` file, else its
+//! header) are reduced to a fixed-size record (sequence number, UID,
+//! sent date, a keyed 64-bit hash of the digest of its casemapped base
 //! subject) and, for REFERENCES, its Message-ID and references go
-//! straight into the container table as 64-bit hashes (keyed afresh for
-//! every command). So a mailbox of a million messages costs a few dozen
-//! bytes per message and per referenced id, never their headers.
+//! straight into the container table as 64-bit hashes of their digests
+//! (keyed afresh for every command). So a mailbox of a million messages
+//! costs a few dozen bytes per message and per referenced id, never their
+//! headers.
 //!
 //! Trees are kept as index-linked containers (parent, first child, next
 //! sibling) and every walk over them uses an explicit stack: a chain of
 //! a million replies does not recurse.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 
 use imap_codec::imap_types::extensions::thread::ThreadingAlgorithm;
 use imap_codec::imap_types::search::SearchKey;
-use mail_parser::{HeaderValue, Message};
-use unicode_normalization::UnicodeNormalization;
 
 use super::conn::{Done, Fail, Session, bad, ok};
 use super::search::Candidate;
-use super::sort::{base_subject, parse_header, sent_date, simple_upper};
-
-/// At most this many of a message's references are used: the last ones,
-/// its nearest ancestors (a longer References field is cut from the
-/// front). Bounds the container table to this many ids per message.
-pub const MAX_REFS: usize = 64;
+use super::sort::{KeySource, sent_date};
+use super::sortkeys::{Digest, KeysRef};
 
 const NONE: u32 = u32::MAX;
 
@@ -69,57 +65,25 @@ impl Node {
     }
 }
 
-/// Keyed hashes for one command.
+/// Keyed hashes for one command, of the digests `.sortkeys` keeps
+/// (sortkeys.rs): equal ids or subjects, equal hashes.
 struct Hashing(RandomState);
 
 impl Hashing {
-    fn id(&self, id: &str) -> u64 {
-        self.0.hash_one(id)
-    }
-
-    /// Hash of the i;unicode-casemap form of the base subject, all of it.
-    fn subject(&self, base: &str) -> Option<u64> {
-        if base.is_empty() {
-            return None;
-        }
-        let mut h = self.0.build_hasher();
-        for c in base.chars().map(simple_upper).nfkd() {
-            h.write_u32(c as u32);
-        }
-        Some(h.finish())
+    fn key(&self, d: &Digest) -> u64 {
+        self.0.hash_one(d)
     }
 }
 
-/// The message's facts for threading, from its header.
-fn facts(c: &Candidate, m: Option<&Message>, hashing: &Hashing) -> Msg {
-    let b = base_subject(m.and_then(|m| m.subject()).unwrap_or(""));
+/// The message's facts for threading, from its header keys.
+fn facts(c: &Candidate, k: &KeysRef, hashing: &Hashing) -> Msg {
     Msg {
         seq: c.seq,
         uid: c.rec.uid,
         date: sent_date(c.rec),
-        subject: hashing.subject(&b.text),
-        reply: b.reply_or_forward,
+        subject: k.subject_digest.map(|d| hashing.key(d)),
+        reply: k.reply,
     }
-}
-
-/// Is this a msg-id (RFC 5322 3.6.4: `id-left "@" id-right`, the `<>`
-/// taken off by mail-parser)? Others, like `<bad>`, are not used.
-fn valid_id(s: &&str) -> bool {
-    s.split_once('@')
-        .is_some_and(|(l, r)| !l.is_empty() && !r.is_empty())
-}
-
-/// The valid msg-ids of a header value.
-fn ids<'a>(v: &'a HeaderValue) -> Vec<&'a str> {
-    match v {
-        HeaderValue::Text(t) => vec![t.as_ref()],
-        HeaderValue::TextList(l) => l.iter().map(|t| t.as_ref()).collect(),
-        _ => Vec::new(),
-    }
-    .into_iter()
-    .map(str::trim)
-    .filter(valid_id)
-    .collect()
 }
 
 /// Containers of the REFERENCES algorithm.
@@ -522,33 +486,21 @@ impl Session {
         };
         let hashing = Hashing(RandomState::new());
         let mut tree = Tree::default();
+        let mut source = KeySource::open(self.sel.as_ref());
         let hits = self.matching(Some(charset), search, |c| {
-            let header = parse_header(c);
-            let m = header.as_ref();
-            let msg = facts(c, m, &hashing);
-            if !references {
-                return Some(msg);
-            }
-            let id = m
-                .and_then(|m| m.message_id())
-                .map(str::trim)
-                .filter(valid_id)
-                .map(|s| hashing.id(s));
-            let mut refs = m.map(|m| ids(m.references())).unwrap_or_default();
-            if refs.is_empty() {
-                // No References: the first In-Reply-To id is the parent.
-                refs = m
-                    .map(|m| ids(m.in_reply_to()))
-                    .unwrap_or_default()
-                    .into_iter()
-                    .take(1)
-                    .collect();
-            }
-            let skip = refs.len().saturating_sub(MAX_REFS);
-            let refs: Vec<u64> = refs[skip..].iter().map(|r| hashing.id(r)).collect();
-            tree.add(msg, id, &refs);
-            None
-        })?;
+            source.with(c, |k| {
+                let msg = facts(c, &k, &hashing);
+                if !references {
+                    return Some(msg);
+                }
+                let id = k.id.map(|d| hashing.key(d));
+                let refs: Vec<u64> = k.refs().map(|d| hashing.key(d)).collect();
+                tree.add(msg, id, &refs);
+                None
+            })
+        });
+        source.finish();
+        let hits = hits?;
         let body = if references {
             let (tree, root) = std::mem::take(&mut tree).finish();
             let mut out = String::new();
