@@ -21,7 +21,7 @@
 //! never a wrong answer. The reader holds the file's bytes (at most
 //! [`MAX_FILE`]) and one map slot per entry while one command runs.
 
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::io::{Read, Write};
 
 use blake2::digest::consts::U16;
@@ -257,8 +257,12 @@ const FLUSH_BYTES: usize = 4 << 20;
 #[derive(Default)]
 pub struct SortKeys {
     bytes: Vec<u8>,
-    /// UID → offset of its frame in `bytes` (the last one wins).
-    at: HashMap<u32, u32>,
+    /// (UID, offset of its frame in `bytes`), ascending by UID, one per
+    /// UID (its last frame in the file wins).
+    at: Vec<(u32, u32)>,
+    /// Where the next lookup looks first: SORT and THREAD ask in UID
+    /// order, so each lookup is usually the entry after the last one.
+    cursor: Cell<usize>,
     /// Frames read (duplicates and expunged messages' included).
     frames: usize,
     /// The file was read whole with the right header: appending to it
@@ -306,10 +310,19 @@ impl SortKeys {
                 break;
             };
             let uid = u32::from_le_bytes(bytes[off + 8..off + 12].try_into().expect("4 bytes"));
-            k.at.insert(uid, off as u32);
+            k.at.push((uid, off as u32));
             k.frames += 1;
             off = next;
         }
+        // Stable: a UID's frames stay in file order, and the last is kept.
+        k.at.sort_by_key(|e| e.0);
+        k.at.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = later.1;
+            }
+            same
+        });
         bytes.truncate(off);
         k.bytes = bytes;
         k.clean = clean;
@@ -341,7 +354,20 @@ impl SortKeys {
     /// The keys of `rec`'s message, if the file has them for this very
     /// message (same UID, size and CRC32).
     pub fn get(&self, rec: &Record) -> Option<KeysRef<'_>> {
-        let (uid, size, crc, keys) = decode(&self.frame_at(*self.at.get(&rec.uid)?)[8..])?;
+        let c = self.cursor.get();
+        let i = if self.at.get(c).is_some_and(|e| e.0 == rec.uid) {
+            c
+        } else {
+            match self.at.binary_search_by_key(&rec.uid, |e| e.0) {
+                Ok(i) => i,
+                Err(i) => {
+                    self.cursor.set(i);
+                    return None;
+                }
+            }
+        };
+        self.cursor.set(i + 1);
+        let (uid, size, crc, keys) = decode(&self.frame_at(self.at[i].1)[8..])?;
         (uid == rec.uid && size == rec.size && crc == rec.message_crc).then_some(keys)
     }
 
@@ -373,16 +399,9 @@ impl SortKeys {
             self.writable = true;
             return;
         }
-        let mut offs: Vec<(u32, u32)> = self
-            .at
-            .iter()
-            .filter(|(u, _)| live(**u))
-            .map(|(&u, &o)| (u, o))
-            .collect();
-        offs.sort_unstable();
-        let mut out = Vec::with_capacity(HEADER_LEN + offs.len() * 96);
+        let mut out = Vec::with_capacity(HEADER_LEN + self.at.len() * 96);
         out.extend_from_slice(&file_header(uidvalidity));
-        for (_, o) in offs {
+        for &(_, o) in self.at.iter().filter(|(u, _)| live(*u)) {
             out.extend_from_slice(self.frame_at(o));
         }
         match replace(dir, &out) {
@@ -560,6 +579,42 @@ mod tests {
         let k = save(&d, 3, 3000..3001, 2900..3001);
         assert_eq!(k.len(), 101);
         assert!(k.get(&rec(5)).is_none() && k.get(&rec(2950)).is_some());
+    }
+
+    /// A UID written twice: the later entry counts; lookups in any order
+    /// (the cursor is only where a lookup starts) find every entry.
+    #[test]
+    fn the_later_entry_of_a_uid_counts_and_lookups_go_in_any_order() {
+        let (_t, d) = dir();
+        save(&d, 2, 1..100, 1..100);
+        let mut k = SortKeys::load(&d, 2);
+        k.prepare(&d, 2, 99, |_| true);
+        let mut newer = keys(10);
+        newer.subject = "NEWER".into();
+        k.add(&d, &rec(10), &newer);
+        k.flush(&d);
+        let k = SortKeys::load(&d, 2);
+        assert_eq!(k.get(&rec(10)), Some(newer.as_ref()));
+        let mut order: Vec<u32> = (0..120).collect();
+        let mut x = 7u32;
+        for i in (1..order.len()).rev() {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            order.swap(i, x as usize % (i + 1));
+        }
+        for pass in [order.clone(), (0..120).collect(), (0..120).rev().collect()] {
+            for u in pass {
+                let want = match u {
+                    10 => Some(newer.clone()),
+                    1..100 => Some(keys(u)),
+                    _ => None,
+                };
+                assert_eq!(
+                    k.get(&rec(u)),
+                    want.as_ref().map(HeaderKeys::as_ref),
+                    "uid {u}"
+                );
+            }
+        }
     }
 
     #[test]
