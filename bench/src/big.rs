@@ -392,7 +392,7 @@ pub struct BigArgs<'a> {
     pub rare: &'a str,
     pub common: &'a str,
     /// Also the memory runs: FETCH 1:* with more items, UID SEARCH ALL,
-    /// UID SORT.
+    /// UID SORT (REVERSE DATE) and (SUBJECT), UID THREAD REFERENCES.
     pub memory: bool,
 }
 
@@ -482,6 +482,13 @@ pub fn big(a: &BigArgs) -> Res<()> {
         heavy.push((
             "UID_SORT_REVERSE_DATE",
             "UID SORT (REVERSE DATE) UTF-8 ALL".into(),
+        ));
+        // By header keys: the warm-up reads every header (and gives our
+        // server its `.sortkeys`, Dovecot its cache fields).
+        heavy.push(("UID_SORT_SUBJECT", "UID SORT (SUBJECT) UTF-8 ALL".into()));
+        heavy.push((
+            "UID_THREAD_REFERENCES",
+            "UID THREAD REFERENCES UTF-8 ALL".into(),
         ));
     }
     eprintln!("{}: rounds done:", a.label);

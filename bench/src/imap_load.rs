@@ -89,7 +89,8 @@ enum Mode {
         #[arg(long, default_value = big::COMMON)]
         common: String,
         /// Also FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE), UID SEARCH
-        /// ALL and UID SORT, for their memory.
+        /// ALL, UID SORT (REVERSE DATE) and (SUBJECT) and UID THREAD
+        /// REFERENCES, for their memory and time.
         #[arg(long)]
         memory: bool,
     },
