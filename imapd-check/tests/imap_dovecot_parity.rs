@@ -213,6 +213,25 @@ fn sort_and_thread_answer_as_dovecot_does() {
     }
 }
 
+/// The same on a mailbox big enough for the server's key file
+/// (`.sortkeys`, FORMAT.md §10): the run that reads the headers and writes
+/// the file, and a new server that answers from it, both as Dovecot.
+#[test]
+fn sort_and_thread_from_the_key_file_answer_as_dovecot_does() {
+    let msgs = mailbox(13, 300);
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let first = answers(&mut Client::spawn(&spool, "parity"), &msgs);
+    assert!(spool.join("parity/INBOX/.sortkeys").exists());
+    let second = answers(&mut Client::spawn(&spool, "parity"), &[]);
+    let reference = answers(&mut dovecot(tmp.path()), &msgs);
+    for (((q, a), b), r) in COMMANDS.iter().zip(&first).zip(&second).zip(&reference) {
+        assert!(r.starts_with("* "), "{q}: {r}");
+        assert_eq!(a, r, "300 messages, first run, {q}");
+        assert_eq!(b, r, "300 messages, from the key file, {q}");
+    }
+}
+
 /// imaptest's fetch-binary-mime message, and parts in quoted-printable
 /// and base64 (text, so the answers can be compared as lines).
 fn binary_messages() -> Vec<(String, String)> {
