@@ -225,12 +225,19 @@ fn replace(dir: &Dir, bytes: &[u8]) -> storage::Result<()> {
     let tmp = os(TMP.as_bytes());
     dir.unlink(tmp)?;
     let mut f = dir.open_derived(tmp, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)?;
-    f.write_all(bytes).map_err(|source| storage::Error::Io {
-        op: "write",
-        path: dir.path.join(TMP),
-        source,
-    })?;
-    dir.rename(tmp, dir, os(FILE.as_bytes()))
+    let r = f
+        .write_all(bytes)
+        .map_err(|source| storage::Error::Io {
+            op: "write",
+            path: dir.path.join(TMP),
+            source,
+        })
+        .and_then(|()| dir.rename(tmp, dir, os(FILE.as_bytes())));
+    if r.is_err() {
+        // A full disk must not keep a half-written copy.
+        let _ = dir.unlink(tmp);
+    }
+    r
 }
 
 /// One frame: payload length, CRC32 of the payload, payload.
