@@ -359,11 +359,16 @@ fn leaving_idle_does_not_copy_the_index(spool: &Path) {
     let selected = vm_kib(pid, "VmRSS:") * 1024;
     c.send("i IDLE\r\n");
     assert!(c.line().starts_with('+'), "IDLE not accepted");
-    // Compact after 60 us per message (imap/idle.rs): 1.8 s here.
+    // Compact after 60 us per message (imap/idle.rs): 1.8 s here. The
+    // RSS then falls by what glibc gives back of the freed view once the
+    // heap is trimmed: 1.43-1.89 MB of the 3.1 MB in runs of this test
+    // (session 15; it asked for half the view and failed 1 run in 3 to 6,
+    // before and after that session's changes). A view not made compact
+    // gives back nothing, so a third tells the two apart.
     let start = std::time::Instant::now();
     let idled = loop {
         let now = vm_kib(pid, "VmRSS:") * 1024;
-        if selected.saturating_sub(now) > view / 2 {
+        if selected.saturating_sub(now) > view / 3 {
             break now;
         }
         assert!(
