@@ -181,6 +181,45 @@ fn sort_and_thread_answer_from_the_key_file_and_always_as_the_headers_say() {
     assert!(got[1][0].starts_with("* SORT 1 "), "{:?}", got[1]);
 }
 
+/// PROTOCOL.md §12: a server killed at each step of writing the file (its
+/// replacement written but not renamed, renamed, before and after the
+/// append of the keys read) leaves a file that the next server uses,
+/// repairs or replaces, with the answers of reading every header, and no
+/// temporary file behind.
+#[test]
+fn a_kill_while_writing_the_key_file_costs_nothing() {
+    for point in [
+        "sortkeys.after_tmp_write",
+        "sortkeys.after_replace",
+        "sortkeys.before_append",
+        "sortkeys.after_append",
+    ] {
+        let msgs: Vec<Vec<u8>> = (0..N).map(msg).collect();
+        let (_t, spool) = store_with("alice", &msgs);
+        let dir = storage::Store::open(&spool, storage::Options::default())
+            .unwrap()
+            .mailbox_path(&UserName::new("alice").unwrap(), &MailboxName::inbox());
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_imapd-check"));
+        cmd.env("MAILSTORE_TEST_FAULT", format!("{point}=kill"))
+            .args(["serve", "--spool"])
+            .arg(&spool)
+            .args(["-d", "alice", "--stdio"]);
+        let mut doomed = Client::preauth(cmd);
+        doomed.ok("SELECT INBOX");
+        doomed.send("t9 UID SORT (SUBJECT) UTF-8 ALL\r\n");
+        doomed.wait_exit(Duration::from_secs(20));
+        let got = answers(&spool);
+        assert!(!dir.join(".sortkeys.tmp").exists(), "{point}");
+        let want = truth(&spool, &dir);
+        assert_eq!(got, want, "{point}");
+        assert_eq!(
+            without_message_files(&dir, || answers(&spool)),
+            want,
+            "{point}: the file serves every message again"
+        );
+    }
+}
+
 /// Below `sortkeys::MIN_MESSAGES` the headers are read and no file is
 /// written.
 #[test]

@@ -21,12 +21,13 @@
 //! never a wrong answer. The reader holds the file's bytes (at most
 //! [`MAX_FILE`]) and one map slot per entry while one command runs.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
 
 use blake2::digest::consts::U16;
 use blake2::{Blake2b, Digest as _};
 use nix::fcntl::OFlag;
+use storage::internals::fault;
 use storage::{Dir, Record};
 
 /// The file's name in the mailbox directory.
@@ -232,12 +233,13 @@ fn replace(dir: &Dir, bytes: &[u8]) -> storage::Result<()> {
             path: dir.path.join(TMP),
             source,
         })
+        .and_then(|()| fault::point("sortkeys.after_tmp_write"))
         .and_then(|()| dir.rename(tmp, dir, os(FILE.as_bytes())));
     if r.is_err() {
         // A full disk must not keep a half-written copy.
         let _ = dir.unlink(tmp);
     }
-    r
+    r.and_then(|()| fault::point("sortkeys.after_replace"))
 }
 
 /// One frame: payload length, CRC32 of the payload, payload.
@@ -275,10 +277,11 @@ pub struct SortKeys {
     /// The file was read whole with the right header: appending to it
     /// keeps it well formed.
     clean: bool,
-    /// Entries of this command not written yet.
-    pending: Vec<u8>,
+    /// Entries of this command not written yet (added through a shared
+    /// reference, while keys borrowed from `bytes` are held).
+    pending: RefCell<Vec<u8>>,
     /// [`Self::prepare`] left a file that entries may be appended to.
-    writable: bool,
+    writable: Cell<bool>,
 }
 
 impl SortKeys {
@@ -401,9 +404,9 @@ impl SortKeys {
         messages: usize,
         live: impl Fn(u32) -> bool,
     ) {
-        self.writable = false;
+        self.writable.set(false);
         if self.clean && self.frames <= 2 * messages + 1024 {
-            self.writable = true;
+            self.writable.set(true);
             return;
         }
         let mut out = Vec::with_capacity(HEADER_LEN + self.at.len() * 96);
@@ -412,7 +415,7 @@ impl SortKeys {
             out.extend_from_slice(self.frame_at(o));
         }
         match replace(dir, &out) {
-            Ok(()) => self.writable = true,
+            Ok(()) => self.writable.set(true),
             Err(e) => tracing::debug!(dir = %dir.path.display(), "sort keys not written: {e}"),
         }
     }
@@ -420,44 +423,51 @@ impl SortKeys {
     /// Adds the keys of `rec`'s message (read from a verified header),
     /// written out by [`Self::flush`] (called here every few MiB).
     /// Keys over a field's bound are not kept.
-    pub fn add(&mut self, dir: &Dir, rec: &Record, keys: &HeaderKeys) {
-        if !self.writable {
+    pub fn add(&self, dir: &Dir, rec: &Record, keys: &HeaderKeys) {
+        if !self.writable.get() {
             return;
         }
         let mut payload = Vec::with_capacity(128);
-        if keys.encode(rec, &mut payload).is_some() {
-            frame(&payload, &mut self.pending);
+        if keys.encode(rec, &mut payload).is_none() {
+            return;
         }
-        if self.pending.len() >= FLUSH_BYTES {
+        let full = {
+            let mut pending = self.pending.borrow_mut();
+            frame(&payload, &mut pending);
+            pending.len() >= FLUSH_BYTES
+        };
+        if full {
             self.flush(dir);
         }
     }
 
     /// Appends the entries added since the last flush to the file.
-    pub fn flush(&mut self, dir: &Dir) {
-        if self.pending.is_empty() || !self.writable {
+    pub fn flush(&self, dir: &Dir) {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        if pending.is_empty() || !self.writable.get() {
             return;
         }
-        let r = dir
-            .open_derived(
-                storage::internals::fsutil::os(FILE.as_bytes()),
-                OFlag::O_WRONLY | OFlag::O_APPEND,
-            )
+        let r = fault::point("sortkeys.before_append")
+            .and_then(|()| {
+                dir.open_derived(
+                    storage::internals::fsutil::os(FILE.as_bytes()),
+                    OFlag::O_WRONLY | OFlag::O_APPEND,
+                )
+            })
             .and_then(|mut f| {
                 let len = f.metadata().map_or(0, |m| m.len());
-                if len + self.pending.len() as u64 > MAX_FILE {
+                if len + pending.len() as u64 > MAX_FILE {
                     return Ok(());
                 }
-                f.write_all(&self.pending)
-                    .map_err(|source| storage::Error::Io {
-                        op: "write",
-                        path: dir.path.join(FILE),
-                        source,
-                    })
-            });
-        self.pending.clear();
+                f.write_all(&pending).map_err(|source| storage::Error::Io {
+                    op: "write",
+                    path: dir.path.join(FILE),
+                    source,
+                })
+            })
+            .and_then(|()| fault::point("sortkeys.after_append"));
         if let Err(e) = r {
-            self.writable = false;
+            self.writable.set(false);
             tracing::debug!(dir = %dir.path.display(), "sort keys not written: {e}");
         }
     }
