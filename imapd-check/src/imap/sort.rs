@@ -605,7 +605,8 @@ fn make_key<'k>(c: &Candidate, criteria: &[SortCriterion], source: &'k KeySource
 }
 
 /// Orders two messages' keys by the criteria (REVERSE turning one
-/// around); the caller orders equal ones by sequence number (RFC 5256 3).
+/// around); equal ones stay in sequence order (RFC 5256 3), which the
+/// caller's stable sort over sequence-ordered messages keeps.
 fn compare(a: &Keys, b: &Keys, criteria: &[SortCriterion]) -> Ordering {
     for ((x, y), k) in a.iter().zip(b.iter()).zip(criteria) {
         let o = x.cmp(y);
@@ -651,9 +652,20 @@ impl Session {
         });
         source.finish();
         let mut hits = hits?;
-        // Equal keys stay in sequence order (RFC 5256 3): the hits come
-        // in it, and it decides last.
-        hits.sort_unstable_by(|a, b| compare(&a.key, &b.key, criteria).then(a.seq.cmp(&b.seq)));
+        // Equal keys stay in sequence order (RFC 5256 3), the order the
+        // hits come in. By a date or the size first: a stable sort, which
+        // finds the runs a mailbox's dates mostly form already (unstable,
+        // REVERSE DATE of 100,000 took 25 ms instead of 15). By a text
+        // first: an unstable one with the sequence number last (a
+        // million by SUBJECT: 0.68 s instead of 0.90).
+        let by_number = criteria
+            .first()
+            .is_some_and(|c| matches!(c.key, SortKey::Arrival | SortKey::Date | SortKey::Size));
+        if by_number {
+            hits.sort_by(|a, b| compare(&a.key, &b.key, criteria));
+        } else {
+            hits.sort_unstable_by(|a, b| compare(&a.key, &b.key, criteria).then(a.seq.cmp(&b.seq)));
+        }
         let with_modseq = search.iter().any(super::search::uses_modseq);
         self.answer_search(tag, "SORT", uid, ret, &hits, with_modseq)
             .map_err(|e| Fail::Stop(super::conn::Stop::Io(e)))?;
