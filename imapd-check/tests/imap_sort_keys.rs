@@ -220,6 +220,60 @@ fn a_kill_while_writing_the_key_file_costs_nothing() {
     }
 }
 
+/// A full disk: the key file cannot be written, the answers are those of
+/// reading every header all the same, and no temporary file is left (a
+/// tmpfs of 8 MiB filled up; needs root, as the other disk-full tests).
+#[test]
+fn a_full_disk_costs_the_key_file_only() {
+    struct Mount(PathBuf);
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap()
+        .success();
+    assert!(
+        ok,
+        "mount -t tmpfs failed: this test needs root; it does not skip"
+    );
+    let _mount = Mount(mnt.clone());
+    let spool = mnt.join("spool");
+    seed_raw(
+        &spool,
+        "alice",
+        (0..N).map(|i| (msg(i), storage::AppendOptions::default())),
+    );
+    let dir = storage::Store::open(&spool, storage::Options::default())
+        .unwrap()
+        .mailbox_path(&UserName::new("alice").unwrap(), &MailboxName::inbox());
+    // A first server claims \Recent (a write) while there is room.
+    drop(answers(&spool));
+    std::fs::remove_file(dir.join(".sortkeys")).unwrap();
+    // Fill what is left.
+    let filler = mnt.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let got = answers(&spool);
+    assert!(!dir.join(".sortkeys.tmp").exists());
+    assert!(!dir.join(".sortkeys").exists(), "written on a full disk?");
+    std::fs::remove_file(&filler).unwrap();
+    let want = truth(&spool, &dir);
+    assert_eq!(got, want);
+}
+
 /// Below `sortkeys::MIN_MESSAGES` the headers are read and no file is
 /// written.
 #[test]
