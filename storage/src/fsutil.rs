@@ -203,20 +203,60 @@ impl Dir {
 
     /// Replaces the child `name` whole with `bytes`: written to `tmp`
     /// (any stale one removed first), fdatasynced when `durable`, renamed
-    /// over `name`. The caller makes the rename durable (directory fsync)
-    /// when it needs to.
+    /// over `name`; on failure (a full disk) `tmp` is removed again. The
+    /// caller makes the rename durable (directory fsync) when it needs to.
     pub fn replace_file(&self, tmp: &str, name: &str, bytes: &[u8], durable: bool) -> Result<()> {
+        self.replace_with(tmp, name, bytes, durable, None)
+    }
+
+    /// [`Self::replace_file`] for a derived file whose every entry is
+    /// checked on reading (the IMAP server's `.sortkeys`): written through
+    /// the page cache ([`Self::open_derived`]), never fsynced, with the
+    /// fault point `before_rename` between the write and the rename.
+    pub fn replace_derived(
+        &self,
+        tmp: &str,
+        name: &str,
+        bytes: &[u8],
+        before_rename: &'static str,
+    ) -> Result<()> {
+        self.replace_with(tmp, name, bytes, false, Some(before_rename))
+    }
+
+    fn replace_with(
+        &self,
+        tmp: &str,
+        name: &str,
+        bytes: &[u8],
+        durable: bool,
+        derived: Option<&'static str>,
+    ) -> Result<()> {
         use std::io::Write;
         let tmp_os = os(tmp.as_bytes());
         self.unlink(tmp_os)?;
-        let mut f = self.open_file(tmp_os, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)?;
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL;
+        let mut f = match derived {
+            Some(_) => self.open_derived(tmp_os, flags)?,
+            None => self.open_file(tmp_os, flags)?,
+        };
         let path = self.child_path(tmp_os);
-        f.write_all(bytes)
-            .map_err(|e| Error::io("write", &path, e))?;
-        if durable {
-            fdatasync(&f, &path)?;
+        let r = f
+            .write_all(bytes)
+            .map_err(|e| Error::io("write", &path, e))
+            .and_then(|()| {
+                if durable {
+                    fdatasync(&f, &path)
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|()| derived.map_or(Ok(()), crate::fault::point))
+            .and_then(|()| self.rename(tmp_os, self, os(name.as_bytes())));
+        if r.is_err() {
+            // A full disk must not keep a half-written copy.
+            let _ = self.unlink(tmp_os);
         }
-        self.rename(tmp_os, self, os(name.as_bytes()))
+        r
     }
 
     /// Removes file `name`; absent is not an error.

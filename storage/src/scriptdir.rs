@@ -49,11 +49,7 @@ impl ScriptDir {
     /// Replaces (or creates) `name` with `bytes` in one step, durably.
     pub fn replace(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let tmp = format!(".{name}.tmp.{}", unique_suffix());
-        let r = self.dir.replace_file(&tmp, name, bytes, true);
-        if r.is_err() {
-            let _ = self.dir.unlink(os(tmp.as_bytes()));
-        }
-        r?;
+        self.dir.replace_file(&tmp, name, bytes, true)?;
         self.dir.fsync()
     }
 

@@ -588,20 +588,21 @@ fn make_key<'k>(c: &Candidate, criteria: &[SortCriterion], source: &'k KeySource
             .map(|k| KeyVal::Num(num(&k.key).unwrap_or(0)))
             .collect();
     }
-    // From the file, the texts borrowed from its bytes; else read.
-    let (cached, owned) = match source.cached(c) {
-        Some(h) => (Some(h), None),
-        None => (None, Some(source.read(c))),
+    let keys = |text: &dyn Fn(&SortKey) -> Cow<'k, str>| {
+        criteria
+            .iter()
+            .map(|k| num(&k.key).map_or_else(|| KeyVal::text(text(&k.key)), KeyVal::Num))
+            .collect()
     };
-    criteria
-        .iter()
-        .map(|k| match (num(&k.key), &cached, &owned) {
-            (Some(n), _, _) => KeyVal::Num(n),
-            (None, Some(h), _) => KeyVal::text(Cow::Borrowed(text_key(&k.key, h))),
-            (None, None, Some(o)) => KeyVal::text(Cow::Owned(text_key(&k.key, &o.as_ref()).into())),
-            (None, None, None) => KeyVal::text(Cow::Borrowed("")),
-        })
-        .collect()
+    // From the file, the texts borrowed from its bytes; else read.
+    match source.cached(c) {
+        Some(h) => keys(&|k| Cow::Borrowed(text_key(k, &h))),
+        None => {
+            let owned = source.read(c);
+            let h = owned.as_ref();
+            keys(&|k| Cow::Owned(text_key(k, &h).to_string()))
+        }
+    }
 }
 
 /// Orders two messages' keys by the criteria (REVERSE turning one

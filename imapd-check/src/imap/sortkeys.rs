@@ -218,28 +218,12 @@ fn decode(p: &[u8]) -> Option<(u32, u64, u32, KeysRef<'_>)> {
     ))
 }
 
-/// Replaces `dir`'s file whole with `bytes`: written to [`TMP`] (a stale
-/// one removed first), renamed over [`FILE`]. No fsync: a file lost or
-/// torn in a crash is found out by its CRCs and written again.
+/// Replaces `dir`'s file whole with `bytes` (through [`TMP`], no fsync:
+/// a file lost or torn in a crash is found out by its CRCs and written
+/// again).
 fn replace(dir: &Dir, bytes: &[u8]) -> storage::Result<()> {
-    let os = storage::internals::fsutil::os;
-    let tmp = os(TMP.as_bytes());
-    dir.unlink(tmp)?;
-    let mut f = dir.open_derived(tmp, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)?;
-    let r = f
-        .write_all(bytes)
-        .map_err(|source| storage::Error::Io {
-            op: "write",
-            path: dir.path.join(TMP),
-            source,
-        })
-        .and_then(|()| fault::point("sortkeys.after_tmp_write"))
-        .and_then(|()| dir.rename(tmp, dir, os(FILE.as_bytes())));
-    if r.is_err() {
-        // A full disk must not keep a half-written copy.
-        let _ = dir.unlink(tmp);
-    }
-    r.and_then(|()| fault::point("sortkeys.after_replace"))
+    dir.replace_derived(TMP, FILE, bytes, "sortkeys.after_tmp_write")?;
+    fault::point("sortkeys.after_replace")
 }
 
 /// One frame: payload length, CRC32 of the payload, payload.
