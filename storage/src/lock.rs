@@ -178,6 +178,14 @@ fn lock_keyed(fd: BorrowedFd<'_>, kind: LockKind, timeout: Duration, path: &Path
     Ok(key)
 }
 
+/// Releases this descriptor's OFD locks now. A file whose lock tells
+/// other handles "a live writer owns me" is unlocked this way before it
+/// is closed: a close alone does not release the lock while another
+/// reference to the open file description exists, and in a process
+/// whose threads start programs (the LMTP server runs sendmail) every
+/// child holds such a reference from its fork to its exec. A probe that
+/// does not wait (settling, recovery, verify) would meanwhile take the
+/// finished writer's file for a live one's (`tests/spawn_race.rs`).
 pub fn unlock(fd: BorrowedFd<'_>) {
     // Unlocking a held OFD lock cannot fail on a valid descriptor; if it
     // somehow does, closing the descriptor releases it anyway.

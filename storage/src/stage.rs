@@ -51,6 +51,13 @@ struct Unowned {
     len: u64,
 }
 
+impl Drop for Unowned {
+    fn drop(&mut self) {
+        // The probe's lock, released before the close (`lock::unlock`).
+        crate::lock::unlock(self.file.as_fd());
+    }
+}
+
 impl Unowned {
     /// One link and some content: a dead writer's uncommitted message,
     /// or (after a power loss) a committed message that lost its `UID.`

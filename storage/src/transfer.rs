@@ -158,7 +158,14 @@ struct Staged {
 struct Early {
     name: String,
     stage: std::sync::Arc<Dir>,
-    _file: File,
+    file: File,
+}
+
+impl Drop for Early {
+    fn drop(&mut self) {
+        // Released before the close (`lock::unlock`).
+        crate::lock::unlock(self.file.as_fd());
+    }
 }
 
 impl Staged {
@@ -450,7 +457,7 @@ fn stage_one(src: &Mailbox, uid: u32, dst: &Mailbox) -> Result<Staged> {
             early: Some(Early {
                 name,
                 stage: dst.stage.clone(),
-                _file: file,
+                file,
             }),
             placed: false,
         }),
@@ -467,7 +474,7 @@ fn stage_one(src: &Mailbox, uid: u32, dst: &Mailbox) -> Result<Staged> {
                 early: Some(Early {
                     name,
                     stage: dst.stage.clone(),
-                    _file: out.try_clone().map_err(|e| Error::io("dup", &path, e))?,
+                    file: out.try_clone().map_err(|e| Error::io("dup", &path, e))?,
                 }),
                 placed: false,
             };

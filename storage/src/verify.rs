@@ -854,6 +854,10 @@ fn check_stage(dir: &Dir, rep: &mut Report) -> Result<()> {
             &path,
         )
         .is_ok();
+        if free {
+            // Released before the close (`lock::unlock`).
+            crate::lock::unlock(std::os::fd::AsFd::as_fd(&f));
+        }
         // Two names: a committed message whose staged name waits for the
         // next settle (PROTOCOL.md §3), normal.
         let linked = f

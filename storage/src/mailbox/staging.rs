@@ -67,8 +67,10 @@ impl Drop for StagedMessage {
         if !self.committed {
             let _ = self.stage.unlink(fsutil::os(self.name.as_bytes()));
         }
-        // Closing the file releases the liveness lock on it.
-        self.file.take();
+        // Release the liveness lock before the close (`lock::unlock`).
+        if let Some(f) = self.file.take() {
+            crate::lock::unlock(std::os::fd::AsFd::as_fd(&f));
+        }
     }
 }
 
