@@ -287,3 +287,60 @@ fn a_small_mailbox_has_no_key_file() {
     assert!(a[0][0].starts_with("* SORT "));
     assert!(!dir.join(".sortkeys").exists());
 }
+
+/// A SORT or THREAD whose criteria leave fewer than one message in 512
+/// (as the records tell: flags, UIDs, sequence numbers) reads those
+/// headers rather than the whole file (`sort::SUBSET_SHARE`): it neither
+/// needs nor adds to the file, and answers as the headers say. One over
+/// many messages uses the file and adds what it lacks.
+#[test]
+fn a_sort_of_a_few_messages_reads_their_headers_not_the_file() {
+    const BIG: usize = 1100; // 1100 / 512: at most 2 hits count as few
+    let msgs: Vec<Vec<u8>> = (0..BIG).map(msg).collect();
+    let (_t, spool) = store_with("alice", &msgs);
+    let dir = storage::Store::open(&spool, storage::Options::default())
+        .unwrap()
+        .mailbox_path(&UserName::new("alice").unwrap(), &MailboxName::inbox());
+    let keys = dir.join(".sortkeys");
+    let len = || std::fs::metadata(&keys).unwrap().len();
+
+    let mut c = Client::spawn(&spool, "alice");
+    c.ok("SELECT INBOX");
+    c.ok("UID SORT (SUBJECT) UTF-8 ALL");
+    let full = len();
+    for i in BIG..BIG + 2 {
+        let m = String::from_utf8(msg(i)).unwrap();
+        c.ok(&format!("APPEND INBOX {{{}+}}\r\n{m}", m.len()));
+    }
+    c.ok("NOOP");
+    c.ok(&format!("UID STORE {} +FLAGS (\\Flagged)", BIG + 1));
+    // msg(BIG) has subject index BIG % 6 = 2 ("Fwd: [list] Budget (fwd)
+    // 0"), msg(BIG + 1) index 3 ("été 1"): base subjects "BUDGET 0" <
+    // "ÉTÉ 1".
+    let want = format!("* SORT {} {}", BIG + 1, BIG + 2);
+    for q in [
+        format!("UID SORT (SUBJECT) UTF-8 UID {}:*", BIG + 1),
+        format!("UID SORT (SUBJECT) UTF-8 {}:*", BIG + 1),
+        format!(
+            "UID SORT (SUBJECT) UTF-8 OR FLAGGED UID {} UNDRAFT",
+            BIG + 2
+        ),
+        format!(
+            "UID SORT (SUBJECT) UTF-8 UID {}:* NOT SUBJECT nothing",
+            BIG + 1
+        ),
+    ] {
+        let got = c.ok(&q);
+        assert_eq!(got[0], want, "{q}");
+        assert_eq!(len(), full, "{q}: the file was read and added to");
+    }
+    let got = c.ok("UID THREAD ORDEREDSUBJECT UTF-8 FLAGGED");
+    assert_eq!(got[0], format!("* THREAD ({})", BIG + 1));
+    assert_eq!(len(), full, "THREAD of one message added to the file");
+    // Many hits: the file is used, and the two new messages' keys added.
+    c.ok("UID SORT (SUBJECT) UTF-8 ALL");
+    assert!(
+        len() > full,
+        "a SORT of every message did not add the new keys"
+    );
+}

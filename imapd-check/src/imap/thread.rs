@@ -486,7 +486,7 @@ impl Session {
         };
         let hashing = Hashing(RandomState::new());
         let mut tree = Tree::default();
-        let source = KeySource::open(self.sel.as_ref());
+        let source = KeySource::open(self.sel.as_ref(), search, &self.saved, self.dollar);
         let hits = self.matching(Some(charset), search, |c| {
             source.with(c, |k| {
                 let msg = facts(c, &k, &hashing);
