@@ -31,7 +31,68 @@ fn message() -> Vec<u8> {
     m.into_bytes()
 }
 
+/// The ten kinds of message of `bench/deliver_bench.py` (LF line ends, as
+/// deliver normalizes them before the script runs), about 4 KB each.
+fn delivery_messages() -> Vec<Vec<u8>> {
+    let kinds: [(&str, &str); 10] = [
+        ("", "X-Spam-Flag: YES\nX-Spam-Status: Yes, score=9.1\n"),
+        (
+            "",
+            "List-Id: Rust users <rust-users.lists.example.org>\n\
+             List-Unsubscribe: <mailto:rust-users-leave@lists.example.org>\nPrecedence: list\n",
+        ),
+        (
+            "",
+            "List-Id: <debian-devel.lists.debian.org>\nPrecedence: list\n",
+        ),
+        ("GitHub <notifications@github.example.com>", ""),
+        ("The Boss <boss@example.org>", ""),
+        ("", ""),
+        ("", ""),
+        ("", ""),
+        ("", ""),
+        ("", ""),
+    ];
+    kinds
+        .iter()
+        .enumerate()
+        .map(|(i, (from, extra))| {
+            let from = if from.is_empty() {
+                "Bench Sender <bench-sender@example.org>"
+            } else {
+                from
+            };
+            let mut m = format!(
+                "From: {from}\nTo: bench@example.org\n{extra}Subject: benchmark message {i}\n\
+                 Date: Sun, 22 Nov 2026 12:00:00 +0000\nMessage-ID: <bench.{i}@example.org>\n\
+                 MIME-Version: 1.0\nContent-Type: text/plain; charset=us-ascii\n\n"
+            );
+            while m.len() < 4096 {
+                m.push_str(
+                    "The quick brown fox jumps over the lazy dog, again and again. 0123456789\n",
+                );
+            }
+            m.into_bytes()
+        })
+        .collect()
+}
+
 fn bench(c: &mut Criterion) {
+    let delivery = Script::compile(include_str!("../../bench/deliver_bench.sieve")).unwrap();
+    let msgs = delivery_messages();
+    let env = Envelope {
+        from: "bench-sender@example.org".into(),
+        to: "bench@example.org".into(),
+    };
+    let opts = RunOptions::default();
+    c.bench_function("evaluate bench/deliver_bench.sieve, 10 messages", |b| {
+        b.iter(|| {
+            for m in &msgs {
+                std::hint::black_box(delivery.evaluate(m, &env, &opts, &NoHost));
+            }
+        })
+    });
+
     let script = Script::compile(SCRIPT).unwrap();
     let msg = message();
     let env = Envelope {
