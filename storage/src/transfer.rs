@@ -1021,9 +1021,8 @@ fn expunge_sources(s: &mut Mailbox, hs: &Header, j: &Journal, durable: bool) -> 
     let mut after = work.records.clone();
     let touched = expunge_in(&mut after, Some(&uids), false, modseq, fsutil::now());
     let writes = work.rewrites(&after, touched.into_iter().map(|i| i as usize));
-    for w in &writes {
-        s.index.write_record(w.slot, w.after)?;
-    }
+    s.index
+        .write_records_at(writes.iter().map(|w| (w.slot, w.after)))?;
     fault::point("move.after_src_records")?;
     // By delta from the records rewritten, or from the count of every
     // record when the header needed a recount (Working::counts). A settler

@@ -690,3 +690,126 @@ fn reconstruct_removes_the_full_text_index() {
     )
     .unwrap();
 }
+
+/// In-place rewrites go out as runs of consecutive records, one write of
+/// at most 8,192 records each (`IndexFile::write_records_at`): STOREs
+/// over more records than one run holds, with gaps, a UID set given out of
+/// order with repeats, and expunges, leave every record as a model of one
+/// change at a time says, seen through a new handle and by verify.
+#[test]
+fn big_stores_and_expunges_write_every_record_they_change() {
+    let (_t, s, u, mut m) = inbox();
+    const N: u32 = 9000;
+    let all: Vec<u32> = (1..=N).collect();
+    for chunk in all.chunks(1500) {
+        let staged = chunk
+            .iter()
+            .map(|i| {
+                let body = format!("Subject: {i}\r\n\r\n{i}\r\n");
+                m.stage(body.as_bytes(), AppendOptions::default()).unwrap()
+            })
+            .collect();
+        m.commit(staged).unwrap();
+    }
+    let mut model = vec![Flags::empty(); N as usize + 1];
+    let mut gone = vec![false; N as usize + 1];
+    /// One STORE, and the model after it.
+    fn change(
+        m: &mut mailstore::Mailbox,
+        model: &mut [Flags],
+        gone: &[bool],
+        uids: &[u32],
+        op: FlagOp,
+        f: Flags,
+    ) {
+        let out = m.store(uids, op, f, &[], None).unwrap();
+        let mut want = 0;
+        let mut seen = std::collections::HashSet::new();
+        for &u in uids {
+            if !seen.insert(u) || gone[u as usize] {
+                continue;
+            }
+            let new = match op {
+                FlagOp::Add => model[u as usize].union(f),
+                FlagOp::Remove => model[u as usize].minus(f),
+                FlagOp::Replace => f,
+            };
+            if new != model[u as usize] {
+                want += 1;
+            }
+            model[u as usize] = new;
+        }
+        assert_eq!(out.changed.len(), want, "{op:?} {f:?}");
+    }
+    change(&mut m, &mut model, &gone, &all, FlagOp::Add, Flags::SEEN);
+    let scattered: Vec<u32> = (1..=N)
+        .rev()
+        .step_by(3)
+        .chain([5, 5, 8191, 8192, 8193, 8194, 8195])
+        .collect();
+    change(
+        &mut m,
+        &mut model,
+        &gone,
+        &scattered,
+        FlagOp::Add,
+        Flags::FLAGGED,
+    );
+    let middle: Vec<u32> = (4000..=8500).collect();
+    change(
+        &mut m,
+        &mut model,
+        &gone,
+        &middle,
+        FlagOp::Remove,
+        Flags::SEEN,
+    );
+    let deleted: Vec<u32> = (1..=N)
+        .filter(|u| u % 7 == 0 || (100..9000).contains(u))
+        .collect();
+    change(
+        &mut m,
+        &mut model,
+        &gone,
+        &deleted,
+        FlagOp::Add,
+        Flags::DELETED,
+    );
+    let expunged = m.expunge(None, true).unwrap();
+    assert_eq!(expunged.len(), deleted.len());
+    for u in expunged {
+        gone[u as usize] = true;
+    }
+    change(
+        &mut m,
+        &mut model,
+        &gone,
+        &all,
+        FlagOp::Replace,
+        Flags::ANSWERED,
+    );
+
+    let mut fresh = s.open_mailbox(&u, &MailboxName::inbox()).unwrap();
+    let snap = fresh.snapshot().unwrap();
+    assert_eq!(snap.records.len(), N as usize);
+    for r in &snap.records {
+        assert_eq!(r.is_expunged(), gone[r.uid as usize], "uid {}", r.uid);
+        if !r.is_expunged() {
+            assert_eq!(
+                r.flags.intersect(Flags::SYSTEM),
+                model[r.uid as usize],
+                "uid {}",
+                r.uid
+            );
+        }
+    }
+    let h = &snap.header;
+    let live = gone.iter().skip(1).filter(|g| !**g).count();
+    assert_eq!(h.exists as usize, live);
+    let report = mailstore::verify::verify_path(
+        &s.mailbox_path(&u, &MailboxName::inbox()),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+}

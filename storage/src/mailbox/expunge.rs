@@ -98,9 +98,8 @@ impl Mailbox {
         points: [&'static str; 2],
     ) -> Result<()> {
         let result = (|| -> Result<()> {
-            for w in writes {
-                self.index.write_record(w.slot, w.after)?;
-            }
+            self.index
+                .write_records_at(writes.iter().map(|w| (w.slot, w.after)))?;
             fault::point(points[0])?;
             self.index.write_header(new)?;
             if matches!(recount, Recount::Counted(_)) {
@@ -121,6 +120,7 @@ impl Mailbox {
                 .map(|h| h.generation > old.generation)
                 .unwrap_or(false);
             if !committed {
+                // One at a time: as many as can be put back are.
                 for w in writes {
                     let _ = self.index.write_record(w.slot, w.before);
                 }
