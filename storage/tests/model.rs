@@ -335,9 +335,14 @@ fn apply(s: &Store, m: &mut Mailbox, model: &mut Model, op: &Op) {
                     _ => missing.push(uid),
                 }
             }
-            let got: BTreeSet<u32> = out.changed.iter().map(|r| r.uid).collect();
-            assert_eq!(got, changed, "changed UIDs");
-            assert_eq!(out.missing, missing, "missing UIDs");
+            let got: Vec<u32> = out.changed.iter().map(|r| r.uid).collect();
+            assert_eq!(
+                got,
+                Vec::from_iter(changed.iter().copied()),
+                "changed UIDs, ascending"
+            );
+            missing.sort_unstable();
+            assert_eq!(out.missing, missing, "missing UIDs, ascending");
             if !changed.is_empty() {
                 let h = m.header().unwrap();
                 assert!(out.changed.iter().all(|r| r.modseq == h.highestmodseq));

@@ -95,7 +95,10 @@ impl Mailbox {
         let mut after: Vec<Record> = work.records.clone();
         let now = fsutil::now();
         let mut top = old.highestmodseq;
-        let mut touched = std::collections::BTreeSet::new();
+        // Record numbers the steps changed, each step's ascending; sorted
+        // and deduplicated once at the end (a STORE of every message of a
+        // big mailbox spent 4% of its time in a BTreeSet's inserts).
+        let mut touched: Vec<u32> = Vec::new();
         let mut outcomes = Vec::with_capacity(ops.len());
         for op in &ops {
             let modseq = top + 1;
@@ -134,6 +137,8 @@ impl Mailbox {
             }
             outcomes.push(outcome);
         }
+        touched.sort_unstable();
+        touched.dedup();
         let generation = if touched.is_empty() {
             self.stamp_if_exact(&old, &work);
             drop(guard);

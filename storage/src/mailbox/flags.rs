@@ -21,7 +21,8 @@ pub enum FlagOp {
     Replace,
 }
 
-/// Result of a flag change.
+/// Result of a flag change. Each list is in ascending UID order, each UID
+/// once, whatever the order and repeats of the UIDs asked for.
 #[derive(Clone, Debug, Default)]
 pub struct StoreOutcome {
     /// Records whose flags changed, as they are now.
@@ -156,7 +157,7 @@ impl FlagChange<'_> {
     /// Changes `records` (ascending by UID, as checked by the caller):
     /// each changed record gets `modseq`. Fills `out.modified` and
     /// `out.missing`, pushes the changed records to `out.changed` and
-    /// returns their record numbers.
+    /// returns their record numbers, all in ascending UID order.
     pub(crate) fn apply(
         &self,
         records: &mut [Record],
@@ -166,18 +167,26 @@ impl FlagChange<'_> {
     ) -> Vec<u32> {
         let flags = self.flags.intersect(Flags::SYSTEM);
         let mut recnos = Vec::new();
-        // A UID listed twice (IMAP sets may overlap) is changed once.
-        let mut seen_uids = std::collections::HashSet::new();
-        for &uid in self.uids {
-            if !seen_uids.insert(uid) {
-                continue;
-            }
-            // Found by binary search, with no map of the whole mailbox
-            // built under the exclusive lock.
-            let Ok(i) = records.binary_search_by_key(&uid, |r| r.uid) else {
+        // A UID listed twice (IMAP sets may overlap) is changed once; in
+        // order, so that the records are walked once, with no map of the
+        // whole mailbox built under the exclusive lock.
+        let mut uids = self.uids.to_vec();
+        uids.sort_unstable();
+        uids.dedup();
+        // Records before `from` hold lower UIDs than the next one asked.
+        let mut from = 0;
+        for uid in uids {
+            let i = if records.get(from).is_some_and(|r| r.uid >= uid) {
+                from
+            } else {
+                from + records[from..].partition_point(|r| r.uid < uid)
+            };
+            from = i;
+            if records.get(i).is_none_or(|r| r.uid != uid) {
                 out.missing.push(uid);
                 continue;
-            };
+            }
+            from = i + 1;
             let r = &mut records[i];
             if r.is_expunged() {
                 out.missing.push(uid);
