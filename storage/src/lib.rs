@@ -50,7 +50,7 @@
 //! | FETCH, STORE, SEARCH, COPY by sequence number | [`SessionView::resolve_seqs`], [`SessionView::record`], [`Mailbox::open_message`]; then [`SessionView::check`] with [`Allow::NoExpunge`] | EXPUNGE may not be sent while the client's numbers are in use; expunges are held, the message keeps its number |
 //! | NOOP, CHECK, IDLE, EXPUNGE, UID commands | [`SessionView::check`] with [`Allow::AllUpdates`] | every update may go out, held expunges first |
 //! | after LIST, STATUS or other commands | [`SessionView::check_if_free`] | updates may be sent but need not: do not wait behind a writer |
-//! | the session's own STORE / EXPUNGE | [`Mailbox::store`] / [`Mailbox::expunge`], then [`SessionView::apply_own_store`] / [`SessionView::apply_own_expunge`] | so a later check does not report them again as someone else's |
+//! | the session's own STORE / EXPUNGE | [`Mailbox::store`] / [`Mailbox::expunge`], then [`SessionView::apply_own_store`] (its FETCH responses; [`SessionView::fold_own_store`] when the answer is read from the view) / [`SessionView::apply_own_expunge`] | so a later check does not report them again as someone else's |
 //! | IDLE | [`watch::Watch::new`] at SELECT; [`watch::Watch::wait`] from [`SessionView::mark`] (or poll [`watch::Watch::fd`]), then [`SessionView::check`] with [`Allow::AllUpdates`] | a wake only says "look": the check decides what changed |
 //! | APPEND, delivery | [`Store::open_mailbox`], [`Mailbox::append`] (or [`Mailbox::stage`] then [`Mailbox::commit`] for a batch) | returns the UID once committed |
 //!

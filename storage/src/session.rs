@@ -31,7 +31,8 @@
 //!   expunges go out as one [`Update::Vanished`] of UIDs instead of
 //!   `EXPUNGE`s, under the same rule (RFC 7162 3.2.10).
 //! - A session's own STORE and EXPUNGE are folded in with
-//!   [`SessionView::apply_own_store`] / [`SessionView::apply_own_expunge`],
+//!   [`SessionView::apply_own_store`] (or [`SessionView::fold_own_store`],
+//!   without the FETCH responses) / [`SessionView::apply_own_expunge`],
 //!   so a later check does not echo them back as someone else's.
 //!
 //! # Cost
@@ -876,8 +877,36 @@ impl SessionView {
     ///
     /// If the STORE grew the keyword table, an [`Update::Flags`] comes first.
     pub fn apply_own_store(&mut self, mbox: &Mailbox, outcome: &StoreOutcome) -> Vec<Update> {
+        let mut seqs = Vec::new();
+        let flags = self.fold_own_changes(mbox, outcome, |seq| seqs.push(seq));
+        seqs.sort_unstable();
+        let mut out: Vec<Update> = flags.into_iter().collect();
+        out.extend(seqs.into_iter().map(|seq| {
+            let r = self.msgs[seq as usize - 1].record.clone();
+            self.fetch(seq, &r)
+        }));
+        out
+    }
+
+    /// [`Self::apply_own_store`] without the FETCH responses: folds the
+    /// STORE into the view and returns the keyword table's update when
+    /// the STORE grew it. For a caller that answers from the view (the
+    /// IMAP server): a STORE of every message of a big mailbox then
+    /// builds no response per message only to drop it.
+    pub fn fold_own_store(&mut self, mbox: &Mailbox, outcome: &StoreOutcome) -> Option<Update> {
+        self.fold_own_changes(mbox, outcome, |_| {})
+    }
+
+    /// Folds `outcome`'s changed records into the view, handing `folded`
+    /// the sequence number of each one taken; then the keyword table's
+    /// update, if it grew.
+    fn fold_own_changes(
+        &mut self,
+        mbox: &Mailbox,
+        outcome: &StoreOutcome,
+        mut folded: impl FnMut(u32),
+    ) -> Option<Update> {
         debug_assert!(self.slim.is_none(), "records of a compact view");
-        let mut fetches = Vec::new();
         for r in &outcome.changed {
             // UIDs above the floor are new to this view: the next check
             // reports them (with this state) as EXISTS.
@@ -888,15 +917,10 @@ impl SessionView {
             }
             e.record = r.clone();
             note_deleted(&mut self.deleted, r);
-            fetches.push((seq, r.clone()));
+            folded(seq);
         }
-        fetches.sort_by_key(|(seq, _)| *seq);
-        let mut out = Vec::new();
-        if self.sync_keywords(mbox) {
-            out.push(Update::Flags(self.keywords.clone()));
-        }
-        out.extend(fetches.into_iter().map(|(seq, r)| self.fetch(seq, &r)));
-        out
+        self.sync_keywords(mbox)
+            .then(|| Update::Flags(self.keywords.clone()))
     }
 
     /// Folds the session's own EXPUNGE (the UIDs [`Mailbox::expunge`]

@@ -154,6 +154,43 @@ fn own_store_is_not_echoed() {
     c.assert_matches_index(&v, &mut a);
 }
 
+/// `fold_own_store` (the IMAP server's, which answers from the view)
+/// leaves the view exactly as `apply_own_store` does and returns only the
+/// keyword table's update, when the STORE grew it.
+#[test]
+fn folding_an_own_store_is_applying_it_without_the_responses() {
+    let (_t, s) = store();
+    let mut a = open(&s);
+    append(&mut a, 4);
+    let mut applied = SessionView::open(&mut a).unwrap();
+    let mut folded = SessionView::open(&mut a).unwrap();
+    let kw = vec!["$Work".to_string()];
+    let out = a
+        .store(&[4, 2, 2], FlagOp::Add, Flags::FLAGGED, &kw, None)
+        .unwrap();
+    let u = applied.apply_own_store(&a, &out);
+    let f = folded.fold_own_store(&a, &out);
+    assert!(matches!(f, Some(Update::Flags(_))), "{f:?}");
+    assert_eq!(u.first(), f.as_ref());
+    assert!(
+        matches!(u[1], Update::Fetch { seq: 2, uid: 2, .. }),
+        "{u:?}"
+    );
+    assert!(
+        matches!(u[2], Update::Fetch { seq: 4, uid: 4, .. }),
+        "{u:?}"
+    );
+    assert_eq!(u.len(), 3);
+    let out = a.store(&[1], FlagOp::Add, Flags::SEEN, &[], None).unwrap();
+    applied.apply_own_store(&a, &out);
+    assert_eq!(folded.fold_own_store(&a, &out), None, "no new keyword");
+    for seq in 1..=4 {
+        assert_eq!(applied.record(seq), folded.record(seq), "seq {seq}");
+    }
+    assert_eq!(applied.check(&mut a, Allow::AllUpdates).unwrap(), vec![]);
+    assert_eq!(folded.check(&mut a, Allow::AllUpdates).unwrap(), vec![]);
+}
+
 #[test]
 fn own_store_without_apply_would_be_echoed() {
     // The counterpart of the test above: proves the check does see the

@@ -194,13 +194,9 @@ impl Session {
                 let outcome = sel
                     .mbox
                     .store(&unseen, FlagOp::Add, Flags::SEEN, &[], None)?;
-                let ups = sel.view.apply_own_store(&sel.mbox, &outcome);
+                let flag_ups = sel.view.fold_own_store(&sel.mbox, &outcome);
                 seen_now.extend(outcome.changed.iter().map(|r| r.uid));
-                let flag_ups: Vec<_> = ups
-                    .into_iter()
-                    .filter(|u| matches!(u, storage::session::Update::Flags(_)))
-                    .collect();
-                self.write_updates(&flag_ups);
+                self.write_updates(flag_ups.as_slice());
             }
         }
         let sel = self.sel.as_mut().expect("selected");
@@ -300,7 +296,7 @@ impl Session {
             let outcome = sel
                 .mbox
                 .store(&unsent, FlagOp::Remove, Flags::SEEN, &[], None)?;
-            sel.view.apply_own_store(&sel.mbox, &outcome);
+            sel.view.fold_own_store(&sel.mbox, &outcome);
         }
         let refused = [
             (
@@ -396,13 +392,10 @@ impl Session {
         } else {
             sel.mbox.store(&uids, op, fl, &kw, unchanged_since)?
         };
-        let ups = sel.view.apply_own_store(&sel.mbox, &outcome);
+        // The answer's FETCH lines come from the view below.
+        let flag_ups = sel.view.fold_own_store(&sel.mbox, &outcome);
         let modified: HashSet<u32> = outcome.modified.iter().copied().collect();
-        let flag_ups: Vec<_> = ups
-            .into_iter()
-            .filter(|u| matches!(u, storage::session::Update::Flags(_)))
-            .collect();
-        self.write_updates(&flag_ups);
+        self.write_updates(flag_ups.as_slice());
         let sel = self.sel.as_mut().expect("selected");
         if response == StoreResponse::Answer {
             for (seq, u) in &live {
