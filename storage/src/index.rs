@@ -982,10 +982,10 @@ impl IndexFile {
     }
 }
 
-/// Records as they lie in the file, back to back.
 /// The most bytes [`IndexFile::write_records_at`] writes with one call.
 const MAX_RUN_BYTES: usize = 1 << 20;
 
+/// Records as they lie in the file, back to back.
 fn encode_records(records: &[Record]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(records.len() * RECORD_SIZE);
     for r in records {

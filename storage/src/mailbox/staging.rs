@@ -120,6 +120,11 @@ impl Mailbox {
                 .map_err(|e| Error::io("stat", &path, e))?
                 .nlink()
                 > 0;
+            if locked.is_ok() && !linked {
+                // Not ours after all: released before the close
+                // (`lock::unlock`).
+                crate::lock::unlock(std::os::fd::AsFd::as_fd(&file));
+            }
             match locked {
                 Ok(()) if linked => return Ok((name, file, path)),
                 // Taken by a recover (which unlinks it): use another name.
