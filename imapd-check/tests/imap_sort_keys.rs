@@ -78,6 +78,13 @@ const QUERIES: [&str; 11] = [
     "UID THREAD ORDEREDSUBJECT UTF-8 ALL",
 ];
 
+/// alice's INBOX directory in `spool`.
+fn inbox_dir(spool: &Path) -> PathBuf {
+    storage::Store::open(spool, storage::Options::default())
+        .unwrap()
+        .mailbox_path(&UserName::new("alice").unwrap(), &MailboxName::inbox())
+}
+
 /// Every query's answer, from a new server process.
 fn answers(spool: &Path) -> Vec<Vec<String>> {
     let mut c = Client::spawn(spool, "alice");
@@ -128,9 +135,7 @@ fn without_message_files<T>(dir: &Path, f: impl FnOnce() -> T) -> T {
 fn sort_and_thread_answer_from_the_key_file_and_always_as_the_headers_say() {
     let msgs: Vec<Vec<u8>> = (0..N).map(msg).collect();
     let (_t, spool) = store_with("alice", &msgs);
-    let dir = storage::Store::open(&spool, storage::Options::default())
-        .unwrap()
-        .mailbox_path(&UserName::new("alice").unwrap(), &MailboxName::inbox());
+    let dir = inbox_dir(&spool);
     let keys = dir.join(".sortkeys");
 
     // The first SORT reads the headers and writes the file.
@@ -196,9 +201,7 @@ fn a_kill_while_writing_the_key_file_costs_nothing() {
     ] {
         let msgs: Vec<Vec<u8>> = (0..N).map(msg).collect();
         let (_t, spool) = store_with("alice", &msgs);
-        let dir = storage::Store::open(&spool, storage::Options::default())
-            .unwrap()
-            .mailbox_path(&UserName::new("alice").unwrap(), &MailboxName::inbox());
+        let dir = inbox_dir(&spool);
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_imapd-check"));
         cmd.env("MAILSTORE_TEST_FAULT", format!("{point}=kill"))
             .args(["serve", "--spool"])
@@ -251,9 +254,7 @@ fn a_full_disk_costs_the_key_file_only() {
         "alice",
         (0..N).map(|i| (msg(i), storage::AppendOptions::default())),
     );
-    let dir = storage::Store::open(&spool, storage::Options::default())
-        .unwrap()
-        .mailbox_path(&UserName::new("alice").unwrap(), &MailboxName::inbox());
+    let dir = inbox_dir(&spool);
     // A first server claims \Recent (a write) while there is room.
     drop(answers(&spool));
     std::fs::remove_file(dir.join(".sortkeys")).unwrap();
@@ -280,9 +281,7 @@ fn a_full_disk_costs_the_key_file_only() {
 fn a_small_mailbox_has_no_key_file() {
     let msgs: Vec<Vec<u8>> = (0..20).map(msg).collect();
     let (_t, spool) = store_with("alice", &msgs);
-    let dir = storage::Store::open(&spool, storage::Options::default())
-        .unwrap()
-        .mailbox_path(&UserName::new("alice").unwrap(), &MailboxName::inbox());
+    let dir = inbox_dir(&spool);
     let a = answers(&spool);
     assert!(a[0][0].starts_with("* SORT "));
     assert!(!dir.join(".sortkeys").exists());
@@ -298,9 +297,7 @@ fn a_sort_of_a_few_messages_reads_their_headers_not_the_file() {
     const BIG: usize = 1100; // 1100 / 512: at most 2 hits count as few
     let msgs: Vec<Vec<u8>> = (0..BIG).map(msg).collect();
     let (_t, spool) = store_with("alice", &msgs);
-    let dir = storage::Store::open(&spool, storage::Options::default())
-        .unwrap()
-        .mailbox_path(&UserName::new("alice").unwrap(), &MailboxName::inbox());
+    let dir = inbox_dir(&spool);
     let keys = dir.join(".sortkeys");
     let len = || std::fs::metadata(&keys).unwrap().len();
 

@@ -99,7 +99,6 @@ fn bench(c: &mut Criterion) {
         from: "alice@example.org".into(),
         to: "bob@example.com".into(),
     };
-    let opts = RunOptions::default();
     c.bench_function("evaluate 10 rules on 4 KB", |b| {
         b.iter(|| script.evaluate(&msg, &env, &opts, &NoHost))
     });

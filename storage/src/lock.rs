@@ -192,6 +192,45 @@ pub fn unlock(fd: BorrowedFd<'_>) {
     let _ = set_lock(fd, libc::F_UNLCK as libc::c_short, 0, 0, true);
 }
 
+/// A file whose OFD lock, taken with [`lock`], tells other handles "a
+/// live writer owns me" (a staged message, the source of a COPY's link)
+/// or is a prober's moment of holding one. Dropping it releases the lock
+/// with [`unlock`] before the close (see there why the close alone is not
+/// enough); a file that was never locked is only closed.
+#[derive(Debug)]
+pub struct LockedFile(File);
+
+impl LockedFile {
+    pub fn new(file: File) -> LockedFile {
+        LockedFile(file)
+    }
+}
+
+impl std::ops::Deref for LockedFile {
+    type Target = File;
+    fn deref(&self) -> &File {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for LockedFile {
+    fn deref_mut(&mut self) -> &mut File {
+        &mut self.0
+    }
+}
+
+impl AsFd for LockedFile {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl Drop for LockedFile {
+    fn drop(&mut self) {
+        unlock(self.0.as_fd());
+    }
+}
+
 /// Opens the file at `path` read-write and takes `kind` on it. A new open
 /// file description: the lock excludes every other handle, this
 /// process's included (for tools and tests that keep a mailbox busy).

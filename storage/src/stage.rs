@@ -23,7 +23,7 @@ use crate::fault;
 use crate::format::Record;
 use crate::fsutil::{self, Dir};
 use crate::layout::message_file_name;
-use crate::lock::LockKind;
+use crate::lock::{LockKind, LockedFile};
 
 /// An append that crosses a multiple of this many UIDs settles `.stage`:
 /// one directory fsync per this many deliveries instead of one each.
@@ -46,16 +46,9 @@ pub struct Tidy {
 /// A staged file nobody holds: its writer finished or died.
 struct Unowned {
     name: Vec<u8>,
-    file: std::fs::File,
+    file: LockedFile,
     nlink: u64,
     len: u64,
-}
-
-impl Drop for Unowned {
-    fn drop(&mut self) {
-        // The probe's lock, released before the close (`lock::unlock`).
-        crate::lock::unlock(self.file.as_fd());
-    }
 }
 
 impl Unowned {
@@ -91,7 +84,7 @@ fn unowned(stage: &Dir, want: impl Fn(u64) -> bool) -> Result<Vec<Unowned>> {
             continue;
         }
         // Read-write: an exclusive OFD lock needs a writable descriptor.
-        let Ok(file) = stage.open_file(os, OFlag::O_RDWR) else {
+        let Ok(file) = stage.open_file(os, OFlag::O_RDWR).map(LockedFile::new) else {
             continue;
         };
         let path = stage.child_path(os);

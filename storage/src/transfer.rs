@@ -30,7 +30,7 @@ use crate::fault;
 use crate::format::{Flags, HF_MOVE_IN, HF_MOVE_OUT, Header, Keywords, Record};
 use crate::fsutil::{self, Dir};
 use crate::index::Durability;
-use crate::lock::{LockGuard, LockKind};
+use crate::lock::{LockGuard, LockKind, LockedFile};
 use crate::mailbox::{Mailbox, Recount, Wanted, expunge_in, message_file_name};
 use crate::names::MailboxName;
 
@@ -158,14 +158,8 @@ struct Staged {
 struct Early {
     name: String,
     stage: std::sync::Arc<Dir>,
-    file: File,
-}
-
-impl Drop for Early {
-    fn drop(&mut self) {
-        // Released before the close (`lock::unlock`).
-        crate::lock::unlock(self.file.as_fd());
-    }
+    /// Keeps the lock until the early name is settled or dropped.
+    _file: LockedFile,
 }
 
 impl Staged {
@@ -440,7 +434,7 @@ fn stage_one(src: &Mailbox, uid: u32, dst: &Mailbox) -> Result<Staged> {
     // Lock the inode before it gets a name in `.stage`, so that recovery
     // in the destination never takes our link for debris.
     let file = match src.dir().open_file(src_os, OFlag::O_RDONLY) {
-        Ok(f) => f,
+        Ok(f) => LockedFile::new(f),
         Err(e) if e.is_not_found() => {
             return Err(Error::Expunged(uid));
         }
@@ -457,7 +451,7 @@ fn stage_one(src: &Mailbox, uid: u32, dst: &Mailbox) -> Result<Staged> {
             early: Some(Early {
                 name,
                 stage: dst.stage.clone(),
-                file,
+                _file: file,
             }),
             placed: false,
         }),
@@ -474,7 +468,9 @@ fn stage_one(src: &Mailbox, uid: u32, dst: &Mailbox) -> Result<Staged> {
                 early: Some(Early {
                     name,
                     stage: dst.stage.clone(),
-                    file: out.try_clone().map_err(|e| Error::io("dup", &path, e))?,
+                    _file: LockedFile::new(
+                        out.try_clone().map_err(|e| Error::io("dup", &path, e))?,
+                    ),
                 }),
                 placed: false,
             };

@@ -842,11 +842,14 @@ fn check_stage(dir: &Dir, rep: &mut Report) -> Result<()> {
     for (name, _) in stage.entries()? {
         let os = fsutil::os(&name);
         let path = stage.child_path(os);
-        let Ok(f) = stage.open_file(os, OFlag::O_RDONLY) else {
+        let Ok(f) = stage
+            .open_file(os, OFlag::O_RDONLY)
+            .map(crate::lock::LockedFile::new)
+        else {
             continue;
         };
         // A live writer holds its staged file exclusively; a shared lock
-        // that succeeds means nobody does.
+        // that succeeds means nobody does (released when `f` goes).
         let free = crate::lock::lock(
             std::os::fd::AsFd::as_fd(&f),
             LockKind::Shared,
@@ -854,10 +857,6 @@ fn check_stage(dir: &Dir, rep: &mut Report) -> Result<()> {
             &path,
         )
         .is_ok();
-        if free {
-            // Released before the close (`lock::unlock`).
-            crate::lock::unlock(std::os::fd::AsFd::as_fd(&f));
-        }
         // Two names: a committed message whose staged name waits for the
         // next settle (PROTOCOL.md §3), normal.
         let linked = f

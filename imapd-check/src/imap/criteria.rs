@@ -135,45 +135,10 @@ impl Crit<'_, '_> {
                 _ => None,
             },
             Crit::Not(a) => a.decided(c, saved).map(|x| !x),
-            Crit::Key(k) if record_decides(k) => Some(search::matches(k, c)),
+            Crit::Key(k) if search::record_decides(k) => Some(search::matches(k, c)),
             Crit::Key(_) => None,
             other => Some(other.matches(c, saved)),
         }
-    }
-}
-
-/// Keys whose result the message's record (and the session's \Recent)
-/// gives without reading the message.
-fn record_decides(k: &SearchKey) -> bool {
-    match k {
-        SearchKey::And(keys) => keys.as_ref().iter().all(record_decides),
-        SearchKey::Or(a, b) => record_decides(a) && record_decides(b),
-        SearchKey::Not(a) => record_decides(a),
-        SearchKey::All
-        | SearchKey::Recent
-        | SearchKey::New
-        | SearchKey::Old
-        | SearchKey::SequenceSet(_)
-        | SearchKey::Uid(_)
-        | SearchKey::Answered
-        | SearchKey::Unanswered
-        | SearchKey::Deleted
-        | SearchKey::Undeleted
-        | SearchKey::Draft
-        | SearchKey::Undraft
-        | SearchKey::Flagged
-        | SearchKey::Unflagged
-        | SearchKey::Seen
-        | SearchKey::Unseen
-        | SearchKey::Keyword(_)
-        | SearchKey::Unkeyword(_)
-        | SearchKey::Larger(_)
-        | SearchKey::Smaller(_)
-        | SearchKey::Before(_)
-        | SearchKey::On(_)
-        | SearchKey::Since(_)
-        | SearchKey::ModSequence { .. } => true,
-        _ => false,
     }
 }
 

@@ -91,6 +91,34 @@ pub(super) fn compact(nums: &[u32]) -> String {
     out.join(",")
 }
 
+impl super::conn::Selected {
+    /// What `*` stands for in this view: the largest sequence number and
+    /// the largest UID (one lookup, not a walk of the view).
+    pub(super) fn star(&self) -> (u32, u32) {
+        (self.view.len(), self.view.last_uid().unwrap_or(0))
+    }
+
+    /// The search candidate of the view's message `m`: its keywords by
+    /// name and its `\Recent` in this session; its file opened by `open`
+    /// when a key needs it.
+    pub(super) fn candidate<'a>(
+        &'a self,
+        m: &storage::session::Message<'a>,
+        star: (u32, u32),
+        open: &'a dyn Fn(&storage::Record) -> Result<MessageFile, Error>,
+    ) -> Candidate<'a> {
+        let mut c = Candidate::new(
+            m.seq,
+            m.record,
+            self.view.keyword_names(&m.record.keywords),
+            star,
+            open,
+        );
+        c.recent = self.recent.contains(m.uid);
+        c
+    }
+}
+
 impl Session {
     /// The (seq, uid) pairs a set names in this session's view.
     fn targets(&mut self, set: &SequenceSet, uid: bool) -> Result<Vec<(u32, u32)>, Fail> {
@@ -488,9 +516,8 @@ impl Session {
             ..
         } = self;
         let sel = sel.as_ref().expect("selected");
-        let max_seq = sel.view.len();
-        let max_uid = sel.view.iter().last().map_or(0, |m| m.uid);
-        let crit = criteria::compile(criteria, (max_seq, max_uid), *dollar);
+        let star = sel.star();
+        let crit = criteria::compile(criteria, star, *dollar);
         let mbox = &sel.mbox;
         let open = |r: &storage::Record| MessageFile::open(mbox, r);
         let headers = super::headercache::Source::of(mbox, sel.view.uidvalidity());
@@ -505,15 +532,8 @@ impl Session {
                 if filter.as_ref().is_some_and(|f| !f.may_match(m.uid)) {
                     continue;
                 }
-                let mut c = Candidate::new(
-                    m.seq,
-                    m.record,
-                    sel.view.keyword_names(&m.record.keywords),
-                    (max_seq, max_uid),
-                    &open,
-                );
+                let mut c = sel.candidate(&m, star, &open);
                 c.headers = headers;
-                c.recent = sel.recent.contains(m.uid);
                 c.fts = filter.as_ref();
                 let hit = crit.matches(&c, saved);
                 let k = hit.then(|| key(&c));

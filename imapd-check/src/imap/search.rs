@@ -456,6 +456,42 @@ pub fn matches(key: &SearchKey, c: &Candidate) -> bool {
     }
 }
 
+/// Keys whose result the message's record (and the session's \Recent)
+/// gives without reading the message: the keys [`matches`] answers from
+/// `c.rec`, `c.keywords`, `c.seq` and `c.recent` alone (keep the two in step).
+pub fn record_decides(k: &SearchKey) -> bool {
+    match k {
+        SearchKey::And(keys) => keys.as_ref().iter().all(record_decides),
+        SearchKey::Or(a, b) => record_decides(a) && record_decides(b),
+        SearchKey::Not(a) => record_decides(a),
+        SearchKey::All
+        | SearchKey::Recent
+        | SearchKey::New
+        | SearchKey::Old
+        | SearchKey::SequenceSet(_)
+        | SearchKey::Uid(_)
+        | SearchKey::Answered
+        | SearchKey::Unanswered
+        | SearchKey::Deleted
+        | SearchKey::Undeleted
+        | SearchKey::Draft
+        | SearchKey::Undraft
+        | SearchKey::Flagged
+        | SearchKey::Unflagged
+        | SearchKey::Seen
+        | SearchKey::Unseen
+        | SearchKey::Keyword(_)
+        | SearchKey::Unkeyword(_)
+        | SearchKey::Larger(_)
+        | SearchKey::Smaller(_)
+        | SearchKey::Before(_)
+        | SearchKey::On(_)
+        | SearchKey::Since(_)
+        | SearchKey::ModSequence { .. } => true,
+        _ => false,
+    }
+}
+
 /// True when the criteria use MODSEQ (the response then carries it).
 pub fn uses_modseq(key: &SearchKey) -> bool {
     match key {

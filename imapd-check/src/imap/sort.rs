@@ -542,23 +542,13 @@ fn few_hits(
     saved: &[u32],
     dollar: bool,
 ) -> bool {
-    let view = &sel.view;
-    let enough = view.len() as usize / SUBSET_SHARE;
-    let max_seq = view.len();
-    let max_uid = view.iter().last().map_or(0, |m| m.uid);
-    let crit = super::criteria::compile(search, (max_seq, max_uid), dollar);
+    let enough = sel.view.len() as usize / SUBSET_SHARE;
+    let star = sel.star();
+    let crit = super::criteria::compile(search, star, dollar);
     let open = |r: &storage::Record| super::msgfile::MessageFile::open(&sel.mbox, r);
     let mut n = 0;
-    for m in view.iter().filter(|m| !m.expunged) {
-        let mut c = Candidate::new(
-            m.seq,
-            m.record,
-            view.keyword_names(&m.record.keywords),
-            (max_seq, max_uid),
-            &open,
-        );
-        c.recent = sel.recent.contains(m.uid);
-        if crit.may_match(&c, saved) {
+    for m in sel.view.iter().filter(|m| !m.expunged) {
+        if crit.may_match(&sel.candidate(&m, star, &open), saved) {
             n += 1;
             if n > enough {
                 return false;

@@ -5,7 +5,6 @@
 //! until `append.rs` commits it. Ordering: docs/PROTOCOL.md §3 (steps
 //! 1-2, *Unordered appends*) and §3a.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,7 +16,7 @@ use crate::fault;
 use crate::format::Flags;
 use crate::fsutil::{self, Dir};
 use crate::index::Durability;
-use crate::lock::LockKind;
+use crate::lock::{LockKind, LockedFile};
 
 /// How [`Mailbox::append`] and [`Mailbox::stage`] store a message.
 #[derive(Clone, Debug, Default)]
@@ -42,7 +41,7 @@ pub struct AppendOptions {
 #[derive(Debug)]
 pub struct StagedMessage {
     pub(super) name: String,
-    pub(super) file: Option<File>,
+    pub(super) file: Option<LockedFile>,
     pub(super) stage: std::sync::Arc<Dir>,
     /// Bytes written.
     pub size: u64,
@@ -67,10 +66,8 @@ impl Drop for StagedMessage {
         if !self.committed {
             let _ = self.stage.unlink(fsutil::os(self.name.as_bytes()));
         }
-        // Release the liveness lock before the close (`lock::unlock`).
-        if let Some(f) = self.file.take() {
-            crate::lock::unlock(std::os::fd::AsFd::as_fd(&f));
-        }
+        // Dropping the file releases its liveness lock (`LockedFile`).
+        self.file.take();
     }
 }
 
@@ -82,7 +79,7 @@ impl Mailbox {
     /// unlink it; a writer that went on would fail at its rename (ENOENT).
     /// So the file counts as ours only once it is locked and still linked:
     /// recover unlinks only files it holds the lock of.
-    fn create_staged_file(&self) -> Result<(String, File, std::path::PathBuf)> {
+    fn create_staged_file(&self) -> Result<(String, LockedFile, std::path::PathBuf)> {
         use std::os::unix::fs::MetadataExt;
         let mut attempt = 0;
         loop {
@@ -101,7 +98,7 @@ impl Mailbox {
                 Err(e) if e.is_not_found() => {
                     return Err(Error::MailboxDeleted);
                 }
-                r => r?,
+                r => LockedFile::new(r?),
             };
             let path = self.stage.child_path(os);
             // The staged file's own lock says "a live writer owns me".
@@ -120,11 +117,6 @@ impl Mailbox {
                 .map_err(|e| Error::io("stat", &path, e))?
                 .nlink()
                 > 0;
-            if locked.is_ok() && !linked {
-                // Not ours after all: released before the close
-                // (`lock::unlock`).
-                crate::lock::unlock(std::os::fd::AsFd::as_fd(&file));
-            }
             match locked {
                 Ok(()) if linked => return Ok((name, file, path)),
                 // Taken by a recover (which unlinks it): use another name.
