@@ -216,31 +216,28 @@ impl<R: Read> Normalizer<R> {
             return;
         }
         self.content_bytes += input.len() as u64;
+        if memchr::memchr(0, input).is_some() {
+            self.bad = Some(BadInput::Nul);
+            return;
+        }
         let before = self.out.len();
-        let mut rest = input;
-        while let Some(p) = rest.iter().position(|&b| b == b'\n' || b == 0) {
-            if rest[p] == 0 {
-                self.bad = Some(BadInput::Nul);
-                return;
-            }
-            let line = &rest[..p];
-            self.out.extend_from_slice(line);
+        // Copied in runs between the bare LFs (none in CRLF input, which
+        // is then one copy); each bare LF gets its CR.
+        let mut run = 0;
+        for p in memchr::memchr_iter(b'\n', input) {
             let cr_before = if p > 0 {
-                line[p - 1] == b'\r'
+                input[p - 1] == b'\r'
             } else {
                 self.prev_cr
             };
             if !cr_before {
+                self.out.extend_from_slice(&input[run..p]);
                 self.out.push(b'\r');
+                run = p;
             }
-            self.out.push(b'\n');
-            self.prev_cr = false;
-            rest = &rest[p + 1..];
         }
-        self.out.extend_from_slice(rest);
-        if !rest.is_empty() {
-            self.prev_cr = rest[rest.len() - 1] == b'\r';
-        }
+        self.out.extend_from_slice(&input[run..]);
+        self.prev_cr = input[input.len() - 1] == b'\r';
         if !self.headers.done {
             self.headers.feed(&self.out[before..]);
         }
@@ -283,50 +280,75 @@ pub struct HeaderScan {
 }
 
 impl HeaderScan {
-    fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if self.done {
-                return;
-            }
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() && !self.done {
             if !self.started || self.at_line_start {
-                self.started = true;
-                self.at_line_start = false;
-                if b != b' ' && b != b'\t' && b != b'\r' && b != b'\n' {
-                    self.finish_field();
-                }
+                self.byte(bytes[0]);
+                bytes = &bytes[1..];
+                continue;
             }
-            match b {
-                b'\n' => {
-                    if self.line_len == 0 {
-                        self.finish_field();
-                        self.done = true;
-                    }
-                    self.line_len = 0;
-                    self.at_line_start = true;
-                }
-                b'\r' => {}
-                _ => {
-                    self.line_len += 1;
-                    if self.field.len() < FIELD_CAP {
-                        self.field.push(b);
-                    }
-                }
+            // The rest of the line at once, then its LF.
+            let end = memchr::memchr(b'\n', bytes).unwrap_or(bytes.len());
+            self.line_bytes(&bytes[..end]);
+            bytes = &bytes[end..];
+            if let Some(&lf) = bytes.first() {
+                self.byte(lf);
+                bytes = &bytes[1..];
             }
         }
     }
 
-    fn finish_field(&mut self) {
-        let f = std::mem::take(&mut self.field);
-        let Some(colon) = f.iter().position(|&b| b == b':') else {
-            return;
-        };
-        let name = &f[..colon];
-        let value = String::from_utf8_lossy(&f[colon + 1..]).trim().to_string();
-        if name.eq_ignore_ascii_case(b"message-id") && self.message_id.is_none() {
-            self.message_id = Some(value);
-        } else if name.eq_ignore_ascii_case(b"date") && self.date.is_none() {
-            self.date = Some(value);
+    /// One byte: the rule that [`HeaderScan::feed`] applies to line
+    /// starts and line ends.
+    fn byte(&mut self, b: u8) {
+        if !self.started || self.at_line_start {
+            self.started = true;
+            self.at_line_start = false;
+            if b != b' ' && b != b'\t' && b != b'\r' && b != b'\n' {
+                self.finish_field();
+            }
         }
+        match b {
+            b'\n' => {
+                if self.line_len == 0 {
+                    self.finish_field();
+                    self.done = true;
+                }
+                self.line_len = 0;
+                self.at_line_start = true;
+            }
+            b'\r' => {}
+            _ => self.line_bytes(&[b]),
+        }
+    }
+
+    /// Bytes inside a line (no LF): each but CR counts, and is kept while
+    /// the field is under [`FIELD_CAP`].
+    fn line_bytes(&mut self, mut seg: &[u8]) {
+        while !seg.is_empty() {
+            let end = memchr::memchr(b'\r', seg).unwrap_or(seg.len());
+            let piece = &seg[..end];
+            self.line_len += piece.len();
+            let room = FIELD_CAP.saturating_sub(self.field.len());
+            self.field
+                .extend_from_slice(&piece[..piece.len().min(room)]);
+            seg = &seg[(end + 1).min(seg.len())..];
+        }
+    }
+
+    fn finish_field(&mut self) {
+        let f = &self.field;
+        if let Some(colon) = memchr::memchr(b':', f) {
+            let name = &f[..colon];
+            let value = || Some(String::from_utf8_lossy(&f[colon + 1..]).trim().to_string());
+            if name.eq_ignore_ascii_case(b"message-id") && self.message_id.is_none() {
+                self.message_id = value();
+            } else if name.eq_ignore_ascii_case(b"date") && self.date.is_none() {
+                self.date = value();
+            }
+        }
+        // Kept for the next field: its capacity is reused.
+        self.field.clear();
     }
 
     /// Call at end of input: a header block without a body still counts.
@@ -433,5 +455,105 @@ mod tests {
             n.headers.date.as_deref(),
             Some("Thu, 01 Jan 1970 00:00:00 +0000")
         );
+    }
+
+    /// What the normalizer must produce without a `From ` line or
+    /// Return-Path: every LF not preceded by CR gets one; a NUL refuses.
+    fn reference(input: &[u8]) -> Option<Vec<u8>> {
+        if input.contains(&0) {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (i, &b) in input.iter().enumerate() {
+            if b == b'\n' && (i == 0 || input[i - 1] != b'\r') {
+                out.push(b'\r');
+            }
+            out.push(b);
+        }
+        Some(out)
+    }
+
+    /// Hands its input out in pieces of the given sizes, in turn.
+    struct Pieces<'a> {
+        data: &'a [u8],
+        sizes: Vec<usize>,
+        next: usize,
+    }
+
+    impl Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let want = self.sizes[self.next % self.sizes.len()];
+            self.next += 1;
+            let n = want.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn line_ends_made_crlf_however_the_input_is_cut(
+            input in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'b', b'\r', b'\n', b'.', 0u8, 0xc3]),
+                0..200,
+            ),
+            sizes in proptest::collection::vec(1usize..40, 1..8),
+        ) {
+            let mut n = Normalizer::new(Pieces { data: &input, sizes, next: 0 }, false, None);
+            let mut out = Vec::new();
+            let r = n.read_to_end(&mut out);
+            match reference(&input) {
+                Some(want) => {
+                    proptest::prop_assert!(r.is_ok());
+                    proptest::prop_assert_eq!(&out, &want);
+                    proptest::prop_assert_eq!(n.output_bytes, want.len() as u64);
+                    proptest::prop_assert_eq!(n.content_bytes, input.len() as u64);
+                }
+                None => {
+                    proptest::prop_assert!(r.is_err());
+                    proptest::prop_assert_eq!(n.bad, Some(BadInput::Nul));
+                }
+            }
+        }
+    }
+
+    /// The header scan fed one byte at a time by the rule of
+    /// [`HeaderScan::byte`] alone (how it read everything before it
+    /// took lines at once).
+    fn scan_bytewise(input: &[u8]) -> HeaderScan {
+        let mut h = HeaderScan::default();
+        for &b in input {
+            if h.done {
+                break;
+            }
+            h.byte(b);
+        }
+        h.finish();
+        h
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn header_scan_reads_lines_as_it_read_bytes(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "Message-ID: <a@b>", "Date: Thu, 1 Jan", "message-id:", " <c@d>",
+                    "X: y", "\r", "\n", "\r\n", " ", "\t", "zz", ":",
+                ]),
+                0..40,
+            ),
+            cut in 1usize..30,
+        ) {
+            let input: Vec<u8> = parts.concat().into_bytes();
+            let want = scan_bytewise(&input);
+            let mut got = HeaderScan::default();
+            for piece in input.chunks(cut) {
+                got.feed(piece);
+            }
+            got.finish();
+            proptest::prop_assert_eq!(got.message_id, want.message_id);
+            proptest::prop_assert_eq!(got.date, want.date);
+        }
     }
 }

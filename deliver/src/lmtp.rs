@@ -861,17 +861,21 @@ impl<R: Read> Read for DotReader<'_, R> {
                     }
                 }
                 Dot::Mid => {
-                    let room = out.len() - n;
-                    let (take, eol) = match buf.iter().take(room).position(|&b| b == b'\n') {
-                        Some(p) => (p + 1, true),
-                        None => (buf.len().min(room), false),
-                    };
-                    out[n..n + take].copy_from_slice(&buf[..take]);
+                    // Whole lines at once, up to the first line that starts
+                    // with `.` or the end of what is buffered; the state
+                    // machine looks at each line start only there.
+                    let avail = &buf[..buf.len().min(out.len() - n)];
+                    let mut take = avail.len();
+                    for p in memchr::memchr_iter(b'\n', avail) {
+                        if avail.get(p + 1).is_none_or(|&b| b == b'.') {
+                            take = p + 1;
+                            self.state = Dot::LineStart;
+                            break;
+                        }
+                    }
+                    out[n..n + take].copy_from_slice(&avail[..take]);
                     n += take;
                     self.r.consume(take);
-                    if eol {
-                        self.state = Dot::LineStart;
-                    }
                 }
                 Dot::Done => {}
             }
@@ -903,6 +907,66 @@ mod tests {
         let (got, _) = undot(b".\rx\r\n.\r\n");
         assert_eq!(got.unwrap(), b"\rx\r\n");
         assert!(undot(b"a\r\nb").0.is_err());
+    }
+
+    /// RFC 5321 4.5.2 read line by line: a line that is `.` alone ends
+    /// the data, a leading `.` of any other line is dropped. `None`: the
+    /// input ends before the terminator. Also what follows it.
+    fn undot_reference(input: &[u8]) -> (Option<Vec<u8>>, Vec<u8>) {
+        let mut out = Vec::new();
+        let mut rest = input;
+        while !rest.is_empty() {
+            let end = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |p| p + 1);
+            let (line, after) = rest.split_at(end);
+            if line == b".\r\n" || line == b".\n" {
+                return (Some(out), after.to_vec());
+            }
+            out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+            rest = after;
+        }
+        (None, Vec::new())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn unstuffing_matches_the_line_rule_however_it_is_read(
+            input in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'.', b'\r', b'\n']),
+                0..120,
+            ),
+            capacity in 1usize..24,
+            reads in proptest::collection::vec(1usize..24, 1..6),
+        ) {
+            let mut r = BufReader::with_capacity(capacity, &input[..]);
+            let mut d = DotReader::new(&mut r);
+            let mut got = Vec::new();
+            let mut failed = false;
+            for i in 0.. {
+                let mut buf = vec![0; reads[i % reads.len()]];
+                match d.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            let mut rest = Vec::new();
+            r.read_to_end(&mut rest).unwrap();
+            let (want, want_rest) = undot_reference(&input);
+            match want {
+                Some(w) => {
+                    proptest::prop_assert!(!failed);
+                    proptest::prop_assert_eq!(got, w);
+                    proptest::prop_assert_eq!(rest, want_rest);
+                }
+                None => proptest::prop_assert!(failed),
+            }
+        }
     }
 
     #[test]
