@@ -193,7 +193,8 @@ fn bare_lf_command_lines_are_accepted() {
 }
 
 /// RFC 3501 6.3.9: `LSUB "" a/%` with `a/b/c` subscribed and `a/b` not
-/// lists `a/b` as \Noselect; `*` lists only what is subscribed. RFC 3501
+/// lists `a/b` as \Noselect; `*` lists only what is subscribed (and no
+/// parent when only a `*` stops above a name). RFC 3501
 /// 6.3.8: `LIST "" ""` gives the delimiter and the reference's root;
 /// `%` stops at the delimiter, `*` does not, the reference is prefixed.
 #[test]
@@ -221,6 +222,13 @@ fn lsub_lists_unsubscribed_parents_as_noselect() {
             "* LSUB (\\HasNoChildren) \"/\" \"a/b/c\"",
             "* LSUB (\\HasNoChildren) \"/\" \"a/x\""
         ]
+    );
+    // Only a `%` stops above a name: `*b` matches the unsubscribed `a/b`
+    // but not the subscribed `a/b/c`, and lists nothing.
+    assert!(c.ok("LSUB \"\" *b").is_empty());
+    assert_eq!(
+        c.ok("LSUB \"\" *b/%"),
+        ["* LSUB (\\HasNoChildren) \"/\" \"a/b/c\""]
     );
     // A subscribed parent is listed as what it is.
     c.ok("SUBSCRIBE a/b");

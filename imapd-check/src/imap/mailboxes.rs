@@ -337,10 +337,16 @@ impl Session {
         let (boxes, all) = self.mailbox_tree(&user)?;
         let subs = self.subscriptions(&user)?;
         // RFC 3501 6.3.9: with `%`, an unsubscribed parent of a subscribed
-        // name the pattern stops above is listed, as \Noselect.
+        // name the pattern stops above is listed, as \Noselect. Only a `%`
+        // stops above a name: one the pattern misses even with each `%`
+        // made `*` lists no parent (`LSUB "" *x` lists no unsubscribed
+        // `a/x` for a subscribed `a/x/y`, as Dovecot).
+        let widened = full.replace('%', "*");
         let mut parents = BTreeSet::new();
         for sub in &subs {
-            if wildcard(full.as_bytes(), sub.as_bytes()) {
+            if wildcard(full.as_bytes(), sub.as_bytes())
+                || !wildcard(widened.as_bytes(), sub.as_bytes())
+            {
                 continue;
             }
             let mut p = sub.as_str();
