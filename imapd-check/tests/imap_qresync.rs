@@ -101,6 +101,69 @@ fn qresync_needs_enable_and_implies_condstore() {
     assert!(t.contains(" BAD "), "{t}");
 }
 
+/// RFC 7162 3.1: FETCH of MODSEQ, SEARCH MODSEQ, STATUS HIGHESTMODSEQ
+/// (and the others) turn CONDSTORE on without ENABLE: the first such
+/// command with a mailbox selected tells its HIGHESTMODSEQ, and from then
+/// on every FETCH about flags carries UID and MODSEQ, a plain STORE's and
+/// a FETCH's that set \Seen included.
+#[test]
+fn condstore_enabling_commands_turn_it_on() {
+    for enabling in [
+        "FETCH 1 (MODSEQ)",
+        "SEARCH MODSEQ 1",
+        "UID SEARCH MODSEQ 1",
+        "STATUS INBOX (HIGHESTMODSEQ)",
+        "FETCH 1 (FLAGS) (CHANGEDSINCE 1)",
+        "ENABLE CONDSTORE",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        seed_messages(&spool, "alice", 3);
+        let mut c = Client::spawn(&spool, "alice");
+        c.ok("SELECT INBOX");
+        let before = c.ok("STORE 1 +FLAGS (\\Flagged)");
+        assert!(
+            !before[0].contains("MODSEQ") && !before[0].contains("UID"),
+            "{enabling}: not on yet: {before:?}"
+        );
+        let lines = c.ok(enabling);
+        let top = resp(&lines, "[HIGHESTMODSEQ ")
+            .and_then(|l| num(l, "HIGHESTMODSEQ "))
+            .unwrap_or_else(|| panic!("{enabling}: no HIGHESTMODSEQ: {lines:?}"));
+        assert!(top >= 2, "{enabling}: {lines:?}");
+        let after = c.ok("STORE 2 +FLAGS (\\Flagged)");
+        assert!(
+            after[0].contains("UID 2") && num(&after[0], "MODSEQ (").unwrap() > top,
+            "{enabling}: {after:?}"
+        );
+        // A FETCH that sets \Seen changes flags: UID and MODSEQ too.
+        let seen = c.ok("FETCH 3 (BODY[HEADER.FIELDS (SUBJECT)])");
+        // (The literal splits the response over lines.)
+        let f = seen.join(" ");
+        assert!(
+            f.contains("UID 3") && f.contains("MODSEQ (") && f.contains("\\Seen"),
+            "{enabling}: {seen:?}"
+        );
+        // Told once: later enabling commands say nothing more.
+        let again = c.ok("FETCH 1 (MODSEQ)");
+        assert!(resp(&again, "[HIGHESTMODSEQ ").is_none(), "{again:?}");
+        c.ok("LOGOUT");
+    }
+    // Without a selected mailbox there is nothing to tell.
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    seed_messages(&spool, "alice", 3);
+    let mut c = Client::spawn(&spool, "alice");
+    let lines = c.ok("STATUS INBOX (HIGHESTMODSEQ)");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    c.ok("SELECT INBOX");
+    let after = c.ok("STORE 1 -FLAGS (\\Flagged)");
+    assert!(
+        after[0].contains("UID 1") && after[0].contains("MODSEQ ("),
+        "{after:?}"
+    );
+}
+
 /// The Thunderbird-like resync (RFC 7162 3.2.5.1, 3.2.5.2): a client
 /// syncs and disconnects; another session changes flags, expunges some
 /// and appends some (and, in the second round, a repack drops the

@@ -641,7 +641,7 @@ impl Session {
                 let mut enabled = Vec::new();
                 for c in capabilities.as_ref() {
                     if matches!(c, CapabilityEnable::CondStore) {
-                        self.condstore = true;
+                        self.enable_condstore();
                         enabled.push("CONDSTORE");
                     } else if c.to_string().eq_ignore_ascii_case("QRESYNC") {
                         self.enable_qresync();

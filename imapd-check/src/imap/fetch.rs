@@ -113,11 +113,21 @@ impl Plan {
         })
     }
 
-    /// Adds FLAGS (a FETCH that set \Seen reports the new flags).
-    pub fn with_flags(&self) -> Vec<MessageDataItemName<'static>> {
+    /// Adds FLAGS (a FETCH that set \Seen reports the new flags), and
+    /// with CONDSTORE on the UID and MODSEQ as well (RFC 7162 3.1: a
+    /// FETCH that sets \Seen is a flag change like any other).
+    pub fn with_flags(&self, condstore: bool) -> Vec<MessageDataItemName<'static>> {
         let mut v = self.items.clone();
         if !v.contains(&MessageDataItemName::Flags) {
             v.push(MessageDataItemName::Flags);
+        }
+        if condstore {
+            if !v.contains(&MessageDataItemName::Uid) {
+                v.insert(0, MessageDataItemName::Uid);
+            }
+            if !v.contains(&MessageDataItemName::ModSeq) {
+                v.push(MessageDataItemName::ModSeq);
+            }
         }
         v
     }

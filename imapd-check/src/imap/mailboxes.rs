@@ -401,6 +401,9 @@ impl Session {
             self.check(storage::session::Allow::AllUpdates)
                 .map_err(Fail::Stop)?;
         }
+        if items.contains(&StatusDataItemName::HighestModSeq) {
+            self.enable_condstore();
+        }
         let parts = self.status_values(&user, &name, items)?;
         self.write_status(&name, &parts);
         ok("STATUS completed")

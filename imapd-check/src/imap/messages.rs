@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use imap_codec::imap_types::command::{FetchModifier, StoreModifier};
-use imap_codec::imap_types::fetch::MacroOrMessageDataItemNames;
+use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName};
 use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
 use imap_codec::imap_types::mailbox::Mailbox as WireMailbox;
 use imap_codec::imap_types::search::SearchKey;
@@ -191,8 +191,10 @@ impl Session {
         // reported after a later command (RFC 3501 section 7).
         self.look(allow).map_err(Fail::Stop)?;
         super::qresync::vanished_lines(&mut self.buf, true, &earlier);
-        if changed_since.is_some() {
-            self.condstore = true;
+        let asks_modseq = matches!(&items, MacroOrMessageDataItemNames::MessageDataItemNames(v)
+            if v.contains(&MessageDataItemName::ModSeq));
+        if changed_since.is_some() || asks_modseq {
+            self.enable_condstore();
         }
         let alias = std::mem::take(&mut self.binary_alias);
         // With QRESYNC every FETCH response carries the UID (RFC 7162 3.2.4).
@@ -201,6 +203,7 @@ impl Session {
         // Ranges of sequence numbers, not a list of the messages: FETCH
         // 1:* walks the view as it writes.
         let ranges = self.fetch_ranges(set, uid)?;
+        let condstore = self.condstore;
         let sel = self.sel.as_mut().expect("selected");
         let wanted = |seq: u32| match changed_since {
             Some(since) => sel.view.record(seq).is_some_and(|r| r.modseq > since),
@@ -288,7 +291,7 @@ impl Session {
             let kw = sel.view.keyword_names(&rec.keywords);
             let with_flags;
             let items = if seen_now.contains(&uid) {
-                with_flags = plan.with_flags();
+                with_flags = plan.with_flags(condstore);
                 &with_flags[..]
             } else {
                 &plan.items[..]
@@ -398,7 +401,7 @@ impl Session {
             .map(|StoreModifier::UnchangedSince(n)| *n)
             .next();
         if unchanged_since.is_some() {
-            self.condstore = true;
+            self.enable_condstore();
         }
         let (fl, kw) = split_flags(flags)?;
         let op = match kind {
@@ -434,7 +437,9 @@ impl Session {
                     continue;
                 };
                 let mut line = format!("* {seq} FETCH (").into_bytes();
-                if uid || self.qresync {
+                // With CONDSTORE on, every FETCH about flags carries the
+                // UID and MODSEQ (RFC 7162 3.1).
+                if uid || self.qresync || self.condstore {
                     line.extend_from_slice(format!("UID {u} ").as_bytes());
                 }
                 line.extend_from_slice(b"FLAGS ");
@@ -594,6 +599,9 @@ impl Session {
                 ..Default::default()
             }));
         let with_modseq = criteria.iter().any(search::uses_modseq);
+        if with_modseq {
+            self.enable_condstore();
+        }
         if ret.is_some_and(|o| o.save) {
             // SEARCHRES keeps the result: it is collected.
             let hits = self.matching_for(ret, charset, criteria, |_| ())?;

@@ -110,6 +110,26 @@ impl Session {
         }
     }
 
+    /// A CONDSTORE-enabling command (RFC 7162 3.1: ENABLE CONDSTORE,
+    /// FETCH of MODSEQ or CHANGEDSINCE, SEARCH MODSEQ, STATUS
+    /// HIGHESTMODSEQ, STORE UNCHANGEDSINCE): from now on every untagged
+    /// FETCH about flags carries UID and MODSEQ. The first one while a
+    /// mailbox is selected tells its HIGHESTMODSEQ, as SELECT would have
+    /// (no higher than a held expunge's, as `announce_held_expunges`).
+    pub(super) fn enable_condstore(&mut self) {
+        if self.condstore {
+            return;
+        }
+        self.condstore = true;
+        if let Some(sel) = self.sel.as_ref() {
+            let view = &sel.view;
+            let m = view.held_expunge_modseq().unwrap_or(view.highest_modseq());
+            self.buf.extend_from_slice(
+                format!("* OK [HIGHESTMODSEQ {}] Highest\r\n", m.max(1)).as_bytes(),
+            );
+        }
+    }
+
     /// After a command that left expunges held (FETCH, STORE, SEARCH by
     /// sequence number), `* OK [HIGHESTMODSEQ n]` with n below them, so a
     /// QRESYNC client that saw higher MODSEQs in this command's FETCHes

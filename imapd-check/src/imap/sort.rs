@@ -709,6 +709,9 @@ impl Session {
             hits.sort_unstable_by(|a, b| compare(&a.key, &b.key, criteria).then(a.seq.cmp(&b.seq)));
         }
         let with_modseq = search.iter().any(super::search::uses_modseq);
+        if with_modseq {
+            self.enable_condstore();
+        }
         self.answer_search(tag, "SORT", uid, ret, &hits, with_modseq)
             .map_err(|e| Fail::Stop(super::conn::Stop::Io(e)))?;
         ok("SORT completed")

@@ -134,7 +134,17 @@ pub fn write_passwd(dir: &Path, user: &str, password: &str) -> PathBuf {
         .unwrap();
     let line = p.wait_with_output().unwrap();
     assert!(line.status.success());
-    assert!(!String::from_utf8_lossy(&line.stdout).contains(password));
+    // A hash, not the password (a short password may well occur inside
+    // the hash's base64 by chance: compare the field, not substrings).
+    let out = String::from_utf8_lossy(&line.stdout);
+    let hash = out
+        .trim_end()
+        .strip_prefix(&format!("{user}:"))
+        .expect("user:hash");
+    assert!(
+        hash.starts_with("$argon2") && !hash.contains(&format!("${password}$")),
+        "{hash}"
+    );
     let passwd = dir.join("passwd");
     std::fs::write(&passwd, &line.stdout).unwrap();
     passwd
