@@ -464,7 +464,10 @@ impl Decoder {
                 out.push(b'=');
                 out.extend_from_slice(&e);
             }
-            out.append(&mut q.ws);
+            // The part's last line ends here (its line break belongs to
+            // the boundary that follows): its trailing whitespace goes,
+            // as on every other line (RFC 2045 6.7 (3)).
+            q.ws.clear();
         }
     }
 }
@@ -811,6 +814,11 @@ mod tests {
             assert_eq!(q(b"a=zz b=4 c=\r"), b"a=zz b=4 c=\r");
             assert_eq!(q(b"x = y"), b"x = y");
             assert_eq!(q(b"end="), b"end=");
+            // The last line's trailing whitespace goes too; an encoded
+            // space stays.
+            assert_eq!(q(b"foo\r\nbar  "), b"foo\r\nbar");
+            assert_eq!(q(b"foo\t \tb \t"), b"foo\t \tb");
+            assert_eq!(q(b"foo=20  "), b"foo ");
         }
     }
 
