@@ -245,6 +245,23 @@ fn append_with_literal8() {
     } = fetch_literal(&mut c, "p3", "FETCH 1 (BINARY.PEEK[1])");
     assert_eq!(first, "* 1 FETCH (BINARY[1] ~{5}");
     assert_eq!(crc, crc32fast::hash(b"a\0b\r\n"));
+    // A literal cannot carry NUL (RFC 3501 9): BODY sends it as 0x80,
+    // the size unchanged, the whole message (checked against its CRC as
+    // stored) too.
+    let LiteralFetch {
+        before: first, crc, ..
+    } = fetch_literal(&mut c, "p4", "FETCH 1 (BODY.PEEK[1])");
+    assert_eq!(first, "* 1 FETCH (BODY[1] {5}");
+    assert_eq!(crc, crc32fast::hash(b"a\x80b\r\n"));
+    let sent: Vec<u8> = msg.iter().map(|&b| if b == 0 { 0x80 } else { b }).collect();
+    let LiteralFetch {
+        before: first,
+        crc,
+        len,
+        ..
+    } = fetch_literal(&mut c, "p5", "FETCH 1 (BODY.PEEK[])");
+    assert_eq!(first, format!("* 1 FETCH (BODY[] {{{}}}", msg.len()));
+    assert_eq!((crc, len), (crc32fast::hash(&sent), msg.len() as u64));
 }
 
 /// BINARY with a section beyond part numbers, as Dovecot takes it (and

@@ -39,7 +39,7 @@ pub struct UnknownCte;
 
 /// The encoding a Content-Transfer-Encoding value names.
 fn cte_of(value: Option<&str>) -> Result<Cte, UnknownCte> {
-    let v = value.unwrap_or("7bit").trim().to_ascii_lowercase();
+    let v = super::mime::cte_mechanism(value.unwrap_or("7bit")).to_ascii_lowercase();
     match v.as_str() {
         "" | "7bit" | "8bit" | "binary" => Ok(Cte::Identity),
         "base64" => Ok(Cte::Base64),
@@ -737,7 +737,7 @@ pub(super) fn emit(
     if nul {
         em.buf.push(b'~');
     }
-    em.literal(&Decoded::new(src, segs, size), start, n, None)
+    em.literal_as(&Decoded::new(src, segs, size), start, n, None, nul)
 }
 
 /// The size of what `segs` send.

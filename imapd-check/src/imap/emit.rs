@@ -76,7 +76,10 @@ impl<'w> Emitter<'w> {
     }
 
     /// `{len}\r\n` and `len` bytes of `src` from `offset`. With `crc`,
-    /// the bytes sent must have that CRC32.
+    /// the bytes read must have that CRC32. A NUL byte, which a literal
+    /// cannot carry (RFC 3501 9, `CHAR8`) and only an APPEND of a binary
+    /// literal can have stored, is sent as 0x80 (as Dovecot does; the
+    /// size stays, BINARY sends the bytes as stored).
     pub fn literal(
         &mut self,
         src: &dyn Source,
@@ -84,6 +87,20 @@ impl<'w> Emitter<'w> {
         len: u64,
         crc: Option<u32>,
     ) -> Result<(), Broken> {
+        self.literal_as(src, offset, len, crc, false)
+    }
+
+    /// [`Emitter::literal`], or with `literal8` the bytes as they are,
+    /// NULs included (RFC 3516 `literal8`; the caller wrote its `~`).
+    pub fn literal_as(
+        &mut self,
+        src: &dyn Source,
+        offset: u64,
+        len: u64,
+        crc: Option<u32>,
+        literal8: bool,
+    ) -> Result<(), Broken> {
+        let no_nul = if literal8 { |_: &mut [u8]| {} } else { no_nul };
         self.buf
             .extend_from_slice(format!("{{{len}}}\r\n").as_bytes());
         let mut hasher = crc.map(|_| crc32fast::Hasher::new());
@@ -95,6 +112,7 @@ impl<'w> Emitter<'w> {
             if let Some(h) = hasher.as_mut() {
                 h.update(&self.buf[at..]);
             }
+            no_nul(&mut self.buf[at..]);
         } else {
             self.flush_buf().map_err(Broken::Client)?;
             if self.scratch.len() < CHUNK {
@@ -108,6 +126,7 @@ impl<'w> Emitter<'w> {
                 if let Some(h) = hasher.as_mut() {
                     h.update(chunk);
                 }
+                no_nul(chunk);
                 self.sent = true;
                 self.w.write_all(chunk).map_err(Broken::Client)?;
                 done += n as u64;
@@ -120,6 +139,15 @@ impl<'w> Emitter<'w> {
             }
         }
         self.maybe_flush().map_err(Broken::Client)
+    }
+}
+
+/// NUL bytes made 0x80 (see [`Emitter::literal`]).
+fn no_nul(bytes: &mut [u8]) {
+    let mut at = 0;
+    while let Some(i) = memchr::memchr(0, &bytes[at..]) {
+        bytes[at + i] = 0x80;
+        at += i + 1;
     }
 }
 

@@ -65,6 +65,31 @@ fn unfold(b: &[u8]) -> Vec<u8> {
         .collect()
 }
 
+/// The mechanism a Content-Transfer-Encoding value names, without the
+/// comments and whitespace RFC 2045 6.1 and RFC 822 3.4.3 allow around it
+/// (`base64 (sent as such)` is `base64`); its case as written.
+pub(super) fn cte_mechanism(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut depth = 0usize;
+    let mut escaped = false;
+    for c in value.chars() {
+        if depth > 0 {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ => {}
+            }
+        } else if c == '(' {
+            depth = 1;
+        } else if !c.is_whitespace() {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn nstring_unfolded(out: &mut Vec<u8>, v: Option<&[u8]>) {
     nstring(out, v.map(unfold).as_deref());
 }
@@ -304,7 +329,8 @@ pub fn body_structure(
         out.push(b' ');
         let enc = h
             .raw_header("Content-Transfer-Encoding")
-            .map(|e| String::from_utf8_lossy(&unfold(e)).to_ascii_uppercase())
+            .map(|e| cte_mechanism(&String::from_utf8_lossy(e)).to_ascii_uppercase())
+            .filter(|e| !e.is_empty())
             .unwrap_or_else(|| "7BIT".to_string());
         string(out, enc.as_bytes());
         out.extend_from_slice(format!(" {}", p.end - p.body_start).as_bytes());
@@ -378,6 +404,21 @@ pub fn header_fields(header: &[u8], names: &[Vec<u8>], not: bool) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 2045 6.1: comments and whitespace around the mechanism.
+    #[test]
+    fn cte_mechanism_drops_comments() {
+        assert_eq!(cte_mechanism("base64"), "base64");
+        assert_eq!(
+            cte_mechanism(" Base64 (sent (nested) as such)\r\n"),
+            "Base64"
+        );
+        assert_eq!(
+            cte_mechanism("(x\\) y) quoted-printable"),
+            "quoted-printable"
+        );
+        assert_eq!(cte_mechanism("(only a comment)"), "");
+    }
     use crate::imap::structure::Mem;
 
     const MULTI: &[u8] = b"From: A <a@x.org>\r\nTo: b@y.org\r\nSubject: hi\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\npre\r\n--b1\r\nContent-Type: text/plain\r\n\r\none\r\n--b1\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ninner body\r\n--b1--\r\n";

@@ -168,8 +168,8 @@ fn type_info(block: &[u8], default_message: bool) -> TypeInfo {
             .as_str()
             .eq_ignore_ascii_case("Content-Transfer-Encoding")
             && matches!(&h.value, HeaderValue::Text(t)
-                if t.trim().eq_ignore_ascii_case("base64")
-                    || t.trim().eq_ignore_ascii_case("quoted-printable"))
+                if matches!(super::mime::cte_mechanism(t).to_ascii_lowercase().as_str(),
+                    "base64" | "quoted-printable"))
     });
     TypeInfo {
         multipart_boundary: None,
