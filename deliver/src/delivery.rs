@@ -205,7 +205,7 @@ impl Settings {
             .headers
             .date
             .as_deref()
-            .and_then(crate::date::parse)
+            .and_then(storage::sent_date::parse)
             .unwrap_or(0);
         self.check_quota(&target.user, staged.size)?;
         let size = staged.size;

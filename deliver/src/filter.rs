@@ -912,7 +912,7 @@ pub fn deliver_one_shot(
         .headers
         .date
         .as_deref()
-        .and_then(crate::date::parse)
+        .and_then(storage::sent_date::parse)
         .unwrap_or(0);
     let message_id = norm.headers.message_id.take();
     let done = filter_and_store(

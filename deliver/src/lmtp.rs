@@ -462,7 +462,7 @@ impl<'c, R: Read, W: Write> Session<'c, R, W> {
                     sent_date: headers
                         .date
                         .as_deref()
-                        .and_then(crate::date::parse)
+                        .and_then(storage::sent_date::parse)
                         .unwrap_or(0),
                     size: output_bytes,
                 };

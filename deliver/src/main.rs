@@ -79,7 +79,6 @@
 //! `--unsafe-no-fsync` skips every fsync: for tests and benchmarks only; a
 //! power loss may then lose mail that was reported delivered.
 
-mod date;
 mod delivery;
 mod filter;
 mod group;

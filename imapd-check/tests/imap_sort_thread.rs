@@ -532,3 +532,36 @@ fn thread_references_ignores_invalid_ids() {
     let lines = c.ok("THREAD REFERENCES UTF-8 ALL");
     assert_eq!(untagged(&lines, "* THREAD"), "* THREAD (2 1 3)");
 }
+
+/// APPEND takes a message's sent date as delivery and imports do
+/// (`storage::sent_date`): a `Date:` without a zone is UTC, not "unknown,
+/// use INTERNALDATE" (RFC 5256 2.2 falls back only when it cannot be
+/// read), so SORT (DATE) and SENTBEFORE see the date the message says.
+#[test]
+fn appended_dates_without_a_zone_sort_by_their_date() {
+    let (_tmp, spool) = mailbox("app", &[]);
+    let mut c = Client::spawn(&spool, "app");
+    for (date, internal) in [
+        ("Mon, 1 Jan 2007 10:00:00", "01-Jan-2009 00:00:00 +0000"),
+        (
+            "Tue, 1 Jan 2008 10:00:00 +0000",
+            "01-Jan-2001 00:00:00 +0000",
+        ),
+        ("Sat, 1 Jan 2005 02:00 PST", "01-Jan-2010 00:00:00 +0000"),
+    ] {
+        let msg = format!("Date: {date}\r\nSubject: s\r\n\r\nbody\r\n");
+        c.ok(&format!(
+            "APPEND INBOX \"{internal}\" {{{}+}}\r\n{msg}",
+            msg.len()
+        ));
+    }
+    c.ok("SELECT INBOX");
+    assert_eq!(
+        untagged(&c.ok("SORT (DATE) UTF-8 ALL"), "* SORT"),
+        "* SORT 3 1 2"
+    );
+    assert_eq!(
+        untagged(&c.ok("SEARCH SENTBEFORE 1-Jan-2008"), "* SEARCH"),
+        "* SEARCH 1 3"
+    );
+}

@@ -208,6 +208,7 @@ pub mod recent;
 pub mod recovery;
 mod repack_list;
 pub mod scriptdir;
+pub mod sent_date;
 pub mod session;
 pub mod sharedfs;
 pub mod special_use;

@@ -390,7 +390,7 @@ fn drop_into_new(home: &Path) {
 /// +zzzz`: the RFC 5322 form once the date's dashes are spaces.
 fn instant(s: &str) -> i64 {
     let t = s.trim().replacen('-', " ", 2);
-    tools::date::parse_rfc5322(&t).unwrap_or_else(|| panic!("bad date-time {s:?}"))
+    storage::sent_date::parse(&t).unwrap_or_else(|| panic!("bad date-time {s:?}"))
 }
 
 /// What a client sees of one mailbox.

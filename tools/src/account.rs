@@ -601,7 +601,7 @@ fn stage_loaded(
         keywords,
         internal_date: Some(sm.mtime),
         internal_zone: sm.zone,
-        sent_date: crate::transfer::sent_date(&l.bytes).unwrap_or(0),
+        sent_date: storage::sent_date::of_message(&l.bytes).unwrap_or(0),
         max_size: None,
     };
     m.stage_for_batch(&l.bytes[..], opts)

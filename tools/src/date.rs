@@ -107,45 +107,6 @@ fn parse_zone(t: &str) -> Option<i64> {
     Some(sign * ((v / 100) * 3600 + (v % 100) * 60))
 }
 
-/// Parses an RFC 5322 date (`[Www, ] d Mmm yyyy hh:mm[:ss] zone`), with
-/// the obsolete alphabetic zones of RFC 5322 4.3 read as their offsets.
-pub fn parse_rfc5322(s: &str) -> Option<i64> {
-    let s = s.split('(').next()?; // trailing comment
-    let s = match s.split_once(',') {
-        Some((_, rest)) => rest,
-        None => s,
-    };
-    let toks: Vec<&str> = s.split_whitespace().collect();
-    if toks.len() < 4 {
-        return None;
-    }
-    let d: u32 = toks[0].parse().ok()?;
-    let m = month(toks[1])?;
-    let mut y: i64 = toks[2].parse().ok()?;
-    if toks[2].len() == 2 {
-        y += if y < 50 { 2000 } else { 1900 };
-    }
-    let time = hms(toks[3])?;
-    let zone = match toks.get(4) {
-        Some(z) => parse_zone(z).or_else(|| {
-            Some(match z.to_ascii_uppercase().as_str() {
-                "UT" | "GMT" | "Z" => 0,
-                "EDT" => -4 * 3600,
-                "EST" | "CDT" => -5 * 3600,
-                "CST" | "MDT" => -6 * 3600,
-                "MST" | "PDT" => -7 * 3600,
-                "PST" => -8 * 3600,
-                _ => 0,
-            })
-        })?,
-        None => 0,
-    };
-    if !(1..=31).contains(&d) {
-        return None;
-    }
-    Some(days_from_civil(y, m, d) * 86_400 + time - zone)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,22 +122,5 @@ mod tests {
             Some(1_704_207_845 - 3600)
         );
         assert_eq!(parse_asctime("the desk of the editor"), None);
-    }
-
-    #[test]
-    fn rfc5322_dates() {
-        assert_eq!(
-            parse_rfc5322("Tue, 2 Jan 2024 15:04:05 +0000"),
-            Some(1_704_207_845)
-        );
-        assert_eq!(
-            parse_rfc5322("2 Jan 2024 16:04:05 +0100 (CET)"),
-            Some(1_704_207_845)
-        );
-        assert_eq!(
-            parse_rfc5322("Tue, 2 Jan 24 10:04:05 EST"),
-            Some(1_704_207_845)
-        );
-        assert_eq!(parse_rfc5322("garbage"), None);
     }
 }

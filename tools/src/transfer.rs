@@ -54,7 +54,7 @@ impl<'a> Importer<'a> {
             internal_date: m.internal_date,
             // Maildir and mbox keep no zone: INTERNALDATE in UTC.
             internal_zone: 0,
-            sent_date: sent_date(&m.bytes).unwrap_or(0),
+            sent_date: storage::sent_date::of_message(&m.bytes).unwrap_or(0),
             max_size: None,
         };
         let s = self
@@ -86,27 +86,6 @@ impl<'a> Importer<'a> {
         self.flush()?;
         Ok(self.outcome)
     }
-}
-
-/// The `Date:` header of a stored message, parsed.
-pub fn sent_date(bytes: &[u8]) -> Option<i64> {
-    let mut value: Option<String> = None;
-    for line in mbox::lines(bytes) {
-        if line.is_empty() {
-            break;
-        }
-        if let Some(v) = &mut value {
-            if line[0] == b' ' || line[0] == b'\t' {
-                v.push_str(&String::from_utf8_lossy(line));
-                continue;
-            }
-            break;
-        }
-        if line.len() > 5 && line[..5].eq_ignore_ascii_case(b"date:") {
-            value = Some(String::from_utf8_lossy(&line[5..]).to_string());
-        }
-    }
-    crate::date::parse_rfc5322(value?.trim())
 }
 
 /// Every live message of the mailbox with its flags and keyword names,

@@ -87,10 +87,9 @@ impl Session {
         }
         let mut staged = Vec::with_capacity(msgs.len());
         for m in msgs {
-            let sent_date = mail_parser::MessageParser::default()
-                .parse_headers(m.data)
-                .and_then(|p| p.date().map(|d| d.to_timestamp()))
-                .unwrap_or(0);
+            // As at delivery and import: the same sent date however a
+            // message arrives.
+            let sent_date = storage::sent_date::of_message(m.data).unwrap_or(0);
             let opts = AppendOptions {
                 flags: m.flags,
                 keywords: m.keywords,
