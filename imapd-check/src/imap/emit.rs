@@ -100,7 +100,8 @@ impl<'w> Emitter<'w> {
         crc: Option<u32>,
         literal8: bool,
     ) -> Result<(), Broken> {
-        let no_nul = if literal8 { |_: &mut [u8]| {} } else { no_nul };
+        // What the bytes go through before they are sent.
+        let clean: fn(&mut [u8]) = if literal8 { |_| {} } else { no_nul };
         self.buf
             .extend_from_slice(format!("{{{len}}}\r\n").as_bytes());
         let mut hasher = crc.map(|_| crc32fast::Hasher::new());
@@ -112,7 +113,7 @@ impl<'w> Emitter<'w> {
             if let Some(h) = hasher.as_mut() {
                 h.update(&self.buf[at..]);
             }
-            no_nul(&mut self.buf[at..]);
+            clean(&mut self.buf[at..]);
         } else {
             self.flush_buf().map_err(Broken::Client)?;
             if self.scratch.len() < CHUNK {
@@ -126,7 +127,7 @@ impl<'w> Emitter<'w> {
                 if let Some(h) = hasher.as_mut() {
                     h.update(chunk);
                 }
-                no_nul(chunk);
+                clean(chunk);
                 self.sent = true;
                 self.w.write_all(chunk).map_err(Broken::Client)?;
                 done += n as u64;
