@@ -316,3 +316,37 @@ fn binary_of_header_and_text_sections() {
     let r = fetch_literal(&mut c, "h6", "FETCH 1 (BINARY[1.TEXT])");
     assert!(r.after[0].contains("\\Seen"), "{:?}", r.after);
 }
+
+/// RFC 3516 4.4: a binary literal's `binary` part is stored in base64
+/// (as Dovecot does): BODYSTRUCTURE and BODY[1] show base64 in 76-column
+/// lines, BINARY[1] and BINARY.SIZE[1] the octets sent.
+#[test]
+fn append_of_a_binary_part_stores_it_in_base64() {
+    let (_tmp, spool) = store_with("bp", &[]);
+    let mut c = Client::spawn(&spool, "bp");
+    let part: Vec<u8> = (0u8..100).collect();
+    let mut msg = b"Subject: b\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"xx\"\r\n\r\n--xx\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n".to_vec();
+    msg.extend_from_slice(&part);
+    msg.extend_from_slice(b"\r\n--xx--\r\n");
+    c.send_bytes(
+        &[
+            format!("p1 APPEND INBOX ~{{{}+}}\r\n", msg.len()).as_bytes(),
+            &msg,
+            b"\r\n",
+        ]
+        .concat(),
+    );
+    let done = c.line();
+    assert!(done.starts_with("p1 OK"), "{done}");
+    c.ok("SELECT INBOX");
+    let s = c.ok("FETCH 1 (BODYSTRUCTURE)").join(" ");
+    assert!(s.contains("\"BASE64\" 138"), "{s}");
+    let LiteralFetch { before, crc, .. } = fetch_literal(&mut c, "p2", "FETCH 1 (BODY.PEEK[1])");
+    assert_eq!(before, "* 1 FETCH (BODY[1] {138}");
+    let b64 = b"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4\r\nOTo7PD0+P0BBQkNERUZHSElKS0xNTk9QUVJTVFVWV1hZWltcXV5fYGFiYw==";
+    assert_eq!(crc, crc32fast::hash(b64));
+    let LiteralFetch { before, crc, .. } =
+        fetch_literal(&mut c, "p3", "FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[1])");
+    assert_eq!(before, "* 1 FETCH (BINARY[1] ~{100}");
+    assert_eq!(crc, crc32fast::hash(&part));
+}

@@ -64,7 +64,7 @@ const BINARY_FIELD: &[u8] = b"Content-Transfer-Encoding: binary\r\n";
 
 /// The Content-Transfer-Encoding field of a header block: its encoding
 /// and its extent in the block (folded lines included).
-fn cte_field(block: &[u8]) -> (Option<(usize, usize)>, Result<Cte, UnknownCte>) {
+pub(super) fn cte_field(block: &[u8]) -> (Option<(usize, usize)>, Result<Cte, UnknownCte>) {
     let parsed = MessageParser::default().parse_headers(block);
     let value = parsed
         .as_ref()

@@ -517,9 +517,18 @@ impl Session {
         self.user()?;
         let name = mailbox_name(m)?;
         let (flags, keywords) = split_flags(flags)?;
+        // A binary literal's `binary` parts are stored in base64
+        // (binappend.rs); a literal cannot have any that need it.
+        let converted;
         let data: &[u8] = match &message {
             LiteralOrLiteral8::Literal(l) => l.as_ref(),
-            LiteralOrLiteral8::Literal8(l) => l.data.as_ref(),
+            LiteralOrLiteral8::Literal8(l) => match super::binappend::convert(l.data.as_ref()) {
+                Some(c) => {
+                    converted = c;
+                    &converted
+                }
+                None => l.data.as_ref(),
+            },
         };
         let msg = super::append::NewMessage {
             data,

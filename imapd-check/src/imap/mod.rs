@@ -15,6 +15,7 @@
 pub use fts::address;
 pub mod append;
 pub mod auth;
+pub mod binappend;
 pub mod binary;
 pub mod compress;
 pub mod config;

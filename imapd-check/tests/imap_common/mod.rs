@@ -336,7 +336,12 @@ impl Client {
     }
 
     pub fn send(&mut self, raw: &str) {
-        self.w.write_all(raw.as_bytes()).unwrap();
+        self.send_bytes(raw.as_bytes());
+    }
+
+    /// [`Client::send`] of bytes that need not be text (a binary literal).
+    pub fn send_bytes(&mut self, raw: &[u8]) {
+        self.w.write_all(raw).unwrap();
         self.w.flush().unwrap();
     }
 
