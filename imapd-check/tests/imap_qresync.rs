@@ -108,6 +108,14 @@ fn qresync_needs_enable_and_implies_condstore() {
 /// a FETCH's that set \Seen included.
 #[test]
 fn condstore_enabling_commands_turn_it_on() {
+    // A fresh mailbox of three messages, and a session on it.
+    let fresh = || {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("spool");
+        seed_messages(&spool, "alice", 3);
+        let c = Client::spawn(&spool, "alice");
+        (dir, c)
+    };
     for enabling in [
         "FETCH 1 (MODSEQ)",
         "SEARCH MODSEQ 1",
@@ -116,10 +124,7 @@ fn condstore_enabling_commands_turn_it_on() {
         "FETCH 1 (FLAGS) (CHANGEDSINCE 1)",
         "ENABLE CONDSTORE",
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = dir.path().join("spool");
-        seed_messages(&spool, "alice", 3);
-        let mut c = Client::spawn(&spool, "alice");
+        let (_dir, mut c) = fresh();
         c.ok("SELECT INBOX");
         let before = c.ok("STORE 1 +FLAGS (\\Flagged)");
         assert!(
@@ -150,10 +155,7 @@ fn condstore_enabling_commands_turn_it_on() {
         c.ok("LOGOUT");
     }
     // Without a selected mailbox there is nothing to tell.
-    let dir = tempfile::tempdir().unwrap();
-    let spool = dir.path().join("spool");
-    seed_messages(&spool, "alice", 3);
-    let mut c = Client::spawn(&spool, "alice");
+    let (_dir, mut c) = fresh();
     let lines = c.ok("STATUS INBOX (HIGHESTMODSEQ)");
     assert_eq!(lines.len(), 1, "{lines:?}");
     c.ok("SELECT INBOX");

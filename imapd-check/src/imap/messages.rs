@@ -191,15 +191,14 @@ impl Session {
         // reported after a later command (RFC 3501 section 7).
         self.look(allow).map_err(Fail::Stop)?;
         super::qresync::vanished_lines(&mut self.buf, true, &earlier);
-        let asks_modseq = matches!(&items, MacroOrMessageDataItemNames::MessageDataItemNames(v)
-            if v.contains(&MessageDataItemName::ModSeq));
-        if changed_since.is_some() || asks_modseq {
-            self.enable_condstore();
-        }
         let alias = std::mem::take(&mut self.binary_alias);
         // With QRESYNC every FETCH response carries the UID (RFC 7162 3.2.4).
         let plan = Plan::new(items, uid || self.qresync, changed_since.is_some(), alias)
             .map_err(|u| Fail::Bad(u.0.into()))?;
+        // MODSEQ asked for, or added for CHANGEDSINCE: CONDSTORE is on.
+        if plan.items.contains(&MessageDataItemName::ModSeq) {
+            self.enable_condstore();
+        }
         // Ranges of sequence numbers, not a list of the messages: FETCH
         // 1:* walks the view as it writes.
         let ranges = self.fetch_ranges(set, uid)?;
