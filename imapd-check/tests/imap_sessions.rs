@@ -247,3 +247,86 @@ fn malformed_input_gets_bad_and_limits_hold() {
     c.ok("FETCH 1 (FLAGS)");
     c.ok("LOGOUT");
 }
+
+/// A SELECT of the mailbox already selected catches the session's view up
+/// with what changed (`SessionView::reopen`) instead of reading every
+/// record. What it answers, and FETCH 1:* after it, must be what a fresh
+/// session's SELECT answers, whatever others changed meanwhile (flags,
+/// keywords, expunges the session never heard of, appends). A mailbox
+/// renamed away with another renamed onto its name, or deleted and
+/// created again, is the new mailbox, not the directory the session had
+/// open.
+#[test]
+fn reselect_answers_as_a_fresh_select() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let store = seed_messages(&spool, "alice", 30);
+    let user = UserName::new("alice").unwrap();
+    let inbox = MailboxName::inbox();
+    // CONDSTORE on from the start in every session: the first FETCH of
+    // MODSEQ would otherwise add a HIGHESTMODSEQ line in some of them.
+    let session = || {
+        let mut c = Client::spawn(&spool, "alice");
+        c.ok("ENABLE CONDSTORE");
+        c
+    };
+    let mut a = session();
+    a.ok("SELECT INBOX");
+    a.ok("STORE 1:3 +FLAGS (\\Seen)");
+    let mut m = store.open_mailbox(&user, &inbox).unwrap();
+    m.store(&[2, 4, 6], FlagOp::Add, Flags::DELETED, &[], None)
+        .unwrap();
+    m.store(
+        &[7, 8],
+        FlagOp::Add,
+        Flags::default(),
+        &["$Label1".into()],
+        None,
+    )
+    .unwrap();
+    m.expunge(Some(&[4, 9]), false).unwrap();
+    for i in 30..32 {
+        m.append(&message(i)[..], AppendOptions::default()).unwrap();
+    }
+    // What a session says about the INBOX; \Recent is the session's own
+    // (the first SELECT claims the new messages), so it is left out.
+    let answers = |c: &mut Client| -> Vec<String> {
+        let mut l = c.ok("SELECT INBOX");
+        l.extend(c.ok("FETCH 1:* (UID FLAGS MODSEQ RFC822.SIZE INTERNALDATE)"));
+        l.into_iter()
+            .filter(|l| !l.contains("[CLOSED]") && !l.ends_with(" RECENT"))
+            .map(|l| {
+                l.replace(" \\Recent", "")
+                    .replace("(\\Recent ", "(")
+                    .replace("(\\Recent)", "()")
+            })
+            .collect()
+    };
+    let again = answers(&mut a);
+    let fresh = answers(&mut session());
+    assert!(again.contains(&"* 30 EXISTS".to_string()), "{again:?}");
+    assert_eq!(again, fresh);
+    // Once more with nothing changed, and after the session's own STORE.
+    a.ok("UID STORE 31 +FLAGS (\\Flagged)");
+    assert_eq!(answers(&mut a), answers(&mut session()));
+
+    // Renamed away, another renamed onto the name: the other one.
+    let mut b = Client::spawn(&spool, "alice");
+    for (name, n) in [("x", 1), ("y", 2)] {
+        let name = MailboxName::new(name).unwrap();
+        store.create_mailbox(&user, &name).unwrap();
+        let mut mb = store.open_mailbox(&user, &name).unwrap();
+        for i in 0..n {
+            mb.append(&message(i)[..], AppendOptions::default())
+                .unwrap();
+        }
+    }
+    assert!(a.ok("SELECT x").contains(&"* 1 EXISTS".to_string()));
+    b.ok("RENAME x z");
+    b.ok("RENAME y x");
+    assert!(a.ok("SELECT x").contains(&"* 2 EXISTS".to_string()));
+    // Deleted and created again: the new, empty one.
+    b.ok("DELETE x");
+    b.ok("CREATE x");
+    assert!(a.ok("SELECT x").contains(&"* 0 EXISTS".to_string()));
+}

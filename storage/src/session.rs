@@ -304,6 +304,50 @@ impl SessionView {
         Ok(Self::open_with(mbox, Entries::recycling(old.map(|v| v.msgs)), |_| {})?.0)
     }
 
+    /// SELECT again of the mailbox this view shows, through the handle it
+    /// was opened and checked with: the view [`open`](Self::open) would
+    /// give now, caught up from this one at the cost of what changed since
+    /// its last look (the records the change log names, the appended ones)
+    /// instead of a read of every record. A client re-selecting a mailbox
+    /// of a million messages then costs what a NOOP costs, and the read
+    /// of the whole index no longer sweeps the CPU caches (issue 21).
+    ///
+    /// The result is the fresh view: expunges held for the old selection
+    /// are dropped (a new selection starts without them; the caller sends
+    /// the new EXISTS), every record is as the index holds it (each
+    /// in-place change raises a record's MODSEQ, PROTOCOL.md §4b, so the
+    /// changed ones are exactly those found), and expunges are reported as
+    /// `EXPUNGE` until [`report_vanished`](Self::report_vanished).
+    ///
+    /// Reads every record, in this view's memory as
+    /// [`open_replacing`](Self::open_replacing) does, when the view is
+    /// compact or the index file was replaced (a repack or reconstruct:
+    /// records may have been dropped or rewritten). The caller must make
+    /// sure `mbox` still is the mailbox the client names, e.g. with
+    /// [`Mailbox::same_index`] against a handle opened by that name (a
+    /// handle follows its directory through a rename).
+    pub fn reopen(mut self, mbox: &mut Mailbox) -> Result<SessionView> {
+        debug_assert_eq!(mbox.index_path(), self.index_path, "wrong mailbox handle");
+        if self.slim.is_some() {
+            return Self::open_replacing(mbox, Some(self));
+        }
+        let mut dropped = Vec::new();
+        match mbox.changes_since(&self.mark)? {
+            None => {}
+            Some(ch) if ch.full => return Self::open_replacing(mbox, Some(self)),
+            Some(ch) => {
+                let mark = mbox.mark_of(&ch.header);
+                self.merge(ch)?;
+                self.keywords = mbox.keyword_names().to_vec();
+                self.mark = mark;
+            }
+        }
+        self.flush_expunges(&mut dropped);
+        self.vanished = false;
+        self.held_floor = None;
+        Ok(self)
+    }
+
     /// [`open`](Self::open), showing every record read (expunged ones
     /// too) to `also` as well. Straight into the view's chunks: no vector
     /// of every record in between (SELECT of a big mailbox, issue 21).

@@ -43,6 +43,8 @@ enum Op {
     },
     /// IDLE (the view made compact) or DONE (expanded again).
     Idle(usize),
+    /// SELECT of the same mailbox again (`SessionView::reopen`).
+    Reselect(usize),
 }
 
 fn actor() -> impl Strategy<Value = Actor> {
@@ -78,6 +80,7 @@ fn op() -> impl Strategy<Value = Op> {
             allow_all
         }),
         2 => (0usize..3).prop_map(Op::Idle),
+        1 => (0usize..3).prop_map(Op::Reselect),
     ]
 }
 
@@ -201,6 +204,17 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
                     ss.client.assert_matches_index(&ss.view, &mut ss.mbox);
                 }
             }
+            Op::Reselect(session) => {
+                let i = session % n_sessions;
+                let Session { mut mbox, view, .. } = sessions.remove(i);
+                let fresh = SessionView::open(&mut open(&s)).unwrap();
+                let mut view = view.reopen(&mut mbox).unwrap();
+                assert_same_view(&view, &fresh);
+                view.report_vanished(i == 1);
+                let client = Client::select(&view);
+                client.assert_matches_index(&view, &mut mbox);
+                sessions.insert(i, Session { mbox, view, client });
+            }
         }
     }
     for ss in &mut sessions {
@@ -214,6 +228,26 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
             ss.view.check(&mut ss.mbox, Allow::AllUpdates).unwrap(),
             vec![]
         );
+    }
+}
+
+/// Everything a client can learn from two views is the same.
+fn assert_same_view(a: &SessionView, b: &SessionView) {
+    assert_eq!(a.len(), b.len());
+    assert_eq!(a.held_expunges(), 0);
+    assert_eq!(a.uidvalidity(), b.uidvalidity());
+    assert_eq!(a.uid_next(), b.uid_next());
+    assert_eq!(a.highest_modseq(), b.highest_modseq());
+    assert_eq!(a.keywords(), b.keywords());
+    assert_eq!(a.deleted_uids(), b.deleted_uids());
+    let (ma, mb) = (a.mark(), b.mark());
+    assert_eq!(
+        (ma.generation, ma.num_records, ma.highestmodseq),
+        (mb.generation, mb.num_records, mb.highestmodseq)
+    );
+    for (x, y) in a.iter().zip(b.iter()) {
+        assert_eq!((x.seq, x.uid, x.expunged), (y.seq, y.uid, y.expunged));
+        assert_eq!(x.record, y.record, "message {}", x.seq);
     }
 }
 

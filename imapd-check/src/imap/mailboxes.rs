@@ -174,8 +174,8 @@ impl Session {
         {
             self.condstore = true;
         }
-        let mut mbox = self.store.open_mailbox(&user, &name)?;
-        let (view, resync) = self.open_view(&mut mbox, resync, old)?;
+        let mbox = self.store.open_mailbox(&user, &name)?;
+        let (mbox, view, resync) = self.open_view(mbox, resync, old)?;
         self.write_flags(view.keywords(), read_only);
         let first_unseen = view
             .iter()

@@ -13,7 +13,7 @@ use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use storage::session::{Resync, ResyncRequest, SessionView, Update};
 use storage::{Flags, Mailbox};
 
-use super::conn::{Fail, Session, bad};
+use super::conn::{Fail, Selected, Session, bad};
 
 /// Inclusive ranges of a sequence set; `*` is `star`.
 pub(super) fn ranges(set: &SequenceSet, star: u32) -> Vec<(u32, u32)> {
@@ -148,12 +148,13 @@ impl Session {
 
     /// SELECT/EXAMINE is about to replace the selected mailbox: `* OK
     /// [CLOSED]` (RFC 7162 3.2.11), before any response about the new one.
-    /// Returns the closed mailbox's view, whose memory the new one reuses.
-    pub(super) fn close_for_select(&mut self) -> Option<SessionView> {
+    /// Returns the closed selection: the new view is caught up from its
+    /// view when it is the same mailbox, or built in its memory.
+    pub(super) fn close_for_select(&mut self) -> Option<Selected> {
         let old = self.sel.take()?;
         self.buf
             .extend_from_slice(b"* OK [CLOSED] Previous mailbox closed\r\n");
-        Some(old.view)
+        Some(old)
     }
 
     /// The QRESYNC parameter of SELECT/EXAMINE, if any. BAD without a
@@ -206,24 +207,38 @@ impl Session {
     /// Opens the view for SELECT/EXAMINE, with the resynchronization when
     /// the client sent QRESYNC for this UIDVALIDITY (on another one the
     /// client must resync from scratch: no VANISHED, no FETCH).
-    /// `old`: the view of the mailbox selected before, if any (its memory
-    /// is reused).
+    /// `old`: the selection before, if any. When it is the same mailbox
+    /// (the same index file as `mbox`, opened by the name the client
+    /// gave) and no QRESYNC is asked, its view is caught up with what
+    /// changed since ([`SessionView::reopen`], through its own handle,
+    /// which is returned in place of `mbox`): a re-SELECT of a big
+    /// mailbox costs what changed, not a read of every record. Otherwise
+    /// the new view is built in the old one's memory.
     pub(super) fn open_view(
         &self,
-        mbox: &mut Mailbox,
+        mut mbox: Mailbox,
         param: Option<Param>,
-        old: Option<SessionView>,
-    ) -> Result<(SessionView, Option<Resync>), Fail> {
-        let (mut view, resync) = match param {
-            Some(p) => {
-                let (view, resync) = SessionView::open_resync_replacing(mbox, &p.req, old)?;
+        old: Option<Selected>,
+    ) -> Result<(Mailbox, SessionView, Option<Resync>), Fail> {
+        let (mut view, resync) = match (param, old) {
+            (Some(p), old) => {
+                let old = old.map(|o| o.view);
+                let (view, resync) = SessionView::open_resync_replacing(&mut mbox, &p.req, old)?;
                 let matches = view.uidvalidity() == p.uidvalidity;
                 (view, matches.then_some(resync))
             }
-            None => (SessionView::open_replacing(mbox, old)?, None),
+            (None, Some(mut o)) if o.name == *mbox.name() && o.mbox.same_index(&mbox)? => {
+                let view = o.view.reopen(&mut o.mbox)?;
+                mbox = o.mbox;
+                (view, None)
+            }
+            (None, old) => (
+                SessionView::open_replacing(&mut mbox, old.map(|o| o.view))?,
+                None,
+            ),
         };
         view.report_vanished(self.qresync);
-        Ok((view, resync))
+        Ok((mbox, view, resync))
     }
 
     /// `* VANISHED (EARLIER)` and the FETCH (UID FLAGS MODSEQ) of each

@@ -241,6 +241,14 @@ impl Mailbox {
     pub fn dir(&self) -> &Dir {
         &self.dir
     }
+    /// Whether `other` has the same index file open as this handle: the
+    /// same mailbox, not merely the same name. A mailbox renamed away with
+    /// another renamed onto its name, or deleted and created again, has
+    /// another file; so has one repacked since either handle last looked
+    /// (false then, though it is the same mailbox: ask again after a look).
+    pub fn same_index(&self, other: &Mailbox) -> Result<bool> {
+        crate::index::same_file(&self.index.file, &other.index.file, &self.index.path)
+    }
     /// The path of its `.index` file.
     pub fn index_path(&self) -> &std::path::Path {
         &self.index.path
