@@ -251,6 +251,11 @@ pub struct SessionView {
     held_floor: Option<u64>,
     /// While compact (IDLE): the messages, `msgs` then being empty.
     slim: Option<Vec<Slim>>,
+    /// Every message of `msgs` with a lower UID has \Seen in its record:
+    /// where [`first_unseen`](Self::first_unseen) starts looking. Lowered
+    /// whenever a record below it is replaced by one without \Seen (a
+    /// message leaving the view keeps it true).
+    seen_below: u32,
 }
 
 /// A client's QRESYNC parameters to SELECT/EXAMINE (RFC 7162 3.2.5),
@@ -321,8 +326,10 @@ impl SessionView {
     ///
     /// Reads every record, in this view's memory as
     /// [`open_replacing`](Self::open_replacing) does, when the view is
-    /// compact or the index file was replaced (a repack or reconstruct:
-    /// records may have been dropped or rewritten). The caller must make
+    /// compact, when the index file was replaced (a repack or reconstruct:
+    /// records may have been dropped or rewritten), or when more than one
+    /// record in 16 (and over 1,024) changed, which a fresh read serves
+    /// faster than a merge by UID. The caller must make
     /// sure `mbox` still is the mailbox the client names, e.g. with
     /// [`Mailbox::same_index`] against a handle opened by that name (a
     /// handle follows its directory through a rename).
@@ -334,7 +341,11 @@ impl SessionView {
         let mut dropped = Vec::new();
         match mbox.changes_since(&self.mark)? {
             None => {}
-            Some(ch) if ch.full => return Self::open_replacing(mbox, Some(self)),
+            // A whole new file, or so much changed that merging record by
+            // record (a binary search each) costs more than a fresh read.
+            Some(ch) if ch.full || ch.records.len() > reopen_merge_limit(self.msgs.len()) => {
+                return Self::open_replacing(mbox, Some(self));
+            }
             Some(ch) => {
                 let mark = mbox.mark_of(&ch.header);
                 self.merge(ch)?;
@@ -480,6 +491,7 @@ impl SessionView {
             vanished: false,
             held_floor: None,
             slim: None,
+            seen_below: 0,
         }
     }
 
@@ -666,6 +678,7 @@ impl SessionView {
         self.slim = None;
         self.deleted = deleted;
         self.msgs = msgs;
+        self.seen_below = 0;
         let ch = Changes {
             header,
             records: news,
@@ -803,6 +816,7 @@ impl SessionView {
                 self.floor = r.uid;
                 if !r.is_expunged() {
                     note_deleted(&mut self.deleted, &r);
+                    note_unseen(&mut self.seen_below, &r);
                     self.msgs.push(Entry {
                         record: r,
                         expunged: false,
@@ -828,6 +842,7 @@ impl SessionView {
             } else if r.modseq > e.record.modseq {
                 changed.push(r.uid);
                 note_deleted(&mut self.deleted, &r);
+                note_unseen(&mut self.seen_below, &r);
                 e.record = r;
             }
         }
@@ -961,6 +976,7 @@ impl SessionView {
             }
             e.record = r.clone();
             note_deleted(&mut self.deleted, r);
+            note_unseen(&mut self.seen_below, r);
             folded(seq);
         }
         self.sync_keywords(mbox)
@@ -1022,6 +1038,30 @@ impl SessionView {
     /// 3.2.5 and its erratum 1810 on RFC 5162). `None` when none is held.
     pub fn held_expunge_modseq(&self) -> Option<u64> {
         (!self.held.is_empty()).then(|| self.held_floor.unwrap_or(1).saturating_sub(1).max(1))
+    }
+    /// The sequence number of the first message without \Seen (SELECT's
+    /// `[UNSEEN n]`, RFC 3501 6.3.1), `None` when every message has it.
+    /// Looks from where the last call stopped, as far as no record before
+    /// it lost \Seen since: a mailbox whose new mail is at the end, read
+    /// down to it, is not walked from its first message at every SELECT
+    /// (a million records, issue 21). None while compact.
+    pub fn first_unseen(&mut self) -> Option<u32> {
+        if self.slim.is_some() {
+            return None;
+        }
+        let start = self.msgs.position(self.seen_below).unwrap_or_else(|i| i);
+        let found = self
+            .msgs
+            .iter_from(start)
+            .find(|(_, e)| !e.record.flags.contains(Flags::SEEN));
+        self.seen_below = match found {
+            Some((_, e)) => e.record.uid,
+            None => self
+                .msgs
+                .last()
+                .map_or(0, |e| e.record.uid.saturating_add(1)),
+        };
+        found.map(|(i, _)| i as u32 + 1)
     }
     /// The UID of sequence number `seq`, as the client knows it.
     pub fn uid(&self, seq: u32) -> Option<u32> {
@@ -1170,6 +1210,21 @@ fn note_deleted(set: &mut BTreeSet<u32>, r: &Record) {
         set.insert(r.uid);
     } else {
         set.remove(&r.uid);
+    }
+}
+
+/// The most changed records [`SessionView::reopen`] merges into a view of
+/// `len` messages rather than reading every record afresh: one in 16,
+/// and at least 1,024 (a small view merges whatever changed).
+fn reopen_merge_limit(len: usize) -> usize {
+    (len / 16).max(1024)
+}
+
+/// Keeps [`SessionView::first_unseen`]'s start below `r` when `r`, now
+/// in the view, lacks \Seen.
+fn note_unseen(seen_below: &mut u32, r: &Record) {
+    if !r.flags.contains(Flags::SEEN) {
+        *seen_below = (*seen_below).min(r.uid);
     }
 }
 

@@ -151,6 +151,7 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
                         let out = ss.mbox.store(&uids, op, flags, &kw, None).unwrap();
                         let u = ss.view.apply_own_store(&ss.mbox, &out);
                         ss.client.apply(&ss.view, &u);
+                        assert_first_unseen(&mut ss.view);
                     }
                 }
             }
@@ -190,6 +191,9 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
                     assert_eq!(ss.view.held_expunges(), 0);
                 }
                 ss.client.assert_matches_index(&ss.view, &mut ss.mbox);
+                if !ss.view.is_compact() {
+                    assert_first_unseen(&mut ss.view);
+                }
             }
             Op::Idle(session) => {
                 let ss = &mut sessions[session % n_sessions];
@@ -210,6 +214,7 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
                 let fresh = SessionView::open(&mut open(&s)).unwrap();
                 let mut view = view.reopen(&mut mbox).unwrap();
                 assert_same_view(&view, &fresh);
+                assert_first_unseen(&mut view);
                 view.report_vanished(i == 1);
                 let client = Client::select(&view);
                 client.assert_matches_index(&view, &mut mbox);
@@ -229,6 +234,16 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
             vec![]
         );
     }
+}
+
+/// `first_unseen`, which starts where its last call stopped, finds what
+/// a walk from the first message finds.
+fn assert_first_unseen(view: &mut SessionView) {
+    let walk = view
+        .iter()
+        .find(|m| !m.record.flags.contains(Flags::SEEN))
+        .map(|m| m.seq);
+    assert_eq!(view.first_unseen(), walk);
 }
 
 /// Everything a client can learn from two views is the same.
@@ -261,4 +276,72 @@ proptest! {
     ) {
         run(n_sessions, initial, ops);
     }
+}
+
+/// `first_unseen` after a call that found every message \Seen: each way a
+/// message below where it stopped loses \Seen (the session's own STORE,
+/// another session's seen at a check, one seen at a re-SELECT) is found.
+#[test]
+fn first_unseen_finds_a_message_that_lost_seen_below_where_it_stopped() {
+    let (_t, s) = store();
+    let mut other = open(&s);
+    let uids = append(&mut other, 5);
+    other
+        .store(&uids, FlagOp::Add, Flags::SEEN, &[], None)
+        .unwrap();
+    let mut mbox = open(&s);
+    let mut view = SessionView::open(&mut mbox).unwrap();
+    assert_eq!(view.first_unseen(), None);
+    let out = mbox
+        .store(&[3], FlagOp::Remove, Flags::SEEN, &[], None)
+        .unwrap();
+    view.fold_own_store(&mbox, &out);
+    assert_eq!(view.first_unseen(), Some(3));
+    other
+        .store(&[3], FlagOp::Add, Flags::SEEN, &[], None)
+        .unwrap();
+    view.check(&mut mbox, Allow::AllUpdates).unwrap();
+    assert_eq!(view.first_unseen(), None);
+    other
+        .store(&[2], FlagOp::Remove, Flags::SEEN, &[], None)
+        .unwrap();
+    view.check(&mut mbox, Allow::AllUpdates).unwrap();
+    assert_eq!(view.first_unseen(), Some(2));
+    other
+        .store(&[2], FlagOp::Add, Flags::SEEN, &[], None)
+        .unwrap();
+    other
+        .store(&[4], FlagOp::Remove, Flags::SEEN, &[], None)
+        .unwrap();
+    let mut view = view.reopen(&mut mbox).unwrap();
+    assert_eq!(view.first_unseen(), Some(4));
+    // Appended unseen messages come after; the first stays the first.
+    append(&mut other, 1);
+    view.check(&mut mbox, Allow::AllUpdates).unwrap();
+    assert_eq!(view.first_unseen(), Some(4));
+}
+
+/// A re-SELECT after more changes than it merges (over 1,024 and one
+/// record in 16) reads the mailbox afresh, held expunges and all, and
+/// gives the fresh view too.
+#[test]
+fn reopen_after_many_changes_is_a_fresh_view() {
+    let (_t, s) = store();
+    let mut other = open(&s);
+    let uids = append(&mut other, 3000);
+    let mut mbox = open(&s);
+    let mut view = SessionView::open(&mut mbox).unwrap();
+    other
+        .store(&uids[..2000], FlagOp::Add, Flags::SEEN, &[], None)
+        .unwrap();
+    other.expunge(Some(&uids[10..20]), false).unwrap();
+    view.check(&mut mbox, Allow::NoExpunge).unwrap();
+    assert_eq!(view.held_expunges(), 10);
+    other
+        .store(&uids[100..1500], FlagOp::Add, Flags::FLAGGED, &[], None)
+        .unwrap();
+    append(&mut other, 2);
+    let mut view = view.reopen(&mut mbox).unwrap();
+    assert_same_view(&view, &SessionView::open(&mut open(&s)).unwrap());
+    assert_eq!(view.first_unseen(), Some(1991));
 }

@@ -175,12 +175,9 @@ impl Session {
             self.condstore = true;
         }
         let mbox = self.store.open_mailbox(&user, &name)?;
-        let (mbox, view, resync) = self.open_view(mbox, resync, old)?;
+        let (mbox, mut view, resync) = self.open_view(mbox, resync, old)?;
         self.write_flags(view.keywords(), read_only);
-        let first_unseen = view
-            .iter()
-            .find(|m| !m.record.flags.contains(Flags::SEEN))
-            .map(|m| m.seq);
+        let first_unseen = view.first_unseen();
         let mut sel = Selected {
             name,
             mbox,
