@@ -330,3 +330,64 @@ fn reselect_answers_as_a_fresh_select() {
     b.ok("CREATE x");
     assert!(a.ok("SELECT x").contains(&"* 0 EXISTS".to_string()));
 }
+
+/// Sessions of one server process: a session's first SELECT of a mailbox
+/// another session of the process has open starts from that session's
+/// view (`session/published.rs`) and catches up. What it answers must be
+/// what a session of another process, which reads every record, answers:
+/// after others changed flags and keywords, expunged (while the first
+/// session still holds the expunge) and appended, and after a repack.
+#[test]
+fn a_new_session_of_the_same_server_answers_as_a_fresh_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let store = seed_messages(&spool, "alice", 40);
+    let passwd = write_passwd(dir.path(), "alice", "pw");
+    let server = TcpServer::start(&spool, &passwd);
+    let user = UserName::new("alice").unwrap();
+    let tcp = || {
+        let mut c = Client::tcp(server.port, "alice", "pw");
+        c.ok("ENABLE CONDSTORE");
+        c
+    };
+    let elsewhere = || {
+        let mut c = Client::spawn(&spool, "alice");
+        c.ok("ENABLE CONDSTORE");
+        c
+    };
+    let answers = |c: &mut Client| -> Vec<String> {
+        let mut l = c.ok("EXAMINE INBOX");
+        l.extend(c.ok("FETCH 1:* (UID FLAGS MODSEQ RFC822.SIZE INTERNALDATE)"));
+        l
+    };
+    let mut first = tcp();
+    first.ok("EXAMINE INBOX");
+    let mut m = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
+    m.store(&[3, 4], FlagOp::Add, Flags::SEEN, &["$Work".into()], None)
+        .unwrap();
+    m.store(&[7, 8], FlagOp::Add, Flags::DELETED, &[], None)
+        .unwrap();
+    m.expunge(Some(&[7]), true).unwrap();
+    m.append(&message(99)[..], AppendOptions::default())
+        .unwrap();
+    // The first session has not looked since: the second one takes its
+    // view and catches up.
+    let second = answers(&mut tcp());
+    assert!(second.contains(&"* 40 EXISTS".to_string()), "{second:?}");
+    assert_eq!(second, answers(&mut elsewhere()));
+    // The first session learns of it, holding the expunge (FETCH by
+    // sequence number); a third session's view is the index's.
+    first.ok("FETCH 1 (FLAGS)");
+    m.store(&[9], FlagOp::Add, Flags::FLAGGED, &[], None)
+        .unwrap();
+    let third = answers(&mut tcp());
+    assert_eq!(third, answers(&mut elsewhere()));
+    // Expunged records repacked away: another index file.
+    m.expunge(None, true).unwrap();
+    m.repack().unwrap();
+    let fourth = answers(&mut tcp());
+    assert!(fourth.contains(&"* 39 EXISTS".to_string()), "{fourth:?}");
+    assert_eq!(fourth, answers(&mut elsewhere()));
+    first.ok("LOGOUT");
+    server.stop();
+}

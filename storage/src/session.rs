@@ -68,6 +68,7 @@
 
 use std::collections::BTreeSet;
 mod entries;
+mod published;
 mod vanished;
 use entries::Entries;
 use std::path::PathBuf;
@@ -305,8 +306,83 @@ impl SessionView {
     /// [`open`](Self::open), building the view in the memory of `old`, a
     /// view this one replaces (SELECT after SELECT): a big mailbox's view
     /// then costs no new pages.
+    ///
+    /// When another session of this process opened the same mailbox (the
+    /// same index file) and the messages of its view are still held
+    /// unchanged by some view, the new view starts from that one, sharing
+    /// its memory, and catches up with what changed since as
+    /// [`reopen`](Self::reopen) does, instead of reading every record
+    /// (`session/published.rs`). Either way the view is then offered to
+    /// the next session.
     pub fn open_replacing(mbox: &mut Mailbox, old: Option<SessionView>) -> Result<SessionView> {
-        Ok(Self::open_with(mbox, Entries::recycling(old.map(|v| v.msgs)), |_| {})?.0)
+        if let Some(view) = Self::open_published(mbox)? {
+            view.publish(mbox);
+            return Ok(view);
+        }
+        Self::open_fresh(mbox, old)
+    }
+
+    /// Reads every record into `old`'s memory; offers the view.
+    fn open_fresh(mbox: &mut Mailbox, old: Option<SessionView>) -> Result<SessionView> {
+        let view = Self::open_with(mbox, Entries::recycling(old.map(|v| v.msgs)), |_| {})?.0;
+        view.publish(mbox);
+        Ok(view)
+    }
+
+    /// The view published for `mbox`'s index file, caught up; `None` when
+    /// there is none to take or it cannot be caught up (PROTOCOL.md §7).
+    fn open_published(mbox: &mut Mailbox) -> Result<Option<SessionView>> {
+        let Some(p) = published::find(&mbox.index.file) else {
+            return Ok(None);
+        };
+        let Some(msgs) = Entries::from_published(&p.entries) else {
+            return Ok(None);
+        };
+        let mut view = SessionView {
+            msgs,
+            held: Vec::new(),
+            deleted: p.deleted.clone(),
+            mark: ViewMark {
+                epoch: mbox.epoch(),
+                generation: p.generation,
+                num_records: p.num_records,
+                highestmodseq: p.mark_modseq,
+            },
+            floor: p.floor,
+            keywords: p.keywords.clone(),
+            uidvalidity: p.uidvalidity,
+            highestmodseq: p.highestmodseq,
+            uid_next: p.uid_next,
+            index_path: mbox.index_path().to_path_buf(),
+            vanished: false,
+            held_floor: None,
+            slim: None,
+            seen_below: p.seen_below,
+        };
+        Ok(view.catch_up(mbox)?.then_some(view))
+    }
+
+    /// Offers this view, which holds no expunge, to the next session that
+    /// opens the mailbox (`session/published.rs`).
+    fn publish(&self, mbox: &Mailbox) {
+        if self.slim.is_some() || !self.held.is_empty() {
+            return;
+        }
+        let p = published::Published {
+            file: std::sync::Arc::downgrade(&mbox.index.file),
+            generation: self.mark.generation,
+            num_records: self.mark.num_records,
+            mark_modseq: self.mark.highestmodseq,
+            entries: self.msgs.published(),
+            floor: self.floor,
+            deleted: self.deleted.clone(),
+            keywords: self.keywords.clone(),
+            uidvalidity: self.uidvalidity,
+            highestmodseq: self.highestmodseq,
+            uid_next: self.uid_next,
+            seen_below: self.seen_below,
+        };
+        published::publish(&mbox.index.file, p);
     }
 
     /// SELECT again of the mailbox this view shows, through the handle it
@@ -335,16 +411,24 @@ impl SessionView {
     /// handle follows its directory through a rename).
     pub fn reopen(mut self, mbox: &mut Mailbox) -> Result<SessionView> {
         debug_assert_eq!(mbox.index_path(), self.index_path, "wrong mailbox handle");
-        if self.slim.is_some() {
-            return Self::open_replacing(mbox, Some(self));
+        if self.slim.is_some() || !self.catch_up(mbox)? {
+            return Self::open_fresh(mbox, Some(self));
         }
-        let mut dropped = Vec::new();
+        self.publish(mbox);
+        Ok(self)
+    }
+
+    /// Brings the view to what a fresh read gives now, through `mbox`
+    /// (whose epoch the mark carries): the changes since the mark merged,
+    /// held expunges dropped. False, the view then of no use, when a fresh
+    /// read must be made instead: a whole new index file, or so much
+    /// changed that merging record by record (a binary search each) costs
+    /// more than reading every record.
+    fn catch_up(&mut self, mbox: &mut Mailbox) -> Result<bool> {
         match mbox.changes_since(&self.mark)? {
             None => {}
-            // A whole new file, or so much changed that merging record by
-            // record (a binary search each) costs more than a fresh read.
             Some(ch) if ch.full || ch.records.len() > reopen_merge_limit(self.msgs.len()) => {
-                return Self::open_replacing(mbox, Some(self));
+                return Ok(false);
             }
             Some(ch) => {
                 let mark = mbox.mark_of(&ch.header);
@@ -353,10 +437,10 @@ impl SessionView {
                 self.mark = mark;
             }
         }
-        self.flush_expunges(&mut dropped);
+        self.flush_expunges(&mut Vec::new());
         self.vanished = false;
         self.held_floor = None;
-        Ok(self)
+        Ok(true)
     }
 
     /// [`open`](Self::open), showing every record read (expunged ones
@@ -411,6 +495,7 @@ impl SessionView {
         // are read: no UIDs held apart from them.
         let mut scan = VanishedScan::new(req.modseq, &ranges, std::iter::empty());
         let (mut view, header) = Self::open_with(mbox, msgs, |r| scan.record(r))?;
+        view.publish(mbox);
         view.vanished = true;
         let floor = view.seq_match_floor(&req.seq_match);
         let (vanished, fallback) = scan.finish(&header, floor);
