@@ -16,6 +16,9 @@
 #   CH_PATTERN=big       what one iteration is (bench/src/changes.rs):
 #                        big: as bigmailbox_bench.sh's rounds (B SELECT, B
 #                        NOOP, A STORE, B NOOP, A EXPUNGE, B NOOP, A APPEND);
+#                        full: big, then B's UID SEARCH UNSEEN and FETCH
+#                        1:* (FLAGS), untimed (bigmailbox_bench.sh's whole
+#                        round: A's STORE then follows a pause);
 #                        select-store: B SELECT, B NOOP, A STORE, B NOOP;
 #                        store: A STORE, B NOOP only (no SELECT between)
 #   CH_THRASH_MIB=0      MiB the client writes over before each iteration

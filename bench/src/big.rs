@@ -309,7 +309,7 @@ impl Op {
 
 /// Runs `text` on `c` and waits for its tagged reply; counts the FETCH
 /// lines or the SEARCH/SORT numbers of the answer.
-fn counted(c: &mut Conn, text: &str) -> Res<(bool, u64)> {
+pub(crate) fn counted(c: &mut Conn, text: &str) -> Res<(bool, u64)> {
     let tag = c.tag();
     c.send(format!("{tag} {text}\r\n").as_bytes())?;
     let mut n = 0u64;

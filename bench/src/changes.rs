@@ -11,7 +11,9 @@
 //! UID EXPUNGE of another, B NOOP; A APPEND (keeps the size); the `store`
 //! pattern is only A's UID STORE and B's NOOP after it, with no SELECT in
 //! between (the steady state); `select-store` is `big` without the
-//! EXPUNGE and the APPEND. The UID and flags of the message are
+//! EXPUNGE and the APPEND; `full` is `big` followed, untimed, by B's UID
+//! SEARCH UNSEEN and FETCH 1:* (FLAGS), the rest of big.rs's round (at a
+//! million messages, 160 ms in which A waits and the caches empty). The UID and flags of the message are
 //! fetched by A before each STORE (untimed, as in big.rs).
 //!
 //! Prints, per operation and server, the median of all samples, the
@@ -35,6 +37,9 @@ pub enum Pattern {
     SelectStore,
     /// Only UID STORE one flag, then the other session's NOOP.
     Store,
+    /// `big`, then B's UID SEARCH UNSEEN and FETCH 1:* (FLAGS), untimed:
+    /// the whole round of big.rs.
+    Full,
 }
 
 pub struct ChangesArgs<'a> {
@@ -100,7 +105,7 @@ impl Server {
         let store = format!("UID STORE {uid} {sign}FLAGS.SILENT (\\Flagged)");
         self.time(2, round, |s| s.a.ok(&store))?;
         self.time(3, round, |s| s.b.ok("NOOP"))?;
-        if pattern == Pattern::Big {
+        if matches!(pattern, Pattern::Big | Pattern::Full) {
             let seq = 1 + self.rng.below(self.a.exists);
             let (uid, _) = super::big::uid_of(&mut self.a, seq)?;
             self.time(4, round, |s| {
@@ -113,6 +118,16 @@ impl Server {
                 super::big::must(s.a.append("INBOX", &msg)?, "APPEND")
             })?;
             self.b.ok("NOOP")?;
+        }
+        if pattern == Pattern::Full {
+            super::big::must(
+                super::big::counted(&mut self.b, "UID SEARCH UNSEEN")?.0,
+                "SEARCH",
+            )?;
+            super::big::must(
+                super::big::counted(&mut self.b, "FETCH 1:* (FLAGS)")?.0,
+                "FETCH",
+            )?;
         }
         Ok(())
     }
