@@ -688,7 +688,9 @@ impl SessionView {
     }
 
     /// Ends [`compact`](SessionView::compact): reads every record again
-    /// (one pass under the shared lock) and returns what the client
+    /// (one pass under the shared lock), or takes a view another session
+    /// of the process published and catches it up as
+    /// [`open`](Self::open) does, and returns what the client
     /// must be told as a check with [`Allow::AllUpdates`] would: messages
     /// expunged meanwhile (even repacked away), new ones, MODSEQs above
     /// those last reported. Nothing to do for a full view. When the index
@@ -697,6 +699,13 @@ impl SessionView {
     /// no further use, as after [`check`](SessionView::check).
     pub fn expand(&mut self, mbox: &mut Mailbox) -> Result<Vec<Update>> {
         debug_assert_eq!(mbox.index_path(), self.index_path, "wrong mailbox handle");
+        if self.slim.is_none() {
+            return Ok(Vec::new());
+        }
+        if let Some(now) = Self::open_published(mbox)? {
+            now.publish(mbox);
+            return self.expand_to(now);
+        }
         let Some(slim) = &self.slim else {
             return Ok(Vec::new());
         };
@@ -772,6 +781,59 @@ impl SessionView {
             from_log: false,
         };
         self.apply(mbox, ch, mark, Allow::AllUpdates)
+    }
+
+    /// Ends [`compact`](SessionView::compact) by taking `now`, a fresh view
+    /// of the mailbox (another session's, caught up: no index read, its
+    /// memory shared): what the client must be told is found by walking
+    /// the UIDs it knows against `now`'s, as [`expand`](Self::expand)'s
+    /// read would find it. Messages it knows that `now` lacks were
+    /// expunged; those of `now` above the last UID this view read are new;
+    /// those whose MODSEQ rose are FETCHed.
+    fn expand_to(&mut self, now: SessionView) -> Result<Vec<Update>> {
+        if now.uidvalidity != self.uidvalidity {
+            return Err(Error::MailboxDeleted);
+        }
+        let slim = self.slim.take().unwrap_or_default();
+        let mut gone = Vec::new();
+        let mut changed = Vec::new();
+        {
+            let mut cur = now.msgs.iter().peekable();
+            for (i, s) in slim.iter().enumerate() {
+                let (uid, modseq) = (s.uid, s.modseq);
+                while cur.next_if(|e| e.record.uid < uid).is_some() {}
+                match cur.next_if(|e| e.record.uid == uid) {
+                    Some(e) if e.record.modseq > modseq => changed.push(uid),
+                    Some(_) => {}
+                    None => gone.push(i),
+                }
+            }
+        }
+        let kept = slim.len() - gone.len();
+        let mut out = Vec::new();
+        if self.vanished && !gone.is_empty() {
+            out.push(Update::Vanished(
+                gone.iter().map(|&i| slim[i].uid).collect(),
+            ));
+        } else {
+            out.extend(gone.iter().rev().map(|&i| Update::Expunge(i as u32 + 1)));
+        }
+        let keywords_grew = now.keywords.len() > self.keywords.len();
+        let vanished = self.vanished;
+        *self = SessionView { vanished, ..now };
+        if keywords_grew {
+            out.push(Update::Flags(self.keywords.clone()));
+        }
+        if self.msgs.len() > kept {
+            out.push(Update::Exists(self.len()));
+        }
+        for uid in changed {
+            if let Some(seq) = self.seq(uid) {
+                let r = self.msgs[seq as usize - 1].record.clone();
+                out.push(self.fetch(seq, &r));
+            }
+        }
+        Ok(out)
     }
 
     /// [`SessionView::apply`] for a compact view: expunges go out at once.
