@@ -68,7 +68,6 @@
 
 use std::collections::BTreeSet;
 mod entries;
-mod published;
 mod vanished;
 use entries::Entries;
 use std::path::PathBuf;
@@ -306,83 +305,8 @@ impl SessionView {
     /// [`open`](Self::open), building the view in the memory of `old`, a
     /// view this one replaces (SELECT after SELECT): a big mailbox's view
     /// then costs no new pages.
-    ///
-    /// When another session of this process opened the same mailbox (the
-    /// same index file) and the messages of its view are still held
-    /// unchanged by some view, the new view starts from that one, sharing
-    /// its memory, and catches up with what changed since as
-    /// [`reopen`](Self::reopen) does, instead of reading every record
-    /// (`session/published.rs`). Either way the view is then offered to
-    /// the next session.
     pub fn open_replacing(mbox: &mut Mailbox, old: Option<SessionView>) -> Result<SessionView> {
-        if let Some(view) = Self::open_published(mbox)? {
-            view.publish(mbox);
-            return Ok(view);
-        }
-        Self::open_fresh(mbox, old)
-    }
-
-    /// Reads every record into `old`'s memory; offers the view.
-    fn open_fresh(mbox: &mut Mailbox, old: Option<SessionView>) -> Result<SessionView> {
-        let view = Self::open_with(mbox, Entries::recycling(old.map(|v| v.msgs)), |_| {})?.0;
-        view.publish(mbox);
-        Ok(view)
-    }
-
-    /// The view published for `mbox`'s index file, caught up; `None` when
-    /// there is none to take or it cannot be caught up (PROTOCOL.md §7).
-    fn open_published(mbox: &mut Mailbox) -> Result<Option<SessionView>> {
-        let Some(p) = published::find(&mbox.index.file) else {
-            return Ok(None);
-        };
-        let Some(msgs) = Entries::from_published(&p.entries) else {
-            return Ok(None);
-        };
-        let mut view = SessionView {
-            msgs,
-            held: Vec::new(),
-            deleted: p.deleted.clone(),
-            mark: ViewMark {
-                epoch: mbox.epoch(),
-                generation: p.generation,
-                num_records: p.num_records,
-                highestmodseq: p.mark_modseq,
-            },
-            floor: p.floor,
-            keywords: p.keywords.clone(),
-            uidvalidity: p.uidvalidity,
-            highestmodseq: p.highestmodseq,
-            uid_next: p.uid_next,
-            index_path: mbox.index_path().to_path_buf(),
-            vanished: false,
-            held_floor: None,
-            slim: None,
-            seen_below: p.seen_below,
-        };
-        Ok(view.catch_up(mbox)?.then_some(view))
-    }
-
-    /// Offers this view, which holds no expunge, to the next session that
-    /// opens the mailbox (`session/published.rs`).
-    fn publish(&self, mbox: &Mailbox) {
-        if self.slim.is_some() || !self.held.is_empty() {
-            return;
-        }
-        let p = published::Published {
-            file: std::sync::Arc::downgrade(&mbox.index.file),
-            generation: self.mark.generation,
-            num_records: self.mark.num_records,
-            mark_modseq: self.mark.highestmodseq,
-            entries: self.msgs.published(),
-            floor: self.floor,
-            deleted: self.deleted.clone(),
-            keywords: self.keywords.clone(),
-            uidvalidity: self.uidvalidity,
-            highestmodseq: self.highestmodseq,
-            uid_next: self.uid_next,
-            seen_below: self.seen_below,
-        };
-        published::publish(&mbox.index.file, p);
+        Ok(Self::open_with(mbox, Entries::recycling(old.map(|v| v.msgs)), |_| {})?.0)
     }
 
     /// SELECT again of the mailbox this view shows, through the handle it
@@ -411,24 +335,16 @@ impl SessionView {
     /// handle follows its directory through a rename).
     pub fn reopen(mut self, mbox: &mut Mailbox) -> Result<SessionView> {
         debug_assert_eq!(mbox.index_path(), self.index_path, "wrong mailbox handle");
-        if self.slim.is_some() || !self.catch_up(mbox)? {
-            return Self::open_fresh(mbox, Some(self));
+        if self.slim.is_some() {
+            return Self::open_replacing(mbox, Some(self));
         }
-        self.publish(mbox);
-        Ok(self)
-    }
-
-    /// Brings the view to what a fresh read gives now, through `mbox`
-    /// (whose epoch the mark carries): the changes since the mark merged,
-    /// held expunges dropped. False, the view then of no use, when a fresh
-    /// read must be made instead: a whole new index file, or so much
-    /// changed that merging record by record (a binary search each) costs
-    /// more than reading every record.
-    fn catch_up(&mut self, mbox: &mut Mailbox) -> Result<bool> {
+        let mut dropped = Vec::new();
         match mbox.changes_since(&self.mark)? {
             None => {}
+            // A whole new file, or so much changed that merging record by
+            // record (a binary search each) costs more than a fresh read.
             Some(ch) if ch.full || ch.records.len() > reopen_merge_limit(self.msgs.len()) => {
-                return Ok(false);
+                return Self::open_replacing(mbox, Some(self));
             }
             Some(ch) => {
                 let mark = mbox.mark_of(&ch.header);
@@ -437,10 +353,10 @@ impl SessionView {
                 self.mark = mark;
             }
         }
-        self.flush_expunges(&mut Vec::new());
+        self.flush_expunges(&mut dropped);
         self.vanished = false;
         self.held_floor = None;
-        Ok(true)
+        Ok(self)
     }
 
     /// [`open`](Self::open), showing every record read (expunged ones
@@ -495,7 +411,6 @@ impl SessionView {
         // are read: no UIDs held apart from them.
         let mut scan = VanishedScan::new(req.modseq, &ranges, std::iter::empty());
         let (mut view, header) = Self::open_with(mbox, msgs, |r| scan.record(r))?;
-        view.publish(mbox);
         view.vanished = true;
         let floor = view.seq_match_floor(&req.seq_match);
         let (vanished, fallback) = scan.finish(&header, floor);
@@ -688,9 +603,7 @@ impl SessionView {
     }
 
     /// Ends [`compact`](SessionView::compact): reads every record again
-    /// (one pass under the shared lock), or takes a view another session
-    /// of the process published and catches it up as
-    /// [`open`](Self::open) does, and returns what the client
+    /// (one pass under the shared lock) and returns what the client
     /// must be told as a check with [`Allow::AllUpdates`] would: messages
     /// expunged meanwhile (even repacked away), new ones, MODSEQs above
     /// those last reported. Nothing to do for a full view. When the index
@@ -699,13 +612,6 @@ impl SessionView {
     /// no further use, as after [`check`](SessionView::check).
     pub fn expand(&mut self, mbox: &mut Mailbox) -> Result<Vec<Update>> {
         debug_assert_eq!(mbox.index_path(), self.index_path, "wrong mailbox handle");
-        if self.slim.is_none() {
-            return Ok(Vec::new());
-        }
-        if let Some(now) = Self::open_published(mbox)? {
-            now.publish(mbox);
-            return self.expand_to(now);
-        }
         let Some(slim) = &self.slim else {
             return Ok(Vec::new());
         };
@@ -781,59 +687,6 @@ impl SessionView {
             from_log: false,
         };
         self.apply(mbox, ch, mark, Allow::AllUpdates)
-    }
-
-    /// Ends [`compact`](SessionView::compact) by taking `now`, a fresh view
-    /// of the mailbox (another session's, caught up: no index read, its
-    /// memory shared): what the client must be told is found by walking
-    /// the UIDs it knows against `now`'s, as [`expand`](Self::expand)'s
-    /// read would find it. Messages it knows that `now` lacks were
-    /// expunged; those of `now` above the last UID this view read are new;
-    /// those whose MODSEQ rose are FETCHed.
-    fn expand_to(&mut self, now: SessionView) -> Result<Vec<Update>> {
-        if now.uidvalidity != self.uidvalidity {
-            return Err(Error::MailboxDeleted);
-        }
-        let slim = self.slim.take().unwrap_or_default();
-        let mut gone = Vec::new();
-        let mut changed = Vec::new();
-        {
-            let mut cur = now.msgs.iter().peekable();
-            for (i, s) in slim.iter().enumerate() {
-                let (uid, modseq) = (s.uid, s.modseq);
-                while cur.next_if(|e| e.record.uid < uid).is_some() {}
-                match cur.next_if(|e| e.record.uid == uid) {
-                    Some(e) if e.record.modseq > modseq => changed.push(uid),
-                    Some(_) => {}
-                    None => gone.push(i),
-                }
-            }
-        }
-        let kept = slim.len() - gone.len();
-        let mut out = Vec::new();
-        if self.vanished && !gone.is_empty() {
-            out.push(Update::Vanished(
-                gone.iter().map(|&i| slim[i].uid).collect(),
-            ));
-        } else {
-            out.extend(gone.iter().rev().map(|&i| Update::Expunge(i as u32 + 1)));
-        }
-        let keywords_grew = now.keywords.len() > self.keywords.len();
-        let vanished = self.vanished;
-        *self = SessionView { vanished, ..now };
-        if keywords_grew {
-            out.push(Update::Flags(self.keywords.clone()));
-        }
-        if self.msgs.len() > kept {
-            out.push(Update::Exists(self.len()));
-        }
-        for uid in changed {
-            if let Some(seq) = self.seq(uid) {
-                let r = self.msgs[seq as usize - 1].record.clone();
-                out.push(self.fetch(seq, &r));
-            }
-        }
-        Ok(out)
     }
 
     /// [`SessionView::apply`] for a compact view: expunges go out at once.

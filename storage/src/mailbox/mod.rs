@@ -241,11 +241,6 @@ impl Mailbox {
     pub fn dir(&self) -> &Dir {
         &self.dir
     }
-    /// Which index file of this handle its marks belong to (bumped when
-    /// it follows a repack's replacement).
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch
-    }
     /// Whether `other` has the same index file open as this handle: the
     /// same mailbox, not merely the same name. A mailbox renamed away with
     /// another renamed onto its name, or deleted and created again, has

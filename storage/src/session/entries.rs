@@ -14,17 +14,7 @@
 //! `last - u` before the last): in a chunk without gaps that is the one
 //! entry looked for.
 
-//!
-//! Chunks are reference-counted and copied on write: a view opened from
-//! another session's ([`Entries::published`], [`Entries::from_published`])
-//! holds the same chunks until one of them changes a chunk, which then
-//! gets a copy of its own (`Arc::make_mut`). A published chunk is held
-//! weakly: it can be taken only as long as some view still holds it
-//! unchanged (a change in a chunk nobody else holds is made in place and
-//! ends the weak references to it).
-
 use std::cell::Cell;
-use std::sync::{Arc, Weak};
 
 use super::Entry;
 
@@ -34,7 +24,7 @@ const CHUNK: usize = 1024;
 /// Sorted by UID; position + 1 is the sequence number.
 #[derive(Default)]
 pub(super) struct Entries {
-    chunks: Vec<Arc<Vec<Entry>>>,
+    chunks: Vec<Vec<Entry>>,
     /// Emptied chunks of a view this one replaces, filled again by
     /// [`Self::push_building`] before any new allocation.
     spare: Vec<Vec<Entry>>,
@@ -61,7 +51,7 @@ impl Entries {
             e.bounds.push(bounds_of(&chunk));
             e.starts.push(e.len);
             e.len += chunk.len();
-            e.chunks.push(Arc::new(chunk));
+            e.chunks.push(chunk);
         }
         e
     }
@@ -79,10 +69,10 @@ impl Entries {
                 }
                 None => Vec::with_capacity(CHUNK),
             };
-            self.chunks.push(Arc::new(chunk));
+            self.chunks.push(chunk);
         }
         self.bounds.last_mut().expect("a chunk").1 = e.record.uid;
-        Arc::make_mut(self.chunks.last_mut().expect("a chunk")).push(e);
+        self.chunks.last_mut().expect("a chunk").push(e);
         self.len += 1;
     }
 
@@ -91,7 +81,7 @@ impl Entries {
     pub fn finish_building(&mut self) {
         self.spare = Vec::new();
         if let Some(last) = self.chunks.last_mut() {
-            Arc::make_mut(last).shrink_to_fit();
+            last.shrink_to_fit();
         }
     }
 
@@ -100,10 +90,7 @@ impl Entries {
     /// the pages it already has instead of freeing them and faulting in
     /// new ones (docs/BENCHMARKS.md, session 12).
     pub fn recycling(old: Option<Entries>) -> Entries {
-        // Only chunks no other view shares are this view's to refill.
-        let mut spare: Vec<Vec<Entry>> = (old.map(|o| o.chunks).unwrap_or_default().into_iter())
-            .filter_map(|c| Arc::try_unwrap(c).ok())
-            .collect();
+        let mut spare = old.map(|o| o.chunks).unwrap_or_default();
         spare.iter_mut().for_each(Vec::clear);
         // Taken from the end: the full chunks first, the trimmed last one
         // (which would need growing) last.
@@ -152,7 +139,7 @@ impl Entries {
             return None;
         }
         let (c, j) = self.locate(i);
-        Some(&mut Arc::make_mut(&mut self.chunks[c])[j])
+        Some(&mut self.chunks[c][j])
     }
 
     pub fn last(&self) -> Option<&Entry> {
@@ -185,7 +172,6 @@ impl Entries {
         let uid = e.record.uid;
         match self.chunks.last_mut() {
             Some(last) if last.len() < CHUNK => {
-                let last = Arc::make_mut(last);
                 self.bounds.last_mut().expect("a chunk").1 = uid;
                 if last.len() == last.capacity() {
                     // Grow by an eighth, not by doubling: a view lives as
@@ -200,7 +186,7 @@ impl Entries {
                 chunk.push(e);
                 self.bounds.push((uid, uid));
                 self.starts.push(self.len);
-                self.chunks.push(Arc::new(chunk));
+                self.chunks.push(chunk);
             }
         }
         self.len += 1;
@@ -210,13 +196,13 @@ impl Entries {
     /// chunk and updates the start of every later chunk.
     pub fn remove(&mut self, i: usize) -> Entry {
         let (c, j) = self.locate(i);
-        let e = Arc::make_mut(&mut self.chunks[c]).remove(j);
+        let e = self.chunks[c].remove(j);
         if self.chunks[c].is_empty() {
             self.chunks.remove(c);
             self.starts.remove(c);
             self.bounds.remove(c);
         } else {
-            let chunk = Arc::make_mut(&mut self.chunks[c]);
+            let chunk = &mut self.chunks[c];
             self.bounds[c] = bounds_of(chunk);
             chunk.shrink_to(chunk.len() + chunk.len() / 4);
             self.starts[c + 1..].iter_mut().for_each(|s| *s -= 1);
@@ -232,20 +218,18 @@ impl Entries {
     pub fn retain_unexpunged(&mut self) {
         let all: Vec<Entry> = std::mem::take(&mut self.chunks)
             .into_iter()
-            .flat_map(Arc::unwrap_or_clone)
+            .flatten()
             .filter(|e| !e.expunged)
             .collect();
         *self = Entries::from_vec(all);
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.chunks.iter().flat_map(|c| c.iter())
+        self.chunks.iter().flatten()
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
-        self.chunks
-            .iter_mut()
-            .flat_map(|c| Arc::make_mut(c).iter_mut())
+        self.chunks.iter_mut().flatten()
     }
 
     /// Entries from position `i` on, with their positions.
@@ -257,45 +241,10 @@ impl Entries {
         };
         self.chunks[c..]
             .iter()
-            .flat_map(|c| c.iter())
+            .flatten()
             .skip(j)
             .enumerate()
             .map(move |(k, e)| (i + k, e))
-    }
-}
-
-/// A view's entries as another view may take them over: its chunks held
-/// weakly (see the module documentation), with their positions and UIDs.
-#[derive(Debug, Default)]
-pub(super) struct PublishedEntries {
-    chunks: Vec<Weak<Vec<Entry>>>,
-    starts: Vec<usize>,
-    bounds: Vec<(u32, u32)>,
-    len: usize,
-}
-
-impl Entries {
-    /// These entries for [`Self::from_published`]: no entry is copied.
-    pub fn published(&self) -> PublishedEntries {
-        PublishedEntries {
-            chunks: self.chunks.iter().map(Arc::downgrade).collect(),
-            starts: self.starts.clone(),
-            bounds: self.bounds.clone(),
-            len: self.len,
-        }
-    }
-
-    /// The entries published, sharing their chunks; `None` when a view
-    /// changed or dropped any of them since.
-    pub fn from_published(p: &PublishedEntries) -> Option<Entries> {
-        Some(Entries {
-            chunks: p.chunks.iter().map(Weak::upgrade).collect::<Option<_>>()?,
-            spare: Vec::new(),
-            starts: p.starts.clone(),
-            bounds: p.bounds.clone(),
-            len: p.len,
-            hint: Cell::new(0),
-        })
     }
 }
 
