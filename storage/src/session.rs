@@ -306,7 +306,42 @@ impl SessionView {
     /// view this one replaces (SELECT after SELECT): a big mailbox's view
     /// then costs no new pages.
     pub fn open_replacing(mbox: &mut Mailbox, old: Option<SessionView>) -> Result<SessionView> {
-        Ok(Self::open_with(mbox, Entries::recycling(old.map(|v| v.msgs)), |_| {})?.0)
+        Self::open_halves(mbox, Entries::recycling(old.map(|v| v.msgs)))
+    }
+
+    /// [`open`](Self::open) into `msgs`, a big mailbox's records read in
+    /// two halves at once (`Mailbox::snapshot_halves`), each into chunks
+    /// of its own, joined after: the same view as one pass gives.
+    fn open_halves(mbox: &mut Mailbox, msgs: Entries) -> Result<SessionView> {
+        struct Half {
+            msgs: Entries,
+            deleted: BTreeSet<u32>,
+            floor: u32,
+        }
+        let half = |msgs| Half {
+            msgs,
+            deleted: BTreeSet::new(),
+            floor: 0,
+        };
+        let (mut a, mut b) = (half(msgs), half(Entries::default()));
+        let (header, mark, meta) = mbox.snapshot_halves(&mut a, &mut b, |p, record| {
+            p.floor = record.uid;
+            if !record.is_expunged() {
+                note_deleted(&mut p.deleted, &record);
+                p.msgs.push_building(Entry {
+                    record,
+                    expunged: false,
+                });
+            }
+        })?;
+        a.msgs.finish_building();
+        b.msgs.finish_building();
+        a.msgs.append(b.msgs);
+        a.deleted.append(&mut b.deleted);
+        let floor = a.floor.max(b.floor);
+        Ok(Self::new(
+            mbox, a.msgs, floor, a.deleted, &header, mark, meta,
+        ))
     }
 
     /// SELECT again of the mailbox this view shows, through the handle it

@@ -85,6 +85,17 @@ impl Entries {
         }
     }
 
+    /// Appends `other`'s chunks, whose UIDs are all above this one's (the
+    /// second half of a view built in two, `SessionView::open_halves`).
+    pub fn append(&mut self, other: Entries) {
+        for (chunk, b) in other.chunks.into_iter().zip(other.bounds) {
+            self.starts.push(self.len);
+            self.bounds.push(b);
+            self.len += chunk.len();
+            self.chunks.push(chunk);
+        }
+    }
+
     /// An empty view to build (with [`Self::push_building`]) in the
     /// memory of `old`: a session that SELECTs a big mailbox again fills
     /// the pages it already has instead of freeing them and faulting in
