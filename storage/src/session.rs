@@ -313,27 +313,8 @@ impl SessionView {
     /// two halves at once (`Mailbox::snapshot_halves`), each into chunks
     /// of its own, joined after: the same view as one pass gives.
     fn open_halves(mbox: &mut Mailbox, msgs: Entries) -> Result<SessionView> {
-        struct Half {
-            msgs: Entries,
-            deleted: BTreeSet<u32>,
-            floor: u32,
-        }
-        let half = |msgs| Half {
-            msgs,
-            deleted: BTreeSet::new(),
-            floor: 0,
-        };
-        let (mut a, mut b) = (half(msgs), half(Entries::default()));
-        let (header, mark, meta) = mbox.snapshot_halves(&mut a, &mut b, |p, record| {
-            p.floor = record.uid;
-            if !record.is_expunged() {
-                note_deleted(&mut p.deleted, &record);
-                p.msgs.push_building(Entry {
-                    record,
-                    expunged: false,
-                });
-            }
-        })?;
+        let (mut a, mut b) = (Building::new(msgs), Building::new(Entries::default()));
+        let (header, mark, meta) = mbox.snapshot_halves(&mut a, &mut b, Building::take)?;
         a.msgs.finish_building();
         b.msgs.finish_building();
         a.msgs.append(b.msgs);
@@ -399,24 +380,16 @@ impl SessionView {
     /// of every record in between (SELECT of a big mailbox, issue 21).
     fn open_with(
         mbox: &mut Mailbox,
-        mut msgs: Entries,
+        msgs: Entries,
         mut also: impl FnMut(&Record),
     ) -> Result<(SessionView, crate::format::Header)> {
-        let mut floor = 0;
-        let mut deleted = BTreeSet::new();
+        let mut b = Building::new(msgs);
         let (header, mark, meta) = mbox.snapshot_each(|record| {
-            floor = record.uid;
             also(&record);
-            if !record.is_expunged() {
-                note_deleted(&mut deleted, &record);
-                msgs.push_building(Entry {
-                    record,
-                    expunged: false,
-                });
-            }
+            b.take(record);
         })?;
-        msgs.finish_building();
-        let view = Self::new(mbox, msgs, floor, deleted, &header, mark, meta);
+        b.msgs.finish_building();
+        let view = Self::new(mbox, b.msgs, b.floor, b.deleted, &header, mark, meta);
         Ok((view, header))
     }
 
@@ -1253,6 +1226,38 @@ fn note_deleted(set: &mut BTreeSet<u32>, r: &Record) {
 /// and at least 1,024 (a small view merges whatever changed).
 fn reopen_merge_limit(len: usize) -> usize {
     (len / 16).max(1024)
+}
+
+/// A view being built from a read of the records in index order (or
+/// from a part of them, `SessionView::open_halves`).
+struct Building {
+    msgs: Entries,
+    /// Live records with \Deleted.
+    deleted: BTreeSet<u32>,
+    /// The highest UID read, expunged or not.
+    floor: u32,
+}
+
+impl Building {
+    fn new(msgs: Entries) -> Building {
+        Building {
+            msgs,
+            deleted: BTreeSet::new(),
+            floor: 0,
+        }
+    }
+
+    /// The next record read.
+    fn take(&mut self, record: Record) {
+        self.floor = record.uid;
+        if !record.is_expunged() {
+            note_deleted(&mut self.deleted, &record);
+            self.msgs.push_building(Entry {
+                record,
+                expunged: false,
+            });
+        }
+    }
 }
 
 /// Keeps [`SessionView::first_unseen`]'s start below `r` when `r`, now

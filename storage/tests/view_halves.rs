@@ -4,29 +4,15 @@
 //! counters), and damage must be reported where a single pass reports
 //! it, in either half or across the boundary between them.
 
+// Only the store helpers are used here.
+#[allow(dead_code)]
+mod session_support;
+
 use mailstore::format::{Flags, Header, Record};
 use mailstore::mailbox::FlagOp;
 use mailstore::session::SessionView;
-use mailstore::{AppendOptions, Durability, Error, Mailbox, MailboxName, Options, Store, UserName};
-
-fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = Options {
-        durability: Durability::Relaxed,
-        ..Options::default()
-    };
-    let s = Store::open(&dir.path().join("spool"), opts).unwrap();
-    s.create_mailbox(&user(), &MailboxName::inbox()).unwrap();
-    (dir, s)
-}
-
-fn user() -> UserName {
-    UserName::new("alice").unwrap()
-}
-
-fn open(s: &Store) -> Mailbox {
-    s.open_mailbox(&user(), &MailboxName::inbox()).unwrap()
-}
+use mailstore::{AppendOptions, Error};
+use session_support::{open, store};
 
 const N: u32 = 70_000;
 
