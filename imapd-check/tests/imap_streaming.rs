@@ -394,22 +394,29 @@ fn leaving_idle_does_not_copy_the_index(spool: &Path) {
 
 /// The first flag change of a boot in a mailbox recounts the header's
 /// counters from every record (PROTOCOL.md §4, "Which records are
-/// read"): the test's mailbox was only appended to, so it has no count
-/// stamp yet. The records are counted as they are read, one chunk at a
+/// read"): the test's mailbox is made as one made in an earlier boot
+/// (its count stamp zeroed). The records are counted as they are read, one chunk at a
 /// time, and the one named is found by binary search: no copy of the
 /// index (before: the whole index, a copy to change and a copy to count,
 /// about 9 MB here).
 fn a_recounting_store_does_not_copy_the_index(spool: &Path) {
-    // The count stamp (FORMAT.md §2, offset 2056, 20 bytes): none yet, so
-    // this STORE recounts; written by it.
+    // The count stamp (FORMAT.md §2, offset 2056, 20 bytes): the new
+    // index had this boot's; zeroed, as a reboot voids it, so this STORE
+    // recounts; written by it.
+    use std::os::unix::fs::FileExt;
+    let index = spool.join("alice/INBOX/.index");
     let stamp = || {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::File::open(spool.join("alice/INBOX/.index")).unwrap();
+        let f = std::fs::File::open(&index).unwrap();
         let mut b = [0u8; 20];
         f.read_exact_at(&mut b, 2056).unwrap();
         b
     };
-    assert_eq!(stamp(), [0u8; 20], "the mailbox is already stamped");
+    assert_ne!(stamp(), [0u8; 20], "a new index carries the count stamp");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&index)
+        .unwrap();
+    f.write_all_at(&[0u8; 20], 2056).unwrap();
     let mut c = measured_session(spool);
     c.ok("SELECT INBOX");
     let pid = c.pid();

@@ -36,6 +36,16 @@ fn setup(n: u32) -> (tempfile::TempDir, Store, PathBuf) {
     (t, s, dir)
 }
 
+/// Held by a test that checks the count stamp of the current boot: the
+/// tests of this file run in parallel and share one simulated boot.
+static BOOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A simulated power cut and reboot ([`BOOT`] held for the moment).
+fn reboot() {
+    let _same_boot = BOOT.lock().unwrap_or_else(|e| e.into_inner());
+    mailstore::internals::fault::simulate_reboot();
+}
+
 fn open(s: &Store) -> Mailbox {
     s.open_mailbox(&UserName::new("pl").unwrap(), &MailboxName::inbox())
         .unwrap()
@@ -101,7 +111,7 @@ fn assert_fell_back_and_retires_uid_3(
     ctx: &str,
 ) {
     // What the test wrote is what a power cut left: judged after a boot.
-    mailstore::internals::fault::simulate_reboot();
+    reboot();
     let mut m = open(s);
     let h = m.header().unwrap();
     assert_eq!(
@@ -165,7 +175,7 @@ fn stale_valid_record_under_a_new_header_is_not_served() {
     r.message_crc ^= 0xdead_beef;
     f.write_all_at(&r.encode(), off).unwrap();
 
-    mailstore::internals::fault::simulate_reboot();
+    reboot();
     let mut m = open(&s);
     let h = m.header().unwrap();
     assert_eq!(h.last_uid, 2);
@@ -435,7 +445,7 @@ fn first_in_place_commit_after_a_reboot_recounts() {
     r.flags = r.flags.union(Flags::SEEN);
     r.modseq = h.highestmodseq + 1;
     f.write_all_at(&r.encode(), off).unwrap();
-    mailstore::internals::fault::simulate_reboot();
+    reboot();
     let mut m = open(&s);
     // A commit that changes nothing recounts, finds the header wrong and
     // leaves the index unstamped (stamping it would let the next commit
@@ -451,4 +461,43 @@ fn first_in_place_commit_after_a_reboot_recounts() {
     counted.recount(&snap.records);
     assert_eq!(counted, snap.header, "header counters after the reboot");
     assert_eq!(snap.header.seen, 2);
+}
+
+/// Whether the index in `dir` carries this boot's count stamp.
+fn counted_now(dir: &Path) -> bool {
+    let idx =
+        mailstore::internals::index::IndexFile::open(&mailstore::Dir::open_root(dir).unwrap())
+            .unwrap();
+    idx.read_header_detail().unwrap();
+    idx.counted_this_boot()
+}
+
+#[test]
+fn a_new_mailbox_is_counted_in_the_boot_that_made_it() {
+    // Created and filled by appends only (as `idx-admin import` fills
+    // one): its header counts every record, so its first in-place writer
+    // keeps the counters by delta instead of reading every record.
+    let same_boot = BOOT.lock().unwrap_or_else(|e| e.into_inner());
+    let (_t, s, dir) = setup(50);
+    assert!(counted_now(&dir), "a new index carries the count stamp");
+    let mut m = open(&s);
+    m.store(&[3, 9], FlagOp::Add, Flags::SEEN, &[], None)
+        .unwrap();
+    let snap = m.snapshot().unwrap();
+    let mut counted = snap.header.clone();
+    counted.recount(&snap.records);
+    assert_eq!(counted, snap.header, "counters kept by delta");
+    // After a power loss the stamp means nothing any more: the first
+    // in-place writer recounts (see the test above).
+    mailstore::internals::fault::simulate_reboot();
+    assert!(!counted_now(&dir), "a stamp of another boot");
+    // A repack writes a new file counted in this boot.
+    let mut m = open(&s);
+    m.expunge(Some(&[5]), false).unwrap();
+    m.repack().unwrap();
+    assert!(
+        counted_now(&dir),
+        "a repacked index carries the count stamp"
+    );
+    drop(same_boot);
 }
