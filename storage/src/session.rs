@@ -315,13 +315,9 @@ impl SessionView {
     fn open_halves(mbox: &mut Mailbox, msgs: Entries) -> Result<SessionView> {
         let (mut a, mut b) = (Building::new(msgs), Building::new(Entries::default()));
         let (header, mark, meta) = mbox.snapshot_halves(&mut a, &mut b, Building::take)?;
-        a.msgs.finish_building();
-        b.msgs.finish_building();
-        a.msgs.append(b.msgs);
-        a.deleted.append(&mut b.deleted);
-        let floor = a.floor.max(b.floor);
+        a.join(b);
         Ok(Self::new(
-            mbox, a.msgs, floor, a.deleted, &header, mark, meta,
+            mbox, a.msgs, a.floor, a.deleted, &header, mark, meta,
         ))
     }
 
@@ -375,24 +371,6 @@ impl SessionView {
         Ok(self)
     }
 
-    /// [`open`](Self::open), showing every record read (expunged ones
-    /// too) to `also` as well. Straight into the view's chunks: no vector
-    /// of every record in between (SELECT of a big mailbox, issue 21).
-    fn open_with(
-        mbox: &mut Mailbox,
-        msgs: Entries,
-        mut also: impl FnMut(&Record),
-    ) -> Result<(SessionView, crate::format::Header)> {
-        let mut b = Building::new(msgs);
-        let (header, mark, meta) = mbox.snapshot_each(|record| {
-            also(&record);
-            b.take(record);
-        })?;
-        b.msgs.finish_building();
-        let view = Self::new(mbox, b.msgs, b.floor, b.deleted, &header, mark, meta);
-        Ok((view, header))
-    }
-
     /// Opens the view for `SELECT ... (QRESYNC ...)`: the view and what
     /// changed since the client's MODSEQ, from one read of the index, so
     /// nothing reported as vanished is in the view and nothing in the
@@ -415,25 +393,53 @@ impl SessionView {
             Some(r) => normalize(r),
             None => all.to_vec(),
         };
-        // The view holds the live records, which the scan sees as they
-        // are read: no UIDs held apart from them.
-        let mut scan = VanishedScan::new(req.modseq, &ranges, std::iter::empty());
-        let (mut view, header) = Self::open_with(mbox, msgs, |r| scan.record(r))?;
+        // Read in two halves at once, as a plain SELECT is: each builds
+        // its part of the view, scans its records for what vanished and
+        // notes its changed messages; joined after as one pass would
+        // have left them. The view holds the live records, which the
+        // scans see as they are read: no UIDs held apart from them.
+        let modseq = req.modseq;
+        let (mut a, mut b) = (
+            ResyncPart {
+                view: Building::new(msgs),
+                scan: VanishedScan::new(modseq, &ranges, std::iter::empty()),
+                changed: Vec::new(),
+            },
+            ResyncPart {
+                view: Building::new(Entries::default()),
+                scan: VanishedScan::later_part(modseq, &ranges),
+                changed: Vec::new(),
+            },
+        );
+        let (header, mark, meta) = mbox.snapshot_halves(&mut a, &mut b, |part, r| {
+            part.scan.record(&r);
+            if !r.is_expunged() && r.modseq > modseq && in_ranges(&ranges, r.uid) {
+                // Its sequence number within this part.
+                part.changed.push(part.view.msgs.len() as u32 + 1);
+            }
+            part.view.take(r);
+        })?;
+        let before_b = a.view.msgs.len() as u32;
+        a.changed.extend(b.changed.iter().map(|seq| seq + before_b));
+        a.view.join(b.view);
+        a.scan.join(b.scan);
+        let mut view = Self::new(
+            mbox,
+            a.view.msgs,
+            a.view.floor,
+            a.view.deleted,
+            &header,
+            mark,
+            meta,
+        );
         view.vanished = true;
         let floor = view.seq_match_floor(&req.seq_match);
-        let (vanished, fallback) = scan.finish(&header, floor);
-        let changed = view
-            .msgs
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.record.modseq > req.modseq && in_ranges(&ranges, e.record.uid))
-            .map(|(i, _)| i as u32 + 1)
-            .collect();
+        let (vanished, fallback) = a.scan.finish(&header, floor);
         Ok((
             view,
             Resync {
                 vanished,
-                changed,
+                changed: a.changed,
                 fallback,
             },
         ))
@@ -1247,6 +1253,16 @@ impl Building {
         }
     }
 
+    /// Takes in `later`, built from the records right after this one's:
+    /// the view one pass over both would have built.
+    fn join(&mut self, mut later: Building) {
+        self.msgs.finish_building();
+        later.msgs.finish_building();
+        self.msgs.append(later.msgs);
+        self.deleted.append(&mut later.deleted);
+        self.floor = self.floor.max(later.floor);
+    }
+
     /// The next record read.
     fn take(&mut self, record: Record) {
         self.floor = record.uid;
@@ -1258,6 +1274,15 @@ impl Building {
             });
         }
     }
+}
+
+/// One half of the read of `SessionView::open_resync_replacing`.
+struct ResyncPart<'r> {
+    view: Building,
+    scan: VanishedScan<'r, std::iter::Empty<u32>>,
+    /// Sequence numbers, within this part, of the live messages changed
+    /// since the client's MODSEQ.
+    changed: Vec<u32>,
 }
 
 /// Keeps [`SessionView::first_unseen`]'s start below `r` when `r`, now

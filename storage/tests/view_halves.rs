@@ -2,7 +2,9 @@
 //! (`Mailbox::snapshot_halves`, from 65,536 records): the view must be
 //! the one a single pass gives (every live record, the \Deleted set, the
 //! counters), and damage must be reported where a single pass reports
-//! it, in either half or across the boundary between them.
+//! it, in either half or across the boundary between them. A QRESYNC
+//! SELECT reads in halves too: its VANISHED answer (exact and fallback)
+//! and its changed messages must be those of one pass.
 
 // Only the store helpers are used here.
 #[allow(dead_code)]
@@ -10,16 +12,14 @@ mod session_support;
 
 use mailstore::format::{Flags, Header, Record};
 use mailstore::mailbox::FlagOp;
-use mailstore::session::SessionView;
+use mailstore::session::{ResyncRequest, SessionView};
 use mailstore::{AppendOptions, Error};
 use session_support::{open, store};
 
 const N: u32 = 70_000;
 
-#[test]
-fn a_big_view_read_in_halves_is_the_index() {
-    let (_t, s) = store();
-    let mut m = open(&s);
+/// Appends `N` small messages, one in three \Seen, in batches.
+fn fill(m: &mut mailstore::mailbox::Mailbox) {
     let mut batch = Vec::new();
     for i in 0..N {
         let opts = AppendOptions {
@@ -37,6 +37,13 @@ fn a_big_view_read_in_halves_is_the_index() {
         }
     }
     m.commit(batch).unwrap();
+}
+
+#[test]
+fn a_big_view_read_in_halves_is_the_index() {
+    let (_t, s) = store();
+    let mut m = open(&s);
+    fill(&mut m);
     // Expunged records around the middle and in each half stay in the
     // index (no repack); \Deleted ones in both halves.
     let mid = N / 2 + 1;
@@ -93,4 +100,104 @@ fn a_big_view_read_in_halves_is_the_index() {
         SessionView::open(&mut open(&s)).unwrap().len() as usize,
         live.len()
     );
+}
+
+/// Inclusive ranges of ascending UIDs.
+fn ranges(uids: impl IntoIterator<Item = u32>) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for u in uids {
+        match out.last_mut() {
+            Some(l) if l.1 + 1 == u => l.1 = u,
+            _ => out.push((u, u)),
+        }
+    }
+    out
+}
+
+/// A QRESYNC open of `s`'s INBOX against what the index says, worked
+/// out record by record: the exact answer (expunged records newer than
+/// `modseq`), or, once a repack dropped such records, every UID up to
+/// the last that no live record holds; and the sequence numbers of the
+/// live records newer than `modseq`. `within`: the client's known UIDs.
+fn assert_resync_is_one_pass(
+    s: &mailstore::Store,
+    modseq: u64,
+    within: Option<(u32, u32)>,
+    fallback: bool,
+) {
+    let req = ResyncRequest {
+        modseq,
+        known_uids: within.map(|r| vec![r]),
+        seq_match: Vec::new(),
+    };
+    let (view, got) = SessionView::open_resync(&mut open(s), &req).unwrap();
+    let snap = open(s).snapshot().unwrap();
+    let (lo, hi) = within.unwrap_or((1, u32::MAX));
+    let inside = |u: u32| lo <= u && u <= hi;
+    let live: Vec<&Record> = snap.records.iter().filter(|r| !r.is_expunged()).collect();
+    assert_eq!(view.len() as usize, live.len());
+    assert_eq!(got.fallback, fallback, "modseq {modseq}");
+    let vanished = if fallback {
+        let live_uids: std::collections::HashSet<u32> = live.iter().map(|r| r.uid).collect();
+        ranges((1..=snap.header.last_uid).filter(|u| inside(*u) && !live_uids.contains(u)))
+    } else {
+        ranges(
+            snap.records
+                .iter()
+                .filter(|r| r.is_expunged() && r.modseq > modseq && inside(r.uid))
+                .map(|r| r.uid),
+        )
+    };
+    assert_eq!(got.vanished, vanished, "modseq {modseq}, within {within:?}");
+    let changed: Vec<u32> = live
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.modseq > modseq && inside(r.uid))
+        .map(|(i, _)| i as u32 + 1)
+        .collect();
+    assert_eq!(got.changed, changed, "modseq {modseq}, within {within:?}");
+}
+
+#[test]
+fn a_qresync_select_read_in_halves_answers_as_one_pass() {
+    let (_t, s) = store();
+    let mut m = open(&s);
+    fill(&mut m);
+    let before = m.header().unwrap().highestmodseq;
+    // Expunged at the boundary of the halves (record N/2 holds UID
+    // mid), and in each half; flag changes in each half.
+    let mid = N / 2 + 1;
+    m.expunge(Some(&[10, mid - 2, mid - 1, mid, mid + 1, N - 5]), false)
+        .unwrap();
+    m.store(&[7, mid + 7, N], FlagOp::Add, Flags::DELETED, &[], None)
+        .unwrap();
+    assert_resync_is_one_pass(&s, before, None, false);
+    assert_resync_is_one_pass(&s, before, Some((5, mid - 1)), false);
+    assert_resync_is_one_pass(&s, before, Some((mid, N)), false);
+    // A repack drops those records: from a MODSEQ before it, every UID
+    // that exists nowhere. Then expunges at the new boundary (the
+    // records at n/2 - 1, n/2 and n/2 + 1) and in each half, kept in
+    // the index: a gap that runs through the boundary.
+    m.repack().unwrap();
+    let snap = m.snapshot().unwrap();
+    let n = snap.header.num_records as usize;
+    let at = |i: usize| snap.records[i].uid;
+    let after_repack = snap.header.highestmodseq;
+    m.expunge(
+        Some(&[
+            at(100),
+            at(n / 2 - 1),
+            at(n / 2),
+            at(n / 2 + 1),
+            at(n - 100),
+        ]),
+        false,
+    )
+    .unwrap();
+    m.store(&[at(n / 2 + 3)], FlagOp::Add, Flags::SEEN, &[], None)
+        .unwrap();
+    assert_resync_is_one_pass(&s, before, None, true);
+    assert_resync_is_one_pass(&s, before, Some((at(n / 2 - 5), at(n / 2 + 5))), true);
+    assert_resync_is_one_pass(&s, after_repack, None, false);
+    assert_resync_is_one_pass(&s, after_repack, Some((at(n / 2), N)), false);
 }

@@ -25,6 +25,11 @@ pub(super) struct VanishedScan<'r, H: Iterator<Item = u32>> {
     prev: u32,
     /// The first range that may meet a later gap.
     next_range: usize,
+    /// A scan of a later part of the index ([`Self::later_part`]) that
+    /// has not seen its first record yet.
+    starts_later: bool,
+    /// The UID of the first record this scan saw.
+    first: Option<u32>,
 }
 
 impl<'r, H: Iterator<Item = u32>> VanishedScan<'r, H> {
@@ -37,11 +42,54 @@ impl<'r, H: Iterator<Item = u32>> VanishedScan<'r, H> {
             gaps: Vec::new(),
             prev: 0,
             next_range: 0,
+            starts_later: false,
+            first: None,
         }
+    }
+
+    /// A scan of the records from some record number on (the second half
+    /// of a read in two, `SessionView::open_resync_replacing`), with no
+    /// UIDs held: the UIDs below its first record are the earlier part's,
+    /// and [`Self::join`] puts the two together as one pass would have.
+    pub fn later_part(modseq: u64, ranges: &'r [(u32, u32)]) -> Self
+    where
+        H: Default,
+    {
+        VanishedScan {
+            starts_later: true,
+            ..Self::new(modseq, ranges, H::default())
+        }
+    }
+
+    /// Takes in `later`, the [`Self::later_part`] scan of the records
+    /// right after the ones this scan saw: the state one pass over both
+    /// would have. Gaps and expunges are never adjacent within one pass
+    /// (an existing UID lies between two gaps; `push_uid` merges
+    /// neighbours), so pieces that meet at the boundary are merged.
+    pub fn join(&mut self, later: Self) {
+        let Some(first) = later.first else {
+            return;
+        };
+        // Everything between this part's last existing UID and the later
+        // part's first record exists nowhere: this part's expunged tail
+        // and the UIDs no record holds.
+        if first.saturating_sub(1) > self.prev {
+            self.gap(self.prev + 1, first - 1);
+        }
+        join_ranges(&mut self.exact, later.exact);
+        join_ranges(&mut self.gaps, later.gaps);
+        self.prev = self.prev.max(later.prev);
+        self.next_range = self.next_range.max(later.next_range);
     }
 
     /// The next record of the index (ascending UIDs).
     pub fn record(&mut self, r: &Record) {
+        if self.first.is_none() {
+            self.first = Some(r.uid);
+            if self.starts_later {
+                self.prev = r.uid.saturating_sub(1);
+            }
+        }
         while let Some(h) = self.held.next_if(|&h| h < r.uid) {
             self.exists(h);
         }
@@ -96,4 +144,17 @@ impl<'r, H: Iterator<Item = u32>> VanishedScan<'r, H> {
             .collect();
         (out, true)
     }
+}
+
+/// Appends `later` (ascending, above `out`) to `out`, merging the two
+/// ranges that meet at the boundary.
+fn join_ranges(out: &mut Vec<(u32, u32)>, later: Vec<(u32, u32)>) {
+    let mut it = later.into_iter();
+    if let Some(first) = it.next() {
+        match out.last_mut() {
+            Some(last) if last.1.checked_add(1) == Some(first.0) => last.1 = first.1,
+            _ => out.push(first),
+        }
+    }
+    out.extend(it);
 }
