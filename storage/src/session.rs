@@ -629,57 +629,23 @@ impl SessionView {
         let Some(slim) = &self.slim else {
             return Ok(Vec::new());
         };
-        // One pass over the records, straight into the view's chunks (no
-        // copy of the index in between: a phone leaving IDLE on a mailbox
-        // of a million messages, issue 21). Each message is rebuilt as
-        // last reported: its record now with the MODSEQ the client knows.
-        // What the client must be told is kept aside for the merge below,
-        // as a check that read only those records would have found them:
-        // records changed or expunged since, new ones, and a stand-in,
-        // marked expunged, for each message repacked away meanwhile
-        // (never served).
+        // Every record read under one shared lock, straight into the
+        // view's chunks (no copy of the index in between: a phone leaving
+        // IDLE on a mailbox of a million messages, issue 21), in two
+        // halves at once as a first SELECT reads them, each half from its
+        // own place in `slim`, joined after (`Rebuilding`).
         let floor = self.floor;
-        let mut msgs = Entries::default();
-        let mut deleted = BTreeSet::new();
-        let mut news = Vec::new();
-        let mut gone = Vec::new();
-        let mut next = slim.iter().peekable();
-        // A message as last reported, or (`None`: repacked away) a stand-in.
-        let mut rebuild = |s: &Slim, now: Option<Record>| {
-            let record = match now {
-                Some(r) => Record {
-                    modseq: s.modseq,
-                    ..r
-                },
-                None => {
-                    gone.push(s.uid);
-                    Record {
-                        uid: s.uid,
-                        modseq: s.modseq,
-                        ..Record::default()
-                    }
-                }
-            };
-            note_deleted(&mut deleted, &record);
-            msgs.push_building(Entry {
-                record,
-                expunged: false,
-            });
-        };
-        let (header, mark, _) = mbox.snapshot_each(|r| {
-            while let Some(s) = next.next_if(|s| s.uid < r.uid) {
-                rebuild(s, None);
-            }
-            if let Some(s) = next.next_if(|s| s.uid == r.uid) {
-                if r.is_expunged() || r.modseq > s.modseq {
-                    news.push(r.clone());
-                }
-                rebuild(s, Some(r));
-            } else if r.uid > floor {
-                news.push(r);
-            }
-        })?;
-        next.for_each(|s| rebuild(s, None));
+        let (mut a, mut b) = (Rebuilding::new(false), Rebuilding::new(true));
+        let (header, mark, _) =
+            mbox.snapshot_halves(&mut a, &mut b, |part, r| part.record(slim, floor, r))?;
+        a.join(b, slim);
+        let Rebuilding {
+            mut msgs,
+            deleted,
+            mut news,
+            gone,
+            ..
+        } = a;
         msgs.finish_building();
         // Repacked away: expunged at or below removed_modseq, as a full
         // read concludes for a known UID missing from the index.
@@ -1272,6 +1238,107 @@ impl Building {
                 record,
                 expunged: false,
             });
+        }
+    }
+}
+
+/// A compact view being rebuilt from a read of the records in index
+/// order, or from a part of them (`SessionView::expand`): each message
+/// as last reported (its record now, with the MODSEQ the client knows),
+/// and aside what the client must be told, as a check that read only
+/// those records would have found them: records changed or expunged
+/// since, new ones, and the UIDs of messages repacked away meanwhile
+/// (rebuilt as stand-ins, never served).
+struct Rebuilding {
+    msgs: Entries,
+    deleted: BTreeSet<u32>,
+    news: Vec<Record>,
+    gone: Vec<u32>,
+    /// The next message of the compact view to meet.
+    next: usize,
+    /// Where in the compact view this part started: placed at its first
+    /// record when it reads a later part of the index.
+    start: Option<usize>,
+}
+
+impl Rebuilding {
+    fn new(later: bool) -> Rebuilding {
+        Rebuilding {
+            msgs: Entries::default(),
+            deleted: BTreeSet::new(),
+            news: Vec::new(),
+            gone: Vec::new(),
+            next: 0,
+            start: (!later).then_some(0),
+        }
+    }
+
+    /// A message as last reported, or (`None`: repacked away) a stand-in.
+    fn rebuild(&mut self, s: &Slim, now: Option<Record>) {
+        let record = match now {
+            Some(r) => Record {
+                modseq: s.modseq,
+                ..r
+            },
+            None => {
+                self.gone.push(s.uid);
+                Record {
+                    uid: s.uid,
+                    modseq: s.modseq,
+                    ..Record::default()
+                }
+            }
+        };
+        note_deleted(&mut self.deleted, &record);
+        self.msgs.push_building(Entry {
+            record,
+            expunged: false,
+        });
+    }
+
+    /// The next record read; `slim`: the compact view, `floor` its floor.
+    fn record(&mut self, slim: &[Slim], floor: u32, r: Record) {
+        if self.start.is_none() {
+            // The messages below this part's first record are the
+            // earlier part's (or repacked away, `join`).
+            self.next = slim.partition_point(|s| s.uid < r.uid);
+            self.start = Some(self.next);
+        }
+        while let Some(s) = slim.get(self.next).filter(|s| s.uid < r.uid) {
+            self.rebuild(s, None);
+            self.next += 1;
+        }
+        match slim.get(self.next).filter(|s| s.uid == r.uid) {
+            Some(s) => {
+                if r.is_expunged() || r.modseq > s.modseq {
+                    self.news.push(r.clone());
+                }
+                self.rebuild(s, Some(r));
+                self.next += 1;
+            }
+            None if r.uid > floor => self.news.push(r),
+            None => {}
+        }
+    }
+
+    /// Takes in `later`, rebuilt from the records right after this one's,
+    /// and then the messages of `slim` that no record met: the result
+    /// one pass over every record gives.
+    fn join(&mut self, later: Rebuilding, slim: &[Slim]) {
+        if let Some(start) = later.start {
+            // Between this part's last record and the later part's first.
+            for s in &slim[self.next..start] {
+                self.rebuild(s, None);
+            }
+            self.msgs.finish_building();
+            self.msgs.append(later.msgs);
+            self.deleted.extend(later.deleted);
+            self.news.extend(later.news);
+            self.gone.extend(later.gone);
+            self.next = later.next;
+        }
+        for s in &slim[self.next..] {
+            self.rebuild(s, None);
         }
     }
 }

@@ -4,9 +4,10 @@
 //! counters), and damage must be reported where a single pass reports
 //! it, in either half or across the boundary between them. A QRESYNC
 //! SELECT reads in halves too: its VANISHED answer (exact and fallback)
-//! and its changed messages must be those of one pass.
+//! and its changed messages must be those of one pass; and so must a
+//! compact (IDLE) view's rebuild when the client leaves IDLE.
 
-// Only the store helpers are used here.
+// The store helpers and the simulated client.
 #[allow(dead_code)]
 mod session_support;
 
@@ -14,7 +15,7 @@ use mailstore::format::{Flags, Header, Record};
 use mailstore::mailbox::FlagOp;
 use mailstore::session::{ResyncRequest, SessionView};
 use mailstore::{AppendOptions, Error};
-use session_support::{open, store};
+use session_support::{Client, open, store};
 
 const N: u32 = 70_000;
 
@@ -200,4 +201,67 @@ fn a_qresync_select_read_in_halves_answers_as_one_pass() {
     assert_resync_is_one_pass(&s, before, Some((at(n / 2 - 5), at(n / 2 + 5))), true);
     assert_resync_is_one_pass(&s, after_repack, None, false);
     assert_resync_is_one_pass(&s, after_repack, Some((at(n / 2), N)), false);
+}
+
+#[test]
+fn leaving_idle_rebuilds_a_big_view_in_halves_as_one_pass() {
+    let (_t, s) = store();
+    let mut m = open(&s);
+    fill(&mut m);
+    let mut mine = open(&s);
+    let mut view = SessionView::open(&mut mine).unwrap();
+    let mut client = Client::select(&view);
+    assert!(view.compact(), "IDLE: the view made compact");
+    // While the client idles: new messages; messages repacked away in
+    // the first half and, of the index the repack leaves, right between
+    // its halves (`run`); then more expunged (kept in the index) around
+    // that boundary and in each half, and flag changes in both halves.
+    for i in 0..3 {
+        let raw = format!("Subject: new {i}\r\n\r\nbody\r\n");
+        m.append(raw.as_bytes(), AppendOptions::default()).unwrap();
+    }
+    let n = (N + 3 - 1 - 3) as usize;
+    let x = (n / 2 + 2) as u32;
+    let run = [x, x + 1, x + 2];
+    m.expunge(Some(&[10, run[0], run[1], run[2]]), false)
+        .unwrap();
+    m.repack().unwrap();
+    let snap = m.snapshot().unwrap();
+    assert_eq!(snap.header.num_records as usize, n);
+    let at = |i: usize| snap.records[i].uid;
+    assert_eq!(
+        (at(n / 2 - 1), at(n / 2)),
+        (x - 1, x + 3),
+        "the repacked UIDs lie between the halves"
+    );
+    m.expunge(
+        Some(&[at(50), at(n / 2 - 2), at(n / 2 + 1), at(n - 50)]),
+        false,
+    )
+    .unwrap();
+    m.store(
+        &[7, at(n / 2 + 2), N - 1],
+        FlagOp::Add,
+        Flags::FLAGGED,
+        &[],
+        None,
+    )
+    .unwrap();
+    m.store(&[at(n / 2 - 3)], FlagOp::Add, Flags::DELETED, &[], None)
+        .unwrap();
+    // DONE: every change reported as one check would, and the view is
+    // the one a fresh SELECT reads.
+    let updates = view.expand(&mut mine).unwrap();
+    assert!(!view.is_compact());
+    client.apply(&view, &updates);
+    client.assert_matches_index(&view, &mut mine);
+    let fresh = SessionView::open(&mut open(&s)).unwrap();
+    assert_eq!(view.len(), fresh.len());
+    assert!(
+        view.iter()
+            .zip(fresh.iter())
+            .all(|(a, b)| a.record == b.record)
+    );
+    assert_eq!(view.deleted_uids(), fresh.deleted_uids());
+    assert_eq!(view.deleted_uids(), vec![at(n / 2 - 3)]);
 }
