@@ -282,6 +282,47 @@ impl Store {
         }
     }
 
+    /// Whether `name` of `user` still names the mailbox `mbox` has open:
+    /// the index file at that name's path is `mbox`'s (the same device
+    /// and inode). A mailbox renamed away with another renamed onto the
+    /// name, or deleted and created again, has another file; so has one
+    /// repacked or reconstructed since. False when nothing is there.
+    ///
+    /// For a SELECT of the mailbox a session already has open
+    /// (`SessionView::reopen`): one `openat2` of the path (no symlink
+    /// anywhere below the spool's root, as every open of the store) and
+    /// two `fstat`s, instead of opening a handle by the name to compare
+    /// with. Kernels without `openat2` get that handle.
+    pub fn still_names(&self, user: &UserName, name: &MailboxName, mbox: &Mailbox) -> Result<bool> {
+        use nix::fcntl::{OpenHow, ResolveFlag};
+        let mut path = user.encoded();
+        for c in name.encoded_components() {
+            path.push('/');
+            path.push_str(&c);
+        }
+        path.push('/');
+        path.push_str(INDEX_NAME);
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+        match nix::fcntl::openat2(self.root.fd.as_fd(), path.as_str(), how) {
+            Ok(fd) => mbox.same_index_as(&std::fs::File::from(fd)),
+            Err(nix::Error::ENOENT | nix::Error::ENOTDIR) => Ok(false),
+            // Kernels before 5.6 (ENOSYS), or a seccomp filter that does
+            // not know the call (EPERM): a handle, component by component.
+            Err(nix::Error::ENOSYS | nix::Error::EPERM) => match self.open_mailbox(user, name) {
+                Ok(other) => mbox.same_index(&other),
+                Err(Error::NoSuchMailbox(_) | Error::NoSuchUser(_)) => Ok(false),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(Error::io(
+                "open",
+                self.root.path.join(&path),
+                std::io::Error::from(e),
+            )),
+        }
+    }
+
     /// Opens a handle on a mailbox ([`Error::NoSuchMailbox`] when it does not
     /// exist). One handle per session; it holds a few file descriptors and no
     /// lock between calls.

@@ -813,3 +813,58 @@ fn big_stores_and_expunges_write_every_record_they_change() {
     .unwrap();
     assert!(report.findings.is_empty(), "{:?}", report.findings);
 }
+
+/// `Store::still_names` (a re-SELECT, PROTOCOL.md §7): true while the
+/// name's path holds the handle's index file; false once the mailbox was
+/// renamed away with another renamed onto the name, deleted and created
+/// again, repacked (a new file), or removed; never through a symlink.
+#[test]
+fn still_names_follows_the_file_at_the_name() {
+    let (t, s) = store();
+    let u = user();
+    let work = MailboxName::new("Lists/Work").unwrap();
+    let other = MailboxName::new("Other").unwrap();
+    s.create_mailbox(&u, &work).unwrap();
+    s.create_mailbox(&u, &other).unwrap();
+    let mut m = s.open_mailbox(&u, &work).unwrap();
+    m.append(&b"Subject: a\r\n\r\nx\r\n"[..], AppendOptions::default())
+        .unwrap();
+    assert!(s.still_names(&u, &work, &m).unwrap());
+    assert!(!s.still_names(&u, &other, &m).unwrap());
+    // A repack (through another handle, which takes the new file)
+    // writes a new index file.
+    let mut w = s.open_mailbox(&u, &work).unwrap();
+    w.expunge(Some(&[1]), false).unwrap();
+    w.repack().unwrap();
+    assert!(!s.still_names(&u, &work, &m).unwrap());
+    assert!(s.still_names(&u, &work, &w).unwrap());
+    let m = w;
+    // Renamed away, another renamed onto the name.
+    let away = MailboxName::new("Away").unwrap();
+    s.rename_mailbox(&u, &work, &away).unwrap();
+    assert!(
+        !s.still_names(&u, &work, &m).unwrap(),
+        "nothing at the name"
+    );
+    assert!(
+        s.still_names(&u, &away, &m).unwrap(),
+        "the handle follows its file"
+    );
+    s.rename_mailbox(&u, &other, &work).unwrap();
+    assert!(!s.still_names(&u, &work, &m).unwrap());
+    // Deleted and created again.
+    let o = s.open_mailbox(&u, &work).unwrap();
+    s.delete_mailbox(&u, &work).unwrap();
+    assert!(!s.still_names(&u, &work, &o).unwrap());
+    s.create_mailbox(&u, &work).unwrap();
+    assert!(!s.still_names(&u, &work, &o).unwrap());
+    // A symlinked component is refused, never followed.
+    let evil = MailboxName::new("Evil").unwrap();
+    let target = s.root().join("alice").join("Away");
+    std::os::unix::fs::symlink(&target, s.root().join("alice").join("Evil")).unwrap();
+    assert!(
+        s.still_names(&u, &evil, &m)
+            .is_err_and(|e| matches!(e, Error::Symlink(_)))
+    );
+    drop(t);
+}

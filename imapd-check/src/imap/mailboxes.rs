@@ -174,8 +174,7 @@ impl Session {
         {
             self.condstore = true;
         }
-        let mbox = self.store.open_mailbox(&user, &name)?;
-        let (mbox, mut view, resync) = self.open_view(mbox, resync, old)?;
+        let (mbox, mut view, resync) = self.open_view(&user, &name, resync, old)?;
         self.write_flags(view.keywords(), read_only);
         let first_unseen = view.first_unseen();
         let mut sel = Selected {

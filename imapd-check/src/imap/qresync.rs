@@ -11,7 +11,7 @@
 use imap_codec::imap_types::command::SelectParameter;
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 use storage::session::{Resync, ResyncRequest, SessionView, Update};
-use storage::{Flags, Mailbox};
+use storage::{Flags, Mailbox, MailboxName, UserName};
 
 use super::conn::{Fail, Selected, Session, bad};
 
@@ -204,38 +204,47 @@ impl Session {
         }))
     }
 
-    /// Opens the view for SELECT/EXAMINE, with the resynchronization when
-    /// the client sent QRESYNC for this UIDVALIDITY (on another one the
-    /// client must resync from scratch: no VANISHED, no FETCH).
-    /// `old`: the selection before, if any. When it is the same mailbox
-    /// (the same index file as `mbox`, opened by the name the client
-    /// gave) and no QRESYNC is asked, its view is caught up with what
-    /// changed since ([`SessionView::reopen`], through its own handle,
-    /// which is returned in place of `mbox`): a re-SELECT of a big
-    /// mailbox costs what changed, not a read of every record. Otherwise
+    /// Opens mailbox `name` of `user` and its view for SELECT/EXAMINE,
+    /// with the resynchronization when the client sent QRESYNC for this
+    /// UIDVALIDITY (on another one the client must resync from scratch:
+    /// no VANISHED, no FETCH). `old`: the selection before, if any. When
+    /// the name still names its mailbox (`Store::still_names`: the index
+    /// file at the name's path is the one its handle has open) and no
+    /// QRESYNC is asked, its view is caught up with what changed since
+    /// ([`SessionView::reopen`], through its own handle, which is
+    /// returned): a re-SELECT of a big mailbox costs what changed, not a
+    /// read of every record. Otherwise a handle is opened by the name and
     /// the new view is built in the old one's memory.
     pub(super) fn open_view(
         &self,
-        mut mbox: Mailbox,
+        user: &UserName,
+        name: &MailboxName,
         param: Option<Param>,
         old: Option<Selected>,
     ) -> Result<(Mailbox, SessionView, Option<Resync>), Fail> {
-        let (mut view, resync) = match (param, old) {
-            (Some(p), old) => {
-                let old = old.map(|o| o.view);
-                let (view, resync) = SessionView::open_resync_replacing(&mut mbox, &p.req, old)?;
-                let matches = view.uidvalidity() == p.uidvalidity;
-                (view, matches.then_some(resync))
-            }
-            (None, Some(mut o)) if o.name == *mbox.name() && o.mbox.same_index(&mbox)? => {
+        let (mbox, mut view, resync) = match (param, old) {
+            (None, Some(mut o))
+                if o.name == *name && self.store.still_names(user, name, &o.mbox)? =>
+            {
                 let view = o.view.reopen(&mut o.mbox)?;
-                mbox = o.mbox;
-                (view, None)
+                (o.mbox, view, None)
             }
-            (None, old) => (
-                SessionView::open_replacing(&mut mbox, old.map(|o| o.view))?,
-                None,
-            ),
+            (param, old) => {
+                let mut mbox = self.store.open_mailbox(user, name)?;
+                let old = old.map(|o| o.view);
+                match param {
+                    Some(p) => {
+                        let (view, resync) =
+                            SessionView::open_resync_replacing(&mut mbox, &p.req, old)?;
+                        let matches = view.uidvalidity() == p.uidvalidity;
+                        (mbox, view, matches.then_some(resync))
+                    }
+                    None => {
+                        let view = SessionView::open_replacing(&mut mbox, old)?;
+                        (mbox, view, None)
+                    }
+                }
+            }
         };
         view.report_vanished(self.qresync);
         Ok((mbox, view, resync))

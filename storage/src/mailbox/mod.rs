@@ -247,7 +247,12 @@ impl Mailbox {
     /// another file; so has one repacked since either handle last looked
     /// (false then, though it is the same mailbox: ask again after a look).
     pub fn same_index(&self, other: &Mailbox) -> Result<bool> {
-        crate::index::same_file(&self.index.file, &other.index.file, &self.index.path)
+        self.same_index_as(&other.index.file)
+    }
+    /// Whether `file` is this handle's index file (the same device and
+    /// inode).
+    pub(crate) fn same_index_as(&self, file: &std::fs::File) -> Result<bool> {
+        crate::index::same_file(&self.index.file, file, &self.index.path)
     }
     /// The path of its `.index` file.
     pub fn index_path(&self) -> &std::path::Path {
