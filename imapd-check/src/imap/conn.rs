@@ -801,13 +801,13 @@ impl Session {
 /// FETCH, STORE, SEARCH (or COPY) by sequence number.
 /// Commands that may keep a CPU busy for long (reading many records or
 /// message files, parsing a message): they run with the kernel's default
-/// slice, the rest with short ones (slice.rs).
+/// slice, the rest with short ones (slice.rs). SELECT and EXAMINE are
+/// heavy only when they read every record (`open_view`): a re-SELECT
+/// that catches up costs what a NOOP costs.
 fn works_long(body: &CommandBody) -> bool {
     matches!(
         body,
-        CommandBody::Select { .. }
-            | CommandBody::Examine { .. }
-            | CommandBody::Fetch { .. }
+        CommandBody::Fetch { .. }
             | CommandBody::Search { .. }
             | CommandBody::Sort { .. }
             | CommandBody::Thread { .. }

@@ -230,6 +230,8 @@ impl Session {
                 (o.mbox, view, None)
             }
             (param, old) => {
+                // Every record is read: a heavy command (slice.rs).
+                super::slice::heavy();
                 let mut mbox = self.store.open_mailbox(user, name)?;
                 let old = old.map(|o| o.view);
                 match param {
