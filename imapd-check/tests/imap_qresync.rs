@@ -102,7 +102,7 @@ fn qresync_needs_enable_and_implies_condstore() {
 }
 
 /// RFC 7162 3.1: FETCH of MODSEQ, SEARCH MODSEQ, STATUS HIGHESTMODSEQ
-/// (and the others) turn CONDSTORE on without ENABLE: the first such
+/// (LIST-STATUS's too) and the others turn CONDSTORE on without ENABLE: the first such
 /// command with a mailbox selected tells its HIGHESTMODSEQ, and from then
 /// on every FETCH about flags carries UID and MODSEQ, a plain STORE's and
 /// a FETCH's that set \Seen included.
@@ -121,6 +121,8 @@ fn condstore_enabling_commands_turn_it_on() {
         "SEARCH MODSEQ 1",
         "UID SEARCH MODSEQ 1",
         "STATUS INBOX (HIGHESTMODSEQ)",
+        // RFC 5819: STATUS returned by LIST is STATUS.
+        "LIST \"\" \"*\" RETURN (STATUS (HIGHESTMODSEQ))",
         "FETCH 1 (FLAGS) (CHANGEDSINCE 1)",
         "ENABLE CONDSTORE",
     ] {

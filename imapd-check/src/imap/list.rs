@@ -66,6 +66,13 @@ impl Session {
         {
             return super::conn::bad("RECENT is not a STATUS item in IMAP4rev2");
         }
+        // STATUS returned by LIST is STATUS (RFC 5819 §2): with
+        // HIGHESTMODSEQ, a CONDSTORE-enabling command (RFC 7162 3.1).
+        if cmd.ret_status.as_deref().is_some_and(|items| {
+            items.contains(&imap_codec::imap_types::status::StatusDataItemName::HighestModSeq)
+        }) {
+            self.enable_condstore();
+        }
         // RFC 3501 6.3.8 / RFC 5258 §3: an empty pattern asks for the
         // hierarchy delimiter and the root of the reference.
         if cmd.patterns.iter().all(|p| p.is_empty()) {
