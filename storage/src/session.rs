@@ -1073,6 +1073,20 @@ impl SessionView {
         let end = hi.checked_add(1).map_or(self.len() as usize, at);
         (end - at(lo)) as u32
     }
+    /// The sequence numbers of the first and the last message of the
+    /// view (held expunges included) with a UID in `lo..=hi`; `None` when
+    /// there is none. Two binary searches (a SEARCH by UID range walks
+    /// only what lies between them).
+    pub fn seqs_of_uid_range(&self, lo: u32, hi: u32) -> Option<(u32, u32)> {
+        debug_assert!(self.slim.is_none(), "records of a compact view");
+        if lo > hi {
+            return None;
+        }
+        let at = |uid: u32| self.msgs.position(uid).unwrap_or_else(|i| i);
+        let first = at(lo);
+        let end = hi.checked_add(1).map_or(self.msgs.len(), at);
+        (end > first).then(|| (first as u32 + 1, end as u32))
+    }
     /// The UIDs of the view in sequence order (also while compact).
     pub fn uids(&self) -> impl Iterator<Item = u32> + '_ {
         let slim = self.slim.iter().flatten().map(|s| s.uid);
@@ -1103,6 +1117,22 @@ impl SessionView {
             record: &e.record,
             expunged: e.expunged,
         })
+    }
+    /// The messages with sequence numbers `lo..=hi` (the part within the
+    /// view), in sequence order, found without walking those below.
+    pub fn iter_seqs(&self, lo: u32, hi: u32) -> impl Iterator<Item = Message<'_>> {
+        debug_assert!(self.slim.is_none(), "records of a compact view");
+        let lo = lo.max(1);
+        let n = hi.min(self.len()).saturating_add(1).saturating_sub(lo);
+        self.msgs
+            .iter_from(lo as usize - 1)
+            .take(n as usize)
+            .map(|(i, e)| Message {
+                seq: i as u32 + 1,
+                uid: e.record.uid,
+                record: &e.record,
+                expunged: e.expunged,
+            })
     }
     /// The keyword table as of the last check.
     pub fn keywords(&self) -> &[String] {

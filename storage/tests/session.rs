@@ -544,3 +544,60 @@ fn a_view_opened_in_place_of_another_is_a_fresh_view() {
     let smaller = SessionView::open_replacing(&mut a, Some(again)).unwrap();
     assert_eq!(summary(&smaller), summary(&fresh));
 }
+
+/// `seqs_of_uid_range` and `iter_seqs` (a SEARCH bounded by a UID or
+/// sequence set) agree with a walk over the whole view, held expunges
+/// and a view of several chunks included.
+#[test]
+fn uid_ranges_and_sequence_spans_agree_with_a_walk() {
+    let (_t, s) = store();
+    let mut writer = open(&s);
+    append(&mut writer, 2500);
+    writer.expunge(Some(&[2, 1000, 1001]), false).unwrap();
+    let mut m = open(&s);
+    let mut view = SessionView::open(&mut m).unwrap();
+    // Held: expunged by another session after this view looked.
+    writer.expunge(Some(&[1500, 2048]), false).unwrap();
+    view.check(&mut m, Allow::NoExpunge).unwrap();
+    let all: Vec<(u32, u32)> = view.iter().map(|m| (m.seq, m.uid)).collect();
+    assert_eq!(all.len(), 2497);
+    for (lo, hi) in [
+        (1, 1),
+        (1, 2),
+        (2, 2),
+        (999, 1002),
+        (1000, 1001),
+        (1024, 1026),
+        (1500, 1500),
+        (2040, 2600),
+        (2501, 3000),
+        (0, u32::MAX),
+        (7, 3),
+    ] {
+        let inside: Vec<u32> = all
+            .iter()
+            .filter(|(_, u)| (lo..=hi).contains(u))
+            .map(|(s, _)| *s)
+            .collect();
+        let want = inside.first().copied().zip(inside.last().copied());
+        assert_eq!(view.seqs_of_uid_range(lo, hi), want, "UIDs {lo}..={hi}");
+    }
+    for (lo, hi) in [
+        (1, 1),
+        (0, 5),
+        (1020, 1030),
+        (2490, 9999),
+        (5, 4),
+        (3000, 3001),
+    ] {
+        let walk: Vec<(u32, u32)> = all
+            .iter()
+            .copied()
+            .filter(|(s, _)| (lo..=hi).contains(s))
+            .collect();
+        let span: Vec<(u32, u32)> = view.iter_seqs(lo, hi).map(|m| (m.seq, m.uid)).collect();
+        assert_eq!(span, walk, "seqs {lo}..={hi}");
+    }
+    assert!(view.iter_seqs(1500, 1500).all(|m| m.seq == 1500));
+    assert!(view.iter().any(|m| m.expunged), "held expunges in the view");
+}

@@ -90,7 +90,45 @@ pub fn compile<'k, 'a>(
     )
 }
 
+/// Sequence bounds that hold no message.
+const NONE: (u32, u32) = (1, 0);
+
 impl Crit<'_, '_> {
+    /// Sequence numbers `(lo, hi)` outside which no message can match
+    /// (`lo > hi`: none can), from the sequence and UID sets a match must
+    /// lie in: a SEARCH, SORT or THREAD with `UID 999900:*` walks the
+    /// messages of that range, not the mailbox. `max_seq`: the view's
+    /// last sequence number; `uid_seqs(lo, hi)`: the sequence numbers of
+    /// the first and last message with a UID in `lo..=hi`, if any.
+    pub fn seq_bounds(
+        &self,
+        max_seq: u32,
+        uid_seqs: &impl Fn(u32, u32) -> Option<(u32, u32)>,
+    ) -> (u32, u32) {
+        let ends = |r: &Ranges| r.0.first().map(|f| f.0).zip(r.0.last().map(|l| l.1));
+        match self {
+            Crit::All(v) => v.iter().fold((1, max_seq), |(a, b), k| {
+                let (c, d) = k.seq_bounds(max_seq, uid_seqs);
+                (a.max(c), b.min(d))
+            }),
+            Crit::Or(x, y) => {
+                let ((a, b), (c, d)) = (
+                    x.seq_bounds(max_seq, uid_seqs),
+                    y.seq_bounds(max_seq, uid_seqs),
+                );
+                match (a <= b, c <= d) {
+                    (true, true) => (a.min(c), b.max(d)),
+                    (true, false) => (a, b),
+                    (false, true) => (c, d),
+                    (false, false) => NONE,
+                }
+            }
+            Crit::Seq(r) => ends(r).map_or(NONE, |(a, b)| (a.max(1), b.min(max_seq))),
+            Crit::Uid(r) => ends(r).and_then(|(a, b)| uid_seqs(a, b)).unwrap_or(NONE),
+            Crit::Not(_) | Crit::Saved | Crit::Key(_) => (1, max_seq),
+        }
+    }
+
     /// Does the message match? `saved`: the UIDs `$` stands for.
     pub fn matches(&self, c: &Candidate, saved: &[u32]) -> bool {
         match self {
@@ -208,5 +246,79 @@ mod tests {
         // `5:*` with 3 the largest is 3:5 (RFC 3501 9, seq-range).
         let r = Ranges::new(&set, 3);
         assert!(r.contains(3) && r.contains(5) && !r.contains(2) && !r.contains(6));
+    }
+
+    /// `seq_bounds` never leaves out a message that matches, and with a
+    /// UID or sequence set at the top it keeps only that set's span.
+    #[test]
+    fn seq_bounds_hold_every_match() {
+        use imap_codec::CommandCodec;
+        use imap_codec::decode::Decoder;
+        use imap_codec::imap_types::command::CommandBody;
+        use storage::{Flags, Record};
+        // 20 messages, UIDs with gaps: seq s has UID 3s, +100 above 10;
+        // every third one \Seen.
+        let n = 20u32;
+        let recs: Vec<Record> = (1..=n)
+            .map(|s| Record {
+                uid: 3 * s + if s > 10 { 100 } else { 0 },
+                flags: if s % 3 == 0 {
+                    Flags::SEEN
+                } else {
+                    Flags::empty()
+                },
+                ..Record::default()
+            })
+            .collect();
+        let max = (n, recs[n as usize - 1].uid);
+        let uid_seqs = |a: u32, b: u32| {
+            let inside: Vec<u32> = (1..=n)
+                .filter(|s| (a..=b).contains(&recs[*s as usize - 1].uid))
+                .collect();
+            inside.first().copied().zip(inside.last().copied())
+        };
+        let open = |_: &Record| -> Result<super::super::msgfile::MessageFile, storage::Error> {
+            panic!("a message was opened")
+        };
+        for (q, want) in [
+            ("ALL", Some((1, 20))),
+            ("UID 133:139", Some((11, 13))),
+            ("UID 31:132", None),
+            ("UID 40:100", None),
+            ("UID 150:*", Some((17, 20))),
+            ("UID 500:*", Some((20, 20))),
+            ("UID 1:6,160", Some((1, 20))),
+            ("5:7", Some((5, 7))),
+            ("25:30", None),
+            ("SEEN UID 9:45", Some((3, 10))),
+            ("UID 9:45 4:6", Some((4, 6))),
+            ("OR UID 3 UID 160", Some((1, 20))),
+            ("OR UID 40:100 2:3", Some((2, 3))),
+            ("OR UID 40:100 25:30", None),
+            ("NOT UID 3", Some((1, 20))),
+            ("(UID 12:15 SEEN)", Some((4, 5))),
+            ("UNSEEN OR SEEN 18:*", Some((1, 20))),
+            ("OR (UID 6 SEEN) (UID 9 UNSEEN)", Some((2, 3))),
+        ] {
+            let line = format!("a SEARCH {q}\r\n");
+            let (_, cmd) = CommandCodec::default()
+                .decode(line.as_bytes())
+                .unwrap_or_else(|e| panic!("{q}: {e:?}"));
+            let CommandBody::Search { criteria, .. } = cmd.body else {
+                panic!("{q}: not a SEARCH")
+            };
+            let crit = compile(criteria.as_ref(), max, false);
+            let (lo, hi) = crit.seq_bounds(n, &uid_seqs);
+            assert_eq!((lo <= hi).then_some((lo, hi)), want, "{q}");
+            for s in 1..=n {
+                let c = Candidate::new(s, &recs[s as usize - 1], Vec::new(), max, &open);
+                if crit.matches(&c, &[recs[0].uid]) {
+                    assert!(
+                        lo <= s && s <= hi,
+                        "{q}: message {s} matches outside {lo}..={hi}"
+                    );
+                }
+            }
+        }
     }
 }

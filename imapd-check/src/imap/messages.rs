@@ -532,7 +532,10 @@ impl Session {
         let mut failed = None;
         let mut run = || -> Result<(), Fail> {
             sink.start(&mut em).map_err(io)?;
-            for m in sel.view.iter().filter(|m| !m.expunged) {
+            // Only the messages the criteria's sequence and UID sets
+            // leave (all of them without such sets).
+            let (lo, hi) = crit.seq_bounds(star.0, &|a, b| sel.view.seqs_of_uid_range(a, b));
+            for m in sel.view.iter_seqs(lo, hi).filter(|m| !m.expunged) {
                 if filter.as_ref().is_some_and(|f| !f.may_match(m.uid)) {
                     continue;
                 }
