@@ -308,13 +308,16 @@ impl Store {
         match nix::fcntl::openat2(self.root.fd.as_fd(), path.as_str(), how) {
             Ok(fd) => mbox.same_index_as(&std::fs::File::from(fd)),
             Err(nix::Error::ENOENT | nix::Error::ENOTDIR) => Ok(false),
-            // Kernels before 5.6 (ENOSYS), or a seccomp filter that does
-            // not know the call (EPERM): a handle, component by component.
-            Err(nix::Error::ENOSYS | nix::Error::EPERM) => match self.open_mailbox(user, name) {
-                Ok(other) => mbox.same_index(&other),
-                Err(Error::NoSuchMailbox(_) | Error::NoSuchUser(_)) => Ok(false),
-                Err(e) => Err(e),
-            },
+            // Kernels before 5.6 (ENOSYS), a seccomp filter that does not
+            // know the call (EPERM), or a path longer than one call takes
+            // (ENAMETOOLONG): a handle, component by component.
+            Err(nix::Error::ENOSYS | nix::Error::EPERM | nix::Error::ENAMETOOLONG) => {
+                match self.open_mailbox(user, name) {
+                    Ok(other) => mbox.same_index(&other),
+                    Err(Error::NoSuchMailbox(_) | Error::NoSuchUser(_)) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(Error::io(
                 "open",
                 self.root.path.join(&path),
