@@ -37,6 +37,9 @@
 #                        postmaster would after moving mail in; 0: leave it
 #                        to the SEARCHes, which catch it up lazily
 #                        (imapd.fts_batch messages or 2 s per SEARCH)
+#   (Run the whole script under `taskset -c 0` to take the scheduler's
+#   cross-CPU wake-ups out of the per-change figures: every process then
+#   shares one CPU; docs/BENCHMARKS.md, session 19.)
 #   BIG_KEEP=DIR         keep the prepared data in DIR (the work directory)
 #                        and reuse it on the next run with the same N: no
 #                        generation, no import, no first Dovecot indexing.
