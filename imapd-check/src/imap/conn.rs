@@ -843,7 +843,9 @@ enum PostCheck {
     /// Commands that only read it (FETCH, SEARCH) and IDLE (which looked
     /// while idling): look if no writer holds the lock, else not now.
     IfFree,
-    /// Commands about other mailboxes or none: not at all.
+    /// Commands about other mailboxes or none: not at all. Also SELECT
+    /// and EXAMINE, whose view was just read or caught up under its own
+    /// lock: a second look at once would only read the header again.
     Skip,
 }
 
@@ -854,6 +856,8 @@ fn post_check(body: &CommandBody) -> PostCheck {
         | CommandBody::Status { .. }
         | CommandBody::Subscribe { .. }
         | CommandBody::Unsubscribe { .. }
+        | CommandBody::Select { .. }
+        | CommandBody::Examine { .. }
         | CommandBody::Capability => PostCheck::Skip,
         CommandBody::Fetch { .. } | CommandBody::Search { .. } | CommandBody::Idle => {
             PostCheck::IfFree

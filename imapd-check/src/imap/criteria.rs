@@ -184,13 +184,30 @@ impl Crit<'_, '_> {
 mod tests {
     use super::*;
 
+    /// The search keys of `SEARCH <q>`.
+    fn keys(q: &str) -> Vec<SearchKey<'static>> {
+        use imap_codec::CommandCodec;
+        use imap_codec::decode::Decoder;
+        use imap_codec::imap_types::IntoStatic;
+        use imap_codec::imap_types::command::CommandBody;
+        let line = format!("a SEARCH {q}\r\n");
+        let (_, cmd) = CommandCodec::default()
+            .decode(line.as_bytes())
+            .unwrap_or_else(|e| panic!("{q}: {e:?}"));
+        let CommandBody::Search { criteria, .. } = cmd.body else {
+            panic!("{q}: not a SEARCH")
+        };
+        criteria
+            .as_ref()
+            .iter()
+            .map(|k| k.clone().into_static())
+            .collect()
+    }
+
     /// `may_match` is false only when the record decides "no": a key on
     /// the header or body is "maybe", and so is its negation.
     #[test]
     fn may_match_is_an_upper_bound_from_the_record() {
-        use imap_codec::CommandCodec;
-        use imap_codec::decode::Decoder;
-        use imap_codec::imap_types::command::CommandBody;
         use storage::{Flags, Record};
         let rec = Record {
             uid: 6,
@@ -201,16 +218,7 @@ mod tests {
             panic!("a message was opened")
         };
         let c = Candidate::new(3, &rec, Vec::new(), (10, 10), &open);
-        let may = |q: &str| {
-            let line = format!("a SEARCH {q}\r\n");
-            let (_, cmd) = CommandCodec::default()
-                .decode(line.as_bytes())
-                .unwrap_or_else(|e| panic!("{q}: {e:?}"));
-            let CommandBody::Search { criteria, .. } = cmd.body else {
-                panic!("{q}: not a SEARCH")
-            };
-            compile(criteria.as_ref(), (10, 10), false).may_match(&c, &[])
-        };
+        let may = |q: &str| compile(&keys(q), (10, 10), false).may_match(&c, &[]);
         for (q, want) in [
             ("ALL", true),
             ("UID 6", true),
@@ -252,9 +260,6 @@ mod tests {
     /// UID or sequence set at the top it keeps only that set's span.
     #[test]
     fn seq_bounds_hold_every_match() {
-        use imap_codec::CommandCodec;
-        use imap_codec::decode::Decoder;
-        use imap_codec::imap_types::command::CommandBody;
         use storage::{Flags, Record};
         // 20 messages, UIDs with gaps: seq s has UID 3s, +100 above 10;
         // every third one \Seen.
@@ -300,14 +305,8 @@ mod tests {
             ("UNSEEN OR SEEN 18:*", Some((1, 20))),
             ("OR (UID 6 SEEN) (UID 9 UNSEEN)", Some((2, 3))),
         ] {
-            let line = format!("a SEARCH {q}\r\n");
-            let (_, cmd) = CommandCodec::default()
-                .decode(line.as_bytes())
-                .unwrap_or_else(|e| panic!("{q}: {e:?}"));
-            let CommandBody::Search { criteria, .. } = cmd.body else {
-                panic!("{q}: not a SEARCH")
-            };
-            let crit = compile(criteria.as_ref(), max, false);
+            let keys = keys(q);
+            let crit = compile(&keys, max, false);
             let (lo, hi) = crit.seq_bounds(n, &uid_seqs);
             assert_eq!((lo <= hi).then_some((lo, hi)), want, "{q}");
             for s in 1..=n {
