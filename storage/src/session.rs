@@ -33,7 +33,11 @@
 //! - A session's own STORE and EXPUNGE are folded in with
 //!   [`SessionView::apply_own_store`] (or [`SessionView::fold_own_store`],
 //!   without the FETCH responses) / [`SessionView::apply_own_expunge`],
-//!   so a later check does not echo them back as someone else's.
+//!   so a later check does not echo them back as someone else's. When
+//!   the commit was that step alone and started where the view last
+//!   looked (its [`crate::mailbox::CommitSpan`]), the view moves to where
+//!   it ended, and the next check has nothing to read back
+//!   ([`SessionView::apply_own_expunge_commit`] for a batch's expunge).
 //!
 //! # Cost
 //! A check with no change is one shared lock plus one header read
@@ -75,7 +79,7 @@ use vanished::VanishedScan;
 
 use crate::error::{Error, Result};
 use crate::format::{Flags, Keywords, Record};
-use crate::mailbox::{Changes, Mailbox, StoreOutcome, ViewMark};
+use crate::mailbox::{Changes, CommitSpan, Mailbox, StoreOutcome, ViewMark};
 
 /// What the command being answered allows the session to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -959,8 +963,23 @@ impl SessionView {
             note_unseen(&mut self.seen_below, r);
             folded(seq);
         }
+        self.follow_own_commit(outcome.span);
         self.sync_keywords(mbox)
             .then(|| Update::Flags(self.keywords.clone()))
+    }
+
+    /// After the session's own commit has been folded in: when the commit
+    /// was that step alone and found the index where this view last
+    /// looked, what it changed is everything that changed, so the view is
+    /// now where the commit left the index, and the next check does not
+    /// read the step's records back from the change log.
+    fn follow_own_commit(&mut self, span: Option<CommitSpan>) {
+        if let Some(span) = span
+            && span.before == self.mark
+        {
+            self.mark = span.after;
+            self.highestmodseq = span.after.highestmodseq;
+        }
     }
 
     /// Folds the session's own EXPUNGE (the UIDs [`Mailbox::expunge`]
@@ -969,6 +988,19 @@ impl SessionView {
     /// any expunges held before, highest sequence number first; otherwise
     /// they are held like anyone else's.
     pub fn apply_own_expunge(&mut self, uids: &[u32], allow: Allow) -> Vec<Update> {
+        self.apply_own_expunge_commit(uids, None, allow)
+    }
+
+    /// [`Self::apply_own_expunge`] of an expunge committed with `span`
+    /// ([`crate::mailbox::BatchOutcome::Expunge`]): when that commit was
+    /// the expunge alone and found the index where this view last looked,
+    /// the view moves to where it left the index, as after a check.
+    pub fn apply_own_expunge_commit(
+        &mut self,
+        uids: &[u32],
+        span: Option<CommitSpan>,
+        allow: Allow,
+    ) -> Vec<Update> {
         debug_assert!(self.slim.is_none(), "records of a compact view");
         for &uid in uids {
             if let Some(seq) = self.seq(uid) {
@@ -982,6 +1014,7 @@ impl SessionView {
                 }
             }
         }
+        self.follow_own_commit(span);
         let mut out = Vec::new();
         if allow == Allow::AllUpdates {
             self.flush_expunges(&mut out);

@@ -37,6 +37,22 @@ fn store_op(uids: &[u32], op: FlagOp, flags: Flags, since: Option<u64>) -> Batch
     }
 }
 
+fn expunge_op(uids: &[u32], require_deleted: bool) -> BatchOp {
+    BatchOp::Expunge {
+        uids: Some(uids.to_vec()),
+        require_deleted,
+        hint: Vec::new(),
+    }
+}
+
+/// The outcome of a batch of the one STORE step `op`.
+fn lone_store(m: &mut mailstore::Mailbox, op: BatchOp) -> mailstore::mailbox::StoreOutcome {
+    match m.write_batch(|| vec![op]).unwrap().pop() {
+        Some(BatchOutcome::Store(o)) => o,
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Steps apply in order, each to what the steps before it left: each
 /// changing step gets the next MODSEQ (RFC 7162 §3.1.3: UNCHANGEDSINCE
 /// compares against the earlier step's MODSEQ), a step that changes
@@ -106,7 +122,7 @@ fn steps_apply_in_order_with_their_own_modseq() {
             .flags
             .contains(Flags::SEEN.union(Flags::DELETED))
     );
-    let BatchOutcome::Expunge(e) = &out[4] else {
+    let BatchOutcome::Expunge { gone: e, .. } = &out[4] else {
         panic!("{out:?}")
     };
     assert_eq!(e, &vec![1, 3]);
@@ -140,11 +156,7 @@ fn empty_or_unchanging_batch_writes_nothing() {
         .write_batch(|| {
             vec![
                 store_op(&[1], FlagOp::Remove, Flags::SEEN, None),
-                BatchOp::Expunge {
-                    uids: Some(vec![2]),
-                    require_deleted: true,
-                    hint: Vec::new(),
-                },
+                expunge_op(&[2], true),
             ]
         })
         .unwrap();
@@ -152,7 +164,7 @@ fn empty_or_unchanging_batch_writes_nothing() {
         panic!("{out:?}")
     };
     assert_eq!(a.generation, h0.generation);
-    let BatchOutcome::Expunge(e) = &out[1] else {
+    let BatchOutcome::Expunge { gone: e, .. } = &out[1] else {
         panic!("{out:?}")
     };
     assert!(e.is_empty());
@@ -176,4 +188,108 @@ fn collect_runs_under_the_lock() {
         panic!("{out:?}")
     };
     assert_eq!(a.changed[0].modseq, other.header().unwrap().highestmodseq);
+}
+
+/// A commit of one step alone carries its span (where the index was and
+/// where the commit left it), so a session view that was current folds
+/// its own STORE or EXPUNGE and is current after it without reading the
+/// step back; a view that was behind stays where it was and its next
+/// check reports the other change. A batch of several steps carries no
+/// span: each step's outcome is only part of what changed.
+#[test]
+fn a_lone_step_carries_its_commits_span() {
+    use mailstore::session::{Allow, SessionView, Update};
+    let (_t, s, mut m) = inbox_with(5);
+    let mut view = SessionView::open(&mut m).unwrap();
+
+    // Current view: after the fold there is nothing to read.
+    let o = &lone_store(&mut m, store_op(&[2], FlagOp::Add, Flags::FLAGGED, None));
+    let span = o.span.expect("a lone step's span");
+    let h = m.header().unwrap();
+    assert_eq!(span.before, view.mark());
+    assert_eq!(span.after, m.mark_of(&h));
+    view.fold_own_store(&m, o);
+    assert_eq!(view.mark(), span.after);
+    assert_eq!(view.highest_modseq(), h.highestmodseq);
+    assert!(m.changes_since(&view.mark()).unwrap().is_none());
+
+    // A step that changes nothing: the span is empty, the view stays.
+    let o = &lone_store(&mut m, store_op(&[2], FlagOp::Add, Flags::FLAGGED, None));
+    let span = o.span.expect("a lone step's span");
+    assert_eq!(span.before, span.after);
+    view.fold_own_store(&m, o);
+    assert!(m.changes_since(&view.mark()).unwrap().is_none());
+
+    // Another handle changes message 4 first: the view is behind, does
+    // not follow the span, and its next check reports message 4.
+    let mut other = reopen(&s);
+    other
+        .store(&[4], FlagOp::Add, Flags::SEEN, &[], None)
+        .unwrap();
+    let o = &lone_store(&mut m, store_op(&[3], FlagOp::Add, Flags::SEEN, None));
+    assert_ne!(o.span.expect("a lone step's span").before, view.mark());
+    view.fold_own_store(&m, o);
+    let ups = view.check(&mut m, Allow::AllUpdates).unwrap();
+    assert!(
+        matches!(ups.as_slice(), [Update::Fetch { seq: 4, .. }]),
+        "{ups:?}"
+    );
+
+    // A lone expunge: the view follows and reports the expunge itself.
+    let out = m.write_batch(|| vec![expunge_op(&[5], false)]).unwrap();
+    let BatchOutcome::Expunge { gone, span } = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(span.expect("a lone step's span").before, view.mark());
+    let ups = view.apply_own_expunge_commit(gone, *span, Allow::AllUpdates);
+    assert_eq!(ups, vec![Update::Expunge(5)]);
+    assert!(m.changes_since(&view.mark()).unwrap().is_none());
+
+    // Two steps in one commit: no span on either.
+    let out = m
+        .write_batch(|| {
+            vec![
+                store_op(&[1], FlagOp::Add, Flags::ANSWERED, None),
+                expunge_op(&[4], false),
+            ]
+        })
+        .unwrap();
+    for o in &out {
+        match o {
+            BatchOutcome::Store(o) => assert_eq!(o.span, None),
+            BatchOutcome::Expunge { span, .. } => assert_eq!(*span, None),
+        }
+    }
+}
+
+/// `Mailbox::store` (keywords) carries its span too, also when only the
+/// keyword table grew; the view learns the new name from the handle.
+#[test]
+fn a_keyword_store_carries_its_span() {
+    use mailstore::session::SessionView;
+    let (_t, _s, mut m) = inbox_with(3);
+    let mut view = SessionView::open(&mut m).unwrap();
+    let o = m
+        .store(&[1], FlagOp::Add, Flags::empty(), &["$Work".into()], None)
+        .unwrap();
+    let span = o.span.expect("the call's own commit");
+    assert_eq!(span.before, view.mark());
+    view.fold_own_store(&m, &o);
+    let h = m.header().unwrap();
+    assert_eq!(view.mark(), m.mark_of(&h));
+    assert!(m.changes_since(&view.mark()).unwrap().is_none());
+    assert_eq!(view.keywords(), ["$Work".to_string()]);
+    // Removing a keyword no message has: the table is as it was, no
+    // record changes, the span is empty.
+    let o = m
+        .store(
+            &[2],
+            FlagOp::Remove,
+            Flags::empty(),
+            &["$Work".into()],
+            None,
+        )
+        .unwrap();
+    let span = o.span.expect("the call's own commit");
+    assert_eq!(span.before, span.after);
 }

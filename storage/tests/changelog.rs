@@ -186,7 +186,7 @@ proptest! {
                     let out = readers[by].m.write_batch(|| vec![
                         BatchOp::Expunge { uids: None, require_deleted: true, hint },
                     ]).unwrap();
-                    let gone = match &out[0] { BatchOutcome::Expunge(g) => g.clone(), _ => unreachable!() };
+                    let gone = match &out[0] { BatchOutcome::Expunge { gone, .. } => gone.clone(), _ => unreachable!() };
                     prop_assert_eq!(gone, expected);
                 }
                 Op::Repack(by) => {

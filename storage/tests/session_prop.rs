@@ -10,7 +10,7 @@ mod session_support;
 
 use mailstore::Mailbox;
 use mailstore::format::Flags;
-use mailstore::mailbox::FlagOp;
+use mailstore::mailbox::{BatchOp, BatchOutcome, FlagOp};
 use mailstore::session::{Allow, SessionView};
 use proptest::prelude::*;
 use session_support::{Client, append, open, store};
@@ -148,7 +148,23 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
                     Actor::Session(i) => {
                         let ss = &mut sessions[i % n_sessions];
                         ss.done();
-                        let out = ss.mbox.store(&uids, op, flags, &kw, None).unwrap();
+                        // Flags only: a commit of this step alone, as the
+                        // IMAP server's group commit makes when no other
+                        // session writes (its span lets the view follow).
+                        let out = if kw.is_empty() {
+                            let step = BatchOp::Store {
+                                uids,
+                                op,
+                                flags,
+                                unchanged_since: None,
+                            };
+                            match ss.mbox.write_batch(|| vec![step]).unwrap().pop() {
+                                Some(BatchOutcome::Store(o)) => o,
+                                other => panic!("{other:?}"),
+                            }
+                        } else {
+                            ss.mbox.store(&uids, op, flags, &kw, None).unwrap()
+                        };
                         let u = ss.view.apply_own_store(&ss.mbox, &out);
                         ss.client.apply(&ss.view, &u);
                         assert_first_unseen(&mut ss.view);
@@ -166,8 +182,20 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
                 Actor::Session(i) => {
                     let ss = &mut sessions[i % n_sessions];
                     ss.done();
-                    let gone = ss.mbox.expunge(Some(&uids), false).unwrap();
-                    let u = ss.view.apply_own_expunge(&gone, allow(allow_all));
+                    let step = BatchOp::Expunge {
+                        uids: Some(uids),
+                        require_deleted: false,
+                        hint: Vec::new(),
+                    };
+                    let Some(BatchOutcome::Expunge { gone, span }) =
+                        ss.mbox.write_batch(|| vec![step]).unwrap().pop()
+                    else {
+                        panic!("not an expunge's outcome")
+                    };
+                    assert!(span.is_some(), "one step: the whole commit");
+                    let u = ss
+                        .view
+                        .apply_own_expunge_commit(&gone, span, allow(allow_all));
                     ss.client.apply(&ss.view, &u);
                 }
             },

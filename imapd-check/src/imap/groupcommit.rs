@@ -11,11 +11,10 @@
 //! The key is the mailbox directory's device and inode, which a repack or
 //! rename does not change.
 
-use std::os::fd::AsFd;
 use std::sync::LazyLock;
 
 use storage::group::{Company, Groups, Present};
-use storage::mailbox::{BatchOp, BatchOutcome, FlagOp, StoreOutcome};
+use storage::mailbox::{BatchOp, BatchOutcome, CommitSpan, FlagOp, StoreOutcome};
 use storage::{Error, Flags, Mailbox, StagedMessage};
 
 /// The most steps one lock hold commits; the rest wait for the next one.
@@ -34,12 +33,7 @@ static APPENDS: LazyLock<Groups<Key, Vec<StagedMessage>, Vec<u32>, Error>> =
 static APPENDING: LazyLock<Company<Key>> = LazyLock::new(Company::default);
 
 fn key(mbox: &Mailbox) -> Result<Key, Error> {
-    let st = nix::sys::stat::fstat(mbox.dir().fd.as_fd()).map_err(|e| Error::Io {
-        op: "fstat",
-        path: mbox.dir().path.clone(),
-        source: e.into(),
-    })?;
-    Ok((st.st_dev, st.st_ino))
+    mbox.dir_id()
 }
 
 /// [`Mailbox::store`] of flags only, committed with other sessions' steps.
@@ -58,26 +52,27 @@ pub fn store(
     };
     match write(mbox, step)? {
         BatchOutcome::Store(o) => Ok(o),
-        BatchOutcome::Expunge(_) => Err(mixed_up()),
+        BatchOutcome::Expunge { .. } => Err(mixed_up()),
     }
 }
 
-/// [`Mailbox::expunge`], committed with other sessions' steps. `hint`:
-/// the UIDs the session's view holds as \Deleted (a speed-up only, see
-/// [`BatchOp::Expunge`]).
+/// [`Mailbox::expunge`], committed with other sessions' steps: the
+/// expunged UIDs and, when no other step joined the commit, its span.
+/// `hint`: the UIDs the session's view holds as \Deleted (a speed-up
+/// only, see [`BatchOp::Expunge`]).
 pub fn expunge(
     mbox: &mut Mailbox,
     uids: Option<Vec<u32>>,
     require_deleted: bool,
     hint: Vec<u32>,
-) -> Result<Vec<u32>, Error> {
+) -> Result<(Vec<u32>, Option<CommitSpan>), Error> {
     let step = BatchOp::Expunge {
         uids,
         require_deleted,
         hint,
     };
     match write(mbox, step)? {
-        BatchOutcome::Expunge(g) => Ok(g),
+        BatchOutcome::Expunge { gone, span } => Ok((gone, span)),
         BatchOutcome::Store(_) => Err(mixed_up()),
     }
 }

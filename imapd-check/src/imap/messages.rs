@@ -636,8 +636,10 @@ impl Session {
         } else {
             Vec::new()
         };
-        let gone = groupcommit::expunge(&mut sel.mbox, only, true, hint)?;
-        let ups = sel.view.apply_own_expunge(&gone, Allow::AllUpdates);
+        let (gone, span) = groupcommit::expunge(&mut sel.mbox, only, true, hint)?;
+        let ups = sel
+            .view
+            .apply_own_expunge_commit(&gone, span, Allow::AllUpdates);
         // RFC 7162 (CONDSTORE/QRESYNC EXPUNGE): with CONDSTORE on, the OK
         // carries HIGHESTMODSEQ, read before the check that follows this
         // command reports every change up to it.

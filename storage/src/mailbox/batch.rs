@@ -9,7 +9,7 @@
 //! lock is released and before any caller learns its result.
 
 use super::locate::Wanted;
-use super::{FlagChange, Mailbox, StoreOutcome, expunge_in};
+use super::{CommitSpan, FlagChange, Mailbox, StoreOutcome, expunge_in};
 use crate::error::Result;
 use crate::format::{Flags, Keywords, Record};
 use crate::fsutil;
@@ -50,8 +50,13 @@ pub enum BatchOp {
 pub enum BatchOutcome {
     /// What the store step changed.
     Store(StoreOutcome),
-    /// The expunged UIDs, ascending.
-    Expunge(Vec<u32>),
+    /// What the expunge step removed.
+    Expunge {
+        /// The expunged UIDs, ascending.
+        gone: Vec<u32>,
+        /// The commit's span when this step was all of it.
+        span: Option<CommitSpan>,
+    },
 }
 
 impl Mailbox {
@@ -68,6 +73,10 @@ impl Mailbox {
         collect: impl FnOnce() -> Vec<BatchOp>,
     ) -> Result<Vec<BatchOutcome>> {
         let (guard, old) = self.lock_current(LockKind::Exclusive)?;
+        // The keyword table as of this header: a session folding its
+        // outcome must know the name of every keyword on the records it
+        // gets back, also one another session added since it last looked.
+        self.refresh_meta(&old)?;
         let ops = collect();
         if ops.is_empty() {
             return Ok(Vec::new());
@@ -128,7 +137,7 @@ impl Mailbox {
                     let recnos =
                         expunge_in(&mut after, uids.as_deref(), *require_deleted, modseq, now);
                     let gone = recnos.iter().map(|&i| after[i as usize].uid).collect();
-                    (recnos, BatchOutcome::Expunge(gone))
+                    (recnos, BatchOutcome::Expunge { gone, span: None })
                 }
             };
             if !recnos.is_empty() {
@@ -139,10 +148,10 @@ impl Mailbox {
         }
         touched.sort_unstable();
         touched.dedup();
-        let generation = if touched.is_empty() {
+        let new = if touched.is_empty() {
             self.stamp_if_exact(&old, &work);
             drop(guard);
-            old.generation
+            old.clone()
         } else {
             let writes = work.rewrites(&after, touched.into_iter().map(|i| i as usize));
             let new = self.commit_work(
@@ -153,11 +162,20 @@ impl Mailbox {
                 ["batch.after_records", "batch.after_header"],
             )?;
             drop(guard);
-            new.generation
+            new
         };
+        // One step: the commit was that step alone (CommitSpan).
+        let span = (outcomes.len() == 1).then(|| CommitSpan {
+            before: self.mark_of(&old),
+            after: self.mark_of(&new),
+        });
         for o in &mut outcomes {
-            if let BatchOutcome::Store(s) = o {
-                s.generation = generation;
+            match o {
+                BatchOutcome::Store(s) => {
+                    s.generation = new.generation;
+                    s.span = span;
+                }
+                BatchOutcome::Expunge { span: s, .. } => *s = span,
             }
         }
         Ok(outcomes)

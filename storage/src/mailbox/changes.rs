@@ -68,11 +68,15 @@ impl Mailbox {
             i = j;
         }
         // Appended records, plus the one before them to check UID order.
-        let from = mark.num_records.saturating_sub(1);
-        let fresh = self.index.read_records(from, h.num_records)?;
-        self.check_uid_order(h, &fresh, from)?;
-        let skip = usize::from(mark.num_records > 0);
-        out.extend(fresh.into_iter().skip(skip));
+        // None appended: nothing to check, and the last record (far into
+        // a big index, cold in every cache) is not read for nothing.
+        if h.num_records > mark.num_records {
+            let from = mark.num_records.saturating_sub(1);
+            let fresh = self.index.read_records(from, h.num_records)?;
+            self.check_uid_order(h, &fresh, from)?;
+            let skip = usize::from(mark.num_records > 0);
+            out.extend(fresh.into_iter().skip(skip));
+        }
         Ok(Some(out))
     }
 }

@@ -3,7 +3,7 @@
 //! and its commit: the keyword table first when it grew, then the records
 //! and the header in place. Ordering: docs/PROTOCOL.md §4.
 
-use super::{Mailbox, Rewrite, locate};
+use super::{CommitSpan, Mailbox, Rewrite, ViewMark, locate};
 use crate::error::Result;
 use crate::format::{Counts, Flags, Header, Keywords, Record};
 use crate::fsutil;
@@ -33,6 +33,9 @@ pub struct StoreOutcome {
     pub missing: Vec<u32>,
     /// The generation of the commit (unchanged when nothing changed).
     pub generation: u64,
+    /// The commit's span when this call's step was all of it: `None`
+    /// after a group commit with other sessions' steps.
+    pub span: Option<CommitSpan>,
 }
 
 impl Mailbox {
@@ -86,12 +89,18 @@ impl Mailbox {
         };
         let touched = step.apply(&mut after, modseq, fsutil::now(), &mut out);
         let writes = work.rewrites(&after, touched.into_iter().map(|i| i as usize));
+        let before = self.mark_of(&old);
         if writes.is_empty() && !meta_changed {
             out.generation = old.generation;
+            out.span = Some(CommitSpan {
+                before,
+                after: before,
+            });
             self.stamp_if_exact(&old, &work);
             drop(guard);
             return Ok(out);
         }
+        let changed_records = !writes.is_empty();
         out.generation = self.commit_flag_writes(
             guard,
             &old,
@@ -100,6 +109,18 @@ impl Mailbox {
             meta_changed,
             modseq,
         )?;
+        out.span = Some(CommitSpan {
+            before,
+            after: ViewMark {
+                generation: out.generation,
+                highestmodseq: if changed_records {
+                    modseq
+                } else {
+                    old.highestmodseq
+                },
+                ..before
+            },
+        });
         Ok(out)
     }
 

@@ -122,6 +122,20 @@ pub struct ViewMark {
     pub highestmodseq: u64,
 }
 
+/// Where the index stood when a commit took the exclusive lock and where
+/// it left it, for a commit that was one call's step alone (no other
+/// session's step joined it, `Mailbox::write_batch`). A session view at
+/// `before` that folds the call's outcome is then at `after` without
+/// reading anything again ([`crate::SessionView::fold_own_store`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitSpan {
+    /// The index as the commit found it.
+    pub before: ViewMark,
+    /// The index as the commit left it (equal to `before` when nothing
+    /// changed).
+    pub after: ViewMark,
+}
+
 /// A consistent read of header and records.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
@@ -185,6 +199,8 @@ pub struct Mailbox {
     pub(crate) lock_timeout: Duration,
     /// Stage small messages for an unordered append (PROTOCOL.md §3).
     unordered_appends: bool,
+    /// The directory's device and inode, once asked for ([`Self::dir_id`]).
+    dir_id: std::sync::OnceLock<(u64, u64)>,
 }
 
 impl Mailbox {
@@ -230,6 +246,7 @@ impl Mailbox {
             durability,
             lock_timeout,
             unordered_appends: true,
+            dir_id: std::sync::OnceLock::new(),
         })
     }
 
@@ -240,6 +257,23 @@ impl Mailbox {
     /// The mailbox directory.
     pub fn dir(&self) -> &Dir {
         &self.dir
+    }
+    /// The mailbox directory's device and inode: who else has this
+    /// mailbox open, whatever name they opened it by (a rename or a
+    /// repack does not change them). Asked of the system once per handle,
+    /// whose directory never changes.
+    pub fn dir_id(&self) -> Result<(u64, u64)> {
+        if let Some(&id) = self.dir_id.get() {
+            return Ok(id);
+        }
+        let st = nix::sys::stat::fstat(std::os::fd::AsFd::as_fd(&self.dir.fd)).map_err(|e| {
+            Error::Io {
+                op: "fstat",
+                path: self.dir.path.clone(),
+                source: e.into(),
+            }
+        })?;
+        Ok(*self.dir_id.get_or_init(|| (st.st_dev, st.st_ino)))
     }
     /// Whether `other` has the same index file open as this handle: the
     /// same mailbox, not merely the same name. A mailbox renamed away with
