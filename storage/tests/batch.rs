@@ -293,3 +293,25 @@ fn a_keyword_store_carries_its_span() {
     let span = o.span.expect("the call's own commit");
     assert_eq!(span.before, span.after);
 }
+
+/// A keyword another handle put on a message (a new name in `.meta`)
+/// after this handle last read its keyword table: a batch that stores a
+/// flag on that message hands back the record with the keyword's bit, and
+/// the view that folds it must know the bit's name.
+#[test]
+fn a_batch_knows_a_keyword_added_since_the_handle_last_looked() {
+    use mailstore::session::{SessionView, Update};
+    let (_t, s, mut m) = inbox_with(2);
+    let mut view = SessionView::open(&mut m).unwrap();
+    let mut other = reopen(&s);
+    other
+        .store(&[1], FlagOp::Add, Flags::empty(), &["$Work".into()], None)
+        .unwrap();
+    let o = lone_store(&mut m, store_op(&[1], FlagOp::Add, Flags::SEEN, None));
+    let ups = view.apply_own_store(&m, &o);
+    let Some(Update::Fetch { keywords, .. }) = ups.last() else {
+        panic!("{ups:?}")
+    };
+    assert_eq!(keywords, &["$Work".to_string()]);
+    assert_eq!(view.keywords(), ["$Work".to_string()]);
+}
