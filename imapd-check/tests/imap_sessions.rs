@@ -256,6 +256,93 @@ fn malformed_input_gets_bad_and_limits_hold() {
 /// renamed away with another renamed onto its name, or deleted and
 /// created again, is the new mailbox, not the directory the session had
 /// open.
+/// What a session's SELECT INBOX and FETCH of every message say;
+/// \Recent is the session's own (the first SELECT claims the new
+/// messages), so it is left out, and so is the `[CLOSED]` of a SELECT
+/// while selected.
+fn select_answers(c: &mut Client) -> Vec<String> {
+    let mut l = c.ok("SELECT INBOX");
+    l.extend(c.ok("FETCH 1:* (UID FLAGS MODSEQ RFC822.SIZE INTERNALDATE)"));
+    l.into_iter()
+        .filter(|l| !l.contains("[CLOSED]") && !l.ends_with(" RECENT"))
+        .map(|l| {
+            l.replace(" \\Recent", "")
+                .replace("(\\Recent ", "(")
+                .replace("(\\Recent)", "()")
+        })
+        .collect()
+}
+
+/// Another writer's changes to a mailbox of `n` messages: \Deleted on
+/// 2, 4 and 6, a new keyword on 7 and 8, 4 and 9 expunged, two appended.
+fn change_behind_the_sessions(m: &mut storage::Mailbox, n: usize) {
+    m.store(&[2, 4, 6], FlagOp::Add, Flags::DELETED, &[], None)
+        .unwrap();
+    let label = ["$Label1".to_string()];
+    m.store(&[7, 8], FlagOp::Add, Flags::default(), &label, None)
+        .unwrap();
+    m.expunge(Some(&[4, 9]), false).unwrap();
+    for i in n..n + 2 {
+        m.append(&message(i)[..], AppendOptions::default()).unwrap();
+    }
+}
+
+/// Sessions of one server selecting the same mailbox start from each
+/// other's views (sharedviews.rs): whatever happened in between (other
+/// writers' flags, keywords, expunges, appends, a session's own STORE and
+/// EXPUNGE, a repack), each SELECT answers as a session of another
+/// process, which reads every record, does.
+#[test]
+fn a_select_started_from_another_sessions_view_answers_as_a_fresh_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let store = seed_messages(&spool, "alice", 40);
+    let user = UserName::new("alice").unwrap();
+    let inbox = MailboxName::inbox();
+    let passwd = write_passwd(dir.path(), "alice", "pw");
+    let server = TcpServer::start(&spool, &passwd);
+    let tcp = || {
+        let mut c = Client::tcp(server.port, "alice", "pw");
+        c.ok("ENABLE CONDSTORE");
+        c
+    };
+    let fresh = || {
+        let mut c = Client::spawn(&spool, "alice");
+        c.ok("ENABLE CONDSTORE");
+        c
+    };
+    let mut first = tcp();
+    first.ok("SELECT INBOX");
+    let mut m = store.open_mailbox(&user, &inbox).unwrap();
+    change_behind_the_sessions(&mut m, 40);
+    let mut second = tcp();
+    let got = select_answers(&mut second);
+    assert!(got.contains(&"* 40 EXISTS".to_string()), "{got:?}");
+    assert_eq!(got, select_answers(&mut fresh()));
+    // The sessions' own changes, then a third session.
+    second.ok("UID STORE 10 +FLAGS (\\Flagged)");
+    first.ok("UID STORE 6 +FLAGS (\\Deleted)");
+    first.ok("UID EXPUNGE 6");
+    let mut third = tcp();
+    assert_eq!(select_answers(&mut third), select_answers(&mut fresh()));
+    // Repacked: the view offered was read from the old file.
+    m.repack().unwrap();
+    let mut fourth = tcp();
+    assert_eq!(select_answers(&mut fourth), select_answers(&mut fresh()));
+    // And every session's answers stay right afterwards.
+    m.store(&[11], FlagOp::Add, Flags::SEEN, &[], None).unwrap();
+    for c in [&mut first, &mut second, &mut third, &mut fourth] {
+        let noop = c.ok("NOOP");
+        assert!(
+            noop.iter()
+                .any(|l| l.contains("FETCH") && l.contains("\\Seen")),
+            "{noop:?}"
+        );
+    }
+    assert_eq!(select_answers(&mut second), select_answers(&mut fresh()));
+    server.stop();
+}
+
 #[test]
 fn reselect_answers_as_a_fresh_select() {
     let dir = tempfile::tempdir().unwrap();
@@ -274,41 +361,14 @@ fn reselect_answers_as_a_fresh_select() {
     a.ok("SELECT INBOX");
     a.ok("STORE 1:3 +FLAGS (\\Seen)");
     let mut m = store.open_mailbox(&user, &inbox).unwrap();
-    m.store(&[2, 4, 6], FlagOp::Add, Flags::DELETED, &[], None)
-        .unwrap();
-    m.store(
-        &[7, 8],
-        FlagOp::Add,
-        Flags::default(),
-        &["$Label1".into()],
-        None,
-    )
-    .unwrap();
-    m.expunge(Some(&[4, 9]), false).unwrap();
-    for i in 30..32 {
-        m.append(&message(i)[..], AppendOptions::default()).unwrap();
-    }
-    // What a session says about the INBOX; \Recent is the session's own
-    // (the first SELECT claims the new messages), so it is left out.
-    let answers = |c: &mut Client| -> Vec<String> {
-        let mut l = c.ok("SELECT INBOX");
-        l.extend(c.ok("FETCH 1:* (UID FLAGS MODSEQ RFC822.SIZE INTERNALDATE)"));
-        l.into_iter()
-            .filter(|l| !l.contains("[CLOSED]") && !l.ends_with(" RECENT"))
-            .map(|l| {
-                l.replace(" \\Recent", "")
-                    .replace("(\\Recent ", "(")
-                    .replace("(\\Recent)", "()")
-            })
-            .collect()
-    };
-    let again = answers(&mut a);
-    let fresh = answers(&mut session());
+    change_behind_the_sessions(&mut m, 30);
+    let again = select_answers(&mut a);
+    let fresh = select_answers(&mut session());
     assert!(again.contains(&"* 30 EXISTS".to_string()), "{again:?}");
     assert_eq!(again, fresh);
     // Once more with nothing changed, and after the session's own STORE.
     a.ok("UID STORE 31 +FLAGS (\\Flagged)");
-    assert_eq!(answers(&mut a), answers(&mut session()));
+    assert_eq!(select_answers(&mut a), select_answers(&mut session()));
 
     // Renamed away, another renamed onto the name: the other one.
     let mut b = Client::spawn(&spool, "alice");

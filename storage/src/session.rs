@@ -72,8 +72,10 @@
 
 use std::collections::BTreeSet;
 mod entries;
+mod shared;
 mod vanished;
 use entries::Entries;
+pub use shared::SharedView;
 use std::path::PathBuf;
 use vanished::VanishedScan;
 
@@ -831,14 +833,20 @@ impl SessionView {
             }
         }
         if ch.full {
-            for (e, seen) in self.msgs.iter_mut().zip(present) {
-                if !seen && !e.expunged {
-                    e.expunged = true;
-                    self.held.push(e.record.uid);
-                    self.deleted.remove(&e.record.uid);
-                    // Repacked away: expunged at or below removed_modseq.
-                    hold_at(&mut self.held_floor, ch.header.removed_modseq);
-                }
+            // By position: only the chunks holding such a message are
+            // written (and so copied when shared with another view).
+            let gone: Vec<usize> = (self.msgs.iter().zip(present).enumerate())
+                .filter(|(_, (e, seen))| !seen && !e.expunged)
+                .map(|(i, _)| i)
+                .collect();
+            for i in gone {
+                let e = &mut self.msgs[i];
+                e.expunged = true;
+                let uid = e.record.uid;
+                self.held.push(uid);
+                self.deleted.remove(&uid);
+                // Repacked away: expunged at or below removed_modseq.
+                hold_at(&mut self.held_floor, ch.header.removed_modseq);
             }
         }
         Ok(changed)

@@ -11,7 +11,7 @@ mod session_support;
 use mailstore::Mailbox;
 use mailstore::format::Flags;
 use mailstore::mailbox::{BatchOp, BatchOutcome, FlagOp};
-use mailstore::session::{Allow, SessionView};
+use mailstore::session::{Allow, SessionView, SharedView};
 use proptest::prelude::*;
 use session_support::{Client, append, open, store};
 
@@ -45,6 +45,12 @@ enum Op {
     Idle(usize),
     /// SELECT of the same mailbox again (`SessionView::reopen`).
     Reselect(usize),
+    /// The session's view offered to the others (`SessionView::share`),
+    /// replacing the one offered before.
+    Share(usize),
+    /// The session selects the mailbox afresh through a new handle,
+    /// starting from the view last offered (`SharedView::open`).
+    Join(usize),
 }
 
 fn actor() -> impl Strategy<Value = Actor> {
@@ -81,6 +87,8 @@ fn op() -> impl Strategy<Value = Op> {
         }),
         2 => (0usize..3).prop_map(Op::Idle),
         1 => (0usize..3).prop_map(Op::Reselect),
+        1 => (0usize..3).prop_map(Op::Share),
+        1 => (0usize..3).prop_map(Op::Join),
     ]
 }
 
@@ -127,6 +135,7 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
             Session { mbox, view, client }
         })
         .collect();
+    let mut offered: Option<SharedView> = None;
     for op in ops {
         match op {
             Op::Append(n) => {
@@ -235,6 +244,28 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
                     assert!(ss.view.compact());
                     ss.client.assert_matches_index(&ss.view, &mut ss.mbox);
                 }
+            }
+            Op::Share(session) => {
+                let ss = &sessions[session % n_sessions];
+                if let Some(v) = ss.view.share(&ss.mbox).unwrap() {
+                    offered = Some(v);
+                }
+            }
+            Op::Join(session) => {
+                let i = session % n_sessions;
+                let Some(shared) = &offered else { continue };
+                let mut mbox = open(&s);
+                let fresh = SessionView::open(&mut open(&s)).unwrap();
+                let Some(mut view) = shared.open(&mut mbox).unwrap() else {
+                    // Not the file it was read from: repacked since.
+                    continue;
+                };
+                assert_same_view(&view, &fresh);
+                assert_first_unseen(&mut view);
+                view.report_vanished(i == 1);
+                let client = Client::select(&view);
+                client.assert_matches_index(&view, &mut mbox);
+                sessions[i] = Session { mbox, view, client };
             }
             Op::Reselect(session) => {
                 let i = session % n_sessions;

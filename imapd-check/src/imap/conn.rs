@@ -37,6 +37,9 @@ pub(super) struct Selected {
     pub read_only: bool,
     /// The messages `\Recent` in this session.
     pub recent: super::recent::Recent,
+    /// This session's place among those of the process that have the
+    /// mailbox selected (their views start from each other's).
+    pub shared: super::sharedviews::Member,
 }
 
 impl Selected {

@@ -174,7 +174,7 @@ impl Session {
         {
             self.condstore = true;
         }
-        let (mbox, mut view, resync) = self.open_view(&user, &name, resync, old)?;
+        let (mbox, mut view, resync, shared) = self.open_view(&user, &name, resync, old)?;
         self.write_flags(view.keywords(), read_only);
         let first_unseen = view.first_unseen();
         let mut sel = Selected {
@@ -187,6 +187,7 @@ impl Session {
             } else {
                 Default::default()
             },
+            shared,
         };
         // RFC 3501 6.3.1: SELECT claims the \Recent messages; EXAMINE
         // (6.3.2) only shows those nobody claimed.

@@ -48,6 +48,7 @@ pub mod search;
 pub mod searchres;
 pub mod seqranges;
 pub mod server;
+pub mod sharedviews;
 pub mod slice;
 pub mod sort;
 pub mod sortkeys;

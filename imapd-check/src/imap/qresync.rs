@@ -14,6 +14,7 @@ use storage::session::{Resync, ResyncRequest, SessionView, Update};
 use storage::{Flags, Mailbox, MailboxName, UserName};
 
 use super::conn::{Fail, Selected, Session, bad};
+use super::sharedviews::Member;
 
 /// Inclusive ranges of a sequence set; `*` is `star`.
 pub(super) fn ranges(set: &SequenceSet, star: u32) -> Vec<(u32, u32)> {
@@ -221,35 +222,47 @@ impl Session {
         name: &MailboxName,
         param: Option<Param>,
         old: Option<Selected>,
-    ) -> Result<(Mailbox, SessionView, Option<Resync>), Fail> {
-        let (mbox, mut view, resync) = match (param, old) {
+    ) -> Result<(Mailbox, SessionView, Option<Resync>, Member), Fail> {
+        let (mbox, mut view, resync, member) = match (param, old) {
             (None, Some(mut o))
                 if o.name == *name && self.store.still_names(user, name, &o.mbox)? =>
             {
                 let view = o.view.reopen(&mut o.mbox)?;
-                (o.mbox, view, None)
+                o.shared.offer(&o.mbox, &view);
+                (o.mbox, view, None, o.shared)
             }
             (param, old) => {
-                // Every record is read: a heavy command (slice.rs).
-                super::slice::heavy();
                 let mut mbox = self.store.open_mailbox(user, name)?;
+                // Before `old` goes: a session selecting the mailbox it
+                // leaves keeps the slot (sharedviews.rs).
+                let member = super::sharedviews::join(&mbox)?;
                 let old = old.map(|o| o.view);
                 match param {
                     Some(p) => {
+                        // Every record is read: a heavy command (slice.rs).
+                        super::slice::heavy();
                         let (view, resync) =
                             SessionView::open_resync_replacing(&mut mbox, &p.req, old)?;
+                        member.offer(&mbox, &view);
                         let matches = view.uidvalidity() == p.uidvalidity;
-                        (mbox, view, matches.then_some(resync))
+                        (mbox, view, matches.then_some(resync), member)
                     }
                     None => {
-                        let view = SessionView::open_replacing(&mut mbox, old)?;
-                        (mbox, view, None)
+                        let view = match member.start_view(&mut mbox)? {
+                            Some(view) => view,
+                            None => {
+                                super::slice::heavy();
+                                SessionView::open_replacing(&mut mbox, old)?
+                            }
+                        };
+                        member.offer(&mbox, &view);
+                        (mbox, view, None, member)
                     }
                 }
             }
         };
         view.report_vanished(self.qresync);
-        Ok((mbox, view, resync))
+        Ok((mbox, view, resync, member))
     }
 
     /// `* VANISHED (EARLIER)` and the FETCH (UID FLAGS MODSEQ) of each

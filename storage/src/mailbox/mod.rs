@@ -288,6 +288,19 @@ impl Mailbox {
     pub(crate) fn same_index_as(&self, file: &std::fs::File) -> Result<bool> {
         crate::index::same_file(&self.index.file, file, &self.index.path)
     }
+    /// Which index file of this handle its marks are about (bumped when a
+    /// repack replaced the file under it).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    /// A second descriptor of the index file this handle reads now.
+    pub(crate) fn index_file(&self) -> Result<std::fs::File> {
+        self.index.file.try_clone().map_err(|e| Error::Io {
+            op: "dup",
+            path: self.index.path.clone(),
+            source: e,
+        })
+    }
     /// The path of its `.index` file.
     pub fn index_path(&self) -> &std::path::Path {
         &self.index.path

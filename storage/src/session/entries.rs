@@ -13,8 +13,15 @@
 //! UID `u` lies at most `u - first` entries after the first and at least
 //! `last - u` before the last): in a chunk without gaps that is the one
 //! entry looked for.
+//!
+//! Chunks are shared copy-on-write (`Arc`): a clone of the entries
+//! ([`Entries::clone`], for a view another session starts from, see
+//! `SessionView::share`) copies pointers, one per 1,024 messages, and a
+//! chunk is copied only when one of its holders changes it.
 
-use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::Entry;
 
@@ -24,7 +31,7 @@ const CHUNK: usize = 1024;
 /// Sorted by UID; position + 1 is the sequence number.
 #[derive(Default)]
 pub(super) struct Entries {
-    chunks: Vec<Vec<Entry>>,
+    chunks: Vec<Arc<Vec<Entry>>>,
     /// Emptied chunks of a view this one replaces, filled again by
     /// [`Self::push_building`] before any new allocation.
     spare: Vec<Vec<Entry>>,
@@ -37,8 +44,23 @@ pub(super) struct Entries {
     /// The chunk of the last position located: a walk in sequence order
     /// (FETCH 1:*, SEARCH) finds each next position there or in the
     /// chunk after it, without a binary search over `starts`. Only a
-    /// hint, checked before use.
-    hint: Cell<usize>,
+    /// hint, checked before use. Atomic only so that a view can be shared
+    /// between threads (`SharedView`); relaxed, a plain load and store.
+    hint: AtomicUsize,
+}
+
+impl Clone for Entries {
+    /// The same entries, sharing every chunk (no spare memory).
+    fn clone(&self) -> Entries {
+        Entries {
+            chunks: self.chunks.clone(),
+            spare: Vec::new(),
+            starts: self.starts.clone(),
+            bounds: self.bounds.clone(),
+            len: self.len,
+            hint: AtomicUsize::new(self.hint.load(Relaxed)),
+        }
+    }
 }
 
 impl Entries {
@@ -51,7 +73,7 @@ impl Entries {
             e.bounds.push(bounds_of(&chunk));
             e.starts.push(e.len);
             e.len += chunk.len();
-            e.chunks.push(chunk);
+            e.chunks.push(Arc::new(chunk));
         }
         e
     }
@@ -69,10 +91,10 @@ impl Entries {
                 }
                 None => Vec::with_capacity(CHUNK),
             };
-            self.chunks.push(chunk);
+            self.chunks.push(Arc::new(chunk));
         }
         self.bounds.last_mut().expect("a chunk").1 = e.record.uid;
-        self.chunks.last_mut().expect("a chunk").push(e);
+        Arc::make_mut(self.chunks.last_mut().expect("a chunk")).push(e);
         self.len += 1;
     }
 
@@ -81,7 +103,7 @@ impl Entries {
     pub fn finish_building(&mut self) {
         self.spare = Vec::new();
         if let Some(last) = self.chunks.last_mut() {
-            last.shrink_to_fit();
+            Arc::make_mut(last).shrink_to_fit();
         }
     }
 
@@ -100,8 +122,14 @@ impl Entries {
     /// memory of `old`: a session that SELECTs a big mailbox again fills
     /// the pages it already has instead of freeing them and faulting in
     /// new ones (docs/BENCHMARKS.md, session 12).
+    /// Only chunks no other view shares are taken.
     pub fn recycling(old: Option<Entries>) -> Entries {
-        let mut spare = old.map(|o| o.chunks).unwrap_or_default();
+        let mut spare: Vec<Vec<Entry>> = old
+            .map(|o| o.chunks)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| Arc::try_unwrap(c).ok())
+            .collect();
         spare.iter_mut().for_each(Vec::clear);
         // Taken from the end: the full chunks first, the trimmed last one
         // (which would need growing) last.
@@ -122,18 +150,18 @@ impl Entries {
 
     /// Chunk and offset of position `i` (< len).
     fn locate(&self, i: usize) -> (usize, usize) {
-        let h = self.hint.get();
+        let h = self.hint.load(Relaxed);
         for c in [h, h + 1] {
             if let (Some(&s), Some(chunk)) = (self.starts.get(c), self.chunks.get(c))
                 && s <= i
                 && i - s < chunk.len()
             {
-                self.hint.set(c);
+                self.hint.store(c, Relaxed);
                 return (c, i - s);
             }
         }
         let c = self.starts.partition_point(|&s| s <= i) - 1;
-        self.hint.set(c);
+        self.hint.store(c, Relaxed);
         (c, i - self.starts[c])
     }
 
@@ -150,7 +178,7 @@ impl Entries {
             return None;
         }
         let (c, j) = self.locate(i);
-        Some(&mut self.chunks[c][j])
+        Some(&mut Arc::make_mut(&mut self.chunks[c])[j])
     }
 
     pub fn last(&self) -> Option<&Entry> {
@@ -183,6 +211,7 @@ impl Entries {
         let uid = e.record.uid;
         match self.chunks.last_mut() {
             Some(last) if last.len() < CHUNK => {
+                let last = Arc::make_mut(last);
                 self.bounds.last_mut().expect("a chunk").1 = uid;
                 if last.len() == last.capacity() {
                     // Grow by an eighth, not by doubling: a view lives as
@@ -197,7 +226,7 @@ impl Entries {
                 chunk.push(e);
                 self.bounds.push((uid, uid));
                 self.starts.push(self.len);
-                self.chunks.push(chunk);
+                self.chunks.push(Arc::new(chunk));
             }
         }
         self.len += 1;
@@ -207,13 +236,13 @@ impl Entries {
     /// chunk and updates the start of every later chunk.
     pub fn remove(&mut self, i: usize) -> Entry {
         let (c, j) = self.locate(i);
-        let e = self.chunks[c].remove(j);
+        let e = Arc::make_mut(&mut self.chunks[c]).remove(j);
         if self.chunks[c].is_empty() {
             self.chunks.remove(c);
             self.starts.remove(c);
             self.bounds.remove(c);
         } else {
-            let chunk = &mut self.chunks[c];
+            let chunk = Arc::make_mut(&mut self.chunks[c]);
             self.bounds[c] = bounds_of(chunk);
             chunk.shrink_to(chunk.len() + chunk.len() / 4);
             self.starts[c + 1..].iter_mut().for_each(|s| *s -= 1);
@@ -227,20 +256,19 @@ impl Entries {
 
     /// Drops every `expunged` entry, rebuilding the chunks (one pass).
     pub fn retain_unexpunged(&mut self) {
-        let all: Vec<Entry> = std::mem::take(&mut self.chunks)
-            .into_iter()
-            .flatten()
-            .filter(|e| !e.expunged)
-            .collect();
+        let mut all: Vec<Entry> = Vec::with_capacity(self.len);
+        for chunk in std::mem::take(&mut self.chunks) {
+            // Moved out of a chunk no other view shares, copied otherwise.
+            match Arc::try_unwrap(chunk) {
+                Ok(v) => all.extend(v.into_iter().filter(|e| !e.expunged)),
+                Err(c) => all.extend(c.iter().filter(|e| !e.expunged).cloned()),
+            }
+        }
         *self = Entries::from_vec(all);
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.chunks.iter().flatten()
-    }
-
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
-        self.chunks.iter_mut().flatten()
+        self.chunks.iter().flat_map(|c| c.iter())
     }
 
     /// Entries from position `i` on, with their positions.
@@ -252,7 +280,7 @@ impl Entries {
         };
         self.chunks[c..]
             .iter()
-            .flatten()
+            .flat_map(|c| c.iter())
             .skip(j)
             .enumerate()
             .map(move |(k, e)| (i + k, e))
@@ -323,6 +351,30 @@ mod tests {
         assert_eq!((small.chunks.len(), small.len()), (1, 5));
         assert!(small.spare.is_empty());
         assert!(Entries::recycling(None).is_empty());
+    }
+
+    /// A clone shares every chunk; a change through either side copies
+    /// only the chunk it touches, and the other side does not see it.
+    #[test]
+    fn a_clone_shares_chunks_until_one_side_writes() {
+        let a = Entries::from_vec((1..=3 * CHUNK as u32).map(entry).collect());
+        let mut b = a.clone();
+        let ptrs =
+            |e: &Entries| -> Vec<*const Entry> { e.chunks.iter().map(|c| c.as_ptr()).collect() };
+        assert_eq!(ptrs(&a), ptrs(&b));
+        b[CHUNK + 5].expunged = true;
+        b.push(entry(5 * CHUNK as u32));
+        let (pa, pb) = (ptrs(&a), ptrs(&b));
+        assert_eq!(pa[0], pb[0]);
+        assert_ne!(pa[1], pb[1], "the written chunk is b's own now");
+        assert_eq!(pa[2], pb[2], "full: the append made a chunk of b's own");
+        assert_eq!((pa.len(), pb.len()), (3, 4));
+        assert!(!a[CHUNK + 5].expunged && b[CHUNK + 5].expunged);
+        assert_eq!((a.len(), b.len()), (3 * CHUNK, 3 * CHUNK + 1));
+        // Recycling takes only the chunks no one else holds.
+        let r = Entries::recycling(Some(b));
+        assert_eq!(r.spare.len(), 2);
+        assert_eq!(a.iter().count(), 3 * CHUNK);
     }
 
     #[test]

@@ -1,0 +1,169 @@
+//! Views shared by the sessions of this process that select the same
+//! mailbox (`storage::session::SharedView`, docs/PROTOCOL.md §7): the
+//! first session's SELECT reads every record, the next ones start from
+//! the view last offered and catch up with what changed since, as a
+//! re-SELECT does. Their views share the records until each changes
+//! them (copy-on-write chunks of 1,024 messages), so five sessions of a
+//! mailbox of a million messages hold about one copy of it, not five.
+//!
+//! One slot per mailbox directory (device and inode, as the group
+//! commit's key: a rename or repack does not change it), kept while some
+//! session of the process has the mailbox selected, then dropped with
+//! the view it holds. The slot holds the view last offered: each
+//! SELECT that read or caught up a view offers it, so the next session
+//! catches up from the newest one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+
+use storage::session::{SessionView, SharedView};
+use storage::{Error, Mailbox};
+
+/// A mailbox directory: device and inode.
+type Key = (u64, u64);
+
+#[derive(Default)]
+struct Slot {
+    /// Sessions with the mailbox selected ([`Member`]s alive).
+    members: usize,
+    /// The view last offered.
+    view: Option<Arc<SharedView>>,
+}
+
+static SLOTS: LazyLock<Mutex<HashMap<Key, Slot>>> = LazyLock::new(Default::default);
+
+fn slots() -> MutexGuard<'static, HashMap<Key, Slot>> {
+    // A panic while holding it cannot leave a slot half-updated.
+    SLOTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A session's place in the slot of the mailbox it has selected: the slot
+/// lives while some member does.
+pub struct Member {
+    key: Key,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let mut slots = slots();
+        if let Some(slot) = slots.get_mut(&self.key) {
+            slot.members = slot.members.saturating_sub(1);
+            if slot.members == 0 {
+                slots.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Joins the slot of `mbox`'s mailbox (made when no session of the
+/// process has it selected).
+pub fn join(mbox: &Mailbox) -> Result<Member, Error> {
+    let key = mbox.dir_id()?;
+    slots().entry(key).or_default().members += 1;
+    Ok(Member { key })
+}
+
+impl Member {
+    /// With a view another session offered, the view a SELECT through
+    /// `mbox` gives now, caught up from that one; `None` (nothing read)
+    /// without one, or when it was read from another index file (the
+    /// mailbox was repacked since): read every record then.
+    pub fn start_view(&self, mbox: &mut Mailbox) -> Result<Option<SessionView>, Error> {
+        let offered = slots().get(&self.key).and_then(|s| s.view.clone());
+        // Outside the table's lock: the catch-up takes the mailbox's.
+        match offered {
+            Some(shared) => shared.open(mbox),
+            None => Ok(None),
+        }
+    }
+
+    /// Offers `view`, just read or caught up through `mbox` by a SELECT,
+    /// to the sessions that select the mailbox next (replacing the view
+    /// offered before). Only a saving: a view that cannot be shared is
+    /// not offered.
+    pub fn offer(&self, mbox: &Mailbox, view: &SessionView) {
+        match view.share(mbox) {
+            Ok(Some(shared)) => {
+                if let Some(slot) = slots().get_mut(&self.key) {
+                    slot.view = Some(Arc::new(shared));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "view not offered to other sessions"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storage::mailbox::FlagOp;
+    use storage::{AppendOptions, Flags, MailboxName, Options, Store, UserName};
+
+    fn slot(mbox: &Mailbox) -> Option<(usize, bool)> {
+        let key = mbox.dir_id().unwrap();
+        slots().get(&key).map(|s| (s.members, s.view.is_some()))
+    }
+
+    /// The second session starts from the view the first offered and
+    /// sees what changed since; the slot goes with its last member.
+    #[test]
+    fn a_session_starts_from_the_view_another_offered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("spool"), Options::default()).unwrap();
+        let user = UserName::new("u").unwrap();
+        let inbox = MailboxName::inbox();
+        store.create_mailbox(&user, &inbox).unwrap();
+        let open = || store.open_mailbox(&user, &inbox).unwrap();
+        let mut writer = open();
+        for i in 0..10 {
+            let m = format!("Subject: {i}\r\n\r\nbody\r\n");
+            writer
+                .append(m.as_bytes(), AppendOptions::default())
+                .unwrap();
+        }
+
+        let mut a = open();
+        let ma = join(&a).unwrap();
+        assert_eq!(slot(&a), Some((1, false)));
+        assert!(ma.start_view(&mut a).unwrap().is_none(), "nothing offered");
+        let va = SessionView::open(&mut a).unwrap();
+        ma.offer(&a, &va);
+        assert_eq!(slot(&a), Some((1, true)));
+
+        writer
+            .store(&[3], FlagOp::Add, Flags::SEEN, &[], None)
+            .unwrap();
+        writer.expunge(Some(&[5]), false).unwrap();
+        writer
+            .append(&b"Subject: new\r\n\r\nx\r\n"[..], AppendOptions::default())
+            .unwrap();
+
+        let mut b = open();
+        let mb = join(&b).unwrap();
+        let vb = mb
+            .start_view(&mut b)
+            .unwrap()
+            .expect("started from a's view");
+        let fresh = SessionView::open(&mut open()).unwrap();
+        assert_eq!(vb.len(), fresh.len());
+        assert_eq!(vb.mark().generation, fresh.mark().generation);
+        assert!(
+            vb.iter()
+                .zip(fresh.iter())
+                .all(|(x, y)| x.record == y.record)
+        );
+        assert_eq!(slot(&b), Some((2, true)));
+
+        // Repacked since: the offered view is of another file.
+        writer.repack().unwrap();
+        let mut c = open();
+        let mc = join(&c).unwrap();
+        assert!(mc.start_view(&mut c).unwrap().is_none());
+
+        drop((ma, mb));
+        assert_eq!(slot(&c), Some((1, true)));
+        drop(mc);
+        assert_eq!(slot(&c), None, "gone with its last member");
+    }
+}
