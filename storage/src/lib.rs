@@ -47,6 +47,7 @@
 //! | when | call | why |
 //! |---|---|---|
 //! | SELECT / EXAMINE | [`Store::open_mailbox`], [`SessionView::open`]; report [`SessionView::len`], [`SessionView::uidvalidity`], [`SessionView::uid_next`], [`SessionView::first_unseen`] | the view starts at this generation |
+//! | SELECT / EXAMINE of a mailbox another session of the process shows | [`SessionView::share`] of that session's fresh view (kept by the server), then [`session::SharedView::open`] through this session's handle | the fresh view, sharing the other's records, at the cost of what changed since it was shared |
 //! | SELECT / EXAMINE of the mailbox already selected | [`Store::still_names`] (the name's index file is the old handle's; or [`Mailbox::same_index`] against a handle opened by the name), then [`SessionView::reopen`] through the old handle | the fresh view, at the cost of what changed since the last look |
 //! | FETCH, STORE, SEARCH, COPY by sequence number | [`SessionView::resolve_seqs`], [`SessionView::record`], [`Mailbox::open_message`]; then [`SessionView::check`] with [`Allow::NoExpunge`] | EXPUNGE may not be sent while the client's numbers are in use; expunges are held, the message keeps its number |
 //! | NOOP, CHECK, IDLE, EXPUNGE, UID commands | [`SessionView::check`] with [`Allow::AllUpdates`] | every update may go out, held expunges first |

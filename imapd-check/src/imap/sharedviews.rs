@@ -71,10 +71,19 @@ impl Member {
     pub fn start_view(&self, mbox: &mut Mailbox) -> Result<Option<SessionView>, Error> {
         let offered = slots().get(&self.key).and_then(|s| s.view.clone());
         // Outside the table's lock: the catch-up takes the mailbox's.
-        match offered {
-            Some(shared) => shared.open(mbox),
-            None => Ok(None),
+        let Some(shared) = offered else {
+            return Ok(None);
+        };
+        let view = shared.open(mbox)?;
+        if view.is_none()
+            && let Some(slot) = slots().get_mut(&self.key)
+            && slot.view.as_ref().is_some_and(|v| Arc::ptr_eq(v, &shared))
+        {
+            // Read from a file repacked away: not offered any longer (it
+            // holds that file, and its disk space, open).
+            slot.view = None;
         }
+        Ok(view)
     }
 
     /// Offers `view`, just read or caught up through `mbox` by a SELECT,
@@ -155,11 +164,15 @@ mod tests {
         );
         assert_eq!(slot(&b), Some((2, true)));
 
-        // Repacked since: the offered view is of another file.
+        // Repacked since: the offered view is of another file, and is
+        // no longer offered.
         writer.repack().unwrap();
         let mut c = open();
         let mc = join(&c).unwrap();
         assert!(mc.start_view(&mut c).unwrap().is_none());
+        assert_eq!(slot(&c), Some((3, false)));
+        let vc = SessionView::open(&mut c).unwrap();
+        mc.offer(&c, &vc);
 
         drop((ma, mb));
         assert_eq!(slot(&c), Some((1, true)));
