@@ -66,6 +66,9 @@ fn look(s: &mut Session, compact: bool) -> Result<bool, Fail> {
         && !sel.view.is_compact()
     {
         freed |= sel.view.compact();
+        if sel.view.is_compact() {
+            sel.shared.set_compact(true);
+        }
     }
     if freed {
         super::trim_heap_soon();
@@ -82,8 +85,14 @@ fn expand(s: &mut Session) -> Result<(), Fail> {
     let Some(sel) = s.sel.as_mut() else {
         return Ok(());
     };
+    let was_compact = sel.view.is_compact();
     match sel.view.expand(&mut sel.mbox) {
         Ok(ups) => {
+            if was_compact {
+                // Full again, every update sent: what a fresh SELECT gives.
+                sel.shared.set_compact(false);
+                sel.shared.offer(&sel.mbox, &sel.view);
+            }
             s.write_updates(&ups);
             Ok(())
         }

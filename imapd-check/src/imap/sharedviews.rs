@@ -11,7 +11,9 @@
 //! session of the process has the mailbox selected, then dropped with
 //! the view it holds. The slot holds the view last offered: each
 //! SELECT that read or caught up a view offers it, so the next session
-//! catches up from the newest one.
+//! catches up from the newest one. While every session of the mailbox
+//! idles with a compact view (IMAP IDLE), nothing is kept: idlers hold 12
+//! bytes a message, and the offered view would hold 100 for them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
@@ -26,6 +28,8 @@ type Key = (u64, u64);
 struct Slot {
     /// Sessions with the mailbox selected ([`Member`]s alive).
     members: usize,
+    /// Those of them whose view is not compact.
+    full: usize,
     /// The view last offered.
     view: Option<Arc<SharedView>>,
 }
@@ -41,6 +45,8 @@ fn slots() -> MutexGuard<'static, HashMap<Key, Slot>> {
 /// lives while some member does.
 pub struct Member {
     key: Key,
+    /// Its session's view is compact ([`Member::set_compact`]).
+    compact: bool,
 }
 
 impl Drop for Member {
@@ -48,9 +54,23 @@ impl Drop for Member {
         let mut slots = slots();
         if let Some(slot) = slots.get_mut(&self.key) {
             slot.members = slot.members.saturating_sub(1);
+            if !self.compact {
+                slot.less_full();
+            }
             if slot.members == 0 {
                 slots.remove(&self.key);
             }
+        }
+    }
+}
+
+impl Slot {
+    /// One member fewer with a full view: with none left, the offered
+    /// view goes.
+    fn less_full(&mut self) {
+        self.full = self.full.saturating_sub(1);
+        if self.full == 0 {
+            self.view = None;
         }
     }
 }
@@ -59,11 +79,32 @@ impl Drop for Member {
 /// process has it selected).
 pub fn join(mbox: &Mailbox) -> Result<Member, Error> {
     let key = mbox.dir_id()?;
-    slots().entry(key).or_default().members += 1;
-    Ok(Member { key })
+    let mut slots = slots();
+    let slot = slots.entry(key).or_default();
+    slot.members += 1;
+    slot.full += 1;
+    Ok(Member {
+        key,
+        compact: false,
+    })
 }
 
 impl Member {
+    /// The session's view was made compact (IDLE) or full again (DONE).
+    pub fn set_compact(&mut self, compact: bool) {
+        if self.compact == compact {
+            return;
+        }
+        self.compact = compact;
+        if let Some(slot) = slots().get_mut(&self.key) {
+            if compact {
+                slot.less_full();
+            } else {
+                slot.full += 1;
+            }
+        }
+    }
+
     /// With a view another session offered, the view a SELECT through
     /// `mbox` gives now, caught up from that one; `None` (nothing read)
     /// without one, or when it was read from another index file (the
@@ -112,6 +153,39 @@ mod tests {
     fn slot(mbox: &Mailbox) -> Option<(usize, bool)> {
         let key = mbox.dir_id().unwrap();
         slots().get(&key).map(|s| (s.members, s.view.is_some()))
+    }
+
+    /// While every member's view is compact nothing is offered; a member
+    /// with a full view offers again.
+    #[test]
+    fn nothing_is_kept_while_every_member_idles() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("spool"), Options::default()).unwrap();
+        let user = UserName::new("u").unwrap();
+        let inbox = MailboxName::inbox();
+        store.create_mailbox(&user, &inbox).unwrap();
+        let mut a = store.open_mailbox(&user, &inbox).unwrap();
+        a.append(&b"Subject: x\r\n\r\nx\r\n"[..], AppendOptions::default())
+            .unwrap();
+        let mut ma = join(&a).unwrap();
+        let mut mb = join(&a).unwrap();
+        let mut va = SessionView::open(&mut a).unwrap();
+        ma.offer(&a, &va);
+        assert_eq!(slot(&a), Some((2, true)));
+        assert!(va.compact());
+        ma.set_compact(true);
+        assert_eq!(slot(&a), Some((2, true)), "b's view is full");
+        mb.set_compact(true);
+        assert_eq!(slot(&a), Some((2, false)), "all idle: nothing kept");
+        va.expand(&mut a).unwrap();
+        ma.set_compact(false);
+        ma.offer(&a, &va);
+        assert_eq!(slot(&a), Some((2, true)));
+        drop(ma);
+        assert_eq!(slot(&a), Some((1, false)), "the one left idles");
+        mb.set_compact(false);
+        drop(mb);
+        assert_eq!(slot(&a), None);
     }
 
     /// The second session starts from the view the first offered and
