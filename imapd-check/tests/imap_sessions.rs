@@ -343,6 +343,56 @@ fn a_select_started_from_another_sessions_view_answers_as_a_fresh_one() {
     server.stop();
 }
 
+/// A session leaving an IDLE long enough for its view to go compact,
+/// while another session of the server has the mailbox selected, takes
+/// its records from that session's view (`SessionView::expand_from`):
+/// what it was told and what it answers afterwards are what a session of
+/// another process, which reads every record, answers.
+#[test]
+fn leaving_idle_beside_another_session_answers_as_a_fresh_select() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let store = seed_messages(&spool, "alice", 30);
+    let user = UserName::new("alice").unwrap();
+    let passwd = write_passwd(dir.path(), "alice", "pw");
+    let server = TcpServer::start(&spool, &passwd);
+    let mut full = Client::tcp(server.port, "alice", "pw");
+    full.ok("SELECT INBOX");
+    let mut idler = Client::tcp(server.port, "alice", "pw");
+    idler.ok("ENABLE CONDSTORE");
+    idler.ok("SELECT INBOX");
+    idler.send("i IDLE\r\n");
+    assert!(idler.line().starts_with('+'));
+    // A mailbox of 30 messages goes compact after 1 s of IDLE.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut m = store.open_mailbox(&user, &MailboxName::inbox()).unwrap();
+    m.store(&[5], FlagOp::Add, Flags::SEEN, &[], None).unwrap();
+    assert_eq!(idler.line(), "* 5 FETCH (UID 5 FLAGS (\\Seen) MODSEQ (31))");
+    m.expunge(Some(&[7]), false).unwrap();
+    assert_eq!(idler.line(), "* 7 EXPUNGE");
+    idler.send("DONE\r\n");
+    assert!(idler.line().starts_with("i OK"));
+    let fetch = "FETCH 1:* (UID FLAGS MODSEQ RFC822.SIZE)";
+    let mut fresh = Client::spawn(&spool, "alice");
+    fresh.ok("ENABLE CONDSTORE");
+    fresh.ok("SELECT INBOX");
+    let strip = |v: Vec<String>| -> Vec<String> {
+        v.into_iter()
+            .map(|l| l.replace(" \\Recent", "").replace("\\Recent", ""))
+            .map(|l| l.replace("FLAGS ( ", "FLAGS ("))
+            .collect()
+    };
+    assert_eq!(strip(idler.ok(fetch)), strip(fresh.ok(fetch)));
+    // And after the other session's change, both see it.
+    m.store(&[1], FlagOp::Add, Flags::FLAGGED, &[], None)
+        .unwrap();
+    for c in [&mut idler, &mut full] {
+        let noop = c.ok("NOOP");
+        assert!(noop.iter().any(|l| l.contains("\\Flagged")), "{noop:?}");
+    }
+    server.stop();
+}
+
 #[test]
 fn reselect_answers_as_a_fresh_select() {
     let dir = tempfile::tempdir().unwrap();

@@ -102,9 +102,18 @@ impl Session {
     /// DONE: the view is full again before any other command, and the
     /// client is told what changed since its last look (RFC 2177: before
     /// the tagged OK, any update may go out).
-    fn done(&mut self) {
+    /// With a view another session offered, from that view
+    /// (`SessionView::expand_from`) when it can; else by reading.
+    fn done(&mut self, offered: Option<&SharedView>) {
         if self.view.is_compact() {
-            let u = self.view.expand(&mut self.mbox).unwrap();
+            let from_shared = match offered.map(|o| o.open(&mut self.mbox).unwrap()) {
+                Some(Some(fresh)) => self.view.expand_from(fresh).unwrap(),
+                _ => None,
+            };
+            let u = match from_shared {
+                Some(u) => u,
+                None => self.view.expand(&mut self.mbox).unwrap(),
+            };
             assert!(!self.view.is_compact());
             self.client.apply(&self.view, &u);
             assert_eq!(self.view.held_expunges(), 0);
@@ -156,7 +165,7 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
                     }
                     Actor::Session(i) => {
                         let ss = &mut sessions[i % n_sessions];
-                        ss.done();
+                        ss.done(offered.as_ref());
                         // Flags only: a commit of this step alone, as the
                         // IMAP server's group commit makes when no other
                         // session writes (its span lets the view follow).
@@ -190,7 +199,7 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
                 }
                 Actor::Session(i) => {
                     let ss = &mut sessions[i % n_sessions];
-                    ss.done();
+                    ss.done(offered.as_ref());
                     let step = BatchOp::Expunge {
                         uids: Some(uids),
                         require_deleted: false,
@@ -214,7 +223,7 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
                 }
                 Actor::Session(i) => {
                     let ss = &mut sessions[i % n_sessions];
-                    ss.done();
+                    ss.done(offered.as_ref());
                     ss.mbox.repack().unwrap();
                 }
             },
@@ -235,7 +244,7 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
             Op::Idle(session) => {
                 let ss = &mut sessions[session % n_sessions];
                 if ss.view.is_compact() {
-                    ss.done();
+                    ss.done(offered.as_ref());
                 } else {
                     // IDLE's first look sends the held expunges; then the
                     // view is compact.
@@ -282,7 +291,7 @@ fn run(n_sessions: usize, initial: usize, ops: Vec<Op>) {
         }
     }
     for ss in &mut sessions {
-        ss.done();
+        ss.done(offered.as_ref());
         let u = ss.view.check(&mut ss.mbox, Allow::AllUpdates).unwrap();
         ss.client.apply(&ss.view, &u);
         assert_eq!(ss.view.held_expunges(), 0);

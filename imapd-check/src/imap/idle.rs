@@ -77,7 +77,8 @@ fn look(s: &mut Session, compact: bool) -> Result<bool, Fail> {
 }
 
 /// Ends the compact form of the view before the session answers other
-/// commands: its records are read again, and what changed since the last
+/// commands: its records are read again (or taken from the view another
+/// session of the mailbox offered, `SessionView::expand_from`), and what changed since the last
 /// look is queued for the client (before IDLE's tagged OK, where RFC 2177
 /// allows any untagged response). A mailbox that cannot be read again ends
 /// the session: its view could no longer answer FETCH.
@@ -86,7 +87,23 @@ fn expand(s: &mut Session) -> Result<(), Fail> {
         return Ok(());
     };
     let was_compact = sel.view.is_compact();
-    match sel.view.expand(&mut sel.mbox) {
+    // From the view another session offered when there is one (no read
+    // of the index; sharedviews.rs), else by reading every record.
+    let expanded = if was_compact {
+        match sel.shared.start_view(&mut sel.mbox) {
+            Ok(Some(fresh)) => sel.view.expand_from(fresh),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        }
+    } else {
+        Ok(None)
+    };
+    let expanded = match expanded {
+        Ok(Some(ups)) => Ok(ups),
+        Ok(None) => sel.view.expand(&mut sel.mbox),
+        Err(e) => Err(e),
+    };
+    match expanded {
         Ok(ups) => {
             if was_compact {
                 // Full again, every update sent: what a fresh SELECT gives.

@@ -7,8 +7,8 @@
 //! copy of the records for all the sessions that select them, not one
 //! each, and a second session's SELECT costs what a re-SELECT costs.
 
-use super::SessionView;
-use crate::error::Result;
+use super::{SessionView, Update};
+use crate::error::{Error, Result};
 use crate::mailbox::Mailbox;
 
 /// A view as a fresh SELECT gave it, to start other sessions' views
@@ -64,6 +64,84 @@ impl SessionView {
             slim: None,
             seen_below: self.seen_below,
         }
+    }
+}
+
+impl SessionView {
+    /// [`expand`](Self::expand) (leaving IDLE) from `fresh`, the view a
+    /// SELECT through this view's handle gives now ([`SharedView::open`]):
+    /// the same updates and the same view as a read of every record gives,
+    /// from memory, the records shared with `fresh`. `None`, and this
+    /// view left compact, when `fresh` holds something a compact view
+    /// cannot account for (a live message below the view's last UID that
+    /// it does not know, a MODSEQ below the one reported): the caller
+    /// then expands by reading.
+    pub fn expand_from(&mut self, fresh: SessionView) -> Result<Option<Vec<Update>>> {
+        debug_assert_eq!(fresh.index_path, self.index_path, "another mailbox's view");
+        let Some(slim) = &self.slim else {
+            return Ok(Some(Vec::new()));
+        };
+        if fresh.uidvalidity != self.uidvalidity {
+            return Err(Error::MailboxDeleted);
+        }
+        // One walk over both, in UID order: the compact view's messages
+        // gone from the fresh one (expunged, or repacked away), those
+        // changed since last reported, and the new ones above its floor.
+        let mut gone: Vec<(usize, u32)> = Vec::new();
+        let mut changed: Vec<usize> = Vec::new();
+        let mut now = fresh.msgs.iter().enumerate().peekable();
+        for (i, s) in slim.iter().enumerate() {
+            let (uid, modseq) = (s.uid, s.modseq);
+            match now.peek() {
+                Some((_, e)) if e.record.uid < uid => return Ok(None),
+                Some((p, e)) if e.record.uid == uid => {
+                    if e.record.modseq < modseq {
+                        return Ok(None);
+                    }
+                    if e.record.modseq > modseq {
+                        changed.push(*p);
+                    }
+                    now.next();
+                }
+                _ => gone.push((i, uid)),
+            }
+        }
+        let mut grew = false;
+        for (_, e) in now {
+            if e.record.uid <= self.floor {
+                return Ok(None);
+            }
+            grew = true;
+        }
+        // In the order a check sends them (`apply`): expunges (highest
+        // sequence number first, or one VANISHED), the keyword table,
+        // EXISTS, then the FETCHes in sequence order.
+        let mut out = Vec::new();
+        if !gone.is_empty() {
+            if self.vanished {
+                out.push(Update::Vanished(gone.iter().map(|&(_, u)| u).collect()));
+            } else {
+                out.extend(
+                    gone.iter()
+                        .rev()
+                        .map(|&(i, _)| Update::Expunge(i as u32 + 1)),
+                );
+            }
+        }
+        if fresh.keywords.len() > self.keywords.len() {
+            out.push(Update::Flags(fresh.keywords.clone()));
+        }
+        if grew {
+            out.push(Update::Exists(fresh.len()));
+        }
+        let vanished = self.vanished;
+        *self = fresh;
+        self.vanished = vanished;
+        out.extend(changed.into_iter().map(|p| {
+            let r = &self.msgs[p].record;
+            self.fetch(p as u32 + 1, r)
+        }));
+        Ok(Some(out))
     }
 }
 
