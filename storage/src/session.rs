@@ -45,9 +45,9 @@
 //! is one shared lock for reading the header and the changed records (the
 //! appended ones, and those the change log names; every record when the
 //! log cannot answer, docs/PROTOCOL.md §4b), then O(changed · log n) here
-//! to merge by UID. The messages are held in chunks of at most 1,024
+//! to merge by UID. The messages are held in chunks of at most 256
 //! (`session/entries.rs`): removing k flushed expunges costs
-//! O(k · (1024 + n/1024)), one pass over the view when k is above n/64;
+//! O(k · (256 + n/256)), one pass over the view when k is above n/64;
 //! sequence number and UID lookups are two binary searches. After a
 //! repack (another index file) the refresh is a full merge by UID:
 //! O(n log n).

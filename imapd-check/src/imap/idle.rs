@@ -89,7 +89,7 @@ fn expand(s: &mut Session) -> Result<(), Fail> {
     let was_compact = sel.view.is_compact();
     // From the view another session offered when there is one (no read
     // of the index; sharedviews.rs), else by reading every record.
-    let expanded = if was_compact {
+    let from_shared = if was_compact {
         match sel.shared.start_view(&mut sel.mbox) {
             Ok(Some(fresh)) => sel.view.expand_from(fresh),
             Ok(None) => Ok(None),
@@ -98,17 +98,21 @@ fn expand(s: &mut Session) -> Result<(), Fail> {
     } else {
         Ok(None)
     };
-    let expanded = match expanded {
-        Ok(Some(ups)) => Ok(ups),
-        Ok(None) => sel.view.expand(&mut sel.mbox),
-        Err(e) => Err(e),
+    let (expanded, read) = match from_shared {
+        Ok(Some(ups)) => (Ok(ups), false),
+        Ok(None) => (sel.view.expand(&mut sel.mbox), was_compact),
+        Err(e) => (Err(e), false),
     };
     match expanded {
         Ok(ups) => {
             if was_compact {
                 // Full again, every update sent: what a fresh SELECT gives.
                 sel.shared.set_compact(false);
-                sel.shared.offer(&sel.mbox, &sel.view);
+                if read {
+                    sel.shared.offer(&sel.mbox, &sel.view);
+                } else {
+                    sel.shared.offer_if_none(&sel.mbox, &sel.view);
+                }
             }
             s.write_updates(&ups);
             Ok(())

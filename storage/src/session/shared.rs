@@ -33,7 +33,7 @@ impl SessionView {
     /// This view, to start other sessions' views from: `None` unless it
     /// is what a fresh SELECT through `mbox` would give at its mark (not
     /// compact, no expunge held) and its mark is about the index file
-    /// `mbox` reads now. Costs a pointer per 1,024 messages and one
+    /// `mbox` reads now. Costs a pointer per 256 messages and one
     /// `dup`; the records stay shared until either side changes them.
     pub fn share(&self, mbox: &Mailbox) -> Result<Option<SharedView>> {
         debug_assert_eq!(mbox.index_path(), self.index_path, "wrong mailbox handle");
