@@ -10,8 +10,10 @@
 //! commit's key: a rename or repack does not change it), kept while some
 //! session of the process has the mailbox selected, then dropped with
 //! the view it holds. The slot holds the view last offered: each
-//! SELECT that read or caught up a view offers it, so the next session
-//! catches up from the newest one. While every session of the mailbox
+//! SELECT (or DONE) that read every record offers its view, one that
+//! caught up only when nothing is on offer (`Member::offer_if_none`).
+//! A view leaving the table (a mailbox of a million messages: 100 MB) is
+//! dropped after the table's lock is released. While every session of the mailbox
 //! idles with a compact view (IMAP IDLE), nothing is kept: idlers hold 12
 //! bytes a message, and the offered view would hold 100 for them.
 
@@ -52,26 +54,30 @@ pub struct Member {
 impl Drop for Member {
     fn drop(&mut self) {
         let mut slots = slots();
+        let mut gone = None;
         if let Some(slot) = slots.get_mut(&self.key) {
             slot.members = slot.members.saturating_sub(1);
             if !self.compact {
-                slot.less_full();
+                gone = slot.less_full();
             }
             if slot.members == 0 {
-                slots.remove(&self.key);
+                gone = gone.or(slots.remove(&self.key).and_then(|s| s.view));
             }
         }
+        drop(slots);
+        drop(gone);
     }
 }
 
 impl Slot {
     /// One member fewer with a full view: with none left, the offered
-    /// view goes.
-    fn less_full(&mut self) {
+    /// view goes (returned, for the caller to drop outside the lock).
+    fn less_full(&mut self) -> Option<Arc<SharedView>> {
         self.full = self.full.saturating_sub(1);
         if self.full == 0 {
-            self.view = None;
+            return self.view.take();
         }
+        None
     }
 }
 
@@ -96,13 +102,15 @@ impl Member {
             return;
         }
         self.compact = compact;
-        if let Some(slot) = slots().get_mut(&self.key) {
-            if compact {
-                slot.less_full();
-            } else {
+        let gone = match slots().get_mut(&self.key) {
+            Some(slot) if compact => slot.less_full(),
+            Some(slot) => {
                 slot.full += 1;
+                None
             }
-        }
+            None => None,
+        };
+        drop(gone);
     }
 
     /// With a view another session offered, the view a SELECT through
@@ -116,13 +124,16 @@ impl Member {
             return Ok(None);
         };
         let view = shared.open(mbox)?;
-        if view.is_none()
-            && let Some(slot) = slots().get_mut(&self.key)
-            && slot.view.as_ref().is_some_and(|v| Arc::ptr_eq(v, &shared))
-        {
+        if view.is_none() {
             // Read from a file repacked away: not offered any longer (it
             // holds that file, and its disk space, open).
-            slot.view = None;
+            let gone = match slots().get_mut(&self.key) {
+                Some(slot) if slot.view.as_ref().is_some_and(|v| Arc::ptr_eq(v, &shared)) => {
+                    slot.view.take()
+                }
+                _ => None,
+            };
+            drop(gone);
         }
         Ok(view)
     }
@@ -134,9 +145,11 @@ impl Member {
     pub fn offer(&self, mbox: &Mailbox, view: &SessionView) {
         match view.share(mbox) {
             Ok(Some(shared)) => {
-                if let Some(slot) = slots().get_mut(&self.key) {
-                    slot.view = Some(Arc::new(shared));
-                }
+                let shared = Arc::new(shared);
+                let replaced = slots()
+                    .get_mut(&self.key)
+                    .and_then(|slot| slot.view.replace(shared));
+                drop(replaced);
             }
             Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "view not offered to other sessions"),
