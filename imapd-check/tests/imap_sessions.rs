@@ -21,6 +21,33 @@ use storage::{AppendOptions, Flags, MailboxName, UserName};
 fn twenty_sessions_converge_to_the_index() {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
+    converge(&spool, false, |_| Client::spawn(&spool, "alice"));
+}
+
+/// The same with the 20 sessions in one server process, which share their
+/// views of the mailbox (sharedviews.rs): they also SELECT it again (the
+/// model starts over from the SELECT and a FETCH, as a client does) and
+/// some IDLEs last long enough for the view to go compact, so views are
+/// offered, started from and left IDLE from while everything else runs.
+#[test]
+fn twenty_sessions_of_one_server_converge_to_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let passwd = write_passwd(dir.path(), "alice", "pw");
+    let mut server = None;
+    converge(&spool, true, |first| {
+        if first {
+            server = Some(TcpServer::start(&spool, &passwd));
+        }
+        Client::tcp(server.as_ref().expect("started").port, "alice", "pw")
+    });
+}
+
+/// `twenty_sessions_...`: `connect(first)` gives a session (`first` for
+/// the first one), `reselect` adds SELECTs again and longer IDLEs.
+fn converge(spool: &std::path::Path, reselect: bool, mut connect: impl FnMut(bool) -> Client) {
+    let spool = spool.to_path_buf();
     let store = seed_store(&spool, "alice");
     let user = UserName::new("alice").unwrap();
     let inbox = MailboxName::inbox();
@@ -79,17 +106,30 @@ fn twenty_sessions_converge_to_the_index() {
     let mut sessions = Vec::new();
     for s in 0..20u32 {
         let stop = stop.clone();
-        let spool = spool.clone();
+        let mut c = connect(s == 0);
         sessions.push(std::thread::spawn(move || {
-            let mut c = Client::spawn(&spool, "alice");
             let mut model = Model::default();
             let lines = c.ok("SELECT INBOX");
             model.apply(&lines);
             let mut i = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
-                let lines = match (i + s) % 5 {
+                let arm = (i + s) % if reselect { 7 } else { 5 };
+                let lines = match arm {
                     0 => c.ok("NOOP"),
+                    5 => {
+                        // A new selection: the client starts over. After
+                        // UNSELECT the SELECT starts from another
+                        // session's view; without, it catches its own up.
+                        model = Model::default();
+                        if i % 2 == 0 {
+                            c.ok("UNSELECT");
+                        }
+                        let mut lines = c.ok("SELECT INBOX");
+                        lines.retain(|l| !l.contains("[CLOSED]"));
+                        lines.extend(c.ok("FETCH 1:* (UID FLAGS)"));
+                        lines
+                    }
                     1 => c.ok("FETCH 1:* (UID FLAGS)"),
                     2 => {
                         let (lines, tagged) = c.cmd("UID STORE 1:* -FLAGS.SILENT (\\Draft)");
@@ -101,7 +141,10 @@ fn twenty_sessions_converge_to_the_index() {
                         c.send("i IDLE\r\n");
                         let mut lines = vec![];
                         assert!(c.line().starts_with('+'));
-                        std::thread::sleep(Duration::from_millis(20));
+                        // Long enough now and then for the view to go
+                        // compact (1 s for a small mailbox).
+                        let long = reselect && arm == 6 && i % 3 == 0;
+                        std::thread::sleep(Duration::from_millis(if long { 1200 } else { 20 }));
                         c.send("DONE\r\n");
                         loop {
                             let l = c.line();
@@ -114,7 +157,7 @@ fn twenty_sessions_converge_to_the_index() {
                     }
                 };
                 // Responses to commands by sequence number never carry EXPUNGE.
-                if (i + s) % 5 == 1 || (i + s) % 5 == 3 {
+                if arm == 1 || arm == 3 {
                     assert!(!lines.iter().any(|l| l.ends_with(" EXPUNGE")), "{lines:?}");
                 }
                 model.apply(&lines);
@@ -157,7 +200,9 @@ fn twenty_sessions_converge_to_the_index() {
             .collect();
         assert_eq!(got, index, "a session's view differs from the index");
         c.ok("LOGOUT");
-        c.wait_exit(Duration::from_secs(5));
+        if !reselect {
+            c.wait_exit(Duration::from_secs(5));
+        }
     }
 }
 
