@@ -122,7 +122,7 @@ fn converge(spool: &std::path::Path, reselect: bool, mut connect: impl FnMut(boo
                         // UNSELECT the SELECT starts from another
                         // session's view; without, it catches its own up.
                         model = Model::default();
-                        if i % 2 == 0 {
+                        if i.is_multiple_of(2) {
                             c.ok("UNSELECT");
                         }
                         let mut lines = c.ok("SELECT INBOX");
@@ -143,7 +143,7 @@ fn converge(spool: &std::path::Path, reselect: bool, mut connect: impl FnMut(boo
                         assert!(c.line().starts_with('+'));
                         // Long enough now and then for the view to go
                         // compact (1 s for a small mailbox).
-                        let long = reselect && arm == 6 && i % 3 == 0;
+                        let long = reselect && arm == 6 && i.is_multiple_of(3);
                         std::thread::sleep(Duration::from_millis(if long { 1200 } else { 20 }));
                         c.send("DONE\r\n");
                         loop {
