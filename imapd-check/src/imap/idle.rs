@@ -78,9 +78,9 @@ fn look(s: &mut Session, compact: bool) -> Result<bool, Fail> {
 
 /// Ends the compact form of the view before the session answers other
 /// commands: its records are read again (or taken from the view another
-/// session of the mailbox offered, `SessionView::expand_from`), and what changed since the last
-/// look is queued for the client (before IDLE's tagged OK, where RFC 2177
-/// allows any untagged response). A mailbox that cannot be read again ends
+/// session of the mailbox offered, `SessionView::expand_from`), and what
+/// changed since the last look is queued for the client (before IDLE's
+/// tagged OK, where RFC 2177 allows any untagged response). A mailbox that cannot be read again ends
 /// the session: its view could no longer answer FETCH.
 fn expand(s: &mut Session) -> Result<(), Fail> {
     let Some(sel) = s.sel.as_mut() else {
