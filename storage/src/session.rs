@@ -262,6 +262,15 @@ pub struct SessionView {
     /// whenever a record below it is replaced by one without \Seen (a
     /// message leaving the view keeps it true).
     seen_below: u32,
+    /// Which read of every record the records come from ([`next_read`]):
+    /// a view caught up from another keeps the other's.
+    read: u64,
+}
+
+/// Numbers the reads of every record, in the order they happen.
+fn next_read() -> u64 {
+    static READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
 }
 
 /// A client's QRESYNC parameters to SELECT/EXAMINE (RFC 7162 3.2.5),
@@ -512,6 +521,7 @@ impl SessionView {
             held_floor: None,
             slim: None,
             seen_below: 0,
+            read: next_read(),
         }
     }
 
@@ -665,6 +675,7 @@ impl SessionView {
         self.deleted = deleted;
         self.msgs = msgs;
         self.seen_below = 0;
+        self.read = next_read();
         let ch = Changes {
             header,
             records: news,

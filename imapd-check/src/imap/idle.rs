@@ -98,21 +98,17 @@ fn expand(s: &mut Session) -> Result<(), Fail> {
     } else {
         Ok(None)
     };
-    let (expanded, read) = match from_shared {
-        Ok(Some(ups)) => (Ok(ups), false),
-        Ok(None) => (sel.view.expand(&mut sel.mbox), was_compact),
-        Err(e) => (Err(e), false),
+    let expanded = match from_shared {
+        Ok(Some(ups)) => Ok(ups),
+        Ok(None) => sel.view.expand(&mut sel.mbox),
+        Err(e) => Err(e),
     };
     match expanded {
         Ok(ups) => {
             if was_compact {
                 // Full again, every update sent: what a fresh SELECT gives.
                 sel.shared.set_compact(false);
-                if read {
-                    sel.shared.offer(&sel.mbox, &sel.view);
-                } else {
-                    sel.shared.offer_if_none(&sel.mbox, &sel.view);
-                }
+                sel.shared.offer(&sel.mbox, &sel.view);
             }
             s.write_updates(&ups);
             Ok(())

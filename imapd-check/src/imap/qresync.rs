@@ -228,7 +228,7 @@ impl Session {
                 if o.name == *name && self.store.still_names(user, name, &o.mbox)? =>
             {
                 let view = o.view.reopen(&mut o.mbox)?;
-                o.shared.offer_if_none(&o.mbox, &view);
+                o.shared.offer(&o.mbox, &view);
                 (o.mbox, view, None, o.shared)
             }
             (param, old) => {
@@ -249,17 +249,13 @@ impl Session {
                     }
                     None => {
                         let view = match member.start_view(&mut mbox)? {
-                            Some(view) => {
-                                member.offer_if_none(&mbox, &view);
-                                view
-                            }
+                            Some(view) => view,
                             None => {
                                 super::slice::heavy();
-                                let view = SessionView::open_replacing(&mut mbox, old)?;
-                                member.offer(&mbox, &view);
-                                view
+                                SessionView::open_replacing(&mut mbox, old)?
                             }
                         };
+                        member.offer(&mbox, &view);
                         (mbox, view, None, member)
                     }
                 }

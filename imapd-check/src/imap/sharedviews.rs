@@ -9,9 +9,9 @@
 //! One slot per mailbox directory (device and inode, as the group
 //! commit's key: a rename or repack does not change it), kept while some
 //! session of the process has the mailbox selected, then dropped with
-//! the view it holds. The slot holds the view last offered: each
-//! SELECT (or DONE) that read every record offers its view, one that
-//! caught up only when nothing is on offer (`Member::offer_if_none`).
+//! the view it holds. The slot holds the view read last: each SELECT
+//! (or DONE) offers its view, which replaces the one on offer only if it
+//! was read from the index after it (`Member::offer`).
 //! A view leaving the table (a mailbox of a million messages: 100 MB) is
 //! dropped after the table's lock is released. While every session of the mailbox
 //! idles with a compact view (IMAP IDLE), nothing is kept: idlers hold 12
@@ -138,35 +138,37 @@ impl Member {
         Ok(view)
     }
 
-    /// Offers `view`, just read from every record through `mbox`, to the
-    /// sessions that select the mailbox next (replacing the view offered
-    /// before). Only a saving: a view that cannot be shared is not
-    /// offered.
+    /// Offers `view`, just read or caught up through `mbox`, to the
+    /// sessions that select the mailbox next, when nothing is on offer or
+    /// `view`'s records come from a later read of every record than the
+    /// offered view's (`SessionView::records_read`): a view caught up
+    /// from the offered one (or from an older read) does not replace it,
+    /// since sharing touches the reference count of every chunk of the
+    /// view, and dropping the replaced one every chunk of that one (2,000
+    /// cache lines at a million messages, which a re-SELECT of 0.1 ms
+    /// would feel). A session whose catch-up read every record (too much
+    /// had changed) replaces it. Only a saving: a view that cannot be
+    /// shared is not offered.
     pub fn offer(&self, mbox: &Mailbox, view: &SessionView) {
+        let wanted = |slot: &Slot| {
+            slot.view
+                .as_ref()
+                .is_none_or(|v| v.records_read() < view.records_read())
+        };
+        if !slots().get(&self.key).is_some_and(wanted) {
+            return;
+        }
         match view.share(mbox) {
             Ok(Some(shared)) => {
                 let shared = Arc::new(shared);
-                let replaced = slots()
-                    .get_mut(&self.key)
-                    .and_then(|slot| slot.view.replace(shared));
+                let replaced = match slots().get_mut(&self.key) {
+                    Some(slot) if wanted(slot) => slot.view.replace(shared),
+                    _ => None,
+                };
                 drop(replaced);
             }
             Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "view not offered to other sessions"),
-        }
-    }
-
-    /// [`Self::offer`] of a view caught up rather than read (a re-SELECT,
-    /// a SELECT or DONE that started from the offered view), only when
-    /// nothing is on offer: sharing touches the reference count of every
-    /// chunk of the view, and dropping the view it replaces every chunk of
-    /// that one (2,000 cache lines at a million messages, which a
-    /// re-SELECT of 0.1 ms would feel). The view on offer then ages; a
-    /// session starting from it catches up with more, and past one record
-    /// in 16 it reads every record and offers that.
-    pub fn offer_if_none(&self, mbox: &Mailbox, view: &SessionView) {
-        if slots().get(&self.key).is_some_and(|s| s.view.is_none()) {
-            self.offer(mbox, view);
         }
     }
 }
@@ -264,6 +266,23 @@ mod tests {
                 .all(|(x, y)| x.record == y.record)
         );
         assert_eq!(slot(&b), Some((2, true)));
+        // Caught up from the offered view: the same read, not offered in
+        // its place; a view read later replaces it.
+        let key = b.dir_id().unwrap();
+        let offered = || slots()[&key].view.as_ref().unwrap().records_read();
+        assert_eq!(vb.records_read(), va.records_read());
+        mb.offer(&b, &vb);
+        assert_eq!(offered(), va.records_read());
+        let later = SessionView::open(&mut b).unwrap();
+        assert!(later.records_read() > va.records_read());
+        mb.offer(&b, &later);
+        assert_eq!(offered(), later.records_read());
+        ma.offer(&a, &va);
+        assert_eq!(
+            offered(),
+            later.records_read(),
+            "an older read does not replace"
+        );
 
         // Repacked since: the offered view is of another file, and is
         // no longer offered.

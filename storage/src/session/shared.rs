@@ -63,7 +63,18 @@ impl SessionView {
             held_floor: None,
             slim: None,
             seen_below: self.seen_below,
+            read: self.read,
         }
+    }
+
+    /// Orders views by the read of every record their records come from:
+    /// a later read (a SELECT, a re-SELECT that read everything, leaving a
+    /// compact IDLE by reading) gives a higher number; a view caught up
+    /// from another ([`SharedView::open`], [`Self::reopen`] without a full
+    /// read, [`Self::expand_from`]) keeps the other's. A process shares
+    /// the view read last: an older one has more to catch up with.
+    pub fn records_read(&self) -> u64 {
+        self.read
     }
 }
 
@@ -149,6 +160,11 @@ impl SharedView {
     /// Messages in the view as shared.
     pub fn len(&self) -> u32 {
         self.view.len()
+    }
+
+    /// [`SessionView::records_read`] of the shared view.
+    pub fn records_read(&self) -> u64 {
+        self.view.read
     }
 
     /// Whether the shared view holds no message.
